@@ -1,0 +1,247 @@
+"""The `mlwarden` command: one entry point, one subcommand per component.
+
+    mlwarden sidecar   the capture proxy beside a model server
+    mlwarden detector  drift, quality and SLO checks for one model     (not built yet)
+    mlwarden operator  the Kubernetes operator                         (not built yet)
+    mlwarden check     offline drift report on two data files          (not built yet)
+    mlwarden demo      the whole loop on this machine, no cluster
+
+Every flag can also be given as an environment variable: `--sample-rate` is
+`MLWARDEN_SAMPLE_RATE`; a flag on the command line wins over the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mlwarden import __version__
+
+ENV_PREFIX = "MLWARDEN_"
+
+# Where each part that is not built yet is tracked, so the error can say so.
+NOT_BUILT = {
+    "detector": "issue 3 (the detector)",
+    "operator": "issue 4 (the operator)",
+    "check": "issue 7 (`mlwarden check` and the demo)",
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+def _env(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _add(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    *,
+    help: str,
+    default: Any = None,
+    type: Callable[[str], Any] = str,
+    required: bool = False,
+    **kwargs: Any,
+) -> None:
+    """Add a flag whose default comes from its MLWARDEN_* variable."""
+    env = _env(flag)
+    env_value = os.environ.get(env)
+    value = type(env_value) if env_value not in (None, "") else default
+    suffix = f" [env {env}" + (f"; default {default}]" if default is not None else "]")
+    parser.add_argument(
+        flag,
+        default=value,
+        type=type,
+        required=required and value is None,
+        help=help + suffix,
+        **kwargs,
+    )
+
+
+def _sidecar_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "sidecar",
+        help="run the capture proxy beside a model server",
+        description=(
+            "Reverse proxy beside the model server. Every path on --listen is forwarded to "
+            "--upstream unchanged; request/response pairs are parsed off the hot path and "
+            "shipped in batches to --collector (the detector). /metrics, /healthz and /readyz "
+            "are served on --admin-listen."
+        ),
+    )
+    _add(p, "--listen", help="HOST:PORT the model's clients connect to", required=True)
+    _add(p, "--upstream", help="URL of the model server, e.g. http://127.0.0.1:8080", required=True)
+    _add(p, "--collector", help="detector base URL records are shipped to (POST /v1/records)")
+    _add(
+        p,
+        "--admin-listen",
+        help="HOST:PORT for /metrics, /healthz, /readyz",
+        default="0.0.0.0:9090",
+    )
+    _add(p, "--protocol", help="request format: auto|v2|v1|openai|json", default="auto")
+    _add(p, "--sample-rate", help="fraction of exchanges captured, 0..1", default=1.0, type=float)
+    _add(p, "--observed-model", help="ObservedModel manifest (feature names, json paths)")
+    _add(
+        p,
+        "--max-body-bytes",
+        help="bodies larger than this are forwarded but not captured",
+        default=1 << 20,
+        type=int,
+    )
+    _add(
+        p,
+        "--queue-size",
+        help="exchanges waiting to be parsed before new ones are dropped",
+        default=10_000,
+        type=int,
+    )
+    _add(p, "--batch-size", help="records per batch shipped", default=500, type=int)
+    _add(
+        p,
+        "--batch-interval",
+        help="seconds a record may wait for its batch",
+        default=1.0,
+        type=float,
+    )
+    _add(
+        p,
+        "--buffer-records",
+        help="records held while the collector is unreachable",
+        default=50_000,
+        type=int,
+    )
+    _add(
+        p,
+        "--ship-timeout",
+        help="seconds one batch post to the collector may take",
+        default=5.0,
+        type=float,
+    )
+    _add(p, "--ship-attempts", help="posts of one batch before it is dropped", default=5, type=int)
+    _add(
+        p,
+        "--upstream-timeout",
+        help="seconds to wait for the model to send data",
+        default=60.0,
+        type=float,
+    )
+    _add(p, "--log-level", help="debug|info|warning|error", default="info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlwarden",
+        description="Bolt-on observability for ML models on Kubernetes: detect, diagnose, react.",
+    )
+    parser.add_argument("--version", action="version", version=f"mlwarden {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _sidecar_parser(sub)
+    for name, summary in (
+        ("detector", "run the drift, quality and SLO checks for one ObservedModel"),
+        ("operator", "run the Kubernetes operator"),
+        ("check", "offline drift and data-quality report on two data files"),
+    ):
+        p = sub.add_parser(name, help=f"{summary} (not built yet)", add_help=True)
+        p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    demo = sub.add_parser(
+        "demo",
+        help="run a real model server behind the sidecar on this machine and show what it captures",
+    )
+    demo.add_argument("--requests", type=int, default=200, help="requests to send (default 200)")
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave everything running until Ctrl-C (try it with curl)",
+    )
+    return parser
+
+
+def _sidecar_config(args: argparse.Namespace) -> Any:
+    from mlwarden.sidecar.config import SidecarConfig, parse_hostport, parse_http_url
+    from mlwarden.spec import load_observed_model
+
+    observed = load_observed_model(args.observed_model) if args.observed_model else None
+    sample_rate = args.sample_rate
+    max_body = args.max_body_bytes
+    protocol = args.protocol
+    if observed is not None:
+        # The manifest's capture settings apply unless a flag or variable overrides them.
+        if _env("--sample-rate") not in os.environ and "--sample-rate" not in sys.argv:
+            sample_rate = observed.spec.capture.sample_rate
+        if _env("--max-body-bytes") not in os.environ and "--max-body-bytes" not in sys.argv:
+            max_body = observed.spec.capture.max_body_bytes
+        if _env("--protocol") not in os.environ and "--protocol" not in sys.argv:
+            protocol = observed.spec.protocol
+    return SidecarConfig(
+        listen=parse_hostport(args.listen, what="--listen"),
+        upstream=parse_http_url(args.upstream, what="--upstream"),
+        admin_listen=parse_hostport(args.admin_listen, what="--admin-listen"),
+        collector=parse_http_url(args.collector, what="--collector") if args.collector else None,
+        protocol=protocol,
+        sample_rate=sample_rate,
+        max_body_bytes=max_body,
+        queue_size=args.queue_size,
+        batch_size=args.batch_size,
+        batch_interval_seconds=args.batch_interval,
+        buffer_records=args.buffer_records,
+        ship_timeout_seconds=args.ship_timeout,
+        ship_max_attempts=args.ship_attempts,
+        upstream_read_timeout_seconds=args.upstream_timeout,
+        observed_model=observed,
+    )
+
+
+def _run_loop(coro: Any) -> None:
+    try:
+        import uvloop
+
+        runner: Callable[..., Any] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is absent on some platforms
+        runner = asyncio.run
+    runner(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = getattr(args, "log_level", "info").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from mlwarden.spec import SpecError
+
+    try:
+        if args.command == "sidecar":
+            from mlwarden.sidecar.proxy import serve
+
+            _run_loop(serve(_sidecar_config(args)))
+            return 0
+        if args.command == "demo":
+            from mlwarden.demo import run_demo
+
+            return run_demo(requests=args.requests, keep_running=args.keep_running)
+        print(
+            f"mlwarden {args.command}: not built yet; it is tracked in {NOT_BUILT[args.command]}.",
+            file=sys.stderr,
+        )
+        return 2
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"mlwarden {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
