@@ -1,0 +1,66 @@
+"""Sidecar settings: one immutable object built from flags or MLWARDEN_* variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from mlwarden.spec import PROTOCOLS, ObservedModel
+
+
+def parse_hostport(value: str, *, what: str) -> tuple[str, int]:
+    """`HOST:PORT`, `:PORT` (all interfaces) or `[::1]:PORT` into (host, port)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{what}: expected HOST:PORT such as 127.0.0.1:8000, got {value!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port_text)
+
+
+def parse_http_url(value: str, *, what: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{what}: expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    listen: tuple[str, int]
+    upstream: str
+    admin_listen: tuple[str, int]
+    collector: str | None
+    protocol: str = "auto"
+    sample_rate: float = 1.0
+    max_body_bytes: int = 1 << 20
+    # Exchanges waiting to be parsed: a count and a byte budget, whichever binds first.
+    queue_size: int = 10_000
+    queue_bytes: int = 64 << 20
+    batch_size: int = 500
+    batch_interval_seconds: float = 1.0
+    buffer_records: int = 50_000
+    ship_timeout_seconds: float = 5.0
+    ship_max_attempts: int = 5
+    upstream_connect_timeout_seconds: float = 5.0
+    upstream_read_timeout_seconds: float = 60.0
+    observed_model: ObservedModel | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(
+                f"--protocol: must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}"
+            )
+        if not 0.0 <= self.sample_rate <= 1.0:
+            raise ValueError(f"--sample-rate: must be in [0, 1], got {self.sample_rate}")
+        for name in ("max_body_bytes", "queue_size", "queue_bytes", "batch_size", "buffer_records"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.batch_interval_seconds <= 0:
+            raise ValueError("batch interval must be positive")
+
+    @property
+    def records_url(self) -> str | None:
+        """The detector's ingest endpoint: the collector URL, plus /v1/records if it has no path."""
+        if self.collector is None:
+            return None
+        return self.collector if urlsplit(self.collector).path else self.collector + "/v1/records"

@@ -1,0 +1,435 @@
+"""The forwarding path: every request on the listen port goes to the model, unchanged.
+
+Per request the proxy does four things and nothing else: copy the end-to-end
+headers (RFC 9110 §7.6.1 drops hop-by-hop ones), send the request upstream,
+return the model's status, headers and body as they came, and offer the raw
+exchange to the capture queue (O(1), never waits). Bodies up to the capture cap
+are read whole (that is also what capture needs); larger or unsized bodies and
+event streams are piped chunk by chunk in both directions, so memory stays
+bounded and streaming responses stream.
+
+When the model does not answer, the client gets what nginx would give: 502 when
+the connection fails or breaks, 504 when it times out, with a plain-text body
+saying which. A client that disconnects cancels the upstream call.
+
+`/metrics`, `/healthz` and `/readyz` live on a separate admin port so they can
+never shadow a path of the model's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy, istr
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
+
+from mlwarden.sidecar.capture import CaptureQueue, CaptureWorker, Exchange
+from mlwarden.sidecar.config import SidecarConfig
+from mlwarden.sidecar.metrics import SidecarMetrics
+from mlwarden.sidecar.shipper import Shipper
+
+log = logging.getLogger(__name__)
+
+# RFC 9110 §7.6.1: connection-specific fields a proxy must not forward, plus
+# whatever the Connection header itself names.
+HOP_BY_HOP = frozenset(
+    ("connection", "proxy-connection", "keep-alive", "te", "transfer-encoding", "upgrade")
+)
+_REQUEST_ID = istr("x-request-id")
+
+
+def end_to_end_headers(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], *, keep_length: bool
+) -> CIMultiDict[str]:
+    """A copy of `headers` without hop-by-hop fields (and Content-Length unless kept)."""
+    named: frozenset[str] = frozenset()
+    connection = headers.get(hdrs.CONNECTION)
+    if connection:
+        named = frozenset(t.strip().lower() for t in connection.split(",") if t.strip())
+    out: CIMultiDict[str] = CIMultiDict()
+    for key, value in headers.items():
+        k = key.lower()
+        if k in HOP_BY_HOP or k in named or (not keep_length and k == "content-length"):
+            continue
+        out.add(key, value)
+    return out
+
+
+def _plain_error(status: int, message: str) -> web.Response:
+    return web.Response(
+        status=status, text=f"mlwarden-sidecar: {message}\n", content_type="text/plain"
+    )
+
+
+class _Tee:
+    """Copies up to `limit` bytes of a stream as it passes; remembers if there was more."""
+
+    __slots__ = ("data", "limit", "overflow")
+
+    def __init__(self, limit: int) -> None:
+        self.data = bytearray()
+        self.limit = limit
+        self.overflow = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self.overflow:
+            return
+        if len(self.data) + len(chunk) > self.limit:
+            self.overflow = True
+            self.data = bytearray()
+        else:
+            self.data += chunk
+
+    def body(self) -> bytes | None:
+        return None if self.overflow else bytes(self.data)
+
+
+class ProxyHandler:
+    """The aiohttp low-level handler: forwards one request, offers the exchange to capture."""
+
+    def __init__(
+        self,
+        config: SidecarConfig,
+        *,
+        session: aiohttp.ClientSession,
+        queue: CaptureQueue,
+        metrics: SidecarMetrics,
+        capturing: bool,
+    ) -> None:
+        self.upstream = config.upstream
+        self.session = session
+        self.queue = queue
+        self.metrics = metrics
+        self.cap = config.max_body_bytes
+        self.sample_rate = config.sample_rate if capturing else 0.0
+        self.drops_queue_full = metrics.exchanges_dropped.labels("queue_full")
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        started_at = time.time()
+        capture = self.sample_rate >= 1.0 or (
+            self.sample_rate > 0.0 and random.random() < self.sample_rate
+        )
+        method = request.method
+        length = request.content_length
+        request_tee: _Tee | None = None
+        data: Any
+        if not request.body_exists:
+            data, request_body = None, b""
+        elif length is not None and length <= self.cap:
+            data = request_body = await request.read()
+        else:
+            # Unsized or over the cap: pipe it. The tee keeps a small chunked body for capture.
+            request_tee = _Tee(self.cap) if capture and length is None else None
+            data, request_body = self._pipe(request, request_tee), None
+        # A piped body keeps the client's Content-Length (if any): the framing stays the same.
+        piped = data is not None and not isinstance(data, bytes)
+        headers = end_to_end_headers(request.headers, keep_length=piped)
+        url = URL(self.upstream + request.raw_path, encoded=True)
+        upstream_started = time.perf_counter()
+        try:
+            upstream = await self.session.request(
+                method, url, headers=headers, data=data, allow_redirects=False
+            )
+        except asyncio.CancelledError:
+            self.metrics.client_disconnects.inc()
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            return self._failed(request, started, started_at, 504, "timeout", "upstream timed out")
+        except aiohttp.ClientConnectorError as exc:
+            return self._failed(
+                request, started, started_at, 502, "connect", f"upstream connection failed: {exc}"
+            )
+        except aiohttp.ClientError as exc:
+            return self._failed(
+                request, started, started_at, 502, "protocol", f"upstream error: {exc}"
+            )
+        try:
+            status = upstream.status
+            out_headers = end_to_end_headers(upstream.headers, keep_length=True)
+            response_length = upstream.content_length
+            response_body: bytes | None
+            if method == "HEAD" or status in (204, 304) or status < 200:
+                # No body by definition; keep Content-Length as the model sent it.
+                response: web.StreamResponse = web.StreamResponse(
+                    status=status, reason=upstream.reason, headers=out_headers
+                )
+                upstream_done = time.perf_counter()
+                await response.prepare(request)
+                await response.write_eof()
+                response_body = b""
+            elif (
+                response_length is not None
+                and response_length <= self.cap
+                and not upstream.headers.get(hdrs.CONTENT_TYPE, "").startswith("text/event-stream")
+            ):
+                try:
+                    response_body = await upstream.read()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    # Nothing sent to the client yet: answer as nginx does.
+                    status = 504 if isinstance(exc, TimeoutError) else 502
+                    reason = "timeout" if status == 504 else "protocol"
+                    return self._failed(
+                        request,
+                        started,
+                        started_at,
+                        status,
+                        reason,
+                        f"upstream response broken off: {exc or type(exc).__name__}",
+                    )
+                upstream_done = time.perf_counter()
+                del out_headers[hdrs.CONTENT_LENGTH]
+                response = web.Response(
+                    body=response_body, status=status, reason=upstream.reason, headers=out_headers
+                )
+            else:
+                response = web.StreamResponse(
+                    status=status, reason=upstream.reason, headers=out_headers
+                )
+                await response.prepare(request)
+                tee = _Tee(self.cap) if capture else None
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                    if tee is not None:
+                        tee.feed(chunk)
+                await response.write_eof()
+                upstream_done = time.perf_counter()
+                response_body = tee.body() if tee is not None else None
+        except asyncio.CancelledError:
+            self.metrics.client_disconnects.inc()
+            raise
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The model broke the response off half way: nothing sane can be sent any more.
+            self.metrics.upstream_errors.labels("protocol").inc()
+            log.warning("upstream response failed mid-way: %s", exc)
+            raise
+        finally:
+            upstream.release()
+
+        if request_tee is not None:
+            request_body = request_tee.body()
+        skip: str | None = None
+        if not capture:
+            skip = "sampled_out"
+            request_body = response_body = None
+        elif request_body is None or response_body is None:
+            skip = "body_too_large"
+            request_body = response_body = None
+        exchange = Exchange(
+            method=method,
+            path=request.raw_path,
+            status=status,
+            started_at=started_at,
+            total_seconds=time.perf_counter() - started,
+            upstream_seconds=upstream_done - upstream_started,
+            request_id=request.headers.get(_REQUEST_ID),
+            request_body=request_body,
+            request_encoding=request.headers.get(hdrs.CONTENT_ENCODING),
+            response_body=response_body,
+            response_encoding=upstream.headers.get(hdrs.CONTENT_ENCODING),
+            skip=skip,
+        )
+        if not self.queue.offer(exchange):
+            self.drops_queue_full.inc()
+        return response
+
+    async def _pipe(self, request: web.BaseRequest, tee: _Tee | None) -> AsyncIterator[bytes]:
+        async for chunk in request.content.iter_any():
+            if tee is not None:
+                tee.feed(chunk)
+            yield chunk
+
+    def _failed(
+        self,
+        request: web.BaseRequest,
+        started: float,
+        started_at: float,
+        status: int,
+        reason: str,
+        message: str,
+    ) -> web.Response:
+        self.metrics.upstream_errors.labels(reason).inc()
+        elapsed = time.perf_counter() - started
+        exchange = Exchange(
+            method=request.method,
+            path=request.raw_path,
+            status=status,
+            started_at=started_at,
+            total_seconds=elapsed,
+            upstream_seconds=elapsed,
+            request_id=request.headers.get(_REQUEST_ID),
+        )
+        if not self.queue.offer(exchange):
+            self.drops_queue_full.inc()
+        return _plain_error(status, message)
+
+
+class Sidecar:
+    """The running sidecar: proxy site, admin site, capture worker and shipper."""
+
+    def __init__(self, config: SidecarConfig) -> None:
+        self.config = config
+        self.metrics = SidecarMetrics()
+        self.metrics.set_info(config.protocol)
+        self.queue = CaptureQueue(max_items=config.queue_size, max_bytes=config.queue_bytes)
+        self.shipper: Shipper | None = None
+        self.worker: CaptureWorker | None = None
+        self._runners: list[web.BaseRunner] = []
+        self._session: aiohttp.ClientSession | None = None
+        self.ready = False
+        self.proxy_port: int | None = None
+        self.admin_port: int | None = None
+
+    async def start(self) -> None:
+        c = self.config
+        if c.records_url is not None:
+            self.shipper = Shipper(
+                c.records_url,
+                metrics=self.metrics,
+                batch_size=c.batch_size,
+                batch_interval=c.batch_interval_seconds,
+                buffer_records=c.buffer_records,
+                timeout=c.ship_timeout_seconds,
+                max_attempts=c.ship_max_attempts,
+                source=self._source(),
+            )
+            self.shipper.start()
+        else:
+            log.warning("no --collector given: proxying and metrics only, nothing is captured")
+        spec = c.observed_model.spec if c.observed_model is not None else None
+        self.worker = CaptureWorker(
+            self.queue,
+            metrics=self.metrics,
+            sink=self.shipper,
+            protocol=c.protocol,
+            spec=spec,
+            max_body_bytes=c.max_body_bytes,
+        )
+        self.worker.start()
+        # One pooled session to the model; no automatic headers, no decompression,
+        # so what reaches the model and what comes back are exactly what was sent.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=c.upstream_connect_timeout_seconds,
+                sock_read=c.upstream_read_timeout_seconds,
+            ),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        handler = ProxyHandler(
+            c,
+            session=self._session,
+            queue=self.queue,
+            metrics=self.metrics,
+            capturing=self.shipper is not None,
+        )
+        proxy_runner = web.ServerRunner(
+            # No auto_decompress: a gzip request body must reach the model still gzipped.
+            web.Server(handler, handler_cancellation=True, auto_decompress=False),
+            access_log=None,
+        )
+        await proxy_runner.setup()
+        self._runners.append(proxy_runner)
+        site = web.TCPSite(proxy_runner, c.listen[0], c.listen[1], backlog=1024)
+        await site.start()
+        self.proxy_port = _bound_port(proxy_runner)
+
+        admin_runner = web.AppRunner(self._admin_app(), access_log=None)
+        await admin_runner.setup()
+        self._runners.append(admin_runner)
+        await web.TCPSite(admin_runner, c.admin_listen[0], c.admin_listen[1]).start()
+        self.admin_port = _bound_port(admin_runner)
+        self.ready = True
+        log.info(
+            "mlwarden sidecar: proxy on %s:%s -> %s, admin on %s:%s, collector %s",
+            c.listen[0],
+            self.proxy_port,
+            c.upstream,
+            c.admin_listen[0],
+            self.admin_port,
+            c.records_url or "(none)",
+        )
+
+    async def stop(self) -> None:
+        """Stop taking requests, finish those in flight, then flush capture and shipping."""
+        self.ready = False
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.shipper is not None:
+            await self.shipper.stop()
+        if self._session is not None:
+            await self._session.close()
+
+    def _source(self) -> dict[str, Any]:
+        import os
+        import socket
+
+        om = self.config.observed_model
+        source: dict[str, Any] = {"pod": os.environ.get("POD_NAME") or socket.gethostname()}
+        if om is not None:
+            source["model"] = f"{om.namespace}/{om.name}"
+        return source
+
+    def _admin_app(self) -> web.Application:
+        app = web.Application()
+
+        async def metrics(_: web.Request) -> web.Response:
+            if self.worker is not None:
+                self.worker._update_gauges()
+            body = generate_latest(self.metrics.registry)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.json_response({"status": "ok"})
+
+        async def readyz(_: web.Request) -> web.Response:
+            shipper = self.shipper
+            body = {
+                "ready": self.ready,
+                "upstream": self.config.upstream,
+                "queueDepth": len(self.queue),
+                "collector": self.config.records_url,
+                "bufferedRecords": shipper.buffered if shipper else 0,
+                "collectorLastError": shipper.last_error if shipper else None,
+            }
+            return web.json_response(body, status=200 if self.ready else 503)
+
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        return app
+
+
+def _bound_port(runner: web.BaseRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    raise RuntimeError("sidecar: no TCP address bound")
+
+
+async def serve(config: SidecarConfig) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    sidecar = Sidecar(config)
+    await sidecar.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("mlwarden sidecar: shutting down")
+    await sidecar.stop()

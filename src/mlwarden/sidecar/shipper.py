@@ -1,0 +1,219 @@
+"""Shipping: captured records to the detector, in batches, with retries and bounded memory.
+
+Records wait in a buffer capped by record count; when the collector is down or
+slow the oldest exchanges are evicted first (fresh traffic is what drift
+detection needs) and counted as `buffer_full`. A batch goes out when it reaches
+`batch_size` records or when its oldest record has waited `batch_interval`.
+Failures retry with exponential backoff and full jitter (honouring Retry-After),
+up to `max_attempts`; a 4xx other than 408/429 means the collector will never
+take the batch, so it is dropped at once as `rejected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections import deque
+from typing import Any
+
+import aiohttp
+
+from mlwarden import __version__
+from mlwarden.sidecar.metrics import SidecarMetrics
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 0.1
+BACKOFF_CAP_SECONDS = 5.0
+RETRY_AFTER_CAP_SECONDS = 30.0
+
+Item = tuple[dict[str, Any], list[dict[str, Any]]]
+
+
+def backoff_seconds(attempt: int, *, rng: random.Random, retry_after: float | None = None) -> float:
+    """Full-jitter exponential backoff (attempt 0 is the first retry)."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), RETRY_AFTER_CAP_SECONDS)
+    return rng.uniform(0.0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (2**attempt)))
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None  # an HTTP date; fall back to our own backoff
+
+
+def encode_batch(items: list[Item], source: dict[str, Any]) -> bytes:
+    """The ingest format (docs/records-api.md). NaN and infinities are kept as JSON tokens."""
+    requests = [request for request, _ in items]
+    records = [record for _, rows in items for record in rows]
+    payload = {"source": source, "requests": requests, "records": records}
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+class Shipper:
+    def __init__(
+        self,
+        url: str,
+        *,
+        metrics: SidecarMetrics,
+        batch_size: int = 500,
+        batch_interval: float = 1.0,
+        buffer_records: int = 50_000,
+        timeout: float = 5.0,
+        max_attempts: int = 5,
+        source: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.batch_interval = batch_interval
+        self.buffer_records = buffer_records
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.source = {"sidecar": __version__, **(source or {})}
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        self._buffer: deque[Item] = deque()
+        self._buffered = 0  # rows in the buffer, counting a request with no rows as one
+        self._oldest_at: float | None = None
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._rng = random.Random()
+        self.last_success_at: float | None = None
+        self.last_error: str | None = None
+
+    # --- called by the capture worker -----------------------------------------
+
+    def add(self, request: dict[str, Any], records: list[dict[str, Any]]) -> None:
+        self._buffer.append((request, records))
+        self._buffered += max(1, len(records))
+        if self._oldest_at is None:
+            self._oldest_at = time.monotonic()
+        while self._buffered > self.buffer_records and len(self._buffer) > 1:
+            _, evicted = self._buffer.popleft()
+            self._buffered -= max(1, len(evicted))
+            if evicted:
+                self.metrics.records_dropped.labels("buffer_full").inc(len(evicted))
+        if self._buffered >= self.batch_size:
+            self._ready.set()
+        self.metrics.buffer_records.set(self._buffered)
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        self._session = aiohttp.ClientSession(timeout=timeout)
+        self._task = asyncio.create_task(self._run(), name="mlwarden-shipper")
+
+    async def stop(self, *, flush_timeout: float = 5.0) -> None:
+        """Stop shipping; try once more to deliver what is buffered, within `flush_timeout`."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            async with asyncio.timeout(flush_timeout):
+                while self._buffer:
+                    await self._deliver(self._take_batch(), max_attempts=1)
+        except TimeoutError:
+            log.warning("shutdown: %d buffered records not delivered", self._buffered)
+        if self._session is not None:
+            await self._session.close()
+
+    # --- the loop ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await self._wait_for_batch()
+            batch = self._take_batch()
+            if batch:
+                try:
+                    await self._deliver(batch, max_attempts=self.max_attempts)
+                except asyncio.CancelledError:
+                    # Put the batch back so stop() can still try to flush it.
+                    self._buffer.extendleft(reversed(batch))
+                    self._buffered += sum(max(1, len(rows)) for _, rows in batch)
+                    raise
+
+    async def _wait_for_batch(self) -> None:
+        while True:
+            if self._buffered >= self.batch_size:
+                return
+            if self._oldest_at is not None:
+                wait = self._oldest_at + self.batch_interval - time.monotonic()
+                if wait <= 0:
+                    return
+            else:
+                wait = self.batch_interval
+            self._ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), timeout=wait)
+
+    def _take_batch(self) -> list[Item]:
+        batch: list[Item] = []
+        rows = 0
+        while self._buffer and rows < self.batch_size:
+            item = self._buffer.popleft()
+            batch.append(item)
+            rows += max(1, len(item[1]))
+        self._buffered -= rows
+        self._oldest_at = time.monotonic() if self._buffer else None
+        self.metrics.buffer_records.set(self._buffered)
+        return batch
+
+    async def _deliver(self, batch: list[Item], *, max_attempts: int) -> None:
+        assert self._session is not None
+        records = sum(len(rows) for _, rows in batch)
+        body = encode_batch(batch, self.source)
+        m = self.metrics
+        for attempt in range(max_attempts):
+            retry_after: float | None = None
+            started = time.perf_counter()
+            try:
+                async with self._session.post(self.url, data=body, headers=self.headers) as resp:
+                    text = await resp.read()
+                    m.ship_duration.observe(time.perf_counter() - started)
+                    if 200 <= resp.status < 300:
+                        m.ship_requests.labels("ok").inc()
+                        m.records_shipped.inc(records)
+                        self.last_success_at = time.time()
+                        self.last_error = None
+                        return
+                    self.last_error = f"HTTP {resp.status}: {text[:200]!r}"
+                    if resp.status not in (408, 429) and resp.status < 500:
+                        m.ship_requests.labels("rejected").inc()
+                        m.records_dropped.labels("rejected").inc(records)
+                        log.warning(
+                            "collector rejected a batch of %d: %s", records, self.last_error
+                        )
+                        return
+                    retry_after = _retry_after(resp.headers)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            if attempt + 1 < max_attempts:
+                m.ship_requests.labels("retry").inc()
+                await asyncio.sleep(
+                    backoff_seconds(attempt, rng=self._rng, retry_after=retry_after)
+                )
+        m.ship_requests.labels("failed").inc()
+        m.records_dropped.labels("retries_exhausted").inc(records)
+        log.warning(
+            "dropped a batch of %d records after %d attempts: %s",
+            records,
+            max_attempts,
+            self.last_error,
+        )

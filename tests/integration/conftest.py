@@ -1,0 +1,157 @@
+"""Fixtures for the integration tests; the helpers they use live in harness.py."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from harness import (
+    IRIS_FEATURES,
+    Collector,
+    SidecarProcess,
+    ThreadedServer,
+    Upstream,
+    free_port,
+    upstream_app,
+    wait_until,
+)
+
+from mlwarden.demo import write_iris_model
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    c = Collector()
+    c.server = ThreadedServer(c.app()).start()
+    yield c
+    c.server.stop()
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    seen: list[dict[str, Any]] = []
+    server = ThreadedServer(upstream_app(seen)).start()
+    yield Upstream(server, seen)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def iris_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MLServer's model repository: a LogisticRegression on scikit-learn's bundled iris."""
+    root = tmp_path_factory.mktemp("mlserver")
+    write_iris_model(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mlserver(iris_model_dir: Path) -> Iterator[str]:
+    port = free_port()
+    (iris_model_dir / "settings.json").write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "http_port": port,
+                "grpc_port": free_port(),
+                "metrics_port": free_port(),
+                "parallel_workers": 0,
+            }
+        )
+    )
+    mlserver_bin = Path(sys.executable).with_name("mlserver")
+    log = open(iris_model_dir / "mlserver.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(mlserver_bin), "start", str(iris_model_dir)], stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: requests.get(f"{url}/v2/models/iris/ready", timeout=1).status_code == 200,
+            timeout=60,
+            what="MLServer to load the iris model",
+        )
+    except TimeoutError:
+        proc.kill()
+        raise RuntimeError((iris_model_dir / "mlserver.log").read_text()[-3000:]) from None
+    yield url
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., SidecarProcess]]:
+    started: list[SidecarProcess] = []
+
+    def start(upstream: str, *extra: str, collector: str | None = None) -> SidecarProcess:
+        port, admin = free_port(), free_port()
+        args = [
+            sys.executable,
+            "-m",
+            "mlwarden.cli",
+            "sidecar",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            upstream,
+            "--admin-listen",
+            f"127.0.0.1:{admin}",
+            "--batch-interval",
+            "0.1",
+        ]
+        if collector is not None:
+            args += ["--collector", collector]
+        args += list(extra)
+        log_path = tmp_path / f"sidecar-{port}.log"
+        log = open(log_path, "wb")  # noqa: SIM115
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        sidecar = SidecarProcess(
+            proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", log_path
+        )
+        started.append(sidecar)
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"sidecar exited {proc.returncode}:\n{sidecar.log()}")
+            return requests.get(f"{sidecar.admin_url}/readyz", timeout=1).status_code == 200
+
+        wait_until(ready, timeout=20, what="the sidecar to be ready")
+        return sidecar
+
+    yield start
+    for sidecar in started:
+        code = sidecar.stop()
+        assert code == 0, f"sidecar exited with {code}:\n{sidecar.log()[-3000:]}"
+
+
+@pytest.fixture
+def iris_manifest(tmp_path: Path) -> Path:
+    path = tmp_path / "iris.yaml"
+    path.write_text(
+        "apiVersion: mlwarden.io/v1alpha1\n"
+        "kind: ObservedModel\n"
+        "metadata: {name: iris}\n"
+        "spec:\n"
+        "  target: {deployment: iris}\n"
+        "  protocol: v2\n"
+        "  features:\n"
+        + "".join(f"    - {{name: {f}, type: numeric}}\n" for f in IRIS_FEATURES)
+        + "  prediction: {name: predict, type: categorical}\n"
+    )
+    return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,253 @@
+"""Helpers for the integration tests: real servers on loopback and the sidecar process.
+
+- `mlserver`: MLServer (sklearn runtime) serving a LogisticRegression trained on
+  scikit-learn's bundled iris data set, once per session.
+- `upstream`: an aiohttp server with the awkward cases a real model server rarely
+  shows on demand (echo of what it received, streams, gzip, huge and slow bodies).
+- `collector`: a real HTTP collector that stores the batches the sidecar ships and
+  can be told to fail, hang, reject or throttle.
+- `start_sidecar`: the real `mlwarden sidecar` command in a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+# --------------------------------------------------------------------------- threaded aiohttp
+
+
+class ThreadedServer:
+    """An aiohttp application on a loopback port, served from its own thread and loop."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        self.loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        self.loop.run_until_complete(site.start())
+        self._started.set()
+        self.loop.run_forever()
+
+    def start(self) -> ThreadedServer:
+        self._thread.start()
+        assert self._started.wait(10), "test server did not start"
+        return self
+
+    def stop(self) -> None:
+        async def _cleanup() -> None:
+            assert self._runner is not None
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(_cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+# --------------------------------------------------------------------------- collector
+
+
+@dataclass
+class Collector:
+    """Stores shipped batches; `mode` decides how it answers (ok, fail, hang, reject, throttle)."""
+
+    mode: str = "ok"
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
+    throttle_first: int = 0  # answer 429 to this many posts before taking batches
+    server: ThreadedServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [r for b in self.batches for r in b["requests"]]
+
+    def records(self) -> list[dict[str, Any]]:
+        return [r for b in self.batches for r in b["records"]]
+
+    def app(self) -> web.Application:
+        async def ingest(request: web.Request) -> web.Response:
+            self.attempts += 1
+            body = await request.read()
+            if self.mode == "fail":
+                return web.Response(status=500, text="collector failing on purpose")
+            if self.mode == "hang":
+                await asyncio.sleep(3600)
+            if self.mode == "reject":
+                return web.Response(status=400, text="bad batch")
+            if self.attempts <= self.throttle_first:
+                return web.Response(status=429, headers={"Retry-After": "0"})
+            self.batches.append(json.loads(body))
+            return web.json_response({"accepted": True})
+
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_post("/v1/records", ingest)
+        return app
+
+
+# --------------------------------------------------------------------------- test upstream
+
+
+@dataclass
+class Upstream:
+    server: ThreadedServer
+    seen: list[dict[str, Any]]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def upstream_app(seen: list[dict[str, Any]]) -> web.Application:
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        info = {
+            "method": request.method,
+            "path": request.raw_path,
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "body_len": len(body),
+            "body_head": body[:64].decode("latin-1"),
+        }
+        seen.append(info)
+        return web.json_response(info, headers={"X-Upstream": "echo"})
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(5):
+            await resp.write(f'data: {{"n": {i}}}\n\n'.encode())
+            await asyncio.sleep(0.2)
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def gzipped(request: web.Request) -> web.Response:
+        raw = await request.read()  # aiohttp gunzips it: proof it arrived still gzipped
+        assert raw == b'{"instances": [[1.0, 2.0], [3.0, 4.0]]}', raw[:100]
+        payload = gzip.compress(json.dumps({"predictions": [1, 2, 3]}).encode(), mtime=0)
+        return web.Response(
+            body=payload, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        )
+
+    async def big(request: web.Request) -> web.Response:
+        size = int(request.query.get("size", str(5 << 20)))
+        return web.Response(body=os.urandom(size), content_type="application/octet-stream")
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("seconds", "5")))
+        return web.Response(text="finally")
+
+    async def status(request: web.Request) -> web.Response:
+        code = int(request.match_info["code"])
+        return web.Response(status=code, text=f"status {code}", headers={"X-Status": str(code)})
+
+    async def truncated(request: web.Request) -> web.Response:
+        """Promises 1000 bytes, sends 10, hangs up: a model server crashing mid-answer."""
+        await request.read()
+        transport = request.transport
+        assert transport is not None
+        transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly ten b")
+        await asyncio.sleep(0.05)
+        transport.close()
+        return web.Response()  # never sent: the connection is gone
+
+    app = web.Application(client_max_size=256 << 20)
+    app.router.add_route("*", "/truncated", truncated)
+    app.router.add_get("/stream", stream)
+    app.router.add_route("*", "/gzip", gzipped)
+    app.router.add_get("/big", big)
+    app.router.add_get("/slow", slow)
+    app.router.add_route("*", "/status/{code}", status)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
+
+
+# --------------------------------------------------------------------------- MLServer
+
+
+# --------------------------------------------------------------------------- the sidecar
+
+
+@dataclass
+class SidecarProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+    admin_url: str
+    log_path: Path
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample as `name{label="v",...}` -> value (labels sorted)."""
+        text = requests.get(f"{self.admin_url}/metrics", timeout=5).text
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        key = name
+        if labels:
+            key += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+        return self.metrics().get(key, 0.0)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
