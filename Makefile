@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+PY_DIRS := $(wildcard src tests benchmarks)
 
 .PHONY: install test test-unit test-integration demo lint format bench e2e clean help
 
@@ -34,13 +35,13 @@ demo: install  ## run the demo on this machine, no cluster needed
 	$(BIN)/mlwarden demo
 
 lint: install  ## ruff (lint + format check) and mypy on src/
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/mypy src
 
 format: install  ## apply ruff's formatting and safe fixes
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format $(PY_DIRS)
+	$(BIN)/ruff check --fix $(PY_DIRS)
 
 bench: install  ## run the benchmarks and rewrite benchmarks/RESULTS.md (needs nginx and hey: see benchmarks/README.md)
 	$(BIN)/python benchmarks/run.py

@@ -53,8 +53,14 @@ def _add(
     """Add a flag whose default comes from its MLWARDEN_* variable."""
     env = _env(flag)
     env_value = os.environ.get(env)
-    value = type(env_value) if env_value not in (None, "") else default
-    suffix = f" [env {env}" + (f"; default {default}]" if default is not None else "]")
+    value = default
+    if env_value not in (None, ""):
+        try:
+            value = type(env_value)
+        except ValueError:
+            raise UsageError(f"{env}={env_value!r}: not a valid {type.__name__}") from None
+    shown = kwargs.pop("shown_default", default)
+    suffix = f" [env {env}" + (f"; default {shown}]" if shown is not None else "]")
     parser.add_argument(
         flag,
         default=value,
@@ -85,15 +91,23 @@ def _sidecar_parser(sub: Any) -> None:
         help="HOST:PORT for /metrics, /healthz, /readyz",
         default="0.0.0.0:9090",
     )
-    _add(p, "--protocol", help="request format: auto|v2|v1|openai|json", default="auto")
-    _add(p, "--sample-rate", help="fraction of exchanges captured, 0..1", default=1.0, type=float)
+    # These three default to the ObservedModel's spec.protocol and spec.capture when
+    # --observed-model is given; a flag or variable overrides the manifest.
+    _add(p, "--protocol", help="request format: auto|v2|v1|openai|json", shown_default="auto")
+    _add(
+        p,
+        "--sample-rate",
+        help="fraction of exchanges captured, 0..1",
+        type=float,
+        shown_default=1.0,
+    )
     _add(p, "--observed-model", help="ObservedModel manifest (feature names, json paths)")
     _add(
         p,
         "--max-body-bytes",
         help="bodies larger than this are forwarded but not captured",
-        default=1 << 20,
         type=int,
+        shown_default=1 << 20,
     )
     _add(
         p,
@@ -168,17 +182,16 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
     from mlwarden.spec import load_observed_model
 
     observed = load_observed_model(args.observed_model) if args.observed_model else None
-    sample_rate = args.sample_rate
-    max_body = args.max_body_bytes
-    protocol = args.protocol
-    if observed is not None:
-        # The manifest's capture settings apply unless a flag or variable overrides them.
-        if _env("--sample-rate") not in os.environ and "--sample-rate" not in sys.argv:
-            sample_rate = observed.spec.capture.sample_rate
-        if _env("--max-body-bytes") not in os.environ and "--max-body-bytes" not in sys.argv:
-            max_body = observed.spec.capture.max_body_bytes
-        if _env("--protocol") not in os.environ and "--protocol" not in sys.argv:
-            protocol = observed.spec.protocol
+    capture = observed.spec.capture if observed is not None else None
+
+    def pick(given: Any, from_manifest: Any, default: Any) -> Any:
+        if given is not None:
+            return given
+        return from_manifest if observed is not None else default
+
+    protocol = pick(args.protocol, observed.spec.protocol if observed else None, "auto")
+    sample_rate = pick(args.sample_rate, capture.sample_rate if capture else None, 1.0)
+    max_body = pick(args.max_body_bytes, capture.max_body_bytes if capture else None, 1 << 20)
     return SidecarConfig(
         listen=parse_hostport(args.listen, what="--listen"),
         upstream=parse_http_url(args.upstream, what="--upstream"),
@@ -209,7 +222,11 @@ def _run_loop(coro: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except UsageError as exc:
+        print(f"mlwarden: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     level = getattr(args, "log_level", "info").upper()
     logging.basicConfig(
