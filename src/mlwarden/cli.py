@@ -1,7 +1,7 @@
 """The `mlwarden` command: one entry point, one subcommand per component.
 
     mlwarden sidecar   the capture proxy beside a model server
-    mlwarden detector  drift, quality and SLO checks for one model     (not built yet)
+    mlwarden detector  drift, quality, SLO and performance checks for one model
     mlwarden operator  the Kubernetes operator                         (not built yet)
     mlwarden check     offline drift report on two data files          (not built yet)
     mlwarden demo      the whole loop on this machine, no cluster
@@ -26,7 +26,6 @@ ENV_PREFIX = "MLWARDEN_"
 
 # Where each part that is not built yet is tracked, so the error can say so.
 NOT_BUILT = {
-    "detector": "issue 3 (the detector)",
     "operator": "issue 4 (the operator)",
     "check": "issue 7 (`mlwarden check` and the demo)",
 }
@@ -149,6 +148,36 @@ def _sidecar_parser(sub: Any) -> None:
     _add(p, "--log-level", help="debug|info|warning|error", default="info")
 
 
+def _detector_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "detector",
+        help="run the drift, quality, SLO and performance checks for one ObservedModel",
+        description=(
+            "Ingests captured records (POST /v1/records, or KServe CloudEvents), keeps the "
+            "reference and the current window, evaluates the checks the ObservedModel enables "
+            "every spec.alerting.evaluationInterval, and serves GET /v1/status and /metrics. "
+            "In a cluster (or with --report-to) it writes alert changes to the ObservedModel's "
+            "status."
+        ),
+    )
+    _add(p, "--observed-model", help="ObservedModel manifest (YAML)", required=True)
+    _add(p, "--listen", help="HOST:PORT for the API and /metrics", default="0.0.0.0:8080")
+    _add(
+        p,
+        "--report-to",
+        help="Kubernetes API URL to write status.alerts to (default: "
+        "in-cluster when running in a pod, else nowhere)",
+    )
+    _add(p, "--report-token", help="bearer token for --report-to")
+    _add(
+        p,
+        "--reference-dir",
+        help="where a configMap reference is mounted",
+        default="/etc/mlwarden/reference",
+    )
+    _add(p, "--log-level", help="debug|info|warning|error", default="info")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlwarden",
@@ -157,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlwarden {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _sidecar_parser(sub)
+    _detector_parser(sub)
     for name, summary in (
-        ("detector", "run the drift, quality and SLO checks for one ObservedModel"),
         ("operator", "run the Kubernetes operator"),
         ("check", "offline drift and data-quality report on two data files"),
     ):
@@ -211,6 +240,32 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
     )
 
 
+def _run_detector(args: argparse.Namespace) -> int:
+    from mlwarden.detector.reference import ReferenceError
+    from mlwarden.detector.reporter import StatusWriter
+    from mlwarden.detector.service import serve
+    from mlwarden.sidecar.config import parse_hostport, parse_http_url
+    from mlwarden.spec import load_observed_model
+
+    model = load_observed_model(args.observed_model)
+    listen = parse_hostport(args.listen, what="--listen")
+    if args.report_to:
+        writer: StatusWriter | None = StatusWriter(
+            parse_http_url(args.report_to, what="--report-to"),
+            namespace=model.namespace,
+            name=model.name,
+            token=args.report_token,
+        )
+    else:
+        writer = StatusWriter.in_cluster(namespace=model.namespace, name=model.name)
+    try:
+        _run_loop(serve(model, listen, writer=writer, reference_dir=args.reference_dir))
+    except ReferenceError as exc:
+        print(f"mlwarden detector: reference: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _run_loop(coro: Any) -> None:
     try:
         import uvloop
@@ -241,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             _run_loop(serve(_sidecar_config(args)))
             return 0
+        if args.command == "detector":
+            return _run_detector(args)
         if args.command == "demo":
             from mlwarden.demo import run_demo
 

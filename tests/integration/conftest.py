@@ -15,10 +15,12 @@ import requests
 from harness import (
     IRIS_FEATURES,
     Collector,
+    DetectorProcess,
     SidecarProcess,
     ThreadedServer,
     Upstream,
     free_port,
+    start_process,
     upstream_app,
     wait_until,
 )
@@ -95,36 +97,19 @@ def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., SidecarProcess]]:
     def start(upstream: str, *extra: str, collector: str | None = None) -> SidecarProcess:
         port, admin = free_port(), free_port()
         args = [
-            sys.executable,
-            "-m",
-            "mlwarden.cli",
-            "sidecar",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--upstream",
-            upstream,
-            "--admin-listen",
-            f"127.0.0.1:{admin}",
-            "--batch-interval",
-            "0.1",
-        ]
+            sys.executable, "-m", "mlwarden.cli", "sidecar",
+            "--listen", f"127.0.0.1:{port}",
+            "--upstream", upstream,
+            "--admin-listen", f"127.0.0.1:{admin}",
+            "--batch-interval", "0.1",
+        ]  # fmt: skip
         if collector is not None:
             args += ["--collector", collector]
-        args += list(extra)
         log_path = tmp_path / f"sidecar-{port}.log"
-        log = open(log_path, "wb")  # noqa: SIM115
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        sidecar = SidecarProcess(
-            proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", log_path
-        )
+        admin_url = f"http://127.0.0.1:{admin}"
+        proc = start_process([*args, *extra], log_path, f"{admin_url}/readyz", "the sidecar")
+        sidecar = SidecarProcess(proc, f"http://127.0.0.1:{port}", log_path, admin_url=admin_url)
         started.append(sidecar)
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"sidecar exited {proc.returncode}:\n{sidecar.log()}")
-            return requests.get(f"{sidecar.admin_url}/readyz", timeout=1).status_code == 200
-
-        wait_until(ready, timeout=20, what="the sidecar to be ready")
         return sidecar
 
     yield start
@@ -148,6 +133,37 @@ def iris_manifest(tmp_path: Path) -> Path:
         + "  prediction: {name: predict, type: categorical}\n"
     )
     return path
+
+
+@pytest.fixture
+def start_detector(tmp_path: Path) -> Iterator[Callable[..., DetectorProcess]]:
+    started: list[DetectorProcess] = []
+
+    def start(manifest_path: Path, *extra: str) -> DetectorProcess:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        args = [
+            sys.executable,
+            "-m",
+            "mlwarden.cli",
+            "detector",
+            "--observed-model",
+            str(manifest_path),
+            "--listen",
+            f"127.0.0.1:{port}",
+            *extra,
+        ]
+        proc = start_process(
+            args, tmp_path / f"detector-{port}.log", f"{url}/readyz", "the detector"
+        )
+        detector = DetectorProcess(proc, url, tmp_path / f"detector-{port}.log")
+        started.append(detector)
+        return detector
+
+    yield start
+    for detector in started:
+        code = detector.stop()
+        assert code == 0, f"detector exited with {code}:\n{detector.log()[-3000:]}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

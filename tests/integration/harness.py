@@ -217,11 +217,47 @@ def upstream_app(seen: list[dict[str, Any]]) -> web.Application:
 
 
 @dataclass
-class SidecarProcess:
+class ManagedProcess:
+    """A component started as a real subprocess, its output in a log file."""
+
     proc: subprocess.Popen[bytes]
     url: str
-    admin_url: str
     log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM, as Kubernetes sends it; the exit code (0 for a clean shutdown)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def start_process(
+    args: list[str], log_path: Path, ready_url: str, what: str
+) -> subprocess.Popen[bytes]:
+    """Start `args`, logging to `log_path`, and wait until `ready_url` answers 200."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited {proc.returncode}:\n{log_path.read_text()}")
+        return requests.get(ready_url, timeout=1).status_code == 200
+
+    wait_until(ready, timeout=20, what=f"{what} to be ready")
+    return proc
+
+
+@dataclass
+class SidecarProcess(ManagedProcess):
+    admin_url: str = ""
 
     def metrics(self) -> dict[str, float]:
         """Every sample as `name{label="v",...}` -> value (labels sorted)."""
@@ -239,15 +275,30 @@ class SidecarProcess:
             key += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
         return self.metrics().get(key, 0.0)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+@dataclass
+class DetectorProcess(ManagedProcess):
+    def status(self) -> dict[str, Any]:
+        return requests.get(f"{self.url}/v1/status", timeout=5).json()
+
+    def post(self, payload: dict[str, Any]) -> requests.Response:
+        return requests.post(f"{self.url}/v1/records", json=payload, timeout=10)
+
+    def alerts(self) -> set[tuple[str, str | None]]:
+        return {(a["type"], a.get("feature")) for a in self.status()["alerts"]}
+
+    def wait_evaluations(self, n: int, timeout: float = 20.0) -> None:
+        start = self.status()["evaluations"]
+        wait_until(
+            lambda: self.status()["evaluations"] >= start + n, timeout, what=f"{n} more evaluations"
+        )
+
+
+def manifest(tmp: Path, spec: str, name: str = "m") -> Path:
+    """An ObservedModel file: `spec` is the YAML body under `spec:` (indented by the caller)."""
+    path = tmp / f"{name}.yaml"
+    path.write_text(
+        "apiVersion: mlwarden.io/v1alpha1\nkind: ObservedModel\n"
+        f"metadata: {{name: {name}, namespace: test}}\nspec:\n{spec}"
+    )
+    return path

@@ -89,7 +89,7 @@ def test_a_bad_manifest_lists_its_problems(
     assert "spec.target.deployment: required field is missing" in err
 
 
-@pytest.mark.parametrize("command", ["detector", "operator", "check"])
+@pytest.mark.parametrize("command", ["operator", "check"])
 def test_parts_not_built_yet_say_so(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([command]) == 2
     assert "not built yet" in capsys.readouterr().err

@@ -1,0 +1,754 @@
+"""The detector's state and its evaluation, with no I/O and no clock of its own.
+
+- `Reference`: what normal looks like, as sketches per column, fixed once built
+  (from a warm-up of the first N records, or from a file).
+- `Window`: the current window as a ring of chunks, each holding sketches of the
+  records it received; sealed chunks leave the window whole. Memory is
+  chunks × columns × bins whatever the traffic, and evaluation merges a dozen
+  small arrays per column, so its cost does not depend on the window size.
+- `Detector`: ingests batches, evaluates every check the spec enables into
+  `Evidence`, and feeds the alert state machine.
+
+Columns are the spec's features (or, without them, those inferred from the
+warm-up: numbers are numeric, anything else categorical) and the prediction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlwarden.detector.alerts import AlertStateMachine, Evidence, Transition
+from mlwarden.detector.ingest import Batch
+from mlwarden.records import Value
+from mlwarden.spec import ObservedModel
+from mlwarden.stats import (
+    DEFAULT_MIN_EFFECT,
+    CategoricalSketch,
+    NumericSketch,
+    evaluate_drift,
+    numeric_edges,
+)
+from mlwarden.stats import performance as perf
+
+Sketch = NumericSketch | CategoricalSketch
+
+CHUNKS_PER_WINDOW = 10
+MIN_VALUES = 30  # fewer current values than this: a check is not evaluated (not a pass)
+OUT_OF_RANGE_MAX_RATE = 0.05
+NEW_CATEGORY_MAX_RATE = 0.05
+TYPE_ERROR_MAX_RATE = 0.01
+MIN_LABELS = 50
+MAX_PENDING_PREDICTIONS = 200_000
+MAX_UNEXPECTED_FIELDS = 100
+# Latency histogram: log-spaced from 0.1 ms to 100 s, ~5% resolution.
+LATENCY_EDGES = np.geomspace(1e-4, 100.0, 281)
+MAX_RAW_REFERENCE = 1_000_000  # rows kept raw while warming up / loading a reference
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # "feature" | "prediction"
+    type: str  # "numeric" | "categorical"
+
+
+def to_numeric(values: list[Any]) -> tuple[np.ndarray, int]:
+    """Floats (NaN for missing) and the number of values that were not numbers."""
+    if not any(isinstance(v, str) for v in values):
+        try:
+            return np.asarray(values, dtype=np.float64), 0
+        except (TypeError, ValueError):
+            pass
+    out = np.empty(len(values), dtype=np.float64)
+    errors = 0
+    for i, v in enumerate(values):
+        if isinstance(v, int | float):
+            out[i] = float(v)
+        else:
+            # Missing, or a string/list/object where a number belongs: a type error.
+            out[i] = math.nan
+            errors += v is not None
+    return out, errors
+
+
+def to_categorical(values: list[Any]) -> list[str | None]:
+    return [None if v is None else (v if isinstance(v, str) else _category(v)) for v in values]
+
+
+def _category(v: Value) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def infer_type(values: list[Value]) -> str:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return "numeric"
+    return "categorical"
+
+
+# --------------------------------------------------------------------------- reference
+
+
+@dataclass
+class Reference:
+    """Sketches of the reference per column, and what the quality checks compare against."""
+
+    id: str
+    source: str
+    since: float
+    n: int
+    columns: dict[str, Column]
+    sketches: dict[str, Sketch]
+    performance: dict[str, float] = field(default_factory=dict)
+    performance_estimated: bool = True
+
+    def new_sketch(self, name: str) -> Sketch:
+        return self.sketches[name].empty_like()
+
+
+def build_reference(
+    raw: dict[str, list[Value]],
+    columns: dict[str, Column],
+    *,
+    source: str,
+    since: float,
+    probabilities: np.ndarray | None = None,
+    labels: list[Value] | None = None,
+    predictions: list[Value] | None = None,
+) -> Reference:
+    """Sketch raw reference columns. `source` names it (`warmup`, `file:...`)."""
+    n = max((len(v) for v in raw.values()), default=0)
+    sketches: dict[str, Sketch] = {}
+    digest = hashlib.sha256()
+    for name, column in sorted(columns.items()):
+        values = raw.get(name, [None] * n)
+        if column.type == "numeric":
+            array, _ = to_numeric(values)
+            sketch: Sketch = NumericSketch(numeric_edges(array[np.isfinite(array)]))
+            sketch.add(array)
+            digest.update(array.tobytes())
+        else:
+            sketch = CategoricalSketch()
+            cats = to_categorical(values)
+            sketch.add(cats)
+            digest.update("\x1f".join("" if c is None else c for c in cats).encode())
+        sketches[name] = sketch
+    performance: dict[str, float] = {}
+    estimated = True
+    if labels is not None and predictions is not None:
+        y_true, y_pred = np.asarray(labels), np.asarray(predictions)
+        for metric in ("accuracy", "f1"):
+            performance[metric] = _safe(lambda m=metric: perf.labelled_metric(m, y_true, y_pred))
+        estimated = False
+    elif probabilities is not None and len(probabilities):
+        for metric in ("accuracy", "f1", "roc_auc"):
+            performance[metric] = _safe(lambda m=metric: perf.estimate_metric(m, probabilities))
+    ref_id = f"{source}@{digest.hexdigest()[:12]}"
+    return Reference(ref_id, source, since, n, dict(columns), sketches, performance, estimated)
+
+
+def _safe(fn: Any) -> float:
+    try:
+        return float(fn())
+    except ValueError:
+        return math.nan
+
+
+# --------------------------------------------------------------------------- windows
+
+
+@dataclass
+class Chunk:
+    started: float
+    sketches: dict[str, Sketch]
+    type_errors: Counter[str] = field(default_factory=Counter)
+    out_of_range: Counter[str] = field(default_factory=Counter)
+    absent: Counter[str] = field(default_factory=Counter)
+    unexpected: Counter[str] = field(default_factory=Counter)
+    n_records: int = 0
+    n_requests: int = 0
+    n_errors: int = 0
+    latency_counts: np.ndarray = field(
+        default_factory=lambda: np.zeros(len(LATENCY_EDGES) + 1, dtype=np.int64)
+    )
+    probabilities: list[np.ndarray] = field(default_factory=list)
+    labelled: list[tuple[Value, Value]] = field(default_factory=list)
+
+
+@dataclass
+class WindowView:
+    """The merged current window, what one evaluation looks at."""
+
+    sketches: dict[str, Sketch]
+    type_errors: Counter[str]
+    out_of_range: Counter[str]
+    absent: Counter[str]
+    unexpected: Counter[str]
+    n_records: int
+    n_requests: int
+    n_errors: int
+    latency_counts: np.ndarray
+    probabilities: np.ndarray | None
+    labelled: list[tuple[Value, Value]]
+
+
+class Window:
+    """The last `size` records (or `duration` seconds), as a ring of chunks."""
+
+    def __init__(
+        self, reference: Reference, *, size: int | None, duration: float | None, now: float
+    ) -> None:
+        self.reference = reference
+        self.size = size
+        self.duration = duration
+        self.chunk_records = max(1, (size or 0) // CHUNKS_PER_WINDOW)
+        self.chunk_seconds = (duration or 0.0) / CHUNKS_PER_WINDOW
+        self.sealed: list[Chunk] = []
+        self.open = self._new_chunk(now)
+
+    def _new_chunk(self, now: float) -> Chunk:
+        return Chunk(
+            started=now, sketches={n: self.reference.new_sketch(n) for n in self.reference.columns}
+        )
+
+    def roll(self, now: float) -> None:
+        """Seal the open chunk when full (or old) and drop chunks that left the window."""
+        full = (
+            self.open.n_records >= self.chunk_records
+            if self.size is not None
+            else now - self.open.started >= self.chunk_seconds
+        )
+        if full:
+            self.sealed.append(self.open)
+            self.open = self._new_chunk(now)
+        if self.size is not None:
+            total = sum(c.n_records for c in self.sealed)
+            while self.sealed and total - self.sealed[0].n_records >= self.size:
+                total -= self.sealed.pop(0).n_records
+        else:
+            assert self.duration is not None
+            horizon = now - self.duration
+            while self.sealed and self.sealed[0].started + self.chunk_seconds < horizon:
+                self.sealed.pop(0)
+
+    def view(self) -> WindowView:
+        chunks = [*self.sealed, self.open]
+        sketches: dict[str, Sketch] = {}
+        for name in self.reference.columns:
+            merged = chunks[0].sketches[name].copy()
+            for chunk in chunks[1:]:
+                merged.merge(chunk.sketches[name])  # type: ignore[arg-type]
+            sketches[name] = merged
+        probabilities = [p for c in chunks for p in c.probabilities]
+        return WindowView(
+            sketches=sketches,
+            type_errors=sum((c.type_errors for c in chunks), Counter()),
+            out_of_range=sum((c.out_of_range for c in chunks), Counter()),
+            absent=sum((c.absent for c in chunks), Counter()),
+            unexpected=sum((c.unexpected for c in chunks), Counter()),
+            n_records=sum(c.n_records for c in chunks),
+            n_requests=sum(c.n_requests for c in chunks),
+            n_errors=sum(c.n_errors for c in chunks),
+            latency_counts=np.sum([c.latency_counts for c in chunks], axis=0),
+            probabilities=np.concatenate(probabilities) if probabilities else None,
+            labelled=[pair for c in chunks for pair in c.labelled],
+        )
+
+
+def latency_quantile(counts: np.ndarray, q: float) -> float:
+    """The q-quantile (seconds) of a latency histogram over LATENCY_EDGES (upper bin edge)."""
+    total = int(counts.sum())
+    if total == 0:
+        return math.nan
+    rank = q * total
+    index = int(np.searchsorted(np.cumsum(counts), rank, side="left"))
+    if index >= len(LATENCY_EDGES):
+        return float("inf")
+    return float(LATENCY_EDGES[index])
+
+
+# --------------------------------------------------------------------------- detector
+
+
+class Detector:
+    """One ObservedModel's detector: reference, current window, checks, alert state."""
+
+    def __init__(self, model: ObservedModel, *, now: float) -> None:
+        self.model = model
+        spec = model.spec
+        self.columns: dict[str, Column] = {
+            f.name: Column(f.name, "feature", f.type) for f in spec.features
+        }
+        if spec.prediction is not None:
+            self.columns[spec.prediction.name] = Column(
+                spec.prediction.name, "prediction", spec.prediction.type
+            )
+        self.infer_columns = not spec.features
+        self.reference: Reference | None = None
+        self.ranges: dict[str, tuple[float, float]] = {}
+        self.window: Window | None = None
+        self.warmup: dict[str, list[Value]] = {}
+        self.warmup_kinds: dict[str, str] = {}
+        self.warmup_probabilities: list[np.ndarray] = []
+        self.warmup_n = 0
+        self.alerts = AlertStateMachine(spec.alerting.fire_after, spec.alerting.resolve_after)
+        self.model_revision: str | None = None
+        self.evaluations = 0
+        self.last_evidence: list[Evidence] = []
+        self.records_ingested = 0
+        self.requests_ingested = 0
+        # (request id, row) -> (prediction, made while warming up?), awaiting a label.
+        self.pending_predictions: OrderedDict[tuple[str, int], tuple[Value, bool]] = OrderedDict()
+        # Labelled predictions from the warm-up: the reference level of labelled performance.
+        self.reference_labelled: list[tuple[Value, Value]] = []
+        self.labels_joined = 0
+        self.labels_unmatched = 0
+        # SLO checks need no reference, so they run from the first request on.
+        self.slo_window = Window(
+            Reference("slo", "slo", now, 0, {}, {}),
+            size=spec.window.size,
+            duration=spec.window.duration_seconds,
+            now=now,
+        )
+
+    # ---------------------------------------------------------------- reference
+
+    @property
+    def warming_up(self) -> bool:
+        return self.reference is None
+
+    def set_reference(self, reference: Reference, *, now: float) -> None:
+        self.reference = reference
+        self.columns = dict(reference.columns)
+        # The reference range of each numeric column, for the out-of-range check.
+        self.ranges = {
+            name: (float(sk.min), float(sk.max))
+            for name, sk in reference.sketches.items()
+            if isinstance(sk, NumericSketch) and sk.total
+        }
+        spec = self.model.spec
+        self.window = Window(
+            reference, size=spec.window.size, duration=spec.window.duration_seconds, now=now
+        )
+        self.warmup = {}
+        self.warmup_probabilities = []
+
+    def _prediction_column(self) -> str | None:
+        p = self.model.spec.prediction
+        return p.name if p is not None else None
+
+    def _probabilities(self, batch: Batch) -> np.ndarray | None:
+        """Class probabilities per record: outputs `<name>_0..` (or `<name>` for binary)."""
+        p = self.model.spec.prediction
+        if p is None or p.probabilities is None:
+            return None
+        name = p.probabilities
+        wide = sorted(
+            (
+                k
+                for k in batch.output_names
+                if k.startswith(name + "_") and k[len(name) + 1 :].isdigit()
+            ),
+            key=lambda k: int(k[len(name) + 1 :]),
+        )
+        if wide:
+            return np.column_stack([to_numeric(batch.output(k) or [])[0] for k in wide])
+        values = batch.output(name)
+        return to_numeric(values)[0] if values is not None else None
+
+    # ---------------------------------------------------------------- ingest
+
+    def ingest(self, batch: Batch, *, now: float) -> None:
+        self.records_ingested += batch.n_records
+        self.requests_ingested += len(batch.statuses)
+        revision = batch.source.get("modelRevision")
+        if isinstance(revision, str):
+            self.model_revision = revision
+        self._ingest_requests(batch, now)
+        if batch.n_records == 0:
+            return
+        self._remember_predictions(batch)
+        if self.reference is None:
+            self._ingest_warmup(batch, now)
+            return
+        assert self.window is not None
+        chunk = self.window.open
+        chunk.n_records += batch.n_records
+        for name, column in self.columns.items():
+            values = batch.feature(name) if column.kind == "feature" else batch.output(name)
+            if values is None:
+                chunk.absent[name] += batch.n_records
+                values = [None] * batch.n_records
+            sketch = chunk.sketches[name]
+            if column.type == "numeric":
+                array, errors = to_numeric(values)
+                sketch.add(array)
+                if errors:
+                    chunk.type_errors[name] += errors
+                low, high = self.ranges.get(name, (-math.inf, math.inf))
+                outside = int(np.count_nonzero((array < low) | (array > high)))
+                if outside:
+                    chunk.out_of_range[name] += outside
+            else:
+                sketch.add(to_categorical(values))  # type: ignore[arg-type]
+        for name in batch.feature_names - self.columns.keys():
+            if name in chunk.unexpected or len(chunk.unexpected) < MAX_UNEXPECTED_FIELDS:
+                chunk.unexpected[name] += sum(v is not None for v in batch.feature(name) or [])
+        probabilities = self._probabilities(batch)
+        if probabilities is not None:
+            chunk.probabilities.append(probabilities)
+        self.window.roll(now)
+
+    def _ingest_requests(self, batch: Batch, now: float) -> None:
+        if not batch.statuses:
+            return
+        chunk = self.slo_window.open
+        chunk.n_records += len(batch.statuses)
+        chunk.n_requests += len(batch.statuses)
+        chunk.n_errors += sum(1 for s in batch.statuses if s >= 500)
+        index = np.searchsorted(LATENCY_EDGES, np.asarray(batch.latencies), side="left")
+        chunk.latency_counts += np.bincount(index, minlength=len(chunk.latency_counts))
+        self.slo_window.roll(now)
+
+    def _ingest_warmup(self, batch: Batch, now: float) -> None:
+        size = self.model.spec.reference.size
+        take = min(batch.n_records, size - self.warmup_n, MAX_RAW_REFERENCE - self.warmup_n)
+        prediction = self._prediction_column()
+        # Which raw columns to keep: the declared ones, plus (without declarations)
+        # every feature seen, and every output when no prediction is named.
+        kinds = {name: column.kind for name, column in self.columns.items()}
+        if self.infer_columns:
+            kinds.update({n: "feature" for n in batch.feature_names if n not in kinds})
+        if prediction is None:
+            kinds.update({n: "prediction" for n in batch.output_names if n not in kinds})
+        kinds.update({n: k for n, k in self.warmup_kinds.items() if n not in kinds})
+        for name, kind in kinds.items():
+            values = batch.feature(name) if kind == "feature" else batch.output(name)
+            column = self.warmup.setdefault(name, [None] * self.warmup_n)
+            column.extend(values[:take] if values is not None else [None] * take)
+            self.warmup_kinds[name] = kind
+        probabilities = self._probabilities(batch)
+        if probabilities is not None:
+            self.warmup_probabilities.append(probabilities[:take])
+        self.warmup_n += take
+        if self.warmup_n >= size:
+            columns = dict(self.columns)
+            for name, values in self.warmup.items():
+                if name not in columns:
+                    columns[name] = Column(name, self.warmup_kinds[name], infer_type(values))
+            probs = np.concatenate(self.warmup_probabilities) if self.warmup_probabilities else None
+            reference = build_reference(
+                self.warmup, columns, source="warmup", since=now, probabilities=probs
+            )
+            self.set_reference(reference, now=now)
+
+    def _remember_predictions(self, batch: Batch) -> None:
+        prediction = self._prediction_column()
+        if prediction is None or prediction not in batch.output_names:
+            return
+        pending = self.pending_predictions
+        warmup = self.reference is None
+        for key, value in zip(batch.keys, batch.output(prediction) or [], strict=True):
+            if key[0]:
+                pending[key] = (value, warmup)
+        while len(pending) > MAX_PENDING_PREDICTIONS:
+            pending.popitem(last=False)
+
+    def add_labels(self, labels: list[tuple[str, int, Value]]) -> tuple[int, int]:
+        """Join labels to the predictions they belong to: (joined, unmatched)."""
+        joined = unmatched = 0
+        for rid, row, label in labels:
+            pending = self.pending_predictions.pop((rid, row), None)
+            if pending is None:
+                unmatched += 1
+                continue
+            joined += 1
+            prediction, warmup = pending
+            if warmup:
+                self.reference_labelled.append((label, prediction))
+            elif self.window is not None:
+                self.window.open.labelled.append((label, prediction))
+        self.labels_joined += joined
+        self.labels_unmatched += unmatched
+        return joined, unmatched
+
+    # ---------------------------------------------------------------- evaluate
+
+    def evaluate(self, *, now: float, now_iso: str) -> list[Transition]:
+        self.evaluations += 1
+        self.slo_window.roll(now)
+        evidence = self._slo_evidence(self.slo_window.view())
+        if self.reference is not None and self.window is not None:
+            self.window.roll(now)
+            view = self.window.view()
+            evidence += self._drift_evidence(view)
+            evidence += self._quality_evidence(view)
+            evidence += self._performance_evidence(view)
+        self.last_evidence = evidence
+        reference = self.reference.id if self.reference is not None else "warmup (pending)"
+        return self.alerts.observe(
+            evidence, now=now_iso, reference=reference, model_revision=self.model_revision
+        )
+
+    def _drift_evidence(self, view: WindowView) -> list[Evidence]:
+        assert self.reference is not None
+        spec = self.model.spec.detectors
+        out: list[Evidence] = []
+        for kind, check, alert_type in (
+            ("feature", spec.drift, "FeatureDrift"),
+            ("prediction", spec.prediction_drift, "PredictionDrift"),
+        ):
+            if not check.enabled:
+                continue
+            names = [n for n, c in self.columns.items() if c.kind == kind]
+            if not names:
+                continue
+            results = evaluate_drift(
+                {n: self.reference.sketches[n] for n in names},
+                {n: view.sketches[n] for n in names},
+                {n: self.columns[n].type for n in names},
+                check,
+                min_current=MIN_VALUES,
+            )
+            for r in results:
+                cur, ref = view.sketches[r.feature], self.reference.sketches[r.feature]
+                if cur.total < MIN_VALUES or ref.total == 0:
+                    continue  # not evaluated: too little data is not a pass
+                res = r.result
+                if res.p_value is not None:
+                    threshold = check.p_value
+                elif check.min_effect is not None:
+                    threshold = check.min_effect
+                else:
+                    threshold = DEFAULT_MIN_EFFECT[res.test]
+                out.append(
+                    Evidence(
+                        type=alert_type,
+                        feature=r.feature,
+                        test=res.test,
+                        statistic=res.statistic,
+                        p_value=res.p_value,
+                        threshold=threshold,
+                        failing=r.drifted,
+                        message=r.reason,
+                    )
+                )
+        return out
+
+    def _quality_evidence(self, view: WindowView) -> list[Evidence]:
+        assert self.reference is not None
+        q = self.model.spec.detectors.quality
+        if not q.enabled or view.n_records < MIN_VALUES:
+            return []
+        out: list[Evidence] = []
+        n = view.n_records
+        for name, column in self.columns.items():
+            if column.kind != "feature":
+                continue
+            sketch = view.sketches[name]
+            missing_rate = sketch.missing / n
+            out.append(
+                Evidence(
+                    type="DataQuality",
+                    feature=name,
+                    test="missing_rate",
+                    statistic=missing_rate,
+                    threshold=q.max_missing_rate,
+                    failing=missing_rate > q.max_missing_rate,
+                    message=f"{missing_rate:.1%} of values missing "
+                    f"(limit {q.max_missing_rate:.1%})",
+                )
+            )
+            type_rate = view.type_errors[name] / n
+            out.append(
+                Evidence(
+                    type="DataQuality",
+                    feature=name,
+                    test="type_errors",
+                    statistic=type_rate,
+                    threshold=TYPE_ERROR_MAX_RATE,
+                    failing=type_rate > TYPE_ERROR_MAX_RATE,
+                    message=f"{type_rate:.1%} of values are not {column.type}",
+                )
+            )
+            ref = self.reference.sketches[name]
+            if q.out_of_range and isinstance(sketch, NumericSketch) and sketch.total >= MIN_VALUES:
+                assert isinstance(ref, NumericSketch)
+                rate = view.out_of_range[name] / sketch.total
+                out.append(
+                    Evidence(
+                        type="DataQuality",
+                        feature=name,
+                        test="out_of_range",
+                        statistic=rate,
+                        threshold=OUT_OF_RANGE_MAX_RATE,
+                        failing=rate > OUT_OF_RANGE_MAX_RATE,
+                        message=f"{rate:.1%} of values outside the reference range "
+                        f"[{ref.min:g}, {ref.max:g}]",
+                    )
+                )
+            if (
+                q.new_categories
+                and isinstance(sketch, CategoricalSketch)
+                and sketch.total >= MIN_VALUES
+            ):
+                assert isinstance(ref, CategoricalSketch)
+                unseen = sum(c for k, c in sketch.counts.items() if k not in ref.counts)
+                rate = unseen / sketch.total
+                out.append(
+                    Evidence(
+                        type="DataQuality",
+                        feature=name,
+                        test="new_categories",
+                        statistic=rate,
+                        threshold=NEW_CATEGORY_MAX_RATE,
+                        failing=rate > NEW_CATEGORY_MAX_RATE,
+                        message=f"{rate:.1%} of values are categories the reference never had",
+                    )
+                )
+        unexpected = sorted(view.unexpected)
+        out.append(
+            Evidence(
+                type="DataQuality",
+                feature=None,
+                test="schema",
+                statistic=float(len(unexpected)),
+                threshold=0.0,
+                failing=bool(unexpected),
+                message=("unexpected fields: " + ", ".join(unexpected[:10]))
+                if unexpected
+                else "every field is a known feature",
+            )
+        )
+        return out
+
+    def _slo_evidence(self, view: WindowView) -> list[Evidence]:
+        d = self.model.spec.detectors
+        out: list[Evidence] = []
+        if view.n_requests < MIN_VALUES:
+            return out
+        if d.latency is not None:
+            p99_ms = latency_quantile(view.latency_counts, 0.99) * 1000
+            out.append(
+                Evidence(
+                    type="Latency",
+                    test="p99",
+                    statistic=p99_ms,
+                    threshold=d.latency.p99_ms,
+                    failing=p99_ms > d.latency.p99_ms,
+                    message=f"p99 {p99_ms:.1f} ms over {view.n_requests} requests "
+                    f"(limit {d.latency.p99_ms:g} ms)",
+                )
+            )
+        if d.errors is not None:
+            rate = view.n_errors / view.n_requests
+            out.append(
+                Evidence(
+                    type="Errors",
+                    test="error_rate",
+                    statistic=rate,
+                    threshold=d.errors.max_rate,
+                    failing=rate > d.errors.max_rate,
+                    message=f"{rate:.2%} of {view.n_requests} requests answered 5xx "
+                    f"(limit {d.errors.max_rate:.2%})",
+                )
+            )
+        return out
+
+    def _performance_evidence(self, view: WindowView) -> list[Evidence]:
+        assert self.reference is not None
+        check = self.model.spec.detectors.performance
+        if check is None:
+            return []
+        metric = check.metric
+        reference = self.reference.performance.get(metric, math.nan)
+        if len(view.labelled) >= MIN_LABELS:
+            if len(self.reference_labelled) >= MIN_LABELS:
+                # Labelled now and labelled then: compare like with like.
+                ref_true = np.asarray([t for t, _ in self.reference_labelled])
+                ref_pred = np.asarray([p for _, p in self.reference_labelled])
+                reference = _safe(lambda: perf.labelled_metric(metric, ref_true, ref_pred))
+            y_true = np.asarray([t for t, _ in view.labelled])
+            y_pred = np.asarray([p for _, p in view.labelled])
+            current = _safe(lambda: perf.labelled_metric(metric, y_true, y_pred))
+            estimated, n = False, len(view.labelled)
+        elif (
+            check.estimate == "cbpe"
+            and view.probabilities is not None
+            and len(view.probabilities) >= MIN_VALUES
+        ):
+            current = _safe(lambda: perf.estimate_metric(metric, view.probabilities))
+            estimated, n = True, len(view.probabilities)
+        else:
+            return []
+        if math.isnan(reference) or math.isnan(current):
+            return []
+        drop = reference - current
+        how = "estimated (CBPE)" if estimated else "labelled"
+        return [
+            Evidence(
+                type="PerformanceDrop",
+                test=f"{metric}_{'cbpe' if estimated else 'labelled'}",
+                statistic=current,
+                threshold=reference - check.max_drop,
+                failing=drop > check.max_drop,
+                message=f"{metric} {current:.3f} {how} over {n} rows vs {reference:.3f} in the "
+                f"reference (allowed drop {check.max_drop:g})",
+            )
+        ]
+
+    # ---------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        spec = self.model.spec
+        window: dict[str, Any] = {"records": 0, "requests": 0}
+        if spec.window.size is not None:
+            window["size"] = spec.window.size
+        else:
+            window["durationSeconds"] = spec.window.duration_seconds
+        if self.window is not None:
+            view = self.window.view()
+            window["records"] = view.n_records
+        window["requests"] = self.slo_window.view().n_requests
+        reference: dict[str, Any] = {"source": spec.reference.source, "size": spec.reference.size}
+        if self.reference is not None:
+            reference.update(
+                id=self.reference.id, records=self.reference.n, since=self.reference.since
+            )
+        else:
+            reference["warmupRecords"] = self.warmup_n
+        return {
+            "model": f"{self.model.namespace}/{self.model.name}",
+            "phase": "WarmingUp" if self.warming_up else "Observing",
+            "reference": reference,
+            "window": window,
+            "columns": {n: {"kind": c.kind, "type": c.type} for n, c in self.columns.items()},
+            "recordsIngested": self.records_ingested,
+            "requestsIngested": self.requests_ingested,
+            "labels": {"joined": self.labels_joined, "unmatched": self.labels_unmatched},
+            "evaluations": self.evaluations,
+            "modelRevision": self.model_revision,
+            "alerts": [a.to_dict() for a in self.alerts.active],
+            "pendingChecks": self.alerts.pending(),
+            "checks": [
+                {
+                    "type": e.type,
+                    "feature": e.feature,
+                    "test": e.test,
+                    "failing": e.failing,
+                    "statistic": e.statistic,
+                    "message": e.message,
+                }
+                for e in self.last_evidence
+            ],
+        }

@@ -1,0 +1,175 @@
+"""Ingest: validate a records batch (docs/records-api.md) into columns, or say what is wrong.
+
+Pure. A malformed batch is rejected whole with a reason that names the place
+(`records[3].features: must be an object, got list`), so a broken producer is
+told exactly what to fix and nothing half-ingested pollutes the windows.
+Values are not judged here (a string, or a nested list, where a number belongs
+is a data-quality finding, not a malformed batch); that happens when columns
+meet the spec. Columns are cut from the rows lazily, only for the columns the
+detector knows: this is the detector's hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from mlwarden.records import Value, json_kind
+
+MAX_RECORDS_PER_BATCH = 100_000
+
+
+class BatchError(ValueError):
+    """A batch that cannot be ingested; the message says where and why."""
+
+
+@dataclass
+class Batch:
+    """A validated batch: rows as sent, columns on demand."""
+
+    n_records: int = 0
+    feature_rows: list[dict[str, Any]] = field(default_factory=list)
+    output_rows: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[tuple[str, int]] = field(default_factory=list)  # (request id, row) per record
+    # Per request: status code and model latency, for the SLO checks.
+    statuses: list[int] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    dropped_requests: int = 0
+    source: dict[str, Any] = field(default_factory=dict)
+    _feature_names: set[str] | None = None
+    _output_names: set[str] | None = None
+
+    @property
+    def feature_names(self) -> set[str]:
+        if self._feature_names is None:
+            self._feature_names = set().union(*self.feature_rows)
+        return self._feature_names
+
+    @property
+    def output_names(self) -> set[str]:
+        if self._output_names is None:
+            self._output_names = set().union(*self.output_rows)
+        return self._output_names
+
+    def feature(self, name: str) -> list[Value] | None:
+        """One feature's values (None where a record lacks it); None if no record has it."""
+        if name not in self.feature_names:
+            return None
+        return [row.get(name) for row in self.feature_rows]
+
+    def output(self, name: str) -> list[Value] | None:
+        if name not in self.output_names:
+            return None
+        return [row.get(name) for row in self.output_rows]
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BatchError(f"{where}: must be an object, got {json_kind(value)}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise BatchError(f"{where}: must be a list, got {json_kind(value)}")
+    return value
+
+
+def decode(body: bytes) -> Any:
+    """JSON with the NaN/Infinity tokens the sidecar uses for non-finite values."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass  # NaN/Infinity tokens (or a real error): the standard parser says which
+    try:
+        # Decode explicitly: json.loads(bytes) would guess UTF-16/32 from the first bytes.
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BatchError(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise BatchError(
+            f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+
+
+def parse_batch(payload: Any, *, now: float) -> Batch:
+    """Validate one decoded batch; raise `BatchError` naming the first problem."""
+    top = _object(payload, "body")
+    unknown = set(top) - {"source", "requests", "records"}
+    if unknown:
+        raise BatchError(
+            f"body: unknown field(s) {', '.join(sorted(unknown))}; "
+            "expected source, requests, records"
+        )
+    records = _list(top.get("records", []), "records")
+    requests = _list(top.get("requests", []), "requests")
+    if len(records) > MAX_RECORDS_PER_BATCH:
+        raise BatchError(
+            f"records: {len(records)} records in one batch; at most {MAX_RECORDS_PER_BATCH}"
+        )
+    batch = Batch(n_records=len(records))
+    source = top.get("source", {})
+    batch.source = _object(source, "source") if source is not None else {}
+
+    for i, req in enumerate(requests):
+        r = _object(req, f"requests[{i}]")
+        status = r.get("status")
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise BatchError(f"requests[{i}].status: must be an HTTP status code, got {status!r}")
+        latency = r.get("latencySeconds")
+        if (
+            isinstance(latency, bool)
+            or not isinstance(latency, int | float)
+            or not (math.isfinite(latency) and latency >= 0)
+        ):
+            raise BatchError(
+                f"requests[{i}].latencySeconds: must be a non-negative number, got {latency!r}"
+            )
+        batch.statuses.append(status)
+        batch.latencies.append(float(latency))
+        if r.get("dropped") is not None:
+            batch.dropped_requests += 1
+
+    empty: dict[str, Any] = {}
+    for i, rec in enumerate(records):
+        if rec.__class__ is not dict:
+            raise BatchError(f"records[{i}]: must be an object, got {json_kind(rec)}")
+        f = rec.get("features")
+        if f.__class__ is not dict:
+            raise BatchError(f"records[{i}].features: must be an object, got {json_kind(f)}")
+        o = rec.get("outputs")
+        if o is None:
+            o = empty
+        elif o.__class__ is not dict:
+            raise BatchError(f"records[{i}].outputs: must be an object, got {json_kind(o)}")
+        rid = rec.get("id")
+        row = rec.get("row", 0)
+        if rid is not None and rid.__class__ is not str:
+            raise BatchError(f"records[{i}].id: must be a string, got {json_kind(rid)}")
+        if row.__class__ is not int:
+            raise BatchError(f"records[{i}].row: must be an integer, got {json_kind(row)}")
+        batch.keys.append((rid or "", row))
+        batch.feature_rows.append(f)
+        batch.output_rows.append(o)
+    return batch
+
+
+def parse_labels(payload: Any) -> list[tuple[str, int, Value]]:
+    """`{"labels": [{"id": "req-1", "row": 0, "label": 1}, ...]}` → (id, row, label)."""
+    top = _object(payload, "body")
+    out: list[tuple[str, int, Value]] = []
+    for i, item in enumerate(_list(top.get("labels"), "labels")):
+        entry = _object(item, f"labels[{i}]")
+        rid, row, label = entry.get("id"), entry.get("row", 0), entry.get("label")
+        if not isinstance(rid, str) or not rid:
+            raise BatchError(f"labels[{i}].id: must be the request id the sidecar recorded")
+        if isinstance(row, bool) or not isinstance(row, int):
+            raise BatchError(f"labels[{i}].row: must be an integer, got {json_kind(row)}")
+        if isinstance(label, dict | list) or label is None:
+            raise BatchError(f"labels[{i}].label: must be a number, string or boolean")
+        out.append((rid, row, label))
+    return out

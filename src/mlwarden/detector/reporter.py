@@ -1,0 +1,155 @@
+"""Writing alert state into the ObservedModel's status: the Kubernetes API is the bus.
+
+The detector writes `status.alerts` (the whole list of active alerts, so a JSON
+merge patch replaces it exactly) and `status.detector` (which reference is in
+force, when it last wrote) through the status subresource. Writes happen only
+on alert state changes, at most one per `min_interval` seconds: changes that
+come faster are coalesced into the next write. A failed write is retried with
+backoff until it lands or a newer state replaces it.
+
+Where: in a cluster, the API server from KUBERNETES_SERVICE_HOST/PORT with the
+pod's service-account token and CA; outside, `--report-to URL` (with an
+optional bearer token), which is also how the tests point it at an emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+GROUP, VERSION, PLURAL = "mlwarden.io", "v1alpha1", "observedmodels"
+
+
+def status_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+
+
+def status_patch(
+    alerts: list[dict[str, Any]], reference: dict[str, Any], now: float
+) -> dict[str, Any]:
+    """The merge patch one write sends (pure)."""
+    updated = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"status": {"alerts": alerts, "detector": {"reference": reference, "updated": updated}}}
+
+
+class StatusWriter:
+    def __init__(
+        self,
+        api: str,
+        *,
+        namespace: str,
+        name: str,
+        token: str | None = None,
+        ca_file: str | None = None,
+        min_interval: float = 5.0,
+        on_result: Callable[[str], None] | None = None,
+    ) -> None:
+        self.url = api.rstrip("/") + status_path(namespace, name)
+        self.token = token
+        self.ca_file = ca_file
+        self.min_interval = min_interval
+        self.on_result = on_result  # called with "ok" or "error" after every attempt
+        self._desired: dict[str, Any] | None = None
+        self._written: dict[str, Any] | None = None
+        self._last_write = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.writes_ok = 0
+        self.writes_failed = 0
+        self.last_error: str | None = None
+
+    @classmethod
+    def in_cluster(cls, *, namespace: str, name: str) -> StatusWriter | None:
+        host, port = (
+            os.environ.get("KUBERNETES_SERVICE_HOST"),
+            os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
+        )
+        token_file = SERVICE_ACCOUNT / "token"
+        if not host or not token_file.exists():
+            return None
+        return cls(
+            f"https://{host}:{port}",
+            namespace=namespace,
+            name=name,
+            token=token_file.read_text().strip(),
+            ca_file=str(SERVICE_ACCOUNT / "ca.crt"),
+        )
+
+    async def write_alerts(self, alerts: list[dict[str, Any]], *, reference: dict[str, Any]) -> str:
+        """Record the desired status; it is written now or at the next allowed moment."""
+        self._desired = {"alerts": alerts, "reference": reference}
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush(), name="mlwarden-status-writer")
+        return "queued"
+
+    async def wait_idle(self) -> None:
+        """For tests and shutdown: wait until the latest desired state is written."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def _flush(self) -> None:
+        backoff = 1.0
+        while self._desired is not None and self._desired != self._written:
+            wait = self._last_write + self.min_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            desired = self._desired
+            patch = status_patch(desired["alerts"], desired["reference"], time.time())
+            try:
+                await self._patch(patch)
+            except (aiohttp.ClientError, TimeoutError, OSError, RuntimeError) as exc:
+                self.writes_failed += 1
+                self.last_error = str(exc)
+                if self.on_result is not None:
+                    self.on_result("error")
+                log.warning("status write failed (retrying in %.0fs): %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self._written = desired
+            self._last_write = time.monotonic()
+            self.writes_ok += 1
+            if self.on_result is not None:
+                self.on_result("ok")
+            backoff = 1.0
+
+    async def _patch(self, patch: dict[str, Any]) -> None:
+        if self._session is None:
+            ssl_ctx: ssl.SSLContext | bool = False
+            if self.url.startswith("https://"):
+                ssl_ctx = ssl.create_default_context(cafile=self.ca_file)
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=10),
+                connector=aiohttp.TCPConnector(ssl=ssl_ctx),
+            )
+        headers = {"Content-Type": "application/merge-patch+json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        async with self._session.patch(self.url, data=json.dumps(patch), headers=headers) as resp:
+            if resp.status >= 300:
+                text = await resp.text()
+                raise RuntimeError(f"PATCH {self.url}: HTTP {resp.status}: {text[:300]}")
+
+    async def close(self) -> None:
+        try:
+            async with asyncio.timeout(5.0):
+                await self.wait_idle()
+        except TimeoutError:
+            log.warning("shutdown: latest alert state not written to the ObservedModel")
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._session is not None:
+            await self._session.close()

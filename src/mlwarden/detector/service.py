@@ -1,0 +1,382 @@
+"""The detector's HTTP service: a thin shell around `core.Detector`.
+
+    POST /v1/records   a batch in the ingest format (docs/records-api.md)
+    POST /v1/labels    delayed ground truth, joined by request id and row
+    POST /             KServe payload-logger CloudEvents (also on /v1/records and
+                       /v1/cloudevents; recognised by the ce-type header)
+    GET  /v1/status    state, reference, window and active alerts (the public shape)
+    GET  /metrics      Prometheus text; GET /healthz, /readyz
+
+Evaluations run on a timer (spec.alerting.evaluationInterval), never per
+record. When a status writer is configured (in-cluster, or --report-to), alert
+state changes are written to the ObservedModel's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from mlwarden import __version__
+from mlwarden.detector.cloudevents import CloudEventError, CloudEventJoiner
+from mlwarden.detector.core import Column, Detector, build_reference
+from mlwarden.detector.ingest import BatchError, decode, parse_batch, parse_labels
+from mlwarden.detector.reference import ReferenceError, read_reference
+from mlwarden.detector.reporter import StatusWriter
+from mlwarden.protocols import parse_exchange
+from mlwarden.records import ProtocolError
+from mlwarden.spec import ObservedModel
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 << 20
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class DetectorMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.info = Gauge(
+            "mlwarden_detector_info", "Detector build.", ["version", "model"], registry=r
+        )
+        self.records = Counter(
+            "mlwarden_detector_records_ingested", "Records (rows) ingested.", registry=r
+        )
+        self.requests = Counter(
+            "mlwarden_detector_requests_ingested",
+            "Request entries ingested (latency and errors).",
+            registry=r,
+        )
+        self.rejected = Counter(
+            "mlwarden_detector_batches_rejected",
+            "Batches refused with 400, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.labels = Counter(
+            "mlwarden_detector_labels", "Labels received, by outcome.", ["outcome"], registry=r
+        )
+        self.evaluation = Histogram(
+            "mlwarden_detector_evaluation_duration_seconds",
+            "Time one evaluation of all checks took.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.statistic = Gauge(
+            "mlwarden_detector_drift_statistic",
+            "Latest drift statistic per column and test.",
+            ["feature", "test"],
+            registry=r,
+        )
+        self.p_value = Gauge(
+            "mlwarden_detector_drift_p_value",
+            "Latest drift p-value per column (tests that have one).",
+            ["feature", "test"],
+            registry=r,
+        )
+        self.alert = Gauge(
+            "mlwarden_detector_alert_active",
+            "1 while an alert is active.",
+            ["type", "feature", "test"],
+            registry=r,
+        )
+        self.alert_transitions = Counter(
+            "mlwarden_detector_alert_transitions",
+            "Alerts fired or resolved.",
+            ["type", "transition"],
+            registry=r,
+        )
+        self.warming_up = Gauge(
+            "mlwarden_detector_warming_up", "1 until the reference is complete.", registry=r
+        )
+        self.window_records = Gauge(
+            "mlwarden_detector_window_records", "Records in the current window.", registry=r
+        )
+        self.status_writes = Counter(
+            "mlwarden_detector_status_writes",
+            "Writes of status.alerts to the ObservedModel, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+
+
+class DetectorService:
+    def __init__(
+        self,
+        model: ObservedModel,
+        *,
+        writer: StatusWriter | None = None,
+        reference_dir: str | None = None,
+    ) -> None:
+        self.model = model
+        self.detector = Detector(model, now=time.time())
+        self.metrics = DetectorMetrics()
+        self.metrics.info.labels(__version__, f"{model.namespace}/{model.name}").set(1)
+        self.joiner = CloudEventJoiner()
+        self.writer = writer
+        if writer is not None:
+            writer.on_result = lambda outcome: self.metrics.status_writes.labels(outcome).inc()
+        self.reference_dir = reference_dir
+        self.reference_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def load_reference(self) -> None:
+        """Load a file/URL/ConfigMap reference; warm-up references build themselves."""
+        ref = self.model.spec.reference
+        if ref.source == "warmup":
+            return
+        location = {
+            "file": ref.path,
+            "url": ref.url,
+            "configMap": f"{self.reference_dir or '/etc/mlwarden/reference'}/{ref.key}",
+        }[ref.source]
+        assert location is not None
+        try:
+            raw = await asyncio.to_thread(read_reference, location, limit=ref.size)
+        except ReferenceError as exc:
+            self.reference_error = str(exc)
+            log.error("reference: %s", exc)
+            raise
+        spec = self.model.spec
+        columns = {n: c for n, c in self.detector.columns.items()}
+        if not spec.features:
+            from mlwarden.detector.core import infer_type
+
+            prediction = spec.prediction.name if spec.prediction else None
+            for name, values in raw.items():
+                if name not in columns:
+                    kind = "prediction" if name == prediction else "feature"
+                    columns[name] = Column(name, kind, infer_type(values))
+        missing = [n for n in columns if n not in raw]
+        if missing:
+            msg = f"{location}: reference has no column(s) {', '.join(missing)}"
+            self.reference_error = msg
+            raise ReferenceError(msg)
+        now = time.time()
+        reference = build_reference(raw, columns, source=f"{ref.source}:{location}", since=now)
+        self.detector.set_reference(reference, now=now)
+        log.info("reference %s: %d rows, %d columns", reference.id, reference.n, len(columns))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._evaluate_forever(), name="mlwarden-evaluate")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.writer is not None:
+            await self.writer.close()
+
+    async def _evaluate_forever(self) -> None:
+        interval = self.model.spec.alerting.evaluation_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.evaluate_once()
+            except Exception:  # pragma: no cover - keep evaluating whatever one round did
+                log.exception("evaluation failed")
+
+    async def evaluate_once(self) -> None:
+        started = time.perf_counter()
+        now = time.time()
+        transitions = self.detector.evaluate(now=now, now_iso=iso(now))
+        m = self.metrics
+        m.evaluation.observe(time.perf_counter() - started)
+        m.warming_up.set(1 if self.detector.warming_up else 0)
+        if self.detector.window is not None:
+            m.window_records.set(self.detector.window.view().n_records)
+        for ev in self.detector.last_evidence:
+            if ev.type in ("FeatureDrift", "PredictionDrift") and ev.feature is not None:
+                m.statistic.labels(ev.feature, ev.test).set(ev.statistic)
+                if ev.p_value is not None:
+                    m.p_value.labels(ev.feature, ev.test).set(ev.p_value)
+        for t in transitions:
+            a = t.alert
+            m.alert.labels(a.type, a.feature or "", a.test).set(1 if t.kind == "fired" else 0)
+            m.alert_transitions.labels(a.type, t.kind).inc()
+            log.warning(
+                "alert %s: %s %s %s (%s)", t.kind, a.type, a.feature or "", a.test, a.message
+            )
+        if transitions and self.writer is not None:
+            alerts = [a.to_dict() for a in self.detector.alerts.active]
+            await self.writer.write_alerts(alerts, reference=self._reference_status())
+
+    def _reference_status(self) -> dict[str, Any]:
+        ref = self.detector.reference
+        if ref is None:
+            return {"id": None, "since": None}
+        return {"id": ref.id, "since": iso(ref.since)}
+
+    # ------------------------------------------------------------------ HTTP
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_post("/v1/records", self.post_records)
+        app.router.add_post("/v1/labels", self.post_labels)
+        app.router.add_post("/v1/cloudevents", self.post_records)
+        app.router.add_post("/", self.post_records)
+        app.router.add_get("/v1/status", self.get_status)
+        app.router.add_get("/metrics", self.get_metrics)
+        app.router.add_get("/healthz", self.get_healthz)
+        app.router.add_get("/readyz", self.get_readyz)
+        return app
+
+    def _reject(self, reason: str, message: str) -> web.Response:
+        self.metrics.rejected.labels(reason).inc()
+        return web.json_response({"error": message}, status=400)
+
+    async def post_records(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        ce_type = request.headers.get("ce-type")
+        if ce_type is not None:
+            return await self._cloudevent(request, ce_type, body)
+        if request.path == "/":
+            return self._reject(
+                "not_a_batch",
+                "POST / takes KServe CloudEvents (ce-type header); "
+                "send record batches to /v1/records",
+            )
+        now = time.time()
+        try:
+            batch = parse_batch(decode(body), now=now)
+        except BatchError as exc:
+            return self._reject("malformed", str(exc))
+        self.detector.ingest(batch, now=now)
+        self.metrics.records.inc(batch.n_records)
+        self.metrics.requests.inc(len(batch.statuses))
+        return web.json_response({"accepted": batch.n_records, "requests": len(batch.statuses)})
+
+    async def _cloudevent(self, request: web.Request, ce_type: str, body: bytes) -> web.Response:
+        now = time.time()
+        try:
+            joined = self.joiner.offer(
+                ce_type=ce_type, ce_id=request.headers.get("ce-id", ""), body=body, now=now
+            )
+        except CloudEventError as exc:
+            return self._reject("cloudevent", str(exc))
+        if joined is None:
+            return web.json_response({"accepted": 0, "pending": True}, status=202)
+        try:
+            protocol, rows = parse_exchange(
+                self.model.spec.protocol,
+                joined.path,
+                joined.request,
+                joined.response,
+                self.model.spec,
+            )
+        except ProtocolError as exc:
+            return self._reject("unparseable", f"ce-id {joined.id}: {exc}")
+        payload = {
+            "source": {"kserveLogger": True},
+            "records": [
+                {
+                    "id": joined.id,
+                    "row": r.row,
+                    "ts": now,
+                    "features": r.features,
+                    "outputs": r.outputs,
+                }
+                for r in rows
+            ],
+        }
+        batch = parse_batch(payload, now=now)
+        self.detector.ingest(batch, now=now)
+        self.metrics.records.inc(batch.n_records)
+        return web.json_response({"accepted": batch.n_records, "protocol": protocol})
+
+    async def post_labels(self, request: web.Request) -> web.Response:
+        try:
+            labels = parse_labels(decode(await request.read()))
+        except BatchError as exc:
+            return self._reject("malformed_labels", str(exc))
+        joined, unmatched = self.detector.add_labels(labels)
+        self.metrics.labels.labels("joined").inc(joined)
+        self.metrics.labels.labels("unmatched").inc(unmatched)
+        return web.json_response({"joined": joined, "unmatched": unmatched})
+
+    async def get_status(self, _: web.Request) -> web.Response:
+        status = self.detector.status()
+        if self.reference_error:
+            status["referenceError"] = self.reference_error
+        return web.json_response(status, dumps=_dumps)
+
+    async def get_metrics(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    async def get_healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def get_readyz(self, _: web.Request) -> web.Response:
+        ready = self.reference_error is None
+        return web.json_response(
+            {"ready": ready, "referenceError": self.reference_error}, status=200 if ready else 503
+        )
+
+
+def _dumps(obj: Any) -> str:
+    import json
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(obj))
+
+
+async def serve(
+    model: ObservedModel,
+    listen: tuple[str, int],
+    *,
+    writer: StatusWriter | None,
+    reference_dir: str | None = None,
+) -> None:
+    service = DetectorService(model, writer=writer, reference_dir=reference_dir)
+    await service.load_reference()
+    runner = web.AppRunner(service.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, listen[0], listen[1]).start()
+    service.start()
+    log.info(
+        "mlwarden detector for %s/%s on %s:%s (%s)",
+        model.namespace,
+        model.name,
+        listen[0],
+        listen[1],
+        "reporting to the API" if writer else "serving only",
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    await service.stop()
