@@ -30,8 +30,9 @@ from mlwarden.spec import ObservedModelSpec
 
 log = logging.getLogger(__name__)
 
-# Parse for at most this long before letting the proxy run again.
-SLICE_SECONDS = 0.002
+# Parse for at most this long before letting the proxy run again: the longest a
+# request can wait on capture work (plus one exchange's parse, bounded by the body cap).
+SLICE_SECONDS = 0.0005
 DRAIN_INTERVAL_SECONDS = 0.02
 
 

@@ -337,8 +337,9 @@ class Sidecar:
         )
         proxy_runner = web.ServerRunner(
             # No auto_decompress: a gzip request body must reach the model still gzipped.
-            web.Server(handler, handler_cancellation=True, auto_decompress=False),
-            access_log=None,
+            # access_log=None must be given to the Server itself: on the runner it is
+            # ignored, and a log line per request cost ~20% of the per-request time.
+            web.Server(handler, handler_cancellation=True, auto_decompress=False, access_log=None),
         )
         await proxy_runner.setup()
         self._runners.append(proxy_runner)

@@ -31,7 +31,27 @@ BACKOFF_BASE_SECONDS = 0.1
 BACKOFF_CAP_SECONDS = 5.0
 RETRY_AFTER_CAP_SECONDS = 30.0
 
-Item = tuple[dict[str, Any], list[dict[str, Any]]]
+
+class Item:
+    """One exchange, encoded as soon as it is captured (see `encode_item`)."""
+
+    __slots__ = ("records", "request", "rows")
+
+    def __init__(self, request: bytes, records: bytes, rows: int) -> None:
+        self.request = request  # the request entry, as JSON
+        self.records = records  # its records, as JSON array items joined by commas
+        self.rows = rows
+
+
+def encode_item(request: dict[str, Any], records: list[dict[str, Any]]) -> Item:
+    """Encode one exchange now, in the capture worker's time slice.
+
+    Encoding a whole batch at send time would hold the event loop for
+    milliseconds (500 records is ~150 KB of JSON); per exchange it is a few
+    microseconds, and assembling a batch is then a byte join.
+    """
+    body = b",".join(json.dumps(r, separators=(",", ":")).encode() for r in records)
+    return Item(json.dumps(request, separators=(",", ":")).encode(), body, len(records))
 
 
 def backoff_seconds(attempt: int, *, rng: random.Random, retry_after: float | None = None) -> float:
@@ -53,10 +73,11 @@ def _retry_after(headers: Any) -> float | None:
 
 def encode_batch(items: list[Item], source: dict[str, Any]) -> bytes:
     """The ingest format (docs/records-api.md). NaN and infinities are kept as JSON tokens."""
-    requests = [request for request, _ in items]
-    records = [record for _, rows in items for record in rows]
-    payload = {"source": source, "requests": requests, "records": records}
-    return json.dumps(payload, separators=(",", ":")).encode()
+    return b"".join((
+        b'{"source":', json.dumps(source, separators=(",", ":")).encode(),
+        b',"requests":[', b",".join(i.request for i in items),
+        b'],"records":[', b",".join(i.records for i in items if i.rows), b"]}",
+    ))  # fmt: skip
 
 
 class Shipper:
@@ -95,15 +116,16 @@ class Shipper:
     # --- called by the capture worker -----------------------------------------
 
     def add(self, request: dict[str, Any], records: list[dict[str, Any]]) -> None:
-        self._buffer.append((request, records))
-        self._buffered += max(1, len(records))
+        item = encode_item(request, records)
+        self._buffer.append(item)
+        self._buffered += max(1, item.rows)
         if self._oldest_at is None:
             self._oldest_at = time.monotonic()
         while self._buffered > self.buffer_records and len(self._buffer) > 1:
-            _, evicted = self._buffer.popleft()
-            self._buffered -= max(1, len(evicted))
-            if evicted:
-                self.metrics.records_dropped.labels("buffer_full").inc(len(evicted))
+            evicted = self._buffer.popleft()
+            self._buffered -= max(1, evicted.rows)
+            if evicted.rows:
+                self.metrics.records_dropped.labels("buffer_full").inc(evicted.rows)
         if self._buffered >= self.batch_size:
             self._ready.set()
         self.metrics.buffer_records.set(self._buffered)
@@ -146,7 +168,7 @@ class Shipper:
                 except asyncio.CancelledError:
                     # Put the batch back so stop() can still try to flush it.
                     self._buffer.extendleft(reversed(batch))
-                    self._buffered += sum(max(1, len(rows)) for _, rows in batch)
+                    self._buffered += sum(max(1, item.rows) for item in batch)
                     raise
 
     async def _wait_for_batch(self) -> None:
@@ -169,7 +191,7 @@ class Shipper:
         while self._buffer and rows < self.batch_size:
             item = self._buffer.popleft()
             batch.append(item)
-            rows += max(1, len(item[1]))
+            rows += max(1, item.rows)
         self._buffered -= rows
         self._oldest_at = time.monotonic() if self._buffer else None
         self.metrics.buffer_records.set(self._buffered)
@@ -177,7 +199,7 @@ class Shipper:
 
     async def _deliver(self, batch: list[Item], *, max_attempts: int) -> None:
         assert self._session is not None
-        records = sum(len(rows) for _, rows in batch)
+        records = sum(item.rows for item in batch)
         body = encode_batch(batch, self.source)
         m = self.metrics
         for attempt in range(max_attempts):

@@ -13,6 +13,7 @@ from mlwarden.sidecar.shipper import (
     Shipper,
     backoff_seconds,
     encode_batch,
+    encode_item,
 )
 
 
@@ -34,13 +35,19 @@ def test_retry_after_wins_but_is_capped() -> None:
 
 
 def test_batch_encoding_keeps_non_finite_values() -> None:
-    item = (
+    item = encode_item(
         {"id": "r", "status": 200},
         [{"id": "r", "row": 0, "features": {"a": math.nan, "b": math.inf, "c": None}}],
     )
-    decoded = json.loads(encode_batch([item], {"pod": "p"}))
+    empty = encode_item({"id": "q", "status": 502}, [])
+    decoded = json.loads(encode_batch([item, empty, item], {"pod": "p"}))
     assert decoded["source"] == {"pod": "p"}
-    assert decoded["requests"] == [{"id": "r", "status": 200}]
+    assert decoded["requests"] == [
+        {"id": "r", "status": 200},
+        {"id": "q", "status": 502},
+        {"id": "r", "status": 200},
+    ]
+    assert len(decoded["records"]) == 2
     features = decoded["records"][0]["features"]
     assert math.isnan(features["a"]) and features["b"] == math.inf and features["c"] is None
 
