@@ -195,9 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     demo = sub.add_parser(
         "demo",
-        help="run a real model server behind the sidecar on this machine and show what it captures",
+        help="run a real model server, the sidecar and the detector on this machine; "
+        "watch an incident get detected",
     )
-    demo.add_argument("--requests", type=int, default=200, help="requests to send (default 200)")
     demo.add_argument(
         "--keep-running",
         action="store_true",
@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from mlwarden.demo import run_demo
 
-            return run_demo(requests=args.requests, keep_running=args.keep_running)
+            return run_demo(keep_running=args.keep_running)
         print(
             f"mlwarden {args.command}: not built yet; it is tracked in {NOT_BUILT[args.command]}.",
             file=sys.stderr,

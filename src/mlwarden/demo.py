@@ -2,14 +2,14 @@
 
 A scikit-learn model (LogisticRegression on the iris data set bundled with
 scikit-learn) served by MLServer, the real `mlwarden sidecar` in front of it,
-and a collector standing in for the detector. The demo sends steady traffic,
-then an "upstream incident" (petal_length starts arriving in millimetres
-instead of centimetres) and a few malformed requests, and shows what the
-sidecar captured: the shift is plainly visible in the records, the model never
-saw an error, and the sidecar's own counters account for every request.
+and the real `mlwarden detector` behind it. The story: steady traffic builds the
+reference; an upstream incident (petal_length starts arriving in millimetres
+instead of centimetres) is detected on that feature, with the test and the
+time it took; the model never saw an error, and the sidecar's counters account
+for every request.
 
-Detection, diagnosis and reaction join the demo as the detector, operator and
-diagnosis issues land; until then it says so instead of pretending.
+Diagnosis and reaction (the operator issues) join the story as they land;
+until then the demo says so instead of pretending.
 """
 
 from __future__ import annotations
@@ -42,6 +42,13 @@ spec:
     - {name: petal_length, type: numeric}
     - {name: petal_width, type: numeric}
   prediction: {name: predict, type: categorical}
+  reference: {source: warmup, size: 300}
+  window: {size: 300}
+  detectors:
+    latency: {p99Ms: 250}
+    errors: {maxRate: 0.02}
+  # Fast for a demo; in production the defaults are 30s and 3/3.
+  alerting: {evaluationInterval: 500ms, fireAfter: 2, resolveAfter: 2}
 """
 
 
@@ -96,83 +103,55 @@ def write_iris_model(root: Path) -> Path:
     return model_dir
 
 
-class _Collector:
-    """Stands in for the detector: a real HTTP endpoint that keeps what the sidecar ships."""
+class _Traffic:
+    """Clients of the model: iris rows, 1-4 per request, through the sidecar."""
 
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.requests: list[dict[str, Any]] = []
-        self.batches = 0
-        self.port = _free_port()
+    def __init__(self, sidecar_url: str) -> None:
+        import numpy as np
+        from sklearn.datasets import load_iris
 
-    async def start(self) -> Any:
-        from aiohttp import web
+        self.x, _ = load_iris(return_X_y=True)
+        self.rng = np.random.default_rng(0)
+        self.url = f"{sidecar_url}/v2/models/iris/infer"
+        self.counts = {"sent": 0, "ok": 0, "model_4xx": 0, "failed": 0}
 
-        async def ingest(request: web.Request) -> web.Response:
-            batch = await request.json(loads=json.loads)
-            self.batches += 1
-            self.records += batch["records"]
-            self.requests += batch["requests"]
-            return web.json_response({"accepted": len(batch["records"])})
+    async def send(self, n: int, *, petal_length_unit: float = 1.0) -> None:
+        import aiohttp
 
-        app = web.Application(client_max_size=64 << 20)
-        app.router.add_post("/v1/records", ingest)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        return runner
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
-async def _traffic(sidecar_url: str, requests: int, say: Any) -> dict[str, int]:
-    import aiohttp
-    import numpy as np
-    from sklearn.datasets import load_iris
-
-    x, _ = load_iris(return_X_y=True)
-    rng = np.random.default_rng(0)
-    counts = {"sent": 0, "ok": 0, "model_4xx": 0, "failed": 0}
-    url = f"{sidecar_url}/v2/models/iris/infer"
-    half = requests // 2
-    async with aiohttp.ClientSession() as session:
-        for i in range(requests):
-            rows = x[rng.choice(len(x), size=int(rng.integers(1, 5)))].copy()
-            if i == half:
-                say("[bold red]incident[/]: the feature job now sends petal_length in millimetres")
-            if i >= half:
-                rows[:, 2] *= 10.0
-            body: bytes = json.dumps(
-                {
-                    "inputs": [
-                        {
-                            "name": "input-0",
-                            "shape": list(rows.shape),
-                            "datatype": "FP64",
-                            "data": rows.ravel().tolist(),
-                        }
-                    ]
+        async with aiohttp.ClientSession() as session:
+            for _ in range(n):
+                i = self.counts["sent"]
+                rows = self.x[self.rng.choice(len(self.x), size=int(self.rng.integers(1, 5)))]
+                rows = rows.copy()
+                rows[:, 2] *= petal_length_unit
+                tensor = {
+                    "name": "input-0",
+                    "shape": list(rows.shape),
+                    "datatype": "FP64",
+                    "data": rows.ravel().tolist(),
                 }
-            ).encode()
-            if i % 50 == 25:
-                body = b'{"inputs": "this is not a tensor"'  # a malformed request
-            counts["sent"] += 1
-            headers = {"Content-Type": "application/json", "X-Request-Id": f"demo-{i}"}
-            try:
-                async with session.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        counts["ok"] += 1
-                    elif resp.status < 500:
-                        counts["model_4xx"] += 1
-                    else:
-                        counts["failed"] += 1
-            except aiohttp.ClientError:
-                counts["failed"] += 1
-            await asyncio.sleep(0.005)
-    return counts
+                body = json.dumps({"inputs": [tensor]}).encode()
+                if i % 50 == 25:
+                    body = b'{"inputs": "this is not a tensor"'  # a malformed request
+                self.counts["sent"] += 1
+                headers = {"Content-Type": "application/json", "X-Request-Id": f"demo-{i}"}
+                try:
+                    async with session.post(self.url, data=body, headers=headers) as resp:
+                        await resp.read()
+                        key = (
+                            "ok"
+                            if resp.status == 200
+                            else ("model_4xx" if resp.status < 500 else "failed")
+                        )
+                        self.counts[key] += 1
+                except aiohttp.ClientError:
+                    self.counts["failed"] += 1
+                await asyncio.sleep(0.004)
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.load(resp)
 
 
 def _metrics(admin_url: str) -> dict[str, float]:
@@ -188,7 +167,7 @@ def _metrics(admin_url: str) -> dict[str, float]:
     return out
 
 
-def run_demo(*, requests: int = 200, keep_running: bool = False) -> int:
+def run_demo(*, keep_running: bool = False) -> int:
     try:
         from rich.console import Console
         from rich.table import Table
@@ -205,7 +184,7 @@ def run_demo(*, requests: int = 200, keep_running: bool = False) -> int:
     with tempfile.TemporaryDirectory(prefix="mlwarden-demo-") as tmp:
         root = Path(tmp)
         try:
-            return asyncio.run(_run(root, mlserver_bin, requests, keep_running, procs, say, Table))
+            return asyncio.run(_run(root, mlserver_bin, keep_running, procs, say, Table))
         except DemoError as exc:
             say(f"[red]demo failed:[/] {exc}")
             for log in sorted(root.glob("*.log")):
@@ -225,14 +204,16 @@ def run_demo(*, requests: int = 200, keep_running: bool = False) -> int:
 async def _run(
     root: Path,
     mlserver_bin: str,
-    requests: int,
     keep_running: bool,
     procs: list[subprocess.Popen[bytes]],
     say: Any,
     table_cls: Any,
 ) -> int:
     started = time.monotonic()
-    say("[bold]mlwarden demo[/]: MLServer + the mlwarden sidecar, on loopback, no cluster\n")
+    say(
+        "[bold]mlwarden demo[/]: MLServer, the mlwarden sidecar and detector, on loopback, "
+        "no cluster\n"
+    )
     write_iris_model(root / "models")
     model_port = _free_port()
     (root / "models" / "settings.json").write_text(
@@ -256,9 +237,29 @@ async def _run(
     say(f"• MLServer (scikit-learn runtime) serving [bold]iris[/] on {model_url}")
     _wait_http(f"{model_url}/v2/models/iris/ready", 90, "MLServer", procs[-1])
 
-    collector = _Collector()
-    runner = await collector.start()
     (root / "iris.yaml").write_text(MANIFEST)
+    detector_port = _free_port()
+    detector_url = f"http://127.0.0.1:{detector_port}"
+    with open(root / "detector.log", "wb") as log:
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mlwarden.cli",
+                    "detector",
+                    "--observed-model",
+                    str(root / "iris.yaml"),
+                    "--listen",
+                    f"127.0.0.1:{detector_port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    await asyncio.to_thread(_wait_http, f"{detector_url}/readyz", 30, "the detector", procs[-1])
+    say(f"• mlwarden detector for demo/iris on {detector_url} (GET /v1/status)")
+
     port, admin = _free_port(), _free_port()
     with open(root / "sidecar.log", "wb") as log:
         procs.append(
@@ -273,7 +274,7 @@ async def _run(
                     "--upstream",
                     model_url,
                     "--collector",
-                    f"http://127.0.0.1:{collector.port}",
+                    detector_url,
                     "--admin-listen",
                     f"127.0.0.1:{admin}",
                     "--observed-model",
@@ -287,33 +288,85 @@ async def _run(
         )
     sidecar_url, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
     await asyncio.to_thread(_wait_http, f"{admin_url}/readyz", 30, "the sidecar", procs[-1])
-    say(f"• mlwarden sidecar on {sidecar_url} → model; metrics on {admin_url}/metrics")
-    say(f"• collector (stands in for the detector) on 127.0.0.1:{collector.port}\n")
-    say(f"Sending {requests} inference requests (1-4 rows each) through the sidecar…")
+    say(
+        f"• mlwarden sidecar on {sidecar_url} → model, shipping to the detector; "
+        f"metrics on {admin_url}/metrics\n"
+    )
 
-    counts = await _traffic(sidecar_url, requests, say)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(collector.requests) < counts["sent"]:
-        await asyncio.sleep(0.1)
-    m = await asyncio.to_thread(_metrics, admin_url)
+    def status() -> Any:
+        return _get_json(f"{detector_url}/v1/status")
 
-    half = requests // 2
-    before = [r for r in collector.records if int(r["id"].split("-")[1]) < half]
-    after = [r for r in collector.records if int(r["id"].split("-")[1]) >= half]
-    table = table_cls(title="What the sidecar captured (mean per feature)")
-    table.add_column("feature")
-    table.add_column("before the incident", justify="right")
-    table.add_column("after", justify="right")
-    table.add_column("ratio", justify="right")
-    for f in FEATURES:
-        a = _mean([float(r["features"][f]) for r in before])
-        b = _mean([float(r["features"][f]) for r in after])
-        style = "bold red" if abs(b / a - 1) > 0.5 else ""
+    async def wait_for(predicate: Any, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if predicate(await asyncio.to_thread(status)):
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    traffic = _Traffic(sidecar_url)
+    say("[bold]1. Steady traffic[/]: the detector builds its reference from the first 300 rows")
+    await traffic.send(130)
+    await wait_for(lambda s: s["phase"] == "Observing", 15)
+    st = await asyncio.to_thread(status)
+    say(
+        f"   reference in force: {st['reference'].get('id')} "
+        f"({st['reference'].get('records')} rows)"
+    )
+    await traffic.send(130)
+    await wait_for(lambda s: s["evaluations"] >= 4, 10)
+    st = await asyncio.to_thread(status)
+    say(f"   {st['evaluations']} evaluations, {len(st['alerts'])} alerts: all quiet\n")
+
+    say(
+        "[bold red]2. Incident[/]: the upstream feature job now sends petal_length "
+        "in millimetres, not centimetres"
+    )
+    incident = time.monotonic()
+    sent_at_incident = traffic.counts["sent"]
+    detected: float | None = None
+    for _ in range(12):
+        await traffic.send(30, petal_length_unit=10.0)
+        st = await asyncio.to_thread(status)
+        if any(a["type"] == "FeatureDrift" for a in st["alerts"]):
+            detected = time.monotonic() - incident
+            break
+    if detected is None:
+        await wait_for(lambda s: any(a["type"] == "FeatureDrift" for a in s["alerts"]), 10)
+        detected = time.monotonic() - incident
+    st = await asyncio.to_thread(status)
+    requests_to_detect = traffic.counts["sent"] - sent_at_incident
+    say(
+        f"   detected after {detected:.1f} s and {requests_to_detect} requests "
+        "(fireAfter: 2 evaluations, every 500 ms)\n"
+    )
+
+    table = table_cls(title="Alerts on the detector (GET /v1/status)")
+    for col in ("type", "feature", "test", "statistic", "p-value"):
+        table.add_column(col)
+    for a in st["alerts"]:
+        p = a.get("pValue")
         table.add_row(
-            f, f"{a:.2f}", f"{b:.2f}", f"[{style}]{b / a:.2f}×[/]" if style else f"{b / a:.2f}×"
+            a["type"],
+            a.get("feature") or "",
+            a["test"],
+            f"{float(a['statistic']):.3g}",
+            f"{float(p):.2g}" if p is not None else "",
         )
     say(table)
+    for a in st["alerts"]:
+        say(f"  • {a['type']} {a.get('feature') or ''}: {a.get('message', '')}")
+    say("")
 
+    # Let the last batches land before counting: the sidecar ships every 200 ms.
+    for _ in range(50):
+        m = await asyncio.to_thread(_metrics, admin_url)
+        st = await asyncio.to_thread(status)
+        shipped = m.get("mlwarden_sidecar_records_shipped_total", 0)
+        if m.get("mlwarden_sidecar_records_captured_total", 0) == shipped == st["recordsIngested"]:
+            break
+        await asyncio.sleep(0.1)
+    counts = traffic.counts
     summary = table_cls(title="Accounting")
     summary.add_column("")
     summary.add_column("count", justify="right")
@@ -322,13 +375,15 @@ async def _run(
         ("answered 200 by the model", counts["ok"]),
         ("answered 4xx by the model (malformed on purpose)", counts["model_4xx"]),
         ("failed because of the sidecar", counts["failed"]),
-        ("exchanges captured", int(m.get("mlwarden_sidecar_exchanges_captured_total", 0))),
         (
-            "  malformed, counted as unparseable",
+            "  malformed, counted by the sidecar as unparseable",
             int(m.get("mlwarden_sidecar_exchanges_dropped_total:unparseable", 0)),
         ),
         ("records (rows) captured", int(m.get("mlwarden_sidecar_records_captured_total", 0))),
-        ("records shipped to the collector", len(collector.records)),
+        (
+            "records shipped to the detector",
+            int(m.get("mlwarden_sidecar_records_shipped_total", 0)),
+        ),
         (
             "records dropped",
             int(
@@ -339,26 +394,27 @@ async def _run(
                 )
             ),
         ),
+        ("records the detector ingested", st["recordsIngested"]),
         ("sidecar overhead p50 / p99 (ms)", _overhead(admin_url)),
+        ("time to detect (s)", f"{detected:.1f}"),
     ]
     for label, value in rows:
         summary.add_row(label, str(value))
     say(summary)
     say(
-        "\nThe shift in petal_length is in the captured records, and no request failed because "
-        "of the sidecar.\n[dim]Not built yet: the detector that flags it (issue 3), the operator "
-        "(issue 4), diagnosis and reaction (issue 5). They join this demo as they land.[/]"
+        "\n[dim]Not built yet: the operator (issue 4) that runs this in a cluster and writes the "
+        "alerts into the ObservedModel, diagnosis and reaction (issue 5), which would name the "
+        "feature job as the suspect and act. They join this demo as they land.[/]"
     )
     say(f"[dim]Demo finished in {time.monotonic() - started:.1f}s.[/]")
     if keep_running:
         say(
-            f"\nStill running. Try:\n  curl -s {sidecar_url}/v2/models/iris\n"
+            f"\nStill running. Try:\n  curl -s {detector_url}/v1/status\n"
             f"  curl -s {admin_url}/metrics | grep mlwarden_\nCtrl-C to stop."
         )
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.Event().wait()
-    await runner.cleanup()
-    return 0 if counts["failed"] == 0 else 1
+    return 0 if counts["failed"] == 0 and st["alerts"] else 1
 
 
 def _overhead(admin_url: str) -> str:

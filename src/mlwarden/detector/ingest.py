@@ -116,22 +116,23 @@ def parse_batch(payload: Any, *, now: float) -> Batch:
     batch.source = _object(source, "source") if source is not None else {}
 
     for i, req in enumerate(requests):
-        r = _object(req, f"requests[{i}]")
-        status = r.get("status")
-        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        if req.__class__ is not dict:
+            raise BatchError(f"requests[{i}]: must be an object, got {json_kind(req)}")
+        status = req.get("status")
+        latency = req.get("latencySeconds")
+        if status.__class__ is not int or not 100 <= status <= 599:
             raise BatchError(f"requests[{i}].status: must be an HTTP status code, got {status!r}")
-        latency = r.get("latencySeconds")
-        if (
-            isinstance(latency, bool)
-            or not isinstance(latency, int | float)
-            or not (math.isfinite(latency) and latency >= 0)
-        ):
+        if latency.__class__ is not float and latency.__class__ is not int:
+            raise BatchError(
+                f"requests[{i}].latencySeconds: must be a non-negative number, got {latency!r}"
+            )
+        if not 0 <= latency < math.inf:  # also false for NaN
             raise BatchError(
                 f"requests[{i}].latencySeconds: must be a non-negative number, got {latency!r}"
             )
         batch.statuses.append(status)
-        batch.latencies.append(float(latency))
-        if r.get("dropped") is not None:
+        batch.latencies.append(latency)
+        if req.get("dropped") is not None:
             batch.dropped_requests += 1
 
     empty: dict[str, Any] = {}

@@ -35,6 +35,8 @@ import json
 from functools import lru_cache
 from typing import Any, Final, TypeGuard
 
+import orjson
+
 from mlwarden.records import ProtocolError, Record, Value
 from mlwarden.records import json_kind as kind_of  # re-exported for the other adapters
 from mlwarden.spec import JsonCapture, ObservedModelSpec
@@ -56,6 +58,13 @@ def is_scalar(value: object) -> TypeGuard[Value]:
 def load_request(body: bytes) -> Any:
     """Decode a request body; raise `ProtocolError` when it is not UTF-8 JSON."""
     try:
+        # orjson first: several times faster, and this runs for every captured request.
+        # It refuses what the standard parser still reads (NaN tokens, a byte-order
+        # mark, integers beyond 64 bits), and the standard parser words the errors.
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
         # utf-8-sig: a byte-order mark is legal before JSON text and some clients send one.
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -73,6 +82,10 @@ def load_request(body: bytes) -> Any:
 
 def load_response(body: bytes) -> Any:
     """Decode a response body; None when it is not JSON (error pages, truncated bodies)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(body.decode("utf-8-sig"))
     except (ValueError, RecursionError):
