@@ -75,12 +75,11 @@ class Alert:
         return out
 
 
-def _finite(x: float) -> float | str:
-    # JSON and Kubernetes have no NaN/inf: spell them out rather than emit invalid JSON.
-    if x != x:
-        return "NaN"
-    if x in (float("inf"), float("-inf")):
-        return "Infinity" if x > 0 else "-Infinity"
+def _finite(x: float) -> float | None:
+    # JSON and Kubernetes have no NaN/inf, and the CRD types these fields as numbers:
+    # a non-finite figure is null (the message still says what it was).
+    if x != x or x in (float("inf"), float("-inf")):
+        return None
     return x
 
 

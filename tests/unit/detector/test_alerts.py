@@ -71,7 +71,7 @@ def test_active_alert_keeps_fresh_figures_and_model_revision() -> None:
     assert (alert.statistic, alert.since, alert.model_revision) == (0.5, "t0", "7")
 
 
-def test_non_finite_figures_are_spelled_out_for_json() -> None:
+def test_non_finite_figures_are_null_for_json_and_the_crd() -> None:
     m = AlertStateMachine(fire_after=1, resolve_after=1)
     m.observe(
         [
@@ -82,5 +82,5 @@ def test_non_finite_figures_are_spelled_out_for_json() -> None:
         now="t0",
         reference="r",
     )
-    assert m.active[0].to_dict()["statistic"] == "Infinity"
+    assert m.active[0].to_dict()["statistic"] is None
     assert "feature" not in m.active[0].to_dict()

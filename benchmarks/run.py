@@ -1,0 +1,175 @@
+"""`make bench`: run every benchmark and rewrite benchmarks/RESULTS.md with what it measured.
+
+The benchmarks are the modules in `BENCHMARKS`; each has `NAME`, `run(...) -> dict`
+(the figures, with `text` for the terminal and `verdicts`) and
+`render_markdown(dict) -> str` (its section of RESULTS.md). Adding a benchmark is
+adding a module to the list. The raw figures also go to benchmarks/out/ as JSON.
+
+It measures nothing unless nginx, hey and wrk are installed (the Debian packages
+nginx-light, hey and wrk); without them it says so and exits with status 2.
+
+    .venv/bin/python benchmarks/run.py                    # what `make bench` runs (~6 min)
+    .venv/bin/python benchmarks/run.py --duration 1 --repeats 1   # a quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import detector_throughput
+import sidecar_latency
+from procs import sigterm_raises
+
+HERE = Path(__file__).resolve().parent
+
+BENCHMARKS: list[ModuleType] = [sidecar_latency, detector_throughput]
+TOOLS = {"nginx": "/usr/sbin/nginx", "hey": "/usr/bin/hey", "wrk": "/usr/bin/wrk"}
+INSTALL_HINT = "benchmarks need nginx, hey and wrk: apt-get install nginx-light hey wrk"
+
+
+def find_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    if found is None and os.access(TOOLS[name], os.X_OK):
+        found = TOOLS[name]
+    return found
+
+
+def _output(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (out.stdout + out.stderr).strip()
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine(tools: dict[str, str]) -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load = "unknown"
+
+    def deb(pkg: str) -> str:
+        return _output(["dpkg-query", "-W", "-f", "${Version}", pkg]) or "?"
+
+    return {
+        "nproc": _output(["nproc"]) or str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "aiohttp": _version("aiohttp"),
+        "uvloop": _version("uvloop"),
+        "mlwarden": _version("mlwarden"),
+        "nginx": _output([tools["nginx"], "-v"]).removeprefix("nginx version: "),
+        "hey": f"{tools['hey']} (Debian package {deb('hey')})",
+        "wrk": _output([tools["wrk"], "-v"]).splitlines()[0].split(" [")[0]
+        if _output([tools["wrk"], "-v"])
+        else tools["wrk"],
+        "load average at start": load,
+    }
+
+
+def results_markdown(
+    when: str, info: dict[str, str], sections: list[str], elapsed: float, args: argparse.Namespace
+) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `make bench` (`benchmarks/run.py`); do not edit by hand, run it again. "
+        "What each benchmark measures and how: benchmarks/README.md.",
+        "",
+        f"- Date: {when}",
+        f"- Run: `benchmarks/run.py --duration {args.duration:g} --repeats {args.repeats}"
+        f" --warmup {args.warmup:g}`, {elapsed:.0f} s in all",
+    ]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    lines += [
+        "",
+        "The load generator, the upstream and every proxy share this machine's cores, so "
+        "each figure is the median of interleaved repeats; the machine may have been shared "
+        "with other work during the run (see the load average above), which shows as noise.",
+        "",
+    ]
+    return "\n".join(lines + sections) + "\n"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="run the mlwarden benchmarks")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per path")
+    parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args(argv)
+
+    tools = {name: find_tool(name) for name in TOOLS}
+    missing = [name for name, path in tools.items() if path is None]
+    if missing:
+        print(f"missing: {', '.join(missing)}. {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    found = {k: v for k, v in tools.items() if v is not None}
+    os.environ["PATH"] = os.pathsep.join(
+        [*sorted({str(Path(p).parent) for p in found.values()}), os.environ.get("PATH", "")]
+    )
+
+    sigterm_raises()
+    started = dt.datetime.now(dt.UTC)
+    info = machine(found)
+    sections: list[str] = []
+    out_dir = HERE / "out"
+    try:
+        for bench in BENCHMARKS:
+            figures = bench.run(duration=args.duration, repeats=args.repeats, warmup=args.warmup)
+            print(figures["text"])
+            print()
+            sections.append(bench.render_markdown(figures))
+            out_dir.mkdir(exist_ok=True)
+            (out_dir / f"{bench.NAME}.json").write_text(json.dumps(_json_safe(figures), indent=1))
+    except KeyboardInterrupt:
+        print("interrupted: every server started was stopped; RESULTS.md not rewritten",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    when = started.strftime("%Y-%m-%d %H:%M UTC")
+    args.results.write_text(results_markdown(when, info, sections, elapsed, args))
+    print(f"wrote {args.results} ({elapsed:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
