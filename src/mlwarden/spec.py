@@ -45,7 +45,7 @@ ALERT_TYPES: Final = (
     "Errors",
     "PerformanceDrop",
 )
-ACTIONS: Final = ("alert", "rollback", "scale", "shiftTraffic")
+ACTIONS: Final = ("alert", "rollback", "scale", "shiftTraffic", "pause")
 PIPELINE_KINDS: Final = (
     "Deployment",
     "StatefulSet",
@@ -251,9 +251,17 @@ class Reaction:
     alert: str
     action: str
     feature: str | None = None
+    # rollback: the revision to go back to (default: the previous one)
+    to_revision: int | None = None
+    # scale: replicas (or an HPA's minReplicas) within [min_replicas, max_replicas]
+    min_replicas: int | None = None
     max_replicas: int | None = None
+    # shiftTraffic / pause: how traffic reaches the two versions
     router: str | None = None
-    route: str | None = None
+    route: str | None = None  # the HTTPRoute or VirtualService name
+    stable: str | None = None  # the stable backend (Service, or Deployment for router: replicas)
+    canary: str | None = None  # the canary backend
+    step_percent: int = 100  # traffic moved back to stable per step
     webhook: str | None = None
 
 
@@ -729,11 +737,32 @@ def _reactions(o: _Obj) -> tuple[tuple[Reaction, ...], list[str]]:
             alert=on or "",
             action=action or "",
             feature=r.text("feature", None),
+            to_revision=r.number("toRevision", None, integer=True, low=1),
+            min_replicas=r.number("minReplicas", None, integer=True, low=0, high=1000),
             max_replicas=r.number("maxReplicas", None, integer=True, low=1, high=1000),
             router=r.text("router", None, choices=TRAFFIC_ROUTERS),
             route=r.text("route", None),
+            stable=r.text("stable", None),
+            canary=r.text("canary", None),
+            step_percent=r.number("stepPercent", 100, integer=True, low=1, high=100),
             webhook=r.text("webhook", None),
         )
+        if (
+            reaction.min_replicas is not None
+            and reaction.max_replicas is not None
+            and reaction.min_replicas > reaction.max_replicas
+        ):
+            r.error("minReplicas", f"must not exceed maxReplicas ({reaction.max_replicas})")
+        if action in ("shiftTraffic", "pause") and reaction.canary is None and not r.has("canary"):
+            r.error("canary", f"required when action is {action}: the canary backend")
+        if action == "shiftTraffic" and reaction.stable is None and not r.has("stable"):
+            r.error("stable", "required when action is shiftTraffic: the stable backend")
+        if (
+            action == "shiftTraffic"
+            and reaction.router in ("httproute", "virtualservice")
+            and (reaction.route is None and not r.has("route"))
+        ):
+            r.error("route", f"required with router {reaction.router}: the route's name")
         if action == "scale" and reaction.max_replicas is None and not r.has("maxReplicas"):
             r.error("maxReplicas", "required when action is scale")
         if action == "shiftTraffic" and reaction.router is None and not r.has("router"):

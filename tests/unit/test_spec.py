@@ -344,13 +344,69 @@ def test_shift_traffic_and_scale_with_their_settings() -> None:
     model = parse_observed_model(
         _manifest(
             reactions=[
-                {"alert": "PredictionDrift", "action": "shiftTraffic", "router": "httproute"},
-                {"alert": "Latency", "action": "scale", "maxReplicas": 5},
+                {
+                    "alert": "PredictionDrift",
+                    "action": "shiftTraffic",
+                    "router": "httproute",
+                    "route": "fraud",
+                    "stable": "fraud-v1",
+                    "canary": "fraud-v2",
+                    "stepPercent": 50,
+                },
+                {"alert": "Latency", "action": "scale", "minReplicas": 2, "maxReplicas": 5},
+                {"alert": "PerformanceDrop", "action": "rollback", "toRevision": 3},
+                {"alert": "Errors", "action": "pause", "canary": "fraud-v2"},
             ]
         )
     )
-    assert model.spec.reactions[0].router == "httproute"
-    assert model.spec.reactions[1].max_replicas == 5
+    shift, scale, rollback, pause = model.spec.reactions
+    assert (shift.router, shift.route, shift.stable, shift.canary, shift.step_percent) == (
+        "httproute",
+        "fraud",
+        "fraud-v1",
+        "fraud-v2",
+        50,
+    )
+    assert (scale.min_replicas, scale.max_replicas) == (2, 5)
+    assert rollback.to_revision == 3 and pause.canary == "fraud-v2"
+
+
+@pytest.mark.parametrize(
+    ("reaction", "path", "reason"),
+    [
+        (
+            {
+                "alert": "Errors",
+                "action": "shiftTraffic",
+                "router": "httproute",
+                "stable": "a",
+                "canary": "b",
+            },
+            "spec.reactions[0].route",
+            "required with router httproute",
+        ),
+        (
+            {"alert": "Errors", "action": "shiftTraffic", "router": "replicas", "canary": "b"},
+            "spec.reactions[0].stable",
+            "required when action is shiftTraffic",
+        ),
+        ({"alert": "Errors", "action": "pause"}, "spec.reactions[0].canary", "required"),
+        (
+            {"alert": "Latency", "action": "scale", "minReplicas": 6, "maxReplicas": 5},
+            "spec.reactions[0].minReplicas",
+            "must not exceed maxReplicas (5)",
+        ),
+        (
+            {"alert": "Latency", "action": "rollback", "toRevision": 0},
+            "spec.reactions[0].toRevision",
+            "must be >= 1",
+        ),
+    ],
+)
+def test_reaction_parameters_are_checked(reaction: dict[str, Any], path: str, reason: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_observed_model(_manifest(reactions=[reaction]))
+    assert any(e.path == path and reason in e.message for e in exc.value.errors), exc.value
 
 
 # --------------------------------------------------------------------------- bad manifests
