@@ -37,6 +37,7 @@ DRIFT_TESTS: Final = ("auto", "ks", "wasserstein", "psi", "jensenshannon", "chis
 CORRECTIONS: Final = ("bonferroni", "benjamini-hochberg", "none")
 REFERENCE_SOURCES: Final = ("warmup", "configMap", "url", "file")
 PERFORMANCE_ESTIMATES: Final = ("cbpe", "none")
+PERFORMANCE_METRICS: Final = ("accuracy", "f1", "roc_auc")
 ALERT_TYPES: Final = (
     "FeatureDrift",
     "PredictionDrift",
@@ -63,8 +64,11 @@ TRAFFIC_ROUTERS: Final = ("httproute", "virtualservice", "replicas")
 MAX_NAME_LENGTH: Final = 63 - len("-detector")
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+# Patterns are matched whole (fullmatch): `$` alone would accept a trailing newline.
+# [0-9], not \d: \d also matches other scripts' digits, which Kubernetes does not.
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # DNS-1123 label
+_DURATION = re.compile(r"(?:([0-9]+(?:\.[0-9]+)?)(ms|s|m|h))+")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -376,7 +380,7 @@ class _Obj:
         if choices is not None and value not in choices:
             self.error(key, f"must be one of {', '.join(choices)}; got {value!r}")
             return None if default is _MISSING else default
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             self.error(key, f"{pattern_hint}; got {value!r}")
             return None if default is _MISSING else default
         return value
@@ -518,7 +522,7 @@ def parse_duration(value: str | int | float) -> float:
             raise ValueError(f"must be a non-negative duration, got {value}")
         return float(value)
     text = value.strip()
-    if not _DURATION.match(text):
+    if not _DURATION.fullmatch(text):
         raise ValueError(f"must be a duration such as 30s, 5m or 1h30m; got {value!r}")
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     if not math.isfinite(seconds):
@@ -660,7 +664,7 @@ def _detectors(o: _Obj) -> Detectors:
     if perf.present:
         performance = PerformanceCheck(
             estimate=perf.text("estimate", "cbpe", choices=PERFORMANCE_ESTIMATES),
-            metric=perf.text("metric", "accuracy", choices=("accuracy", "f1", "roc_auc")),
+            metric=perf.text("metric", "accuracy", choices=PERFORMANCE_METRICS),
             max_drop=perf.number("maxDrop", 0.05, low=0.0, high=1.0, low_open=True),
         )
     perf.finish()
@@ -865,7 +869,14 @@ def parse_observed_model(
             f"must be at most {MAX_NAME_LENGTH} characters so that {name}-detector is a valid "
             f"Service name; got {len(name)}",
         )
-    namespace = meta.text("namespace", "default", pattern=_DNS_LABEL, pattern_hint="bad namespace")
+    namespace = meta.text(
+        "namespace",
+        "default",
+        pattern=_NAMESPACE,
+        pattern_hint="must be a namespace name (a DNS-1123 label: lower-case letters, digits, '-')",
+    )
+    if namespace is not None and len(namespace) > 63:
+        meta.error("namespace", f"must be at most 63 characters, got {len(namespace)}")
     generation = meta.number("generation", None, integer=True)
     uid = meta.text("uid", None)
     # Kubernetes puts many fields in metadata; none of them change the meaning of the spec.

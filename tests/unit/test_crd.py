@@ -1,0 +1,1221 @@
+"""Tests for `mlwarden.crd`: the committed CRD, its structural schema, the same verdict as spec.py.
+
+There is no API server here, so the CRD's openAPIV3Schema is applied the way the
+API server applies it, step by step:
+
+1. prune null values of fields that are not `nullable` (Kubernetes drops them),
+2. apply the schema's defaults,
+3. validate with jsonschema (Draft 4: OpenAPI's boolean exclusiveMinimum), with the
+   OpenAPI extensions translated: `nullable`, int-or-string, integral floats accepted
+   as integers (go-openapi does), patterns matched like Go's RE2, list-type map keys
+   unique, and every object with declared properties closed, which is what
+   kubectl's Strict field validation does with an unknown field;
+4. evaluate the CEL rules through hand-written Python equivalents keyed by the rule
+   text (a rule without an equivalent fails `test_every_cel_rule_has_an_equivalent`).
+
+Every example and a table of good and bad manifests must get the same verdict from
+that and from `mlwarden.spec.parse_observed_model`. Where the two deliberately
+differ, the case is in one of the two GAP tables with its reason (and in
+crds/README.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from kubernetes_validate import validate as kubernetes_validate
+
+from mlwarden import spec as spec_module
+from mlwarden.crd import (
+    DURATION_PATTERN,
+    PERFORMANCE_METRICS,
+    POSITIVE_DURATION_PATTERN,
+    custom_resource_definition,
+    to_yaml,
+)
+from mlwarden.detector.alerts import Alert
+from mlwarden.detector.reporter import status_patch
+from mlwarden.spec import (
+    ACTIONS,
+    ALERT_TYPES,
+    API_VERSION,
+    CORRECTIONS,
+    DRIFT_TESTS,
+    FEATURE_TYPES,
+    KIND,
+    MAX_NAME_LENGTH,
+    PERFORMANCE_ESTIMATES,
+    PIPELINE_KINDS,
+    PROTOCOLS,
+    TRAFFIC_ROUTERS,
+    ObservedModel,
+    SpecError,
+    parse_duration,
+    parse_observed_model,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "observedmodels.mlwarden.io.yaml"
+EXAMPLES = ROOT / "examples"
+REGENERATE = ".venv/bin/python -m mlwarden.crd > crds/observedmodels.mlwarden.io.yaml"
+
+CRD = custom_resource_definition()
+SCHEMA: dict[str, Any] = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+# --------------------------------------------------------------------------- the file
+
+
+def test_committed_file_is_generated_from_the_module() -> None:
+    committed = CRD_FILE.read_text(encoding="utf-8") if CRD_FILE.exists() else ""
+    assert committed == to_yaml(), (
+        f"{CRD_FILE.relative_to(ROOT)} is out of date with mlwarden.crd / mlwarden.spec; "
+        f"regenerate it: {REGENERATE}"
+    )
+
+
+def test_committed_file_says_it_is_generated_and_how() -> None:
+    head = to_yaml().splitlines()[:4]
+    assert any("GENERATED" in line for line in head)
+    assert any("python -m mlwarden.crd > crds/observedmodels.mlwarden.io.yaml" in h for h in head)
+    assert yaml.safe_load(to_yaml()) == CRD
+
+
+def test_the_crd_is_a_valid_kubernetes_object() -> None:
+    kubernetes_validate(CRD, "1.30", strict=True)
+
+
+def test_names_scope_and_version_are_the_public_contract() -> None:
+    assert CRD["metadata"]["name"] == "observedmodels.mlwarden.io"
+    s = CRD["spec"]
+    assert s["group"] == "mlwarden.io"
+    assert s["scope"] == "Namespaced"
+    assert s["names"] == {
+        "kind": "ObservedModel",
+        "listKind": "ObservedModelList",
+        "plural": "observedmodels",
+        "singular": "observedmodel",
+        "shortNames": ["om"],
+        "categories": ["mlwarden"],
+    }
+    [version] = s["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
+    columns = [(c["name"], c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]]
+    assert columns == [
+        ("Target", "string", ".spec.target.deployment"),
+        ("Phase", "string", ".status.phase"),
+        ("Alerts", "integer", ".status.alertCount"),
+        ("Top Suspect", "string", ".status.topSuspect"),
+        ("Last Action", "string", ".status.lastAction"),
+        ("Age", "date", ".metadata.creationTimestamp"),
+    ]
+    # Every printer column points at a field the schema declares.
+    for _, _, json_path in columns[:-1]:
+        node = SCHEMA
+        for part in json_path.strip(".").split("."):
+            node = node["properties"][part]
+
+
+# --------------------------------------------------------------------------- structural
+
+
+_TYPES = {"object", "array", "string", "integer", "number", "boolean"}
+_INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
+_FREE_FORM_ALLOWED = {"status.kopf"}
+
+
+def structural_violations(node: Any, path: str = "") -> list[str]:
+    """Where `node` breaks Kubernetes' structural-schema rules (plus this project's own)."""
+    where = path or "(root)"
+    if not isinstance(node, dict):
+        return [f"{where}: a schema must be an object"]
+    out: list[str] = []
+    int_or_string = node.get("x-kubernetes-int-or-string") is True
+    preserve = node.get("x-kubernetes-preserve-unknown-fields") is True
+    if "type" not in node and not (int_or_string or preserve):
+        out.append(f"{where}: no type")
+    if "type" in node and node["type"] not in _TYPES:
+        out.append(f"{where}: unknown type {node['type']!r}")
+    if int_or_string and "type" in node:
+        out.append(f"{where}: int-or-string must not set a type")
+    for junctor in ("allOf", "anyOf", "oneOf", "not"):
+        if junctor in node and not (int_or_string and junctor == "anyOf"):
+            out.append(f"{where}: {junctor} is only used for int-or-string here")
+    if int_or_string and node.get("anyOf", _INT_OR_STRING) != _INT_OR_STRING:
+        out.append(f"{where}: int-or-string anyOf must be exactly integer | string")
+    if "properties" in node and "additionalProperties" in node:
+        out.append(f"{where}: properties and additionalProperties together")
+    if node.get("nullable") and "type" not in node:
+        out.append(f"{where}: nullable without a type")
+    if preserve and path not in _FREE_FORM_ALLOWED:
+        out.append(f"{where}: x-kubernetes-preserve-unknown-fields outside {_FREE_FORM_ALLOWED}")
+    if (
+        node.get("type") == "object"
+        and not {"properties", "additionalProperties"} & node.keys()
+        and not preserve
+        and path != "metadata"
+    ):
+        out.append(f"{where}: an object with no fields: everything in it would be pruned")
+    if node.get("type") == "array" and not isinstance(node.get("items"), dict):
+        out.append(f"{where}: an array needs one items schema")
+    if path not in ("", "apiVersion", "kind", "metadata") and not node.get("description"):
+        out.append(f"{where}: no description (kubectl explain shows it)")
+    if node.get("x-kubernetes-list-type") == "map":
+        items = node.get("items", {})
+        for key in node.get("x-kubernetes-list-map-keys", []):
+            key_type = items.get("properties", {}).get(key, {}).get("type")
+            if key not in items.get("required", []) or key_type not in ("string", "integer"):
+                out.append(f"{where}: list-map key {key!r} must be a required scalar")
+    for rule in node.get("x-kubernetes-validations", []):
+        if "type" not in node or not rule.get("rule") or not rule.get("message"):
+            out.append(f"{where}: a CEL rule needs a typed node, a rule and a message")
+    if "default" in node:
+        if not path or path.startswith("metadata"):
+            out.append(f"{where}: no defaults at the root or in metadata")
+        value = copy.deepcopy(node["default"])
+        prune_nulls(value, node)
+        apply_defaults(value, node)
+        for error in _validator(node).iter_errors(value):
+            out.append(f"{where}: default {node['default']!r} is invalid: {error.message}")
+    for name, sub in node.get("properties", {}).items():
+        out += structural_violations(sub, f"{path}.{name}" if path else name)
+    if isinstance(node.get("items"), dict):
+        out += structural_violations(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        out += structural_violations(node["additionalProperties"], f"{path}{{}}")
+    return out
+
+
+def test_the_schema_is_structural() -> None:
+    assert structural_violations(SCHEMA) == []
+
+
+@pytest.mark.parametrize(
+    ("node", "fragment"),
+    [
+        ({"description": "x"}, "no type"),
+        (
+            {"type": "object", "properties": {}, "additionalProperties": {"type": "string"}},
+            "together",
+        ),
+        ({"type": "object", "x-kubernetes-preserve-unknown-fields": True}, "preserve"),
+        ({"nullable": True, "x-kubernetes-int-or-string": True}, "nullable without"),
+        ({"type": "integer", "minimum": 1, "default": 0}, "default 0 is invalid"),
+        ({"type": "object", "properties": {"a": {"type": "string"}}}, "no description"),
+        ({"type": "object"}, "no fields"),
+    ],
+)
+def test_the_structural_checker_catches(node: dict[str, Any], fragment: str) -> None:
+    found = structural_violations({"type": "object", "properties": {"x": node}})
+    assert any(fragment in v for v in found), found
+
+
+def test_only_status_kopf_is_free_form() -> None:
+    kopf = SCHEMA["properties"]["status"]["properties"]["kopf"]
+    assert kopf == {
+        "type": "object",
+        "description": kopf["description"],
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+
+
+# --------------------------------------------------------------------------- the emulator
+
+
+def go_regex(pattern: str) -> re.Pattern[str]:
+    """`pattern` matching as Go's RE2 does: ASCII classes, and `$` is the end of the text.
+
+    (Python's `$` also matches before a trailing newline, which RE2's does not.)
+    """
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern, re.ASCII)
+
+
+def _is_integer(checker: Any, value: Any) -> bool:
+    # go-openapi accepts a float with no fraction where the schema says integer.
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def _pattern(validator: Any, pattern: str, value: Any, schema: Any) -> Iterator[Any]:
+    if isinstance(value, str) and not go_regex(pattern).search(value):
+        yield jsonschema.ValidationError(f"{value!r} does not match {pattern!r}")
+
+
+def _list_map_keys(validator: Any, keys: list[str], value: Any, schema: Any) -> Iterator[Any]:
+    if not isinstance(value, list):
+        return
+    seen: set[tuple[Any, ...]] = set()
+    for item in value:
+        if isinstance(item, dict):
+            key = tuple(repr(item.get(k)) for k in keys)
+            if key in seen:
+                yield jsonschema.ValidationError(
+                    f"duplicate entry for key {dict(zip(keys, key, strict=True))}"
+                )
+            seen.add(key)
+
+
+_FORMATS = jsonschema.FormatChecker(formats=())
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _date_time(value: object) -> bool:
+    if isinstance(value, str):
+        if "T" not in value:
+            raise ValueError(f"not an RFC 3339 date-time: {value!r}")
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return True
+
+
+_OpenAPIValidator = jsonschema.validators.extend(
+    jsonschema.Draft4Validator,
+    validators={"pattern": _pattern, "x-list-map-keys": _list_map_keys},
+    type_checker=jsonschema.Draft4Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
+def to_jsonschema(node: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI v3 schema `node` as a JSON schema with the same verdicts."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "properties":
+            out[key] = {name: to_jsonschema(sub) for name, sub in value.items()}
+        elif key == "items" or (key == "additionalProperties" and isinstance(value, dict)):
+            out[key] = to_jsonschema(value)
+        elif key == "anyOf":
+            out[key] = [to_jsonschema(sub) for sub in value]
+        elif key in ("nullable", "default", "description") or key.startswith("x-kubernetes-"):
+            continue
+        else:
+            out[key] = value
+    if node.get("nullable"):
+        out["type"] = [node["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    if node.get("x-kubernetes-int-or-string") and "anyOf" not in out:
+        out["anyOf"] = _INT_OR_STRING
+    # Strict field validation: a field the schema does not declare is an error.
+    if (
+        "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    if node.get("x-kubernetes-list-type") == "map":
+        out["x-list-map-keys"] = node["x-kubernetes-list-map-keys"]
+    return out
+
+
+def _validator(node: dict[str, Any]) -> Any:
+    return _OpenAPIValidator(to_jsonschema(node), format_checker=_FORMATS)
+
+
+def _children(value: Any, node: dict[str, Any]) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    if isinstance(value, dict):
+        for key, sub in node.get("properties", {}).items():
+            if key in value:
+                yield f".{key}", value[key], sub
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in value:
+                yield f".{key}", value[key], extra
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for i, item in enumerate(value):
+            yield f"[{i}]", item, node["items"]
+
+
+def prune_nulls(value: Any, node: dict[str, Any]) -> None:
+    """Drop null fields the schema does not call nullable, as the API server does."""
+    if isinstance(value, dict):
+        declared = dict(node.get("properties", {}))
+        for key in list(value):
+            sub = declared.get(key, node.get("additionalProperties"))
+            if value[key] is None and isinstance(sub, dict) and not sub.get("nullable"):
+                del value[key]
+    for _, child, sub in _children(value, node):
+        prune_nulls(child, sub)
+
+
+def apply_defaults(value: Any, node: dict[str, Any]) -> None:
+    """Fill absent fields with the schema's defaults, outermost first, as the API server does."""
+    if isinstance(value, dict):
+        for key, sub in node.get("properties", {}).items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+    for _, child, sub in _children(value, node):
+        apply_defaults(child, sub)
+
+
+# CEL rule text -> the same predicate in Python. A rule that raises (a missing key, a
+# wrong type) fails, as a CEL runtime error fails validation.
+CEL: dict[str, Callable[[Any], bool]] = {
+    f"size(self.metadata.name) <= {MAX_NAME_LENGTH}": (
+        lambda s: len(s["metadata"]["name"]) <= MAX_NAME_LENGTH
+    ),
+    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')": (
+        lambda s: bool(go_regex("^[a-z]([-a-z0-9]*[a-z0-9])?$").search(s["metadata"]["name"]))
+    ),
+    "!(has(self.capture) && has(self.capture.json))"
+    " || !has(self.protocol) || self.protocol in ['json', 'auto']": (
+        lambda s: (
+            "json" not in s.get("capture", {})
+            or "protocol" not in s
+            or s["protocol"] in ("json", "auto")
+        )
+    ),
+    "!has(self.protocol) || self.protocol != 'json'"
+    " || (has(self.capture) && has(self.capture.json))"
+    " || (has(self.features) && size(self.features) > 0)": (
+        lambda s: (
+            "protocol" not in s
+            or s["protocol"] != "json"
+            or "json" in s.get("capture", {})
+            or len(s.get("features", [])) > 0
+        )
+    ),
+    "has(self.configMap) == (has(self.source) && self.source == 'configMap')": (
+        lambda s: ("configMap" in s) == (s.get("source") == "configMap")
+    ),
+    "has(self.url) == (has(self.source) && self.source == 'url')": (
+        lambda s: ("url" in s) == (s.get("source") == "url")
+    ),
+    "has(self.path) == (has(self.source) && self.source == 'file')": (
+        lambda s: ("path" in s) == (s.get("source") == "file")
+    ),
+    "!(has(self.size) && has(self.duration))": lambda s: not ("size" in s and "duration" in s),
+    "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas": (
+        lambda s: (
+            "minReplicas" not in s or "maxReplicas" not in s or s["minReplicas"] <= s["maxReplicas"]
+        )
+    ),
+    "self.action != 'scale' || has(self.maxReplicas)": (
+        lambda s: s["action"] != "scale" or "maxReplicas" in s
+    ),
+    "self.action != 'shiftTraffic' || has(self.router)": (
+        lambda s: s["action"] != "shiftTraffic" or "router" in s
+    ),
+    "self.action != 'shiftTraffic' || has(self.stable)": (
+        lambda s: s["action"] != "shiftTraffic" or "stable" in s
+    ),
+    "!(self.action in ['shiftTraffic', 'pause']) || has(self.canary)": (
+        lambda s: s["action"] not in ("shiftTraffic", "pause") or "canary" in s
+    ),
+    "self.action != 'shiftTraffic' || !has(self.router)"
+    " || !(self.router in ['httproute', 'virtualservice']) || has(self.route)": (
+        lambda s: (
+            s["action"] != "shiftTraffic"
+            or "router" not in s
+            or s["router"] not in ("httproute", "virtualservice")
+            or "route" in s
+        )
+    ),
+}
+
+
+def _cel_rules(node: dict[str, Any]) -> Iterator[str]:
+    for rule in node.get("x-kubernetes-validations", []):
+        yield rule["rule"]
+    for sub in node.get("properties", {}).values():
+        yield from _cel_rules(sub)
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            yield from _cel_rules(node[key])
+
+
+def test_every_cel_rule_has_an_equivalent() -> None:
+    rules = list(_cel_rules(SCHEMA))
+    missing = [r for r in rules if r not in CEL]
+    assert not missing, f"CEL rules with no Python equivalent in this test: {missing}"
+    assert set(CEL) == set(rules), (
+        f"equivalents of rules no longer in the CRD: {set(CEL) - set(rules)}"
+    )
+
+
+def cel_violations(value: Any, node: dict[str, Any], path: str = "") -> list[tuple[str, str, str]]:
+    """(path, rule, message) of every CEL rule `value` breaks."""
+    out: list[tuple[str, str, str]] = []
+    for rule in node.get("x-kubernetes-validations", []):
+        try:
+            ok = bool(CEL[rule["rule"]](value))
+        except (KeyError, TypeError, AttributeError):
+            ok = False
+        if not ok:
+            out.append((path or "(root)", rule["rule"], rule["message"]))
+    for step, child, sub in _children(value, node):
+        out += cel_violations(child, sub, path + step)
+    return out
+
+
+def as_stored(manifest: Any) -> Any:
+    """The object as the API server would store it: nulls pruned, defaults applied."""
+    obj = copy.deepcopy(manifest)
+    prune_nulls(obj, SCHEMA)
+    apply_defaults(obj, SCHEMA)
+    return obj
+
+
+def crd_errors(manifest: Any) -> list[str]:
+    """Why the API server (with Strict field validation) would reject `manifest`."""
+    obj = as_stored(manifest)
+    errors = [
+        f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+        for e in _validator(SCHEMA).iter_errors(obj)
+    ]
+    return errors + [f"{where}: {message}" for where, _, message in cel_violations(obj, SCHEMA)]
+
+
+def spec_errors(manifest: Any) -> list[str]:
+    """Why mlwarden.spec would reject `manifest`."""
+    try:
+        parse_observed_model(manifest)
+    except SpecError as exc:
+        return [str(e) for e in exc.errors]
+    return []
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+class _KubectlLoader(yaml.SafeLoader):
+    """YAML as kubectl reads it: an unquoted 1e-3 is a number (PyYAML reads a string)."""
+
+
+_KubectlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _example_documents() -> list[Any]:
+    out = []
+    for path in sorted(EXAMPLES.glob("*.y*ml")):
+        text = path.read_text(encoding="utf-8")
+        pairs = zip(
+            yaml.safe_load_all(text), yaml.load_all(text, Loader=_KubectlLoader), strict=True
+        )
+        for i, (for_spec, for_kubectl) in enumerate(pairs):
+            if isinstance(for_spec, dict) and for_spec.get("kind") == KIND:
+                out.append(pytest.param(for_spec, for_kubectl, id=f"{path.name}#{i}"))
+    return out
+
+
+EXAMPLE_DOCUMENTS = _example_documents()
+
+BASE: dict[str, Any] = {
+    "apiVersion": API_VERSION,
+    "kind": KIND,
+    "metadata": {"name": "fraud", "namespace": "ml"},
+    "spec": {
+        "target": {
+            "deployment": "fraud-model",
+            "service": "fraud-model",
+            "container": "model",
+            "port": 8080,
+        },
+        "protocol": "v2",
+        "features": [
+            {"name": "amount", "type": "numeric"},
+            {"name": "merchant_category", "type": "categorical"},
+        ],
+        "prediction": {"name": "score", "type": "numeric", "probabilities": "probs"},
+        "capture": {"sampleRate": 0.5, "maxBodyBytes": 2 << 20},
+        "reference": {"source": "warmup", "size": 1000},
+        "window": {"size": 1000},
+        "detectors": {
+            "drift": {
+                "enabled": True,
+                "test": "ks",
+                "pValue": 0.01,
+                "correction": "bonferroni",
+                "minEffect": 0.1,
+            },
+            "predictionDrift": {"test": "psi"},
+            "quality": {"maxMissingRate": 0.05, "outOfRange": True, "newCategories": False},
+            "latency": {"p99Ms": 250},
+            "errors": {"maxRate": 0.02},
+            "performance": {"estimate": "cbpe", "metric": "accuracy", "maxDrop": 0.05},
+        },
+        "alerting": {"evaluationInterval": "30s", "fireAfter": 3, "resolveAfter": 3},
+        "pipeline": [
+            {"name": "feature-etl", "kind": "CronJob", "produces": ["amount"]},
+            {
+                "name": "merchant-enricher",
+                "kind": "Deployment",
+                "produces": ["merchant_category"],
+                "dependsOn": ["feature-etl"],
+                "namespace": "data",
+            },
+        ],
+        "reactions": [
+            {"alert": "PredictionDrift", "action": "rollback", "toRevision": 6},
+            {"alert": "Latency", "action": "scale", "minReplicas": 2, "maxReplicas": 10},
+            {
+                "alert": "FeatureDrift",
+                "action": "shiftTraffic",
+                "router": "httproute",
+                "route": "fraud",
+                "stable": "fraud-model",
+                "canary": "fraud-model-canary",
+                "stepPercent": 25,
+                "feature": "amount",
+            },
+            {"alert": "Errors", "action": "alert", "webhook": "https://hooks.example.com/ml"},
+            {"alert": "PerformanceDrop", "action": "pause", "canary": "fraud-model-canary"},
+        ],
+        "guardrails": {
+            "dryRun": False,
+            "cooldown": "10m",
+            "maxActionsPerHour": 3,
+            "requireApproval": False,
+        },
+    },
+}
+
+DELETE = object()
+_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def variant(changes: dict[str, Any]) -> dict[str, Any]:
+    """BASE with fields set (dotted paths, `[i]` for list items) or removed (DELETE)."""
+    out = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        steps: list[Any] = [int(i) if i else k for k, i in _STEP.findall(path)]
+        parent: Any = out
+        for step in steps[:-1]:
+            parent = parent[step]
+        if value is DELETE:
+            del parent[steps[-1]]
+        elif isinstance(parent, list) and steps[-1] == len(parent):
+            parent.append(copy.deepcopy(value))
+        else:
+            parent[steps[-1]] = copy.deepcopy(value)
+    return out
+
+
+def _case(case_id: str, changes: dict[str, Any]) -> Any:
+    return pytest.param(variant(changes), id=case_id)
+
+
+def _every_enum_value() -> list[Any]:
+    """One accepted variant per value of every enum (each value both validators must take)."""
+    fields: list[tuple[str, tuple[str, ...]]] = [
+        ("spec.protocol", tuple(p for p in PROTOCOLS if p != "json")),
+        ("spec.features[0].type", FEATURE_TYPES),
+        ("spec.prediction.type", FEATURE_TYPES),
+        ("spec.detectors.drift.test", DRIFT_TESTS),
+        ("spec.detectors.predictionDrift.correction", CORRECTIONS),
+        ("spec.detectors.performance.estimate", PERFORMANCE_ESTIMATES),
+        ("spec.detectors.performance.metric", PERFORMANCE_METRICS),
+        ("spec.pipeline[0].kind", PIPELINE_KINDS),
+        ("spec.reactions[0].alert", ALERT_TYPES),
+        ("spec.reactions[2].router", TRAFFIC_ROUTERS),
+    ]
+    out = [_case(f"{path}={v}", {path: v}) for path, values in fields for v in values]
+    out += [
+        _case(f"spec.reactions[3].action={a}", {"spec.reactions[3].action": a})
+        for a in ACTIONS
+        if a not in ("scale", "shiftTraffic", "pause")  # each has its own case in BASE
+    ]
+    return out
+
+
+GOOD = [
+    pytest.param(copy.deepcopy(BASE), id="base"),
+    _case("name of exactly the maximum length", {"metadata.name": "a" * MAX_NAME_LENGTH}),
+    _case("minimal spec", {"spec": {"target": {"deployment": "m"}}}),
+    _case("target.port 1", {"spec.target.port": 1}),
+    _case("target.port 65535", {"spec.target.port": 65535}),
+    _case("target.deployment with dots", {"spec.target.deployment": "fraud.model-v2"}),
+    _case("sampleRate 1 (closed upper end)", {"spec.capture.sampleRate": 1}),
+    _case("sampleRate just above 0", {"spec.capture.sampleRate": 1e-9}),
+    _case("maxBodyBytes 1024", {"spec.capture.maxBodyBytes": 1024}),
+    _case("maxBodyBytes 64 MiB", {"spec.capture.maxBodyBytes": 64 << 20}),
+    _case("integer written as an integral float", {"spec.capture.maxBodyBytes": 4096.0}),
+    _case("reference.size 50", {"spec.reference.size": 50}),
+    _case("reference.size 10000000", {"spec.reference.size": 10_000_000}),
+    _case(
+        "reference from a ConfigMap",
+        {"spec.reference": {"source": "configMap", "configMap": {"name": "ref", "key": "r.csv"}}},
+    ),
+    _case("reference from a URL", {"spec.reference": {"source": "url", "url": "https://x/r.csv"}}),
+    _case("reference from a file", {"spec.reference": {"source": "file", "path": "/data/r.csv"}}),
+    _case("window.size 50", {"spec.window": {"size": 50}}),
+    _case("window.duration 1h30m", {"spec.window": {"duration": "1h30m"}}),
+    _case("window.duration 250ms", {"spec.window": {"duration": "250ms"}}),
+    _case("window.duration 0.5s", {"spec.window": {"duration": "0.5s"}}),
+    _case("window.duration 0m5s", {"spec.window": {"duration": "0m5s"}}),
+    _case("window.duration in whole seconds", {"spec.window": {"duration": 300}}),
+    _case("window empty", {"spec.window": {}}),
+    _case("pValue tiny", {"spec.detectors.drift.pValue": 1e-12}),
+    _case("pValue just below 1", {"spec.detectors.drift.pValue": 0.999}),
+    _case("minEffect 0", {"spec.detectors.drift.minEffect": 0}),
+    _case("maxMissingRate 0", {"spec.detectors.quality.maxMissingRate": 0}),
+    _case("maxMissingRate 1", {"spec.detectors.quality.maxMissingRate": 1}),
+    _case("errors.maxRate 0", {"spec.detectors.errors.maxRate": 0}),
+    _case("errors.maxRate 1", {"spec.detectors.errors.maxRate": 1}),
+    _case("performance.maxDrop 1", {"spec.detectors.performance.maxDrop": 1}),
+    _case("performance empty", {"spec.detectors.performance": {}}),
+    _case("evaluationInterval 1 (whole seconds)", {"spec.alerting.evaluationInterval": 1}),
+    _case("fireAfter 1", {"spec.alerting.fireAfter": 1}),
+    _case("resolveAfter 100", {"spec.alerting.resolveAfter": 100}),
+    _case("cooldown 0s", {"spec.guardrails.cooldown": "0s"}),
+    _case("cooldown 0", {"spec.guardrails.cooldown": 0}),
+    _case("maxActionsPerHour 0", {"spec.guardrails.maxActionsPerHour": 0}),
+    _case("maxActionsPerHour 3600", {"spec.guardrails.maxActionsPerHour": 3600}),
+    _case(
+        "maxReplicas 1", {"spec.reactions[1].maxReplicas": 1, "spec.reactions[1].minReplicas": 0}
+    ),
+    _case("maxReplicas 1000", {"spec.reactions[1].maxReplicas": 1000}),
+    _case("maxReplicas on an alert reaction", {"spec.reactions[3].maxReplicas": 5}),
+    _case("minReplicas 0", {"spec.reactions[1].minReplicas": 0}),
+    _case("minReplicas equal to maxReplicas", {"spec.reactions[1].minReplicas": 10}),
+    _case("toRevision 1", {"spec.reactions[0].toRevision": 1}),
+    _case("stepPercent 1", {"spec.reactions[2].stepPercent": 1}),
+    _case("stepPercent 100", {"spec.reactions[2].stepPercent": 100}),
+    _case(
+        "shiftTraffic by replicas needs no route",
+        {"spec.reactions[2].router": "replicas", "spec.reactions[2].route": DELETE},
+    ),
+    _case(
+        "pause through an HTTPRoute needs no route",
+        {"spec.reactions[4].router": "httproute"},
+    ),
+    _case("webhook http", {"spec.reactions[3].webhook": "http://alerts.local/hook"}),
+    _case("protocol json with features", {"spec.protocol": "json"}),
+    _case(
+        "protocol json with capture.json only",
+        {
+            "spec.protocol": "json",
+            "spec.features": DELETE,
+            "spec.capture.json": {"requestRows": "data.items", "prediction": "scores.1"},
+        },
+    ),
+    _case(
+        "protocol auto with capture.json",
+        {"spec.protocol": "auto", "spec.capture.json": {"features": {"amount": "a.b"}}},
+    ),
+    _case("empty lists", {"spec.features": [], "spec.pipeline": [], "spec.reactions": []}),
+    _case("null fields are absent", {"spec.prediction": None, "spec.detectors.latency": None}),
+    _case("null protocol takes the default", {"spec.protocol": None}),
+    _case("a status", {"status": {"phase": "Observing", "alertCount": 0}}),
+    *_every_enum_value(),
+]
+
+BAD = [
+    # metadata
+    _case("name longer than the maximum", {"metadata.name": "a" * (MAX_NAME_LENGTH + 1)}),
+    _case("name starts with a digit", {"metadata.name": "1fraud"}),
+    _case("name has a dot", {"metadata.name": "fraud.v2"}),
+    _case("unknown top-level field", {"extra": 1}),
+    # spec and target
+    _case("spec missing", {"spec": DELETE}),
+    _case("spec not an object", {"spec": "fraud"}),
+    _case("target missing", {"spec.target": DELETE}),
+    _case("target.deployment missing", {"spec.target.deployment": DELETE}),
+    _case("target.deployment not a name", {"spec.target.deployment": "Fraud_Model"}),
+    _case("target.service not a name", {"spec.target.service": "fraud model"}),
+    _case("target.port 0", {"spec.target.port": 0}),
+    _case("target.port 65536", {"spec.target.port": 65536}),
+    _case("target.port a string", {"spec.target.port": "8080"}),
+    _case("target.port fractional", {"spec.target.port": 80.5}),
+    _case("target unknown field", {"spec.target.image": "model:1"}),
+    _case("spec unknown field (typo)", {"spec.protocl": "v2"}),
+    _case("protocol not an enum", {"spec.protocol": "grpc"}),
+    _case("protocol not a string", {"spec.protocol": 2}),
+    # features, prediction
+    _case("features not a list", {"spec.features": {"amount": "numeric"}}),
+    _case("feature type not an enum", {"spec.features[0].type": "text"}),
+    _case("feature type missing", {"spec.features[0].type": DELETE}),
+    _case("feature name missing", {"spec.features[0].name": DELETE}),
+    _case(
+        "duplicate feature names",
+        {"spec.features[2]": {"name": "amount", "type": "categorical"}},
+    ),
+    _case("feature unknown field", {"spec.features[0].dtype": "float"}),
+    _case("feature item null", {"spec.features[1]": None}),
+    _case("prediction name missing", {"spec.prediction": {"type": "numeric"}}),
+    _case("prediction type not an enum", {"spec.prediction.type": "text"}),
+    # capture
+    _case("sampleRate 0 (open lower end)", {"spec.capture.sampleRate": 0}),
+    _case("sampleRate negative", {"spec.capture.sampleRate": -0.5}),
+    _case("sampleRate above 1", {"spec.capture.sampleRate": 1.5}),
+    _case("sampleRate a string", {"spec.capture.sampleRate": "0.5"}),
+    _case("maxBodyBytes below 1024", {"spec.capture.maxBodyBytes": 1023}),
+    _case("maxBodyBytes above 64 MiB", {"spec.capture.maxBodyBytes": (64 << 20) + 1}),
+    _case("capture unknown field", {"spec.capture.sample_rate": 0.5}),
+    _case("capture.json with protocol v2", {"spec.capture.json": {"requestRows": "data"}}),
+    _case(
+        "capture.json.features value empty",
+        {"spec.protocol": "json", "spec.capture.json": {"features": {"amount": ""}}},
+    ),
+    _case("capture.json unknown field", {"spec.protocol": "json", "spec.capture.json": {"x": "y"}}),
+    _case(
+        "protocol json with neither capture.json nor features",
+        {"spec.protocol": "json", "spec.features": DELETE},
+    ),
+    # reference
+    _case("reference.size 49", {"spec.reference.size": 49}),
+    _case("reference.size above 10000000", {"spec.reference.size": 10_000_001}),
+    _case("reference.source not an enum", {"spec.reference.source": "s3"}),
+    _case("source configMap without configMap", {"spec.reference.source": "configMap"}),
+    _case(
+        "configMap without source configMap",
+        {"spec.reference.configMap": {"name": "ref", "key": "r.csv"}},
+    ),
+    _case(
+        "configMap.key missing",
+        {"spec.reference": {"source": "configMap", "configMap": {"name": "ref"}}},
+    ),
+    _case(
+        "configMap.name not a name",
+        {"spec.reference": {"source": "configMap", "configMap": {"name": "Ref_1", "key": "k"}}},
+    ),
+    _case("source url without url", {"spec.reference.source": "url"}),
+    _case("url not http", {"spec.reference": {"source": "url", "url": "s3://bucket/r.csv"}}),
+    _case("url with source warmup", {"spec.reference.url": "https://x/r.csv"}),
+    _case(
+        "url with source configMap",
+        {
+            "spec.reference": {
+                "source": "configMap",
+                "configMap": {"name": "ref", "key": "k"},
+                "url": "https://x/r.csv",
+            }
+        },
+    ),
+    _case("source file without path", {"spec.reference.source": "file"}),
+    _case("path with source warmup", {"spec.reference.path": "/data/r.csv"}),
+    # window
+    _case("window with both size and duration", {"spec.window": {"size": 100, "duration": "5m"}}),
+    _case("window.size 49", {"spec.window.size": 49}),
+    _case("window.size above 10000000", {"spec.window.size": 10_000_001}),
+    _case("window.size a string", {"spec.window.size": "1000"}),
+    _case("window.duration in words", {"spec.window": {"duration": "5 minutes"}}),
+    _case("window.duration without a unit", {"spec.window": {"duration": "5"}}),
+    _case("window.duration unknown unit", {"spec.window": {"duration": "5d"}}),
+    _case("window.duration negative", {"spec.window": {"duration": "-5m"}}),
+    _case("window.duration 0s", {"spec.window": {"duration": "0s"}}),
+    _case("window.duration 0m0.0s", {"spec.window": {"duration": "0m0.0s"}}),
+    _case("window.duration 0", {"spec.window": {"duration": 0}}),
+    _case("window.duration negative seconds", {"spec.window": {"duration": -5}}),
+    _case("window.duration a boolean", {"spec.window": {"duration": True}}),
+    # detectors
+    _case("pValue 0 (open lower end)", {"spec.detectors.drift.pValue": 0}),
+    _case("pValue 1 (open upper end)", {"spec.detectors.drift.pValue": 1}),
+    _case("pValue negative", {"spec.detectors.drift.pValue": -0.1}),
+    _case("pValue above 1", {"spec.detectors.drift.pValue": 1.5}),
+    _case("pValue a plain string", {"spec.detectors.drift.pValue": "0.01"}),
+    _case("predictionDrift pValue 1", {"spec.detectors.predictionDrift.pValue": 1}),
+    _case("drift test not an enum", {"spec.detectors.drift.test": "chi2"}),
+    _case("drift correction not an enum", {"spec.detectors.drift.correction": "holm"}),
+    _case("drift minEffect negative", {"spec.detectors.drift.minEffect": -0.1}),
+    _case("drift enabled a string", {"spec.detectors.drift.enabled": "yes"}),
+    _case("drift unknown field (typo)", {"spec.detectors.drift.pvalue": 0.05}),
+    _case("maxMissingRate negative", {"spec.detectors.quality.maxMissingRate": -0.01}),
+    _case("maxMissingRate above 1", {"spec.detectors.quality.maxMissingRate": 1.01}),
+    _case("quality.outOfRange a number", {"spec.detectors.quality.outOfRange": 1}),
+    _case("latency.p99Ms 0 (open lower end)", {"spec.detectors.latency.p99Ms": 0}),
+    _case("latency.p99Ms negative", {"spec.detectors.latency.p99Ms": -1}),
+    _case("latency.p99Ms missing", {"spec.detectors.latency": {}}),
+    _case("errors.maxRate negative", {"spec.detectors.errors.maxRate": -0.1}),
+    _case("errors.maxRate above 1", {"spec.detectors.errors.maxRate": 1.5}),
+    _case("errors.maxRate missing", {"spec.detectors.errors": {}}),
+    _case("performance.estimate not an enum", {"spec.detectors.performance.estimate": "dle"}),
+    _case("performance.metric not an enum", {"spec.detectors.performance.metric": "mae"}),
+    _case("performance.maxDrop 0 (open lower end)", {"spec.detectors.performance.maxDrop": 0}),
+    _case("performance.maxDrop above 1", {"spec.detectors.performance.maxDrop": 1.01}),
+    _case("detectors unknown field", {"spec.detectors.drfit": {}}),
+    # alerting
+    _case("evaluationInterval 0s", {"spec.alerting.evaluationInterval": "0s"}),
+    _case("evaluationInterval 0", {"spec.alerting.evaluationInterval": 0}),
+    _case("evaluationInterval without a unit", {"spec.alerting.evaluationInterval": "30"}),
+    _case("fireAfter 0", {"spec.alerting.fireAfter": 0}),
+    _case("fireAfter 101", {"spec.alerting.fireAfter": 101}),
+    _case("fireAfter fractional", {"spec.alerting.fireAfter": 2.5}),
+    _case("resolveAfter 0", {"spec.alerting.resolveAfter": 0}),
+    _case("resolveAfter 101", {"spec.alerting.resolveAfter": 101}),
+    # pipeline
+    _case("pipeline kind not an enum", {"spec.pipeline[0].kind": "Pod"}),
+    _case("pipeline kind missing", {"spec.pipeline[0].kind": DELETE}),
+    _case("pipeline name not a name", {"spec.pipeline[0].name": "ETL_job"}),
+    _case("pipeline name missing", {"spec.pipeline[1].name": DELETE}),
+    _case(
+        "duplicate pipeline names",
+        {"spec.pipeline[2]": {"name": "feature-etl", "kind": "Job"}},
+    ),
+    _case("pipeline produces an empty name", {"spec.pipeline[0].produces": [""]}),
+    _case("pipeline produces not a list", {"spec.pipeline[0].produces": "amount"}),
+    _case("pipeline dependsOn a number", {"spec.pipeline[1].dependsOn": [3]}),
+    _case("pipeline not a list", {"spec.pipeline": {"name": "etl", "kind": "Job"}}),
+    # reactions
+    _case("reaction with `on:`", {"spec.reactions[0]": {"on": "Latency", "action": "alert"}}),
+    _case("reaction alert not an enum", {"spec.reactions[0].alert": "Drift"}),
+    _case("reaction alert missing", {"spec.reactions[0].alert": DELETE}),
+    _case("reaction action not an enum", {"spec.reactions[0].action": "restart"}),
+    _case("reaction action missing", {"spec.reactions[0].action": DELETE}),
+    _case("scale without maxReplicas", {"spec.reactions[1].maxReplicas": DELETE}),
+    _case("shiftTraffic without router", {"spec.reactions[2].router": DELETE}),
+    _case("shiftTraffic without stable", {"spec.reactions[2].stable": DELETE}),
+    _case("shiftTraffic without canary", {"spec.reactions[2].canary": DELETE}),
+    _case("shiftTraffic by httproute without route", {"spec.reactions[2].route": DELETE}),
+    _case(
+        "shiftTraffic by virtualservice without route",
+        {"spec.reactions[2].router": "virtualservice", "spec.reactions[2].route": DELETE},
+    ),
+    _case("pause without canary", {"spec.reactions[4].canary": DELETE}),
+    _case("minReplicas above maxReplicas", {"spec.reactions[1].minReplicas": 11}),
+    _case("minReplicas negative", {"spec.reactions[1].minReplicas": -1}),
+    _case("minReplicas 1001", {"spec.reactions[1].minReplicas": 1001}),
+    _case("toRevision 0", {"spec.reactions[0].toRevision": 0}),
+    _case("toRevision a string", {"spec.reactions[0].toRevision": "6"}),
+    _case("stepPercent 0", {"spec.reactions[2].stepPercent": 0}),
+    _case("stepPercent 101", {"spec.reactions[2].stepPercent": 101}),
+    _case("router not an enum", {"spec.reactions[2].router": "nginx"}),
+    _case("maxReplicas 0", {"spec.reactions[1].maxReplicas": 0}),
+    _case("maxReplicas 1001", {"spec.reactions[1].maxReplicas": 1001}),
+    _case("webhook not http", {"spec.reactions[3].webhook": "ftp://hooks.example.com"}),
+    _case("reactions not a list", {"spec.reactions": {"alert": "Latency", "action": "alert"}}),
+    # guardrails
+    _case("cooldown negative", {"spec.guardrails.cooldown": "-5m"}),
+    _case("cooldown negative seconds", {"spec.guardrails.cooldown": -1}),
+    _case("cooldown with a space", {"spec.guardrails.cooldown": "10 m"}),
+    _case("maxActionsPerHour negative", {"spec.guardrails.maxActionsPerHour": -1}),
+    _case("maxActionsPerHour above 3600", {"spec.guardrails.maxActionsPerHour": 3601}),
+    _case("dryRun a string", {"spec.guardrails.dryRun": "false"}),
+    _case("requireApproval a number", {"spec.guardrails.requireApproval": 1}),
+    _case("guardrails unknown field", {"spec.guardrails.dry_run": True}),
+]
+
+# spec.py rejects, the CRD accepts: what OpenAPI and CEL cannot (or should not) check.
+_CROSS_LIST = (
+    "a reference from one list into another needs CEL to iterate both lists; without "
+    "maxItems (spec.py sets none) the API server's cost estimate for that rule exceeds "
+    "its budget, so the operator's spec.py check is the only one"
+)
+GAP_SPEC_ONLY = [
+    pytest.param(
+        variant({"spec.pipeline[1].dependsOn": ["no-such-component"]}),
+        _CROSS_LIST,
+        id="dependsOn names no component",
+    ),
+    pytest.param(
+        variant({"spec.pipeline[0].produces": ["undeclared"]}),
+        _CROSS_LIST,
+        id="produces names an undeclared feature",
+    ),
+    pytest.param(
+        variant({"spec.reactions[2].feature": "undeclared"}),
+        _CROSS_LIST,
+        id="reaction feature is not a feature",
+    ),
+    pytest.param(
+        variant({"spec.protocol": "json", "spec.capture.json": {"features": {"nope": "a.b"}}}),
+        _CROSS_LIST,
+        id="capture.json.features key is not a feature",
+    ),
+    pytest.param(
+        variant({"spec.window": {"duration": "9" * 400 + "h"}}),
+        "a pattern cannot bound a number's magnitude; spec.py refuses a duration that "
+        "overflows to infinity",
+        id="duration that overflows a float",
+    ),
+]
+
+# The CRD rejects, spec.py accepts: the CRD is deliberately (or unavoidably) stricter.
+GAP_CRD_ONLY = [
+    pytest.param(
+        variant({"spec.guardrails.cooldown": 1.5}),
+        "an int-or-string cannot hold a fraction: write 1500ms; spec.py reads 1.5 as seconds",
+        id="fractional seconds as a bare number",
+    ),
+    pytest.param(
+        variant({"spec.window": {"duration": " 5m "}}),
+        "spec.py strips blanks around a duration before matching; the pattern does not",
+        id="duration with surrounding blanks",
+    ),
+    pytest.param(
+        variant({"spec.detectors.drift.pValue": "1e-3"}),
+        "spec.py takes a string in exponent notation because PyYAML reads an unquoted 1e-3 "
+        "as a string; kubectl reads it as a number, so only a quoted '1e-3' reaches the API "
+        "server, where a number field must be a number",
+        id="quoted exponent number",
+    ),
+]
+
+
+# --------------------------------------------------------------------------- same verdict
+
+
+def test_the_tables_are_large_enough() -> None:
+    assert len(EXAMPLE_DOCUMENTS) >= 5
+    assert len(BAD) >= 25
+
+
+@pytest.mark.parametrize(("for_spec", "for_kubectl"), EXAMPLE_DOCUMENTS)
+def test_every_example_is_accepted_by_both(for_spec: Any, for_kubectl: Any) -> None:
+    assert spec_errors(for_spec) == []
+    assert crd_errors(for_kubectl) == []
+
+
+@pytest.mark.parametrize("manifest", GOOD)
+def test_good_manifest_is_accepted_by_both(manifest: dict[str, Any]) -> None:
+    assert spec_errors(manifest) == []
+    assert crd_errors(manifest) == []
+
+
+@pytest.mark.parametrize("manifest", BAD)
+def test_bad_manifest_is_rejected_by_both(manifest: dict[str, Any]) -> None:
+    assert spec_errors(manifest), "spec.py accepts it"
+    assert crd_errors(manifest), "the CRD accepts it"
+
+
+@pytest.mark.parametrize(("manifest", "reason"), GAP_SPEC_ONLY)
+def test_documented_gap_spec_py_rejects_and_the_crd_accepts(
+    manifest: dict[str, Any], reason: str
+) -> None:
+    assert reason
+    assert spec_errors(manifest), "spec.py accepts it now: move the case to GOOD"
+    assert crd_errors(manifest) == [], "the CRD rejects it now: move the case to BAD"
+
+
+@pytest.mark.parametrize(("manifest", "reason"), GAP_CRD_ONLY)
+def test_documented_gap_the_crd_rejects_and_spec_py_accepts(
+    manifest: dict[str, Any], reason: str
+) -> None:
+    assert reason
+    assert crd_errors(manifest), "the CRD accepts it now: move the case to GOOD"
+    assert spec_errors(manifest) == [], "spec.py rejects it now: move the case to BAD"
+
+
+def test_every_cel_rule_rejects_some_bad_manifest() -> None:
+    fired = {
+        rule for param in BAD for _, rule, _ in cel_violations(as_stored(param.values[0]), SCHEMA)
+    }
+    assert fired == set(CEL)
+
+
+def test_the_base_manifest_exercises_every_spec_section() -> None:
+    assert set(BASE["spec"]) == set(SCHEMA["properties"]["spec"]["properties"])
+
+
+# --------------------------------------------------------------------------- durations
+
+
+@given(st.text(alphabet="0123456789.msh", max_size=8))
+def test_duration_patterns_agree_with_spec_py(text: str) -> None:
+    try:
+        seconds: float | None = parse_duration(text)
+    except ValueError:
+        seconds = None
+    assert bool(go_regex(DURATION_PATTERN).search(text)) == (seconds is not None)
+    positive = seconds is not None and seconds > 0
+    assert bool(go_regex(POSITIVE_DURATION_PATTERN).search(text)) == positive
+
+
+def test_duration_pattern_is_spec_py_grammar() -> None:
+    assert f"^{spec_module._DURATION.pattern}$" == DURATION_PATTERN
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def _parsed(manifest: dict[str, Any]) -> ObservedModel:
+    return parse_observed_model(manifest)
+
+
+def test_minimal_manifest_means_the_same_with_the_crd_defaults() -> None:
+    minimal = yaml.safe_load((EXAMPLES / "observedmodel-minimal.yaml").read_text("utf-8"))
+    stored = as_stored(minimal)
+    assert stored != minimal  # the defaults did something
+    assert _parsed(stored) == _parsed(minimal)
+    s = stored["spec"]
+    assert s["protocol"] == "auto"
+    assert s["capture"] == {"sampleRate": 1.0, "maxBodyBytes": 1 << 20}
+    assert s["reference"] == {"source": "warmup", "size": 1000}
+    assert s["detectors"]["drift"] == {
+        "enabled": True,
+        "test": "auto",
+        "pValue": 0.01,
+        "correction": "bonferroni",
+    }
+    assert s["alerting"] == {"evaluationInterval": "30s", "fireAfter": 3, "resolveAfter": 3}
+    assert s["guardrails"]["cooldown"] == "10m"
+    # No default where spec.py's depends on other fields or on presence.
+    assert "window" not in s
+    assert "service" not in s["target"]
+    assert not {"latency", "errors", "performance"} & s["detectors"].keys()
+
+
+@pytest.mark.parametrize(
+    "manifest", [p.values[0] for p in EXAMPLE_DOCUMENTS] + [p.values[0] for p in GOOD]
+)
+def test_defaults_agree_for_every_good_manifest(manifest: dict[str, Any]) -> None:
+    assert _parsed(as_stored(manifest)) == _parsed(manifest)
+
+
+# --------------------------------------------------------------------------- status
+
+
+STATUS_SCHEMA: dict[str, Any] = SCHEMA["properties"]["status"]
+
+
+def _status() -> dict[str, Any]:
+    alert = Alert(
+        type="FeatureDrift",
+        test="ks",
+        statistic=0.31,
+        threshold=0.01,
+        since="2024-05-01T12:00:00.000Z",
+        reference="warmup@2024-05-01T11:00:00.000Z",
+        feature="amount",
+        p_value=1.2e-9,
+        model_revision="7",
+        message="amount moved",
+    )
+    broken = Alert(
+        type="Latency",
+        test="p99",
+        statistic=math.inf,
+        threshold=250.0,
+        since="2024-05-01T12:00:00.000Z",
+        reference="warmup",
+        p_value=math.nan,
+    )
+    written = status_patch(
+        [alert.to_dict(), broken.to_dict()], {"id": None, "since": None}, 1714564800.0
+    )["status"]
+    return {
+        **written,
+        "phase": "Degraded",
+        "observedGeneration": 3,
+        "message": "1 alert",
+        "alertCount": 2,
+        "topSuspect": "CronJob/feature-etl",
+        "lastAction": "rollback fraud-model 7 -> 6",
+        "conditions": [
+            {"type": "Ready", "status": "True"},
+            {
+                "type": "Drifting",
+                "status": "True",
+                "reason": "FeatureDrift",
+                "message": "amount",
+                "lastTransitionTime": "2024-05-01T12:00:00Z",
+                "observedGeneration": 3,
+            },
+        ],
+        "diagnosis": {
+            "suspects": [
+                {
+                    "kind": "CronJob",
+                    "name": "feature-etl",
+                    "namespace": "ml",
+                    "score": 0.82,
+                    "evidence": ["produces amount", "last run failed 4m before onset"],
+                    "revision": "12",
+                }
+            ],
+            "updated": "2024-05-01T12:01:00Z",
+        },
+        "reactions": [
+            {
+                "id": "r-1",
+                "action": "rollback",
+                "target": "Deployment/fraud-model",
+                "from": "7",
+                "to": "6",
+                "at": "2024-05-01T12:02:00Z",
+                "result": "Succeeded",
+                "reason": "PredictionDrift",
+                "dryRun": False,
+            },
+            {"id": "r-2", "action": "scale", "from": 2, "to": 4, "dryRun": True},
+        ],
+        "injection": {
+            "state": "Injected",
+            "mode": "patch",
+            "message": "sidecar injected",
+            "deployment": "fraud-model",
+            "service": "fraud-model",
+            "updated": "2024-05-01T11:00:00Z",
+        },
+        "kopf": {"progress": {"reconcile": {"started": "...", "retries": 0}}},
+    }
+
+
+def _alert(**changes: Any) -> dict[str, Any]:
+    alert = {
+        "type": "Latency",
+        "test": "p99",
+        "statistic": 1.0,
+        "threshold": 1.0,
+        "since": "2024-05-01T12:00:00Z",
+        "reference": "warmup",
+    }
+    return {**alert, **changes}
+
+
+def _status_errors(status: dict[str, Any]) -> list[str]:
+    return [e.message for e in _validator(STATUS_SCHEMA).iter_errors(status)]
+
+
+def test_the_status_the_detector_and_operator_write_is_valid() -> None:
+    status = _status()
+    assert status["alerts"][1]["statistic"] is None  # a non-finite figure is null
+    assert _status_errors(status) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("phase", "Running"),
+        ("conditions", [{"type": "Ready", "status": "Yes"}]),
+        ("conditions", [{"type": "Ready", "status": "True"}, {"type": "Ready", "status": "False"}]),
+        ("conditions", [{"status": "True"}]),
+        ("alerts", [_alert(type="Drift")]),
+        ("alerts", [_alert(statistic="NaN")]),  # the shape before non-finite became null
+        ("alerts", [_alert(since="noon")]),
+        ("alerts", [_alert(reference=None)]),
+        ("alertCount", -1),
+        ("reactions", [{"id": "r", "action": "restart"}]),
+        ("reactions", [{"id": "r", "action": "scale", "from": 1.5}]),
+        ("detector", {"updated": "2024-05-01T12:00:00Z", "extra": 1}),
+        ("topSuspect", {"kind": "Job"}),
+        ("unknown", "pruned"),
+    ],
+)
+def test_a_malformed_status_is_rejected(field: str, value: Any) -> None:
+    assert _status_errors({**_status(), field: value})
+
+
+@pytest.mark.parametrize(
+    ("changes", "accepted"),
+    [
+        # Namespaces are DNS-1123 labels: they may start with a digit.
+        ({"metadata.namespace": "1ml"}, True),
+        # Whole-text matches on both sides: no trailing newline sneaks through.
+        ({"metadata.name": "fraud\n"}, False),
+        # ASCII digits only, as Go's RE2 reads [0-9].
+        ({"spec.window": {"duration": "\u0665m"}}, False),
+    ],
+    ids=["namespace starting with a digit", "name with a trailing newline", "non-ASCII digit"],
+)
+def test_former_gaps_now_agree(changes: dict[str, Any], accepted: bool) -> None:
+    manifest = variant(changes)
+    assert (not spec_errors(manifest)) is accepted, spec_errors(manifest)
+    assert (not crd_errors(manifest)) is accepted, crd_errors(manifest)
