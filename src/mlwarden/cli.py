@@ -2,7 +2,7 @@
 
     mlwarden sidecar   the capture proxy beside a model server
     mlwarden detector  drift, quality, SLO and performance checks for one model
-    mlwarden operator  the Kubernetes operator                         (not built yet)
+    mlwarden operator  the Kubernetes operator (kopf)
     mlwarden check     offline drift report on two data files          (not built yet)
     mlwarden demo      the whole loop on this machine, no cluster
 
@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import os
+import random
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,7 +27,6 @@ ENV_PREFIX = "MLWARDEN_"
 
 # Where each part that is not built yet is tracked, so the error can say so.
 NOT_BUILT = {
-    "operator": "issue 4 (the operator)",
     "check": "issue 7 (`mlwarden check` and the demo)",
 }
 
@@ -178,6 +178,55 @@ def _detector_parser(sub: Any) -> None:
     _add(p, "--log-level", help="debug|info|warning|error", default="info")
 
 
+def _operator_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "operator",
+        help="run the Kubernetes operator",
+        description=(
+            "Reconciles ObservedModels: the detector objects (NAME-detector), the sidecar in the "
+            "target Deployment, status and Events. Honours KUBECONFIG and in-cluster config. "
+            "Images, ports and resources come from MLWARDEN_* variables (see the Helm chart)."
+        ),
+    )
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable)",
+    )
+    scope.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_true",
+        help="watch every namespace (the default when no --namespace is given)",
+    )
+    p.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no peering, even if the peering CRDs exist (one replica only)",
+    )
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        metavar="N",
+        help="peering priority: with several replicas the highest works and the others stand "
+        "by (kopf pauses peers of equal priority, so the default is random per process) "
+        "[env MLWARDEN_PRIORITY]",
+    )
+    p.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=os.environ.get("MLWARDEN_LIVENESS"),
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz "
+        "[env MLWARDEN_LIVENESS]",
+    )
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlwarden",
@@ -187,10 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _sidecar_parser(sub)
     _detector_parser(sub)
-    for name, summary in (
-        ("operator", "run the Kubernetes operator"),
-        ("check", "offline drift and data-quality report on two data files"),
-    ):
+    _operator_parser(sub)
+    for name, summary in (("check", "offline drift and data-quality report on two data files"),):
         p = sub.add_parser(name, help=f"{summary} (not built yet)", add_help=True)
         p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     demo = sub.add_parser(
@@ -266,6 +313,28 @@ def _run_detector(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from mlwarden.operator import handlers  # noqa: F401  (registers the handlers)
+    from mlwarden.operator.settings import OperatorSettings
+
+    OperatorSettings.from_env()  # fail early, with the variable's name, on a bad setting
+    kopf.configure(verbose=args.verbose)
+    priority = args.priority
+    if priority is None:
+        env_priority = os.environ.get("MLWARDEN_PRIORITY")
+        priority = int(env_priority) if env_priority else random.randint(1, 1_000_000)
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=True if args.standalone else None,
+        priority=priority,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
 def _run_loop(coro: Any) -> None:
     try:
         import uvloop
@@ -284,10 +353,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     level = getattr(args, "log_level", "info").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if args.command != "operator":  # kopf configures its own logging
+        logging.basicConfig(
+            level=getattr(logging, level, logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
     from mlwarden.spec import SpecError
 
     try:
@@ -298,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "detector":
             return _run_detector(args)
+        if args.command == "operator":
+            return _run_operator(args)
         if args.command == "demo":
             from mlwarden.demo import run_demo
 

@@ -45,6 +45,7 @@ from mlwarden.spec import ObservedModel
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 << 20
+_UNWRITTEN = object()
 
 
 def iso(ts: float) -> str:
@@ -136,6 +137,7 @@ class DetectorService:
             writer.on_result = lambda outcome: self.metrics.status_writes.labels(outcome).inc()
         self.reference_dir = reference_dir
         self.reference_error: str | None = None
+        self._written_reference: str | object | None = _UNWRITTEN
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -218,9 +220,13 @@ class DetectorService:
             log.warning(
                 "alert %s: %s %s %s (%s)", t.kind, a.type, a.feature or "", a.test, a.message
             )
-        if transitions and self.writer is not None:
+        # Write on alert changes, and when the reference in force changes (the operator's
+        # WarmingUp -> Observing), including once at the first evaluation.
+        ref_id = self.detector.reference.id if self.detector.reference is not None else None
+        if self.writer is not None and (transitions or ref_id != self._written_reference):
             alerts = [a.to_dict() for a in self.detector.alerts.active]
             await self.writer.write_alerts(alerts, reference=self._reference_status())
+            self._written_reference = ref_id
 
     def _reference_status(self) -> dict[str, Any]:
         ref = self.detector.reference

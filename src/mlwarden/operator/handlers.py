@@ -1,0 +1,327 @@
+"""The kopf handlers: read the cluster, ask the pure modules what should change, apply it.
+
+- create / resume / spec update of an ObservedModel: validate the spec (Failed with
+  the field and reason when invalid; never raise, so one bad object cannot
+  crash-loop the operator), ensure the detector objects, inject the sidecar one
+  safe step at a time, and write phase and conditions. Until everything is in
+  place the handler retries with a delay (kopf.TemporaryError), so a target
+  Deployment created later is picked up.
+- status.alerts / status.detector changes (written by the detector): phase,
+  conditions, and an Event per alert fired or resolved.
+- deletion (kopf's finalizer on the ObservedModel only): undo the injection
+  exactly, Service first. The detector objects go with their owner.
+
+Users' own objects (the target Deployment and Service) get merge patches and
+annotations, never finalizers, timers or watches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+
+from mlwarden.operator import injection, objects
+from mlwarden.operator.kube import Endpoint, Kube, KubeError, path, path_of
+from mlwarden.operator.metrics import METRICS
+from mlwarden.operator.settings import GROUP, PLURAL, VERSION, OperatorSettings, detector_name
+from mlwarden.operator.status import Observation, alert_events, status_patch
+from mlwarden.spec import ObservedModel, SpecError, parse_observed_model
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 5.0
+FINALIZER = "mlwarden.io/finalizer"
+
+
+class _State:
+    """Process-wide: settings and the API client built from kopf's login."""
+
+    settings: OperatorSettings = OperatorSettings()
+    connection: Any = None
+    kube: Kube | None = None
+
+
+STATE = _State()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def kube() -> Kube:
+    if STATE.kube is None:
+        if STATE.connection is None:
+            raise kopf.TemporaryError("not logged in to the Kubernetes API yet", delay=1)
+        STATE.kube = Kube(Endpoint.from_connection_info(STATE.connection))
+    return STATE.kube
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    STATE.settings = OperatorSettings.from_env()
+    port = int(os.environ.get("MLWARDEN_METRICS_PORT", "8081"))
+    if port:
+        METRICS.serve(port)
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mlwarden.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="mlwarden.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> Any:
+    """Log in as kopf would (in-cluster, or KUBECONFIG), and keep the credentials for our client."""
+    info = kopf.login_via_client(**kwargs)
+    STATE.connection = info
+    return info
+
+
+@kopf.on.cleanup()
+async def close(**_: Any) -> None:
+    if STATE.kube is not None:
+        await STATE.kube.close()
+        STATE.kube = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def ensure(obj: dict[str, Any]) -> str:
+    """Create the object, or patch what differs; 'created', 'updated' or 'unchanged'."""
+    api = kube()
+    current = await api.get(path_of(obj))
+    if current is None:
+        await api.create(obj)
+        return "created"
+    patch = objects.needs_update(current, obj)
+    if patch is None:
+        return "unchanged"
+    await api.merge_patch(path_of(obj), patch)
+    return "updated"
+
+
+async def _detector_available(namespace: str, name: str) -> bool:
+    dep = await kube().get(path("Deployment", namespace, detector_name(name)))
+    return bool(dep and (dep.get("status") or {}).get("availableReplicas", 0) >= 1)
+
+
+def _event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    """A Kubernetes Event on the ObservedModel (kopf reads only its metadata)."""
+    post = kopf.warn if kind == "Warning" else kopf.info
+    post(cast(kopf.Body, body), reason=reason, message=message)
+
+
+def _write_status(patch: kopf.Patch, body: dict[str, Any], obs: Observation) -> dict[str, Any]:
+    new = status_patch(obs, dict(body.get("status") or {}), now=now_iso())
+    for key, value in new.items():
+        patch.status[key] = value
+    return new
+
+
+def _observation_base(body: dict[str, Any]) -> dict[str, Any]:
+    status = body.get("status") or {}
+    detector = status.get("detector") or {}
+    return {
+        "generation": body.get("metadata", {}).get("generation"),
+        "alerts": tuple(status.get("alerts") or ()),
+        "reference_id": (detector.get("reference") or {}).get("id"),
+        "top_suspect": status.get("topSuspect"),
+        "last_action": status.get("lastAction"),
+    }
+
+
+# --------------------------------------------------------------------------- reconcile
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    raw = dict(body)
+    name, namespace = body.metadata.name, body.metadata.namespace
+    base = _observation_base(raw)
+    old_phase = (raw.get("status") or {}).get("phase")
+    try:
+        model = parse_observed_model(raw)
+    except SpecError as exc:
+        problems = "; ".join(str(e) for e in exc.errors)
+        new = _write_status(patch, raw, Observation(spec_error=problems, **base))
+        METRICS.reconciles.labels("failed").inc()
+        METRICS.set_phase(f"{namespace}/{name}", "Failed")
+        if old_phase != "Failed":
+            _event(raw, "Warning", "InvalidSpec", new["message"])
+        return  # nothing to retry: the next spec change re-runs this handler
+
+    settings = STATE.settings
+    for obj in objects.desired_objects(raw, model, settings):
+        outcome = await ensure(obj)
+        if outcome != "unchanged":
+            log.info("%s %s/%s %s", obj["kind"], namespace, obj["metadata"]["name"], outcome)
+
+    obs = await _inject(raw, model, base)
+    new = _write_status(patch, raw, obs)
+    METRICS.set_phase(f"{namespace}/{name}", new["phase"])
+    result = {"Failed": "failed", "Pending": "pending"}.get(new["phase"], "ok")
+    METRICS.reconciles.labels(result).inc()
+    if new["phase"] != old_phase:
+        kind = "Warning" if new["phase"] in ("Failed", "Degraded") else "Normal"
+        _event(raw, kind, f"Phase{new['phase']}", new["message"])
+    if new["phase"] == "Failed":
+        return
+    if new["phase"] == "Pending":
+        raise kopf.TemporaryError(new["message"], delay=RETRY_SECONDS)
+    log.info("ObservedModel %s/%s reconciled: %s", namespace, name, new["phase"])
+
+
+async def _inject(raw: dict[str, Any], model: ObservedModel, base: dict[str, Any]) -> Observation:
+    """One safe injection step; the observation of where it stands."""
+    api = kube()
+    ns, target = model.namespace, model.spec.target
+    deployment = await api.get(path("Deployment", ns, target.deployment))
+    service = await api.get(path("Service", ns, target.service))
+    missing = [
+        f"Deployment {ns}/{target.deployment}" if deployment is None else None,
+        f"Service {ns}/{target.service}" if service is None else None,
+    ]
+    if any(missing):
+        what = " and ".join(m for m in missing if m)
+        return Observation(target_missing=f"{what} not found; retrying", **base)
+    assert deployment is not None and service is not None
+    try:
+        plan = injection.plan_injection(
+            deployment=deployment, service=service, model=model, settings=STATE.settings
+        )
+    except injection.InjectionError as exc:
+        return Observation(injection_state="error", injection_message=str(exc), **base)
+    if STATE.settings.injection == "webhook" and plan.deployment_patch is not None:
+        # The admission webhook changes the pod template; the operator only repoints.
+        return Observation(
+            injection_state="injecting",
+            injection_message=(
+                f"waiting for the admission webhook to inject {model.spec.target.deployment}"
+            ),
+            **base,
+        )
+    if plan.service_patch is not None:
+        await api.merge_patch(path("Service", ns, target.service), plan.service_patch)
+        _event(raw, "Normal", "ServiceRepointed", plan.message)
+    if plan.deployment_patch is not None:
+        await api.merge_patch(path("Deployment", ns, target.deployment), plan.deployment_patch)
+        _event(raw, "Normal", "SidecarInjecting", plan.message)
+    if plan.deployment_patch is not None or plan.service_patch is not None:
+        # Re-plan on fresh objects next time round: one step per pass.
+        return Observation(injection_state="injecting", injection_message=plan.message, **base)
+    if plan.state != "injected":
+        return Observation(injection_state=plan.state, injection_message=plan.message, **base)
+    available = await _detector_available(ns, model.name)
+    return Observation(
+        injection_state="injected",
+        injection_message=plan.message,
+        detector_available=available,
+        **base,
+    )
+
+
+# --------------------------------------------------------------------------- detector reports
+
+
+@kopf.on.field(GROUP, VERSION, PLURAL, field="status.alerts")
+async def alerts_changed(body: kopf.Body, old: Any, new: Any, patch: kopf.Patch, **_: Any) -> None:
+    raw = dict(body)
+    for kind, reason, message in alert_events(old, new):
+        _event(raw, kind, reason, message)
+    fired = {(a.get("type"), a.get("feature"), a.get("test")) for a in new or ()}
+    gone = {(a.get("type"), a.get("feature"), a.get("test")) for a in old or ()}
+    for alert_type, _, _ in fired - gone:
+        METRICS.alert_events.labels(str(alert_type), "fired").inc()
+    for alert_type, _, _ in gone - fired:
+        METRICS.alert_events.labels(str(alert_type), "resolved").inc()
+    await _refresh(raw, patch)
+
+
+@kopf.on.field(GROUP, VERSION, PLURAL, field="status.detector.reference")
+async def reference_changed(
+    body: kopf.Body, old: Any, new: Any, patch: kopf.Patch, **_: Any
+) -> None:
+    raw = dict(body)
+    if new and (new or {}).get("id") and (old or {}).get("id") != new.get("id"):
+        _event(
+            raw,
+            "Normal",
+            "ReferenceReady",
+            f"the detector's reference is {new['id']} (since {new.get('since')})",
+        )
+    await _refresh(raw, patch)
+
+
+async def _refresh(raw: dict[str, Any], patch: kopf.Patch) -> None:
+    """Recompute phase and conditions after the detector wrote something."""
+    base = _observation_base(raw)
+    try:
+        model = parse_observed_model(raw)
+    except SpecError:
+        return
+    obs = await _inject_state(raw, model, base)
+    old_phase = (raw.get("status") or {}).get("phase")
+    new = _write_status(patch, raw, obs)
+    METRICS.set_phase(f"{raw['metadata']['namespace']}/{raw['metadata']['name']}", new["phase"])
+    if new["phase"] != old_phase:
+        kind = "Warning" if new["phase"] in ("Failed", "Degraded") else "Normal"
+        _event(raw, kind, f"Phase{new['phase']}", new["message"])
+
+
+async def _inject_state(
+    raw: dict[str, Any], model: ObservedModel, base: dict[str, Any]
+) -> Observation:
+    """Where the injection stands, without changing anything."""
+    injection_status = (raw.get("status") or {}).get("injection") or {}
+    state = injection_status.get("state", "pending")
+    available = await _detector_available(model.namespace, model.name)
+    return Observation(
+        injection_state=state,
+        injection_message=injection_status.get("message", ""),
+        detector_available=available,
+        **base,
+    )
+
+
+# --------------------------------------------------------------------------- deletion
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def remove(body: kopf.Body, **_: Any) -> None:
+    """Undo the injection exactly: the Service first, then the pod template."""
+    raw = dict(body)
+    METRICS.set_phase(f"{body.metadata.namespace}/{body.metadata.name}", None)
+    api = kube()
+    spec = raw.get("spec") or {}
+    target = spec.get("target") or {}
+    ns = str(body.metadata.namespace or "default")
+    dep_name = target.get("deployment")
+    svc_name = target.get("service") or dep_name
+    if not dep_name:
+        return
+    for _step in range(4):
+        deployment = await api.get(path("Deployment", ns, dep_name))
+        service = await api.get(path("Service", ns, svc_name)) if svc_name else None
+        plan = injection.plan_removal(deployment=deployment, service=service)
+        if plan.service_patch is None and plan.deployment_patch is None:
+            break
+        try:
+            if plan.service_patch is not None and service is not None:
+                await api.merge_patch(path("Service", ns, svc_name), plan.service_patch)
+            if plan.deployment_patch is not None and deployment is not None:
+                await api.merge_patch(path("Deployment", ns, dep_name), plan.deployment_patch)
+        except KubeError as exc:
+            raise kopf.TemporaryError(f"undoing the injection: {exc}", delay=RETRY_SECONDS) from exc
+        _event(raw, "Normal", "SidecarRemoved", plan.message)

@@ -1,0 +1,436 @@
+"""The detector's objects for one ObservedModel, and the merge patch that keeps them so.
+
+For ObservedModel NAME the operator owns six objects, all named `NAME-detector` in the
+model's namespace, labelled `labels(NAME)` and owned by the ObservedModel (deleting it
+garbage-collects them):
+
+    ConfigMap       data[observedmodel.yaml]: the manifest the detector and the sidecar load
+    ServiceAccount  the detector's identity
+    Role            get/patch on this ObservedModel's status subresource, nothing else
+    RoleBinding     the Role to the ServiceAccount
+    Deployment      one detector replica; a spec change rolls it (`mlwarden.io/config-hash`)
+    Service         ClusterIP, port `http`: where the sidecars ship records
+
+`desired_objects` builds them in creation order. `needs_update(current, desired)` is the JSON
+merge patch (RFC 7386) that brings what the API holds back to what is desired. It compares
+only what the operator sets: a field the API server defaults (`dnsPolicy`, probe timeouts,
+`clusterIP`) or another controller adds (an annotation) is left alone, so a second reconcile
+writes nothing. `covers` is that comparison, shared with the sidecar injection.
+
+Every function here is pure: it reads a body (the raw dict, or kopf's mapping view of it)
+and returns plain dicts; nothing talks to the API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+import yaml
+
+from mlwarden.operator.settings import (
+    API_VERSION,
+    DETECTOR_PORT_NAME,
+    GROUP,
+    KIND,
+    MANIFEST_DIR,
+    MANIFEST_KEY,
+    PLURAL,
+    REFERENCE_DIR,
+    RESTRICTED_SECURITY_CONTEXT,
+    OperatorSettings,
+    detector_name,
+    labels,
+    selector_labels,
+)
+from mlwarden.spec import ObservedModel
+
+CONFIG_HASH_ANNOTATION: Final = f"{GROUP}/config-hash"
+DETECTOR_CONTAINER: Final = "detector"
+
+_MANIFEST_VOLUME: Final = "manifest"
+_REFERENCE_VOLUME: Final = "reference"
+_TMP_VOLUME: Final = "tmp"
+
+# Maps the operator owns whole: a key present in the API but absent from the desired
+# object is removed (elsewhere extra keys are somebody else's, or the API server's defaults).
+# "*" stands for any list item.
+_OWNED_MAPS: Final[frozenset[tuple[str, ...]]] = frozenset(
+    {
+        ("data",),
+        ("spec", "selector"),
+        ("spec", "template", "spec", "containers", "*", "resources", "requests"),
+        ("spec", "template", "spec", "containers", "*", "resources", "limits"),
+    }
+)
+
+_SAME: Final[Any] = object()  # "_diff found nothing to change"
+_ABSENT: Final[Any] = object()  # a key the current object does not have
+
+
+# --------------------------------------------------------------------------- body
+
+
+def plain(value: Any) -> Any:
+    """A deep copy of `value` made of dicts, lists and scalars (kopf hands out mapping views)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [plain(v) for v in value]
+    return value
+
+
+def _name(body: Mapping[str, Any]) -> str:
+    return str(body["metadata"]["name"])
+
+
+def _namespace(body: Mapping[str, Any]) -> str:
+    return str(body["metadata"].get("namespace") or "default")
+
+
+def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The reference that makes an object belong to (and be deleted with) this ObservedModel."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": _name(body),
+        "uid": str(body["metadata"]["uid"]),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(body: Mapping[str, Any]) -> dict[str, Any]:
+    name = _name(body)
+    return {
+        "name": detector_name(name),
+        "namespace": _namespace(body),
+        "labels": labels(name),
+        "ownerReferences": [owner_reference(body)],
+    }
+
+
+# --------------------------------------------------------------------------- objects
+
+
+def manifest_yaml(body: Mapping[str, Any]) -> str:
+    """The ObservedModel as the detector loads it: identity and the spec as the user wrote it.
+
+    Keys are sorted so the same spec always gives the same text (and the same config hash).
+    """
+    manifest = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": _name(body), "namespace": _namespace(body)},
+        "spec": plain(body.get("spec") or {}),
+    }
+    return yaml.safe_dump(manifest, sort_keys=True, default_flow_style=False, allow_unicode=True)
+
+
+def detector_config_map(body: Mapping[str, Any], model: ObservedModel) -> dict[str, Any]:
+    """The ConfigMap holding the manifest; mounted by the detector and by the sidecar."""
+    del model  # the manifest is the user's spec verbatim, not the parsed (defaulted) one
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(body),
+        "data": {MANIFEST_KEY: manifest_yaml(body)},
+    }
+
+
+def config_hash(config_map: Mapping[str, Any]) -> str:
+    """A digest of a ConfigMap's data: in the pod template, a change of it rolls the pods."""
+    text = json.dumps(plain(config_map.get("data") or {}), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def detector_service_account(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(body)}
+
+
+def detector_role(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The detector may read and patch its own ObservedModel's status, and nothing else."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(body),
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "resources": [f"{PLURAL}/status"],
+                "resourceNames": [_name(body)],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    }
+
+
+def detector_role_binding(body: Mapping[str, Any]) -> dict[str, Any]:
+    name = detector_name(_name(body))
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(body),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        # apiGroup is left out: the API server stores "" for a ServiceAccount and reads it
+        # back absent, so writing it would make every comparison differ.
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": _namespace(body)}],
+    }
+
+
+def detector_deployment(
+    body: Mapping[str, Any], model: ObservedModel, settings: OperatorSettings
+) -> dict[str, Any]:
+    """One detector replica running `mlwarden detector` on the ConfigMap's manifest."""
+    name = _name(body)
+    dname = detector_name(name)
+    manifest_path = f"{MANIFEST_DIR}/{MANIFEST_KEY}"
+    args = ["detector", "--observed-model", manifest_path]
+    args += ["--listen", f"0.0.0.0:{settings.detector_port}"]
+    volumes: list[dict[str, Any]] = [
+        {"name": _MANIFEST_VOLUME, "configMap": {"name": dname}},
+        {"name": _TMP_VOLUME, "emptyDir": {}},
+    ]
+    manifest_mount: dict[str, Any] = {
+        "name": _MANIFEST_VOLUME,
+        "mountPath": MANIFEST_DIR,
+        "readOnly": True,
+    }
+    mounts = [manifest_mount, {"name": _TMP_VOLUME, "mountPath": "/tmp"}]
+    reference = model.spec.reference
+    if reference.source == "configMap" and reference.config_map:
+        args += ["--reference-dir", REFERENCE_DIR]
+        volumes.append({"name": _REFERENCE_VOLUME, "configMap": {"name": reference.config_map}})
+        mounts.append({"name": _REFERENCE_VOLUME, "mountPath": REFERENCE_DIR, "readOnly": True})
+        # REFERENCE_DIR lies inside MANIFEST_DIR, and a ConfigMap volume is read-only: the
+        # runtime could not create the nested mount point in it. Mount the one file instead.
+        manifest_mount["mountPath"] = manifest_path
+        manifest_mount["subPath"] = MANIFEST_KEY
+    port = settings.detector_port
+    container = {
+        "name": DETECTOR_CONTAINER,
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": args,
+        "ports": [{"name": DETECTOR_PORT_NAME, "containerPort": port, "protocol": "TCP"}],
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": DETECTOR_PORT_NAME}},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": DETECTOR_PORT_NAME}},
+        "resources": plain(settings.detector_resources),
+        "securityContext": plain(RESTRICTED_SECURITY_CONTEXT),
+        "volumeMounts": mounts,
+    }
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+        CONFIG_HASH_ANNOTATION: config_hash(detector_config_map(body, model)),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(body),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector_labels(name)},
+            # Two detectors side by side would each get half the records and both write
+            # status; the sidecars buffer while the one detector restarts.
+            "strategy": {"type": "Recreate"},
+            "template": {
+                "metadata": {"labels": labels(name), "annotations": annotations},
+                "spec": {
+                    "serviceAccountName": dname,
+                    "automountServiceAccountToken": True,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def detector_service(body: Mapping[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """Where sidecars ship records: `http://NAME-detector.NAMESPACE.svc:PORT`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(body),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(_name(body)),
+            "ports": [
+                {
+                    "name": DETECTOR_PORT_NAME,
+                    # The same number as the container port, so the collector URL the
+                    # sidecar is given (settings.detector_port) is right either way.
+                    "port": settings.detector_port,
+                    "targetPort": DETECTOR_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def desired_objects(
+    body: Mapping[str, Any], model: ObservedModel, settings: OperatorSettings
+) -> list[dict[str, Any]]:
+    """Every object the detector needs, in creation order (a thing before what uses it)."""
+    return [
+        detector_config_map(body, model),
+        detector_service_account(body),
+        detector_role(body),
+        detector_role_binding(body),
+        detector_deployment(body, model, settings),
+        detector_service(body, settings),
+    ]
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$")
+_QUANTITY_FACTOR: Final[dict[str, Decimal]] = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+    **{s: Decimal(1024**i) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), 1)},
+}
+
+
+def _quantity(value: Any) -> Decimal | None:
+    """A Kubernetes resource quantity as a number: the API server rewrites `0.5` as `500m`."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    match = _QUANTITY.match(str(value))
+    if match is None:
+        return None
+    number, suffix = match.group(1), match.group(2) or ""
+    try:
+        if suffix[:1] in ("e", "E"):
+            return Decimal(number + suffix)
+        return Decimal(number) * _QUANTITY_FACTOR[suffix]
+    except InvalidOperation:
+        return None
+
+
+def _same_scalar(current: Any, desired: Any, path: tuple[str, ...]) -> bool:
+    if isinstance(current, bool) != isinstance(desired, bool):
+        return False
+    if current == desired:
+        return True
+    if "resources" in path:
+        a, b = _quantity(current), _quantity(desired)
+        return a is not None and a == b
+    return False
+
+
+def _owned_whole(path: tuple[str, ...]) -> bool:
+    return any(
+        len(owned) == len(path) and all(o in ("*", p) for o, p in zip(owned, path, strict=True))
+        for owned in _OWNED_MAPS
+    )
+
+
+def _diff(current: Any, desired: Any, path: tuple[str, ...]) -> Any:
+    """The merge-patch value that turns `current` into `desired` at `path`, or `_SAME`.
+
+    Dicts are compared key by key over the keys `desired` sets; lists (which a merge patch
+    replaces whole) are the same when they have the same length and each item is the same
+    by this rule, and are otherwise replaced by the desired list.
+    """
+    if isinstance(desired, Mapping):
+        if not isinstance(current, Mapping):
+            return plain(desired)
+        out: dict[str, Any] = {}
+        for key, value in desired.items():
+            sub = _diff(current.get(key, _ABSENT), value, (*path, key))
+            if sub is not _SAME:
+                out[key] = sub
+        if _owned_whole(path):
+            out.update({key: None for key in current if key not in desired})
+        return out if out else _SAME
+    if isinstance(desired, Sequence) and not isinstance(desired, str | bytes):
+        same = (
+            isinstance(current, Sequence)
+            and not isinstance(current, str | bytes)
+            and len(current) == len(desired)
+            and all(
+                _diff(c, d, (*path, "*")) is _SAME for c, d in zip(current, desired, strict=True)
+            )
+        )
+        return _SAME if same else plain(desired)
+    if current is not _ABSENT and _same_scalar(current, desired, path):
+        return _SAME
+    return desired
+
+
+def covers(current: Any, desired: Any, *, path: tuple[str, ...] = ()) -> bool:
+    """True when `current` already holds every field `desired` sets, with the same value.
+
+    Fields only in `current` (API-server defaults, other controllers' additions) do not
+    count, except in the maps the operator owns whole (a container's resources, a
+    ConfigMap's data, a selector). `path` is where the two values sit in their object.
+    """
+    return _diff(current, desired, path) is _SAME
+
+
+def _owner_references_patch(current: Any, desired: Any) -> Any:
+    """Ours replaced or added by uid; other owners' references are kept."""
+    current_refs = (
+        [r for r in current if isinstance(r, Mapping)] if isinstance(current, list) else []
+    )
+    desired_refs = list(desired)
+    uids = {r.get("uid") for r in desired_refs}
+    mine = [r for r in current_refs if r.get("uid") in uids]
+    if len(mine) == len(desired_refs) and covers(mine, desired_refs):
+        return _SAME
+    return [plain(r) for r in current_refs if r.get("uid") not in uids] + plain(desired_refs)
+
+
+def needs_update(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The JSON merge patch that brings `current` to `desired`, or None when nothing differs.
+
+    Compared: the labels, annotations and owner references the operator sets, and every
+    top-level field of `desired` other than identity and status (`data`, `rules`,
+    `subjects`, `roleRef`, `spec`), by the rules of `covers`. A RoleBinding's `roleRef`
+    cannot be patched; it never changes for one ObservedModel.
+    """
+    patch: dict[str, Any] = {}
+    current_meta: Mapping[str, Any] = current.get("metadata") or {}
+    desired_meta: Mapping[str, Any] = desired.get("metadata") or {}
+    meta: dict[str, Any] = {}
+    for key in ("labels", "annotations"):
+        if key in desired_meta:
+            sub = _diff(current_meta.get(key, _ABSENT), desired_meta[key], ("metadata", key))
+            if sub is not _SAME:
+                meta[key] = sub
+    if "ownerReferences" in desired_meta:
+        refs = _owner_references_patch(
+            current_meta.get("ownerReferences"), desired_meta["ownerReferences"]
+        )
+        if refs is not _SAME:
+            meta["ownerReferences"] = refs
+    if meta:
+        patch["metadata"] = meta
+    for key, value in desired.items():
+        if key in ("apiVersion", "kind", "metadata", "status"):
+            continue
+        sub = _diff(current.get(key, _ABSENT), value, (key,))
+        if sub is not _SAME:
+            patch[key] = sub
+    return patch or None

@@ -1,0 +1,130 @@
+"""What the operator needs to know that is not in an ObservedModel: images, ports, names.
+
+Every setting comes from an MLWARDEN_* environment variable (the Helm chart sets
+them) with the default below. Names and labels of the objects the operator
+creates are public contracts (ARCHITECTURE.md): `NAME-detector` for the
+ConfigMap, ServiceAccount, Role, RoleBinding, Deployment and Service, and the
+container `mlwarden-sidecar` in the target's pod template.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from mlwarden import __version__
+
+GROUP: Final = "mlwarden.io"
+VERSION: Final = "v1alpha1"
+KIND: Final = "ObservedModel"
+PLURAL: Final = "observedmodels"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+SIDECAR_CONTAINER: Final = "mlwarden-sidecar"
+SIDECAR_PORT_NAME_DEFAULT: Final = "mlwarden-proxy"  # when the Service targets a port number
+MODEL_PORT_RENAMED: Final = "mlwarden-model"  # the model's port once its name moved away
+ADMIN_PORT_NAME: Final = "mlwarden-admin"
+DETECTOR_PORT_NAME: Final = "http"
+
+# Annotations the operator writes on the objects it changes (never finalizers or timers).
+INJECTED_ANNOTATION: Final = "mlwarden.io/injected"  # on the target Deployment: what changed
+SERVICE_ANNOTATION: Final = "mlwarden.io/original-ports"  # on the target Service
+MANIFEST_KEY: Final = "observedmodel.yaml"  # key of the detector ConfigMap
+MANIFEST_DIR: Final = "/etc/mlwarden"  # where the ConfigMap is mounted
+REFERENCE_DIR: Final = "/etc/mlwarden/reference"  # where a configMap reference is mounted
+
+
+def detector_name(model_name: str) -> str:
+    return f"{model_name}-detector"
+
+
+def labels(model_name: str) -> dict[str, str]:
+    """Labels on every object the operator creates for ObservedModel `model_name`."""
+    return {
+        "app.kubernetes.io/name": "mlwarden-detector",
+        "app.kubernetes.io/instance": model_name,
+        "app.kubernetes.io/component": "detector",
+        "app.kubernetes.io/managed-by": "mlwarden",
+        "mlwarden.io/observed-model": model_name,
+    }
+
+
+def selector_labels(model_name: str) -> dict[str, str]:
+    """The immutable subset used as the detector Deployment's selector."""
+    return {"app.kubernetes.io/name": "mlwarden-detector", "app.kubernetes.io/instance": model_name}
+
+
+def _resources(env: Mapping[str, str], prefix: str, defaults: dict[str, str]) -> dict[str, Any]:
+    req = {
+        "cpu": env.get(f"{prefix}_CPU_REQUEST", defaults["cpu_request"]),
+        "memory": env.get(f"{prefix}_MEMORY_REQUEST", defaults["memory_request"]),
+    }
+    lim = {"memory": env.get(f"{prefix}_MEMORY_LIMIT", defaults["memory_limit"])}
+    cpu_limit = env.get(f"{prefix}_CPU_LIMIT", defaults.get("cpu_limit", ""))
+    if cpu_limit:
+        lim["cpu"] = cpu_limit
+    return {"requests": req, "limits": lim}
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    image: str = f"mlwarden/mlwarden:{__version__}"
+    image_pull_policy: str = "IfNotPresent"
+    # The sidecar's ports inside the model pod: chosen away from common model ports.
+    sidecar_port: int = 15080
+    sidecar_admin_port: int = 15090
+    detector_port: int = 8080
+    sidecar_resources: dict[str, Any] = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"memory": "256Mi"},
+        }
+    )
+    detector_resources: dict[str, Any] = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        }
+    )
+    # "patch": the operator patches the target Deployment; "webhook": a mutating
+    # admission webhook injects at admission and the operator only repoints the Service.
+    injection: str = "patch"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
+        env = os.environ if env is None else env
+        d = cls()
+        injection = env.get("MLWARDEN_INJECTION", d.injection)
+        if injection not in ("patch", "webhook"):
+            raise ValueError(f"MLWARDEN_INJECTION: must be patch or webhook, got {injection!r}")
+        return cls(
+            image=env.get("MLWARDEN_IMAGE", d.image),
+            image_pull_policy=env.get("MLWARDEN_IMAGE_PULL_POLICY", d.image_pull_policy),
+            sidecar_port=int(env.get("MLWARDEN_SIDECAR_PORT", d.sidecar_port)),
+            sidecar_admin_port=int(env.get("MLWARDEN_SIDECAR_ADMIN_PORT", d.sidecar_admin_port)),
+            detector_port=int(env.get("MLWARDEN_DETECTOR_PORT", d.detector_port)),
+            sidecar_resources=_resources(
+                env,
+                "MLWARDEN_SIDECAR",
+                {"cpu_request": "50m", "memory_request": "64Mi", "memory_limit": "256Mi"},
+            ),
+            detector_resources=_resources(
+                env,
+                "MLWARDEN_DETECTOR",
+                {"cpu_request": "100m", "memory_request": "128Mi", "memory_limit": "512Mi"},
+            ),
+            injection=injection,
+        )
+
+
+# The security context every container the operator creates runs with.
+RESTRICTED_SECURITY_CONTEXT: Final[dict[str, Any]] = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}

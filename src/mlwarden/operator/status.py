@@ -1,0 +1,197 @@
+"""An ObservedModel's status from what the operator observed: phase, conditions, events.
+
+Pure: the handlers gather an `Observation` (spec valid? targets there? sidecar
+injected? detector ready? reference built? which alerts?) and this module
+decides what `kubectl get om` and `kubectl describe om` should say.
+
+Phases, in order of precedence:
+
+    Failed     the spec is invalid, or injection cannot work (the reason says why)
+    Pending    targets missing, sidecar being injected, detector not available yet
+    Reacting   a reaction is in progress (the reaction issue)
+    Degraded   at least one alert is active
+    WarmingUp  the detector is collecting its reference
+    Observing  reference in force, no alerts
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+DRIFT_TYPES = ("FeatureDrift", "PredictionDrift")
+
+
+@dataclass(frozen=True)
+class Observation:
+    generation: int | None = None
+    spec_error: str | None = None
+    target_missing: str | None = None
+    injection_state: str = "pending"  # injected | injecting | waiting-for-rollout | error
+    injection_message: str = ""
+    detector_available: bool = False
+    reference_id: str | None = None
+    alerts: Sequence[dict[str, Any]] = field(default_factory=tuple)
+    reacting: bool = False
+    top_suspect: str | None = None
+    last_action: str | None = None
+
+
+def phase(obs: Observation) -> tuple[str, str]:
+    """(phase, one-line reason)."""
+    if obs.spec_error is not None:
+        return "Failed", f"invalid spec: {obs.spec_error}"
+    if obs.injection_state == "error":
+        return "Failed", obs.injection_message
+    if obs.target_missing is not None:
+        return "Pending", obs.target_missing
+    if obs.injection_state != "injected":
+        return "Pending", obs.injection_message or "injecting the sidecar"
+    if not obs.detector_available:
+        return "Pending", "waiting for the detector to become available"
+    if obs.reacting:
+        return "Reacting", "a reaction is in progress"
+    if obs.alerts:
+        kinds = sorted({a.get("type", "?") for a in obs.alerts})
+        return "Degraded", f"{len(obs.alerts)} active alert(s): {', '.join(kinds)}"
+    if obs.reference_id is None:
+        return "WarmingUp", "the detector is collecting its reference"
+    return "Observing", f"reference {obs.reference_id} in force, no alerts"
+
+
+def _alerts_of(obs: Observation, types: Sequence[str]) -> list[dict[str, Any]]:
+    return [a for a in obs.alerts if a.get("type") in types]
+
+
+def _describe(alerts: Sequence[dict[str, Any]]) -> str:
+    parts = []
+    for a in alerts[:5]:
+        what = f"{a.get('type')} on {a['feature']}" if a.get("feature") else str(a.get("type"))
+        parts.append(f"{what} ({a.get('test')})")
+    more = f" and {len(alerts) - 5} more" if len(alerts) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def desired_conditions(obs: Observation) -> list[dict[str, Any]]:
+    """Conditions without times: (type, status, reason, message)."""
+    ph, why = phase(obs)
+    ready = ph not in ("Failed", "Pending")
+    if obs.spec_error is not None:
+        ready_reason = "InvalidSpec"
+    elif obs.injection_state == "error":
+        ready_reason = "InjectionFailed"
+    elif obs.target_missing is not None:
+        ready_reason = "TargetNotFound"
+    elif obs.injection_state != "injected":
+        ready_reason = "Injecting"
+    elif not obs.detector_available:
+        ready_reason = "DetectorUnavailable"
+    else:
+        ready_reason = "Observing" if obs.reference_id else "WarmingUp"
+    drift = _alerts_of(obs, DRIFT_TYPES)
+    quality = _alerts_of(obs, ("DataQuality",))
+    return [
+        {
+            "type": "Ready",
+            "status": "True" if ready else "False",
+            "reason": ready_reason,
+            "message": why,
+        },
+        {
+            "type": "Drifting",
+            "status": "True" if drift else "False",
+            "reason": drift[0]["type"] if drift else "NoDrift",
+            "message": _describe(drift) if drift else "no drift alert is active",
+        },
+        {
+            "type": "DataQualityDegraded",
+            "status": "True" if quality else "False",
+            "reason": "DataQuality" if quality else "DataQualityOK",
+            "message": _describe(quality) if quality else "no data-quality alert is active",
+        },
+        {
+            "type": "Reacting",
+            "status": "True" if obs.reacting else "False",
+            "reason": "ReactionInProgress" if obs.reacting else "NoReaction",
+            "message": obs.last_action or "no reaction in progress",
+        },
+    ]
+
+
+def merge_conditions(
+    previous: Sequence[dict[str, Any]] | None,
+    desired: Sequence[dict[str, Any]],
+    *,
+    now: str,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """Desired conditions with lastTransitionTime kept unless the status flipped."""
+    before = {c.get("type"): c for c in previous or ()}
+    out = []
+    for c in desired:
+        old = before.get(c["type"])
+        changed = old is None or old.get("status") != c["status"]
+        cond = dict(c)
+        cond["lastTransitionTime"] = now if changed else old.get("lastTransitionTime", now)  # type: ignore[union-attr]
+        if generation is not None:
+            cond["observedGeneration"] = generation
+        out.append(cond)
+    return out
+
+
+def status_patch(obs: Observation, previous: dict[str, Any] | None, *, now: str) -> dict[str, Any]:
+    """The `status` part of a merge patch (alerts are the detector's; not touched here)."""
+    previous = previous or {}
+    ph, why = phase(obs)
+    patch: dict[str, Any] = {
+        "phase": ph,
+        "message": why,
+        "conditions": merge_conditions(
+            previous.get("conditions"), desired_conditions(obs), now=now, generation=obs.generation
+        ),
+        "alertCount": len(obs.alerts),
+        "injection": {"state": obs.injection_state, "message": obs.injection_message},
+    }
+    if obs.generation is not None:
+        patch["observedGeneration"] = obs.generation
+    if obs.top_suspect is not None:
+        patch["topSuspect"] = obs.top_suspect
+    if obs.last_action is not None:
+        patch["lastAction"] = obs.last_action
+    return patch
+
+
+def _key(alert: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return (alert.get("type"), alert.get("feature"), alert.get("test"))
+
+
+def alert_events(
+    old: Sequence[dict[str, Any]] | None, new: Sequence[dict[str, Any]] | None
+) -> list[tuple[str, str, str]]:
+    """(event type, reason, message) for every alert that fired or resolved."""
+    before = {_key(a): a for a in old or ()}
+    after = {_key(a): a for a in new or ()}
+    events: list[tuple[str, str, str]] = []
+    for key, a in after.items():
+        if key not in before:
+            where = f" on {a['feature']}" if a.get("feature") else ""
+            p = f", p={a['pValue']:.2g}" if isinstance(a.get("pValue"), int | float) else ""
+            stat = a.get("statistic")
+            stat_text = f"{stat:.4g}" if isinstance(stat, int | float) else "n/a"
+            events.append(
+                (
+                    "Warning",
+                    "AlertFired",
+                    f"{a.get('type')}{where}: {a.get('test')} statistic {stat_text}"
+                    f"{p} (threshold {a.get('threshold')}), since {a.get('since')}; "
+                    f"{a.get('message', '')}".rstrip("; "),
+                )
+            )
+    for key, a in before.items():
+        if key not in after:
+            where = f" on {a['feature']}" if a.get("feature") else ""
+            events.append(
+                ("Normal", "AlertResolved", f"{a.get('type')}{where} ({a.get('test')}) resolved")
+            )
+    return events

@@ -1,0 +1,239 @@
+"""Helpers for the operator tests: the real operator against kmock, with the gaps filled.
+
+kmock's `KubernetesEmulator` stores objects and merges patches, and nothing
+more. `Cluster` adds, in the test layer only (the product is not bent to suit
+it), what the API server and its controllers would do:
+
+- metadata.uid, resourceVersion, creationTimestamp, generation on create;
+  a new resourceVersion on every write and a new generation when the spec changes;
+- a name for objects created with generateName (kopf's Events), which the
+  emulator would otherwise store under one key and reject the second time;
+- a Deployment controller: on create or spec change the Deployment's status
+  says the rollout completed (or, with `instant_rollouts = False`, that it is
+  in progress until `finish_rollouts()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import kmock
+from kmock import ResourceInfo
+from kmock._internal import enums, parsing
+
+OM = "mlwarden.io/v1alpha1/observedmodels"
+DEPLOYMENTS = "apps/v1/deployments"
+SERVICES = "v1/services"
+NS = "test"
+
+
+_original_parse_path = parsing.parse_path
+
+
+def _parse_path(path: str) -> Any:
+    """kmock reads /api/v1/namespaces as the start of a namespaced path; it is the resource."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) in (3, 4):
+        name = parts[3] if len(parts) == 4 else None
+        return parsing.ParsedPath("", "v1", "namespaces", None, name, None)
+    return _original_parse_path(path)
+
+
+parsing.parse_path = _parse_path
+
+
+class Cluster(kmock.KubernetesEmulator):
+    instant_rollouts: bool = True
+    _versions = itertools.count(1000)
+
+    async def _handle(self, request: Any) -> Any:
+        if request.resource is not None and isinstance(request.data, dict):
+            if request.action == enums.action.CREATE:
+                self._on_create(request)
+            elif request.action == enums.action.UPDATE and request.name is not None:
+                self._on_update(request)
+        return await super()._handle(request)
+
+    def _on_create(self, request: Any) -> None:
+        data = request.data
+        meta = data.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta["resourceVersion"] = str(next(self._versions))
+        meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        meta.setdefault("generation", 1)
+        if str(request.resource.plural) == "deployments":
+            data["status"] = self._rollout(data, meta["generation"])
+
+    def _on_update(self, request: Any) -> None:
+        data = request.data
+        key = (request.resource, request.namespace, request.name)
+        # ObjectsArray has no .get(): membership first.
+        current = self._objects[key] if key in self._objects else None  # noqa: SIM401
+        if current is None or current.deleted:
+            return
+        meta = data.setdefault("metadata", {}) if data.get("metadata") is not None else None
+        if meta is None:
+            data["metadata"] = meta = {}
+        meta["resourceVersion"] = str(next(self._versions))
+        is_status = str(request.url.path).endswith("/status")
+        if "spec" in data and not is_status:
+            generation = int(current.get("metadata", {}).get("generation", 1)) + 1
+            meta["generation"] = generation
+            if str(request.resource.plural) == "deployments":
+                replicas = (data["spec"] or {}).get(
+                    "replicas", (current.get("spec") or {}).get("replicas", 1)
+                )
+                data["status"] = self._rollout({"spec": {"replicas": replicas}}, generation)
+
+    def _rollout(self, deployment: dict[str, Any], generation: int) -> dict[str, Any]:
+        replicas = int((deployment.get("spec") or {}).get("replicas", 1))
+        done = replicas if self.instant_rollouts else 0
+        return {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": done,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+        }
+
+    def finish_rollouts(self) -> None:
+        for key in list(self._objects):
+            obj = self._objects[key]
+            if str(key[0].plural) == "deployments" and not obj.deleted:
+                status = dict(obj.get("status") or {})
+                status["updatedReplicas"] = status.get("replicas", 1)
+                obj["status"] = status
+
+
+def declare(cluster: Cluster) -> None:
+    cluster.resources[OM] = ResourceInfo(
+        kind="ObservedModel", singular="observedmodel", namespaced=True,
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        shortnames={"om"}, categories={"mlwarden"}, subresources={"status"},
+    )  # fmt: skip
+    # kopf's backbone: it does not start watching until it has seen these in discovery,
+    # and with --namespace it lists the namespaces (see _parse_path for kmock's gap there).
+    cluster.resources["v1/namespaces"] = ResourceInfo(
+        kind="Namespace", singular="namespace", namespaced=False, verbs={"get", "list", "watch"}
+    )
+    cluster.objects["v1/namespaces", None, NS] = {
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": NS, "uid": str(uuid.uuid4()), "resourceVersion": "1"},
+    }  # fmt: skip
+    cluster.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = ResourceInfo(
+        kind="CustomResourceDefinition", singular="customresourcedefinition", namespaced=False,
+        verbs={"get", "list", "watch"},
+    )  # fmt: skip
+    for res, kind in (
+        ("v1/configmaps", "ConfigMap"), ("v1/services", "Service"),
+        ("v1/serviceaccounts", "ServiceAccount"), ("v1/events", "Event"),
+        ("apps/v1/deployments", "Deployment"), ("apps/v1/replicasets", "ReplicaSet"),
+        ("rbac.authorization.k8s.io/v1/roles", "Role"),
+        ("rbac.authorization.k8s.io/v1/rolebindings", "RoleBinding"),
+    ):  # fmt: skip
+        cluster.resources[res] = ResourceInfo(
+            kind=kind, singular=kind.lower(), namespaced=True,
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+            subresources={"status"} if kind == "Deployment" else set(),
+        )  # fmt: skip
+
+
+def kubeconfig(tmp_path: Path, server: str) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
+        f"clusters: [{{name: test, cluster: {{server: '{server}'}}}}]\n"
+        "users: [{name: test, user: {token: test-token}}]\n"
+        "contexts: [{name: test, context: {cluster: test, user: test, namespace: test}}]\n"
+    )
+    return path
+
+
+class OperatorProcess:
+    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
+        self.proc = proc
+        self.log_path = log
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        return int(self.proc.returncode or 0)
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 20.0, what: str = "") -> Any:
+    """Poll `check` until it returns something truthy (an AssertionError counts as not yet)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: BaseException | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (AssertionError, KeyError, TypeError) as exc:
+            last = exc
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or check}: {last!r}")
+
+
+def model_deployment(
+    name: str = "fraud-model", *, port_name: str | None = "http"
+) -> dict[str, Any]:
+    port: dict[str, Any] = {"containerPort": 8080, "protocol": "TCP"}
+    if port_name:
+        port["name"] = port_name
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS, "uid": str(uuid.uuid4()),
+                     "resourceVersion": "1", "generation": 1, "labels": {"app": name}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{
+                    "name": "model", "image": "seldonio/mlserver:1.6.0", "ports": [port],
+                }]},
+            },
+        },
+        "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                   "readyReplicas": 2, "availableReplicas": 2},
+    }  # fmt: skip
+
+
+def model_service(name: str = "fraud-model", *, target: str | int = "http") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": NS, "uid": str(uuid.uuid4()),
+                     "resourceVersion": "1"},
+        "spec": {"selector": {"app": name}, "type": "ClusterIP",
+                 "ports": [{"name": "http", "port": 80, "targetPort": target,
+                            "protocol": "TCP"}]},
+    }  # fmt: skip
+
+
+def observed_model(name: str = "fraud", *, target: str = "fraud-model",
+                   **spec: Any) -> dict[str, Any]:  # fmt: skip
+    return {
+        "apiVersion": "mlwarden.io/v1alpha1", "kind": "ObservedModel",
+        "metadata": {"name": name, "namespace": NS, "uid": str(uuid.uuid4()),
+                     "resourceVersion": "1", "generation": 1},
+        "spec": {"target": {"deployment": target, "container": "model"}, "protocol": "v2",
+                 **spec},
+    }  # fmt: skip

@@ -1,0 +1,59 @@
+"""Fixtures for the operator tests; the emulator and helpers live in cluster.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kmock
+import pytest
+from cluster import DEPLOYMENTS, NS, OM, SERVICES, Cluster, OperatorProcess, declare, kubeconfig
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[tuple[Cluster, str]]:
+    async with Cluster() as api, kmock.Server(api) as server:
+        declare(api)
+        yield api, str(server.url).rstrip("/")
+
+
+@pytest.fixture
+async def start_operator(
+    tmp_path: Path, cluster: tuple[Cluster, str]
+) -> AsyncIterator[Callable[..., Any]]:
+    started: list[OperatorProcess] = []
+    _, server = cluster
+
+    async def start(*extra: str, env: dict[str, str] | None = None) -> OperatorProcess:
+        log = tmp_path / f"operator-{len(started)}.log"
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
+        environ.update(KUBECONFIG=str(kubeconfig(tmp_path, server)),
+                       MLWARDEN_IMAGE="mlwarden/mlwarden:test", **(env or {}))  # fmt: skip
+        with open(log, "wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mlwarden.cli", "operator", "--namespace", NS,
+                "--standalone", *extra, stdout=out, stderr=asyncio.subprocess.STDOUT, env=environ,
+            )  # fmt: skip
+        op = OperatorProcess(proc, log)
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        await op.stop()
+
+
+@pytest.fixture
+def seed() -> Iterator[Callable[..., None]]:
+    def put(api: Cluster, *objs: dict[str, Any]) -> None:
+        for obj in objs:
+            plural = {"Deployment": DEPLOYMENTS, "Service": SERVICES, "ObservedModel": OM}[
+                obj["kind"]
+            ]
+            api.objects[plural, obj["metadata"]["namespace"], obj["metadata"]["name"]] = obj
+
+    yield put
