@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
-PY_DIRS := $(wildcard src tests benchmarks)
+PY_DIRS := $(wildcard src tests benchmarks charts)
 
 .PHONY: install test test-unit test-integration demo lint format bench e2e clean help
 
@@ -34,10 +34,14 @@ test-integration: install  ## tests that start real processes on loopback
 demo: install  ## run the demo on this machine, no cluster needed
 	$(BIN)/mlwarden demo
 
-lint: install  ## ruff (lint + format check) and mypy on src/
+lint: install  ## ruff, mypy on src/, the CRD and chart checks (helm lint, schemas, promtool)
 	$(BIN)/ruff check $(PY_DIRS)
 	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/mypy src
+	$(BIN)/python -m mlwarden.crd | cmp -s - crds/observedmodels.mlwarden.io.yaml || \
+		{ echo "crds/ is stale: run $(BIN)/python -m mlwarden.crd > crds/observedmodels.mlwarden.io.yaml"; exit 1; }
+	$(BIN)/python charts/sync-crds.py --check
+	$(BIN)/python -m pytest tests/chart -q -p no:cacheprovider
 
 format: install  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format $(PY_DIRS)

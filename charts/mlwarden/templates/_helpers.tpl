@@ -1,0 +1,173 @@
+{{/*
+Names, labels and images shared by the templates, and the operator's RBAC rules: the one
+list the ClusterRole and the per-namespace Roles both render.
+*/}}
+
+{{- define "mlwarden.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name of the release's objects: truncated at 63 characters (DNS-1123 labels).
+*/}}
+{{- define "mlwarden.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mlwarden.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every object the chart renders.
+*/}}
+{{- define "mlwarden.labels" -}}
+helm.sh/chart: {{ include "mlwarden.chart" . }}
+app.kubernetes.io/name: {{ include "mlwarden.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mlwarden
+{{- end }}
+
+{{/*
+The operator pods' selector (immutable on a Deployment: never add to it).
+*/}}
+{{- define "mlwarden.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlwarden.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "mlwarden.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "mlwarden.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+An image reference from {repository, tag, digest}; a digest wins over a tag.
+Called with (dict "image" .Values.image "fallback" (dict ...) "appVersion" .Chart.AppVersion).
+*/}}
+{{- define "mlwarden.imageRef" -}}
+{{- $fallback := .fallback | default dict }}
+{{- $repository := .image.repository | default $fallback.repository }}
+{{- $digest := .image.digest | default $fallback.digest }}
+{{- $tag := .image.tag | default $fallback.tag | default .appVersion }}
+{{- if $digest }}
+{{- printf "%s@%s" $repository $digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (toString $tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The operator's image. */}}
+{{- define "mlwarden.image" -}}
+{{- include "mlwarden.imageRef" (dict "image" .Values.image "appVersion" .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+The image of the detectors and sidecars (MLWARDEN_IMAGE): componentImage's fields, each falling
+back to image's. image.digest is only inherited with image.repository (a digest names one image).
+*/}}
+{{- define "mlwarden.componentImage" -}}
+{{- $c := .Values.componentImage }}
+{{- if or $c.repository $c.tag $c.digest }}
+{{- $fallback := dict "repository" .Values.image.repository "tag" .Values.image.tag }}
+{{- include "mlwarden.imageRef" (dict "image" $c "fallback" $fallback "appVersion" .Chart.AppVersion) }}
+{{- else }}
+{{- include "mlwarden.image" . }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when kopf runs with peering (more than one replica), else "". */}}
+{{- define "mlwarden.peering" -}}
+{{- if gt (int .Values.replicas) 1 }}true{{ end }}
+{{- end }}
+
+{{/*
+The resources of detectors or sidecars as MLWARDEN_<PREFIX>_{CPU,MEMORY}_{REQUEST,LIMIT}
+variables. Called with (dict "prefix" "MLWARDEN_SIDECAR" "resources" .Values.sidecar.resources).
+A quantity left out is not set, and the operator's default applies.
+*/}}
+{{- define "mlwarden.resourceEnv" -}}
+{{- $prefix := .prefix }}
+{{- range $kind := list "requests" "limits" }}
+{{- $suffix := ternary "REQUEST" "LIMIT" (eq $kind "requests") }}
+{{- $quantities := index $.resources $kind | default dict }}
+{{- range $resource := list "cpu" "memory" }}
+{{- if hasKey $quantities $resource }}
+- name: {{ printf "%s_%s_%s" $prefix (upper $resource) $suffix }}
+  value: {{ index $quantities $resource | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Every API call the operator makes, as RBAC rules: exact verbs and resources, no wildcards.
+The ClusterRole (all namespaces) and each namespace's Role render this same list; keep it in
+step with src/mlwarden/operator/kube.py (KINDS) and handlers.py. tests/chart/test_chart.py
+checks it against an expected list of (apiGroup, resource, verb).
+*/}}
+{{- define "mlwarden.operatorRules" -}}
+# ObservedModels: kopf watches them, patches finalizers and annotations, writes status.
+- apiGroups: ["mlwarden.io"]
+  resources: ["observedmodels"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+# Status is written by the operator; get and patch are also what each detector's Role grants
+# (by resourceName), and RBAC forbids granting verbs one does not hold (escalation rule).
+- apiGroups: ["mlwarden.io"]
+  resources: ["observedmodels/status"]
+  verbs: ["get", "patch", "update"]
+# The detector's objects (NAME-detector): its spec ConfigMap, ServiceAccount, Service.
+# Services and ConfigMaps are also read (target Service, mounted configs) and patched
+# (the target Service is repointed at the sidecar and restored on deletion).
+- apiGroups: [""]
+  resources: ["configmaps", "serviceaccounts", "services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The detector's Deployment, and the target Deployment the sidecar is injected into.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The detector's Role and RoleBinding (observedmodels/status get+patch on its own object).
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Events on ObservedModels: kopf's handler reports and mlwarden's alert, phase and reaction events.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+# Diagnosis (read-only): the revision history of the target Deployment and the pipeline
+# components an ObservedModel names (spec.pipeline), for the change timeline. Secrets are
+# deliberately absent: diagnosis needs no secret, not even its metadata.
+- apiGroups: ["apps"]
+  resources: ["replicasets", "statefulsets", "daemonsets"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["batch"]
+  resources: ["jobs", "cronjobs"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
+
+{{/* Labels of the Prometheus targets' job: the alerting rules select on these. */}}
+{{- define "mlwarden.jobRelabeling" -}}
+- action: replace
+  targetLabel: job
+  replacement: {{ . }}
+{{- end }}
