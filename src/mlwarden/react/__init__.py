@@ -1,0 +1,21 @@
+"""React: what mlwarden does about an alert, within guardrails, recorded before it is done.
+
+Lowest layer first; everything here is pure (no I/O, no clock: time comes in):
+
+- `records`     ActionRecord (the `status.reactions` entry: plan, audit and restart log in
+                one), deterministic action ids, and the merge-patch helpers a record's patch
+                is read with (`apply_merge_patch`, `merge_patch_diff`, `holds`).
+- `traffic`     the Router protocol (`get_weights`, `set_weights`), `Weights`, `next_step`
+                and `ROUTERS`; one file per router: `httproute`, `virtualservice`,
+                `replicas`.
+- `actuators`   one action each, as merge patches over raw objects: `rollback` (keeps the
+                injected sidecar), `scale`, `pause`; `alert` builds the webhook payload.
+- `guardrails`  one small function per guardrail: a reason not to act now, or None.
+- `policy`      `plan_reactions`: alerts × spec.reactions × guardrails × history → the
+                records to write; the shell acts on those whose result is Running.
+
+The operator shell (not here) reads the objects, calls `plan_reactions`, writes each record
+to `status.reactions` before acting, applies the patches, posts webhooks, writes Events, and
+increments `mlwarden_operator_reactions_total{action, result}` (operator/metrics.py) with
+`record.metric_result`.
+"""

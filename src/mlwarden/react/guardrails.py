@@ -1,0 +1,250 @@
+"""Guardrails: each one a small pure function returning why not to act now, or None.
+
+    not_ready          the detector is warming up or not Ready: its alerts are not to be acted on
+    exactly_once       this id is recorded already (Planned, Running, Succeeded or Failed)
+    once_per_incident  a rollback or pause of this target was taken in this incident already
+                       (a second `rollout undo` would bring back the faulty revision)
+    revision_moved     the alert names a Deployment revision that is no longer the current one
+    person_changed     the target no longer holds what mlwarden's last action in this incident
+                       set: someone changed it since, and mlwarden does not undo that
+    cooldown           an action on the same object was attempted less than `cooldown` ago
+    rate_limit         `maxActionsPerHour` actions attempted in the last rolling hour
+    approval           `requireApproval` and the ObservedModel lacks `mlwarden.io/approve: <id>`
+    dry_run            `dryRun`: the action is recorded (Succeeded, dryRun true) and not applied
+
+An incident is what started at the alert's onset (`since`): history from before it is a past
+incident. A dry run has its own cooldown and hourly count (its records simulate what a real
+run would do); real actions never wait for dry-run records, nor dry runs for real ones.
+Only workload actions (rollback, scale, shiftTraffic, pause) are limited by cooldown, the
+hourly limit, approval and dry-run; `alert` changes nothing in the cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from mlwarden.react.records import (
+    ATTEMPTED,
+    SETTLED,
+    ActionRecord,
+    format_time,
+    holds,
+    parse_time,
+)
+from mlwarden.spec import Guardrails
+
+APPROVE_ANNOTATION: Final = "mlwarden.io/approve"
+WORKLOAD_ACTIONS: Final = frozenset({"rollback", "scale", "shiftTraffic", "pause"})
+ONCE_PER_INCIDENT: Final = frozenset({"rollback", "pause"})
+
+Snapshot = Mapping[tuple[str, str], Mapping[str, Any]]
+
+
+def _since(record: ActionRecord, onset: datetime | None) -> bool:
+    """Is the record part of the incident that began at `onset`? (Unknown times: yes.)"""
+    if onset is None:
+        return True
+    at = parse_time(record.at)
+    return at is None or at >= onset
+
+
+def _time_or_min(text: str) -> datetime:
+    return parse_time(text) or datetime.min.replace(tzinfo=UTC)
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def not_ready(*, detector_ready: bool, warming_up: bool) -> str | None:
+    if warming_up:
+        return "the detector is warming up (collecting its reference): not acting yet"
+    if not detector_ready:
+        return "the detector is not Ready: not acting on its alerts"
+    return None
+
+
+def exactly_once(*, action_id: str, history: Sequence[ActionRecord]) -> str | None:
+    for record in reversed(history):
+        if record.id == action_id and record.result in SETTLED:
+            return f"already recorded as {record.result} at {record.at}"
+    return None
+
+
+def once_per_incident(
+    *,
+    action: str,
+    objects: Iterable[str],
+    onset: datetime | None,
+    history: Sequence[ActionRecord],
+    dry_run: bool,
+) -> str | None:
+    if action not in ONCE_PER_INCIDENT:
+        return None
+    mine = set(objects)
+    for record in reversed(history):
+        if (
+            record.action == action
+            and record.dry_run == dry_run
+            and record.result in ATTEMPTED
+            and mine & set(record.objects)
+            and _since(record, onset)
+        ):
+            return (
+                f"{action} of {record.target} was taken in this incident already ({record.id}, "
+                f"{record.from_state} → {record.to_state}, {record.result}); not again"
+            )
+    return None
+
+
+def revision_moved(*, alert_revision: str | None, current_revision: str | None) -> str | None:
+    """Only a Deployment revision number is compared (`modelRevision` is optional, and a
+    sidecar might report something else, such as a pod-template-hash)."""
+    if alert_revision is None or current_revision is None or not alert_revision.isdigit():
+        return None
+    if int(alert_revision) == int(current_revision):
+        return None
+    return (
+        f"the alert is about revision {alert_revision} but the Deployment is at revision "
+        f"{current_revision} now: someone changed it since; not rolling back"
+    )
+
+
+def _key(obj: str) -> tuple[str, str]:
+    kind, _, name = obj.partition("/")
+    return kind, name
+
+
+def person_changed(
+    *,
+    objects: Iterable[str],
+    onset: datetime | None,
+    history: Sequence[ActionRecord],
+    snapshot: Snapshot,
+) -> str | None:
+    """Does an object still hold what our last (real, succeeded) action in this incident set?
+
+    The snapshot must hold every object that action patched; a missing one counts as changed.
+    """
+    mine = set(objects)
+    ours = [
+        r
+        for r in history
+        if not r.dry_run
+        and r.result == "Succeeded"
+        and r.patch
+        and mine & set(r.objects)
+        and _since(r, onset)
+    ]
+    if not ours:
+        return None
+    # The newest by time (history order breaks ties: status.reactions is appended to).
+    last = max(enumerate(ours), key=lambda p: (_time_or_min(p[1].at), p[0]))[1]
+    for obj, patch in last.patch.items():
+        found = holds(snapshot.get(_key(obj)), patch)
+        if found is not None:
+            return (
+                f"{obj} was changed after mlwarden's {last.action} {last.id} set it ({found}); "
+                "mlwarden does not undo a person's change: not acting on it again in this incident"
+            )
+    return None
+
+
+def _attempts(
+    history: Sequence[ActionRecord], *, dry_run: bool
+) -> Iterable[tuple[ActionRecord, datetime | None]]:
+    for record in history:
+        if (
+            record.action in WORKLOAD_ACTIONS
+            and record.result in ATTEMPTED
+            and record.dry_run == dry_run
+        ):
+            yield record, parse_time(record.at)
+
+
+def cooldown(
+    *,
+    objects: Iterable[str],
+    history: Sequence[ActionRecord],
+    now: datetime,
+    cooldown_seconds: float,
+    dry_run: bool,
+) -> str | None:
+    if cooldown_seconds <= 0:
+        return None
+    mine = set(objects)
+    latest: tuple[ActionRecord, float] | None = None
+    for record, at in _attempts(history, dry_run=dry_run):
+        if not mine & set(record.objects):
+            continue
+        age = 0.0 if at is None else (now - at).total_seconds()
+        if latest is None or age < latest[1]:
+            latest = (record, age)
+    if latest is None or latest[1] >= cooldown_seconds:
+        return None
+    record, _ = latest
+    # No "N minutes ago" here: the reason must read the same on every pass until it lifts.
+    until = parse_time(record.at)
+    after = (
+        ""
+        if until is None
+        else f"; next after {format_time(until + timedelta(seconds=cooldown_seconds))}"
+    )
+    return (
+        f"cooldown {_ago(cooldown_seconds)}: {record.action} of {record.target} at "
+        f"{record.at}{after}"
+    )
+
+
+def rate_limit(
+    *, history: Sequence[ActionRecord], now: datetime, max_per_hour: int, dry_run: bool
+) -> str | None:
+    if max_per_hour <= 0:
+        return "maxActionsPerHour is 0: automatic actions are off"
+    hour_ago = now - timedelta(hours=1)
+    times = [at for _, at in _attempts(history, dry_run=dry_run) if at is None or at > hour_ago]
+    if len(times) < max_per_hour:
+        return None
+    known = sorted(t for t in times if t is not None)
+    freed = len(times) - max_per_hour  # the one whose hour ends first makes room
+    # Stable from pass to pass (no "now" in it), so the Skipped record is written once.
+    until = (
+        f"; room again after {format_time(known[freed] + timedelta(hours=1))}"
+        if freed < len(known)
+        else ""
+    )
+    return f"maxActionsPerHour {max_per_hour} reached ({len(times)} in the last hour{until})"
+
+
+def approved_ids(annotations: Mapping[str, str]) -> frozenset[str]:
+    """The ids `mlwarden.io/approve` names (one, or several separated by commas or spaces)."""
+    return frozenset(i for i in re.split(r"[\s,]+", annotations.get(APPROVE_ANNOTATION, "")) if i)
+
+
+def approval(
+    *,
+    action_id: str,
+    annotations: Mapping[str, str],
+    required: bool,
+    model_name: str = "<name>",
+) -> str | None:
+    if not required or action_id in approved_ids(annotations):
+        return None
+    return (
+        f"waiting for approval: kubectl annotate observedmodel {model_name} "
+        f"{APPROVE_ANNOTATION}={action_id} --overwrite"
+    )
+
+
+def dry_run(*, guardrails: Guardrails) -> str | None:
+    """The message of a dry-run record, or None when actions are taken for real."""
+    if not guardrails.dry_run:
+        return None
+    return "dry run: planned and recorded, nothing applied"

@@ -1,0 +1,596 @@
+"""The planner: active alerts, the spec's reactions and guardrails → the action records to write.
+
+`plan_reactions` is pure: the operator shell reads the ObservedModel (spec, annotations,
+`status.reactions` as history, `status.alerts`, the top suspect), the objects the reactions
+act on (the snapshot, keyed by (kind, name)) and the time, and gets back the records to
+upsert into `status.reactions` by id. Then, for each record whose result is Running (and
+only those), it writes the record first, applies `record.patch` in order (for `alert`: the
+Event and the condition), posts `webhook_payload` to `webhooks_for(...)`, writes the
+record again as Succeeded or Failed (`record.settle`), and counts it in
+`mlwarden_operator_reactions_total{action, result=record.metric_result}`.
+
+The snapshot must hold the target Deployment and its ReplicaSets, the HPAs, the route or the
+stable/canary Deployments a reaction names, and every object a record of the current
+incident patched (to see whether a person changed it since).
+
+One pass, in order:
+
+1. In-flight records (Running: an operator stopped between writing and finishing one) are
+   completed or reported, never repeated blindly: when every object already holds the patch,
+   Succeeded; when none changed since it was planned (same `resourceVersion`), Running again
+   to apply the very same patch; else Failed, saying what changed.
+2. Each reaction whose alert type (and feature, when it names one) matches an active alert
+   plans one action. Workload actions (rollback, scale, shiftTraffic, pause) of different
+   reactions on the same target are one action (the first reaction in spec order sets its
+   parameters). `alert` plans one action per matched alert (`from` is the alert, e.g.
+   `FeatureDrift/amount`), whatever number of reactions ask for it.
+3. The action's id is computed from the incident (the earliest matched alert: type, feature,
+   onset) and the transition. An id recorded as Planned, Running, Succeeded or Failed is not
+   planned again (a Planned one proceeds once approved); then the guardrails (see
+   `guardrails`) in order: not ready, once per incident, revision moved, person changed,
+   cooldown, hourly limit (a planning error or "nothing to do" counts as a guardrail too); one
+   that says no gives a Skipped record with its reason.
+   Then a dry run gives Succeeded with `dry_run` true (the patch is recorded, not applied;
+   no approval needed); with `requireApproval` and no approval, Planned; else Running.
+4. A Planned record whose action is no longer planned (the alert resolved, or the target
+   changed so the transition differs) is Skipped.
+
+A record identical to the one in history (same result and reason) is not returned again, so a
+pass that changes nothing writes nothing.
+
+`reason` says why a record has its result: for an action, the alerts (and the top suspect)
+that called for it; for a Skipped one, what stopped it (the alerts are then in `message`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Final
+
+from mlwarden.react import guardrails
+from mlwarden.react.actuators.pause import PauseError, plan_pause
+from mlwarden.react.actuators.rollback import RollbackError, plan_rollback, revision_of
+from mlwarden.react.actuators.scale import HPA_KIND, ScaleError, plan_scale
+from mlwarden.react.guardrails import WORKLOAD_ACTIONS, Snapshot
+from mlwarden.react.records import (
+    ActionRecord,
+    Result,
+    action_id,
+    apply_merge_patch,
+    format_time,
+    holds,
+    parse_time,
+)
+from mlwarden.react.traffic import ROUTERS, TrafficError, next_step
+from mlwarden.spec import ObservedModel, Reaction
+
+_FAR_FUTURE: Final = datetime.max  # alerts without an onset sort last
+
+
+# --------------------------------------------------------------------------- what to do
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    """One action as its actuator planned it, before any guardrail."""
+
+    target: str
+    from_state: str = ""
+    to_state: str = ""
+    patch: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problem: str | None = None  # the actuator cannot plan it: Skipped with this reason
+    idle: str | None = None  # nothing to do: Skipped with this reason
+    revision: str | None = None  # rollback: the Deployment's current revision
+
+
+@dataclass
+class _Candidate:
+    action: str
+    reaction: Reaction
+    alerts: list[Mapping[str, Any]]
+    proposal: _Proposal
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """What every record of one planned action shares; `record` adds the outcome."""
+
+    id: str
+    action: str
+    proposal: _Proposal
+    at: str
+    dry_run: bool
+
+    def record(self, result: Result, reason: str, message: str) -> ActionRecord:
+        return ActionRecord(
+            id=self.id,
+            action=self.action,
+            target=self.proposal.target,
+            from_state=self.proposal.from_state,
+            to_state=self.proposal.to_state,
+            reason=reason,
+            result=result,
+            at=self.at,
+            dry_run=self.dry_run,
+            message=message,
+            patch=self.proposal.patch,
+        )
+
+
+def _alert_key(alert: Mapping[str, Any]) -> str:
+    feature = alert.get("feature")
+    return f"{alert.get('type', '?')}/{feature}" if feature else str(alert.get("type", "?"))
+
+
+def _onset(alert: Mapping[str, Any]) -> datetime | None:
+    return parse_time(alert.get("since"))
+
+
+def _by_onset(alert: Mapping[str, Any]) -> tuple[datetime, str]:
+    onset = _onset(alert)
+    return (onset.replace(tzinfo=None) if onset else _FAR_FUTURE, _alert_key(alert))
+
+
+def _matches(reaction: Reaction, alert: Mapping[str, Any]) -> bool:
+    return alert.get("type") == reaction.alert and (
+        reaction.feature is None or alert.get("feature") == reaction.feature
+    )
+
+
+def _kind_of(snapshot: Snapshot, kind: str) -> list[Mapping[str, Any]]:
+    return [obj for (k, _), obj in snapshot.items() if k == kind]
+
+
+def _missing(model: ObservedModel, kind: str, name: str | None) -> _Proposal:
+    return _Proposal(
+        target=f"{kind}/{name}",
+        problem=f"{kind} {model.namespace}/{name} not found",
+    )
+
+
+def _applied(obj: Mapping[str, Any], patches: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """`obj` (or each item of a List) with the patches for it applied."""
+    if obj.get("kind") == "List":
+        items = [_applied(item, patches) for item in obj.get("items") or []]
+        return {**obj, "items": items}
+    key = f"{obj.get('kind', 'Deployment')}/{(obj.get('metadata') or {}).get('name')}"
+    patched: dict[str, Any] = apply_merge_patch(obj, patches.get(key) or {})
+    return patched
+
+
+def _propose(reaction: Reaction, model: ObservedModel, snapshot: Snapshot) -> _Proposal:
+    name = model.spec.target.deployment
+    if reaction.action == "rollback":
+        deployment = snapshot.get(("Deployment", name))
+        if deployment is None:
+            return _missing(model, "Deployment", name)
+        target = f"Deployment/{name}"
+        try:
+            plan = plan_rollback(
+                deployment=deployment,
+                replicasets=_kind_of(snapshot, "ReplicaSet"),
+                to_revision=reaction.to_revision,
+            )
+        except RollbackError as exc:
+            return _Proposal(target=target, problem=str(exc))
+        revision = revision_of(deployment)
+        return _Proposal(
+            target=target,
+            from_state=plan.from_revision,
+            to_state=plan.to_revision,
+            patch={target: plan.patch},
+            revision=None if revision is None else str(revision),
+        )
+    if reaction.action == "scale":
+        deployment = snapshot.get(("Deployment", name))
+        if deployment is None:
+            return _missing(model, "Deployment", name)
+        if reaction.max_replicas is None:
+            return _Proposal(target=f"Deployment/{name}", problem="scale needs maxReplicas")
+        try:
+            scale = plan_scale(
+                deployment=deployment,
+                hpas=_kind_of(snapshot, HPA_KIND),
+                min_replicas=reaction.min_replicas,
+                max_replicas=reaction.max_replicas,
+            )
+        except ScaleError as exc:
+            return _Proposal(target=f"Deployment/{name}", problem=str(exc))
+        prefix = "" if scale.field == "replicas" else f"{scale.field} "
+        if scale.patch is None:
+            return _Proposal(
+                target=scale.target,
+                from_state=f"{prefix}{scale.from_replicas}",
+                to_state=f"{prefix}{scale.to_replicas}",
+                idle=(
+                    f"{scale.target} is at {scale.field} {scale.from_replicas}: no step up within "
+                    f"maxReplicas {reaction.max_replicas}"
+                ),
+            )
+        return _Proposal(
+            target=scale.target,
+            from_state=f"{prefix}{scale.from_replicas}",
+            to_state=f"{prefix}{scale.to_replicas}",
+            patch={scale.target: scale.patch},
+        )
+    if reaction.action == "pause":
+        canary = reaction.canary
+        deployment = snapshot.get(("Deployment", canary or ""))
+        if deployment is None:
+            return _missing(model, "Deployment", canary)
+        target = f"Deployment/{canary}"
+        try:
+            pause = plan_pause(deployment=deployment, hpas=_kind_of(snapshot, HPA_KIND))
+        except PauseError as exc:
+            return _Proposal(target=target, problem=str(exc))
+        if pause.patch is None:
+            return _Proposal(
+                target=target, from_state="0", to_state="0", idle=f"{target} is at 0 replicas"
+            )
+        return _Proposal(
+            target=target,
+            from_state=str(pause.from_replicas),
+            to_state="0",
+            patch={target: pause.patch},
+        )
+    if reaction.action == "shiftTraffic":
+        return _propose_shift(reaction, model, snapshot)
+    return _Proposal(target="?", problem=f"unknown action {reaction.action!r}")
+
+
+def _propose_shift(reaction: Reaction, model: ObservedModel, snapshot: Snapshot) -> _Proposal:
+    router = ROUTERS.get(reaction.router or "")
+    stable, canary = reaction.stable or "", reaction.canary or ""
+    if router is None:
+        return _Proposal(target="?", problem=f"unknown router {reaction.router!r}")
+    obj: Mapping[str, Any]
+    if router.kind == "Deployment":
+        target = f"Deployment/{stable}+Deployment/{canary}"
+        items = []
+        for backend in (stable, canary):
+            found = snapshot.get(("Deployment", backend))
+            if found is None:
+                return _Proposal(
+                    target=target, problem=_missing(model, "Deployment", backend).problem
+                )
+            items.append(found)
+        obj = {"apiVersion": "v1", "kind": "List", "items": items}
+    else:
+        target = f"{router.kind}/{reaction.route}"
+        found = snapshot.get((router.kind, reaction.route or ""))
+        if found is None:
+            return _Proposal(
+                target=target, problem=_missing(model, router.kind, reaction.route).problem
+            )
+        obj = found
+    try:
+        current = router.get_weights(obj, stable=stable, canary=canary)
+        wanted = next_step(current, reaction.step_percent)
+        if wanted == current:
+            return _Proposal(
+                target=target,
+                from_state=str(current),
+                to_state=str(current),
+                idle=f"{target}: all traffic is on {stable!r} already",
+            )
+        patch = router.set_weights(obj, stable=stable, canary=canary, weights=wanted)
+        after = router.get_weights(_applied(obj, patch), stable=stable, canary=canary)
+    except TrafficError as exc:
+        return _Proposal(target=target, problem=str(exc))
+    return _Proposal(target=target, from_state=str(current), to_state=str(after), patch=patch)
+
+
+def _candidates(
+    model: ObservedModel, alerts: Sequence[Mapping[str, Any]], snapshot: Snapshot
+) -> list[_Candidate]:
+    out: list[_Candidate] = []
+    notified: dict[str, _Candidate] = {}
+    workload: dict[tuple[str, str], _Candidate] = {}
+    for reaction in model.spec.reactions:
+        matched = sorted((a for a in alerts if _matches(reaction, a)), key=_by_onset)
+        if not matched:
+            continue
+        if reaction.action == "alert":
+            for alert in matched:
+                key = _alert_key(alert)
+                if key in notified:
+                    continue
+                to = "Event+webhook" if _has_webhook(model, alert) else "Event"
+                proposal = _Proposal(
+                    target=f"ObservedModel/{model.name}", from_state=key, to_state=to
+                )
+                notified[key] = _Candidate("alert", reaction, [alert], proposal)
+                out.append(notified[key])
+            continue
+        proposal = _propose(reaction, model, snapshot)
+        same = workload.get((reaction.action, proposal.target))
+        if same is not None:
+            known = {_alert_key(a) for a in same.alerts}
+            same.alerts.extend(a for a in matched if _alert_key(a) not in known)
+            same.alerts.sort(key=_by_onset)
+            continue
+        candidate = _Candidate(reaction.action, reaction, list(matched), proposal)
+        workload[(reaction.action, proposal.target)] = candidate
+        out.append(candidate)
+    return out
+
+
+def _has_webhook(model: ObservedModel, alert: Mapping[str, Any]) -> bool:
+    return any(
+        r.action == "alert" and r.webhook and _matches(r, alert) for r in model.spec.reactions
+    )
+
+
+def _planned_by(model: ObservedModel, record: ActionRecord) -> list[Reaction]:
+    """The reactions that call for `record`'s action: for `alert`, those matching its alert."""
+    if record.action == "alert":
+        kind, _, feature = record.from_state.partition("/")
+        alert = {"type": kind, "feature": feature or None}
+        return [r for r in model.spec.reactions if r.action == "alert" and _matches(r, alert)]
+    return [r for r in model.spec.reactions if r.action == record.action]
+
+
+def webhooks_for(*, model: ObservedModel, record: ActionRecord) -> tuple[str, ...]:
+    """The webhook URLs to post a record to: the `webhook` of each reaction calling for it.
+
+    For `alert`, every alert reaction matching its alert; for a workload action, every
+    reaction with that action that names a webhook (people hear of a rollback too). URLs are
+    secrets more often than not: they are read from the spec, never recorded.
+    """
+    urls = (r.webhook for r in _planned_by(model, record))
+    return tuple(dict.fromkeys(u for u in urls if u))
+
+
+def alerts_for(
+    *, model: ObservedModel, record: ActionRecord, alerts: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The active alerts a record is about (for its Event and webhook payload)."""
+    if record.action == "alert":
+        return [a for a in alerts if _alert_key(a) == record.from_state]
+    reactions = _planned_by(model, record)
+    return [a for a in alerts if any(_matches(r, a) for r in reactions)]
+
+
+# --------------------------------------------------------------------------- words
+
+
+def _describe(alert: Mapping[str, Any]) -> str:
+    text = str(alert.get("type", "?"))
+    if alert.get("feature"):
+        text += f" on {alert['feature']}"
+    if alert.get("since"):
+        text += f" since {alert['since']}"
+    if alert.get("modelRevision"):
+        text += f" (model revision {alert['modelRevision']})"
+    return text
+
+
+def _trigger(alerts: Sequence[Mapping[str, Any]], top: Mapping[str, Any] | None) -> str:
+    text = "; ".join(_describe(a) for a in alerts)
+    if top:
+        text += f"; top suspect {top.get('kind', '?')}/{top.get('name', '?')}"
+    return text
+
+
+# --------------------------------------------------------------------------- in flight
+
+
+def _key(obj: str) -> tuple[str, str]:
+    kind, _, name = obj.partition("/")
+    return kind, name
+
+
+def _version(obj: Mapping[str, Any] | None) -> Any:
+    return None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")
+
+
+def _resume(record: ActionRecord, snapshot: Snapshot) -> ActionRecord:
+    """An action that was Running when the operator stopped: completed or reported."""
+    if record.dry_run:  # never written as Running; should one be, nothing was applied
+        return record.settle("Succeeded", "dry run: planned and recorded, nothing applied")
+    if record.action == "alert":
+        return record.settle(
+            "Failed",
+            "interrupted by an operator restart; the notification may not have been sent and "
+            "is not repeated",
+        )
+    if not record.patch:
+        return record.settle(
+            "Failed",
+            "interrupted by an operator restart, with no patch recorded to check it against; "
+            "not repeated (check the target)",
+        )
+    changed: list[str] = []
+    resumed: dict[str, dict[str, Any]] = {}
+    done = True
+    for obj, patch in record.patch.items():
+        live = snapshot.get(_key(obj))
+        held = holds(live, patch)
+        planned_at = (patch.get("metadata") or {}).get("resourceVersion")
+        if held is None:
+            # Applied already (say, the first of two): applying it again is a no-op, against
+            # the version the object has now.
+            resumed[obj] = _with_version(patch, _version(live))
+        elif planned_at is not None and planned_at == _version(live):
+            resumed[obj] = dict(patch)
+            done = False
+        elif planned_at is None:
+            changed.append(f"{obj}: {held}, and no resourceVersion was recorded to tell why")
+        else:
+            changed.append(f"{obj}: {held}")
+    if changed:
+        return record.settle(
+            "Failed",
+            "interrupted by an operator restart, and changed since it was planned ("
+            + "; ".join(changed)
+            + "); not repeated",
+        )
+    if done:
+        return record.settle("Succeeded", "completed before an operator restart")
+    return replace(
+        record,
+        patch=resumed,
+        message="resumed after an operator restart: unchanged since it was planned",
+    )
+
+
+def _with_version(patch: Mapping[str, Any], version: Any) -> dict[str, Any]:
+    out = dict(patch)
+    meta = dict(out.get("metadata") or {})
+    if version is None:
+        meta.pop("resourceVersion", None)
+    else:
+        meta["resourceVersion"] = version
+    if meta:
+        out["metadata"] = meta
+    else:
+        out.pop("metadata", None)
+    return out
+
+
+# --------------------------------------------------------------------------- the planner
+
+
+def plan_reactions(
+    *,
+    model: ObservedModel,
+    alerts: Sequence[Mapping[str, Any]],
+    diagnosis_top: Mapping[str, Any] | None,
+    snapshot: Snapshot,
+    history: Sequence[ActionRecord],
+    annotations: Mapping[str, str],
+    detector_ready: bool,
+    warming_up: bool,
+    now: datetime,
+) -> list[ActionRecord]:
+    """The records to upsert into `status.reactions` (by id); act on the Running ones."""
+    guard = model.spec.guardrails
+    dry_message = guardrails.dry_run(guardrails=guard)
+    at = format_time(now)
+    uid = model.uid or f"{model.namespace}/{model.name}"
+    out: list[ActionRecord] = []
+    latest: dict[str, ActionRecord] = {r.id: r for r in history}
+
+    def emit(record: ActionRecord) -> None:
+        prev = latest.get(record.id)
+        if (
+            prev is not None
+            and record.result in ("Skipped", "Planned")
+            and (prev.result, prev.reason, prev.message)
+            == (record.result, record.reason, record.message)
+        ):
+            return
+        out.append(record)
+        # One entry per id, the newest last: guardrails count an action once, not per update.
+        latest.pop(record.id, None)
+        latest[record.id] = record
+
+    # 1. in flight before a restart
+    for record in list(latest.values()):
+        if record.result == "Running":
+            emit(_resume(record, snapshot))
+
+    # 2-3. what the alerts call for
+    planned_ids: set[str] = set()
+    for candidate in _candidates(model, alerts, snapshot):
+        proposal = candidate.proposal
+        primary = candidate.alerts[0]
+        onset = _onset(primary)
+        workload = candidate.action in WORKLOAD_ACTIONS
+        dry = workload and dry_message is not None
+        rid = action_id(
+            model_uid=uid,
+            alert_key=_alert_key(primary),
+            onset=str(primary.get("since") or ""),
+            action=candidate.action,
+            target=proposal.target,
+            from_state=proposal.from_state,
+            to_state=proposal.to_state,
+            dry_run=dry,
+        )
+        planned_ids.add(rid)
+        prev = latest.get(rid)
+        if (
+            prev is not None
+            and prev.result != "Planned"
+            and guardrails.exactly_once(action_id=rid, history=list(latest.values()))
+        ):
+            continue
+        working = list(latest.values())
+        trigger = _trigger(candidate.alerts, diagnosis_top)
+        draft = _Draft(
+            id=rid,
+            action=candidate.action,
+            proposal=proposal,
+            at=prev.at if prev is not None and prev.result == "Planned" else at,
+            dry_run=dry,
+        )
+
+        objects = tuple(proposal.patch) or (proposal.target,)
+        stop = guardrails.not_ready(detector_ready=detector_ready, warming_up=warming_up)
+        stop = stop or proposal.problem or proposal.idle
+        if workload:
+            stop = stop or guardrails.once_per_incident(
+                action=candidate.action,
+                objects=objects,
+                onset=onset,
+                history=working,
+                dry_run=dry,
+            )
+            if candidate.action == "rollback":
+                stop = stop or guardrails.revision_moved(
+                    alert_revision=_text(primary.get("modelRevision")),
+                    current_revision=proposal.revision,
+                )
+            stop = stop or guardrails.person_changed(
+                objects=objects, onset=onset, history=working, snapshot=snapshot
+            )
+            stop = stop or guardrails.cooldown(
+                objects=objects,
+                history=working,
+                now=now,
+                cooldown_seconds=guard.cooldown_seconds,
+                dry_run=dry,
+            )
+            stop = stop or guardrails.rate_limit(
+                history=working, now=now, max_per_hour=guard.max_actions_per_hour, dry_run=dry
+            )
+        if stop is not None:
+            emit(draft.record("Skipped", stop, trigger))
+            continue
+        if dry and dry_message is not None:
+            emit(draft.record("Succeeded", trigger, dry_message))
+            continue
+        if workload:
+            waiting = guardrails.approval(
+                action_id=rid,
+                annotations=annotations,
+                required=guard.require_approval,
+                model_name=model.name,
+            )
+            if waiting is not None:
+                emit(draft.record("Planned", trigger, waiting))
+                continue
+        emit(draft.record("Running", trigger, "recorded; taking it now"))
+
+    # 4. waiting for approval, and no longer called for
+    for waiting_record in list(latest.values()):
+        if waiting_record.result == "Planned" and waiting_record.id not in planned_ids:
+            emit(
+                replace(
+                    waiting_record,
+                    result="Skipped",
+                    reason=(
+                        "no longer called for: the alert resolved or the target changed before "
+                        "it was approved"
+                    ),
+                    message=waiting_record.reason,
+                )
+            )
+    return out
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,278 @@
+"""The action record: one reaction, written to `status.reactions` before it is taken.
+
+A record is the plan, the audit and the restart log in one. Its `patch` holds the JSON merge
+patches (RFC 7386) to apply, keyed by the object they apply to (`"Deployment/fraud-model"`),
+so the record says exactly what was (or would be) set; `holds` later tells whether an object
+still carries it, which is how mlwarden notices a person's change after its own.
+
+Ids are deterministic: a short hash of the ObservedModel's uid, the alert that triggered the
+action (type, feature, onset), the action, its target and the transition (from → to). The
+same incident planned twice, before and after an operator restart, yields the same id; that
+is what makes restarts safe, and the id is what `mlwarden.io/approve` names.
+
+Results, and who moves a record from one to the next:
+
+    Planned    recorded, waiting (for approval, `mlwarden.io/approve: <id>`)
+    Running    the planner says "go": the shell writes the record, then applies the patches
+               (or sends the Event and webhook), then writes Succeeded or Failed
+    Succeeded  done (with `dry_run` true: would have been done; nothing was applied)
+    Failed     attempted and failed, or interrupted and not safe to repeat
+    Skipped    not taken: a guardrail or a planning error says why (`reason`); unlike the
+               others, a Skipped id may be planned again on a later pass
+
+The merge-patch helpers live here because a record's patch is read with them:
+`apply_merge_patch` (RFC 7386), `merge_patch_diff` (the patch that turns one object into
+another) and `holds` (does an object still carry what a patch set?).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, TypeAlias
+
+Result: TypeAlias = Literal["Planned", "Running", "Succeeded", "Failed", "Skipped"]
+RESULTS: Final[tuple[Result, ...]] = ("Planned", "Running", "Succeeded", "Failed", "Skipped")
+# Results of an action that was attempted: they count for cooldown and the hourly limit.
+ATTEMPTED: Final[frozenset[str]] = frozenset({"Running", "Succeeded", "Failed"})
+# Results after which the planner never plans the same id again.
+SETTLED: Final[frozenset[str]] = frozenset({"Planned", "Running", "Succeeded", "Failed"})
+
+# A precondition, not a change: the API answers 409 Conflict when the object moved on.
+_PRECONDITION: Final = ("metadata", "resourceVersion")
+
+Patches: TypeAlias = dict[str, dict[str, Any]]
+
+
+# --------------------------------------------------------------------------- time
+
+
+def format_time(when: datetime) -> str:
+    """ISO 8601 in UTC with a `Z`, to the second (naive datetimes are taken as UTC)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: object) -> datetime | None:
+    """An ISO 8601 timestamp (`Z` or an offset; naive is UTC), or None when it is not one."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def action_id(
+    *,
+    model_uid: str,
+    alert_key: str,
+    onset: str,
+    action: str,
+    target: str,
+    from_state: str,
+    to_state: str,
+    dry_run: bool = False,
+) -> str:
+    """`<action>-<10 hex digits>`: the same inputs always give the same id.
+
+    `alert_key` is `Type` or `Type/feature`; `onset` the alert's `since`. The transition
+    (from → to) is part of the key so that each step of a stepwise action (scale, traffic)
+    has its own id and an approval names exactly what will be done. A dry run gets ids of
+    its own, so switching `dryRun` off acts on an incident the dry run already recorded.
+    """
+    key = [model_uid, alert_key, _canonical_time(onset), action, target, from_state, to_state]
+    if dry_run:
+        key.append("dry-run")
+    digest = hashlib.sha256(json.dumps(key, separators=(",", ":")).encode()).hexdigest()
+    return f"{action.lower()}-{digest[:10]}"
+
+
+def _canonical_time(text: str) -> str:
+    when = parse_time(text)
+    return text if when is None else when.isoformat()
+
+
+# --------------------------------------------------------------------------- the record
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    """One action: what, on what, from which state to which, why, and what came of it."""
+
+    id: str
+    action: str
+    target: str  # "Deployment/fraud-model", "HTTPRoute/fraud", "Deployment/a+Deployment/b"
+    from_state: str  # short and human: a revision "7", replicas "3", "stable 50/canary 50"
+    to_state: str
+    reason: str
+    result: Result
+    at: str  # ISO 8601, when it was planned (kept as the record moves on)
+    dry_run: bool = False
+    message: str = ""
+    # target ("Kind/name") -> JSON merge patch, in the order to apply them
+    patch: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def objects(self) -> tuple[str, ...]:
+        """The objects the action changes, as `Kind/name`."""
+        return tuple(self.patch) or tuple(t for t in self.target.split("+") if t)
+
+    @property
+    def metric_result(self) -> str:
+        """The `result` label for `mlwarden_operator_reactions_total`: dry runs apart."""
+        return "DryRun" if self.dry_run and self.result == "Succeeded" else self.result
+
+    def settle(self, result: Result, message: str) -> ActionRecord:
+        """The same action with a new result (and message); its id and `at` stay."""
+        return replace(self, result=result, message=message)
+
+    def to_status(self) -> dict[str, Any]:
+        """The `status.reactions` entry (camelCase keys); `patch` only when there is one."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "action": self.action,
+            "target": self.target,
+            "from": self.from_state,
+            "to": self.to_state,
+            "reason": self.reason,
+            "result": self.result,
+            "at": self.at,
+            "dryRun": self.dry_run,
+            "message": self.message,
+        }
+        if self.patch:
+            out["patch"] = {k: copy.deepcopy(dict(v)) for k, v in self.patch.items()}
+        return out
+
+    @classmethod
+    def from_status(cls, entry: Mapping[str, Any]) -> ActionRecord:
+        """Read a `status.reactions` entry back; missing optional keys take their defaults.
+
+        An unknown `result` (a newer operator wrote it, or a person edited the status) is
+        read as Failed: never as something the planner would continue or repeat.
+        """
+        result = entry.get("result")
+        patch = entry.get("patch")
+        return cls(
+            id=str(entry["id"]),
+            action=str(entry["action"]),
+            target=str(entry.get("target") or ""),
+            from_state=_text(entry.get("from")),
+            to_state=_text(entry.get("to")),
+            reason=str(entry.get("reason") or ""),
+            result=result if result in RESULTS else "Failed",
+            at=str(entry.get("at") or ""),
+            dry_run=bool(entry.get("dryRun", False)),
+            message=str(entry.get("message") or ""),
+            patch=(
+                {str(k): copy.deepcopy(dict(v)) for k, v in patch.items() if isinstance(v, Mapping)}
+                if isinstance(patch, Mapping)
+                else {}
+            ),
+        )
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def records_from_status(entries: Sequence[Mapping[str, Any]] | None) -> list[ActionRecord]:
+    """`status.reactions` as records (entries without an id or action are not ours: dropped)."""
+    return [
+        ActionRecord.from_status(e)
+        for e in entries or ()
+        if isinstance(e, Mapping) and e.get("id") and e.get("action")
+    ]
+
+
+# --------------------------------------------------------------------------- merge patches
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, null deletes, anything else (lists too) replaces."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(dict(target)) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
+
+
+def merge_patch_diff(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch that turns `current` into `wanted` (empty when they are equal)."""
+    patch: dict[str, Any] = {}
+    for key in current:
+        if key not in wanted:
+            patch[key] = None
+    for key, value in wanted.items():
+        have = current.get(key)
+        if key in current and have == value:
+            continue
+        if isinstance(value, Mapping) and isinstance(have, Mapping):
+            patch[key] = merge_patch_diff(have, value)
+        else:
+            patch[key] = copy.deepcopy(value)
+    return patch
+
+
+def holds(obj: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> str | None:
+    """None when `obj` carries everything `patch` sets, else where and how it differs.
+
+    Keys the patch does not mention are not compared (the API server defaults fields, other
+    controllers add annotations); null in the patch means "absent"; lists must match item by
+    item, each holding the patch's item. `metadata.resourceVersion` is a precondition, not a
+    change, and is skipped.
+    """
+    if obj is None:
+        return "the object is gone"
+    return _mismatch(obj, patch, ())
+
+
+def _mismatch(have: Any, want: Any, path: tuple[str, ...]) -> str | None:
+    where = ".".join(path) or "(object)"
+    if isinstance(want, Mapping):
+        if not isinstance(have, Mapping):
+            return f"{where}: set an object, now {_short(have)}"
+        for key, value in want.items():
+            sub = (*path, str(key))
+            if sub == _PRECONDITION:
+                continue
+            if value is None:
+                if key in have and have[key] is not None:
+                    return f"{'.'.join(sub)}: removed, now {_short(have[key])}"
+                continue
+            if key not in have:
+                return f"{'.'.join(sub)}: set {_short(value)}, now absent"
+            found = _mismatch(have[key], value, sub)
+            if found is not None:
+                return found
+        return None
+    if isinstance(want, list):
+        if not isinstance(have, list) or len(have) != len(want):
+            return f"{where}: set {_short(want)}, now {_short(have)}"
+        for i, (h, w) in enumerate(zip(have, want, strict=True)):
+            found = _mismatch(h, w, (*path[:-1], f"{path[-1]}[{i}]") if path else (f"[{i}]",))
+            if found is not None:
+                return found
+        return None
+    if have != want:
+        return f"{where}: set {_short(want)}, now {_short(have)}"
+    return None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
