@@ -319,7 +319,9 @@ def _run_operator(args: argparse.Namespace) -> int:
     from mlwarden.operator import handlers  # noqa: F401  (registers the handlers)
     from mlwarden.operator.settings import OperatorSettings
 
-    OperatorSettings.from_env()  # fail early, with the variable's name, on a bad setting
+    settings = OperatorSettings.from_env()  # fail early, naming the variable, on a bad setting
+    if settings.injection == "webhook":
+        from mlwarden.operator import webhook  # noqa: F401  (the admission handler and server)
     kopf.configure(verbose=args.verbose)
     priority = args.priority
     if priority is None:
