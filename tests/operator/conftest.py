@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,12 @@ from typing import Any
 import kmock
 import pytest
 from cluster import DEPLOYMENTS, NS, OM, SERVICES, Cluster, OperatorProcess, declare, kubeconfig
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -32,7 +39,9 @@ async def start_operator(
         log = tmp_path / f"operator-{len(started)}.log"
         environ = {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
         environ.update(KUBECONFIG=str(kubeconfig(tmp_path, server)),
-                       MLWARDEN_IMAGE="mlwarden/mlwarden:test", **(env or {}))  # fmt: skip
+                       MLWARDEN_IMAGE="mlwarden/mlwarden:test",
+            # Each operator its own metrics port: a fixed one collides between runs.
+            MLWARDEN_METRICS_PORT=str(free_port()), **(env or {}))  # fmt: skip
         with open(log, "wb") as out:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "mlwarden.cli", "operator", "--namespace", NS,
