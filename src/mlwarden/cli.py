@@ -3,7 +3,7 @@
     mlwarden sidecar   the capture proxy beside a model server
     mlwarden detector  drift, quality, SLO and performance checks for one model
     mlwarden operator  the Kubernetes operator (kopf)
-    mlwarden check     offline drift report on two data files          (not built yet)
+    mlwarden check     offline drift and data-quality report on two data files
     mlwarden demo      the whole loop on this machine, no cluster
 
 Every flag can also be given as an environment variable: `--sample-rate` is
@@ -24,11 +24,6 @@ from typing import Any
 from mlwarden import __version__
 
 ENV_PREFIX = "MLWARDEN_"
-
-# Where each part that is not built yet is tracked, so the error can say so.
-NOT_BUILT = {
-    "check": "issue 7 (`mlwarden check` and the demo)",
-}
 
 
 class UsageError(Exception):
@@ -237,9 +232,27 @@ def build_parser() -> argparse.ArgumentParser:
     _sidecar_parser(sub)
     _detector_parser(sub)
     _operator_parser(sub)
-    for name, summary in (("check", "offline drift and data-quality report on two data files"),):
-        p = sub.add_parser(name, help=f"{summary} (not built yet)", add_help=True)
-        p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    check = sub.add_parser(
+        "check",
+        help="offline drift and data-quality report on two data files",
+        description=(
+            "Compares --current with --reference using the detector's checks and defaults "
+            "(CSV, JSON Lines or Parquet, by extension; files or http(s) URLs). Column types "
+            "come from --observed-model, or are inferred from the reference. Exit 1 when a "
+            "finding matches --fail-on, 2 on bad input."
+        ),
+    )
+    check.add_argument("--reference", required=True, help="the reference data file")
+    check.add_argument("--current", required=True, help="the data to check")
+    check.add_argument("--observed-model", help="ObservedModel manifest (columns, thresholds)")
+    check.add_argument("--format", choices=("text", "json", "html"), default="text")
+    check.add_argument("--output", "-o", help="write the report here instead of stdout")
+    check.add_argument(
+        "--fail-on",
+        choices=("none", "drift", "quality", "any"),
+        default="none",
+        help="exit 1 when findings of this kind are present (default: none)",
+    )
     demo = sub.add_parser(
         "demo",
         help="run a real model server, the sidecar and the detector on this machine; "
@@ -313,6 +326,27 @@ def _run_detector(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_check(args: argparse.Namespace) -> int:
+    from mlwarden.check import render, run_check
+    from mlwarden.detector.reference import ReferenceError
+    from mlwarden.spec import load_observed_model
+
+    manifest = load_observed_model(args.observed_model) if args.observed_model else None
+    try:
+        report = run_check(args.reference, args.current, manifest=manifest)
+    except ReferenceError as exc:
+        print(f"mlwarden check: {exc}", file=sys.stderr)
+        return 2
+    text = render(report, args.format)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 1 if report.failing(args.fail_on) else 0
+
+
 def _run_operator(args: argparse.Namespace) -> int:
     import kopf
 
@@ -372,15 +406,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_detector(args)
         if args.command == "operator":
             return _run_operator(args)
+        if args.command == "check":
+            return _run_check(args)
         if args.command == "demo":
             from mlwarden.demo import run_demo
 
             return run_demo(keep_running=args.keep_running)
-        print(
-            f"mlwarden {args.command}: not built yet; it is tracked in {NOT_BUILT[args.command]}.",
-            file=sys.stderr,
-        )
-        return 2
+        parser.error(f"unknown command {args.command!r}")
+        return 2  # pragma: no cover - parser.error exits
     except SpecError as exc:
         print(exc, file=sys.stderr)
         return 2
