@@ -35,6 +35,7 @@ import yaml
 
 from mlwarden import spec
 from mlwarden.operator.settings import GROUP, KIND, PLURAL, VERSION
+from mlwarden.react.records import RESULTS
 
 __all__ = [
     "CONDITION_STATUSES",
@@ -42,6 +43,7 @@ __all__ = [
     "DURATION_PATTERN",
     "PHASES",
     "POSITIVE_DURATION_PATTERN",
+    "REACTION_RESULTS",
     "custom_resource_definition",
     "main",
     "to_yaml",
@@ -53,6 +55,7 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 SINGULAR: Final = KIND.lower()
 PHASES: Final = ("Pending", "WarmingUp", "Observing", "Degraded", "Reacting", "Failed")
 CONDITION_STATUSES: Final = ("True", "False", "Unknown")
+REACTION_RESULTS: Final = RESULTS
 PERFORMANCE_METRICS: Final = spec.PERFORMANCE_METRICS
 
 # Kubernetes evaluates `pattern` with Go's RE2 as a search, so the whole-text match
@@ -724,6 +727,7 @@ def _status() -> Schema:
             "score": _number("How strongly it is suspected, higher first."),
             "evidence": _array("Why it is suspected.", _string("One piece of evidence.")),
             "revision": _string("The revision that changed, when there is one."),
+            "changedAt": _string("When the change that makes it a suspect happened.", fmt=when),
         },
         required=["kind", "name"],
     )
@@ -740,10 +744,22 @@ def _status() -> Schema:
             "target": _string("What it acts on, e.g. Deployment/fraud-model."),
             "from": {"description": "The state before.", **step},
             "to": {"description": "The state after.", **step},
-            "at": _string("When it was taken.", fmt=when),
-            "result": _string("What came of it, e.g. Succeeded."),
+            "at": _string("When it was planned (kept as the record moves on).", fmt=when),
+            "result": _string("What came of it.", enum=REACTION_RESULTS),
             "reason": _string("Why it was taken, or skipped."),
-            "dryRun": _boolean("Planned only, not taken."),
+            "dryRun": _boolean("A dry run (guardrails.dryRun): recorded, nothing applied."),
+            "message": _string("What happened, in words (an error, the approval command)."),
+            # The JSON merge patches the action applies, keyed by "Kind/name": arbitrary
+            # fragments of other kinds' objects (a pod template, route rules), so they cannot
+            # have a schema here. Kept so a restarted operator can tell whether the action took
+            # effect, and whether a person changed the object since.
+            "patch": {
+                "type": "object",
+                "description": (
+                    "The JSON merge patches it applies, keyed by Kind/name, in the order applied."
+                ),
+                "x-kubernetes-preserve-unknown-fields": True,
+            },
         },
         required=["id", "action"],
     )
@@ -773,7 +789,12 @@ def _status() -> Schema:
                 "Where the fault most likely came from.",
                 {
                     "suspects": _array("Suspects, most likely first.", suspect),
-                    "updated": _string("When the diagnosis was made.", fmt=when),
+                    "onset": _string(
+                        "The onset of the earliest active alert (null: no alert).",
+                        fmt=when,
+                        nullable=True,
+                    ),
+                    "updated": _string("When the diagnosis last changed.", fmt=when),
                 },
             ),
             "topSuspect": _string("The first suspect, as Kind/name."),

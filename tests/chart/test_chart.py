@@ -93,6 +93,13 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     ("apps", "daemonsets"): READ,
     ("batch", "jobs"): READ,
     ("batch", "cronjobs"): READ,
+    ("", "pods"): READ,
+    ("apps", "controllerrevisions"): READ,
+    # reactions: scale (an HPA's minReplicas), shiftTraffic (route weights); rollback and
+    # pause patch Deployments, granted above
+    ("autoscaling", "horizontalpodautoscalers"): READ | {"patch"},
+    ("gateway.networking.k8s.io", "httproutes"): READ | {"patch"},
+    ("networking.istio.io", "virtualservices"): READ | {"patch"},
 }
 # In kube.py's KINDS but deliberately not granted: diagnosis needs no Secret, not even metadata.
 NOT_GRANTED = {"Secret"}

@@ -10,13 +10,21 @@ it), what the API server and its controllers would do:
   emulator would otherwise store under one key and reject the second time;
 - a Deployment controller: on create or spec change the Deployment's status
   says the rollout completed (or, with `instant_rollouts = False`, that it is
-  in progress until `finish_rollouts()`).
+  in progress until `finish_rollouts()`);
+- optimistic concurrency: a merge patch carrying `metadata.resourceVersion` that
+  is not the object's current one is refused with 409 Conflict, as the API
+  server does (the reactions' patches carry one as a precondition).
+
+The custom resources the reactions change (Gateway API HTTPRoute, Istio
+VirtualService) are declared like any other kind: the emulator serves whatever
+it is told exists, and a test deletes one from `resources` to see it not served.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import signal
 import uuid
 from collections.abc import Callable
@@ -24,14 +32,41 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kmock
 from kmock import ResourceInfo
 from kmock._internal import enums, parsing
+from kmock._internal.k8s import KubernetesObjectConflictError
 
 OM = "mlwarden.io/v1alpha1/observedmodels"
 DEPLOYMENTS = "apps/v1/deployments"
 SERVICES = "v1/services"
 NS = "test"
+# kind -> the emulator's resource key (group/version/plural), for every kind the tests use.
+RESOURCES: dict[str, str] = {
+    "ObservedModel": OM,
+    "ConfigMap": "v1/configmaps",
+    "Secret": "v1/secrets",
+    "Service": SERVICES,
+    "ServiceAccount": "v1/serviceaccounts",
+    "Event": "v1/events",
+    "Pod": "v1/pods",
+    "Deployment": DEPLOYMENTS,
+    "ReplicaSet": "apps/v1/replicasets",
+    "StatefulSet": "apps/v1/statefulsets",
+    "DaemonSet": "apps/v1/daemonsets",
+    "ControllerRevision": "apps/v1/controllerrevisions",
+    "Job": "batch/v1/jobs",
+    "CronJob": "batch/v1/cronjobs",
+    "Role": "rbac.authorization.k8s.io/v1/roles",
+    "RoleBinding": "rbac.authorization.k8s.io/v1/rolebindings",
+    "HorizontalPodAutoscaler": "autoscaling/v2/horizontalpodautoscalers",
+    "HTTPRoute": "gateway.networking.k8s.io/v1/httproutes",
+    "VirtualService": "networking.istio.io/v1beta1/virtualservices",
+}
+HTTPROUTES = RESOURCES["HTTPRoute"]
+VIRTUALSERVICES = RESOURCES["VirtualService"]
+HPAS = RESOURCES["HorizontalPodAutoscaler"]
 
 
 _original_parse_path = parsing.parse_path
@@ -83,6 +118,17 @@ class Cluster(kmock.KubernetesEmulator):
         meta = data.setdefault("metadata", {}) if data.get("metadata") is not None else None
         if meta is None:
             data["metadata"] = meta = {}
+        wanted = meta.get("resourceVersion")
+        have = (current.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and str(wanted) != str(have):
+            raise KubernetesObjectConflictError(
+                reason="Conflict",
+                message=(
+                    f"Operation cannot be fulfilled on {request.resource.plural} "
+                    f'"{request.name}": the object has been modified; please apply your '
+                    "changes to the latest version and try again"
+                ),
+            )
         meta["resourceVersion"] = str(next(self._versions))
         is_status = str(request.url.path).endswith("/status")
         if "spec" in data and not is_status:
@@ -133,17 +179,15 @@ def declare(cluster: Cluster) -> None:
         kind="CustomResourceDefinition", singular="customresourcedefinition", namespaced=False,
         verbs={"get", "list", "watch"},
     )  # fmt: skip
-    for res, kind in (
-        ("v1/configmaps", "ConfigMap"), ("v1/services", "Service"),
-        ("v1/serviceaccounts", "ServiceAccount"), ("v1/events", "Event"),
-        ("apps/v1/deployments", "Deployment"), ("apps/v1/replicasets", "ReplicaSet"),
-        ("rbac.authorization.k8s.io/v1/roles", "Role"),
-        ("rbac.authorization.k8s.io/v1/rolebindings", "RoleBinding"),
-    ):  # fmt: skip
+    with_status = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob",
+                   "Pod", "HorizontalPodAutoscaler", "HTTPRoute"}  # fmt: skip
+    for kind, res in RESOURCES.items():
+        if kind == "ObservedModel":
+            continue
         cluster.resources[res] = ResourceInfo(
             kind=kind, singular=kind.lower(), namespaced=True,
             verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-            subresources={"status"} if kind == "Deployment" else set(),
+            subresources={"status"} if kind in with_status else set(),
         )  # fmt: skip
 
 
@@ -237,3 +281,45 @@ def observed_model(name: str = "fraud", *, target: str = "fraud-model",
         "spec": {"target": {"deployment": target, "container": "model"}, "protocol": "v2",
                  **spec},
     }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- reading the cluster
+
+
+def obj(api: Cluster, resource: str, name: str) -> dict[str, Any]:
+    return dict(api.objects[resource, NS, name])
+
+
+def exists(api: Cluster, resource: str, name: str) -> bool:
+    # Item access parses "group/version/plural"; `in` on string keys does not.
+    try:
+        return not api.objects[resource, NS, name].deleted
+    except KeyError:
+        return False
+
+
+def status(api: Cluster, name: str = "fraud") -> dict[str, Any]:
+    return dict(obj(api, OM, name).get("status") or {})
+
+
+def events(api: Cluster) -> list[dict[str, Any]]:
+    return [dict(api.objects[key]) for key in api.objects if str(key[0].plural) == "events"
+            and not api.objects[key].deleted]  # fmt: skip
+
+
+def reasons(api: Cluster) -> list[str]:
+    return [e.get("reason", "") for e in events(api)]
+
+
+def condition(st: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in st.get("conditions", []) if c["type"] == kind)
+
+
+async def api_call(server: str, method: str, path: str, body: Any = None,
+                   content_type: str = "application/json") -> Any:  # fmt: skip
+    async with aiohttp.ClientSession() as http, http.request(
+        method, server + path, data=json.dumps(body) if body is not None else None,
+        headers={"Content-Type": content_type},
+    ) as resp:  # fmt: skip
+        assert resp.status < 300, await resp.text()
+        return await resp.json()

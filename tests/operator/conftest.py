@@ -12,7 +12,7 @@ from typing import Any
 
 import kmock
 import pytest
-from cluster import DEPLOYMENTS, NS, OM, SERVICES, Cluster, OperatorProcess, declare, kubeconfig
+from cluster import NS, RESOURCES, Cluster, OperatorProcess, declare, kubeconfig
 
 
 def free_port() -> int:
@@ -41,7 +41,8 @@ async def start_operator(
         environ.update(KUBECONFIG=str(kubeconfig(tmp_path, server)),
                        MLWARDEN_IMAGE="mlwarden/mlwarden:test",
             # Each operator its own metrics port: a fixed one collides between runs.
-            MLWARDEN_METRICS_PORT=str(free_port()), **(env or {}))  # fmt: skip
+            MLWARDEN_METRICS_PORT=str(free_port()))  # fmt: skip
+        environ.update(env or {})  # a test's own (MLWARDEN_METRICS_PORT to scrape it, say)
         with open(log, "wb") as out:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "mlwarden.cli", "operator", "--namespace", NS,
@@ -60,9 +61,7 @@ async def start_operator(
 def seed() -> Iterator[Callable[..., None]]:
     def put(api: Cluster, *objs: dict[str, Any]) -> None:
         for obj in objs:
-            plural = {"Deployment": DEPLOYMENTS, "Service": SERVICES, "ObservedModel": OM}[
-                obj["kind"]
-            ]
-            api.objects[plural, obj["metadata"]["namespace"], obj["metadata"]["name"]] = obj
+            resource = RESOURCES[obj["kind"]]
+            api.objects[resource, obj["metadata"]["namespace"], obj["metadata"]["name"]] = obj
 
     yield put

@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from cluster import (
     DEPLOYMENTS,
@@ -14,10 +13,17 @@ from cluster import (
     OM,
     SERVICES,
     Cluster,
+    api_call,
+    condition,
+    events,
     eventually,
+    exists,
     model_deployment,
     model_service,
+    obj,
     observed_model,
+    reasons,
+    status,
 )
 from kubernetes_validate import validate
 
@@ -30,45 +36,6 @@ DETECTOR_KINDS = {
     "v1/services": "Service",
 }
 BOOKKEEPING = ("resourceVersion", "generation", "managedFields", "annotations")
-
-
-def obj(api: Cluster, resource: str, name: str) -> dict[str, Any]:
-    return dict(api.objects[resource, NS, name])
-
-
-def exists(api: Cluster, resource: str, name: str) -> bool:
-    # Item access parses "group/version/plural"; `in` on string keys does not.
-    try:
-        return not api.objects[resource, NS, name].deleted
-    except KeyError:
-        return False
-
-
-def status(api: Cluster, name: str = "fraud") -> dict[str, Any]:
-    return dict(obj(api, OM, name).get("status") or {})
-
-
-def events(api: Cluster) -> list[dict[str, Any]]:
-    return [dict(api.objects[key]) for key in api.objects if str(key[0].plural) == "events"
-            and not api.objects[key].deleted]  # fmt: skip
-
-
-def reasons(api: Cluster) -> list[str]:
-    return [e.get("reason", "") for e in events(api)]
-
-
-def condition(st: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next(c for c in st.get("conditions", []) if c["type"] == kind)
-
-
-async def api_call(server: str, method: str, path: str, body: Any = None,
-                   content_type: str = "application/json") -> Any:  # fmt: skip
-    async with aiohttp.ClientSession() as http, http.request(
-        method, server + path, data=json.dumps(body) if body is not None else None,
-        headers={"Content-Type": content_type},
-    ) as resp:  # fmt: skip
-        assert resp.status < 300, await resp.text()
-        return await resp.json()
 
 
 def strip(o: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,8 @@ from mlwarden.crd import (
 )
 from mlwarden.detector.alerts import Alert
 from mlwarden.detector.reporter import status_patch
+from mlwarden.diagnose import Diagnosis, Suspect
+from mlwarden.react.records import ActionRecord
 from mlwarden.spec import (
     ACTIONS,
     ALERT_TYPES,
@@ -133,7 +135,10 @@ def test_names_scope_and_version_are_the_public_contract() -> None:
 
 _TYPES = {"object", "array", "string", "integer", "number", "boolean"}
 _INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
-_FREE_FORM_ALLOWED = {"status.kopf"}
+# Free-form on purpose, and nothing else: kopf's bookkeeping (its own shape, which kopf
+# changes between versions), and each reaction's merge patches (fragments of other kinds'
+# objects, keyed by Kind/name: a pod template, route rules; they cannot have a schema here).
+_FREE_FORM_ALLOWED = {"status.kopf", "status.reactions[].patch"}
 
 
 def structural_violations(node: Any, path: str = "") -> list[str]:
@@ -222,13 +227,16 @@ def test_the_structural_checker_catches(node: dict[str, Any], fragment: str) -> 
     assert any(fragment in v for v in found), found
 
 
-def test_only_status_kopf_is_free_form() -> None:
-    kopf = SCHEMA["properties"]["status"]["properties"]["kopf"]
-    assert kopf == {
-        "type": "object",
-        "description": kopf["description"],
-        "x-kubernetes-preserve-unknown-fields": True,
-    }
+def test_only_kopf_and_reaction_patches_are_free_form() -> None:
+    status = SCHEMA["properties"]["status"]["properties"]
+    kopf = status["kopf"]
+    patch = status["reactions"]["items"]["properties"]["patch"]
+    for node in (kopf, patch):
+        assert node == {
+            "type": "object",
+            "description": node["description"],
+            "x-kubernetes-preserve-unknown-fields": True,
+        }
 
 
 # --------------------------------------------------------------------------- the emulator
@@ -1075,6 +1083,31 @@ def test_defaults_agree_for_every_good_manifest(manifest: dict[str, Any]) -> Non
 STATUS_SCHEMA: dict[str, Any] = SCHEMA["properties"]["status"]
 
 
+def _diagnosis() -> Diagnosis:
+    return Diagnosis(
+        suspects=(
+            Suspect(
+                kind="CronJob",
+                name="feature-etl",
+                score=0.8234,
+                evidence=("produces amount", "last run failed 4m before onset"),
+                changed_at="2024-05-01T11:56:00Z",
+            ),
+            Suspect(
+                kind="Deployment",
+                name="fraud-model",
+                score=0.1,
+                evidence=("rolled out",),
+                revision="7",
+                changed_at="2024-05-01T10:00:00Z",
+            ),
+        ),
+        summary="top suspect CronJob/feature-etl",
+        onset="2024-05-01T12:00:00Z",
+        updated="2024-05-01T12:01:00Z",
+    )
+
+
 def _status() -> dict[str, Any]:
     alert = Alert(
         type="FeatureDrift",
@@ -1133,6 +1166,24 @@ def _status() -> dict[str, Any]:
             "updated": "2024-05-01T12:01:00Z",
         },
         "reactions": [
+            # What the operator writes: ActionRecord.to_status(), with its merge patches.
+            ActionRecord(
+                id="rollback-0123456789",
+                action="rollback",
+                target="Deployment/fraud-model",
+                from_state="7",
+                to_state="6",
+                reason="PredictionDrift since 2024-05-01T12:00:00Z",
+                result="Running",
+                at="2024-05-01T12:02:00Z",
+                message="recorded; taking it now",
+                patch={
+                    "Deployment/fraud-model": {
+                        "metadata": {"resourceVersion": "41"},
+                        "spec": {"template": {"metadata": {"annotations": {"a": None}}}},
+                    }
+                },
+            ).to_status(),
             {
                 "id": "r-1",
                 "action": "rollback",
@@ -1180,6 +1231,22 @@ def test_the_status_the_detector_and_operator_write_is_valid() -> None:
     assert _status_errors(status) == []
 
 
+def test_what_diagnosis_and_reactions_write_is_valid() -> None:
+    """`Diagnosis.to_status()` and `ActionRecord.to_status()` as the operator writes them."""
+    status = _status()
+    diagnosis = _diagnosis().to_status()
+    assert diagnosis["suspects"][0]["changedAt"] and diagnosis["onset"]
+    assert _status_errors({**status, "diagnosis": diagnosis}) == []
+    # No alert: no onset (null), no suspect.
+    empty = Diagnosis(
+        suspects=(), summary="no active alerts", onset=None, updated="2024-05-01T12:01:00Z"
+    )
+    assert _status_errors({**status, "diagnosis": empty.to_status()}) == []
+    for result in ("Planned", "Running", "Succeeded", "Failed", "Skipped"):
+        record = ActionRecord.from_status({**status["reactions"][0], "result": result})
+        assert _status_errors({**status, "reactions": [record.to_status()]}) == []
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -1194,6 +1261,10 @@ def test_the_status_the_detector_and_operator_write_is_valid() -> None:
         ("alertCount", -1),
         ("reactions", [{"id": "r", "action": "restart"}]),
         ("reactions", [{"id": "r", "action": "scale", "from": 1.5}]),
+        ("reactions", [{"id": "r", "action": "scale", "result": "Done"}]),
+        ("reactions", [{"id": "r", "action": "scale", "patch": ["not", "an", "object"]}]),
+        ("diagnosis", {"onset": "noon"}),
+        ("diagnosis", {"suspects": [{"kind": "Job", "name": "etl", "changedAt": "yesterday"}]}),
         ("detector", {"updated": "2024-05-01T12:00:00Z", "extra": 1}),
         ("topSuspect", {"kind": "Job"}),
         ("unknown", "pruned"),

@@ -155,14 +155,31 @@ checks it against an expected list of (apiGroup, resource, verb).
   resources: ["events"]
   verbs: ["create", "patch"]
 # Diagnosis (read-only): the revision history of the target Deployment and the pipeline
-# components an ObservedModel names (spec.pipeline), for the change timeline. Secrets are
-# deliberately absent: diagnosis needs no secret, not even its metadata.
+# components an ObservedModel names (spec.pipeline), for the change timeline; Pods for
+# restarts and crash loops; ControllerRevisions are StatefulSets' and DaemonSets' history.
+# Secrets are deliberately absent: diagnosis needs no secret, not even its metadata (the
+# operator reads a refused list as empty).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["apps"]
-  resources: ["replicasets", "statefulsets", "daemonsets"]
+  resources: ["replicasets", "statefulsets", "daemonsets", "controllerrevisions"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["batch"]
   resources: ["jobs", "cronjobs"]
   verbs: ["get", "list", "watch"]
+# Reactions: scale raises the minReplicas of the HPA that scales the target; shiftTraffic
+# moves the weights of a Gateway API HTTPRoute or an Istio VirtualService (either may be
+# absent from the cluster: the operator reads a kind that is not served as empty).
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["networking.istio.io"]
+  resources: ["virtualservices"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 
 {{/* Labels of the Prometheus targets' job: the alerting rules select on these. */}}

@@ -8,6 +8,11 @@
   Deployment created later is picked up.
 - status.alerts / status.detector changes (written by the detector): phase,
   conditions, and an Event per alert fired or resolved.
+- status.alerts changes, and a timer (every MLWARDEN_RESPOND_INTERVAL seconds, default 30)
+  while an alert is active or a reaction is Planned or Running: one diagnosis and reaction
+  pass (`respond.respond`: status.diagnosis, status.reactions recorded before each action,
+  the actions, Events), one pass at a time per ObservedModel, on the object as the API has
+  it at that moment (never on a handler's possibly older body).
 - deletion (kopf's finalizer on the ObservedModel only): undo the injection
   exactly, Service first. The detector objects go with their owner.
 
@@ -17,14 +22,17 @@ annotations, never finalizers, timers or watches.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import aiohttp
 import kopf
 
-from mlwarden.operator import injection, objects
+from mlwarden.operator import injection, objects, respond
 from mlwarden.operator.kube import Endpoint, Kube, KubeError, path, path_of
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.settings import GROUP, PLURAL, VERSION, OperatorSettings, detector_name
@@ -33,8 +41,13 @@ from mlwarden.spec import ObservedModel, SpecError, parse_observed_model
 
 log = logging.getLogger(__name__)
 
-RETRY_SECONDS = 5.0
 FINALIZER = "mlwarden.io/finalizer"
+# Seconds between retries while targets are missing or the injection proceeds a step at a
+# time (MLWARDEN_RETRY_SECONDS), and between diagnosis and reaction passes while an alert is
+# active or a reaction is Planned or Running (MLWARDEN_RESPOND_INTERVAL). The operator tests
+# shorten both; the defaults suit a cluster.
+RETRY_SECONDS = float(os.environ.get("MLWARDEN_RETRY_SECONDS") or 5.0)
+RESPOND_INTERVAL = float(os.environ.get("MLWARDEN_RESPOND_INTERVAL") or 30.0)
 
 
 class _State:
@@ -43,9 +56,23 @@ class _State:
     settings: OperatorSettings = OperatorSettings()
     connection: Any = None
     kube: Kube | None = None
+    # One diagnosis and reaction pass at a time per ObservedModel (namespace, name).
+    passes: dict[tuple[str, str], asyncio.Lock] = {}
 
 
 STATE = _State()
+
+
+class _QuietTimer(logging.Filter):
+    """Drops kopf's "Timer 'respond_again' succeeded." (INFO, on every run).
+
+    kopf posts INFO logs about an object as Events on it (settings.posting.level), so that
+    line would be one Event per ObservedModel per interval while an alert is active. The pass
+    posts Events of its own for what it finds and does; failures are still logged and posted.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Timer 'respond_again' succeeded."
 
 
 def now_iso() -> str:
@@ -75,6 +102,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix="mlwarden.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
+    quiet = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, _QuietTimer) for f in quiet.filters):
+        quiet.addFilter(_QuietTimer())
     settings.watching.server_timeout = 300
 
 
@@ -121,10 +151,15 @@ def _event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
     post(cast(kopf.Body, body), reason=reason, message=message)
 
 
-def _write_status(patch: kopf.Patch, body: dict[str, Any], obs: Observation) -> dict[str, Any]:
-    new = status_patch(obs, dict(body.get("status") or {}), now=now_iso())
+def _write_status(
+    patch: kopf.Patch, body: dict[str, Any], obs: Observation, *, only_changes: bool = False
+) -> dict[str, Any]:
+    """Phase and conditions into kopf's patch (`only_changes`: the fields that differ)."""
+    previous = dict(body.get("status") or {})
+    new = status_patch(obs, previous, now=now_iso())
     for key, value in new.items():
-        patch.status[key] = value
+        if not only_changes or previous.get(key) != value:
+            patch.status[key] = value
     return new
 
 
@@ -246,7 +281,15 @@ async def alerts_changed(body: kopf.Body, old: Any, new: Any, patch: kopf.Patch,
         METRICS.alert_events.labels(str(alert_type), "fired").inc()
     for alert_type, _, _ in gone - fired:
         METRICS.alert_events.labels(str(alert_type), "resolved").inc()
-    await _refresh(raw, patch)
+    await _respond(raw, patch, only_changes=False)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESPOND_INTERVAL)
+async def respond_again(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Diagnose and react again while there is something to do (a no-op otherwise)."""
+    if not respond.has_work(body.get("status")):
+        return
+    await _respond(dict(body), patch, only_changes=True)
 
 
 @kopf.on.field(GROUP, VERSION, PLURAL, field="status.detector.reference")
@@ -280,6 +323,52 @@ async def _refresh(raw: dict[str, Any], patch: kopf.Patch) -> None:
         _event(raw, kind, f"Phase{new['phase']}", new["message"])
 
 
+async def _respond(raw: dict[str, Any], patch: kopf.Patch, *, only_changes: bool) -> None:
+    """A diagnosis and reaction pass, then phase and conditions (see respond.py)."""
+    meta = raw.get("metadata") or {}
+    name, namespace = str(meta.get("name")), str(meta.get("namespace") or "default")
+    lock = STATE.passes.setdefault((namespace, name), asyncio.Lock())
+    async with lock:
+        api = kube()
+        fresh = await api.get(path("ObservedModel", namespace, name))
+        if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        body = fresh
+        try:
+            model = parse_observed_model(fresh)
+        except SpecError:
+            return
+        base = _observation_base(fresh)
+        obs = await _inject_state(fresh, model, base)
+        old_phase = (fresh.get("status") or {}).get("phase")
+        try:
+            outcome = await respond.respond(
+                api=api,
+                raw=fresh,
+                model=model,
+                obs=obs,
+                now=datetime.now(UTC),
+                event=lambda kind, reason, message: _event(body, kind, reason, message),
+            )
+        except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+            # Nothing half-done is lost: what was recorded is completed by the next pass.
+            log.warning("diagnosis and reactions for %s/%s: %s", namespace, name, exc)
+            outcome = None
+        if outcome is not None:
+            fresh = {**fresh, "status": outcome.status}
+            obs = replace(
+                obs,
+                top_suspect=outcome.top_suspect,
+                last_action=outcome.last_action or obs.last_action,
+                reacting=outcome.reacting,
+            )
+        new = _write_status(patch, fresh, obs, only_changes=only_changes)
+    METRICS.set_phase(f"{namespace}/{name}", new["phase"])
+    if new["phase"] != old_phase:
+        kind = "Warning" if new["phase"] in ("Failed", "Degraded") else "Normal"
+        _event(fresh, kind, f"Phase{new['phase']}", new["message"])
+
+
 async def _inject_state(
     raw: dict[str, Any], model: ObservedModel, base: dict[str, Any]
 ) -> Observation:
@@ -303,6 +392,7 @@ async def remove(body: kopf.Body, **_: Any) -> None:
     """Undo the injection exactly: the Service first, then the pod template."""
     raw = dict(body)
     METRICS.set_phase(f"{body.metadata.namespace}/{body.metadata.name}", None)
+    STATE.passes.pop((str(body.metadata.namespace), str(body.metadata.name)), None)
     api = kube()
     spec = raw.get("spec") or {}
     target = spec.get("target") or {}

@@ -1,6 +1,8 @@
-"""A small async Kubernetes API client: read, create, JSON merge patch, delete.
+"""A small async Kubernetes API client: read, list, create, JSON merge patch, delete.
 
-That is all the operator needs, and all a simple API emulator must support.
+That is all the operator needs, and all a simple API emulator must support. `list` reads a
+whole kind in one namespace, never with a label selector (the emulator has none); a kind
+that is not installed (a mesh's CRD) lists as empty.
 Credentials come from kopf's login (the same `ConnectionInfo` kopf uses for its
 own watches), so in-cluster service accounts, kubeconfig files and exec plugins
 behave the same for both.
@@ -26,15 +28,21 @@ KINDS: Final[dict[str, tuple[str, str]]] = {
     "Service": ("/api/v1", "services"),
     "ServiceAccount": ("/api/v1", "serviceaccounts"),
     "Event": ("/api/v1", "events"),
+    "Pod": ("/api/v1", "pods"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "StatefulSet": ("/apis/apps/v1", "statefulsets"),
     "DaemonSet": ("/apis/apps/v1", "daemonsets"),
     "ReplicaSet": ("/apis/apps/v1", "replicasets"),
+    "ControllerRevision": ("/apis/apps/v1", "controllerrevisions"),
     "Job": ("/apis/batch/v1", "jobs"),
     "CronJob": ("/apis/batch/v1", "cronjobs"),
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "ObservedModel": ("/apis/mlwarden.io/v1alpha1", "observedmodels"),
+    # reactions: scale raises an HPA's minReplicas; shiftTraffic moves route weights
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
+    "VirtualService": ("/apis/networking.istio.io/v1beta1", "virtualservices"),
 }
 
 
@@ -151,6 +159,20 @@ class Kube:
     async def get(self, api_path: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         return await self._call("GET", api_path)
+
+    async def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        """Every object of `kind` in `namespace`, each with its `kind` and `apiVersion` set.
+
+        (A list response's items carry neither.) An empty list when the kind is not
+        served: HTTP 404, as for a CustomResourceDefinition that is not installed.
+        """
+        result = await self._call("GET", path(kind, namespace))
+        if result is None:
+            return []
+        prefix = KINDS[kind][0]
+        api_version = prefix.removeprefix("/api/").removeprefix("/apis/")
+        items = [i for i in result.get("items") or [] if isinstance(i, dict)]
+        return [{**item, "kind": kind, "apiVersion": api_version} for item in items]
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]

@@ -1,0 +1,589 @@
+"""Diagnosis and reactions: the real operator against kmock's emulator, one actuator at a time.
+
+Each test brings an ObservedModel to Observing (the operator injects the sidecar, the emulator's
+Deployment controller makes the detector available, the test writes the detector's reference),
+then writes an alert into `status.alerts` as the detector would (a merge patch on the status
+subresource) and watches what the operator does about it. The timer pass runs every 0.5 s
+(MLWARDEN_RESPOND_INTERVAL) and the reconciliation retries every 0.5 s
+(MLWARDEN_RETRY_SECONDS), so stepwise actions, approvals and set-up are quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import re
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cluster import (
+    DEPLOYMENTS,
+    HPAS,
+    HTTPROUTES,
+    NS,
+    OM,
+    RESOURCES,
+    VIRTUALSERVICES,
+    Cluster,
+    OperatorProcess,
+    api_call,
+    events,
+    eventually,
+    model_deployment,
+    model_service,
+    obj,
+    observed_model,
+    status,
+)
+
+from mlwarden.react.records import action_id
+
+OM_PATH = f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
+REFERENCE = {"id": "warmup@abc", "since": "2026-11-26T15:00:00Z"}
+REVISION = "deployment.kubernetes.io/revision"
+MERGE = "application/merge-patch+json"
+# Passes every 0.5 s, retries of the reconciliation every 0.5 s (defaults: 30 s and 5 s).
+FAST = {"MLWARDEN_RESPOND_INTERVAL": "0.5", "MLWARDEN_RETRY_SECONDS": "0.5"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def iso(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ago(**delta: float) -> datetime:
+    return datetime.now(UTC) - timedelta(**delta)
+
+
+def alert(kind: str, *, feature: str | None = None, since: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": kind, "test": {"Latency": "p99"}.get(kind, "ks"), "statistic": 0.4,
+        "threshold": 0.1, "since": since or iso(ago(minutes=1)), "reference": REFERENCE["id"],
+    }  # fmt: skip
+    if feature:
+        out["feature"] = feature
+    return out
+
+
+async def patch_status(server: str, fields: dict[str, Any]) -> None:
+    await api_call(server, "PATCH", OM_PATH + "/status", {"status": fields}, MERGE)
+
+
+async def patch_object(server: str, kind: str, name: str, body: dict[str, Any]) -> Any:
+    group, _, plural = RESOURCES[kind].rpartition("/")
+    prefix = "/api" if group == "v1" else "/apis"
+    path = f"{prefix}/{group}/namespaces/{NS}/{plural}/{name}"
+    return await api_call(server, "PATCH", path, body, MERGE)
+
+
+def reactions(api: Cluster) -> list[dict[str, Any]]:
+    return list(status(api).get("reactions") or [])
+
+
+def results(api: Cluster, action: str) -> list[str]:
+    return [r["result"] for r in reactions(api) if r["action"] == action]
+
+
+def writes(api: Cluster, resource: str, name: str) -> int:
+    """How many versions the emulator holds of an object: one per create or write."""
+    return len(api.objects[resource, NS, name].history)
+
+
+def event_messages(api: Cluster, reason: str) -> list[str]:
+    return [str(e.get("message")) for e in events(api) if e.get("reason") == reason]
+
+
+async def scrape(port: int) -> str:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
+        return await r.text()
+
+
+def counter(text: str, action: str, result: str) -> float:
+    pattern = rf'^mlwarden_operator_reactions_total\{{action="{action}",result="{result}"\}} (\S+)$'
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+async def settle(op: OperatorProcess, seconds: float = 2.0) -> None:
+    """Let a few timer passes run; the operator must still be up."""
+    await asyncio.sleep(seconds)
+    assert op.proc.returncode is None, op.log()[-3000:]
+
+
+class Env:
+    """A running operator with an Observing ObservedModel."""
+
+    def __init__(self, api: Cluster, server: str, op: OperatorProcess, metrics: int) -> None:
+        self.api, self.server, self.op, self.metrics = api, server, op, metrics
+
+
+@pytest.fixture
+def observing(
+    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+) -> Callable[..., Any]:
+    async def start(*objects: dict[str, Any], deployment: dict[str, Any] | None = None,
+                    **spec: Any) -> Env:  # fmt: skip
+        api, server = cluster
+        seed(api, deployment or model_deployment(), model_service(), *objects,
+             observed_model(**spec))  # fmt: skip
+        port = free_port()
+        op = await start_operator(env={**FAST, "MLWARDEN_METRICS_PORT": str(port)})
+        await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30,
+                         what="WarmingUp")  # fmt: skip
+        await patch_status(server, {"alerts": [], "detector": {
+            "reference": REFERENCE, "updated": iso(ago(seconds=1))}})  # fmt: skip
+        await eventually(lambda: status(api).get("phase") == "Observing", what="Observing")
+        return Env(api, server, op, port)
+
+    return start
+
+
+def meta(name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": NS, "uid": str(uuid.uuid4()), "resourceVersion": "1",
+            "creationTimestamp": iso(ago(days=30)), **extra}  # fmt: skip
+
+
+def versioned_deployment(revision: int = 7) -> dict[str, Any]:
+    dep = model_deployment()
+    dep["metadata"]["annotations"] = {REVISION: str(revision)}
+    return dep
+
+
+def replicaset(deployment: dict[str, Any], revision: int, image: str) -> dict[str, Any]:
+    template = copy.deepcopy(deployment["spec"]["template"])
+    template["spec"]["containers"][0]["image"] = image
+    template["metadata"]["labels"]["pod-template-hash"] = f"h{revision}"
+    owner = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "controller": True,
+        "name": deployment["metadata"]["name"],
+        "uid": deployment["metadata"]["uid"],
+    }
+    return {
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": meta(f"fraud-model-h{revision}", annotations={REVISION: str(revision)},
+                         ownerReferences=[owner]),
+        "spec": {"replicas": 0, "selector": deployment["spec"]["selector"], "template": template},
+    }  # fmt: skip
+
+
+def deployment(name: str, replicas: int) -> dict[str, Any]:
+    dep = model_deployment(name)
+    dep["spec"]["replicas"] = replicas
+    return dep
+
+
+# --------------------------------------------------------------------------- diagnosis
+
+
+async def test_a_failed_cronjob_run_before_onset_is_the_top_suspect(
+    observing: Callable[..., Any],
+) -> None:
+    onset = ago(minutes=1)
+    cronjob = {
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta("feature-etl"),
+        "spec": {"schedule": "*/30 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "containers": [{"name": "etl", "image": "etl:1"}], "restartPolicy": "Never"}}}}},
+    }  # fmt: skip
+    failed_at = onset - timedelta(minutes=3)
+    job = {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": meta("feature-etl-29000000", ownerReferences=[{
+            "apiVersion": "batch/v1", "kind": "CronJob", "name": "feature-etl",
+            "uid": cronjob["metadata"]["uid"], "controller": True}]),
+        "spec": {"template": {"spec": {"containers": [{"name": "etl", "image": "etl:1"}]}}},
+        "status": {"startTime": iso(failed_at - timedelta(minutes=2)), "failed": 1,
+                   "conditions": [{"type": "Failed", "status": "True",
+                                   "reason": "BackoffLimitExceeded",
+                                   "lastTransitionTime": iso(failed_at)}]},
+    }  # fmt: skip
+    env = await observing(
+        cronjob, job,
+        features=[{"name": "amount", "type": "numeric"}],
+        pipeline=[{"name": "feature-etl", "kind": "CronJob", "produces": ["amount"]}],
+    )  # fmt: skip
+    api = env.api
+    # Neither Gateway API nor Istio installed here: their kinds are not served (404).
+    del api.resources[HTTPROUTES]
+    del api.resources[VIRTUALSERVICES]
+    await patch_status(env.server, {"alerts": [alert("FeatureDrift", feature="amount",
+                                                     since=iso(onset))]})  # fmt: skip
+
+    await eventually(lambda: status(api).get("topSuspect") == "CronJob/feature-etl",
+                     what="top suspect")  # fmt: skip
+    diagnosis = status(api)["diagnosis"]
+    top = diagnosis["suspects"][0]
+    assert (top["kind"], top["name"]) == ("CronJob", "feature-etl")
+    assert top["score"] >= 0.5
+    assert any("failed" in e for e in top["evidence"]), top["evidence"]
+    assert top["changedAt"] == iso(failed_at)
+    assert diagnosis["onset"] == iso(onset)
+    diagnosed = await eventually(lambda: event_messages(api, "Diagnosed"), what="Diagnosed")
+    assert "CronJob/feature-etl" in diagnosed[0]
+    await settle(env.op)
+    assert len(event_messages(api, "Diagnosed")) == 1  # not again while nothing changes
+    assert status(api)["phase"] == "Degraded"
+
+    await patch_status(env.server, {"alerts": []})
+    await eventually(lambda: status(api)["diagnosis"]["suspects"] == [], what="cleared")
+    assert "topSuspect" not in status(api)
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+async def test_rollback_restores_the_previous_template_and_keeps_the_sidecar(
+    observing: Callable[..., Any],
+) -> None:
+    dep = versioned_deployment(7)
+    old, current = (
+        replicaset(dep, 6, "seldonio/mlserver:1.5.0"),
+        replicaset(dep, 7, "seldonio/mlserver:1.6.0"),
+    )
+    env = await observing(
+        old, current, deployment=dep, reactions=[{"alert": "PredictionDrift", "action": "rollback"}]
+    )
+    api = env.api
+    injected = obj(api, DEPLOYMENTS, "fraud-model")["spec"]["template"]
+    assert [c["name"] for c in injected["spec"]["containers"]] == ["model", "mlwarden-sidecar"]
+    before = await scrape(env.metrics)
+
+    await patch_status(env.server, {"alerts": [alert("PredictionDrift")]})
+    await eventually(lambda: results(api, "rollback") == ["Succeeded"], what="rollback done")
+    template = obj(api, DEPLOYMENTS, "fraud-model")["spec"]["template"]
+    expected = copy.deepcopy(injected)
+    expected["spec"]["containers"][0]["image"] = "seldonio/mlserver:1.5.0"
+    assert template == expected  # revision 6's template, the sidecar kept
+    (record,) = reactions(api)
+    assert (record["target"], record["from"], record["to"]) == ("Deployment/fraud-model", "7", "6")
+    assert record["dryRun"] is False and record["id"].startswith("rollback-")
+    assert "Deployment/fraud-model" in record["patch"]
+    assert status(api)["lastAction"] == "rollback Deployment/fraud-model 7→6 Succeeded"
+    assert event_messages(api, "ReactionSucceeded")
+    # The record was written (Running, phase Reacting) before the Deployment was patched.
+    history = [dict(v) for v in api.objects[OM, NS, "fraud"].history]
+    running = next(
+        i
+        for i, v in enumerate(history)
+        if any(r.get("result") == "Running" for r in (v.get("status") or {}).get("reactions", []))
+    )
+    assert history[running]["status"]["phase"] == "Reacting"
+    after = await scrape(env.metrics)
+    assert counter(after, "rollback", "Succeeded") == counter(before, "rollback", "Succeeded") + 1
+
+    # Not again in this incident, however many passes run.
+    version = obj(api, DEPLOYMENTS, "fraud-model")["metadata"]["resourceVersion"]
+    await settle(env.op)
+    assert obj(api, DEPLOYMENTS, "fraud-model")["metadata"]["resourceVersion"] == version
+    assert results(api, "rollback").count("Succeeded") == 1
+
+
+async def test_dry_run_records_and_changes_nothing(observing: Callable[..., Any]) -> None:
+    dep = versioned_deployment(7)
+    env = await observing(
+        replicaset(dep, 6, "seldonio/mlserver:1.5.0"),
+        replicaset(dep, 7, "seldonio/mlserver:1.6.0"),
+        deployment=dep, guardrails={"dryRun": True, "cooldown": "0s"},
+        reactions=[{"alert": "PredictionDrift", "action": "rollback"},
+                   {"alert": "Latency", "action": "scale", "maxReplicas": 4}],
+    )  # fmt: skip
+    api = env.api
+    target = writes(api, DEPLOYMENTS, "fraud-model")
+    await patch_status(env.server, {"alerts": [alert("PredictionDrift"), alert("Latency")]})
+    await eventually(lambda: sorted(r["action"] for r in reactions(api)) == ["rollback", "scale"]
+                     and all(r["result"] == "Succeeded" for r in reactions(api)),
+                     what="dry-run records")  # fmt: skip
+    for record in reactions(api):
+        assert record["dryRun"] is True
+        assert "nothing applied" in record["message"]
+        assert record["patch"]  # what would have been applied
+    await settle(env.op)
+    assert writes(api, DEPLOYMENTS, "fraud-model") == target
+    assert len(event_messages(api, "ReactionDryRun")) == 2
+    text = await scrape(env.metrics)
+    assert counter(text, "rollback", "DryRun") == 1 and counter(text, "scale", "DryRun") == 1
+    assert status(api)["lastAction"].endswith("Succeeded (dry run)")
+
+
+# --------------------------------------------------------------------------- scale and pause
+
+
+async def test_scale_steps_up_to_max_replicas(observing: Callable[..., Any]) -> None:
+    env = await observing(
+        guardrails={"cooldown": "0s", "maxActionsPerHour": 10},
+        reactions=[{"alert": "Latency", "action": "scale", "maxReplicas": 5}],
+    )
+    api = env.api
+    await patch_status(env.server, {"alerts": [alert("Latency")]})
+    await eventually(lambda: obj(api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"] == 5,
+                     what="scaled to 5")  # fmt: skip
+    await eventually(lambda: results(api, "scale") == ["Succeeded", "Succeeded", "Skipped"],
+                     what="two steps, then nothing to do")  # fmt: skip
+    steps = [(r["from"], r["to"]) for r in reactions(api) if r["result"] == "Succeeded"]
+    assert steps == [("2", "4"), ("4", "5")]
+    assert "maxReplicas 5" in reactions(api)[-1]["reason"]
+    text = await scrape(env.metrics)
+    assert counter(text, "scale", "Succeeded") == 2
+    # kopf's "Timer ... succeeded." on every pass is not posted as an Event.
+    assert not [m for m in event_messages(api, "Logging") if "respond_again" in m]
+
+
+async def test_scale_raises_the_hpa_floor_instead_of_replicas(
+    observing: Callable[..., Any],
+) -> None:
+    hpa = {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": meta("fraud-model"),
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                    "name": "fraud-model"},
+                 "minReplicas": 2, "maxReplicas": 8},
+        "status": {"currentReplicas": 2},
+    }  # fmt: skip
+    env = await observing(
+        hpa, reactions=[{"alert": "Latency", "action": "scale", "maxReplicas": 6}]
+    )
+    api = env.api
+    await patch_status(env.server, {"alerts": [alert("Latency")]})
+    await eventually(lambda: results(api, "scale") == ["Succeeded"], what="scaled")
+    assert obj(api, HPAS, "fraud-model")["spec"]["minReplicas"] == 4
+    assert obj(api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"] == 2  # the HPA's to set
+    assert reactions(api)[0]["target"] == "HorizontalPodAutoscaler/fraud-model"
+
+
+async def test_pause_scales_the_canary_to_zero(observing: Callable[..., Any]) -> None:
+    env = await observing(
+        deployment("fraud-model-canary", 3),
+        reactions=[{"alert": "PredictionDrift", "action": "pause", "canary": "fraud-model-canary"}],
+    )
+    api = env.api
+    await patch_status(env.server, {"alerts": [alert("PredictionDrift")]})
+    await eventually(lambda: results(api, "pause") == ["Succeeded"], what="paused")
+    canary = obj(api, DEPLOYMENTS, "fraud-model-canary")
+    assert canary["spec"]["replicas"] == 0
+    assert canary["metadata"]["annotations"]["mlwarden.io/paused-from-replicas"] == "3"
+    assert status(api)["lastAction"] == "pause Deployment/fraud-model-canary 3→0 Succeeded"
+
+
+# --------------------------------------------------------------------------- shift traffic
+
+
+def httproute(stable: int, canary: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": meta("fraud"),
+        "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [
+            {"name": "fraud-stable", "port": 80, "weight": stable},
+            {"name": "fraud-canary", "port": 80, "weight": canary}]}]},
+    }  # fmt: skip
+
+
+def virtualservice(stable: int, canary: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+        "metadata": meta("fraud"),
+        "spec": {"hosts": ["fraud-model"], "http": [{"route": [
+            {"destination": {"host": "fraud-model", "subset": "stable"}, "weight": stable},
+            {"destination": {"host": "fraud-model", "subset": "canary"}, "weight": canary}]}]},
+    }  # fmt: skip
+
+
+def route_weights(api: Cluster, router: str) -> tuple[int, int]:
+    if router == "httproute":
+        refs = obj(api, HTTPROUTES, "fraud")["spec"]["rules"][0]["backendRefs"]
+    else:
+        refs = obj(api, VIRTUALSERVICES, "fraud")["spec"]["http"][0]["route"]
+    return int(refs[0]["weight"]), int(refs[1]["weight"])
+
+
+@pytest.mark.parametrize("router", ["httproute", "virtualservice"])
+async def test_shift_traffic_moves_weights_step_by_step_to_stable(
+    router: str, observing: Callable[..., Any]
+) -> None:
+    route = httproute(50, 50) if router == "httproute" else virtualservice(50, 50)
+    stable, canary = (
+        ("fraud-stable", "fraud-canary") if router == "httproute" else ("stable", "canary")
+    )
+    env = await observing(
+        route, guardrails={"cooldown": "0s", "maxActionsPerHour": 10},
+        reactions=[{"alert": "Latency", "action": "shiftTraffic", "router": router,
+                    "route": "fraud", "stable": stable, "canary": canary, "stepPercent": 25}],
+    )  # fmt: skip
+    api = env.api
+    await patch_status(env.server, {"alerts": [alert("Latency")]})
+    await eventually(lambda: route_weights(api, router) == (100, 0), what="all on stable")
+    await eventually(lambda: results(api, "shiftTraffic")[-1:] == ["Skipped"], what="done")
+    done = [r for r in reactions(api) if r["result"] == "Succeeded"]
+    assert [(r["from"], r["to"]) for r in done] == [
+        ("stable 50/canary 50", "stable 75/canary 25"),
+        ("stable 75/canary 25", "stable 100/canary 0"),
+    ]
+    kind = "HTTPRoute" if router == "httproute" else "VirtualService"
+    assert {r["target"] for r in done} == {f"{kind}/fraud"}
+    assert "all traffic is on" in reactions(api)[-1]["reason"]
+
+
+# --------------------------------------------------------------------------- approval
+
+
+async def test_require_approval_waits_for_the_annotation(observing: Callable[..., Any]) -> None:
+    env = await observing(
+        guardrails={"requireApproval": True},
+        reactions=[{"alert": "Latency", "action": "scale", "maxReplicas": 4}],
+    )
+    api = env.api
+    await patch_status(env.server, {"alerts": [alert("Latency")]})
+    await eventually(lambda: results(api, "scale") == ["Planned"], what="Planned")
+    (record,) = reactions(api)
+    asked = await eventually(lambda: event_messages(api, "ReactionAwaitingApproval"),
+                             what="approval Event")  # fmt: skip
+    command = f"kubectl annotate om fraud mlwarden.io/approve={record['id']}"
+    assert command in asked[0]
+    await settle(env.op, 1.5)
+    assert obj(api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"] == 2
+    assert len(event_messages(api, "ReactionAwaitingApproval")) == 1  # asked once
+
+    await api_call(env.server, "PATCH", OM_PATH, {"metadata": {"annotations": {
+        "mlwarden.io/approve": record["id"]}}}, MERGE)  # fmt: skip
+    await eventually(lambda: results(api, "scale") == ["Succeeded"], what="approved and done")
+    assert obj(api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"] == 4
+    assert reactions(api)[0]["id"] == record["id"]
+
+
+# --------------------------------------------------------------------------- alert
+
+
+async def test_alert_posts_an_event_and_the_webhooks(observing: Callable[..., Any]) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port, closed = free_port(), free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        env = await observing(
+            features=[{"name": "amount", "type": "numeric"},
+                      {"name": "country", "type": "categorical"}],
+            reactions=[
+                {"alert": "FeatureDrift", "feature": "amount", "action": "alert",
+                 "webhook": f"http://127.0.0.1:{port}/hook"},
+                {"alert": "FeatureDrift", "feature": "country", "action": "alert",
+                 "webhook": f"http://127.0.0.1:{closed}/hook"},
+            ],
+        )  # fmt: skip
+        api = env.api
+        drift = [alert("FeatureDrift", feature="amount"), alert("FeatureDrift", feature="country")]
+        await patch_status(env.server, {"alerts": drift})
+        await eventually(lambda: sorted(results(api, "alert")) == ["Failed", "Succeeded"],
+                         what="both alerts handled")  # fmt: skip
+        by_alert = {r["from"]: r for r in reactions(api)}
+        assert by_alert["FeatureDrift/amount"]["result"] == "Succeeded"
+        failed = by_alert["FeatureDrift/country"]
+        assert f"webhook 127.0.0.1:{closed}" in failed["message"]
+        assert "/hook" not in failed["message"]  # webhook URLs are secrets: the host only
+        assert len(received) == 1
+        payload = received[0]
+        assert payload["text"].startswith("[mlwarden]") and payload["blocks"]
+        assert payload["alerts"][0]["feature"] == "amount"
+        assert payload["action"]["id"] == by_alert["FeatureDrift/amount"]["id"]
+        notified = event_messages(api, "ReactionAlert")
+        assert len(notified) == 2 and any("FeatureDrift/amount" in m for m in notified)
+        warning = next(e for e in events(api) if e.get("reason") == "ReactionAlert")
+        assert warning["type"] == "Warning"
+        await settle(env.op)
+        assert len(received) == 1  # once per alert, not per pass
+    finally:
+        await runner.cleanup()
+
+
+# --------------------------------------------------------------------------- exactly once
+
+
+@pytest.mark.parametrize("state", ["applied", "not-applied", "changed"])
+async def test_a_restart_in_the_middle_of_an_action_completes_or_reports_it(
+    state: str,
+    cluster: tuple[Cluster, str],
+    observing: Callable[..., Any],
+    start_operator: Callable[..., Any],
+) -> None:
+    env = await observing(reactions=[{"alert": "Latency", "action": "scale", "maxReplicas": 10}])
+    api, server = env.api, env.server
+    assert await env.op.stop() == 0, env.op.log()[-3000:]
+    # What an operator stopped between recording and finishing would leave behind.
+    version = obj(api, DEPLOYMENTS, "fraud-model")["metadata"]["resourceVersion"]
+    if state == "applied":
+        await patch_object(server, "Deployment", "fraud-model", {"spec": {"replicas": 4}})
+    elif state == "changed":
+        await patch_object(server, "Deployment", "fraud-model", {"spec": {"replicas": 3}})
+    since = iso(ago(minutes=1))
+    uid = obj(api, OM, "fraud")["metadata"]["uid"]
+    rid = action_id(model_uid=uid, alert_key="Latency", onset=since, action="scale",
+                    target="Deployment/fraud-model", from_state="2", to_state="4")  # fmt: skip
+    record = {
+        "id": rid, "action": "scale", "target": "Deployment/fraud-model", "from": "2", "to": "4",
+        "reason": f"Latency since {since}", "result": "Running", "at": iso(ago(seconds=30)),
+        "dryRun": False, "message": "recorded; taking it now",
+        "patch": {"Deployment/fraud-model": {"metadata": {"resourceVersion": version},
+                                             "spec": {"replicas": 4}}},
+    }  # fmt: skip
+    await patch_status(server, {"alerts": [alert("Latency", since=since)], "reactions": [record]})
+    count = writes(api, DEPLOYMENTS, "fraud-model")
+
+    op = await start_operator(env=FAST)
+    await eventually(lambda: next(r for r in reactions(api) if r["id"] == rid)["result"]
+                     != "Running", timeout=30, what="the record settled")  # fmt: skip
+    await settle(op, 2.5)
+    settled = next(r for r in reactions(api) if r["id"] == rid)
+    replicas = obj(api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"]
+    if state == "applied":
+        assert settled["result"] == "Succeeded", settled
+        assert "completed before an operator restart" in settled["message"]
+        assert (replicas, writes(api, DEPLOYMENTS, "fraud-model")) == (4, count)
+    elif state == "not-applied":
+        assert settled["result"] == "Succeeded", settled
+        assert (replicas, writes(api, DEPLOYMENTS, "fraud-model")) == (4, count + 1)
+    else:
+        assert settled["result"] == "Failed", settled
+        assert "changed since it was planned" in settled["message"]
+        assert (replicas, writes(api, DEPLOYMENTS, "fraud-model")) == (3, count)
+    # One entry per id; whatever else this pass planned waits for the cooldown.
+    assert [r["id"] for r in reactions(api)].count(rid) == 1
+    assert all(r["result"] == "Skipped" for r in reactions(api) if r["id"] != rid)
+
+
+async def test_a_persons_change_after_ours_is_not_undone(observing: Callable[..., Any]) -> None:
+    env = await observing(reactions=[{"alert": "Latency", "action": "scale", "maxReplicas": 10}])
+    api = env.api
+    await patch_status(env.server, {"alerts": [alert("Latency")]})
+    await eventually(lambda: results(api, "scale")[:1] == ["Succeeded"], what="scaled once")
+    assert obj(api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"] == 4
+    # Someone scales it by hand to 3.
+    await patch_object(env.server, "Deployment", "fraud-model", {"spec": {"replicas": 3}})
+    await eventually(
+        lambda: any("does not undo a person's change" in r["reason"]
+                    for r in reactions(api) if r["result"] == "Skipped"),
+        what="Skipped: a person changed it",
+    )  # fmt: skip
+    await settle(env.op)
+    assert obj(api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"] == 3
+    assert results(api, "scale").count("Succeeded") == 1
