@@ -61,6 +61,7 @@ CASES: dict[str, dict[str, Any]] = {
     "watch-namespaces": {"watchNamespaces": ["a", "b"]},
     "replicas-2": {"replicas": 2},
     "crd-create": {"crd": {"create": True}},
+    "webhook-namespaced": {"injection": "webhook", "watchNamespaces": ["a"]},
     "everything-on-namespaced-peering": {
         **EVERYTHING_ON,
         "watchNamespaces": ["a", "b"],
@@ -957,3 +958,33 @@ def test_render_does_not_mutate_values() -> None:
     values = copy.deepcopy(EVERYTHING_ON)
     render(values)
     assert values == EVERYTHING_ON
+
+
+def test_webhook_mode_serves_admission_and_may_manage_its_configuration() -> None:
+    from mlwarden.operator.settings import OperatorSettings
+
+    objects, _ = render({"injection": "webhook", "watchNamespaces": ["a"]})
+    service = one(objects, "Service", f"{RELEASE}-webhook")
+    assert service["spec"]["ports"][0] == {
+        "name": "webhook",
+        "port": 443,
+        "targetPort": "webhook",
+        "protocol": "TCP",
+    }
+    role = one(objects, "ClusterRole", f"{RELEASE}-webhook")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "verbs": ["get", "list", "watch", "create", "patch"],
+        }
+    ]
+    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLWARDEN_WEBHOOK_PORT"] == "9443"
+    assert env["MLWARDEN_WEBHOOK_HOST"] == f"{RELEASE}-webhook.{NAMESPACE}.svc"
+    assert OperatorSettings.from_env(env).injection == "webhook"
+    assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in container["ports"]
+    # Patch mode (the default) has none of it.
+    objects, _ = render()
+    assert not [o for o in objects if o["metadata"]["name"].endswith("-webhook")]
