@@ -22,7 +22,7 @@ from mlwarden.detector.alerts import Evidence
 from mlwarden.detector.core import Column, Detector, build_reference, infer_type
 from mlwarden.detector.ingest import parse_batch
 from mlwarden.detector.reference import read_reference
-from mlwarden.records import Value
+from mlwarden.records import Value, finite_or_none
 from mlwarden.spec import ObservedModel, parse_observed_model
 
 FAIL_ON = ("none", "drift", "quality", "any")
@@ -62,9 +62,9 @@ class CheckReport:
                     "feature": e.feature,
                     "test": e.test,
                     "failing": e.failing,
-                    "statistic": _finite(e.statistic),
-                    "pValue": _finite(e.p_value),
-                    "threshold": _finite(e.threshold),
+                    "statistic": finite_or_none(e.statistic),
+                    "pValue": finite_or_none(e.p_value),
+                    "threshold": finite_or_none(e.threshold),
                     "message": e.message,
                 }
                 for e in self.evidence
@@ -72,10 +72,6 @@ class CheckReport:
             "drifted": sorted({e.feature or "" for e in self.drift if e.failing}),
             "qualityProblems": sum(e.failing for e in self.quality),
         }
-
-
-def _finite(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else x
 
 
 def _model(columns: dict[str, list[Value]], manifest: ObservedModel | None) -> ObservedModel:

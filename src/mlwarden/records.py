@@ -12,6 +12,7 @@ are data-quality signals), strings, booleans, or None for an explicit null.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -50,3 +51,8 @@ def json_kind(value: object) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def finite_or_none(x: float | None) -> float | None:
+    """A figure for JSON and the CRD: NaN and infinities become null (neither has them)."""
+    return None if x is None or not math.isfinite(x) else x

@@ -302,3 +302,16 @@ def manifest(tmp: Path, spec: str, name: str = "m") -> Path:
         f"metadata: {{name: {name}, namespace: test}}\nspec:\n{spec}"
     )
     return path
+
+
+def iris_spec(*, size: int) -> str:
+    """The spec of an ObservedModel for the MLServer iris model: warm-up and window of `size`
+    rows, evaluated every 200 ms, alerts after 2 failing evaluations."""
+    features = "".join(f"    - {{name: {f}, type: numeric}}\n" for f in IRIS_FEATURES)
+    return (
+        "  target: {deployment: iris}\n  protocol: v2\n  features:\n"
+        + features
+        + "  prediction: {name: predict, type: categorical}\n"
+        f"  reference: {{source: warmup, size: {size}}}\n  window: {{size: {size}}}\n"
+        "  alerting: {evaluationInterval: 200ms, fireAfter: 2, resolveAfter: 2}\n"
+    )

@@ -8,22 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from harness import DetectorProcess, SidecarProcess, manifest, wait_until
+from harness import DetectorProcess, SidecarProcess, iris_spec, manifest, wait_until
 from sklearn.datasets import load_iris
 
-SPEC = """\
-  target: {deployment: iris}
-  protocol: v2
-  features:
-    - {name: sepal_length, type: numeric}
-    - {name: sepal_width, type: numeric}
-    - {name: petal_length, type: numeric}
-    - {name: petal_width, type: numeric}
-  prediction: {name: predict, type: categorical}
-  reference: {source: warmup, size: 300}
-  window: {size: 300}
-  alerting: {evaluationInterval: 200ms, fireAfter: 2, resolveAfter: 2}
-"""
+SPEC = iris_spec(size=300)
 
 
 def test_a_unit_change_upstream_is_detected_through_the_whole_chain(

@@ -27,6 +27,7 @@ from harness import (
     SidecarProcess,
     ThreadedServer,
     free_port,
+    iris_spec,
     manifest,
     start_process,
     wait_until,
@@ -43,19 +44,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-SPEC = """\
-  target: {deployment: iris}
-  protocol: v2
-  features:
-    - {name: sepal_length, type: numeric}
-    - {name: sepal_width, type: numeric}
-    - {name: petal_length, type: numeric}
-    - {name: petal_width, type: numeric}
-  prediction: {name: predict, type: categorical}
-  reference: {source: warmup, size: 60}
-  window: {size: 60}
-  alerting: {evaluationInterval: 200ms, fireAfter: 2, resolveAfter: 2}
-"""
+SPEC = iris_spec(size=60)
 ROWS_PER_REQUEST = 3
 
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import kopf
+import pytest
 from cluster import (
     DEPLOYMENTS,
     NS,
@@ -23,6 +24,7 @@ from mlwarden.operator import handlers, injection
 from mlwarden.operator.kube import Endpoint, Kube
 from mlwarden.operator.settings import OperatorSettings
 from mlwarden.operator.webhook import INJECT_ANNOTATION, inject_at_admission
+from mlwarden.react.records import apply_merge_patch
 from mlwarden.spec import parse_observed_model
 
 
@@ -42,18 +44,6 @@ def apply_json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str
         else:
             parent[last] = op["value"]
     return doc
-
-
-def merge(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = merge(out.get(k), v)
-    return out
 
 
 async def test_admission_injects_what_patch_mode_would(cluster: tuple[Cluster, str]) -> None:
@@ -80,7 +70,7 @@ async def test_admission_injects_what_patch_mode_would(cluster: tuple[Cluster, s
         settings=OperatorSettings(),
     )
     assert plan.deployment_patch is not None
-    by_patch = merge(deployment, plan.deployment_patch)
+    by_patch = apply_merge_patch(deployment, plan.deployment_patch)
     by_patch["metadata"].pop("resourceVersion", None)
     admitted["metadata"].pop("resourceVersion", None)
     assert json.dumps(admitted["spec"], sort_keys=True) == json.dumps(
@@ -108,4 +98,6 @@ async def test_deployments_that_did_not_opt_in_or_name_another_model_are_untouch
     finally:
         await handlers.STATE.kube.close()
         handlers.STATE.kube = None
-    assert DEPLOYMENTS  # the emulator was never asked to change a Deployment
+    # Admission only answers with a patch: the handler itself wrote nothing to the API.
+    with pytest.raises(KeyError):
+        api.objects[DEPLOYMENTS, NS, "fraud-model"]

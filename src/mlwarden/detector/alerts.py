@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mlwarden.records import finite_or_none
 from mlwarden.spec import ALERT_TYPES
 
 __all__ = ["ALERT_TYPES", "Alert", "AlertStateMachine", "Evidence", "Transition"]
@@ -62,10 +63,10 @@ class Alert:
         if self.feature is not None:
             out["feature"] = self.feature
         out["test"] = self.test
-        out["statistic"] = _finite(self.statistic)
+        out["statistic"] = finite_or_none(self.statistic)
         if self.p_value is not None:
-            out["pValue"] = _finite(self.p_value)
-        out["threshold"] = _finite(self.threshold)
+            out["pValue"] = finite_or_none(self.p_value)
+        out["threshold"] = finite_or_none(self.threshold)
         out["since"] = self.since
         if self.model_revision is not None:
             out["modelRevision"] = self.model_revision
@@ -73,14 +74,6 @@ class Alert:
         if self.message:
             out["message"] = self.message
         return out
-
-
-def _finite(x: float) -> float | None:
-    # JSON and Kubernetes have no NaN/inf, and the CRD types these fields as numbers:
-    # a non-finite figure is null (the message still says what it was).
-    if x != x or x in (float("inf"), float("-inf")):
-        return None
-    return x
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from mlwarden.detector.ingest import BatchError, decode, parse_batch, parse_labe
 from mlwarden.detector.reference import ReferenceError, read_reference
 from mlwarden.detector.reporter import StatusWriter
 from mlwarden.protocols import parse_exchange
-from mlwarden.records import ProtocolError
+from mlwarden.records import ProtocolError, finite_or_none
 from mlwarden.spec import ObservedModel
 
 log = logging.getLogger(__name__)
@@ -344,11 +344,12 @@ class DetectorService:
 
 
 def _dumps(obj: Any) -> str:
+    """JSON for /v1/status: a check's statistic may be NaN, which JSON cannot hold."""
     import json
 
     def clean(x: Any) -> Any:
-        if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-            return None
+        if isinstance(x, float):
+            return finite_or_none(x)
         if isinstance(x, dict):
             return {k: clean(v) for k, v in x.items()}
         if isinstance(x, list):

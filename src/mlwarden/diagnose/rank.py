@@ -54,7 +54,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from mlwarden.diagnose.graph import ResourceGraph, build_graph
 from mlwarden.diagnose.snapshot import ObjectKey, Snapshot, format_time, parse_time
@@ -98,17 +98,7 @@ AlertClass = Literal[
     "errors",
     "other",
 ]
-_CLASSES: Final[tuple[AlertClass, ...]] = (
-    "drift",
-    "missing",
-    "values",
-    "prediction",
-    "prediction+input",
-    "performance",
-    "latency",
-    "errors",
-    "other",
-)
+_CLASSES: Final[tuple[AlertClass, ...]] = get_args(AlertClass)
 _INPUT_ALERTS: Final = ("FeatureDrift", "DataQuality")
 
 

@@ -36,53 +36,23 @@ SLICE_SECONDS = 0.0005
 DRAIN_INTERVAL_SECONDS = 0.02
 
 
+@dataclass(slots=True, kw_only=True)
 class Exchange:
     """One request/response pair as the proxy saw it. Bodies are None when not captured."""
 
-    __slots__ = (
-        "method",
-        "path",
-        "request_body",
-        "request_encoding",
-        "request_id",
-        "response_body",
-        "response_encoding",
-        "skip",
-        "started_at",
-        "status",
-        "total_seconds",
-        "upstream_seconds",
-    )
-
-    def __init__(
-        self,
-        *,
-        method: str,
-        path: str,
-        status: int,
-        started_at: float,
-        total_seconds: float,
-        upstream_seconds: float,
-        request_id: str | None = None,
-        request_body: bytes | None = None,
-        request_encoding: str | None = None,
-        response_body: bytes | None = None,
-        response_encoding: str | None = None,
-        skip: str | None = None,
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.status = status
-        self.started_at = started_at
-        self.total_seconds = total_seconds
-        self.upstream_seconds = upstream_seconds
-        self.request_id = request_id
-        self.request_body = request_body
-        self.request_encoding = request_encoding
-        self.response_body = response_body
-        self.response_encoding = response_encoding
-        # Why the bodies were not kept (body_too_large, sampled_out), if they were not.
-        self.skip = skip
+    method: str
+    path: str
+    status: int
+    started_at: float
+    total_seconds: float
+    upstream_seconds: float
+    request_id: str | None = None
+    request_body: bytes | None = None
+    request_encoding: str | None = None
+    response_body: bytes | None = None
+    response_encoding: str | None = None
+    # Why the bodies were not kept (body_too_large, sampled_out), if they were not.
+    skip: str | None = None
 
     @property
     def body_bytes(self) -> int:

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kubernetes_validate import validate
-from kubernetes_validate.utils import ValidationError
 
 from mlwarden.operator.settings import OperatorSettings
+from mlwarden.react.records import apply_merge_patch
 from mlwarden.spec import ObservedModel, parse_observed_model
 
 MakeBody = Callable[..., dict[str, Any]]
-
-
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: objects merge key by key, null deletes, anything else (lists too) replaces."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
 
 
 @pytest.fixture
@@ -91,17 +76,3 @@ def model(body: dict[str, Any]) -> ObservedModel:
 @pytest.fixture
 def settings() -> OperatorSettings:
     return OperatorSettings(image="registry.example/mlwarden:1.2.3")
-
-
-def assert_valid_kubernetes(obj: dict[str, Any]) -> None:
-    """Kubernetes 1.30's own schema, strict: unknown fields are errors too."""
-    try:
-        validate(obj, "1.30", strict=True)
-    except ValidationError as exc:  # the full error prints the whole schema: keep the point
-        where = "/".join(str(p) for p in exc.absolute_path)
-        raise AssertionError(f"{obj.get('kind')} invalid at /{where}: {exc.message}") from None
-
-
-@pytest.fixture
-def valid_kubernetes() -> Callable[[dict[str, Any]], None]:
-    return assert_valid_kubernetes

@@ -9,13 +9,11 @@ cannot import a conftest by name under --import-mode=importlib.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from kubernetes_validate import validate
-from kubernetes_validate.utils import ValidationError
 
 from mlwarden.react.records import ActionRecord, apply_merge_patch, format_time
 from mlwarden.spec import ObservedModel, parse_observed_model
@@ -306,23 +304,6 @@ def applied(objs: Iterable[Obj], rec: ActionRecord) -> dict[tuple[str, str], Obj
         obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
         out[(kind, name)] = obj
     return out
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def assert_valid_kubernetes(obj: Obj) -> None:
-    """Kubernetes 1.30's own schema, strict: unknown fields are errors too."""
-    try:
-        validate(obj, "1.30", strict=True)
-    except ValidationError as exc:  # the full error prints the whole schema: keep the point
-        where = "/".join(str(p) for p in exc.absolute_path)
-        raise AssertionError(f"{obj.get('kind')} invalid at /{where}: {exc.message}") from None
-
-
-@pytest.fixture
-def valid_kubernetes() -> Callable[[Obj], None]:
-    return assert_valid_kubernetes
 
 
 class Builders:

@@ -1,0 +1,24 @@
+"""Fixtures shared by the unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes_validate import validate
+from kubernetes_validate.utils import ValidationError
+
+
+def assert_valid_kubernetes(obj: dict[str, Any]) -> None:
+    """Kubernetes 1.30's own schema, strict: unknown fields are errors too."""
+    try:
+        validate(obj, "1.30", strict=True)
+    except ValidationError as exc:  # the full error prints the whole schema: keep the point
+        where = "/".join(str(p) for p in exc.absolute_path)
+        raise AssertionError(f"{obj.get('kind')} invalid at /{where}: {exc.message}") from None
+
+
+@pytest.fixture
+def valid_kubernetes() -> Callable[[dict[str, Any]], None]:
+    return assert_valid_kubernetes
