@@ -140,6 +140,30 @@ def _sidecar_parser(sub: Any) -> None:
         default=60.0,
         type=float,
     )
+    _add(
+        p,
+        "--client-header-timeout",
+        help="seconds a client connection may take to send a complete request head, counted "
+        "from when it opened or from its previous response (so also the keep-alive idle "
+        "timeout); then it is closed (slowloris)",
+        default=60.0,
+        type=float,
+    )
+    _add(
+        p,
+        "--client-body-timeout",
+        help="seconds to wait for the next piece of a request body; then 408 and the "
+        "connection is closed",
+        default=60.0,
+        type=float,
+    )
+    _add(
+        p,
+        "--max-connections",
+        help="open client connections on --listen; more are answered 503 and closed",
+        default=4096,
+        type=int,
+    )
     _add(p, "--log-level", help="debug|info|warning|error", default="info")
 
 
@@ -296,6 +320,9 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
         ship_timeout_seconds=args.ship_timeout,
         ship_max_attempts=args.ship_attempts,
         upstream_read_timeout_seconds=args.upstream_timeout,
+        client_header_timeout_seconds=args.client_header_timeout,
+        client_body_timeout_seconds=args.client_body_timeout,
+        max_connections=args.max_connections,
         observed_model=observed,
     )
 

@@ -43,6 +43,13 @@ class SidecarConfig:
     ship_max_attempts: int = 5
     upstream_connect_timeout_seconds: float = 5.0
     upstream_read_timeout_seconds: float = 60.0
+    # Client side, as nginx's client_header_timeout / client_body_timeout / worker_connections:
+    # a connection must deliver a complete request head this long after it opened or after
+    # its previous response (idle keep-alive included); a body must keep arriving (at most
+    # this long between two reads); connections beyond the limit are answered 503 and closed.
+    client_header_timeout_seconds: float = 60.0
+    client_body_timeout_seconds: float = 60.0
+    max_connections: int = 4096
     observed_model: ObservedModel | None = None
 
     def __post_init__(self) -> None:
@@ -52,11 +59,24 @@ class SidecarConfig:
             )
         if not 0.0 <= self.sample_rate <= 1.0:
             raise ValueError(f"--sample-rate: must be in [0, 1], got {self.sample_rate}")
-        for name in ("max_body_bytes", "queue_size", "queue_bytes", "batch_size", "buffer_records"):
+        for name in (
+            "max_body_bytes",
+            "queue_size",
+            "queue_bytes",
+            "batch_size",
+            "buffer_records",
+            "max_connections",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if self.batch_interval_seconds <= 0:
             raise ValueError("batch interval must be positive")
+        for flag, value in (
+            ("--client-header-timeout", self.client_header_timeout_seconds),
+            ("--client-body-timeout", self.client_body_timeout_seconds),
+        ):
+            if not value > 0:
+                raise ValueError(f"{flag}: must be a positive number of seconds, got {value}")
 
     @property
     def records_url(self) -> str | None:

@@ -104,6 +104,12 @@ class SidecarMetrics:
             "Requests abandoned by the client before the response was complete.",
             registry=r,
         )
+        self.client_errors = Counter(
+            "mlwarden_sidecar_client_errors",
+            "Clients cut off by a limit: body_timeout (408), too_many_connections (503).",
+            ["reason"],
+            registry=r,
+        )
         self.exchanges_captured = Counter(
             "mlwarden_sidecar_exchanges_captured",
             "Request/response pairs parsed into records.",

@@ -12,6 +12,13 @@ When the model does not answer, the client gets what nginx would give: 502 when
 the connection fails or breaks, 504 when it times out, with a plain-text body
 saying which. A client that disconnects cancels the upstream call.
 
+Clients are bounded as nginx bounds them: a request head must arrive within
+`client_header_timeout` of the connection opening or of the previous response
+(slowloris; aiohttp's keep-alive timer, which also runs from the connection's
+start, does the closing); a request body must keep arriving, at most
+`client_body_timeout` between two reads, or the answer is 408; beyond
+`max_connections` open connections a new one is answered 503 and closed.
+
 `/metrics`, `/healthz` and `/readyz` live on a separate admin port so they can
 never shadow a path of the model's own.
 """
@@ -70,6 +77,10 @@ def _plain_error(status: int, message: str) -> web.Response:
     )
 
 
+class _ClientBodyTimeout(Exception):
+    """The client stopped sending its request body."""
+
+
 class _Tee:
     """Copies up to `limit` bytes of a stream as it passes; remembers if there was more."""
 
@@ -93,6 +104,33 @@ class _Tee:
         return None if self.overflow else bytes(self.data)
 
 
+class _BodyPipe:
+    """A request body streamed upstream chunk by chunk, each read bounded by `timeout`."""
+
+    __slots__ = ("request", "tee", "timed_out", "timeout")
+
+    def __init__(self, request: web.BaseRequest, tee: _Tee | None, timeout: float) -> None:
+        self.request = request
+        self.tee = tee
+        self.timeout = timeout
+        self.timed_out = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        content = self.request.content
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    chunk = await content.readany()
+            except TimeoutError:
+                self.timed_out = True
+                raise _ClientBodyTimeout from None
+            if not chunk:
+                return
+            if self.tee is not None:
+                self.tee.feed(chunk)
+            yield chunk
+
+
 class ProxyHandler:
     """The aiohttp low-level handler: forwards one request, offers the exchange to capture."""
 
@@ -111,7 +149,9 @@ class ProxyHandler:
         self.metrics = metrics
         self.cap = config.max_body_bytes
         self.sample_rate = config.sample_rate if capturing else 0.0
+        self.body_timeout = config.client_body_timeout_seconds
         self.drops_queue_full = metrics.exchanges_dropped.labels("queue_full")
+        self.body_timeouts = metrics.client_errors.labels("body_timeout")
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -122,15 +162,24 @@ class ProxyHandler:
         method = request.method
         length = request.content_length
         request_tee: _Tee | None = None
+        pipe: _BodyPipe | None = None
         data: Any
         if not request.body_exists:
             data, request_body = None, b""
         elif length is not None and length <= self.cap:
-            data = request_body = await request.read()
+            if request.content.is_eof():  # all here already (the usual case): no timer needed
+                data = request_body = await request.read()
+            else:
+                try:
+                    async with asyncio.timeout(self.body_timeout):
+                        data = request_body = await request.read()
+                except TimeoutError:
+                    return self._body_timed_out()
         else:
             # Unsized or over the cap: pipe it. The tee keeps a small chunked body for capture.
             request_tee = _Tee(self.cap) if capture and length is None else None
-            data, request_body = self._pipe(request, request_tee), None
+            pipe = _BodyPipe(request, request_tee, self.body_timeout)
+            data, request_body = pipe.chunks(), None
         # A piped body keeps the client's Content-Length (if any): the framing stays the same.
         piped = data is not None and not isinstance(data, bytes)
         headers = end_to_end_headers(request.headers, keep_length=piped)
@@ -144,12 +193,17 @@ class ProxyHandler:
             self.metrics.client_disconnects.inc()
             raise
         except (TimeoutError, aiohttp.ServerTimeoutError):
+            # A streamed body the client stopped sending surfaces as the upload failing.
+            if pipe is not None and pipe.timed_out:
+                return self._body_timed_out()
             return self._failed(request, started, started_at, 504, "timeout", "upstream timed out")
         except aiohttp.ClientConnectorError as exc:
             return self._failed(
                 request, started, started_at, 502, "connect", f"upstream connection failed: {exc}"
             )
         except aiohttp.ClientError as exc:
+            if pipe is not None and pipe.timed_out:
+                return self._body_timed_out()
             return self._failed(
                 request, started, started_at, 502, "protocol", f"upstream error: {exc}"
             )
@@ -242,11 +296,13 @@ class ProxyHandler:
             self.drops_queue_full.inc()
         return response
 
-    async def _pipe(self, request: web.BaseRequest, tee: _Tee | None) -> AsyncIterator[bytes]:
-        async for chunk in request.content.iter_any():
-            if tee is not None:
-                tee.feed(chunk)
-            yield chunk
+    def _body_timed_out(self) -> web.Response:
+        self.body_timeouts.inc()
+        response = _plain_error(
+            408, f"request body not received: nothing for {self.body_timeout:g} s"
+        )
+        response.force_close()
+        return response
 
     def _failed(
         self,
@@ -271,6 +327,35 @@ class ProxyHandler:
         if not self.queue.offer(exchange):
             self.drops_queue_full.inc()
         return _plain_error(status, message)
+
+
+_TOO_MANY_BODY = b"mlwarden-sidecar: too many open connections\n"
+_TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_TOO_MANY_BODY), _TOO_MANY_BODY)
+)
+
+
+class _ListenServer(web.Server):
+    """aiohttp's server with a cap on open connections: beyond it, 503 and close."""
+
+    def __init__(self, handler: Any, *, max_connections: int, refused: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.max_connections = max_connections
+        self.refused = refused
+        self.open = 0
+
+    def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.open += 1
+        if self.open > self.max_connections:
+            self.refused.inc()
+            transport.write(_TOO_MANY_CONNECTIONS)
+            transport.close()
+
+    def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self.open -= 1
 
 
 class Sidecar:
@@ -339,7 +424,18 @@ class Sidecar:
             # No auto_decompress: a gzip request body must reach the model still gzipped.
             # access_log=None must be given to the Server itself: on the runner it is
             # ignored, and a log line per request cost ~20% of the per-request time.
-            web.Server(handler, handler_cancellation=True, auto_decompress=False, access_log=None),
+            # aiohttp's keep-alive timer runs from the connection's start and from each
+            # response, and closes a connection still waiting for a complete request head:
+            # that is the client header timeout.
+            _ListenServer(
+                handler,
+                max_connections=c.max_connections,
+                refused=self.metrics.client_errors.labels("too_many_connections"),
+                handler_cancellation=True,
+                auto_decompress=False,
+                access_log=None,
+                keepalive_timeout=c.client_header_timeout_seconds,
+            ),
         )
         await proxy_runner.setup()
         self._runners.append(proxy_runner)
