@@ -46,6 +46,11 @@ TYPE_ERROR_MAX_RATE = 0.01
 MIN_LABELS = 50
 MAX_PENDING_PREDICTIONS = 200_000
 MAX_UNEXPECTED_FIELDS = 100
+# Columns inferred from the traffic when the spec declares none: beyond this many, new
+# names are not kept (each would hold a raw warm-up column, then a sketch, drift tests
+# and metric series), and are counted in status.columnsOverLimit. Declare the features
+# in the spec to observe more.
+MAX_INFERRED_COLUMNS = 200
 # Latency histogram: log-spaced from 0.1 ms to 100 s, ~5% resolution.
 LATENCY_EDGES = np.geomspace(1e-4, 100.0, 281)
 MAX_RAW_REFERENCE = 1_000_000  # rows kept raw while warming up / loading a reference
@@ -315,6 +320,9 @@ class Detector:
         self.reference_labelled: list[tuple[Value, Value]] = []
         self.labels_joined = 0
         self.labels_unmatched = 0
+        # Field names seen while inferring columns but refused by MAX_INFERRED_COLUMNS,
+        # counted once per batch they appear in.
+        self.columns_over_limit = 0
         # SLO checks need no reference, so they run from the first request on.
         self.slo_window = Window(
             Reference("slo", "slo", now, 0, {}, {}),
@@ -428,11 +436,21 @@ class Detector:
         prediction = self._prediction_column()
         # Which raw columns to keep: the declared ones, plus (without declarations)
         # every feature seen, and every output when no prediction is named.
+        # New names only up to MAX_INFERRED_COLUMNS.
         kinds = {name: column.kind for name, column in self.columns.items()}
-        if self.infer_columns:
-            kinds.update({n: "feature" for n in batch.feature_names if n not in kinds})
+        known = kinds.keys() | self.warmup_kinds.keys()
+        seen = [(n, "feature") for n in batch.feature_names] if self.infer_columns else []
         if prediction is None:
-            kinds.update({n: "prediction" for n in batch.output_names if n not in kinds})
+            seen += [(n, "prediction") for n in batch.output_names]
+        for name, kind in seen:
+            if name in kinds:
+                continue
+            if name not in known:
+                if len(known) >= MAX_INFERRED_COLUMNS:
+                    self.columns_over_limit += 1
+                    continue
+                known.add(name)
+            kinds[name] = kind
         kinds.update({n: k for n, k in self.warmup_kinds.items() if n not in kinds})
         for name, kind in kinds.items():
             values = batch.feature(name) if kind == "feature" else batch.output(name)
@@ -736,6 +754,7 @@ class Detector:
             "window": window,
             "columns": {n: {"kind": c.kind, "type": c.type} for n, c in self.columns.items()},
             "recordsIngested": self.records_ingested,
+            "columnsOverLimit": self.columns_over_limit,
             "requestsIngested": self.requests_ingested,
             "labels": {"joined": self.labels_joined, "unmatched": self.labels_unmatched},
             "evaluations": self.evaluations,

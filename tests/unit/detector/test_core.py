@@ -153,3 +153,19 @@ def test_status_shape() -> None:
         "k": {"kind": "feature", "type": "categorical"},
     }
     assert s["alerts"] == [] and s["evaluations"] == 1
+
+
+def test_inferred_columns_are_capped_and_the_rest_counted() -> None:
+    """Without declared features, a producer sending ever-new field names cannot grow memory."""
+    from mlwarden.detector.core import MAX_INFERRED_COLUMNS
+
+    d = Detector(model(features=[], reference={"size": 100}), now=0.0)
+    for b in range(5):
+        names = [f"f{b}_{i}" for i in range(100)]  # 500 distinct names over the warm-up
+        batch = {"records": [{"features": dict.fromkeys(names, 1.0)} for _ in range(20)]}
+        d.ingest(parse_batch(batch, now=0.0), now=0.0)
+    assert not d.warming_up
+    assert len(d.columns) == MAX_INFERRED_COLUMNS
+    assert d.status()["columnsOverLimit"] == 500 - MAX_INFERRED_COLUMNS
+    # The first names seen are the ones kept.
+    assert {"f0_0", "f1_99"} <= d.columns.keys() and "f2_0" not in d.columns
