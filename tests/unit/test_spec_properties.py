@@ -25,7 +25,9 @@ TOP = ("apiVersion", "kind", "metadata", "spec", "status")
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -103,7 +105,9 @@ def test_arbitrary_json_parses_or_names_the_field(manifest: Any) -> None:
     ],
 )
 def test_a_bad_field_is_named_by_its_path(place: tuple[Any, ...], value: Any, where: str) -> None:
-    manifest = copy.deepcopy(MANIFESTS[[p.name for p in EXAMPLES].index("observedmodel-fraud.yaml")])
+    manifest = copy.deepcopy(
+        MANIFESTS[[p.name for p in EXAMPLES].index("observedmodel-fraud.yaml")]
+    )
     parent = manifest
     for key in place[:-1]:
         parent = parent[key]
