@@ -171,8 +171,7 @@ class ProxyHandler:
                 data = request_body = await request.read()
             else:
                 try:
-                    async with asyncio.timeout(self.body_timeout):
-                        data = request_body = await request.read()
+                    data = request_body = await self._read_slowly(request)
                 except TimeoutError:
                     return self._body_timed_out()
         else:
@@ -295,6 +294,16 @@ class ProxyHandler:
         if not self.queue.offer(exchange):
             self.drops_queue_full.inc()
         return response
+
+    async def _read_slowly(self, request: web.BaseRequest) -> bytes:
+        """The whole body, allowing `body_timeout` between two pieces of it."""
+        parts: list[bytes] = []
+        while True:
+            async with asyncio.timeout(self.body_timeout):
+                chunk = await request.content.readany()
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
 
     def _body_timed_out(self) -> web.Response:
         self.body_timeouts.inc()
