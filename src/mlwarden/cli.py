@@ -381,6 +381,7 @@ def _run_operator(args: argparse.Namespace) -> int:
     from mlwarden.operator.settings import OperatorSettings
 
     settings = OperatorSettings.from_env()  # fail early, naming the variable, on a bad setting
+    handlers.NAMESPACED = bool(args.namespace)
     if settings.injection == "webhook":
         from mlwarden.operator import webhook  # noqa: F401  (the admission handler and server)
     kopf.configure(verbose=args.verbose)

@@ -13,7 +13,12 @@ it), what the API server and its controllers would do:
   in progress until `finish_rollouts()`);
 - optimistic concurrency: a merge patch carrying `metadata.resourceVersion` that
   is not the object's current one is refused with 409 Conflict, as the API
-  server does (the reactions' patches carry one as a precondition).
+  server does (the reactions' patches carry one as a precondition);
+- an audit log: every call the operator makes (it authenticates with the test
+  kubeconfig's token) is appended to `OPERATOR_CALLS` as RBAC sees it (verb,
+  API group, resource[/subresource], namespace, name), for test_rbac_audit.py;
+- fault injection: `faults` holds `Fault`s that answer matching operator calls
+  with an error status, a delay, or a watch stream that stalls (test_api_faults.py).
 
 The custom resources the reactions change (Gateway API HTTPRoute, Istio
 VirtualService) are declared like any other kind: the emulator serves whatever
@@ -28,6 +33,7 @@ import json
 import signal
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,11 +90,110 @@ def _parse_path(path: str) -> Any:
 parsing.parse_path = _parse_path
 
 
+TOKEN = "test-token"  # the operator's bearer token, from kubeconfig() below
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One API request as RBAC authorizes it."""
+
+    verb: str  # get list watch create update patch delete deletecollection
+    group: str  # "" for the core group
+    resource: str  # plural, or plural/subresource
+    namespace: str | None
+    name: str | None
+
+
+# Every call the operator made against any emulator in this test session.
+OPERATOR_CALLS: list[ApiCall] = []
+# Calls made with other bearer tokens (a detector reporting its status), by token.
+CALLS_BY_TOKEN: dict[str, list[ApiCall]] = {}
+
+
+def _method(request: Any) -> str:
+    return str(getattr(request.method, "value", request.method))
+
+
+def api_call_of(method: str, path: str, params: Any) -> ApiCall | None:
+    """The RBAC view of a request path (None for discovery and other non-resource paths)."""
+    parts = path.strip("/").split("/")
+    if parts[:2] == ["api", "v1"]:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    namespace = None
+    if len(rest) >= 2 and rest[0] == "namespaces" and len(rest) != 2:
+        namespace, rest = rest[1], rest[2:]
+    if not rest:
+        return None  # discovery of a group version
+    plural, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2:3]
+    method = method.upper()
+    if method == "GET":
+        watch = str(params.get("watch", "")).lower() in ("true", "1")
+        verb = "get" if name else ("watch" if watch else "list")
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, "")
+        if method == "DELETE":
+            verb = "delete" if name else "deletecollection"
+    resource = f"{plural}/{sub[0]}" if sub else plural
+    return ApiCall(verb, group, resource, namespace, name)
+
+
+@dataclass
+class Fault:
+    """Answer matching operator calls with `status` (or stall them), `times` times."""
+
+    verb: str
+    resource: str  # plural or plural/subresource, as in ApiCall
+    status: int = 500  # 0: no error, only the delay
+    times: int = 1
+    delay: float = 0.0  # seconds before answering (or before failing)
+    stall_seconds: float = 0.0  # a watch: answer 200, then send nothing for this long
+    name: str | None = None
+    hits: list[ApiCall] = field(default_factory=list)
+
+    def matches(self, call: ApiCall) -> bool:
+        return (
+            len(self.hits) < self.times
+            and call.verb == self.verb
+            and call.resource == self.resource
+            and (self.name is None or call.name == self.name)
+        )
+
+
 class Cluster(kmock.KubernetesEmulator):
     instant_rollouts: bool = True
     _versions = itertools.count(1000)
+    faults: list[Fault]
 
     async def _handle(self, request: Any) -> Any:
+        call = None
+        auth = str(request.headers.get("Authorization", ""))
+        if auth.startswith("Bearer "):
+            call = api_call_of(_method(request), str(request.url.path), request.params)
+            if call is not None and auth != f"Bearer {TOKEN}":
+                CALLS_BY_TOKEN.setdefault(auth.removeprefix("Bearer "), []).append(call)
+                call = None  # another client (a detector): audited, never faulted
+        if call is not None:
+            OPERATOR_CALLS.append(call)
+            for fault in self.__dict__.get("faults", []):
+                if fault.matches(call):
+                    fault.hits.append(call)
+                    if fault.delay:
+                        await asyncio.sleep(fault.delay)
+                    if fault.stall_seconds:
+                        # Headers, then nothing at all for `delay` seconds, then the end.
+                        stream = aiohttp.web.StreamResponse(
+                            status=200, headers={"Content-Type": "application/json"}
+                        )
+                        await stream.prepare(request._raw_request)
+                        await asyncio.sleep(fault.stall_seconds)
+                        return stream
+                    if fault.status:
+                        return _error(fault.status, call)
+                    break
         if request.resource is not None and isinstance(request.data, dict):
             if request.action == enums.action.CREATE:
                 self._on_create(request)
@@ -160,6 +265,17 @@ class Cluster(kmock.KubernetesEmulator):
                 obj["status"] = status
 
 
+def _error(status: int, call: ApiCall) -> Any:
+    reason = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError",
+              503: "ServiceUnavailable", 504: "Timeout"}.get(status, "InternalError")  # fmt: skip
+    body = {
+        "apiVersion": "v1", "kind": "Status", "status": "Failure", "code": status,
+        "reason": reason, "message": f"injected fault: {status} on {call.verb} {call.resource}",
+    }  # fmt: skip
+    headers = {"Retry-After": "1"} if status in (429, 503) else {}
+    return aiohttp.web.json_response(body, status=status, headers=headers)
+
+
 def declare(cluster: Cluster) -> None:
     cluster.resources[OM] = ResourceInfo(
         kind="ObservedModel", singular="observedmodel", namespaced=True,
@@ -196,7 +312,7 @@ def kubeconfig(tmp_path: Path, server: str) -> Path:
     path.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
         f"clusters: [{{name: test, cluster: {{server: '{server}'}}}}]\n"
-        "users: [{name: test, user: {token: test-token}}]\n"
+        f"users: [{{name: test, user: {{token: {TOKEN}}}}}]\n"
         "contexts: [{name: test, context: {cluster: test, user: test, namespace: test}}]\n"
     )
     return path

@@ -65,3 +65,10 @@ def seed() -> Iterator[Callable[..., None]]:
             api.objects[resource, obj["metadata"]["namespace"], obj["metadata"]["name"]] = obj
 
     yield put
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The RBAC audit last: it checks the API calls every other operator test made."""
+    audit = [i for i in items if Path(str(i.fspath)).name == "test_rbac_audit.py"]
+    rest = [i for i in items if i not in audit]
+    items[:] = rest + audit

@@ -90,6 +90,10 @@ def kube() -> Kube:
 # --------------------------------------------------------------------------- lifecycle
 
 
+# Set by `mlwarden operator --namespace ...` before kopf starts.
+NAMESPACED = False
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.settings = OperatorSettings.from_env()
@@ -106,6 +110,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if not any(isinstance(f, _QuietTimer) for f in quiet.filters):
         quiet.addFilter(_QuietTimer())
     settings.watching.server_timeout = 300
+    if NAMESPACED:
+        # The chart's namespaced install grants no cluster-scoped rights (a Role per
+        # namespace): do not list/watch Namespaces and CRDs cluster-wide, where kopf would
+        # be refused and fall back to exactly this after a warning.
+        settings.scanning.disabled = True
 
 
 @kopf.on.login()

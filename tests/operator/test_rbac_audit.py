@@ -1,0 +1,191 @@
+"""RBAC audit: every API call the operator made in these tests, checked against the chart's rules.
+
+The emulator records each call the operator makes (cluster.py, `OPERATOR_CALLS`:
+verb, API group, resource/subresource, namespace, name), across every operator
+test of the session; these tests run last (conftest.py orders them) so the log
+holds the reconciles, diagnoses, reactions and deletions of the whole suite, and
+the first test here drives one full life cycle itself so the audit is never empty.
+The chart is rendered by the real Helm engine (as tests/chart does) the way the
+tests run the operator (`--namespace test`: `watchNamespaces: [test]`, a Role),
+and cluster-wide (the default: a ClusterRole); each call must be allowed by
+Kubernetes' RBAC rule matching, implemented here from the reference docs.
+
+The detector is audited the same way: a real `mlwarden detector --report-to` the
+emulator, with its own token, against the Role the operator created for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cluster import (
+    CALLS_BY_TOKEN,
+    NS,
+    OM,
+    OPERATOR_CALLS,
+    ApiCall,
+    Cluster,
+    api_call,
+    eventually,
+    exists,
+    model_deployment,
+    model_service,
+    obj,
+    observed_model,
+    status,
+)
+
+helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "mlwarden"
+RELEASE = "mlwarden"
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name=RELEASE, namespace="mlwarden-system", is_install=True)
+    return [
+        doc
+        for name, text in manifests.items()
+        if not name.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+def operator_rules(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    (role,) = [
+        o for o in objects if o["kind"] == kind and o["metadata"]["name"] == RELEASE
+        and o["metadata"].get("namespace", NS) == NS
+    ]  # fmt: skip
+    return list(role["rules"])
+
+
+def allows(rules: list[dict[str, Any]], call: ApiCall) -> bool:
+    """Kubernetes RBAC: some rule names the group, the resource, the verb (and the name)."""
+    for rule in rules:
+        if not ({"*", call.group} & set(rule.get("apiGroups", []))):
+            continue
+        if not ({"*", call.resource} & set(rule.get("resources", []))):
+            continue
+        if not ({"*", call.verb} & set(rule.get("verbs", []))):
+            continue
+        names = rule.get("resourceNames") or []
+        # resourceNames cannot restrict list, watch, create or deletecollection (no name).
+        if names and call.name not in names:
+            continue
+        return True
+    return False
+
+
+def triples(calls: list[ApiCall]) -> set[tuple[str, str, str]]:
+    return {(c.group, c.resource, c.verb) for c in calls}
+
+
+def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (g, r, v)
+        for rule in rules
+        for g in rule.get("apiGroups", [])
+        for r in rule.get("resources", [])
+        for v in rule.get("verbs", [])
+    }
+
+
+async def test_a_full_life_cycle_is_recorded(
+    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+) -> None:
+    """Reconcile, inject, then delete: the audit's own traffic, whatever else ran."""
+    api, server = cluster
+    seed(api, model_deployment(), model_service(), observed_model())
+    before = len(OPERATOR_CALLS)
+    op = await start_operator()
+    await eventually(lambda: status(api).get("phase") == "WarmingUp", what="reconciled")
+    await api_call(
+        server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
+    )
+    await eventually(lambda: not exists(api, OM, "fraud"), what="deleted")
+    await asyncio.sleep(1.0)
+    assert await op.stop() == 0
+    mine = OPERATOR_CALLS[before:]
+    verbs = {c.verb for c in mine}
+    assert {"list", "watch", "create", "patch"} <= verbs, verbs
+
+
+@pytest.mark.parametrize("mode", ["namespaced", "cluster-wide"])
+def test_every_call_the_operator_made_is_granted_by_the_chart(mode: str) -> None:
+    assert OPERATOR_CALLS, "no calls recorded"
+    if mode == "namespaced":
+        rules = operator_rules(render({"watchNamespaces": [NS]}), "Role")
+    else:
+        rules = operator_rules(render({}), "ClusterRole")
+    denied = sorted({c for c in OPERATOR_CALLS if not allows(rules, c)}, key=repr)
+    assert not denied, "calls the chart does not allow:\n" + "\n".join(map(repr, denied))
+
+
+def test_what_the_chart_grants_and_the_suite_never_used() -> None:
+    """Reported, not failed: tests cannot reach every path (a pipeline's StatefulSet, say).
+
+    Printed with -s; the list is in the test's report (issue 9's audit table).
+    """
+    rules = operator_rules(render({"watchNamespaces": [NS]}), "Role")
+    unused = granted(rules) - triples(OPERATOR_CALLS)
+    print(f"\n{len(triples(OPERATOR_CALLS))} (group, resource, verb) used of {len(granted(rules))}")
+    for g, r, v in sorted(unused):
+        print(f"  granted, unused in this run: {v} {g or 'core'}/{r}")
+
+
+async def test_the_detector_can_patch_only_its_own_status(
+    cluster: tuple[Cluster, str],
+    start_operator: Callable[..., Any],
+    seed: Callable[..., None],
+    tmp_path: Path,
+) -> None:
+    api, server = cluster
+    seed(api, model_deployment(), model_service(), observed_model())
+    op = await start_operator()
+    await eventually(lambda: exists(api, "rbac.authorization.k8s.io/v1/roles", "fraud-detector"))
+    role = obj(api, "rbac.authorization.k8s.io/v1/roles", "fraud-detector")
+    rules = list(role["rules"])
+    own = ApiCall("patch", "mlwarden.io", "observedmodels/status", NS, "fraud")
+    assert allows(rules, own)
+    assert allows(rules, ApiCall("get", "mlwarden.io", "observedmodels/status", NS, "fraud"))
+    for other in (
+        ApiCall("patch", "mlwarden.io", "observedmodels/status", NS, "someone-else"),
+        ApiCall("patch", "mlwarden.io", "observedmodels", NS, "fraud"),  # not the spec
+        ApiCall("list", "mlwarden.io", "observedmodels", NS, None),
+        ApiCall("get", "", "secrets", NS, "fraud-detector"),
+        ApiCall("patch", "apps", "deployments", NS, "fraud-model"),
+    ):
+        assert not allows(rules, other), other
+
+    # The real detector, reporting its status to the emulator with its own token.
+    seen = CALLS_BY_TOKEN.setdefault("detector-token", [])
+    manifest = tmp_path / "om.yaml"
+    om = json.loads(json.dumps(obj(api, OM, "fraud"), default=dict))
+    om["spec"]["alerting"] = {"evaluationInterval": "200ms"}
+    manifest.write_text(json.dumps(om))  # YAML reads JSON
+    port_proc = subprocess.Popen(
+        [sys.executable, "-m", "mlwarden.cli", "detector", "--observed-model", str(manifest),
+         "--listen", "127.0.0.1:0", "--report-to", server, "--report-token", "detector-token"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await eventually(lambda: seen, timeout=30, what="the detector's status write")
+    finally:
+        port_proc.terminate()
+        await asyncio.to_thread(port_proc.wait, 10)
+        await op.stop()
+    assert seen and all(allows(rules, c) for c in seen), seen
+    assert {(c.verb, c.resource, c.name) for c in seen} <= {
+        ("patch", "observedmodels/status", "fraud"),
+        ("get", "observedmodels/status", "fraud"),
+    }
