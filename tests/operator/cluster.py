@@ -152,7 +152,11 @@ class Fault:
     delay: float = 0.0  # seconds before answering (or before failing)
     stall_seconds: float = 0.0  # a watch: answer 200, then send nothing for this long
     name: str | None = None
+    # Set while a call is held in `delay`: the call is then refused (503), never applied,
+    # as when the caller died waiting (a SIGKILLed operator's request never lands).
+    abandoned: bool = False
     hits: list[ApiCall] = field(default_factory=list)
+    at: list[float] = field(default_factory=list)  # loop time of each hit
 
     def matches(self, call: ApiCall) -> bool:
         return (
@@ -181,8 +185,12 @@ class Cluster(kmock.KubernetesEmulator):
             for fault in self.__dict__.get("faults", []):
                 if fault.matches(call):
                     fault.hits.append(call)
-                    if fault.delay:
-                        await asyncio.sleep(fault.delay)
+                    fault.at.append(asyncio.get_running_loop().time())
+                    deadline = asyncio.get_running_loop().time() + fault.delay
+                    while asyncio.get_running_loop().time() < deadline and not fault.abandoned:
+                        await asyncio.sleep(0.05)
+                    if fault.abandoned:
+                        return _error(503, call)
                     if fault.stall_seconds:
                         # Headers, then nothing at all for `delay` seconds, then the end.
                         stream = aiohttp.web.StreamResponse(

@@ -69,6 +69,12 @@ def operator_rules(objects: list[dict[str, Any]], kind: str) -> list[dict[str, A
     return list(role["rules"])
 
 
+# Tried and refused on purpose: diagnosis lists Secrets (for their edit times, never their data)
+# where it may; the chart withholds Secrets, and the operator asks once per namespace and
+# process, then goes without (operator/respond.py, _REFUSED). Reported, not granted.
+DELIBERATELY_REFUSED = {("", "secrets", "list")}
+
+
 def allows(rules: list[dict[str, Any]], call: ApiCall) -> bool:
     """Kubernetes RBAC: some rule names the group, the resource, the verb (and the name)."""
     for rule in rules:
@@ -127,7 +133,14 @@ def test_every_call_the_operator_made_is_granted_by_the_chart(mode: str) -> None
         rules = operator_rules(render({"watchNamespaces": [NS]}), "Role")
     else:
         rules = operator_rules(render({}), "ClusterRole")
-    denied = sorted({c for c in OPERATOR_CALLS if not allows(rules, c)}, key=repr)
+    denied = sorted(
+        {
+            c
+            for c in OPERATOR_CALLS
+            if not allows(rules, c) and (c.group, c.resource, c.verb) not in DELIBERATELY_REFUSED
+        },
+        key=repr,
+    )
     assert not denied, "calls the chart does not allow:\n" + "\n".join(map(repr, denied))
 
 

@@ -48,6 +48,12 @@ FINALIZER = "mlwarden.io/finalizer"
 # shorten both; the defaults suit a cluster.
 RETRY_SECONDS = float(os.environ.get("MLWARDEN_RETRY_SECONDS") or 5.0)
 RESPOND_INTERVAL = float(os.environ.get("MLWARDEN_RESPOND_INTERVAL") or 30.0)
+API_BACKOFF_CAP_SECONDS = 60.0
+
+
+def api_backoff(retry: int) -> float:
+    """Seconds before retrying after an API failure: RETRY_SECONDS doubling, capped."""
+    return float(min(RETRY_SECONDS * 2.0 ** min(retry, 16), API_BACKOFF_CAP_SECONDS))
 
 
 class _State:
@@ -190,7 +196,7 @@ def _observation_base(body: dict[str, Any]) -> dict[str, Any]:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+async def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any) -> None:
     raw = dict(body)
     name, namespace = body.metadata.name, body.metadata.namespace
     base = _observation_base(raw)
@@ -207,12 +213,18 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         return  # nothing to retry: the next spec change re-runs this handler
 
     settings = STATE.settings
-    for obj in objects.desired_objects(raw, model, settings):
-        outcome = await ensure(obj)
-        if outcome != "unchanged":
-            log.info("%s %s/%s %s", obj["kind"], namespace, obj["metadata"]["name"], outcome)
-
-    obs = await _inject(raw, model, base)
+    try:
+        for obj in objects.desired_objects(raw, model, settings):
+            outcome = await ensure(obj)
+            if outcome != "unchanged":
+                log.info("%s %s/%s %s", obj["kind"], namespace, obj["metadata"]["name"], outcome)
+        obs = await _inject(raw, model, base)
+    except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+        # A conflict, an API server error or timeout: retry soon, backing off, instead of
+        # kopf's flat minute for unexpected errors. Every step is idempotent (ensure, the
+        # injection plan), so a retry picks up where this one stopped.
+        METRICS.reconciles.labels("retry").inc()
+        raise kopf.TemporaryError(f"API: {exc}", delay=api_backoff(retry)) from exc
     new = _write_status(patch, raw, obs)
     METRICS.set_phase(f"{namespace}/{name}", new["phase"])
     result = {"Failed": "failed", "Pending": "pending"}.get(new["phase"], "ok")
