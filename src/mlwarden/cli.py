@@ -377,7 +377,7 @@ def _run_check(args: argparse.Namespace) -> int:
 def _run_operator(args: argparse.Namespace) -> int:
     import kopf
 
-    from mlwarden.operator import handlers  # noqa: F401  (registers the handlers)
+    from mlwarden.operator import handlers  # registers the handlers
     from mlwarden.operator.settings import OperatorSettings
 
     settings = OperatorSettings.from_env()  # fail early, naming the variable, on a bad setting

@@ -155,6 +155,9 @@ class Fault:
     # Set while a call is held in `delay`: the call is then refused (503), never applied,
     # as when the caller died waiting (a SIGKILLed operator's request never lands).
     abandoned: bool = False
+    # Hold the answer instead: the call is applied at once, its response held for `delay`
+    # (a caller killed meanwhile has changed the cluster without knowing it).
+    answer_late: bool = False
     hits: list[ApiCall] = field(default_factory=list)
     at: list[float] = field(default_factory=list)  # loop time of each hit
 
@@ -186,6 +189,11 @@ class Cluster(kmock.KubernetesEmulator):
                 if fault.matches(call):
                     fault.hits.append(call)
                     fault.at.append(asyncio.get_running_loop().time())
+                    if fault.answer_late:
+                        self._before_super(request)
+                        response = await super()._handle(request)
+                        await asyncio.sleep(fault.delay)
+                        return response
                     deadline = asyncio.get_running_loop().time() + fault.delay
                     while asyncio.get_running_loop().time() < deadline and not fault.abandoned:
                         await asyncio.sleep(0.05)
@@ -202,12 +210,15 @@ class Cluster(kmock.KubernetesEmulator):
                     if fault.status:
                         return _error(fault.status, call)
                     break
+        self._before_super(request)
+        return await super()._handle(request)
+
+    def _before_super(self, request: Any) -> None:
         if request.resource is not None and isinstance(request.data, dict):
             if request.action == enums.action.CREATE:
                 self._on_create(request)
             elif request.action == enums.action.UPDATE and request.name is not None:
                 self._on_update(request)
-        return await super()._handle(request)
 
     def _on_create(self, request: Any) -> None:
         data = request.data
