@@ -255,14 +255,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo = sub.add_parser(
         "demo",
-        help="run a real model server, the sidecar and the detector on this machine; "
-        "watch an incident get detected",
+        help="the whole loop on this machine: detect, diagnose and react to two incidents",
+        description=(
+            "Runs MLServer with two versions of an iris model, the mlwarden sidecar, detector "
+            "and operator, and a Kubernetes API emulator (kubectl works against it: the "
+            "KUBECONFIG line is printed), all on loopback. The story: a feature job starts "
+            "sending a feature in another unit (detected, blamed on the job, alerted on, not "
+            "rolled back), then a bad model version rolls out (detected as prediction drift, "
+            "blamed on the rollout, rolled back). Exit status 0 when both incidents were "
+            "detected and no request failed."
+        ),
     )
     demo.add_argument(
         "--keep-running",
         action="store_true",
-        help="leave everything running until Ctrl-C (try it with curl)",
+        help="leave everything running until Ctrl-C (try kubectl and curl against it)",
     )
+    demo.add_argument(
+        "--fast", action="store_true", help="shorter pauses and more traffic (used by the tests)"
+    )
+    demo.add_argument(
+        "--report",
+        default="mlwarden-demo-report.html",
+        help="where to write the HTML report (default: %(default)s; '' for none)",
+    )
+    demo.add_argument("--summary-json", help="also write the outcome as JSON here")
     return parser
 
 
@@ -411,7 +428,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from mlwarden.demo import run_demo
 
-            return run_demo(keep_running=args.keep_running)
+            return run_demo(
+                keep_running=args.keep_running,
+                fast=args.fast,
+                report=args.report or None,
+                summary_json=args.summary_json,
+            )
         parser.error(f"unknown command {args.command!r}")
         return 2  # pragma: no cover - parser.error exits
     except SpecError as exc:
