@@ -148,7 +148,14 @@ def test_role_allows_only_this_models_status(body: Obj) -> None:
             "resources": ["observedmodels/status"],
             "resourceNames": ["fraud"],
             "verbs": ["get", "patch"],
-        }
+        },
+        # the stored reference: the operator creates the ConfigMap, the detector fills it
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["fraud-reference"],
+            "verbs": ["get", "patch"],
+        },
     ]
     binding = objects.detector_role_binding(body)
     assert binding["roleRef"] == {
@@ -213,7 +220,18 @@ def test_detector_deployment(body: Obj, model: ObservedModel, settings: Operator
         f"{MANIFEST_DIR}/{MANIFEST_KEY}",
         "--listen",
         "0.0.0.0:8080",
+        "--ingest-token-file",
+        "/var/run/mlwarden/ingest-token/token",
     ]
+    assert {
+        "name": "ingest-token",
+        "mountPath": "/var/run/mlwarden/ingest-token",
+        "readOnly": True,
+    } in container["volumeMounts"]
+    assert {
+        "name": "ingest-token",
+        "secret": {"secretName": "fraud-ingest-token", "defaultMode": 0o440},
+    } in pod["volumes"]
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
