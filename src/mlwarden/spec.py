@@ -854,6 +854,16 @@ def _spec(o: _Obj) -> ObservedModelSpec:
         reactions=reactions,
         guardrails=_guardrails(o.obj("guardrails")),
     )
+    numeric = {f.name for f in features if f.type == "numeric"}
+    if prediction is not None and prediction.type == "numeric":
+        numeric.add(prediction.name)
+    for i, rule in enumerate(capture.redact):
+        if rule.action == "hash" and rule.field in numeric:
+            o.errors.add(
+                f"spec.capture.redact[{i}].action",
+                f"hashing turns the numeric {rule.field!r} into text; drop it, or declare it "
+                "categorical",
+            )
     if features:
         known = {f.name for f in features} | ({prediction.name} if prediction else set())
         for component in spec.pipeline:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import requests
 from harness import (
@@ -51,8 +50,11 @@ def token_file(tmp: Path, token: str, name: str = "token") -> str:
 
 def call_model(sidecar: SidecarProcess, n: int, marker: str = "") -> None:
     for i in range(n):
-        body = {"amount": 10.0 + i, "email": f"{marker}alice{i}@example.com",
-                "user": f"{marker}user-{i}"}  # fmt: skip
+        body = {
+            "amount": 10.0 + i,
+            "email": f"{marker}alice{i}@example.com",
+            "user": f"{marker}user-{i}",
+        }
         resp = requests.post(f"{sidecar.url}/predict", json=body, timeout=10)
         assert resp.status_code == 200  # the model path, whatever happens to the records
         assert resp.headers["X-Upstream"] == "echo"
@@ -83,34 +85,54 @@ def test_records_arrive_with_the_token_and_are_refused_without_it(
     # No header, a wrong one: 401 with a JSON body, counted; nothing ingested.
     bare = requests.post(f"{detector.url}/v1/records", json={"records": []}, timeout=5)
     assert bare.status_code == 401 and "missing ingest token" in bare.json()["error"]
-    wrong = requests.post(f"{detector.url}/v1/records", json={"records": []}, timeout=5,
-                          headers={"Authorization": "Bearer " + "x" * len(TOKEN)})  # fmt: skip
+    wrong = requests.post(
+        f"{detector.url}/v1/records",
+        json={"records": []},
+        timeout=5,
+        headers={"Authorization": "Bearer " + "x" * len(TOKEN)},
+    )
     assert wrong.status_code == 401 and "wrong ingest token" in wrong.json()["error"]
     labels = requests.post(f"{detector.url}/v1/labels", json={"labels": []}, timeout=5)
     assert labels.status_code == 401
-    assert detector_metric(detector, "mlwarden_detector_batches_rejected_total",
-                           reason="unauthorized") == 3  # fmt: skip
+    assert (
+        detector_metric(detector, "mlwarden_detector_batches_rejected_total", reason="unauthorized")
+        == 3
+    )
     assert requests.get(f"{detector.url}/v1/status", timeout=5).status_code == 200  # reads open
 
     # A sidecar with the right token: records arrive.
-    good = start_sidecar(upstream.url, "--observed-model", str(om),
-                         "--ingest-token-file", token_file(tmp_path, TOKEN, "good"),
-                         collector=detector.url)  # fmt: skip
+    good = start_sidecar(
+        upstream.url,
+        "--observed-model",
+        str(om),
+        "--ingest-token-file",
+        token_file(tmp_path, TOKEN, "good"),
+        collector=detector.url,
+    )
     call_model(good, 10)
     wait_until(lambda: detector.status()["recordsIngested"] == 10, what="records ingested")
 
     # A sidecar with a wrong token: the model answers as before, the records are refused.
-    bad = start_sidecar(upstream.url, "--observed-model", str(om),
-                        "--ingest-token-file", token_file(tmp_path, "W" * 43, "bad"),
-                        collector=detector.url)  # fmt: skip
+    bad = start_sidecar(
+        upstream.url,
+        "--observed-model",
+        str(om),
+        "--ingest-token-file",
+        token_file(tmp_path, "W" * 43, "bad"),
+        collector=detector.url,
+    )
     started = time.monotonic()
     call_model(bad, 10)
     assert time.monotonic() - started < 10
-    wait_until(lambda: bad.metric("mlwarden_sidecar_records_dropped_total",
-                                  reason="unauthorized") == 10, what="dropped as unauthorized")  # fmt: skip
+    wait_until(
+        lambda: bad.metric("mlwarden_sidecar_records_dropped_total", reason="unauthorized") == 10,
+        what="dropped as unauthorized",
+    )
     assert bad.metric("mlwarden_sidecar_ship_requests_total", outcome="unauthorized") >= 1
-    assert detector_metric(detector, "mlwarden_detector_batches_rejected_total",
-                           reason="unauthorized") >= 4  # fmt: skip
+    assert (
+        detector_metric(detector, "mlwarden_detector_batches_rejected_total", reason="unauthorized")
+        >= 4
+    )
     assert detector.status()["recordsIngested"] == 10
     # The token is never logged, by either side.
     assert TOKEN not in good.log() and TOKEN not in detector.log()
@@ -135,9 +157,16 @@ def test_redacted_fields_never_leave_the_sidecar_and_payloads_are_not_logged(
 ) -> None:
     om = manifest(tmp_path, SPEC)
     marker = "PAYLOADMARKER"
-    sidecar = start_sidecar(upstream.url, "--observed-model", str(om), "--log-level", "debug",
-                            "--ingest-token-file", token_file(tmp_path, TOKEN),
-                            collector=collector.url)  # fmt: skip
+    sidecar = start_sidecar(
+        upstream.url,
+        "--observed-model",
+        str(om),
+        "--log-level",
+        "debug",
+        "--ingest-token-file",
+        token_file(tmp_path, TOKEN),
+        collector=collector.url,
+    )
     call_model(sidecar, 5, marker)
     wait_until(lambda: len(collector.records()) == 5, what="5 records shipped")
     for i, record in enumerate(sorted(collector.records(), key=lambda r: r["features"]["amount"])):
@@ -150,10 +179,15 @@ def test_redacted_fields_never_leave_the_sidecar_and_payloads_are_not_logged(
 
     # The detector, at debug level too, fed the same kind of values directly.
     detector = start_detector(om, "--log-level", "debug")
-    assert detector.post({"records": [{"features": {"amount": 1.0, "email": f"{marker}@x",
-                                       "user": marker}}]}).status_code == 200  # fmt: skip
-    assert detector.post({"records": [{"features": {"amount": f"{marker}-not-a-number"}}],
-                          "junk": marker}).status_code in (200, 400)  # fmt: skip
+    assert (
+        detector.post(
+            {"records": [{"features": {"amount": 1.0, "email": f"{marker}@x", "user": marker}}]}
+        ).status_code
+        == 200
+    )
+    assert detector.post(
+        {"records": [{"features": {"amount": f"{marker}-not-a-number"}}], "junk": marker}
+    ).status_code in (200, 400)
     sidecar.stop()
     detector.stop()
     assert "DEBUG" in sidecar.log()  # debug logging was on, and said things

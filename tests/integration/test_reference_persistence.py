@@ -1,4 +1,4 @@
-"""A restarted detector keeps its reference: stored in a ConfigMap, reloaded, rebaselined on request.
+"""A restarted detector keeps its reference: stored, reloaded, replaced on request only.
 
 The real detector process, reporting to kmock's API emulator (as in test_detector_status.py).
 Without the stored reference, the restarted detector would warm up on the drifted traffic that
@@ -41,7 +41,9 @@ UID = "5e1f0a4c-0000-4000-8000-000000000001"
 
 def write_manifest(tmp: Path, rebaseline: str | None = None) -> Path:
     path = tmp / "m.yaml"
-    annotations = f", annotations: {{{REBASELINE_ANNOTATION}: '{rebaseline}'}}" if rebaseline else ""
+    annotations = (
+        f", annotations: {{{REBASELINE_ANNOTATION}: '{rebaseline}'}}" if rebaseline else ""
+    )
     path.write_text(
         "apiVersion: mlwarden.io/v1alpha1\nkind: ObservedModel\n"
         f"metadata: {{name: m, namespace: test{annotations}}}\nspec:\n{SPEC}"
@@ -62,10 +64,18 @@ def records(rng: np.random.Generator, n: int, shift: float) -> dict[str, Any]:
 async def detector(manifest: Path, *extra: str) -> AsyncIterator[str]:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mlwarden.cli", "detector", "--observed-model", str(manifest),
-        "--listen", f"127.0.0.1:{port}", *extra,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "mlwarden.cli",
+        "detector",
+        "--observed-model",
+        str(manifest),
+        "--listen",
+        f"127.0.0.1:{port}",
+        *extra,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
@@ -104,10 +114,11 @@ async def test_restart_reloads_the_reference_and_a_rebaseline_replaces_it(tmp_pa
         api.resources[RESOURCE] = {}
         api.resources[CONFIGMAPS] = {}
         api.objects[RESOURCE, "test", "m"] = {
-            "apiVersion": "mlwarden.io/v1alpha1", "kind": "ObservedModel",
+            "apiVersion": "mlwarden.io/v1alpha1",
+            "kind": "ObservedModel",
             "metadata": {"name": "m", "namespace": "test", "uid": UID},
             "spec": {"target": {"deployment": "m"}},
-        }  # fmt: skip
+        }
         report = ("--report-to", str(server.url))
 
         def reference() -> dict[str, Any]:

@@ -75,14 +75,20 @@ async def test_the_ingest_token_is_created_once_owned_and_only_in_this_models_si
     }
     assert plain(obj(api, DEPLOYMENTS, "other-model")) == plain(other)
     detector = obj(api, DEPLOYMENTS, "fraud-detector")["spec"]["template"]["spec"]
-    assert {"name": "ingest-token", "secret": {"secretName": "fraud-ingest-token",
-            "defaultMode": 0o440}} in detector["volumes"]  # fmt: skip
+    assert {
+        "name": "ingest-token",
+        "secret": {"secretName": "fraud-ingest-token", "defaultMode": 0o440},
+    } in detector["volumes"]
     assert "--ingest-token-file" in detector["containers"][0]["args"]
 
     # A restarted operator never replaces it (nor the stored reference the detector wrote).
-    await api_call(server, "PATCH", f"/api/v1/namespaces/{NS}/configmaps/fraud-reference",
-                   {"binaryData": {"reference.json.gz": "AAAA"}},
-                   "application/merge-patch+json")  # fmt: skip
+    await api_call(
+        server,
+        "PATCH",
+        f"/api/v1/namespaces/{NS}/configmaps/fraud-reference",
+        {"binaryData": {"reference.json.gz": "AAAA"}},
+        "application/merge-patch+json",
+    )
     version = secret["metadata"]["resourceVersion"]
     await op.stop()
     op = await start_operator()
@@ -93,7 +99,9 @@ async def test_the_ingest_token_is_created_once_owned_and_only_in_this_models_si
     assert obj(api, CONFIGMAPS, "fraud-reference")["binaryData"] == {"reference.json.gz": "AAAA"}
 
     # Deleting the ObservedModel restores the Deployment exactly: the token reference included.
-    await api_call(server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud")
+    await api_call(
+        server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
+    )
     await eventually(lambda: not exists(api, OM, "fraud"), timeout=30, what="finalizer released")
     restored = plain(obj(api, DEPLOYMENTS, "fraud-model"))
     for key in ("resourceVersion", "generation", "annotations", "managedFields"):
@@ -118,9 +126,13 @@ async def test_the_rebaseline_annotation_rolls_the_detector_and_is_recorded(
 
     before = config_hash()
     token = "2026-11-26T17:30:00Z"
-    await api_call(server, "PATCH", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud",
-                   {"metadata": {"annotations": {REBASELINE_ANNOTATION: token}}},
-                   "application/merge-patch+json")  # fmt: skip
+    await api_call(
+        server,
+        "PATCH",
+        f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud",
+        {"metadata": {"annotations": {REBASELINE_ANNOTATION: token}}},
+        "application/merge-patch+json",
+    )
     await eventually(lambda: "RebaselineRequested" in reasons(api), what="the Event")
     manifest = obj(api, CONFIGMAPS, "fraud-detector")["data"]["observedmodel.yaml"]
     assert f"{REBASELINE_ANNOTATION}: '{token}'" in manifest
@@ -134,11 +146,17 @@ async def test_a_network_policy_admits_only_the_observed_pods_when_enabled(
     api, _ = cluster
     seed(api, model_deployment(), model_service(), observed_model())
     scrapers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}]
-    op = await start_operator(env={"MLWARDEN_NETWORK_POLICY": "true",
-                                   "MLWARDEN_NETWORK_POLICY_METRICS_FROM": json.dumps(scrapers)})
+    op = await start_operator(
+        env={
+            "MLWARDEN_NETWORK_POLICY": "true",
+            "MLWARDEN_NETWORK_POLICY_METRICS_FROM": json.dumps(scrapers),
+        }
+    )
     await eventually(lambda: exists(api, POLICIES, "fraud-detector"), what="the NetworkPolicy")
     policy = plain(obj(api, POLICIES, "fraud-detector"))
-    assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"app": "fraud-model"}}}]
+    assert policy["spec"]["ingress"][0]["from"] == [
+        {"podSelector": {"matchLabels": {"app": "fraud-model"}}}
+    ]
     assert policy["spec"]["ingress"][1]["from"] == scrapers
     assert policy["metadata"]["ownerReferences"][0]["name"] == "fraud"
     for key in ("resourceVersion", "generation", "uid", "creationTimestamp"):

@@ -35,6 +35,14 @@ def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
 
 def test_only_the_exact_bearer_header_matches() -> None:
     assert bearer_matches(bearer_header(TOKEN)["Authorization"], TOKEN)
-    for header in (None, "", TOKEN, f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN} ", f"bearer {TOKEN}",
-                   f"Basic {TOKEN}", "Bearer ü"):  # fmt: skip
+    for header in (
+        None,
+        "",
+        TOKEN,
+        f"Bearer {TOKEN[:-1]}",
+        f"Bearer {TOKEN} ",
+        f"bearer {TOKEN}",
+        f"Basic {TOKEN}",
+        "Bearer ü",
+    ):
         assert not bearer_matches(header, TOKEN), header

@@ -135,7 +135,9 @@ def _sketch_from_dict(d: Mapping[str, Any], where: str) -> NumericSketch | Categ
 # --------------------------------------------------------------------------- reference
 
 
-def reference_to_dict(reference: Reference, *, basis: str, rebaseline: str | None) -> dict[str, Any]:
+def reference_to_dict(
+    reference: Reference, *, basis: str, rebaseline: str | None
+) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "id": reference.id,

@@ -241,7 +241,7 @@ class DetectorService:
         decision = reuse_decision(stored, basis=self.basis, rebaseline=self.model.rebaseline)
         if self.store_error is not None and stored is None:
             decision = replace(
-                decision, reason=f"the reference store could not be read: warming up anew"
+                decision, reason="the reference store could not be read: warming up anew"
             )
         self.reference_reason = decision.reason
         if decision.reuse and stored is not None:
@@ -262,9 +262,7 @@ class DetectorService:
         if (self._stored and self._stored[0] == ref.id) or self._refused == ref.id:
             return
         try:
-            data, digest = encode_reference(
-                ref, basis=self.basis, rebaseline=self.model.rebaseline
-            )
+            data, digest = encode_reference(ref, basis=self.basis, rebaseline=self.model.rebaseline)
         except StoredReferenceError as exc:
             self._refused = ref.id
             self.store_error = f"not stored: {exc}"

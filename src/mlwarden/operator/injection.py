@@ -361,7 +361,10 @@ def sidecar_container(
             {
                 "name": ENV_TOKEN,
                 "valueFrom": {
-                    "secretKeyRef": {"name": ingest_token_secret_name(model.name), "key": SECRET_KEY}
+                    "secretKeyRef": {
+                        "name": ingest_token_secret_name(model.name),
+                        "key": SECRET_KEY,
+                    }
                 },
             },
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

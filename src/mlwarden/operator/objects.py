@@ -42,6 +42,8 @@ from typing import Any, Final
 
 import yaml
 
+from mlwarden.detector.store import reference_store_name
+from mlwarden.ingest_auth import SECRET_KEY, ingest_token_secret_name
 from mlwarden.operator.settings import (
     API_VERSION,
     DETECTOR_PORT_NAME,
@@ -57,8 +59,6 @@ from mlwarden.operator.settings import (
     labels,
     selector_labels,
 )
-from mlwarden.detector.store import reference_store_name
-from mlwarden.ingest_auth import SECRET_KEY, ingest_token_secret_name
 from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModel
 
 CONFIG_HASH_ANNOTATION: Final = f"{GROUP}/config-hash"

@@ -147,7 +147,8 @@ def _peers(env: Mapping[str, str], name: str) -> tuple[dict[str, Any], ...]:
     if not isinstance(peers, list) or not all(isinstance(p, dict) for p in peers):
         raise ValueError(
             f"{name}: must be a JSON list of NetworkPolicyPeers, e.g. "
-            '[{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]'
+            '[{"namespaceSelector": {"matchLabels": '
+            '{"kubernetes.io/metadata.name": "monitoring"}}}]'
         )
     return tuple(peers)
 

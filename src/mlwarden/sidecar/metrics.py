@@ -148,7 +148,8 @@ class SidecarMetrics:
         )
         self.ship_requests = Counter(
             "mlwarden_sidecar_ship_requests",
-            "Batches posted to the collector, by outcome (ok, retry, rejected, unauthorized, failed).",
+            "Batches posted to the collector, by outcome "
+            "(ok, retry, rejected, unauthorized, failed).",
             ["outcome"],
             registry=r,
         )

@@ -32,11 +32,11 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from mlwarden.ingest_auth import bearer_header
 from mlwarden.sidecar.capture import CaptureQueue, CaptureWorker, Exchange
 from mlwarden.sidecar.config import SidecarConfig
 from mlwarden.sidecar.metrics import SidecarMetrics
 from mlwarden.sidecar.shipper import Shipper
-from mlwarden.ingest_auth import bearer_header
 
 log = logging.getLogger(__name__)
 

@@ -43,9 +43,13 @@ def model(rebaseline: str | None = None, **spec: Any) -> Any:
     if rebaseline is not None:
         meta["annotations"] = {REBASELINE_ANNOTATION: rebaseline}
     return parse_observed_model(
-        {"apiVersion": "mlwarden.io/v1alpha1", "kind": "ObservedModel", "metadata": meta,
-         "spec": base}
-    )  # fmt: skip
+        {
+            "apiVersion": "mlwarden.io/v1alpha1",
+            "kind": "ObservedModel",
+            "metadata": meta,
+            "spec": base,
+        }
+    )
 
 
 def batch(n: int, seed: int, shift: float = 0.0) -> Any:
@@ -85,8 +89,9 @@ def evidence(d: Detector) -> list[Any]:
 def test_a_reloaded_reference_gives_identical_evidence() -> None:
     m = model()
     original = warmed(m)
-    data, digest = encode_reference(original.reference, basis=reference_basis(m.spec),
-                                    rebaseline=None)  # fmt: skip
+    data, digest = encode_reference(
+        original.reference, basis=reference_basis(m.spec), rebaseline=None
+    )
     stored = decode_reference(data, where="test")
     assert stored.digest == digest and stored.rebaseline is None
     assert stored.reference.id == original.reference.id
@@ -101,8 +106,10 @@ def test_a_reloaded_reference_gives_identical_evidence() -> None:
     # and the drift the shifted window carries is found by both
     assert any(e.failing and e.feature == "x" for e in got)
     # encoding is deterministic: the same reference, the same bytes and digest
-    assert encode_reference(stored.reference, basis=reference_basis(m.spec),
-                            rebaseline=None) == (data, digest)  # fmt: skip
+    assert encode_reference(stored.reference, basis=reference_basis(m.spec), rebaseline=None) == (
+        data,
+        digest,
+    )
 
 
 def test_the_stored_form_is_a_summary_not_rows() -> None:
@@ -120,14 +127,18 @@ def test_the_stored_form_is_a_summary_not_rows() -> None:
 
 
 def test_too_large_a_summary_is_refused_naming_the_columns() -> None:
-    m = model(features=[{"name": "user", "type": "categorical"}], prediction=None,
-              reference={"size": 1000})  # fmt: skip
+    m = model(
+        features=[{"name": "user", "type": "categorical"}],
+        prediction=None,
+        reference={"size": 1000},
+    )
     d = Detector(m, now=0.0)
     rng = np.random.default_rng(0)
     # 1000 distinct random 2 KB categories: incompressible, far beyond a ConfigMap
     values = [rng.bytes(1500).hex() for _ in range(1000)]
-    d.ingest(parse_batch({"records": [{"features": {"user": v}} for v in values]}, now=0.0),
-             now=0.0)  # fmt: skip
+    d.ingest(
+        parse_batch({"records": [{"features": {"user": v}} for v in values]}, now=0.0), now=0.0
+    )
     assert d.reference is not None
     with pytest.raises(StoredReferenceError, match=r"over the 700 KiB.*largest columns: user"):
         encode_reference(d.reference, basis="b", rebaseline=None)

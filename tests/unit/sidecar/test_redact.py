@@ -39,11 +39,15 @@ def test_the_spec_lists_fields_with_drop_as_the_default() -> None:
         ([{"action": "drop"}], "spec.capture.redact[0].field: required field is missing"),
         ([{"field": "a", "mode": "x"}], "spec.capture.redact[0]"),
         ({"field": "a"}, "spec.capture.redact: must be a list"),
+        (
+            [{"field": "x", "action": "hash"}],
+            "spec.capture.redact[0].action: hashing turns the numeric 'x' into text",
+        ),
     ],
 )
 def test_a_bad_redact_entry_names_the_field(redact: Any, message: str) -> None:
     with pytest.raises(SpecError) as info:
-        om(redact)
+        om(redact, features=[{"name": "x", "type": "numeric"}])
     assert message in str(info.value)
 
 
@@ -64,10 +68,14 @@ def test_the_redactor_drops_and_hashes_features_and_outputs() -> None:
     redactor = Redactor.from_rules(rules, KEY)
     assert redactor is not None
     records = [
-        {"id": "r", "row": 0, "features": {"email": "a@b", "user_id": 7, "amount": 1.5},
-         "outputs": {"label": "fraud", "score": 0.9}},
+        {
+            "id": "r",
+            "row": 0,
+            "features": {"email": "a@b", "user_id": 7, "amount": 1.5},
+            "outputs": {"label": "fraud", "score": 0.9},
+        },
         {"id": "r", "row": 1, "features": {"amount": 2.0}, "outputs": {}},
-    ]  # fmt: skip
+    ]
     redactor.apply(records)
     assert records[0]["features"] == {"user_id": hash_value(7, KEY), "amount": 1.5}
     assert records[0]["outputs"] == {"score": 0.9}
@@ -87,19 +95,30 @@ def test_describe_exchange_applies_the_redaction_before_the_records_exist() -> N
     spec = om(
         [{"field": "email", "action": "drop"}, {"field": "user", "action": "hash"}],
         protocol="json",
-        features=[{"name": "email", "type": "categorical"}, {"name": "user",
-                  "type": "categorical"}, {"name": "amount", "type": "numeric"}],
-    ).spec  # fmt: skip
+        features=[
+            {"name": "email", "type": "categorical"},
+            {"name": "user", "type": "categorical"},
+            {"name": "amount", "type": "numeric"},
+        ],
+    ).spec
     exchange = Exchange(
-        method="POST", path="/predict", status=200, started_at=0.0, total_seconds=0.01,
+        method="POST",
+        path="/predict",
+        status=200,
+        started_at=0.0,
+        total_seconds=0.01,
         upstream_seconds=0.01,
         request_body=b'{"email": "alice@example.com", "user": "u-42", "amount": 3.5}',
         response_body=b'{"score": 0.2}',
-    )  # fmt: skip
+    )
     described = describe_exchange(
-        exchange, protocol="json", spec=spec, max_body_bytes=1 << 20, ids=RequestIds(),
+        exchange,
+        protocol="json",
+        spec=spec,
+        max_body_bytes=1 << 20,
+        ids=RequestIds(),
         redactor=Redactor.from_rules(spec.capture.redact, KEY),
-    )  # fmt: skip
+    )
     (record,) = described.records
     assert record["features"] == {"user": hash_value("u-42", KEY), "amount": 3.5}
     assert "alice@example.com" not in repr(described) and "u-42" not in repr(described)
