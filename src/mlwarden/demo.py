@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import shutil
 import signal
 import socket
@@ -238,6 +239,9 @@ async def _run(
     _wait_http(f"{model_url}/v2/models/iris/ready", 90, "MLServer", procs[-1])
 
     (root / "iris.yaml").write_text(MANIFEST)
+    # As in a cluster: the sidecar and the detector share an ingest token, and the detector
+    # stores its reference (here in a directory rather than a ConfigMap).
+    (root / "ingest-token").write_text(secrets.token_urlsafe(32))
     detector_port = _free_port()
     detector_url = f"http://127.0.0.1:{detector_port}"
     with open(root / "detector.log", "wb") as log:
@@ -252,6 +256,10 @@ async def _run(
                     str(root / "iris.yaml"),
                     "--listen",
                     f"127.0.0.1:{detector_port}",
+                    "--ingest-token-file",
+                    str(root / "ingest-token"),
+                    "--reference-store",
+                    str(root / "reference-store"),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -281,6 +289,8 @@ async def _run(
                     str(root / "iris.yaml"),
                     "--batch-interval",
                     "0.2",
+                    "--ingest-token-file",
+                    str(root / "ingest-token"),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
