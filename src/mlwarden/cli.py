@@ -135,6 +135,12 @@ def _sidecar_parser(sub: Any) -> None:
     _add(p, "--ship-attempts", help="posts of one batch before it is dropped", default=5, type=int)
     _add(
         p,
+        "--ingest-token-file",
+        help="file holding the detector's ingest token, sent as 'Authorization: Bearer' (or "
+        "the token itself in MLWARDEN_INGEST_TOKEN); it also keys spec.capture.redact hashes",
+    )
+    _add(
+        p,
         "--upstream-timeout",
         help="seconds to wait for the model to send data",
         default=60.0,
@@ -169,6 +175,18 @@ def _detector_parser(sub: Any) -> None:
         "--reference-dir",
         help="where a configMap reference is mounted",
         default="/etc/mlwarden/reference",
+    )
+    _add(
+        p,
+        "--reference-store",
+        help="directory where the warm-up reference is stored and reloaded after a restart "
+        "(default: ConfigMap NAME-reference when reporting to the API, else not stored)",
+    )
+    _add(
+        p,
+        "--ingest-token-file",
+        help="file holding the token every POST must present as 'Authorization: Bearer' "
+        "(or the token itself in MLWARDEN_INGEST_TOKEN); without one, ingest is open",
     )
     _add(p, "--log-level", help="debug|info|warning|error", default="info")
 
@@ -284,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sidecar_config(args: argparse.Namespace) -> Any:
+    from mlwarden.ingest_auth import ENV_TOKEN, load_ingest_token
     from mlwarden.sidecar.config import SidecarConfig, parse_hostport, parse_http_url
     from mlwarden.spec import load_observed_model
 
@@ -314,6 +333,9 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
         ship_max_attempts=args.ship_attempts,
         upstream_read_timeout_seconds=args.upstream_timeout,
         observed_model=observed,
+        ingest_token=load_ingest_token(
+            file=args.ingest_token_file, value=os.environ.get(ENV_TOKEN)
+        ),
     )
 
 
@@ -321,11 +343,14 @@ def _run_detector(args: argparse.Namespace) -> int:
     from mlwarden.detector.reference import ReferenceError
     from mlwarden.detector.reporter import StatusWriter
     from mlwarden.detector.service import serve
+    from mlwarden.detector.store import ConfigMapStore, FileStore, ReferenceStore
+    from mlwarden.ingest_auth import ENV_TOKEN, load_ingest_token
     from mlwarden.sidecar.config import parse_hostport, parse_http_url
     from mlwarden.spec import load_observed_model
 
     model = load_observed_model(args.observed_model)
     listen = parse_hostport(args.listen, what="--listen")
+    token = load_ingest_token(file=args.ingest_token_file, value=os.environ.get(ENV_TOKEN))
     if args.report_to:
         writer: StatusWriter | None = StatusWriter(
             parse_http_url(args.report_to, what="--report-to"),
@@ -335,8 +360,29 @@ def _run_detector(args: argparse.Namespace) -> int:
         )
     else:
         writer = StatusWriter.in_cluster(namespace=model.namespace, name=model.name)
+    store: ReferenceStore | None = None
+    if args.reference_store:
+        store = FileStore(args.reference_store, namespace=model.namespace, name=model.name)
+    elif writer is not None:
+        # The same API and credentials as the status writes: ConfigMap NAME-reference.
+        store = ConfigMapStore(
+            writer.api,
+            namespace=model.namespace,
+            name=model.name,
+            token=writer.token,
+            ca_file=writer.ca_file,
+        )
     try:
-        _run_loop(serve(model, listen, writer=writer, reference_dir=args.reference_dir))
+        _run_loop(
+            serve(
+                model,
+                listen,
+                writer=writer,
+                reference_dir=args.reference_dir,
+                store=store,
+                ingest_token=token,
+            )
+        )
     except ReferenceError as exc:
         print(f"mlwarden detector: reference: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ rolled back automatically. It ends with a summary table and an HTML report.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -642,16 +643,25 @@ class Demo:
         revision = dep["metadata"]["annotations"][REVISION_KEY]
         self.console.print(
             f"• the operator created iris-detector (ConfigMap, ServiceAccount, Role, "
-            f"RoleBinding, Deployment, Service) and injected the sidecar into Deployment iris "
-            f"(revision {revision})"
+            f"RoleBinding, Deployment, Service), the ingest token Secret and the reference "
+            f"ConfigMap, and injected the sidecar into Deployment iris (revision {revision})"
         )
         (self.root / "detector.yaml").write_text(manifest)
+
+        def token() -> Any:
+            secret = api.read("v1/secrets", NS, f"{MODEL}-ingest-token")
+            return secret and (secret.get("data") or {}).get("token")
+
+        # The Secret the operator made: mounted into the detector and the sidecar only.
+        encoded = await self._eventually("the ingest token Secret", token, 60)
+        (self.root / "ingest-token").write_bytes(base64.b64decode(encoded))
         detector_port = _free_port()
         detector_url = f"http://127.0.0.1:{detector_port}"
         proc = self._spawn("detector", [
             sys.executable, "-m", "mlwarden.cli", "detector",
             "--observed-model", str(self.root / "detector.yaml"),
             "--listen", f"127.0.0.1:{detector_port}", "--report-to", server,
+            "--ingest-token-file", str(self.root / "ingest-token"),
         ])  # fmt: skip
         await asyncio.to_thread(_wait_http, f"{detector_url}/readyz", 30, "the detector", proc)
         sidecar_port, admin_port = _free_port(), _free_port()
@@ -661,12 +671,14 @@ class Demo:
             "--upstream", f"http://127.0.0.1:{port}", "--collector", detector_url,
             "--admin-listen", f"127.0.0.1:{admin_port}",
             "--observed-model", str(self.root / "detector.yaml"), "--batch-interval", "0.2",
+            "--ingest-token-file", str(self.root / "ingest-token"),
         ])  # fmt: skip
         admin_url = f"http://127.0.0.1:{admin_port}"
         await asyncio.to_thread(_wait_http, f"{admin_url}/readyz", 30, "the sidecar", proc)
         self.console.print(
             f"• as the kubelet would: started the detector ({detector_url}, reporting to the "
-            f"API) with the operator's ConfigMap, and the sidecar in front of the model "
+            f"API, storing its reference in ConfigMap iris-reference) with the operator's "
+            f"ConfigMap and the ingest token, and the sidecar in front of the model "
             f"(http://127.0.0.1:{sidecar_port}, metrics on {admin_url}/metrics)\n"
         )
 

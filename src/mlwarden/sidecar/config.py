@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from mlwarden.spec import PROTOCOLS, ObservedModel
@@ -44,6 +44,8 @@ class SidecarConfig:
     upstream_connect_timeout_seconds: float = 5.0
     upstream_read_timeout_seconds: float = 60.0
     observed_model: ObservedModel | None = None
+    # Sent to the detector as a bearer token; keys the HMAC of spec.capture.redact hashes.
+    ingest_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
