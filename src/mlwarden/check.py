@@ -522,7 +522,10 @@ def _kind_name(column: _Column) -> str:
     present = [v for v in values if v is not None]
     if not present:
         return "empty"
-    return "numbers" if infer_type(present) == "numeric" else "text"
+    numbers = sum(isinstance(v, int | float) and not isinstance(v, bool) for v in present)
+    if numbers == len(present):
+        return "numbers"
+    return "numbers and text" if numbers else "text"
 
 
 # --------------------------------------------------------------------------- checking
@@ -599,9 +602,9 @@ def _plan_columns(
     if missing_ref or missing_cur:
         parts = []
         if missing_ref:
-            parts.append(f"missing from the reference {ref_name}: {', '.join(missing_ref)}")
+            parts.append(f"missing from {_label('reference', ref_name)}: {', '.join(missing_ref)}")
         if missing_cur:
-            parts.append(f"missing from the current {cur_name}: {', '.join(missing_cur)}")
+            parts.append(f"missing from {_label('current', cur_name)}: {', '.join(missing_cur)}")
         raise CheckError("the files do not have the same columns: " + "; ".join(parts))
     if manifest is None:
         model = _synthetic_model({n: c.type for n, c in columns.items()})
@@ -619,9 +622,8 @@ def _with_features(manifest: ObservedModel, features: dict[str, str]) -> Observe
 
     from mlwarden.spec import Feature
 
-    spec = dataclasses.replace(
-        manifest.spec, features=tuple(Feature(name=n, type=cast(Any, t)) for n, t in features.items())
-    )
+    declared = tuple(Feature(name=n, type=cast(Any, t)) for n, t in features.items())
+    spec = dataclasses.replace(manifest.spec, features=declared)
     return dataclasses.replace(manifest, spec=spec)
 
 
@@ -744,16 +746,20 @@ def _check_for(model: ObservedModel, kind: str) -> DriftCheck:
     return d.drift if kind == "feature" else d.prediction_drift
 
 
+def _label(side: str, name: str) -> str:
+    return f"the {side} data" if name == side else f"the {side} {name}"
+
+
 def _side(columns: Mapping[str, ColumnValues], file: str, side: str) -> dict[str, _Column]:
     if not columns:
-        raise CheckError(f"the {side} data {file} has no columns")
+        raise CheckError(f"{_label(side, file)} has no columns")
     out = {str(n): _normalise(str(n), v, side) for n, v in columns.items()}
     lengths = {n: len(c) for n, c in out.items()}
     if len(set(lengths.values())) > 1:
         shown = ", ".join(f"{n}={k}" for n, k in lengths.items())
-        raise CheckError(f"the {side} data {file} has columns of different lengths: {shown}")
+        raise CheckError(f"{_label(side, file)} has columns of different lengths: {shown}")
     if not next(iter(lengths.values())):
-        raise CheckError(f"the {side} data {file} has no rows")
+        raise CheckError(f"{_label(side, file)} has no rows")
     return out
 
 
@@ -774,8 +780,8 @@ def _type_warnings(
             else "values are compared as categories"
         )
         out.append(
-            f"column {n!r} holds {was} in the reference {names[0]} but {now} in the current "
-            f"{names[1]}; it is checked as {column.type}: {consequence}"
+            f"column {n!r} holds {was} in {_label('reference', names[0])} but {now} in "
+            f"{_label('current', names[1])}; it is checked as {column.type}: {consequence}"
         )
     return out
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from mlwarden.check import CheckReport, FeatureCheck
+    from mlwarden.detector.alerts import Evidence
 
 KINDS: Final = ("onset", "detection", "diagnosis", "reaction", "info")
 _KIND_COLOUR: Final = {
@@ -119,30 +120,16 @@ def render_html(
         parts.append(_svg(_effect_figure(checked)))
     parts.append(_drift_table(report))
     parts.append("<h2>Data quality</h2>")
-    parts.append(
-        _table(
-            ("column", "check", "value", "limit", "status", "details"),
-            [
-                (
-                    e.feature or "(schema)",
-                    e.test,
-                    _fmt(e.statistic, ".3g"),
-                    _fmt(e.threshold, ".3g"),
-                    "FAIL" if e.failing else "ok",
-                    e.message,
-                )
-                for e in report.quality
-            ],
-            bad=[e.failing for e in report.quality],
-        )
-        if report.quality
-        else "<p>Not evaluated (too few current rows, or the check is off).</p>"
-    )
+    parts.append(_quality_tables(report))
     if report.features:
         parts.append("<h2>Distributions: reference against current</h2>")
         parts.append(_svg(_distributions_figure(report.features)))
     parts.append("<h2>Settings</h2>")
-    parts.append(_table(("setting", "value"), _settings_rows(report.settings)))
+    parts.append(
+        "<details><summary>the tests, thresholds and corrections used</summary>"
+        + _table(("setting", "value"), _settings_rows(report.settings))
+        + "</details>"
+    )
     body = "\n".join(parts)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
@@ -191,6 +178,40 @@ def _table(
         cls = ' class="bad"' if bad is not None and bad[i] else ""
         out.append(f"<tr{cls}>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>")
     out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _quality_tables(report: CheckReport) -> str:
+    if not report.quality:
+        return "<p>Not evaluated (too few current rows, or the check is off).</p>"
+    head = ("column", "check", "value", "limit", "status", "details")
+
+    def rows(findings: Sequence[Evidence]) -> list[tuple[str, ...]]:
+        return [
+            (
+                e.feature or "(schema)",
+                e.test,
+                _fmt(e.statistic, ".3g"),
+                _fmt(e.threshold, ".3g"),
+                "FAIL" if e.failing else "ok",
+                e.message,
+            )
+            for e in findings
+        ]
+
+    failing = [e for e in report.quality if e.failing]
+    passing = [e for e in report.quality if not e.failing]
+    out = []
+    if failing:
+        out.append(_table(head, rows(failing), bad=[True] * len(failing)))
+    else:
+        out.append("<p>Every data-quality check passed.</p>")
+    if passing:
+        out.append(
+            f"<details><summary>{len(passing)} passing check(s)</summary>"
+            + _table(head, rows(passing))
+            + "</details>"
+        )
     return "".join(out)
 
 
@@ -417,13 +438,21 @@ def _numeric_panel(ax: Axes, reference: NumericSketch, current: NumericSketch) -
         # Few distinct reference values: one pair of bars per value, plus the tails.
         edges = reference.edges
         k = edges.size
+        labels = [f"{v:g}" for v in edges]
         ref = reference.counts[1 : 2 * k : 2] / max(reference.total, 1)
         cur = current.counts[1 : 2 * k : 2] / max(current.total, 1)
-        x = np.arange(k)
+        # Values between or beyond the reference's values (only the current has them).
+        between = current.counts[0 : 2 * k + 1 : 2] / max(current.total, 1)
+        if between[0] > 0:
+            labels, ref, cur = [f"<{edges[0]:g}", *labels], np.r_[0, ref], np.r_[between[0], cur]
+        if between[1:-1].sum() > 0:
+            labels, ref, cur = [*labels, "between"], np.r_[ref, 0], np.r_[cur, between[1:-1].sum()]
+        if between[-1] > 0:
+            labels, ref, cur = [*labels, f">{edges[-1]:g}"], np.r_[ref, 0], np.r_[cur, between[-1]]
+        x = np.arange(len(labels))
         ax.bar(x - 0.2, ref, width=0.4, color=_REF)
         ax.bar(x + 0.2, cur, width=0.4, color=_CUR)
-        labels = [f"{v:g}" for v in edges]
-        ax.set_xticks(x, labels, rotation=45 if k > 6 else 0)
+        ax.set_xticks(x, labels, rotation=45 if len(labels) > 6 else 0)
         return
     bounds, ref, cur = numeric_bins(reference, current)
     widths = np.diff(bounds)
