@@ -55,6 +55,7 @@ _PLOT_BINS: Final = 32  # histogram bars per numeric column (groups of sketch ce
 _FEW_VALUES: Final = 20  # up to this many distinct reference values: bars per value
 _TOP_CATEGORIES: Final = 10
 _GRID_COLUMNS: Final = 4
+_LEVELS: Final = (0.45, -0.45, 1.05, -1.05, 1.65, -1.65)
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,7 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _timeline_figure(events: Sequence[TimelineEvent]) -> Figure:
-    fig = _new_figure(11, 2.4)
+    fig = _new_figure(11, 3.2)
     ax = fig.subplots()
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.22, top=0.95)
     end = max(e.at_seconds for e in events)
@@ -291,7 +292,7 @@ def _timeline_figure(events: Sequence[TimelineEvent]) -> Figure:
     span = max(end - start, 1.0)
     ax.axhline(0, color="#999", lw=1, zorder=1)
     for i, e in enumerate(events):
-        level = (1 if i % 2 == 0 else -1) * (0.6 + 0.35 * ((i // 2) % 2))
+        level = _LEVELS[i % len(_LEVELS)]  # staggered, so close events keep legible labels
         colour = _KIND_COLOUR[e.kind]
         ax.vlines(e.at_seconds, 0, level, color=colour, lw=1)
         ax.scatter([e.at_seconds], [0], color=colour, zorder=3, s=30)
@@ -304,7 +305,7 @@ def _timeline_figure(events: Sequence[TimelineEvent]) -> Figure:
             color=colour,
         )
     ax.set_xlim(start - 0.05 * span, end + 0.12 * span)
-    ax.set_ylim(-1.6, 1.6)
+    ax.set_ylim(-2.6, 2.6)
     ax.set_yticks([])
     ax.set_xlabel("seconds")
     for side in ("left", "right", "top"):
