@@ -256,8 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Compares --current with --reference using the detector's checks and defaults "
             "(CSV, JSON Lines or Parquet, by extension; files or http(s) URLs). Column types "
-            "come from --observed-model, or are inferred from the reference. Exit 1 when a "
-            "finding matches --fail-on, 2 on bad input."
+            "come from --observed-model, or are inferred from the reference. Both files must "
+            "have the same columns (with --observed-model: the declared ones). --format json "
+            "is a documented contract (docs/check.md). Exit 0: no finding matching --fail-on; "
+            "1: findings matching --fail-on; 2: bad input."
         ),
     )
     check.add_argument("--reference", required=True, help="the reference data file")
@@ -390,24 +392,81 @@ def _run_detector(args: argparse.Namespace) -> int:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from mlwarden.check import render, run_check
-    from mlwarden.detector.reference import ReferenceError
+    from mlwarden.check import CheckError, render, run_check
     from mlwarden.spec import load_observed_model
 
     manifest = load_observed_model(args.observed_model) if args.observed_model else None
-    try:
-        report = run_check(args.reference, args.current, manifest=manifest)
-    except ReferenceError as exc:
-        print(f"mlwarden check: {exc}", file=sys.stderr)
-        return 2
+    with _check_progress() as progress:
+        try:
+            report = run_check(args.reference, args.current, manifest=manifest, progress=progress)
+        except CheckError as exc:
+            progress.stop()
+            print(f"mlwarden check: {exc}", file=sys.stderr)
+            return 2
+    if args.format != "text":  # text carries them itself; JSON and HTML too, stderr for people
+        for warning in report.warnings:
+            print(f"mlwarden check: warning: {warning}", file=sys.stderr)
     text = render(report, args.format)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            print(f"mlwarden check: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return 2
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 1 if report.failing(args.fail_on) else 0
+
+
+class _CheckProgress:
+    """`mlwarden check` progress on stderr: rich bars when stderr is a terminal, else quiet."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+        if sys.stderr.isatty():
+            try:
+                from rich.console import Console
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                )
+            except ImportError:  # pragma: no cover - rich is a dependency
+                return
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+            )  # fmt: skip
+
+    def __enter__(self) -> _CheckProgress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        if self._bar is None:
+            return
+        task = self._tasks.get(step)
+        if task is None:
+            task = self._tasks[step] = self._bar.add_task(step, total=total)
+        self._bar.update(task, completed=done, total=total)
+
+
+def _check_progress() -> _CheckProgress:
+    return _CheckProgress()
 
 
 def _run_operator(args: argparse.Namespace) -> int:

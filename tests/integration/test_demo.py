@@ -46,3 +46,10 @@ def test_the_demo_detects_diagnoses_and_reacts(tmp_path: Path) -> None:
     assert out["served_by_version"]["2.0"] > 0  # the bad version really served, for a while
     for incident in (unit, rollout):
         assert incident["detected"] - incident["onset"] < 30
+
+    # The HTML report: the incident's drift on petal_length, and the timeline.
+    assert out["report"] == str(report)
+    html = report.read_text()
+    assert "1 drifted column(s): petal_length" in html
+    assert "top suspect CronJob/feature-etl" in html and "top suspect Deployment/iris" in html
+    assert "<script" not in html

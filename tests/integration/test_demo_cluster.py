@@ -48,7 +48,7 @@ async def test_each_template_gets_a_revision_and_an_old_one_coming_back_the_next
     async with DemoCluster() as api, kmock.Server(api) as server:
         api.declare("demo")
         url = str(server.url).rstrip("/")
-        api.put(deployment("m:1"))
+        api.seed(deployment("m:1"))
         assert revisions(api) == {"m:1": "1"}
         await patch_image(url, "m:2")
         assert revisions(api) == {"m:1": "1", "m:2": "2"}
@@ -69,8 +69,8 @@ async def test_each_template_gets_a_revision_and_an_old_one_coming_back_the_next
 async def test_kubectl_get_shows_the_printer_columns(tmp_path: Path) -> None:
     async with DemoCluster() as api, kmock.Server(api) as server:
         api.declare("demo")
-        api.put(deployment("m:1"))
-        api.put({
+        api.seed(deployment("m:1"))
+        api.seed({
             "apiVersion": "mlwarden.io/v1alpha1", "kind": "ObservedModel",
             "metadata": {"name": "iris", "namespace": "demo"},
             "spec": {"target": {"deployment": "m"}},

@@ -159,7 +159,7 @@ class DemoCluster(kmock.KubernetesEmulator):
         self.objects[DEPLOYMENTS, namespace, name].patch({"spec": {"template": template}})
         self._deployment_controller(DEPLOYMENTS, namespace, name, at=at)
 
-    def put(self, obj: dict[str, Any]) -> None:
+    def seed(self, obj: dict[str, Any]) -> None:
         """Seed an object as if it had been created (a Deployment gets its ReplicaSet)."""
         kind = obj["kind"]
         res = OM if kind == "ObservedModel" else KINDS[kind][0]
@@ -272,7 +272,7 @@ class DemoCluster(kmock.KubernetesEmulator):
             rs_template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = (
                 digest
             )
-            self.put({
+            self.seed({
                 "apiVersion": "apps/v1", "kind": "ReplicaSet",
                 "metadata": {
                     "name": f"{name}-{digest}", "namespace": namespace,

@@ -208,10 +208,10 @@ def seed_pipeline(api: Any) -> dict[str, Any]:
     # The model's history: iris:0.9 a week ago (revision 1), iris:1.0 three days ago (2).
     first = _model_deployment(week)
     first["spec"]["template"]["spec"]["containers"][0]["image"] = IMAGE.format(OLD)
-    api.put(first)
+    api.seed(first)
     api.roll(NS, MODEL, _model_deployment(week)["spec"]["template"],
              at=_iso(now - timedelta(days=3)))  # fmt: skip
-    api.put({
+    api.seed({
         "apiVersion": "v1", "kind": "Service", "metadata": _meta(MODEL, week),
         "spec": {"selector": {"app": MODEL}, "type": "ClusterIP",
                  "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
@@ -223,7 +223,7 @@ def seed_pipeline(api: Any) -> dict[str, Any]:
                  "template": {"metadata": {"labels": {"app": "enricher"}}, "spec": {
                      "containers": [{"name": "enricher", "image": "mlwarden-demo/enricher:3.2"}]}}},
     }  # fmt: skip
-    api.put(enricher)
+    api.seed(enricher)
     hour = now.replace(minute=0, second=0)
     cronjob = {
         "apiVersion": "batch/v1", "kind": "CronJob", "metadata": _meta("feature-etl", week),
@@ -232,10 +232,10 @@ def seed_pipeline(api: Any) -> dict[str, Any]:
             "containers": [{"name": "etl", "image": ETL_IMAGE.format("2.0")}]}}}}},
         "status": {"lastScheduleTime": _iso(hour), "lastSuccessfulTime": _iso(hour)},
     }  # fmt: skip
-    api.put(cronjob)
+    api.seed(cronjob)
     for back in (3, 2, 1, 0):
         started = hour - timedelta(hours=back)
-        api.put(_etl_job(cronjob, started, ETL_IMAGE.format("2.0"), int(started.timestamp())))
+        api.seed(_etl_job(cronjob, started, ETL_IMAGE.format("2.0"), int(started.timestamp())))
     return cronjob
 
 
@@ -745,7 +745,7 @@ class Demo:
             "in millimetres instead of centimetres"
         )
         started = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=50)
-        api.put(_etl_job(cronjob, started, ETL_IMAGE.format("2.1"), int(started.timestamp())))
+        api.seed(_etl_job(cronjob, started, ETL_IMAGE.format("2.1"), int(started.timestamp())))
         self.traffic.phase = "incident"
         self.traffic.petal_length_unit = 10.0
         incident.onset = self.t()
