@@ -135,6 +135,12 @@ def _sidecar_parser(sub: Any) -> None:
     _add(p, "--ship-attempts", help="posts of one batch before it is dropped", default=5, type=int)
     _add(
         p,
+        "--ingest-token-file",
+        help="file holding the detector's ingest token, sent as 'Authorization: Bearer' (or "
+        "the token itself in MLWARDEN_INGEST_TOKEN); it also keys spec.capture.redact hashes",
+    )
+    _add(
+        p,
         "--upstream-timeout",
         help="seconds to wait for the model to send data",
         default=60.0,
@@ -193,6 +199,18 @@ def _detector_parser(sub: Any) -> None:
         "--reference-dir",
         help="where a configMap reference is mounted",
         default="/etc/mlwarden/reference",
+    )
+    _add(
+        p,
+        "--reference-store",
+        help="directory where the warm-up reference is stored and reloaded after a restart "
+        "(default: ConfigMap NAME-reference when reporting to the API, else not stored)",
+    )
+    _add(
+        p,
+        "--ingest-token-file",
+        help="file holding the token every POST must present as 'Authorization: Bearer' "
+        "(or the token itself in MLWARDEN_INGEST_TOKEN); without one, ingest is open",
     )
     _add(p, "--log-level", help="debug|info|warning|error", default="info")
 
@@ -262,8 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Compares --current with --reference using the detector's checks and defaults "
             "(CSV, JSON Lines or Parquet, by extension; files or http(s) URLs). Column types "
-            "come from --observed-model, or are inferred from the reference. Exit 1 when a "
-            "finding matches --fail-on, 2 on bad input."
+            "come from --observed-model, or are inferred from the reference. Both files must "
+            "have the same columns (with --observed-model: the declared ones). --format json "
+            "is a documented contract (docs/check.md). Exit 0: no finding matching --fail-on; "
+            "1: findings matching --fail-on; 2: bad input."
         ),
     )
     check.add_argument("--reference", required=True, help="the reference data file")
@@ -279,18 +299,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo = sub.add_parser(
         "demo",
-        help="run a real model server, the sidecar and the detector on this machine; "
-        "watch an incident get detected",
+        help="the whole loop on this machine: detect, diagnose and react to two incidents",
+        description=(
+            "Runs MLServer with two versions of an iris model, the mlwarden sidecar, detector "
+            "and operator, and a Kubernetes API emulator (kubectl works against it: the "
+            "KUBECONFIG line is printed), all on loopback. The story: a feature job starts "
+            "sending a feature in another unit (detected, blamed on the job, alerted on, not "
+            "rolled back), then a bad model version rolls out (detected as prediction drift, "
+            "blamed on the rollout, rolled back). Exit status 0 when both incidents were "
+            "detected and no request failed."
+        ),
     )
     demo.add_argument(
         "--keep-running",
         action="store_true",
-        help="leave everything running until Ctrl-C (try it with curl)",
+        help="leave everything running until Ctrl-C (try kubectl and curl against it)",
     )
+    demo.add_argument(
+        "--fast", action="store_true", help="shorter pauses and more traffic (used by the tests)"
+    )
+    demo.add_argument(
+        "--report",
+        default="mlwarden-demo-report.html",
+        help="where to write the HTML report (default: %(default)s; '' for none)",
+    )
+    demo.add_argument("--summary-json", help="also write the outcome as JSON here")
     return parser
 
 
 def _sidecar_config(args: argparse.Namespace) -> Any:
+    from mlwarden.ingest_auth import ENV_TOKEN, load_ingest_token
     from mlwarden.sidecar.config import SidecarConfig, parse_hostport, parse_http_url
     from mlwarden.spec import load_observed_model
 
@@ -324,6 +362,9 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
         client_body_timeout_seconds=args.client_body_timeout,
         max_connections=args.max_connections,
         observed_model=observed,
+        ingest_token=load_ingest_token(
+            file=args.ingest_token_file, value=os.environ.get(ENV_TOKEN)
+        ),
     )
 
 
@@ -331,11 +372,14 @@ def _run_detector(args: argparse.Namespace) -> int:
     from mlwarden.detector.reference import ReferenceError
     from mlwarden.detector.reporter import StatusWriter
     from mlwarden.detector.service import serve
+    from mlwarden.detector.store import ConfigMapStore, FileStore, ReferenceStore
+    from mlwarden.ingest_auth import ENV_TOKEN, load_ingest_token
     from mlwarden.sidecar.config import parse_hostport, parse_http_url
     from mlwarden.spec import load_observed_model
 
     model = load_observed_model(args.observed_model)
     listen = parse_hostport(args.listen, what="--listen")
+    token = load_ingest_token(file=args.ingest_token_file, value=os.environ.get(ENV_TOKEN))
     if args.report_to:
         writer: StatusWriter | None = StatusWriter(
             parse_http_url(args.report_to, what="--report-to"),
@@ -345,8 +389,29 @@ def _run_detector(args: argparse.Namespace) -> int:
         )
     else:
         writer = StatusWriter.in_cluster(namespace=model.namespace, name=model.name)
+    store: ReferenceStore | None = None
+    if args.reference_store:
+        store = FileStore(args.reference_store, namespace=model.namespace, name=model.name)
+    elif writer is not None:
+        # The same API and credentials as the status writes: ConfigMap NAME-reference.
+        store = ConfigMapStore(
+            writer.api,
+            namespace=model.namespace,
+            name=model.name,
+            token=writer.token,
+            ca_file=writer.ca_file,
+        )
     try:
-        _run_loop(serve(model, listen, writer=writer, reference_dir=args.reference_dir))
+        _run_loop(
+            serve(
+                model,
+                listen,
+                writer=writer,
+                reference_dir=args.reference_dir,
+                store=store,
+                ingest_token=token,
+            )
+        )
     except ReferenceError as exc:
         print(f"mlwarden detector: reference: {exc}", file=sys.stderr)
         return 2
@@ -354,24 +419,81 @@ def _run_detector(args: argparse.Namespace) -> int:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from mlwarden.check import render, run_check
-    from mlwarden.detector.reference import ReferenceError
+    from mlwarden.check import CheckError, render, run_check
     from mlwarden.spec import load_observed_model
 
     manifest = load_observed_model(args.observed_model) if args.observed_model else None
-    try:
-        report = run_check(args.reference, args.current, manifest=manifest)
-    except ReferenceError as exc:
-        print(f"mlwarden check: {exc}", file=sys.stderr)
-        return 2
+    with _check_progress() as progress:
+        try:
+            report = run_check(args.reference, args.current, manifest=manifest, progress=progress)
+        except CheckError as exc:
+            progress.stop()
+            print(f"mlwarden check: {exc}", file=sys.stderr)
+            return 2
+    if args.format != "text":  # text carries them itself; JSON and HTML too, stderr for people
+        for warning in report.warnings:
+            print(f"mlwarden check: warning: {warning}", file=sys.stderr)
     text = render(report, args.format)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            print(f"mlwarden check: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return 2
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 1 if report.failing(args.fail_on) else 0
+
+
+class _CheckProgress:
+    """`mlwarden check` progress on stderr: rich bars when stderr is a terminal, else quiet."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+        if sys.stderr.isatty():
+            try:
+                from rich.console import Console
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                )
+            except ImportError:  # pragma: no cover - rich is a dependency
+                return
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+            )  # fmt: skip
+
+    def __enter__(self) -> _CheckProgress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        if self._bar is None:
+            return
+        task = self._tasks.get(step)
+        if task is None:
+            task = self._tasks[step] = self._bar.add_task(step, total=total)
+        self._bar.update(task, completed=done, total=total)
+
+
+def _check_progress() -> _CheckProgress:
+    return _CheckProgress()
 
 
 def _run_operator(args: argparse.Namespace) -> int:
@@ -439,7 +561,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from mlwarden.demo import run_demo
 
-            return run_demo(keep_running=args.keep_running)
+            return run_demo(
+                keep_running=args.keep_running,
+                fast=args.fast,
+                report=args.report or None,
+                summary_json=args.summary_json,
+            )
         parser.error(f"unknown command {args.command!r}")
         return 2  # pragma: no cover - parser.error exits
     except SpecError as exc:

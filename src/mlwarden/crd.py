@@ -320,6 +320,24 @@ def _capture() -> Schema:
                     "prediction": _string("The prediction's path inside one response row."),
                 },
             ),
+            "redact": _array(
+                "Captured fields dropped or hashed (HMAC-SHA256 keyed with the ingest token) "
+                "in the pod, before they are shipped.",
+                _object(
+                    "One field and what becomes of it.",
+                    {
+                        "field": _string("A feature or output name, as captured.", min_length=1),
+                        "action": _string(
+                            "drop: removed; hash: replaced by a keyed hash (equal values stay "
+                            "equal).",
+                            enum=spec.REDACT_ACTIONS,
+                            default="drop",
+                        ),
+                    },
+                    required=["field"],
+                ),
+                map_keys=["field"],
+            ),
         },
         default={},
     )
@@ -780,6 +798,24 @@ def _status() -> Schema:
                         {
                             "id": _string("Identifies the reference.", nullable=True),
                             "since": _string("When it was set.", fmt=when, nullable=True),
+                            "source": _string("warmup, or the file, URL or ConfigMap."),
+                            "records": _integer("Rows it summarizes.", minimum=0),
+                            "origin": _string(
+                                "built (by this detector run) or restored (reloaded from "
+                                "the reference store after a restart).",
+                                enum=["built", "restored"],
+                            ),
+                            "hash": _string(
+                                "Digest of the stored summary (null: not stored).", nullable=True
+                            ),
+                            "storedIn": _string(
+                                "Where it is stored (ConfigMap NAME-reference).", nullable=True
+                            ),
+                            "reason": _string("Why this reference (reloaded, rebaseline...)."),
+                            "rebaseline": _string(
+                                f"The {spec.REBASELINE_ANNOTATION} token in force."
+                            ),
+                            "storeError": _string("Why storing or reloading it failed."),
                         },
                     ),
                     "updated": _string("When the detector last wrote.", fmt=when),

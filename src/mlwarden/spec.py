@@ -36,6 +36,12 @@ FEATURE_TYPES: Final = ("numeric", "categorical")
 DRIFT_TESTS: Final = ("auto", "ks", "wasserstein", "psi", "jensenshannon", "chisquare")
 CORRECTIONS: Final = ("bonferroni", "benjamini-hochberg", "none")
 REFERENCE_SOURCES: Final = ("warmup", "configMap", "url", "file")
+REDACT_ACTIONS: Final = ("drop", "hash")
+# The ObservedModel annotation that asks for a new reference: setting it to a new value (a
+# timestamp, any token) makes the detector warm up anew instead of reloading the stored
+# reference. Outside the `mlwarden.io/` prefix, which kopf's own annotations use (kopf
+# ignores annotations under its storage prefix when it looks for changes).
+REBASELINE_ANNOTATION: Final = "reference.mlwarden.io/rebaseline"
 PERFORMANCE_ESTIMATES: Final = ("cbpe", "none")
 PERFORMANCE_METRICS: Final = ("accuracy", "f1", "roc_auc")
 ALERT_TYPES: Final = (
@@ -150,12 +156,21 @@ class JsonCapture:
 
 
 @dataclass(frozen=True)
+class Redaction:
+    """A captured field the sidecar drops, or replaces by a keyed hash, before shipping it."""
+
+    field: str  # a feature or output name, as captured
+    action: Literal["drop", "hash"] = "drop"
+
+
+@dataclass(frozen=True)
 class Capture:
     """What the sidecar captures: a sample of exchanges with bodies up to a size cap."""
 
     sample_rate: float = 1.0
     max_body_bytes: int = 1 << 20
     json: JsonCapture | None = None
+    redact: tuple[Redaction, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -304,6 +319,7 @@ class ObservedModel:
     spec: ObservedModelSpec
     generation: int | None = None
     uid: str | None = None
+    rebaseline: str | None = None  # metadata.annotations[REBASELINE_ANNOTATION]
 
 
 # --------------------------------------------------------------------------- reader
@@ -585,10 +601,29 @@ def _capture(o: _Obj, protocol: str) -> Capture:
             prediction=j.text("prediction", None),
         )
     j.finish()
+    redact: list[Redaction] = []
+    seen: dict[str, str] = {}
+    for path, raw in o.items("redact"):
+        r = _Obj(raw, path, o.errors)
+        name = r.text("field")
+        action = r.text("action", "drop", choices=REDACT_ACTIONS)
+        r.finish()
+        if name is None or action is None:
+            continue
+        if not name:
+            o.errors.add(f"{path}.field", "must be a non-empty string")
+            continue
+        if name in seen:
+            o.errors.add(f"{path}.field", f"duplicate field {name!r} (also at {seen[name]})")
+            continue
+        seen[name] = path
+        redact.append(Redaction(field=name, action="hash" if action == "hash" else "drop"))
     o.finish()
     if json_capture is not None and protocol not in ("json", "auto"):
         o.error("json", f"only applies with protocol json or auto, not {protocol!r}")
-    return Capture(sample_rate=sample_rate, max_body_bytes=max_body, json=json_capture)
+    return Capture(
+        sample_rate=sample_rate, max_body_bytes=max_body, json=json_capture, redact=tuple(redact)
+    )
 
 
 def _reference(o: _Obj) -> Reference:
@@ -819,6 +854,16 @@ def _spec(o: _Obj) -> ObservedModelSpec:
         reactions=reactions,
         guardrails=_guardrails(o.obj("guardrails")),
     )
+    numeric = {f.name for f in features if f.type == "numeric"}
+    if prediction is not None and prediction.type == "numeric":
+        numeric.add(prediction.name)
+    for i, rule in enumerate(capture.redact):
+        if rule.action == "hash" and rule.field in numeric:
+            o.errors.add(
+                f"spec.capture.redact[{i}].action",
+                f"hashing turns the numeric {rule.field!r} into text; drop it, or declare it "
+                "categorical",
+            )
     if features:
         known = {f.name for f in features} | ({prediction.name} if prediction else set())
         for component in spec.pipeline:
@@ -879,6 +924,10 @@ def parse_observed_model(
         meta.error("namespace", f"must be at most 63 characters, got {len(namespace)}")
     generation = meta.number("generation", None, integer=True)
     uid = meta.text("uid", None)
+    annotations = meta.raw.get("annotations")
+    rebaseline = None
+    if isinstance(annotations, dict) and annotations.get(REBASELINE_ANNOTATION) is not None:
+        rebaseline = str(annotations[REBASELINE_ANNOTATION])
     # Kubernetes puts many fields in metadata; none of them change the meaning of the spec.
     meta.known.update(meta.raw)
     spec_obj = root.obj("spec")
@@ -889,7 +938,14 @@ def parse_observed_model(
     root.finish()
     if errors.items:
         raise SpecError(errors.items, source)
-    return ObservedModel(name=name, namespace=namespace, spec=spec, generation=generation, uid=uid)
+    return ObservedModel(
+        name=name,
+        namespace=namespace,
+        spec=spec,
+        generation=generation,
+        uid=uid,
+        rebaseline=rebaseline,
+    )
 
 
 def load_observed_model(path: str | Path) -> ObservedModel:

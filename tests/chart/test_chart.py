@@ -86,6 +86,9 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     ("apps", "deployments"): CRUD,
     ("rbac.authorization.k8s.io", "roles"): CRUD,
     ("rbac.authorization.k8s.io", "rolebindings"): CRUD,
+    # the ingest token Secret, created once and never read; the detector's NetworkPolicy
+    ("", "secrets"): {"create"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "create", "patch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     # diagnosis: change timelines of the target's revisions and the pipeline's components
@@ -102,8 +105,9 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     ("gateway.networking.k8s.io", "httproutes"): READ | {"patch"},
     ("networking.istio.io", "virtualservices"): READ | {"patch"},
 }
-# In kube.py's KINDS but deliberately not granted: diagnosis needs no Secret, not even metadata.
-NOT_GRANTED = {"Secret"}
+# In kube.py's KINDS but deliberately not granted (none now: Secrets are granted `create` only,
+# for the ingest token; diagnosis needs no Secret, not even metadata, and cannot read one).
+NOT_GRANTED: set[str] = set()
 # kopf's own needs: the CRD watch (cluster-wide only: a CRD is cluster-scoped), and peering.
 KOPF_CLUSTERWIDE = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 PEERING = {"get", "list", "watch", "patch"}
@@ -111,7 +115,9 @@ KOPF_PEERING_CLUSTER = {("kopf.dev", "clusterkopfpeerings"): PEERING}
 KOPF_PEERING_NAMESPACED = {("kopf.dev", "kopfpeerings"): PEERING}
 # What a detector's Role grants (observedmodels/status by resourceName): the operator must hold
 # these itself to create that Role (RBAC's escalation check).
-DETECTOR_ROLE = {("mlwarden.io", "observedmodels/status", v) for v in ("get", "patch")}
+DETECTOR_ROLE = {("mlwarden.io", "observedmodels/status", v) for v in ("get", "patch")} | {
+    ("", "configmaps", v) for v in ("get", "patch")
+}
 
 
 def triples(rules: dict[tuple[str, str], set[str]]) -> set[tuple[str, str, str]]:
@@ -988,3 +994,24 @@ def test_webhook_mode_serves_admission_and_may_manage_its_configuration() -> Non
     # Patch mode (the default) has none of it.
     objects, _ = render()
     assert not [o for o in objects if o["metadata"]["name"].endswith("-webhook")]
+
+
+def test_network_policy_values_reach_the_operator() -> None:
+    def env(values: dict[str, Any] | None = None) -> dict[str, str]:
+        objects, _ = render(values)
+        (dep,) = [o for o in of_kind(objects, "Deployment")]
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    off = env()
+    assert off["MLWARDEN_NETWORK_POLICY"] == "false"
+    assert "MLWARDEN_NETWORK_POLICY_METRICS_FROM" not in off
+    peers = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    on = env({"networkPolicy": {"enabled": True, "metricsFrom": peers}})
+    assert on["MLWARDEN_NETWORK_POLICY"] == "true"
+    assert json.loads(on["MLWARDEN_NETWORK_POLICY_METRICS_FROM"]) == peers
+    # and the operator reads them as the chart wrote them
+    from mlwarden.operator.settings import OperatorSettings
+
+    settings = OperatorSettings.from_env(on)
+    assert settings.network_policy and list(settings.network_policy_metrics_from) == peers

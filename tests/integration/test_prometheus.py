@@ -218,6 +218,7 @@ def test_prometheus_scrapes_the_metrics_the_chart_relies_on(
     assert {s["metric"]["reason"] for s in dropped} == {
         "buffer_full",
         "rejected",
+        "unauthorized",
         "retries_exhausted",
     }
     assert sum(value(s) for s in dropped) == 0

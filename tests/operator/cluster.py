@@ -66,6 +66,7 @@ RESOURCES: dict[str, str] = {
     "CronJob": "batch/v1/cronjobs",
     "Role": "rbac.authorization.k8s.io/v1/roles",
     "RoleBinding": "rbac.authorization.k8s.io/v1/rolebindings",
+    "NetworkPolicy": "networking.k8s.io/v1/networkpolicies",
     "HorizontalPodAutoscaler": "autoscaling/v2/horizontalpodautoscalers",
     "HTTPRoute": "gateway.networking.k8s.io/v1/httproutes",
     "VirtualService": "networking.istio.io/v1beta1/virtualservices",

@@ -73,7 +73,13 @@ async def test_reconcile_creates_the_detector_and_injects_the_sidecar(
             "resources": ["observedmodels/status"],
             "resourceNames": ["fraud"],
             "verbs": ["get", "patch"],
-        }
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["fraud-reference"],
+            "verbs": ["get", "patch"],
+        },
     ]
 
     target = obj(api, DEPLOYMENTS, "fraud-model")

@@ -274,7 +274,7 @@ async def test_rollback_restores_the_previous_template_and_keeps_the_sidecar(
     assert record["dryRun"] is False and record["id"].startswith("rollback-")
     assert "Deployment/fraud-model" in record["patch"]
     assert status(api)["lastAction"] == "rollback Deployment/fraud-model 7→6 Succeeded"
-    assert event_messages(api, "ReactionSucceeded")
+    await eventually(lambda: event_messages(api, "ReactionSucceeded"), what="the Event")
     # The record was written (Running, phase Reacting) before the Deployment was patched.
     history = [dict(v) for v in api.objects[OM, NS, "fraud"].history]
     running = next(
@@ -506,8 +506,12 @@ async def test_alert_posts_an_event_and_the_webhooks(observing: Callable[..., An
         assert payload["text"].startswith("[mlwarden]") and payload["blocks"]
         assert payload["alerts"][0]["feature"] == "amount"
         assert payload["action"]["id"] == by_alert["FeatureDrift/amount"]["id"]
-        notified = event_messages(api, "ReactionAlert")
-        assert len(notified) == 2 and any("FeatureDrift/amount" in m for m in notified)
+        # Events are posted after the status write: wait for both.
+        notified = await eventually(
+            lambda: (m := event_messages(api, "ReactionAlert")) and len(m) == 2 and m,
+            what="two ReactionAlert Events",
+        )
+        assert any("FeatureDrift/amount" in m for m in notified)
         warning = next(e for e in events(api) if e.get("reason") == "ReactionAlert")
         assert warning["type"] == "Warning"
         await settle(env.op)

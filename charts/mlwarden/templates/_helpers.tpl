@@ -143,10 +143,20 @@ checks it against an expected list of (apiGroup, resource, verb).
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# The detector's Role and RoleBinding (observedmodels/status get+patch on its own object).
+# The detector's Role and RoleBinding (observedmodels/status and its NAME-reference
+# ConfigMap, get+patch by resourceName).
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The per-model ingest token (Secret NAME-ingest-token): created once, never read. Without get
+# or list the operator cannot read any Secret, this one included (a 409 says it exists).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
+# The detector's NetworkPolicy (with networkPolicy.enabled).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch"]
 # Events on ObservedModels: kopf's handler reports and mlwarden's alert, phase and reaction events.
 - apiGroups: [""]
   resources: ["events"]

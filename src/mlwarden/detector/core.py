@@ -26,11 +26,13 @@ import numpy as np
 from mlwarden.detector.alerts import AlertStateMachine, Evidence, Transition
 from mlwarden.detector.ingest import Batch
 from mlwarden.records import Value
-from mlwarden.spec import ObservedModel
+from mlwarden.spec import DriftCheck, ObservedModel
 from mlwarden.stats import (
     DEFAULT_MIN_EFFECT,
     CategoricalSketch,
+    FeatureDrift,
     NumericSketch,
+    TestResult,
     evaluate_drift,
     numeric_edges,
 )
@@ -284,6 +286,30 @@ def latency_quantile(counts: np.ndarray, q: float) -> float:
     return float(LATENCY_EDGES[index])
 
 
+def drift_threshold(check: DriftCheck, result: TestResult) -> float:
+    """What a drift verdict was held against: the p-value level, or the effect floor."""
+    if result.p_value is not None:
+        return check.p_value
+    if check.min_effect is not None:
+        return check.min_effect
+    return DEFAULT_MIN_EFFECT[result.test]
+
+
+def drift_evidence(alert_type: str, check: DriftCheck, verdict: FeatureDrift) -> Evidence:
+    """One evaluated drift verdict as the evidence the alert state machine reads."""
+    res = verdict.result
+    return Evidence(
+        type=alert_type,
+        feature=verdict.feature,
+        test=res.test,
+        statistic=res.statistic,
+        p_value=res.p_value,
+        threshold=drift_threshold(check, res),
+        failing=verdict.drifted,
+        message=verdict.reason,
+    )
+
+
 # --------------------------------------------------------------------------- detector
 
 
@@ -520,10 +546,11 @@ class Detector:
             evidence, now=now_iso, reference=reference, model_revision=self.model_revision
         )
 
-    def _drift_evidence(self, view: WindowView) -> list[Evidence]:
+    def drift_verdicts(self, view: WindowView) -> list[tuple[str, DriftCheck, FeatureDrift]]:
+        """Every drift verdict of one evaluation, skipped ones included, with its alert type."""
         assert self.reference is not None
         spec = self.model.spec.detectors
-        out: list[Evidence] = []
+        out: list[tuple[str, DriftCheck, FeatureDrift]] = []
         for kind, check, alert_type in (
             ("feature", spec.drift, "FeatureDrift"),
             ("prediction", spec.prediction_drift, "PredictionDrift"),
@@ -540,30 +567,22 @@ class Detector:
                 check,
                 min_current=MIN_VALUES,
             )
-            for r in results:
-                cur, ref = view.sketches[r.feature], self.reference.sketches[r.feature]
-                if cur.total < MIN_VALUES or ref.total == 0:
-                    continue  # not evaluated: too little data is not a pass
-                res = r.result
-                if res.p_value is not None:
-                    threshold = check.p_value
-                elif check.min_effect is not None:
-                    threshold = check.min_effect
-                else:
-                    threshold = DEFAULT_MIN_EFFECT[res.test]
-                out.append(
-                    Evidence(
-                        type=alert_type,
-                        feature=r.feature,
-                        test=res.test,
-                        statistic=res.statistic,
-                        p_value=res.p_value,
-                        threshold=threshold,
-                        failing=r.drifted,
-                        message=r.reason,
-                    )
-                )
+            out.extend((alert_type, check, r) for r in results)
         return out
+
+    def _drift_evidence(self, view: WindowView) -> list[Evidence]:
+        assert self.reference is not None
+        out: list[Evidence] = []
+        for alert_type, check, r in self.drift_verdicts(view):
+            cur, ref = view.sketches[r.feature], self.reference.sketches[r.feature]
+            if cur.total < MIN_VALUES or ref.total == 0:
+                continue  # not evaluated: too little data is not a pass
+            out.append(drift_evidence(alert_type, check, r))
+        return out
+
+    def quality_evidence(self, view: WindowView) -> list[Evidence]:
+        """The data-quality checks of one evaluation (`mlwarden check` runs exactly these)."""
+        return self._quality_evidence(view)
 
     def _quality_evidence(self, view: WindowView) -> list[Evidence]:
         assert self.reference is not None

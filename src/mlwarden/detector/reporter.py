@@ -57,7 +57,8 @@ class StatusWriter:
         min_interval: float = 5.0,
         on_result: Callable[[str], None] | None = None,
     ) -> None:
-        self.url = api.rstrip("/") + status_path(namespace, name)
+        self.api = api.rstrip("/")
+        self.url = self.api + status_path(namespace, name)
         self.token = token
         self.ca_file = ca_file
         self.min_interval = min_interval

@@ -10,6 +10,14 @@
 Evaluations run on a timer (spec.alerting.evaluationInterval), never per
 record. When a status writer is configured (in-cluster, or --report-to), alert
 state changes are written to the ObservedModel's status.
+
+With a reference store (a ConfigMap in the cluster, `--reference-store DIR` outside), a
+completed warm-up reference is stored and a restarted detector reloads it instead of warming
+up on whatever traffic comes next (`persist.reuse_decision`); status.detector.reference says
+which reference is in force, since when, and where it is stored.
+
+With an ingest token, every POST must carry `Authorization: Bearer TOKEN`; anything else is
+refused with 401 and counted (`mlwarden_detector_batches_rejected_total{reason="unauthorized"}`).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import contextlib
 import logging
 import signal
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,8 +45,18 @@ from mlwarden import __version__
 from mlwarden.detector.cloudevents import CloudEventError, CloudEventJoiner
 from mlwarden.detector.core import Column, Detector, build_reference
 from mlwarden.detector.ingest import BatchError, decode, parse_batch, parse_labels
+from mlwarden.detector.persist import (
+    StoredReference,
+    StoredReferenceError,
+    decode_reference,
+    encode_reference,
+    reference_basis,
+    reuse_decision,
+)
 from mlwarden.detector.reference import ReferenceError, read_reference
 from mlwarden.detector.reporter import StatusWriter
+from mlwarden.detector.store import ReferenceStore
+from mlwarden.ingest_auth import bearer_matches
 from mlwarden.protocols import parse_exchange
 from mlwarden.records import ProtocolError, finite_or_none
 from mlwarden.spec import ObservedModel
@@ -68,7 +87,7 @@ class DetectorMetrics:
         )
         self.rejected = Counter(
             "mlwarden_detector_batches_rejected",
-            "Batches refused with 400, by reason.",
+            "Posts refused, by reason (unauthorized: 401; the others: 400).",
             ["reason"],
             registry=r,
         )
@@ -111,6 +130,16 @@ class DetectorMetrics:
         self.window_records = Gauge(
             "mlwarden_detector_window_records", "Records in the current window.", registry=r
         )
+        self.ingest_authenticated = Gauge(
+            "mlwarden_detector_ingest_authenticated",
+            "1 when ingest requires the bearer token, 0 when anyone may post records.",
+            registry=r,
+        )
+        self.reference_stored = Gauge(
+            "mlwarden_detector_reference_stored",
+            "1 once the reference in force is in the reference store (or was loaded from it).",
+            registry=r,
+        )
         self.status_writes = Counter(
             "mlwarden_detector_status_writes",
             "Writes of status.alerts to the ObservedModel, by outcome.",
@@ -126,6 +155,8 @@ class DetectorService:
         *,
         writer: StatusWriter | None = None,
         reference_dir: str | None = None,
+        store: ReferenceStore | None = None,
+        ingest_token: str | None = None,
     ) -> None:
         self.model = model
         self.detector = Detector(model, now=time.time())
@@ -137,8 +168,17 @@ class DetectorService:
             writer.on_result = lambda outcome: self.metrics.status_writes.labels(outcome).inc()
         self.reference_dir = reference_dir
         self.reference_error: str | None = None
-        self._written_reference: str | object | None = _UNWRITTEN
+        self._written_reference: dict[str, Any] | object = _UNWRITTEN
         self._task: asyncio.Task[None] | None = None
+        self.store = store
+        self.basis = reference_basis(model.spec)
+        self.reference_origin = "built" if store is None else "pending"
+        self.reference_reason = "no reference store configured" if store is None else ""
+        self.store_error: str | None = None
+        self._stored: tuple[str, str] | None = None  # (reference id, digest) in the store
+        self._refused: str | None = None  # a reference id too large to store
+        self.ingest_token = ingest_token
+        self.metrics.ingest_authenticated.set(1 if ingest_token else 0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -146,6 +186,7 @@ class DetectorService:
         """Load a file/URL/ConfigMap reference; warm-up references build themselves."""
         ref = self.model.spec.reference
         if ref.source == "warmup":
+            await self.restore_reference()
             return
         location = {
             "file": ref.path,
@@ -179,6 +220,68 @@ class DetectorService:
         self.detector.set_reference(reference, now=now)
         log.info("reference %s: %d rows, %d columns", reference.id, reference.n, len(columns))
 
+    async def restore_reference(self, *, attempts: int = 4) -> None:
+        """Reload the stored warm-up reference unless the user asked for a new one."""
+        if self.store is None:
+            return
+        stored: StoredReference | None = None
+        for attempt in range(attempts):
+            try:
+                data = await self.store.load()
+                stored = decode_reference(data, where=self.store.where) if data else None
+                self.store_error = None
+                break
+            except StoredReferenceError as exc:
+                # Unreachable is not "absent": warming up now could take drifted traffic as
+                # the baseline, so try again before giving up (and say so in status).
+                self.store_error = str(exc)
+                log.error("reference store: %s", exc)
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(2**attempt)
+        decision = reuse_decision(stored, basis=self.basis, rebaseline=self.model.rebaseline)
+        if self.store_error is not None and stored is None:
+            decision = replace(
+                decision, reason="the reference store could not be read: warming up anew"
+            )
+        self.reference_reason = decision.reason
+        if decision.reuse and stored is not None:
+            self.detector.set_reference(stored.reference, now=time.time())
+            self._stored = (stored.reference.id, stored.digest)
+            self.reference_origin = "restored"
+            self.metrics.reference_stored.set(1)
+            log.info("%s (%s)", decision.reason, self.store.where)
+        else:
+            self.reference_origin = "built"
+            log.warning("reference: %s", decision.reason)
+
+    async def persist_reference(self) -> None:
+        """Store a completed warm-up reference once (retried at the next evaluation on error)."""
+        ref = self.detector.reference
+        if self.store is None or ref is None or ref.source != "warmup":
+            return
+        if (self._stored and self._stored[0] == ref.id) or self._refused == ref.id:
+            return
+        try:
+            data, digest = encode_reference(ref, basis=self.basis, rebaseline=self.model.rebaseline)
+        except StoredReferenceError as exc:
+            self._refused = ref.id
+            self.store_error = f"not stored: {exc}"
+            log.error("reference %s %s", ref.id, self.store_error)
+            return
+        info = {"id": ref.id, "digest": digest, "records": str(ref.n), "since": iso(ref.since)}
+        if self.model.rebaseline is not None:
+            info["rebaseline"] = self.model.rebaseline
+        try:
+            await self.store.save(data, info=info)
+        except StoredReferenceError as exc:
+            self.store_error = str(exc)
+            log.error("reference %s not stored (retrying): %s", ref.id, exc)
+            return
+        self._stored = (ref.id, digest)
+        self.store_error = None
+        self.metrics.reference_stored.set(1)
+        log.info("reference %s stored in %s (%d bytes)", ref.id, self.store.where, len(data))
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._evaluate_forever(), name="mlwarden-evaluate")
 
@@ -189,6 +292,8 @@ class DetectorService:
                 await self._task
         if self.writer is not None:
             await self.writer.close()
+        if self.store is not None:
+            await self.store.close()
 
     async def _evaluate_forever(self) -> None:
         interval = self.model.spec.alerting.evaluation_interval_seconds
@@ -220,24 +325,63 @@ class DetectorService:
             log.warning(
                 "alert %s: %s %s %s (%s)", t.kind, a.type, a.feature or "", a.test, a.message
             )
-        # Write on alert changes, and when the reference in force changes (the operator's
-        # WarmingUp -> Observing), including once at the first evaluation.
-        ref_id = self.detector.reference.id if self.detector.reference is not None else None
-        if self.writer is not None and (transitions or ref_id != self._written_reference):
+        await self.persist_reference()
+        # Write on alert changes, and when the reference in force (or where it is stored)
+        # changes (the operator's WarmingUp -> Observing), including at the first evaluation.
+        reference = self._reference_status()
+        if self.writer is not None and (transitions or reference != self._written_reference):
             alerts = [a.to_dict() for a in self.detector.alerts.active]
-            await self.writer.write_alerts(alerts, reference=self._reference_status())
-            self._written_reference = ref_id
+            await self.writer.write_alerts(alerts, reference=reference)
+            self._written_reference = reference
 
     def _reference_status(self) -> dict[str, Any]:
+        """status.detector.reference: which reference is in force, since when, where stored."""
         ref = self.detector.reference
-        if ref is None:
-            return {"id": None, "since": None}
-        return {"id": ref.id, "since": iso(ref.since)}
+        out: dict[str, Any] = {"id": None, "since": None}
+        if ref is not None:
+            stored = self._stored is not None and self._stored[0] == ref.id
+            out = {
+                "id": ref.id,
+                "since": iso(ref.since),
+                "source": ref.source,
+                "records": ref.n,
+                "origin": self.reference_origin,
+                "hash": self._stored[1][:16] if stored and self._stored else None,
+                "storedIn": self.store.where if stored and self.store else None,
+            }
+        if self.reference_reason:
+            out["reason"] = self.reference_reason
+        if self.model.rebaseline is not None:
+            out["rebaseline"] = self.model.rebaseline
+        if self.store_error is not None:
+            out["storeError"] = self.store_error
+        return out
 
     # ------------------------------------------------------------------ HTTP
 
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every POST (records, labels, CloudEvents) needs the ingest token, when one is set."""
+        if (
+            request.method == "POST"
+            and self.ingest_token is not None
+            and not bearer_matches(request.headers.get("Authorization"), self.ingest_token)
+        ):
+            self.metrics.rejected.labels("unauthorized").inc()
+            why = "missing" if "Authorization" not in request.headers else "wrong"
+            return web.json_response(
+                {
+                    "error": f"unauthorized: {why} ingest token; send Authorization: Bearer "
+                    "<the token in Secret NAME-ingest-token>"
+                },
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="mlwarden-detector"'},
+            )
+        response: web.StreamResponse = await handler(request)
+        return response
+
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._authenticate])
         app.router.add_post("/v1/records", self.post_records)
         app.router.add_post("/v1/labels", self.post_labels)
         app.router.add_post("/v1/cloudevents", self.post_records)
@@ -323,6 +467,10 @@ class DetectorService:
 
     async def get_status(self, _: web.Request) -> web.Response:
         status = self.detector.status()
+        status["reference"].update(
+            {k: v for k, v in self._reference_status().items() if k not in ("id", "since")}
+        )
+        status["ingestAuth"] = "bearer" if self.ingest_token else "none"
         if self.reference_error:
             status["referenceError"] = self.reference_error
         return web.json_response(status, dumps=_dumps)
@@ -365,8 +513,17 @@ async def serve(
     *,
     writer: StatusWriter | None,
     reference_dir: str | None = None,
+    store: ReferenceStore | None = None,
+    ingest_token: str | None = None,
 ) -> None:
-    service = DetectorService(model, writer=writer, reference_dir=reference_dir)
+    service = DetectorService(
+        model, writer=writer, reference_dir=reference_dir, store=store, ingest_token=ingest_token
+    )
+    if ingest_token is None:
+        log.warning(
+            "no ingest token (--ingest-token-file / MLWARDEN_INGEST_TOKEN): anyone who can "
+            "reach this port can post records and shape the reference"
+        )
     await service.load_reference()
     runner = web.AppRunner(service.app(), access_log=None)
     await runner.setup()

@@ -13,6 +13,9 @@
   pass (`respond.respond`: status.diagnosis, status.reactions recorded before each action,
   the actions, Events), one pass at a time per ObservedModel, on the object as the API has
   it at that moment (never on a handler's possibly older body).
+- the rebaseline annotation (REBASELINE_ANNOTATION) changed: the detector's manifest carries
+  it, so its ConfigMap and config hash change and the detector restarts into a new warm-up;
+  recorded as an Event.
 - deletion (kopf's finalizer on the ObservedModel only): undo the injection
   exactly, Service first. The detector objects go with their owner.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -33,11 +37,11 @@ import aiohttp
 import kopf
 
 from mlwarden.operator import injection, objects, respond
-from mlwarden.operator.kube import Endpoint, Kube, KubeError, path, path_of
+from mlwarden.operator.kube import Conflict, Endpoint, Kube, KubeError, path, path_of
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.settings import GROUP, PLURAL, VERSION, OperatorSettings, detector_name
 from mlwarden.operator.status import Observation, alert_events, status_patch
-from mlwarden.spec import ObservedModel, SpecError, parse_observed_model
+from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModel, SpecError, parse_observed_model
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +159,36 @@ async def ensure(obj: dict[str, Any]) -> str:
     return "updated"
 
 
+async def create_once(obj: dict[str, Any]) -> bool:
+    """Create the object unless it exists (never read, never patched); True when created.
+
+    The Secret is only ever created, never read: the operator needs no right to read any
+    Secret, and a token once made is never replaced behind the user's back.
+    """
+    try:
+        await kube().create(obj)
+    except Conflict:
+        return False
+    return True
+
+
+async def _ensure_detector(raw: dict[str, Any], model: ObservedModel) -> None:
+    """The detector's objects, the created-once ones first (the Deployment mounts the Secret)."""
+    namespace = model.namespace
+    for obj in objects.created_once(raw, secrets.token_urlsafe(32)):
+        if await create_once(obj):
+            log.info("%s %s/%s created", obj["kind"], namespace, obj["metadata"]["name"])
+    for obj in objects.desired_objects(raw, model, STATE.settings):
+        outcome = await ensure(obj)
+        if outcome != "unchanged":
+            log.info("%s %s/%s %s", obj["kind"], namespace, obj["metadata"]["name"], outcome)
+    if STATE.settings.network_policy:
+        target = await kube().get(path("Deployment", namespace, model.spec.target.deployment))
+        selector = ((target or {}).get("spec") or {}).get("selector")
+        if selector:  # absent target: the reconcile retries until it exists
+            await ensure(objects.detector_network_policy(raw, selector, STATE.settings))
+
+
 async def _detector_available(namespace: str, name: str) -> bool:
     dep = await kube().get(path("Deployment", namespace, detector_name(name)))
     return bool(dep and (dep.get("status") or {}).get("availableReplicas", 0) >= 1)
@@ -212,12 +246,8 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any
             _event(raw, "Warning", "InvalidSpec", new["message"])
         return  # nothing to retry: the next spec change re-runs this handler
 
-    settings = STATE.settings
     try:
-        for obj in objects.desired_objects(raw, model, settings):
-            outcome = await ensure(obj)
-            if outcome != "unchanged":
-                log.info("%s %s/%s %s", obj["kind"], namespace, obj["metadata"]["name"], outcome)
+        await _ensure_detector(raw, model)
         obs = await _inject(raw, model, base)
     except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
         # A conflict, an API server error or timeout: retry soon, backing off, instead of
@@ -285,6 +315,28 @@ async def _inject(raw: dict[str, Any], model: ObservedModel, base: dict[str, Any
         injection_message=plan.message,
         detector_available=available,
         **base,
+    )
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations")
+async def rebaseline(body: kopf.Body, old: Any, new: Any, **_: Any) -> None:
+    """A new rebaseline token: roll the detector onto it (its manifest carries the token)."""
+    before = (old or {}).get(REBASELINE_ANNOTATION)
+    after = (new or {}).get(REBASELINE_ANNOTATION)
+    if before == after:
+        return
+    raw = dict(body)
+    try:
+        model = parse_observed_model(raw)
+    except SpecError:
+        return  # the spec handler reports it; nothing to roll
+    await _ensure_detector(raw, model)
+    _event(
+        raw,
+        "Normal",
+        "RebaselineRequested",
+        f"{REBASELINE_ANNOTATION} is {after!r} (was {before!r}): the detector restarts and "
+        f"warms up a new reference from the next {model.spec.reference.size} records",
     )
 
 

@@ -47,6 +47,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
+from mlwarden.ingest_auth import ENV_TOKEN, SECRET_KEY, ingest_token_secret_name
 from mlwarden.operator.objects import covers, plain
 from mlwarden.operator.settings import (
     ADMIN_PORT_NAME,
@@ -354,6 +355,18 @@ def sidecar_container(
             {"name": "MLWARDEN_COLLECTOR", "value": collector},
             {"name": "MLWARDEN_PROTOCOL", "value": model.spec.protocol},
             {"name": "MLWARDEN_OBSERVED_MODEL", "value": f"{MANIFEST_DIR}/{MANIFEST_KEY}"},
+            # This model's ingest token, for this container only: the detector refuses
+            # records without it. Part of the sidecar container, so removing the container
+            # removes it (the exact undo) and the webhook's template change carries it too.
+            {
+                "name": ENV_TOKEN,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": ingest_token_secret_name(model.name),
+                        "key": SECRET_KEY,
+                    }
+                },
+            },
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         ],
         "ports": [

@@ -38,6 +38,7 @@ KINDS: Final[dict[str, tuple[str, str]]] = {
     "CronJob": ("/apis/batch/v1", "cronjobs"),
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "ObservedModel": ("/apis/mlwarden.io/v1alpha1", "observedmodels"),
     # reactions: scale raises an HPA's minReplicas; shiftTraffic moves route weights
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),

@@ -6,10 +6,19 @@ garbage-collects them):
 
     ConfigMap       data[observedmodel.yaml]: the manifest the detector and the sidecar load
     ServiceAccount  the detector's identity
-    Role            get/patch on this ObservedModel's status subresource, nothing else
+    Role            get/patch on this ObservedModel's status subresource and on ConfigMap
+                    NAME-reference, by resourceName, nothing else
     RoleBinding     the Role to the ServiceAccount
     Deployment      one detector replica; a spec change rolls it (`mlwarden.io/config-hash`)
     Service         ClusterIP, port `http`: where the sidecars ship records
+    NetworkPolicy   (with MLWARDEN_NETWORK_POLICY) ingress to the detector's port only from
+                    the target's pods and the configured metrics scrapers
+
+and two that are created once and then never written again (`created_once`), also owned:
+
+    ConfigMap NAME-reference    the stored reference summary; the detector writes it
+    Secret NAME-ingest-token    the ingest token (32 random bytes); the sidecars send it, the
+                                detector checks it; never rotated by the operator
 
 `desired_objects` builds them in creation order. `needs_update(current, desired)` is the JSON
 merge patch (RFC 7386) that brings what the API holds back to what is desired. It compares
@@ -23,6 +32,7 @@ and returns plain dicts; nothing talks to the API.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -32,6 +42,8 @@ from typing import Any, Final
 
 import yaml
 
+from mlwarden.detector.store import reference_store_name
+from mlwarden.ingest_auth import SECRET_KEY, ingest_token_secret_name
 from mlwarden.operator.settings import (
     API_VERSION,
     DETECTOR_PORT_NAME,
@@ -47,7 +59,7 @@ from mlwarden.operator.settings import (
     labels,
     selector_labels,
 )
-from mlwarden.spec import ObservedModel
+from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModel
 
 CONFIG_HASH_ANNOTATION: Final = f"{GROUP}/config-hash"
 DETECTOR_CONTAINER: Final = "detector"
@@ -55,6 +67,8 @@ DETECTOR_CONTAINER: Final = "detector"
 _MANIFEST_VOLUME: Final = "manifest"
 _REFERENCE_VOLUME: Final = "reference"
 _TMP_VOLUME: Final = "tmp"
+_TOKEN_VOLUME: Final = "ingest-token"
+INGEST_TOKEN_DIR: Final = "/var/run/mlwarden/ingest-token"
 
 # Maps the operator owns whole: a key present in the API but absent from the desired
 # object is removed (elsewhere extra keys are somebody else's, or the API server's defaults).
@@ -122,10 +136,17 @@ def manifest_yaml(body: Mapping[str, Any]) -> str:
 
     Keys are sorted so the same spec always gives the same text (and the same config hash).
     """
+    metadata: dict[str, Any] = {"name": _name(body), "namespace": _namespace(body)}
+    # The rebaseline token travels with the manifest: a new one changes the config hash,
+    # the detector restarts and, seeing a token its stored reference was not built under,
+    # warms up a new reference.
+    rebaseline = ((body.get("metadata") or {}).get("annotations") or {}).get(REBASELINE_ANNOTATION)
+    if rebaseline is not None:
+        metadata["annotations"] = {REBASELINE_ANNOTATION: str(rebaseline)}
     manifest = {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {"name": _name(body), "namespace": _namespace(body)},
+        "metadata": metadata,
         "spec": plain(body.get("spec") or {}),
     }
     return yaml.safe_dump(manifest, sort_keys=True, default_flow_style=False, allow_unicode=True)
@@ -153,7 +174,11 @@ def detector_service_account(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def detector_role(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The detector may read and patch its own ObservedModel's status, and nothing else."""
+    """The detector may read and patch its own ObservedModel's status and its stored reference.
+
+    Both by resourceName; `create` cannot be limited to a name, so the operator creates the
+    reference ConfigMap and the detector only fills it.
+    """
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -164,8 +189,73 @@ def detector_role(body: Mapping[str, Any]) -> dict[str, Any]:
                 "resources": [f"{PLURAL}/status"],
                 "resourceNames": [_name(body)],
                 "verbs": ["get", "patch"],
-            }
+            },
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [reference_store_name(_name(body))],
+                "verbs": ["get", "patch"],
+            },
         ],
+    }
+
+
+def reference_config_map(body: Mapping[str, Any]) -> dict[str, Any]:
+    """ConfigMap NAME-reference, created empty; the detector stores its reference in it."""
+    meta = _metadata(body)
+    meta["name"] = reference_store_name(_name(body))
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
+
+
+def ingest_token_secret(body: Mapping[str, Any], token: str) -> dict[str, Any]:
+    """Secret NAME-ingest-token; `token` is made by the caller (secrets.token_urlsafe(32))."""
+    meta = _metadata(body)
+    meta["name"] = ingest_token_secret_name(_name(body))
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta,
+        "type": "Opaque",
+        "data": {SECRET_KEY: base64.b64encode(token.encode()).decode()},
+    }
+
+
+def created_once(body: Mapping[str, Any], token: str) -> list[dict[str, Any]]:
+    """The objects created when absent and never updated (their content is not the operator's)."""
+    return [reference_config_map(body), ingest_token_secret(body, token)]
+
+
+def detector_network_policy(
+    body: Mapping[str, Any], target_selector: Mapping[str, Any], settings: OperatorSettings
+) -> dict[str, Any]:
+    """Ingress to the detector's port from the target's pods and the metrics scrapers only.
+
+    `target_selector` is the target Deployment's spec.selector (a LabelSelector). Records and
+    /metrics share the port, so the scrapers (settings.network_policy_metrics_from,
+    NetworkPolicyPeers) reach it too; the ingest token keeps them from posting records.
+    """
+    ingress: list[dict[str, Any]] = [
+        {
+            "from": [{"podSelector": plain(target_selector)}],
+            "ports": [{"protocol": "TCP", "port": DETECTOR_PORT_NAME}],
+        }
+    ]
+    if settings.network_policy_metrics_from:
+        ingress.append(
+            {
+                "from": plain(list(settings.network_policy_metrics_from)),
+                "ports": [{"protocol": "TCP", "port": DETECTOR_PORT_NAME}],
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(body),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(_name(body))},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
     }
 
 
@@ -201,6 +291,15 @@ def detector_deployment(
         "readOnly": True,
     }
     mounts = [manifest_mount, {"name": _TMP_VOLUME, "mountPath": "/tmp"}]
+    # The ingest token: records without it are refused.
+    args += ["--ingest-token-file", f"{INGEST_TOKEN_DIR}/{SECRET_KEY}"]
+    volumes.append(
+        {
+            "name": _TOKEN_VOLUME,
+            "secret": {"secretName": ingest_token_secret_name(name), "defaultMode": 0o440},
+        }
+    )
+    mounts.append({"name": _TOKEN_VOLUME, "mountPath": INGEST_TOKEN_DIR, "readOnly": True})
     reference = model.spec.reference
     if reference.source == "configMap" and reference.config_map:
         args += ["--reference-dir", REFERENCE_DIR]

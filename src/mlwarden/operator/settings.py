@@ -3,12 +3,14 @@
 Every setting comes from an MLWARDEN_* environment variable (the Helm chart sets
 them) with the default below. Names and labels of the objects the operator
 creates are public contracts (ARCHITECTURE.md): `NAME-detector` for the
-ConfigMap, ServiceAccount, Role, RoleBinding, Deployment and Service, and the
-container `mlwarden-sidecar` in the target's pod template.
+ConfigMap, ServiceAccount, Role, RoleBinding, Deployment, Service (and, when enabled, the
+NetworkPolicy), `NAME-reference` for the stored-reference ConfigMap, `NAME-ingest-token` for
+the ingest token Secret, and the container `mlwarden-sidecar` in the target's pod template.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -91,6 +93,11 @@ class OperatorSettings:
     # "patch": the operator patches the target Deployment; "webhook": a mutating
     # admission webhook injects at admission and the operator only repoints the Service.
     injection: str = "patch"
+    # A NetworkPolicy per detector (MLWARDEN_NETWORK_POLICY=true), admitting the target's pods
+    # and these NetworkPolicyPeers (MLWARDEN_NETWORK_POLICY_METRICS_FROM, a JSON list): the
+    # Prometheus that scrapes the detectors.
+    network_policy: bool = False
+    network_policy_metrics_from: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -116,7 +123,35 @@ class OperatorSettings:
                 {"cpu_request": "100m", "memory_request": "128Mi", "memory_limit": "512Mi"},
             ),
             injection=injection,
+            network_policy=_flag(env, "MLWARDEN_NETWORK_POLICY", d.network_policy),
+            network_policy_metrics_from=_peers(env, "MLWARDEN_NETWORK_POLICY_METRICS_FROM"),
         )
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value == "":
+        return default
+    if value not in ("true", "false", "1", "0"):
+        raise ValueError(f"{name}: must be true or false, got {value!r}")
+    return value in ("true", "1")
+
+
+def _peers(env: Mapping[str, str], name: str) -> tuple[dict[str, Any], ...]:
+    text = env.get(name, "").strip()
+    if not text:
+        return ()
+    try:
+        peers = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}: not JSON: {exc}") from None
+    if not isinstance(peers, list) or not all(isinstance(p, dict) for p in peers):
+        raise ValueError(
+            f"{name}: must be a JSON list of NetworkPolicyPeers, e.g. "
+            '[{"namespaceSelector": {"matchLabels": '
+            '{"kubernetes.io/metadata.name": "monitoring"}}}]'
+        )
+    return tuple(peers)
 
 
 # The security context every container the operator creates runs with.

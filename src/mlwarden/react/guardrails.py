@@ -5,6 +5,9 @@
     once_per_incident  a rollback or pause of this target was taken in this incident already
                        (a second `rollout undo` would bring back the faulty revision)
     revision_moved     the alert names a Deployment revision that is no longer the current one
+    blames_elsewhere   the diagnosis' top suspect is upstream of the model (a job, a config,
+                       another workload), not the model's Deployment: rolling the model back
+                       would not fix the data, and would take away a good version
     person_changed     the target no longer holds what mlwarden's last action in this incident
                        set: someone changed it since, and mlwarden does not undo that
     cooldown           an action on the same object was attempted less than `cooldown` ago
@@ -114,6 +117,36 @@ def revision_moved(*, alert_revision: str | None, current_revision: str | None) 
     return (
         f"the alert is about revision {alert_revision} but the Deployment is at revision "
         f"{current_revision} now: someone changed it since; not rolling back"
+    )
+
+
+def blames_elsewhere(
+    *, top: Mapping[str, Any] | None, target: str, same_model: Sequence[int] = ()
+) -> str | None:
+    """A rollback of `target` ("Deployment/NAME") waits when the diagnosis blames something else.
+
+    Something else is another object (a feature job's change before the onset, say), or a
+    revision of the target that did not change the model: `same_model` lists the revisions
+    whose template is the running one, sidecar aside; any but the first of them only
+    re-packaged the model (mlwarden's injection, a restart annotation), and rolling back would
+    take away a model version nobody blamed. No diagnosis lets the rollback go ahead: the
+    guard only holds back a rollback the evidence speaks against.
+    """
+    if not top or not top.get("kind") or not top.get("name"):
+        return None
+    suspect = f"{top['kind']}/{top['name']}"
+    if suspect == target:
+        revision = str(top.get("revision") or "")
+        if revision.isdigit() and len(same_model) > 1 and int(revision) in same_model[1:]:
+            return (
+                f"the diagnosis blames revision {revision} of {target}, which runs the same "
+                f"model as revision {same_model[0]} (it only changed the pod around it, such "
+                "as the sidecar's injection); not rolling the model back"
+            )
+        return None
+    return (
+        f"the diagnosis blames {suspect}, not {target}: rolling the model back would not fix "
+        "that; not rolling back"
     )
 
 

@@ -83,6 +83,7 @@ class _Proposal:
     problem: str | None = None  # the actuator cannot plan it: Skipped with this reason
     idle: str | None = None  # nothing to do: Skipped with this reason
     revision: str | None = None  # rollback: the Deployment's current revision
+    same_model: tuple[int, ...] = ()  # rollback: the revisions running the current model
 
 
 @dataclass
@@ -182,6 +183,7 @@ def _propose(reaction: Reaction, model: ObservedModel, snapshot: Snapshot) -> _P
             to_state=plan.to_revision,
             patch={target: plan.patch},
             revision=None if revision is None else str(revision),
+            same_model=plan.same_model,
         )
     if reaction.action == "scale":
         deployment = snapshot.get(("Deployment", name))
@@ -543,6 +545,9 @@ def plan_reactions(
                 stop = stop or guardrails.revision_moved(
                     alert_revision=_text(primary.get("modelRevision")),
                     current_revision=proposal.revision,
+                )
+                stop = stop or guardrails.blames_elsewhere(
+                    top=diagnosis_top, target=proposal.target, same_model=proposal.same_model
                 )
             stop = stop or guardrails.person_changed(
                 objects=objects, onset=onset, history=working, snapshot=snapshot

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from mlwarden.protocols import UnrecognizedProtocol, parse_exchange
 from mlwarden.records import ProtocolError
 from mlwarden.sidecar.metrics import SidecarMetrics
+from mlwarden.sidecar.redact import Redactor
 from mlwarden.spec import ObservedModelSpec
 
 log = logging.getLogger(__name__)
@@ -141,8 +142,13 @@ def describe_exchange(
     spec: ObservedModelSpec | None,
     max_body_bytes: int,
     ids: RequestIds,
+    redactor: Redactor | None = None,
 ) -> Described:
-    """Turn one exchange into its request entry and records (pure apart from the id counter)."""
+    """Turn one exchange into its request entry and records (pure apart from the id counter).
+
+    `redactor` (spec.capture.redact) drops or hashes fields before the records exist
+    anywhere else: what it removes never reaches the shipper.
+    """
     used_protocol: str | None = None
     dropped = exchange.skip if exchange.skip != "sampled_out" else None
     records: list[dict[str, Any]] = []
@@ -181,6 +187,8 @@ def describe_exchange(
                     }
                     for r in rows
                 ]
+                if redactor is not None:
+                    redactor.apply(records)
     request_id = exchange.request_id or body_id or (records[0]["id"] if records else ids.next())
     entry: dict[str, Any] = {
         "id": request_id,
@@ -216,6 +224,7 @@ class CaptureWorker:
         protocol: str,
         spec: ObservedModelSpec | None,
         max_body_bytes: int,
+        redaction_key: bytes | None = None,
     ) -> None:
         self.queue = queue
         self.metrics = metrics
@@ -224,6 +233,14 @@ class CaptureWorker:
         self.spec = spec
         self.max_body_bytes = max_body_bytes
         self.ids = RequestIds()
+        rules = spec.capture.redact if spec is not None else ()
+        self.redactor = Redactor.from_rules(rules, redaction_key)
+        if redaction_key is None and any(r.action == "hash" for r in rules):
+            log.warning(
+                "spec.capture.redact asks to hash %s but no ingest token keys the hash: "
+                "dropping those fields instead",
+                ", ".join(sorted(r.field for r in rules if r.action == "hash")),
+            )
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -274,6 +291,7 @@ class CaptureWorker:
                         spec=self.spec,
                         max_body_bytes=self.max_body_bytes,
                         ids=self.ids,
+                        redactor=self.redactor,
                     )
                     self.sink.add(described.request, [])
             else:
@@ -283,6 +301,7 @@ class CaptureWorker:
                     spec=self.spec,
                     max_body_bytes=self.max_body_bytes,
                     ids=self.ids,
+                    redactor=self.redactor,
                 )
                 if described.dropped is not None:
                     m.exchanges_dropped.labels(described.dropped).inc()

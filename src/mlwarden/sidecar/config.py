@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from mlwarden.spec import PROTOCOLS, ObservedModel
@@ -51,6 +51,8 @@ class SidecarConfig:
     client_body_timeout_seconds: float = 60.0
     max_connections: int = 4096
     observed_model: ObservedModel | None = None
+    # Sent to the detector as a bearer token; keys the HMAC of spec.capture.redact hashes.
+    ingest_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:

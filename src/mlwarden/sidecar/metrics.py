@@ -55,7 +55,7 @@ EXCHANGE_DROP_REASONS = (
     "unrecognized_protocol",
     "decode_error",
 )
-RECORD_DROP_REASONS = ("buffer_full", "rejected", "retries_exhausted")
+RECORD_DROP_REASONS = ("buffer_full", "rejected", "unauthorized", "retries_exhausted")
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
@@ -154,7 +154,8 @@ class SidecarMetrics:
         )
         self.ship_requests = Counter(
             "mlwarden_sidecar_ship_requests",
-            "Batches posted to the collector, by outcome (ok, retry, rejected, failed).",
+            "Batches posted to the collector, by outcome "
+            "(ok, retry, rejected, unauthorized, failed).",
             ["outcome"],
             registry=r,
         )
@@ -173,7 +174,7 @@ class SidecarMetrics:
             self.records_dropped.labels(reason)
         for reason in ("connect", "timeout", "protocol"):
             self.upstream_errors.labels(reason)
-        for outcome in ("ok", "retry", "rejected", "failed"):
+        for outcome in ("ok", "retry", "rejected", "unauthorized", "failed"):
             self.ship_requests.labels(outcome)
 
     def set_info(self, protocol: str) -> None:

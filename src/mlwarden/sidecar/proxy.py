@@ -39,6 +39,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from mlwarden.ingest_auth import bearer_header
 from mlwarden.sidecar.capture import CaptureQueue, CaptureWorker, Exchange
 from mlwarden.sidecar.config import SidecarConfig
 from mlwarden.sidecar.metrics import SidecarMetrics
@@ -395,6 +396,7 @@ class Sidecar:
                 timeout=c.ship_timeout_seconds,
                 max_attempts=c.ship_max_attempts,
                 source=self._source(),
+                headers=bearer_header(c.ingest_token) if c.ingest_token else None,
             )
             self.shipper.start()
         else:
@@ -407,6 +409,7 @@ class Sidecar:
             protocol=c.protocol,
             spec=spec,
             max_body_bytes=c.max_body_bytes,
+            redaction_key=c.ingest_token.encode() if c.ingest_token else None,
         )
         self.worker.start()
         # One pooled session to the model; no automatic headers, no decompression,

@@ -6,7 +6,9 @@ detection needs) and counted as `buffer_full`. A batch goes out when it reaches
 `batch_size` records or when its oldest record has waited `batch_interval`.
 Failures retry with exponential backoff and full jitter (honouring Retry-After),
 up to `max_attempts`; a 4xx other than 408/429 means the collector will never
-take the batch, so it is dropped at once as `rejected`.
+take the batch, so it is dropped at once as `rejected` (`unauthorized` for 401/403: the
+ingest token is missing or wrong). With an ingest token, every post carries it as
+`Authorization: Bearer`.
 """
 
 from __future__ import annotations
@@ -212,13 +214,17 @@ class Shipper:
                     if 200 <= resp.status < 300:
                         m.ship_requests.labels("ok").inc()
                         m.records_shipped.inc(records)
+                        # Counts and sizes only: a payload value is never logged.
+                        log.debug("shipped %d records (%d bytes)", records, len(body))
                         self.last_success_at = time.time()
                         self.last_error = None
                         return
                     self.last_error = f"HTTP {resp.status}: {text[:200]!r}"
                     if resp.status not in (408, 429) and resp.status < 500:
-                        m.ship_requests.labels("rejected").inc()
-                        m.records_dropped.labels("rejected").inc(records)
+                        # 401/403: the ingest token is missing or wrong; retrying cannot help.
+                        why = "unauthorized" if resp.status in (401, 403) else "rejected"
+                        m.ship_requests.labels(why).inc()
+                        m.records_dropped.labels(why).inc(records)
                         log.warning(
                             "collector rejected a batch of %d: %s", records, self.last_error
                         )

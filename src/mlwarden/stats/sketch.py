@@ -81,11 +81,18 @@ def numeric_edges(reference: npt.ArrayLike, max_bins: int = DEFAULT_MAX_BINS) ->
     if max_bins < 1:
         raise ValueError(f"max_bins must be at least 1, got {max_bins}")
     values = np.asarray(reference, dtype=np.float64).ravel()
-    values = values[np.isfinite(values)]
-    distinct = np.unique(values)
+    return edges_of_sorted(np.sort(values[np.isfinite(values)]), max_bins)
+
+
+def edges_of_sorted(ordered: FloatArray, max_bins: int = DEFAULT_MAX_BINS) -> FloatArray:
+    """`numeric_edges` of finite values that are already sorted (no second sort)."""
+    if max_bins < 1:
+        raise ValueError(f"max_bins must be at least 1, got {max_bins}")
+    if ordered.size == 0:
+        return ordered.copy()
+    distinct = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
     if distinct.size <= max_bins:
         return distinct
-    ordered = np.sort(values)
     ranks = np.round(np.linspace(0, ordered.size - 1, max_bins)).astype(np.intp)
     return np.unique(ordered[ranks])
 
@@ -147,6 +154,29 @@ class NumericSketch:
         sketch.add(x)
         return sketch
 
+    @classmethod
+    def from_array(
+        cls,
+        values: npt.ArrayLike,
+        edges: npt.ArrayLike | None = None,
+        *,
+        max_bins: int = DEFAULT_MAX_BINS,
+    ) -> Self:
+        """`from_values` for a whole column at once: one sort gives the edges and the counts.
+
+        Equal to `cls(numeric_edges(values, max_bins)).add(values)` (or over `edges`
+        when given), with one sort of the values instead of three.
+        """
+        x = np.array(values, dtype=np.float64).ravel()
+        x.sort()  # -inf first; +inf then NaN last
+        if edges is None:
+            lo = int(x.searchsorted(_NEG_INF, "right"))
+            hi = int(x.searchsorted(_INF, "left"))
+            edges = edges_of_sorted(x[lo:hi], max_bins)
+        sketch = cls(edges)
+        sketch._add_sorted(x)
+        return sketch
+
     # ------------------------------------------------------------------ updates
 
     def add(self, values: npt.ArrayLike | Sequence[float | None]) -> None:
@@ -156,9 +186,13 @@ class NumericSketch:
         # differences of positions and of a running sum: ~10 numpy calls whatever the
         # batch size (about 11 us for 500 values, 50 us for 5000).
         x = np.array(values, dtype=np.float64).ravel()
+        x.sort()  # -inf first; +inf then NaN last
+        self._add_sorted(x)
+
+    def _add_sorted(self, x: FloatArray) -> None:
+        """`add` for a float64 array already sorted in numpy's order (NaN last)."""
         if x.size == 0:
             return
-        x.sort()  # -inf first; +inf then NaN last
         if not (x[0] > _NEG_INF and x[-1] < _INF):
             first = int(x.searchsorted(_NEG_INF, "right"))
             last = int(x.searchsorted(_INF, "left"))
@@ -183,7 +217,9 @@ class NumericSketch:
         self.sums += at[1:] - at[:-1]
         self.n += n
         self.sum += float(centred.sum()) + n * self.origin  # pairwise, unlike running[-1]
-        self.sumsq += float(centred @ centred)
+        # einsum, not `@`: a BLAS dot spreads 1M values over threads, which costs ~8 ms
+        # instead of 0.3 ms when the machine is busy; the value is the same sum.
+        self.sumsq += float(np.einsum("i,i->", centred, centred))
         self.min = min(self.min, float(x[0]))
         self.max = max(self.max, float(x[-1]))
 
@@ -295,6 +331,24 @@ class CategoricalSketch:
     ) -> Self:
         sketch = cls(max_categories)
         sketch.add(values)
+        return sketch
+
+    @classmethod
+    def from_counts(
+        cls,
+        counts: Mapping[str, int],
+        *,
+        missing: int = 0,
+        max_categories: int = DEFAULT_MAX_CATEGORIES,
+    ) -> Self:
+        """A sketch of values already tallied: `counts` in the order categories first appeared.
+
+        Equal to `from_values` on the values themselves (the same categories get the
+        slots), without a pass over them in Python.
+        """
+        sketch = cls(max_categories)
+        sketch.missing = int(missing)
+        sketch._add_counts(counts)
         return sketch
 
     def add(self, values: Iterable[str | None]) -> None:

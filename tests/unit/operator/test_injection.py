@@ -554,6 +554,11 @@ def test_sidecar_container(model: ObservedModel, settings: OperatorSettings) -> 
         {"name": "MLWARDEN_COLLECTOR", "value": "http://fraud-detector.ml.svc:8080"},
         {"name": "MLWARDEN_PROTOCOL", "value": "v2"},
         {"name": "MLWARDEN_OBSERVED_MODEL", "value": f"{MANIFEST_DIR}/{MANIFEST_KEY}"},
+        # This model's ingest token, from its own Secret, in the sidecar container only.
+        {
+            "name": "MLWARDEN_INGEST_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "fraud-ingest-token", "key": "token"}},
+        },
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
     assert sidecar["readinessProbe"] == {"httpGet": {"path": "/readyz", "port": ADMIN_PORT_NAME}}

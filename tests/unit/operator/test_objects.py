@@ -148,7 +148,14 @@ def test_role_allows_only_this_models_status(body: Obj) -> None:
             "resources": ["observedmodels/status"],
             "resourceNames": ["fraud"],
             "verbs": ["get", "patch"],
-        }
+        },
+        # the stored reference: the operator creates the ConfigMap, the detector fills it
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["fraud-reference"],
+            "verbs": ["get", "patch"],
+        },
     ]
     binding = objects.detector_role_binding(body)
     assert binding["roleRef"] == {
@@ -213,7 +220,18 @@ def test_detector_deployment(body: Obj, model: ObservedModel, settings: Operator
         f"{MANIFEST_DIR}/{MANIFEST_KEY}",
         "--listen",
         "0.0.0.0:8080",
+        "--ingest-token-file",
+        "/var/run/mlwarden/ingest-token/token",
     ]
+    assert {
+        "name": "ingest-token",
+        "mountPath": "/var/run/mlwarden/ingest-token",
+        "readOnly": True,
+    } in container["volumeMounts"]
+    assert {
+        "name": "ingest-token",
+        "secret": {"secretName": "fraud-ingest-token", "defaultMode": 0o440},
+    } in pod["volumes"]
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
@@ -375,3 +393,89 @@ def test_list_items_are_compared_item_by_item(body: Obj, settings: OperatorSetti
     current["spec"]["ports"].append({"name": "extra", "port": 9, "protocol": "TCP"})
     current["spec"]["ports"][0]["targetPort"] = "http"
     assert objects.needs_update(current, svc) == {"spec": {"ports": svc["spec"]["ports"]}}
+
+
+# --------------------------------------------------------------------------- security objects
+
+
+def test_objects_created_once_are_owned_and_valid(
+    body: Obj, valid_kubernetes: Callable[[Obj], None]
+) -> None:
+    import base64
+    import secrets
+
+    token = secrets.token_urlsafe(32)
+    cm, secret = objects.created_once(body, token)
+    assert (cm["kind"], cm["metadata"]["name"]) == ("ConfigMap", "fraud-reference")
+    assert "data" not in cm  # the detector fills it; the operator never writes it again
+    assert (secret["kind"], secret["metadata"]["name"]) == ("Secret", "fraud-ingest-token")
+    assert base64.b64decode(secret["data"]["token"]).decode() == token
+    assert len(base64.urlsafe_b64decode(token + "=")) == 32  # 32 random bytes
+    for obj in (cm, secret):
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner["uid"] == body["metadata"]["uid"] and owner["controller"] is True
+        valid_kubernetes(obj)
+
+
+def test_network_policy_admits_the_target_pods_and_the_scrapers_only(
+    body: Obj, settings: OperatorSettings, valid_kubernetes: Callable[[Obj], None]
+) -> None:
+    scrapers = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    settings = replace(settings, network_policy=True, network_policy_metrics_from=(scrapers,))
+    selector = {"matchLabels": {"app": "fraud-model"}}
+    policy = objects.detector_network_policy(body, selector, settings)
+    valid_kubernetes(policy)
+    valid_kubernetes(server_stored(policy))
+    assert policy["metadata"]["name"] == "fraud-detector"
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "mlwarden-detector",
+        "app.kubernetes.io/instance": "fraud",
+    }
+    assert spec["policyTypes"] == ["Ingress"]
+    port = [{"protocol": "TCP", "port": "http"}]
+    assert spec["ingress"] == [
+        {"from": [{"podSelector": selector}], "ports": port},
+        {"from": [scrapers], "ports": port},
+    ]
+    # without scrapers configured, only the observed pods
+    bare = objects.detector_network_policy(body, selector, replace(settings,
+                                           network_policy_metrics_from=()))  # fmt: skip
+    assert len(bare["spec"]["ingress"]) == 1
+
+
+def test_network_policy_settings_from_the_environment() -> None:
+    env = {
+        "MLWARDEN_NETWORK_POLICY": "true",
+        "MLWARDEN_NETWORK_POLICY_METRICS_FROM": '[{"podSelector": {"matchLabels": {"a": "b"}}}]',
+    }
+    s = OperatorSettings.from_env(env)
+    assert s.network_policy is True
+    assert s.network_policy_metrics_from == ({"podSelector": {"matchLabels": {"a": "b"}}},)
+    assert OperatorSettings.from_env({}).network_policy is False
+    with pytest.raises(ValueError, match="MLWARDEN_NETWORK_POLICY_METRICS_FROM: must be a JSON"):
+        OperatorSettings.from_env({"MLWARDEN_NETWORK_POLICY_METRICS_FROM": '{"a": 1}'})
+    with pytest.raises(ValueError, match="MLWARDEN_NETWORK_POLICY: must be true or false"):
+        OperatorSettings.from_env({"MLWARDEN_NETWORK_POLICY": "yes please"})
+
+
+def test_the_manifest_carries_the_rebaseline_token_and_a_new_one_rolls_the_detector(
+    make_body: Callable[..., Obj], settings: OperatorSettings
+) -> None:
+    from mlwarden.spec import REBASELINE_ANNOTATION
+
+    plain_body = make_body()
+    annotated = copy.deepcopy(plain_body)
+    annotated["metadata"]["annotations"] = {REBASELINE_ANNOTATION: "t1", "other": "x"}
+    manifest = yaml.safe_load(objects.manifest_yaml(annotated))
+    assert manifest["metadata"]["annotations"] == {REBASELINE_ANNOTATION: "t1"}
+    assert loads_observed_model(objects.manifest_yaml(annotated)).rebaseline == "t1"
+    assert "annotations" not in yaml.safe_load(objects.manifest_yaml(plain_body))["metadata"]
+
+    def config_hash(b: Obj) -> str:
+        dep = objects.detector_deployment(b, parse_observed_model(b), settings)
+        return str(dep["spec"]["template"]["metadata"]["annotations"]["mlwarden.io/config-hash"])
+
+    again = copy.deepcopy(annotated)
+    again["metadata"]["annotations"][REBASELINE_ANNOTATION] = "t2"
+    assert len({config_hash(plain_body), config_hash(annotated), config_hash(again)}) == 3

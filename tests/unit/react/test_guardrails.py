@@ -77,6 +77,23 @@ def test_revision_moved() -> None:
     assert reason is not None and "revision 7" in reason and "revision 8" in reason
 
 
+def test_blames_elsewhere() -> None:
+    target = "Deployment/fraud-model"
+    assert guardrails.blames_elsewhere(top=None, target=target) is None
+    assert guardrails.blames_elsewhere(top={}, target=target) is None
+    own = {"kind": "Deployment", "name": "fraud-model"}
+    assert guardrails.blames_elsewhere(top=own, target=target) is None
+    reason = guardrails.blames_elsewhere(top={"kind": "ConfigMap", "name": "etl"}, target=target)
+    assert reason is not None and "ConfigMap/etl" in reason
+    # Revision 3 only injected the sidecar around revision 2's model: not the model's fault.
+    blamed = {**own, "revision": "3"}
+    reason = guardrails.blames_elsewhere(top=blamed, target=target, same_model=(2, 3))
+    assert reason is not None and "revision 3" in reason and "revision 2" in reason
+    # Revision 2 brought the running model in: a rollback may undo it.
+    rolled = {**own, "revision": "2"}
+    assert guardrails.blames_elsewhere(top=rolled, target=target, same_model=(2, 3)) is None
+
+
 def test_person_changed(build: Any) -> None:
     onset = parse_time(build.ONSET)
     ours = build.record(to_state="6")  # set spec.replicas 6, 5 minutes ago

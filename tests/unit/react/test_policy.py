@@ -396,6 +396,21 @@ def test_no_rollback_when_the_alerting_revision_is_gone(build: Any) -> None:
     assert "revision 6" in record.reason and "revision 7" in record.reason
 
 
+def test_no_rollback_when_the_diagnosis_blames_the_feature_job(build: Any) -> None:
+    """Input drift moves the predictions too; the model is not at fault, so it stays."""
+    live, sets = _history(build)
+    model = build.model(ROLLBACK)
+    alert = build.alert("PredictionDrift", None, revision="7")
+    job = {"kind": "CronJob", "name": "feature-etl", "score": 0.8}
+    (record,) = plan(build, model, [alert], build.snapshot(live, *sets), top=job)
+    assert record.result == "Skipped"
+    assert "CronJob/feature-etl" in record.reason and "not rolling back" in record.reason
+    # Blaming the model's own Deployment (its new revision), the rollback goes ahead.
+    own = {"kind": "Deployment", "name": "fraud-model", "score": 0.9}
+    (record,) = plan(build, model, [alert], build.snapshot(live, *sets), top=own)
+    assert (record.result, record.to_state) == ("Running", "6")
+
+
 def test_a_missing_target_is_skipped_once_with_the_reason(build: Any) -> None:
     model = build.model(SCALE)
     (record,) = plan(build, model, [_latency(build)], {})

@@ -210,6 +210,8 @@ def test_the_injections_own_revision_is_passed_over(build: Any) -> None:
     at_three["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "3"
     plan = plan_rollback(deployment=at_three, replicasets=sets[:3])
     assert plan.to_revision == "1"
+    # Revisions 2 and 3 run the same model (fraud:7); 2 rolled it out, 3 only injected.
+    assert plan.same_model == (2, 3)
     _assert_injection_kept(
         _rolled_back(at_three, plan.patch), at_three, image="fraud:6", port_name=MODEL_PORT_RENAMED
     )

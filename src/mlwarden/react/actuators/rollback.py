@@ -47,6 +47,9 @@ class RollbackPlan(NamedTuple):
     patch: dict[str, Any]
     from_revision: str
     to_revision: str
+    # The revisions whose template is the running one, sidecar aside (the current model
+    # version); the lowest of them rolled that version out, the others only re-packaged it.
+    same_model: tuple[int, ...] = ()
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -234,4 +237,7 @@ def plan_rollback(
     version = _meta(deployment).get("resourceVersion")
     if version is not None:
         patch["metadata"] = {"resourceVersion": version}
-    return RollbackPlan(patch=patch, from_revision=str(current), to_revision=str(target))
+    same = tuple(sorted(r for r in history if r <= current and not _diff(live, history[r])))
+    return RollbackPlan(
+        patch=patch, from_revision=str(current), to_revision=str(target), same_model=same
+    )

@@ -1,0 +1,1065 @@
+"""`mlwarden demo`: the whole loop on this machine, no cluster.
+
+What runs, all on loopback:
+
+- MLServer serving two versions of a scikit-learn iris classifier: iris-1.0 (logistic
+  regression) and iris-2.0 (a one-split decision tree shipped by mistake: it never
+  predicts virginica);
+- an embedded Kubernetes API (kmock's emulator, see cluster.py) seeded with the model's
+  pipeline: the `iris` Deployment and its ReplicaSets, its Service, the `feature-etl`
+  CronJob (which produces the petal features) with its past runs, the `enricher`
+  Deployment (the sepal features);
+- the real `mlwarden operator`, reconciling the demo's ObservedModel against that API:
+  it creates the detector's objects and injects the sidecar into the Deployment;
+- the demo plays the kubelet for what the operator asked for: it starts the real
+  `mlwarden detector` with the manifest from the ConfigMap the operator wrote (reporting to
+  the emulated API, as in a cluster) and the real `mlwarden sidecar` in front of the model,
+  and routes requests to the model version the Deployment's pod template names, so a
+  rollback the operator makes is a rollback of what serves the requests.
+
+The story: steady traffic builds the reference; the feature job's new image starts sending
+petal_length in millimetres, which mlwarden detects on that feature, blames on the job (not
+on the model, which it therefore does not roll back) and alerts about; the job is fixed; then
+a bad model version rolls out, is detected as prediction drift, blamed on the rollout and
+rolled back automatically. It ends with a summary table and an HTML report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+NS = "demo"
+MODEL = "iris"
+IMAGE = "mlwarden-demo/iris:{}"
+OLD, GOOD, BAD = "0.9", "1.0", "2.0"
+ETL_IMAGE = "mlwarden-demo/feature-etl:{}"
+MANIFEST = """\
+apiVersion: mlwarden.io/v1alpha1
+kind: ObservedModel
+metadata: {name: iris, namespace: demo}
+spec:
+  target: {deployment: iris, service: iris, container: model, port: 8080}
+  protocol: v2
+  features:
+    - {name: sepal_length, type: numeric}
+    - {name: sepal_width, type: numeric}
+    - {name: petal_length, type: numeric}
+    - {name: petal_width, type: numeric}
+  prediction: {name: predict, type: categorical}
+  reference: {source: warmup, size: 500}
+  window: {size: 500}
+  detectors:
+    # Generous: the demo shares this machine's cores with everything it starts.
+    latency: {p99Ms: 2000}
+  # Fast for a demo; in production the defaults are 30s and 3/3.
+  alerting: {evaluationInterval: 500ms, fireAfter: 2, resolveAfter: 2}
+  pipeline:
+    - {name: feature-etl, kind: CronJob, produces: [petal_length, petal_width]}
+    - {name: enricher, kind: Deployment, produces: [sepal_length, sepal_width]}
+  reactions:
+    - {alert: FeatureDrift, action: alert}
+    - {alert: PredictionDrift, action: rollback}
+  guardrails: {dryRun: false, cooldown: 10m, maxActionsPerHour: 3}
+"""
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DemoError(f"{what} exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise DemoError(f"{what} did not become ready within {timeout:.0f}s ({url})")
+
+
+def _iso(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_iris_model(root: Path) -> Path:
+    """An MLServer model repository under `root`: iris/ (logistic regression), for the tests."""
+    try:
+        import joblib
+        from sklearn.datasets import load_iris
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise DemoError("needs scikit-learn: pip install 'mlwarden[demo]'") from exc
+    model_dir = root / MODEL
+    model_dir.mkdir(parents=True)
+    x, y = load_iris(return_X_y=True)
+    joblib.dump(LogisticRegression(max_iter=1000).fit(x, y), model_dir / "model.joblib")
+    (model_dir / "model-settings.json").write_text(
+        json.dumps({
+            "name": MODEL,
+            "implementation": "mlserver_sklearn.SKLearnModel",
+            "parameters": {"uri": "./model.joblib", "version": "v1"},
+        })
+    )  # fmt: skip
+    return model_dir
+
+
+def write_models(root: Path) -> None:
+    """An MLServer model repository under `root`: iris-1.0 and iris-2.0."""
+    try:
+        import joblib
+        from sklearn.datasets import load_iris
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.tree import DecisionTreeClassifier
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise DemoError(
+            "the demo needs scikit-learn and MLServer: pip install 'mlwarden[demo]'"
+        ) from exc
+    x, y = load_iris(return_X_y=True)
+    models = {
+        GOOD: LogisticRegression(max_iter=1000).fit(x, y),
+        BAD: DecisionTreeClassifier(max_depth=1, random_state=0).fit(x, y),
+    }
+    for version, estimator in models.items():
+        model_dir = root / f"{MODEL}-{version}"
+        model_dir.mkdir(parents=True)
+        joblib.dump(estimator, model_dir / "model.joblib")
+        (model_dir / "model-settings.json").write_text(
+            json.dumps({
+                "name": f"{MODEL}-{version}",
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                "parameters": {"uri": "./model.joblib", "version": version},
+            })
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def _meta(name: str, created: datetime, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": NS, "creationTimestamp": _iso(created), **extra}
+
+
+def _model_deployment(created: datetime) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _meta(MODEL, created, labels={"app": MODEL}),
+        "spec": {
+            "replicas": 2, "selector": {"matchLabels": {"app": MODEL}},
+            "template": {
+                "metadata": {"labels": {"app": MODEL}},
+                "spec": {"containers": [{
+                    "name": "model", "image": IMAGE.format(GOOD),
+                    "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                }]},
+            },
+        },
+    }  # fmt: skip
+
+
+def _etl_job(cronjob: dict[str, Any], started: datetime, image: str, n: int) -> dict[str, Any]:
+    finished = started + timedelta(seconds=40)
+    owner = {"apiVersion": "batch/v1", "kind": "CronJob", "name": "feature-etl",
+             "uid": cronjob["metadata"]["uid"], "controller": True}  # fmt: skip
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": _meta(f"feature-etl-{n}", started, ownerReferences=[owner]),
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                       "containers": [{"name": "etl", "image": image}]}}},
+        "status": {"startTime": _iso(started), "completionTime": _iso(finished), "succeeded": 1,
+                   "conditions": [{"type": "Complete", "status": "True",
+                                   "lastTransitionTime": _iso(finished)}]},
+    }  # fmt: skip
+
+
+def seed_pipeline(api: Any) -> dict[str, Any]:
+    """The objects a cluster running this model would hold before mlwarden arrives."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    week = now - timedelta(days=7)
+    # The model's history: iris:0.9 a week ago (revision 1), iris:1.0 three days ago (2).
+    first = _model_deployment(week)
+    first["spec"]["template"]["spec"]["containers"][0]["image"] = IMAGE.format(OLD)
+    api.seed(first)
+    api.roll(NS, MODEL, _model_deployment(week)["spec"]["template"],
+             at=_iso(now - timedelta(days=3)))  # fmt: skip
+    api.seed({
+        "apiVersion": "v1", "kind": "Service", "metadata": _meta(MODEL, week),
+        "spec": {"selector": {"app": MODEL}, "type": "ClusterIP",
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+    })  # fmt: skip
+    enricher = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _meta("enricher", week, labels={"app": "enricher"}),
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "enricher"}},
+                 "template": {"metadata": {"labels": {"app": "enricher"}}, "spec": {
+                     "containers": [{"name": "enricher", "image": "mlwarden-demo/enricher:3.2"}]}}},
+    }  # fmt: skip
+    api.seed(enricher)
+    hour = now.replace(minute=0, second=0)
+    cronjob = {
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": _meta("feature-etl", week),
+        "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "etl", "image": ETL_IMAGE.format("2.0")}]}}}}},
+        "status": {"lastScheduleTime": _iso(hour), "lastSuccessfulTime": _iso(hour)},
+    }  # fmt: skip
+    api.seed(cronjob)
+    for back in (3, 2, 1, 0):
+        started = hour - timedelta(hours=back)
+        api.seed(_etl_job(cronjob, started, ETL_IMAGE.format("2.0"), int(started.timestamp())))
+    return cronjob
+
+
+# --------------------------------------------------------------------------- traffic
+
+
+class Traffic:
+    """Clients of the model: iris rows, 1-4 per request, through the sidecar, all the time."""
+
+    def __init__(self, url: str, rate: float) -> None:
+        import numpy as np
+        from sklearn.datasets import load_iris
+
+        self.x, _ = load_iris(return_X_y=True)
+        self.rng = np.random.default_rng(0)
+        self.url = f"{url}/v2/models/{MODEL}/infer"
+        self.rate = rate
+        self.petal_length_unit = 1.0
+        self.counts = {"sent": 0, "ok": 0, "model_4xx": 0, "failed": 0}
+        self.rows: list[list[float]] = []  # what was sent, for the report
+        self.phase = "steady"
+        self.by_phase: dict[str, list[list[float]]] = {}
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        import aiohttp
+
+        period = 1.0 / self.rate
+        async with aiohttp.ClientSession() as session:
+            next_at = time.monotonic()
+            while not self._stop.is_set():
+                await self._one(session)
+                next_at += period
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    next_at = time.monotonic()
+
+    async def _one(self, session: Any) -> None:
+        import aiohttp
+
+        i = self.counts["sent"]
+        rows = self.x[self.rng.choice(len(self.x), size=int(self.rng.integers(1, 5)))].copy()
+        rows[:, 2] *= self.petal_length_unit
+        tensor = {"name": "input-0", "shape": list(rows.shape), "datatype": "FP64",
+                  "data": rows.ravel().tolist()}  # fmt: skip
+        body = json.dumps({"inputs": [tensor]}).encode()
+        malformed = i % 50 == 25
+        if malformed:
+            body = b'{"inputs": "this is not a tensor"'  # a malformed request, on purpose
+        else:
+            self.by_phase.setdefault(self.phase, []).extend(rows.tolist())
+        self.counts["sent"] += 1
+        headers = {"Content-Type": "application/json", "X-Request-Id": f"demo-{i}"}
+        try:
+            async with session.post(self.url, data=body, headers=headers) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    self.counts["ok"] += 1
+                elif resp.status < 500 and malformed:
+                    self.counts["model_4xx"] += 1
+                else:
+                    self.counts["failed"] += 1
+        except aiohttp.ClientError:
+            self.counts["failed"] += 1
+
+
+# --------------------------------------------------------------------------- the kubelet's part
+
+
+async def start_router(api: Any, mlserver_url: str) -> tuple[Any, int, dict[str, int]]:
+    """The model's pod: requests go to the model version the Deployment's template names."""
+    import aiohttp
+    from aiohttp import web
+
+    from mlwarden.demo.cluster import DEPLOYMENTS
+
+    served: dict[str, int] = {}
+    session = aiohttp.ClientSession()
+
+    def version() -> str:
+        dep = api.read(DEPLOYMENTS, NS, MODEL) or {}
+        for c in dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            if c.get("name") == "model":
+                return str(c.get("image", "")).rpartition(":")[2] or GOOD
+        return GOOD
+
+    async def handle(request: web.Request) -> web.Response:
+        path = request.path
+        prefix = f"/v2/models/{MODEL}/"
+        if path.startswith(prefix):
+            v = version()
+            served[v] = served.get(v, 0) + 1
+            path = f"/v2/models/{MODEL}-{v}/" + path[len(prefix) :]
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() in
+                   ("content-type", "x-request-id", "content-encoding")}  # fmt: skip
+        async with session.request(
+            request.method, mlserver_url + path, data=body, headers=headers
+        ) as resp:
+            payload = await resp.read()
+            return web.Response(
+                body=payload, status=resp.status,
+                headers={"Content-Type": resp.headers.get("Content-Type", "application/json")},
+            )  # fmt: skip
+
+    app = web.Application(client_max_size=64 * 1024**2)
+    app.router.add_route("*", "/{tail:.*}", handle)
+
+    async def close(_: web.Application) -> None:
+        await session.close()
+
+    app.on_cleanup.append(close)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port, served
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Incident:
+    name: str
+    onset: float = 0.0  # seconds since the demo started
+    onset_at: str = ""  # the same, as a timestamp
+    detected: float | None = None
+    diagnosed: float | None = None
+    reacted: float | None = None
+    resolved: float | None = None
+    alerts: list[str] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)
+    top_suspect: str | None = None
+    evidence: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    action_details: list[str] = field(default_factory=list)
+    requests_to_detect: int = 0
+
+
+@dataclass
+class DemoResult:
+    incidents: list[Incident] = field(default_factory=list)
+    requests: dict[str, int] = field(default_factory=dict)
+    served_by_version: dict[str, int] = field(default_factory=dict)
+    records: dict[str, float] = field(default_factory=dict)
+    final_image: str = ""
+    report: str | None = None
+    seconds: float = 0.0
+    kubeconfig: str = ""
+
+    def ok(self) -> bool:
+        return (
+            self.requests.get("failed", 1) == 0
+            and len(self.incidents) == 2
+            and all(i.detected is not None for i in self.incidents)
+        )
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_demo(
+    *,
+    keep_running: bool = False,
+    fast: bool = False,
+    report: str | None = "mlwarden-demo-report.html",
+    summary_json: str | None = None,
+) -> int:
+    try:
+        from rich.console import Console
+    except ImportError:  # pragma: no cover
+        print("the demo needs rich: pip install 'mlwarden[demo]'", file=sys.stderr)
+        return 2
+    try:
+        import kmock  # noqa: F401
+    except ImportError:  # pragma: no cover
+        print("the demo needs kmock: pip install 'mlwarden[demo]'", file=sys.stderr)
+        return 2
+    console = Console(stderr=False, highlight=False)
+    mlserver_bin = shutil.which("mlserver") or str(Path(sys.executable).with_name("mlserver"))
+    if not Path(mlserver_bin).exists():
+        console.print("[red]the demo needs MLServer:[/] pip install 'mlwarden[demo]'")
+        return 2
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="mlwarden-demo-") as tmp:
+        root = Path(tmp)
+        demo = Demo(root, mlserver_bin, procs, console, fast=fast, keep_running=keep_running)
+        try:
+            result = asyncio.run(demo.run(report))
+        except DemoError as exc:
+            console.print(f"[red]demo failed:[/] {exc}")
+            for log in sorted(root.glob("*.log")):
+                console.print(f"--- {log.name} (last lines) ---\n" + log.read_text()[-3000:])
+            return 1
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    if summary_json:
+        Path(summary_json).write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return 0 if result.ok() else 1
+
+
+class Demo:
+    def __init__(
+        self,
+        root: Path,
+        mlserver_bin: str,
+        procs: list[subprocess.Popen[bytes]],
+        console: Any,
+        *,
+        fast: bool,
+        keep_running: bool,
+    ) -> None:
+        self.root, self.mlserver_bin, self.procs, self.console = root, mlserver_bin, procs, console
+        self.fast, self.keep_running = fast, keep_running
+        self.started = time.monotonic()
+        self.result = DemoResult()
+        self.log: list[str] = []
+        self.api: Any = None
+        self.traffic: Traffic | None = None
+        self.live: Any = None
+        self.timeline: list[tuple[float, str, str, str]] = []
+
+    # ------------------------------------------------------------------ output
+
+    def t(self) -> float:
+        return time.monotonic() - self.started
+
+    def say(self, text: str = "") -> None:
+        self.log.append(text)
+        if self.live is not None:
+            self.live.console.print(text)
+        else:
+            self.console.print(text)
+
+    def mark(self, kind: str, title: str, detail: str = "") -> None:
+        self.timeline.append((self.t(), kind, title, detail))
+
+    def _panel(self) -> Any:
+        from rich.panel import Panel
+        from rich.table import Table
+
+        from mlwarden.demo.cluster import DEPLOYMENTS, OM
+
+        om = self.api.read(OM, NS, MODEL) or {} if self.api is not None else {}
+        st = om.get("status") or {}
+        dep = self.api.read(DEPLOYMENTS, NS, MODEL) or {} if self.api is not None else {}
+        images = [c.get("image", "") for c in
+                  dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+                  if c.get("name") == "model"]  # fmt: skip
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        c = self.traffic.counts if self.traffic else {}
+        grid.add_row("ObservedModel", f"{NS}/{MODEL}  phase [bold]{st.get('phase', '-')}[/]")
+        alerts = ", ".join(f"{a.get('type')}{'/' + a['feature'] if a.get('feature') else ''}"
+                           for a in st.get("alerts") or []) or "none"  # fmt: skip
+        grid.add_row("alerts", alerts)
+        grid.add_row("top suspect", str(st.get("topSuspect") or "-"))
+        grid.add_row("last action", str(st.get("lastAction") or "-"))
+        grid.add_row(
+            "model serving",
+            f"{images[0] if images else '-'} (revision "
+            f"{(dep.get('metadata', {}).get('annotations') or {}).get(REVISION_KEY, '-')})",
+        )
+        grid.add_row(
+            "requests",
+            f"{c.get('sent', 0)} sent · {c.get('ok', 0)} ok · "
+            f"{c.get('model_4xx', 0)} malformed on purpose (4xx) · "
+            f"[{'red' if c.get('failed') else 'green'}]{c.get('failed', 0)} failed[/]",
+        )
+        return Panel(grid, title=f"mlwarden demo · {self.t():.0f}s", border_style="blue")
+
+    # ------------------------------------------------------------------ processes
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Any:
+        with open(self.root / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env or os.environ.copy()
+            )
+        self.procs.append(proc)
+        return proc
+
+    async def _start_mlserver(self) -> str:
+        models = self.root / "models"
+        write_models(models)
+        port = _free_port()
+        (models / "settings.json").write_text(
+            json.dumps({"host": "127.0.0.1", "http_port": port, "grpc_port": _free_port(),
+                        "metrics_port": _free_port(), "parallel_workers": 0})
+        )  # fmt: skip
+        proc = self._spawn("mlserver", [self.mlserver_bin, "start", str(models)])
+        url = f"http://127.0.0.1:{port}"
+        for version in (GOOD, BAD):
+            await asyncio.to_thread(
+                _wait_http, f"{url}/v2/models/{MODEL}-{version}/ready", 120, "MLServer", proc
+            )
+        return url
+
+    async def _eventually(self, what: str, check: Callable[[], Any], seconds: float) -> Any:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise DemoError(f"{proc.args!r} exited with code {proc.returncode}")
+            await asyncio.sleep(0.1)
+        raise DemoError(f"timed out after {seconds:.0f}s waiting for {what}")
+
+    # ------------------------------------------------------------------ the story
+
+    async def run(self, report: str | None) -> DemoResult:
+        import kmock
+
+        from mlwarden.demo.cluster import DemoCluster, kubeconfig
+
+        for noisy in ("aiohttp.access", "aiohttp.server", "kmock"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        self.console.print(
+            "[bold]mlwarden demo[/]: a real model server, the mlwarden sidecar, detector and "
+            "operator, and a Kubernetes API emulator, all on this machine\n"
+        )
+        mlserver = asyncio.create_task(self._start_mlserver())
+        async with DemoCluster() as api, kmock.Server(api) as server:
+            self.api = api
+            api.declare(NS)
+            cronjob = seed_pipeline(api)
+            url = str(server.url).rstrip("/")
+            kc = kubeconfig(self.root / "kubeconfig", url, NS)
+            self.result.kubeconfig = str(kc)
+            self.console.print(
+                f"• Kubernetes API emulator on {url}, seeded with namespace [bold]{NS}[/]: "
+                "Deployment iris (the model), Service iris, CronJob feature-etl, Deployment "
+                "enricher\n  Try it while the demo runs:\n"
+                f"    [bold]export KUBECONFIG={kc}[/]\n"
+                "    kubectl get om,deploy,rs     kubectl describe om iris\n"
+            )
+            mlserver_url = await mlserver
+            self.console.print(f"• MLServer serving iris-{GOOD} and iris-{BAD} on {mlserver_url}")
+            runner, router_port, served = await start_router(api, mlserver_url)
+            try:
+                await self._story(api, url, cronjob, router_port)
+            finally:
+                if self.traffic is not None:
+                    self.traffic.stop()
+                self.result.served_by_version = dict(served)
+                await runner.cleanup()
+            self.result.seconds = round(self.t(), 1)
+            if report:
+                self.result.report = self._write_report(report)
+            self._summary()
+            if self.keep_running:
+                self.console.print(
+                    f"\nStill running. Try:\n  export KUBECONFIG={kc}\n"
+                    "  kubectl get om,deploy,rs,events\nCtrl-C to stop."
+                )
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.Event().wait()
+        return self.result
+
+    async def _story(self, api: Any, server: str, cronjob: dict[str, Any], port: int) -> None:
+        from rich.live import Live
+
+        from mlwarden.demo.cluster import DEPLOYMENTS, OM
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
+        env.update(KUBECONFIG=self.result.kubeconfig, MLWARDEN_IMAGE="mlwarden/mlwarden:demo",
+                   MLWARDEN_METRICS_PORT=str(_free_port()), MLWARDEN_RESPOND_INTERVAL="0.5",
+                   MLWARDEN_RETRY_SECONDS="0.5")  # fmt: skip
+        self._spawn("operator", [sys.executable, "-m", "mlwarden.cli", "operator",
+                                 "--namespace", NS, "--standalone"], env)  # fmt: skip
+        self.console.print("• mlwarden operator watching namespace demo")
+        (self.root / "iris.yaml").write_text(MANIFEST)
+        await _kubectl_apply(server, MANIFEST)
+        self.console.print("• applied the ObservedModel [bold]demo/iris[/] (kubectl apply)")
+
+        def detector_config() -> Any:
+            cm = api.read("v1/configmaps", NS, f"{MODEL}-detector")
+            return cm and cm.get("data", {}).get("observedmodel.yaml")
+
+        def injected() -> bool:
+            dep = api.read(DEPLOYMENTS, NS, MODEL) or {}
+            names = [c["name"] for c in dep["spec"]["template"]["spec"]["containers"]]
+            return "mlwarden-sidecar" in names
+
+        manifest = await self._eventually("the operator's detector ConfigMap", detector_config, 60)
+        await self._eventually("the sidecar injection", injected, 60)
+        dep = api.read(DEPLOYMENTS, NS, MODEL)
+        revision = dep["metadata"]["annotations"][REVISION_KEY]
+        self.console.print(
+            f"• the operator created iris-detector (ConfigMap, ServiceAccount, Role, "
+            f"RoleBinding, Deployment, Service), the ingest token Secret and the reference "
+            f"ConfigMap, and injected the sidecar into Deployment iris (revision {revision})"
+        )
+        (self.root / "detector.yaml").write_text(manifest)
+
+        def token() -> Any:
+            secret = api.read("v1/secrets", NS, f"{MODEL}-ingest-token")
+            return secret and (secret.get("data") or {}).get("token")
+
+        # The Secret the operator made: mounted into the detector and the sidecar only.
+        encoded = await self._eventually("the ingest token Secret", token, 60)
+        (self.root / "ingest-token").write_bytes(base64.b64decode(encoded))
+        detector_port = _free_port()
+        detector_url = f"http://127.0.0.1:{detector_port}"
+        proc = self._spawn("detector", [
+            sys.executable, "-m", "mlwarden.cli", "detector",
+            "--observed-model", str(self.root / "detector.yaml"),
+            "--listen", f"127.0.0.1:{detector_port}", "--report-to", server,
+            "--ingest-token-file", str(self.root / "ingest-token"),
+        ])  # fmt: skip
+        await asyncio.to_thread(_wait_http, f"{detector_url}/readyz", 30, "the detector", proc)
+        sidecar_port, admin_port = _free_port(), _free_port()
+        proc = self._spawn("sidecar", [
+            sys.executable, "-m", "mlwarden.cli", "sidecar",
+            "--listen", f"127.0.0.1:{sidecar_port}",
+            "--upstream", f"http://127.0.0.1:{port}", "--collector", detector_url,
+            "--admin-listen", f"127.0.0.1:{admin_port}",
+            "--observed-model", str(self.root / "detector.yaml"), "--batch-interval", "0.2",
+            "--ingest-token-file", str(self.root / "ingest-token"),
+        ])  # fmt: skip
+        admin_url = f"http://127.0.0.1:{admin_port}"
+        await asyncio.to_thread(_wait_http, f"{admin_url}/readyz", 30, "the sidecar", proc)
+        self.console.print(
+            f"• as the kubelet would: started the detector ({detector_url}, reporting to the "
+            f"API, storing its reference in ConfigMap iris-reference) with the operator's "
+            f"ConfigMap and the ingest token, and the sidecar in front of the model "
+            f"(http://127.0.0.1:{sidecar_port}, metrics on {admin_url}/metrics)\n"
+        )
+
+        rate = 150.0 if self.fast else 60.0
+        self.traffic = traffic = Traffic(f"http://127.0.0.1:{sidecar_port}", rate)
+        sender = asyncio.create_task(traffic.run())
+
+        def om() -> dict[str, Any]:
+            return api.read(OM, NS, MODEL) or {}
+
+        def st() -> dict[str, Any]:
+            return dict(om().get("status") or {})
+
+        pause = 0.5 if self.fast else 3.0
+        live_ctx = (
+            Live(
+                self._panel(),
+                console=self.console,
+                refresh_per_second=4,
+                get_renderable=self._panel,
+            )
+            if self.console.is_terminal
+            else contextlib.nullcontext()
+        )
+        with live_ctx as live:
+            self.live = live
+            try:
+                await self._act1(st)
+                await asyncio.sleep(pause)
+                await self._act2(api, st, cronjob)
+                await asyncio.sleep(pause)
+                await self._act3(api, server, st)
+            finally:
+                self.live = None
+                traffic.stop()
+                await sender
+        await self._kubectl()
+        self.result.requests = dict(traffic.counts)
+        self.result.final_image = _model_image(api.read(DEPLOYMENTS, NS, MODEL) or {})
+        self.result.records = await asyncio.to_thread(_settled_counts, admin_url, detector_url)
+
+    async def _act1(self, st: Callable[[], dict[str, Any]]) -> None:
+        self.say("[bold]1. Steady traffic[/]: the detector builds its reference from 500 rows")
+        self.mark("info", "traffic starts", "iris rows, 1-4 per request, through the sidecar")
+        await self._eventually("phase Observing", lambda: st().get("phase") == "Observing", 90)
+        ref = (st().get("detector") or {}).get("reference") or {}
+        self.mark("info", "reference ready", str(ref.get("id", "")))
+        self.say(
+            f"   reference in force: {ref.get('id', '?')}; the ObservedModel is "
+            f"[bold]Observing[/] ({self.t():.0f}s)"
+        )
+        await asyncio.sleep(2.0 if self.fast else 5.0)
+        alerts = st().get("alerts") or []
+        self.say(f"   all quiet: {len(alerts)} alerts\n")
+
+    async def _act2(
+        self, api: Any, st: Callable[[], dict[str, Any]], cronjob: dict[str, Any]
+    ) -> None:
+        assert self.traffic is not None
+        incident = Incident("feature job sends petal_length in mm")
+        self.result.incidents.append(incident)
+        self.say(
+            "[bold red]2. Upstream incident[/]: feature-etl's new image (2.1) sends petal_length "
+            "in millimetres instead of centimetres"
+        )
+        started = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=50)
+        api.seed(_etl_job(cronjob, started, ETL_IMAGE.format("2.1"), int(started.timestamp())))
+        self.traffic.phase = "incident"
+        self.traffic.petal_length_unit = 10.0
+        incident.onset = self.t()
+        incident.onset_at = _iso(datetime.now(UTC) - timedelta(seconds=1))
+        sent = self.traffic.counts["sent"]
+        self.mark("onset", "feature-etl 2.1: petal_length in mm", "Job feature-etl run, new image")
+        await self._follow(incident, st, sent, alert_type="FeatureDrift")
+        self.say("   the job's owners fix the unit; traffic is back to centimetres")
+        self.traffic.phase = "fixed"
+        self.traffic.petal_length_unit = 1.0
+        await self._eventually("the alerts to resolve", lambda: not st().get("alerts"), 120)
+        incident.resolved = self.t()
+        self.mark("info", "alerts resolved", "")
+        await self._eventually("phase Observing", lambda: st().get("phase") == "Observing", 30)
+        self.say(f"   resolved; phase {st().get('phase')} ({self.t():.0f}s)\n")
+
+    async def _act3(self, api: Any, server: str, st: Callable[[], dict[str, Any]]) -> None:
+        from mlwarden.demo.cluster import DEPLOYMENTS
+
+        assert self.traffic is not None
+        incident = Incident("bad model rollout iris:2.0")
+        self.result.incidents.append(incident)
+        self.say(
+            f"[bold red]3. Bad rollout[/]: a new model version, iris:{BAD}, is rolled out "
+            "(kubectl set image)"
+        )
+        # What `kubectl set image deployment/iris model=...` changes; as a merge patch the
+        # container list is sent whole (the emulator has no strategic merge).
+        containers = (api.read(DEPLOYMENTS, NS, MODEL) or {})["spec"]["template"]["spec"][
+            "containers"
+        ]
+        for c in containers:
+            if c["name"] == "model":
+                c["image"] = IMAGE.format(BAD)
+        await _patch(server, "apps/v1", "deployments", MODEL,
+                     {"spec": {"template": {"spec": {"containers": containers}}}})  # fmt: skip
+        self.traffic.phase = "rollout"
+        incident.onset = self.t()
+        incident.onset_at = _iso(datetime.now(UTC) - timedelta(seconds=1))
+        sent = self.traffic.counts["sent"]
+        rev = (api.read(DEPLOYMENTS, NS, MODEL) or {})["metadata"]["annotations"][REVISION_KEY]
+        self.mark("onset", f"iris:{BAD} rolled out", f"Deployment iris revision {rev}")
+        await self._follow(incident, st, sent, alert_type="PredictionDrift")
+
+        def rolled_back() -> bool:
+            return _model_image(api.read(DEPLOYMENTS, NS, MODEL) or {}) == IMAGE.format(GOOD)
+
+        await self._eventually("the rollback", rolled_back, 60)
+        self.traffic.phase = "rolled back"
+        await self._eventually("the alerts to resolve", lambda: not st().get("alerts"), 120)
+        incident.resolved = self.t()
+        self.mark("info", "alerts resolved", "the good version serves again")
+        await self._eventually("phase Observing", lambda: st().get("phase") == "Observing", 30)
+        self.say(f"   resolved; phase {st().get('phase')} ({self.t():.0f}s)\n")
+
+    async def _follow(
+        self, incident: Incident, st: Callable[[], dict[str, Any]], sent: int, *, alert_type: str
+    ) -> None:
+        """Detection, diagnosis and reaction of one incident, as the ObservedModel shows them."""
+        assert self.traffic is not None
+
+        def fired() -> list[dict[str, Any]]:
+            return [a for a in st().get("alerts") or [] if a.get("type") == alert_type]
+
+        await self._eventually(f"a {alert_type} alert", fired, 90)
+        incident.detected = self.t()
+        incident.requests_to_detect = self.traffic.counts["sent"] - sent
+        alerts = st().get("alerts") or []
+        incident.alerts = sorted({str(a["type"]) for a in alerts})
+        incident.features = sorted({str(a["feature"]) for a in alerts if a.get("feature")})
+        for a in alerts:
+            p = a.get("pValue")
+            on = f" on {a['feature']}" if a.get("feature") else ""
+            self.say(
+                f"   [bold]detected[/] {a['type']}{on}"
+                f": {a.get('test')} statistic {float(a.get('statistic', 0)):.3g}"
+                + (f", p = {float(p):.2g}" if p is not None else "")
+                + f" ({incident.detected - incident.onset:.1f}s, "
+                f"{incident.requests_to_detect} requests after onset)"
+            )
+        self.mark("detection", ", ".join(
+            f"{a['type']}{'/' + a['feature'] if a.get('feature') else ''}" for a in alerts),
+            f"{incident.detected - incident.onset:.1f}s after onset")  # fmt: skip
+
+        def diagnosed() -> Any:
+            return st().get("topSuspect")
+
+        top = await self._eventually("a diagnosis", diagnosed, 60)
+        incident.diagnosed = self.t()
+        incident.top_suspect = str(top)
+        suspects = (st().get("diagnosis") or {}).get("suspects") or []
+        first = suspects[0] if suspects else {}
+        incident.evidence = [str(e) for e in first.get("evidence", [])]
+        self.say(f"   [bold]diagnosed[/]: top suspect [bold]{top}[/] "
+                 f"(score {float(first.get('score', 0)):.2f})")  # fmt: skip
+        for e in incident.evidence[:3]:
+            self.say(f"     · {e}")
+        self.mark("diagnosis", f"top suspect {top}", "; ".join(incident.evidence[:2]))
+
+        def acted() -> list[dict[str, Any]]:
+            records = st().get("reactions") or []
+            done = [
+                r
+                for r in records
+                if r.get("result") in ("Succeeded", "Skipped", "Failed")
+                and str(r.get("at", "")) >= incident.onset_at
+            ]
+            wanted = {"FeatureDrift": {"alert"}, "PredictionDrift": {"rollback"}}[alert_type]
+            return done if wanted <= {r.get("action") for r in done} else []
+
+        records = await self._eventually("the reaction", acted, 60)
+        incident.reacted = self.t()
+        seen: set[str] = set()
+        for r in records:
+            if r.get("id") in seen:
+                continue
+            seen.add(str(r.get("id")))
+            short = f"{r.get('action')} {r.get('result')}"
+            line = f"{r.get('action')} {r.get('target', '')}: {r.get('result')}"
+            if r.get("action") == "rollback" and (r.get("from") or r.get("to")):
+                short = f"{r.get('action')} {r.get('from')}→{r.get('to')} {r.get('result')}"
+                line += f" (revision {r.get('from')} → {r.get('to')})"
+            if r.get("result") == "Skipped":
+                line += f": {r.get('reason')}"
+            elif r.get("message"):
+                line += f": {r.get('message')}"
+            incident.actions.append(short)
+            incident.action_details.append(line)
+            self.say(f"   [bold]reacted[/]: {line}")
+            self.mark("reaction", f"{r.get('action')} {r.get('result')}", str(r.get("target")))
+
+    # ------------------------------------------------------------------ the end
+
+    async def _kubectl(self) -> None:
+        """What a user sees with kubectl, printed by the real kubectl when there is one."""
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            self.console.print("[dim](no kubectl here: skipping what `kubectl get om` shows)[/]")
+            return
+        env = {**os.environ, "KUBECONFIG": self.result.kubeconfig}
+        for args in (["get", "om"], ["get", "deploy", MODEL], ["get", "events"]):
+            proc = await asyncio.create_subprocess_exec(
+                kubectl, *args, env=env, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await proc.communicate()
+            text = (out or err).decode(errors="replace").rstrip()
+            self.console.print(f"[bold]$ kubectl {' '.join(args)}[/]\n{text}\n", markup=True,
+                               highlight=False, soft_wrap=True)  # fmt: skip
+
+    def _summary(self) -> None:
+        from rich.table import Table
+
+        table = Table(title="What happened", expand=True)
+        for col in ("incident", "detected after", "alerts", "top suspect", "actions"):
+            table.add_column(col, overflow="fold")
+        for i in self.result.incidents:
+            detected = "-" if i.detected is None else (
+                f"{i.detected - i.onset:.1f}s / {i.requests_to_detect} req")  # fmt: skip
+            alerts = ", ".join(i.alerts) + (f" ({', '.join(i.features)})" if i.features else "")
+            table.add_row(i.name, detected, alerts, i.top_suspect or "-", "\n".join(i.actions))
+        self.console.print(table)
+        c, r = self.result.requests, self.result.records
+        accounting = Table(title="Accounting")
+        accounting.add_column("")
+        accounting.add_column("count", justify="right")
+        for label, value in (
+            ("requests sent through the sidecar", c.get("sent", 0)),
+            ("answered 200 by the model", c.get("ok", 0)),
+            ("malformed on purpose, answered 4xx by the model", c.get("model_4xx", 0)),
+            ("failed", c.get("failed", 0)),
+            ("served by iris:" + GOOD, self.result.served_by_version.get(GOOD, 0)),
+            ("served by iris:" + BAD, self.result.served_by_version.get(BAD, 0)),
+            ("records captured by the sidecar", int(r.get("captured", 0))),
+            ("records the detector ingested", int(r.get("ingested", 0))),
+            ("records dropped", int(r.get("dropped", 0))),
+            ("sidecar overhead p50 / p99 (ms)", r.get("overhead", "n/a")),
+        ):
+            accounting.add_row(label, str(value))
+        self.console.print(accounting)
+        self.console.print(f"model image at the end: [bold]{self.result.final_image}[/]")
+        if self.result.report:
+            self.console.print(f"HTML report: [bold]{self.result.report}[/]")
+        self.console.print(f"[dim]Demo finished in {self.result.seconds:.0f}s.[/]")
+
+    def _write_report(self, path: str) -> str | None:
+        assert self.traffic is not None
+        try:
+            import yaml
+
+            from mlwarden.check import check_columns
+            from mlwarden.report import TimelineEvent, render_html
+            from mlwarden.spec import parse_observed_model
+        except ImportError as exc:
+            self.console.print(f"[yellow]no HTML report: {exc}[/]")
+            return None
+        phases = self.traffic.by_phase
+        if not phases.get("steady") or not phases.get("incident"):
+            return None
+        ref = {f: [row[i] for row in phases["steady"]] for i, f in enumerate(FEATURES)}
+        cur = {f: [row[i] for row in phases["incident"]] for i, f in enumerate(FEATURES)}
+        report = check_columns(ref, cur, manifest=parse_observed_model(yaml.safe_load(MANIFEST)))
+        timeline = [TimelineEvent(at, kind, title, detail)
+                    for at, kind, title, detail in self.timeline]  # fmt: skip
+        summary = [("incidents", str(len(self.result.incidents)))]
+        for i in self.result.incidents:
+            detected = f"detected after {(i.detected or 0) - i.onset:.1f}s"
+            summary.append((i.name, f"{detected}; top suspect {i.top_suspect}; "
+                                    f"{'; '.join(i.actions)}"))  # fmt: skip
+        summary.append(("requests failed", str(self.result.requests.get("failed", 0))))
+        html = render_html(
+            report, title="mlwarden demo: reference vs the feature-job incident",
+            timeline=timeline, summary=summary,
+        )  # fmt: skip
+        out = Path(path).resolve()
+        out.write_text(html)
+        return str(out)
+
+
+REVISION_KEY = "deployment.kubernetes.io/revision"
+
+
+def _model_image(dep: dict[str, Any]) -> str:
+    for c in dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+        if c.get("name") == "model":
+            return str(c.get("image", ""))
+    return ""
+
+
+async def _kubectl_apply(server: str, manifest: str) -> None:
+    import yaml
+
+    body = yaml.safe_load(manifest)
+    await _request(server, "POST", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels",
+                   body, "application/json")  # fmt: skip
+
+
+async def _patch(server: str, group_version: str, plural: str, name: str, body: Any) -> None:
+    prefix = "/api" if "/" not in group_version else "/apis"
+    ctype = "application/merge-patch+json"
+    await _request(server, "PATCH", f"{prefix}/{group_version}/namespaces/{NS}/{plural}/{name}",
+                   body, ctype)  # fmt: skip
+
+
+async def _request(server: str, method: str, path: str, body: Any, ctype: str) -> Any:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.request(
+        method, server + path, data=json.dumps(body), headers={"Content-Type": ctype}
+    ) as resp:  # fmt: skip
+        if resp.status >= 300:
+            raise DemoError(f"{method} {path}: {resp.status} {await resp.text()}")
+        return await resp.json()
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.load(resp)
+
+
+def _metrics(admin_url: str) -> str:
+    with urllib.request.urlopen(f"{admin_url}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def _settled_counts(admin_url: str, detector_url: str) -> dict[str, Any]:
+    """The sidecar's and detector's counters once the last batches have landed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, Any] = {}
+    for _ in range(50):
+        values: dict[str, float] = {}
+        text = _metrics(admin_url)
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "mlwarden_sidecar_records_dropped_total":
+                    values["dropped"] = values.get("dropped", 0) + s.value
+                elif s.name == "mlwarden_sidecar_records_captured_total":
+                    values["captured"] = s.value
+                elif s.name == "mlwarden_sidecar_records_shipped_total":
+                    values["shipped"] = s.value
+        ingested = _get_json(f"{detector_url}/v1/status").get("recordsIngested", 0)
+        out = {**values, "ingested": ingested, "overhead": _overhead(text)}
+        if values.get("captured") == values.get("shipped") == ingested:
+            break
+        time.sleep(0.1)
+    return out
+
+
+def _overhead(text: str) -> str:
+    """p50 and p99 of the sidecar's overhead histogram, interpolated like histogram_quantile."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: list[tuple[float, float]] = []
+    for family in text_string_to_metric_families(text):
+        if family.name == "mlwarden_sidecar_overhead_seconds":
+            for s in family.samples:
+                if s.name.endswith("_bucket"):
+                    buckets.append((float(s.labels["le"]), s.value))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+
+    def quantile(q: float) -> float:
+        rank, prev_le, prev_count = q * total, 0.0, 0.0
+        for le, count in buckets:
+            if count >= rank:
+                if le == float("inf"):
+                    return prev_le
+                span = count - prev_count
+                return prev_le + (le - prev_le) * ((rank - prev_count) / span if span else 0)
+            prev_le, prev_count = le, count
+        return float("nan")
+
+    return f"{quantile(0.5) * 1000:.2f} / {quantile(0.99) * 1000:.2f}" if total else "n/a"
+
+
+__all__ = ["DemoError", "DemoResult", "run_demo", "write_iris_model", "write_models"]

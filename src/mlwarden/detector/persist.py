@@ -1,0 +1,264 @@
+"""The reference as stored between detector runs: its summary, serialized, and the rule of reuse.
+
+A warm-up reference is built from the first N records a detector sees. Were it rebuilt after
+every restart, a detector restarted in the middle of an incident would take the drifted
+traffic as its new "normal" and stop alerting. So the reference's summary — the sketches per
+column (histogram edges, counts, sums, moments; category counts), the reference performance
+and its identity — is stored and reloaded; raw rows never are.
+
+- `encode_reference` / `decode_reference`: the reference to bytes and back, exactly (a float
+  is written as its shortest round-trip repr, non-finite ones as strings), gzip-compressed.
+  Evaluating a window against the original or the reloaded reference gives identical evidence.
+- `StoredReference.basis`: what the reference was built for — a digest of the spec fields
+  that shape it (`reference_basis`: spec.reference, spec.features, spec.prediction) and the
+  rebaseline token (the ObservedModel's `REBASELINE_ANNOTATION`) in force when it was built.
+- `reuse_decision`: reload the stored reference unless the user asked for a new one (a new
+  rebaseline token, or a spec change to those fields). Re-baselining is always explicit.
+
+`MAX_STORED_BYTES` keeps the stored form inside a ConfigMap (1 MiB for the whole object);
+a reference whose summary is larger is refused with the columns that make it large.
+Everything here is pure; `store.py` holds the ConfigMap and file shells.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from mlwarden.detector.core import Column, Reference
+from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModelSpec
+from mlwarden.stats import CategoricalSketch, NumericSketch
+
+FORMAT: Final = "mlwarden.io/reference/v1"
+# The ConfigMap holds the gzip'd JSON base64-encoded in binaryData (4/3 larger), next to
+# metadata; 1 MiB is the limit of the whole object.
+MAX_STORED_BYTES: Final = 700 * 1024
+
+
+class StoredReferenceError(ValueError):
+    """A stored reference that cannot be read back, or one too large to store."""
+
+
+@dataclass(frozen=True)
+class StoredReference:
+    reference: Reference
+    basis: str  # reference_basis() of the spec it was built for
+    rebaseline: str | None  # the rebaseline token in force when it was built
+    digest: str  # sha256 of the canonical JSON: names this exact summary
+
+
+def reference_basis(spec: ObservedModelSpec) -> str:
+    """A digest of the spec fields that decide what the reference is: a change is a rebaseline.
+
+    spec.reference, spec.features and spec.prediction, as parsed (defaults filled in, so
+    writing a default out explicitly changes nothing); thresholds and checks may change
+    freely without discarding the reference.
+    """
+    text = repr((spec.reference, spec.features, spec.prediction))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- floats
+
+
+def _f(x: float) -> float | str:
+    x = float(x)
+    return x if math.isfinite(x) else repr(x)  # 'inf', '-inf', 'nan'
+
+
+def _unf(x: Any) -> float:
+    return float(x)  # float('inf') and float('nan') read the strings back
+
+
+# --------------------------------------------------------------------------- sketches
+
+
+def _sketch_to_dict(sketch: NumericSketch | CategoricalSketch) -> dict[str, Any]:
+    if isinstance(sketch, NumericSketch):
+        return {
+            "kind": "numeric",
+            "edges": [_f(e) for e in sketch.edges.tolist()],
+            "counts": sketch.counts.tolist(),
+            "sums": [_f(s) for s in sketch.sums.tolist()],
+            "missing": sketch.missing,
+            "infinite": sketch.infinite,
+            "n": sketch.n,
+            "sum": _f(sketch.sum),
+            "sumsq": _f(sketch.sumsq),
+            "min": _f(sketch.min),
+            "max": _f(sketch.max),
+        }
+    return {
+        "kind": "categorical",
+        "maxCategories": sketch.max_categories,
+        "counts": dict(sketch.counts),  # insertion order is kept: it orders the chi-square table
+        "other": sketch.other,
+        "missing": sketch.missing,
+    }
+
+
+def _sketch_from_dict(d: Mapping[str, Any], where: str) -> NumericSketch | CategoricalSketch:
+    try:
+        if d["kind"] == "numeric":
+            sketch = NumericSketch(np.array([_unf(e) for e in d["edges"]], dtype=np.float64))
+            counts = np.array(d["counts"], dtype=np.int64)
+            sums = np.array([_unf(s) for s in d["sums"]], dtype=np.float64)
+            if counts.shape != sketch.counts.shape or sums.shape != sketch.sums.shape:
+                raise ValueError(f"{len(d['edges'])} edges need {sketch.counts.size} cells")
+            sketch.counts, sketch.sums = counts, sums
+            sketch.missing, sketch.infinite, sketch.n = (
+                int(d["missing"]),
+                int(d["infinite"]),
+                int(d["n"]),
+            )
+            sketch.sum, sketch.sumsq = _unf(d["sum"]), _unf(d["sumsq"])
+            sketch.min, sketch.max = _unf(d["min"]), _unf(d["max"])
+            return sketch
+        if d["kind"] == "categorical":
+            cat = CategoricalSketch(int(d["maxCategories"]))
+            cat.counts = {str(k): int(v) for k, v in d["counts"].items()}
+            cat.other, cat.missing = int(d["other"]), int(d["missing"])
+            return cat
+        raise ValueError(f"unknown sketch kind {d['kind']!r}")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StoredReferenceError(f"{where}: {exc!r}") from None
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def reference_to_dict(
+    reference: Reference, *, basis: str, rebaseline: str | None
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "id": reference.id,
+        "source": reference.source,
+        "since": _f(reference.since),
+        "records": reference.n,
+        "basis": basis,
+        "rebaseline": rebaseline,
+        "columns": {
+            name: {"kind": c.kind, "type": c.type} for name, c in reference.columns.items()
+        },
+        "sketches": {name: _sketch_to_dict(s) for name, s in reference.sketches.items()},
+        "performance": {k: _f(v) for k, v in reference.performance.items()},
+        "performanceEstimated": reference.performance_estimated,
+    }
+
+
+def _canonical(d: Mapping[str, Any]) -> bytes:
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_reference(
+    reference: Reference, *, basis: str, rebaseline: str | None
+) -> tuple[bytes, str]:
+    """The stored form (gzip'd JSON) and its digest. Raises StoredReferenceError when too big."""
+    d = reference_to_dict(reference, basis=basis, rebaseline=rebaseline)
+    text = _canonical(d)
+    digest = hashlib.sha256(text).hexdigest()
+    data = gzip.compress(text, mtime=0)
+    if len(data) > MAX_STORED_BYTES:
+        sizes = sorted(
+            ((len(_canonical(s)), name) for name, s in d["sketches"].items()), reverse=True
+        )
+        biggest = ", ".join(f"{name} ({size >> 10} KiB)" for size, name in sizes[:3])
+        raise StoredReferenceError(
+            f"the reference summary is {len(data) >> 10} KiB compressed, over the "
+            f"{MAX_STORED_BYTES >> 10} KiB a ConfigMap can hold; largest columns: {biggest}. "
+            "Fewer categories per column (high-cardinality ids are not features) keep it small"
+        )
+    return data, digest
+
+
+def decode_reference(data: bytes, *, where: str) -> StoredReference:
+    """The reference from its stored form; StoredReferenceError naming `where` if unreadable."""
+    try:
+        text = gzip.decompress(data)
+        d = json.loads(text)
+    except (OSError, EOFError, ValueError) as exc:
+        raise StoredReferenceError(f"{where}: not a stored reference ({exc})") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        found = d.get("format") if isinstance(d, dict) else type(d).__name__
+        raise StoredReferenceError(f"{where}: format {found!r}, expected {FORMAT!r}")
+    try:
+        columns = {
+            str(n): Column(str(n), str(c["kind"]), str(c["type"])) for n, c in d["columns"].items()
+        }
+        sketches = {
+            str(n): _sketch_from_dict(s, f"{where}: sketches.{n}") for n, s in d["sketches"].items()
+        }
+        if set(sketches) != set(columns):
+            raise ValueError("the columns and the sketches name different columns")
+        reference = Reference(
+            id=str(d["id"]),
+            source=str(d["source"]),
+            since=_unf(d["since"]),
+            n=int(d["records"]),
+            columns=columns,
+            sketches=sketches,
+            performance={str(k): _unf(v) for k, v in d["performance"].items()},
+            performance_estimated=bool(d["performanceEstimated"]),
+        )
+        rebaseline = d["rebaseline"]
+        return StoredReference(
+            reference=reference,
+            basis=str(d["basis"]),
+            rebaseline=None if rebaseline is None else str(rebaseline),
+            digest=hashlib.sha256(text).hexdigest(),
+        )
+    except StoredReferenceError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StoredReferenceError(f"{where}: {exc!r}") from None
+
+
+def to_text(data: bytes) -> str:
+    """Bytes as a ConfigMap binaryData value."""
+    return base64.b64encode(data).decode()
+
+
+def from_text(text: str, *, where: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError as exc:
+        raise StoredReferenceError(f"{where}: not base64 ({exc})") from None
+
+
+# --------------------------------------------------------------------------- reuse
+
+
+@dataclass(frozen=True)
+class ReuseDecision:
+    reuse: bool
+    reason: str
+
+
+def reuse_decision(
+    stored: StoredReference | None, *, basis: str, rebaseline: str | None
+) -> ReuseDecision:
+    """Whether a restarted detector takes the stored reference, and why (for status and logs)."""
+    if stored is None:
+        return ReuseDecision(False, "no stored reference: warming up")
+    if rebaseline != stored.rebaseline:
+        return ReuseDecision(
+            False,
+            f"rebaseline requested ({REBASELINE_ANNOTATION}: {rebaseline!r}, the stored "
+            f"reference was built under {stored.rebaseline!r}): warming up a new reference",
+        )
+    if basis != stored.basis:
+        return ReuseDecision(
+            False,
+            "spec.reference, spec.features or spec.prediction changed since the stored "
+            "reference was built: warming up a new reference",
+        )
+    return ReuseDecision(True, f"reloaded the stored reference {stored.reference.id}")

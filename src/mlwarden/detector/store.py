@@ -1,0 +1,159 @@
+"""Where the stored reference lives: a ConfigMap in the cluster, or a directory on this machine.
+
+Both shells move the bytes of `persist.encode_reference` and nothing else.
+
+- `ConfigMapStore`: ConfigMap `NAME-reference` in the model's namespace, owned by the
+  ObservedModel (the operator creates it empty; the detector's Role may get and patch that one
+  ConfigMap, by resourceName). `binaryData[reference.json.gz]` is the summary;
+  `data[id|digest|records|since]` say what it is to `kubectl get cm -o yaml` readers. Outside
+  a cluster (`--report-to`, an API emulator in the tests) a missing ConfigMap is created,
+  owned by the ObservedModel read through its status subresource.
+- `FileStore`: `DIR/NAMESPACE.NAME-reference.json.gz`, for `--reference-store DIR` local runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import ssl
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import aiohttp
+
+from mlwarden.detector.persist import StoredReferenceError, from_text, to_text
+from mlwarden.detector.reporter import status_path
+
+KEY: Final = "reference.json.gz"
+
+
+def reference_store_name(model_name: str) -> str:
+    return f"{model_name}-reference"
+
+
+class ReferenceStore(Protocol):
+    where: str
+
+    async def load(self) -> bytes | None: ...
+
+    async def save(self, data: bytes, *, info: dict[str, str]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class FileStore:
+    def __init__(self, directory: str, *, namespace: str, name: str) -> None:
+        self.path = Path(directory) / f"{namespace}.{reference_store_name(name)}.json.gz"
+        self.where = f"file {self.path}"
+
+    async def load(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoredReferenceError(f"{self.where}: cannot read: {exc.strerror}") from None
+
+    async def save(self, data: bytes, *, info: dict[str, str]) -> None:
+        del info
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, self.path)  # atomic: a crash leaves the old reference or the new
+        except OSError as exc:
+            raise StoredReferenceError(f"{self.where}: cannot write: {exc.strerror}") from None
+
+    async def close(self) -> None:
+        return None
+
+
+class ConfigMapStore:
+    def __init__(
+        self,
+        api: str,
+        *,
+        namespace: str,
+        name: str,
+        token: str | None = None,
+        ca_file: str | None = None,
+    ) -> None:
+        self.api = api.rstrip("/")
+        self.namespace, self.model = namespace, name
+        self.cm_name = reference_store_name(name)
+        self.path = f"/api/v1/namespaces/{namespace}/configmaps/{self.cm_name}"
+        self.where = f"ConfigMap {namespace}/{self.cm_name}"
+        self.token, self.ca_file = token, ca_file
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            ssl_ctx: ssl.SSLContext | bool = False
+            if self.api.startswith("https://"):
+                ssl_ctx = ssl.create_default_context(cafile=self.ca_file)
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=15),
+                connector=aiohttp.TCPConnector(ssl=ssl_ctx),
+                headers=headers,
+            )
+        return self._session
+
+    async def _call(
+        self, method: str, path: str, body: Any = None, ctype: str = "application/json"
+    ) -> tuple[int, Any]:
+        data = json.dumps(body) if body is not None else None
+        headers = {"Content-Type": ctype} if data is not None else {}
+        try:
+            async with self._http().request(
+                method, self.api + path, data=data, headers=headers
+            ) as resp:
+                text = await resp.text()
+                payload: Any = None
+                with contextlib.suppress(ValueError):
+                    payload = json.loads(text) if text else None
+                if resp.status >= 300 and resp.status != 404:
+                    reason = payload.get("message") if isinstance(payload, dict) else text
+                    raise StoredReferenceError(
+                        f"{self.where}: {method} HTTP {resp.status}: {str(reason)[:300]}"
+                    )
+                return resp.status, payload
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise StoredReferenceError(f"{self.where}: {method}: {exc}") from None
+
+    async def load(self) -> bytes | None:
+        status, cm = await self._call("GET", self.path)
+        if status == 404 or not isinstance(cm, dict):
+            return None
+        text = (cm.get("binaryData") or {}).get(KEY)
+        if not text:
+            return None  # created empty by the operator: nothing stored yet
+        return from_text(str(text), where=f"{self.where} binaryData[{KEY}]")
+
+    async def save(self, data: bytes, *, info: dict[str, str]) -> None:
+        patch = {"binaryData": {KEY: to_text(data)}, "data": dict(info)}
+        status, _ = await self._call("PATCH", self.path, patch, "application/merge-patch+json")
+        if status != 404:
+            return
+        # Not there: in a cluster the operator creates it (the detector may not create);
+        # outside one (--report-to) create it, owned by the ObservedModel.
+        status, om = await self._call("GET", status_path(self.namespace, self.model))
+        meta: dict[str, Any] = {"name": self.cm_name, "namespace": self.namespace}
+        if status != 404 and isinstance(om, dict) and (om.get("metadata") or {}).get("uid"):
+            meta["ownerReferences"] = [
+                {
+                    "apiVersion": "mlwarden.io/v1alpha1",
+                    "kind": "ObservedModel",
+                    "name": self.model,
+                    "uid": om["metadata"]["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, **patch}
+        await self._call("POST", f"/api/v1/namespaces/{self.namespace}/configmaps", body)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

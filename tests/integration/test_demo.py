@@ -1,0 +1,55 @@
+"""`mlwarden demo --fast`: the story's outcomes, from the demo's own summary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_demo_detects_diagnoses_and_reacts(tmp_path: Path) -> None:
+    summary, report = tmp_path / "summary.json", tmp_path / "report.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlwarden.cli", "demo", "--fast",
+         "--summary-json", str(summary), "--report", str(report)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    out = json.loads(summary.read_text())
+    unit, rollout = out["incidents"]
+
+    # 1. The feature job's unit change: drift on petal_length alone, blamed on the job,
+    #    alerted on, and the model NOT rolled back.
+    assert "FeatureDrift" in unit["alerts"]
+    assert [f for f in unit["features"] if f != "predict"] == ["petal_length"]
+    assert unit["top_suspect"] == "CronJob/feature-etl"
+    assert any("feature-etl:2.1" in e for e in unit["evidence"]), unit["evidence"]
+    assert any(a.startswith("alert") and "Succeeded" in a for a in unit["actions"])
+    skipped = [d for d in unit["action_details"] if d.startswith("rollback")]
+    assert skipped and all("Skipped" in d and "CronJob/feature-etl" in d for d in skipped)
+
+    # 2. The bad rollout: prediction drift, blamed on the Deployment, rolled back.
+    assert rollout["alerts"] == ["PredictionDrift"]
+    assert rollout["top_suspect"] == "Deployment/iris"
+    assert any(a.startswith("rollback") and a.endswith("Succeeded") for a in rollout["actions"])
+    assert out["final_image"] == "mlwarden-demo/iris:1.0"
+
+    # Throughout: no request failed, every captured record reached the detector.
+    assert out["requests"]["failed"] == 0 and out["requests"]["ok"] > 500
+    assert out["records"]["captured"] == out["records"]["ingested"] > 0
+    assert out["records"].get("dropped", 0) == 0
+    assert out["served_by_version"]["2.0"] > 0  # the bad version really served, for a while
+    for incident in (unit, rollout):
+        assert incident["detected"] - incident["onset"] < 30
+
+    # The HTML report: the incident's drift on petal_length, and the timeline.
+    assert out["report"] == str(report)
+    html = report.read_text()
+    assert "1 drifted column(s): petal_length" in html
+    assert "top suspect CronJob/feature-etl" in html and "top suspect Deployment/iris" in html
+    assert "<script" not in html

@@ -1,0 +1,101 @@
+"""The demo's Kubernetes: the Deployment controller's revisions, and what kubectl prints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import pytest
+
+from mlwarden.demo.cluster import DEPLOYMENTS, OM, REVISION, DemoCluster, kubeconfig
+
+
+def deployment(image: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "m", "namespace": "demo", "labels": {"app": "m"}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "m"}},
+                 "template": {"metadata": {"labels": {"app": "m"}},
+                              "spec": {"containers": [{"name": "model", "image": image}]}}},
+    }  # fmt: skip
+
+
+def revisions(api: DemoCluster) -> dict[str, str]:
+    """ReplicaSet image -> revision."""
+    return {
+        rs["spec"]["template"]["spec"]["containers"][0]["image"]:
+            rs["metadata"]["annotations"][REVISION]
+        for rs in api.items("replicasets")
+    }  # fmt: skip
+
+
+async def patch_image(server: str, image: str) -> None:
+    body = {"spec": {"template": {"spec": {"containers": [{"name": "model", "image": image}]}}}}
+    async with aiohttp.ClientSession() as http, http.patch(
+        f"{server}/apis/apps/v1/namespaces/demo/deployments/m", data=json.dumps(body),
+        headers={"Content-Type": "application/merge-patch+json"},
+    ) as resp:  # fmt: skip
+        assert resp.status == 200, await resp.text()
+
+
+async def test_each_template_gets_a_revision_and_an_old_one_coming_back_the_next() -> None:
+    async with DemoCluster() as api, kmock.Server(api) as server:
+        api.declare("demo")
+        url = str(server.url).rstrip("/")
+        api.seed(deployment("m:1"))
+        assert revisions(api) == {"m:1": "1"}
+        await patch_image(url, "m:2")
+        assert revisions(api) == {"m:1": "1", "m:2": "2"}
+        dep = api.read(DEPLOYMENTS, "demo", "m")
+        assert dep is not None and dep["metadata"]["annotations"][REVISION] == "2"
+        assert dep["status"]["updatedReplicas"] == 2
+        # `rollout undo`: the old ReplicaSet comes back with the next revision, as in Kubernetes.
+        await patch_image(url, "m:1")
+        assert revisions(api) == {"m:1": "3", "m:2": "2"}
+        dep = api.read(DEPLOYMENTS, "demo", "m")
+        assert dep is not None and dep["metadata"]["annotations"][REVISION] == "3"
+        old = next(rs for rs in api.items("replicasets") if rs["metadata"]["name"].startswith("m-")
+                   and rs["metadata"]["annotations"][REVISION] == "2")  # fmt: skip
+        assert old["spec"]["replicas"] == 0
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed here")
+async def test_kubectl_get_shows_the_printer_columns(tmp_path: Path) -> None:
+    async with DemoCluster() as api, kmock.Server(api) as server:
+        api.declare("demo")
+        api.seed(deployment("m:1"))
+        api.seed({
+            "apiVersion": "mlwarden.io/v1alpha1", "kind": "ObservedModel",
+            "metadata": {"name": "iris", "namespace": "demo"},
+            "spec": {"target": {"deployment": "m"}},
+            "status": {"phase": "Degraded", "alertCount": 2, "topSuspect": "CronJob/etl"},
+        })  # fmt: skip
+        assert api.read(OM, "demo", "iris") is not None
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig(tmp_path / "kc", str(server.url).rstrip("/"), "demo")),
+        }
+
+        async def kubectl(*args: str) -> str:
+            proc = await asyncio.create_subprocess_exec(
+                "kubectl", *args, env=env, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await proc.communicate()
+            assert proc.returncode == 0, err.decode()
+            assert "Warning" not in err.decode(), err.decode()
+            return out.decode() + err.decode()
+
+        header, row = (await kubectl("get", "om")).splitlines()
+        assert header.split()[:5] == ["NAME", "TARGET", "PHASE", "ALERTS", "TOP"]
+        assert row.split()[:5] == ["iris", "m", "Degraded", "2", "CronJob/etl"]
+        deploy = (await kubectl("get", "deploy", "m")).splitlines()[1].split()
+        assert deploy[:4] == ["m", "2/2", "1", "m:1"]
+        assert "iris" in await kubectl("describe", "om", "iris")
+        assert "No resources found" in await kubectl("get", "events")

@@ -1,0 +1,217 @@
+"""A restarted detector keeps its reference: stored, reloaded, replaced on request only.
+
+The real detector process, reporting to kmock's API emulator (as in test_detector_status.py).
+Without the stored reference, the restarted detector would warm up on the drifted traffic that
+follows the restart and never alert on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import numpy as np
+import pytest
+from harness import free_port
+
+from mlwarden.detector.store import KEY
+from mlwarden.spec import REBASELINE_ANNOTATION
+
+RESOURCE = "mlwarden.io/v1alpha1/observedmodels"
+CONFIGMAPS = "v1/configmaps"
+SPEC = """\
+  target: {deployment: m}
+  features:
+    - {name: a, type: numeric}
+    - {name: b, type: numeric}
+  reference: {source: warmup, size: 300}
+  window: {size: 300}
+  alerting: {evaluationInterval: 200ms, fireAfter: 2, resolveAfter: 2}
+"""
+UID = "5e1f0a4c-0000-4000-8000-000000000001"
+
+
+def write_manifest(tmp: Path, rebaseline: str | None = None) -> Path:
+    path = tmp / "m.yaml"
+    annotations = (
+        f", annotations: {{{REBASELINE_ANNOTATION}: '{rebaseline}'}}" if rebaseline else ""
+    )
+    path.write_text(
+        "apiVersion: mlwarden.io/v1alpha1\nkind: ObservedModel\n"
+        f"metadata: {{name: m, namespace: test{annotations}}}\nspec:\n{SPEC}"
+    )
+    return path
+
+
+def records(rng: np.random.Generator, n: int, shift: float) -> dict[str, Any]:
+    return {
+        "records": [
+            {"features": {"a": float(rng.normal()), "b": float(rng.normal(shift))}}
+            for _ in range(n)
+        ]
+    }
+
+
+@asynccontextmanager
+async def detector(manifest: Path, *extra: str) -> AsyncIterator[str]:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mlwarden.cli",
+        "detector",
+        "--observed-model",
+        str(manifest),
+        "--listen",
+        f"127.0.0.1:{port}",
+        *extra,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(150):
+                try:
+                    async with http.get(f"{url}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        _, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+
+
+async def post(url: str, payload: dict[str, Any]) -> None:
+    async with aiohttp.ClientSession() as http, http.post(f"{url}/v1/records", json=payload) as r:
+        assert r.status == 200, await r.text()
+
+
+async def until(check: Any, what: str, timeout: float = 15.0) -> Any:
+    for _ in range(int(timeout * 10)):
+        result = check()
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+async def test_restart_reloads_the_reference_and_a_rebaseline_replaces_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
+        api.resources[RESOURCE] = {}
+        api.resources[CONFIGMAPS] = {}
+        api.objects[RESOURCE, "test", "m"] = {
+            "apiVersion": "mlwarden.io/v1alpha1",
+            "kind": "ObservedModel",
+            "metadata": {"name": "m", "namespace": "test", "uid": UID},
+            "spec": {"target": {"deployment": "m"}},
+        }
+        report = ("--report-to", str(server.url))
+
+        def reference() -> dict[str, Any]:
+            status = api.objects[RESOURCE, "test", "m"].get("status") or {}
+            return dict((status.get("detector") or {}).get("reference") or {})
+
+        def stored() -> dict[str, Any] | None:
+            try:
+                return dict(api.objects[CONFIGMAPS, "test", "m-reference"])
+            except KeyError:
+                return None
+
+        # 1. Warm up on normal traffic: the reference is built, stored, and said so in status.
+        async with detector(write_manifest(tmp_path), *report) as url:
+            await post(url, records(rng, 300, 0.0))
+            first = await until(lambda: reference().get("storedIn") and reference(), "storedIn")
+        assert first["origin"] == "built" and first["source"] == "warmup"
+        assert first["records"] == 300 and first["storedIn"] == "ConfigMap test/m-reference"
+        cm = stored()
+        assert cm is not None
+        assert cm["metadata"]["ownerReferences"][0]["uid"] == UID
+        assert cm["data"]["id"] == first["id"] and cm["data"]["digest"][:16] == first["hash"]
+        summary = json.loads(gzip.decompress(__import__("base64").b64decode(cm["binaryData"][KEY])))
+        assert summary["records"] == 300 and "records" not in summary["sketches"]["a"]
+
+        # 2. Restart; drifted traffic follows at once. It is judged against the stored
+        #    reference (an alert), not taken as the new baseline.
+        async with detector(write_manifest(tmp_path), *report) as url:
+            restored = await until(
+                lambda: reference().get("origin") == "restored" and reference(), "restored"
+            )
+            assert restored["id"] == first["id"] and restored["since"] == first["since"]
+            assert restored["hash"] == first["hash"]
+            assert "reloaded the stored reference" in restored["reason"]
+            await post(url, records(rng, 300, 2.0))
+
+            def drift() -> list[Any]:
+                status = api.objects[RESOURCE, "test", "m"].get("status") or {}
+                return [a for a in status.get("alerts") or [] if a["type"] == "FeatureDrift"]
+
+            alerts = await until(drift, "a FeatureDrift alert after the restart")
+            async with aiohttp.ClientSession() as http, http.get(f"{url}/v1/status") as resp:
+                local = await resp.json()
+        assert [(a["feature"], a["reference"]) for a in alerts] == [("b", first["id"])]
+        assert local["reference"]["origin"] == "restored" and local["phase"] == "Observing"
+
+        # 3. Rebaseline (the annotation, carried in the manifest as the operator writes it):
+        #    the stored reference is set aside, a new one warms up, is stored and recorded.
+        token = "2026-11-26T17:00:00Z"
+        async with detector(write_manifest(tmp_path, rebaseline=token), *report) as url:
+            pending = await until(
+                lambda: reference().get("rebaseline") == token and reference(), "rebaseline"
+            )
+            # (a merge patch of null removes the key: no reference is in force)
+            assert pending.get("id") is None and "rebaseline requested" in pending["reason"]
+            await post(url, records(rng, 300, 2.0))  # the new normal
+            second = await until(
+                lambda: reference().get("id") and reference().get("storedIn") and reference(),
+                "the new reference stored",
+            )
+        assert second["id"] != first["id"] and second["origin"] == "built"
+        assert second["rebaseline"] == token and second["since"] > first["since"]
+        cm = stored()
+        assert cm is not None and cm["data"]["id"] == second["id"]
+        assert cm["data"]["rebaseline"] == token
+
+        # 4. Restarted under the same token, the new reference is the one reloaded.
+        async with detector(write_manifest(tmp_path, rebaseline=token), *report):
+            again = await until(
+                lambda: reference().get("origin") == "restored" and reference(), "restored"
+            )
+        assert again["id"] == second["id"]
+
+
+async def test_reference_store_directory_for_local_runs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    store = tmp_path / "store"
+    manifest = write_manifest(tmp_path)
+
+    async def status(url: str) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/v1/status") as resp:
+            result: dict[str, Any] = await resp.json()
+            return result
+
+    async with detector(manifest, "--reference-store", str(store)) as url:
+        await post(url, records(rng, 300, 0.0))
+        for _ in range(100):
+            first = (await status(url))["reference"]
+            if first.get("storedIn"):
+                break
+            await asyncio.sleep(0.1)
+    assert first["storedIn"] == f"file {store / 'test.m-reference.json.gz'}"
+    async with detector(manifest, "--reference-store", str(store)) as url:
+        again = (await status(url))["reference"]
+        assert again["origin"] == "restored" and again["id"] == first["id"]
+        assert (await status(url))["phase"] == "Observing"

@@ -1,0 +1,183 @@
+"""The stored reference: an exact round trip, a size limit, and when a restart may reuse it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlwarden.detector.core import Detector
+from mlwarden.detector.ingest import parse_batch
+from mlwarden.detector.persist import (
+    MAX_STORED_BYTES,
+    StoredReferenceError,
+    decode_reference,
+    encode_reference,
+    from_text,
+    reference_basis,
+    reuse_decision,
+    to_text,
+)
+from mlwarden.spec import REBASELINE_ANNOTATION, parse_observed_model
+
+
+def model(rebaseline: str | None = None, **spec: Any) -> Any:
+    base: dict[str, Any] = {
+        "target": {"deployment": "m"},
+        "features": [
+            {"name": "x", "type": "numeric"},
+            {"name": "z", "type": "numeric"},
+            {"name": "k", "type": "categorical"},
+        ],
+        "prediction": {"name": "p", "type": "numeric"},
+        "reference": {"size": 500},
+        "window": {"size": 400},
+        "detectors": {"drift": {"test": "auto"}, "predictionDrift": {"test": "wasserstein"}},
+        "alerting": {"fireAfter": 1, "resolveAfter": 1},
+    }
+    base.update(spec)
+    meta: dict[str, Any] = {"name": "m", "namespace": "ns"}
+    if rebaseline is not None:
+        meta["annotations"] = {REBASELINE_ANNOTATION: rebaseline}
+    return parse_observed_model(
+        {
+            "apiVersion": "mlwarden.io/v1alpha1",
+            "kind": "ObservedModel",
+            "metadata": meta,
+            "spec": base,
+        }
+    )
+
+
+def batch(n: int, seed: int, shift: float = 0.0) -> Any:
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        x = float(rng.normal(shift))
+        records.append(
+            {
+                "id": f"{seed}-{i}",
+                "features": {
+                    # a heavy-tailed column with NaN, inf and a big offset (sums must survive)
+                    "x": x if i % 50 else None,
+                    "z": float("inf") if i % 97 == 0 else 1e9 + float(rng.standard_t(2)),
+                    "k": str(rng.choice(["a", "b", "c", "ü"], p=[0.5, 0.3, 0.15, 0.05])),
+                },
+                "outputs": {"p": float(rng.uniform()) + shift / 10},
+            }
+        )
+    return parse_batch({"records": records}, now=1000.0)
+
+
+def warmed(m: Any) -> Detector:
+    d = Detector(m, now=1000.0)
+    d.ingest(batch(500, seed=1), now=1000.0)
+    assert d.reference is not None
+    return d
+
+
+def evidence(d: Detector) -> list[Any]:
+    for seed, shift in ((2, 0.0), (3, 0.4)):
+        d.ingest(batch(200, seed=seed, shift=shift), now=1001.0)
+    d.evaluate(now=1002.0, now_iso="t")
+    return d.last_evidence
+
+
+def test_a_reloaded_reference_gives_identical_evidence() -> None:
+    m = model()
+    original = warmed(m)
+    data, digest = encode_reference(
+        original.reference, basis=reference_basis(m.spec), rebaseline=None
+    )
+    stored = decode_reference(data, where="test")
+    assert stored.digest == digest and stored.rebaseline is None
+    assert stored.reference.id == original.reference.id
+    assert stored.reference.since == original.reference.since
+    reloaded = Detector(m, now=1000.0)
+    reloaded.set_reference(stored.reference, now=1000.0)
+
+    expected, got = evidence(original), evidence(reloaded)
+    assert len(expected) > 10
+    assert {e.type for e in expected} >= {"FeatureDrift", "PredictionDrift", "DataQuality"}
+    assert got == expected  # statistics, p-values, messages: every field equal
+    # and the drift the shifted window carries is found by both
+    assert any(e.failing and e.feature == "x" for e in got)
+    # encoding is deterministic: the same reference, the same bytes and digest
+    assert encode_reference(stored.reference, basis=reference_basis(m.spec), rebaseline=None) == (
+        data,
+        digest,
+    )
+
+
+def test_the_stored_form_is_a_summary_not_rows() -> None:
+    m = model()
+    ref = warmed(m).reference
+    assert ref is not None
+    data, _ = encode_reference(ref, basis="b", rebaseline="t1")
+    doc = json.loads(gzip.decompress(data))
+    assert doc["records"] == 500 and doc["rebaseline"] == "t1"
+    assert set(doc["sketches"]) == {"x", "z", "k", "p"}
+    assert doc["sketches"]["k"]["counts"].keys() == {"a", "b", "c", "ü"}
+    assert doc["sketches"]["z"]["infinite"] == 6
+    assert len(doc["sketches"]["x"]["counts"]) < 500  # cells, not values
+    assert from_text(to_text(data), where="t") == data
+
+
+def test_too_large_a_summary_is_refused_naming_the_columns() -> None:
+    m = model(
+        features=[{"name": "user", "type": "categorical"}],
+        prediction=None,
+        reference={"size": 1000},
+    )
+    d = Detector(m, now=0.0)
+    rng = np.random.default_rng(0)
+    # 1000 distinct random 2 KB categories: incompressible, far beyond a ConfigMap
+    values = [rng.bytes(1500).hex() for _ in range(1000)]
+    d.ingest(
+        parse_batch({"records": [{"features": {"user": v}} for v in values]}, now=0.0), now=0.0
+    )
+    assert d.reference is not None
+    with pytest.raises(StoredReferenceError, match=r"over the 700 KiB.*largest columns: user"):
+        encode_reference(d.reference, basis="b", rebaseline=None)
+    assert MAX_STORED_BYTES < 1 << 20
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"not gzip", "not a stored reference"),
+        (gzip.compress(b'{"format": "other"}'), "format 'other'"),
+        (gzip.compress(b'{"format": "mlwarden.io/reference/v1"}'), "KeyError"),
+    ],
+)
+def test_an_unreadable_stored_reference_is_a_clear_error(data: bytes, message: str) -> None:
+    with pytest.raises(StoredReferenceError, match=message):
+        decode_reference(data, where="ConfigMap ns/m-reference")
+
+
+def test_reuse_only_without_an_explicit_rebaseline() -> None:
+    m = model()
+    ref = warmed(m).reference
+    assert ref is not None
+    basis = reference_basis(m.spec)
+    stored = decode_reference(encode_reference(ref, basis=basis, rebaseline="t1")[0], where="x")
+    assert reuse_decision(None, basis=basis, rebaseline=None).reuse is False
+    assert reuse_decision(stored, basis=basis, rebaseline="t1").reuse is True
+    new_token = reuse_decision(stored, basis=basis, rebaseline="t2")
+    assert not new_token.reuse and "rebaseline requested" in new_token.reason
+    removed = reuse_decision(stored, basis=basis, rebaseline=None)
+    assert not removed.reuse
+    # spec.reference / features / prediction shape the reference; thresholds do not
+    assert reference_basis(model(reference={"size": 600}).spec) != basis
+    assert reference_basis(model(features=[{"name": "x", "type": "numeric"}]).spec) != basis
+    assert reference_basis(model(detectors={"drift": {"pValue": 0.001}}).spec) == basis
+    spec_change = reuse_decision(stored, basis="other", rebaseline="t1")
+    assert not spec_change.reuse and "spec.reference" in spec_change.reason
+
+
+def test_the_rebaseline_annotation_is_read_from_the_manifest() -> None:
+    assert model().rebaseline is None
+    assert model(rebaseline="2026-11-26T17:00Z").rebaseline == "2026-11-26T17:00Z"
