@@ -113,8 +113,17 @@ def sidecars(api: Cluster) -> int:
     return [c["name"] for c in containers].count("mlwarden-sidecar")
 
 
+_CLEAN: dict[str, Any] = {}
+
+
 async def clean_end_state(tmp_env: Callable[..., Any]) -> dict[str, Any]:
-    """The end state of a reconcile with no faults, on a cluster of its own."""
+    """The end state of a reconcile with no faults, on a cluster of its own (once per run)."""
+    if not _CLEAN:
+        _CLEAN.update(await _reconcile_cleanly(tmp_env))
+    return _CLEAN
+
+
+async def _reconcile_cleanly(tmp_env: Callable[..., Any]) -> dict[str, Any]:
     async with Cluster() as api, kmock.Server(api) as server:
         declare(api)
         for o in (model_deployment(), model_service(), observed_model()):

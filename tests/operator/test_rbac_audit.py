@@ -176,6 +176,8 @@ async def test_the_detector_can_patch_only_its_own_status(
         ApiCall("patch", "mlwarden.io", "observedmodels", NS, "fraud"),  # not the spec
         ApiCall("list", "mlwarden.io", "observedmodels", NS, None),
         ApiCall("get", "", "secrets", NS, "fraud-detector"),
+        ApiCall("get", "", "configmaps", NS, "someone-else-reference"),
+        ApiCall("list", "", "configmaps", NS, None),
         ApiCall("patch", "apps", "deployments", NS, "fraud-model"),
     ):
         assert not allows(rules, other), other
@@ -192,13 +194,19 @@ async def test_the_detector_can_patch_only_its_own_status(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        await eventually(lambda: seen, timeout=30, what="the detector's status write")
+        await eventually(
+            lambda: any(c.verb == "patch" for c in seen),
+            timeout=30,
+            what="the detector's status write",
+        )
     finally:
         port_proc.terminate()
         await asyncio.to_thread(port_proc.wait, 10)
         await op.stop()
     assert seen and all(allows(rules, c) for c in seen), seen
-    assert {(c.verb, c.resource, c.name) for c in seen} <= {
-        ("patch", "observedmodels/status", "fraud"),
-        ("get", "observedmodels/status", "fraud"),
-    }
+    # Its own status, and its own reference store (a ConfigMap, since reference persistence).
+    assert {(c.resource, c.name) for c in seen} <= {
+        ("observedmodels/status", "fraud"),
+        ("configmaps", "fraud-reference"),
+    }, seen
+    assert ("patch", "observedmodels/status") in {(c.verb, c.resource) for c in seen}
