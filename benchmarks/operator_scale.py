@@ -49,7 +49,7 @@ from typing import Any
 
 import aiohttp
 
-from procs import Proc, free_port
+from procs import Proc, free_port, loadavg
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "operator"))
@@ -154,6 +154,19 @@ def proc_status_kib(pid: int, key: str) -> int:
     return 0
 
 
+def owned_by_model(api: Cluster) -> dict[str, int]:
+    """Objects whose ownerReferences name an ObservedModel, counted by kind (one scan)."""
+    out: collections.Counter[str] = collections.Counter()
+    for key in api.objects:
+        obj = api.objects[key]
+        if obj.deleted:
+            continue
+        refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+        if any(r.get("kind") == "ObservedModel" for r in refs):
+            out[str(obj.get("kind") or key[0].plural)] += 1
+    return dict(out)
+
+
 def self_cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
@@ -235,6 +248,7 @@ async def measure(
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     names = [f"model-{i}" for i in range(n)]
+    load_start = loadavg()
     async with IndexedCluster() as api, kmock.Server(api) as server:
         declare(api)
         url = str(server.url).rstrip("/")
@@ -307,6 +321,7 @@ async def measure(
             hwm_kib = proc_status_kib(pid, "VmHWM")
             objects = sum(1 for k in api.objects if not api.objects[k].deleted)
             events = sum(1 for k in api.objects if str(k[0].plural) == "events")
+            owned = owned_by_model(api)
             reconcile_requests = count_requests(api, first, mid)
         finally:
             await _stop(op)
@@ -334,6 +349,8 @@ async def measure(
         "idle_requests": idle_requests,
         "objects_in_emulator": objects,
         "events_in_emulator": events,
+        "owned_per_model": {kind: n / max(len(names), 1) for kind, n in owned.items()},
+        "loadavg": {"start": load_start, "end": loadavg()},
         "command": " ".join(argv[2:]).replace("-m mlwarden.cli", "mlwarden"),
     }
 
@@ -407,6 +424,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["by_resource"] = mid["requests"]["by_resource"]
     out["idle_requests"] = mid["idle_requests"]
     out["events_in_emulator"] = mid["events_in_emulator"]
+    out["owned_per_model"] = mid["owned_per_model"]
+    out["loadavg"] = [r["loadavg"] for r in runs]
     out["objects_in_emulator"] = mid["objects_in_emulator"]
     out["command"] = mid["command"]
     return out
@@ -510,7 +529,10 @@ def render_markdown(res: dict[str, Any]) -> str:
             f"ObservedModels took {s['create_s']:.1f} s; the emulator (this process) used "
             f"{s['emulator_cpu_s']:.1f} s of CPU meanwhile; {s['objects_in_emulator']:,} "
             f"objects stored at the end, {s['events_in_emulator']:,} of them Events; idle "
-            f"requests: {json.dumps(s['idle_requests']['by_resource'])}"
+            f"requests: {json.dumps(s['idle_requests']['by_resource'])}; objects owned by "
+            f"an ObservedModel, per model: {json.dumps(s['owned_per_model'])}; load average "
+            "(1, 5, 15 min) at the start and end of each run: "
+            + "; ".join(f"{x['start']} -> {x['end']}" for x in s["loadavg"])
         )
     out.append("")
     return "\n".join(out)

@@ -167,3 +167,11 @@ def peak_rss_mib(pgid: int) -> float:
         except OSError:
             continue
     return total_kib / 1024 if total_kib else float("nan")
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, for the results (other work shows as noise)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"

@@ -49,7 +49,17 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from procs import HOST, Proc, free_port, group_usage, http_get, peak_rss_mib, run_tool, wait_until
+from procs import (
+    HOST,
+    Proc,
+    free_port,
+    group_usage,
+    http_get,
+    loadavg,
+    peak_rss_mib,
+    run_tool,
+    wait_until,
+)
 from upstream_nginx import (
     MODEL_1_ROW,
     MODEL_32_ROWS,
@@ -520,6 +530,7 @@ def run(
 ) -> dict[str, Any]:
     """Measure every path; returns the raw figures, the medians, commands and verdicts."""
     started = time.monotonic()
+    load_start = loadavg()
     with contextlib.ExitStack() as stop:
         tmp = Path(stop.enter_context(tempfile.TemporaryDirectory(prefix="mlwarden-bench-")))
         log(f"{NAME}: starting servers in {tmp}")
@@ -608,6 +619,7 @@ def run(
         results["peak_rss_mib"] = peak_rss
         results["sidecar_stderr"] = stderr_lines
         results["elapsed_s"] = round(time.monotonic() - started, 1)
+        results["loadavg"] = {"start": load_start, "end": loadavg()}
         results["verdicts"] = verdicts(results)
         results["text"] = render_text(results)
         return results
@@ -1016,6 +1028,11 @@ def render_markdown(res: dict[str, Any]) -> str:
     out.append("### Verdicts")
     out.append("")
     out += [f"- **{v['status']}** — {v['target']}: {v['figure']}" for v in res["verdicts"]]
+    out += [
+        "",
+        f"Load average (1, 5, 15 min) at the start of this benchmark {res['loadavg']['start']}, "
+        f"at its end {res['loadavg']['end']}.",
+    ]
     out.append("")
     for title, header, rows in table_rows(res):
         out += [f"### {title[0].upper()}{title[1:]}", "", _md_table(header, rows), ""]

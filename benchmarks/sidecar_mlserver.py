@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from procs import HOST, Proc, free_port, http_get, peak_rss_mib, wait_until
+from procs import HOST, Proc, free_port, http_get, loadavg, peak_rss_mib, wait_until
 from sidecar_latency import (
     DETECTOR_MANIFEST,
     RESOLUTION_MS,
@@ -174,6 +174,7 @@ def run(
     log: Callable[[str], None] = _log,
 ) -> dict[str, Any]:
     started = time.monotonic()
+    load_start = loadavg()
     with contextlib.ExitStack() as stop:
         tmp = Path(stop.enter_context(tempfile.TemporaryDirectory(prefix="mlwarden-bench-ml-")))
         log(f"{NAME}: starting MLServer and the proxies in {tmp}")
@@ -254,6 +255,7 @@ def run(
             k: v for k, v in json.loads(status).items() if k in ("recordsIngested", "phase")
         }
         results["elapsed_s"] = round(time.monotonic() - started, 1)
+        results["loadavg"] = {"start": load_start, "end": loadavg()}
         results["verdicts"] = verdicts(results)
         results["text"] = render_text(results)
         return results
@@ -405,6 +407,11 @@ def render_markdown(res: dict[str, Any]) -> str:
         "",
     ]
     out += [f"- **{v['status']}** — {v['target']}: {v['figure']}" for v in res["verdicts"]]
+    out += [
+        "",
+        f"Load average (1, 5, 15 min) at the start of this benchmark {res['loadavg']['start']}, "
+        f"at its end {res['loadavg']['end']}.",
+    ]
     out.append("")
     for title, header, rows in tables(res):
         out += [f"### {title}", "", _md_table(header, rows), ""]
