@@ -121,3 +121,57 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def sigterm_raises() -> None:
     """Turn SIGTERM into KeyboardInterrupt so every `finally` runs and servers are stopped."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+# --------------------------------------------------------------------------- CPU and memory
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def group_usage(pgid: int) -> tuple[float, float]:
+    """(CPU seconds, RSS MiB) summed over the processes of process group `pgid`, from /proc.
+
+    A `Proc` runs in its own session, so its group is the server and its children (nginx's
+    master and worker). CPU is utime + stime of every thread; RSS is the resident set now.
+    """
+    cpu, rss_pages = 0.0, 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) != pgid:
+            continue
+        cpu += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        rss_pages += int(fields[21])
+    return cpu, rss_pages * page / 2**20
+
+
+def peak_rss_mib(pgid: int) -> float:
+    """VmHWM (each process's peak resident set) summed over process group `pgid`, in MiB."""
+    total_kib = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for line in Path(entry.path, "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total_kib += int(line.split()[1])
+        except OSError:
+            continue
+    return total_kib / 1024 if total_kib else float("nan")
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, for the results (other work shows as noise)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"

@@ -29,12 +29,19 @@ from types import ModuleType
 from typing import Any
 
 import detector_throughput
+import operator_scale
 import sidecar_latency
+import sidecar_mlserver
 from procs import sigterm_raises
 
 HERE = Path(__file__).resolve().parent
 
-BENCHMARKS: list[ModuleType] = [sidecar_latency, detector_throughput]
+BENCHMARKS: list[ModuleType] = [
+    sidecar_latency,
+    sidecar_mlserver,
+    detector_throughput,
+    operator_scale,
+]
 TOOLS = {"nginx": "/usr/sbin/nginx", "hey": "/usr/bin/hey", "wrk": "/usr/bin/wrk"}
 INSTALL_HINT = "benchmarks need nginx, hey and wrk: apt-get install nginx-light hey wrk"
 

@@ -13,10 +13,11 @@ Five paths to the same fixed-response upstream (nginx `return 200`, see
 For each path:
 
 (a) latency at a fixed rate: `hey` POSTs an Open Inference Protocol v2 body
-    (1 row x 4 FP64 features at 1,000 and 2,000 req/s, and 32 rows at 1,000 req/s);
-    p50 and p99 come from hey's per-request CSV, and "added" is the path minus
+    (1 row x 4 FP64 features at 100, 500, 1,000 and 2,000 req/s, and 32 rows at
+    1,000 req/s); p50, p90 and p99 come from hey's per-request CSV, and "added" is the path minus
     `direct` in the same repeat;
-(b) saturation throughput: `wrk -t1 -c64` with the 1-row body, requests/s.
+(b) saturation throughput: `wrk -t1 -c64` with the 1-row body, requests/s;
+(c) the CPU and RSS of the path's own server during each run, from /proc.
 
 For the capture-on sidecar it also reads the sidecar's /metrics and the collector's
 count around every run: records captured and delivered against records sent, and
@@ -48,7 +49,17 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from procs import HOST, Proc, free_port, http_get, run_tool, wait_until
+from procs import (
+    HOST,
+    Proc,
+    free_port,
+    group_usage,
+    http_get,
+    loadavg,
+    peak_rss_mib,
+    run_tool,
+    wait_until,
+)
 from upstream_nginx import (
     MODEL_1_ROW,
     MODEL_32_ROWS,
@@ -99,6 +110,8 @@ class Scenario:
 
 
 SCENARIOS = (
+    Scenario("100-1row", "100 req/s, 1 row x 4 FP64", rows=1, rate=100, workers=10),
+    Scenario("500-1row", "500 req/s, 1 row x 4 FP64", rows=1, rate=500, workers=10),
     Scenario("1k-1row", "1,000 req/s, 1 row x 4 FP64", rows=1, rate=1000, workers=10),
     Scenario(
         "1k-1row-spread",
@@ -155,6 +168,7 @@ class Stack:
     admin: dict[str, str] = field(default_factory=dict)  # sidecar path -> admin base URL
     collector: str = ""
     procs: list[Proc] = field(default_factory=list)
+    proc_of: dict[str, Proc] = field(default_factory=dict)  # path -> the server it measures
     commands: dict[str, str] = field(default_factory=dict)
     configs: dict[str, str] = field(default_factory=dict)
 
@@ -206,7 +220,7 @@ def start_stack(tmp: Path, stop: contextlib.ExitStack) -> Stack:
 
     up_port = free_port()
     conf = fixed_upstream_conf(tmp / "upstream", up_port)
-    started(start_nginx("upstream nginx", conf, tmp / "upstream", up_port))
+    st.proc_of["direct"] = started(start_nginx("upstream nginx", conf, tmp / "upstream", up_port))
     upstream = f"http://{HOST}:{up_port}"
     st.urls["direct"] = upstream
     st.commands["upstream"] = nginx_command(tmp / "upstream")
@@ -214,7 +228,7 @@ def start_stack(tmp: Path, stop: contextlib.ExitStack) -> Stack:
 
     port = free_port()
     conf = reverse_proxy_conf(tmp / "proxy", port, up_port)
-    started(start_nginx("nginx proxy", conf, tmp / "proxy", port))
+    st.proc_of["nginx"] = started(start_nginx("nginx proxy", conf, tmp / "proxy", port))
     st.urls["nginx"] = f"http://{HOST}:{port}"
     st.commands["nginx"] = nginx_command(tmp / "proxy")
     st.configs["nginx"] = conf
@@ -227,7 +241,8 @@ def start_stack(tmp: Path, stop: contextlib.ExitStack) -> Stack:
         "--upstream",
         upstream,
     ]
-    started(Proc("bare forwarder", argv, tmp / "bare.log")).wait_port(port)
+    st.proc_of["bare"] = started(Proc("bare forwarder", argv, tmp / "bare.log"))
+    st.proc_of["bare"].wait_port(port)
     st.urls["bare"] = f"http://{HOST}:{port}"
     st.commands["bare"] = _display(argv)
 
@@ -238,7 +253,10 @@ def start_stack(tmp: Path, stop: contextlib.ExitStack) -> Stack:
     manifest.write_text(DETECTOR_MANIFEST)
     argv = [*_mlwarden_argv(), "detector", "--observed-model", str(manifest),
             "--listen", f"{HOST}:{port}", "--log-level", "warning"]  # fmt: skip
-    started(Proc("detector", argv, tmp / "detector.log", env=_clean_env())).wait_port(port)
+    st.proc_of["collector"] = started(
+        Proc("detector", argv, tmp / "detector.log", env=_clean_env())
+    )
+    st.proc_of["collector"].wait_port(port)
     st.collector = f"http://{HOST}:{port}"
     st.commands["collector"] = _display(argv).replace(str(manifest), "detector.yaml")
 
@@ -259,6 +277,7 @@ def start_stack(tmp: Path, stop: contextlib.ExitStack) -> Stack:
         if path == "sidecar":
             argv[-2:-2] = ["--collector", st.collector]
         proc = started(Proc(path, argv, tmp / f"{path}.log", env=_clean_env()))
+        st.proc_of[path] = proc
         proc.wait_port(port)
         st.urls[path] = f"http://{HOST}:{port}"
         st.admin[path] = f"http://{HOST}:{admin}"
@@ -365,6 +384,7 @@ def run_hey(url: str, sc: Scenario, body: Path, duration: float) -> dict[str, An
         "statuses": statuses,
         "rps": len(latencies) / duration,
         "p50_ms": nearest_rank(latencies, 0.50),
+        "p90_ms": nearest_rank(latencies, 0.90),
         "p99_ms": nearest_rank(latencies, 0.99),
         "mean_ms": statistics.fmean(latencies) if latencies else math.nan,
     }
@@ -510,6 +530,7 @@ def run(
 ) -> dict[str, Any]:
     """Measure every path; returns the raw figures, the medians, commands and verdicts."""
     started = time.monotonic()
+    load_start = loadavg()
     with contextlib.ExitStack() as stop:
         tmp = Path(stop.enter_context(tempfile.TemporaryDirectory(prefix="mlwarden-bench-")))
         log(f"{NAME}: starting servers in {tmp}")
@@ -544,14 +565,23 @@ def run(
                         snaps[path].append(snapshot(st, path))
                     time.sleep(0.2)
                     if sc.saturation:
-                        res = run_wrk(url(path, 1), script, duration)
+                        res = with_usage(
+                            st, path, functools.partial(run_wrk, url(path, 1), script, duration)
+                        )
                         shown = f"{res['rps']:8.0f} req/s"
                     else:
-                        res = run_hey(url(path, sc.rows), sc, bodies[sc.rows], duration)
+                        res = with_usage(
+                            st,
+                            path,
+                            functools.partial(
+                                run_hey, url(path, sc.rows), sc, bodies[sc.rows], duration
+                            ),
+                        )
                         shown = (
                             f"p50 {res['p50_ms']:5.2f} ms  p99 {res['p99_ms']:5.2f} ms  "
                             f"{res['rps']:6.0f} req/s"
                         )
+                    shown += f"  CPU {res['cpu_pct']:3.0f}%  RSS {res['rss_mib']:4.0f} MiB"
                     raw[sc.key][path].append(res)
                     if path in SIDECARS:
                         runs_of[path].append((sc.key, res))
@@ -563,6 +593,7 @@ def run(
             if not proc.alive():
                 raise RuntimeError(f"{proc.name} died during the run:\n{proc.tail()}")
         logs = {p.name: p.tail(5) for p in st.procs}
+        peak_rss = {name: peak_rss_mib(proc.popen.pid) for name, proc in st.proc_of.items()}
         stderr_lines = {path: _log_lines(tmp / f"{path}.log") for path in SIDECARS}
 
         results = summarize(raw, snaps, runs_of, duration=duration, repeats=repeats)
@@ -585,11 +616,33 @@ def run(
             f"{len(json.dumps(v2_response(32), separators=(',', ':')))} bytes",
         }
         results["server_logs"] = logs
+        results["peak_rss_mib"] = peak_rss
         results["sidecar_stderr"] = stderr_lines
         results["elapsed_s"] = round(time.monotonic() - started, 1)
+        results["loadavg"] = {"start": load_start, "end": loadavg()}
         results["verdicts"] = verdicts(results)
         results["text"] = render_text(results)
         return results
+
+
+def with_usage(st: Stack, path: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`measure()`'s figures plus the CPU (% of one core) and RSS of the path's own server.
+
+    The server of a path is the process group it measures: the upstream for `direct`, the
+    proxy otherwise (nginx's master and worker together); for the capture-on sidecar the
+    collector's CPU is added as `collector_cpu_pct`. From /proc, around the run.
+    """
+    proc = st.proc_of[path]
+    collector = st.proc_of.get("collector") if path == "sidecar" else None
+    c0 = group_usage(collector.popen.pid)[0] if collector else 0.0
+    u0, t0 = group_usage(proc.popen.pid), time.monotonic()
+    res = measure()
+    u1, t1 = group_usage(proc.popen.pid), time.monotonic()
+    res["cpu_pct"] = 100.0 * (u1[0] - u0[0]) / (t1 - t0)
+    res["rss_mib"] = u1[1]
+    if collector:
+        res["collector_cpu_pct"] = 100.0 * (group_usage(collector.popen.pid)[0] - c0) / (t1 - t0)
+    return res
 
 
 def _log_lines(path: Path) -> dict[str, int]:
@@ -646,16 +699,20 @@ def summarize(
             runs = raw[sc.key][path]
             row: dict[str, float] = {
                 "rps": _median([x["rps"] for x in runs]),
+                "cpu_pct": _median([x["cpu_pct"] for x in runs]),
+                "rss_mib": _median([x["rss_mib"] for x in runs]),
+                "collector_cpu_pct": _median([x.get("collector_cpu_pct", math.nan) for x in runs]),
                 "failed": float(sum(x["failed"] for x in runs)),
                 "requests": float(sum(x["requests"] for x in runs)),
             }
             if not sc.saturation:
                 direct = raw[sc.key]["direct"]
                 row["p50_ms"] = _median([x["p50_ms"] for x in runs])
+                row["p90_ms"] = _median([x["p90_ms"] for x in runs])
                 row["p99_ms"] = _median([x["p99_ms"] for x in runs])
                 row["mean_ms"] = _median([x["mean_ms"] for x in runs])
                 if path != "direct":
-                    for q in ("p50_ms", "p99_ms", "mean_ms"):
+                    for q in ("p50_ms", "p90_ms", "p99_ms", "mean_ms"):
                         row[f"added_{q}"] = _median(
                             [x[q] - d[q] for x, d in zip(runs, direct, strict=True)]
                         )
@@ -810,7 +867,8 @@ def table_rows(res: dict[str, Any]) -> Iterator[tuple[str, list[str], list[list[
     for sc in SCENARIOS:
         if sc.saturation:
             continue
-        header = ["path", "p50 ms", "p99 ms", "added p50", "added p99", "req/s", "failed"]
+        header = ["path", "p50 ms", "p90 ms", "p99 ms", "added p50", "added p90", "added p99",
+                  "req/s", "failed", "CPU %", "RSS MiB"]  # fmt: skip
         rows = []
         for path, label in PATHS.items():
             r = s[sc.key][path]
@@ -818,11 +876,15 @@ def table_rows(res: dict[str, Any]) -> Iterator[tuple[str, list[str], list[list[
                 [
                     label,
                     _f(r["p50_ms"]),
+                    _f(r["p90_ms"]),
                     _f(r["p99_ms"]),
                     _f(r.get("added_p50_ms", math.nan)),
+                    _f(r.get("added_p90_ms", math.nan)),
                     _f(r.get("added_p99_ms", math.nan)),
                     _f(r["rps"], ".0f"),
                     _f(r["failed"], ".0f"),
+                    _f(r["cpu_pct"], ".0f"),
+                    _f(r["rss_mib"], ".0f"),
                 ]
             )
         hey = (
@@ -832,7 +894,7 @@ def table_rows(res: dict[str, Any]) -> Iterator[tuple[str, list[str], list[list[
         )
         title = f"{sc.title} ({hey}, {d:g} s x {n}, medians; added = path - direct, same repeat)"
         yield title, header, rows
-    header = ["path", "req/s", "vs direct", "non-2xx", "socket errors"]
+    header = ["path", "req/s", "vs direct", "non-2xx", "socket errors", "CPU %", "RSS MiB"]
     rows = []
     base = s["saturation"]["direct"]["rps"]
     for path, label in PATHS.items():
@@ -845,6 +907,8 @@ def table_rows(res: dict[str, Any]) -> Iterator[tuple[str, list[str], list[list[
                 f"{100 * s['saturation'][path]['rps'] / base:.0f}%" if base else "-",
                 str(sum(x["non2xx"] for x in runs)),
                 str(errors),
+                _f(s["saturation"][path]["cpu_pct"], ".0f"),
+                _f(s["saturation"][path]["rss_mib"], ".0f"),
             ]
         )
     yield f"saturation (wrk -t1 -c{WRK_CONNECTIONS}, 1 row, {d:g} s x {n}, medians)", header, rows
@@ -941,7 +1005,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         "The capture-on sidecar ships to the real `mlwarden detector` (on the same two cores), "
         "whose `recordsIngested` is the delivered count. Latencies are hey's, which reports "
         "in steps of "
-        f"{RESOLUTION_MS} ms; p50/p99 are nearest-rank over every request of a run."
+        f"{RESOLUTION_MS} ms; p50/p90/p99 are nearest-rank over every request of a run."
     )
     out.append("")
     out.append(
@@ -953,15 +1017,38 @@ def render_markdown(res: dict[str, Any]) -> str:
         "to show how much of each figure is the bursts."
     )
     out.append("")
+    out.append(
+        "CPU % is the CPU time (utime + stime, from /proc) of the path's own server during "
+        "the run, over the run's wall time, in % of one core: the upstream for `direct`, "
+        "the proxy for the others (nginx's master and worker together; the sidecar without "
+        "its collector, whose CPU is given below). RSS MiB is the server's resident set "
+        "at the end of the run. Both are medians over the repeats."
+    )
+    out.append("")
     out.append("### Verdicts")
     out.append("")
     out += [f"- **{v['status']}** — {v['target']}: {v['figure']}" for v in res["verdicts"]]
+    out += [
+        "",
+        f"Load average (1, 5, 15 min) at the start of this benchmark {res['loadavg']['start']}, "
+        f"at its end {res['loadavg']['end']}.",
+    ]
     out.append("")
     for title, header, rows in table_rows(res):
         out += [f"### {title[0].upper()}{title[1:]}", "", _md_table(header, rows), ""]
     drops = _drops_line(res).removeprefix("drops by reason (capture on): ")
     out += [f"Drops by reason (capture on, from /metrics, all measured runs): {drops}", ""]
     oh = res["capture"]["sidecar"]["overhead_mean_ms"]
+    coll = ", ".join(
+        f"{sc.key} {_f(s[sc.key]['sidecar']['collector_cpu_pct'], '.0f')}%" for sc in SCENARIOS
+    )
+    out.append(
+        f"The collector (`mlwarden detector`) behind the capture-on sidecar used, in % of one "
+        f"core: {coll}. Peak RSS (VmHWM, summed over a server's processes) over the run: "
+        + ", ".join(f"{k} {_f(v, '.0f')} MiB" for k, v in res["peak_rss_mib"].items())
+        + "."
+    )
+    out.append("")
     out.append(
         "The sidecar's own `mlwarden_sidecar_overhead_seconds` (total minus upstream time, "
         "measured inside the process, so it leaves out the kernel and aiohttp's parsing "
