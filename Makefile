@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 PY_DIRS := $(wildcard src tests benchmarks charts)
 
-.PHONY: install test test-unit test-integration demo lint format bench e2e clean help
+.PHONY: install test test-unit test-integration demo lint format bench bench-peers-env e2e clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -49,6 +49,9 @@ format: install  ## apply ruff's formatting and safe fixes
 
 bench: install  ## run the benchmarks and rewrite benchmarks/RESULTS.md (needs nginx and hey: see benchmarks/README.md)
 	$(BIN)/python benchmarks/run.py
+
+bench-peers-env: install  ## create the peers' virtual environments for the drift benchmarks (benchmarks/.peers-venv)
+	$(BIN)/python benchmarks/peers/envs.py
 
 e2e: install  ## end-to-end on a kind cluster (needs a Docker engine, kind and kubectl; skips without)
 	$(BIN)/python -m pytest tests/e2e -v -rs -p no:cacheprovider
