@@ -125,20 +125,26 @@ def run(*, duration: float = 4.0, repeats: int = 3, warmup: float = 2.0) -> dict
             case = drift_data.write(tmp / f"case-{n}", n)
             runs: dict[str, list[dict[str, Any]]] = {label: [] for label, *_ in TOOLS}
             errors: dict[str, str] = {}
+            over_cap: dict[str, float] = {}  # one run over the cap: no more repeats, no more sizes
             for _ in range(repeats):
                 for label, runner, *_rest in TOOLS:
-                    if label in skip or label in errors:
+                    if label in skip or label in errors or label in over_cap:
                         continue
                     result = _run_tool(pythons[label], runner, case)
                     if "error" in result:
                         errors[label] = result["error"]
                         continue
                     runs[label].append(result)
+                    if result["seconds"][0] > CAP_SECONDS:
+                        over_cap[label] = result["seconds"][0]
                     print(f"  drift suite {n:>9,} rows: {label:<18} {result['seconds'][0]:8.3f} s",
                           file=sys.stderr, flush=True)  # fmt: skip
             cases.append(_summarise(n, runs, errors, skip))
             for label, why in errors.items():
                 skip.setdefault(label, f"not run: at {n:,} rows it {why.split(':')[0]}")
+            for label, secs in over_cap.items():
+                skip.setdefault(label, f"not run: took {secs:.0f} s at {n:,} rows (cap "
+                                       f"{CAP_SECONDS:.0f} s)")  # fmt: skip
             shutil.rmtree(case)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -182,6 +188,8 @@ def _summarise(
             "tool": label,
             "seconds": statistics.median(seconds),
             "all_seconds": seconds,
+            "runs": len(seconds),
+            "over_cap": any(x > CAP_SECONDS for x in seconds),
             "vs_check": statistics.median(ratios) if ratios else None,
             "cells_per_second": n * 25 / statistics.median(seconds),
             "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in results),
@@ -310,6 +318,8 @@ def render_markdown(res: dict[str, Any]) -> str:
             notes = ", ".join(r["fp_columns"]) or "-"
             if r["missed_columns"]:
                 notes += "; missed " + ", ".join(r["missed_columns"])
+            if r["over_cap"]:
+                notes += f" ({r['runs']} run{'s' if r['runs'] > 1 else ''}: over the cap)"
             if not r["consistent"]:
                 notes += " (verdicts differed between repeats; last shown)"
             out.append(f"| {r['tool']} | " + " | ".join(c) + f" | {notes} |")
