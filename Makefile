@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 PY_DIRS := $(wildcard src tests benchmarks charts)
 
-.PHONY: install test test-unit test-integration demo lint format bench soak e2e clean help
+.PHONY: install test test-unit test-integration demo lint format bench bench-peers-env soak e2e clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -52,6 +52,9 @@ bench: install  ## run the benchmarks and rewrite benchmarks/RESULTS.md (needs n
 
 soak: install  ## 10 minutes of steady traffic through the sidecar while its detector flaps (benchmarks/soak.py; MINUTES=...)
 	$(BIN)/python benchmarks/soak.py --minutes $(or $(MINUTES),10)
+
+bench-peers-env: install  ## create the peers' virtual environments for the drift benchmarks (benchmarks/.peers-venv)
+	$(BIN)/python benchmarks/peers/envs.py
 
 e2e: install  ## end-to-end on a kind cluster (needs a Docker engine, kind and kubectl; skips without)
 	$(BIN)/python -m pytest tests/e2e -v -rs -p no:cacheprovider

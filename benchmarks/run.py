@@ -29,9 +29,11 @@ from types import ModuleType
 from typing import Any
 
 import detector_throughput
+import drift_suite
 import operator_scale
 import sidecar_latency
 import sidecar_mlserver
+import stream_delay
 from procs import sigterm_raises
 
 HERE = Path(__file__).resolve().parent
@@ -41,7 +43,10 @@ BENCHMARKS: list[ModuleType] = [
     sidecar_mlserver,
     detector_throughput,
     operator_scale,
+    drift_suite,
+    stream_delay,
 ]
+NEEDS_TOOLS = {"sidecar_latency", "sidecar_mlserver"}  # the ones that need nginx, hey and wrk
 TOOLS = {"nginx": "/usr/sbin/nginx", "hey": "/usr/bin/hey", "wrk": "/usr/bin/wrk"}
 INSTALL_HINT = "benchmarks need nginx, hey and wrk: apt-get install nginx-light hey wrk"
 
@@ -68,7 +73,7 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def machine(tools: dict[str, str]) -> dict[str, str]:
+def machine(tools: dict[str, str | None]) -> dict[str, str]:
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -93,11 +98,13 @@ def machine(tools: dict[str, str]) -> dict[str, str]:
         "aiohttp": _version("aiohttp"),
         "uvloop": _version("uvloop"),
         "mlwarden": _version("mlwarden"),
-        "nginx": _output([tools["nginx"], "-v"]).removeprefix("nginx version: "),
-        "hey": f"{tools['hey']} (Debian package {deb('hey')})",
-        "wrk": _output([tools["wrk"], "-v"]).splitlines()[0].split(" [")[0]
-        if _output([tools["wrk"], "-v"])
-        else tools["wrk"],
+        "nginx": _output([tools["nginx"], "-v"]).removeprefix("nginx version: ")
+        if tools.get("nginx")
+        else "not used",
+        "hey": f"{tools['hey']} (Debian package {deb('hey')})" if tools.get("hey") else "not used",
+        "wrk": (_output([tools["wrk"], "-v"]).splitlines() or [tools["wrk"]])[0].split(" [")[0]
+        if tools.get("wrk")
+        else "not used",
         "load average at start": load,
     }
 
@@ -126,6 +133,36 @@ def results_markdown(
     return "\n".join(lines + sections) + "\n"
 
 
+def _merge_previous(
+    path: Path, selected: list[ModuleType], fresh: list[str], when: str
+) -> list[str]:
+    """With --only: the fresh sections, plus the previous RESULTS.md's sections of the others.
+
+    A section is a `## ` heading naming its module (`benchmarks/<NAME>.py`) and what follows
+    it up to the next `## `; kept ones are marked as coming from the previous run.
+    """
+    previous = path.read_text() if path.exists() else ""
+    old_date = next((ln.removeprefix("- Date: ") for ln in previous.splitlines()
+                     if ln.startswith("- Date: ")), "an earlier run")  # fmt: skip
+    chunks = previous.split("\n## ")
+    by_name: dict[str, str] = {}
+    for chunk in chunks[1:]:
+        for bench in BENCHMARKS:
+            if f"`benchmarks/{bench.NAME}.py`" in chunk.splitlines()[0]:
+                by_name[bench.NAME] = "## " + chunk.rstrip("\n") + "\n"
+    fresh_by_name = {b.NAME: s for b, s in zip(selected, fresh, strict=True)}
+    out = []
+    for bench in BENCHMARKS:
+        if bench.NAME in fresh_by_name:
+            out.append(fresh_by_name[bench.NAME])
+        elif bench.NAME in by_name:
+            heading, _, body = by_name[bench.NAME].partition("\n")
+            if "*Kept from the run of" not in body:
+                body = f"\n*Kept from the run of {old_date}: not rerun on {when}.*\n{body}"
+            out.append(f"{heading}\n{body}")
+    return out
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -142,11 +179,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per path")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated benchmark names to run ("
+        + ", ".join(b.NAME for b in BENCHMARKS)
+        + "); the other sections of RESULTS.md are kept from the previous run",
+    )
     args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(names) - {b.NAME for b in BENCHMARKS})
+    if unknown:
+        parser.error(f"--only: unknown benchmark(s) {', '.join(unknown)}")
+    selected = [b for b in BENCHMARKS if not names or b.NAME in names]
 
     tools = {name: find_tool(name) for name in TOOLS}
     missing = [name for name, path in tools.items() if path is None]
-    if missing:
+    if missing and NEEDS_TOOLS & {b.NAME for b in selected}:
         print(f"missing: {', '.join(missing)}. {INSTALL_HINT}", file=sys.stderr)
         return 2
     found = {k: v for k, v in tools.items() if v is not None}
@@ -156,11 +205,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sigterm_raises()
     started = dt.datetime.now(dt.UTC)
-    info = machine(found)
+    info = machine(tools)
     sections: list[str] = []
     out_dir = HERE / "out"
     try:
-        for bench in BENCHMARKS:
+        for bench in selected:
             figures = bench.run(duration=args.duration, repeats=args.repeats, warmup=args.warmup)
             print(figures["text"])
             print()
@@ -173,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
     when = started.strftime("%Y-%m-%d %H:%M UTC")
+    if len(selected) < len(BENCHMARKS):
+        sections = _merge_previous(args.results, selected, sections, when)
     args.results.write_text(results_markdown(when, info, sections, elapsed, args))
     print(f"wrote {args.results} ({elapsed:.0f} s)")
     return 0
