@@ -41,7 +41,7 @@ SPEEDUP_TARGET = 5.0
 TOOLS: list[tuple[str, str, str | None, str, str]] = [
     ("mlwarden check", "run_mlwarden_check.py", None, "mlwarden",
      "check_columns / run_check: KS (binned on 128 reference quantiles) and chi-square, "
-     "Bonferroni at 0.01 and effect floors (D 0.1, Cramér's V 0.1)"),
+     "Bonferroni at 0.01 and effect floors (D 0.05, Cramér's V 0.1)"),
     ("mlwarden detector", "run_mlwarden_stream.py", None, "mlwarden",
      "Detector: reference sketches, current ingested as one window (batches of 1,000 "
      "records via parse_batch), one evaluation"),

@@ -384,7 +384,7 @@ def render_markdown(res: dict[str, Any]) -> str:
             f"allow: at one evaluation per {30 * RATE:,.0f} records and `fireAfter` 3, an "
             f"abrupt drift is alarmed {2 * 30 * RATE:,.0f} to {3 * 30 * RATE:,.0f} records "
             "after the first evaluation whose window it dominates, whatever its size; an "
-            "effect below the floors (KS D 0.1, Cramér's V 0.1) is never alarmed, by design.",
+            "effect below the floors (KS D 0.05, Cramér's V 0.1) is never alarmed, by design.",
             "", "| target | verdict | figure |", "|---|---|---|"]  # fmt: skip
     out += [f"| {what} | {'PASS' if ok else 'MISS'} | {fig} |" for what, ok, fig in res["verdicts"]]
     out += ["", "Commands: `.venv/bin/python benchmarks/run.py --only stream_delay`; Alibi's "

@@ -452,7 +452,7 @@ def test_exit_codes_and_formats(
     amount = doc["features"][0]
     assert amount["drift"] is True and amount["type"] == "numeric" and amount["test"] == "ks"
     assert amount["effectSize"] == amount["statistic"]  # KS: the effect is D
-    assert amount["threshold"] == 0.01 and amount["effectFloor"] == 0.1
+    assert amount["threshold"] == 0.01 and amount["effectFloor"] == 0.05
     exact = stats.ks_2samp(raw["ref_amount"], raw["cur_amount"], method="asymp")
     assert exact.statistic - 0.01 <= amount["statistic"] <= exact.statistic + 1e-12
     settings = doc["settings"]

@@ -11,6 +11,15 @@ The p-value is the one `ks_2samp(method="asymp")` gives for that D: the
 two-sided Smirnov distribution `kstwo` at D with n = round(n1*n2/(n1+n2)). Ties
 (discrete data) make it conservative, as in scipy. With one value a side
 (n = round(1/2) = 0) scipy returns NaN; this returns 1. Effect size: D itself.
+
+From n = ASYMPTOTIC_N on, the p-value is Kolmogorov's limit instead,
+`kstwobign.sf(D * sqrt(n))`: scipy's `kstwo.sf` costs time growing with n in the
+tail (90 ms at n = 100k, 680 ms at 1M for p around 1e-9 to 1e-87, measured
+here), which would make a detector's evaluation slower the larger its window.
+The limit costs microseconds at any n and is never below `kstwo` (the finite-n
+tail is lighter), so it can only raise fewer alarms than scipy at the same alpha,
+never more. Above it by at most 1.6% of p for p >= 1e-4 at n >= 10k (2% at
+1e-6, 0.2% at n = 1M, measured against scipy in tests/unit/stats/test_ks.py).
 """
 
 from __future__ import annotations
@@ -20,6 +29,18 @@ from scipy import stats as _scipy_stats
 
 from mlwarden.stats.result import TestResult
 from mlwarden.stats.sketch import NumericSketch, Sketch
+
+ASYMPTOTIC_N = 10_000
+"""From this effective size n = n1*n2/(n1+n2) on, Kolmogorov's limiting distribution."""
+
+
+def p_value(d: float, n: float) -> float:
+    """P(D_n >= d) for the two-sided statistic at effective size n (>= 1, rounded)."""
+    if n >= ASYMPTOTIC_N:
+        p = _scipy_stats.kstwobign.sf(d * np.sqrt(n))
+    else:
+        p = _scipy_stats.kstwo.sf(d, n)
+    return float(np.clip(p, 0.0, 1.0))
 
 
 def score(reference: Sketch, current: Sketch) -> TestResult:
@@ -38,5 +59,5 @@ def score(reference: Sketch, current: Sketch) -> TestResult:
     en = m * n / (m + n)
     if np.round(en) < 1:  # one value a side: kstwo has no n = 0 (scipy returns NaN)
         return TestResult("ks", d, 1.0, d, n1, n2)
-    p = float(np.clip(_scipy_stats.kstwo.sf(d, np.round(en)), 0.0, 1.0))
+    p = p_value(d, float(np.round(en)))
     return TestResult("ks", d, p, d, n1, n2)

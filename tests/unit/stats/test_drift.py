@@ -64,7 +64,7 @@ def test_half_sigma_shift_is_flagged_by_ks() -> None:
     ref, cur = numeric_pair(rng.normal(size=2000), rng.normal(0.5, 1.0, 2000))
     [verdict] = evaluate_drift({"x": ref}, {"x": cur}, {"x": "numeric"}, DriftCheck())
     assert verdict.drifted and verdict.result.test == "ks"
-    assert verdict.result.effect >= 0.1
+    assert verdict.result.effect >= DEFAULT_MIN_EFFECT["ks"]
     assert verdict.adjusted_p is not None and verdict.adjusted_p < 1e-12
     assert verdict.reason.startswith("KS adjusted p=")
     assert "(Bonferroni over 1 feature)" in verdict.reason and "D=0." in verdict.reason
@@ -82,10 +82,23 @@ def test_negligible_shift_at_a_million_is_significant_but_not_flagged() -> None:
     assert verdict.result.p_value is not None and verdict.result.p_value < 1e-6
     assert verdict.result.effect < 0.02
     assert not verdict.drifted
-    assert "below the effect floor 0.1" in verdict.reason
+    assert "below the effect floor 0.05" in verdict.reason
     # With no floor the same data is flagged: the floor, not the test, decided.
     [bare] = evaluate_drift({"x": ref}, {"x": cur}, {"x": "numeric"}, DriftCheck(min_effect=0.0))
     assert bare.drifted
+
+
+def test_scale_change_of_one_and_a_half_is_flagged_at_a_million() -> None:
+    # A 1.5x scale change moves a normal CDF by 9.7 points at most (D = 0.097): under the
+    # old floor of 0.1 it was missed at large sizes. The default floor must catch it and
+    # still leave the 0.02 sigma shift above (D = 0.008) alone.
+    rng = np.random.default_rng(14)
+    ref, cur = numeric_pair(
+        rng.normal(size=1_000_000), rng.normal(0.0, 1.5, 1_000_000), chunk=50_000
+    )
+    [verdict] = evaluate_drift({"x": ref}, {"x": cur}, {"x": "numeric"}, DriftCheck())
+    assert 0.09 <= verdict.result.effect < 0.1
+    assert verdict.drifted
 
 
 @pytest.mark.parametrize("test", ["wasserstein", "psi", "jensenshannon"])

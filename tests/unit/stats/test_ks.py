@@ -95,3 +95,41 @@ def test_lossless_equals_scipy_for_any_integers(reference: np.ndarray, current: 
         assert r.p_value == 1.0
     else:
         assert r.p_value == pytest.approx(s.pvalue, abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [10_000, 12_345, 30_000, 100_000, 1_000_000])
+def test_large_n_p_value_is_the_kolmogorov_limit_never_below_scipy(n: int) -> None:
+    # From ks.ASYMPTOTIC_N on, kstwo.sf's cost grows with n in the tail; the limit is
+    # used instead. It must never be below scipy's (no alarm scipy would not raise) and
+    # stay within 1.6% of it where a decision is made (p >= 1e-4), 2.1% down to 1e-6.
+    assert n >= ks.ASYMPTOTIC_N
+    for x in np.linspace(0.3, 5.0, 120):
+        d = x / np.sqrt(n)
+        exact = stats.kstwo.sf(d, n)
+        ours = ks.p_value(d, n)
+        assert ours >= exact * (1 - 1e-12)
+        if exact >= 1e-4:
+            assert ours <= exact * 1.016
+        elif exact >= 1e-6:
+            assert ours <= exact * 1.021
+
+
+def test_small_n_p_value_is_scipys_exactly() -> None:
+    for n in (1, 2, 50, 999, ks.ASYMPTOTIC_N - 1):
+        for d in (0.0, 0.01, 0.05, 0.3, 1.0):
+            assert ks.p_value(d, n) == stats.kstwo.sf(d, n)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_large_samples_same_verdicts_as_scipy(seed: int) -> None:
+    # 40k a side (n = 20k), lossless sketches (integers): D is scipy's exactly and the
+    # p-value within the limit's margin, so the verdict at 0.01 is scipy's.
+    rng = np.random.default_rng(seed)
+    reference = rng.poisson(40, 40_000).astype(float)
+    current = rng.poisson(40 + 0.1 * seed, 40_000).astype(float)
+    r = ks.score(*sketches(reference, current))
+    s = stats.ks_2samp(reference, current, method="asymp")
+    assert r.statistic == pytest.approx(s.statistic, abs=1e-12)
+    assert r.p_value == pytest.approx(s.pvalue, rel=0.016, abs=1e-300)
+    assert r.p_value >= s.pvalue
+    assert (r.p_value < 0.01) == (s.pvalue < 0.01)
