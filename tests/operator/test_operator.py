@@ -170,7 +170,7 @@ async def test_numeric_target_port_takes_two_steps_without_a_gap(
     api, _ = cluster
     api.instant_rollouts = False
     seed(api, model_deployment(port_name=None), model_service(target=8080), observed_model())
-    await start_operator()
+    op = await start_operator()
     await eventually(lambda: len(obj(api, DEPLOYMENTS, "fraud-model")["spec"]["template"]["spec"][
         "containers"]) == 2, what="sidecar added")  # fmt: skip
     # While the rollout runs the Service still targets the model's number on every pod.
@@ -181,6 +181,10 @@ async def test_numeric_target_port_takes_two_steps_without_a_gap(
     await eventually(lambda: isinstance(obj(api, SERVICES, "fraud-model")["spec"]["ports"][0][
         "targetPort"], str), timeout=30, what="Service repointed by name")  # fmt: skip
     await eventually(lambda: status(api).get("phase") == "WarmingUp", what="injected")
+    # Waiting for the rollout is not an error: no ERROR line, no Warning Event from kopf.
+    assert "fraud pending: " in op.log()
+    assert "failed temporarily" not in op.log()
+    assert not [e for e in events(api) if e.get("type") == "Warning"], events(api)
 
 
 async def _settle_seconds(seconds: float) -> None:

@@ -82,7 +82,23 @@ class _QuietTimer(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "Timer 'respond_again' succeeded."
+        message = record.getMessage()
+        if message == "Timer 'respond_again' succeeded.":
+            return False
+        # A Pending reconcile asks kopf to come back later with a TemporaryError, which kopf
+        # logs at ERROR and posts as a Warning Event ("failed temporarily") on every normal
+        # injection. The phase, its message and the PhasePending Event already say what is
+        # awaited, and the handler logs it at INFO: drop kopf's line for that case only.
+        return f"failed temporarily: {_Waiting.PREFIX}" not in message
+
+
+class _Waiting(kopf.TemporaryError):
+    """Not a failure: the ObservedModel is Pending (a target, a rollout, the detector)."""
+
+    PREFIX = "pending, checking again: "
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(self.PREFIX + message, delay=delay)
 
 
 def now_iso() -> str:
@@ -265,7 +281,8 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any
     if new["phase"] == "Failed":
         return
     if new["phase"] == "Pending":
-        raise kopf.TemporaryError(new["message"], delay=RETRY_SECONDS)
+        log.info("ObservedModel %s/%s pending: %s", namespace, name, new["message"])
+        raise _Waiting(new["message"], delay=RETRY_SECONDS)
     log.info("ObservedModel %s/%s reconciled: %s", namespace, name, new["phase"])
 
 
