@@ -1,19 +1,16 @@
 """Helpers for the operator tests: the real operator against kmock, with the gaps filled.
 
 kmock's `KubernetesEmulator` stores objects and merges patches, and nothing
-more. `Cluster` adds, in the test layer only (the product is not bent to suit
+more. `Cluster` adds, outside the operator (the product is not bent to suit
 it), what the API server and its controllers would do:
 
-- metadata.uid, resourceVersion, creationTimestamp, generation on create;
-  a new resourceVersion on every write and a new generation when the spec changes;
-- a name for objects created with generateName (kopf's Events), which the
-  emulator would otherwise store under one key and reject the second time;
+- the API server's bookkeeping, shared with the demo's cluster
+  (`mlwarden.demo.cluster.ApiServerEmulator`): metadata.uid, resourceVersion,
+  creationTimestamp, generation, a name for generateName, 409 Conflict on a stale
+  `metadata.resourceVersion`, and /api/v1/namespaces read as the resource it is;
 - a Deployment controller: on create or spec change the Deployment's status
   says the rollout completed (or, with `instant_rollouts = False`, that it is
   in progress until `finish_rollouts()`);
-- optimistic concurrency: a merge patch carrying `metadata.resourceVersion` that
-  is not the object's current one is refused with 409 Conflict, as the API
-  server does (the reactions' patches carry one as a precondition);
 - an audit log: every call the operator makes (it authenticates with the test
   kubeconfig's token) is appended to `OPERATOR_CALLS` as RBAC sees it (verb,
   API group, resource[/subresource], namespace, name), for test_rbac_audit.py;
@@ -28,21 +25,18 @@ it is told exists, and a test deletes one from `resources` to see it not served.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import signal
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import kmock
 from kmock import ResourceInfo
-from kmock._internal import enums, parsing
-from kmock._internal.k8s import KubernetesObjectConflictError
+
+from mlwarden.demo.cluster import ApiServerEmulator
 
 OM = "mlwarden.io/v1alpha1/observedmodels"
 DEPLOYMENTS = "apps/v1/deployments"
@@ -74,21 +68,6 @@ RESOURCES: dict[str, str] = {
 HTTPROUTES = RESOURCES["HTTPRoute"]
 VIRTUALSERVICES = RESOURCES["VirtualService"]
 HPAS = RESOURCES["HorizontalPodAutoscaler"]
-
-
-_original_parse_path = parsing.parse_path
-
-
-def _parse_path(path: str) -> Any:
-    """kmock reads /api/v1/namespaces as the start of a namespaced path; it is the resource."""
-    parts = path.split("?", 1)[0].strip("/").split("/")
-    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) in (3, 4):
-        name = parts[3] if len(parts) == 4 else None
-        return parsing.ParsedPath("", "v1", "namespaces", None, name, None)
-    return _original_parse_path(path)
-
-
-parsing.parse_path = _parse_path
 
 
 TOKEN = "test-token"  # the operator's bearer token, from kubeconfig() below
@@ -171,9 +150,8 @@ class Fault:
         )
 
 
-class Cluster(kmock.KubernetesEmulator):
+class Cluster(ApiServerEmulator):
     instant_rollouts: bool = True
-    _versions = itertools.count(1000)
     faults: list[Fault]
 
     async def _handle(self, request: Any) -> Any:
@@ -191,7 +169,6 @@ class Cluster(kmock.KubernetesEmulator):
                     fault.hits.append(call)
                     fault.at.append(asyncio.get_running_loop().time())
                     if fault.answer_late:
-                        self._before_super(request)
                         response = await super()._handle(request)
                         await asyncio.sleep(fault.delay)
                         return response
@@ -211,59 +188,22 @@ class Cluster(kmock.KubernetesEmulator):
                     if fault.status:
                         return _error(fault.status, call)
                     break
-        self._before_super(request)
         return await super()._handle(request)
 
-    def _before_super(self, request: Any) -> None:
-        if request.resource is not None and isinstance(request.data, dict):
-            if request.action == enums.action.CREATE:
-                self._on_create(request)
-            elif request.action == enums.action.UPDATE and request.name is not None:
-                self._on_update(request)
-
     def _on_create(self, request: Any) -> None:
-        data = request.data
-        meta = data.setdefault("metadata", {})
-        if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
-        meta.setdefault("uid", str(uuid.uuid4()))
-        meta["resourceVersion"] = str(next(self._versions))
-        meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        meta.setdefault("generation", 1)
+        super()._on_create(request)
         if str(request.resource.plural) == "deployments":
-            data["status"] = self._rollout(data, meta["generation"])
+            data = request.data
+            data["status"] = self._rollout(data, data["metadata"]["generation"])
 
-    def _on_update(self, request: Any) -> None:
-        data = request.data
-        key = (request.resource, request.namespace, request.name)
-        # ObjectsArray has no .get(): membership first.
-        current = self._objects[key] if key in self._objects else None  # noqa: SIM401
-        if current is None or current.deleted:
-            return
-        meta = data.setdefault("metadata", {}) if data.get("metadata") is not None else None
-        if meta is None:
-            data["metadata"] = meta = {}
-        wanted = meta.get("resourceVersion")
-        have = (current.get("metadata") or {}).get("resourceVersion")
-        if wanted is not None and str(wanted) != str(have):
-            raise KubernetesObjectConflictError(
-                reason="Conflict",
-                message=(
-                    f"Operation cannot be fulfilled on {request.resource.plural} "
-                    f'"{request.name}": the object has been modified; please apply your '
-                    "changes to the latest version and try again"
-                ),
-            )
-        meta["resourceVersion"] = str(next(self._versions))
-        is_status = str(request.url.path).endswith("/status")
-        if "spec" in data and not is_status:
-            generation = int(current.get("metadata", {}).get("generation", 1)) + 1
-            meta["generation"] = generation
-            if str(request.resource.plural) == "deployments":
-                replicas = (data["spec"] or {}).get(
-                    "replicas", (current.get("spec") or {}).get("replicas", 1)
-                )
-                data["status"] = self._rollout({"spec": {"replicas": replicas}}, generation)
+    def _on_update(self, request: Any) -> int | None:
+        generation = super()._on_update(request)
+        if generation is not None and str(request.resource.plural) == "deployments":
+            current = self.objects[request.resource, request.namespace, request.name]
+            spec = request.data["spec"] or {}
+            replicas = spec.get("replicas", (current.get("spec") or {}).get("replicas", 1))
+            request.data["status"] = self._rollout({"spec": {"replicas": replicas}}, generation)
+        return generation
 
     def _rollout(self, deployment: dict[str, Any], generation: int) -> dict[str, Any]:
         replicas = int((deployment.get("spec") or {}).get("replicas", 1))

@@ -118,10 +118,66 @@ def _path(obj: Mapping[str, Any], json_path: str) -> Any:
     return value
 
 
-class DemoCluster(kmock.KubernetesEmulator):
-    """The emulator with the API server's bookkeeping and a Deployment controller."""
+class ApiServerEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator with the API server's own bookkeeping, and nothing else.
+
+    uid, resourceVersion, creationTimestamp and generation on create (and a name for
+    generateName); a new resourceVersion on every write, a new generation when the spec
+    changes; 409 Conflict for a write whose `metadata.resourceVersion` is not the current
+    one. Controllers are the subclasses' business (the demo's here, the operator tests'
+    in tests/operator/cluster.py).
+    """
 
     _versions = itertools.count(1000)
+
+    async def _handle(self, request: Any) -> Any:
+        if request.resource is not None and isinstance(request.data, dict):
+            if request.action == enums.action.CREATE:
+                self._on_create(request)
+            elif request.action == enums.action.UPDATE and request.name is not None:
+                self._on_update(request)
+        return await super()._handle(request)
+
+    def _on_create(self, request: Any) -> None:
+        data = request.data
+        meta = data.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta["resourceVersion"] = str(next(self._versions))
+        meta.setdefault("creationTimestamp", now_iso())
+        meta.setdefault("generation", 1)
+
+    def _on_update(self, request: Any) -> int | None:
+        """Bookkeeping of a write to an existing object; its new generation if the spec changed."""
+        data = request.data
+        key = (request.resource, request.namespace, request.name)
+        current = self.objects[key] if key in self.objects else None  # noqa: SIM401
+        if current is None or current.deleted:
+            return None
+        if data.get("metadata") is None:
+            data["metadata"] = {}
+        meta = data["metadata"]
+        wanted = meta.get("resourceVersion")
+        have = (current.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and str(wanted) != str(have):
+            raise KubernetesObjectConflictError(
+                reason="Conflict",
+                message=(
+                    f"Operation cannot be fulfilled on {request.resource.plural} "
+                    f'"{request.name}": the object has been modified; please apply your '
+                    "changes to the latest version and try again"
+                ),
+            )
+        meta["resourceVersion"] = str(next(self._versions))
+        if "spec" in data and not str(request.url.path).endswith("/status"):
+            meta["generation"] = int((current.get("metadata") or {}).get("generation", 1)) + 1
+            return int(meta["generation"])
+        return None
+
+
+class DemoCluster(ApiServerEmulator):
+    """The emulator with the API server's bookkeeping and a Deployment controller."""
 
     def declare(self, namespace: str) -> None:
         """Serve the kinds the demo and the operator use, and the namespace."""
@@ -191,11 +247,6 @@ class DemoCluster(kmock.KubernetesEmulator):
     # ---------------------------------------------------------------- the API server's part
 
     async def _handle(self, request: Any) -> Any:
-        if request.resource is not None and isinstance(request.data, dict):
-            if request.action == enums.action.CREATE:
-                self._on_create(request)
-            elif request.action == enums.action.UPDATE and request.name is not None:
-                self._on_update(request)
         response = await super()._handle(request)
         if (
             request.resource is not None
@@ -208,40 +259,6 @@ class DemoCluster(kmock.KubernetesEmulator):
             if name:
                 self._deployment_controller(DEPLOYMENTS, namespace, name)
         return response
-
-    def _on_create(self, request: Any) -> None:
-        data = request.data
-        meta = data.setdefault("metadata", {})
-        if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
-        meta.setdefault("uid", str(uuid.uuid4()))
-        meta["resourceVersion"] = str(next(self._versions))
-        meta.setdefault("creationTimestamp", now_iso())
-        meta.setdefault("generation", 1)
-
-    def _on_update(self, request: Any) -> None:
-        data = request.data
-        key = (request.resource, request.namespace, request.name)
-        current = self.objects[key] if key in self.objects else None  # noqa: SIM401
-        if current is None or current.deleted:
-            return
-        if data.get("metadata") is None:
-            data["metadata"] = {}
-        meta = data["metadata"]
-        wanted = meta.get("resourceVersion")
-        have = (current.get("metadata") or {}).get("resourceVersion")
-        if wanted is not None and str(wanted) != str(have):
-            raise KubernetesObjectConflictError(
-                reason="Conflict",
-                message=(
-                    f"Operation cannot be fulfilled on {request.resource.plural} "
-                    f'"{request.name}": the object has been modified; please apply your '
-                    "changes to the latest version and try again"
-                ),
-            )
-        meta["resourceVersion"] = str(next(self._versions))
-        if "spec" in data and not str(request.url.path).endswith("/status"):
-            meta["generation"] = int((current.get("metadata") or {}).get("generation", 1)) + 1
 
     def _deployment_controller(
         self, resource: str, namespace: str | None, name: str, *, at: str | None = None
