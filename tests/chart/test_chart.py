@@ -75,35 +75,35 @@ CASES: dict[str, dict[str, Any]] = {
 # ObservedModels and their status, posts Events; the detector objects are created and patched;
 # the target Deployment and Service are read and patched). Exact: the chart grants this and no
 # more, so a new API call needs a new line here and in templates/_helpers.tpl.
-CRUD = {"get", "list", "watch", "create", "patch", "delete"}
-READ = {"get", "list", "watch"}
+ENSURE = {"get", "create", "patch"}  # the detector's objects: read, created, patched back
+READ = {"get", "list", "watch"}  # what view users get (below)
 OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
-    ("mlwarden.io", "observedmodels"): {"get", "list", "watch", "patch", "update"},
-    ("mlwarden.io", "observedmodels/status"): {"get", "patch", "update"},
-    ("", "configmaps"): CRUD,
-    ("", "serviceaccounts"): CRUD,
-    ("", "services"): CRUD,
-    ("apps", "deployments"): CRUD,
-    ("rbac.authorization.k8s.io", "roles"): CRUD,
-    ("rbac.authorization.k8s.io", "rolebindings"): CRUD,
+    # kopf lists, watches and patches (finalizer, annotations); the operator gets one
+    ("mlwarden.io", "observedmodels"): {"get", "list", "watch", "patch"},
+    ("mlwarden.io", "observedmodels/status"): {"get", "patch"},
+    ("", "configmaps"): ENSURE | {"list"},  # listed for diagnosis too
+    ("", "serviceaccounts"): ENSURE,
+    ("", "services"): ENSURE,
+    ("apps", "deployments"): ENSURE | {"list"},
+    ("rbac.authorization.k8s.io", "roles"): ENSURE,
+    ("rbac.authorization.k8s.io", "rolebindings"): ENSURE,
     # the ingest token Secret, created once and never read; the detector's NetworkPolicy
     ("", "secrets"): {"create"},
-    ("networking.k8s.io", "networkpolicies"): {"get", "create", "patch"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    # diagnosis: change timelines of the target's revisions and the pipeline's components
-    ("apps", "replicasets"): READ,
-    ("apps", "statefulsets"): READ,
-    ("apps", "daemonsets"): READ,
-    ("batch", "jobs"): READ,
-    ("batch", "cronjobs"): READ,
-    ("", "pods"): READ,
-    ("apps", "controllerrevisions"): READ,
+    ("networking.k8s.io", "networkpolicies"): ENSURE,
+    ("", "events"): {"create"},
+    # diagnosis: whole lists in the model's namespace
+    ("apps", "replicasets"): {"list"},
+    ("apps", "statefulsets"): {"list"},
+    ("apps", "daemonsets"): {"list"},
+    ("batch", "jobs"): {"list"},
+    ("batch", "cronjobs"): {"list"},
+    ("", "pods"): {"list"},
+    ("apps", "controllerrevisions"): {"list"},
     # reactions: scale (an HPA's minReplicas), shiftTraffic (route weights); rollback and
     # pause patch Deployments, granted above
-    ("autoscaling", "horizontalpodautoscalers"): READ | {"patch"},
-    ("gateway.networking.k8s.io", "httproutes"): READ | {"patch"},
-    ("networking.istio.io", "virtualservices"): READ | {"patch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list", "patch"},
+    ("gateway.networking.k8s.io", "httproutes"): {"list", "patch"},
+    ("networking.istio.io", "virtualservices"): {"list", "patch"},
 }
 # In kube.py's KINDS but deliberately not granted (none now: Secrets are granted `create` only,
 # for the ingest token; diagnosis needs no Secret, not even metadata, and cannot read one).

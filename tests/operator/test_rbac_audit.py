@@ -144,16 +144,37 @@ def test_every_call_the_operator_made_is_granted_by_the_chart(mode: str) -> None
     assert not denied, "calls the chart does not allow:\n" + "\n".join(map(repr, denied))
 
 
-def test_what_the_chart_grants_and_the_suite_never_used() -> None:
-    """Reported, not failed: tests cannot reach every path (a pipeline's StatefulSet, say).
+# Granted, reachable in the operator's code, but not reached by the operator tests, each with
+# where it is called. Anything else the chart grants must have been used by the suite.
+REACHABLE_NOT_EXERCISED: dict[tuple[str, str, str], str] = {
+    ("", "serviceaccounts", "patch"): "handlers._ensure: a detector object edited by hand",
+    ("rbac.authorization.k8s.io", "roles", "patch"): "handlers._ensure, as above",
+    ("rbac.authorization.k8s.io", "rolebindings", "patch"): "handlers._ensure, as above",
+    ("networking.k8s.io", "networkpolicies", "patch"): "handlers._ensure, as above",
+    ("mlwarden.io", "observedmodels/status", "get"): (
+        "never called: held because each detector's Role grants it (RBAC escalation rule)"
+    ),
+}
+# The operator test modules whose calls the audit needs (a partial run cannot judge "unused").
+WHOLE_SUITE = {p.name for p in Path(__file__).parent.glob("test_*.py")}
 
-    Printed with -s; the list is in the test's report (issue 9's audit table).
-    """
-    rules = operator_rules(render({"watchNamespaces": [NS]}), "Role")
-    unused = granted(rules) - triples(OPERATOR_CALLS)
-    print(f"\n{len(triples(OPERATOR_CALLS))} (group, resource, verb) used of {len(granted(rules))}")
-    for g, r, v in sorted(unused):
-        print(f"  granted, unused in this run: {v} {g or 'core'}/{r}")
+
+def test_the_chart_grants_nothing_the_operator_does_not_use(request: pytest.FixtureRequest) -> None:
+    """Both directions of "exactly": what the suite never called is reachable and listed."""
+    ran = {Path(str(item.fspath)).name for item in request.session.items}
+    missing = sorted(WHOLE_SUITE - ran)
+    if missing:
+        pytest.skip(f"needs the whole operator suite in this session; not run: {missing}")
+    used = triples(OPERATOR_CALLS)
+    for mode, rules in (("namespaced", operator_rules(render({"watchNamespaces": [NS]}), "Role")),
+                        ("cluster-wide", operator_rules(render({}), "ClusterRole"))):  # fmt: skip
+        unused = granted(rules) - used - set(REACHABLE_NOT_EXERCISED)
+        if mode == "cluster-wide":  # kopf's CRD watch: at start-up, before any test's calls
+            unused -= {("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+                       ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}  # fmt: skip
+        assert not unused, f"{mode}: granted, never used: {sorted(unused)}"
+    stale = {t for t in REACHABLE_NOT_EXERCISED if t in used}
+    assert not stale, f"now exercised by the suite, drop from REACHABLE_NOT_EXERCISED: {stale}"
 
 
 async def test_the_detector_can_patch_only_its_own_status(

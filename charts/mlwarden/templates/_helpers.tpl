@@ -124,30 +124,37 @@ step with src/mlwarden/operator/kube.py (KINDS) and handlers.py. tests/chart/tes
 checks it against an expected list of (apiGroup, resource, verb).
 */}}
 {{- define "mlwarden.operatorRules" -}}
-# ObservedModels: kopf watches them, patches finalizers and annotations, writes status.
+# Exactly what the operator calls (tests/operator/test_rbac_audit.py checks both ways).
+# ObservedModels: kopf lists and watches them and patches finalizers and annotations; the
+# operator reads one back before a reaction.
 - apiGroups: ["mlwarden.io"]
   resources: ["observedmodels"]
-  verbs: ["get", "list", "watch", "patch", "update"]
-# Status is written by the operator; get and patch are also what each detector's Role grants
-# (by resourceName), and RBAC forbids granting verbs one does not hold (escalation rule).
+  verbs: ["get", "list", "watch", "patch"]
+# Status is written by the operator (patch). get: each detector's Role grants get and patch
+# on its own ObservedModel's status, and RBAC forbids granting a verb one does not hold.
 - apiGroups: ["mlwarden.io"]
   resources: ["observedmodels/status"]
-  verbs: ["get", "patch", "update"]
-# The detector's objects (NAME-detector): its spec ConfigMap, ServiceAccount, Service.
-# Services and ConfigMaps are also read (target Service, mounted configs) and patched
-# (the target Service is repointed at the sidecar and restored on deletion).
+  verbs: ["get", "patch"]
+# The detector's objects (NAME-detector, NAME-reference): read, created when missing, patched
+# back when they differ from what they should be. The target Service is read and repointed at
+# the sidecar (restored on deletion); ConfigMaps are also listed for diagnosis, and the
+# detector's Role grants get and patch on NAME-reference (the escalation rule again).
 - apiGroups: [""]
-  resources: ["configmaps", "serviceaccounts", "services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# The detector's Deployment, and the target Deployment the sidecar is injected into.
+  resources: ["configmaps"]
+  verbs: ["get", "list", "create", "patch"]
+- apiGroups: [""]
+  resources: ["serviceaccounts", "services"]
+  verbs: ["get", "create", "patch"]
+# The detector's Deployment, and the target Deployment the sidecar is injected into (and
+# rolled back or scaled by reactions); listed for diagnosis.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch"]
 # The detector's Role and RoleBinding (observedmodels/status and its NAME-reference
 # ConfigMap, get+patch by resourceName).
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch"]
 # The per-model ingest token (Secret NAME-ingest-token): created once, never read. Without get
 # or list the operator cannot read any Secret, this one included (a 409 says it exists).
 - apiGroups: [""]
@@ -157,39 +164,37 @@ checks it against an expected list of (apiGroup, resource, verb).
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "create", "patch"]
-# Events on ObservedModels: kopf's handler reports and mlwarden's alert, phase and reaction events.
+# Events on ObservedModels: kopf's handler reports and mlwarden's alert, phase and reaction
+# events (core v1 Events, created).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-# Diagnosis (read-only): the revision history of the target Deployment and the pipeline
-# components an ObservedModel names (spec.pipeline), for the change timeline; Pods for
-# restarts and crash loops; ControllerRevisions are StatefulSets' and DaemonSets' history.
-# Secrets are deliberately absent: diagnosis needs no secret, not even its metadata (the
-# operator reads a refused list as empty).
+  verbs: ["create"]
+# Diagnosis (read-only, whole lists in the model's namespace): the revision history of the
+# target Deployment and the pipeline components an ObservedModel names (spec.pipeline), for
+# the change timeline; Pods for restarts and crash loops; ControllerRevisions are
+# StatefulSets' and DaemonSets' history. Secrets are deliberately absent: diagnosis needs no
+# secret, not even its metadata (the operator reads a refused list as empty).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
 - apiGroups: ["apps"]
   resources: ["replicasets", "statefulsets", "daemonsets", "controllerrevisions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
 - apiGroups: ["batch"]
   resources: ["jobs", "cronjobs"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
 # Reactions: scale raises the minReplicas of the HPA that scales the target; shiftTraffic
 # moves the weights of a Gateway API HTTPRoute or an Istio VirtualService (either may be
 # absent from the cluster: the operator reads a kind that is not served as empty).
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "patch"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "patch"]
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "patch"]
 {{- end }}
 
 {{/* Labels of the Prometheus targets' job: the alerting rules select on these. */}}
