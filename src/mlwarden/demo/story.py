@@ -439,17 +439,24 @@ def run_demo(
         except KeyboardInterrupt:
             return 130
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(procs)
     if summary_json:
         Path(summary_json).write_text(json.dumps(asdict(result), indent=2) + "\n")
     return 0 if result.ok() else 1
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
+    """SIGTERM every process still running, then SIGKILL what is left after `grace` s."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class Demo:
@@ -576,40 +583,48 @@ class Demo:
         )
         mlserver = asyncio.create_task(self._start_mlserver())
         async with DemoCluster() as api, kmock.Server(api) as server:
-            self.api = api
-            api.declare(NS)
-            cronjob = seed_pipeline(api)
-            url = str(server.url).rstrip("/")
-            kc = kubeconfig(self.root / "kubeconfig", url, NS)
-            self.result.kubeconfig = str(kc)
-            self.console.print(
-                f"• Kubernetes API emulator on {url}, seeded with namespace [bold]{NS}[/]: "
-                "Deployment iris (the model), Service iris, CronJob feature-etl, Deployment "
-                "enricher\n  Try it while the demo runs:\n"
-                f"    [bold]export KUBECONFIG={kc}[/]\n"
-                "    kubectl get om,deploy,rs     kubectl describe om iris\n"
-            )
-            mlserver_url = await mlserver
-            self.console.print(f"• MLServer serving iris-{GOOD} and iris-{BAD} on {mlserver_url}")
-            runner, router_port, served = await start_router(api, mlserver_url)
             try:
-                await self._story(api, url, cronjob, router_port)
-            finally:
-                if self.traffic is not None:
-                    self.traffic.stop()
-                self.result.served_by_version = dict(served)
-                await runner.cleanup()
-            self.result.seconds = round(self.t(), 1)
-            if report:
-                self.result.report = self._write_report(report)
-            self._summary()
-            if self.keep_running:
+                self.api = api
+                api.declare(NS)
+                cronjob = seed_pipeline(api)
+                url = str(server.url).rstrip("/")
+                kc = kubeconfig(self.root / "kubeconfig", url, NS)
+                self.result.kubeconfig = str(kc)
                 self.console.print(
-                    f"\nStill running. Try:\n  export KUBECONFIG={kc}\n"
-                    "  kubectl get om,deploy,rs,events\nCtrl-C to stop."
+                    f"• Kubernetes API emulator on {url}, seeded with namespace [bold]{NS}[/]: "
+                    "Deployment iris (the model), Service iris, CronJob feature-etl, Deployment "
+                    "enricher\n  Try it while the demo runs:\n"
+                    f"    [bold]export KUBECONFIG={kc}[/]\n"
+                    "    kubectl get om,deploy,rs     kubectl describe om iris\n"
                 )
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.Event().wait()
+                mlserver_url = await mlserver
+                self.console.print(
+                    f"• MLServer serving iris-{GOOD} and iris-{BAD} on {mlserver_url}"
+                )
+                runner, router_port, served = await start_router(api, mlserver_url)
+                try:
+                    await self._story(api, url, cronjob, router_port)
+                finally:
+                    if self.traffic is not None:
+                        self.traffic.stop()
+                    self.result.served_by_version = dict(served)
+                    await runner.cleanup()
+                self.result.seconds = round(self.t(), 1)
+                if report:
+                    self.result.report = self._write_report(report)
+                self._summary()
+                if self.keep_running:
+                    self.console.print(
+                        f"\nStill running. Try:\n  export KUBECONFIG={kc}\n"
+                        "  kubectl get om,deploy,rs,events\nCtrl-C to stop."
+                    )
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.Event().wait()
+            finally:
+                # While the API emulator still answers: the operator's watches and the
+                # detector's status writes are open connections to it, and the emulator's
+                # server would otherwise wait out its shutdown timeout (60 s) for them.
+                await asyncio.to_thread(stop_processes, self.procs)
         return self.result
 
     async def _story(self, api: Any, server: str, cronjob: dict[str, Any], port: int) -> None:
