@@ -100,15 +100,15 @@ def test_lossless_equals_scipy_for_any_integers(reference: np.ndarray, current: 
 # (n, points on the tail's grid): scipy's kstwo.sf costs about 1 s a call in the tail at
 # n = 1M (0.09 s at 100k), so the largest sizes are checked on a coarser tail grid.
 @pytest.mark.parametrize(
-    ("n", "tail_points"), [(10_000, 100), (12_345, 100), (30_000, 100), (100_000, 16), (1_000_000, 5)]
+    ("n", "tail"), [(10_000, 100), (12_345, 100), (30_000, 100), (100_000, 16), (1_000_000, 5)]
 )
-def test_large_n_p_value_is_the_kolmogorov_limit_never_below_scipy(n: int, tail_points: int) -> None:
+def test_large_n_p_value_is_the_kolmogorov_limit_never_below_scipy(n: int, tail: int) -> None:
     # From ks.ASYMPTOTIC_N on, kstwo.sf's cost grows with n in the tail; the limit is
     # used instead. It must never be below scipy's (no alarm scipy would not raise) and
     # stay within 1.6% of it where a decision is made (p >= 1e-4), 2.1% down to 1e-6.
     assert n >= ks.ASYMPTOTIC_N
     # sqrt(n) * D: up to 1.2 (p >= 0.11) scipy is quick; the tail reaches p = 4e-22.
-    grid = np.concatenate([np.linspace(0.3, 1.2, 20), np.linspace(1.3, 5.0, tail_points)])
+    grid = np.concatenate([np.linspace(0.3, 1.2, 20), np.linspace(1.3, 5.0, tail)])
     for x in grid:
         d = x / np.sqrt(n)
         exact = stats.kstwo.sf(d, n)
