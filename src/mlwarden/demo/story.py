@@ -767,7 +767,10 @@ class Demo:
         incident.onset_at = _iso(datetime.now(UTC) - timedelta(seconds=1))
         sent = self.traffic.counts["sent"]
         self.mark("onset", "feature-etl 2.1: petal_length in mm", "Job feature-etl run, new image")
-        await self._follow(incident, st, sent, alert_type="FeatureDrift")
+        # The policy rolls back on PredictionDrift, which mm-sized petals cause a few seconds
+        # after the feature drift: wait for it, so the guardrail's refusal is always shown.
+        await self._follow(incident, st, sent, alert_type="FeatureDrift",
+                           reactions=frozenset({"alert", "rollback"}))  # fmt: skip
         self.say("   the job's owners fix the unit; traffic is back to centimetres")
         self.traffic.phase = "fixed"
         self.traffic.petal_length_unit = 1.0
@@ -803,7 +806,8 @@ class Demo:
         sent = self.traffic.counts["sent"]
         rev = (api.read(DEPLOYMENTS, NS, MODEL) or {})["metadata"]["annotations"][REVISION_KEY]
         self.mark("onset", f"iris:{BAD} rolled out", f"Deployment iris revision {rev}")
-        await self._follow(incident, st, sent, alert_type="PredictionDrift")
+        await self._follow(incident, st, sent, alert_type="PredictionDrift",
+                           reactions=frozenset({"rollback"}))  # fmt: skip
 
         def rolled_back() -> bool:
             return _model_image(api.read(DEPLOYMENTS, NS, MODEL) or {}) == IMAGE.format(GOOD)
@@ -817,9 +821,19 @@ class Demo:
         self.say(f"   resolved; phase {st().get('phase')} ({self.t():.0f}s)\n")
 
     async def _follow(
-        self, incident: Incident, st: Callable[[], dict[str, Any]], sent: int, *, alert_type: str
+        self,
+        incident: Incident,
+        st: Callable[[], dict[str, Any]],
+        sent: int,
+        *,
+        alert_type: str,
+        reactions: frozenset[str],
     ) -> None:
-        """Detection, diagnosis and reaction of one incident, as the ObservedModel shows them."""
+        """Detection, diagnosis and reaction of one incident, as the ObservedModel shows them.
+
+        Waits for `alert_type` to fire, then for every action in `reactions` to be recorded
+        (Succeeded, Skipped or Failed); alerts that fire meanwhile are reported as they come.
+        """
         assert self.traffic is not None
 
         def fired() -> list[dict[str, Any]]:
@@ -831,16 +845,29 @@ class Demo:
         alerts = st().get("alerts") or []
         incident.alerts = sorted({str(a["type"]) for a in alerts})
         incident.features = sorted({str(a["feature"]) for a in alerts if a.get("feature")})
-        for a in alerts:
-            p = a.get("pValue")
-            on = f" on {a['feature']}" if a.get("feature") else ""
-            self.say(
-                f"   [bold]detected[/] {a['type']}{on}"
-                f": {a.get('test')} statistic {float(a.get('statistic', 0)):.3g}"
-                + (f", p = {float(p):.2g}" if p is not None else "")
-                + f" ({incident.detected - incident.onset:.1f}s, "
-                f"{incident.requests_to_detect} requests after onset)"
-            )
+        reported: set[tuple[str, str]] = set()
+
+        def report(alerts: list[dict[str, Any]]) -> None:
+            for a in alerts:
+                key = (str(a.get("type")), str(a.get("feature", "")))
+                if key in reported:
+                    continue
+                reported.add(key)
+                incident.alerts = sorted({*incident.alerts, key[0]})
+                if key[1]:
+                    incident.features = sorted({*incident.features, key[1]})
+                p = a.get("pValue")
+                on = f" on {a['feature']}" if a.get("feature") else ""
+                self.say(
+                    f"   [bold]detected[/] {a['type']}{on}"
+                    f": {a.get('test')} statistic {float(a.get('statistic', 0)):.3g}"
+                    + (f", p = {float(p):.2g}" if p is not None else "")
+                    + f" ({self.t() - incident.onset:.1f}s, "
+                    f"{self.traffic.counts['sent'] - sent if self.traffic else 0}"
+                    " requests after onset)"
+                )
+
+        report(alerts)
         self.mark("detection", ", ".join(
             f"{a['type']}{'/' + a['feature'] if a.get('feature') else ''}" for a in alerts),
             f"{incident.detected - incident.onset:.1f}s after onset")  # fmt: skip
@@ -868,8 +895,8 @@ class Demo:
                 if r.get("result") in ("Succeeded", "Skipped", "Failed")
                 and str(r.get("at", "")) >= incident.onset_at
             ]
-            wanted = {"FeatureDrift": {"alert"}, "PredictionDrift": {"rollback"}}[alert_type]
-            return done if wanted <= {r.get("action") for r in done} else []
+            report(st().get("alerts") or [])
+            return done if reactions <= {r.get("action") for r in done} else []
 
         records = await self._eventually("the reaction", acted, 60)
         incident.reacted = self.t()
