@@ -370,7 +370,7 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
 
 def _run_detector(args: argparse.Namespace) -> int:
     from mlwarden.detector.reference import ReferenceError
-    from mlwarden.detector.reporter import StatusWriter
+    from mlwarden.detector.reporter import StatusWriter, write_interval
     from mlwarden.detector.service import serve
     from mlwarden.detector.store import ConfigMapStore, FileStore, ReferenceStore
     from mlwarden.ingest_auth import ENV_TOKEN, load_ingest_token
@@ -380,15 +380,19 @@ def _run_detector(args: argparse.Namespace) -> int:
     model = load_observed_model(args.observed_model)
     listen = parse_hostport(args.listen, what="--listen")
     token = load_ingest_token(file=args.ingest_token_file, value=os.environ.get(ENV_TOKEN))
+    every = write_interval(model.spec.alerting.evaluation_interval_seconds)
     if args.report_to:
         writer: StatusWriter | None = StatusWriter(
             parse_http_url(args.report_to, what="--report-to"),
             namespace=model.namespace,
             name=model.name,
             token=args.report_token,
+            min_interval=every,
         )
     else:
-        writer = StatusWriter.in_cluster(namespace=model.namespace, name=model.name)
+        writer = StatusWriter.in_cluster(
+            namespace=model.namespace, name=model.name, min_interval=every
+        )
     store: ReferenceStore | None = None
     if args.reference_store:
         store = FileStore(args.reference_store, namespace=model.namespace, name=model.name)

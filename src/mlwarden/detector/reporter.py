@@ -3,8 +3,9 @@
 The detector writes `status.alerts` (the whole list of active alerts, so a JSON
 merge patch replaces it exactly) and `status.detector` (which reference is in
 force, when it last wrote) through the status subresource. Writes happen only
-on alert state changes, at most one per `min_interval` seconds: changes that
-come faster are coalesced into the next write. A failed write is retried with
+on alert state changes, at most one per `min_interval` seconds (`write_interval`:
+5 s, or the evaluation interval when that is shorter): changes that come faster
+are coalesced into the next write. A failed write is retried with
 backoff until it lands or a newer state replaces it.
 
 Where: in a cluster, the API server from KUBERNETES_SERVICE_HOST/PORT with the
@@ -33,6 +34,19 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 GROUP, VERSION, PLURAL = "mlwarden.io", "v1alpha1", "observedmodels"
 
 
+MAX_WRITE_INTERVAL = 5.0
+
+
+def write_interval(evaluation_interval: float) -> float:
+    """Least time between two status writes (pure).
+
+    Alert state changes only at an evaluation, so with the default 30 s interval the
+    5 s cap never delays a change; with a shorter interval (a demo, a latency-critical
+    model) a change is written at the next evaluation's pace instead of up to 5 s late.
+    """
+    return max(0.0, min(MAX_WRITE_INTERVAL, evaluation_interval))
+
+
 def status_path(namespace: str, name: str) -> str:
     return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
 
@@ -54,7 +68,7 @@ class StatusWriter:
         name: str,
         token: str | None = None,
         ca_file: str | None = None,
-        min_interval: float = 5.0,
+        min_interval: float = MAX_WRITE_INTERVAL,
         on_result: Callable[[str], None] | None = None,
     ) -> None:
         self.api = api.rstrip("/")
@@ -73,7 +87,9 @@ class StatusWriter:
         self.last_error: str | None = None
 
     @classmethod
-    def in_cluster(cls, *, namespace: str, name: str) -> StatusWriter | None:
+    def in_cluster(
+        cls, *, namespace: str, name: str, min_interval: float = MAX_WRITE_INTERVAL
+    ) -> StatusWriter | None:
         host, port = (
             os.environ.get("KUBERNETES_SERVICE_HOST"),
             os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
@@ -87,6 +103,7 @@ class StatusWriter:
             name=name,
             token=token_file.read_text().strip(),
             ca_file=str(SERVICE_ACCOUNT / "ca.crt"),
+            min_interval=min_interval,
         )
 
     async def write_alerts(self, alerts: list[dict[str, Any]], *, reference: dict[str, Any]) -> str:
