@@ -439,7 +439,7 @@ def run_demo(
         except KeyboardInterrupt:
             return 130
         finally:
-            stop_processes(procs)
+            stop_processes(procs)  # what a failure before the emulator left (MLServer starts first)
     if summary_json:
         Path(summary_json).write_text(json.dumps(asdict(result), indent=2) + "\n")
     return 0 if result.ok() else 1
@@ -573,7 +573,7 @@ class Demo:
     async def run(self, report: str | None) -> DemoResult:
         import kmock
 
-        from mlwarden.demo.cluster import DemoCluster, kubeconfig
+        from mlwarden.demo.cluster import DemoCluster
 
         for noisy in ("aiohttp.access", "aiohttp.server", "kmock"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -584,48 +584,52 @@ class Demo:
         mlserver = asyncio.create_task(self._start_mlserver())
         async with DemoCluster() as api, kmock.Server(api) as server:
             try:
-                self.api = api
-                api.declare(NS)
-                cronjob = seed_pipeline(api)
-                url = str(server.url).rstrip("/")
-                kc = kubeconfig(self.root / "kubeconfig", url, NS)
-                self.result.kubeconfig = str(kc)
-                self.console.print(
-                    f"• Kubernetes API emulator on {url}, seeded with namespace [bold]{NS}[/]: "
-                    "Deployment iris (the model), Service iris, CronJob feature-etl, Deployment "
-                    "enricher\n  Try it while the demo runs:\n"
-                    f"    [bold]export KUBECONFIG={kc}[/]\n"
-                    "    kubectl get om,deploy,rs     kubectl describe om iris\n"
-                )
-                mlserver_url = await mlserver
-                self.console.print(
-                    f"• MLServer serving iris-{GOOD} and iris-{BAD} on {mlserver_url}"
-                )
-                runner, router_port, served = await start_router(api, mlserver_url)
-                try:
-                    await self._story(api, url, cronjob, router_port)
-                finally:
-                    if self.traffic is not None:
-                        self.traffic.stop()
-                    self.result.served_by_version = dict(served)
-                    await runner.cleanup()
-                self.result.seconds = round(self.t(), 1)
-                if report:
-                    self.result.report = self._write_report(report)
-                self._summary()
-                if self.keep_running:
-                    self.console.print(
-                        f"\nStill running. Try:\n  export KUBECONFIG={kc}\n"
-                        "  kubectl get om,deploy,rs,events\nCtrl-C to stop."
-                    )
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.Event().wait()
+                await self._run_against(api, str(server.url).rstrip("/"), mlserver, report)
             finally:
                 # While the API emulator still answers: the operator's watches and the
                 # detector's status writes are open connections to it, and the emulator's
                 # server would otherwise wait out its shutdown timeout (60 s) for them.
                 await asyncio.to_thread(stop_processes, self.procs)
         return self.result
+
+    async def _run_against(
+        self, api: Any, url: str, mlserver: asyncio.Task[str], report: str | None
+    ) -> None:
+        from mlwarden.demo.cluster import kubeconfig
+
+        self.api = api
+        api.declare(NS)
+        cronjob = seed_pipeline(api)
+        kc = kubeconfig(self.root / "kubeconfig", url, NS)
+        self.result.kubeconfig = str(kc)
+        self.console.print(
+            f"• Kubernetes API emulator on {url}, seeded with namespace [bold]{NS}[/]: "
+            "Deployment iris (the model), Service iris, CronJob feature-etl, Deployment "
+            "enricher\n  Try it while the demo runs:\n"
+            f"    [bold]export KUBECONFIG={kc}[/]\n"
+            "    kubectl get om,deploy,rs     kubectl describe om iris\n"
+        )
+        mlserver_url = await mlserver
+        self.console.print(f"• MLServer serving iris-{GOOD} and iris-{BAD} on {mlserver_url}")
+        runner, router_port, served = await start_router(api, mlserver_url)
+        try:
+            await self._story(api, url, cronjob, router_port)
+        finally:
+            if self.traffic is not None:
+                self.traffic.stop()
+            self.result.served_by_version = dict(served)
+            await runner.cleanup()
+        self.result.seconds = round(self.t(), 1)
+        if report:
+            self.result.report = self._write_report(report)
+        self._summary()
+        if self.keep_running:
+            self.console.print(
+                f"\nStill running. Try:\n  export KUBECONFIG={kc}\n"
+                "  kubectl get om,deploy,rs,events\nCtrl-C to stop."
+            )
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
 
     async def _story(self, api: Any, server: str, cronjob: dict[str, Any], port: int) -> None:
         from rich.live import Live
@@ -834,17 +838,16 @@ class Demo:
         Waits for `alert_type` to fire, then for every action in `reactions` to be recorded
         (Succeeded, Skipped or Failed); alerts that fire meanwhile are reported as they come.
         """
-        assert self.traffic is not None
+        traffic = self.traffic
+        assert traffic is not None
 
         def fired() -> list[dict[str, Any]]:
             return [a for a in st().get("alerts") or [] if a.get("type") == alert_type]
 
         await self._eventually(f"a {alert_type} alert", fired, 90)
         incident.detected = self.t()
-        incident.requests_to_detect = self.traffic.counts["sent"] - sent
+        incident.requests_to_detect = traffic.counts["sent"] - sent
         alerts = st().get("alerts") or []
-        incident.alerts = sorted({str(a["type"]) for a in alerts})
-        incident.features = sorted({str(a["feature"]) for a in alerts if a.get("feature")})
         reported: set[tuple[str, str]] = set()
 
         def report(alerts: list[dict[str, Any]]) -> None:
@@ -863,8 +866,7 @@ class Demo:
                     f": {a.get('test')} statistic {float(a.get('statistic', 0)):.3g}"
                     + (f", p = {float(p):.2g}" if p is not None else "")
                     + f" ({self.t() - incident.onset:.1f}s, "
-                    f"{self.traffic.counts['sent'] - sent if self.traffic else 0}"
-                    " requests after onset)"
+                    f"{traffic.counts['sent'] - sent} requests after onset)"
                 )
 
         report(alerts)
