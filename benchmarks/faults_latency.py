@@ -90,7 +90,7 @@ def run(duration: float, repeats: int, rate: int) -> dict[str, Any]:
                 [*mlwarden_argv(), "sidecar", "--listen", f"{HOST}:{port}",
                  "--upstream", f"http://{HOST}:{up_port}", "--admin-listen", f"{HOST}:{admin}",
                  "--collector", f"http://{HOST}:{cport}", "--protocol", "v2",
-                 "--log-level", "error"],
+                 "--log-level", "error", "--drain-seconds", "0"],
                 tmp / f"sidecar-{cond}.log", env=clean_env(),
             )  # fmt: skip
             stop.callback(proc.stop)

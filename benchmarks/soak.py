@@ -143,7 +143,7 @@ def run(minutes: float, rate: int, flap_every: float, down_for: float) -> dict[s
             [*mlwarden_argv(), "sidecar", "--listen", f"{HOST}:{port}",
              "--upstream", f"http://{HOST}:{up_port}", "--admin-listen", f"{HOST}:{admin_port}",
              "--collector", f"http://{HOST}:{detector.port}", "--protocol", "v2",
-             "--log-level", "warning"],
+             "--log-level", "warning", "--drain-seconds", "0"],
             tmp / "sidecar.log", env=clean_env(),
         )  # fmt: skip
         stop.callback(sidecar.stop)

@@ -170,6 +170,23 @@ def _sidecar_parser(sub: Any) -> None:
         default=4096,
         type=int,
     )
+    _add(
+        p,
+        "--drain-seconds",
+        help="on SIGTERM, seconds to keep serving with /readyz failing and 'Connection: close' "
+        "on every response (so load balancers and keep-alive clients move away) before no "
+        "new connection is accepted",
+        default=5.0,
+        type=float,
+    )
+    _add(
+        p,
+        "--shutdown-timeout",
+        help="seconds after the drain for in-flight requests to finish and captured records "
+        "to be shipped; then the sidecar exits",
+        default=10.0,
+        type=float,
+    )
     _add(p, "--log-level", help="debug|info|warning|error", default="info")
 
 
@@ -361,6 +378,8 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
         client_header_timeout_seconds=args.client_header_timeout,
         client_body_timeout_seconds=args.client_body_timeout,
         max_connections=args.max_connections,
+        drain_seconds=args.drain_seconds,
+        shutdown_timeout_seconds=args.shutdown_timeout,
         observed_model=observed,
         ingest_token=load_ingest_token(
             file=args.ingest_token_file, value=os.environ.get(ENV_TOKEN)

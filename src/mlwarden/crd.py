@@ -816,6 +816,10 @@ def _status() -> Schema:
                                 f"The {spec.REBASELINE_ANNOTATION} token in force."
                             ),
                             "storeError": _string("Why storing or reloading it failed."),
+                            "alertState": _string(
+                                "What a restarted detector took back of the alert state "
+                                "stored with the reference (its alerts' onsets)."
+                            ),
                         },
                     ),
                     "updated": _string("When the detector last wrote.", fmt=when),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -107,7 +108,12 @@ def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., SidecarProcess]]:
             args += ["--collector", collector]
         log_path = tmp_path / f"sidecar-{port}.log"
         admin_url = f"http://127.0.0.1:{admin}"
-        proc = start_process([*args, *extra], log_path, f"{admin_url}/readyz", "the sidecar")
+        # No drain on SIGTERM unless a test asks for one (MLWARDEN_DRAIN_SECONDS): a
+        # test's sidecar has no load balancer to leave, and each would stop 5 s later.
+        drain = {"MLWARDEN_DRAIN_SECONDS": os.environ.get("MLWARDEN_DRAIN_SECONDS", "0")}
+        proc = start_process(
+            [*args, *extra], log_path, f"{admin_url}/readyz", "the sidecar", env=drain
+        )
         sidecar = SidecarProcess(proc, f"http://127.0.0.1:{port}", log_path, admin_url=admin_url)
         started.append(sidecar)
         return sidecar

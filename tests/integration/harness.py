@@ -20,7 +20,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,11 +240,17 @@ class ManagedProcess:
 
 
 def start_process(
-    args: list[str], log_path: Path, ready_url: str, what: str
+    args: list[str],
+    log_path: Path,
+    ready_url: str,
+    what: str,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `args`, logging to `log_path`, and wait until `ready_url` answers 200."""
+    """Start `args` (this environment, updated by `env`), logging to `log_path`, and wait
+    until `ready_url` answers 200."""
+    environ = {**os.environ, **(env or {})}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=environ)
 
     def ready() -> bool:
         if proc.poll() is not None:

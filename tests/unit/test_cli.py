@@ -24,6 +24,7 @@ def test_flags_become_a_config() -> None:
     assert c.listen == ("127.0.0.1", 8000)
     assert c.records_url == "http://detector:8080/v1/records"
     assert c.sample_rate == 0.5 and c.protocol == "auto" and c.max_body_bytes == 1 << 20
+    assert (c.drain_seconds, c.shutdown_timeout_seconds) == (5.0, 10.0)
 
 
 def test_every_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,6 +35,10 @@ def test_every_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPat
     c = config_for(["sidecar"])
     assert c.listen == ("::1", 9000) and c.upstream == "http://127.0.0.1:7000"
     assert (c.sample_rate, c.protocol) == (0.25, "openai")
+    monkeypatch.setenv("MLWARDEN_DRAIN_SECONDS", "2")  # the operator sets both from the pod
+    monkeypatch.setenv("MLWARDEN_SHUTDOWN_TIMEOUT", "19")
+    assert (c := config_for(["sidecar"])).drain_seconds == 2.0
+    assert c.shutdown_timeout_seconds == 19.0
     # A flag on the command line wins over the variable.
     assert config_for(["sidecar", "--sample-rate", "1"]).sample_rate == 1.0
 
@@ -61,6 +66,8 @@ def test_the_manifest_sets_capture_unless_a_flag_overrides_it(tmp_path: Path) ->
         ([*sidecar_args()[:3], "--upstream", "x:1"], "--upstream: expected an http"),
         (sidecar_args("--protocol", "grpc"), "--protocol: must be one of"),
         (sidecar_args("--sample-rate", "2"), "--sample-rate: must be in [0, 1]"),
+        (sidecar_args("--drain-seconds", "-1"), "--drain-seconds: must be 0 or more"),
+        (sidecar_args("--shutdown-timeout", "0"), "--shutdown-timeout: must be a positive"),
     ],
 )
 def test_bad_flags_exit_2_with_the_reason(

@@ -691,6 +691,7 @@ class Demo:
             "--admin-listen", f"127.0.0.1:{admin_port}",
             "--observed-model", str(self.root / "detector.yaml"), "--batch-interval", "0.2",
             "--ingest-token-file", str(self.root / "ingest-token"),
+            "--drain-seconds", "0",  # no load balancer to leave on this machine
         ])  # fmt: skip
         admin_url = f"http://127.0.0.1:{admin_port}"
         await asyncio.to_thread(_wait_http, f"{admin_url}/readyz", 30, "the sidecar", proc)

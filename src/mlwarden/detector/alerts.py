@@ -11,11 +11,18 @@ resolves. One noisy evaluation neither raises nor clears an alert. The false
 alarm rate this gives on stationary traffic is measured in
 `tests/unit/detector/test_alerts.py` and documented in docs/detector.md.
 
+The machine's state survives a restart (`state` / `restore`, stored next to the reference by
+the detector service): a restarted detector reports an alert that was active with the same
+`since`, and a check that was failing keeps its onset, so the operator sees the same incident
+and does not act on it twice.
+
 Pure: no clock (callers pass `now`), no I/O.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,6 +63,27 @@ class Alert:
     p_value: float | None = None
     model_revision: str | None = None
     message: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Alert:
+        """The inverse of `to_dict` (a non-finite figure, written as null, comes back NaN)."""
+
+        def number(key: str) -> float:
+            value = d.get(key)
+            return math.nan if value is None else float(value)
+
+        return cls(
+            type=str(d["type"]),
+            test=str(d["test"]),
+            statistic=number("statistic"),
+            threshold=number("threshold"),
+            since=str(d["since"]),
+            reference=str(d["reference"]),
+            feature=None if d.get("feature") is None else str(d["feature"]),
+            p_value=None if "pValue" not in d else number("pValue"),
+            model_revision=None if d.get("modelRevision") is None else str(d["modelRevision"]),
+            message=str(d.get("message") or ""),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The public shape (camelCase, optional fields only when known)."""
@@ -157,6 +185,56 @@ class AlertStateMachine:
             for key, t in sorted(self._tracks.items(), key=lambda kv: _sort_key(kv[0]))
             if t.active is not None
         ]
+
+    def state(self) -> list[dict[str, Any]]:
+        """Every check with something to remember (a streak, an onset, an active alert)."""
+        out: list[dict[str, Any]] = []
+        for key, t in sorted(self._tracks.items(), key=lambda kv: _sort_key(kv[0])):
+            if t.active is None and t.first_failing_at is None and not t.failing_streak:
+                continue  # passing and quiet: the same as never seen
+            out.append(
+                {
+                    "type": key[0],
+                    "feature": key[1],
+                    "test": key[2],
+                    "failingStreak": t.failing_streak,
+                    "passingStreak": t.passing_streak,
+                    "firstFailingAt": t.first_failing_at,
+                    "active": t.active.to_dict() if t.active is not None else None,
+                }
+            )
+        return out
+
+    def restore(self, state: Sequence[Mapping[str, Any]]) -> None:
+        """Take back what `state` returned (the tracks it names replace these ones).
+
+        Raises KeyError, TypeError or ValueError on an entry that is not one of `state`'s.
+        """
+        tracks: dict[tuple[str, str | None, str], _Track] = {}
+        for entry in state:
+            feature = None if entry["feature"] is None else str(entry["feature"])
+            key = (str(entry["type"]), feature, str(entry["test"]))
+            onset = entry["firstFailingAt"]
+            active = entry["active"]
+            tracks[key] = _Track(
+                failing_streak=int(entry["failingStreak"]),
+                passing_streak=int(entry["passingStreak"]),
+                first_failing_at=None if onset is None else str(onset),
+                active=None if active is None else Alert.from_dict(active),
+            )
+        self._tracks.update(tracks)
+
+    def onsets(self) -> tuple[tuple[tuple[str, str | None, str], str, bool], ...]:
+        """What a restart must not change: each failing check's onset, and whether it alerts.
+
+        Streak counts are left out: they move at every evaluation, and a restored alert whose
+        count is a little behind still has its identity.
+        """
+        return tuple(
+            (key, t.first_failing_at, t.active is not None)
+            for key, t in sorted(self._tracks.items(), key=lambda kv: _sort_key(kv[0]))
+            if t.first_failing_at is not None
+        )
 
     def pending(self) -> int:
         """Checks failing but not (yet) alerting: a hint that something is building up."""

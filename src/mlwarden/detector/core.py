@@ -19,7 +19,7 @@ import hashlib
 import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -311,6 +311,10 @@ def drift_evidence(alert_type: str, check: DriftCheck, verdict: FeatureDrift) ->
 
 
 # --------------------------------------------------------------------------- detector
+
+
+# The alert types judged on requests alone (no reference): their state outlives a rebaseline.
+SLO_ALERT_TYPES: Final = frozenset({"Latency", "Errors"})
 
 
 class Detector:

@@ -15,6 +15,17 @@ and its identity — is stored and reloaded; raw rows never are.
 - `reuse_decision`: reload the stored reference unless the user asked for a new one (a new
   rebaseline token, or a spec change to those fields). Re-baselining is always explicit.
 
+The alert state is stored next to the reference (a restarted detector must not start a "new
+incident", which the operator's once-per-incident guardrail would let act again):
+
+- `encode_alert_state` / `decode_alert_state`: the alert state machine's `state()` and the id
+  of the reference it was judged against, as JSON.
+- `alerts_to_restore`: all of it when that reference is the one in force again; otherwise
+  (a rebaseline, a changed spec or reference file, a restart during the warm-up) only the
+  checks judged without a reference (`SLO_ALERT_TYPES`: latency, errors). Drift, data
+  quality and performance alerts were judged against a reference no longer in force; the
+  user said what normal is now, so they end, and are judged anew against the new reference.
+
 `MAX_STORED_BYTES` keeps the stored form inside a ConfigMap (1 MiB for the whole object);
 a reference whose summary is larger is refused with the columns that make it large.
 Everything here is pure; `store.py` holds the ConfigMap and file shells.
@@ -33,11 +44,12 @@ from typing import Any, Final
 
 import numpy as np
 
-from mlwarden.detector.core import Column, Reference
+from mlwarden.detector.core import SLO_ALERT_TYPES, Column, Reference
 from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModelSpec
 from mlwarden.stats import CategoricalSketch, NumericSketch
 
 FORMAT: Final = "mlwarden.io/reference/v1"
+ALERTS_FORMAT: Final = "mlwarden.io/alerts/v1"
 # The ConfigMap holds the gzip'd JSON base64-encoded in binaryData (4/3 larger), next to
 # metadata; 1 MiB is the limit of the whole object.
 MAX_STORED_BYTES: Final = 700 * 1024
@@ -262,3 +274,54 @@ def reuse_decision(
             "reference was built: warming up a new reference",
         )
     return ReuseDecision(True, f"reloaded the stored reference {stored.reference.id}")
+
+
+# --------------------------------------------------------------------------- alert state
+
+
+@dataclass(frozen=True)
+class StoredAlerts:
+    reference: str | None  # the id of the reference in force when the state was stored
+    state: list[dict[str, Any]]  # AlertStateMachine.state()
+    saved_at: str
+
+
+def encode_alert_state(
+    state: list[dict[str, Any]], *, reference: str | None, saved_at: str
+) -> bytes:
+    d = {"format": ALERTS_FORMAT, "reference": reference, "savedAt": saved_at, "tracks": state}
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def decode_alert_state(data: bytes, *, where: str) -> StoredAlerts:
+    """The stored alert state; StoredReferenceError naming `where` if unreadable."""
+    try:
+        d = json.loads(data)
+    except ValueError as exc:
+        raise StoredReferenceError(f"{where}: not a stored alert state ({exc})") from None
+    if not isinstance(d, dict) or d.get("format") != ALERTS_FORMAT:
+        found = d.get("format") if isinstance(d, dict) else type(d).__name__
+        raise StoredReferenceError(f"{where}: format {found!r}, expected {ALERTS_FORMAT!r}")
+    tracks, reference = d.get("tracks"), d.get("reference")
+    if not isinstance(tracks, list) or not all(isinstance(t, dict) for t in tracks):
+        raise StoredReferenceError(f"{where}: tracks: expected a list of objects")
+    return StoredAlerts(
+        reference=None if reference is None else str(reference),
+        state=tracks,
+        saved_at=str(d.get("savedAt") or ""),
+    )
+
+
+def alerts_to_restore(
+    stored: StoredAlerts, *, reference: str | None
+) -> tuple[list[dict[str, Any]], str]:
+    """The tracks a detector starting with `reference` in force takes back, and why."""
+    if reference is not None and reference == stored.reference:
+        return stored.state, f"restored the alert state stored at {stored.saved_at}"
+    kept = [t for t in stored.state if t.get("type") in SLO_ALERT_TYPES]
+    dropped = len(stored.state) - len(kept)
+    return kept, (
+        f"the alert state stored at {stored.saved_at} was judged against reference "
+        f"{stored.reference!r}, not the one in force ({reference!r}): kept "
+        f"{len(kept)} latency/error check(s), ended {dropped} judged against that reference"
+    )

@@ -16,6 +16,13 @@ completed warm-up reference is stored and a restarted detector reloads it instea
 up on whatever traffic comes next (`persist.reuse_decision`); status.detector.reference says
 which reference is in force, since when, and where it is stored.
 
+The alert state (each failing check's onset and streaks, the active alerts) is stored in the
+same place (`persist.encode_alert_state`) and restored on start (`persist.alerts_to_restore`),
+so a detector restarted by an OOM kill, an eviction or a rollout reports the same alerts with
+the same `since`: to the operator it is the same incident. It is written before the status
+write that reports an alert fired or resolved, and a new or ended onset of a check that is not
+alerting yet at most once per status-write interval; streak counts alone never cause a write.
+
 With an ingest token, every POST must carry `Authorization: Bearer TOKEN`; anything else is
 refused with 401 and counted (`mlwarden_detector_batches_rejected_total{reason="unauthorized"}`).
 """
@@ -48,7 +55,10 @@ from mlwarden.detector.ingest import BatchError, decode, parse_batch, parse_labe
 from mlwarden.detector.persist import (
     StoredReference,
     StoredReferenceError,
+    alerts_to_restore,
+    decode_alert_state,
     decode_reference,
+    encode_alert_state,
     encode_reference,
     reference_basis,
     reuse_decision,
@@ -179,6 +189,11 @@ class DetectorService:
         self._refused: str | None = None  # a reference id too large to store
         self.ingest_token = ingest_token
         self.metrics.ingest_authenticated.set(1 if ingest_token else 0)
+        # The alert state as last stored (its onsets), and when: what a restart takes back.
+        self._alerts_stored: tuple[Any, ...] = ()
+        self._alerts_stored_at = 0.0
+        self.alerts_reason = ""
+        self._alerts_min_interval = 5.0 if writer is None else writer.min_interval
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -282,6 +297,65 @@ class DetectorService:
         self.metrics.reference_stored.set(1)
         log.info("reference %s stored in %s (%d bytes)", ref.id, self.store.where, len(data))
 
+    async def restore_alerts(self) -> None:
+        """Take back the stored alert state that still applies (after the reference is set)."""
+        if self.store is None:
+            return
+        try:
+            data = await self.store.load_alerts()
+            if not data:
+                return
+            stored = decode_alert_state(data, where=f"{self.store.where} (alerts)")
+            ref = self.detector.reference
+            tracks, self.alerts_reason = alerts_to_restore(
+                stored, reference=ref.id if ref is not None else None
+            )
+            self.detector.alerts.restore(tracks)
+        except StoredReferenceError as exc:
+            # Not fatal: the alerts are judged anew (as before alert state was stored).
+            self.alerts_reason = f"alert state not restored: {exc}"
+            log.error("%s", self.alerts_reason)
+            return
+        except (KeyError, TypeError, ValueError) as exc:
+            self.alerts_reason = f"alert state not restored: {self.store.where}: {exc!r}"
+            log.error("%s", self.alerts_reason)
+            return
+        self._alerts_stored = self.detector.alerts.onsets()
+        for a in self.detector.alerts.active:
+            self.metrics.alert.labels(a.type, a.feature or "", a.test).set(1)
+        active = self.detector.alerts.active
+        log.info(
+            "%s: %d active alert(s) %s",
+            self.alerts_reason,
+            len(active),
+            [f"{a.type}/{a.feature or a.test} since {a.since}" for a in active],
+        )
+
+    async def persist_alerts(self, *, urgent: bool) -> None:
+        """Store the alert state if its onsets changed: at once when `urgent` (an alert fired
+        or resolved, about to be reported), else at most once per write interval."""
+        if self.store is None:
+            return
+        onsets = self.detector.alerts.onsets()
+        if onsets == self._alerts_stored:
+            return
+        now = time.monotonic()
+        if not urgent and now - self._alerts_stored_at < self._alerts_min_interval:
+            return
+        ref = self.detector.reference
+        data = encode_alert_state(
+            self.detector.alerts.state(),
+            reference=ref.id if ref is not None else None,
+            saved_at=iso(time.time()),
+        )
+        try:
+            await self.store.save_alerts(data)
+        except StoredReferenceError as exc:
+            self.store_error = f"alert state not stored (retrying): {exc}"
+            log.error("%s", self.store_error)
+            return
+        self._alerts_stored, self._alerts_stored_at = onsets, now
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._evaluate_forever(), name="mlwarden-evaluate")
 
@@ -290,6 +364,8 @@ class DetectorService:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        with contextlib.suppress(Exception):  # best effort: a crash would not get this far
+            await self.persist_alerts(urgent=True)
         if self.writer is not None:
             await self.writer.close()
         if self.store is not None:
@@ -326,6 +402,9 @@ class DetectorService:
                 "alert %s: %s %s %s (%s)", t.kind, a.type, a.feature or "", a.test, a.message
             )
         await self.persist_reference()
+        # Stored before the status write reports it: once the operator may act on an alert,
+        # a restarted detector must report the same one.
+        await self.persist_alerts(urgent=bool(transitions))
         # Write on alert changes, and when the reference in force (or where it is stored)
         # changes (the operator's WarmingUp -> Observing), including at the first evaluation.
         reference = self._reference_status()
@@ -351,6 +430,8 @@ class DetectorService:
             }
         if self.reference_reason:
             out["reason"] = self.reference_reason
+        if self.alerts_reason:
+            out["alertState"] = self.alerts_reason
         if self.model.rebaseline is not None:
             out["rebaseline"] = self.model.rebaseline
         if self.store_error is not None:
@@ -525,6 +606,7 @@ async def serve(
             "reach this port can post records and shape the reference"
         )
     await service.load_reference()
+    await service.restore_alerts()
     runner = web.AppRunner(service.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, listen[0], listen[1]).start()

@@ -9,6 +9,9 @@ Both shells move the bytes of `persist.encode_reference` and nothing else.
   a cluster (`--report-to`, an API emulator in the tests) a missing ConfigMap is created,
   owned by the ObservedModel read through its status subresource.
 - `FileStore`: `DIR/NAMESPACE.NAME-reference.json.gz`, for `--reference-store DIR` local runs.
+
+Next to the reference, each keeps the alert state (`persist.encode_alert_state`, JSON):
+`data[alerts.json]` of the same ConfigMap, or `DIR/NAMESPACE.NAME-alerts.json`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from mlwarden.detector.persist import StoredReferenceError, from_text, to_text
 from mlwarden.detector.reporter import status_path
 
 KEY: Final = "reference.json.gz"
+ALERTS_KEY: Final = "alerts.json"
 
 
 def reference_store_name(model_name: str) -> str:
@@ -39,31 +43,48 @@ class ReferenceStore(Protocol):
 
     async def save(self, data: bytes, *, info: dict[str, str]) -> None: ...
 
+    async def load_alerts(self) -> bytes | None: ...
+
+    async def save_alerts(self, data: bytes) -> None: ...
+
     async def close(self) -> None: ...
 
 
 class FileStore:
     def __init__(self, directory: str, *, namespace: str, name: str) -> None:
         self.path = Path(directory) / f"{namespace}.{reference_store_name(name)}.json.gz"
+        self.alerts_path = Path(directory) / f"{namespace}.{name}-alerts.json"
         self.where = f"file {self.path}"
 
     async def load(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoredReferenceError(f"{self.where}: cannot read: {exc.strerror}") from None
+        return self._read(self.path)
 
     async def save(self, data: bytes, *, info: dict[str, str]) -> None:
         del info
+        self._write(self.path, data)
+
+    async def load_alerts(self) -> bytes | None:
+        return self._read(self.alerts_path)
+
+    async def save_alerts(self, data: bytes) -> None:
+        self._write(self.alerts_path, data)
+
+    def _read(self, path: Path) -> bytes | None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, self.path)  # atomic: a crash leaves the old reference or the new
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
         except OSError as exc:
-            raise StoredReferenceError(f"{self.where}: cannot write: {exc.strerror}") from None
+            raise StoredReferenceError(f"file {path}: cannot read: {exc.strerror}") from None
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # atomic: a crash leaves the old content or the new
+        except OSError as exc:
+            raise StoredReferenceError(f"file {path}: cannot write: {exc.strerror}") from None
 
     async def close(self) -> None:
         return None
@@ -132,7 +153,19 @@ class ConfigMapStore:
         return from_text(str(text), where=f"{self.where} binaryData[{KEY}]")
 
     async def save(self, data: bytes, *, info: dict[str, str]) -> None:
-        patch = {"binaryData": {KEY: to_text(data)}, "data": dict(info)}
+        await self._patch_or_create({"binaryData": {KEY: to_text(data)}, "data": dict(info)})
+
+    async def load_alerts(self) -> bytes | None:
+        status, cm = await self._call("GET", self.path)
+        if status == 404 or not isinstance(cm, dict):
+            return None
+        text = (cm.get("data") or {}).get(ALERTS_KEY)
+        return str(text).encode() if text else None
+
+    async def save_alerts(self, data: bytes) -> None:
+        await self._patch_or_create({"data": {ALERTS_KEY: data.decode()}})
+
+    async def _patch_or_create(self, patch: dict[str, Any]) -> None:
         status, _ = await self._call("PATCH", self.path, patch, "application/merge-patch+json")
         if status != 404:
             return

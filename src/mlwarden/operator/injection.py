@@ -338,12 +338,65 @@ def _handlers(container: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any
 # --------------------------------------------------------------------------- the template change
 
 
+@dataclass(frozen=True)
+class ShutdownTiming:
+    """How an injected pod's sidecar stops, fitted into the pod's grace period.
+
+    On deletion the kubelet runs the sidecar's preStop sleep (`pre_stop` s: the endpoint
+    removal reaches kube-proxies and ingresses while the sidecar serves as before), then sends
+    SIGTERM: the sidecar drains (`drain` s: /readyz 503, `Connection: close` on every response,
+    still accepting), stops accepting, and has `shutdown` s for requests in flight and its last
+    capture flush. All of it must end before `terminationGracePeriodSeconds` (then SIGKILL);
+    the user's grace period is never changed: a short one shortens preStop first, then the
+    drain, and `note` says so.
+    """
+
+    pre_stop: int
+    drain: int
+    shutdown: int
+    note: str = ""
+
+
+DEFAULT_GRACE_SECONDS: Final = 30  # the API server's default terminationGracePeriodSeconds
+_MARGIN_SECONDS: Final = 1  # between the sidecar's exit and SIGKILL
+_MIN_SHUTDOWN_SECONDS: Final = 3  # in-flight requests and the last flush, at the least
+
+
+def shutdown_timing(*, grace: int | None, settings: OperatorSettings) -> ShutdownTiming:
+    """The sidecar's preStop, drain and shutdown budget within a grace period of `grace` s."""
+    grace = DEFAULT_GRACE_SECONDS if grace is None else max(int(grace), 0)
+    room = max(grace - _MARGIN_SECONDS - _MIN_SHUTDOWN_SECONDS, 0)
+    drain = min(settings.sidecar_drain_seconds, room)
+    pre_stop = min(settings.sidecar_prestop_seconds, room - drain)
+    shutdown = max(grace - _MARGIN_SECONDS - pre_stop - drain, 1)
+    note = ""
+    full = (
+        settings.sidecar_prestop_seconds
+        + settings.sidecar_drain_seconds
+        + _MARGIN_SECONDS
+        + _MIN_SHUTDOWN_SECONDS
+    )
+    if (pre_stop, drain) != (settings.sidecar_prestop_seconds, settings.sidecar_drain_seconds):
+        note = (
+            f"terminationGracePeriodSeconds {grace} leaves the sidecar preStop {pre_stop}s and "
+            f"drain {drain}s (configured {settings.sidecar_prestop_seconds}s and "
+            f"{settings.sidecar_drain_seconds}s); set it to at least {full}s for both"
+        )
+    return ShutdownTiming(pre_stop=pre_stop, drain=drain, shutdown=shutdown, note=note)
+
+
 def sidecar_container(
-    *, model: ObservedModel, settings: OperatorSettings, upstream_port: int, port_name: str
+    *,
+    model: ObservedModel,
+    settings: OperatorSettings,
+    upstream_port: int,
+    port_name: str,
+    timing: ShutdownTiming | None = None,
 ) -> dict[str, Any]:
     """The `mlwarden-sidecar` container: proxy on `port_name`, admin port for probes."""
     collector = f"http://{detector_name(model.name)}.{model.namespace}.svc:{settings.detector_port}"
-    return {
+    timing = timing or shutdown_timing(grace=None, settings=settings)
+    container: dict[str, Any] = {
         "name": SIDECAR_CONTAINER,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
@@ -368,6 +421,8 @@ def sidecar_container(
                 },
             },
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "MLWARDEN_DRAIN_SECONDS", "value": str(timing.drain)},
+            {"name": "MLWARDEN_SHUTDOWN_TIMEOUT", "value": str(timing.shutdown)},
         ],
         "ports": [
             {"name": port_name, "containerPort": settings.sidecar_port, "protocol": "TCP"},
@@ -383,6 +438,11 @@ def sidecar_container(
         "securityContext": plain(RESTRICTED_SECURITY_CONTEXT),
         "volumeMounts": [{"name": SIDECAR_VOLUME, "mountPath": MANIFEST_DIR, "readOnly": True}],
     }
+    if timing.pre_stop:
+        # The kubelet's own sleep (Kubernetes 1.30+): the image needs no `sleep` binary, and
+        # nothing on the admin port can be called to take the pod out of service.
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": timing.pre_stop}}}
+    return container
 
 
 def _sidecar_volume(model: ObservedModel) -> dict[str, Any]:
@@ -396,6 +456,7 @@ class _Injected:
     record: InjectionRecord
     containers: list[dict[str, Any]]
     volumes: list[dict[str, Any]]
+    note: str = ""  # about the pod, for the plan's message (a short grace period)
 
 
 def _check_collisions(
@@ -465,9 +526,14 @@ def _inject(
                 probes.append(path)
     else:
         sidecar_port_name = SIDECAR_PORT_NAME_DEFAULT
+    timing = shutdown_timing(grace=pod_spec.get("terminationGracePeriodSeconds"), settings=settings)
     containers.append(
         sidecar_container(
-            model=model, settings=settings, upstream_port=port.number, port_name=sidecar_port_name
+            model=model,
+            settings=settings,
+            upstream_port=port.number,
+            port_name=sidecar_port_name,
+            timing=timing,
         )
     )
     volumes = copy.deepcopy(list(pod_spec.get("volumes") or []))
@@ -490,7 +556,7 @@ def _inject(
         volume_added=not existing,
         probes=tuple(probes),
     )
-    return _Injected(record=record, containers=containers, volumes=volumes)
+    return _Injected(record=record, containers=containers, volumes=volumes, note=timing.note)
 
 
 def _without_sidecar(pod_spec: Mapping[str, Any], record: InjectionRecord) -> dict[str, Any]:
@@ -693,9 +759,10 @@ def plan_injection(
             if case == "A"
             else f"adding the sidecar with its port {SIDECAR_PORT_NAME_DEFAULT!r}"
         )
+        note = f"; {injected.note}" if injected.note else ""
         return InjectionPlan(
             state="injecting",
-            message=f"{where}: {how} (case {case}), in one template change",
+            message=f"{where}: {how} (case {case}), in one template change{note}",
             deployment_patch=patch,
         )
     if not rollout_complete(deployment):

@@ -77,6 +77,10 @@ class OperatorSettings:
     # The sidecar's ports inside the model pod: chosen away from common model ports.
     sidecar_port: int = 15080
     sidecar_admin_port: int = 15090
+    # Termination of an injected pod: the sidecar's preStop sleep (0: no hook, for clusters
+    # before Kubernetes 1.30, where the sleep action is off), then its drain on SIGTERM.
+    sidecar_prestop_seconds: int = 5
+    sidecar_drain_seconds: int = 5
     detector_port: int = 8080
     sidecar_resources: dict[str, Any] = field(
         default_factory=lambda: {
@@ -111,6 +115,12 @@ class OperatorSettings:
             image_pull_policy=env.get("MLWARDEN_IMAGE_PULL_POLICY", d.image_pull_policy),
             sidecar_port=int(env.get("MLWARDEN_SIDECAR_PORT", d.sidecar_port)),
             sidecar_admin_port=int(env.get("MLWARDEN_SIDECAR_ADMIN_PORT", d.sidecar_admin_port)),
+            sidecar_prestop_seconds=_seconds(
+                env, "MLWARDEN_SIDECAR_PRESTOP_SECONDS", d.sidecar_prestop_seconds
+            ),
+            sidecar_drain_seconds=_seconds(
+                env, "MLWARDEN_SIDECAR_DRAIN_SECONDS", d.sidecar_drain_seconds
+            ),
             detector_port=int(env.get("MLWARDEN_DETECTOR_PORT", d.detector_port)),
             sidecar_resources=_resources(
                 env,
@@ -126,6 +136,15 @@ class OperatorSettings:
             network_policy=_flag(env, "MLWARDEN_NETWORK_POLICY", d.network_policy),
             network_policy_metrics_from=_peers(env, "MLWARDEN_NETWORK_POLICY_METRICS_FROM"),
         )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise ValueError(f"{name}: must be a whole number of seconds (0 or more), got {text!r}")
+    return int(text)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

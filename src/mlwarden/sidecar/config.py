@@ -50,6 +50,11 @@ class SidecarConfig:
     client_header_timeout_seconds: float = 60.0
     client_body_timeout_seconds: float = 60.0
     max_connections: int = 4096
+    # Shutdown (SIGTERM): keep serving this long with /readyz failing and `Connection: close`
+    # on every response, then stop accepting; in-flight requests and the last capture flush
+    # then get `shutdown_timeout_seconds`. Kubernetes' default grace period is 30 s.
+    drain_seconds: float = 5.0
+    shutdown_timeout_seconds: float = 10.0
     observed_model: ObservedModel | None = None
     # Sent to the detector as a bearer token; keys the HMAC of spec.capture.redact hashes.
     ingest_token: str | None = field(default=None, repr=False)
@@ -79,6 +84,13 @@ class SidecarConfig:
         ):
             if not value > 0:
                 raise ValueError(f"{flag}: must be a positive number of seconds, got {value}")
+        if not self.drain_seconds >= 0:
+            raise ValueError(f"--drain-seconds: must be 0 or more, got {self.drain_seconds}")
+        if not self.shutdown_timeout_seconds > 0:
+            raise ValueError(
+                "--shutdown-timeout: must be a positive number of seconds, "
+                f"got {self.shutdown_timeout_seconds}"
+            )
 
     @property
     def records_url(self) -> str | None:

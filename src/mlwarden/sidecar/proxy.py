@@ -21,11 +21,26 @@ start, does the closing); a request body must keep arriving, at most
 
 `/metrics`, `/healthz` and `/readyz` live on a separate admin port so they can
 never shadow a path of the model's own.
+
+Shutdown (SIGTERM, as Kubernetes sends it) is a drain, then a stop, so that no client of a
+model being rolled sees a refused connection or a request cut off:
+
+    drain  for `drain_seconds` the proxy keeps accepting and serving as before, while
+           `/readyz` answers 503 and every response carries `Connection: close`: load
+           balancers stop sending new connections (endpoint removal takes seconds to reach
+           every kube-proxy and ingress), and keep-alive clients, whose connections stay
+           pinned to this pod, reconnect to another one after their next response.
+    stop   no new connection is accepted, idle ones are closed, requests in flight finish;
+           the capture queue is parsed and the shipper flushes what it can, all within
+           `shutdown_timeout_seconds`; then the process exits 0.
+
+A second SIGTERM or SIGINT during the drain ends it early.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
@@ -153,8 +168,21 @@ class ProxyHandler:
         self.body_timeout = config.client_body_timeout_seconds
         self.drops_queue_full = metrics.exchanges_dropped.labels("queue_full")
         self.body_timeouts = metrics.client_errors.labels("body_timeout")
+        # Set for the drain: every response from then on ends its connection.
+        self.closing = False
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        response = await self._forward(request)
+        if self.closing and not response.prepared:
+            response.force_close()
+        return response
+
+    async def _prepare(self, response: web.StreamResponse, request: web.BaseRequest) -> None:
+        if self.closing:
+            response.force_close()
+        await response.prepare(request)
+
+    async def _forward(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         started_at = time.time()
         capture = self.sample_rate >= 1.0 or (
@@ -218,7 +246,7 @@ class ProxyHandler:
                     status=status, reason=upstream.reason, headers=out_headers
                 )
                 upstream_done = time.perf_counter()
-                await response.prepare(request)
+                await self._prepare(response, request)
                 await response.write_eof()
                 response_body = b""
             elif (
@@ -249,7 +277,7 @@ class ProxyHandler:
                 response = web.StreamResponse(
                     status=status, reason=upstream.reason, headers=out_headers
                 )
-                await response.prepare(request)
+                await self._prepare(response, request)
                 tee = _Tee(self.cap) if capture else None
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
@@ -380,6 +408,7 @@ class Sidecar:
         self.worker: CaptureWorker | None = None
         self._runners: list[web.BaseRunner] = []
         self._session: aiohttp.ClientSession | None = None
+        self._handler: ProxyHandler | None = None
         self.ready = False
         self.proxy_port: int | None = None
         self.admin_port: int | None = None
@@ -432,6 +461,7 @@ class Sidecar:
             metrics=self.metrics,
             capturing=self.shipper is not None,
         )
+        self._handler = handler
         proxy_runner = web.ServerRunner(
             # No auto_decompress: a gzip request body must reach the model still gzipped.
             # access_log=None must be given to the Server itself: on the runner it is
@@ -448,6 +478,8 @@ class Sidecar:
                 access_log=None,
                 keepalive_timeout=c.client_header_timeout_seconds,
             ),
+            # In-flight requests get the shutdown budget less what the last flush needs.
+            shutdown_timeout=c.shutdown_timeout_seconds - _flush_reserve(c),
         )
         await proxy_runner.setup()
         self._runners.append(proxy_runner)
@@ -471,16 +503,37 @@ class Sidecar:
             c.records_url or "(none)",
         )
 
-    async def stop(self) -> None:
-        """Stop taking requests, finish those in flight, then flush capture and shipping."""
+    async def drain(self, interrupted: asyncio.Event | None = None) -> None:
+        """Keep serving for `drain_seconds`, not ready, closing each connection after its
+        response; `interrupted` ends the drain early."""
         self.ready = False
+        if self._handler is not None:
+            self._handler.closing = True
+        seconds = self.config.drain_seconds
+        if seconds <= 0:
+            return
+        log.info("mlwarden sidecar: draining for %g s (/readyz 503, Connection: close)", seconds)
+        if interrupted is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(interrupted.wait(), seconds)
+
+    async def stop(self) -> None:
+        """Stop taking requests, finish those in flight, then flush capture and shipping,
+        within `shutdown_timeout_seconds`."""
+        self.ready = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_timeout_seconds
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
         if self.worker is not None:
             await self.worker.stop()
         if self.shipper is not None:
-            await self.shipper.stop()
+            await self.shipper.stop(
+                flush_timeout=max(deadline - loop.time(), _flush_reserve(self.config))
+            )
         if self._session is not None:
             await self._session.close()
 
@@ -524,6 +577,11 @@ class Sidecar:
         return app
 
 
+def _flush_reserve(config: SidecarConfig) -> float:
+    """Of the shutdown budget, what the last capture flush keeps for itself."""
+    return min(2.0, config.shutdown_timeout_seconds / 2)
+
+
 def _bound_port(runner: web.BaseRunner) -> int:
     for address in runner.addresses:
         if isinstance(address, tuple):
@@ -535,10 +593,19 @@ async def serve(config: SidecarConfig) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     sidecar = Sidecar(config)
     await sidecar.start()
-    stop = asyncio.Event()
+    signals = 0
+    stop, hurry = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        (stop if signals == 1 else hurry).set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     await stop.wait()
+    await sidecar.drain(hurry)
     log.info("mlwarden sidecar: shutting down")
     await sidecar.stop()
+    log.info("mlwarden sidecar: stopped")

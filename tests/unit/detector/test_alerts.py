@@ -84,3 +84,49 @@ def test_non_finite_figures_are_null_for_json_and_the_crd() -> None:
     )
     assert m.active[0].to_dict()["statistic"] is None
     assert "feature" not in m.active[0].to_dict()
+
+
+# --------------------------------------------------------------------------- restarts
+
+
+def test_a_restored_machine_goes_on_as_the_one_it_was_taken_from() -> None:
+    """The state survives a JSON round trip; both machines then behave identically."""
+    import json
+    import math
+
+    m = AlertStateMachine(fire_after=2, resolve_after=2)
+    run(m, "FFF", feature="amount")  # active since t0
+    run(m, "PF", feature="age")  # pending, onset t1
+    m.observe([drift(False, "quiet")], now="t9", reference="ref")  # nothing to remember
+    odd = Evidence("Latency", "p99", math.inf, 100.0, failing=True, message="p99 inf")
+    m.observe([odd], now="t3", reference="ref")
+    m.observe([odd], now="t4", reference="ref")  # active, its statistic not finite
+    state = json.loads(json.dumps(m.state(), allow_nan=False))
+    assert [(s["type"], s["feature"]) for s in state] == [
+        ("FeatureDrift", "age"),
+        ("FeatureDrift", "amount"),
+        ("Latency", None),
+    ]
+    restored = AlertStateMachine(fire_after=2, resolve_after=2)
+    restored.restore(state)
+    assert restored.onsets() == m.onsets()
+    assert [a.to_dict() for a in restored.active] == [a.to_dict() for a in m.active]
+    assert restored.pending() == m.pending() == 1
+    # The pending check fires with its original onset; the active one keeps its `since`.
+    for machine in (m, restored):
+        (fired,) = machine.observe([drift(True, "age")], now="t10", reference="ref")
+        assert (fired.kind, fired.alert.since) == ("fired", "t1")
+        assert machine.observe([drift(True, "amount")], now="t11", reference="ref") == []
+        assert [a.since for a in machine.active if a.feature == "amount"] == ["t0"]
+
+
+def test_onsets_ignore_streak_counts() -> None:
+    """Storing on every evaluation would write as often as the checks run."""
+    m = AlertStateMachine(fire_after=2, resolve_after=2)
+    run(m, "FF")
+    before = m.onsets()
+    m.observe([drift(True)], now="t5", reference="ref")
+    assert m.onsets() == before
+    m.observe([drift(False)], now="t6", reference="ref")
+    m.observe([drift(False)], now="t7", reference="ref")
+    assert m.onsets() == ()

@@ -14,7 +14,10 @@ from mlwarden.detector.ingest import parse_batch
 from mlwarden.detector.persist import (
     MAX_STORED_BYTES,
     StoredReferenceError,
+    alerts_to_restore,
+    decode_alert_state,
     decode_reference,
+    encode_alert_state,
     encode_reference,
     from_text,
     reference_basis,
@@ -181,3 +184,55 @@ def test_reuse_only_without_an_explicit_rebaseline() -> None:
 def test_the_rebaseline_annotation_is_read_from_the_manifest() -> None:
     assert model().rebaseline is None
     assert model(rebaseline="2026-11-26T17:00Z").rebaseline == "2026-11-26T17:00Z"
+
+
+# --------------------------------------------------------------------------- alert state
+
+
+def _state() -> list[dict[str, Any]]:
+    from mlwarden.detector.alerts import AlertStateMachine, Evidence
+
+    m = AlertStateMachine(fire_after=1, resolve_after=1)
+    for type_, feature, test in (("FeatureDrift", "b", "ks"), ("Latency", None, "p99")):
+        m.observe(
+            [Evidence(type_, test, 0.5, 0.1, failing=True, feature=feature)],
+            now="2026-11-26T15:02:11.204Z",
+            reference="warmup@aaa",
+        )
+    return m.state()
+
+
+def test_the_alert_state_round_trips() -> None:
+    data = encode_alert_state(_state(), reference="warmup@aaa", saved_at="2026-11-26T15:03:00Z")
+    stored = decode_alert_state(data, where="ConfigMap test/m-reference (alerts)")
+    assert (stored.reference, stored.saved_at) == ("warmup@aaa", "2026-11-26T15:03:00Z")
+    assert stored.state == _state()
+    assert json.loads(data)["format"] == "mlwarden.io/alerts/v1"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"{", "not a stored alert state"),
+        (b'{"format": "mlwarden.io/reference/v1"}', "expected 'mlwarden.io/alerts/v1'"),
+        (b'{"format": "mlwarden.io/alerts/v1", "tracks": {}}', "tracks: expected a list"),
+    ],
+)
+def test_an_unreadable_alert_state_is_a_clear_error(data: bytes, message: str) -> None:
+    with pytest.raises(StoredReferenceError, match="^cm alerts: .*" + message.replace("(", r"\(")):
+        decode_alert_state(data, where="cm alerts")
+
+
+def test_alerts_judged_against_another_reference_end_and_slo_alerts_stay() -> None:
+    """Same reference: everything comes back. A rebaseline (or a restart during the warm-up):
+    only latency and error checks, which need no reference."""
+    stored = decode_alert_state(
+        encode_alert_state(_state(), reference="warmup@aaa", saved_at="t"), where="x"
+    )
+    tracks, reason = alerts_to_restore(stored, reference="warmup@aaa")
+    assert [t["type"] for t in tracks] == ["FeatureDrift", "Latency"]
+    assert reason == "restored the alert state stored at t"
+    for reference in ("warmup@bbb", None):
+        tracks, reason = alerts_to_restore(stored, reference=reference)
+        assert [t["type"] for t in tracks] == ["Latency"]
+        assert "kept 1 latency/error check(s), ended 1 judged against that reference" in reason

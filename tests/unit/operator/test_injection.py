@@ -27,6 +27,8 @@ from mlwarden.operator.injection import (
     plan_injection,
     plan_removal,
     rollout_complete,
+    shutdown_timing,
+    sidecar_container,
 )
 from mlwarden.operator.settings import (
     ADMIN_PORT_NAME,
@@ -560,7 +562,12 @@ def test_sidecar_container(model: ObservedModel, settings: OperatorSettings) -> 
             "valueFrom": {"secretKeyRef": {"name": "fraud-ingest-token", "key": "token"}},
         },
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        # The default grace period of 30 s: preStop 5 + drain 5, 19 s for in-flight requests
+        # and the last flush, 1 s before SIGKILL.
+        {"name": "MLWARDEN_DRAIN_SECONDS", "value": "5"},
+        {"name": "MLWARDEN_SHUTDOWN_TIMEOUT", "value": "19"},
     ]
+    assert sidecar["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
     assert sidecar["readinessProbe"] == {"httpGet": {"path": "/readyz", "port": ADMIN_PORT_NAME}}
     assert sidecar["livenessProbe"] == {"httpGet": {"path": "/healthz", "port": ADMIN_PORT_NAME}}
     assert sidecar["resources"] == settings.sidecar_resources
@@ -902,3 +909,59 @@ def test_error_model_port_named_like_ours(
         service["spec"]["ports"][0]["targetPort"] = model_port_name
     with pytest.raises(InjectionError, match=rf"the port name '{model_port_name}' at "):
         _plan(model, settings, deployment=deployment, service=service)
+
+
+@pytest.mark.parametrize(
+    ("grace", "expected"),
+    [
+        (None, (5, 5, 19)),  # the API server's default, 30 s
+        (30, (5, 5, 19)),
+        (120, (5, 5, 109)),  # a long grace period is for requests in flight
+        (12, (3, 5, 3)),  # preStop gives way first ...
+        (8, (0, 4, 3)),  # ... then the drain
+        (2, (0, 0, 1)),
+        (0, (0, 0, 1)),
+    ],
+)
+def test_shutdown_fits_the_grace_period(
+    settings: OperatorSettings, grace: int | None, expected: tuple[int, int, int]
+) -> None:
+    timing = shutdown_timing(grace=grace, settings=settings)
+    assert (timing.pre_stop, timing.drain, timing.shutdown) == expected
+    budget = 30 if grace is None else grace
+    assert timing.pre_stop + timing.drain + timing.shutdown < max(budget, 2)
+    assert bool(timing.note) == (expected[:2] != (5, 5))
+
+
+def test_a_short_grace_period_is_kept_and_said(
+    model: ObservedModel, settings: OperatorSettings
+) -> None:
+    deployment = target_deployment()
+    deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 8
+    plan = plan_injection(
+        deployment=deployment, service=target_service(by_name=False), model=model, settings=settings
+    )
+    assert plan.deployment_patch is not None
+    pod = plan.deployment_patch["spec"]["template"]["spec"]
+    assert "terminationGracePeriodSeconds" not in pod  # the user's, not ours to change
+    sidecar = pod["containers"][-1]
+    assert "lifecycle" not in sidecar
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert (env["MLWARDEN_DRAIN_SECONDS"], env["MLWARDEN_SHUTDOWN_TIMEOUT"]) == ("4", "3")
+    assert "terminationGracePeriodSeconds 8 leaves the sidecar preStop 0s and drain 4s" in (
+        plan.message
+    )
+    assert "at least 14s" in plan.message
+
+
+def test_no_prestop_hook_when_turned_off(model: ObservedModel) -> None:
+    """Clusters before 1.30 have the sleep action off: the API server would refuse the hook."""
+    settings = OperatorSettings.from_env({"MLWARDEN_SIDECAR_PRESTOP_SECONDS": "0"})
+    sidecar = sidecar_container(
+        model=model, settings=settings, upstream_port=8080, port_name="http"
+    )
+    assert "lifecycle" not in sidecar
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert (env["MLWARDEN_DRAIN_SECONDS"], env["MLWARDEN_SHUTDOWN_TIMEOUT"]) == ("5", "24")
+    with pytest.raises(ValueError, match="MLWARDEN_SIDECAR_DRAIN_SECONDS: must be a whole"):
+        OperatorSettings.from_env({"MLWARDEN_SIDECAR_DRAIN_SECONDS": "2.5"})

@@ -449,3 +449,25 @@ def test_an_action_resumed_after_a_restart_counts_once_towards_the_hourly_limit(
     )
     out = plan(build, model, [build.alert("Errors", None)], snap, history=[running])
     assert [(r.action, r.result) for r in out] == [("scale", "Succeeded"), ("pause", "Running")]
+
+
+def test_a_restarted_detector_is_the_same_incident_only_with_the_same_onset(build: Any) -> None:
+    """The detector stores its alert state so that, restarted after our rollback 7→6, it
+    reports the alert with the same `since`: no second rollback (to 7, the faulty one). A
+    detector that forgot its onset would start a new incident, and the guardrail would let
+    the second rollback through: this is what `since` must not do."""
+    live, sets = _history(build)
+    model = build.model(ROLLBACK, guardrails={"cooldown": "1s"})
+    before = build.alert("PredictionDrift", None)
+    (ours,) = plan(build, model, [before], build.snapshot(live, *sets))
+    done = ours.settle("Succeeded", "applied")
+    after = build.applied([live, *sets], done)
+    after[("Deployment", "fraud-model")]["metadata"]["annotations"][
+        "deployment.kubernetes.io/revision"
+    ] = "8"
+    restarted = copy.deepcopy(before)  # the same alert, as the restarted detector reports it
+    (record,) = plan(build, model, [restarted], after, history=[done], later=timedelta(minutes=5))
+    assert record.result == "Skipped" and "not again" in record.reason
+    forgot = {**before, "since": format_time(build.NOW + timedelta(minutes=4))}
+    (record,) = plan(build, model, [forgot], after, history=[done], later=timedelta(minutes=5))
+    assert (record.result, record.to_state) == ("Running", "7")
