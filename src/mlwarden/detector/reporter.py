@@ -25,11 +25,9 @@ from typing import Any
 
 import aiohttp
 
-from mlwarden.kube import Kube, in_cluster
+from mlwarden.kube import Kube, in_cluster, path
 
 log = logging.getLogger(__name__)
-
-GROUP, VERSION, PLURAL = "mlwarden.io", "v1alpha1", "observedmodels"
 
 
 MAX_WRITE_INTERVAL = 5.0
@@ -46,7 +44,7 @@ def write_interval(evaluation_interval: float) -> float:
 
 
 def status_path(namespace: str, name: str) -> str:
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+    return path("ObservedModel", namespace, name, "status")
 
 
 def status_patch(
