@@ -170,7 +170,9 @@ class StaticToken:
     def __init__(self, server: str, token: str | None = None, *, ca_file: str | None = None):
         server = server.rstrip("/")
         self._endpoint = Endpoint(server, _bearer(token), _ssl_for(server, ca_file))
-        self.source = "the token given on the command line" if token else "no token"
+        self.source = (
+            "the fixed token given (--report-token)" if token else "an anonymous client (no token)"
+        )
 
     async def endpoint(self) -> Endpoint:
         return self._endpoint

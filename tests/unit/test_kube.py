@@ -158,7 +158,7 @@ async def test_a_missing_token_file_says_which_file(tmp_path: Path) -> None:
 
 async def test_a_static_token_is_not_renewed(api: ApiServer) -> None:
     kube = Kube(StaticToken(api.url, "stale"))
-    with pytest.raises(Unauthorized, match="the token given on the command line"):
+    with pytest.raises(Unauthorized, match=r"the fixed token given \(--report-token\)"):
         await kube.get(CM)
     await kube.close()
     assert api.log == [("stale", "GET", 401)]
