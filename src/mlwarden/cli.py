@@ -213,6 +213,12 @@ def _detector_parser(sub: Any) -> None:
     _add(p, "--report-token", help="bearer token for --report-to")
     _add(
         p,
+        "--report-token-file",
+        help="file holding the bearer token for --report-to (instead of --report-token), "
+        "read again when it changes, as a projected service-account token the kubelet rotates",
+    )
+    _add(
+        p,
         "--reference-dir",
         help="where a configMap reference is mounted",
         default="/etc/mlwarden/reference",
@@ -393,6 +399,7 @@ def _run_detector(args: argparse.Namespace) -> int:
     from mlwarden.detector.service import serve
     from mlwarden.detector.store import ConfigMapStore, FileStore, ReferenceStore
     from mlwarden.ingest_auth import ENV_TOKEN, load_ingest_token
+    from mlwarden.kube import Credentials, Kube, StaticToken, TokenFile
     from mlwarden.sidecar.config import parse_hostport, parse_http_url
     from mlwarden.spec import load_observed_model
 
@@ -400,12 +407,19 @@ def _run_detector(args: argparse.Namespace) -> int:
     listen = parse_hostport(args.listen, what="--listen")
     token = load_ingest_token(file=args.ingest_token_file, value=os.environ.get(ENV_TOKEN))
     every = write_interval(model.spec.alerting.evaluation_interval_seconds)
+    if args.report_token and args.report_token_file:
+        raise UsageError("--report-token and --report-token-file: give one, not both")
     if args.report_to:
+        server = parse_http_url(args.report_to, what="--report-to")
+        credentials: Credentials = (
+            TokenFile(server, args.report_token_file)
+            if args.report_token_file
+            else StaticToken(server, args.report_token)
+        )
         writer: StatusWriter | None = StatusWriter(
-            parse_http_url(args.report_to, what="--report-to"),
+            Kube(credentials, timeout=10.0),
             namespace=model.namespace,
             name=model.name,
-            token=args.report_token,
             min_interval=every,
         )
     else:
@@ -416,14 +430,8 @@ def _run_detector(args: argparse.Namespace) -> int:
     if args.reference_store:
         store = FileStore(args.reference_store, namespace=model.namespace, name=model.name)
     elif writer is not None:
-        # The same API and credentials as the status writes: ConfigMap NAME-reference.
-        store = ConfigMapStore(
-            writer.api,
-            namespace=model.namespace,
-            name=model.name,
-            token=writer.token,
-            ca_file=writer.ca_file,
-        )
+        # The same API client and credentials as the status writes: ConfigMap NAME-reference.
+        store = ConfigMapStore(writer.kube, namespace=model.namespace, name=model.name)
     try:
         _run_loop(
             serve(

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from mlwarden.cli import build_parser
 from mlwarden.detector.service import DetectorMetrics
-from mlwarden.operator.kube import KINDS
+from mlwarden.kube import KINDS
 from mlwarden.operator.metrics import OperatorMetrics
 from mlwarden.operator.settings import (
     ADMIN_PORT_NAME,
@@ -70,7 +70,7 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 # --------------------------------------------------------------------------- RBAC, expected
-# What the operator does with the API, from src/mlwarden/operator/kube.py (KINDS: the kinds it
+# What the operator does with the API, from src/mlwarden/kube.py (KINDS: the kinds it
 # reads, creates, merge-patches and deletes) and handlers.py (kopf watches and patches
 # ObservedModels and their status, posts Events; the detector objects are created and patched;
 # the target Deployment and Service are read and patched). Exact: the chart grants this and no

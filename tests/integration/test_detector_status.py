@@ -13,6 +13,7 @@ import pytest
 from harness import free_port, manifest
 
 from mlwarden.detector.reporter import StatusWriter
+from mlwarden.kube import Kube, StaticToken
 
 RESOURCE = "mlwarden.io/v1alpha1/observedmodels"
 SPEC = """\
@@ -39,7 +40,9 @@ async def test_status_writer_merge_patches_the_status_subresource() -> None:
     async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
         api.resources[RESOURCE] = {}
         api.objects[RESOURCE, "test", "m"] = observed_model()
-        writer = StatusWriter(str(server.url), namespace="test", name="m", min_interval=0.0)
+        writer = StatusWriter(
+            Kube(StaticToken(str(server.url))), namespace="test", name="m", min_interval=0.0
+        )
         alert = {
             "type": "Errors",
             "test": "error_rate",
@@ -58,7 +61,7 @@ async def test_status_writer_merge_patches_the_status_subresource() -> None:
         await writer.wait_idle()
         assert api.objects[RESOURCE, "test", "m"]["status"]["alerts"] == []
         assert api.objects[RESOURCE, "test", "m"]["spec"] == {"target": {"deployment": "m"}}
-        assert writer.url.endswith("/namespaces/test/observedmodels/m/status")
+        assert writer.path.endswith("/namespaces/test/observedmodels/m/status")
         assert writer.writes_ok == 2
         await writer.close()
 

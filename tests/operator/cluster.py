@@ -15,7 +15,8 @@ it), what the API server and its controllers would do:
   kubeconfig's token) is appended to `OPERATOR_CALLS` as RBAC sees it (verb,
   API group, resource[/subresource], namespace, name), for test_rbac_audit.py;
 - fault injection: `faults` holds `Fault`s that answer matching operator calls
-  with an error status, a delay, or a watch stream that stalls (test_api_faults.py).
+  with an error status, a delay, or a watch stream that stalls (test_api_faults.py);
+- token expiry (emulate_tokens.py): `rotate_token(old, new)` and the old token gets 401.
 
 The custom resources the reactions change (Gateway API HTTPRoute, Istio
 VirtualService) are declared like any other kind: the emulator serves whatever
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from emulate_tokens import TokenRotation
 from kmock import ResourceInfo
 
 from mlwarden.demo.cluster import ApiServerEmulator
@@ -150,7 +152,7 @@ class Fault:
         )
 
 
-class Cluster(ApiServerEmulator):
+class Cluster(TokenRotation, ApiServerEmulator):
     instant_rollouts: bool = True
     faults: list[Fault]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlwarden.diagnose import needed_kinds
-from mlwarden.operator.kube import KINDS
+from mlwarden.kube import KINDS
 from mlwarden.operator.respond import KINDS_READ, MAX_RECORDS, describe, has_work, upsert
 from mlwarden.react.records import ActionRecord
 

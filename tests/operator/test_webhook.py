@@ -20,8 +20,8 @@ from cluster import (
 )
 from kubernetes_validate import validate
 
+from mlwarden.kube import Kube, StaticToken
 from mlwarden.operator import handlers, injection
-from mlwarden.operator.kube import Endpoint, Kube
 from mlwarden.operator.settings import OperatorSettings
 from mlwarden.operator.webhook import INJECT_ANNOTATION, inject_at_admission
 from mlwarden.react.records import apply_merge_patch
@@ -54,7 +54,7 @@ async def test_admission_injects_what_patch_mode_would(cluster: tuple[Cluster, s
     api.objects[SERVICES, NS, "fraud-model"] = service
     deployment = model_deployment()
     deployment["metadata"]["annotations"] = {INJECT_ANNOTATION: "fraud"}
-    handlers.STATE.kube = Kube(Endpoint(server, {}, False))
+    handlers.STATE.kube = Kube(StaticToken(server))
     handlers.STATE.settings = OperatorSettings()
     try:
         patch = kopf.Patch()
@@ -87,7 +87,7 @@ async def test_deployments_that_did_not_opt_in_or_name_another_model_are_untouch
     api, server = cluster
     api.objects[OM, NS, "fraud"] = observed_model(target="other-model")
     api.objects[SERVICES, NS, "fraud-model"] = model_service()
-    handlers.STATE.kube = Kube(Endpoint(server, {}, False))
+    handlers.STATE.kube = Kube(StaticToken(server))
     try:
         for annotations in ({INJECT_ANNOTATION: "fraud"}, {INJECT_ANNOTATION: "missing"}):
             deployment = model_deployment()

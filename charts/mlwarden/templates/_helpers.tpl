@@ -120,7 +120,7 @@ A quantity left out is not set, and the operator's default applies.
 {{/*
 Every API call the operator makes, as RBAC rules: exact verbs and resources, no wildcards.
 The ClusterRole (all namespaces) and each namespace's Role render this same list; keep it in
-step with src/mlwarden/operator/kube.py (KINDS) and handlers.py. tests/chart/test_chart.py
+step with src/mlwarden/kube.py (KINDS) and handlers.py. tests/chart/test_chart.py
 checks it against an expected list of (apiGroup, resource, verb).
 */}}
 {{- define "mlwarden.operatorRules" -}}

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -803,7 +803,7 @@ class Demo:
         for c in containers:
             if c["name"] == "model":
                 c["image"] = IMAGE.format(BAD)
-        await _patch(server, "apps/v1", "deployments", MODEL,
+        await _patch(server, "Deployment", MODEL,
                      {"spec": {"template": {"spec": {"containers": containers}}}})  # fmt: skip
         self.traffic.phase = "rollout"
         incident.onset = self.t()
@@ -1023,27 +1023,26 @@ def _model_image(dep: dict[str, Any]) -> str:
 async def _kubectl_apply(server: str, manifest: str) -> None:
     import yaml
 
-    body = yaml.safe_load(manifest)
-    await _request(server, "POST", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels",
-                   body, "application/json")  # fmt: skip
+    await _api(server, lambda kube: kube.create(yaml.safe_load(manifest)))
 
 
-async def _patch(server: str, group_version: str, plural: str, name: str, body: Any) -> None:
-    prefix = "/api" if "/" not in group_version else "/apis"
-    ctype = "application/merge-patch+json"
-    await _request(server, "PATCH", f"{prefix}/{group_version}/namespaces/{NS}/{plural}/{name}",
-                   body, ctype)  # fmt: skip
+async def _patch(server: str, kind: str, name: str, body: Any) -> None:
+    from mlwarden.kube import path
+
+    await _api(server, lambda kube: kube.merge_patch(path(kind, NS, name), body))
 
 
-async def _request(server: str, method: str, path: str, body: Any, ctype: str) -> Any:
-    import aiohttp
+async def _api(server: str, call: Callable[[Any], Awaitable[Any]]) -> Any:
+    """One call through mlwarden's Kubernetes client, as kubectl would make it."""
+    from mlwarden.kube import Kube, KubeError, StaticToken
 
-    async with aiohttp.ClientSession() as http, http.request(
-        method, server + path, data=json.dumps(body), headers={"Content-Type": ctype}
-    ) as resp:  # fmt: skip
-        if resp.status >= 300:
-            raise DemoError(f"{method} {path}: {resp.status} {await resp.text()}")
-        return await resp.json()
+    kube = Kube(StaticToken(server))
+    try:
+        return await call(kube)
+    except KubeError as exc:
+        raise DemoError(str(exc)) from None
+    finally:
+        await kube.close()
 
 
 def _get_json(url: str) -> Any:

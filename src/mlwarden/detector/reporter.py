@@ -8,30 +8,26 @@ on alert state changes, at most one per `min_interval` seconds (`write_interval`
 are coalesced into the next write. A failed write is retried with
 backoff until it lands or a newer state replaces it.
 
-Where: in a cluster, the API server from KUBERNETES_SERVICE_HOST/PORT with the
-pod's service-account token and CA; outside, `--report-to URL` (with an
-optional bearer token), which is also how the tests point it at an emulator.
+Where and as whom: the `mlwarden.kube` client given. In a cluster, the API server from
+KUBERNETES_SERVICE_HOST/PORT with the pod's projected service-account token (re-read when
+the kubelet rotates it) and CA; outside, `--report-to URL` (with an optional bearer token
+or token file), which is also how the tests point it at an emulator.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-log = logging.getLogger(__name__)
+from mlwarden.kube import Kube, in_cluster, path
 
-SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-GROUP, VERSION, PLURAL = "mlwarden.io", "v1alpha1", "observedmodels"
+log = logging.getLogger(__name__)
 
 
 MAX_WRITE_INTERVAL = 5.0
@@ -48,7 +44,7 @@ def write_interval(evaluation_interval: float) -> float:
 
 
 def status_path(namespace: str, name: str) -> str:
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+    return path("ObservedModel", namespace, name, "status")
 
 
 def status_patch(
@@ -62,26 +58,21 @@ def status_patch(
 class StatusWriter:
     def __init__(
         self,
-        api: str,
+        kube: Kube,
         *,
         namespace: str,
         name: str,
-        token: str | None = None,
-        ca_file: str | None = None,
         min_interval: float = MAX_WRITE_INTERVAL,
         on_result: Callable[[str], None] | None = None,
     ) -> None:
-        self.api = api.rstrip("/")
-        self.url = self.api + status_path(namespace, name)
-        self.token = token
-        self.ca_file = ca_file
+        self.kube = kube
+        self.path = status_path(namespace, name)
         self.min_interval = min_interval
         self.on_result = on_result  # called with "ok" or "error" after every attempt
         self._desired: dict[str, Any] | None = None
         self._written: dict[str, Any] | None = None
         self._last_write = 0.0
         self._task: asyncio.Task[None] | None = None
-        self._session: aiohttp.ClientSession | None = None
         self.writes_ok = 0
         self.writes_failed = 0
         self.last_error: str | None = None
@@ -90,21 +81,12 @@ class StatusWriter:
     def in_cluster(
         cls, *, namespace: str, name: str, min_interval: float = MAX_WRITE_INTERVAL
     ) -> StatusWriter | None:
-        host, port = (
-            os.environ.get("KUBERNETES_SERVICE_HOST"),
-            os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
-        )
-        token_file = SERVICE_ACCOUNT / "token"
-        if not host or not token_file.exists():
+        """With the pod's service account; None outside a pod."""
+        credentials = in_cluster()
+        if credentials is None:
             return None
-        return cls(
-            f"https://{host}:{port}",
-            namespace=namespace,
-            name=name,
-            token=token_file.read_text().strip(),
-            ca_file=str(SERVICE_ACCOUNT / "ca.crt"),
-            min_interval=min_interval,
-        )
+        return cls(Kube(credentials, timeout=10.0), namespace=namespace, name=name,
+                   min_interval=min_interval)  # fmt: skip
 
     async def write_alerts(self, alerts: list[dict[str, Any]], *, reference: dict[str, Any]) -> str:
         """Record the desired status; it is written now or at the next allowed moment."""
@@ -145,21 +127,7 @@ class StatusWriter:
             backoff = 1.0
 
     async def _patch(self, patch: dict[str, Any]) -> None:
-        if self._session is None:
-            ssl_ctx: ssl.SSLContext | bool = False
-            if self.url.startswith("https://"):
-                ssl_ctx = ssl.create_default_context(cafile=self.ca_file)
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=10),
-                connector=aiohttp.TCPConnector(ssl=ssl_ctx),
-            )
-        headers = {"Content-Type": "application/merge-patch+json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        async with self._session.patch(self.url, data=json.dumps(patch), headers=headers) as resp:
-            if resp.status >= 300:
-                text = await resp.text()
-                raise RuntimeError(f"PATCH {self.url}: HTTP {resp.status}: {text[:300]}")
+        await self.kube.merge_patch(self.path, patch)
 
     async def close(self) -> None:
         try:
@@ -169,5 +137,4 @@ class StatusWriter:
             log.warning("shutdown: latest alert state not written to the ObservedModel")
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        if self._session is not None:
-            await self._session.close()
+        await self.kube.close()

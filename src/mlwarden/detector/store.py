@@ -7,7 +7,8 @@ Both shells move the bytes of `persist.encode_reference` and nothing else.
   ConfigMap, by resourceName). `binaryData[reference.json.gz]` is the summary;
   `data[id|digest|records|since]` say what it is to `kubectl get cm -o yaml` readers. Outside
   a cluster (`--report-to`, an API emulator in the tests) a missing ConfigMap is created,
-  owned by the ObservedModel read through its status subresource.
+  owned by the ObservedModel read through its status subresource. It talks to the API
+  through the same `mlwarden.kube` client (and credentials) as the status writes.
 - `FileStore`: `DIR/NAMESPACE.NAME-reference.json.gz`, for `--reference-store DIR` local runs.
 
 Next to the reference, each keeps the alert state (`persist.encode_alert_state`, JSON):
@@ -16,10 +17,8 @@ Next to the reference, each keeps the alert state (`persist.encode_alert_state`,
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import ssl
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -27,6 +26,7 @@ import aiohttp
 
 from mlwarden.detector.persist import StoredReferenceError, from_text, to_text
 from mlwarden.detector.reporter import status_path
+from mlwarden.kube import Kube, KubeError, path
 
 KEY: Final = "reference.json.gz"
 ALERTS_KEY: Final = "alerts.json"
@@ -91,61 +91,27 @@ class FileStore:
 
 
 class ConfigMapStore:
-    def __init__(
-        self,
-        api: str,
-        *,
-        namespace: str,
-        name: str,
-        token: str | None = None,
-        ca_file: str | None = None,
-    ) -> None:
-        self.api = api.rstrip("/")
+    def __init__(self, kube: Kube, *, namespace: str, name: str) -> None:
+        self.kube = kube
         self.namespace, self.model = namespace, name
         self.cm_name = reference_store_name(name)
-        self.path = f"/api/v1/namespaces/{namespace}/configmaps/{self.cm_name}"
+        self.path = path("ConfigMap", namespace, self.cm_name)
         self.where = f"ConfigMap {namespace}/{self.cm_name}"
-        self.token, self.ca_file = token, ca_file
-        self._session: aiohttp.ClientSession | None = None
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            ssl_ctx: ssl.SSLContext | bool = False
-            if self.api.startswith("https://"):
-                ssl_ctx = ssl.create_default_context(cafile=self.ca_file)
-            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=15),
-                connector=aiohttp.TCPConnector(ssl=ssl_ctx),
-                headers=headers,
-            )
-        return self._session
-
-    async def _call(
-        self, method: str, path: str, body: Any = None, ctype: str = "application/json"
-    ) -> tuple[int, Any]:
-        data = json.dumps(body) if body is not None else None
-        headers = {"Content-Type": ctype} if data is not None else {}
+    async def _call(self, method: str, call: Awaitable[Any]) -> Any:
+        """Await an API call; None for 404; every failure a StoredReferenceError."""
         try:
-            async with self._http().request(
-                method, self.api + path, data=data, headers=headers
-            ) as resp:
-                text = await resp.text()
-                payload: Any = None
-                with contextlib.suppress(ValueError):
-                    payload = json.loads(text) if text else None
-                if resp.status >= 300 and resp.status != 404:
-                    reason = payload.get("message") if isinstance(payload, dict) else text
-                    raise StoredReferenceError(
-                        f"{self.where}: {method} HTTP {resp.status}: {str(reason)[:300]}"
-                    )
-                return resp.status, payload
+            return await call
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise StoredReferenceError(f"{self.where}: {exc}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise StoredReferenceError(f"{self.where}: {method}: {exc}") from None
 
     async def load(self) -> bytes | None:
-        status, cm = await self._call("GET", self.path)
-        if status == 404 or not isinstance(cm, dict):
+        cm = await self._call("GET", self.kube.get(self.path))
+        if not isinstance(cm, dict):
             return None
         text = (cm.get("binaryData") or {}).get(KEY)
         if not text:
@@ -156,8 +122,8 @@ class ConfigMapStore:
         await self._patch_or_create({"binaryData": {KEY: to_text(data)}, "data": dict(info)})
 
     async def load_alerts(self) -> bytes | None:
-        status, cm = await self._call("GET", self.path)
-        if status == 404 or not isinstance(cm, dict):
+        cm = await self._call("GET", self.kube.get(self.path))
+        if not isinstance(cm, dict):
             return None
         text = (cm.get("data") or {}).get(ALERTS_KEY)
         return str(text).encode() if text else None
@@ -166,14 +132,13 @@ class ConfigMapStore:
         await self._patch_or_create({"data": {ALERTS_KEY: data.decode()}})
 
     async def _patch_or_create(self, patch: dict[str, Any]) -> None:
-        status, _ = await self._call("PATCH", self.path, patch, "application/merge-patch+json")
-        if status != 404:
+        if await self._call("PATCH", self.kube.merge_patch(self.path, patch)) is not None:
             return
         # Not there: in a cluster the operator creates it (the detector may not create);
         # outside one (--report-to) create it, owned by the ObservedModel.
-        status, om = await self._call("GET", status_path(self.namespace, self.model))
+        om = await self._call("GET", self.kube.get(status_path(self.namespace, self.model)))
         meta: dict[str, Any] = {"name": self.cm_name, "namespace": self.namespace}
-        if status != 404 and isinstance(om, dict) and (om.get("metadata") or {}).get("uid"):
+        if isinstance(om, dict) and (om.get("metadata") or {}).get("uid"):
             meta["ownerReferences"] = [
                 {
                     "apiVersion": "mlwarden.io/v1alpha1",
@@ -185,8 +150,8 @@ class ConfigMapStore:
                 }
             ]
         body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, **patch}
-        await self._call("POST", f"/api/v1/namespaces/{self.namespace}/configmaps", body)
+        if await self._call("POST", self.kube.create(body)) is None:
+            raise StoredReferenceError(f"{self.where}: cannot create: HTTP 404 (no namespace?)")
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.kube.close()

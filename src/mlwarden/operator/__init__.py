@@ -8,7 +8,8 @@ Lowest layer first (pure modules never import the shells):
 - `injection`  (pure) the sidecar injection and its exact undo, as merge patches over the
                target Deployment and Service, via the named-port indirection.
 - `status`     (pure) phase and conditions from what the operator and detector know.
-- `kube`       a small async Kubernetes API client: read, list, create, merge patch, delete.
 - `respond`    the diagnosis and reaction pass: collect, diagnose, plan, record, act, report.
 - `handlers`   the kopf handlers: thin shells that read, call the pure parts, apply.
+
+The API client is `mlwarden.kube`, shared with the detector and the demo.
 """

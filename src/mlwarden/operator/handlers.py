@@ -36,8 +36,8 @@ from typing import Any, cast
 import aiohttp
 import kopf
 
+from mlwarden.kube import Conflict, CredentialsError, KopfLogin, Kube, KubeError, path, path_of
 from mlwarden.operator import injection, objects, respond
-from mlwarden.operator.kube import Conflict, Endpoint, Kube, KubeError, path, path_of
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.settings import GROUP, PLURAL, VERSION, OperatorSettings, detector_name
 from mlwarden.operator.status import Observation, alert_events, status_patch
@@ -64,7 +64,8 @@ class _State:
     """Process-wide: settings and the API client built from kopf's login."""
 
     settings: OperatorSettings = OperatorSettings()
-    connection: Any = None
+    connection: Any = None  # kopf's latest ConnectionInfo (kopf logs in again after a 401)
+    kopf_settings: Any = None  # what kopf's login is given, for logging in again ourselves
     kube: Kube | None = None
     # One diagnosis and reaction pass at a time per ObservedModel (namespace, name).
     passes: dict[tuple[str, str], asyncio.Lock] = {}
@@ -109,8 +110,25 @@ def kube() -> Kube:
     if STATE.kube is None:
         if STATE.connection is None:
             raise kopf.TemporaryError("not logged in to the Kubernetes API yet", delay=1)
-        STATE.kube = Kube(Endpoint.from_connection_info(STATE.connection))
+        STATE.kube = Kube(KopfLogin(lambda: STATE.connection, relogin))
     return STATE.kube
+
+
+async def relogin() -> Any:
+    """Log in again as kopf does, now: after a 401 on one of our own requests.
+
+    `kopf.login_via_client` re-reads KUBECONFIG (and a `tokenFile` it names) or the in-cluster
+    service-account token, so a rotated token is picked up. kopf's own requests do the same
+    through `login` below when they get a 401.
+    """
+    settings = STATE.kopf_settings or kopf.OperatorSettings()
+    try:
+        info = await asyncio.to_thread(kopf.login_via_client, logger=log, settings=settings)
+    except kopf.LoginError as exc:
+        raise CredentialsError(f"logging in to the Kubernetes API again failed: {exc}") from exc
+    if info is not None:
+        STATE.connection = info
+    return info
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -148,6 +166,7 @@ def login(**kwargs: Any) -> Any:
     """Log in as kopf would (in-cluster, or KUBECONFIG), and keep the credentials for our client."""
     info = kopf.login_via_client(**kwargs)
     STATE.connection = info
+    STATE.kopf_settings = kwargs.get("settings")
     return info
 
 

@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from mlwarden.diagnose import Diagnosis, Snapshot, Suspect, diagnose, needed_kinds
-from mlwarden.operator.kube import Kube, KubeError, path
+from mlwarden.kube import Kube, KubeError, path
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.status import Observation, phase, status_patch
 from mlwarden.react.actuators.alert import summary as alert_summary

@@ -33,9 +33,9 @@ from typing import Any
 
 import kopf
 
+from mlwarden.kube import path
 from mlwarden.operator import injection
 from mlwarden.operator.handlers import STATE, kube
-from mlwarden.operator.kube import path
 from mlwarden.operator.settings import OperatorSettings
 from mlwarden.spec import ObservedModel, SpecError, parse_observed_model
 
