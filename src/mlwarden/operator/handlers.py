@@ -508,7 +508,8 @@ async def check_injection(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
             raise kopf.TemporaryError(f"API: {exc}", delay=api_backoff(0)) from exc
     if patched:
-        repairs.append(now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        # At most the CRD's maxItems: more than that is far past any sensible limit anyway.
+        repairs = [*repairs, now.strftime("%Y-%m-%dT%H:%M:%SZ")][-16:]
         _event(raw, "Normal", "SidecarReinjected", obs.injection_message)
     if obs.injection_state == "injected" and bypass is None:
         obs = replace(obs, bypass=None)
