@@ -10,10 +10,10 @@ Imitated, as the Kubernetes API server and kube-controller-manager do it:
     `pod-template-hash` label, the Deployment's annotations copied but for the
     `deployment.kubernetes.io/*` ones, and the next `deployment.kubernetes.io/revision`;
     an old template coming back, as after `kubectl rollout undo`, gets its ReplicaSet's
-    revision raised, as in mlwarden.demo.cluster), scaled to spec.replicas, older
-    ReplicaSets scaled to 0. The rollout is instant: the old pods are deleted and the new
-    ones are Running and Ready at once, carrying the template's labels (and
-    pod-template-hash), annotations and containers with their ports;
+    revision raised: `template_revision`, shared with the demo's cluster), scaled to
+    spec.replicas, older ReplicaSets scaled to 0. The rollout is instant: the old pods
+    are deleted and the new ones are Running and Ready at once, carrying the template's
+    labels (and pod-template-hash), annotations and containers with their ports;
   - the EndpointSlice controller (discovery.k8s.io/v1): for each Service with a selector,
     the selected pods' addresses, grouped by the ports they resolve to. A targetPort number
     is that port on the pod; a targetPort name is looked up in *that pod's* containers (the
@@ -38,7 +38,7 @@ from typing import Any
 from kmock import ResourceInfo
 from kmock._internal import enums
 
-from mlwarden.demo.cluster import REVISION, template_hash
+from mlwarden.demo.cluster import REVISION, template_hash, template_revision
 
 ENDPOINTSLICES = "discovery.k8s.io/v1/endpointslices"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -201,13 +201,9 @@ class WorkloadsEmulation:
             if any(o.get("uid") == uid and o.get("controller")
                    for o in (rs.get("metadata") or {}).get("ownerReferences") or [])
         ]  # fmt: skip
-        revisions = [int(((rs.get("metadata") or {}).get("annotations") or {}).get(REVISION, 0))
-                     for _, rs in owned]  # fmt: skip
-        top = max(revisions, default=0)
+        revision, current = template_revision([rs.raw for _, rs in owned], rs_name)
         replicas = int((dep.get("spec") or {}).get("replicas", 1))
-        mine = next((rs for _, rs in owned if rs["metadata"]["name"] == rs_name), None)
-        if mine is None:
-            revision = top + 1
+        if current is None:
             labels = {**_labels(template), "pod-template-hash": digest}
             template.setdefault("metadata", {})["labels"] = labels
             copied = {k: v for k, v in (meta.get("annotations") or {}).items()
@@ -226,12 +222,9 @@ class WorkloadsEmulation:
                          "template": template},
                 "status": {"replicas": replicas, "readyReplicas": replicas},
             })  # fmt: skip
-            mine = self.objects["apps/v1/replicasets", namespace, rs_name]
-        else:
-            current = int(mine["metadata"]["annotations"][REVISION])
-            revision = current if current == top else top + 1
-            if revision != current:
-                mine.patch({"metadata": {"annotations": {REVISION: str(revision)}}})
+        mine = self.objects["apps/v1/replicasets", namespace, rs_name]
+        if current is not None and revision != current:
+            mine.patch({"metadata": {"annotations": {REVISION: str(revision)}}})
         for _, rs in owned:
             if rs["metadata"]["name"] != rs_name and (rs.get("spec") or {}).get("replicas"):
                 rs.patch({"spec": {"replicas": 0}, "status": {"replicas": 0, "readyReplicas": 0}})
