@@ -146,9 +146,10 @@ async def test_a_rollout_undo_keeps_the_endpoints_and_the_sidecar_comes_back(
         while await ready_endpoints(server) != 2:
             await asyncio.sleep(0.05)
 
-    await asyncio.wait_for(serving(), timeout=5)
+    await asyncio.wait_for(serving(), timeout=8)
     took = asyncio.get_running_loop().time() - undone
-    assert took < 3, f"the Service was without endpoints for {took:.1f} s"
+    # One check interval (1 s), with slack for a loaded machine.
+    assert took < 4, f"the Service was without endpoints for {took:.1f} s"
     await eventually(lambda: bypassed(api)["status"] == "True", what="Bypassed")
     assert bypassed(api)["reason"] in ("NoEndpoints", "SidecarRemoved")
     assert warnings(api, "Bypassed"), events(api)

@@ -495,6 +495,7 @@ async def check_injection(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
             now = datetime.now(UTC)
             repairs = _recent(stored, now)
             if bypass is not None and base["bypass"] is None:
+                log.warning("ObservedModel %s/%s bypassed: %s", namespace, name, bypass.message)
                 _event(raw, "Warning", "Bypassed", bypass.message)
             if bypass is not None:
                 base = {**base, "bypass": (bypass.reason, bypass.message)}
@@ -515,6 +516,8 @@ async def check_injection(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         obs = replace(obs, bypass=None)
         _event(raw, "Normal", "ThroughSidecar", "traffic passes the sidecar again")
     new = _write_check_status(patch, raw, obs, repairs=None if repairs == stored else repairs)
+    if new["message"] != (raw.get("status") or {}).get("message"):
+        log.info("ObservedModel %s/%s injection check: %s", namespace, name, new["message"])
     if obs.injection_state not in ("injected", "bypassed", "error"):
         raise _Waiting(new["message"], delay=RETRY_SECONDS)
 
