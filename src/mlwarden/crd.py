@@ -846,6 +846,19 @@ def _status() -> Schema:
                     "state": _string("Where the injection stands."),
                     "mode": _string("patch or webhook."),
                     "message": _string("What happened, in words."),
+                    "reason": _string(
+                        "Why the injection is refused (state error), e.g. ControlledDeployment.",
+                        nullable=True,
+                    ),
+                    "repairs": {
+                        **_array(
+                            "When the sidecar was put back after another writer of the "
+                            "Deployment removed it, within the last hour.",
+                            _string("When.", fmt=when),
+                        ),
+                        "maxItems": 16,
+                        "nullable": True,
+                    },
                     "deployment": _string("The Deployment injected."),
                     "service": _string("The Service repointed."),
                     "updated": _string("When it last changed.", fmt=when),

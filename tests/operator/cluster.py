@@ -14,6 +14,8 @@ it), what the API server and its controllers would do:
 - an audit log: every call the operator makes (it authenticates with the test
   kubeconfig's token) is appended to `OPERATOR_CALLS` as RBAC sees it (verb,
   API group, resource[/subresource], namespace, name), for test_rbac_audit.py;
+- label selectors on list, and (opt-in, `emulate_workloads()`) ReplicaSets, Pods and
+  EndpointSlices from Deployments and Services (emulate_workloads.py);
 - fault injection: `faults` holds `Fault`s that answer matching operator calls
   with an error status, a delay, or a watch stream that stalls (test_api_faults.py);
 - token expiry (emulate_tokens.py): `rotate_token(old, new)` and the old token gets 401.
@@ -36,6 +38,7 @@ from typing import Any
 
 import aiohttp
 from emulate_tokens import TokenRotation
+from emulate_workloads import WorkloadsEmulation
 from kmock import ResourceInfo
 
 from mlwarden.demo.cluster import ApiServerEmulator
@@ -152,7 +155,7 @@ class Fault:
         )
 
 
-class Cluster(TokenRotation, ApiServerEmulator):
+class Cluster(TokenRotation, WorkloadsEmulation, ApiServerEmulator):
     instant_rollouts: bool = True
     faults: list[Fault]
 

@@ -27,7 +27,7 @@ import hashlib
 import itertools
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,21 @@ def template_hash(template: Mapping[str, Any]) -> str:
     t = copy.deepcopy(dict(template))
     (t.get("metadata") or {}).get("labels", {}).pop("pod-template-hash", None)
     return hashlib.sha256(json.dumps(t, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def template_revision(sets: Sequence[Mapping[str, Any]], rs_name: str) -> tuple[int, int | None]:
+    """The revision of ReplicaSet `rs_name` among a Deployment's ReplicaSets `sets`.
+
+    As the Deployment controller numbers them: a new pod template gets the next number; an
+    old one coming back (as after `kubectl rollout undo`) has its ReplicaSet raised to the next
+    number; the newest keeps its own. (revision, the ReplicaSet's revision now, None if new).
+    """
+    top = max((int(rs["metadata"]["annotations"][REVISION]) for rs in sets), default=0)
+    mine = next((rs for rs in sets if rs["metadata"]["name"] == rs_name), None)
+    if mine is None:
+        return top + 1, None
+    current = int(mine["metadata"]["annotations"][REVISION])
+    return (current if current == top else top + 1), current
 
 
 def _age(timestamp: str | None) -> str:
@@ -279,12 +294,9 @@ class DemoCluster(ApiServerEmulator):
             and any(o.get("uid") == dep["metadata"]["uid"]
                     for o in rs["metadata"].get("ownerReferences", []))
         ]  # fmt: skip
-        revisions = [int(rs["metadata"]["annotations"][REVISION]) for rs in sets]
-        top = max(revisions, default=0)
-        mine = next((rs for rs in sets if rs["metadata"]["name"] == f"{name}-{digest}"), None)
+        revision, current = template_revision(sets, f"{name}-{digest}")
         replicas = int(dep["spec"].get("replicas", 1))
-        if mine is None:
-            revision = top + 1
+        if current is None:
             rs_template = copy.deepcopy(template)
             rs_template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = (
                 digest
@@ -304,13 +316,10 @@ class DemoCluster(ApiServerEmulator):
                          "template": rs_template},
                 "status": {"replicas": replicas, "readyReplicas": replicas},
             })  # fmt: skip
-        else:
-            current = int(mine["metadata"]["annotations"][REVISION])
-            revision = current if current == top else top + 1
-            if revision != current:
-                rs_key = (REPLICASETS, namespace, mine["metadata"]["name"])
-                self.objects[rs_key].patch({"metadata": {"annotations": {REVISION: str(revision)},
-                                            "creationTimestamp": now_iso()}})  # fmt: skip
+        elif revision != current:
+            rs_key = (REPLICASETS, namespace, f"{name}-{digest}")
+            self.objects[rs_key].patch({"metadata": {"annotations": {REVISION: str(revision)},
+                                        "creationTimestamp": now_iso()}})  # fmt: skip
         for rs in sets:
             if rs["metadata"]["name"] != f"{name}-{digest}" and rs["spec"].get("replicas"):
                 self.objects[REPLICASETS, namespace, rs["metadata"]["name"]].patch(

@@ -16,6 +16,21 @@
 - the rebaseline annotation (REBASELINE_ANNOTATION) changed: the detector's manifest carries
   it, so its ConfigMap and config hash change and the detector restarts into a new warm-up;
   recorded as an Event.
+- a timer (every MLWARDEN_INJECTION_CHECK_SECONDS, default 30) once the injection is done:
+  read the target Deployment and Service again and ask `traffic.assess` whether the Service's
+  traffic still passes the sidecar. Other writers undo the injection without telling anyone
+  (`kubectl rollout undo`, `kubectl replace`, `helm --force`, a GitOps sync): then the
+  Bypassed condition turns True with a Warning Event, the Service is put back first (so the
+  model keeps its endpoints), and the sidecar is injected again, one step every
+  MLWARDEN_RETRY_SECONDS. A sidecar removed again and again is not fought over forever:
+  after MLWARDEN_INJECTION_MAX_REPAIRS re-injections within an hour the operator stops
+  re-injecting, keeps the Service on the model, and stays Bypassed (phase Failed) with what
+  to do, until the hour has passed or the spec changes.
+  A timer rather than a watch on Deployments and Services: a watch would need list/watch
+  on every Deployment and Service of the watched namespaces and their copies in memory,
+  while two reads per ObservedModel and interval suffice; kopf would also keep its
+  progress annotations on the users' objects it handles. The price is the delay: up to one
+  interval (plus the rollout) before a Service named at a port the pods lost is put back.
 - deletion (kopf's finalizer on the ObservedModel only): undo the injection
   exactly, Service first. The detector objects go with their owner.
 
@@ -37,9 +52,16 @@ import aiohttp
 import kopf
 
 from mlwarden.kube import Conflict, CredentialsError, KopfLogin, Kube, KubeError, path, path_of
-from mlwarden.operator import injection, objects, respond
+from mlwarden.operator import injection, objects, respond, traffic
 from mlwarden.operator.metrics import METRICS
-from mlwarden.operator.settings import GROUP, PLURAL, VERSION, OperatorSettings, detector_name
+from mlwarden.operator.settings import (
+    GROUP,
+    PLURAL,
+    SIDECAR_CONTAINER,
+    VERSION,
+    OperatorSettings,
+    detector_name,
+)
 from mlwarden.operator.status import Observation, alert_events, status_patch
 from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModel, SpecError, parse_observed_model
 
@@ -52,6 +74,11 @@ FINALIZER = "mlwarden.io/finalizer"
 # shorten both; the defaults suit a cluster.
 RETRY_SECONDS = float(os.environ.get("MLWARDEN_RETRY_SECONDS") or 5.0)
 RESPOND_INTERVAL = float(os.environ.get("MLWARDEN_RESPOND_INTERVAL") or 30.0)
+# Seconds between checks that an injected sidecar is still in the traffic's path, and how
+# many times within REPAIR_WINDOW_SECONDS the sidecar is put back before the operator stops.
+INJECTION_CHECK_SECONDS = float(os.environ.get("MLWARDEN_INJECTION_CHECK_SECONDS") or 30.0)
+MAX_REPAIRS = int(os.environ.get("MLWARDEN_INJECTION_MAX_REPAIRS") or 3)
+REPAIR_WINDOW_SECONDS = 3600.0
 API_BACKOFF_CAP_SECONDS = 60.0
 
 
@@ -69,6 +96,8 @@ class _State:
     kube: Kube | None = None
     # One diagnosis and reaction pass at a time per ObservedModel (namespace, name).
     passes: dict[tuple[str, str], asyncio.Lock] = {}
+    # One injection step at a time per ObservedModel: the reconcile handler or the check.
+    injecting: dict[tuple[str, str], asyncio.Lock] = {}
 
 
 STATE = _State()
@@ -84,7 +113,7 @@ class _QuietTimer(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if message == "Timer 'respond_again' succeeded.":
+        if message in ("Timer 'respond_again' succeeded.", "Timer 'check_injection' succeeded."):
             return False
         # A Pending reconcile asks kopf to come back later with a TemporaryError, which kopf
         # logs at ERROR and posts as a Warning Event ("failed temporarily") on every normal
@@ -256,7 +285,20 @@ def _observation_base(body: dict[str, Any]) -> dict[str, Any]:
         "reference_id": (detector.get("reference") or {}).get("id"),
         "top_suspect": status.get("topSuspect"),
         "last_action": status.get("lastAction"),
+        # Only the injection check sets or clears it; every other status write keeps it.
+        "bypass": _bypass_of(status),
     }
+
+
+def _bypass_of(status: dict[str, Any]) -> tuple[str, str] | None:
+    for c in status.get("conditions") or ():
+        if c.get("type") == "Bypassed" and c.get("status") == "True":
+            return str(c.get("reason") or "Bypassed"), str(c.get("message") or "")
+    return None
+
+
+def _injection_lock(namespace: str, name: str) -> asyncio.Lock:
+    return STATE.injecting.setdefault((namespace, name), asyncio.Lock())
 
 
 # --------------------------------------------------------------------------- reconcile
@@ -265,7 +307,9 @@ def _observation_base(body: dict[str, Any]) -> dict[str, Any]:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any) -> None:
+async def reconcile(
+    body: kopf.Body, patch: kopf.Patch, reason: str = "", retry: int = 0, **_: Any
+) -> None:
     raw = dict(body)
     name, namespace = body.metadata.name, body.metadata.namespace
     base = _observation_base(raw)
@@ -281,9 +325,20 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any
             _event(raw, "Warning", "InvalidSpec", new["message"])
         return  # nothing to retry: the next spec change re-runs this handler
 
+    injection_status = (raw.get("status") or {}).get("injection") or {}
+    gave_up = injection_status.get("state") == "bypassed"
+    new_chance = reason == "update" and bool(injection_status.get("repairs"))
+    if new_chance:
+        gave_up = False  # a new spec: a new chance, with a clean count
     try:
         await _ensure_detector(raw, model)
-        obs = await _inject(raw, model, base)
+        if gave_up:
+            # The operator stopped re-injecting (see check_injection); a restart does not
+            # start the fight with the Deployment's other writer again.
+            obs = await _inject_state(raw, model, base)
+        else:
+            async with _injection_lock(str(namespace), str(name)):
+                obs, _patched = await _inject(raw, model, base)
     except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
         # A conflict, an API server error or timeout: retry soon, backing off, instead of
         # kopf's flat minute for unexpected errors. Every step is idempotent (ensure, the
@@ -291,6 +346,8 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any
         METRICS.reconciles.labels("retry").inc()
         raise kopf.TemporaryError(f"API: {exc}", delay=api_backoff(retry)) from exc
     new = _write_status(patch, raw, obs)
+    if new_chance:
+        patch.status["injection"] = {**new["injection"], "repairs": None}
     METRICS.set_phase(f"{namespace}/{name}", new["phase"])
     result = {"Failed": "failed", "Pending": "pending"}.get(new["phase"], "ok")
     METRICS.reconciles.labels(result).inc()
@@ -305,8 +362,19 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any
     log.info("ObservedModel %s/%s reconciled: %s", namespace, name, new["phase"])
 
 
-async def _inject(raw: dict[str, Any], model: ObservedModel, base: dict[str, Any]) -> Observation:
-    """One safe injection step; the observation of where it stands."""
+async def _inject(
+    raw: dict[str, Any],
+    model: ObservedModel,
+    base: dict[str, Any],
+    *,
+    template_allowed: bool = True,
+    bypassed: str = "",
+) -> tuple[Observation, bool]:
+    """One safe injection step; where it stands, and whether the pod template was patched.
+
+    `template_allowed` False: the Service is still put back or switched, but a step that
+    would patch the pod template is not taken (state "bypassed", `bypassed` the message).
+    """
     api = kube()
     ns, target = model.namespace, model.spec.target
     deployment = await api.get(path("Deployment", ns, target.deployment))
@@ -317,41 +385,188 @@ async def _inject(raw: dict[str, Any], model: ObservedModel, base: dict[str, Any
     ]
     if any(missing):
         what = " and ".join(m for m in missing if m)
-        return Observation(target_missing=f"{what} not found; retrying", **base)
+        return Observation(target_missing=f"{what} not found; retrying", **base), False
     assert deployment is not None and service is not None
     try:
         plan = injection.plan_injection(
             deployment=deployment, service=service, model=model, settings=STATE.settings
         )
+        if plan.state in ("injecting", "switching-service"):
+            # Before any change that points the Service's traffic at the sidecar.
+            injection.check_selects_only(
+                service=service,
+                deployment=deployment,
+                deployments=await api.list("Deployment", ns),
+            )
     except injection.InjectionError as exc:
-        return Observation(injection_state="error", injection_message=str(exc), **base)
+        error = Observation(
+            injection_state="error",
+            injection_message=str(exc),
+            injection_reason=exc.reason,
+            **base,
+        )
+        return error, False
     if STATE.settings.injection == "webhook" and plan.deployment_patch is not None:
         # The admission webhook changes the pod template; the operator only repoints.
-        return Observation(
+        waiting = Observation(
             injection_state="injecting",
             injection_message=(
                 f"waiting for the admission webhook to inject {model.spec.target.deployment}"
             ),
             **base,
         )
+        return waiting, False
+    if plan.deployment_patch is not None and not template_allowed:
+        return Observation(injection_state="bypassed", injection_message=bypassed, **base), False
     if plan.service_patch is not None:
         await api.merge_patch(path("Service", ns, target.service), plan.service_patch)
         _event(raw, "Normal", "ServiceRepointed", plan.message)
     if plan.deployment_patch is not None:
         await api.merge_patch(path("Deployment", ns, target.deployment), plan.deployment_patch)
         _event(raw, "Normal", "SidecarInjecting", plan.message)
-    if plan.deployment_patch is not None or plan.service_patch is not None:
+    patched = plan.deployment_patch is not None
+    if patched or plan.service_patch is not None:
         # Re-plan on fresh objects next time round: one step per pass.
-        return Observation(injection_state="injecting", injection_message=plan.message, **base)
+        step = Observation(injection_state="injecting", injection_message=plan.message, **base)
+        return step, patched
     if plan.state != "injected":
-        return Observation(injection_state=plan.state, injection_message=plan.message, **base)
+        return Observation(
+            injection_state=plan.state, injection_message=plan.message, **base
+        ), False
     available = await _detector_available(ns, model.name)
-    return Observation(
+    done = Observation(
         injection_state="injected",
         injection_message=plan.message,
         detector_available=available,
         **base,
     )
+    return done, False
+
+
+# --------------------------------------------------------------------------- the injection check
+
+
+def _recent(stamps: list[Any], now: datetime) -> list[str]:
+    """The timestamps within the repair window."""
+    out = []
+    for stamp in stamps:
+        try:
+            when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if (now - when).total_seconds() < REPAIR_WINDOW_SECONDS:
+            out.append(str(stamp))
+    return out
+
+
+def _model_container(deployment: dict[str, Any], model: ObservedModel) -> str:
+    """The container the sidecar stands in front of (the record's, else the spec's)."""
+    try:
+        record = injection.read_record(deployment)
+    except injection.InjectionError:
+        record = None
+    if record is not None:
+        return record.container
+    if model.spec.target.container:
+        return model.spec.target.container
+    template = (deployment.get("spec") or {}).get("template") or {}
+    names = [str(c.get("name")) for c in (template.get("spec") or {}).get("containers") or []]
+    return next((n for n in names if n != SIDECAR_CONTAINER), "")
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=INJECTION_CHECK_SECONDS)
+async def check_injection(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Is the traffic still passing the sidecar? If not: Service first, then re-inject."""
+    raw = dict(body)
+    meta = raw.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return
+    name, namespace = str(meta.get("name")), str(meta.get("namespace") or "default")
+    base = _observation_base(raw)
+    injection_status = (raw.get("status") or {}).get("injection") or {}
+    state = injection_status.get("state")
+    if state not in ("injected", "bypassed") and base["bypass"] is None:
+        return  # the reconcile handler is at it (or the spec is invalid)
+    try:
+        model = parse_observed_model(raw)
+    except SpecError:
+        return
+    api = kube()
+    ns, target = model.namespace, model.spec.target
+    stored = list(injection_status.get("repairs") or [])
+    async with _injection_lock(namespace, name):
+        try:
+            deployment = await api.get(path("Deployment", ns, target.deployment))
+            service = await api.get(path("Service", ns, target.service))
+            if deployment is None or service is None:
+                return  # the reconcile handler reports missing targets
+            bypass = traffic.assess(
+                deployment=deployment,
+                service=service,
+                model_container=_model_container(deployment, model),
+            )
+            if bypass is None and state == "injected":
+                if base["bypass"] is not None:
+                    obs = await _inject_state(raw, model, {**base, "bypass": None})
+                    _write_check_status(patch, raw, obs)
+                    _event(raw, "Normal", "ThroughSidecar", "traffic passes the sidecar again")
+                return  # all is well: nothing written
+            now = datetime.now(UTC)
+            repairs = _recent(stored, now)
+            if bypass is not None and base["bypass"] is None:
+                log.warning("ObservedModel %s/%s bypassed: %s", namespace, name, bypass.message)
+                _event(raw, "Warning", "Bypassed", bypass.message)
+            if bypass is not None:
+                base = {**base, "bypass": (bypass.reason, bypass.message)}
+            obs, patched = await _inject(
+                raw,
+                model,
+                base,
+                template_allowed=len(repairs) < MAX_REPAIRS,
+                bypassed=_given_up(bypass, len(repairs)),
+            )
+        except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+            raise kopf.TemporaryError(f"API: {exc}", delay=api_backoff(0)) from exc
+    if patched:
+        # At most the CRD's maxItems: more than that is far past any sensible limit anyway.
+        repairs = [*repairs, now.strftime("%Y-%m-%dT%H:%M:%SZ")][-16:]
+        _event(raw, "Normal", "SidecarReinjected", obs.injection_message)
+    if obs.injection_state == "injected" and bypass is None:
+        obs = replace(obs, bypass=None)
+        _event(raw, "Normal", "ThroughSidecar", "traffic passes the sidecar again")
+    new = _write_check_status(patch, raw, obs, repairs=None if repairs == stored else repairs)
+    if new["message"] != (raw.get("status") or {}).get("message"):
+        log.info("ObservedModel %s/%s injection check: %s", namespace, name, new["message"])
+    if obs.injection_state not in ("injected", "bypassed", "error"):
+        raise _Waiting(new["message"], delay=RETRY_SECONDS)
+
+
+def _given_up(bypass: traffic.Bypass | None, repairs: int) -> str:
+    what = bypass.message if bypass is not None else "the sidecar is not in the traffic's path"
+    return (
+        f"{what}. mlwarden put the sidecar back {repairs} times within the last hour and it "
+        "was removed again: it stopped re-injecting, and keeps the Service on the model. Make "
+        "the tool that writes the Deployment leave the sidecar alone (Argo CD "
+        'ignoreDifferences, Flux: see docs/operator.md, "GitOps, rollout undo and other '
+        'writers of the Deployment") or use webhook injection; mlwarden tries again an hour '
+        "after the last repair, or when the ObservedModel's spec changes"
+    )
+
+
+def _write_check_status(
+    patch: kopf.Patch, raw: dict[str, Any], obs: Observation, *, repairs: list[str] | None = None
+) -> dict[str, Any]:
+    """Phase and conditions after a check (only what changed), the phase's Event, the count."""
+    old_phase = (raw.get("status") or {}).get("phase")
+    new = _write_status(patch, raw, obs, only_changes=True)
+    if repairs is not None:
+        patch.status["injection"] = {**new["injection"], "repairs": repairs or None}
+    meta = raw.get("metadata") or {}
+    METRICS.set_phase(f"{meta.get('namespace')}/{meta.get('name')}", new["phase"])
+    if new["phase"] != old_phase:
+        kind = "Warning" if new["phase"] in ("Failed", "Degraded") else "Normal"
+        _event(raw, kind, f"Phase{new['phase']}", new["message"])
+    return new
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations")
@@ -488,6 +703,7 @@ async def _inject_state(
     return Observation(
         injection_state=state,
         injection_message=injection_status.get("message", ""),
+        injection_reason=injection_status.get("reason"),
         detector_available=available,
         **base,
     )

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
@@ -85,7 +85,15 @@ State = Literal[
 
 
 class InjectionError(ValueError):
-    """The target cannot be injected; the message names the object and the field."""
+    """The target cannot be injected; the message names the object and the field.
+
+    `reason` is the Ready condition's reason: InjectionFailed, or a more precise one for a
+    target that is refused by design (ControlledDeployment, ServiceSelectsOtherPods).
+    """
+
+    def __init__(self, message: str, *, reason: str = "InjectionFailed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -318,6 +326,73 @@ def _check_selects(service: Mapping[str, Any], deployment: Mapping[str, Any], wh
         raise InjectionError(
             f"{_where(service, 'Service')}: spec.selector {dict(selector)} does not select the "
             f"pods of {where} (labels {dict(template_labels)}); fix spec.target.service"
+        )
+
+
+def _check_not_controlled(deployment: Mapping[str, Any], where: str) -> None:
+    """A Deployment with a controller owner is rewritten by that owner: refuse it.
+
+    KServe (raw deployment mode), Seldon Core, Flagger's `-primary` and an Argo Rollout
+    that takes over a Deployment (`workloadRef`) own the Deployment as its controller: they
+    would undo the template change, or copy it where it does not belong.
+    """
+    owners = (deployment.get("metadata") or {}).get("ownerReferences") or []
+    controller = next((o for o in owners if o.get("controller")), None)
+    if controller is not None:
+        raise InjectionError(
+            f"{where}: metadata.ownerReferences names {controller.get('kind')} "
+            f"{controller.get('name')!r} ({controller.get('apiVersion')}) as its controller, "
+            "which rewrites the pod template; mlwarden does not patch a Deployment another "
+            "controller owns. Point spec.target at a Deployment nobody owns, or inject "
+            'through that controller (docs/operator.md, "GitOps, rollout undo and other '
+            'writers of the Deployment")',
+            reason="ControlledDeployment",
+        )
+
+
+def other_selected(
+    *,
+    service: Mapping[str, Any],
+    deployment: Mapping[str, Any],
+    deployments: Sequence[Mapping[str, Any]],
+) -> list[str]:
+    """The other Deployments (names) whose pods the Service's selector also selects."""
+    selector = (service.get("spec") or {}).get("selector") or {}
+    mine = (deployment.get("metadata") or {}).get("name")
+    out = []
+    for other in deployments:
+        name = (other.get("metadata") or {}).get("name")
+        if name == mine:
+            continue
+        labels = (((other.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
+            "labels"
+        ) or {}
+        if selector and all(labels.get(k) == v for k, v in selector.items()):
+            out.append(str(name))
+    return sorted(out)
+
+
+def check_selects_only(
+    *,
+    service: Mapping[str, Any],
+    deployment: Mapping[str, Any],
+    deployments: Sequence[Mapping[str, Any]],
+) -> None:
+    """A Service that also selects other Deployments' pods is refused, before any change.
+
+    Its named targetPort would resolve on those pods too: once switched to the sidecar's
+    port name they would have no endpoint, and what they serve would pass no sidecar.
+    """
+    others = other_selected(service=service, deployment=deployment, deployments=deployments)
+    if others:
+        selector = dict((service.get("spec") or {}).get("selector") or {})
+        raise InjectionError(
+            f"{_where(service, 'Service')}: spec.selector {selector} also selects the pods of "
+            f"Deployment {', '.join(others)} (pod template labels), not only those of "
+            f"{_where(deployment, 'Deployment')}; repointing it would drop or bypass them. "
+            "Give the target's pods a label of their own and point a Service selecting it "
+            "at them (spec.target.service)",
+            reason="ServiceSelectsOtherPods",
         )
 
 
@@ -712,6 +787,8 @@ def plan_injection(
                     annotation=None,
                 ),
             )
+    # Putting the Service back (above) is always safe; changing anything else is not.
+    _check_not_controlled(deployment, where)
     clean_spec = pod_spec if record is None else _without_sidecar(pod_spec, record)
     clean_service = dict(service)
     if original_ports is not None:

@@ -6,7 +6,9 @@ decides what `kubectl get om` and `kubectl describe om` should say.
 
 Phases, in order of precedence:
 
-    Failed     the spec is invalid, or injection cannot work (the reason says why)
+    Failed     the spec is invalid, or injection cannot work (the reason says why), or
+               the sidecar was removed again and again and the operator stopped putting it
+               back (injection state "bypassed")
     Pending    targets missing, sidecar being injected, detector not available yet
     Reacting   a reaction is in progress (the reaction issue)
     Degraded   at least one alert is active
@@ -29,7 +31,10 @@ class Observation:
     spec_error: str | None = None
     target_missing: str | None = None
     injection_state: str = "pending"  # injected | injecting | waiting-for-rollout | error
-    injection_message: str = ""
+    injection_message: str = ""  # | bypassed (the operator stopped re-injecting)
+    injection_reason: str | None = None  # with "error": why (InjectionFailed by default)
+    # Traffic no longer passes the sidecar (traffic.assess): (reason, message).
+    bypass: tuple[str, str] | None = None
     detector_available: bool = False
     reference_id: str | None = None
     alerts: Sequence[dict[str, Any]] = field(default_factory=tuple)
@@ -42,7 +47,7 @@ def phase(obs: Observation) -> tuple[str, str]:
     """(phase, one-line reason)."""
     if obs.spec_error is not None:
         return "Failed", f"invalid spec: {obs.spec_error}"
-    if obs.injection_state == "error":
+    if obs.injection_state in ("error", "bypassed"):
         return "Failed", obs.injection_message
     if obs.target_missing is not None:
         return "Pending", obs.target_missing
@@ -80,7 +85,9 @@ def desired_conditions(obs: Observation) -> list[dict[str, Any]]:
     if obs.spec_error is not None:
         ready_reason = "InvalidSpec"
     elif obs.injection_state == "error":
-        ready_reason = "InjectionFailed"
+        ready_reason = obs.injection_reason or "InjectionFailed"
+    elif obs.injection_state == "bypassed":
+        ready_reason = "Bypassed"
     elif obs.target_missing is not None:
         ready_reason = "TargetNotFound"
     elif obs.injection_state != "injected":
@@ -89,6 +96,12 @@ def desired_conditions(obs: Observation) -> list[dict[str, Any]]:
         ready_reason = "DetectorUnavailable"
     else:
         ready_reason = "Observing" if obs.reference_id else "WarmingUp"
+    if obs.bypass is not None:
+        bypass_reason, bypass_message = obs.bypass
+    elif obs.injection_state == "injected":
+        bypass_reason, bypass_message = "ThroughSidecar", "traffic passes the sidecar"
+    else:
+        bypass_reason, bypass_message = "NotInjected", "the sidecar is not injected yet"
     drift = _alerts_of(obs, DRIFT_TYPES)
     quality = _alerts_of(obs, ("DataQuality",))
     return [
@@ -115,6 +128,12 @@ def desired_conditions(obs: Observation) -> list[dict[str, Any]]:
             "status": "True" if obs.reacting else "False",
             "reason": "ReactionInProgress" if obs.reacting else "NoReaction",
             "message": obs.last_action or "no reaction in progress",
+        },
+        {
+            "type": "Bypassed",
+            "status": "True" if obs.bypass is not None else "False",
+            "reason": bypass_reason,
+            "message": bypass_message,
         },
     ]
 
@@ -151,7 +170,11 @@ def status_patch(obs: Observation, previous: dict[str, Any] | None, *, now: str)
             previous.get("conditions"), desired_conditions(obs), now=now, generation=obs.generation
         ),
         "alertCount": len(obs.alerts),
-        "injection": {"state": obs.injection_state, "message": obs.injection_message},
+        "injection": {
+            "state": obs.injection_state,
+            "message": obs.injection_message,
+            "reason": obs.injection_reason,  # null clears an earlier one
+        },
     }
     if obs.generation is not None:
         patch["observedGeneration"] = obs.generation

@@ -965,3 +965,53 @@ def test_no_prestop_hook_when_turned_off(model: ObservedModel) -> None:
     assert (env["MLWARDEN_DRAIN_SECONDS"], env["MLWARDEN_SHUTDOWN_TIMEOUT"]) == ("5", "24")
     with pytest.raises(ValueError, match="MLWARDEN_SIDECAR_DRAIN_SECONDS: must be a whole"):
         OperatorSettings.from_env({"MLWARDEN_SIDECAR_DRAIN_SECONDS": "2.5"})
+
+
+@pytest.mark.parametrize(
+    ("kind", "api_version"),
+    [
+        ("InferenceService", "serving.kserve.io/v1beta1"),  # KServe raw deployment mode
+        ("SeldonDeployment", "machinelearning.seldon.io/v1"),
+        ("Canary", "flagger.app/v1beta1"),  # Flagger's -primary
+        ("Rollout", "argoproj.io/v1alpha1"),  # Argo Rollouts' workloadRef
+    ],
+)
+def test_error_deployment_with_a_controller_owner(
+    kind: str, api_version: str, model: ObservedModel, settings: OperatorSettings
+) -> None:
+    deployment = target_deployment()
+    owner = {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": "fraud",
+        "uid": "u",
+        "controller": True,
+    }
+    deployment["metadata"]["ownerReferences"] = [owner]
+    with pytest.raises(InjectionError, match=rf"names {kind} 'fraud' .* as its controller") as e:
+        _plan(model, settings, deployment=deployment)
+    assert e.value.reason == "ControlledDeployment"
+    # An owner that is not the controller (a plain reference) is no reason to refuse.
+    deployment["metadata"]["ownerReferences"] = [{**owner, "controller": False}]
+    assert _plan(model, settings, deployment=deployment).state == "injecting"
+
+
+def test_error_service_also_selects_another_deployments_pods() -> None:
+    mine = target_deployment()
+    canary = copy.deepcopy(mine)
+    canary["metadata"]["name"] = "fraud-model-canary"
+    canary["spec"]["template"]["metadata"]["labels"] = {"app": "fraud-model", "track": "canary"}
+    elsewhere = copy.deepcopy(mine)
+    elsewhere["metadata"]["name"] = "other-model"
+    elsewhere["spec"]["template"]["metadata"]["labels"] = {"app": "other-model"}
+    service = target_service(by_name=True)
+    everything = [mine, canary, elsewhere]
+    assert injection.other_selected(service=service, deployment=mine, deployments=everything) == [
+        "fraud-model-canary"
+    ]
+    with pytest.raises(
+        InjectionError, match=r"also selects the pods of Deployment fraud-model-c"
+    ) as e:
+        injection.check_selects_only(service=service, deployment=mine, deployments=everything)
+    assert e.value.reason == "ServiceSelectsOtherPods"
+    injection.check_selects_only(service=service, deployment=mine, deployments=[mine, elsewhere])

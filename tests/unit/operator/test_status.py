@@ -74,7 +74,47 @@ def test_last_transition_time_only_moves_when_the_status_flips() -> None:
         generation=1,
     )
     times = {c["type"]: c["lastTransitionTime"] for c in second}
-    assert times == {"Ready": "t1", "Drifting": "t2", "DataQualityDegraded": "t1", "Reacting": "t1"}
+    assert times == {
+        "Ready": "t1",
+        "Drifting": "t2",
+        "DataQualityDegraded": "t1",
+        "Reacting": "t1",
+        "Bypassed": "t1",
+    }
+
+
+def test_bypassed_is_a_condition_and_giving_up_fails_with_what_to_do() -> None:
+    through = {c["type"]: c for c in desired_conditions(Observation(**READY))}["Bypassed"]
+    assert (through["status"], through["reason"]) == ("False", "ThroughSidecar")
+    repairing = Observation(
+        injection_state="injecting",
+        injection_message="adding the sidecar",
+        bypass=("SidecarRemoved", "Deployment ml/m: the pod template has no sidecar"),
+    )
+    conds = {c["type"]: c for c in desired_conditions(repairing)}
+    assert (conds["Bypassed"]["status"], conds["Bypassed"]["reason"]) == ("True", "SidecarRemoved")
+    assert "no sidecar" in conds["Bypassed"]["message"]
+    assert phase(repairing)[0] == "Pending"
+    gave_up = Observation(
+        injection_state="bypassed",
+        injection_message="stopped re-injecting; use ignoreDifferences",
+        bypass=("PortRenamedBack", "targetPort 'http' resolves to container 'model'"),
+        **{k: v for k, v in READY.items() if k != "injection_state"},
+    )
+    assert phase(gave_up) == ("Failed", "stopped re-injecting; use ignoreDifferences")
+    conds = {c["type"]: c for c in desired_conditions(gave_up)}
+    assert (conds["Ready"]["reason"], conds["Bypassed"]["status"]) == ("Bypassed", "True")
+
+
+def test_a_refused_target_names_its_reason() -> None:
+    obs = Observation(
+        injection_state="error",
+        injection_message="owned by InferenceService 'fraud'",
+        injection_reason="ControlledDeployment",
+    )
+    ready = {c["type"]: c for c in desired_conditions(obs)}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "ControlledDeployment")
+    assert status_patch(obs, None, now="t")["injection"]["reason"] == "ControlledDeployment"
 
 
 def test_status_patch_fills_the_printer_columns() -> None:
