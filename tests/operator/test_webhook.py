@@ -24,6 +24,8 @@ import aiohttp
 from cluster import (
     NS,
     OM,
+    OPERATOR_CALLS,
+    ApiCall,
     Cluster,
     api_call,
     eventually,
@@ -159,6 +161,11 @@ async def start_webhook(tmp_path: Path, start_operator: Callable[..., Any]) -> t
     return op, webhook
 
 
+def om_gets(name: str) -> int:
+    """GETs of this ObservedModel the operator has made (all tests' operators: names differ)."""
+    return OPERATOR_CALLS.count(ApiCall("get", "mlwarden.io", "observedmodels", NS, name))
+
+
 def reconciled(api: Cluster, name: str) -> bool:
     """The operator has handled this ObservedModel (so its watch, and index, have seen it)."""
     return FINALIZER in (obj(api, OM, name)["metadata"].get("finalizers") or [])
@@ -174,6 +181,7 @@ async def test_a_labelled_deployment_is_injected_over_https_as_patch_mode_would(
     _, webhook = await start_webhook(tmp_path, start_operator)
     await eventually(lambda: reconciled(api, "fraud") and reconciled(api, "other"))
 
+    gets_before = (om_gets("fraud"), om_gets("missing"))
     deployment = labelled(model_deployment(), "fraud")
     admitted = await webhook.admitted(deployment)
     plan = injection.plan_injection(deployment=deployment, service=service,
@@ -199,6 +207,9 @@ async def test_a_labelled_deployment_is_injected_over_https_as_patch_mode_would(
     # Labelled for a model that targets another Deployment, or for no model: unchanged.
     for model in ("other", "missing"):
         assert "patch" not in await webhook.review(labelled(model_deployment(), model)), model
+    # The reviews read ObservedModels from the operator's watch (a kopf index), not with a GET
+    # each; only a name the index lacks is confirmed with one.
+    assert (om_gets("fraud"), om_gets("missing")) == (gets_before[0], gets_before[1] + 1)
 
 
 async def test_no_injection_for_an_observed_model_being_deleted_or_gone(
