@@ -16,6 +16,8 @@ it), what the API server and its controllers would do:
   API group, resource[/subresource], namespace, name), for test_rbac_audit.py;
 - fault injection: `faults` holds `Fault`s that answer matching operator calls
   with an error status, a delay, or a watch stream that stalls (test_api_faults.py).
+- mutating admission through a stored MutatingWebhookConfiguration, calling the
+  webhook over HTTPS as the API server does (emulate_admission.py; test_webhook.py).
 
 The custom resources the reactions change (Gateway API HTTPRoute, Istio
 VirtualService) are declared like any other kind: the emulator serves whatever
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from emulate_admission import MutatingAdmission
 from kmock import ResourceInfo
 
 from mlwarden.demo.cluster import ApiServerEmulator
@@ -150,7 +153,7 @@ class Fault:
         )
 
 
-class Cluster(ApiServerEmulator):
+class Cluster(MutatingAdmission, ApiServerEmulator):
     instant_rollouts: bool = True
     faults: list[Fault]
 

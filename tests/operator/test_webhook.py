@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import json
 import ssl
 import subprocess
@@ -21,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+import yaml
 from cluster import (
+    DEPLOYMENTS,
     NS,
     OM,
     OPERATOR_CALLS,
@@ -36,6 +38,7 @@ from cluster import (
     observed_model,
 )
 from conftest import free_port
+from emulate_admission import MUTATING_WEBHOOKS, apply_json_patch, declare_admission
 from kubernetes_validate import validate
 
 from mlwarden.operator import injection
@@ -60,24 +63,6 @@ def make_certificates(directory: Path, *, sans: str = "IP:127.0.0.1,DNS:localhos
     run("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "tls.crt", "-days", "1", "-extfile", "san.ext")  # fmt: skip
     return directory
-
-
-def apply_json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
-    """RFC 6902 add/replace/remove, enough for what kopf emits."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        parent = doc
-        for part in parts[:-1]:
-            parent = parent[int(part)] if isinstance(parent, list) else parent.setdefault(part, {})
-        last = parts[-1]
-        if op["op"] == "remove":
-            del parent[int(last) if isinstance(parent, list) else last]
-        elif isinstance(parent, list):
-            parent.insert(len(parent) if last == "-" else int(last), op["value"])
-        else:
-            parent[last] = op["value"]
-    return doc
 
 
 class Webhook:
@@ -253,3 +238,84 @@ def test_webhook_mode_does_not_start_without_a_certificate(tmp_path: Path) -> No
                           env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "is not a file (is the certificate Secret mounted?)" in done.stderr
+
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "mlwarden"
+RELEASE_NS = "mlwarden-system"
+
+
+def chart_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """What `helm install mlwarden charts/mlwarden -n mlwarden-system` creates, by the real Helm."""
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name="mlwarden", namespace=RELEASE_NS, is_install=True)
+    texts = [t for p, t in manifests.items() if not p.endswith("NOTES.txt")]
+    return [d for text in texts for d in yaml.safe_load_all(text) if d]
+
+
+def containers(api: Cluster, name: str) -> list[str]:
+    return [
+        c["name"] for c in obj(api, DEPLOYMENTS, name)["spec"]["template"]["spec"]["containers"]
+    ]
+
+
+async def test_admission_through_the_api_server_with_the_charts_configuration_and_certificate(
+    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The chart's MutatingWebhookConfiguration in the emulated API server, the chart's Secret
+    as the operator's certificate: Deployments are created and updated through the API, and
+    admission calls the real webhook server over HTTPS (verified for the Service's name)."""
+    api, server = cluster
+    objects = chart_objects({"injection": "webhook", "watchNamespaces": [NS]})
+    (secret,) = [o for o in objects if o["kind"] == "Secret"]
+    (configuration,) = [o for o in objects if o["kind"] == "MutatingWebhookConfiguration"]
+    files = {}
+    for key in ("tls.crt", "tls.key"):
+        files[key] = tmp_path / key
+        files[key].write_bytes(base64.b64decode(secret["data"][key]))
+    declare_admission(api)
+    api.objects[MUTATING_WEBHOOKS, None, configuration["metadata"]["name"]] = configuration
+    port = free_port()
+    service = configuration["webhooks"][0]["clientConfig"]["service"]
+    api.service_routes = {(service["namespace"], service["name"]): f"127.0.0.1:{port}"}
+    seed(api, observed_model(), model_service())
+    op = await start_operator(env={
+        "MLWARDEN_INJECTION": "webhook", "MLWARDEN_WEBHOOK_PORT": str(port),
+        "MLWARDEN_WEBHOOK_CERT": str(files["tls.crt"]),
+        "MLWARDEN_WEBHOOK_KEY": str(files["tls.key"]),
+    })  # fmt: skip
+    await eventually(lambda: reconciled(api, "fraud"), what="ObservedModel handled")
+    deployments = f"/apis/apps/v1/namespaces/{NS}/deployments"
+
+    # Created with the label: stored with the sidecar.
+    created = await api_call(server, "POST", deployments, labelled(model_deployment(), "fraud"))
+    assert [c["name"] for c in created["spec"]["template"]["spec"]["containers"]] == [
+        "model", "mlwarden-sidecar",
+    ], op.log()  # fmt: skip
+    # Without it: the API server does not even call the operator (objectSelector).
+    await api_call(server, "POST", deployments, model_deployment("plain"))
+    assert containers(api, "plain") == ["model"]
+    assert [c.name for c in api.admission_calls] == ["fraud-model"]
+    assert api.admission_calls[0].outcome == "patched"
+
+    # The ObservedModel is deleted: the operator takes the sidecar out with an UPDATE that goes
+    # through the webhook, which must not put it back.
+    await api_call(
+        server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
+    )
+    await eventually(lambda: not exists(api, OM, "fraud"), what="ObservedModel gone")
+    assert containers(api, "fraud-model") == ["model"], op.log()
+    updates = [c for c in api.admission_calls if c.operation == "UPDATE"]
+    assert updates and all(c.outcome == "unchanged" for c in updates), updates
+
+    # The operator down: the Deployment is admitted unchanged (failurePolicy Ignore), at once.
+    await op.stop()
+    seed(api, observed_model("late", target="late-model"), model_service("late-model"))
+    started = asyncio.get_running_loop().time()
+    await api_call(server, "POST", deployments, labelled(model_deployment("late-model"), "late"))
+    assert (
+        asyncio.get_running_loop().time() - started < configuration["webhooks"][0]["timeoutSeconds"]
+    )
+    assert containers(api, "late-model") == ["model"]
+    assert api.admission_calls[-1].outcome.endswith("(ignored)"), api.admission_calls[-1]
