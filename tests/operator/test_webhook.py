@@ -36,6 +36,7 @@ from cluster import (
     model_service,
     obj,
     observed_model,
+    status,
 )
 from conftest import free_port
 from emulate_admission import MUTATING_WEBHOOKS, apply_json_patch, declare_admission
@@ -162,7 +163,11 @@ async def test_a_labelled_deployment_is_injected_over_https_as_patch_mode_would(
 ) -> None:  # fmt: skip
     api, _ = cluster
     om, service = observed_model(), model_service()
-    seed(api, om, service, observed_model("other", target="other-model"))
+    # "other" targets a Deployment opted in the old way, with an annotation only.
+    annotated = model_deployment("other-model")
+    annotated["metadata"]["annotations"] = {INJECT_LABEL: "other"}
+    seed(api, om, service, observed_model("other", target="other-model"), annotated,
+         model_service("other-model"))  # fmt: skip
     _, webhook = await start_webhook(tmp_path, start_operator)
     await eventually(lambda: reconciled(api, "fraud") and reconciled(api, "other"))
 
@@ -192,6 +197,9 @@ async def test_a_labelled_deployment_is_injected_over_https_as_patch_mode_would(
     # Labelled for a model that targets another Deployment, or for no model: unchanged.
     for model in ("other", "missing"):
         assert "patch" not in await webhook.review(labelled(model_deployment(), model)), model
+    # The ObservedModel says what is missing.
+    wanted = f"label it {INJECT_LABEL}=other"
+    await eventually(lambda: wanted in status(api, "other")["injection"]["message"], what=wanted)
     # The reviews read ObservedModels from the operator's watch (a kopf index), not with a GET
     # each; only a name the index lacks is confirmed with one.
     assert (om_gets("fraud"), om_gets("missing")) == (gets_before[0], gets_before[1] + 1)

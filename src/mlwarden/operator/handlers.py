@@ -39,7 +39,14 @@ import kopf
 from mlwarden.operator import injection, objects, respond
 from mlwarden.operator.kube import Conflict, Endpoint, Kube, KubeError, path, path_of
 from mlwarden.operator.metrics import METRICS
-from mlwarden.operator.settings import GROUP, PLURAL, VERSION, OperatorSettings, detector_name
+from mlwarden.operator.settings import (
+    GROUP,
+    INJECT_LABEL,
+    PLURAL,
+    VERSION,
+    OperatorSettings,
+    detector_name,
+)
 from mlwarden.operator.status import Observation, alert_events, status_patch
 from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModel, SpecError, parse_observed_model
 
@@ -308,10 +315,16 @@ async def _inject(raw: dict[str, Any], model: ObservedModel, base: dict[str, Any
         return Observation(injection_state="error", injection_message=str(exc), **base)
     if STATE.settings.injection == "webhook" and plan.deployment_patch is not None:
         # The admission webhook changes the pod template; the operator only repoints.
+        labels = (deployment.get("metadata") or {}).get("labels") or {}
+        how = (
+            "" if labels.get(INJECT_LABEL) == model.name
+            else f": label it {INJECT_LABEL}={model.name} (the webhook only sees Deployments "
+            "with that label; an annotation is not enough), then roll it"
+        )  # fmt: skip
         return Observation(
             injection_state="injecting",
             injection_message=(
-                f"waiting for the admission webhook to inject {model.spec.target.deployment}"
+                f"waiting for the admission webhook to inject {target.deployment}{how}"
             ),
             **base,
         )

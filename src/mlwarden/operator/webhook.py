@@ -63,13 +63,11 @@ import kopf
 from mlwarden.operator import injection
 from mlwarden.operator.handlers import STATE, kube
 from mlwarden.operator.kube import path
-from mlwarden.operator.settings import GROUP, PLURAL, VERSION, OperatorSettings
+from mlwarden.operator.settings import GROUP, INJECT_LABEL, PLURAL, VERSION, OperatorSettings
 from mlwarden.spec import ObservedModel, SpecError, parse_observed_model
 
 log = logging.getLogger(__name__)
 
-# The opt-in label of a Deployment; its value names the ObservedModel.
-INJECT_LABEL = "mlwarden.io/inject"
 # The handler id, and so the URL path (/mlwarden-inject) the chart's webhook configuration calls.
 WEBHOOK_ID = "mlwarden-inject"
 
