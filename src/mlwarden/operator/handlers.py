@@ -319,7 +319,7 @@ async def _inject(raw: dict[str, Any], model: ObservedModel, base: dict[str, Any
         how = (
             "" if labels.get(INJECT_LABEL) == model.name
             else f": label it {INJECT_LABEL}={model.name} (the webhook only sees Deployments "
-            "with that label; an annotation is not enough), then roll it"
+            "with that label; an annotation is not enough)"
         )  # fmt: skip
         return Observation(
             injection_state="injecting",
