@@ -1043,7 +1043,8 @@ def webhook_of(objects: Objects) -> dict[str, Any]:
 
 
 def test_webhook_mode_reviews_only_labelled_deployments_fails_open_and_times_out_fast() -> None:
-    objects, _ = render({**WEBHOOK, "watchNamespaces": ["a", "b"]})
+    objects, notes = render({**WEBHOOK, "watchNamespaces": ["a", "b"]})
+    assert f"kubectl label deployment my-model {INJECT_LABEL}=my-model" in notes
     webhook = webhook_of(objects)
     assert webhook["rules"] == [
         {
