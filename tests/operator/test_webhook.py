@@ -29,6 +29,7 @@ from cluster import (
     OPERATOR_CALLS,
     ApiCall,
     Cluster,
+    Fault,
     api_call,
     eventually,
     exists,
@@ -197,6 +198,12 @@ async def test_a_labelled_deployment_is_injected_over_https_as_patch_mode_would(
     # Labelled for a model that targets another Deployment, or for no model: unchanged.
     for model in ("other", "missing"):
         assert "patch" not in await webhook.review(labelled(model_deployment(), model)), model
+    # The API fails while the webhook reads it: the Deployment is admitted unchanged, never
+    # refused (a handler error would answer `allowed: false`, which the API server enforces).
+    api.faults = [Fault(verb="get", resource="services", status=500)]
+    review = await webhook.review(labelled(model_deployment(), "fraud"))
+    assert api.faults[0].hits and "patch" not in review, review
+
     # The ObservedModel says what is missing.
     wanted = f"label it {INJECT_LABEL}=other"
     await eventually(lambda: wanted in status(api, "other")["injection"]["message"], what=wanted)

@@ -51,6 +51,7 @@ Trade-offs against the default (`patch`) mode:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -70,6 +71,9 @@ log = logging.getLogger(__name__)
 
 # The handler id, and so the URL path (/mlwarden-inject) the chart's webhook configuration calls.
 WEBHOOK_ID = "mlwarden-inject"
+# Seconds the handler may spend reading the API, under the webhook's timeout (5 s in the
+# chart): past it the Deployment is admitted unchanged, with a log line saying why.
+READ_TIMEOUT = 3.0
 
 
 def server_from_env(env: Mapping[str, str]) -> kopf.WebhookServer:
@@ -113,8 +117,9 @@ async def webhook_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 def mlwarden_observed_models(
     namespace: str | None, name: str | None, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every ObservedModel the operator watches, by (namespace, name), as last seen."""
-    return {(str(namespace), str(name)): dict(body)}
+    """Every ObservedModel the operator watches, by (namespace, name), as last seen (no status)."""
+    kept = {key: body.get(key) for key in ("apiVersion", "kind", "metadata", "spec")}
+    return {(str(namespace), str(name)): kept}
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,25 @@ async def inject_at_admission(body: kopf.Body, patch: kopf.Patch, **kwargs: Any)
     models: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["mlwarden_observed_models"]
     deployment = dict(body)
     meta = deployment.get("metadata") or {}
+    where = f"Deployment {meta.get('namespace')}/{meta.get('name')}"
+    # A handler that raises makes kopf answer `allowed: false`, and the API server then
+    # REFUSES the Deployment (failurePolicy only covers a webhook that does not answer). The
+    # promise is fail-open: whatever goes wrong here, admit the Deployment unchanged.
+    try:
+        async with asyncio.timeout(READ_TIMEOUT):
+            admission = await _admission(deployment, models)
+    except Exception as exc:  # see above: never refuse on our own failure
+        log.warning("%s: admitted unchanged, the webhook failed: %r", where, exc)
+        return
+    log.info("%s", admission.reason)
+    for key, value in (admission.change or {}).items():
+        patch[key] = value
+
+
+async def _admission(
+    deployment: dict[str, Any], models: kopf.Index[tuple[str, str], dict[str, Any]]
+) -> Admission:
+    meta = deployment.get("metadata") or {}
     namespace = str(meta.get("namespace") or "default")
     name = str((meta.get("labels") or {}).get(INJECT_LABEL, ""))
     api = kube()
@@ -223,10 +247,6 @@ async def inject_at_admission(body: kopf.Body, patch: kopf.Patch, **kwargs: Any)
     om = seen[-1] if seen else await api.get(path("ObservedModel", namespace, name))
     found = model_for(deployment, om)
     if isinstance(found, Admission):
-        log.info("%s", found.reason)
-        return
+        return found
     service = await api.get(path("Service", namespace, found.spec.target.service))
-    admission = admit(deployment=deployment, model=found, service=service, settings=STATE.settings)
-    log.info("%s", admission.reason)
-    for key, value in (admission.change or {}).items():
-        patch[key] = value
+    return admit(deployment=deployment, model=found, service=service, settings=STATE.settings)
