@@ -313,6 +313,15 @@ async def test_admission_through_the_api_server_with_the_charts_configuration_an
     assert containers(api, "plain") == ["model"]
     assert [c.name for c in api.admission_calls] == ["fraud-model"]
     assert api.admission_calls[0].outcome == "patched"
+    # Labelling an existing Deployment is an UPDATE the webhook sees: injected then.
+    await api_call(server, "POST", f"/api/v1/namespaces/{NS}/services", model_service("plain"))
+    await api_call(server, "POST", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels",
+                   observed_model("plain", target="plain"))  # fmt: skip
+    await eventually(lambda: reconciled(api, "plain"), what="ObservedModel plain handled")
+    await api_call(server, "PATCH", f"{deployments}/plain",
+                   {"metadata": {"labels": {INJECT_LABEL: "plain"}}},
+                   "application/merge-patch+json")  # fmt: skip
+    assert containers(api, "plain") == ["model", "mlwarden-sidecar"]
 
     # The ObservedModel is deleted: the operator takes the sidecar out with an UPDATE that goes
     # through the webhook, which must not put it back.
@@ -321,7 +330,7 @@ async def test_admission_through_the_api_server_with_the_charts_configuration_an
     )
     await eventually(lambda: not exists(api, OM, "fraud"), what="ObservedModel gone")
     assert containers(api, "fraud-model") == ["model"], op.log()
-    updates = [c for c in api.admission_calls if c.operation == "UPDATE"]
+    updates = [c for c in api.admission_calls if (c.operation, c.name) == ("UPDATE", "fraud-model")]
     assert updates and all(c.outcome == "unchanged" for c in updates), updates
 
     # The operator down: the Deployment is admitted unchanged (failurePolicy Ignore), at once.
