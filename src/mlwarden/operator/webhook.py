@@ -31,8 +31,10 @@ The handler admits unchanged (never refuses) a Deployment whose ObservedModel is
 invalid, targets another Deployment, or is being deleted (the operator's deletion handler takes
 the sidecar out with an update that passes through this webhook, which must not put it back),
 and one it cannot review (an API error, reads over 3 s): a handler error would make kopf answer
-`allowed: false`, which the API server enforces whatever the failurePolicy. ObservedModels are read from a kopf index (the operator's watch), not with an API call
-per review; a name the index lacks (not yet listed at start-up, or a standby replica under
+`allowed: false`, which the API server enforces whatever the failurePolicy.
+
+ObservedModels are read from a kopf index (the operator's watch), not with an API call per
+review; a name the index lacks (not yet listed at start-up, or a standby replica under
 peering, whose watches are paused) is confirmed with one GET.
 
 Trade-offs against the default (`patch`) mode:
