@@ -536,7 +536,9 @@ def _run_operator(args: argparse.Namespace) -> int:
     settings = OperatorSettings.from_env()  # fail early, naming the variable, on a bad setting
     handlers.NAMESPACED = bool(args.namespace)
     if settings.injection == "webhook":
-        from mlwarden.operator import webhook  # noqa: F401  (the admission handler and server)
+        from mlwarden.operator import webhook  # the admission handler and server
+
+        webhook.server_from_env(os.environ)  # fail now, naming the variable, without a cert
     kopf.configure(verbose=args.verbose)
     priority = args.priority
     if priority is None:

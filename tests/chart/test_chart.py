@@ -11,23 +11,30 @@ fields are errors there too). kopf's peering objects are checked against the CRD
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import copy
 import json
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kmock
 import kubernetes_validate
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
 from mlwarden.cli import build_parser
+from mlwarden.demo.cluster import ApiServerEmulator
 from mlwarden.detector.service import DetectorMetrics
 from mlwarden.kube import KINDS
 from mlwarden.operator.metrics import OperatorMetrics
@@ -37,6 +44,7 @@ from mlwarden.operator.settings import (
     OperatorSettings,
     selector_labels,
 )
+from mlwarden.operator.webhook import INJECT_LABEL, WEBHOOK_ID, server_from_env
 from mlwarden.sidecar.metrics import SidecarMetrics
 
 helm = pytest.importorskip(
@@ -62,6 +70,10 @@ CASES: dict[str, dict[str, Any]] = {
     "replicas-2": {"replicas": 2},
     "crd-create": {"crd": {"create": True}},
     "webhook-namespaced": {"injection": "webhook", "watchNamespaces": ["a"]},
+    "webhook-cert-manager": {
+        "injection": "webhook",
+        "webhook": {"certificate": {"source": "cert-manager"}},
+    },
     "everything-on-namespaced-peering": {
         **EVERYTHING_ON,
         "watchNamespaces": ["a", "b"],
@@ -330,6 +342,51 @@ MONITORING_SCHEMAS = {
 }
 
 
+# Minimal schemas of the cert-manager.io/v1 kinds the chart renders in webhook mode, for the
+# fields it sets; names, types and required keys as in cert-manager's CRDs (v1.x).
+ISSUER_REF = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+        "group": {"type": "string"},
+    },
+}
+CERT_MANAGER_SCHEMAS = {
+    kind: {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "cert-manager.io/v1"},
+            "kind": {"const": kind},
+            "metadata": {**METADATA, "required": ["name", "namespace"]},
+            "spec": spec,
+        },
+    }
+    for kind, spec in {
+        "Certificate": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["secretName", "issuerRef"],
+            "properties": {
+                "secretName": {"type": "string", "minLength": 1},
+                "dnsNames": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "issuerRef": ISSUER_REF,
+            },
+        },
+        "Issuer": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selfSigned"],
+            "properties": {"selfSigned": {"type": "object", "additionalProperties": False}},
+        },
+    }.items()
+}
+
+
 def validate_custom_resource(obj: dict[str, Any]) -> None:
     """A kopf.dev object against the CRD the chart ships for it (group, kind, scope, schema)."""
     group, version = obj["apiVersion"].split("/")
@@ -358,6 +415,12 @@ def validate(obj: dict[str, Any]) -> str:
     if api_version.startswith("kopf.dev/"):
         validate_custom_resource(obj)
         return "crd"
+    if api_version.startswith("cert-manager.io/"):
+        try:
+            jsonschema.validate(obj, CERT_MANAGER_SCHEMAS[kind])
+        except jsonschema.ValidationError as exc:
+            pytest.fail(f"{where}: {exc.message} at {list(exc.absolute_path)}")
+        return "cert-manager"
     try:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
@@ -368,7 +431,10 @@ def validate(obj: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- lint
 
 
-@pytest.mark.parametrize("case", ["defaults", "everything-on-namespaced-peering"])
+@pytest.mark.parametrize(
+    "case",
+    ["defaults", "everything-on-namespaced-peering", "webhook-namespaced", "webhook-cert-manager"],
+)
 def test_helm_lint_strict_finds_nothing(case: str) -> None:
     report = helm.lint(CHART, CASES[case], strict=True, kube_version=f"v{K8S_VERSION}.0")
     assert report["total_charts_linted"] == 1
@@ -729,6 +795,8 @@ BAD_VALUES = [
     ({"serviceMonitor": {"enabled": "yes"}}, "/serviceMonitor/enabled"),
     ({"podMonitor": {"interval": "30 seconds"}}, "/podMonitor/interval"),
     ({"replica": 2}, "additional properties 'replica'"),
+    ({"webhook": {"timeoutSeconds": 60}}, "/webhook/timeoutSeconds"),
+    ({"webhook": {"certificate": {"source": "kopf"}}}, "/webhook/certificate/source"),
 ]
 
 
@@ -966,34 +1034,223 @@ def test_render_does_not_mutate_values() -> None:
     assert values == EVERYTHING_ON
 
 
-def test_webhook_mode_serves_admission_and_may_manage_its_configuration() -> None:
-    from mlwarden.operator.settings import OperatorSettings
+WEBHOOK = {"injection": "webhook"}
 
-    objects, _ = render({"injection": "webhook", "watchNamespaces": ["a"]})
-    service = one(objects, "Service", f"{RELEASE}-webhook")
-    assert service["spec"]["ports"][0] == {
-        "name": "webhook",
-        "port": 443,
-        "targetPort": "webhook",
-        "protocol": "TCP",
-    }
-    role = one(objects, "ClusterRole", f"{RELEASE}-webhook")
-    assert role["rules"] == [
+
+def webhook_of(objects: Objects) -> dict[str, Any]:
+    (webhook,) = one(objects, "MutatingWebhookConfiguration", RELEASE)["webhooks"]
+    return dict(webhook)
+
+
+def test_webhook_mode_reviews_only_labelled_deployments_fails_open_and_times_out_fast() -> None:
+    objects, notes = render({**WEBHOOK, "watchNamespaces": ["a", "b"]})
+    assert f"kubectl label deployment my-model {INJECT_LABEL}=my-model" in notes
+    webhook = webhook_of(objects)
+    assert webhook["rules"] == [
         {
-            "apiGroups": ["admissionregistration.k8s.io"],
-            "resources": ["mutatingwebhookconfigurations"],
-            "verbs": ["get", "list", "watch", "create", "patch"],
+            "apiGroups": ["apps"],
+            "apiVersions": ["v1"],
+            "resources": ["deployments"],
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "Namespaced",
         }
     ]
-    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["MLWARDEN_WEBHOOK_PORT"] == "9443"
-    assert env["MLWARDEN_WEBHOOK_HOST"] == f"{RELEASE}-webhook.{NAMESPACE}.svc"
-    assert OperatorSettings.from_env(env).injection == "webhook"
+    assert webhook["objectSelector"] == {
+        "matchExpressions": [{"key": INJECT_LABEL, "operator": "Exists"}]
+    }
+    name = "kubernetes.io/metadata.name"
+    assert webhook["namespaceSelector"] == {
+        "matchExpressions": [
+            {"key": name, "operator": "NotIn",
+             "values": ["kube-system", "kube-public", "kube-node-lease", NAMESPACE]},
+            {"key": name, "operator": "In", "values": ["a", "b"]},
+        ]
+    }  # fmt: skip
+    assert (webhook["failurePolicy"], webhook["timeoutSeconds"]) == ("Ignore", 5)
+    assert (webhook["sideEffects"], webhook["matchPolicy"]) == ("None", "Equivalent")
+    assert webhook["reinvocationPolicy"] == "IfNeeded"
+    assert webhook["admissionReviewVersions"] == ["v1"]
+    # The API server calls the operator's handler through the -webhook Service.
+    service = one(objects, "Service", f"{RELEASE}-webhook")
+    assert webhook["clientConfig"]["service"] == {
+        "name": service["metadata"]["name"],
+        "namespace": NAMESPACE,
+        "path": f"/{WEBHOOK_ID}",
+        "port": 443,
+    }
+    assert service["spec"]["ports"][0] == {
+        "name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP",
+    }  # fmt: skip
+    assert (
+        service["spec"]["selector"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    )
+    container = operator_container(objects)
     assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in container["ports"]
+    # Extra namespace conditions (an opt-in label) and another timeout.
+    objects, _ = render({**WEBHOOK, "webhook": {"timeoutSeconds": 2, "namespaceSelector": {
+        "matchLabels": {"mlwarden.io/webhook": "enabled"},
+        "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["system"]}],
+    }}})  # fmt: skip
+    webhook = webhook_of(objects)
+    assert webhook["timeoutSeconds"] == 2
+    selector = webhook["namespaceSelector"]
+    assert selector["matchLabels"] == {"mlwarden.io/webhook": "enabled"}
+    assert selector["matchExpressions"][0]["values"] == [
+        "kube-system", "kube-public", "kube-node-lease", NAMESPACE,
+    ]  # fmt: skip
+    assert selector["matchExpressions"][1:] == [
+        {"key": "tier", "operator": "NotIn", "values": ["system"]}
+    ]
     # Patch mode (the default) has none of it.
     objects, _ = render()
-    assert not [o for o in objects if o["metadata"]["name"].endswith("-webhook")]
+    assert not [o for o in objects if "webhook" in o["metadata"]["name"]]
+    assert not of_kind(objects, "MutatingWebhookConfiguration")
+    assert "MLWARDEN_WEBHOOK_CERT" not in env_of(operator_container(objects))
+
+
+@pytest.mark.parametrize("values", [{}, {"watchNamespaces": ["a"]}, {"replicas": 2}])
+def test_the_operator_gets_no_rights_on_webhook_configurations(values: dict[str, Any]) -> None:
+    """The chart owns the MutatingWebhookConfiguration; kopf's configuration manager is off."""
+    objects, _ = render({**WEBHOOK, **values})
+    assert of_kind(objects, "MutatingWebhookConfiguration")
+    for role in roles_of(objects):
+        groups = {g for rule in role["rules"] for g in rule["apiGroups"]}
+        assert "admissionregistration.k8s.io" not in groups, role["metadata"]["name"]
+
+
+def test_every_replica_mounts_the_one_certificate_secret_the_operator_serves_with(
+    tmp_path: Path,
+) -> None:
+    objects, _ = render({**WEBHOOK, "replicas": 3})
+    secret = one(objects, "Secret", f"{RELEASE}-webhook-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    env = env_of(container)
+    # The files the operator is told to serve are the Secret's, where the volume puts them.
+    for var, key in (("MLWARDEN_WEBHOOK_CERT", "tls.crt"), ("MLWARDEN_WEBHOOK_KEY", "tls.key")):
+        assert env[var] == f"{mount['mountPath']}/{key}"
+    assert "MLWARDEN_WEBHOOK_HOST" not in env
+    # The operator accepts them (written where the pod would have them).
+    files = {}
+    for key in ("tls.crt", "tls.key"):
+        files[key] = tmp_path / key
+        files[key].write_bytes(base64.b64decode(secret["data"][key]))
+    server = server_from_env({**env, "MLWARDEN_WEBHOOK_CERT": str(files["tls.crt"]),
+                              "MLWARDEN_WEBHOOK_KEY": str(files["tls.key"])})  # fmt: skip
+    assert (server.certfile, server.port) == (str(files["tls.crt"]), 9443)
+    assert OperatorSettings.from_env(env).injection == "webhook"
+
+
+def tls_handshake(cert: bytes, key: bytes, ca: bytes, hostname: str, tmp_path: Path) -> None:
+    """A TLS handshake: a server with cert/key, a client trusting only `ca` and asking for
+    `hostname`, as the API server calls the webhook Service (raises ssl.SSLError on mismatch)."""
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    client_side = ssl.create_default_context(cadata=ca.decode())
+    a, b = socket.socketpair()
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            with server_side.wrap_socket(a, server_side=True) as tls:
+                tls.recv(1)
+        except (ssl.SSLError, OSError) as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with client_side.wrap_socket(b, server_hostname=hostname) as tls:
+            tls.sendall(b"x")
+    finally:
+        thread.join(10)
+    assert not errors, errors
+
+
+def test_the_generated_certificate_is_trusted_by_the_ca_bundle_for_the_service(
+    tmp_path: Path,
+) -> None:
+    objects, _ = render(WEBHOOK)
+    secret = one(objects, "Secret", f"{RELEASE}-webhook-tls")
+    data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    ca_bundle = base64.b64decode(webhook_of(objects)["clientConfig"]["caBundle"])
+    assert ca_bundle == data["ca.crt"]
+    service = f"{RELEASE}-webhook.{NAMESPACE}.svc"  # the name the API server verifies
+    tls_handshake(data["tls.crt"], data["tls.key"], ca_bundle, service, tmp_path)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        tls_handshake(data["tls.crt"], data["tls.key"], ca_bundle, "elsewhere.svc", tmp_path)
+    # A certificate from another render (another CA) is not trusted: the bundle is this CA's.
+    other, _ = render(WEBHOOK)
+    other_secret = one(other, "Secret", f"{RELEASE}-webhook-tls")["data"]
+    other_cert, other_key = (base64.b64decode(other_secret[k]) for k in ("tls.crt", "tls.key"))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        tls_handshake(other_cert, other_key, ca_bundle, service, tmp_path)
+
+
+async def test_the_generated_certificate_is_kept_on_upgrade() -> None:
+    """An upgrade renders against the cluster (Helm's `lookup` reads the installed release's
+    Secret, here from the API emulator): the certificate and the caBundle stay what they were,
+    so replicas and the API server keep agreeing."""
+    kept = {key: base64.b64encode(f"kept {key}".encode()).decode()
+            for key in ("ca.crt", "tls.crt", "tls.key")}  # fmt: skip
+    name = f"{RELEASE}-webhook-tls"
+    async with ApiServerEmulator() as api, kmock.Server(api) as server:
+        api.resources["v1/secrets"] = kmock.ResourceInfo(
+            kind="Secret", singular="secret", namespaced=True, verbs={"get", "list", "watch"}
+        )
+
+        def upgrade() -> Objects:
+            url = str(server.url).rstrip("/")
+            config = helm.Config(kube_apiserver=url, kube_token="test", namespace=NAMESPACE)
+            with config, helm.Chart.load(CHART) as chart:
+                manifests = config.render(
+                    chart, WEBHOOK, name=RELEASE, namespace=NAMESPACE, is_upgrade=True
+                )
+            texts = [t for path, t in manifests.items() if not path.endswith("NOTES.txt")]
+            return [d for text in texts for d in yaml.safe_load_all(text) if d]
+
+        fresh = await asyncio.to_thread(upgrade)  # no Secret yet: a new certificate
+        assert one(fresh, "Secret", name)["data"] != kept
+        api.objects["v1/secrets", NAMESPACE, name] = {
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": name, "namespace": NAMESPACE}, "data": kept,
+        }  # fmt: skip
+        objects = await asyncio.to_thread(upgrade)
+    assert one(objects, "Secret", name)["data"] == kept
+    assert webhook_of(objects)["clientConfig"]["caBundle"] == kept["ca.crt"]
+
+
+def test_cert_manager_makes_the_certificate_and_injects_the_ca() -> None:
+    objects, _ = render({**WEBHOOK, "webhook": {"certificate": {"source": "cert-manager"}}})
+    assert not of_kind(objects, "Secret")  # cert-manager writes it
+    certificate = one(objects, "Certificate")
+    issuer = one(objects, "Issuer")
+    assert issuer["spec"] == {"selfSigned": {}}
+    assert certificate["spec"]["issuerRef"] == {
+        "name": issuer["metadata"]["name"], "kind": "Issuer", "group": "cert-manager.io",
+    }  # fmt: skip
+    assert f"{RELEASE}-webhook.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+    configuration = one(objects, "MutatingWebhookConfiguration")
+    assert configuration["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": f"{NAMESPACE}/{certificate['metadata']['name']}"
+    }
+    assert "caBundle" not in configuration["webhooks"][0]["clientConfig"]
+    # Your own issuer: no Issuer of the chart's.
+    own = {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    objects, _ = render({**WEBHOOK, "webhook": {"certificate": {
+        "source": "cert-manager", "certManager": {"issuerRef": own}}}})  # fmt: skip
+    assert not of_kind(objects, "Issuer")
+    assert one(objects, "Certificate")["spec"]["issuerRef"] == own
 
 
 def test_network_policy_values_reach_the_operator() -> None:

@@ -18,7 +18,9 @@ it), what the API server and its controllers would do:
   EndpointSlices from Deployments and Services (emulate_workloads.py);
 - fault injection: `faults` holds `Fault`s that answer matching operator calls
   with an error status, a delay, or a watch stream that stalls (test_api_faults.py);
-- token expiry (emulate_tokens.py): `rotate_token(old, new)` and the old token gets 401.
+- token expiry (emulate_tokens.py): `rotate_token(old, new)` and the old token gets 401;
+- mutating admission through a stored MutatingWebhookConfiguration, calling the
+  webhook over HTTPS as the API server does (emulate_admission.py; test_webhook.py).
 
 The custom resources the reactions change (Gateway API HTTPRoute, Istio
 VirtualService) are declared like any other kind: the emulator serves whatever
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from emulate_admission import MutatingAdmission
 from emulate_tokens import TokenRotation
 from emulate_workloads import WorkloadsEmulation
 from kmock import ResourceInfo
@@ -155,7 +158,7 @@ class Fault:
         )
 
 
-class Cluster(TokenRotation, WorkloadsEmulation, ApiServerEmulator):
+class Cluster(TokenRotation, WorkloadsEmulation, MutatingAdmission, ApiServerEmulator):
     instant_rollouts: bool = True
     faults: list[Fault]
 

@@ -1,74 +1,183 @@
-"""Webhook mode: the admission handler injects the same template as patch mode."""
+"""Webhook mode: the real operator process serves admission reviews over HTTPS.
+
+The operator runs as the chart runs it with `injection: webhook` (MLWARDEN_INJECTION=webhook,
+the certificate and key of a Secret as files), against the API emulator; the tests are the API
+server: they POST AdmissionReview v1 requests to its webhook path over HTTPS, trusting only
+the test CA, and read the answer as the API server does (a base64 JSONPatch).
+"""
 
 from __future__ import annotations
 
-import copy
+import asyncio
+import base64
 import json
+import ssl
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import kopf
+import aiohttp
 import pytest
+import yaml
 from cluster import (
     DEPLOYMENTS,
     NS,
     OM,
-    SERVICES,
+    OPERATOR_CALLS,
+    ApiCall,
     Cluster,
+    Fault,
+    api_call,
+    eventually,
+    exists,
     model_deployment,
     model_service,
+    obj,
     observed_model,
+    status,
 )
+from conftest import free_port
+from emulate_admission import MUTATING_WEBHOOKS, apply_json_patch, declare_admission
 from kubernetes_validate import validate
 
-from mlwarden.kube import Kube, StaticToken
-from mlwarden.operator import handlers, injection
+from mlwarden.operator import injection
+from mlwarden.operator.handlers import FINALIZER
 from mlwarden.operator.settings import OperatorSettings
-from mlwarden.operator.webhook import INJECT_ANNOTATION, inject_at_admission
+from mlwarden.operator.webhook import INJECT_LABEL, WEBHOOK_ID
 from mlwarden.react.records import apply_merge_patch
 from mlwarden.spec import parse_observed_model
 
 
-def apply_json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
-    """RFC 6902 add/replace/remove, enough for what kopf emits."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        parent = doc
-        for part in parts[:-1]:
-            parent = parent[int(part)] if isinstance(parent, list) else parent.setdefault(part, {})
-        last = parts[-1]
-        if op["op"] == "remove":
-            del parent[int(last) if isinstance(parent, list) else last]
-        elif isinstance(parent, list):
-            parent.insert(len(parent) if last == "-" else int(last), op["value"])
-        else:
-            parent[last] = op["value"]
-    return doc
+def make_certificates(directory: Path, *, sans: str = "IP:127.0.0.1,DNS:localhost") -> Path:
+    """A test CA and a server certificate it signed (tls.crt, tls.key), as a Secret holds them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run = lambda *args: subprocess.run(["openssl", *args], cwd=directory, check=True,  # noqa: E731
+                                       capture_output=True)  # fmt: skip
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+        "-subj", "/CN=mlwarden-test-ca", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign")  # fmt: skip
+    run("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=mlwarden-webhook")
+    (directory / "san.ext").write_text(f"subjectAltName={sans}\n")
+    run("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "tls.crt", "-days", "1", "-extfile", "san.ext")  # fmt: skip
+    return directory
 
 
-async def test_admission_injects_what_patch_mode_would(cluster: tuple[Cluster, str]) -> None:
-    api, server = cluster
-    om = observed_model()
-    service = model_service()
-    api.objects[OM, NS, "fraud"] = om
-    api.objects[SERVICES, NS, "fraud-model"] = service
-    deployment = model_deployment()
-    deployment["metadata"]["annotations"] = {INJECT_ANNOTATION: "fraud"}
-    handlers.STATE.kube = Kube(StaticToken(server))
-    handlers.STATE.settings = OperatorSettings()
-    try:
-        patch = kopf.Patch()
-        await inject_at_admission(body=kopf.Body(copy.deepcopy(deployment)), patch=patch)
-        admitted = apply_json_patch(deployment, patch.as_json_patch(body=kopf.Body(deployment)))
-    finally:
-        await handlers.STATE.kube.close()
-        handlers.STATE.kube = None
-    plan = injection.plan_injection(
-        deployment=deployment,
-        service=service,
-        model=parse_observed_model(om),
-        settings=OperatorSettings(),
-    )
+class Webhook:
+    """The API server's side of the operator's admission webhook."""
+
+    def __init__(self, port: int, ca: Path) -> None:
+        self.url = f"https://127.0.0.1:{port}/{WEBHOOK_ID}"
+        self.tls = ssl.create_default_context(cafile=str(ca))
+
+    async def review(self, deployment: dict[str, Any], operation: str = "CREATE") -> dict[str, Any]:
+        """POST one AdmissionReview v1; its response."""
+        uid = str(uuid.uuid4())
+        review = {
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": uid, "operation": operation,
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "requestKind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "requestResource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "name": deployment["metadata"]["name"], "namespace": NS,
+                "userInfo": {"username": "system:serviceaccount:ci:deployer"},
+                "object": deployment,
+                "oldObject": deployment if operation == "UPDATE" else None,
+                "dryRun": False,
+                "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+            },
+        }  # fmt: skip
+        async with aiohttp.ClientSession() as http, http.post(
+            self.url, json=review, ssl=self.tls, timeout=aiohttp.ClientTimeout(total=10)
+        ) as resp:  # fmt: skip
+            assert resp.status == 200, await resp.text()
+            answer = await resp.json()
+        assert answer["apiVersion"] == "admission.k8s.io/v1"
+        assert answer["kind"] == "AdmissionReview"
+        assert answer["response"]["uid"] == uid
+        assert answer["response"]["allowed"] is True, answer
+        return dict(answer["response"])
+
+    async def admitted(self, deployment: dict[str, Any], operation: str = "CREATE") -> Any:
+        """The Deployment as the API server would store it after this webhook."""
+        response = await self.review(deployment, operation)
+        if "patch" not in response:
+            return deployment
+        assert response["patchType"] == "JSONPatch"
+        ops = json.loads(base64.b64decode(response["patch"]))
+        return apply_json_patch(deployment, ops)
+
+    async def listening(self) -> bool:
+        try:
+            async with aiohttp.ClientSession() as http, http.post(
+                self.url, data=b"{}", ssl=self.tls, timeout=aiohttp.ClientTimeout(total=2)
+            ):  # fmt: skip
+                return True
+        except aiohttp.ClientConnectorError:
+            return False
+
+
+OPERATOR_ENV = {"MLWARDEN_IMAGE": "mlwarden/mlwarden:test"}  # as conftest starts it
+
+
+def labelled(deployment: dict[str, Any], model: str) -> dict[str, Any]:
+    deployment["metadata"]["labels"][INJECT_LABEL] = model
+    return deployment
+
+
+async def start_webhook(tmp_path: Path, start_operator: Callable[..., Any]) -> tuple[Any, Webhook]:
+    certs = make_certificates(tmp_path / "certs")
+    port = free_port()
+    op = await start_operator(env={
+        "MLWARDEN_INJECTION": "webhook", "MLWARDEN_WEBHOOK_PORT": str(port),
+        "MLWARDEN_WEBHOOK_CERT": str(certs / "tls.crt"),
+        "MLWARDEN_WEBHOOK_KEY": str(certs / "tls.key"),
+    })  # fmt: skip
+    webhook = Webhook(port, certs / "ca.crt")
+    deadline = asyncio.get_running_loop().time() + 20
+    while not await webhook.listening():
+        assert op.proc.returncode is None, op.log()
+        assert asyncio.get_running_loop().time() < deadline, op.log()
+        await asyncio.sleep(0.2)
+    return op, webhook
+
+
+def om_gets(name: str) -> int:
+    """GETs of this ObservedModel the operator has made (all tests' operators: names differ)."""
+    return OPERATOR_CALLS.count(ApiCall("get", "mlwarden.io", "observedmodels", NS, name))
+
+
+def reconciled(api: Cluster, name: str) -> bool:
+    """The operator has handled this ObservedModel (so its watch, and index, have seen it)."""
+    return FINALIZER in (obj(api, OM, name)["metadata"].get("finalizers") or [])
+
+
+async def test_a_labelled_deployment_is_injected_over_https_as_patch_mode_would(
+    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    api, _ = cluster
+    om, service = observed_model(), model_service()
+    # "other" targets a Deployment opted in the old way, with an annotation only.
+    annotated = model_deployment("other-model")
+    annotated["metadata"]["annotations"] = {INJECT_LABEL: "other"}
+    seed(api, om, service, observed_model("other", target="other-model"), annotated,
+         model_service("other-model"))  # fmt: skip
+    _, webhook = await start_webhook(tmp_path, start_operator)
+    await eventually(lambda: reconciled(api, "fraud") and reconciled(api, "other"))
+
+    gets_before = (om_gets("fraud"), om_gets("missing"))
+    deployment = labelled(model_deployment(), "fraud")
+    admitted = await webhook.admitted(deployment)
+    plan = injection.plan_injection(deployment=deployment, service=service,
+                                    model=parse_observed_model(om),
+                                    settings=OperatorSettings.from_env(OPERATOR_ENV))  # fmt: skip
     assert plan.deployment_patch is not None
     by_patch = apply_merge_patch(deployment, plan.deployment_patch)
     by_patch["metadata"].pop("resourceVersion", None)
@@ -79,25 +188,158 @@ async def test_admission_injects_what_patch_mode_would(cluster: tuple[Cluster, s
     containers = admitted["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["model", "mlwarden-sidecar"]
     validate({k: v for k, v in admitted.items() if k != "status"}, "1.30", strict=True)
+    # Admitting the injected Deployment again (an UPDATE) changes nothing: no double sidecar.
+    assert await webhook.admitted(admitted, "UPDATE") == admitted
+
+    # Not labelled (the old annotation alone included): admitted unchanged.
+    plain = model_deployment()
+    plain["metadata"]["annotations"] = {INJECT_LABEL: "fraud"}
+    assert "patch" not in await webhook.review(plain)
+    # Labelled for a model that targets another Deployment, or for no model: unchanged.
+    for model in ("other", "missing"):
+        assert "patch" not in await webhook.review(labelled(model_deployment(), model)), model
+    # The API fails while the webhook reads it: the Deployment is admitted unchanged, never
+    # refused (a handler error would answer `allowed: false`, which the API server enforces).
+    api.faults = [Fault(verb="get", resource="services", status=500)]
+    review = await webhook.review(labelled(model_deployment(), "fraud"))
+    assert api.faults[0].hits and "patch" not in review, review
+
+    # The ObservedModel says what is missing.
+    wanted = f"label it {INJECT_LABEL}=other"
+    await eventually(lambda: wanted in status(api, "other")["injection"]["message"], what=wanted)
+    # The reviews read ObservedModels from the operator's watch (a kopf index), not with a GET
+    # each; only a name the index lacks is confirmed with one.
+    assert (om_gets("fraud"), om_gets("missing")) == (gets_before[0], gets_before[1] + 1)
 
 
-async def test_deployments_that_did_not_opt_in_or_name_another_model_are_untouched(
-    cluster: tuple[Cluster, str],
-) -> None:
+async def test_no_injection_for_an_observed_model_being_deleted_or_gone(
+    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None],
+    tmp_path: Path,
+) -> None:  # fmt: skip
     api, server = cluster
-    api.objects[OM, NS, "fraud"] = observed_model(target="other-model")
-    api.objects[SERVICES, NS, "fraud-model"] = model_service()
-    handlers.STATE.kube = Kube(StaticToken(server))
-    try:
-        for annotations in ({INJECT_ANNOTATION: "fraud"}, {INJECT_ANNOTATION: "missing"}):
-            deployment = model_deployment()
-            deployment["metadata"]["annotations"] = annotations
-            patch = kopf.Patch()
-            await inject_at_admission(body=kopf.Body(deployment), patch=patch)
-            assert not patch, annotations
-    finally:
-        await handlers.STATE.kube.close()
-        handlers.STATE.kube = None
-    # Admission only answers with a patch: the handler itself wrote nothing to the API.
-    with pytest.raises(KeyError):
-        api.objects[DEPLOYMENTS, NS, "fraud-model"]
+    held = observed_model()
+    held["metadata"]["finalizers"] = ["example.com/hold"]  # someone else's: deletion waits
+    seed(api, held, model_service())
+    _, webhook = await start_webhook(tmp_path, start_operator)
+    await eventually(lambda: reconciled(api, "fraud"))
+    assert "patch" in await webhook.review(labelled(model_deployment(), "fraud"))
+
+    om_path = f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
+    await api_call(server, "DELETE", om_path)
+    # The operator has handled the deletion (its finalizer is gone; the other one holds it).
+    await eventually(lambda: obj(api, OM, "fraud")["metadata"].get("deletionTimestamp")
+                     and not reconciled(api, "fraud"), what="deletion handled")  # fmt: skip
+    for operation in ("CREATE", "UPDATE"):
+        review = await webhook.review(labelled(model_deployment(), "fraud"), operation)
+        assert "patch" not in review, operation
+
+    # Gone altogether.
+    await api_call(server, "PATCH", om_path, {"metadata": {"finalizers": []}},
+                   "application/merge-patch+json")  # fmt: skip
+    await eventually(lambda: not exists(api, OM, "fraud"), what="ObservedModel gone")
+    assert "patch" not in await webhook.review(labelled(model_deployment(), "fraud"), "UPDATE")
+
+
+def test_webhook_mode_does_not_start_without_a_certificate(tmp_path: Path) -> None:
+    """kopf's self-signed fallback would differ per replica and match no caBundle: refuse."""
+    env = {"MLWARDEN_INJECTION": "webhook", "MLWARDEN_IMAGE": "mlwarden/mlwarden:test",
+           "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "mlwarden.cli", "operator", "--standalone"],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "MLWARDEN_WEBHOOK_CERT and MLWARDEN_WEBHOOK_KEY not set" in done.stderr
+    env["MLWARDEN_WEBHOOK_CERT"] = env["MLWARDEN_WEBHOOK_KEY"] = str(tmp_path / "absent.pem")
+    done = subprocess.run([sys.executable, "-m", "mlwarden.cli", "operator", "--standalone"],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "is not a file (is the certificate Secret mounted?)" in done.stderr
+
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "mlwarden"
+RELEASE_NS = "mlwarden-system"
+
+
+def chart_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """What `helm install mlwarden charts/mlwarden -n mlwarden-system` creates, by the real Helm."""
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name="mlwarden", namespace=RELEASE_NS, is_install=True)
+    texts = [t for p, t in manifests.items() if not p.endswith("NOTES.txt")]
+    return [d for text in texts for d in yaml.safe_load_all(text) if d]
+
+
+def containers(api: Cluster, name: str) -> list[str]:
+    return [
+        c["name"] for c in obj(api, DEPLOYMENTS, name)["spec"]["template"]["spec"]["containers"]
+    ]
+
+
+async def test_admission_through_the_api_server_with_the_charts_configuration_and_certificate(
+    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The chart's MutatingWebhookConfiguration in the emulated API server, the chart's Secret
+    as the operator's certificate: Deployments are created and updated through the API, and
+    admission calls the real webhook server over HTTPS (verified for the Service's name)."""
+    api, server = cluster
+    objects = chart_objects({"injection": "webhook", "watchNamespaces": [NS]})
+    (secret,) = [o for o in objects if o["kind"] == "Secret"]
+    (configuration,) = [o for o in objects if o["kind"] == "MutatingWebhookConfiguration"]
+    files = {}
+    for key in ("tls.crt", "tls.key"):
+        files[key] = tmp_path / key
+        files[key].write_bytes(base64.b64decode(secret["data"][key]))
+    declare_admission(api)
+    api.objects[MUTATING_WEBHOOKS, None, configuration["metadata"]["name"]] = configuration
+    port = free_port()
+    service = configuration["webhooks"][0]["clientConfig"]["service"]
+    api.service_routes = {(service["namespace"], service["name"]): f"127.0.0.1:{port}"}
+    seed(api, observed_model(), model_service())
+    op = await start_operator(env={
+        "MLWARDEN_INJECTION": "webhook", "MLWARDEN_WEBHOOK_PORT": str(port),
+        "MLWARDEN_WEBHOOK_CERT": str(files["tls.crt"]),
+        "MLWARDEN_WEBHOOK_KEY": str(files["tls.key"]),
+    })  # fmt: skip
+    await eventually(lambda: reconciled(api, "fraud"), what="ObservedModel handled")
+    deployments = f"/apis/apps/v1/namespaces/{NS}/deployments"
+
+    # Created with the label: stored with the sidecar.
+    created = await api_call(server, "POST", deployments, labelled(model_deployment(), "fraud"))
+    assert [c["name"] for c in created["spec"]["template"]["spec"]["containers"]] == [
+        "model", "mlwarden-sidecar",
+    ], op.log()  # fmt: skip
+    # Without it: the API server does not even call the operator (objectSelector).
+    await api_call(server, "POST", deployments, model_deployment("plain"))
+    assert containers(api, "plain") == ["model"]
+    assert [c.name for c in api.admission_calls] == ["fraud-model"]
+    assert api.admission_calls[0].outcome == "patched"
+    # Labelling an existing Deployment is an UPDATE the webhook sees: injected then.
+    await api_call(server, "POST", f"/api/v1/namespaces/{NS}/services", model_service("plain"))
+    await api_call(server, "POST", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels",
+                   observed_model("plain", target="plain"))  # fmt: skip
+    await eventually(lambda: reconciled(api, "plain"), what="ObservedModel plain handled")
+    await api_call(server, "PATCH", f"{deployments}/plain",
+                   {"metadata": {"labels": {INJECT_LABEL: "plain"}}},
+                   "application/merge-patch+json")  # fmt: skip
+    assert containers(api, "plain") == ["model", "mlwarden-sidecar"]
+
+    # The ObservedModel is deleted: the operator takes the sidecar out with an UPDATE that goes
+    # through the webhook, which must not put it back.
+    await api_call(
+        server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
+    )
+    await eventually(lambda: not exists(api, OM, "fraud"), what="ObservedModel gone")
+    assert containers(api, "fraud-model") == ["model"], op.log()
+    updates = [c for c in api.admission_calls if (c.operation, c.name) == ("UPDATE", "fraud-model")]
+    assert updates and all(c.outcome == "unchanged" for c in updates), updates
+
+    # The operator down: the Deployment is admitted unchanged (failurePolicy Ignore), at once.
+    await op.stop()
+    seed(api, observed_model("late", target="late-model"), model_service("late-model"))
+    started = asyncio.get_running_loop().time()
+    await api_call(server, "POST", deployments, labelled(model_deployment("late-model"), "late"))
+    assert (
+        asyncio.get_running_loop().time() - started < configuration["webhooks"][0]["timeoutSeconds"]
+    )
+    assert containers(api, "late-model") == ["model"]
+    assert api.admission_calls[-1].outcome.endswith("(ignored)"), api.admission_calls[-1]

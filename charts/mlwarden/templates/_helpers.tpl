@@ -203,3 +203,11 @@ checks it against an expected list of (apiGroup, resource, verb).
   targetLabel: job
   replacement: {{ . }}
 {{- end }}
+
+{{/*
+The Secret holding the admission webhook's certificate (webhook mode): made by the chart or
+by cert-manager, mounted into every operator replica.
+*/}}
+{{- define "mlwarden.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "mlwarden.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}

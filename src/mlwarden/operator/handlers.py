@@ -56,6 +56,7 @@ from mlwarden.operator import injection, objects, respond, traffic
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.settings import (
     GROUP,
+    INJECT_LABEL,
     PLURAL,
     SIDECAR_CONTAINER,
     VERSION,
@@ -408,10 +409,16 @@ async def _inject(
         return error, False
     if STATE.settings.injection == "webhook" and plan.deployment_patch is not None:
         # The admission webhook changes the pod template; the operator only repoints.
+        labels = (deployment.get("metadata") or {}).get("labels") or {}
+        how = (
+            "" if labels.get(INJECT_LABEL) == model.name
+            else f": label it {INJECT_LABEL}={model.name} (the webhook only sees Deployments "
+            "with that label; an annotation is not enough)"
+        )  # fmt: skip
         waiting = Observation(
             injection_state="injecting",
             injection_message=(
-                f"waiting for the admission webhook to inject {model.spec.target.deployment}"
+                f"waiting for the admission webhook to inject {target.deployment}{how}"
             ),
             **base,
         )

@@ -33,6 +33,8 @@ DETECTOR_PORT_NAME: Final = "http"
 # Annotations the operator writes on the objects it changes (never finalizers or timers).
 INJECTED_ANNOTATION: Final = "mlwarden.io/injected"  # on the target Deployment: what changed
 SERVICE_ANNOTATION: Final = "mlwarden.io/original-ports"  # on the target Service
+# Webhook mode: the label a Deployment opts in with; its value names the ObservedModel.
+INJECT_LABEL: Final = "mlwarden.io/inject"
 MANIFEST_KEY: Final = "observedmodel.yaml"  # key of the detector ConfigMap
 MANIFEST_DIR: Final = "/etc/mlwarden"  # where the ConfigMap is mounted
 REFERENCE_DIR: Final = "/etc/mlwarden/reference"  # where a configMap reference is mounted

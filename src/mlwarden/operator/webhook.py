@@ -1,12 +1,41 @@
 """Injection by a mutating admission webhook, for teams that do not want the operator editing
 their Deployments (`MLWARDEN_INJECTION=webhook`).
 
-A Deployment opts in with the annotation `mlwarden.io/inject: <ObservedModel name>` (same
-namespace). On every CREATE and UPDATE of such a Deployment the webhook adds the sidecar to
-the pod template as it is admitted, with the same plan the patch mode uses
-(`injection.plan_injection`), so both modes produce the same pods. The operator still creates
-the detector and, for a Service that targets a port number, repoints it once the rollout is
-complete.
+A Deployment opts in with the LABEL `mlwarden.io/inject: <ObservedModel name>` (same
+namespace). It is a label, not an annotation, because the webhook configuration's
+`objectSelector` can only select on labels: the API server calls the operator for opted-in
+Deployments only, never for every Deployment in the cluster. On CREATE and UPDATE of such a
+Deployment the webhook adds the sidecar to the pod template as it is admitted, with the same
+plan the patch mode uses (`injection.plan_injection`), so both modes produce the same pods.
+The operator still creates the detector and, for a Service that targets a port number,
+repoints it once the rollout is complete.
+
+Who owns what:
+
+- The chart owns the MutatingWebhookConfiguration (templates/webhook.yaml). It is static:
+  its objectSelector, a namespaceSelector (never kube-system or the operator's namespace;
+  only the watched namespaces), a 5 s timeout, failurePolicy Ignore, sideEffects None and
+  the caBundle (or cert-manager's CA injection) are reviewed with the rest of the release.
+  kopf's configuration manager is switched off (`settings.admission.managed = None`): it
+  writes no namespaceSelector, a 30 s timeout and failurePolicy per handler, needs
+  cluster-wide write access to mutatingwebhookconfigurations, and would be fought over by
+  replicas and by Helm. The operator therefore needs no RBAC on admissionregistration.
+- The certificate is one Secret, made by the chart (Helm's genCA, kept across upgrades) or by
+  cert-manager, mounted into every replica: the Service may send a review to any replica, and
+  all of them must present a certificate the one caBundle trusts. The operator refuses to
+  start in webhook mode without `MLWARDEN_WEBHOOK_CERT` and `MLWARDEN_WEBHOOK_KEY`: kopf's
+  self-signed fallback needs extra packages and would give each replica its own certificate,
+  matching no caBundle. kopf re-reads the files when they change (cert-manager's renewal).
+
+The handler admits unchanged (never refuses) a Deployment whose ObservedModel is missing,
+invalid, targets another Deployment, or is being deleted (the operator's deletion handler takes
+the sidecar out with an update that passes through this webhook, which must not put it back),
+and one it cannot review (an API error, reads over 3 s): a handler error would make kopf answer
+`allowed: false`, which the API server enforces whatever the failurePolicy.
+
+ObservedModels are read from a kopf index (the operator's watch), not with an API call per
+review; a name the index lacks (not yet listed at start-up, or a standby replica under
+peering, whose watches are paused) is confirmed with one GET.
 
 Trade-offs against the default (`patch`) mode:
 
@@ -16,19 +45,21 @@ Trade-offs against the default (`patch`) mode:
 - - The sidecar appears in the live object but not in git: GitOps tools show a diff unless
     told to ignore the `mlwarden-sidecar` container.
 - - A webhook is in the admission path of every opted-in Deployment. It is registered with
-    failurePolicy Ignore (`ignore_failures=True`): if the operator is down, Deployments are
+    failurePolicy Ignore: if the operator is down or slow (over 5 s), Deployments are
     admitted unchanged (not captured) rather than refused.
-- - It needs a TLS endpoint the API server can reach (kopf's WebhookServer; the chart
-    exposes it) and RBAC on mutatingwebhookconfigurations.
-- - Removing the ObservedModel does not strip the sidecar from running pods until the
-    Deployment is next updated (remove the annotation and re-apply).
+- - Removing the ObservedModel takes the sidecar out (the operator's update, which this
+    webhook lets through); the label stays on the Deployment and does nothing until an
+    ObservedModel of that name exists again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -36,12 +67,70 @@ import kopf
 from mlwarden.kube import path
 from mlwarden.operator import injection
 from mlwarden.operator.handlers import STATE, kube
-from mlwarden.operator.settings import OperatorSettings
+from mlwarden.operator.settings import GROUP, INJECT_LABEL, PLURAL, VERSION, OperatorSettings
 from mlwarden.spec import ObservedModel, SpecError, parse_observed_model
 
 log = logging.getLogger(__name__)
 
-INJECT_ANNOTATION = "mlwarden.io/inject"
+# The handler id, and so the URL path (/mlwarden-inject) the chart's webhook configuration calls.
+WEBHOOK_ID = "mlwarden-inject"
+# Seconds the handler may spend reading the API, under the webhook's timeout (5 s in the
+# chart): past it the Deployment is admitted unchanged, with a log line saying why.
+READ_TIMEOUT = 3.0
+
+
+def server_from_env(env: Mapping[str, str]) -> kopf.WebhookServer:
+    """The admission webhook's HTTPS server, from MLWARDEN_WEBHOOK_* (ValueError if unusable)."""
+    files = {var: env.get(var, "") for var in ("MLWARDEN_WEBHOOK_CERT", "MLWARDEN_WEBHOOK_KEY")}
+    missing = [var for var, value in files.items() if not value]
+    if missing:
+        raise ValueError(
+            f"{' and '.join(missing)} not set: MLWARDEN_INJECTION=webhook serves HTTPS with a "
+            "PEM certificate and key that every replica shares and the webhook configuration's "
+            "caBundle trusts (the chart mounts them from its Secret, or cert-manager's)"
+        )
+    for var, value in files.items():
+        if not Path(value).is_file():
+            raise ValueError(f"{var}: {value} is not a file (is the certificate Secret mounted?)")
+    raw_port = env.get("MLWARDEN_WEBHOOK_PORT", "9443")
+    try:
+        port = int(raw_port)
+    except ValueError:
+        raise ValueError(f"MLWARDEN_WEBHOOK_PORT: not a port number: {raw_port!r}") from None
+    return kopf.WebhookServer(
+        addr="0.0.0.0",
+        port=port,
+        certfile=files["MLWARDEN_WEBHOOK_CERT"],
+        pkeyfile=files["MLWARDEN_WEBHOOK_KEY"],
+    )
+
+
+def configure_server(settings: kopf.OperatorSettings, env: Mapping[str, str]) -> None:
+    """Serve admission reviews over TLS; the chart, not kopf, owns the webhook configuration."""
+    settings.admission.server = server_from_env(env)
+    settings.admission.managed = None
+
+
+@kopf.on.startup()
+async def webhook_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    configure_server(settings, os.environ)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def mlwarden_observed_models(
+    namespace: str | None, name: str | None, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every ObservedModel the operator watches, by (namespace, name), as last seen (no status)."""
+    kept = {key: body.get(key) for key in ("apiVersion", "kind", "metadata", "spec")}
+    return {(str(namespace), str(name)): kept}
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the webhook does to one Deployment: the change to admit it with, or why none."""
+
+    change: dict[str, Any] | None
+    reason: str
 
 
 def admission_patch(
@@ -72,60 +161,95 @@ def admission_patch(
     return patch
 
 
-def configure_server(settings: kopf.OperatorSettings) -> None:
-    """Serve admission reviews over TLS; kopf keeps the MutatingWebhookConfiguration in sync."""
-    settings.admission.server = kopf.WebhookServer(
-        addr="0.0.0.0",
-        port=int(os.environ.get("MLWARDEN_WEBHOOK_PORT", "9443")),
-        host=os.environ.get("MLWARDEN_WEBHOOK_HOST"),
-        certfile=os.environ.get("MLWARDEN_WEBHOOK_CERT") or None,
-        pkeyfile=os.environ.get("MLWARDEN_WEBHOOK_KEY") or None,
-    )
-    settings.admission.managed = "mlwarden.io"
+def model_for(
+    deployment: Mapping[str, Any], observed_model: Mapping[str, Any] | None
+) -> ObservedModel | Admission:
+    """The ObservedModel to inject for, or the Admission that leaves the Deployment alone."""
+    meta = deployment.get("metadata") or {}
+    where = f"Deployment {meta.get('namespace')}/{meta.get('name')}"
+    name = (meta.get("labels") or {}).get(INJECT_LABEL, "")
+    if observed_model is None:
+        return Admission(None, f"{where}: no ObservedModel {name!r} ({INJECT_LABEL}); unchanged")
+    if (observed_model.get("metadata") or {}).get("deletionTimestamp"):
+        return Admission(None, f"{where}: ObservedModel {name!r} is being deleted; unchanged")
+    try:
+        model = parse_observed_model(observed_model)
+    except SpecError:
+        # The operator reports the invalid spec on the ObservedModel itself.
+        return Admission(None, f"{where}: ObservedModel {name!r} is invalid; unchanged")
+    if model.spec.target.deployment != meta.get("name"):
+        return Admission(
+            None,
+            f"{where}: ObservedModel {name!r} targets Deployment "
+            f"{model.spec.target.deployment!r}, not this one; unchanged",
+        )
+    return model
 
 
-@kopf.on.startup()
-async def webhook_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    configure_server(settings)
+def admit(
+    *,
+    deployment: Mapping[str, Any],
+    model: ObservedModel,
+    service: Mapping[str, Any] | None,
+    settings: OperatorSettings,
+) -> Admission:
+    """The Admission of a Deployment whose ObservedModel is current (see `model_for`)."""
+    meta = deployment.get("metadata") or {}
+    where = f"Deployment {meta.get('namespace')}/{meta.get('name')}"
+    if service is None:
+        return Admission(None, f"{where}: Service {model.spec.target.service!r} not found")
+    try:
+        change = admission_patch(
+            deployment=deployment, service=service, model=model, settings=settings
+        )
+    except injection.InjectionError as exc:
+        return Admission(None, f"{where}: not injecting: {exc}")
+    if change is None:
+        return Admission(None, f"{where}: nothing to change")
+    return Admission(change, f"{where}: sidecar injected for ObservedModel {model.name!r}")
 
 
 @kopf.on.mutate(
     "apps",
     "v1",
     "deployments",
-    id="mlwarden-inject",
+    id=WEBHOOK_ID,
     operations=["CREATE", "UPDATE"],
-    annotations={INJECT_ANNOTATION: kopf.PRESENT},
+    labels={INJECT_LABEL: kopf.PRESENT},
     ignore_failures=True,
     side_effects=False,
 )
-async def inject_at_admission(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+async def inject_at_admission(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    # kopf passes each index as a keyword argument named after its function.
+    models: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["mlwarden_observed_models"]
     deployment = dict(body)
     meta = deployment.get("metadata") or {}
-    namespace = str(meta.get("namespace") or "default")
-    name = (meta.get("annotations") or {}).get(INJECT_ANNOTATION, "")
-    api = kube()
-    om = await api.get(path("ObservedModel", namespace, name))
-    if om is None:
-        log.warning("%s/%s asks for injection by ObservedModel %r, which does not exist",
-                    namespace, meta.get("name"), name)  # fmt: skip
-        return
+    where = f"Deployment {meta.get('namespace')}/{meta.get('name')}"
+    # A handler that raises makes kopf answer `allowed: false`, and the API server then
+    # REFUSES the Deployment (failurePolicy only covers a webhook that does not answer). The
+    # promise is fail-open: whatever goes wrong here, admit the Deployment unchanged.
     try:
-        model = parse_observed_model(om)
-    except SpecError:
-        return  # the operator reports the invalid spec on the ObservedModel itself
-    if model.spec.target.deployment != meta.get("name"):
+        async with asyncio.timeout(READ_TIMEOUT):
+            admission = await _admission(deployment, models)
+    except Exception as exc:  # see above: never refuse on our own failure
+        log.warning("%s: admitted unchanged, the webhook failed: %r", where, exc)
         return
-    service = await api.get(path("Service", namespace, model.spec.target.service))
-    if service is None:
-        return
-    try:
-        change = admission_patch(deployment=deployment, service=service, model=model,
-                                 settings=STATE.settings)  # fmt: skip
-    except injection.InjectionError as exc:
-        log.warning("not injecting %s/%s: %s", namespace, meta.get("name"), exc)
-        return
-    if change is None:
-        return
-    for key, value in change.items():
+    log.info("%s", admission.reason)
+    for key, value in (admission.change or {}).items():
         patch[key] = value
+
+
+async def _admission(
+    deployment: dict[str, Any], models: kopf.Index[tuple[str, str], dict[str, Any]]
+) -> Admission:
+    meta = deployment.get("metadata") or {}
+    namespace = str(meta.get("namespace") or "default")
+    name = str((meta.get("labels") or {}).get(INJECT_LABEL, ""))
+    api = kube()
+    seen = list(models.get((namespace, name), []))
+    om = seen[-1] if seen else await api.get(path("ObservedModel", namespace, name))
+    found = model_for(deployment, om)
+    if isinstance(found, Admission):
+        return found
+    service = await api.get(path("Service", namespace, found.spec.target.service))
+    return admit(deployment=deployment, model=found, service=service, settings=STATE.settings)
