@@ -39,8 +39,17 @@ import kopf
 from mlwarden.operator import injection, objects, respond
 from mlwarden.operator.kube import Conflict, Endpoint, Kube, KubeError, path, path_of
 from mlwarden.operator.metrics import METRICS
-from mlwarden.operator.settings import GROUP, PLURAL, VERSION, OperatorSettings, detector_name
+from mlwarden.operator.settings import (
+    GROUP,
+    PLURAL,
+    RETRY_INJECTION_ANNOTATION,
+    UPGRADE_SIDECAR_ANNOTATION,
+    VERSION,
+    OperatorSettings,
+    detector_name,
+)
 from mlwarden.operator.status import Observation, alert_events, status_patch
+from mlwarden.react.guardrails import APPROVE_ANNOTATION, approved_ids
 from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModel, SpecError, parse_observed_model
 
 log = logging.getLogger(__name__)
@@ -53,6 +62,10 @@ FINALIZER = "mlwarden.io/finalizer"
 RETRY_SECONDS = float(os.environ.get("MLWARDEN_RETRY_SECONDS") or 5.0)
 RESPOND_INTERVAL = float(os.environ.get("MLWARDEN_RESPOND_INTERVAL") or 30.0)
 API_BACKOFF_CAP_SECONDS = 60.0
+# Sidecar upgrades asked for (UPGRADE_SIDECAR_ANNOTATION) roll one model at a time per
+# operator: the next starts when the previous rollout completed, failed, or held the turn
+# this long (MLWARDEN_UPGRADE_TURN_SECONDS; a Deployment's default progressDeadlineSeconds).
+UPGRADE_TURN_SECONDS = float(os.environ.get("MLWARDEN_UPGRADE_TURN_SECONDS") or 600.0)
 
 
 def api_backoff(retry: int) -> float:
@@ -68,6 +81,8 @@ class _State:
     kube: Kube | None = None
     # One diagnosis and reaction pass at a time per ObservedModel (namespace, name).
     passes: dict[tuple[str, str], asyncio.Lock] = {}
+    # The ObservedModel whose sidecar upgrade is rolling out, and since when (loop time).
+    upgrade_turn: tuple[tuple[str, str], float] | None = None
 
 
 STATE = _State()
@@ -247,6 +262,27 @@ def _observation_base(body: dict[str, Any]) -> dict[str, Any]:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any) -> None:
+    await _reconcile(body, patch, retry)
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations")
+async def injection_asked(
+    body: kopf.Body, old: Any, new: Any, patch: kopf.Patch, retry: int = 0, **_: Any
+) -> None:
+    """A person asked for something the injection waits on: an upgrade, an approval, a retry."""
+    keys = (UPGRADE_SIDECAR_ANNOTATION, APPROVE_ANNOTATION, RETRY_INJECTION_ANNOTATION)
+    changed = [k for k in keys if (old or {}).get(k) != (new or {}).get(k)]
+    if not changed:
+        return
+    retrying = RETRY_INJECTION_ANNOTATION in changed and bool((new or {}).get(k := keys[2]))
+    if retrying:
+        log.info("%s changed to %r: injecting again", k, (new or {}).get(k))
+    await _reconcile(body, patch, retry, retrying=retrying)
+
+
+async def _reconcile(
+    body: kopf.Body, patch: kopf.Patch, retry: int, *, retrying: bool = False
+) -> None:
     raw = dict(body)
     name, namespace = body.metadata.name, body.metadata.namespace
     base = _observation_base(raw)
@@ -262,9 +298,10 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any
             _event(raw, "Warning", "InvalidSpec", new["message"])
         return  # nothing to retry: the next spec change re-runs this handler
 
+    queued: str | None = None
     try:
         await _ensure_detector(raw, model)
-        obs = await _inject(raw, model, base)
+        obs, queued = await _inject(raw, model, base, retrying=retrying)
     except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
         # A conflict, an API server error or timeout: retry soon, backing off, instead of
         # kopf's flat minute for unexpected errors. Every step is idempotent (ensure, the
@@ -283,13 +320,62 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any
     if new["phase"] == "Pending":
         log.info("ObservedModel %s/%s pending: %s", namespace, name, new["message"])
         raise _Waiting(new["message"], delay=RETRY_SECONDS)
+    if queued is not None:
+        log.info("ObservedModel %s/%s: %s", namespace, name, queued)
+        raise _Waiting(queued, delay=RETRY_SECONDS)
     log.info("ObservedModel %s/%s reconciled: %s", namespace, name, new["phase"])
 
 
-async def _inject(raw: dict[str, Any], model: ObservedModel, base: dict[str, Any]) -> Observation:
-    """One safe injection step; the observation of where it stands."""
+async def _namespace_labels(namespace: str) -> dict[str, str]:
+    """The namespace's labels (Istio's injection labels), or none when they may not be read.
+
+    A namespaced install has no cluster-scoped rights: the Namespace is refused (403) and only
+    the pod template tells whether Istio injects the pods.
+    """
+    try:
+        ns = await kube().get(f"/api/v1/namespaces/{namespace}")
+    except KubeError as exc:
+        if exc.status in (401, 403):
+            return {}
+        raise
+    return {
+        str(k): str(v) for k, v in (((ns or {}).get("metadata") or {}).get("labels") or {}).items()
+    }
+
+
+def _upgrade_turn(key: tuple[str, str], wanted: bool) -> str | None:
+    """Take the one upgrade turn when `wanted`; the holder's name when another has it."""
+    now = asyncio.get_running_loop().time()
+    turn = STATE.upgrade_turn
+    if turn is not None and turn[0] != key and now - turn[1] < UPGRADE_TURN_SECONDS:
+        return f"{turn[0][0]}/{turn[0][1]}"
+    if wanted and (turn is None or turn[0] != key):
+        STATE.upgrade_turn = (key, now)
+    return None
+
+
+def _end_upgrade_turn(key: tuple[str, str]) -> None:
+    if STATE.upgrade_turn is not None and STATE.upgrade_turn[0] == key:
+        STATE.upgrade_turn = None
+
+
+async def _inject(
+    raw: dict[str, Any], model: ObservedModel, base: dict[str, Any], *, retrying: bool = False
+) -> tuple[Observation, str | None]:
+    """One safe injection step; the observation of where it stands, and a queued upgrade."""
     api = kube()
     ns, target = model.namespace, model.spec.target
+    key = (ns, model.name)
+    previous = (raw.get("status") or {}).get("injection") or {}
+    if (
+        previous.get("state") == "stalled"
+        and not retrying
+        and (raw.get("status") or {}).get("observedGeneration") == base["generation"]
+    ):
+        # The undone rollout stays undone until the spec changes or a person asks again.
+        return Observation(
+            injection_state="stalled", injection_message=str(previous.get("message", "")), **base
+        ), None
     deployment = await api.get(path("Deployment", ns, target.deployment))
     service = await api.get(path("Service", ns, target.service))
     missing = [
@@ -298,14 +384,56 @@ async def _inject(raw: dict[str, Any], model: ObservedModel, base: dict[str, Any
     ]
     if any(missing):
         what = " and ".join(m for m in missing if m)
-        return Observation(target_missing=f"{what} not found; retrying", **base)
+        return Observation(target_missing=f"{what} not found; retrying", **base), None
     assert deployment is not None and service is not None
+    annotations = {
+        str(k): str(v) for k, v in ((raw.get("metadata") or {}).get("annotations") or {}).items()
+    }
+    upgrade = annotations.get(UPGRADE_SIDECAR_ANNOTATION)
+    requested = injection.upgrade_requested(deployment, upgrade)
+    held_by = _upgrade_turn(key, requested)
     try:
         plan = injection.plan_injection(
-            deployment=deployment, service=service, model=model, settings=STATE.settings
+            deployment=deployment,
+            service=service,
+            model=model,
+            settings=STATE.settings,
+            namespace_labels=await _namespace_labels(ns),
+            upgrade=upgrade,
+            upgrade_now=held_by is None,
+            approvals=approved_ids(annotations),
         )
     except injection.InjectionError as exc:
-        return Observation(injection_state="error", injection_message=str(exc), **base)
+        _end_upgrade_turn(key)
+        return Observation(injection_state="error", injection_message=str(exc), **base), None
+    queued = None
+    if requested and held_by is not None:
+        queued = (
+            f"sidecar upgrade ({UPGRADE_SIDECAR_ANNOTATION}={upgrade}) waits for the upgrade "
+            f"of ObservedModel {held_by} to roll out (one at a time)"
+        )
+    if plan.state not in ("injecting", "waiting-for-rollout", "switching-service"):
+        _end_upgrade_turn(key)
+    if plan.state == "awaiting-approval":
+        if previous.get("state") != "awaiting-approval":
+            _event(raw, "Warning", "ApprovalRequired", plan.message)
+        return Observation(injection_state=plan.state, injection_message=plan.message, **base), None
+    if plan.state == "rollout-stalled":
+        if previous.get("state") == "injected":
+            # The person's own rollout stalled, long after the sidecar went in: theirs to fix.
+            return Observation(
+                injection_state="waiting-for-rollout", injection_message=plan.message, **base
+            ), None
+        undone = await _undo(raw, ns, target.deployment, target.service)
+        message = (
+            f"{plan.message}. The injection was undone ({undone}). See `kubectl describe "
+            f"deployment {target.deployment} -n {ns}` for the pods that did not become ready; "
+            f"once fixed, `kubectl annotate om {model.name} -n {ns} "
+            f"{RETRY_INJECTION_ANNOTATION}=$(date +%s) --overwrite` injects again (so does a "
+            "spec change)"
+        )
+        _event(raw, "Warning", "RolloutStalled", message)
+        return Observation(injection_state="stalled", injection_message=message, **base), None
     if STATE.settings.injection == "webhook" and plan.deployment_patch is not None:
         # The admission webhook changes the pod template; the operator only repoints.
         return Observation(
@@ -314,7 +442,7 @@ async def _inject(raw: dict[str, Any], model: ObservedModel, base: dict[str, Any
                 f"waiting for the admission webhook to inject {model.spec.target.deployment}"
             ),
             **base,
-        )
+        ), queued
     if plan.service_patch is not None:
         await api.merge_patch(path("Service", ns, target.service), plan.service_patch)
         _event(raw, "Normal", "ServiceRepointed", plan.message)
@@ -323,16 +451,40 @@ async def _inject(raw: dict[str, Any], model: ObservedModel, base: dict[str, Any
         _event(raw, "Normal", "SidecarInjecting", plan.message)
     if plan.deployment_patch is not None or plan.service_patch is not None:
         # Re-plan on fresh objects next time round: one step per pass.
-        return Observation(injection_state="injecting", injection_message=plan.message, **base)
+        return Observation(
+            injection_state="injecting", injection_message=plan.message, **base
+        ), queued
     if plan.state != "injected":
-        return Observation(injection_state=plan.state, injection_message=plan.message, **base)
+        return Observation(
+            injection_state=plan.state, injection_message=plan.message, **base
+        ), queued
     available = await _detector_available(ns, model.name)
     return Observation(
         injection_state="injected",
-        injection_message=plan.message,
+        injection_message=plan.message + (f"; {queued}" if queued else ""),
         detector_available=available,
         **base,
-    )
+    ), queued
+
+
+async def _undo(raw: dict[str, Any], ns: str, dep_name: str, svc_name: str | None) -> str:
+    """Undo the injection exactly, the Service first; what was done, in words."""
+    api = kube()
+    steps: list[str] = []
+    for _step in range(4):
+        deployment = await api.get(path("Deployment", ns, dep_name))
+        service = await api.get(path("Service", ns, svc_name)) if svc_name else None
+        plan = injection.plan_removal(deployment=deployment, service=service)
+        if plan.service_patch is None and plan.deployment_patch is None:
+            break
+        if plan.service_patch is not None and service is not None and svc_name:
+            await api.merge_patch(path("Service", ns, svc_name), plan.service_patch)
+            steps.append("Service back to its ports")
+        if plan.deployment_patch is not None and deployment is not None:
+            await api.merge_patch(path("Deployment", ns, dep_name), plan.deployment_patch)
+            steps.append("sidecar removed from the pod template")
+        _event(raw, "Normal", "SidecarRemoved", plan.message)
+    return ", then ".join(steps) or "nothing was left to undo"
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations")
@@ -483,25 +635,15 @@ async def remove(body: kopf.Body, **_: Any) -> None:
     raw = dict(body)
     METRICS.set_phase(f"{body.metadata.namespace}/{body.metadata.name}", None)
     STATE.passes.pop((str(body.metadata.namespace), str(body.metadata.name)), None)
-    api = kube()
     spec = raw.get("spec") or {}
     target = spec.get("target") or {}
     ns = str(body.metadata.namespace or "default")
     dep_name = target.get("deployment")
     svc_name = target.get("service") or dep_name
+    _end_upgrade_turn((ns, str(body.metadata.name)))
     if not dep_name:
         return
-    for _step in range(4):
-        deployment = await api.get(path("Deployment", ns, dep_name))
-        service = await api.get(path("Service", ns, svc_name)) if svc_name else None
-        plan = injection.plan_removal(deployment=deployment, service=service)
-        if plan.service_patch is None and plan.deployment_patch is None:
-            break
-        try:
-            if plan.service_patch is not None and service is not None:
-                await api.merge_patch(path("Service", ns, svc_name), plan.service_patch)
-            if plan.deployment_patch is not None and deployment is not None:
-                await api.merge_patch(path("Deployment", ns, dep_name), plan.deployment_patch)
-        except KubeError as exc:
-            raise kopf.TemporaryError(f"undoing the injection: {exc}", delay=RETRY_SECONDS) from exc
-        _event(raw, "Normal", "SidecarRemoved", plan.message)
+    try:
+        await _undo(raw, ns, dep_name, svc_name)
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"undoing the injection: {exc}", delay=RETRY_SECONDS) from exc

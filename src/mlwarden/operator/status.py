@@ -28,7 +28,9 @@ class Observation:
     generation: int | None = None
     spec_error: str | None = None
     target_missing: str | None = None
-    injection_state: str = "pending"  # injected | injecting | waiting-for-rollout | error
+    # injected | injecting | waiting-for-rollout | awaiting-approval | error | stalled (the
+    # rollout with the sidecar exceeded its progress deadline and the injection was undone)
+    injection_state: str = "pending"
     injection_message: str = ""
     detector_available: bool = False
     reference_id: str | None = None
@@ -42,7 +44,7 @@ def phase(obs: Observation) -> tuple[str, str]:
     """(phase, one-line reason)."""
     if obs.spec_error is not None:
         return "Failed", f"invalid spec: {obs.spec_error}"
-    if obs.injection_state == "error":
+    if obs.injection_state in ("error", "stalled"):
         return "Failed", obs.injection_message
     if obs.target_missing is not None:
         return "Pending", obs.target_missing
@@ -81,8 +83,12 @@ def desired_conditions(obs: Observation) -> list[dict[str, Any]]:
         ready_reason = "InvalidSpec"
     elif obs.injection_state == "error":
         ready_reason = "InjectionFailed"
+    elif obs.injection_state == "stalled":
+        ready_reason = "RolloutStalled"
     elif obs.target_missing is not None:
         ready_reason = "TargetNotFound"
+    elif obs.injection_state == "awaiting-approval":
+        ready_reason = "AwaitingApproval"
     elif obs.injection_state != "injected":
         ready_reason = "Injecting"
     elif not obs.detector_available:
