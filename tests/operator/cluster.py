@@ -14,6 +14,9 @@ it), what the API server and its controllers would do:
 - an audit log: every call the operator makes (it authenticates with the test
   kubeconfig's token) is appended to `OPERATOR_CALLS` as RBAC sees it (verb,
   API group, resource[/subresource], namespace, name), for test_rbac_audit.py;
+- the progress deadline, on demand (emulate_progress.py): a rollout of a pod template with a
+  container named in `unready_containers` reports Progressing=False,
+  ProgressDeadlineExceeded;
 - fault injection: `faults` holds `Fault`s that answer matching operator calls
   with an error status, a delay, or a watch stream that stalls (test_api_faults.py).
 
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from emulate_progress import ProgressDeadline
 from kmock import ResourceInfo
 
 from mlwarden.demo.cluster import ApiServerEmulator
@@ -150,7 +154,7 @@ class Fault:
         )
 
 
-class Cluster(ApiServerEmulator):
+class Cluster(ProgressDeadline, ApiServerEmulator):
     instant_rollouts: bool = True
     faults: list[Fault]
 

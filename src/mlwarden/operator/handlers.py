@@ -49,7 +49,7 @@ from mlwarden.operator.settings import (
     detector_name,
 )
 from mlwarden.operator.status import Observation, alert_events, status_patch
-from mlwarden.react.guardrails import APPROVE_ANNOTATION, approved_ids
+from mlwarden.react.guardrails import approved_ids
 from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModel, SpecError, parse_observed_model
 
 log = logging.getLogger(__name__)
@@ -269,14 +269,19 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any
 async def injection_asked(
     body: kopf.Body, old: Any, new: Any, patch: kopf.Patch, retry: int = 0, **_: Any
 ) -> None:
-    """A person asked for something the injection waits on: an upgrade, an approval, a retry."""
-    keys = (UPGRADE_SIDECAR_ANNOTATION, APPROVE_ANNOTATION, RETRY_INJECTION_ANNOTATION)
+    """A person asked for a sidecar upgrade, or to inject again after a stalled rollout.
+
+    (An approval, `mlwarden.io/approve`, is under kopf's own prefix, whose changes kopf does
+    not report: a Pending reconcile, retried every RETRY_SECONDS, reads it.)
+    """
+    keys = (UPGRADE_SIDECAR_ANNOTATION, RETRY_INJECTION_ANNOTATION)
     changed = [k for k in keys if (old or {}).get(k) != (new or {}).get(k)]
     if not changed:
         return
-    retrying = RETRY_INJECTION_ANNOTATION in changed and bool((new or {}).get(k := keys[2]))
+    value = (new or {}).get(RETRY_INJECTION_ANNOTATION)
+    retrying = RETRY_INJECTION_ANNOTATION in changed and bool(value)
     if retrying:
-        log.info("%s changed to %r: injecting again", k, (new or {}).get(k))
+        log.info("%s is %r: injecting again", RETRY_INJECTION_ANNOTATION, value)
     await _reconcile(body, patch, retry, retrying=retrying)
 
 

@@ -34,9 +34,10 @@ DETECTOR_PORT_NAME: Final = "http"
 # Annotations the operator writes on the objects it changes (never finalizers or timers).
 INJECTED_ANNOTATION: Final = "mlwarden.io/injected"  # on the target Deployment: what changed
 # On an ObservedModel, set by people: roll its injected sidecar onto this operator's sidecar
-# (any new value), and inject again after a stalled rollout was undone (any new value).
-UPGRADE_SIDECAR_ANNOTATION: Final = "mlwarden.io/upgrade-sidecar"
-RETRY_INJECTION_ANNOTATION: Final = "mlwarden.io/retry-injection"
+# (any new value), and inject again after a stalled rollout was undone (any new value). Not
+# under `mlwarden.io/`: kopf keeps its own annotations there and ignores changes to them.
+UPGRADE_SIDECAR_ANNOTATION: Final = "sidecar.mlwarden.io/upgrade"
+RETRY_INJECTION_ANNOTATION: Final = "sidecar.mlwarden.io/retry"
 SERVICE_ANNOTATION: Final = "mlwarden.io/original-ports"  # on the target Service
 MANIFEST_KEY: Final = "observedmodel.yaml"  # key of the detector ConfigMap
 MANIFEST_DIR: Final = "/etc/mlwarden"  # where the ConfigMap is mounted
