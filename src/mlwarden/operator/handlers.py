@@ -395,8 +395,14 @@ async def _inject(
         str(k): str(v) for k, v in ((raw.get("metadata") or {}).get("annotations") or {}).items()
     }
     upgrade = annotations.get(UPGRADE_SIDECAR_ANNOTATION)
-    requested = injection.upgrade_requested(deployment, upgrade)
+    # Webhook mode: the admission webhook takes an upgrade at the Deployment's next rollout.
+    patching = STATE.settings.injection == "patch"
+    requested = patching and injection.upgrade_requested(deployment, upgrade)
     held_by = _upgrade_turn(key, requested)
+    approvals = approved_ids(annotations)
+    if STATE.settings.injection == "webhook":
+        # The Deployment's mlwarden.io/inject annotation is its owner's consent to a Recreate.
+        approvals |= {injection.approval_id(deployment)}
     try:
         plan = injection.plan_injection(
             deployment=deployment,
@@ -405,8 +411,8 @@ async def _inject(
             settings=STATE.settings,
             namespace_labels=await _namespace_labels(ns),
             upgrade=upgrade,
-            upgrade_now=held_by is None,
-            approvals=approved_ids(annotations),
+            upgrade_now=patching and held_by is None,
+            approvals=approvals,
         )
     except injection.InjectionError as exc:
         _end_upgrade_turn(key)

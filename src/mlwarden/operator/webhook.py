@@ -36,7 +36,7 @@ import kopf
 from mlwarden.operator import injection
 from mlwarden.operator.handlers import STATE, kube
 from mlwarden.operator.kube import path
-from mlwarden.operator.settings import OperatorSettings
+from mlwarden.operator.settings import UPGRADE_SIDECAR_ANNOTATION, OperatorSettings
 from mlwarden.spec import ObservedModel, SpecError, parse_observed_model
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,23 @@ def admission_patch(
     service: Mapping[str, Any],
     model: ObservedModel,
     settings: OperatorSettings,
+    upgrade: str | None = None,
 ) -> dict[str, Any] | None:
     """The part of the Deployment the webhook changes at admission, or None to admit it as is.
 
     Only the pod-template step of the injection plan is taken here; a Service switch (a
-    numeric targetPort, after the rollout) stays with the operator.
+    numeric targetPort, after the rollout) stays with the operator. A sidecar once injected
+    stays as recorded until the ObservedModel asks for an upgrade (`upgrade`, its
+    UPGRADE_SIDECAR_ANNOTATION), taken at the next admission. A Recreate Deployment needs no
+    approval here: its `mlwarden.io/inject` annotation is its owner's consent.
     """
     plan = injection.plan_injection(
-        deployment=deployment, service=service, model=model, settings=settings
+        deployment=deployment,
+        service=service,
+        model=model,
+        settings=settings,
+        upgrade=upgrade,
+        approvals=frozenset({injection.approval_id(deployment)}),
     )
     if plan.deployment_patch is None:
         return None
@@ -121,7 +130,9 @@ async def inject_at_admission(body: kopf.Body, patch: kopf.Patch, **_: Any) -> N
         return
     try:
         change = admission_patch(deployment=deployment, service=service, model=model,
-                                 settings=STATE.settings)  # fmt: skip
+                                 settings=STATE.settings,
+                                 upgrade=((om.get("metadata") or {}).get("annotations") or {})
+                                 .get(UPGRADE_SIDECAR_ANNOTATION))  # fmt: skip
     except injection.InjectionError as exc:
         log.warning("not injecting %s/%s: %s", namespace, meta.get("name"), exc)
         return
