@@ -28,8 +28,21 @@ after the ObservedModel's spec changed or it is gone):
     Deployment  mlwarden.io/injected: {"model", "container", "port", "ports" (the model
                 container's original ports list, or null), "case" ("A" | "B"),
                 "sidecarPortName", "volumeAdded", "probes" (the model container's probe and
-                lifecycle handlers whose port named the moved port: "readinessProbe.httpGet")}
+                lifecycle handlers whose port named the moved port: "readinessProbe.httpGet"),
+                "sidecar" (the container as injected), "inputs" (`sidecar_inputs`), "upgrade"
+                (the upgrade annotation it was rendered for), "pullSecrets" (the
+                imagePullSecrets added), "podAnnotations" ([{"key", "was", "set"}]: pod
+                template annotations set, with their values before)}
     Service     mlwarden.io/original-ports: the original spec.ports list
+
+No surprise restarts: the recorded sidecar is frozen. Planning puts it back as it was, not
+as the running operator would render it, until the ObservedModel asks for an upgrade or
+what the sidecar must follow (`sidecar_inputs`) changes. Before the first template change of
+a Deployment with strategy Recreate (every pod stops first) the plan waits for an approval
+("awaiting-approval"); a rollout of the sidecar that exceeded its progress deadline is
+reported ("rollout-stalled") for the caller to undo. In pods Istio's proxy joins
+(`istio_injection`) the sidecar's ports must stay out of Istio's, and its admin port is
+excluded from Istio's inbound capture.
 
 The planners return the *next* step as JSON merge patches (lists are replaced whole, so a
 patch to containers carries the whole list, and the read `resourceVersion` as a precondition);
