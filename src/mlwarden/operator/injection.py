@@ -491,10 +491,27 @@ def istio_injection(
     return None
 
 
-def _excluded_ports(value: str | None, add: int) -> str:
-    ports = [p.strip() for p in (value or "").split(",") if p.strip()]
-    if str(add) not in ports:
-        ports.append(str(add))
+def _ports_of(value: str | None) -> list[str]:
+    return [p.strip() for p in (value or "").split(",") if p.strip()]
+
+
+def _ports_again(now: str | None, was: str | None, value: str) -> tuple[str | None, str]:
+    """(value before, value set) to add the recorded ports again to a port list as it is now.
+
+    Unedited since, `now` is `was` and the result is the record's. Edited, the edit is kept:
+    the ports the injection added go back in, and only they are taken out on undo.
+    """
+    added = [p for p in _ports_of(value) if p not in _ports_of(was)]
+    before = ",".join(p for p in _ports_of(now) if p not in added)
+    return (before or (None if was is None else "")), _excluded_ports(now, *added)
+
+
+def _excluded_ports(value: str | None, *add: int | str) -> str:
+    """A comma-separated port list with `add` appended, each port once, order kept."""
+    ports = _ports_of(value)
+    for port in add:
+        if str(port) not in ports:
+            ports.append(str(port))
     return ",".join(ports)
 
 
@@ -599,8 +616,11 @@ def _inject(
         inputs = frozen.inputs or inputs
         upgrade = frozen.upgrade
         added_secrets = [n for n in frozen.pull_secrets if n not in present]
+        # The recorded ports, added again to the annotation as it is now (a person may have
+        # edited it since): their edit is kept, and nothing changes when ours are still in.
         pod_annotations = tuple(
-            (k, annotations_now.get(k), v) for k, _, v in frozen.pod_annotations
+            (k, *_ports_again(annotations_now.get(k), was, value))
+            for k, was, value in frozen.pod_annotations
         )
     else:
         run_as = (pod_spec.get("securityContext") or {}).get("runAsUser")

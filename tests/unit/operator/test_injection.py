@@ -1202,3 +1202,22 @@ def test_no_fixed_uid_unless_the_pod_runs_as_root(
     root = target_deployment()
     root["spec"]["template"]["spec"]["securityContext"] = {"runAsUser": 0}
     assert sidecar_of(root)["securityContext"]["runAsUser"] == IMAGE_UID
+
+
+def test_a_person_s_edit_of_the_excluded_ports_is_kept(
+    make_cluster: Callable[..., Cluster], model: ObservedModel, settings: OperatorSettings
+) -> None:
+    deployment = target_deployment()
+    deployment["spec"]["template"]["metadata"]["annotations"][injection.ISTIO_INJECT] = "true"
+    cluster = make_cluster(deployment, by_name=True)
+    inject(cluster, model, settings)
+    annotations = cluster.deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[injection.ISTIO_EXCLUDE_INBOUND] == "18090"
+    annotations[injection.ISTIO_EXCLUDE_INBOUND] = "18090,9100"  # a person adds a port
+    plan = settled(cluster, model, settings)
+    assert plan.deployment_patch is None or "spec" not in plan.deployment_patch
+    cluster.apply(plan)
+    assert annotations == cluster.deployment["spec"]["template"]["metadata"]["annotations"]
+    remove(cluster)
+    after = cluster.deployment["spec"]["template"]["metadata"]["annotations"]
+    assert after[injection.ISTIO_EXCLUDE_INBOUND] == "9100"  # theirs kept, ours gone
