@@ -91,8 +91,10 @@ async def test_a_restarted_operator_leaves_injected_models_alone_until_an_upgrad
     before = len(OPERATOR_CALLS)
     op = await start_operator(env=upgraded)
     await eventually(
-        lambda: op.log().count("Resuming is processed") >= 2
-        or deployment_patches(before, "fraud-model") + deployment_patches(before, "iris-model"),
+        lambda: (
+            op.log().count("Resuming is processed") >= 2
+            or deployment_patches(before, "fraud-model") + deployment_patches(before, "iris-model")
+        ),
         what="both resumed",
     )
     await asyncio.sleep(1.5)  # three retry periods: any re-patch would have happened
