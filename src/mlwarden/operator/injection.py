@@ -58,6 +58,7 @@ import copy
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Final, Literal
 
 from mlwarden.ingest_auth import ENV_TOKEN, SECRET_KEY, ingest_token_secret_name
@@ -957,19 +958,12 @@ def plan_injection(
         "annotations": clean_annotations,
     }
     istio = istio_injection(namespace_labels or {}, template_meta)
-    fresh = _inject(
-        clean_spec,
-        port=port,
-        case=case,
-        model=model,
-        settings=settings,
-        where=where,
-        template_annotations=clean_annotations,
-        istio=istio,
-        upgrade=upgrade,
-    )
+    port_name = port.name if case == "A" and port.name is not None else SIDECAR_PORT_NAME_DEFAULT
 
-    if record is not None and not record.same_target(fresh.record):
+    target = InjectionRecord(model=model.name, container=port.container, port=port.number,
+                             ports=None, case=case, sidecar_port_name=port_name,
+                             volume_added=False)  # fmt: skip
+    if record is not None and not record.same_target(target):
         removal = plan_removal(deployment=deployment, service=service)
         return replace(
             removal,
@@ -981,7 +975,17 @@ def plan_injection(
             ),
         )
 
-    injected = fresh
+    inject = partial(
+        _inject,
+        clean_spec,
+        port=port,
+        case=case,
+        model=model,
+        settings=settings,
+        where=where,
+        template_annotations=clean_annotations,
+    )
+    frozen = None
     upgrading = False
     if record is not None:
         frozen = record
@@ -989,21 +993,14 @@ def plan_injection(
             running = [c for c in _containers(pod_spec) if c.get("name") == SIDECAR_CONTAINER]
             frozen = replace(record, sidecar=running[0] if running else None, upgrade=upgrade)
         upgrading = bool(upgrade) and upgrade != frozen.upgrade and upgrade_now
-        if (
-            frozen.sidecar is not None
-            and not upgrading
-            and frozen.inputs in (None, fresh.record.inputs)
-        ):
-            injected = _inject(
-                clean_spec,
-                port=port,
-                case=case,
-                model=model,
-                settings=settings,
-                where=where,
-                template_annotations=clean_annotations,
-                frozen=frozen,
-            )
+        inputs = sidecar_inputs(
+            model=model, settings=settings, upstream_port=port.number, port_name=port_name
+        )
+        if frozen.sidecar is None or upgrading or frozen.inputs not in (None, inputs):
+            frozen = None
+    # Istio's port range is checked for a sidecar rendered anew from the operator's settings;
+    # a frozen one keeps the ports it went in with (collisions with the model's are checked).
+    injected = inject(frozen=frozen) if frozen else inject(istio=istio, upgrade=upgrade)
 
     containers_path = (*_TEMPLATE_PATH, "containers")
     template_right = (

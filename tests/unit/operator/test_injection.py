@@ -1221,3 +1221,20 @@ def test_a_person_s_edit_of_the_excluded_ports_is_kept(
     remove(cluster)
     after = cluster.deployment["spec"]["template"]["metadata"]["annotations"]
     assert after[injection.ISTIO_EXCLUDE_INBOUND] == "9100"  # theirs kept, ours gone
+
+
+def test_a_frozen_sidecar_is_not_judged_by_the_new_operator_s_settings(
+    make_cluster: Callable[..., Cluster], model: ObservedModel, settings: OperatorSettings
+) -> None:
+    """Istio arriving in the namespace later, or a new port setting, rolls nothing by itself."""
+    cluster = make_cluster(by_name=True)
+    inject(cluster, model, settings)
+    istio_ports = replace(settings, sidecar_port=15080, sidecar_admin_port=15090)
+    istio = {"istio-injection": "enabled"}
+    args = {"deployment": cluster.deployment, "service": cluster.service, "model": model,
+            "settings": istio_ports, "namespace_labels": istio}  # fmt: skip
+    plan = plan_injection(**args)
+    assert (plan.state, plan.deployment_patch) == ("injected", None)
+    # An upgrade asked for renders anew, and is refused with what to change.
+    with pytest.raises(InjectionError, match="Istio injects its proxy"):
+        plan_injection(**args, upgrade="1")
