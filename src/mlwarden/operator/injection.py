@@ -1166,7 +1166,18 @@ def mutate_pod_template(
             f"{port.number} of container {port.container!r} is named {port.name!r}"
         )
     case: Literal["A", "B"] = "A" if service_targets_name is not None else "B"
-    injected = _inject(pod_spec, port=port, case=case, model=model, settings=settings, where=where)
+    meta: dict[str, Any] = plain(template.get("metadata") or {})
+    annotations = dict(meta.get("annotations") or {})
+    injected = _inject(
+        pod_spec,
+        port=port,
+        case=case,
+        model=model,
+        settings=settings,
+        where=where,
+        template_annotations=annotations,
+        istio=istio_injection({}, meta),  # the namespace's labels are not at hand here
+    )
     ops: list[dict[str, Any]] = []
     before = _containers(pod_spec)
     for i, container in enumerate(injected.containers[: len(before)]):
@@ -1178,4 +1189,13 @@ def mutate_pod_template(
             ops.append({"op": "add", "path": "/spec/volumes/-", "value": injected.volumes[-1]})
         else:
             ops.append({"op": "add", "path": "/spec/volumes", "value": injected.volumes})
+    if injected.record.pull_secrets:
+        ops.append({"op": "add", "path": "/spec/imagePullSecrets", "value": injected.pull_secrets})
+    if injected.annotations and "annotations" not in meta:
+        if "metadata" not in template:
+            ops.append({"op": "add", "path": "/metadata", "value": {}})
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+    for key, value in injected.annotations.items():
+        pointer = key.replace("~", "~0").replace("/", "~1")
+        ops.append({"op": "add", "path": f"/metadata/annotations/{pointer}", "value": value})
     return ops

@@ -1238,3 +1238,33 @@ def test_a_frozen_sidecar_is_not_judged_by_the_new_operator_s_settings(
     # An upgrade asked for renders anew, and is refused with what to change.
     with pytest.raises(InjectionError, match="Istio injects its proxy"):
         plan_injection(**args, upgrade="1")
+
+
+@pytest.mark.parametrize("by_name", [True, False])
+@pytest.mark.parametrize("by_label", [True, False])
+def test_webhook_patch_equals_the_merge_patch_with_istio_and_pull_secrets(
+    by_name: bool,
+    by_label: bool,
+    model: ObservedModel,
+    settings: OperatorSettings,
+    merge_patch: Patch,
+) -> None:
+    deployment = target_deployment()
+    template_meta = deployment["spec"]["template"]["metadata"]
+    if by_label:  # and no annotations at all: the patch adds the map
+        del template_meta["annotations"]
+        template_meta["labels"][injection.ISTIO_INJECT] = "true"
+    else:
+        template_meta["annotations"][injection.ISTIO_INJECT] = "true"
+    deployment["spec"]["template"]["spec"]["imagePullSecrets"] = [{"name": "team"}]
+    with_secrets = replace(settings, image_pull_secrets=("regcred", "team"))
+    plan = plan_injection(deployment=deployment, service=target_service(by_name=by_name),
+                          model=model, settings=with_secrets)  # fmt: skip
+    merged = merge_patch(deployment, plan.deployment_patch)
+    template = deployment["spec"]["template"]
+    ops = mutate_pod_template(template, model=model, settings=with_secrets,
+                              service_targets_name="http" if by_name else None)  # fmt: skip
+    assert apply_json_patch(template, ops) == merged["spec"]["template"]
+    pod = merged["spec"]["template"]
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "team"}, {"name": "regcred"}]
+    assert pod["metadata"]["annotations"][injection.ISTIO_EXCLUDE_INBOUND] == "18090"
