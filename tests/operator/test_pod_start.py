@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from cluster import (
     condition,
     events,
     eventually,
+    exists,
     model_deployment,
     model_service,
     obj,
@@ -192,19 +194,31 @@ async def test_a_stalled_rollout_is_undone_and_stays_failed_until_asked_again(
     assert sidecar(api, "fraud-model") is not None
 
 
-async def test_an_istio_namespace_gets_the_admin_port_excluded_from_capture(
+async def test_an_istio_namespace_and_pull_secrets_are_adapted_to_and_undone_exactly(
     cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
 ) -> None:
-    api, _ = cluster
+    api, server = cluster
     namespace = api.objects["v1/namespaces", None, NS]
     namespace["metadata"] = {**namespace["metadata"], "labels": {"istio-injection": "enabled"}}
-    seed(api, model_deployment(), model_service(), observed_model())
-    await start_operator(env=FAST)
+    original = model_deployment()
+    seed(api, original, model_service(), observed_model())
+    await start_operator(env={**FAST, "MLWARDEN_IMAGE_PULL_SECRETS": "regcred"})
     await eventually(lambda: status(api).get("phase") == "WarmingUp", what="injected")
     template = obj(api, DEPLOYMENTS, "fraud-model")["spec"]["template"]
     excluded = template["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeInboundPorts"]
     assert excluded == "18090"
+    assert template["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    detector = obj(api, DEPLOYMENTS, "fraud-detector")["spec"]["template"]["spec"]
+    assert detector["imagePullSecrets"] == [{"name": "regcred"}]
     assert "runAsUser" not in sidecar(api, "fraud-model")["securityContext"]  # type: ignore[index]
+
+    await api_call(server, "DELETE", om_path("fraud"))
+    await eventually(lambda: not exists(api, OM, "fraud"), what="finalizer released")
+    after = json.loads(json.dumps(obj(api, DEPLOYMENTS, "fraud-model")["spec"]["template"],
+                                  default=dict))  # fmt: skip
+    if after["metadata"].get("annotations") == {}:
+        del after["metadata"]["annotations"]  # an empty map is not stored (omitempty)
+    assert after == original["spec"]["template"]
 
 
 async def test_an_istio_port_is_refused_where_istio_injects(
