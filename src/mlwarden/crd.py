@@ -254,6 +254,11 @@ def _target() -> Schema:
                 minimum=1,
                 maximum=65535,
             ),
+            "allowRecreate": _boolean(
+                "Inject into a Deployment whose strategy is Recreate without asking for "
+                "approval (that rollout stops every pod before the new ones start).",
+                default=_default(spec.Target, "allow_recreate"),
+            ),
         },
         required=["deployment"],
     )

@@ -118,6 +118,9 @@ class Target:
     service: str
     container: str | None = None
     port: int | None = None
+    # Inject into a Deployment with strategy Recreate without asking for approval (that
+    # rollout stops every pod before the new ones start).
+    allow_recreate: bool = False
 
 
 @dataclass(frozen=True)
@@ -555,8 +558,15 @@ def _target(o: _Obj) -> Target:
     service = o.text("service", deployment, pattern=_DNS_SUBDOMAIN, pattern_hint=hint)
     container = o.text("container", None)
     port = o.number("port", None, integer=True, low=1, high=65535)
+    allow_recreate = o.boolean("allowRecreate", False)
     o.finish()
-    return Target(deployment=deployment, service=service, container=container, port=port)
+    return Target(
+        deployment=deployment,
+        service=service,
+        container=container,
+        port=port,
+        allow_recreate=allow_recreate,
+    )
 
 
 def _features(o: _Obj) -> tuple[Feature, ...]:

@@ -41,6 +41,7 @@ from mlwarden.operator.metrics import OperatorMetrics
 from mlwarden.operator.settings import (
     ADMIN_PORT_NAME,
     DETECTOR_PORT_NAME,
+    ISTIO_PORTS,
     OperatorSettings,
     selector_labels,
 )
@@ -122,6 +123,9 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
 NOT_GRANTED: set[str] = set()
 # kopf's own needs: the CRD watch (cluster-wide only: a CRD is cluster-scoped), and peering.
 KOPF_CLUSTERWIDE = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+# The injection reads the model's Namespace for Istio's labels; a namespaced Role cannot grant
+# a cluster-scoped kind, and the operator then goes without (handlers._namespace_labels).
+NAMESPACE_LABELS = {("", "namespaces"): {"get"}}
 PEERING = {"get", "list", "watch", "patch"}
 KOPF_PEERING_CLUSTER = {("kopf.dev", "clusterkopfpeerings"): PEERING}
 KOPF_PEERING_NAMESPACED = {("kopf.dev", "kopfpeerings"): PEERING}
@@ -552,6 +556,47 @@ def test_the_operator_reads_the_settings_the_values_give() -> None:
     assert settings.detector_resources == OperatorSettings().detector_resources
 
 
+def test_image_pull_secrets_reach_the_operator_and_only_when_given() -> None:
+    values = {"componentImage": {"pullSecrets": [{"name": "regcred"}, {"name": "mirror.io"}]}}
+    objects, _ = render(values)
+    env = env_of(operator_container(objects))
+    assert env["MLWARDEN_IMAGE_PULL_SECRETS"] == "regcred,mirror.io"
+    assert OperatorSettings.from_env(env).image_pull_secrets == ("regcred", "mirror.io")
+    objects, _ = render()
+    assert "MLWARDEN_IMAGE_PULL_SECRETS" not in env_of(operator_container(objects))
+
+
+def test_cpu_limits_of_detector_and_sidecar_are_optional() -> None:
+    objects, _ = render()
+    settings = OperatorSettings.from_env(env_of(operator_container(objects)))
+    assert "cpu" not in settings.sidecar_resources["limits"]
+    assert "cpu" not in settings.detector_resources["limits"]
+    limited = {"limits": {"cpu": "500m", "memory": "256Mi"}}
+    objects, _ = render({"sidecar": {"resources": limited}, "detector": {"resources": limited}})
+    settings = OperatorSettings.from_env(env_of(operator_container(objects)))
+    assert settings.sidecar_resources["limits"] == {"cpu": "500m", "memory": "256Mi"}
+    assert settings.detector_resources["limits"] == {"cpu": "500m", "memory": "256Mi"}
+
+
+def test_no_fixed_uid_so_openshift_can_assign_one() -> None:
+    objects, _ = render()
+    (deployment,) = of_kind(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    for context in (pod["securityContext"], operator_container(objects)["securityContext"]):
+        assert context["runAsNonRoot"] is True
+        assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(context), context
+    # The image's user is numeric, so the kubelet can check runAsNonRoot without a runAsUser.
+    dockerfile = (CHART.parents[1] / "Dockerfile").read_text()
+    assert re.search(r"^USER [1-9][0-9]*$", dockerfile, re.MULTILINE), "USER must be a number"
+
+
+def test_default_sidecar_ports_stay_clear_of_istio() -> None:
+    objects, _ = render()
+    settings = OperatorSettings.from_env(env_of(operator_container(objects)))
+    for port in (settings.sidecar_port, settings.sidecar_admin_port):
+        assert port not in ISTIO_PORTS
+
+
 def test_default_settings_match_the_operators_defaults() -> None:
     objects, _ = render()
     settings = OperatorSettings.from_env(env_of(operator_container(objects)))
@@ -676,7 +721,7 @@ def test_rbac_has_no_wildcards(case: str) -> None:
 def test_the_cluster_role_grants_exactly_what_the_operator_uses(replicas: int) -> None:
     objects, _ = render({"replicas": replicas})
     (role,) = roles_of(objects)
-    expected = triples(OPERATOR_API_USE) | triples(KOPF_CLUSTERWIDE)
+    expected = triples(OPERATOR_API_USE) | triples(KOPF_CLUSTERWIDE) | triples(NAMESPACE_LABELS)
     if replicas > 1:
         expected |= triples(KOPF_PEERING_CLUSTER)
     assert granted(role) == expected
@@ -791,6 +836,11 @@ BAD_VALUES = [
     ),
     ({"sidecar": {"resources": {"requests": {"gpu": 1}}}}, "/sidecar/resources/requests"),
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ({"componentImage": {"pullSecrets": ["regcred"]}}, "/componentImage/pullSecrets/0"),
+    (
+        {"componentImage": {"pullSecrets": [{"name": "Reg_Cred"}]}},
+        "/componentImage/pullSecrets/0/name",
+    ),
     ({"image": {"digest": "latest"}}, "/image/digest"),
     ({"serviceMonitor": {"enabled": "yes"}}, "/serviceMonitor/enabled"),
     ({"podMonitor": {"interval": "30 seconds"}}, "/podMonitor/interval"),

@@ -16,6 +16,9 @@ it), what the API server and its controllers would do:
   API group, resource[/subresource], namespace, name), for test_rbac_audit.py;
 - label selectors on list, and (opt-in, `emulate_workloads()`) ReplicaSets, Pods and
   EndpointSlices from Deployments and Services (emulate_workloads.py);
+- the progress deadline, on demand (emulate_progress.py): a rollout of a pod template with a
+  container named in `unready_containers` reports Progressing=False,
+  ProgressDeadlineExceeded;
 - fault injection: `faults` holds `Fault`s that answer matching operator calls
   with an error status, a delay, or a watch stream that stalls (test_api_faults.py);
 - token expiry (emulate_tokens.py): `rotate_token(old, new)` and the old token gets 401;
@@ -40,6 +43,7 @@ from typing import Any
 
 import aiohttp
 from emulate_admission import MutatingAdmission
+from emulate_progress import ProgressDeadline
 from emulate_tokens import TokenRotation
 from emulate_workloads import WorkloadsEmulation
 from kmock import ResourceInfo
@@ -158,7 +162,9 @@ class Fault:
         )
 
 
-class Cluster(TokenRotation, WorkloadsEmulation, MutatingAdmission, ApiServerEmulator):
+class Cluster(
+    TokenRotation, WorkloadsEmulation, MutatingAdmission, ProgressDeadline, ApiServerEmulator
+):
     instant_rollouts: bool = True
     faults: list[Fault]
 

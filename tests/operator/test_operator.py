@@ -89,7 +89,7 @@ async def test_reconcile_creates_the_detector_and_injects_the_sidecar(
     env = {e["name"]: e.get("value") for e in sidecar["env"]}
     assert env["MLWARDEN_COLLECTOR"] == "http://fraud-detector.test.svc:8080"
     assert env["MLWARDEN_UPSTREAM"] == "http://127.0.0.1:8080"
-    assert {"name": "http", "containerPort": 15080}.items() <= sidecar["ports"][0].items()
+    assert {"name": "http", "containerPort": 18080}.items() <= sidecar["ports"][0].items()
     assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
     assert "finalizers" not in target["metadata"]  # never on users' objects
     validate(strip(target), "1.30", strict=True)

@@ -505,7 +505,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "unknown field lists the known ones",
         _manifest(target={"deployment": "m", "replicas": 2}),
         "spec.target.replicas",
-        "known fields: container, deployment, port, service",
+        "known fields: allowRecreate, container, deployment, port, service",
     ),
     # wrong types
     (

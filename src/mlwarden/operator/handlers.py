@@ -58,12 +58,15 @@ from mlwarden.operator.settings import (
     GROUP,
     INJECT_LABEL,
     PLURAL,
+    RETRY_INJECTION_ANNOTATION,
     SIDECAR_CONTAINER,
+    UPGRADE_SIDECAR_ANNOTATION,
     VERSION,
     OperatorSettings,
     detector_name,
 )
 from mlwarden.operator.status import Observation, alert_events, status_patch
+from mlwarden.react.guardrails import approved_ids
 from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModel, SpecError, parse_observed_model
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,10 @@ INJECTION_CHECK_SECONDS = float(os.environ.get("MLWARDEN_INJECTION_CHECK_SECONDS
 MAX_REPAIRS = int(os.environ.get("MLWARDEN_INJECTION_MAX_REPAIRS") or 3)
 REPAIR_WINDOW_SECONDS = 3600.0
 API_BACKOFF_CAP_SECONDS = 60.0
+# Sidecar upgrades asked for (UPGRADE_SIDECAR_ANNOTATION) roll one model at a time per
+# operator: the next starts when the previous rollout completed, failed, or held the turn
+# this long (MLWARDEN_UPGRADE_TURN_SECONDS; a Deployment's default progressDeadlineSeconds).
+UPGRADE_TURN_SECONDS = float(os.environ.get("MLWARDEN_UPGRADE_TURN_SECONDS") or 600.0)
 
 
 def api_backoff(retry: int) -> float:
@@ -99,6 +106,8 @@ class _State:
     passes: dict[tuple[str, str], asyncio.Lock] = {}
     # One injection step at a time per ObservedModel: the reconcile handler or the check.
     injecting: dict[tuple[str, str], asyncio.Lock] = {}
+    # The ObservedModel whose sidecar upgrade is rolling out, and since when (loop time).
+    upgrade_turn: tuple[tuple[str, str], float] | None = None
 
 
 STATE = _State()
@@ -311,6 +320,32 @@ def _injection_lock(namespace: str, name: str) -> asyncio.Lock:
 async def reconcile(
     body: kopf.Body, patch: kopf.Patch, reason: str = "", retry: int = 0, **_: Any
 ) -> None:
+    await _reconcile(body, patch, retry, reason=reason)
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations")
+async def injection_asked(
+    body: kopf.Body, old: Any, new: Any, patch: kopf.Patch, retry: int = 0, **_: Any
+) -> None:
+    """A person asked for a sidecar upgrade, or to inject again after a stalled rollout.
+
+    (An approval, `mlwarden.io/approve`, is under kopf's own prefix, whose changes kopf does
+    not report: a Pending reconcile, retried every RETRY_SECONDS, reads it.)
+    """
+    keys = (UPGRADE_SIDECAR_ANNOTATION, RETRY_INJECTION_ANNOTATION)
+    changed = [k for k in keys if (old or {}).get(k) != (new or {}).get(k)]
+    if not changed:
+        return
+    value = (new or {}).get(RETRY_INJECTION_ANNOTATION)
+    retrying = RETRY_INJECTION_ANNOTATION in changed and bool(value)
+    if retrying:
+        log.info("%s is %r: injecting again", RETRY_INJECTION_ANNOTATION, value)
+    await _reconcile(body, patch, retry, retrying=retrying)
+
+
+async def _reconcile(
+    body: kopf.Body, patch: kopf.Patch, retry: int, *, reason: str = "", retrying: bool = False
+) -> None:
     raw = dict(body)
     name, namespace = body.metadata.name, body.metadata.namespace
     base = _observation_base(raw)
@@ -331,6 +366,7 @@ async def reconcile(
     new_chance = reason == "update" and bool(injection_status.get("repairs"))
     if new_chance:
         gave_up = False  # a new spec: a new chance, with a clean count
+    queued: str | None = None
     try:
         await _ensure_detector(raw, model)
         if gave_up:
@@ -339,7 +375,7 @@ async def reconcile(
             obs = await _inject_state(raw, model, base)
         else:
             async with _injection_lock(str(namespace), str(name)):
-                obs, _patched = await _inject(raw, model, base)
+                obs, _patched, queued = await _inject(raw, model, base, retrying=retrying)
     except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
         # A conflict, an API server error or timeout: retry soon, backing off, instead of
         # kopf's flat minute for unexpected errors. Every step is idempotent (ensure, the
@@ -360,7 +396,43 @@ async def reconcile(
     if new["phase"] == "Pending":
         log.info("ObservedModel %s/%s pending: %s", namespace, name, new["message"])
         raise _Waiting(new["message"], delay=RETRY_SECONDS)
+    if queued is not None:
+        log.info("ObservedModel %s/%s: %s", namespace, name, queued)
+        raise _Waiting(queued, delay=RETRY_SECONDS)
     log.info("ObservedModel %s/%s reconciled: %s", namespace, name, new["phase"])
+
+
+async def _namespace_labels(namespace: str) -> dict[str, str]:
+    """The namespace's labels (Istio's injection labels), or none when they may not be read.
+
+    A namespaced install has no cluster-scoped rights: the Namespace is refused (403) and only
+    the pod template tells whether Istio injects the pods.
+    """
+    try:
+        ns = await kube().get(f"/api/v1/namespaces/{namespace}")
+    except KubeError as exc:
+        if exc.status in (401, 403):
+            return {}
+        raise
+    return {
+        str(k): str(v) for k, v in (((ns or {}).get("metadata") or {}).get("labels") or {}).items()
+    }
+
+
+def _upgrade_turn(key: tuple[str, str], wanted: bool) -> str | None:
+    """Take the one upgrade turn when `wanted`; the holder's name when another has it."""
+    now = asyncio.get_running_loop().time()
+    turn = STATE.upgrade_turn
+    if turn is not None and turn[0] != key and now - turn[1] < UPGRADE_TURN_SECONDS:
+        return f"{turn[0][0]}/{turn[0][1]}"
+    if wanted and (turn is None or turn[0] != key):
+        STATE.upgrade_turn = (key, now)
+    return None
+
+
+def _end_upgrade_turn(key: tuple[str, str]) -> None:
+    if STATE.upgrade_turn is not None and STATE.upgrade_turn[0] == key:
+        STATE.upgrade_turn = None
 
 
 async def _inject(
@@ -370,14 +442,27 @@ async def _inject(
     *,
     template_allowed: bool = True,
     bypassed: str = "",
-) -> tuple[Observation, bool]:
-    """One safe injection step; where it stands, and whether the pod template was patched.
+    retrying: bool = False,
+) -> tuple[Observation, bool, str | None]:
+    """One safe injection step: where it stands, whether the pod template was patched, and
+    a queued sidecar upgrade (waiting for its turn), if any.
 
     `template_allowed` False: the Service is still put back or switched, but a step that
     would patch the pod template is not taken (state "bypassed", `bypassed` the message).
     """
     api = kube()
     ns, target = model.namespace, model.spec.target
+    key = (ns, model.name)
+    previous = (raw.get("status") or {}).get("injection") or {}
+    if (
+        previous.get("state") == "stalled"
+        and not retrying
+        and (raw.get("status") or {}).get("observedGeneration") == base["generation"]
+    ):
+        # The undone rollout stays undone until the spec changes or a person asks again.
+        return Observation(
+            injection_state="stalled", injection_message=str(previous.get("message", "")), **base
+        ), False, None
     deployment = await api.get(path("Deployment", ns, target.deployment))
     service = await api.get(path("Service", ns, target.service))
     missing = [
@@ -386,11 +471,30 @@ async def _inject(
     ]
     if any(missing):
         what = " and ".join(m for m in missing if m)
-        return Observation(target_missing=f"{what} not found; retrying", **base), False
+        return Observation(target_missing=f"{what} not found; retrying", **base), False, None
     assert deployment is not None and service is not None
+    annotations = {
+        str(k): str(v) for k, v in ((raw.get("metadata") or {}).get("annotations") or {}).items()
+    }
+    upgrade = annotations.get(UPGRADE_SIDECAR_ANNOTATION)
+    # Webhook mode: the admission webhook takes an upgrade at the Deployment's next rollout.
+    patching = STATE.settings.injection == "patch"
+    requested = patching and injection.upgrade_requested(deployment, upgrade)
+    held_by = _upgrade_turn(key, requested)
+    approvals = approved_ids(annotations)
+    if STATE.settings.injection == "webhook":
+        # The Deployment's mlwarden.io/inject label is its owner's consent to a Recreate.
+        approvals |= {injection.approval_id(deployment)}
     try:
         plan = injection.plan_injection(
-            deployment=deployment, service=service, model=model, settings=STATE.settings
+            deployment=deployment,
+            service=service,
+            model=model,
+            settings=STATE.settings,
+            namespace_labels=await _namespace_labels(ns),
+            upgrade=upgrade,
+            upgrade_now=patching and held_by is None,
+            approvals=approvals,
         )
         if plan.state in ("injecting", "switching-service"):
             # Before any change that points the Service's traffic at the sidecar.
@@ -400,13 +504,54 @@ async def _inject(
                 deployments=await api.list("Deployment", ns),
             )
     except injection.InjectionError as exc:
+        _end_upgrade_turn(key)
         error = Observation(
             injection_state="error",
             injection_message=str(exc),
             injection_reason=exc.reason,
             **base,
         )
-        return error, False
+        return error, False, None
+    queued = None
+    if requested and held_by is not None:
+        queued = (
+            f"sidecar upgrade ({UPGRADE_SIDECAR_ANNOTATION}={upgrade}) waits for the upgrade "
+            f"of ObservedModel {held_by} to roll out (one at a time)"
+        )
+    if plan.state not in ("injecting", "waiting-for-rollout", "switching-service"):
+        _end_upgrade_turn(key)
+    if plan.state == "awaiting-approval":
+        if previous.get("state") != "awaiting-approval":
+            _event(raw, "Warning", "ApprovalRequired", plan.message)
+        return (
+            Observation(injection_state=plan.state, injection_message=plan.message, **base),
+            False,
+            None,
+        )
+    if plan.state == "rollout-stalled":
+        if previous.get("state") == "injected":
+            # The person's own rollout stalled, long after the sidecar went in: theirs to fix.
+            return (
+                Observation(
+                    injection_state="waiting-for-rollout", injection_message=plan.message, **base
+                ),
+                False,
+                None,
+            )
+        undone = await _undo(raw, ns, target.deployment, target.service)
+        message = (
+            f"{plan.message}. The injection was undone ({undone}). See `kubectl describe "
+            f"deployment {target.deployment} -n {ns}` for the pods that did not become ready; "
+            f"once fixed, `kubectl annotate om {model.name} -n {ns} "
+            f"{RETRY_INJECTION_ANNOTATION}=$(date +%s) --overwrite` injects again (so does a "
+            "spec change)"
+        )
+        _event(raw, "Warning", "RolloutStalled", message)
+        return (
+            Observation(injection_state="stalled", injection_message=message, **base),
+            False,
+            None,
+        )
     if STATE.settings.injection == "webhook" and plan.deployment_patch is not None:
         # The admission webhook changes the pod template; the operator only repoints.
         labels = (deployment.get("metadata") or {}).get("labels") or {}
@@ -422,9 +567,10 @@ async def _inject(
             ),
             **base,
         )
-        return waiting, False
+        return waiting, False, queued
     if plan.deployment_patch is not None and not template_allowed:
-        return Observation(injection_state="bypassed", injection_message=bypassed, **base), False
+        bypassed_obs = Observation(injection_state="bypassed", injection_message=bypassed, **base)
+        return bypassed_obs, False, None
     if plan.service_patch is not None:
         await api.merge_patch(path("Service", ns, target.service), plan.service_patch)
         _event(raw, "Normal", "ServiceRepointed", plan.message)
@@ -435,19 +581,21 @@ async def _inject(
     if patched or plan.service_patch is not None:
         # Re-plan on fresh objects next time round: one step per pass.
         step = Observation(injection_state="injecting", injection_message=plan.message, **base)
-        return step, patched
+        return step, patched, queued
     if plan.state != "injected":
-        return Observation(
-            injection_state=plan.state, injection_message=plan.message, **base
-        ), False
+        return (
+            Observation(injection_state=plan.state, injection_message=plan.message, **base),
+            False,
+            queued,
+        )
     available = await _detector_available(ns, model.name)
     done = Observation(
         injection_state="injected",
-        injection_message=plan.message,
+        injection_message=plan.message + (f"; {queued}" if queued else ""),
         detector_available=available,
         **base,
     )
-    return done, False
+    return done, False, queued
 
 
 # --------------------------------------------------------------------------- the injection check
@@ -525,7 +673,7 @@ async def check_injection(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
                 _event(raw, "Warning", "Bypassed", bypass.message)
             if bypass is not None:
                 base = {**base, "bypass": (bypass.reason, bypass.message)}
-            obs, patched = await _inject(
+            obs, patched, _queued = await _inject(
                 raw,
                 model,
                 base,
@@ -574,6 +722,26 @@ def _write_check_status(
         kind = "Warning" if new["phase"] in ("Failed", "Degraded") else "Normal"
         _event(raw, kind, f"Phase{new['phase']}", new["message"])
     return new
+
+
+async def _undo(raw: dict[str, Any], ns: str, dep_name: str, svc_name: str | None) -> str:
+    """Undo the injection exactly, the Service first; what was done, in words."""
+    api = kube()
+    steps: list[str] = []
+    for _step in range(4):
+        deployment = await api.get(path("Deployment", ns, dep_name))
+        service = await api.get(path("Service", ns, svc_name)) if svc_name else None
+        plan = injection.plan_removal(deployment=deployment, service=service)
+        if plan.service_patch is None and plan.deployment_patch is None:
+            break
+        if plan.service_patch is not None and service is not None and svc_name:
+            await api.merge_patch(path("Service", ns, svc_name), plan.service_patch)
+            steps.append("Service back to its ports")
+        if plan.deployment_patch is not None and deployment is not None:
+            await api.merge_patch(path("Deployment", ns, dep_name), plan.deployment_patch)
+            steps.append("sidecar removed from the pod template")
+        _event(raw, "Normal", "SidecarRemoved", plan.message)
+    return ", then ".join(steps) or "nothing was left to undo"
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations")
@@ -725,25 +893,15 @@ async def remove(body: kopf.Body, **_: Any) -> None:
     raw = dict(body)
     METRICS.set_phase(f"{body.metadata.namespace}/{body.metadata.name}", None)
     STATE.passes.pop((str(body.metadata.namespace), str(body.metadata.name)), None)
-    api = kube()
     spec = raw.get("spec") or {}
     target = spec.get("target") or {}
     ns = str(body.metadata.namespace or "default")
     dep_name = target.get("deployment")
     svc_name = target.get("service") or dep_name
+    _end_upgrade_turn((ns, str(body.metadata.name)))
     if not dep_name:
         return
-    for _step in range(4):
-        deployment = await api.get(path("Deployment", ns, dep_name))
-        service = await api.get(path("Service", ns, svc_name)) if svc_name else None
-        plan = injection.plan_removal(deployment=deployment, service=service)
-        if plan.service_patch is None and plan.deployment_patch is None:
-            break
-        try:
-            if plan.service_patch is not None and service is not None:
-                await api.merge_patch(path("Service", ns, svc_name), plan.service_patch)
-            if plan.deployment_patch is not None and deployment is not None:
-                await api.merge_patch(path("Deployment", ns, dep_name), plan.deployment_patch)
-        except KubeError as exc:
-            raise kopf.TemporaryError(f"undoing the injection: {exc}", delay=RETRY_SECONDS) from exc
-        _event(raw, "Normal", "SidecarRemoved", plan.message)
+    try:
+        await _undo(raw, ns, dep_name, svc_name)
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"undoing the injection: {exc}", delay=RETRY_SECONDS) from exc

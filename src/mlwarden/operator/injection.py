@@ -28,8 +28,21 @@ after the ObservedModel's spec changed or it is gone):
     Deployment  mlwarden.io/injected: {"model", "container", "port", "ports" (the model
                 container's original ports list, or null), "case" ("A" | "B"),
                 "sidecarPortName", "volumeAdded", "probes" (the model container's probe and
-                lifecycle handlers whose port named the moved port: "readinessProbe.httpGet")}
+                lifecycle handlers whose port named the moved port: "readinessProbe.httpGet"),
+                "sidecar" (the container as injected), "inputs" (`sidecar_inputs`), "upgrade"
+                (the upgrade annotation it was rendered for), "pullSecrets" (the
+                imagePullSecrets added), "podAnnotations" ([{"key", "was", "set"}]: pod
+                template annotations set, with their values before)}
     Service     mlwarden.io/original-ports: the original spec.ports list
+
+No surprise restarts: the recorded sidecar is frozen. Planning puts it back as it was, not
+as the running operator would render it, until the ObservedModel asks for an upgrade or
+what the sidecar must follow (`sidecar_inputs`) changes. Before the first template change of
+a Deployment with strategy Recreate (every pod stops first) the plan waits for an approval
+("awaiting-approval"); a rollout of the sidecar that exceeded its progress deadline is
+reported ("rollout-stalled") for the caller to undo. In pods Istio's proxy joins
+(`istio_injection`) the sidecar's ports must stay out of Istio's, and its admin port is
+excluded from Istio's inbound capture.
 
 The planners return the *next* step as JSON merge patches (lists are replaced whole, so a
 patch to containers carries the whole list, and the read `resourceVersion` as a precondition);
@@ -45,13 +58,16 @@ import copy
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Final, Literal
 
 from mlwarden.ingest_auth import ENV_TOKEN, SECRET_KEY, ingest_token_secret_name
 from mlwarden.operator.objects import covers, plain
 from mlwarden.operator.settings import (
     ADMIN_PORT_NAME,
+    IMAGE_UID,
     INJECTED_ANNOTATION,
+    ISTIO_PORTS,
     MANIFEST_DIR,
     MANIFEST_KEY,
     MODEL_PORT_RENAMED,
@@ -59,12 +75,18 @@ from mlwarden.operator.settings import (
     SERVICE_ANNOTATION,
     SIDECAR_CONTAINER,
     SIDECAR_PORT_NAME_DEFAULT,
+    UPGRADE_SIDECAR_ANNOTATION,
     OperatorSettings,
     detector_name,
 )
+from mlwarden.react.guardrails import APPROVE_ANNOTATION
 from mlwarden.spec import ObservedModel
 
 SIDECAR_VOLUME: Final = "mlwarden-manifest"  # the detector ConfigMap, in the model's pod
+# Istio's pod labels and annotations (istio.io/latest/docs/reference/config/annotations).
+ISTIO_INJECT: Final = "sidecar.istio.io/inject"
+ISTIO_REV: Final = "istio.io/rev"
+ISTIO_EXCLUDE_INBOUND: Final = "traffic.sidecar.istio.io/excludeInboundPorts"
 
 _TEMPLATE_PATH: Final = ("spec", "template", "spec")
 _PROBES: Final = ("livenessProbe", "readinessProbe", "startupProbe")
@@ -76,6 +98,8 @@ State = Literal[
     "waiting-for-rollout",  # the template is right; its pods are rolling out
     "switching-service",  # case B: the Service's targetPort to the sidecar's port name
     "injected",  # done
+    "awaiting-approval",  # a Recreate Deployment: injecting stops every pod; a person approves
+    "rollout-stalled",  # the rollout with the sidecar exceeded its progress deadline: undo it
     "repairing",  # the Service names a port the template lost: back to the numbers first
     "retargeting",  # spec.target moved: undo (step by step) before injecting anew
     "restoring-service",  # undo, case B: the Service back to its numbers
@@ -122,6 +146,14 @@ class InjectionRecord:
     sidecar_port_name: str
     volume_added: bool
     probes: tuple[str, ...] = field(default=())
+    # The sidecar container as injected: it stays so (frozen) whatever operator runs later,
+    # until the ObservedModel asks for an upgrade or its sidecar's inputs change.
+    sidecar: dict[str, Any] | None = None
+    inputs: str | None = None  # `sidecar_inputs` when the sidecar was rendered
+    upgrade: str | None = None  # the UPGRADE_SIDECAR_ANNOTATION value it was rendered for
+    pull_secrets: tuple[str, ...] = ()  # imagePullSecrets the injection added
+    # Pod template annotations the injection set: (key, value before or None, value set).
+    pod_annotations: tuple[tuple[str, str | None, str], ...] = ()
 
     def to_annotation(self) -> str:
         return json.dumps(
@@ -134,6 +166,13 @@ class InjectionRecord:
                 "sidecarPortName": self.sidecar_port_name,
                 "volumeAdded": self.volume_added,
                 "probes": list(self.probes),
+                "sidecar": self.sidecar,
+                "inputs": self.inputs,
+                "upgrade": self.upgrade,
+                "pullSecrets": list(self.pull_secrets),
+                "podAnnotations": [
+                    {"key": k, "was": was, "set": value} for k, was, value in self.pod_annotations
+                ],
             },
             separators=(",", ":"),
         )
@@ -153,6 +192,14 @@ class InjectionRecord:
                 sidecar_port_name=str(raw["sidecarPortName"]),
                 volume_added=bool(raw["volumeAdded"]),
                 probes=tuple(raw.get("probes") or ()),
+                sidecar=raw.get("sidecar"),
+                inputs=raw.get("inputs"),
+                upgrade=raw.get("upgrade"),
+                pull_secrets=tuple(str(n) for n in raw.get("pullSecrets") or ()),
+                pod_annotations=tuple(
+                    (str(a["key"]), a["was"], str(a["set"]))
+                    for a in raw.get("podAnnotations") or ()
+                ),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise InjectionError(
@@ -460,6 +507,22 @@ def shutdown_timing(*, grace: int | None, settings: OperatorSettings) -> Shutdow
     return ShutdownTiming(pre_stop=pre_stop, drain=drain, shutdown=shutdown, note=note)
 
 
+def sidecar_inputs(
+    *, model: ObservedModel, settings: OperatorSettings, upstream_port: int, port_name: str
+) -> str:
+    """What the sidecar must follow, as one string: a change here is a reason to re-render it.
+
+    The ObservedModel's parts of the sidecar (its name, namespace, protocol, the model's port,
+    the port name the Service uses) and the detector's port (its URL). The operator's own
+    defaults (image, resources, the sidecar's ports) are not inputs: they change only when an
+    upgrade is asked for.
+    """
+    return _json(
+        [model.namespace, model.name, model.spec.protocol, upstream_port, port_name,
+         settings.detector_port]
+    )  # fmt: skip
+
+
 def sidecar_container(
     *,
     model: ObservedModel,
@@ -467,10 +530,19 @@ def sidecar_container(
     upstream_port: int,
     port_name: str,
     timing: ShutdownTiming | None = None,
+    pod_runs_as_root: bool = False,
 ) -> dict[str, Any]:
-    """The `mlwarden-sidecar` container: proxy on `port_name`, admin port for probes."""
+    """The `mlwarden-sidecar` container: proxy on `port_name`, admin port for probes.
+
+    No runAsUser (OpenShift assigns one), unless the pod's securityContext sets uid 0: the
+    container would inherit it and runAsNonRoot would refuse to start it, so it takes the
+    image's own uid.
+    """
     collector = f"http://{detector_name(model.name)}.{model.namespace}.svc:{settings.detector_port}"
     timing = timing or shutdown_timing(grace=None, settings=settings)
+    security = plain(RESTRICTED_SECURITY_CONTEXT)
+    if pod_runs_as_root:
+        security["runAsUser"] = IMAGE_UID
     container: dict[str, Any] = {
         "name": SIDECAR_CONTAINER,
         "image": settings.image,
@@ -510,7 +582,7 @@ def sidecar_container(
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": ADMIN_PORT_NAME}},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": ADMIN_PORT_NAME}},
         "resources": plain(settings.sidecar_resources),
-        "securityContext": plain(RESTRICTED_SECURITY_CONTEXT),
+        "securityContext": security,
         "volumeMounts": [{"name": SIDECAR_VOLUME, "mountPath": MANIFEST_DIR, "readOnly": True}],
     }
     if timing.pre_stop:
@@ -524,6 +596,57 @@ def _sidecar_volume(model: ObservedModel) -> dict[str, Any]:
     return {"name": SIDECAR_VOLUME, "configMap": {"name": detector_name(model.name)}}
 
 
+def istio_injection(
+    namespace_labels: Mapping[str, str], template_meta: Mapping[str, Any]
+) -> str | None:
+    """Why Istio's proxy will be in these pods (words), or None when it will not.
+
+    Istio injects a pod when its namespace is labelled `istio-injection=enabled` or
+    `istio.io/rev=<revision>`, or the pod itself is labelled `istio.io/rev` or
+    `sidecar.istio.io/inject: "true"` (label or, in older releases, annotation); a pod's
+    `sidecar.istio.io/inject: "false"` opts out.
+    """
+    labels = template_meta.get("labels") or {}
+    annotations = template_meta.get("annotations") or {}
+    for where, values in (("label", labels), ("annotation", annotations)):
+        value = values.get(ISTIO_INJECT)
+        if value is not None:
+            if str(value).lower() == "true":
+                return f'its pod template\'s {where} {ISTIO_INJECT}: "true"'
+            return None
+    if labels.get(ISTIO_REV):
+        return f"its pod template's label {ISTIO_REV}: {labels[ISTIO_REV]}"
+    if namespace_labels.get("istio-injection") == "enabled":
+        return "its namespace's label istio-injection=enabled"
+    if namespace_labels.get("istio-injection") is None and namespace_labels.get(ISTIO_REV):
+        return f"its namespace's label {ISTIO_REV}={namespace_labels[ISTIO_REV]}"
+    return None
+
+
+def _ports_of(value: str | None) -> list[str]:
+    return [p.strip() for p in (value or "").split(",") if p.strip()]
+
+
+def _ports_again(now: str | None, was: str | None, value: str) -> tuple[str | None, str]:
+    """(value before, value set) to add the recorded ports again to a port list as it is now.
+
+    Unedited since, `now` is `was` and the result is the record's. Edited, the edit is kept:
+    the ports the injection added go back in, and only they are taken out on undo.
+    """
+    added = [p for p in _ports_of(value) if p not in _ports_of(was)]
+    before = ",".join(p for p in _ports_of(now) if p not in added)
+    return (before or (None if was is None else "")), _excluded_ports(now, *added)
+
+
+def _excluded_ports(value: str | None, *add: int | str) -> str:
+    """A comma-separated port list with `add` appended, each port once, order kept."""
+    ports = _ports_of(value)
+    for port in add:
+        if str(port) not in ports:
+            ports.append(str(port))
+    return ",".join(ports)
+
+
 @dataclass(frozen=True)
 class _Injected:
     """A pod spec's containers and volumes with the sidecar in, and the record of it."""
@@ -531,25 +654,45 @@ class _Injected:
     record: InjectionRecord
     containers: list[dict[str, Any]]
     volumes: list[dict[str, Any]]
+    pull_secrets: list[dict[str, Any]]  # the pod spec's whole imagePullSecrets list
+    annotations: dict[str, str]  # pod template annotations to set
     note: str = ""  # about the pod, for the plan's message (a short grace period)
+
+
+def _sidecar_ports(sidecar: Mapping[str, Any]) -> list[int]:
+    return [int(p.get("containerPort", 0)) for p in sidecar.get("ports") or []]
+
+
+def _check_istio(sidecar: Mapping[str, Any], istio: str | None, *, where: str) -> None:
+    """Istio's proxy binds 15000-15090 in the same network namespace: stay out of it."""
+    if istio is None:
+        return
+    clashing = [p for p in _sidecar_ports(sidecar) if p in ISTIO_PORTS]
+    if clashing:
+        raise InjectionError(
+            f"{where}: Istio injects its proxy into these pods ({istio}), which uses ports "
+            f"{ISTIO_PORTS.start}-{ISTIO_PORTS.stop - 1}; the sidecar's port(s) {clashing} are "
+            "in that range. Set MLWARDEN_SIDECAR_PORT / MLWARDEN_SIDECAR_ADMIN_PORT (chart: "
+            "sidecar.port, sidecar.adminPort) outside it (defaults 18080, 18090)"
+        )
 
 
 def _check_collisions(
     pod_spec: Mapping[str, Any],
     port: _ModelPort,
     case: Literal["A", "B"],
-    settings: OperatorSettings,
+    sidecar: Mapping[str, Any],
     *,
     where: str,
 ) -> None:
     """Port numbers and names must stay unique in the pod once the sidecar is in."""
-    if port.number in (settings.sidecar_port, settings.sidecar_admin_port):
+    numbers = set(_sidecar_ports(sidecar))
+    if port.number in numbers:
         raise InjectionError(
             f"{where}: the model port {port.number} of container {port.container!r} is one of "
-            f"the sidecar's ports ({settings.sidecar_port}, {settings.sidecar_admin_port}); "
+            f"the sidecar's ports {sorted(numbers)}; "
             "set MLWARDEN_SIDECAR_PORT / MLWARDEN_SIDECAR_ADMIN_PORT on the operator"
         )
-    numbers = {settings.sidecar_port, settings.sidecar_admin_port}
     # Case A moves the model port's name to the sidecar: only the new names can clash.
     added = {ADMIN_PORT_NAME, MODEL_PORT_RENAMED if case == "A" else SIDECAR_PORT_NAME_DEFAULT}
     for kind in ("initContainers", "containers"):
@@ -577,8 +720,16 @@ def _inject(
     model: ObservedModel,
     settings: OperatorSettings,
     where: str,
+    template_annotations: Mapping[str, Any] | None = None,
+    istio: str | None = None,
+    frozen: InjectionRecord | None = None,
+    upgrade: str | None = None,
 ) -> _Injected:
-    """The one template change, from a pod spec without the sidecar."""
+    """The one template change, from a pod spec (and its annotations) without the sidecar.
+
+    With `frozen` (a record with its sidecar), the sidecar, pull secrets and pod annotations
+    are those it recorded; otherwise they are rendered from `settings`, for `istio`.
+    """
     containers = copy.deepcopy(_containers(pod_spec))
     if any(c.get("name") == SIDECAR_CONTAINER for c in containers):
         raise InjectionError(
@@ -586,7 +737,50 @@ def _inject(
             f"{SIDECAR_CONTAINER!r} that mlwarden did not put there (no {INJECTED_ANNOTATION} "
             "annotation); remove or rename it"
         )
-    _check_collisions(pod_spec, port, case, settings, where=where)
+    port_name = port.name if case == "A" and port.name is not None else SIDECAR_PORT_NAME_DEFAULT
+    inputs = sidecar_inputs(
+        model=model, settings=settings, upstream_port=port.number, port_name=port_name
+    )
+    annotations_now = dict(template_annotations or {})
+    existing_secrets = copy.deepcopy(list(pod_spec.get("imagePullSecrets") or []))
+    present = {str(s.get("name")) for s in existing_secrets}
+    if frozen is not None and frozen.sidecar is not None:
+        sidecar = copy.deepcopy(frozen.sidecar)
+        note = ""  # the recorded sidecar keeps the shutdown timing it went in with
+        inputs = frozen.inputs or inputs
+        upgrade = frozen.upgrade
+        added_secrets = [n for n in frozen.pull_secrets if n not in present]
+        # The recorded ports, added again to the annotation as it is now (a person may have
+        # edited it since): their edit is kept, and nothing changes when ours are still in.
+        pod_annotations = tuple(
+            (k, *_ports_again(annotations_now.get(k), was, value))
+            for k, was, value in frozen.pod_annotations
+        )
+    else:
+        run_as = (pod_spec.get("securityContext") or {}).get("runAsUser")
+        timing = shutdown_timing(
+            grace=pod_spec.get("terminationGracePeriodSeconds"), settings=settings
+        )
+        note = timing.note
+        sidecar = sidecar_container(
+            model=model,
+            settings=settings,
+            upstream_port=port.number,
+            port_name=port_name,
+            pod_runs_as_root=run_as == 0,
+            timing=timing,
+        )
+        _check_istio(sidecar, istio, where=where)
+        added_secrets = [n for n in settings.image_pull_secrets if n not in present]
+        pod_annotations = ()
+        if istio is not None:
+            # Prometheus scrapes the admin port from outside the mesh; Istio's proxy would
+            # demand mTLS of it. Only /metrics, /healthz and /readyz are served there.
+            was = annotations_now.get(ISTIO_EXCLUDE_INBOUND)
+            value = _excluded_ports(was, settings.sidecar_admin_port)
+            if value != was:
+                pod_annotations = ((ISTIO_EXCLUDE_INBOUND, was, value),)
+    _check_collisions(pod_spec, port, case, sidecar, where=where)
     model_container = containers[port.index]
     original_ports = copy.deepcopy(model_container.get("ports"))
     probes: list[str] = []
@@ -601,16 +795,7 @@ def _inject(
                 probes.append(path)
     else:
         sidecar_port_name = SIDECAR_PORT_NAME_DEFAULT
-    timing = shutdown_timing(grace=pod_spec.get("terminationGracePeriodSeconds"), settings=settings)
-    containers.append(
-        sidecar_container(
-            model=model,
-            settings=settings,
-            upstream_port=port.number,
-            port_name=sidecar_port_name,
-            timing=timing,
-        )
-    )
+    containers.append(sidecar)
     volumes = copy.deepcopy(list(pod_spec.get("volumes") or []))
     volume = _sidecar_volume(model)
     existing = [v for v in volumes if v.get("name") == SIDECAR_VOLUME]
@@ -630,8 +815,20 @@ def _inject(
         sidecar_port_name=sidecar_port_name,
         volume_added=not existing,
         probes=tuple(probes),
+        sidecar=copy.deepcopy(sidecar),
+        inputs=inputs,
+        upgrade=upgrade,
+        pull_secrets=tuple(added_secrets),
+        pod_annotations=pod_annotations,
     )
-    return _Injected(record=record, containers=containers, volumes=volumes, note=timing.note)
+    return _Injected(
+        record=record,
+        containers=containers,
+        volumes=volumes,
+        pull_secrets=existing_secrets + [{"name": n} for n in added_secrets],
+        annotations={k: v for k, _, v in pod_annotations},
+        note=note,
+    )
 
 
 def _without_sidecar(pod_spec: Mapping[str, Any], record: InjectionRecord) -> dict[str, Any]:
@@ -657,6 +854,16 @@ def _without_sidecar(pod_spec: Mapping[str, Any], record: InjectionRecord) -> di
             if path in record.probes and handler.get("port") == MODEL_PORT_RENAMED:
                 handler["port"] = record.sidecar_port_name
     spec["containers"] = containers
+    if record.pull_secrets:
+        kept = [
+            s
+            for s in spec.get("imagePullSecrets") or []
+            if s.get("name") not in record.pull_secrets
+        ]
+        if kept:
+            spec["imagePullSecrets"] = kept
+        else:
+            spec.pop("imagePullSecrets", None)
     if record.volume_added:
         volumes = [v for v in spec.get("volumes") or [] if v.get("name") != SIDECAR_VOLUME]
         if volumes:
@@ -664,6 +871,31 @@ def _without_sidecar(pod_spec: Mapping[str, Any], record: InjectionRecord) -> di
         else:
             spec.pop("volumes", None)
     return spec
+
+
+def _template_annotations(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    template = (deployment.get("spec") or {}).get("template") or {}
+    return dict(plain((template.get("metadata") or {}).get("annotations") or {}))
+
+
+def _annotations_undone(
+    annotations: Mapping[str, Any], record: InjectionRecord
+) -> dict[str, str | None]:
+    """The pod template annotations to write back: each one the injection set, if unchanged."""
+    return {key: was for key, was, value in record.pod_annotations if annotations.get(key) == value}
+
+
+def _clean_annotations(
+    annotations: Mapping[str, Any], record: InjectionRecord | None
+) -> dict[str, Any]:
+    out = dict(annotations)
+    if record is not None:
+        for key, was in _annotations_undone(annotations, record).items():
+            if was is None:
+                out.pop(key, None)
+            else:
+                out[key] = was
+    return out
 
 
 # --------------------------------------------------------------------------- the Service
@@ -726,13 +958,22 @@ def _template_patch(
     containers: list[dict[str, Any]],
     volumes: list[dict[str, Any]] | None,
     annotation: str | None,
+    pull_secrets: list[dict[str, Any]] | None = None,
+    pod_annotations: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"containers": containers}
     if volumes != (pod_spec.get("volumes") or None):
         spec["volumes"] = volumes
+    if (pull_secrets or None) != (pod_spec.get("imagePullSecrets") or None):
+        spec["imagePullSecrets"] = pull_secrets or None
+    template: dict[str, Any] = {"spec": spec}
+    current = _template_annotations(deployment)
+    changed = {k: v for k, v in (pod_annotations or {}).items() if current.get(k) != v}
+    if changed:
+        template["metadata"] = {"annotations": changed}
     return {
         "metadata": _meta_patch(deployment, {INJECTED_ANNOTATION: annotation}),
-        "spec": {"template": {"spec": spec}},
+        "spec": {"template": template},
     }
 
 
@@ -752,14 +993,65 @@ def _json(value: Any) -> str:
 # --------------------------------------------------------------------------- planners
 
 
+def approval_id(deployment: Mapping[str, Any]) -> str:
+    """The id a person approves (APPROVE_ANNOTATION) to let the sidecar into a Recreate rollout."""
+    return f"inject-{(deployment.get('metadata') or {}).get('name', '?')}"
+
+
+def approve_injection_command(model: ObservedModel, deployment: Mapping[str, Any]) -> str:
+    return (
+        f"kubectl annotate om {model.name} -n {model.namespace} "
+        f"{APPROVE_ANNOTATION}={approval_id(deployment)} --overwrite"
+    )
+
+
+def upgrade_requested(deployment: Mapping[str, Any], upgrade: str | None) -> bool:
+    """Does the ObservedModel's UPGRADE_SIDECAR_ANNOTATION ask for a sidecar not yet rendered?"""
+    if not upgrade:
+        return False
+    try:
+        record = read_record(deployment)
+    except InjectionError:
+        return False
+    return record is not None and record.upgrade != upgrade
+
+
+def rollout_stalled(deployment: Mapping[str, Any]) -> str | None:
+    """The controller's message when the current rollout exceeded progressDeadlineSeconds."""
+    meta = deployment.get("metadata") or {}
+    status = deployment.get("status") or {}
+    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+        return None  # the controller has not looked at the current template yet
+    for cond in status.get("conditions") or []:
+        if (
+            cond.get("type") == "Progressing"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            return str(cond.get("message") or "ProgressDeadlineExceeded")
+    return None
+
+
 def plan_injection(
     *,
     deployment: Mapping[str, Any],
     service: Mapping[str, Any],
     model: ObservedModel,
     settings: OperatorSettings,
+    namespace_labels: Mapping[str, str] | None = None,
+    upgrade: str | None = None,
+    upgrade_now: bool = True,
+    approvals: frozenset[str] = frozenset(),
 ) -> InjectionPlan:
-    """The next step towards the sidecar in the model's pods and the Service through it."""
+    """The next step towards the sidecar in the model's pods and the Service through it.
+
+    A sidecar once injected stays as it was (the record's frozen copy), whatever operator
+    plans later, until `upgrade` (the ObservedModel's UPGRADE_SIDECAR_ANNOTATION, passed when
+    the caller lets an upgrade start) differs from the one it was rendered for, or the
+    sidecar's inputs (`sidecar_inputs`) changed. With `upgrade_now` False the caller holds a
+    requested upgrade back (one upgrade rollout at a time). `namespace_labels` tell whether
+    Istio injects the namespace; `approvals` are the ids the ObservedModel approves.
+    """
     where = _where(deployment, "Deployment")
     record = read_record(deployment)
     if record is not None and record.model != model.name:
@@ -790,6 +1082,8 @@ def plan_injection(
     # Putting the Service back (above) is always safe; changing anything else is not.
     _check_not_controlled(deployment, where)
     clean_spec = pod_spec if record is None else _without_sidecar(pod_spec, record)
+    annotations = _template_annotations(deployment)
+    clean_annotations = _clean_annotations(annotations, record)
     clean_service = dict(service)
     if original_ports is not None:
         clean_service["spec"] = {
@@ -800,11 +1094,17 @@ def plan_injection(
     _check_selects(service, deployment, where)
     by_name, by_number = _routes(clean_service, port, where=where)
     case: Literal["A", "B"] = "A" if by_name else "B"
-    injected = _inject(
-        clean_spec, port=port, case=case, model=model, settings=settings, where=where
-    )
+    template_meta = {
+        **(((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}),
+        "annotations": clean_annotations,
+    }
+    istio = istio_injection(namespace_labels or {}, template_meta)
+    port_name = port.name if case == "A" and port.name is not None else SIDECAR_PORT_NAME_DEFAULT
 
-    if record is not None and not record.same_target(injected.record):
+    target = InjectionRecord(model=model.name, container=port.container, port=port.number,
+                             ports=None, case=case, sidecar_port_name=port_name,
+                             volume_added=False)  # fmt: skip
+    if record is not None and not record.same_target(target):
         removal = plan_removal(deployment=deployment, service=service)
         return replace(
             removal,
@@ -816,10 +1116,40 @@ def plan_injection(
             ),
         )
 
+    inject = partial(
+        _inject,
+        clean_spec,
+        port=port,
+        case=case,
+        model=model,
+        settings=settings,
+        where=where,
+        template_annotations=clean_annotations,
+    )
+    frozen = None
+    upgrading = False
+    if record is not None:
+        frozen = record
+        if frozen.sidecar is None:  # recorded before sidecars were frozen: the one running
+            running = [c for c in _containers(pod_spec) if c.get("name") == SIDECAR_CONTAINER]
+            frozen = replace(record, sidecar=running[0] if running else None, upgrade=upgrade)
+        upgrading = bool(upgrade) and upgrade != frozen.upgrade and upgrade_now
+        inputs = sidecar_inputs(
+            model=model, settings=settings, upstream_port=port.number, port_name=port_name
+        )
+        if frozen.sidecar is None or upgrading or frozen.inputs not in (None, inputs):
+            frozen = None
+    # Istio's port range is checked for a sidecar rendered anew from the operator's settings;
+    # a frozen one keeps the ports it went in with (collisions with the model's are checked).
+    injected = inject(frozen=frozen) if frozen else inject(istio=istio, upgrade=upgrade)
+
     containers_path = (*_TEMPLATE_PATH, "containers")
-    template_right = covers(
-        pod_spec.get("containers") or [], injected.containers, path=containers_path
-    ) and covers(pod_spec.get("volumes") or [], injected.volumes)
+    template_right = (
+        covers(pod_spec.get("containers") or [], injected.containers, path=containers_path)
+        and covers(pod_spec.get("volumes") or [], injected.volumes)
+        and covers(pod_spec.get("imagePullSecrets") or [], injected.pull_secrets)
+        and all(annotations.get(k) == v for k, v in injected.annotations.items())
+    )
     if not template_right or record != injected.record:
         patch = _template_patch(
             deployment,
@@ -827,15 +1157,39 @@ def plan_injection(
             containers=injected.containers,
             volumes=injected.volumes,
             annotation=injected.record.to_annotation(),
+            pull_secrets=injected.pull_secrets,
+            pod_annotations=injected.annotations,
         )
         if template_right:  # only the record is out of date: do not touch the template
             del patch["spec"]
-        how = (
-            f"renaming port {port.name!r} of container {port.container!r} to "
-            f"{MODEL_PORT_RENAMED!r} and giving the name to the sidecar"
-            if case == "A"
-            else f"adding the sidecar with its port {SIDECAR_PORT_NAME_DEFAULT!r}"
-        )
+        elif record is None and not model.spec.target.allow_recreate:
+            strategy = ((deployment.get("spec") or {}).get("strategy") or {}).get("type")
+            if strategy == "Recreate" and approval_id(deployment) not in approvals:
+                return InjectionPlan(
+                    state="awaiting-approval",
+                    message=(
+                        f"{where} uses strategy Recreate: injecting the sidecar stops every pod "
+                        "before the new ones start (downtime). Approve with "
+                        f"`{approve_injection_command(model, deployment)}`, or set "
+                        "spec.target.allowRecreate: true"
+                    ),
+                )
+        if upgrading and not template_right:
+            how = (
+                f"upgrading the sidecar ({UPGRADE_SIDECAR_ANNOTATION}={upgrade}) to image "
+                f"{injected.containers[-1].get('image')}"
+            )
+        elif record is not None and not template_right:
+            how = "putting the recorded sidecar back"
+        else:
+            how = (
+                f"renaming port {port.name!r} of container {port.container!r} to "
+                f"{MODEL_PORT_RENAMED!r} and giving the name to the sidecar"
+                if case == "A"
+                else f"adding the sidecar with its port {SIDECAR_PORT_NAME_DEFAULT!r}"
+            )
+        if istio is not None and record is None:
+            how += f"; Istio injects these pods ({istio}): admin port excluded from its capture"
         note = f"; {injected.note}" if injected.note else ""
         return InjectionPlan(
             state="injecting",
@@ -843,6 +1197,16 @@ def plan_injection(
             deployment_patch=patch,
         )
     if not rollout_complete(deployment):
+        stalled = rollout_stalled(deployment)
+        if stalled is not None:
+            return InjectionPlan(
+                state="rollout-stalled",
+                message=(
+                    f"{where}: the rollout with the sidecar did not progress within its "
+                    f"progressDeadlineSeconds (condition Progressing=False, reason "
+                    f"ProgressDeadlineExceeded: {stalled})"
+                ),
+            )
         paused = (
             " (the Deployment is paused)" if (deployment.get("spec") or {}).get("paused") else ""
         )
@@ -897,6 +1261,7 @@ def plan_removal(
         if record is not None:
             pod_spec = _pod_spec(deployment)
             clean = _without_sidecar(pod_spec, record)
+            undone = _annotations_undone(_template_annotations(deployment), record)
             return InjectionPlan(
                 state="removing",
                 message=(
@@ -909,6 +1274,8 @@ def plan_removal(
                     containers=clean["containers"],
                     volumes=clean.get("volumes"),
                     annotation=None,
+                    pull_secrets=clean.get("imagePullSecrets"),
+                    pod_annotations=undone,
                 ),
             )
     return InjectionPlan(state="removed", message="nothing of mlwarden's is left")
@@ -941,7 +1308,18 @@ def mutate_pod_template(
             f"{port.number} of container {port.container!r} is named {port.name!r}"
         )
     case: Literal["A", "B"] = "A" if service_targets_name is not None else "B"
-    injected = _inject(pod_spec, port=port, case=case, model=model, settings=settings, where=where)
+    meta: dict[str, Any] = plain(template.get("metadata") or {})
+    annotations = dict(meta.get("annotations") or {})
+    injected = _inject(
+        pod_spec,
+        port=port,
+        case=case,
+        model=model,
+        settings=settings,
+        where=where,
+        template_annotations=annotations,
+        istio=istio_injection({}, meta),  # the namespace's labels are not at hand here
+    )
     ops: list[dict[str, Any]] = []
     before = _containers(pod_spec)
     for i, container in enumerate(injected.containers[: len(before)]):
@@ -953,4 +1331,13 @@ def mutate_pod_template(
             ops.append({"op": "add", "path": "/spec/volumes/-", "value": injected.volumes[-1]})
         else:
             ops.append({"op": "add", "path": "/spec/volumes", "value": injected.volumes})
+    if injected.record.pull_secrets:
+        ops.append({"op": "add", "path": "/spec/imagePullSecrets", "value": injected.pull_secrets})
+    if injected.annotations and "annotations" not in meta:
+        if "metadata" not in template:
+            ops.append({"op": "add", "path": "/metadata", "value": {}})
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+    for key, value in injected.annotations.items():
+        pointer = key.replace("~", "~0").replace("/", "~1")
+        ops.append({"op": "add", "path": f"/metadata/annotations/{pointer}", "value": value})
     return ops

@@ -349,6 +349,11 @@ def detector_deployment(
                     },
                     "containers": [container],
                     "volumes": volumes,
+                    **(
+                        {"imagePullSecrets": [{"name": n} for n in settings.image_pull_secrets]}
+                        if settings.image_pull_secrets
+                        else {}
+                    ),
                 },
             },
         },

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -32,6 +33,11 @@ DETECTOR_PORT_NAME: Final = "http"
 
 # Annotations the operator writes on the objects it changes (never finalizers or timers).
 INJECTED_ANNOTATION: Final = "mlwarden.io/injected"  # on the target Deployment: what changed
+# On an ObservedModel, set by people: roll its injected sidecar onto this operator's sidecar
+# (any new value), and inject again after a stalled rollout was undone (any new value). Not
+# under `mlwarden.io/`: kopf keeps its own annotations there and ignores changes to them.
+UPGRADE_SIDECAR_ANNOTATION: Final = "sidecar.mlwarden.io/upgrade"
+RETRY_INJECTION_ANNOTATION: Final = "sidecar.mlwarden.io/retry"
 SERVICE_ANNOTATION: Final = "mlwarden.io/original-ports"  # on the target Service
 # Webhook mode: the label a Deployment opts in with; its value names the ObservedModel.
 INJECT_LABEL: Final = "mlwarden.io/inject"
@@ -76,9 +82,10 @@ def _resources(env: Mapping[str, str], prefix: str, defaults: dict[str, str]) ->
 class OperatorSettings:
     image: str = f"mlwarden/mlwarden:{__version__}"
     image_pull_policy: str = "IfNotPresent"
-    # The sidecar's ports inside the model pod: chosen away from common model ports.
-    sidecar_port: int = 15080
-    sidecar_admin_port: int = 15090
+    # The sidecar's ports inside the model pod: chosen away from common model ports and from
+    # the range Istio's proxy uses (ISTIO_PORTS; 15090 is Envoy's Prometheus port).
+    sidecar_port: int = 18080
+    sidecar_admin_port: int = 18090
     # Termination of an injected pod: the sidecar's preStop sleep (0: no hook, for clusters
     # before Kubernetes 1.30, where the sleep action is off), then its drain on SIGTERM.
     sidecar_prestop_seconds: int = 5
@@ -104,6 +111,10 @@ class OperatorSettings:
     # Prometheus that scrapes the detectors.
     network_policy: bool = False
     network_policy_metrics_from: tuple[dict[str, Any], ...] = ()
+    # Secrets to pull the detector's and the sidecar's image (MLWARDEN_IMAGE_PULL_SECRETS,
+    # names separated by commas): the detector's pod gets them, and the injection adds those
+    # missing to the model's pod template (and removes exactly those on undo).
+    image_pull_secrets: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -112,18 +123,25 @@ class OperatorSettings:
         injection = env.get("MLWARDEN_INJECTION", d.injection)
         if injection not in ("patch", "webhook"):
             raise ValueError(f"MLWARDEN_INJECTION: must be patch or webhook, got {injection!r}")
+        sidecar_port = _port(env, "MLWARDEN_SIDECAR_PORT", d.sidecar_port)
+        admin_port = _port(env, "MLWARDEN_SIDECAR_ADMIN_PORT", d.sidecar_admin_port)
+        if sidecar_port == admin_port:
+            raise ValueError(
+                f"MLWARDEN_SIDECAR_PORT and MLWARDEN_SIDECAR_ADMIN_PORT are both {sidecar_port}; "
+                "the sidecar needs two ports"
+            )
         return cls(
             image=env.get("MLWARDEN_IMAGE", d.image),
             image_pull_policy=env.get("MLWARDEN_IMAGE_PULL_POLICY", d.image_pull_policy),
-            sidecar_port=int(env.get("MLWARDEN_SIDECAR_PORT", d.sidecar_port)),
-            sidecar_admin_port=int(env.get("MLWARDEN_SIDECAR_ADMIN_PORT", d.sidecar_admin_port)),
+            sidecar_port=sidecar_port,
+            sidecar_admin_port=admin_port,
             sidecar_prestop_seconds=_seconds(
                 env, "MLWARDEN_SIDECAR_PRESTOP_SECONDS", d.sidecar_prestop_seconds
             ),
             sidecar_drain_seconds=_seconds(
                 env, "MLWARDEN_SIDECAR_DRAIN_SECONDS", d.sidecar_drain_seconds
             ),
-            detector_port=int(env.get("MLWARDEN_DETECTOR_PORT", d.detector_port)),
+            detector_port=_port(env, "MLWARDEN_DETECTOR_PORT", d.detector_port),
             sidecar_resources=_resources(
                 env,
                 "MLWARDEN_SIDECAR",
@@ -137,6 +155,7 @@ class OperatorSettings:
             injection=injection,
             network_policy=_flag(env, "MLWARDEN_NETWORK_POLICY", d.network_policy),
             network_policy_metrics_from=_peers(env, "MLWARDEN_NETWORK_POLICY_METRICS_FROM"),
+            image_pull_secrets=_names(env, "MLWARDEN_IMAGE_PULL_SECRETS"),
         )
 
 
@@ -147,6 +166,30 @@ def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
     if not text.isdigit():
         raise ValueError(f"{name}: must be a whole number of seconds (0 or more), got {text!r}")
     return int(text)
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{name}: must be a port number (1-65535), got {text!r}")
+    return port
+
+
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Object names separated by commas (or spaces), in order, each once."""
+    out: list[str] = []
+    for item in env.get(name, "").replace(",", " ").split():
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", item) or len(item) > 253:
+            raise ValueError(f"{name}: {item!r} is not a Secret name")
+        if item not in out:
+            out.append(item)
+    return tuple(out)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -175,12 +218,19 @@ def _peers(env: Mapping[str, str], name: str) -> tuple[dict[str, Any], ...]:
     return tuple(peers)
 
 
-# The security context every container the operator creates runs with.
+# The security context every container the operator creates runs with. No runAsUser: the
+# image's USER is numeric (10001), so runAsNonRoot holds without one, and OpenShift's
+# restricted-v2 SCC assigns a uid from the namespace's range, which a fixed uid would break.
 RESTRICTED_SECURITY_CONTEXT: Final[dict[str, Any]] = {
     "runAsNonRoot": True,
-    "runAsUser": 10001,
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+IMAGE_UID: Final = 10001  # the image's numeric USER (Dockerfile)
+
+# Ports Istio's proxy (Envoy and pilot-agent) uses inside a pod: 15000 admin, 15001 outbound,
+# 15004 debug, 15006 inbound, 15008/15009 HBONE, 15020 merged metrics, 15021 health, 15053 DNS,
+# 15090 Envoy's Prometheus telemetry. The whole range is kept clear.
+ISTIO_PORTS: Final = range(15000, 15091)

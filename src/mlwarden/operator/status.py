@@ -30,8 +30,11 @@ class Observation:
     generation: int | None = None
     spec_error: str | None = None
     target_missing: str | None = None
-    injection_state: str = "pending"  # injected | injecting | waiting-for-rollout | error
-    injection_message: str = ""  # | bypassed (the operator stopped re-injecting)
+    # injected | injecting | waiting-for-rollout | awaiting-approval | error | stalled (the
+    # rollout with the sidecar exceeded its progress deadline and the injection was undone)
+    # | bypassed (the operator stopped re-injecting)
+    injection_state: str = "pending"
+    injection_message: str = ""
     injection_reason: str | None = None  # with "error": why (InjectionFailed by default)
     # Traffic no longer passes the sidecar (traffic.assess): (reason, message).
     bypass: tuple[str, str] | None = None
@@ -47,7 +50,7 @@ def phase(obs: Observation) -> tuple[str, str]:
     """(phase, one-line reason)."""
     if obs.spec_error is not None:
         return "Failed", f"invalid spec: {obs.spec_error}"
-    if obs.injection_state in ("error", "bypassed"):
+    if obs.injection_state in ("error", "bypassed", "stalled"):
         return "Failed", obs.injection_message
     if obs.target_missing is not None:
         return "Pending", obs.target_missing
@@ -88,8 +91,12 @@ def desired_conditions(obs: Observation) -> list[dict[str, Any]]:
         ready_reason = obs.injection_reason or "InjectionFailed"
     elif obs.injection_state == "bypassed":
         ready_reason = "Bypassed"
+    elif obs.injection_state == "stalled":
+        ready_reason = "RolloutStalled"
     elif obs.target_missing is not None:
         ready_reason = "TargetNotFound"
+    elif obs.injection_state == "awaiting-approval":
+        ready_reason = "AwaitingApproval"
     elif obs.injection_state != "injected":
         ready_reason = "Injecting"
     elif not obs.detector_available:

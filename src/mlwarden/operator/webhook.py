@@ -67,7 +67,14 @@ import kopf
 from mlwarden.kube import path
 from mlwarden.operator import injection
 from mlwarden.operator.handlers import STATE, kube
-from mlwarden.operator.settings import GROUP, INJECT_LABEL, PLURAL, VERSION, OperatorSettings
+from mlwarden.operator.settings import (
+    GROUP,
+    INJECT_LABEL,
+    PLURAL,
+    UPGRADE_SIDECAR_ANNOTATION,
+    VERSION,
+    OperatorSettings,
+)
 from mlwarden.spec import ObservedModel, SpecError, parse_observed_model
 
 log = logging.getLogger(__name__)
@@ -139,14 +146,23 @@ def admission_patch(
     service: Mapping[str, Any],
     model: ObservedModel,
     settings: OperatorSettings,
+    upgrade: str | None = None,
 ) -> dict[str, Any] | None:
     """The part of the Deployment the webhook changes at admission, or None to admit it as is.
 
     Only the pod-template step of the injection plan is taken here; a Service switch (a
-    numeric targetPort, after the rollout) stays with the operator.
+    numeric targetPort, after the rollout) stays with the operator. A sidecar once injected
+    stays as recorded until the ObservedModel asks for an upgrade (`upgrade`, its
+    UPGRADE_SIDECAR_ANNOTATION), taken at the next admission. A Recreate Deployment needs no
+    approval here: its `mlwarden.io/inject` label is its owner's consent.
     """
     plan = injection.plan_injection(
-        deployment=deployment, service=service, model=model, settings=settings
+        deployment=deployment,
+        service=service,
+        model=model,
+        settings=settings,
+        upgrade=upgrade,
+        approvals=frozenset({injection.approval_id(deployment)}),
     )
     if plan.deployment_patch is None:
         return None
@@ -192,15 +208,17 @@ def admit(
     model: ObservedModel,
     service: Mapping[str, Any] | None,
     settings: OperatorSettings,
+    upgrade: str | None = None,
 ) -> Admission:
-    """The Admission of a Deployment whose ObservedModel is current (see `model_for`)."""
+    """The Admission of a Deployment whose ObservedModel is current (see `model_for`);
+    `upgrade` is the ObservedModel's UPGRADE_SIDECAR_ANNOTATION, if any."""
     meta = deployment.get("metadata") or {}
     where = f"Deployment {meta.get('namespace')}/{meta.get('name')}"
     if service is None:
         return Admission(None, f"{where}: Service {model.spec.target.service!r} not found")
     try:
         change = admission_patch(
-            deployment=deployment, service=service, model=model, settings=settings
+            deployment=deployment, service=service, model=model, settings=settings, upgrade=upgrade
         )
     except injection.InjectionError as exc:
         return Admission(None, f"{where}: not injecting: {exc}")
@@ -252,4 +270,11 @@ async def _admission(
     if isinstance(found, Admission):
         return found
     service = await api.get(path("Service", namespace, found.spec.target.service))
-    return admit(deployment=deployment, model=found, service=service, settings=STATE.settings)
+    upgrade = ((om or {}).get("metadata") or {}).get("annotations") or {}
+    return admit(
+        deployment=deployment,
+        model=found,
+        service=service,
+        settings=STATE.settings,
+        upgrade=upgrade.get(UPGRADE_SIDECAR_ANNOTATION),
+    )

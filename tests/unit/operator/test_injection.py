@@ -30,9 +30,12 @@ from mlwarden.operator.injection import (
     shutdown_timing,
     sidecar_container,
 )
+from mlwarden.operator.objects import covers
 from mlwarden.operator.settings import (
     ADMIN_PORT_NAME,
+    IMAGE_UID,
     INJECTED_ANNOTATION,
+    ISTIO_PORTS,
     MANIFEST_DIR,
     MANIFEST_KEY,
     MODEL_PORT_RENAMED,
@@ -360,6 +363,7 @@ def test_case_a_service_by_name(
         (ADMIN_PORT_NAME, settings.sidecar_admin_port),
     ]
     record = json.loads(cluster.deployment["metadata"]["annotations"][INJECTED_ANNOTATION])
+    frozen = record.pop("sidecar")
     assert record == {
         "model": "fraud",
         "container": "model",
@@ -369,7 +373,14 @@ def test_case_a_service_by_name(
         "sidecarPortName": "http",
         "volumeAdded": True,
         "probes": ["readinessProbe.httpGet", "lifecycle.preStop.httpGet"],
+        "inputs": '["ml","fraud","v2",8080,"http",8080]',
+        "upgrade": None,
+        "pullSecrets": [],
+        "podAnnotations": [],
     }
+    # The sidecar as injected (before the API server's defaults), frozen in the record.
+    assert frozen["name"] == SIDECAR_CONTAINER and frozen["image"] == settings.image
+    assert covers(sidecar, frozen)
     again = settled(cluster, model, settings)
     assert (again.state, again.deployment_patch, again.service_patch) == ("injected", None, None)
 
@@ -550,9 +561,9 @@ def test_sidecar_container(model: ObservedModel, settings: OperatorSettings) -> 
     assert sidecar["image"] == settings.image
     assert sidecar["args"] == ["sidecar"]
     assert sidecar["env"] == [
-        {"name": "MLWARDEN_LISTEN", "value": "0.0.0.0:15080"},
+        {"name": "MLWARDEN_LISTEN", "value": "0.0.0.0:18080"},
         {"name": "MLWARDEN_UPSTREAM", "value": "http://127.0.0.1:8080"},
-        {"name": "MLWARDEN_ADMIN_LISTEN", "value": "0.0.0.0:15090"},
+        {"name": "MLWARDEN_ADMIN_LISTEN", "value": "0.0.0.0:18090"},
         {"name": "MLWARDEN_COLLECTOR", "value": "http://fraud-detector.ml.svc:8080"},
         {"name": "MLWARDEN_PROTOCOL", "value": "v2"},
         {"name": "MLWARDEN_OBSERVED_MODEL", "value": f"{MANIFEST_DIR}/{MANIFEST_KEY}"},
@@ -1015,3 +1026,358 @@ def test_error_service_also_selects_another_deployments_pods() -> None:
         injection.check_selects_only(service=service, deployment=mine, deployments=everything)
     assert e.value.reason == "ServiceSelectsOtherPods"
     injection.check_selects_only(service=service, deployment=mine, deployments=[mine, elsewhere])
+
+
+# --------------------------------------------------------------------------- no surprise restarts
+
+
+def upgraded_operator(settings: OperatorSettings) -> OperatorSettings:
+    """The operator after an upgrade: a new image, new defaults, other ports."""
+    return replace(
+        settings,
+        image="registry.example/mlwarden:2.0.0",
+        image_pull_policy="Always",
+        sidecar_port=19080,
+        sidecar_admin_port=19090,
+        sidecar_resources={
+            "requests": {"cpu": "80m", "memory": "96Mi"},
+            "limits": {"memory": "1Gi"},
+        },
+    )
+
+
+@pytest.mark.parametrize("by_name", [True, False])
+def test_a_changed_operator_leaves_an_injected_sidecar_alone(
+    by_name: bool,
+    make_cluster: Callable[..., Cluster],
+    model: ObservedModel,
+    settings: OperatorSettings,
+) -> None:
+    cluster = make_cluster(by_name=by_name)
+    inject(cluster, model, settings)
+    plan = settled(cluster, model, upgraded_operator(settings))
+    assert (plan.state, plan.deployment_patch, plan.service_patch) == ("injected", None, None)
+    # An upgrade the caller holds back (another model's upgrade is rolling) changes nothing.
+    plan = plan_injection(
+        deployment=cluster.deployment,
+        service=cluster.service,
+        model=model,
+        settings=upgraded_operator(settings),
+        upgrade="2",
+        upgrade_now=False,
+    )
+    assert (plan.state, plan.deployment_patch) == ("injected", None)
+
+
+def test_an_upgrade_asked_for_renders_the_sidecar_once(
+    make_cluster: Callable[..., Cluster], model: ObservedModel, settings: OperatorSettings
+) -> None:
+    cluster = make_cluster(by_name=True)
+    inject(cluster, model, settings)
+    new = upgraded_operator(settings)
+    states: list[str] = []
+    for _ in range(5):
+        plan = plan_injection(deployment=cluster.deployment, service=cluster.service,
+                              model=model, settings=new, upgrade="2026-12-01")  # fmt: skip
+        states.append(plan.state)
+        if plan.done:
+            break
+        if plan.deployment_patch is None:
+            cluster.finish_rollout()
+        cluster.apply(plan)
+    assert states == ["injecting", "waiting-for-rollout", "injected"]
+    sidecar = cluster.deployment["spec"]["template"]["spec"]["containers"][-1]
+    assert (sidecar["image"], sidecar["ports"][0]["containerPort"]) == (new.image, 19080)
+    assert cluster.check() == [["sidecar", "model"]]
+    record = injection.read_record(cluster.deployment)
+    assert record is not None and record.upgrade == "2026-12-01"
+    assert not injection.upgrade_requested(cluster.deployment, "2026-12-01")
+    assert injection.upgrade_requested(cluster.deployment, "again")
+    # Frozen again: the operator before the upgrade does not take it back.
+    assert settled(cluster, model, settings).deployment_patch is None
+    assert remove(cluster)[-1] == "removed"
+    assert cluster.without_server_fields() == cluster.original_without_server_fields()
+
+
+def test_a_spec_change_the_sidecar_follows_renders_it_anew(
+    make_cluster: Callable[..., Cluster], make_body: Callable[..., Obj], settings: OperatorSettings
+) -> None:
+    """The pods roll for the new protocol anyway: that rollout takes the current sidecar."""
+    cluster = make_cluster(by_name=True)
+    inject(cluster, parse_observed_model(make_body()), settings)
+    new = upgraded_operator(settings)
+    v1 = parse_observed_model(make_body(protocol="v1"))
+    plan = settled(cluster, v1, new)
+    assert plan.state == "injecting" and plan.deployment_patch is not None
+    sidecar = plan.deployment_patch["spec"]["template"]["spec"]["containers"][-1]
+    assert sidecar["image"] == new.image
+    assert {"name": "MLWARDEN_PROTOCOL", "value": "v1"} in sidecar["env"]
+
+
+def test_a_record_without_a_frozen_sidecar_freezes_the_running_one(
+    make_cluster: Callable[..., Cluster], model: ObservedModel, settings: OperatorSettings
+) -> None:
+    """Injected by an operator that froze nothing: the record is completed, no pod restarts."""
+    cluster = make_cluster(by_name=True)
+    inject(cluster, model, settings)
+    meta = cluster.deployment["metadata"]
+    old = json.loads(meta["annotations"][INJECTED_ANNOTATION])
+    for key in ("sidecar", "inputs", "upgrade", "pullSecrets", "podAnnotations"):
+        del old[key]
+    meta["annotations"][INJECTED_ANNOTATION] = json.dumps(old)
+    plan = settled(cluster, model, upgraded_operator(settings))
+    assert plan.deployment_patch is not None and "spec" not in plan.deployment_patch
+    cluster.apply(plan)
+    record = injection.read_record(cluster.deployment)
+    assert record is not None and record.sidecar is not None
+    assert record.sidecar["image"] == settings.image  # the one running, not the new operator's
+    assert settled(cluster, model, upgraded_operator(settings)).state == "injected"
+
+
+def test_a_recreate_deployment_waits_for_approval(
+    make_body: Callable[..., Obj], settings: OperatorSettings
+) -> None:
+    deployment = target_deployment()
+    deployment["spec"]["strategy"] = {"type": "Recreate"}
+    model = parse_observed_model(make_body())
+    plan = plan_injection(deployment=deployment, service=target_service(by_name=True),
+                          model=model, settings=settings)  # fmt: skip
+    assert (plan.state, plan.deployment_patch, plan.service_patch) == (
+        "awaiting-approval", None, None)  # fmt: skip
+    assert "strategy Recreate" in plan.message
+    assert "kubectl annotate om fraud -n ml mlwarden.io/approve=inject-fraud-model --overwrite" in (
+        plan.message
+    )
+    approved = plan_injection(deployment=deployment, service=target_service(by_name=True),
+                              model=model, settings=settings,
+                              approvals=frozenset({"inject-fraud-model"}))  # fmt: skip
+    assert approved.state == "injecting" and approved.deployment_patch is not None
+    target = {"deployment": "fraud-model", "container": "model", "allowRecreate": True}
+    opted_in = parse_observed_model(make_body(target=target))
+    assert opted_in.spec.target.allow_recreate is True
+    plan = plan_injection(deployment=deployment, service=target_service(by_name=True),
+                          model=opted_in, settings=settings)  # fmt: skip
+    assert plan.state == "injecting"
+
+
+def test_a_stalled_rollout_is_reported(
+    make_cluster: Callable[..., Cluster], model: ObservedModel, settings: OperatorSettings
+) -> None:
+    cluster = make_cluster(by_name=False)
+    cluster.apply(settled(cluster, model, settings))
+    assert settled(cluster, model, settings).state == "waiting-for-rollout"
+    cluster.deployment["status"]["conditions"] = [
+        {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+         "message": 'ReplicaSet "fraud-model-7d9" has timed out progressing.'},
+    ]  # fmt: skip
+    plan = settled(cluster, model, settings)
+    assert (plan.state, plan.deployment_patch, plan.service_patch) == (
+        "rollout-stalled", None, None)  # fmt: skip
+    assert "ProgressDeadlineExceeded" in plan.message and "fraud-model-7d9" in plan.message
+    # A condition from before the current template was observed says nothing about it.
+    cluster.deployment["metadata"]["generation"] += 1
+    assert injection.rollout_stalled(cluster.deployment) is None
+
+
+# --------------------------------------------------------------------------- pods start everywhere
+
+
+def test_default_ports_are_clear_of_istio() -> None:
+    d = OperatorSettings()
+    assert d.sidecar_port not in ISTIO_PORTS and d.sidecar_admin_port not in ISTIO_PORTS
+
+
+@pytest.mark.parametrize(
+    ("namespace_labels", "template_meta", "istio"),
+    [
+        ({"istio-injection": "enabled"}, {}, True),
+        ({"istio.io/rev": "1-22"}, {}, True),
+        ({"istio-injection": "disabled", "istio.io/rev": "1-22"}, {}, False),
+        ({}, {"annotations": {"sidecar.istio.io/inject": "true"}}, True),
+        ({}, {"labels": {"sidecar.istio.io/inject": "true"}}, True),
+        ({}, {"labels": {"istio.io/rev": "canary"}}, True),
+        ({"istio-injection": "enabled"}, {"labels": {"sidecar.istio.io/inject": "false"}}, False),
+        ({}, {}, False),
+    ],
+)
+def test_istio_injection_is_detected(
+    namespace_labels: dict[str, str], template_meta: Obj, istio: bool
+) -> None:
+    assert (injection.istio_injection(namespace_labels, template_meta) is not None) == istio
+
+
+def test_istio_ports_are_refused_when_istio_injects(
+    model: ObservedModel, settings: OperatorSettings
+) -> None:
+    old_defaults = replace(settings, sidecar_port=15080, sidecar_admin_port=15090)
+    args = {"deployment": target_deployment(), "service": target_service(by_name=True),
+            "model": model}  # fmt: skip
+    with pytest.raises(InjectionError) as err:
+        plan_injection(
+            **args, settings=old_defaults, namespace_labels={"istio-injection": "enabled"}
+        )
+    message = str(err.value)
+    assert "Istio" in message and "[15080, 15090]" in message and "sidecar.adminPort" in message
+    # Without Istio in the pod those ports are the operator's to choose.
+    assert plan_injection(**args, settings=old_defaults).state == "injecting"
+
+
+def test_istio_pods_get_the_admin_port_excluded_and_it_is_undone_exactly(
+    make_cluster: Callable[..., Cluster], model: ObservedModel, settings: OperatorSettings
+) -> None:
+    deployment = target_deployment()
+    deployment["spec"]["template"]["metadata"]["annotations"].update(
+        {"sidecar.istio.io/inject": "true", injection.ISTIO_EXCLUDE_INBOUND: "9100"}
+    )
+    cluster = make_cluster(deployment, by_name=False)
+    inject(cluster, model, settings)
+    annotations = cluster.deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[injection.ISTIO_EXCLUDE_INBOUND] == f"9100,{settings.sidecar_admin_port}"
+    record = injection.read_record(cluster.deployment)
+    assert record is not None
+    assert record.pod_annotations == ((injection.ISTIO_EXCLUDE_INBOUND, "9100",
+                                       f"9100,{settings.sidecar_admin_port}"),)  # fmt: skip
+    assert settled(cluster, model, upgraded_operator(settings)).state == "injected"
+    remove(cluster)
+    assert cluster.without_server_fields() == cluster.original_without_server_fields()
+
+
+def test_istio_namespace_without_the_annotation_gets_it_and_loses_it(
+    make_cluster: Callable[..., Cluster], model: ObservedModel, settings: OperatorSettings
+) -> None:
+    cluster = make_cluster(by_name=True)
+    plan = plan_injection(
+        deployment=cluster.deployment,
+        service=cluster.service,
+        model=model,
+        settings=settings,
+        namespace_labels={"istio-injection": "enabled"},
+    )
+    assert plan.deployment_patch is not None
+    assert plan.deployment_patch["spec"]["template"]["metadata"] == {
+        "annotations": {injection.ISTIO_EXCLUDE_INBOUND: str(settings.sidecar_admin_port)}
+    }
+    assert "Istio injects these pods" in plan.message
+    cluster.apply(plan)
+    removal = plan_removal(deployment=cluster.deployment, service=cluster.service)
+    assert removal.deployment_patch is not None
+    assert removal.deployment_patch["spec"]["template"]["metadata"] == {
+        "annotations": {injection.ISTIO_EXCLUDE_INBOUND: None}
+    }
+    cluster.apply(removal)
+    assert cluster.without_server_fields() == cluster.original_without_server_fields()
+
+
+def test_pull_secrets_are_added_and_only_those_removed(
+    make_cluster: Callable[..., Cluster], model: ObservedModel, settings: OperatorSettings
+) -> None:
+    deployment = target_deployment()
+    deployment["spec"]["template"]["spec"]["imagePullSecrets"] = [{"name": "team-registry"}]
+    cluster = make_cluster(deployment, by_name=False)
+    with_secrets = replace(settings, image_pull_secrets=("mlwarden-registry", "team-registry"))
+    inject(cluster, model, with_secrets)
+    pod = cluster.deployment["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "team-registry"}, {"name": "mlwarden-registry"}]
+    record = injection.read_record(cluster.deployment)
+    assert record is not None and record.pull_secrets == ("mlwarden-registry",)
+    assert settled(cluster, model, settings).state == "injected"  # frozen with the record
+    remove(cluster)
+    assert cluster.without_server_fields() == cluster.original_without_server_fields()
+
+
+def test_pull_secrets_on_a_pod_without_any_are_removed_with_the_field(
+    make_cluster: Callable[..., Cluster], model: ObservedModel, settings: OperatorSettings
+) -> None:
+    cluster = make_cluster(by_name=True)
+    inject(cluster, model, replace(settings, image_pull_secrets=("regcred",)))
+    assert cluster.deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [
+        {"name": "regcred"}
+    ]
+    remove(cluster)
+    assert "imagePullSecrets" not in cluster.deployment["spec"]["template"]["spec"]
+    assert cluster.without_server_fields() == cluster.original_without_server_fields()
+
+
+def test_no_fixed_uid_unless_the_pod_runs_as_root(
+    model: ObservedModel, settings: OperatorSettings
+) -> None:
+    assert "runAsUser" not in RESTRICTED_SECURITY_CONTEXT
+    assert RESTRICTED_SECURITY_CONTEXT["runAsNonRoot"] is True
+
+    def sidecar_of(deployment: Obj) -> Obj:
+        plan = plan_injection(deployment=deployment, service=target_service(by_name=True),
+                              model=model, settings=settings)  # fmt: skip
+        assert plan.deployment_patch is not None
+        return dict(plan.deployment_patch["spec"]["template"]["spec"]["containers"][-1])
+
+    assert "runAsUser" not in sidecar_of(target_deployment())["securityContext"]
+    root = target_deployment()
+    root["spec"]["template"]["spec"]["securityContext"] = {"runAsUser": 0}
+    assert sidecar_of(root)["securityContext"]["runAsUser"] == IMAGE_UID
+
+
+def test_a_person_s_edit_of_the_excluded_ports_is_kept(
+    make_cluster: Callable[..., Cluster], model: ObservedModel, settings: OperatorSettings
+) -> None:
+    deployment = target_deployment()
+    deployment["spec"]["template"]["metadata"]["annotations"][injection.ISTIO_INJECT] = "true"
+    cluster = make_cluster(deployment, by_name=True)
+    inject(cluster, model, settings)
+    annotations = cluster.deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[injection.ISTIO_EXCLUDE_INBOUND] == "18090"
+    annotations[injection.ISTIO_EXCLUDE_INBOUND] = "18090,9100"  # a person adds a port
+    plan = settled(cluster, model, settings)
+    assert plan.deployment_patch is None or "spec" not in plan.deployment_patch
+    cluster.apply(plan)
+    assert annotations == cluster.deployment["spec"]["template"]["metadata"]["annotations"]
+    remove(cluster)
+    after = cluster.deployment["spec"]["template"]["metadata"]["annotations"]
+    assert after[injection.ISTIO_EXCLUDE_INBOUND] == "9100"  # theirs kept, ours gone
+
+
+def test_a_frozen_sidecar_is_not_judged_by_the_new_operator_s_settings(
+    make_cluster: Callable[..., Cluster], model: ObservedModel, settings: OperatorSettings
+) -> None:
+    """Istio arriving in the namespace later, or a new port setting, rolls nothing by itself."""
+    cluster = make_cluster(by_name=True)
+    inject(cluster, model, settings)
+    istio_ports = replace(settings, sidecar_port=15080, sidecar_admin_port=15090)
+    istio = {"istio-injection": "enabled"}
+    args = {"deployment": cluster.deployment, "service": cluster.service, "model": model,
+            "settings": istio_ports, "namespace_labels": istio}  # fmt: skip
+    plan = plan_injection(**args)
+    assert (plan.state, plan.deployment_patch) == ("injected", None)
+    # An upgrade asked for renders anew, and is refused with what to change.
+    with pytest.raises(InjectionError, match="Istio injects its proxy"):
+        plan_injection(**args, upgrade="1")
+
+
+@pytest.mark.parametrize("by_name", [True, False])
+@pytest.mark.parametrize("by_label", [True, False])
+def test_webhook_patch_equals_the_merge_patch_with_istio_and_pull_secrets(
+    by_name: bool,
+    by_label: bool,
+    model: ObservedModel,
+    settings: OperatorSettings,
+    merge_patch: Patch,
+) -> None:
+    deployment = target_deployment()
+    template_meta = deployment["spec"]["template"]["metadata"]
+    if by_label:  # and no annotations at all: the patch adds the map
+        del template_meta["annotations"]
+        template_meta["labels"][injection.ISTIO_INJECT] = "true"
+    else:
+        template_meta["annotations"][injection.ISTIO_INJECT] = "true"
+    deployment["spec"]["template"]["spec"]["imagePullSecrets"] = [{"name": "team"}]
+    with_secrets = replace(settings, image_pull_secrets=("regcred", "team"))
+    plan = plan_injection(deployment=deployment, service=target_service(by_name=by_name),
+                          model=model, settings=with_secrets)  # fmt: skip
+    merged = merge_patch(deployment, plan.deployment_patch)
+    template = deployment["spec"]["template"]
+    ops = mutate_pod_template(template, model=model, settings=with_secrets,
+                              service_targets_name="http" if by_name else None)  # fmt: skip
+    assert apply_json_patch(template, ops) == merged["spec"]["template"]
+    pod = merged["spec"]["template"]
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "team"}, {"name": "regcred"}]
+    assert pod["metadata"]["annotations"][injection.ISTIO_EXCLUDE_INBOUND] == "18090"

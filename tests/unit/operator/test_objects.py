@@ -479,3 +479,31 @@ def test_the_manifest_carries_the_rebaseline_token_and_a_new_one_rolls_the_detec
     again = copy.deepcopy(annotated)
     again["metadata"]["annotations"][REBASELINE_ANNOTATION] = "t2"
     assert len({config_hash(plain_body), config_hash(annotated), config_hash(again)}) == 3
+
+
+def test_pod_start_settings_from_the_environment() -> None:
+    s = OperatorSettings.from_env({"MLWARDEN_IMAGE_PULL_SECRETS": "regcred, mirror.io,regcred"})
+    assert s.image_pull_secrets == ("regcred", "mirror.io")
+    assert OperatorSettings.from_env({}).image_pull_secrets == ()
+    with pytest.raises(ValueError, match="MLWARDEN_IMAGE_PULL_SECRETS: 'Reg_Cred' is not"):
+        OperatorSettings.from_env({"MLWARDEN_IMAGE_PULL_SECRETS": "Reg_Cred"})
+    with pytest.raises(ValueError, match="MLWARDEN_SIDECAR_ADMIN_PORT: must be a port number"):
+        OperatorSettings.from_env({"MLWARDEN_SIDECAR_ADMIN_PORT": "70000"})
+    with pytest.raises(ValueError, match="both 18080; the sidecar needs two ports"):
+        OperatorSettings.from_env({"MLWARDEN_SIDECAR_ADMIN_PORT": "18080"})
+    limited = OperatorSettings.from_env({"MLWARDEN_DETECTOR_CPU_LIMIT": "1"})
+    assert limited.detector_resources["limits"] == {"memory": "512Mi", "cpu": "1"}
+
+
+def test_the_detector_pod_runs_without_a_fixed_uid_and_pulls_with_the_secrets(
+    body: Obj, model: ObservedModel, settings: OperatorSettings
+) -> None:
+    dep = objects.detector_deployment(body, model, settings)
+    pod = dep["spec"]["template"]["spec"]
+    assert "imagePullSecrets" not in pod
+    (container,) = pod["containers"]
+    for context in (pod["securityContext"], container["securityContext"]):
+        assert context["runAsNonRoot"] is True and "runAsUser" not in context
+    with_secrets = replace(settings, image_pull_secrets=("regcred",))
+    pod = objects.detector_deployment(body, model, with_secrets)["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]

@@ -145,3 +145,21 @@ def test_events_for_fired_and_resolved_alerts() -> None:
     assert alert_events([DRIFT], [DRIFT]) == []
     resolved = alert_events([DRIFT, QUALITY], [QUALITY])
     assert resolved == [("Normal", "AlertResolved", "FeatureDrift on amount (ks) resolved")]
+
+
+@pytest.mark.parametrize(
+    ("state", "expected_phase", "reason"),
+    [
+        ("stalled", "Failed", "RolloutStalled"),
+        ("awaiting-approval", "Pending", "AwaitingApproval"),
+        ("waiting-for-rollout", "Pending", "Injecting"),
+    ],
+)
+def test_injection_states_a_person_acts_on_are_named(
+    state: str, expected_phase: str, reason: str
+) -> None:
+    obs = Observation(injection_state=state, injection_message="why, and the command")
+    assert phase(obs) == (expected_phase, "why, and the command")
+    ready = desired_conditions(obs)[0]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", reason)
+    assert ready["message"] == "why, and the command"
