@@ -6,7 +6,15 @@ from typing import Any
 
 from mlwarden.diagnose import needed_kinds
 from mlwarden.operator.kube import KINDS
-from mlwarden.operator.respond import KINDS_READ, MAX_RECORDS, describe, has_work, upsert
+from mlwarden.operator.respond import (
+    KINDS_READ,
+    MAX_RECORDS,
+    describe,
+    diagnosis_stale,
+    has_room,
+    has_work,
+    upsert,
+)
 from mlwarden.react.records import ActionRecord
 
 
@@ -61,3 +69,27 @@ def test_a_timer_pass_has_work_only_with_alerts_or_open_reactions() -> None:
     assert has_work({"alerts": [{"type": "Latency"}]})
     assert has_work({"reactions": [record(result="Planned").to_status()]})
     assert has_work({"reactions": [record(result="Running").to_status()]})
+
+
+def test_a_new_record_finds_room_unless_every_entry_is_open() -> None:
+    entries = [record(f"p{i}", "Planned").to_status() for i in range(MAX_RECORDS - 1)]
+    entries = upsert(entries, record("settled"))
+    assert has_room(entries, record("new", "Running"))  # the settled one makes way
+    entries = upsert(entries, record("new", "Running"))
+    assert len(entries) == MAX_RECORDS
+    assert [e["id"] for e in entries if e["result"] == "Succeeded"] == []
+    assert not has_room(entries, record("one-more", "Planned"))
+    assert has_room(entries, record("new", "Succeeded"))  # an update of a recorded one
+
+
+def test_a_diagnosis_is_stale_unless_it_names_exactly_the_alerts_shown() -> None:
+    drift = {"type": "FeatureDrift", "feature": "amount"}
+    assert not diagnosis_stale({})
+    assert diagnosis_stale({"alerts": [drift]})  # none yet
+    assert not diagnosis_stale(
+        {"alerts": [drift], "diagnosis": {"forAlerts": ["FeatureDrift/amount"]}}
+    )
+    assert diagnosis_stale({"alerts": [{"type": "PredictionDrift"}],
+                            "diagnosis": {"forAlerts": ["FeatureDrift/amount"]}})  # fmt: skip
+    assert diagnosis_stale({"alerts": [], "diagnosis": {"suspects": []}})  # shown with no alert
+    assert has_work({"alerts": [], "diagnosis": {"forAlerts": ["Latency"]}})
