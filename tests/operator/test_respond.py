@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from aiohttp import web
+
 from mlwarden.diagnose import needed_kinds
 from mlwarden.operator.kube import KINDS
 from mlwarden.operator.respond import (
@@ -13,7 +16,9 @@ from mlwarden.operator.respond import (
     diagnosis_stale,
     has_room,
     has_work,
+    post_webhooks,
     upsert,
+    webhook_allow_list,
 )
 from mlwarden.react.records import ActionRecord
 
@@ -93,3 +98,58 @@ def test_a_diagnosis_is_stale_unless_it_names_exactly_the_alerts_shown() -> None
                             "diagnosis": {"forAlerts": ["FeatureDrift/amount"]}})  # fmt: skip
     assert diagnosis_stale({"alerts": [], "diagnosis": {"suspects": []}})  # shown with no alert
     assert has_work({"alerts": [], "diagnosis": {"forAlerts": ["Latency"]}})
+
+
+async def test_webhooks_go_to_the_addresses_checked_and_nowhere_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name is resolved once (here: injected), checked, and posted to at those addresses."""
+    received: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(request.host)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    lookups: list[str] = []
+
+    async def resolve(host: str, _port: int) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"]  # what a rebinding DNS answer would say
+
+    def allow(text: str) -> None:
+        monkeypatch.setenv("MLWARDEN_WEBHOOK_ALLOW", text)
+        webhook_allow_list.cache_clear()
+
+    events: list[tuple[str, str, str]] = []
+    try:
+        allow("public")
+        url = f"https://hooks.example.com:{port}/hook"
+        failures = await post_webhooks(
+            [url], {}, event=lambda *e: events.append(e), resolve=resolve
+        )
+        assert "resolves to 127.0.0.1, which is not a public address" in failures[0]
+        assert events[0][:2] == ("Warning", "WebhookRefused")
+        # Refused by the URL alone: not even looked up.
+        failures = await post_webhooks([f"http://metrics.monitoring.svc:{port}/hook"], {},
+                                       resolve=resolve)  # fmt: skip
+        assert "in-cluster name" in failures[0] and lookups == ["hooks.example.com"]
+        assert received == []
+        # Listed: posted, to the address it was checked at (no lookup of its own).
+        allow("hooks.example.com")
+        url = f"http://hooks.example.com:{port}/hook"
+        assert await post_webhooks([url], {}, resolve=resolve) == []
+        assert received == [f"hooks.example.com:{port}"]
+        # A list that cannot be read refuses everything, and says why.
+        allow("https://hooks.example.com")
+        failures = await post_webhooks([url], {}, resolve=resolve)
+        assert "allow-list is invalid" in failures[0] and len(received) == 1
+    finally:
+        webhook_allow_list.cache_clear()
+        await runner.cleanup()
