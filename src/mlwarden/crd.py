@@ -222,8 +222,16 @@ def _object(
     return node
 
 
-def _array(description: str, items: Schema, *, map_keys: Sequence[str] = ()) -> Schema:
+def _array(
+    description: str,
+    items: Schema,
+    *,
+    map_keys: Sequence[str] = (),
+    max_items: int | None = None,
+) -> Schema:
     node: Schema = {"type": "array", "description": description, "items": items}
+    if max_items is not None:
+        node["maxItems"] = max_items
     if map_keys:
         # A list keyed by these fields: the API server rejects two items with the same
         # key, as spec.py rejects a duplicate feature or component name.
@@ -241,13 +249,19 @@ def _strings(description: str) -> Schema:
 
 def _target() -> Schema:
     name = spec._DNS_SUBDOMAIN.pattern
+    service_name = spec._DNS_LABEL.pattern
     return _object(
         "The model server to observe: its Deployment, Service, container and port.",
         {
             "deployment": _string("The Deployment that serves the model.", pattern=name),
-            "service": _string(
-                "The Service in front of it (default: the Deployment's name).", pattern=name
-            ),
+            "service": {
+                **_string(
+                    "The Service in front of it (default: the Deployment's name); a DNS-1035 "
+                    "label, so no dots.",
+                    pattern=service_name,
+                ),
+                "maxLength": 63,
+            },
             "container": _string("The model container (default: the operator picks it)."),
             "port": _integer(
                 "The model container's port (default: the operator picks it).",
@@ -261,6 +275,15 @@ def _target() -> Schema:
             ),
         },
         required=["deployment"],
+        rules=[
+            _rule(
+                f"has(self.service) || (self.deployment.matches('{service_name}') "
+                "&& size(self.deployment) <= 63)",
+                "service is not set, so it defaults to the Deployment's name, which is not a "
+                "Service name (a DNS-1035 label: no dots, at most 63 characters); set it",
+                field_path=".service",
+            )
+        ],
     )
 
 
@@ -748,7 +771,11 @@ def _status() -> Schema:
             "name": _string("The object's name."),
             "namespace": _string("The object's namespace."),
             "score": _number("How strongly it is suspected, higher first."),
-            "evidence": _array("Why it is suspected.", _string("One piece of evidence.")),
+            "evidence": _array(
+                "Why it is suspected.",
+                _string("One piece of evidence."),
+                max_items=spec.MAX_STATUS_EVIDENCE,
+            ),
             "revision": _string("The revision that changed, when there is one."),
             "changedAt": _string("When the change that makes it a suspect happened.", fmt=when),
         },
@@ -774,14 +801,31 @@ def _status() -> Schema:
             "message": _string("What happened, in words (an error, the approval command)."),
             # The JSON merge patches the action applies, keyed by "Kind/name": arbitrary
             # fragments of other kinds' objects (a pod template, route rules), so they cannot
-            # have a schema here. Kept so a restarted operator can tell whether the action took
-            # effect, and whether a person changed the object since.
+            # have a schema here. Kept while the action is Planned or Running (and in a dry
+            # run), so a restarted operator can tell whether the action took effect.
             "patch": {
                 "type": "object",
                 "description": (
-                    "The JSON merge patches it applies, keyed by Kind/name, in the order applied."
+                    "The JSON merge patches it applies, keyed by Kind/name, in the order "
+                    "applied; kept while the action is Planned or Running, and in a dry run."
                 ),
                 "x-kubernetes-preserve-unknown-fields": True,
+            },
+            "held": {
+                "type": "object",
+                "description": (
+                    "After it succeeded, instead of the patch: for each object (Kind/name), a "
+                    "digest of each field it set (by JSON pointer), to tell whether a person "
+                    "changed it since."
+                ),
+                "additionalProperties": {
+                    "type": "object",
+                    "description": "JSON pointer of a field it set → digest of its value.",
+                    "additionalProperties": {
+                        "type": "string",
+                        "description": "The first 12 hex digits of a SHA-256.",
+                    },
+                },
             },
         },
         required=["id", "action"],
@@ -792,8 +836,17 @@ def _status() -> Schema:
             "phase": _string("Where the ObservedModel is in its life.", enum=PHASES),
             "observedGeneration": _integer("The generation last reconciled.", minimum=0),
             "message": _string("A one-line summary."),
-            "conditions": _array("Conditions, one per type.", condition, map_keys=["type"]),
-            "alerts": _array("Active alerts, written by the detector.", alert),
+            "conditions": _array(
+                "Conditions, one per type.",
+                condition,
+                map_keys=["type"],
+                max_items=spec.MAX_STATUS_CONDITIONS,
+            ),
+            "alerts": _array(
+                f"Active alerts, written by the detector (at most {spec.MAX_STATUS_ALERTS}).",
+                alert,
+                max_items=spec.MAX_STATUS_ALERTS,
+            ),
             "alertCount": _integer("The number of active alerts.", minimum=0),
             "detector": _object(
                 "The detector's own state.",
@@ -833,7 +886,16 @@ def _status() -> Schema:
             "diagnosis": _object(
                 "Where the fault most likely came from.",
                 {
-                    "suspects": _array("Suspects, most likely first.", suspect),
+                    "suspects": _array(
+                        "Suspects, most likely first.",
+                        suspect,
+                        max_items=spec.MAX_STATUS_SUSPECTS,
+                    ),
+                    "forAlerts": _array(
+                        "The alerts it was computed for (Type or Type/feature).",
+                        _string("An alert."),
+                        max_items=spec.MAX_STATUS_ALERTS,
+                    ),
                     "onset": _string(
                         "The onset of the earliest active alert (null: no alert).",
                         fmt=when,
@@ -843,7 +905,11 @@ def _status() -> Schema:
                 },
             ),
             "topSuspect": _string("The first suspect, as Kind/name."),
-            "reactions": _array("Actions planned or taken.", reaction),
+            "reactions": _array(
+                f"Actions planned or taken, the newest {spec.MAX_STATUS_REACTIONS}.",
+                reaction,
+                max_items=spec.MAX_STATUS_REACTIONS,
+            ),
             "lastAction": _string("The last action, in words."),
             "injection": _object(
                 "The sidecar injection into the target.",

@@ -65,10 +65,24 @@ PIPELINE_KINDS: Final = (
 )
 TRAFFIC_ROUTERS: Final = ("httproute", "virtualservice", "replicas")
 
+# Bounds of the status lists: the CRD's maxItems, and what the operator and the detector trim
+# to before a write, so that no write is refused and the object (at most 1.5 MiB in etcd) and
+# kopf's last-handled annotation (which holds status.alerts; annotations: 256 KiB in all)
+# stay far below their limits.
+MAX_STATUS_ALERTS: Final = 100
+MAX_STATUS_REACTIONS: Final = 50
+MAX_STATUS_SUSPECTS: Final = 10
+MAX_STATUS_EVIDENCE: Final = 10
+MAX_STATUS_CONDITIONS: Final = 16
+
 # The operator names the detector objects NAME-detector, and a Service name is a
 # DNS-1035 label of at most 63 characters.
 MAX_NAME_LENGTH: Final = 63 - len("-detector")
-_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # DNS-1035: a Service's name
+SERVICE_NAME_HINT: Final = (
+    "must be a Service name: a DNS-1035 label (lower-case letters, digits and '-', "
+    "starting with a letter, no dots, at most 63 characters)"
+)
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 # Patterns are matched whole (fullmatch): `$` alone would accept a trailing newline.
 # [0-9], not \d: \d also matches other scripts' digits, which Kubernetes does not.
@@ -555,7 +569,19 @@ def parse_duration(value: str | int | float) -> float:
 def _target(o: _Obj) -> Target:
     hint = "must be a Kubernetes object name"
     deployment = o.text("deployment", pattern=_DNS_SUBDOMAIN, pattern_hint=hint) or ""
-    service = o.text("service", deployment, pattern=_DNS_SUBDOMAIN, pattern_hint=hint)
+    service = o.text("service", None, pattern=_DNS_LABEL, pattern_hint=SERVICE_NAME_HINT)
+    if service is not None and len(service) > 63:
+        o.error("service", f"must be at most 63 characters (a Service name); got {service!r}")
+    if service is None:
+        service = deployment
+        if deployment and not (_DNS_LABEL.fullmatch(deployment) and len(deployment) <= 63):
+            o.error(
+                "service",
+                f"is not set, so it defaults to the Deployment's name {deployment!r}, which is "
+                "not a Service name (a DNS-1035 label: lower-case letters, digits and '-', "
+                "starting with a letter, no dots, at most 63 characters); set it to the "
+                "Service in front of the model",
+            )
     container = o.text("container", None)
     port = o.number("port", None, integer=True, low=1, high=65535)
     allow_recreate = o.boolean("allowRecreate", False)

@@ -94,6 +94,9 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     # kopf lists, watches and patches (finalizer, annotations); the operator gets one
     ("mlwarden.io", "observedmodels"): {"get", "list", "watch", "patch"},
     ("mlwarden.io", "observedmodels/status"): {"get", "patch"},
+    # Not a call: OwnerReferencesPermissionEnforcement (OpenShift) admits the owner references
+    # with blockOwnerDeletion that the operator sets only from a client with this grant.
+    ("mlwarden.io", "observedmodels/finalizers"): {"update"},
     ("", "configmaps"): ENSURE | {"list"},  # listed for diagnosis too
     ("", "serviceaccounts"): ENSURE,
     ("", "services"): ENSURE,

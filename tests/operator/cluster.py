@@ -44,6 +44,7 @@ from typing import Any
 import aiohttp
 from emulate_admission import MutatingAdmission
 from emulate_progress import ProgressDeadline
+from emulate_schema import SchemaLimits
 from emulate_tokens import TokenRotation
 from emulate_workloads import WorkloadsEmulation
 from kmock import ResourceInfo
@@ -163,7 +164,12 @@ class Fault:
 
 
 class Cluster(
-    TokenRotation, WorkloadsEmulation, MutatingAdmission, ProgressDeadline, ApiServerEmulator
+    SchemaLimits,
+    TokenRotation,
+    WorkloadsEmulation,
+    MutatingAdmission,
+    ProgressDeadline,
+    ApiServerEmulator,
 ):
     instant_rollouts: bool = True
     faults: list[Fault]

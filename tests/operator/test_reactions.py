@@ -31,6 +31,7 @@ from cluster import (
     RESOURCES,
     VIRTUALSERVICES,
     Cluster,
+    Fault,
     OperatorProcess,
     api_call,
     events,
@@ -43,6 +44,7 @@ from cluster import (
 )
 
 from mlwarden.react.records import action_id
+from mlwarden.spec import MAX_STATUS_REACTIONS
 
 OM_PATH = f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
 REFERENCE = {"id": "warmup@abc", "since": "2026-11-26T15:00:00Z"}
@@ -136,12 +138,14 @@ def observing(
     cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
 ) -> Callable[..., Any]:
     async def start(*objects: dict[str, Any], deployment: dict[str, Any] | None = None,
-                    **spec: Any) -> Env:  # fmt: skip
+                    operator_env: dict[str, str] | None = None, **spec: Any) -> Env:  # fmt: skip
         api, server = cluster
         seed(api, deployment or model_deployment(), model_service(), *objects,
              observed_model(**spec))  # fmt: skip
         port = free_port()
-        op = await start_operator(env={**FAST, "MLWARDEN_METRICS_PORT": str(port)})
+        op = await start_operator(
+            env={**FAST, "MLWARDEN_METRICS_PORT": str(port), **(operator_env or {})}
+        )
         await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30,
                          what="WarmingUp")  # fmt: skip
         await patch_status(server, {"alerts": [], "detector": {
@@ -240,7 +244,8 @@ async def test_a_failed_cronjob_run_before_onset_is_the_top_suspect(
     assert status(api)["phase"] == "Degraded"
 
     await patch_status(env.server, {"alerts": []})
-    await eventually(lambda: status(api)["diagnosis"]["suspects"] == [], what="cleared")
+    # Cleared fields are removed (null in the merge patch), not left with their old value.
+    await eventually(lambda: "diagnosis" not in status(api), what="the diagnosis removed")
     assert "topSuspect" not in status(api)
 
 
@@ -248,7 +253,7 @@ async def test_a_failed_cronjob_run_before_onset_is_the_top_suspect(
 
 
 async def test_rollback_restores_the_previous_template_and_keeps_the_sidecar(
-    observing: Callable[..., Any],
+    observing: Callable[..., Any], start_operator: Callable[..., Any]
 ) -> None:
     dep = versioned_deployment(7)
     old, current = (
@@ -272,7 +277,11 @@ async def test_rollback_restores_the_previous_template_and_keeps_the_sidecar(
     (record,) = reactions(api)
     assert (record["target"], record["from"], record["to"]) == ("Deployment/fraud-model", "7", "6")
     assert record["dryRun"] is False and record["id"].startswith("rollback-")
-    assert "Deployment/fraud-model" in record["patch"]
+    # Ended: a compact record (no pod template in `kubectl describe`), with digests of what
+    # it set for the person-changed guardrail.
+    assert "patch" not in record
+    assert list(record["held"]) == ["Deployment/fraud-model"]
+    assert len(str(record)) < 1000, record
     assert status(api)["lastAction"] == "rollback Deployment/fraud-model 7→6 Succeeded"
     await eventually(lambda: event_messages(api, "ReactionSucceeded"), what="the Event")
     # The record was written (Running, phase Reacting) before the Deployment was patched.
@@ -289,6 +298,12 @@ async def test_rollback_restores_the_previous_template_and_keeps_the_sidecar(
     # Not again in this incident, however many passes run.
     version = obj(api, DEPLOYMENTS, "fraud-model")["metadata"]["resourceVersion"]
     await settle(env.op)
+    assert obj(api, DEPLOYMENTS, "fraud-model")["metadata"]["resourceVersion"] == version
+    assert results(api, "rollback").count("Succeeded") == 1
+    # Nor by a restarted operator that reads only the compact record.
+    assert await env.op.stop() == 0, env.op.log()[-3000:]
+    op = await start_operator(env=FAST)
+    await settle(op, 3)
     assert obj(api, DEPLOYMENTS, "fraud-model")["metadata"]["resourceVersion"] == version
     assert results(api, "rollback").count("Succeeded") == 1
 
@@ -474,8 +489,12 @@ async def test_alert_posts_an_event_and_the_webhooks(observing: Callable[..., An
         received.append(await request.json())
         return web.json_response({"ok": True})
 
+    async def loud(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="x" * 5000)
+
     app = web.Application()
     app.router.add_post("/hook", hook)
+    app.router.add_post("/loud", loud)
     runner = web.AppRunner(app)
     await runner.setup()
     port, closed = free_port(), free_port()
@@ -483,24 +502,43 @@ async def test_alert_posts_an_event_and_the_webhooks(observing: Callable[..., An
     try:
         env = await observing(
             features=[{"name": "amount", "type": "numeric"},
-                      {"name": "country", "type": "categorical"}],
+                      {"name": "country", "type": "categorical"},
+                      {"name": "device", "type": "categorical"},
+                      {"name": "zip", "type": "categorical"}],
             reactions=[
                 {"alert": "FeatureDrift", "feature": "amount", "action": "alert",
                  "webhook": f"http://127.0.0.1:{port}/hook"},
                 {"alert": "FeatureDrift", "feature": "country", "action": "alert",
                  "webhook": f"http://127.0.0.1:{closed}/hook"},
+                {"alert": "FeatureDrift", "feature": "device", "action": "alert",
+                 "webhook": f"http://127.0.0.1:{port}/loud"},
+                # The same server by a bare (in-cluster style) name, which the allow-list
+                # does not list: refused, so never requested (nor looked up).
+                {"alert": "FeatureDrift", "feature": "zip", "action": "alert",
+                 "webhook": f"http://localhost:{port}/hook"},
             ],
+            # The webhook servers here listen on loopback, which is refused by default.
+            operator_env={"MLWARDEN_WEBHOOK_ALLOW": "public, 127.0.0.1"},
         )  # fmt: skip
         api = env.api
-        drift = [alert("FeatureDrift", feature="amount"), alert("FeatureDrift", feature="country")]
+        drift = [alert("FeatureDrift", feature=f) for f in ("amount", "country", "device", "zip")]
         await patch_status(env.server, {"alerts": drift})
-        await eventually(lambda: sorted(results(api, "alert")) == ["Failed", "Succeeded"],
-                         what="both alerts handled")  # fmt: skip
+        await eventually(lambda: sorted(results(api, "alert")) == ["Failed"] * 3 + ["Succeeded"],
+                         what="the four alerts handled")  # fmt: skip
         by_alert = {r["from"]: r for r in reactions(api)}
         assert by_alert["FeatureDrift/amount"]["result"] == "Succeeded"
         failed = by_alert["FeatureDrift/country"]
         assert f"webhook 127.0.0.1:{closed}" in failed["message"]
         assert "/hook" not in failed["message"]  # webhook URLs are secrets: the host only
+        # An answer's text is capped before it goes into status.
+        noisy = by_alert["FeatureDrift/device"]["message"]
+        assert "HTTP 500 xxx" in noisy and len(noisy) < 250, noisy
+        refused = by_alert["FeatureDrift/zip"]["message"]
+        assert f"webhook localhost:{port}: refused, not sent" in refused
+        assert "in-cluster name" in refused and "/hook" not in refused
+        warned = await eventually(lambda: event_messages(api, "WebhookRefused"),
+                                  what="the WebhookRefused Event")  # fmt: skip
+        assert "MLWARDEN_WEBHOOK_ALLOW" in warned[0]
         assert len(received) == 1
         payload = received[0]
         assert payload["text"].startswith("[mlwarden]") and payload["blocks"]
@@ -508,8 +546,8 @@ async def test_alert_posts_an_event_and_the_webhooks(observing: Callable[..., An
         assert payload["action"]["id"] == by_alert["FeatureDrift/amount"]["id"]
         # Events are posted after the status write: wait for both.
         notified = await eventually(
-            lambda: (m := event_messages(api, "ReactionAlert")) and len(m) == 2 and m,
-            what="two ReactionAlert Events",
+            lambda: (m := event_messages(api, "ReactionAlert")) and len(m) == 4 and m,
+            what="four ReactionAlert Events",
         )
         assert any("FeatureDrift/amount" in m for m in notified)
         warning = next(e for e in events(api) if e.get("reason") == "ReactionAlert")
@@ -591,3 +629,105 @@ async def test_a_persons_change_after_ours_is_not_undone(observing: Callable[...
     await settle(env.op)
     assert obj(api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"] == 3
     assert results(api, "scale").count("Succeeded") == 1
+
+
+# --------------------------------------------------------------------------- kubectl describe
+
+
+def feature_job(onset: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A CronJob whose last run failed 3 minutes before `onset`: FeatureDrift's suspect."""
+    cronjob = {
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta("feature-etl"),
+        "spec": {"schedule": "*/30 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "containers": [{"name": "etl", "image": "etl:1"}], "restartPolicy": "Never"}}}}},
+    }  # fmt: skip
+    failed_at = onset - timedelta(minutes=3)
+    job = {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": meta("feature-etl-29000000", ownerReferences=[{
+            "apiVersion": "batch/v1", "kind": "CronJob", "name": "feature-etl",
+            "uid": cronjob["metadata"]["uid"], "controller": True}]),
+        "spec": {"template": {"spec": {"containers": [{"name": "etl", "image": "etl:1"}]}}},
+        "status": {"startTime": iso(failed_at - timedelta(minutes=2)), "failed": 1,
+                   "conditions": [{"type": "Failed", "status": "True",
+                                   "reason": "BackoffLimitExceeded",
+                                   "lastTransitionTime": iso(failed_at)}]},
+    }  # fmt: skip
+    return cronjob, job
+
+
+def shown(api: Cluster) -> list[tuple[list[str], str | None]]:
+    """Every version of the ObservedModel so far: (alert types, top suspect)."""
+    out = []
+    for version in api.objects[OM, NS, "fraud"].history:
+        st = dict(version).get("status") or {}
+        out.append(([a.get("type") for a in st.get("alerts") or []], st.get("topSuspect")))
+    return out
+
+
+async def test_the_diagnosis_follows_the_alerts_without_waiting_for_the_timer(
+    observing: Callable[..., Any],
+) -> None:
+    onset = ago(minutes=1)
+    dep = versioned_deployment(7)
+    old, new = (replicaset(dep, 6, "seldonio/mlserver:1.5.0"),
+                replicaset(dep, 7, "seldonio/mlserver:1.6.0"))  # fmt: skip
+    new["metadata"]["creationTimestamp"] = iso(ago(minutes=2))  # the model rolled out lately
+    env = await observing(
+        *feature_job(onset), old, new, deployment=dep,
+        # A timer pass every 60 s: the diagnosis must follow the alerts by itself.
+        operator_env={"MLWARDEN_RESPOND_INTERVAL": "60"},
+        features=[{"name": "amount", "type": "numeric"}],
+        pipeline=[{"name": "feature-etl", "kind": "CronJob", "produces": ["amount"]}],
+    )  # fmt: skip
+    api = env.api
+    await patch_status(env.server, {"alerts": [
+        alert("FeatureDrift", feature="amount", since=iso(onset))]})  # fmt: skip
+    await eventually(lambda: status(api).get("topSuspect") == "CronJob/feature-etl",
+                     what="FeatureDrift's diagnosis")  # fmt: skip
+    # The pass that follows the change meets an API error (a 500 on one of its lists).
+    fault = Fault("list", "configmaps", status=500)
+    api.faults = [fault]
+    before = len(shown(api))
+    await patch_status(
+        env.server, {"alerts": [alert("PredictionDrift", since=iso(ago(seconds=5)))]}
+    )
+    await eventually(lambda: status(api).get("topSuspect") == "Deployment/fraud-model",
+                     timeout=3, what="PredictionDrift's diagnosis")  # fmt: skip
+    await asyncio.sleep(3)
+    after = shown(api)[before:]
+    first = next(i for i, (_, top) in enumerate(after) if top == "Deployment/fraud-model")
+    stale = [v for v in after[first:] if v != (["PredictionDrift"], "Deployment/fraud-model")]
+    assert not stale, after
+    assert fault.hits  # the error did happen
+    diagnosis = status(api)["diagnosis"]
+    assert diagnosis["forAlerts"] == ["PredictionDrift"]
+    assert "PredictionDrift" in " ".join(diagnosis["suspects"][0]["evidence"])
+
+
+async def test_a_full_reaction_list_is_never_written_past_its_bound(
+    observing: Callable[..., Any],
+) -> None:
+    env = await observing(
+        guardrails={"requireApproval": True},
+        reactions=[{"alert": "Latency", "action": "scale", "maxReplicas": 4}],
+    )
+    api = env.api
+    # MAX_STATUS_REACTIONS actions awaiting approval: no room for one more.
+    waiting = [
+        {"id": f"scale-{i:010x}", "action": "scale", "target": "Deployment/fraud-model",
+         "from": "2", "to": "3", "reason": "Latency", "result": "Planned",
+         "at": iso(ago(minutes=5)), "dryRun": False, "message": "",
+         "patch": {"Deployment/fraud-model": {"spec": {"replicas": 3}}}}
+        for i in range(MAX_STATUS_REACTIONS)
+    ]  # fmt: skip
+    await patch_status(env.server, {"alerts": [alert("Latency")], "reactions": waiting})
+    refused = await eventually(lambda: event_messages(api, "ReactionNotRecorded"),
+                               what="the Event saying why it is not recorded")  # fmt: skip
+    assert f"holds {MAX_STATUS_REACTIONS} open actions" in refused[0]
+    await eventually(lambda: status(api).get("diagnosis", {}).get("forAlerts") == ["Latency"],
+                     what="the rest of the pass written")  # fmt: skip
+    assert not api.__dict__.get("rejected"), api.__dict__.get("rejected")
+    # Not recorded, so not taken; what was there stays within the bound.
+    assert {r["id"] for r in reactions(api)} <= {w["id"] for w in waiting}
+    assert obj(api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"] == 2

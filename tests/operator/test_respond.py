@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from aiohttp import web
+
 from mlwarden.diagnose import needed_kinds
 from mlwarden.kube import KINDS
-from mlwarden.operator.respond import KINDS_READ, MAX_RECORDS, describe, has_work, upsert
+from mlwarden.operator.respond import (
+    KINDS_READ,
+    MAX_RECORDS,
+    describe,
+    diagnosis_stale,
+    has_room,
+    has_work,
+    post_webhooks,
+    upsert,
+    webhook_allow_list,
+)
 from mlwarden.react.records import ActionRecord
 
 
@@ -61,3 +74,82 @@ def test_a_timer_pass_has_work_only_with_alerts_or_open_reactions() -> None:
     assert has_work({"alerts": [{"type": "Latency"}]})
     assert has_work({"reactions": [record(result="Planned").to_status()]})
     assert has_work({"reactions": [record(result="Running").to_status()]})
+
+
+def test_a_new_record_finds_room_unless_every_entry_is_open() -> None:
+    entries = [record(f"p{i}", "Planned").to_status() for i in range(MAX_RECORDS - 1)]
+    entries = upsert(entries, record("settled"))
+    assert has_room(entries, record("new", "Running"))  # the settled one makes way
+    entries = upsert(entries, record("new", "Running"))
+    assert len(entries) == MAX_RECORDS
+    assert [e["id"] for e in entries if e["result"] == "Succeeded"] == []
+    assert not has_room(entries, record("one-more", "Planned"))
+    assert has_room(entries, record("new", "Succeeded"))  # an update of a recorded one
+
+
+def test_a_diagnosis_is_stale_unless_it_names_exactly_the_alerts_shown() -> None:
+    drift = {"type": "FeatureDrift", "feature": "amount"}
+    assert not diagnosis_stale({})
+    assert diagnosis_stale({"alerts": [drift]})  # none yet
+    assert not diagnosis_stale(
+        {"alerts": [drift], "diagnosis": {"forAlerts": ["FeatureDrift/amount"]}}
+    )
+    assert diagnosis_stale({"alerts": [{"type": "PredictionDrift"}],
+                            "diagnosis": {"forAlerts": ["FeatureDrift/amount"]}})  # fmt: skip
+    assert diagnosis_stale({"alerts": [], "diagnosis": {"suspects": []}})  # shown with no alert
+    assert has_work({"alerts": [], "diagnosis": {"forAlerts": ["Latency"]}})
+
+
+async def test_webhooks_go_to_the_addresses_checked_and_nowhere_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name is resolved once (here: injected), checked, and posted to at those addresses."""
+    received: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(request.host)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    lookups: list[str] = []
+
+    async def resolve(host: str, _port: int) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"]  # what a rebinding DNS answer would say
+
+    def allow(text: str) -> None:
+        monkeypatch.setenv("MLWARDEN_WEBHOOK_ALLOW", text)
+        webhook_allow_list.cache_clear()
+
+    events: list[tuple[str, str, str]] = []
+    try:
+        allow("public")
+        url = f"https://hooks.example.com:{port}/hook"
+        failures = await post_webhooks(
+            [url], {}, event=lambda *e: events.append(e), resolve=resolve
+        )
+        assert "resolves to 127.0.0.1, which is not a public address" in failures[0]
+        assert events[0][:2] == ("Warning", "WebhookRefused")
+        # Refused by the URL alone: not even looked up.
+        failures = await post_webhooks([f"http://metrics.monitoring.svc:{port}/hook"], {},
+                                       resolve=resolve)  # fmt: skip
+        assert "in-cluster name" in failures[0] and lookups == ["hooks.example.com"]
+        assert received == []
+        # Listed: posted, to the address it was checked at (no lookup of its own).
+        allow("hooks.example.com")
+        url = f"http://hooks.example.com:{port}/hook"
+        assert await post_webhooks([url], {}, resolve=resolve) == []
+        assert received == [f"hooks.example.com:{port}"]
+        # A list that cannot be read refuses everything, and says why.
+        allow("https://hooks.example.com")
+        failures = await post_webhooks([url], {}, resolve=resolve)
+        assert "allow-list is invalid" in failures[0] and len(received) == 1
+    finally:
+        webhook_allow_list.cache_clear()
+        await runner.cleanup()

@@ -25,6 +25,7 @@ import copy
 import math
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,11 @@ from mlwarden.spec import (
     FEATURE_TYPES,
     KIND,
     MAX_NAME_LENGTH,
+    MAX_STATUS_ALERTS,
+    MAX_STATUS_CONDITIONS,
+    MAX_STATUS_EVIDENCE,
+    MAX_STATUS_REACTIONS,
+    MAX_STATUS_SUSPECTS,
     PERFORMANCE_ESTIMATES,
     PIPELINE_KINDS,
     PROTOCOLS,
@@ -372,6 +378,16 @@ def apply_defaults(value: Any, node: dict[str, Any]) -> None:
 # CEL rule text -> the same predicate in Python. A rule that raises (a missing key, a
 # wrong type) fails, as a CEL runtime error fails validation.
 CEL: dict[str, Callable[[Any], bool]] = {
+    "has(self.service) || (self.deployment.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+    " && size(self.deployment) <= 63)": (
+        lambda s: (
+            "service" in s
+            or (
+                bool(go_regex("^[a-z]([-a-z0-9]*[a-z0-9])?$").search(s["deployment"]))
+                and len(s["deployment"]) <= 63
+            )
+        )
+    ),
     f"size(self.metadata.name) <= {MAX_NAME_LENGTH}": (
         lambda s: len(s["metadata"]["name"]) <= MAX_NAME_LENGTH
     ),
@@ -738,6 +754,12 @@ BAD = [
     _case("target.deployment missing", {"spec.target.deployment": DELETE}),
     _case("target.deployment not a name", {"spec.target.deployment": "Fraud_Model"}),
     _case("target.service not a name", {"spec.target.service": "fraud model"}),
+    _case("target.service has a dot", {"spec.target.service": "fraud.model"}),
+    _case("target.service longer than 63", {"spec.target.service": "s" * 64}),
+    _case(
+        "target.service defaults to a dotted deployment name",
+        {"spec.target.service": DELETE, "spec.target.deployment": "fraud.model"},
+    ),
     _case("target.port 0", {"spec.target.port": 0}),
     _case("target.port 65536", {"spec.target.port": 65536}),
     _case("target.port a string", {"spec.target.port": "8080"}),
@@ -1237,6 +1259,8 @@ def test_what_diagnosis_and_reactions_write_is_valid() -> None:
     diagnosis = _diagnosis().to_status()
     assert diagnosis["suspects"][0]["changedAt"] and diagnosis["onset"]
     assert _status_errors({**status, "diagnosis": diagnosis}) == []
+    with_alerts = {**diagnosis, "forAlerts": ["FeatureDrift/amount", "Latency"]}
+    assert _status_errors({**status, "diagnosis": with_alerts}) == []
     # No alert: no onset (null), no suspect.
     empty = Diagnosis(
         suspects=(), summary="no active alerts", onset=None, updated="2024-05-01T12:01:00Z"
@@ -1245,6 +1269,35 @@ def test_what_diagnosis_and_reactions_write_is_valid() -> None:
     for result in ("Planned", "Running", "Succeeded", "Failed", "Skipped"):
         record = ActionRecord.from_status({**status["reactions"][0], "result": result})
         assert _status_errors({**status, "reactions": [record.to_status()]}) == []
+    held = {"Deployment/fraud-model": {"/spec/template/spec/containers": "0123456789ab"}}
+    succeeded = ActionRecord.from_status({**status["reactions"][0], "result": "Succeeded"})
+    entry = replace(succeeded, held=held).to_status()
+    assert "patch" not in entry and entry["held"] == held
+    assert _status_errors({**status, "reactions": [entry]}) == []
+
+
+def _arrays(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if node.get("type") == "array":
+        yield path, node
+        yield from _arrays(node["items"], path + "[]")
+    for key, sub in (node.get("properties") or {}).items():
+        yield from _arrays(sub, f"{path}.{key}")
+
+
+def test_every_status_list_is_bounded() -> None:
+    """maxItems on each list, so the object and kopf's annotation stay far below their limits."""
+    bounds = {p: n.get("maxItems") for p, n in _arrays(STATUS_SCHEMA, "status")}
+    assert not [p for p, bound in bounds.items() if bound is None], bounds
+    assert {
+        "status.conditions": MAX_STATUS_CONDITIONS,
+        "status.alerts": MAX_STATUS_ALERTS,
+        "status.diagnosis.suspects": MAX_STATUS_SUSPECTS,
+        "status.diagnosis.suspects[].evidence": MAX_STATUS_EVIDENCE,
+        "status.diagnosis.forAlerts": MAX_STATUS_ALERTS,
+        "status.reactions": MAX_STATUS_REACTIONS,
+    }.items() <= bounds.items()
+    too_many = [_alert(test=f"t{i}") for i in range(MAX_STATUS_ALERTS + 1)]
+    assert _status_errors({**_status(), "alerts": too_many})
 
 
 @pytest.mark.parametrize(
@@ -1263,6 +1316,8 @@ def test_what_diagnosis_and_reactions_write_is_valid() -> None:
         ("reactions", [{"id": "r", "action": "scale", "from": 1.5}]),
         ("reactions", [{"id": "r", "action": "scale", "result": "Done"}]),
         ("reactions", [{"id": "r", "action": "scale", "patch": ["not", "an", "object"]}]),
+        ("reactions", [{"id": "r", "action": "scale", "held": {"Deployment/m": {"/a": 1}}}]),
+        ("diagnosis", {"forAlerts": "Latency"}),
         ("diagnosis", {"onset": "noon"}),
         ("diagnosis", {"suspects": [{"kind": "Job", "name": "etl", "changedAt": "yesterday"}]}),
         ("detector", {"updated": "2024-05-01T12:00:00Z", "extra": 1}),

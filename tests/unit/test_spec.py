@@ -612,6 +612,30 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.target.deployment",
         "must be a Kubernetes object name; got 'Fraud_Model'",
     ),
+    (
+        "service name with a dot",
+        _manifest(target={"deployment": "m", "service": "fraud.model"}),
+        "spec.target.service",
+        "must be a Service name: a DNS-1035 label",
+    ),
+    (
+        "service name starting with a digit",
+        _manifest(target={"deployment": "m", "service": "1fraud"}),
+        "spec.target.service",
+        "no dots, at most 63 characters); got '1fraud'",
+    ),
+    (
+        "service name too long",
+        _manifest(target={"deployment": "m", "service": "s" * 64}),
+        "spec.target.service",
+        "must be at most 63 characters (a Service name)",
+    ),
+    (
+        "service defaulting to a dotted deployment name",
+        _manifest(target={"deployment": "fraud.model"}),
+        "spec.target.service",
+        "defaults to the Deployment's name 'fraud.model', which is not a Service name",
+    ),
     # metadata and envelope
     (
         "uppercase name",

@@ -135,6 +135,12 @@ checks it against an expected list of (apiGroup, resource, verb).
 - apiGroups: ["mlwarden.io"]
   resources: ["observedmodels/status"]
   verbs: ["get", "patch"]
+# No call uses this one: the owner references the operator puts on the detector's objects
+# set blockOwnerDeletion, and where OwnerReferencesPermissionEnforcement is on (OpenShift)
+# the API server admits that only from a client that may update the owner's finalizers.
+- apiGroups: ["mlwarden.io"]
+  resources: ["observedmodels/finalizers"]
+  verbs: ["update"]
 # The detector's objects (NAME-detector, NAME-reference): read, created when missing, patched
 # back when they differ from what they should be. The target Service is read and repointed at
 # the sidecar (restored on deletion); ConfigMaps are also listed for diagnosis, and the

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from mlwarden.kube import Kube, in_cluster, path
+from mlwarden.spec import MAX_STATUS_ALERTS
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,14 @@ def status_path(namespace: str, name: str) -> str:
 def status_patch(
     alerts: list[dict[str, Any]], reference: dict[str, Any], now: float
 ) -> dict[str, Any]:
-    """The merge patch one write sends (pure)."""
+    """The merge patch one write sends (pure).
+
+    At most MAX_STATUS_ALERTS alerts (the CRD's maxItems: a longer list would be refused and
+    the write lost); the rest stay in the detector's metrics and log.
+    """
     updated = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"status": {"alerts": alerts, "detector": {"reference": reference, "updated": updated}}}
+    shown = alerts[:MAX_STATUS_ALERTS]
+    return {"status": {"alerts": shown, "detector": {"reference": reference, "updated": updated}}}
 
 
 class StatusWriter:

@@ -88,6 +88,8 @@ API_BACKOFF_CAP_SECONDS = 60.0
 # operator: the next starts when the previous rollout completed, failed, or held the turn
 # this long (MLWARDEN_UPGRADE_TURN_SECONDS; a Deployment's default progressDeadlineSeconds).
 UPGRADE_TURN_SECONDS = float(os.environ.get("MLWARDEN_UPGRADE_TURN_SECONDS") or 600.0)
+# Passes in a row when the alerts keep changing while one runs (then the timer takes over).
+PASSES_PER_CHANGE = 3
 
 
 def api_backoff(retry: int) -> float:
@@ -460,9 +462,15 @@ async def _inject(
         and (raw.get("status") or {}).get("observedGeneration") == base["generation"]
     ):
         # The undone rollout stays undone until the spec changes or a person asks again.
-        return Observation(
-            injection_state="stalled", injection_message=str(previous.get("message", "")), **base
-        ), False, None
+        return (
+            Observation(
+                injection_state="stalled",
+                injection_message=str(previous.get("message", "")),
+                **base,
+            ),
+            False,
+            None,
+        )
     deployment = await api.get(path("Deployment", ns, target.deployment))
     service = await api.get(path("Service", ns, target.service))
     missing = [
@@ -770,17 +778,27 @@ async def rebaseline(body: kopf.Body, old: Any, new: Any, **_: Any) -> None:
 
 
 @kopf.on.field(GROUP, VERSION, PLURAL, field="status.alerts")
-async def alerts_changed(body: kopf.Body, old: Any, new: Any, patch: kopf.Patch, **_: Any) -> None:
+async def alerts_changed(
+    body: kopf.Body, old: Any, new: Any, patch: kopf.Patch, retry: int = 0, **_: Any
+) -> None:
     raw = dict(body)
-    for kind, reason, message in alert_events(old, new):
-        _event(raw, kind, reason, message)
-    fired = {(a.get("type"), a.get("feature"), a.get("test")) for a in new or ()}
-    gone = {(a.get("type"), a.get("feature"), a.get("test")) for a in old or ()}
-    for alert_type, _, _ in fired - gone:
-        METRICS.alert_events.labels(str(alert_type), "fired").inc()
-    for alert_type, _, _ in gone - fired:
-        METRICS.alert_events.labels(str(alert_type), "resolved").inc()
-    await _respond(raw, patch, only_changes=False)
+    if retry == 0:  # a retried pass (below) has told these already
+        for kind, reason, message in alert_events(old, new):
+            _event(raw, kind, reason, message)
+        fired = {(a.get("type"), a.get("feature"), a.get("test")) for a in new or ()}
+        gone = {(a.get("type"), a.get("feature"), a.get("test")) for a in old or ()}
+        for alert_type, _, _ in fired - gone:
+            METRICS.alert_events.labels(str(alert_type), "fired").inc()
+        for alert_type, _, _ in gone - fired:
+            METRICS.alert_events.labels(str(alert_type), "resolved").inc()
+    if not await _respond(raw, patch, only_changes=False):
+        # An API error ended the pass: the diagnosis in status is still the one for the
+        # alerts before. Again soon, backing off; the timer may be far off, or not run at
+        # all once the alerts have resolved.
+        raise kopf.TemporaryError(
+            "the diagnosis and reaction pass met an API error; retrying",
+            delay=api_backoff(retry),
+        )
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESPOND_INTERVAL)
@@ -822,50 +840,96 @@ async def _refresh(raw: dict[str, Any], patch: kopf.Patch) -> None:
         _event(raw, kind, f"Phase{new['phase']}", new["message"])
 
 
-async def _respond(raw: dict[str, Any], patch: kopf.Patch, *, only_changes: bool) -> None:
-    """A diagnosis and reaction pass, then phase and conditions (see respond.py)."""
+async def _respond(raw: dict[str, Any], patch: kopf.Patch, *, only_changes: bool) -> bool:
+    """A diagnosis and reaction pass, then phase and conditions (see respond.py).
+
+    When the alerts changed while the pass ran, its diagnosis is for the alerts before: it
+    runs again on the object as it is then (a few times at most; the timer does the rest), so
+    that the diagnosis in status always names the alerts shown, without waiting for a timer.
+    False when an API error ended the pass (logged; the caller decides when to try again).
+    """
     meta = raw.get("metadata") or {}
     name, namespace = str(meta.get("name")), str(meta.get("namespace") or "default")
     lock = STATE.passes.setdefault((namespace, name), asyncio.Lock())
     async with lock:
         api = kube()
-        fresh = await api.get(path("ObservedModel", namespace, name))
-        if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
-            return
-        body = fresh
         try:
-            model = parse_observed_model(fresh)
-        except SpecError:
-            return
-        base = _observation_base(fresh)
-        obs = await _inject_state(fresh, model, base)
-        old_phase = (fresh.get("status") or {}).get("phase")
-        try:
-            outcome = await respond.respond(
-                api=api,
-                raw=fresh,
-                model=model,
-                obs=obs,
-                now=datetime.now(UTC),
-                event=lambda kind, reason, message: _event(body, kind, reason, message),
-            )
+            fresh = await api.get(path("ObservedModel", namespace, name))
         except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
-            # Nothing half-done is lost: what was recorded is completed by the next pass.
-            log.warning("diagnosis and reactions for %s/%s: %s", namespace, name, exc)
-            outcome = None
-        if outcome is not None:
-            fresh = {**fresh, "status": outcome.status}
-            obs = replace(
-                obs,
-                top_suspect=outcome.top_suspect,
-                last_action=outcome.last_action or obs.last_action,
-                reacting=outcome.reacting,
-            )
+            log.warning("reading %s/%s for a pass: %s", namespace, name, exc)
+            return False
+        if fresh is None:
+            return True
+        for _again in range(PASSES_PER_CHANGE):
+            if (fresh.get("metadata") or {}).get("deletionTimestamp"):
+                return True
+            result = await _one_pass(api, fresh)
+            if result is None:
+                return True
+            fresh, obs, outcome, old_phase = result
+            if outcome is None:
+                break
+            try:
+                latest = await api.get(path("ObservedModel", namespace, name))
+            except (KubeError, aiohttp.ClientError, TimeoutError):
+                latest = None  # the timer checks again (`respond.diagnosis_stale`)
+            if latest is None:
+                break
+            alerts = (latest.get("status") or {}).get("alerts")
+            if tuple(respond.alert_keys(alerts)) == outcome.for_alerts:
+                break
+            log.info(
+                "alerts of %s/%s changed during the pass (%s, now %s): diagnosing again",
+                namespace, name, list(outcome.for_alerts), respond.alert_keys(alerts),
+            )  # fmt: skip
+            fresh = latest
+        if obs is None:  # not even where the injection stands could be read
+            return False
         new = _write_status(patch, fresh, obs, only_changes=only_changes)
     METRICS.set_phase(f"{namespace}/{name}", new["phase"])
     if new["phase"] != old_phase:
         kind = "Warning" if new["phase"] in ("Failed", "Degraded") else "Normal"
         _event(fresh, kind, f"Phase{new['phase']}", new["message"])
+    return outcome is not None
+
+
+async def _one_pass(
+    api: Kube, fresh: dict[str, Any]
+) -> tuple[dict[str, Any], Observation | None, respond.Outcome | None, Any] | None:
+    """One pass on `fresh`: (the status it left, the observation, its outcome, the phase before)."""
+    try:
+        model = parse_observed_model(fresh)
+    except SpecError:
+        return None
+    base = _observation_base(fresh)
+    old_phase = (fresh.get("status") or {}).get("phase")
+    body = fresh
+    try:
+        obs = await _inject_state(fresh, model, base)
+    except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("diagnosis and reactions for %s/%s: %s", model.namespace, model.name, exc)
+        return fresh, None, None, old_phase
+    try:
+        outcome = await respond.respond(
+            api=api,
+            raw=fresh,
+            model=model,
+            obs=obs,
+            now=datetime.now(UTC),
+            event=lambda kind, reason, message: _event(body, kind, reason, message),
+        )
+    except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+        # Nothing half-done is lost: what was recorded is completed by the next pass.
+        log.warning("diagnosis and reactions for %s/%s: %s", model.namespace, model.name, exc)
+        return fresh, obs, None, old_phase
+    fresh = {**fresh, "status": outcome.status}
+    obs = replace(
+        obs,
+        top_suspect=outcome.top_suspect,
+        last_action=outcome.last_action or obs.last_action,
+        reacting=outcome.reacting,
+    )
+    return fresh, obs, outcome, old_phase
 
 
 async def _inject_state(

@@ -11,7 +11,12 @@ at a time per ObservedModel, on the object as the API has it now:
 2. Diagnose (pure) and write `status.diagnosis` and `status.topSuspect` when they changed
    (`diagnosis.updated` is when the diagnosis last changed, not when a pass last ran), and an
    Event `Diagnosed` with the summary when the top suspect changed while alerts are active.
-   A diagnosis that fails (a bug) is logged and the reactions go ahead without a suspect.
+   `diagnosis.forAlerts` names the alerts it was computed for (`alert_keys`); with no alert
+   active both fields are removed (written as null), and a diagnosis that fails (a bug) is
+   logged, removes a diagnosis made for other alerts, and the reactions go ahead without a
+   suspect. This pass is the only writer of both fields (and of `lastAction`): a handler's
+   body may be older than what a pass wrote. See `diagnosis_stale` for how the handlers make
+   sure a pass follows every change of the alerts.
 3. Plan (pure: `react.policy.plan_reactions`), then for each record, in order:
    - write it to `status.reactions` first, as a real API write (a merge patch of the whole
      list on the status subresource), so that an operator stopped after this point finds it
@@ -27,6 +32,8 @@ at a time per ObservedModel, on the object as the API has it now:
    Each final result is counted in `mlwarden_operator_reactions_total{action, result}`.
    Webhooks (`reactions[].webhook`) get the alert, and the outcome of workload actions;
    a webhook that fails (5 s timeout) fails an `alert` record and is noted in a workload one.
+   A URL the allow-list refuses (react/destinations.py, MLWARDEN_WEBHOOK_ALLOW) is never
+   requested: a `WebhookRefused` Event, and the record says why. Answers are copied capped.
 
 Nothing here raises because an action failed: the record says Failed and why. An API error
 while collecting or writing status ends the pass; the next pass starts again from what is
@@ -42,14 +49,19 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
+import ipaddress
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import os
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from mlwarden.diagnose import Diagnosis, Snapshot, Suspect, diagnose, needed_kinds
 from mlwarden.kube import Kube, KubeError, path
@@ -57,26 +69,43 @@ from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.status import Observation, phase, status_patch
 from mlwarden.react.actuators.alert import summary as alert_summary
 from mlwarden.react.actuators.alert import webhook_payload
+from mlwarden.react.destinations import (
+    DestinationError,
+    WebhookAllowList,
+    check_destination,
+    webhook_host,
+)
 from mlwarden.react.guardrails import APPROVE_ANNOTATION
 from mlwarden.react.policy import alerts_for, plan_reactions, webhooks_for
 from mlwarden.react.records import (
+    OPEN,
     ActionRecord,
     apply_merge_patch,
+    fingerprint,
     format_time,
     records_from_status,
 )
-from mlwarden.spec import ObservedModel
+from mlwarden.spec import (
+    MAX_STATUS_ALERTS,
+    MAX_STATUS_EVIDENCE,
+    MAX_STATUS_REACTIONS,
+    MAX_STATUS_SUSPECTS,
+    ObservedModel,
+)
 
 log = logging.getLogger(__name__)
 
 # What reactions read besides the diagnosis' kinds: the HPA that scales the target, the routes.
 REACTION_KINDS: Final = ("HorizontalPodAutoscaler", "HTTPRoute", "VirtualService")
 KINDS_READ: Final = tuple(dict.fromkeys((*needed_kinds(), *REACTION_KINDS)))
-# status.reactions keeps this many entries (the oldest settled ones go first).
-MAX_RECORDS: Final = 50
+# status.reactions keeps this many entries (the CRD's maxItems; the oldest settled ones go
+# first, and an open one is never dropped: a new record that finds no room is not taken).
+MAX_RECORDS: Final = MAX_STATUS_REACTIONS
 WEBHOOK_TIMEOUT_SECONDS: Final = 5.0
-# Results a record keeps in status.reactions until a later pass moves it on.
-OPEN_RESULTS: Final = frozenset({"Planned", "Running"})
+# Characters of a webhook's answer (or error) copied into a record's message and an Event.
+WEBHOOK_TEXT_LIMIT: Final = 200
+# Results a record keeps in status.reactions (with its patch) until a later pass moves it on.
+OPEN_RESULTS: Final = OPEN
 # (kind, namespace) the API refused to list (403): not asked again by this process, so a
 # deliberately withheld grant (Secrets) costs one refused call, not one per pass.
 _REFUSED: set[tuple[str, str]] = set()
@@ -93,12 +122,40 @@ class Outcome:
     top_suspect: str | None
     last_action: str | None
     reacting: bool
+    for_alerts: tuple[str, ...]  # the alerts this pass diagnosed and reacted to (alert_keys)
+
+
+def alert_keys(alerts: Sequence[Any] | None) -> list[str]:
+    """`Type` or `Type/feature` of each active alert, sorted, once each: `diagnosis.forAlerts`."""
+    keys = {
+        f"{a.get('type')}/{a['feature']}" if a.get("feature") else str(a.get("type"))
+        for a in alerts or ()
+        if isinstance(a, Mapping)
+    }
+    return sorted(keys)
+
+
+def diagnosis_stale(status: Mapping[str, Any] | None) -> bool:
+    """Whether `status.diagnosis` (or its absence) is not the one for `status.alerts`.
+
+    True while alerts are active and no diagnosis names exactly them, and while a diagnosis
+    is shown with no alert active. A pass always ends with this False for what it read; the
+    handlers run another pass when the alerts moved on meanwhile, and the timer runs one when
+    it finds this True.
+    """
+    status = status or {}
+    keys = alert_keys(status.get("alerts"))
+    diagnosis = status.get("diagnosis")
+    if not isinstance(diagnosis, Mapping):
+        return bool(keys)
+    return list(diagnosis.get("forAlerts") or ()) != keys or not keys
 
 
 def has_work(status: Mapping[str, Any] | None) -> bool:
-    """Whether a timer pass has anything to do: an active alert, or an open reaction."""
+    """Whether a timer pass has anything to do: an active alert, an open reaction, or a
+    diagnosis that is not the one for the alerts shown."""
     status = status or {}
-    if status.get("alerts"):
+    if status.get("alerts") or diagnosis_stale(status):
         return True
     return any(
         isinstance(e, Mapping) and e.get("result") in OPEN_RESULTS
@@ -173,8 +230,22 @@ class _Status:
         self.current = apply_merge_patch(self.current, fields)
 
 
+def has_room(entries: Sequence[Mapping[str, Any]], record: ActionRecord) -> bool:
+    """Whether `upsert` can record `record` within MAX_RECORDS without dropping an open one."""
+    if any(isinstance(e, Mapping) and e.get("id") == record.id for e in entries):
+        return True
+    open_entries = sum(
+        1 for e in entries if not isinstance(e, Mapping) or e.get("result") in OPEN_RESULTS
+    )
+    return open_entries < MAX_RECORDS
+
+
 def upsert(entries: Sequence[Mapping[str, Any]], record: ActionRecord) -> list[dict[str, Any]]:
-    """`status.reactions` with `record` as its newest entry (one entry per id), trimmed."""
+    """`status.reactions` with `record` as its newest entry (one entry per id), trimmed.
+
+    At most MAX_RECORDS entries, the oldest ended ones dropped first; open ones (Planned,
+    Running) are never dropped, so check `has_room` before recording a new one.
+    """
     out = [dict(e) for e in entries if not (isinstance(e, Mapping) and e.get("id") == record.id)]
     out.append(record.to_status())
     excess = len(out) - MAX_RECORDS
@@ -197,31 +268,129 @@ def _latest(entries: Sequence[Mapping[str, Any]]) -> ActionRecord | None:
     return None
 
 
-def _comparable(diagnosis: Mapping[str, Any]) -> dict[str, Any]:
+def _comparable(diagnosis: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A diagnosis without its time, and without nulls (a merge patch deletes those)."""
+    if not isinstance(diagnosis, Mapping):
+        return None
     return {k: v for k, v in diagnosis.items() if k != "updated" and v is not None}
 
 
 # --------------------------------------------------------------------------- acting
 
 
-async def post_webhooks(urls: Sequence[str], payload: dict[str, Any]) -> list[str]:
-    """POST `payload` to each URL; what failed, one line each (never raises)."""
+@functools.cache
+def webhook_allow_list() -> WebhookAllowList | str:
+    """The allow-list from MLWARDEN_WEBHOOK_ALLOW, or why it could not be read."""
+    try:
+        return WebhookAllowList.parse(os.environ.get("MLWARDEN_WEBHOOK_ALLOW"))
+    except DestinationError as exc:
+        log.error("%s: every reaction webhook is refused until it is fixed", exc)
+        return str(exc)
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to (the system resolver); empty when it does not."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+    except (OSError, UnicodeError):
+        return []
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class _Pinned(AbstractResolver):
+    """Resolves the checked host to the addresses it was checked at, and nothing else."""
+
+    def __init__(self, addresses: Sequence[str]) -> None:
+        self.addresses = list(addresses)
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in self.addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _line(text: str, limit: int = WEBHOOK_TEXT_LIMIT) -> str:
+    """One line of at most `limit` characters (it is copied into status and Events)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+async def post_webhooks(
+    urls: Sequence[str],
+    payload: dict[str, Any],
+    *,
+    event: EventPoster | None = None,
+    resolve: Callable[[str, int], Awaitable[list[str]]] = resolve_host,
+) -> list[str]:
+    """POST `payload` to each URL the allow-list lets through; what failed, one line each.
+
+    A refused URL is never requested (a Warning Event `WebhookRefused` says why); an allowed
+    one is posted to the very addresses it was checked at. Never raises.
+    """
     failures: list[str] = []
-    if not urls:
-        return failures
+    allow = webhook_allow_list()
     timeout = aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_SECONDS)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
-        for url in urls:
-            try:
-                async with http.post(url, json=payload) as resp:
-                    if resp.status >= 300:
-                        body = (await resp.text())[:200]
-                        failures.append(f"webhook {_host(url)}: HTTP {resp.status} {body}".strip())
-            except TimeoutError:
-                failures.append(f"webhook {_host(url)}: no answer in {WEBHOOK_TIMEOUT_SECONDS:g}s")
-            except Exception as exc:  # a webhook must never fail the handler
-                failures.append(f"webhook {_host(url)}: {type(exc).__name__}: {exc}")
+    for url in urls:
+        where = _host(url)
+        host = webhook_host(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        except ValueError:
+            host = None
+        if isinstance(allow, str):
+            refused: str | None = f"the webhook allow-list is invalid ({allow})"
+            addresses: list[str] = []
+        else:
+            # What the URL alone decides first: no DNS query for a name refused anyway.
+            refused = check_destination(url, None, allow)
+            addresses = [host] if host and _is_address(host) else []
+            if refused is None and host and not addresses:
+                addresses = await resolve(host, port)
+                refused = check_destination(url, addresses, allow)
+        if refused is not None:
+            failures.append(f"webhook {where}: refused, not sent: {_line(refused)}")
+            if event is not None:
+                event("Warning", "WebhookRefused", f"webhook {where} not sent: {refused}")
+            continue
+        connector = aiohttp.TCPConnector(resolver=_Pinned(addresses), use_dns_cache=False)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout, connector=connector) as http,
+                http.post(url, json=payload, allow_redirects=False) as resp,
+            ):
+                if resp.status >= 300:
+                    body = (await resp.content.read(4 * WEBHOOK_TEXT_LIMIT)).decode(
+                        "utf-8", "replace"
+                    )
+                    failures.append(_line(f"webhook {where}: HTTP {resp.status} {body}"))
+        except TimeoutError:
+            failures.append(f"webhook {where}: no answer in {WEBHOOK_TIMEOUT_SECONDS:g}s")
+        except Exception as exc:  # a webhook must never fail the handler
+            failures.append(_line(f"webhook {where}: {type(exc).__name__}: {exc}"))
     for failure in failures:
         log.warning("%s", failure)
     return failures
@@ -230,17 +399,22 @@ async def post_webhooks(urls: Sequence[str], payload: dict[str, Any]) -> list[st
 async def apply_patches(api: Kube, model: ObservedModel, record: ActionRecord) -> ActionRecord:
     """Apply a Running record's merge patches in order; the settled record."""
     applied: list[str] = []
+    held: dict[str, dict[str, str]] = {}
     for obj, patch in record.patch.items():
         kind, _, name = obj.partition("/")
         try:
-            await api.merge_patch(path(kind, model.namespace, name), copy.deepcopy(dict(patch)))
+            after = await api.merge_patch(
+                path(kind, model.namespace, name), copy.deepcopy(dict(patch))
+            )
         except (KubeError, ValueError, aiohttp.ClientError, TimeoutError) as exc:
             before = f" (applied before it: {', '.join(applied)})" if applied else ""
             return record.settle("Failed", f"{obj}: {exc}{before}")
         applied.append(obj)
+        # What the settled record keeps instead of the patch: digests of what it set.
+        held[obj] = fingerprint(after, patch)
     if not applied:
         return record.settle("Succeeded", "nothing to apply")
-    return record.settle("Succeeded", f"applied to {', '.join(applied)}")
+    return replace(record.settle("Succeeded", f"applied to {', '.join(applied)}"), held=held)
 
 
 async def notify(
@@ -259,7 +433,7 @@ async def notify(
     event("Warning", "ReactionAlert", message)
     urls = webhooks_for(model=model, record=record)
     payload = webhook_payload(model=model, alerts=related, diagnosis_top=top, record=record)
-    failures = await post_webhooks(urls, payload)
+    failures = await post_webhooks(urls, payload, event=event)
     if failures:
         return record.settle("Failed", "Event posted; " + "; ".join(failures))
     sent = f" and {len(urls)} webhook(s) notified" if urls else ""
@@ -311,9 +485,11 @@ async def respond(
         diagnosis = diagnose(snapshot)
     except Exception:  # a diagnosis bug must not stop the reactions
         log.exception("diagnosing %s/%s", model.namespace, model.name)
+        if diagnosis_stale(status.current):  # made for other alerts: not shown any longer
+            await status.write({"diagnosis": None, "topSuspect": None})
     else:
         top = diagnosis.top
-        await _write_diagnosis(status, diagnosis, top.label if top else None, bool(alerts), event)
+        await _write_diagnosis(status, diagnosis, top.label if top else None, alerts, event)
     label = top.label if top is not None else None
 
     annotations = (raw.get("metadata") or {}).get("annotations") or {}
@@ -338,18 +514,27 @@ async def respond(
         if record.result == "Running" and touched & set(record.patch):
             log.info("%s waits for the next pass: %s changed in this one", record.id, touched)
             continue
+        if not has_room(entries, record):
+            # Never acted on unless recorded first; the API would refuse a longer list.
+            event(
+                "Warning",
+                "ReactionNotRecorded",
+                f"{describe(record)}: not recorded and not taken: status.reactions holds "
+                f"{MAX_RECORDS} open actions (Planned or Running); approve or resolve them",
+            )
+            continue
         entries = upsert(entries, record)
         if record.result != "Running":
             await status.write({"reactions": entries})
             _count(record)
             _report(model, record, event)
             if record.action != "alert" and record.result in ("Planned", "Succeeded", "Failed"):
-                await _tell_webhooks(model, record, alerts, top_dict)
+                await _tell_webhooks(model, record, alerts, top_dict, event)
             continue
         # Recorded (and the phase says Reacting) before anything is changed.
         running = replace(obs, reacting=True, last_action=describe(record), top_suspect=label)
         fields = status_patch(running, status.current, now=format_time(now))
-        await status.write({**fields, "reactions": entries})
+        await status.write({**fields, "reactions": entries, "lastAction": running.last_action})
         if record.action == "alert":
             settled = await notify(
                 model=model, record=record, alerts=alerts, top=top_dict, event=event
@@ -357,7 +542,7 @@ async def respond(
         else:
             settled = await apply_patches(api, model, record)
             touched |= set(record.patch)
-            failures = await _tell_webhooks(model, settled, alerts, top_dict)
+            failures = await _tell_webhooks(model, settled, alerts, top_dict, event)
             if failures:
                 settled = replace(settled, message=f"{settled.message}; {'; '.join(failures)}")
         entries = upsert(entries, settled)
@@ -367,26 +552,56 @@ async def respond(
         log.info("%s: %s", settled.id, describe(settled))
 
     latest = _latest(entries)
+    if latest is not None and status.current.get("lastAction") != describe(latest):
+        await status.write({"lastAction": describe(latest)})
     return Outcome(
         status=status.current,
         top_suspect=label,
         last_action=describe(latest) if latest is not None else None,
         reacting=any(e.get("result") == "Running" for e in entries),
+        for_alerts=tuple(alert_keys(alerts)),
     )
 
 
 async def _write_diagnosis(
-    status: _Status, diagnosis: Diagnosis, label: str | None, alerting: bool, event: EventPoster
+    status: _Status,
+    diagnosis: Diagnosis,
+    label: str | None,
+    alerts: Sequence[Mapping[str, Any]],
+    event: EventPoster,
 ) -> None:
-    before = status.current.get("diagnosis") or {}
+    """`status.diagnosis` (with the alerts it is for) and `status.topSuspect`, when changed.
+
+    With no alert active both go (null: a merge patch that left them out would keep them).
+    """
+    before = status.current.get("diagnosis")
     old_label = status.current.get("topSuspect")
-    new = diagnosis.to_status()
+    new: dict[str, Any] | None = None
+    if alerts:
+        new = _bounded({**diagnosis.to_status(), "forAlerts": alert_keys(alerts)})
+    else:
+        label = None
     if _comparable(before) != _comparable(new) or old_label != label:
         await status.write({"diagnosis": new, "topSuspect": label})
-    if alerting and label != old_label:
+    if alerts and label != old_label:
         event("Normal", "Diagnosed", diagnosis.summary)
     for problem in diagnosis.problems:
         log.debug("diagnosis: %s", problem)
+
+
+def _bounded(diagnosis: dict[str, Any]) -> dict[str, Any]:
+    """The diagnosis within the CRD's maxItems (a longer list would be refused)."""
+    suspects = [
+        {**s, "evidence": list(s.get("evidence") or ())[:MAX_STATUS_EVIDENCE]}
+        if isinstance(s, Mapping)
+        else s
+        for s in diagnosis.get("suspects") or ()
+    ]
+    return {
+        **diagnosis,
+        "suspects": suspects[:MAX_STATUS_SUSPECTS],
+        "forAlerts": list(diagnosis.get("forAlerts") or ())[:MAX_STATUS_ALERTS],
+    }
 
 
 async def _tell_webhooks(
@@ -394,6 +609,7 @@ async def _tell_webhooks(
     record: ActionRecord,
     alerts: Sequence[Mapping[str, Any]],
     top: Mapping[str, Any] | None,
+    event: EventPoster,
 ) -> list[str]:
     """People hear of workload actions too, when a reaction with that action names a webhook."""
     urls = webhooks_for(model=model, record=record)
@@ -401,4 +617,4 @@ async def _tell_webhooks(
         return []
     related = alerts_for(model=model, record=record, alerts=alerts)
     payload = webhook_payload(model=model, alerts=related, diagnosis_top=top, record=record)
-    return await post_webhooks(urls, payload)
+    return await post_webhooks(urls, payload, event=event)

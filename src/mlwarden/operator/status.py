@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlwarden.spec import MAX_STATUS_CONDITIONS
+
 DRIFT_TYPES = ("FeatureDrift", "PredictionDrift")
 
 
@@ -167,7 +169,15 @@ def merge_conditions(
 
 
 def status_patch(obs: Observation, previous: dict[str, Any] | None, *, now: str) -> dict[str, Any]:
-    """The `status` part of a merge patch (alerts are the detector's; not touched here)."""
+    """The `status` part of a merge patch: phase, message, conditions, counts.
+
+    Not here: `alerts` and `detector` (the detector's), and `diagnosis`, `topSuspect`,
+    `lastAction` and `reactions`, which only the diagnosis and reaction pass writes
+    (respond.py), each write on the object as the API has it. A handler's patch is computed
+    from the body kopf gave it, which may predate the pass's last write; were these fields
+    in it, kopf would put an older diagnosis back (or leave one out, which a merge patch
+    reads as "keep the old value").
+    """
     previous = previous or {}
     ph, why = phase(obs)
     patch: dict[str, Any] = {
@@ -175,7 +185,7 @@ def status_patch(obs: Observation, previous: dict[str, Any] | None, *, now: str)
         "message": why,
         "conditions": merge_conditions(
             previous.get("conditions"), desired_conditions(obs), now=now, generation=obs.generation
-        ),
+        )[:MAX_STATUS_CONDITIONS],
         "alertCount": len(obs.alerts),
         "injection": {
             "state": obs.injection_state,
@@ -185,10 +195,6 @@ def status_patch(obs: Observation, previous: dict[str, Any] | None, *, now: str)
     }
     if obs.generation is not None:
         patch["observedGeneration"] = obs.generation
-    if obs.top_suspect is not None:
-        patch["topSuspect"] = obs.top_suspect
-    if obs.last_action is not None:
-        patch["lastAction"] = obs.last_action
     return patch
 
 

@@ -33,6 +33,7 @@ from mlwarden.react.records import (
     ATTEMPTED,
     SETTLED,
     ActionRecord,
+    changed_since,
     format_time,
     holds,
     parse_time,
@@ -172,7 +173,7 @@ def person_changed(
         for r in history
         if not r.dry_run
         and r.result == "Succeeded"
-        and r.patch
+        and (r.patch or r.held)
         and mine & set(r.objects)
         and _since(r, onset)
     ]
@@ -180,8 +181,13 @@ def person_changed(
         return None
     # The newest by time (history order breaks ties: status.reactions is appended to).
     last = max(enumerate(ours), key=lambda p: (_time_or_min(p[1].at), p[0]))[1]
-    for obj, patch in last.patch.items():
-        found = holds(snapshot.get(_key(obj)), patch)
+    # A settled record keeps digests of what it set (`held`); an older one its whole patch.
+    found_in = (
+        ((obj, changed_since(snapshot.get(_key(obj)), held)) for obj, held in last.held.items())
+        if last.held
+        else ((obj, holds(snapshot.get(_key(obj)), patch)) for obj, patch in last.patch.items())
+    )
+    for obj, found in found_in:
         if found is not None:
             return (
                 f"{obj} was changed after mlwarden's {last.action} {last.id} set it ({found}); "

@@ -60,6 +60,7 @@ from mlwarden.react.records import (
     action_id,
     apply_merge_patch,
     format_time,
+    held_by,
     holds,
     parse_time,
 )
@@ -430,7 +431,8 @@ def _resume(record: ActionRecord, snapshot: Snapshot) -> ActionRecord:
             + "); not repeated",
         )
     if done:
-        return record.settle("Succeeded", "completed before an operator restart")
+        settled = record.settle("Succeeded", "completed before an operator restart")
+        return replace(settled, held=held_by(record, lambda obj: snapshot.get(_key(obj))))
     return replace(
         record,
         patch=resumed,

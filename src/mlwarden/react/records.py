@@ -20,6 +20,13 @@ Results, and who moves a record from one to the next:
     Skipped    not taken: a guardrail or a planning error says why (`reason`); unlike the
                others, a Skipped id may be planned again on a later pass
 
+In `status.reactions` a record keeps its `patch` only while the action is open (Planned or
+Running: what a restarted operator completes or checks) and in a dry run (what would have
+been applied is the point of one). Once an action has ended the record is compact: a
+Succeeded one keeps `held` instead, a short digest of each field the patch set as the object
+had it right after (JSON pointer → digest, see `fingerprint`), which is all the
+person-changed guardrail needs to tell whether someone changed it since.
+
 The merge-patch helpers live here because a record's patch is read with them:
 `apply_merge_patch` (RFC 7386), `merge_patch_diff` (the patch that turns one object into
 another) and `holds` (does an object still carry what a patch set?).
@@ -30,12 +37,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeAlias
 
 Result: TypeAlias = Literal["Planned", "Running", "Succeeded", "Failed", "Skipped"]
+# Results whose record keeps its patch in status (the action is still to be taken or checked).
+OPEN: Final[frozenset[str]] = frozenset({"Planned", "Running"})
 RESULTS: Final[tuple[Result, ...]] = ("Planned", "Running", "Succeeded", "Failed", "Skipped")
 # Results of an action that was attempted: they count for cooldown and the hourly limit.
 ATTEMPTED: Final[frozenset[str]] = frozenset({"Running", "Succeeded", "Failed"})
@@ -121,11 +130,15 @@ class ActionRecord:
     message: str = ""
     # target ("Kind/name") -> JSON merge patch, in the order to apply them
     patch: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # target -> {JSON pointer of a field the patch set: digest of its value right after}
+    held: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def objects(self) -> tuple[str, ...]:
         """The objects the action changes, as `Kind/name`."""
-        return tuple(self.patch) or tuple(t for t in self.target.split("+") if t)
+        return (
+            tuple(self.patch) or tuple(self.held) or tuple(t for t in self.target.split("+") if t)
+        )
 
     @property
     def metric_result(self) -> str:
@@ -137,7 +150,7 @@ class ActionRecord:
         return replace(self, result=result, message=message)
 
     def to_status(self) -> dict[str, Any]:
-        """The `status.reactions` entry (camelCase keys); `patch` only when there is one."""
+        """The `status.reactions` entry (camelCase keys): `patch` while open or in a dry run."""
         out: dict[str, Any] = {
             "id": self.id,
             "action": self.action,
@@ -150,8 +163,10 @@ class ActionRecord:
             "dryRun": self.dry_run,
             "message": self.message,
         }
-        if self.patch:
+        if self.patch and (self.result in OPEN or self.dry_run):
             out["patch"] = {k: copy.deepcopy(dict(v)) for k, v in self.patch.items()}
+        if self.held:
+            out["held"] = {k: dict(v) for k, v in self.held.items()}
         return out
 
     @classmethod
@@ -163,6 +178,7 @@ class ActionRecord:
         """
         result = entry.get("result")
         patch = entry.get("patch")
+        held = entry.get("held")
         return cls(
             id=str(entry["id"]),
             action=str(entry["action"]),
@@ -179,6 +195,15 @@ class ActionRecord:
                 if isinstance(patch, Mapping)
                 else {}
             ),
+            held=(
+                {
+                    str(k): {str(p): str(d) for p, d in v.items()}
+                    for k, v in held.items()
+                    if isinstance(v, Mapping)
+                }
+                if isinstance(held, Mapping)
+                else {}
+            ),
         )
 
 
@@ -193,6 +218,63 @@ def records_from_status(entries: Sequence[Mapping[str, Any]] | None) -> list[Act
         for e in entries or ()
         if isinstance(e, Mapping) and e.get("id") and e.get("action")
     ]
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def fingerprint(obj: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> dict[str, str]:
+    """JSON pointer (RFC 6901) of each field `patch` sets → a digest of its value in `obj`.
+
+    Taken from the object as the API returned it right after the patch (with whatever the
+    server defaulted), so that `changed_since` later compares like with like. A list is one
+    field (merge patches replace lists whole); `metadata.resourceVersion` is a precondition,
+    not a field the action set.
+    """
+    return {pointer: _digest(_at(obj, pointer)) for pointer in _pointers(patch, ())}
+
+
+def held_by(
+    record: ActionRecord, live: Callable[[str], Mapping[str, Any] | None]
+) -> dict[str, dict[str, str]]:
+    """`held` for a record whose patches were applied: `live("Kind/name")` gives the object."""
+    return {obj: fingerprint(live(obj), patch) for obj, patch in record.patch.items()}
+
+
+def changed_since(obj: Mapping[str, Any] | None, held: Mapping[str, str]) -> str | None:
+    """None when every field still has the value `fingerprint` saw, else the first that changed."""
+    if obj is None:
+        return "the object is gone"
+    for pointer, digest in held.items():
+        if _digest(_at(obj, pointer)) != digest:
+            return f"{pointer} changed"
+    return None
+
+
+def _pointers(patch: Mapping[str, Any], path: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for key, value in patch.items():
+        sub = (*path, str(key))
+        if sub == _PRECONDITION:
+            continue
+        if isinstance(value, Mapping) and value:
+            out += _pointers(value, sub)
+        else:
+            out.append("".join("/" + p.replace("~", "~0").replace("/", "~1") for p in sub))
+    return out
+
+
+def _at(obj: Any, pointer: str) -> Any:
+    for part in pointer.split("/")[1:]:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(part.replace("~1", "/").replace("~0", "~"))
+    return obj
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 # --------------------------------------------------------------------------- merge patches

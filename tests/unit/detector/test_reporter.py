@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlwarden.detector.reporter import MAX_WRITE_INTERVAL, status_patch, write_interval
+from mlwarden.spec import MAX_STATUS_ALERTS
 
 
 @pytest.mark.parametrize(
@@ -26,3 +27,9 @@ def test_status_patch_replaces_the_alert_list_and_stamps_the_time() -> None:
             "detector": {"reference": {"id": "warmup@1"}, "updated": "1970-01-01T00:00:00Z"},
         }
     }
+
+
+def test_status_patch_lists_at_most_the_crds_bound_of_alerts() -> None:
+    alerts = [{"type": "FeatureDrift", "feature": f"f{i}"} for i in range(MAX_STATUS_ALERTS + 7)]
+    shown = status_patch(alerts, {"id": "r"}, 0.0)["status"]["alerts"]
+    assert shown == alerts[:MAX_STATUS_ALERTS]

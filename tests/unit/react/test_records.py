@@ -13,6 +13,8 @@ from mlwarden.react.records import (
     ActionRecord,
     action_id,
     apply_merge_patch,
+    changed_since,
+    fingerprint,
     holds,
     merge_patch_diff,
     records_from_status,
@@ -83,10 +85,13 @@ def _record(**kw: Any) -> ActionRecord:
 @pytest.mark.parametrize(
     "record",
     [
-        _record(),
+        _record(result="Running"),
+        _record(patch={}, held={"Deployment/fraud-model": {"/spec/replicas": "0123456789ab"}}),
         _record(patch={}, result="Skipped", message=""),
         _record(dry_run=True, result="Planned"),
-        _record(action="alert", target="ObservedModel/fraud", from_state="Errors", to_state=""),
+        _record(
+            action="alert", target="ObservedModel/fraud", from_state="Errors", to_state="", patch={}
+        ),
     ],
 )
 def test_status_round_trip(record: ActionRecord) -> None:
@@ -97,12 +102,48 @@ def test_status_round_trip(record: ActionRecord) -> None:
 
 
 def test_status_keys_are_camel_case() -> None:
-    entry = _record().to_status()
+    entry = _record(result="Running").to_status()
     assert set(entry) == {
         *("id", "action", "target", "from", "to", "reason", "result", "at", "dryRun"),
         *("message", "patch"),
     }
-    assert "patch" not in _record(patch={}).to_status()
+    assert "patch" not in _record(patch={}, result="Running").to_status()
+
+
+@pytest.mark.parametrize("result", ["Succeeded", "Failed", "Skipped"])
+def test_an_ended_record_is_compact(result: Any) -> None:
+    held = {"Deployment/fraud-model": {"/spec/template": "0123456789ab"}}
+    entry = _record(result=result, held=held).to_status()
+    assert "patch" not in entry
+    assert entry.get("held") == held
+    # Open ones keep the patch (what a restarted operator completes); dry runs show it.
+    assert "patch" in _record(result="Planned").to_status()
+    assert "patch" in _record(result=result, dry_run=True).to_status()
+
+
+def test_fingerprint_names_each_field_set_and_notices_a_change() -> None:
+    after = {
+        "metadata": {"resourceVersion": "9", "annotations": {"mlwarden.io/paused": "3"}},
+        "spec": {"replicas": 0, "template": {"spec": {"containers": [{"name": "m"}]}}},
+    }
+    patch = {
+        "metadata": {"resourceVersion": "8", "annotations": {"mlwarden.io/paused": "3", "x": None}},
+        "spec": {"replicas": 0},
+    }
+    held = fingerprint(after, patch)
+    assert set(held) == {"/metadata/annotations/mlwarden.io~1paused",
+                         "/metadata/annotations/x", "/spec/replicas"}  # fmt: skip
+    assert changed_since(after, held) is None
+    # Another writer's fields, and a new resourceVersion, are not ours to compare.
+    other = {"metadata": {"resourceVersion": "12"}, "spec": {"template": {"spec": {}}}}
+    moved_on = apply_merge_patch(after, other)
+    assert changed_since(moved_on, held) is None
+    assert changed_since(apply_merge_patch(after, {"spec": {"replicas": 2}}), held) == (
+        "/spec/replicas changed"
+    )
+    assert changed_since(apply_merge_patch(after, {"metadata": {"annotations": {"x": "1"}}}),
+                         held) == "/metadata/annotations/x changed"  # fmt: skip
+    assert changed_since(None, held) == "the object is gone"
 
 
 def test_from_status_reads_what_an_older_or_pruned_status_holds() -> None:
