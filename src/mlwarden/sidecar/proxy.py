@@ -393,16 +393,16 @@ class Sidecar:
             log.warning(
                 "no ObservedModel manifest at %s (its ConfigMap is gone: the ObservedModel was "
                 "deleted or mlwarden uninstalled before the injection was undone): proxying "
-                "only, every exchange counted in exchanges_dropped{reason=\"no_manifest\"}; "
-                "remove the sidecar (delete and re-apply the Deployment's template) or re-create "
-                "the ObservedModel",
+                'only, every exchange counted in exchanges_dropped{reason="no_manifest"}; '
+                "re-create the ObservedModel, or remove the mlwarden-sidecar container from the "
+                "Deployment",
                 c.manifest_missing,
             )
         elif c.records_url is not None and not c.ingest_token:
             log.info(
                 "no ingest token (MLWARDEN_INGEST_TOKEN or --ingest-token-file): records are "
                 "sent without one; a detector that requires one refuses them "
-                "(records_dropped{reason=\"unauthorized\"})"
+                '(records_dropped{reason="unauthorized"})'
             )
         if c.records_url is not None and c.manifest_missing is None:
             self.shipper = Shipper(
