@@ -53,6 +53,8 @@ FINALIZER = "mlwarden.io/finalizer"
 RETRY_SECONDS = float(os.environ.get("MLWARDEN_RETRY_SECONDS") or 5.0)
 RESPOND_INTERVAL = float(os.environ.get("MLWARDEN_RESPOND_INTERVAL") or 30.0)
 API_BACKOFF_CAP_SECONDS = 60.0
+# How often an ObservedModel whose names are taken by other objects checks again.
+CONFLICT_RECHECK_SECONDS = RETRY_SECONDS * 6
 
 
 def api_backoff(retry: int) -> float:
@@ -161,10 +163,12 @@ async def close(**_: Any) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-async def ensure(obj: dict[str, Any]) -> str:
-    """Create the object, or patch what differs; 'created', 'updated' or 'unchanged'."""
+async def ensure(obj: dict[str, Any], current: dict[str, Any] | None) -> str:
+    """Create the object, or patch what differs; 'created', 'updated' or 'unchanged'.
+
+    `current` is the object as just read, and must be ours (see `objects.name_conflict`).
+    """
     api = kube()
-    current = await api.get(path_of(obj))
     if current is None:
         await api.create(obj)
         return "created"
@@ -175,34 +179,64 @@ async def ensure(obj: dict[str, Any]) -> str:
     return "updated"
 
 
-async def create_once(obj: dict[str, Any]) -> bool:
-    """Create the object unless it exists (never read, never patched); True when created.
+async def create_once(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """Create the object unless it exists (never read, never patched); the created object.
 
     The Secret is only ever created, never read: the operator needs no right to read any
-    Secret, and a token once made is never replaced behind the user's back.
+    Secret, and a token once made is never replaced behind the user's back. None: it exists.
     """
     try:
-        await kube().create(obj)
+        return await kube().create(obj)
     except Conflict:
-        return False
-    return True
+        return None
 
 
-async def _ensure_detector(raw: dict[str, Any], model: ObservedModel) -> None:
-    """The detector's objects, the created-once ones first (the Deployment mounts the Secret)."""
+async def _ensure_detector(raw: dict[str, Any], model: ObservedModel) -> str | None:
+    """The detector's objects, the created-once ones first (the Deployment mounts the Secret).
+
+    Every name is checked before anything is written: an object of one of our names that
+    this ObservedModel does not own is left alone, nothing is created or patched, and the
+    return value says which and what to do (the ObservedModel goes Failed, NameConflict).
+    """
+    api = kube()
     namespace = model.namespace
-    for obj in objects.created_once(raw, secrets.token_urlsafe(32)):
-        if await create_once(obj):
-            log.info("%s %s/%s created", obj["kind"], namespace, obj["metadata"]["name"])
-    for obj in objects.desired_objects(raw, model, STATE.settings):
-        outcome = await ensure(obj)
-        if outcome != "unchanged":
-            log.info("%s %s/%s %s", obj["kind"], namespace, obj["metadata"]["name"], outcome)
+    desired = objects.desired_objects(raw, model, STATE.settings)
     if STATE.settings.network_policy:
-        target = await kube().get(path("Deployment", namespace, model.spec.target.deployment))
+        target = await api.get(path("Deployment", namespace, model.spec.target.deployment))
         selector = ((target or {}).get("spec") or {}).get("selector")
         if selector:  # absent target: the reconcile retries until it exists
-            await ensure(objects.detector_network_policy(raw, selector, STATE.settings))
+            desired.append(objects.detector_network_policy(raw, selector, STATE.settings))
+    reference, secret = objects.created_once(raw, secrets.token_urlsafe(32))
+    current: dict[str, dict[str, Any] | None] = {}
+    for obj in (reference, *desired):
+        found = await api.get(path_of(obj))
+        conflict = objects.name_conflict(raw, found)
+        if conflict is not None:
+            return conflict
+        current[path_of(obj)] = found
+
+    made = await create_once(secret)
+    deployment = next(o for o in desired if o["kind"] == "Deployment")
+    detector = current[path_of(deployment)]  # mounts the Secret: see ingest_token_conflict
+    conflict = objects.ingest_token_conflict(raw, created=made is not None, detector=detector)
+    if conflict is not None:
+        return conflict
+    if made is not None:
+        log.info("Secret %s/%s created", namespace, secret["metadata"]["name"])
+        # Recorded at once (not with the pass's status): a 409 on a later pass is then known
+        # to be our own Secret, which the operator may not read to check.
+        record = {"secret": secret["metadata"]["name"], "uid": made["metadata"]["uid"]}
+        await api.merge_patch(
+            path("ObservedModel", namespace, model.name, subresource="status"),
+            {"status": {"ingestToken": record}},
+        )
+    if current[path_of(reference)] is None and await create_once(reference) is not None:
+        log.info("ConfigMap %s/%s created", namespace, reference["metadata"]["name"])
+    for obj in desired:
+        outcome = await ensure(obj, current[path_of(obj)])
+        if outcome != "unchanged":
+            log.info("%s %s/%s %s", obj["kind"], namespace, obj["metadata"]["name"], outcome)
+    return None
 
 
 async def _detector_available(namespace: str, name: str) -> bool:
@@ -263,8 +297,13 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any
         return  # nothing to retry: the next spec change re-runs this handler
 
     try:
-        await _ensure_detector(raw, model)
-        obs = await _inject(raw, model, base)
+        conflict = await _ensure_detector(raw, model)
+        if conflict is not None:
+            # Nothing is injected either: the sidecar would mount somebody else's ConfigMap
+            # and ship records to somebody else's Service.
+            obs = Observation(injection_state="conflict", injection_message=conflict, **base)
+        else:
+            obs = await _inject(raw, model, base)
     except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
         # A conflict, an API server error or timeout: retry soon, backing off, instead of
         # kopf's flat minute for unexpected errors. Every step is idempotent (ensure, the
@@ -278,6 +317,11 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any
     if new["phase"] != old_phase:
         kind = "Warning" if new["phase"] in ("Failed", "Degraded") else "Normal"
         _event(raw, kind, f"Phase{new['phase']}", new["message"])
+    if obs.injection_state == "conflict":
+        if (raw.get("status") or {}).get("message") != new["message"]:
+            _event(raw, "Warning", "NameConflict", new["message"])
+        # Checked again now and then: deleting or renaming the other object resolves it.
+        raise _Waiting(new["message"], delay=CONFLICT_RECHECK_SECONDS)
     if new["phase"] == "Failed":
         return
     if new["phase"] == "Pending":
@@ -347,7 +391,8 @@ async def rebaseline(body: kopf.Body, old: Any, new: Any, **_: Any) -> None:
         model = parse_observed_model(raw)
     except SpecError:
         return  # the spec handler reports it; nothing to roll
-    await _ensure_detector(raw, model)
+    if await _ensure_detector(raw, model) is not None:
+        return  # a name conflict: the reconcile reports it
     _event(
         raw,
         "Normal",

@@ -6,7 +6,8 @@ decides what `kubectl get om` and `kubectl describe om` should say.
 
 Phases, in order of precedence:
 
-    Failed     the spec is invalid, or injection cannot work (the reason says why)
+    Failed     the spec is invalid, injection cannot work, or an object of one of the
+               detector's names belongs to somebody else (NameConflict; the reason says why)
     Pending    targets missing, sidecar being injected, detector not available yet
     Reacting   a reaction is in progress (the reaction issue)
     Degraded   at least one alert is active
@@ -28,7 +29,8 @@ class Observation:
     generation: int | None = None
     spec_error: str | None = None
     target_missing: str | None = None
-    injection_state: str = "pending"  # injected | injecting | waiting-for-rollout | error
+    # injected | injecting | waiting-for-rollout | error | conflict (our names are taken)
+    injection_state: str = "pending"
     injection_message: str = ""
     detector_available: bool = False
     reference_id: str | None = None
@@ -42,7 +44,7 @@ def phase(obs: Observation) -> tuple[str, str]:
     """(phase, one-line reason)."""
     if obs.spec_error is not None:
         return "Failed", f"invalid spec: {obs.spec_error}"
-    if obs.injection_state == "error":
+    if obs.injection_state in ("error", "conflict"):
         return "Failed", obs.injection_message
     if obs.target_missing is not None:
         return "Pending", obs.target_missing
@@ -81,6 +83,8 @@ def desired_conditions(obs: Observation) -> list[dict[str, Any]]:
         ready_reason = "InvalidSpec"
     elif obs.injection_state == "error":
         ready_reason = "InjectionFailed"
+    elif obs.injection_state == "conflict":
+        ready_reason = "NameConflict"
     elif obs.target_missing is not None:
         ready_reason = "TargetNotFound"
     elif obs.injection_state != "injected":
