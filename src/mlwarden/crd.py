@@ -852,7 +852,9 @@ def _status() -> Schema:
                 "not read Secrets: this record is how it knows the Secret is its own).",
                 {
                     "secret": _string("The Secret's name (NAME-ingest-token)."),
-                    "uid": _string("The Secret's uid, from the create response."),
+                    "uid": _string(
+                        "The Secret's uid, from the create response (absent until it came)."
+                    ),
                 },
             ),
             # kopf records handler progress here; the API server would prune it otherwise.

@@ -215,21 +215,24 @@ async def _ensure_detector(raw: dict[str, Any], model: ObservedModel) -> str | N
             return conflict
         current[path_of(obj)] = found
 
+    # Whose is the Secret? The operator may not read Secrets, so it records the name in
+    # status.ingestToken before its first create: a later 409 is then its own create having
+    # landed (perhaps unanswered), while a 409 on the first create is somebody else's Secret.
+    status_path = path("ObservedModel", namespace, model.name, subresource="status")
+    name = secret["metadata"]["name"]
+    if not objects.ingest_token_recorded(raw):
+        await api.merge_patch(status_path, {"status": {"ingestToken": {"secret": name}}})
     made = await create_once(secret)
     deployment = next(o for o in desired if o["kind"] == "Deployment")
     detector = current[path_of(deployment)]  # mounts the Secret: see ingest_token_conflict
     conflict = objects.ingest_token_conflict(raw, created=made is not None, detector=detector)
     if conflict is not None:
+        await api.merge_patch(status_path, {"status": {"ingestToken": None}})
         return conflict
     if made is not None:
-        log.info("Secret %s/%s created", namespace, secret["metadata"]["name"])
-        # Recorded at once (not with the pass's status): a 409 on a later pass is then known
-        # to be our own Secret, which the operator may not read to check.
-        record = {"secret": secret["metadata"]["name"], "uid": made["metadata"]["uid"]}
-        await api.merge_patch(
-            path("ObservedModel", namespace, model.name, subresource="status"),
-            {"status": {"ingestToken": record}},
-        )
+        log.info("Secret %s/%s created", namespace, name)
+        record = {"secret": name, "uid": made["metadata"]["uid"]}
+        await api.merge_patch(status_path, {"status": {"ingestToken": record}})
     if current[path_of(reference)] is None and await create_once(reference) is not None:
         log.info("ConfigMap %s/%s created", namespace, reference["metadata"]["name"])
     for obj in desired:

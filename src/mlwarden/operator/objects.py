@@ -25,7 +25,7 @@ this ObservedModel does not own (no ownerReference with its uid) is somebody els
 never patched nor given our owner reference (`name_conflict`); the ObservedModel goes Failed
 with reason NameConflict instead. The Secret cannot be read (the operator may only create
 Secrets), so whether it is ours is told by `ingest_token_conflict` from what the operator
-recorded when it created it (`status.ingestToken`).
+recorded before creating it (`status.ingestToken`).
 
 `desired_objects` builds them in creation order. `needs_update(current, desired)` is the JSON
 merge patch (RFC 7386) that brings what the API holds back to what is desired. It compares
@@ -439,25 +439,29 @@ def name_conflict(body: Mapping[str, Any], current: Mapping[str, Any] | None) ->
     )
 
 
+def ingest_token_recorded(body: Mapping[str, Any]) -> bool:
+    """Whether `status.ingestToken` says this ObservedModel created (or is creating) its Secret."""
+    record = (body.get("status") or {}).get("ingestToken") or {}
+    return bool(record.get("secret") == ingest_token_secret_name(_name(body)))
+
+
 def ingest_token_conflict(
     body: Mapping[str, Any], *, created: bool, detector: Mapping[str, Any] | None
 ) -> str | None:
     """Whether Secret NAME-ingest-token is ours, without reading it; None if it is.
 
-    `created`: our create just succeeded. Otherwise the create answered 409 (it exists), and
-    it is ours when `status.ingestToken` records that this ObservedModel created it, or when
-    our own detector Deployment already exists (it mounts the Secret and is created after
-    it in the same pass: an ObservedModel made by an operator that kept no such record).
+    `body` is the ObservedModel as it was before this attempt; `created`: our create just
+    succeeded. Otherwise the create answered 409 (it exists), and it is ours when
+    `status.ingestToken` already recorded it before this attempt (the operator records the
+    name before its first create: that create, or a later one, landed), or when our own
+    detector Deployment already exists (it mounts the Secret and is created after it: an
+    ObservedModel made by an operator that kept no such record).
     """
-    if created:
-        return None
-    record = ((body.get("status") or {}).get("ingestToken") or {}) if body else {}
-    name = ingest_token_secret_name(_name(body))
-    if record.get("secret") == name and record.get("uid"):
+    if created or ingest_token_recorded(body):
         return None
     if detector is not None and owned_by(detector, str(body["metadata"]["uid"])):
         return None
-    where = f"{_namespace(body)}/{name}"
+    where = f"{_namespace(body)}/{ingest_token_secret_name(_name(body))}"
     return (
         f"Secret {where} already exists and ObservedModel {_name(body)} did not create it "
         "(status.ingestToken records no such Secret, and the operator may not read Secrets "
