@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from emulate_writers import ConcurrentWriters
 from kmock import ResourceInfo
 
 from mlwarden.demo.cluster import ApiServerEmulator
@@ -150,7 +151,7 @@ class Fault:
         )
 
 
-class Cluster(ApiServerEmulator):
+class Cluster(ConcurrentWriters, ApiServerEmulator):
     instant_rollouts: bool = True
     faults: list[Fault]
 

@@ -52,13 +52,13 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from mlwarden.diagnose import Diagnosis, Snapshot, Suspect, diagnose, needed_kinds
-from mlwarden.operator.kube import Kube, KubeError, path
+from mlwarden.operator.kube import Conflict, Kube, KubeError, path
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.status import Observation, phase, status_patch
 from mlwarden.react.actuators.alert import summary as alert_summary
 from mlwarden.react.actuators.alert import webhook_payload
 from mlwarden.react.guardrails import APPROVE_ANNOTATION
-from mlwarden.react.policy import alerts_for, plan_reactions, webhooks_for
+from mlwarden.react.policy import alerts_for, plan_reactions, replan, webhooks_for
 from mlwarden.react.records import (
     ActionRecord,
     apply_merge_patch,
@@ -74,6 +74,8 @@ REACTION_KINDS: Final = ("HorizontalPodAutoscaler", "HTTPRoute", "VirtualService
 KINDS_READ: Final = tuple(dict.fromkeys((*needed_kinds(), *REACTION_KINDS)))
 # status.reactions keeps this many entries (the oldest settled ones go first).
 MAX_RECORDS: Final = 50
+# Re-plans of one action per pass after 409 Conflicts on its patch (see apply_patches).
+MAX_REPLANS: Final = 5
 WEBHOOK_TIMEOUT_SECONDS: Final = 5.0
 # Results a record keeps in status.reactions until a later pass moves it on.
 OPEN_RESULTS: Final = frozenset({"Planned", "Running"})
@@ -227,20 +229,62 @@ async def post_webhooks(urls: Sequence[str], payload: dict[str, Any]) -> list[st
     return failures
 
 
-async def apply_patches(api: Kube, model: ObservedModel, record: ActionRecord) -> ActionRecord:
-    """Apply a Running record's merge patches in order; the settled record."""
-    applied: list[str] = []
-    for obj, patch in record.patch.items():
-        kind, _, name = obj.partition("/")
-        try:
-            await api.merge_patch(path(kind, model.namespace, name), copy.deepcopy(dict(patch)))
-        except (KubeError, ValueError, aiohttp.ClientError, TimeoutError) as exc:
-            before = f" (applied before it: {', '.join(applied)})" if applied else ""
-            return record.settle("Failed", f"{obj}: {exc}{before}")
-        applied.append(obj)
+async def apply_patches(
+    api: Kube,
+    model: ObservedModel,
+    record: ActionRecord,
+    snapshot: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+) -> ActionRecord:
+    """Apply a Running record's merge patches in order; the settled record.
+
+    A 409 Conflict on the first patch (its resourceVersion precondition is stale: an HPA's
+    or the Deployment controller's status write moved the object on) re-reads the objects
+    and re-plans the action (`policy.replan`, on `snapshot` with them replaced), at most
+    MAX_REPLANS times: the same transition is applied with the fresh precondition, under
+    the same id; one that no longer applies is Skipped with the reason. A conflict after an
+    earlier patch of the record landed fails it, naming what was applied.
+    """
+    fresh: dict[tuple[str, str], Mapping[str, Any]] = dict(snapshot or {})
+    conflicts = 0
+    while True:
+        applied: list[str] = []
+        conflicted = None
+        for obj, patch in record.patch.items():
+            kind, _, name = obj.partition("/")
+            try:
+                await api.merge_patch(path(kind, model.namespace, name), copy.deepcopy(dict(patch)))
+            except Conflict as exc:
+                if applied or conflicts >= MAX_REPLANS:
+                    before = f" (applied before it: {', '.join(applied)})" if applied else ""
+                    again = f" after {conflicts} re-plan(s)" if conflicts else ""
+                    return record.settle("Failed", f"{obj}: {exc}{again}{before}")
+                conflicted = obj
+                break
+            except (KubeError, ValueError, aiohttp.ClientError, TimeoutError) as exc:
+                before = f" (applied before it: {', '.join(applied)})" if applied else ""
+                return record.settle("Failed", f"{obj}: {exc}{before}")
+            applied.append(obj)
+        if conflicted is None:
+            break
+        conflicts += 1
+        log.info("%s: %s conflicted; re-reading and re-planning", record.id, conflicted)
+        for obj in record.patch:
+            kind, _, name = obj.partition("/")
+            try:
+                found = await api.get(path(kind, model.namespace, name))
+            except (KubeError, ValueError, aiohttp.ClientError, TimeoutError) as exc:
+                return record.settle("Failed", f"{obj}: re-reading after a conflict: {exc}")
+            if found is None:
+                fresh.pop((kind, name), None)
+            else:
+                fresh[(kind, name)] = {"kind": kind, **found}
+        record = replan(model=model, record=record, snapshot=fresh)
+        if record.result != "Running":
+            return record
+    after = f" (re-planned after {conflicts} conflict(s))" if conflicts else ""
     if not applied:
-        return record.settle("Succeeded", "nothing to apply")
-    return record.settle("Succeeded", f"applied to {', '.join(applied)}")
+        return record.settle("Succeeded", "nothing to apply" + after)
+    return record.settle("Succeeded", f"applied to {', '.join(applied)}{after}")
 
 
 async def notify(
@@ -355,7 +399,7 @@ async def respond(
                 model=model, record=record, alerts=alerts, top=top_dict, event=event
             )
         else:
-            settled = await apply_patches(api, model, record)
+            settled = await apply_patches(api, model, record, snapshot.objects)
             touched |= set(record.patch)
             failures = await _tell_webhooks(model, settled, alerts, top_dict)
             if failures:
