@@ -15,7 +15,9 @@ it), what the API server and its controllers would do:
   kubeconfig's token) is appended to `OPERATOR_CALLS` as RBAC sees it (verb,
   API group, resource[/subresource], namespace, name), for test_rbac_audit.py;
 - fault injection: `faults` holds `Fault`s that answer matching operator calls
-  with an error status, a delay, or a watch stream that stalls (test_api_faults.py).
+  with an error status, a delay, or a watch stream that stalls (test_api_faults.py);
+- owner-reference garbage collection and namespace deletion (emulate_gc.py), and
+  controllers writing status concurrently, on demand (emulate_writers.py).
 
 The custom resources the reactions change (Gateway API HTTPRoute, Istio
 VirtualService) are declared like any other kind: the emulator serves whatever
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from emulate_gc import GarbageCollection
 from emulate_writers import ConcurrentWriters
 from kmock import ResourceInfo
 
@@ -151,7 +154,7 @@ class Fault:
         )
 
 
-class Cluster(ConcurrentWriters, ApiServerEmulator):
+class Cluster(GarbageCollection, ConcurrentWriters, ApiServerEmulator):
     instant_rollouts: bool = True
     faults: list[Fault]
 

@@ -17,11 +17,14 @@ from cluster import (
     DEPLOYMENTS,
     NS,
     OM,
+    OPERATOR_CALLS,
     RESOURCES,
     Cluster,
+    api_call,
     condition,
     events,
     eventually,
+    exists,
     model_deployment,
     model_service,
     obj,
@@ -130,3 +133,84 @@ async def test_the_ingest_token_secret_we_create_is_recorded_as_ours(
     await eventually(lambda: "Resuming is processed: 1 succeeded" in op.log(), what="resume")
     assert status(api)["phase"] == "WarmingUp"
     assert obj(api, OM, "fraud")["status"]["injection"]["state"] == "injected"
+
+
+# --------------------------------------------------------------------------- deletion
+
+
+def namespace_exists(api: Cluster) -> bool:
+    try:
+        return not api.objects["v1/namespaces", None, NS].deleted
+    except KeyError:
+        return False
+
+
+async def test_a_deleted_namespace_does_not_wait_on_our_finalizer(
+    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+) -> None:
+    api, _ = cluster
+    seed(api, model_deployment(), model_service(), observed_model())
+    op = await start_operator(env={"MLWARDEN_RETRY_SECONDS": "0.5"})
+    await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30, what="injected")
+    assert "mlwarden.io/finalizer" in obj(api, OM, "fraud")["metadata"]["finalizers"]
+    started = len(OPERATOR_CALLS)
+
+    await api.terminate_namespace(NS)
+    # Everything else in it is deleted at once; the ObservedModel waits for our finalizer.
+    await eventually(lambda: not exists(api, OM, "fraud"), timeout=5,
+                     what="the ObservedModel released promptly")  # fmt: skip
+    await eventually(lambda: not namespace_exists(api), timeout=5, what="the namespace gone")
+    # Nothing was written to objects that were going away with their namespace.
+    writes = [c for c in OPERATOR_CALLS[started:] if c.verb in ("patch", "create")
+              and c.resource in ("deployments", "services")]  # fmt: skip
+    assert writes == [], writes
+    assert op.proc.returncode is None, op.log()[-3000:]
+
+
+async def test_deleting_the_observed_model_collects_its_detector_objects(
+    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+) -> None:
+    api, server = cluster
+    seed(api, model_deployment(), model_service(), observed_model())
+    await start_operator(env={"MLWARDEN_RETRY_SECONDS": "0.5"})
+    await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30, what="injected")
+    await api_call(
+        server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
+    )
+    await eventually(lambda: not exists(api, OM, "fraud"), timeout=10, what="released")
+    # The garbage collector takes what the ObservedModel owned; the target stays, restored.
+    for kind in ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"):
+        assert not exists(api, RESOURCES[kind], "fraud-detector"), kind
+    assert not exists(api, RESOURCES["ConfigMap"], "fraud-reference")
+    assert not exists(api, RESOURCES["Secret"], "fraud-ingest-token")
+    containers = obj(api, DEPLOYMENTS, "fraud-model")["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["model"]
+
+
+async def test_targets_being_deleted_are_not_written_and_do_not_hold_the_finalizer(
+    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+) -> None:
+    api, server = cluster
+    deployment, service = model_deployment(), model_service()
+    # Held by somebody else's finalizers while they go: a GitOps tool's on the Deployment,
+    # the cloud controller's on a LoadBalancer Service (until the load balancer is gone).
+    deployment["metadata"]["finalizers"] = ["example.com/gitops-prune"]
+    service["metadata"]["finalizers"] = ["service.kubernetes.io/load-balancer-cleanup"]
+    seed(api, deployment, service, observed_model())
+    await start_operator(env={"MLWARDEN_RETRY_SECONDS": "0.5"})
+    await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30, what="injected")
+    apps, core = f"/apis/apps/v1/namespaces/{NS}", f"/api/v1/namespaces/{NS}"
+    await api_call(server, "DELETE", f"{apps}/deployments/fraud-model")
+    await api_call(server, "DELETE", f"{core}/services/fraud-model")
+    assert obj(api, DEPLOYMENTS, "fraud-model")["metadata"]["deletionTimestamp"]
+    started = len(OPERATOR_CALLS)
+    # Its pods terminating, the Deployment controller writes its status all the while.
+    async with api.writing_status(DEPLOYMENTS, NS, "fraud-model", every=0.02):
+        await api_call(
+            server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
+        )
+        await eventually(lambda: not exists(api, OM, "fraud"), timeout=3,
+                         what="the ObservedModel released promptly")  # fmt: skip
+    writes = [c for c in OPERATOR_CALLS[started:] if c.verb == "patch"
+              and c.resource in ("deployments", "services")]  # fmt: skip
+    assert writes == [], writes

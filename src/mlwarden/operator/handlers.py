@@ -525,9 +525,23 @@ async def _inject_state(
 # --------------------------------------------------------------------------- deletion
 
 
+def _going_away(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The object, or None when it is gone or being deleted (nothing to restore on it)."""
+    if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    return obj
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def remove(body: kopf.Body, **_: Any) -> None:
-    """Undo the injection exactly: the Service first, then the pod template."""
+    """Undo the injection exactly: the Service first, then the pod template.
+
+    A target that is gone or being deleted (its namespace terminating, a person or a GitOps
+    prune deleting it) is left alone: nothing to restore on it, and writing to it would only
+    roll a dying Deployment. A patch answered 404 (gone meanwhile) or 409 (written meanwhile)
+    is read again, not retried blindly, so the finalizer never holds the ObservedModel, or its
+    namespace, on objects that are going away.
+    """
     raw = dict(body)
     METRICS.set_phase(f"{body.metadata.namespace}/{body.metadata.name}", None)
     STATE.passes.pop((str(body.metadata.namespace), str(body.metadata.name)), None)
@@ -539,17 +553,21 @@ async def remove(body: kopf.Body, **_: Any) -> None:
     svc_name = target.get("service") or dep_name
     if not dep_name:
         return
-    for _step in range(4):
-        deployment = await api.get(path("Deployment", ns, dep_name))
-        service = await api.get(path("Service", ns, svc_name)) if svc_name else None
+    for _step in range(6):
+        deployment = _going_away(await api.get(path("Deployment", ns, dep_name)))
+        service = _going_away(await api.get(path("Service", ns, svc_name))) if svc_name else None
         plan = injection.plan_removal(deployment=deployment, service=service)
         if plan.service_patch is None and plan.deployment_patch is None:
             break
         try:
             if plan.service_patch is not None and service is not None:
                 await api.merge_patch(path("Service", ns, svc_name), plan.service_patch)
-            if plan.deployment_patch is not None and deployment is not None:
+            elif plan.deployment_patch is not None and deployment is not None:
                 await api.merge_patch(path("Deployment", ns, dep_name), plan.deployment_patch)
         except KubeError as exc:
+            if exc.status in (404, 409):
+                continue  # gone, or written meanwhile: read it again
             raise kopf.TemporaryError(f"undoing the injection: {exc}", delay=RETRY_SECONDS) from exc
         _event(raw, "Normal", "SidecarRemoved", plan.message)
+    else:
+        raise kopf.TemporaryError("undoing the injection: not done yet", delay=RETRY_SECONDS)
