@@ -100,10 +100,10 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     ("", "pods"): {"list"},
     ("apps", "controllerrevisions"): {"list"},
     # reactions: scale (an HPA's minReplicas), shiftTraffic (route weights); rollback and
-    # pause patch Deployments, granted above
-    ("autoscaling", "horizontalpodautoscalers"): {"list", "patch"},
-    ("gateway.networking.k8s.io", "httproutes"): {"list", "patch"},
-    ("networking.istio.io", "virtualservices"): {"list", "patch"},
+    # pause patch Deployments, granted above; get: re-read after a 409 on the patch
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "patch"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "patch"},
+    ("networking.istio.io", "virtualservices"): {"get", "list", "patch"},
 }
 # In kube.py's KINDS but deliberately not granted (none now: Secrets are granted `create` only,
 # for the ingest token; diagnosis needs no Secret, not even metadata, and cannot read one).
