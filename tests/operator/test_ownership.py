@@ -91,7 +91,7 @@ async def test_an_object_of_our_name_that_we_do_not_own_is_left_alone(
     st = status(api)
     ready = condition(st, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "NameConflict")
-    assert f"{kind} {NS}/{name} already exists" in ready["message"], ready["message"]
+    assert f"{kind} {NS}/{name} already exists" in ready["message"], st
     assert "rename or delete" in ready["message"]
     warned = [e for e in events(api) if e.get("reason") == "NameConflict"]
     assert warned and f"{kind} {NS}/{name}" in warned[0]["message"]

@@ -191,6 +191,22 @@ async def create_once(obj: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
+async def _record_ingest_token(status_path: str, record: dict[str, Any] | None) -> None:
+    """Write `status.ingestToken`, retrying a server error in place as kopf does its patches.
+
+    The record must land before the create it vouches for; a failed write would otherwise
+    cost a whole reconcile retry (with its growing back-off) for one status field.
+    """
+    for attempt in range(3):
+        try:
+            await kube().merge_patch(status_path, {"status": {"ingestToken": record}})
+            return
+        except KubeError as exc:
+            if exc.status < 500 or attempt == 2:
+                raise
+        await asyncio.sleep(RETRY_SECONDS / 5)
+
+
 async def _ensure_detector(raw: dict[str, Any], model: ObservedModel) -> str | None:
     """The detector's objects, the created-once ones first (the Deployment mounts the Secret).
 
@@ -221,18 +237,18 @@ async def _ensure_detector(raw: dict[str, Any], model: ObservedModel) -> str | N
     status_path = path("ObservedModel", namespace, model.name, subresource="status")
     name = secret["metadata"]["name"]
     if not objects.ingest_token_recorded(raw):
-        await api.merge_patch(status_path, {"status": {"ingestToken": {"secret": name}}})
+        await _record_ingest_token(status_path, {"secret": name})
     made = await create_once(secret)
     deployment = next(o for o in desired if o["kind"] == "Deployment")
     detector = current[path_of(deployment)]  # mounts the Secret: see ingest_token_conflict
     conflict = objects.ingest_token_conflict(raw, created=made is not None, detector=detector)
     if conflict is not None:
-        await api.merge_patch(status_path, {"status": {"ingestToken": None}})
+        await _record_ingest_token(status_path, None)
         return conflict
     if made is not None:
         log.info("Secret %s/%s created", namespace, name)
         record = {"secret": name, "uid": made["metadata"]["uid"]}
-        await api.merge_patch(status_path, {"status": {"ingestToken": record}})
+        await _record_ingest_token(status_path, record)
     if current[path_of(reference)] is None and await create_once(reference) is not None:
         log.info("ConfigMap %s/%s created", namespace, reference["metadata"]["name"])
     for obj in desired:
