@@ -17,7 +17,12 @@
   it, so its ConfigMap and config hash change and the detector restarts into a new warm-up;
   recorded as an Event.
 - deletion (kopf's finalizer on the ObservedModel only): undo the injection
-  exactly, Service first. The detector objects go with their owner.
+  exactly, Service first; a target that is gone or being deleted is left alone, so a
+  terminating namespace never waits on the finalizer. The detector objects go with their
+  owner.
+
+An object of one of the detector's names that the ObservedModel does not own is never
+written: the ObservedModel goes Failed (NameConflict) and nothing is injected.
 
 Users' own objects (the target Deployment and Service) get merge patches and
 annotations, never finalizers, timers or watches.

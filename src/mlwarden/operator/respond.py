@@ -18,7 +18,9 @@ at a time per ObservedModel, on the object as the API has it now:
      and completes or reports it instead of acting twice;
    - Running: the same write says phase Reacting; apply the record's merge patches in their
      order (for `alert`: a Warning Event `ReactionAlert` and the webhooks), then write the
-     settled record (Succeeded, or Failed with the error) and `status.lastAction`;
+     settled record (Succeeded, or Failed with the error) and `status.lastAction`; a patch
+     answered 409 Conflict (another writer moved the object on) re-reads it and re-plans the
+     action under the same id (`apply_patches`), Skipped when it no longer applies;
    - Planned (waiting for approval): an Event with the `kubectl annotate` command;
    - Skipped, or a dry run: an Event saying so (the planner returns a Skipped record only
      when its reason is new, so these do not repeat).
