@@ -14,10 +14,12 @@ finalizers, until they are removed). A cluster does more, and this mixin imitate
   Namespace gets `metadata.deletionTimestamp` and `status.phase: Terminating`; from then on
   a create in it is refused with 403 Forbidden (the NamespaceLifecycle admission plugin:
   "unable to create new content in namespace ... because it is being terminated"); the
-  namespace controller deletes every object in it, core kinds first and custom resources
-  last, as it walks the discovery (objects with finalizers are marked and stay until the
-  finalizers are removed: the ObservedModel waits for the operator); the Namespace itself
-  goes when nothing is left in it.
+  namespace controller deletes every object in it (objects with finalizers are marked and
+  stay until the finalizers are removed: the ObservedModel waits for the operator), again
+  every `every` seconds, and the Namespace itself goes when nothing is left in it. The real
+  controller's order across kinds is unspecified (it walks a map of the served resources);
+  this one deletes core and apps kinds before custom resources, so the targets are gone
+  when the ObservedModel is marked.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ class GarbageCollection(ApiServerEmulator):
                 inside = [
                     k for k, o in self._objects.items() if k[1] == ns_key[2] and not o.deleted
                 ]
-                # Core kinds first, custom resources last (the order of the discovery).
+                # Core and apps kinds first, custom resources last (see the module docstring).
                 inside.sort(key=lambda k: (str(k[0].group or "") not in ("", "apps"), str(k)))
                 for key in inside:
                     if not (self._objects[key].get("metadata") or {}).get("deletionTimestamp"):
