@@ -115,6 +115,22 @@ async def test_an_object_of_our_name_that_we_do_not_own_is_left_alone(
         ]
 
 
+async def test_once_the_other_object_is_gone_the_model_is_observed(
+    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+) -> None:
+    api, server = cluster
+    seed(api, model_deployment(), model_service(), foreign("ConfigMap", "fraud-detector"),
+         observed_model())  # fmt: skip
+    await start_operator(env={"MLWARDEN_RETRY_SECONDS": "0.5"})  # checked again every 3 s
+    await eventually(lambda: status(api).get("phase") == "Failed", timeout=30, what="Failed")
+    await api_call(server, "DELETE", f"/api/v1/namespaces/{NS}/configmaps/fraud-detector")
+    await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30,
+                     what="observed once the name is free")  # fmt: skip
+    (owner,) = obj(api, RESOURCES["ConfigMap"], "fraud-detector")["metadata"]["ownerReferences"]
+    assert owner["uid"] == obj(api, OM, "fraud")["metadata"]["uid"]
+    assert condition(status(api), "Ready")["status"] == "True"
+
+
 async def test_the_ingest_token_secret_we_create_is_recorded_as_ours(
     cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
 ) -> None:
