@@ -445,6 +445,38 @@ async def test_scale_under_hpa_status_writes_every_100ms_is_replanned_and_taken_
     assert [b for a, b in itertools.pairwise(floors) if a != b] == [4]
 
 
+async def test_a_two_deployment_shift_under_canary_status_writes_lands_each_patch_once(
+    observing: Callable[..., Any],
+) -> None:
+    env = await observing(
+        deployment("fraud-stable", 3),
+        deployment("fraud-canary", 1),
+        reactions=[{"alert": "Latency", "action": "shiftTraffic", "router": "replicas",
+                    "stable": "fraud-stable", "canary": "fraud-canary"}],
+    )  # fmt: skip
+    api = env.api
+    stable, canary = (
+        patches_of(DEPLOYMENTS, "fraud-stable"),
+        patches_of(DEPLOYMENTS, "fraud-canary"),
+    )
+    # The canary's controller writes status throughout: its patch (the second) meets 409s
+    # after the stable's landed, so the action is not re-planned but that patch re-applied.
+    async with api.writing_status(DEPLOYMENTS, NS, "fraud-canary", every=0.05):
+        await patch_status(env.server, {"alerts": [alert("Latency")]})
+        await eventually(lambda: results(api, "shiftTraffic") not in ([], ["Running"]),
+                         what="the shift settled")  # fmt: skip
+        await settle(env.op, 1.0)
+    record = reactions(api)[0]
+    assert record["result"] == "Succeeded", record
+    refused = api.conflicts.count(("deployments", "fraud-canary"))
+    assert refused >= 1
+    assert "re-applied after" in record["message"], record
+    assert patches_of(DEPLOYMENTS, "fraud-stable") - stable == 1
+    assert patches_of(DEPLOYMENTS, "fraud-canary") - canary == refused + 1
+    assert obj(api, DEPLOYMENTS, "fraud-stable")["spec"]["replicas"] == 4
+    assert obj(api, DEPLOYMENTS, "fraud-canary")["spec"]["replicas"] == 0
+
+
 async def test_pause_scales_the_canary_to_zero(observing: Callable[..., Any]) -> None:
     env = await observing(
         deployment("fraud-model-canary", 3),

@@ -231,6 +231,18 @@ async def post_webhooks(urls: Sequence[str], payload: dict[str, Any]) -> list[st
     return failures
 
 
+def _spec_and_metadata(obj: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a controller's status write leaves alone: spec, labels, annotations, identity."""
+    meta = obj.get("metadata") or {}
+    return (obj.get("spec"), meta.get("labels"), meta.get("annotations"), meta.get("uid"))
+
+
+def _precondition(patch: Mapping[str, Any], version: Any) -> dict[str, Any]:
+    out = copy.deepcopy(dict(patch))
+    out["metadata"] = {**(out.get("metadata") or {}), "resourceVersion": version}
+    return out
+
+
 async def apply_patches(
     api: Kube,
     model: ObservedModel,
@@ -239,51 +251,80 @@ async def apply_patches(
 ) -> ActionRecord:
     """Apply a Running record's merge patches in order; the settled record.
 
-    A 409 Conflict on the first patch (its resourceVersion precondition is stale: an HPA's
-    or the Deployment controller's status write moved the object on) re-reads the objects
-    and re-plans the action (`policy.replan`, on `snapshot` with them replaced), at most
-    MAX_REPLANS times: the same transition is applied with the fresh precondition, under
-    the same id; one that no longer applies is Skipped with the reason. A conflict after an
-    earlier patch of the record landed fails it, naming what was applied.
+    A 409 Conflict means the patch's resourceVersion precondition is stale: somebody wrote
+    the object since it was planned (an HPA's or the Deployment controller's status write,
+    every few seconds). On the first patch, the objects are re-read and the action planned
+    again (`policy.replan`, on `snapshot` with them replaced), at most MAX_REPLANS times: the
+    same transition is applied with the fresh preconditions, under the same id; one that no
+    longer applies is Skipped with the reason. On a later patch (an earlier one of the same
+    action landed, so a re-plan would see that change), the object is re-read and the same
+    patch applied with its fresh resourceVersion when only its status moved; otherwise the
+    action fails, naming what was applied.
     """
     fresh: dict[tuple[str, str], Mapping[str, Any]] = dict(snapshot or {})
-    conflicts = 0
+    conflicts = replans = 0
+
+    async def reread(obj: str) -> Mapping[str, Any] | None:
+        kind, _, name = obj.partition("/")
+        found = await api.get(path(kind, model.namespace, name))
+        if found is None:
+            fresh.pop((kind, name), None)
+            return None
+        fresh[(kind, name)] = {"kind": kind, **found}
+        return fresh[(kind, name)]
+
     while True:
         applied: list[str] = []
-        conflicted = None
-        for obj, patch in record.patch.items():
+        pending = [(obj, dict(patch)) for obj, patch in record.patch.items()]
+        replanning = False
+        while pending:
+            obj, patch = pending[0]
             kind, _, name = obj.partition("/")
+            before = f" (applied before it: {', '.join(applied)})" if applied else ""
             try:
-                await api.merge_patch(path(kind, model.namespace, name), copy.deepcopy(dict(patch)))
+                await api.merge_patch(path(kind, model.namespace, name), copy.deepcopy(patch))
             except Conflict as exc:
-                if applied or conflicts >= MAX_REPLANS:
-                    before = f" (applied before it: {', '.join(applied)})" if applied else ""
-                    again = f" after {conflicts} re-plan(s)" if conflicts else ""
+                if conflicts >= MAX_REPLANS:
+                    again = f" after {conflicts} re-read(s)"
                     return record.settle("Failed", f"{obj}: {exc}{again}{before}")
-                conflicted = obj
-                break
+                conflicts += 1
+                log.info("%s: %s conflicted; re-reading it", record.id, obj)
+                planned = fresh.get((kind, name))
+                try:
+                    for other in record.patch if not applied else (obj,):
+                        now = await reread(other)
+                except (KubeError, ValueError, aiohttp.ClientError, TimeoutError) as err:
+                    return record.settle("Failed", f"{obj}: re-reading after a conflict: {err}")
+                if not applied:
+                    replans += 1
+                    replanning = True
+                    break
+                now = fresh.get((kind, name))
+                if (
+                    now is None
+                    or planned is None
+                    or _spec_and_metadata(now) != _spec_and_metadata(planned)
+                ):
+                    return record.settle(
+                        "Failed", f"{obj}: {exc}, and changed since it was planned{before}"
+                    )
+                version = (now.get("metadata") or {}).get("resourceVersion")
+                pending[0] = (obj, _precondition(patch, version))
+                continue
             except (KubeError, ValueError, aiohttp.ClientError, TimeoutError) as exc:
-                before = f" (applied before it: {', '.join(applied)})" if applied else ""
                 return record.settle("Failed", f"{obj}: {exc}{before}")
             applied.append(obj)
-        if conflicted is None:
+            pending.pop(0)
+        if not replanning:
             break
-        conflicts += 1
-        log.info("%s: %s conflicted; re-reading and re-planning", record.id, conflicted)
-        for obj in record.patch:
-            kind, _, name = obj.partition("/")
-            try:
-                found = await api.get(path(kind, model.namespace, name))
-            except (KubeError, ValueError, aiohttp.ClientError, TimeoutError) as exc:
-                return record.settle("Failed", f"{obj}: re-reading after a conflict: {exc}")
-            if found is None:
-                fresh.pop((kind, name), None)
-            else:
-                fresh[(kind, name)] = {"kind": kind, **found}
         record = replan(model=model, record=record, snapshot=fresh)
         if record.result != "Running":
             return record
-    after = f" (re-planned after {conflicts} conflict(s))" if conflicts else ""
+    after = ""
+    if replans:
+        after = f" (re-planned after {replans} conflict(s))"
+    if conflicts > replans:
+        after += f" (re-applied after {conflicts - replans} status write(s) moved it on)"
     if not applied:
         return record.settle("Succeeded", "nothing to apply" + after)
     return record.settle("Succeeded", f"applied to {', '.join(applied)}{after}")
