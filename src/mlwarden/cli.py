@@ -19,6 +19,7 @@ import os
 import random
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from mlwarden import __version__
@@ -355,7 +356,15 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
     from mlwarden.sidecar.config import SidecarConfig, parse_hostport, parse_http_url
     from mlwarden.spec import load_observed_model
 
-    observed = load_observed_model(args.observed_model) if args.observed_model else None
+    observed = None
+    manifest_missing = None
+    if args.observed_model and not Path(args.observed_model).exists():
+        # Injected pods mount the manifest from an optional ConfigMap: once the ObservedModel
+        # is deleted (or mlwarden uninstalled) before its injection was undone, the file is
+        # gone. The model must keep serving: proxy, and capture nothing (see Sidecar.start).
+        manifest_missing = str(args.observed_model)
+    elif args.observed_model:
+        observed = load_observed_model(args.observed_model)
     capture = observed.spec.capture if observed is not None else None
 
     def pick(given: Any, from_manifest: Any, default: Any) -> Any:
@@ -387,6 +396,7 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
         drain_seconds=args.drain_seconds,
         shutdown_timeout_seconds=args.shutdown_timeout,
         observed_model=observed,
+        manifest_missing=manifest_missing,
         ingest_token=load_ingest_token(
             file=args.ingest_token_file, value=os.environ.get(ENV_TOKEN)
         ),

@@ -935,6 +935,16 @@ def _status() -> Schema:
                     "updated": _string("When it last changed.", fmt=when),
                 },
             ),
+            "ingestToken": _object(
+                "The ingest-token Secret the operator created for this ObservedModel (it may "
+                "not read Secrets: this record is how it knows the Secret is its own).",
+                {
+                    "secret": _string("The Secret's name (NAME-ingest-token)."),
+                    "uid": _string(
+                        "The Secret's uid, from the create response (absent until it came)."
+                    ),
+                },
+            ),
             # kopf records handler progress here; the API server would prune it otherwise.
             "kopf": {
                 "type": "object",

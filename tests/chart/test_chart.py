@@ -116,10 +116,10 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     ("", "pods"): {"list"},
     ("apps", "controllerrevisions"): {"list"},
     # reactions: scale (an HPA's minReplicas), shiftTraffic (route weights); rollback and
-    # pause patch Deployments, granted above
-    ("autoscaling", "horizontalpodautoscalers"): {"list", "patch"},
-    ("gateway.networking.k8s.io", "httproutes"): {"list", "patch"},
-    ("networking.istio.io", "virtualservices"): {"list", "patch"},
+    # pause patch Deployments, granted above; get: re-read after a 409 on the patch
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "patch"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "patch"},
+    ("networking.istio.io", "virtualservices"): {"get", "list", "patch"},
 }
 # In kube.py's KINDS but deliberately not granted (none now: Secrets are granted `create` only,
 # for the ingest token; diagnosis needs no Secret, not even metadata, and cannot read one).
@@ -159,8 +159,16 @@ def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
 Objects = list[dict[str, Any]]
 
 
-def render(values: dict[str, Any] | None = None) -> tuple[Objects, str]:
-    """(every object the chart renders, NOTES.txt) for `values`, as `helm install` would."""
+def is_hook(obj: dict[str, Any]) -> bool:
+    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+
+
+def render(values: dict[str, Any] | None = None, *, hooks: bool = False) -> tuple[Objects, str]:
+    """(every object the chart renders, NOTES.txt) for `values`, as `helm install` would.
+
+    Without `hooks`, the objects installed (what `helm template --no-hooks` prints): the hooks
+    (the uninstall Job and its RBAC) exist only while `helm uninstall` runs them.
+    """
     with helm.Chart.load(CHART) as chart:
         manifests = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
     notes = ""
@@ -172,7 +180,8 @@ def render(values: dict[str, Any] | None = None) -> tuple[Objects, str]:
         for doc in yaml.safe_load_all(text):
             if doc is not None:
                 assert isinstance(doc, dict), f"{template}: not an object: {doc!r}"
-                objects.append(doc)
+                if hooks or not is_hook(doc):
+                    objects.append(doc)
     return objects, notes
 
 
@@ -461,7 +470,7 @@ def test_helm_lint_is_not_a_no_op(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_every_rendered_object_is_valid(case: str) -> None:
-    objects, _ = render(CASES[case])
+    objects, _ = render(CASES[case], hooks=True)
     assert objects
     checked = [validate(o) for o in objects]
     assert len(checked) == len(objects)
@@ -712,7 +721,7 @@ def roles_of(objects: Objects) -> Objects:
 
 @pytest.mark.parametrize("case", CASES)
 def test_rbac_has_no_wildcards(case: str) -> None:
-    objects, _ = render(CASES[case])
+    objects, _ = render(CASES[case], hooks=True)
     rules = [r for o in objects if o["kind"] in ("Role", "ClusterRole") for r in o["rules"]]
     assert rules
     for rule in rules:
@@ -773,7 +782,8 @@ def test_rbac_create_false_renders_no_rbac() -> None:
         {
             "rbac": {"create": False, "aggregateToDefaultRoles": False},
             "serviceAccount": {"create": False, "name": "ops"},
-        }
+        },
+        hooks=True,
     )
     assert not [o for o in objects if o["apiVersion"].startswith("rbac.authorization.k8s.io/")]
     assert of_kind(objects, "ServiceAccount") == []
@@ -1325,3 +1335,72 @@ def test_network_policy_values_reach_the_operator() -> None:
 
     settings = OperatorSettings.from_env(on)
     assert settings.network_policy and list(settings.network_policy_metrics_from) == peers
+
+
+# --------------------------------------------------------------------------- uninstall
+
+
+def hooks_of(values: dict[str, Any] | None = None) -> Objects:
+    objects, _ = render(values, hooks=True)
+    return [o for o in objects if is_hook(o)]
+
+
+def test_uninstall_deletes_every_observed_model_first_with_rights_for_nothing_else() -> None:
+    hooks = hooks_of()
+    assert sorted(o["kind"] for o in hooks) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Job",
+        "ServiceAccount",
+    ]
+    for o in hooks:
+        annotations = o["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete"  # before the operator goes
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        validate(o)
+    weight = {o["kind"]: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in hooks}
+    assert weight["ServiceAccount"] < weight["ClusterRoleBinding"] < weight["Job"]
+    role = one(hooks, "ClusterRole")
+    assert granted(role) == {
+        ("mlwarden.io", "observedmodels", v) for v in ("get", "list", "watch", "delete")
+    }
+    binding = one(hooks, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"] != RELEASE
+    job = one(hooks, "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == one(hooks, "ServiceAccount")["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": NAMESPACE}
+    ]
+    (container,) = pod["containers"]
+    args = container["args"]
+    # kubectl waits until each ObservedModel is gone: its finalizer ran (the injection undone).
+    assert args[:3] == ["delete", "observedmodels.mlwarden.io", "--all"]
+    assert "--wait=true" in args and "--all-namespaces" in args and "--timeout=300s" in args
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert job["spec"]["activeDeadlineSeconds"] == 300
+
+
+def test_a_namespaced_uninstall_deletes_in_each_watched_namespace() -> None:
+    hooks = hooks_of({"watchNamespaces": ["a", "b", "c"], "uninstall": {"timeoutSeconds": 60}})
+    assert of_kind(hooks, "ClusterRole") == of_kind(hooks, "ClusterRoleBinding") == []
+    assert sorted(r["metadata"]["namespace"] for r in of_kind(hooks, "Role")) == ["a", "b", "c"]
+    assert sorted(b["metadata"]["namespace"] for b in of_kind(hooks, "RoleBinding")) == [
+        "a",
+        "b",
+        "c",
+    ]
+    pod = one(hooks, "Job")["spec"]["template"]["spec"]
+    steps = [*pod.get("initContainers", []), *pod["containers"]]
+    assert [c["args"][-2:] for c in steps] == [
+        ["--namespace", "a"],
+        ["--namespace", "b"],
+        ["--namespace", "c"],
+    ]
+    assert all("--timeout=60s" in c["args"] for c in steps)
+    for o in hooks:
+        validate(o)
+
+
+def test_the_uninstall_hook_can_be_switched_off() -> None:
+    assert hooks_of({"uninstall": {"deleteObservedModels": False}}) == []

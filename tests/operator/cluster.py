@@ -23,7 +23,9 @@ it), what the API server and its controllers would do:
   with an error status, a delay, or a watch stream that stalls (test_api_faults.py);
 - token expiry (emulate_tokens.py): `rotate_token(old, new)` and the old token gets 401;
 - mutating admission through a stored MutatingWebhookConfiguration, calling the
-  webhook over HTTPS as the API server does (emulate_admission.py; test_webhook.py).
+  webhook over HTTPS as the API server does (emulate_admission.py; test_webhook.py);
+- owner-reference garbage collection and namespace deletion (emulate_gc.py), and
+  controllers writing status concurrently, on demand (emulate_writers.py).
 
 The custom resources the reactions change (Gateway API HTTPRoute, Istio
 VirtualService) are declared like any other kind: the emulator serves whatever
@@ -43,10 +45,12 @@ from typing import Any
 
 import aiohttp
 from emulate_admission import MutatingAdmission
+from emulate_gc import GarbageCollection
 from emulate_progress import ProgressDeadline
 from emulate_schema import SchemaLimits
 from emulate_tokens import TokenRotation
 from emulate_workloads import WorkloadsEmulation
+from emulate_writers import ConcurrentWriters
 from kmock import ResourceInfo
 
 from mlwarden.demo.cluster import ApiServerEmulator
@@ -169,6 +173,8 @@ class Cluster(
     WorkloadsEmulation,
     MutatingAdmission,
     ProgressDeadline,
+    GarbageCollection,
+    ConcurrentWriters,
     ApiServerEmulator,
 ):
     instant_rollouts: bool = True

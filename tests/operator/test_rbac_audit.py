@@ -180,6 +180,10 @@ REACHABLE_NOT_EXERCISED: dict[tuple[str, str, str], str] = {
     ("rbac.authorization.k8s.io", "roles", "patch"): "handlers._ensure, as above",
     ("rbac.authorization.k8s.io", "rolebindings", "patch"): "handlers._ensure, as above",
     ("networking.k8s.io", "networkpolicies", "patch"): "handlers._ensure, as above",
+    ("gateway.networking.k8s.io", "httproutes", "get"): (
+        "respond.apply_patches: a shiftTraffic patch answered 409, re-read to plan again"
+    ),
+    ("networking.istio.io", "virtualservices", "get"): "respond.apply_patches, as above",
     ("mlwarden.io", "observedmodels/status", "get"): (
         "never called: held because each detector's Role grants it (RBAC escalation rule)"
     ),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import re
 import socket
 import uuid
@@ -28,6 +29,7 @@ from cluster import (
     HTTPROUTES,
     NS,
     OM,
+    OPERATOR_CALLS,
     RESOURCES,
     VIRTUALSERVICES,
     Cluster,
@@ -378,6 +380,116 @@ async def test_scale_raises_the_hpa_floor_instead_of_replicas(
     assert obj(api, HPAS, "fraud-model")["spec"]["minReplicas"] == 4
     assert obj(api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"] == 2  # the HPA's to set
     assert reactions(api)[0]["target"] == "HorizontalPodAutoscaler/fraud-model"
+
+
+# --------------------------------------------------------------------------- 409 storms
+
+
+def patches_of(resource: str, name: str) -> int:
+    """The operator's PATCH calls on an object so far, refused ones included (the audit log)."""
+    plural = resource.rpartition("/")[2]
+    return sum(1 for c in OPERATOR_CALLS if (c.verb, c.resource, c.name) == ("patch", plural, name))
+
+
+async def test_rollback_under_status_writes_every_100ms_is_replanned_and_taken_once(
+    observing: Callable[..., Any],
+) -> None:
+    dep = versioned_deployment(7)
+    env = await observing(
+        replicaset(dep, 6, "seldonio/mlserver:1.5.0"),
+        replicaset(dep, 7, "seldonio/mlserver:1.6.0"),
+        deployment=dep,
+        reactions=[{"alert": "PredictionDrift", "action": "rollback"}],
+    )
+    api = env.api
+    before = patches_of(DEPLOYMENTS, "fraud-model")
+    # The Deployment controller writing status (each write a new resourceVersion) throughout.
+    async with api.writing_status(DEPLOYMENTS, NS, "fraud-model", every=0.1) as written:
+        await patch_status(env.server, {"alerts": [alert("PredictionDrift")]})
+        await eventually(lambda: results(api, "rollback") not in ([], ["Running"]),
+                         what="the rollback settled")  # fmt: skip
+        await settle(env.op, 1.0)
+    assert written[0] >= 5
+    # One action, taken once (later passes only say why not again: Skipped records).
+    record, *later = reactions(api)
+    assert {r["result"] for r in later} <= {"Skipped"}, reactions(api)
+    assert record["result"] == "Succeeded", record
+    assert "re-planned after" in record["message"], record
+    refused = api.conflicts.count(("deployments", "fraud-model"))
+    assert refused >= 1  # the storm met the reaction's patch
+    # Executed once: every refused patch was re-planned, and exactly one landed.
+    assert patches_of(DEPLOYMENTS, "fraud-model") - before == refused + 1
+    images = [
+        v["spec"]["template"]["spec"]["containers"][0]["image"]
+        for v in api.objects[DEPLOYMENTS, NS, "fraud-model"].history
+    ]
+    changes = [b for a, b in itertools.pairwise(images) if a != b]
+    assert changes == ["seldonio/mlserver:1.5.0"]
+    assert status(api)["lastAction"] == "rollback Deployment/fraud-model 7→6 Succeeded"
+
+
+async def test_scale_under_hpa_status_writes_every_100ms_is_replanned_and_taken_once(
+    observing: Callable[..., Any],
+) -> None:
+    hpa = {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": meta("fraud-model"),
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                    "name": "fraud-model"},
+                 "minReplicas": 2, "maxReplicas": 8},
+        "status": {"currentReplicas": 2},
+    }  # fmt: skip
+    env = await observing(
+        hpa, reactions=[{"alert": "Latency", "action": "scale", "maxReplicas": 6}]
+    )
+    api = env.api
+    before = patches_of(HPAS, "fraud-model")
+    async with api.writing_status(HPAS, NS, "fraud-model", every=0.1):
+        await patch_status(env.server, {"alerts": [alert("Latency")]})
+        await eventually(lambda: results(api, "scale") not in ([], ["Running"]),
+                         what="the scale settled")  # fmt: skip
+        await settle(env.op, 1.0)
+    # One step taken (the next one waits for the cooldown: a Skipped record says so).
+    assert [r["result"] for r in reactions(api)] in (["Succeeded"], ["Succeeded", "Skipped"])
+    record = reactions(api)[0]
+    assert (record["from"], record["to"]) == ("minReplicas 2", "minReplicas 4")
+    refused = api.conflicts.count(("horizontalpodautoscalers", "fraud-model"))
+    assert refused >= 1
+    assert patches_of(HPAS, "fraud-model") - before == refused + 1
+    floors = [v["spec"]["minReplicas"] for v in api.objects[HPAS, NS, "fraud-model"].history]
+    assert [b for a, b in itertools.pairwise(floors) if a != b] == [4]
+
+
+async def test_a_two_deployment_shift_under_canary_status_writes_lands_each_patch_once(
+    observing: Callable[..., Any],
+) -> None:
+    env = await observing(
+        deployment("fraud-stable", 3),
+        deployment("fraud-canary", 1),
+        reactions=[{"alert": "Latency", "action": "shiftTraffic", "router": "replicas",
+                    "stable": "fraud-stable", "canary": "fraud-canary"}],
+    )  # fmt: skip
+    api = env.api
+    stable, canary = (
+        patches_of(DEPLOYMENTS, "fraud-stable"),
+        patches_of(DEPLOYMENTS, "fraud-canary"),
+    )
+    # The canary's controller writes status throughout: its patch (the second) meets 409s
+    # after the stable's landed, so the action is not re-planned but that patch re-applied.
+    async with api.writing_status(DEPLOYMENTS, NS, "fraud-canary", every=0.05):
+        await patch_status(env.server, {"alerts": [alert("Latency")]})
+        await eventually(lambda: results(api, "shiftTraffic") not in ([], ["Running"]),
+                         what="the shift settled")  # fmt: skip
+        await settle(env.op, 1.0)
+    record = reactions(api)[0]
+    assert record["result"] == "Succeeded", record
+    refused = api.conflicts.count(("deployments", "fraud-canary"))
+    assert refused >= 1
+    assert "re-applied after" in record["message"], record
+    assert patches_of(DEPLOYMENTS, "fraud-stable") - stable == 1
+    assert patches_of(DEPLOYMENTS, "fraud-canary") - canary == refused + 1
+    assert obj(api, DEPLOYMENTS, "fraud-stable")["spec"]["replicas"] == 4
+    assert obj(api, DEPLOYMENTS, "fraud-canary")["spec"]["replicas"] == 0
 
 
 async def test_pause_scales_the_canary_to_zero(observing: Callable[..., Any]) -> None:

@@ -191,16 +191,18 @@ checks it against an expected list of (apiGroup, resource, verb).
   verbs: ["list"]
 # Reactions: scale raises the minReplicas of the HPA that scales the target; shiftTraffic
 # moves the weights of a Gateway API HTTPRoute or an Istio VirtualService (either may be
-# absent from the cluster: the operator reads a kind that is not served as empty).
+# absent from the cluster: the operator reads a kind that is not served as empty). get: a
+# patch answered 409 Conflict (the HPA controller's status writes) re-reads the object and
+# plans the action again.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["list", "patch"]
+  verbs: ["get", "list", "patch"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["list", "patch"]
+  verbs: ["get", "list", "patch"]
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
-  verbs: ["list", "patch"]
+  verbs: ["get", "list", "patch"]
 {{- end }}
 
 {{/* Labels of the Prometheus targets' job: the alerting rules select on these. */}}

@@ -32,7 +32,12 @@
   progress annotations on the users' objects it handles. The price is the delay: up to one
   interval (plus the rollout) before a Service named at a port the pods lost is put back.
 - deletion (kopf's finalizer on the ObservedModel only): undo the injection
-  exactly, Service first. The detector objects go with their owner.
+  exactly, Service first; a target that is gone or being deleted is left alone, so a
+  terminating namespace never waits on the finalizer. The detector objects go with their
+  owner.
+
+An object of one of the detector's names that the ObservedModel does not own is never
+written: the ObservedModel goes Failed (NameConflict) and nothing is injected.
 
 Users' own objects (the target Deployment and Service) get merge patches and
 annotations, never finalizers, timers or watches.
@@ -90,6 +95,8 @@ API_BACKOFF_CAP_SECONDS = 60.0
 UPGRADE_TURN_SECONDS = float(os.environ.get("MLWARDEN_UPGRADE_TURN_SECONDS") or 600.0)
 # Passes in a row when the alerts keep changing while one runs (then the timer takes over).
 PASSES_PER_CHANGE = 3
+# How often an ObservedModel whose names are taken by other objects checks again.
+CONFLICT_RECHECK_SECONDS = RETRY_SECONDS * 6
 
 
 def api_backoff(retry: int) -> float:
@@ -221,10 +228,12 @@ async def close(**_: Any) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-async def ensure(obj: dict[str, Any]) -> str:
-    """Create the object, or patch what differs; 'created', 'updated' or 'unchanged'."""
+async def ensure(obj: dict[str, Any], current: dict[str, Any] | None) -> str:
+    """Create the object, or patch what differs; 'created', 'updated' or 'unchanged'.
+
+    `current` is the object as just read, and must be ours (see `objects.name_conflict`).
+    """
     api = kube()
-    current = await api.get(path_of(obj))
     if current is None:
         await api.create(obj)
         return "created"
@@ -235,34 +244,83 @@ async def ensure(obj: dict[str, Any]) -> str:
     return "updated"
 
 
-async def create_once(obj: dict[str, Any]) -> bool:
-    """Create the object unless it exists (never read, never patched); True when created.
+async def create_once(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """Create the object unless it exists (never read, never patched); the created object.
 
     The Secret is only ever created, never read: the operator needs no right to read any
-    Secret, and a token once made is never replaced behind the user's back.
+    Secret, and a token once made is never replaced behind the user's back. None: it exists.
     """
     try:
-        await kube().create(obj)
+        return await kube().create(obj)
     except Conflict:
-        return False
-    return True
+        return None
 
 
-async def _ensure_detector(raw: dict[str, Any], model: ObservedModel) -> None:
-    """The detector's objects, the created-once ones first (the Deployment mounts the Secret)."""
+async def _record_ingest_token(status_path: str, record: dict[str, Any] | None) -> None:
+    """Write `status.ingestToken`, retrying a server error in place as kopf does its patches.
+
+    The record must land before the create it vouches for; a failed write would otherwise
+    cost a whole reconcile retry (with its growing back-off) for one status field.
+    """
+    for attempt in range(3):
+        try:
+            await kube().merge_patch(status_path, {"status": {"ingestToken": record}})
+            return
+        except KubeError as exc:
+            if exc.status < 500 or attempt == 2:
+                raise
+        await asyncio.sleep(RETRY_SECONDS / 5)
+
+
+async def _ensure_detector(raw: dict[str, Any], model: ObservedModel) -> str | None:
+    """The detector's objects, the created-once ones first (the Deployment mounts the Secret).
+
+    Every name is checked before anything is written: an object of one of our names that
+    this ObservedModel does not own is left alone, nothing is created or patched, and the
+    return value says which and what to do (the ObservedModel goes Failed, NameConflict).
+    """
+    api = kube()
     namespace = model.namespace
-    for obj in objects.created_once(raw, secrets.token_urlsafe(32)):
-        if await create_once(obj):
-            log.info("%s %s/%s created", obj["kind"], namespace, obj["metadata"]["name"])
-    for obj in objects.desired_objects(raw, model, STATE.settings):
-        outcome = await ensure(obj)
-        if outcome != "unchanged":
-            log.info("%s %s/%s %s", obj["kind"], namespace, obj["metadata"]["name"], outcome)
+    desired = objects.desired_objects(raw, model, STATE.settings)
     if STATE.settings.network_policy:
-        target = await kube().get(path("Deployment", namespace, model.spec.target.deployment))
+        target = await api.get(path("Deployment", namespace, model.spec.target.deployment))
         selector = ((target or {}).get("spec") or {}).get("selector")
         if selector:  # absent target: the reconcile retries until it exists
-            await ensure(objects.detector_network_policy(raw, selector, STATE.settings))
+            desired.append(objects.detector_network_policy(raw, selector, STATE.settings))
+    reference, secret = objects.created_once(raw, secrets.token_urlsafe(32))
+    current: dict[str, dict[str, Any] | None] = {}
+    for obj in (reference, *desired):
+        found = await api.get(path_of(obj))
+        conflict = objects.name_conflict(raw, found)
+        if conflict is not None:
+            return conflict
+        current[path_of(obj)] = found
+
+    # Whose is the Secret? The operator may not read Secrets, so it records the name in
+    # status.ingestToken before its first create: a later 409 is then its own create having
+    # landed (perhaps unanswered), while a 409 on the first create is somebody else's Secret.
+    status_path = path("ObservedModel", namespace, model.name, subresource="status")
+    name = secret["metadata"]["name"]
+    if not objects.ingest_token_recorded(raw):
+        await _record_ingest_token(status_path, {"secret": name})
+    made = await create_once(secret)
+    deployment = next(o for o in desired if o["kind"] == "Deployment")
+    detector = current[path_of(deployment)]  # mounts the Secret: see ingest_token_conflict
+    conflict = objects.ingest_token_conflict(raw, created=made is not None, detector=detector)
+    if conflict is not None:
+        await _record_ingest_token(status_path, None)
+        return conflict
+    if made is not None:
+        log.info("Secret %s/%s created", namespace, name)
+        record = {"secret": name, "uid": made["metadata"]["uid"]}
+        await _record_ingest_token(status_path, record)
+    if current[path_of(reference)] is None and await create_once(reference) is not None:
+        log.info("ConfigMap %s/%s created", namespace, reference["metadata"]["name"])
+    for obj in desired:
+        outcome = await ensure(obj, current[path_of(obj)])
+        if outcome != "unchanged":
+            log.info("%s %s/%s %s", obj["kind"], namespace, obj["metadata"]["name"], outcome)
+    return None
 
 
 async def _detector_available(namespace: str, name: str) -> bool:
@@ -370,8 +428,12 @@ async def _reconcile(
         gave_up = False  # a new spec: a new chance, with a clean count
     queued: str | None = None
     try:
-        await _ensure_detector(raw, model)
-        if gave_up:
+        conflict = await _ensure_detector(raw, model)
+        if conflict is not None:
+            # Nothing is injected either: the sidecar would mount somebody else's ConfigMap
+            # and ship records to somebody else's Service.
+            obs = Observation(injection_state="conflict", injection_message=conflict, **base)
+        elif gave_up:
             # The operator stopped re-injecting (see check_injection); a restart does not
             # start the fight with the Deployment's other writer again.
             obs = await _inject_state(raw, model, base)
@@ -393,6 +455,11 @@ async def _reconcile(
     if new["phase"] != old_phase:
         kind = "Warning" if new["phase"] in ("Failed", "Degraded") else "Normal"
         _event(raw, kind, f"Phase{new['phase']}", new["message"])
+    if obs.injection_state == "conflict":
+        if (raw.get("status") or {}).get("message") != new["message"]:
+            _event(raw, "Warning", "NameConflict", new["message"])
+        # Checked again now and then: deleting or renaming the other object resolves it.
+        raise _Waiting(new["message"], delay=CONFLICT_RECHECK_SECONDS)
     if new["phase"] == "Failed":
         return
     if new["phase"] == "Pending":
@@ -546,7 +613,11 @@ async def _inject(
                 False,
                 None,
             )
-        undone = await _undo(raw, ns, target.deployment, target.service)
+        undone, finished = await _undo(raw, ns, target.deployment, target.service)
+        if not finished:
+            raise kopf.TemporaryError(
+                f"undoing the stalled injection: {undone}", delay=RETRY_SECONDS
+            )
         message = (
             f"{plan.message}. The injection was undone ({undone}). See `kubectl describe "
             f"deployment {target.deployment} -n {ns}` for the pods that did not become ready; "
@@ -732,24 +803,46 @@ def _write_check_status(
     return new
 
 
-async def _undo(raw: dict[str, Any], ns: str, dep_name: str, svc_name: str | None) -> str:
-    """Undo the injection exactly, the Service first; what was done, in words."""
+async def _undo(
+    raw: dict[str, Any], ns: str, dep_name: str, svc_name: str | None
+) -> tuple[str, bool]:
+    """Undo the injection exactly, the Service first; what was done, in words, and whether
+    the undo is finished.
+
+    A target that is gone or being deleted (its namespace terminating, a person or a GitOps
+    prune deleting it) is left alone: nothing to restore on it, and writing to it would only
+    roll a dying Deployment. A patch answered 404 (gone meanwhile) or 409 (written meanwhile)
+    is read again, not retried blindly, so the finalizer never holds the ObservedModel, or its
+    namespace, on objects that are going away. Other API errors are raised.
+    """
     api = kube()
     steps: list[str] = []
-    for _step in range(4):
-        deployment = await api.get(path("Deployment", ns, dep_name))
-        service = await api.get(path("Service", ns, svc_name)) if svc_name else None
+    for _step in range(6):
+        deployment = _going_away(await api.get(path("Deployment", ns, dep_name)))
+        service = _going_away(await api.get(path("Service", ns, svc_name))) if svc_name else None
         plan = injection.plan_removal(deployment=deployment, service=service)
         if plan.service_patch is None and plan.deployment_patch is None:
-            break
-        if plan.service_patch is not None and service is not None and svc_name:
-            await api.merge_patch(path("Service", ns, svc_name), plan.service_patch)
-            steps.append("Service back to its ports")
-        if plan.deployment_patch is not None and deployment is not None:
-            await api.merge_patch(path("Deployment", ns, dep_name), plan.deployment_patch)
-            steps.append("sidecar removed from the pod template")
+            return ", then ".join(steps) or "nothing was left to undo", True
+        try:
+            if plan.service_patch is not None and service is not None and svc_name:
+                await api.merge_patch(path("Service", ns, svc_name), plan.service_patch)
+                steps.append("Service back to its ports")
+            elif plan.deployment_patch is not None and deployment is not None:
+                await api.merge_patch(path("Deployment", ns, dep_name), plan.deployment_patch)
+                steps.append("sidecar removed from the pod template")
+        except KubeError as exc:
+            if exc.status in (404, 409):
+                continue  # gone, or written meanwhile: read it again
+            raise
         _event(raw, "Normal", "SidecarRemoved", plan.message)
-    return ", then ".join(steps) or "nothing was left to undo"
+    return ", then ".join(steps) or "nothing was undone yet", False
+
+
+def _going_away(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The object, or None when it is gone or being deleted (nothing to restore on it)."""
+    if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    return obj
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations")
@@ -764,7 +857,8 @@ async def rebaseline(body: kopf.Body, old: Any, new: Any, **_: Any) -> None:
         model = parse_observed_model(raw)
     except SpecError:
         return  # the spec handler reports it; nothing to roll
-    await _ensure_detector(raw, model)
+    if await _ensure_detector(raw, model) is not None:
+        return  # a name conflict: the reconcile reports it
     _event(
         raw,
         "Normal",
@@ -953,7 +1047,14 @@ async def _inject_state(
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def remove(body: kopf.Body, **_: Any) -> None:
-    """Undo the injection exactly: the Service first, then the pod template."""
+    """Undo the injection exactly: the Service first, then the pod template.
+
+    A target that is gone or being deleted (its namespace terminating, a person or a GitOps
+    prune deleting it) is left alone: nothing to restore on it, and writing to it would only
+    roll a dying Deployment. A patch answered 404 (gone meanwhile) or 409 (written meanwhile)
+    is read again, not retried blindly, so the finalizer never holds the ObservedModel, or its
+    namespace, on objects that are going away.
+    """
     raw = dict(body)
     METRICS.set_phase(f"{body.metadata.namespace}/{body.metadata.name}", None)
     STATE.passes.pop((str(body.metadata.namespace), str(body.metadata.name)), None)
@@ -966,6 +1067,10 @@ async def remove(body: kopf.Body, **_: Any) -> None:
     if not dep_name:
         return
     try:
-        await _undo(raw, ns, dep_name, svc_name)
+        undone, finished = await _undo(raw, ns, dep_name, svc_name)
     except KubeError as exc:
         raise kopf.TemporaryError(f"undoing the injection: {exc}", delay=RETRY_SECONDS) from exc
+    if not finished:
+        raise kopf.TemporaryError(
+            f"undoing the injection: not done yet ({undone})", delay=RETRY_SECONDS
+        )

@@ -558,12 +558,16 @@ def sidecar_container(
             # This model's ingest token, for this container only: the detector refuses
             # records without it. Part of the sidecar container, so removing the container
             # removes it (the exact undo) and the webhook's template change carries it too.
+            # Optional: a pod must still start when the Secret is gone (the ObservedModel
+            # deleted or the operator uninstalled before the injection was undone); the
+            # sidecar then proxies and drops what it captures.
             {
                 "name": ENV_TOKEN,
                 "valueFrom": {
                     "secretKeyRef": {
                         "name": ingest_token_secret_name(model.name),
                         "key": SECRET_KEY,
+                        "optional": True,
                     }
                 },
             },
@@ -593,7 +597,11 @@ def sidecar_container(
 
 
 def _sidecar_volume(model: ObservedModel) -> dict[str, Any]:
-    return {"name": SIDECAR_VOLUME, "configMap": {"name": detector_name(model.name)}}
+    """The manifest ConfigMap; optional, so a pod starts (sidecar without a manifest) without it."""
+    return {
+        "name": SIDECAR_VOLUME,
+        "configMap": {"name": detector_name(model.name), "optional": True},
+    }
 
 
 def istio_injection(

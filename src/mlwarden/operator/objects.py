@@ -20,6 +20,13 @@ and two that are created once and then never written again (`created_once`), als
     Secret NAME-ingest-token    the ingest token (32 random bytes); the sidecars send it, the
                                 detector checks it; never rotated by the operator
 
+Names are shared with everybody else in the namespace: an object of one of these names that
+this ObservedModel does not own (no ownerReference with its uid) is somebody else's, and is
+never patched nor given our owner reference (`name_conflict`); the ObservedModel goes Failed
+with reason NameConflict instead. The Secret cannot be read (the operator may only create
+Secrets), so whether it is ours is told by `ingest_token_conflict` from what the operator
+recorded before creating it (`status.ingestToken`).
+
 `desired_objects` builds them in creation order. `needs_update(current, desired)` is the JSON
 merge patch (RFC 7386) that brings what the API holds back to what is desired. It compares
 only what the operator sets: a field the API server defaults (`dnsPolicy`, probe timeouts,
@@ -395,6 +402,76 @@ def desired_objects(
         detector_deployment(body, model, settings),
         detector_service(body, settings),
     ]
+
+
+# --------------------------------------------------------------------------- ownership
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether `obj` carries an ownerReference to the object with this uid."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(isinstance(r, Mapping) and r.get("uid") == uid for r in refs)
+
+
+def _fix_hint(kind: str, where: str, model: str) -> str:
+    return (
+        f"mlwarden never takes over an object it did not create: rename or delete {kind} "
+        f"{where} (if it is left over from an earlier ObservedModel {model}, delete it), or "
+        "give the ObservedModel another name"
+    )
+
+
+def name_conflict(body: Mapping[str, Any], current: Mapping[str, Any] | None) -> str | None:
+    """Why `current` (an object of one of our names, as read) is not ours to write; None if it is.
+
+    Absent (None) or owned by this ObservedModel: ours. Anything else, another ObservedModel's
+    of the same name included, is somebody else's.
+    """
+    if current is None or owned_by(current, str(body["metadata"]["uid"])):
+        return None
+    meta = current.get("metadata") or {}
+    kind = str(current.get("kind") or "object")
+    where = f"{meta.get('namespace') or _namespace(body)}/{meta.get('name')}"
+    owners = [
+        f"{r.get('kind')}/{r.get('name')}"
+        for r in meta.get("ownerReferences") or []
+        if isinstance(r, Mapping)
+    ]
+    owned = f"owned by {', '.join(owners)}" if owners else "not created by mlwarden"
+    return (
+        f"{kind} {where} already exists and is {owned}, not by ObservedModel {_name(body)}; "
+        + _fix_hint(kind, where, _name(body))
+    )
+
+
+def ingest_token_recorded(body: Mapping[str, Any]) -> bool:
+    """Whether `status.ingestToken` says this ObservedModel created (or is creating) its Secret."""
+    record = (body.get("status") or {}).get("ingestToken") or {}
+    return bool(record.get("secret") == ingest_token_secret_name(_name(body)))
+
+
+def ingest_token_conflict(
+    body: Mapping[str, Any], *, created: bool, detector: Mapping[str, Any] | None
+) -> str | None:
+    """Whether Secret NAME-ingest-token is ours, without reading it; None if it is.
+
+    `body` is the ObservedModel as it was before this attempt; `created`: our create just
+    succeeded. Otherwise the create answered 409 (it exists), and it is ours when
+    `status.ingestToken` already recorded it before this attempt (the operator records the
+    name before its first create: that create, or a later one, landed), or when our own
+    detector Deployment already exists (it mounts the Secret and is created after it: an
+    ObservedModel made by an operator that kept no such record).
+    """
+    if created or ingest_token_recorded(body):
+        return None
+    if detector is not None and owned_by(detector, str(body["metadata"]["uid"])):
+        return None
+    where = f"{_namespace(body)}/{ingest_token_secret_name(_name(body))}"
+    return (
+        f"Secret {where} already exists and ObservedModel {_name(body)} did not create it "
+        "(status.ingestToken records no such Secret, and the operator may not read Secrets "
+        "to look); " + _fix_hint("Secret", where, _name(body))
+    )
 
 
 # --------------------------------------------------------------------------- comparison

@@ -23,7 +23,9 @@ at a time per ObservedModel, on the object as the API has it now:
      and completes or reports it instead of acting twice;
    - Running: the same write says phase Reacting; apply the record's merge patches in their
      order (for `alert`: a Warning Event `ReactionAlert` and the webhooks), then write the
-     settled record (Succeeded, or Failed with the error) and `status.lastAction`;
+     settled record (Succeeded, or Failed with the error) and `status.lastAction`; a patch
+     answered 409 Conflict (another writer moved the object on) re-reads it and re-plans the
+     action under the same id (`apply_patches`), Skipped when it no longer applies;
    - Planned (waiting for approval): an Event with the `kubectl annotate` command;
    - Skipped, or a dry run: an Event saying so (the planner returns a Skipped record only
      when its reason is new, so these do not repeat).
@@ -64,7 +66,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from mlwarden.diagnose import Diagnosis, Snapshot, Suspect, diagnose, needed_kinds
-from mlwarden.kube import Kube, KubeError, path
+from mlwarden.kube import Conflict, Kube, KubeError, path
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.status import Observation, phase, status_patch
 from mlwarden.react.actuators.alert import summary as alert_summary
@@ -76,7 +78,7 @@ from mlwarden.react.destinations import (
     webhook_host,
 )
 from mlwarden.react.guardrails import APPROVE_ANNOTATION
-from mlwarden.react.policy import alerts_for, plan_reactions, webhooks_for
+from mlwarden.react.policy import alerts_for, plan_reactions, replan, webhooks_for
 from mlwarden.react.records import (
     OPEN,
     ActionRecord,
@@ -101,6 +103,8 @@ KINDS_READ: Final = tuple(dict.fromkeys((*needed_kinds(), *REACTION_KINDS)))
 # status.reactions keeps this many entries (the CRD's maxItems; the oldest settled ones go
 # first, and an open one is never dropped: a new record that finds no room is not taken).
 MAX_RECORDS: Final = MAX_STATUS_REACTIONS
+# Re-plans of one action per pass after 409 Conflicts on its patch (see apply_patches).
+MAX_REPLANS: Final = 5
 WEBHOOK_TIMEOUT_SECONDS: Final = 5.0
 # Characters of a webhook's answer (or error) copied into a record's message and an Event.
 WEBHOOK_TEXT_LIMIT: Final = 200
@@ -396,25 +400,109 @@ async def post_webhooks(
     return failures
 
 
-async def apply_patches(api: Kube, model: ObservedModel, record: ActionRecord) -> ActionRecord:
-    """Apply a Running record's merge patches in order; the settled record."""
-    applied: list[str] = []
-    held: dict[str, dict[str, str]] = {}
-    for obj, patch in record.patch.items():
+def _spec_and_metadata(obj: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a controller's status write leaves alone: spec, labels, annotations, identity."""
+    meta = obj.get("metadata") or {}
+    return (obj.get("spec"), meta.get("labels"), meta.get("annotations"), meta.get("uid"))
+
+
+def _precondition(patch: Mapping[str, Any], version: Any) -> dict[str, Any]:
+    out = copy.deepcopy(dict(patch))
+    out["metadata"] = {**(out.get("metadata") or {}), "resourceVersion": version}
+    return out
+
+
+async def apply_patches(
+    api: Kube,
+    model: ObservedModel,
+    record: ActionRecord,
+    snapshot: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+) -> ActionRecord:
+    """Apply a Running record's merge patches in order; the settled record.
+
+    A 409 Conflict means the patch's resourceVersion precondition is stale: somebody wrote
+    the object since it was planned (an HPA's or the Deployment controller's status write,
+    every few seconds). On the first patch, the objects are re-read and the action planned
+    again (`policy.replan`, on `snapshot` with them replaced), at most MAX_REPLANS times: the
+    same transition is applied with the fresh preconditions, under the same id; one that no
+    longer applies is Skipped with the reason. On a later patch (an earlier one of the same
+    action landed, so a re-plan would see that change), the object is re-read and the same
+    patch applied with its fresh resourceVersion when only its status moved; otherwise the
+    action fails, naming what was applied.
+    """
+    fresh: dict[tuple[str, str], Mapping[str, Any]] = dict(snapshot or {})
+    conflicts = replans = 0
+
+    async def reread(obj: str) -> Mapping[str, Any] | None:
         kind, _, name = obj.partition("/")
-        try:
-            after = await api.merge_patch(
-                path(kind, model.namespace, name), copy.deepcopy(dict(patch))
-            )
-        except (KubeError, ValueError, aiohttp.ClientError, TimeoutError) as exc:
+        found = await api.get(path(kind, model.namespace, name))
+        if found is None:
+            fresh.pop((kind, name), None)
+            return None
+        fresh[(kind, name)] = {"kind": kind, **found}
+        return fresh[(kind, name)]
+
+    while True:
+        applied: list[str] = []
+        held: dict[str, dict[str, str]] = {}
+        pending = [(obj, dict(patch)) for obj, patch in record.patch.items()]
+        replanning = False
+        while pending:
+            obj, patch = pending[0]
+            kind, _, name = obj.partition("/")
             before = f" (applied before it: {', '.join(applied)})" if applied else ""
-            return record.settle("Failed", f"{obj}: {exc}{before}")
-        applied.append(obj)
-        # What the settled record keeps instead of the patch: digests of what it set.
-        held[obj] = fingerprint(after, patch)
+            try:
+                written = await api.merge_patch(
+                    path(kind, model.namespace, name), copy.deepcopy(patch)
+                )
+            except Conflict as exc:
+                if conflicts >= MAX_REPLANS:
+                    again = f" after {conflicts} re-read(s)"
+                    return record.settle("Failed", f"{obj}: {exc}{again}{before}")
+                conflicts += 1
+                log.info("%s: %s conflicted; re-reading it", record.id, obj)
+                planned = fresh.get((kind, name))
+                try:
+                    for other in record.patch if not applied else (obj,):
+                        now = await reread(other)
+                except (KubeError, ValueError, aiohttp.ClientError, TimeoutError) as err:
+                    return record.settle("Failed", f"{obj}: re-reading after a conflict: {err}")
+                if not applied:
+                    replans += 1
+                    replanning = True
+                    break
+                now = fresh.get((kind, name))
+                if (
+                    now is None
+                    or planned is None
+                    or _spec_and_metadata(now) != _spec_and_metadata(planned)
+                ):
+                    return record.settle(
+                        "Failed", f"{obj}: {exc}, and changed since it was planned{before}"
+                    )
+                version = (now.get("metadata") or {}).get("resourceVersion")
+                pending[0] = (obj, _precondition(patch, version))
+                continue
+            except (KubeError, ValueError, aiohttp.ClientError, TimeoutError) as exc:
+                return record.settle("Failed", f"{obj}: {exc}{before}")
+            applied.append(obj)
+            # What the settled record keeps instead of the patch: digests of what it set.
+            held[obj] = fingerprint(written, patch)
+            pending.pop(0)
+        if not replanning:
+            break
+        record = replan(model=model, record=record, snapshot=fresh)
+        if record.result != "Running":
+            return record
+    after = ""
+    if replans:
+        after = f" (re-planned after {replans} conflict(s))"
+    if conflicts > replans:
+        after += f" (re-applied after {conflicts - replans} status write(s) moved it on)"
     if not applied:
-        return record.settle("Succeeded", "nothing to apply")
-    return replace(record.settle("Succeeded", f"applied to {', '.join(applied)}"), held=held)
+        return record.settle("Succeeded", "nothing to apply" + after)
+    settled = record.settle("Succeeded", f"applied to {', '.join(applied)}{after}")
+    return replace(settled, held=held)
 
 
 async def notify(
@@ -540,7 +628,7 @@ async def respond(
                 model=model, record=record, alerts=alerts, top=top_dict, event=event
             )
         else:
-            settled = await apply_patches(api, model, record)
+            settled = await apply_patches(api, model, record, snapshot.objects)
             touched |= set(record.patch)
             failures = await _tell_webhooks(model, settled, alerts, top_dict, event)
             if failures:

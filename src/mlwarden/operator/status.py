@@ -8,7 +8,8 @@ Phases, in order of precedence:
 
     Failed     the spec is invalid, or injection cannot work (the reason says why), or
                the sidecar was removed again and again and the operator stopped putting it
-               back (injection state "bypassed")
+               back (injection state "bypassed"), or an object of one of the detector's names
+               belongs to somebody else (NameConflict)
     Pending    targets missing, sidecar being injected, detector not available yet
     Reacting   a reaction is in progress (the reaction issue)
     Degraded   at least one alert is active
@@ -35,6 +36,7 @@ class Observation:
     # injected | injecting | waiting-for-rollout | awaiting-approval | error | stalled (the
     # rollout with the sidecar exceeded its progress deadline and the injection was undone)
     # | bypassed (the operator stopped re-injecting)
+    # | conflict (our names are taken)
     injection_state: str = "pending"
     injection_message: str = ""
     injection_reason: str | None = None  # with "error": why (InjectionFailed by default)
@@ -52,7 +54,7 @@ def phase(obs: Observation) -> tuple[str, str]:
     """(phase, one-line reason)."""
     if obs.spec_error is not None:
         return "Failed", f"invalid spec: {obs.spec_error}"
-    if obs.injection_state in ("error", "bypassed", "stalled"):
+    if obs.injection_state in ("error", "bypassed", "stalled", "conflict"):
         return "Failed", obs.injection_message
     if obs.target_missing is not None:
         return "Pending", obs.target_missing
@@ -95,6 +97,8 @@ def desired_conditions(obs: Observation) -> list[dict[str, Any]]:
         ready_reason = "Bypassed"
     elif obs.injection_state == "stalled":
         ready_reason = "RolloutStalled"
+    elif obs.injection_state == "conflict":
+        ready_reason = "NameConflict"
     elif obs.target_missing is not None:
         ready_reason = "TargetNotFound"
     elif obs.injection_state == "awaiting-approval":

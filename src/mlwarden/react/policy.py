@@ -454,6 +454,52 @@ def _with_version(patch: Mapping[str, Any], version: Any) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- after a conflict
+
+
+def replan(*, model: ObservedModel, record: ActionRecord, snapshot: Snapshot) -> ActionRecord:
+    """A Running record whose patch met 409 Conflict, planned again on the objects as they are.
+
+    The API refused the patch because its `metadata.resourceVersion` precondition was stale:
+    the object was written meanwhile (an HPA's or the Deployment controller's status write,
+    every few seconds). `snapshot` holds the objects re-read since. When the actuator plans
+    the same transition (target, from → to) again, the record comes back Running with the new
+    patch (and the fresh precondition), under the same id: the action is still taken once.
+    When the action is no longer what the record says (the target moved on, nothing to do, a
+    problem), it comes back Skipped saying why; a later pass plans afresh.
+    """
+    why = "re-planned after a conflict (the object was written meanwhile)"
+    for reaction in _planned_by(model, record):
+        if record.action not in WORKLOAD_ACTIONS:
+            break
+        proposal = _propose(reaction, model, snapshot)
+        if proposal.target != record.target:
+            continue
+        stop = proposal.problem or proposal.idle
+        if stop is None and (proposal.from_state, proposal.to_state) != (
+            record.from_state,
+            record.to_state,
+        ):
+            stop = (
+                f"{record.target} is now {proposal.from_state} → {proposal.to_state}, not "
+                f"{record.from_state} → {record.to_state} as recorded"
+            )
+        if stop is not None:
+            return replace(
+                record,
+                result="Skipped",
+                reason=f"{why}: no longer applicable: {stop}",
+                message=record.reason,
+            )
+        return replace(record, patch=proposal.patch, message=why)
+    return replace(
+        record,
+        result="Skipped",
+        reason=f"{why}: no reaction calls for {record.action} on {record.target} any more",
+        message=record.reason,
+    )
+
+
 # --------------------------------------------------------------------------- the planner
 
 

@@ -56,6 +56,9 @@ class SidecarConfig:
     drain_seconds: float = 5.0
     shutdown_timeout_seconds: float = 10.0
     observed_model: ObservedModel | None = None
+    # The manifest path given (--observed-model) when no file is there: the sidecar then
+    # proxies and captures nothing (`exchanges_dropped{reason="no_manifest"}`).
+    manifest_missing: str | None = None
     # Sent to the detector as a bearer token; keys the HMAC of spec.capture.redact hashes.
     ingest_token: str | None = field(default=None, repr=False)
 

@@ -54,6 +54,7 @@ EXCHANGE_DROP_REASONS = (
     "unparseable",
     "unrecognized_protocol",
     "decode_error",
+    "no_manifest",
 )
 RECORD_DROP_REASONS = ("buffer_full", "rejected", "unauthorized", "retries_exhausted")
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")

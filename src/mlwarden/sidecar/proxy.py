@@ -158,13 +158,16 @@ class ProxyHandler:
         queue: CaptureQueue,
         metrics: SidecarMetrics,
         capturing: bool,
+        not_captured: str | None = None,
     ) -> None:
         self.upstream = config.upstream
         self.session = session
         self.queue = queue
         self.metrics = metrics
         self.cap = config.max_body_bytes
-        self.sample_rate = config.sample_rate if capturing else 0.0
+        self.sample_rate = config.sample_rate if capturing and not not_captured else 0.0
+        # Why nothing is captured, counted per exchange in exchanges_dropped (None: sampling).
+        self.not_captured = not_captured
         self.body_timeout = config.client_body_timeout_seconds
         self.drops_queue_full = metrics.exchanges_dropped.labels("queue_full")
         self.body_timeouts = metrics.client_errors.labels("body_timeout")
@@ -301,7 +304,7 @@ class ProxyHandler:
             request_body = request_tee.body()
         skip: str | None = None
         if not capture:
-            skip = "sampled_out"
+            skip = self.not_captured or "sampled_out"
             request_body = response_body = None
         elif request_body is None or response_body is None:
             skip = "body_too_large"
@@ -415,7 +418,22 @@ class Sidecar:
 
     async def start(self) -> None:
         c = self.config
-        if c.records_url is not None:
+        if c.manifest_missing is not None:
+            log.warning(
+                "no ObservedModel manifest at %s (its ConfigMap is gone: the ObservedModel was "
+                "deleted or mlwarden uninstalled before the injection was undone): proxying "
+                'only, every exchange counted in exchanges_dropped{reason="no_manifest"}; '
+                "re-create the ObservedModel, or remove the mlwarden-sidecar container from the "
+                "Deployment",
+                c.manifest_missing,
+            )
+        elif c.records_url is not None and not c.ingest_token:
+            log.info(
+                "no ingest token (MLWARDEN_INGEST_TOKEN or --ingest-token-file): records are "
+                "sent without one; a detector that requires one refuses them "
+                '(records_dropped{reason="unauthorized"})'
+            )
+        if c.records_url is not None and c.manifest_missing is None:
             self.shipper = Shipper(
                 c.records_url,
                 metrics=self.metrics,
@@ -460,6 +478,7 @@ class Sidecar:
             queue=self.queue,
             metrics=self.metrics,
             capturing=self.shipper is not None,
+            not_captured="no_manifest" if c.manifest_missing is not None else None,
         )
         self._handler = handler
         proxy_runner = web.ServerRunner(

@@ -567,10 +567,13 @@ def test_sidecar_container(model: ObservedModel, settings: OperatorSettings) -> 
         {"name": "MLWARDEN_COLLECTOR", "value": "http://fraud-detector.ml.svc:8080"},
         {"name": "MLWARDEN_PROTOCOL", "value": "v2"},
         {"name": "MLWARDEN_OBSERVED_MODEL", "value": f"{MANIFEST_DIR}/{MANIFEST_KEY}"},
-        # This model's ingest token, from its own Secret, in the sidecar container only.
+        # This model's ingest token, from its own Secret, in the sidecar container only;
+        # optional, so the pod still starts once the Secret is gone (an uninstall).
         {
             "name": "MLWARDEN_INGEST_TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": "fraud-ingest-token", "key": "token"}},
+            "valueFrom": {
+                "secretKeyRef": {"name": "fraud-ingest-token", "key": "token", "optional": True}
+            },
         },
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         # The default grace period of 30 s: preStop 5 + drain 5, 19 s for in-flight requests
@@ -586,7 +589,11 @@ def test_sidecar_container(model: ObservedModel, settings: OperatorSettings) -> 
     assert sidecar["volumeMounts"] == [
         {"name": SIDECAR_VOLUME, "mountPath": MANIFEST_DIR, "readOnly": True}
     ]
-    assert pod["volumes"][-1] == {"name": SIDECAR_VOLUME, "configMap": {"name": "fraud-detector"}}
+    # Optional too: without the ConfigMap the volume is empty and the sidecar runs without it.
+    assert pod["volumes"][-1] == {
+        "name": SIDECAR_VOLUME,
+        "configMap": {"name": "fraud-detector", "optional": True},
+    }
     # the user's pod annotations (their own Prometheus scrape) are not touched
     assert "metadata" not in plan.deployment_patch["spec"]["template"]
     assert plan.deployment_patch["metadata"]["resourceVersion"] == "900"

@@ -507,3 +507,47 @@ def test_the_detector_pod_runs_without_a_fixed_uid_and_pulls_with_the_secrets(
     with_secrets = replace(settings, image_pull_secrets=("regcred",))
     pod = objects.detector_deployment(body, model, with_secrets)["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+# --------------------------------------------------------------------------- ownership
+
+
+def test_an_object_of_our_name_is_ours_only_with_our_owner_reference(body: Obj) -> None:
+    theirs = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "fraud-detector", "namespace": "ml", "labels": {"team": "x"}},
+    }
+    assert objects.name_conflict(body, None) is None  # absent: ours to create
+    message = objects.name_conflict(body, theirs)
+    assert message is not None
+    assert message.startswith(
+        "ConfigMap ml/fraud-detector already exists and is not created by mlwarden, not by "
+        "ObservedModel fraud; mlwarden never takes over an object it did not create: rename "
+        "or delete ConfigMap ml/fraud-detector"
+    )
+    other = copy.deepcopy(theirs)
+    other["metadata"]["ownerReferences"] = [
+        {"kind": "ObservedModel", "name": "fraud", "uid": "an-earlier-one"}
+    ]
+    assert "owned by ObservedModel/fraud" in (objects.name_conflict(body, other) or "")
+    mine = copy.deepcopy(theirs)
+    mine["metadata"]["ownerReferences"] = [objects.owner_reference(body)]
+    assert objects.name_conflict(body, mine) is None
+
+
+def test_the_ingest_token_secret_is_ours_by_record_create_or_our_detector(body: Obj) -> None:
+    assert objects.ingest_token_conflict(body, created=True, detector=None) is None
+    message = objects.ingest_token_conflict(body, created=False, detector=None)
+    assert message is not None and message.startswith(
+        "Secret ml/fraud-ingest-token already exists and ObservedModel fraud did not create it"
+    )
+    recorded = copy.deepcopy(body)
+    recorded["status"]["ingestToken"] = {"secret": "fraud-ingest-token"}
+    assert objects.ingest_token_conflict(recorded, created=False, detector=None) is None
+    other = copy.deepcopy(body)
+    other["status"]["ingestToken"] = {"secret": "another-ingest-token", "uid": "u"}
+    assert objects.ingest_token_conflict(other, created=False, detector=None) is not None
+    # Made by an operator that kept no record: our own detector Deployment mounts it.
+    ours = {"metadata": {"ownerReferences": [objects.owner_reference(body)]}}
+    assert objects.ingest_token_conflict(body, created=False, detector=ours) is None
+    assert objects.ingest_token_conflict(body, created=False, detector={"metadata": {}}) is not None

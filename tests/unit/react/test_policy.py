@@ -6,7 +6,7 @@ import copy
 from datetime import timedelta
 from typing import Any
 
-from mlwarden.react.policy import alerts_for, plan_reactions, webhooks_for
+from mlwarden.react.policy import alerts_for, plan_reactions, replan, webhooks_for
 from mlwarden.react.records import ActionRecord, format_time
 
 SCALE = {"alert": "Latency", "action": "scale", "maxReplicas": 10}
@@ -471,3 +471,60 @@ def test_a_restarted_detector_is_the_same_incident_only_with_the_same_onset(buil
     forgot = {**before, "since": format_time(build.NOW + timedelta(minutes=4))}
     (record,) = plan(build, model, [forgot], after, history=[done], later=timedelta(minutes=5))
     assert (record.result, record.to_state) == ("Running", "7")
+
+
+# --------------------------------------------------------------------------- after a conflict
+
+
+def _moved(obj: dict[str, Any], version: str, **spec: Any) -> dict[str, Any]:
+    """`obj` after somebody else's write: a new resourceVersion (and `spec` changes)."""
+    out = copy.deepcopy(obj)
+    out["metadata"]["resourceVersion"] = version
+    out["spec"].update(spec)
+    return out
+
+
+def test_a_conflict_replans_the_same_transition_under_the_same_id(build: Any) -> None:
+    model = build.model(SCALE)
+    dep = build.deployment()
+    (record,) = plan(build, model, [_latency(build)], build.snapshot(dep))
+    after = replan(model=model, record=record, snapshot=build.snapshot(_moved(dep, "101")))
+    assert (after.id, after.result, after.from_state, after.to_state, after.at) == (
+        record.id,
+        "Running",
+        "3",
+        "6",
+        record.at,
+    )
+    assert after.patch == {
+        "Deployment/fraud-model": {"metadata": {"resourceVersion": "101"}, "spec": {"replicas": 6}}
+    }
+    assert "re-planned after a conflict" in after.message
+
+
+def test_a_conflict_whose_replan_differs_is_skipped_with_the_reason(build: Any) -> None:
+    model = build.model(SCALE)
+    dep = build.deployment()
+    (record,) = plan(build, model, [_latency(build)], build.snapshot(dep))
+    moved = _moved(dep, "101", replicas=5)  # a person scaled it meanwhile
+    after = replan(model=model, record=record, snapshot=build.snapshot(moved))
+    assert (after.id, after.result) == (record.id, "Skipped")
+    assert "no longer applicable: Deployment/fraud-model is now 5 → 10, not 3 → 6" in after.reason
+    assert after.message == record.reason  # the alerts that called for it
+    gone = replan(model=model, record=record, snapshot={})
+    assert gone.result == "Skipped" and "not found" in gone.reason
+
+
+def test_a_rollback_replanned_after_a_conflict(build: Any) -> None:
+    model = build.model(ROLLBACK)
+    live, sets = _history(build)
+    (record,) = plan(
+        build, model, [build.alert("PredictionDrift", None)], build.snapshot(live, *sets)
+    )
+    assert (record.from_state, record.to_state) == ("7", "6")
+    moved = _moved(live, "555")
+    after = replan(model=model, record=record, snapshot=build.snapshot(moved, *sets))
+    assert after.result == "Running"
+    patch = after.patch["Deployment/fraud-model"]
+    assert patch["metadata"] == {"resourceVersion": "555"}
+    assert patch["spec"] == record.patch["Deployment/fraud-model"]["spec"]

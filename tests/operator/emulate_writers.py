@@ -1,0 +1,91 @@
+"""Concurrent writers: controllers that write an object's status while the operator acts on it.
+
+On a real cluster the operator is never the only writer of a Deployment or an HPA. The
+Deployment controller writes `status` whenever a rollout or a pod moves on, the HPA
+controller writes `status` (currentReplicas, currentMetrics, conditions) on every sync,
+every 15 s by default, and each write gives the object a new `metadata.resourceVersion`.
+A patch that carries the resourceVersion it was planned against (every reaction's does)
+then meets 409 Conflict. kmock's emulator has no controllers, so no 409 ever happens.
+
+`ConcurrentWriters.writing_status(resource, name, every=...)` starts such a controller for
+one object: every `every` seconds it writes the object's status (a condition whose
+`lastUpdateTime` moves, as both controllers write) through the emulator's own write path,
+so the object gets a new resourceVersion and watchers see MODIFIED. Opt-in per test; it
+changes nothing else. `conflicts` lists the writes the emulator refused with 409 (resource
+plural, name), for a test to check that the storm really happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from kmock._internal.k8s import KubernetesObjectConflictError
+
+from mlwarden.demo.cluster import ApiServerEmulator
+
+
+class ConcurrentWriters(ApiServerEmulator):
+    """A mixin for the test cluster: status writers on demand, and a log of 409s."""
+
+    @property
+    def conflicts(self) -> list[tuple[str, str]]:
+        return self.__dict__.setdefault("_conflicts", [])
+
+    async def _handle(self, request: Any) -> Any:
+        try:
+            return await super()._handle(request)
+        except KubernetesObjectConflictError:
+            if request.resource is not None and request.name is not None:
+                self.conflicts.append((str(request.resource.plural), str(request.name)))
+            raise
+
+    @contextlib.asynccontextmanager
+    async def writing_status(
+        self, resource: str, namespace: str, name: str, *, every: float
+    ) -> AsyncIterator[list[int]]:
+        """A controller writing the object's status every `every` s; yields its write count."""
+        written = [0]
+
+        async def run() -> None:
+            while True:
+                await asyncio.sleep(every)
+                if await self._write_status(resource, namespace, name):
+                    written[0] += 1
+
+        task = asyncio.create_task(run())
+        try:
+            yield written
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _write_status(self, resource: str, namespace: str, name: str) -> bool:
+        """One status write, as a controller's PUT on the status subresource would land."""
+        async with self._lock:
+            try:
+                obj = self.objects[resource, namespace, name]
+            except KeyError:
+                return False
+            if obj.deleted:
+                return False
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            status = dict(obj.get("status") or {})
+            conditions = [
+                c for c in status.get("conditions") or [] if c.get("type") != "ControllerSynced"
+            ]
+            conditions.append({"type": "ControllerSynced", "status": "True", "lastUpdateTime": now})
+            version = str(next(self._versions))
+            obj.patch(
+                {
+                    "metadata": {"resourceVersion": version},
+                    "status": {**status, "conditions": conditions},
+                }
+            )
+            key = next(k for k in self._objects if self._objects[k] is obj)
+            await self._buses[key[0]].put({"type": "MODIFIED", "object": obj.raw})
+        return True
