@@ -14,6 +14,7 @@ it), what the API server and its controllers would do:
 - an audit log: every call the operator makes (it authenticates with the test
   kubeconfig's token) is appended to `OPERATOR_CALLS` as RBAC sees it (verb,
   API group, resource[/subresource], namespace, name), for test_rbac_audit.py;
+- paged lists: `limit` and `continue` (emulate_paging.py);
 - fault injection: `faults` holds `Fault`s that answer matching operator calls
   with an error status, a delay, or a watch stream that stalls (test_api_faults.py).
 
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from emulate_paging import PagedLists
 from kmock import ResourceInfo
 
 from mlwarden.demo.cluster import ApiServerEmulator
@@ -86,6 +88,9 @@ class ApiCall:
 
 # Every call the operator made against any emulator in this test session.
 OPERATOR_CALLS: list[ApiCall] = []
+# Calls of an operator run cluster-wide (without --namespace), moved here from OPERATOR_CALLS
+# by the test that runs it: audited against the ClusterRole only.
+CLUSTER_WIDE_CALLS: list[ApiCall] = []
 # Calls made with other bearer tokens (a detector reporting its status), by token.
 CALLS_BY_TOKEN: dict[str, list[ApiCall]] = {}
 
@@ -150,7 +155,7 @@ class Fault:
         )
 
 
-class Cluster(ApiServerEmulator):
+class Cluster(PagedLists, ApiServerEmulator):
     instant_rollouts: bool = True
     faults: list[Fault]
 

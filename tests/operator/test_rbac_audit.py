@@ -69,10 +69,9 @@ def operator_rules(objects: list[dict[str, Any]], kind: str) -> list[dict[str, A
     return list(role["rules"])
 
 
-# Tried and refused on purpose: diagnosis lists Secrets (for their edit times, never their data)
-# where it may; the chart withholds Secrets, and the operator asks once per namespace and
-# process, then goes without (operator/respond.py, _REFUSED). Reported, not granted.
-DELIBERATELY_REFUSED = {("", "secrets", "list")}
+# Tried and refused on purpose, reported, not granted: none since the diagnosis stopped listing
+# Secrets (it reads watch-backed caches, operator/cache.py, and Secrets are never cached).
+DELIBERATELY_REFUSED: set[tuple[str, str, str]] = set()
 
 
 def allows(rules: list[dict[str, Any]], call: ApiCall) -> bool:

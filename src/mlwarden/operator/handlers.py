@@ -20,7 +20,8 @@
   exactly, Service first. The detector objects go with their owner.
 
 Users' own objects (the target Deployment and Service) get merge patches and
-annotations, never finalizers, timers or watches.
+annotations, never finalizers or timers. What the diagnosis and reaction passes read comes
+from watches (kopf indexes, cache.py), read-only; the handlers hand the indexes on.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any, cast
 import aiohttp
 import kopf
 
-from mlwarden.operator import injection, objects, respond
+from mlwarden.operator import cache, injection, objects, respond
 from mlwarden.operator.kube import Conflict, Endpoint, Kube, KubeError, path, path_of
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.settings import GROUP, PLURAL, VERSION, OperatorSettings, detector_name
@@ -52,6 +53,9 @@ FINALIZER = "mlwarden.io/finalizer"
 # shorten both; the defaults suit a cluster.
 RETRY_SECONDS = float(os.environ.get("MLWARDEN_RETRY_SECONDS") or 5.0)
 RESPOND_INTERVAL = float(os.environ.get("MLWARDEN_RESPOND_INTERVAL") or 30.0)
+# Objects per page when kopf lists a kind (at start-up, and after a watch expired), so that
+# no list returns a whole cluster's Pods in one response (MLWARDEN_LIST_CHUNK_SIZE).
+LIST_CHUNK_SIZE = int(os.environ.get("MLWARDEN_LIST_CHUNK_SIZE") or 500)
 API_BACKOFF_CAP_SECONDS = 60.0
 
 
@@ -136,6 +140,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if not any(isinstance(f, _QuietTimer) for f in quiet.filters):
         quiet.addFilter(_QuietTimer())
     settings.watching.server_timeout = 300
+    settings.watching.chunk_size = LIST_CHUNK_SIZE
     if NAMESPACED:
         # The chart's namespaced install grants no cluster-scoped rights (a Role per
         # namespace): do not list/watch Namespaces and CRDs cluster-wide, where kopf would
@@ -361,7 +366,9 @@ async def rebaseline(body: kopf.Body, old: Any, new: Any, **_: Any) -> None:
 
 
 @kopf.on.field(GROUP, VERSION, PLURAL, field="status.alerts")
-async def alerts_changed(body: kopf.Body, old: Any, new: Any, patch: kopf.Patch, **_: Any) -> None:
+async def alerts_changed(
+    body: kopf.Body, old: Any, new: Any, patch: kopf.Patch, **kwargs: Any
+) -> None:
     raw = dict(body)
     for kind, reason, message in alert_events(old, new):
         _event(raw, kind, reason, message)
@@ -371,15 +378,15 @@ async def alerts_changed(body: kopf.Body, old: Any, new: Any, patch: kopf.Patch,
         METRICS.alert_events.labels(str(alert_type), "fired").inc()
     for alert_type, _, _ in gone - fired:
         METRICS.alert_events.labels(str(alert_type), "resolved").inc()
-    await _respond(raw, patch, only_changes=False)
+    await _respond(raw, patch, kwargs, only_changes=False)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESPOND_INTERVAL)
-async def respond_again(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+async def respond_again(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     """Diagnose and react again while there is something to do (a no-op otherwise)."""
     if not respond.has_work(body.get("status")):
         return
-    await _respond(dict(body), patch, only_changes=True)
+    await _respond(dict(body), patch, kwargs, only_changes=True)
 
 
 @kopf.on.field(GROUP, VERSION, PLURAL, field="status.detector.reference")
@@ -413,8 +420,13 @@ async def _refresh(raw: dict[str, Any], patch: kopf.Patch) -> None:
         _event(raw, kind, f"Phase{new['phase']}", new["message"])
 
 
-async def _respond(raw: dict[str, Any], patch: kopf.Patch, *, only_changes: bool) -> None:
-    """A diagnosis and reaction pass, then phase and conditions (see respond.py)."""
+async def _respond(
+    raw: dict[str, Any], patch: kopf.Patch, indexes: dict[str, Any], *, only_changes: bool
+) -> None:
+    """A diagnosis and reaction pass, then phase and conditions (see respond.py).
+
+    `indexes`: the handler's keyword arguments, among them kopf's indexes (cache.py).
+    """
     meta = raw.get("metadata") or {}
     name, namespace = str(meta.get("name")), str(meta.get("namespace") or "default")
     lock = STATE.passes.setdefault((namespace, name), asyncio.Lock())
@@ -435,6 +447,7 @@ async def _respond(raw: dict[str, Any], patch: kopf.Patch, *, only_changes: bool
             outcome = await respond.respond(
                 api=api,
                 raw=fresh,
+                lists=cache.lists(indexes, namespace),
                 model=model,
                 obs=obs,
                 now=datetime.now(UTC),
