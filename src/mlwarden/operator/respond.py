@@ -29,7 +29,7 @@ at a time per ObservedModel, on the object as the API has it now:
    a webhook that fails (5 s timeout) fails an `alert` record and is noted in a workload one.
 
 Nothing here raises because an action failed: the record says Failed and why. An API error
-while collecting or writing status ends the pass; the next pass starts again from what is
+while writing status ends the pass; the next pass starts again from what is
 recorded, which is what the records are for.
 
 Known limit: the API server drops `null` inside a list written with a merge patch, so a
