@@ -162,7 +162,7 @@ async def test_passes_read_watched_caches_and_list_nothing(
         assert any("failed" in e for e in suspects["CronJob", "feature-etl"]["evidence"])
         assert ("ConfigMap", "zz-model-settings") in suspects, suspects  # from the second page
 
-        # Timer passes with the alert active: each reads its ObservedModel, and lists nothing.
+        # Timer passes with the alert active: each reads its ObservedModel, and nothing else.
         mark = len(calls)
         await asyncio.sleep(3.0)
         assert op.proc.returncode is None, op.log()[-3000:]
@@ -172,6 +172,10 @@ async def test_passes_read_watched_caches_and_list_nothing(
         assert len(passes) >= 3, during
         lists = sorted({(c.resource, c.namespace) for c in during if c.verb == "list"})
         assert not lists, f"listed during {len(passes)} passes: {lists}"
+        # Nor does it GET anything else: the detector's Deployment is in the cache too.
+        gets = sorted({(c.resource, c.name) for c in during if c.verb == "get"} - {
+            ("observedmodels", "fraud")})  # fmt: skip
+        assert not gets, f"read during {len(passes)} passes: {gets}"
         # The operator never asks for a Secret in any way but creating the ingest token.
         mine = calls[start:]
         assert {c.verb for c in mine if c.resource == "secrets"} <= {"create"}, mine

@@ -30,6 +30,7 @@ import asyncio
 import logging
 import os
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -210,8 +211,15 @@ async def _ensure_detector(raw: dict[str, Any], model: ObservedModel) -> None:
             await ensure(objects.detector_network_policy(raw, selector, STATE.settings))
 
 
-async def _detector_available(namespace: str, name: str) -> bool:
-    dep = await kube().get(path("Deployment", namespace, detector_name(name)))
+async def _detector_available(
+    namespace: str, name: str, cached: Sequence[Mapping[str, Any]] = ()
+) -> bool:
+    """Whether NAME-detector has an available replica: from `cached` (the namespace's
+    Deployments in the watch-backed cache) when it is there, else read from the API."""
+    wanted = detector_name(name)
+    dep = next((d for d in cached if (d.get("metadata") or {}).get("name") == wanted), None)
+    if dep is None:
+        dep = await kube().get(path("Deployment", namespace, wanted))
     return bool(dep and (dep.get("status") or {}).get("availableReplicas", 0) >= 1)
 
 
@@ -441,13 +449,14 @@ async def _respond(
         except SpecError:
             return
         base = _observation_base(fresh)
-        obs = await _inject_state(fresh, model, base)
+        lists = cache.lists(indexes, namespace)
+        obs = await _inject_state(fresh, model, base, cached=lists["Deployment"])
         old_phase = (fresh.get("status") or {}).get("phase")
         try:
             outcome = await respond.respond(
                 api=api,
                 raw=fresh,
-                lists=cache.lists(indexes, namespace),
+                lists=lists,
                 model=model,
                 obs=obs,
                 now=datetime.now(UTC),
@@ -473,12 +482,16 @@ async def _respond(
 
 
 async def _inject_state(
-    raw: dict[str, Any], model: ObservedModel, base: dict[str, Any]
+    raw: dict[str, Any],
+    model: ObservedModel,
+    base: dict[str, Any],
+    *,
+    cached: Sequence[Mapping[str, Any]] = (),
 ) -> Observation:
-    """Where the injection stands, without changing anything."""
+    """Where the injection stands, without changing anything (`cached`: Deployments)."""
     injection_status = (raw.get("status") or {}).get("injection") or {}
     state = injection_status.get("state", "pending")
-    available = await _detector_available(model.namespace, model.name)
+    available = await _detector_available(model.namespace, model.name, cached)
     return Observation(
         injection_state=state,
         injection_message=injection_status.get("message", ""),
