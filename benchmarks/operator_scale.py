@@ -246,7 +246,10 @@ async def measure(
     timeout: float,  # noqa: ASYNC109 - a cap on the whole measurement, reported as such
     idle: float,
     log: Callable[[str], None],
+    alerting: tuple[float, float] | None = None,
+    operator_src: str | None = None,
 ) -> dict[str, Any]:
+    """One size. `alerting` = (respond interval, window) adds the alerting phase (below)."""
     names = [f"model-{i}" for i in range(n)]
     load_start = loadavg()
     async with IndexedCluster() as api, kmock.Server(api) as server:
@@ -258,6 +261,10 @@ async def measure(
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
         env.update(KUBECONFIG=str(kubeconfig(tmp, url)), MLWARDEN_IMAGE="mlwarden/mlwarden:bench",
                    MLWARDEN_METRICS_PORT=str(free_port()))  # fmt: skip
+        if alerting is not None:
+            env["MLWARDEN_RESPOND_INTERVAL"] = f"{alerting[0]:g}"
+        if operator_src:  # another version of the operator (the "before" of a change)
+            env["PYTHONPATH"] = operator_src
         argv = [sys.executable, "-m", "mlwarden.cli", "operator", "--namespace", NS,
                 "--standalone"]  # fmt: skip
         op = Proc("operator", argv, tmp / f"operator-{n}.log", env=env)
@@ -323,6 +330,10 @@ async def measure(
             events = sum(1 for k in api.objects if str(k[0].plural) == "events")
             owned = owned_by_model(api)
             reconcile_requests = count_requests(api, first, mid)
+            alert_phase = None
+            if alerting is not None:
+                alert_phase = await measure_alerting(api, url, names, interval=alerting[0],
+                                                     window=alerting[1], op=op)  # fmt: skip
         finally:
             await _stop(op)
     latencies = sorted(done[nm] - created[nm] for nm in done)
@@ -352,6 +363,62 @@ async def measure(
         "owned_per_model": {kind: n / max(len(names), 1) for kind, n in owned.items()},
         "loadavg": {"start": load_start, "end": loadavg()},
         "command": " ".join(argv[2:]).replace("-m mlwarden.cli", "mlwarden"),
+        "alerting": alert_phase,
+    }
+
+
+# --------------------------------------------------------------------------- with an alert
+
+PRODUCTION_INTERVAL_S = 30.0  # MLWARDEN_RESPOND_INTERVAL's default
+ALERTING_N = 10
+ALERTING_INTERVAL_S = 1.0
+ALERTING_WINDOW_S = 20.0
+REFERENCE = {"id": "warmup@bench", "since": "2026-11-26T15:00:00Z"}
+
+
+async def measure_alerting(
+    api: Cluster, url: str, names: list[str], *, interval: float, window: float, op: Proc
+) -> dict[str, Any]:
+    """Every model with an active alert: the requests of the respond timer's passes.
+
+    Each ObservedModel gets, as its detector would write it, a reference and a FeatureDrift
+    alert (the benchmark's own PATCHes, left out of the counts). After the passes the
+    alert change starts (and a few timer passes) have run, every request the operator makes
+    in `window` seconds is counted. A pass begins by reading its ObservedModel (one GET by
+    name, the only one the operator makes), so the GETs of observedmodels count the passes;
+    requests per pass = requests / passes, and per model per hour at the production interval
+    = requests per pass x 3600 / 30 (one pass per model every 30 s while an alert is active).
+    """
+    alert = {"type": "FeatureDrift", "feature": "amount", "test": "ks", "statistic": 0.4,
+             "threshold": 0.1, "since": "2026-11-26T16:00:00Z",
+             "reference": REFERENCE["id"]}  # fmt: skip
+    headers = {MARK: "1", "Content-Type": "application/merge-patch+json"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for name in names:
+            path = f"{url}/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/{name}/status"
+            body = {"status": {"detector": {"reference": REFERENCE}, "alerts": [alert]}}
+            async with http.patch(path, data=json.dumps(body)) as resp:
+                if resp.status >= 300:
+                    raise RuntimeError(f"PATCH {name}: {resp.status} {await resp.text()}")
+    await asyncio.sleep(max(5.0, 3 * interval))
+    if not op.alive():
+        raise RuntimeError(f"the operator exited:\n{op.tail()}")
+    start = len(api._requests)
+    t0 = time.monotonic()
+    await asyncio.sleep(window)
+    seconds = time.monotonic() - t0
+    counted = count_requests(api, start)
+    passes = counted["by_resource"].get("GET observedmodels", 0)
+    per_pass = counted["total"] / max(passes, 1)
+    return {
+        "models": len(names),
+        "interval_s": interval,
+        "window_s": round(seconds, 1),
+        "passes": passes,
+        "requests": counted,
+        "per_pass": per_pass,
+        "per_pass_by_resource": {k: v / max(passes, 1) for k, v in counted["by_resource"].items()},
+        "per_model_hour": per_pass * 3600 / PRODUCTION_INTERVAL_S,
     }
 
 
@@ -370,12 +437,18 @@ def run(
     sizes: tuple[int, ...] = SIZES,
     timeout: float = TIMEOUT_S,
     log: Callable[[str], None] = _log,
+    before_src: str | None = None,
 ) -> dict[str, Any]:
-    """Every size; 1 and 100 repeated `repeats` times (medians), 1,000 once (it is long)."""
+    """Every size; 1 and 100 repeated `repeats` times (medians), 1,000 once (it is long).
+
+    Then ALERTING_N models with an active alert (`measure_alerting`), and the same with the
+    operator from `before_src` (another source tree's `src`) when given.
+    """
     del duration, warmup  # this benchmark runs until done, not for a set time
     started = time.monotonic()
     runs: dict[int, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="mlwarden-bench-op-") as tmp:
+        alerting = run_alerting(Path(tmp), log=log, before_src=before_src)
         for n in sizes:
             times = repeats if n <= 100 else 1
             for r in range(times):
@@ -389,6 +462,7 @@ def run(
                     f"CPU {res['cpu_s']:.1f} s, peak RSS {res['peak_rss_mib']:.0f} MiB"
                 )
     results: dict[str, Any] = {"name": NAME, "runs": {str(n): v for n, v in runs.items()}}
+    results["alerting"] = alerting
     results["summary"] = {str(n): summarize(v) for n, v in runs.items()}
     results["settings"] = {"repeats": repeats, "timeout_s": timeout, "idle_s": IDLE_S,
                            "idle_long_s": IDLE_LONG_S}  # fmt: skip
@@ -396,6 +470,73 @@ def run(
     results["verdicts"] = verdicts(results)
     results["text"] = render_text(results)
     return results
+
+
+def run_alerting(
+    tmp: Path, *, log: Callable[[str], None] = _log, before_src: str | None = None
+) -> dict[str, Any]:
+    """ALERTING_N models with an active alert: this operator, and the one in `before_src`."""
+    out: dict[str, Any] = {}
+    for label, src in (("after", None), ("before", before_src)):
+        if label == "before" and not src:
+            continue
+        log(f"{NAME}: {ALERTING_N} models alerting ({label}): starting")
+        res = asyncio.run(measure(ALERTING_N, tmp, timeout=TIMEOUT_S, idle=1.0, log=log,
+                                  alerting=(ALERTING_INTERVAL_S, ALERTING_WINDOW_S),
+                                  operator_src=src))  # fmt: skip
+        phase = res["alerting"]
+        phase["command"] = res["command"]
+        phase["source"] = src or "this tree"
+        out[label] = phase
+        log(f"{NAME}: alerting ({label}): {phase['passes']} passes, "
+            f"{phase['per_pass']:.1f} requests/pass, "
+            f"{phase['per_model_hour']:.0f} requests/model/hour at 30 s")  # fmt: skip
+    return out
+
+
+def render_alerting(alerting: dict[str, Any]) -> list[str]:
+    """The markdown of the alerting measurement (a sub-section of the operator's)."""
+    if not alerting:
+        return []
+    after = alerting["after"]
+    out = [
+        "### With an active alert: API requests per model per hour",
+        "",
+        f"{after['models']} ObservedModels reconciled as above, then each given a detector "
+        "reference and a FeatureDrift alert (the benchmark's own status PATCHes, not counted), "
+        "so that every model's respond timer runs a diagnosis and reaction pass. The timer "
+        f"interval is shortened to {after['interval_s']:g} s (MLWARDEN_RESPOND_INTERVAL) so "
+        "that a short run holds many passes; after the passes started by the alert change, "
+        f"every request the operator makes in {after['window_s']:g} s is counted. Each pass "
+        "reads its ObservedModel by name first (the only GET of an ObservedModel the operator "
+        "makes), so those GETs count the passes; requests per model per hour = requests per "
+        f"pass x 3600 / {PRODUCTION_INTERVAL_S:g} (one pass per model every 30 s, the "
+        "default interval, while an alert is active). The watches are the operator's, not "
+        "a model's: one per kind, reopened when the API server ends them (server timeout "
+        "300 s: about 12 an hour per kind), whatever the number of models.",
+        "",
+        f"Command: `.venv/bin/python benchmarks/operator_scale.py --alerting-only` (the "
+        "operator as above, with `MLWARDEN_RESPOND_INTERVAL="
+        f"{after['interval_s']:g}`); the before row with `--before-src DIR`, DIR holding "
+        "`src/` of the version before the watch-backed caches "
+        "(`git archive COMMIT src | tar -x -C ...`).",
+        "",
+        "| operator | passes | requests per pass | of them LIST | per model per hour at 30 s "
+        "| by resource, per pass |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for label in ("before", "after"):
+        if label not in alerting:
+            continue
+        a = alerting[label]
+        lists = a["requests"]["by_verb"].get("LIST", 0) / max(a["passes"], 1)
+        top = ", ".join(f"{k} {v:.2f}" for k, v in a["per_pass_by_resource"].items())
+        name = "before: LIST of every kind per pass" if label == "before" else (
+            "after: watch-backed caches")  # fmt: skip
+        out.append(f"| {name} | {a['passes']} | {a['per_pass']:.2f} | {lists:.2f} | "
+                   f"{a['per_model_hour']:.0f} | {top} |")  # fmt: skip
+    out.append("")
+    return out
 
 
 def _median(values: list[float]) -> float:
@@ -535,6 +676,7 @@ def render_markdown(res: dict[str, Any]) -> str:
             + "; ".join(f"{x['start']} -> {x['end']}" for x in s["loadavg"])
         )
     out.append("")
+    out += render_alerting(res.get("alerting") or {})
     return "\n".join(out)
 
 
@@ -545,9 +687,18 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S)
+    parser.add_argument("--alerting-only", action="store_true",
+                        help="only the measurement with an active alert")  # fmt: skip
+    parser.add_argument("--before-src", help="also measure the operator from this src/ tree")
     args = parser.parse_args()
+    if args.alerting_only:
+        with tempfile.TemporaryDirectory(prefix="mlwarden-bench-op-") as tmp_dir:
+            alert_figures = run_alerting(Path(tmp_dir), before_src=args.before_src)
+        print(json.dumps(alert_figures, indent=1, default=str))
+        print("\n".join(render_alerting(alert_figures)))
+        sys.exit(0)
     with contextlib.suppress(KeyboardInterrupt):
-        figures = run(repeats=args.repeats, timeout=args.timeout,
+        figures = run(repeats=args.repeats, timeout=args.timeout, before_src=args.before_src,
                       sizes=tuple(int(x) for x in args.sizes.split(",")))  # fmt: skip
         print(figures["text"])
         print(render_markdown(figures))

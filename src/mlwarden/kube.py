@@ -74,6 +74,10 @@ SERVICE_ACCOUNT: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_RECHECK_SECONDS: Final = 10.0
 
 
+# Objects per page of a list (client-go's pager asks for 500 too).
+LIST_PAGE: Final = 500
+
+
 def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
     """The API path of a namespaced object (or of the collection when `name` is None)."""
     try:
@@ -414,19 +418,30 @@ class Kube:
         """The object, or None when it does not exist."""
         return await self._call("GET", api_path)
 
-    async def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+    async def list(
+        self, kind: str, namespace: str, *, page: int = LIST_PAGE
+    ) -> list[dict[str, Any]]:
         """Every object of `kind` in `namespace`, each with its `kind` and `apiVersion` set.
 
-        (A list response's items carry neither.) An empty list when the kind is not
+        Read in pages of `page` objects (`limit`, then `continue` until the API gives no
+        token), so no response holds a whole namespace of a busy kind. (A list response's
+        items carry neither `kind` nor `apiVersion`.) An empty list when the kind is not
         served: HTTP 404, as for a CustomResourceDefinition that is not installed.
         """
-        result = await self._call("GET", path(kind, namespace))
-        if result is None:
-            return []
         prefix = KINDS[kind][0]
         api_version = prefix.removeprefix("/api/").removeprefix("/apis/")
-        items = [i for i in result.get("items") or [] if isinstance(i, dict)]
-        return [{**item, "kind": kind, "apiVersion": api_version} for item in items]
+        out: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = f"?limit={page}" + (f"&continue={quote(token, safe='')}" if token else "")
+            result = await self._call("GET", path(kind, namespace) + query)
+            if result is None:
+                return out
+            items = [i for i in result.get("items") or [] if isinstance(i, dict)]
+            out += [{**item, "kind": kind, "apiVersion": api_version} for item in items]
+            token = str((result.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return out
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]

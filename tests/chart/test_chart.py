@@ -90,6 +90,7 @@ CASES: dict[str, dict[str, Any]] = {
 # more, so a new API call needs a new line here and in templates/_helpers.tpl.
 ENSURE = {"get", "create", "patch"}  # the detector's objects: read, created, patched back
 READ = {"get", "list", "watch"}  # what view users get (below)
+WATCHED = {"list", "watch"}  # what the operator caches (operator/cache.py)
 OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     # kopf lists, watches and patches (finalizer, annotations); the operator gets one
     ("mlwarden.io", "observedmodels"): {"get", "list", "watch", "patch"},
@@ -97,29 +98,29 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     # Not a call: OwnerReferencesPermissionEnforcement (OpenShift) admits the owner references
     # with blockOwnerDeletion that the operator sets only from a client with this grant.
     ("mlwarden.io", "observedmodels/finalizers"): {"update"},
-    ("", "configmaps"): ENSURE | {"list"},  # listed for diagnosis too
+    ("", "configmaps"): ENSURE | WATCHED,  # watched for diagnosis too
     ("", "serviceaccounts"): ENSURE,
     ("", "services"): ENSURE,
-    ("apps", "deployments"): ENSURE | {"list"},
+    ("apps", "deployments"): ENSURE | WATCHED,
     ("rbac.authorization.k8s.io", "roles"): ENSURE,
     ("rbac.authorization.k8s.io", "rolebindings"): ENSURE,
     # the ingest token Secret, created once and never read; the detector's NetworkPolicy
     ("", "secrets"): {"create"},
     ("networking.k8s.io", "networkpolicies"): ENSURE,
     ("", "events"): {"create"},
-    # diagnosis: whole lists in the model's namespace
-    ("apps", "replicasets"): {"list"},
-    ("apps", "statefulsets"): {"list"},
-    ("apps", "daemonsets"): {"list"},
-    ("batch", "jobs"): {"list"},
-    ("batch", "cronjobs"): {"list"},
-    ("", "pods"): {"list"},
-    ("apps", "controllerrevisions"): {"list"},
+    # diagnosis: watch-backed caches (kopf indexes: a paged list, then a watch)
+    ("apps", "replicasets"): WATCHED,
+    ("apps", "statefulsets"): WATCHED,
+    ("apps", "daemonsets"): WATCHED,
+    ("batch", "jobs"): WATCHED,
+    ("batch", "cronjobs"): WATCHED,
+    ("", "pods"): WATCHED,
+    ("apps", "controllerrevisions"): WATCHED,
     # reactions: scale (an HPA's minReplicas), shiftTraffic (route weights); rollback and
     # pause patch Deployments, granted above; get: re-read after a 409 on the patch
-    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "patch"},
-    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "patch"},
-    ("networking.istio.io", "virtualservices"): {"get", "list", "patch"},
+    ("autoscaling", "horizontalpodautoscalers"): WATCHED | {"get", "patch"},
+    ("gateway.networking.k8s.io", "httproutes"): WATCHED | {"get", "patch"},
+    ("networking.istio.io", "virtualservices"): WATCHED | {"get", "patch"},
 }
 # In kube.py's KINDS but deliberately not granted (none now: Secrets are granted `create` only,
 # for the ingest token; diagnosis needs no Secret, not even metadata, and cannot read one).

@@ -19,6 +19,7 @@ it), what the API server and its controllers would do:
 - the progress deadline, on demand (emulate_progress.py): a rollout of a pod template with a
   container named in `unready_containers` reports Progressing=False,
   ProgressDeadlineExceeded;
+- paged lists: `limit` and `continue` (emulate_paging.py);
 - fault injection: `faults` holds `Fault`s that answer matching operator calls
   with an error status, a delay, or a watch stream that stalls (test_api_faults.py);
 - token expiry (emulate_tokens.py): `rotate_token(old, new)` and the old token gets 401;
@@ -46,6 +47,7 @@ from typing import Any
 import aiohttp
 from emulate_admission import MutatingAdmission
 from emulate_gc import GarbageCollection
+from emulate_paging import PagedLists
 from emulate_progress import ProgressDeadline
 from emulate_schema import SchemaLimits
 from emulate_tokens import TokenRotation
@@ -103,6 +105,9 @@ class ApiCall:
 
 # Every call the operator made against any emulator in this test session.
 OPERATOR_CALLS: list[ApiCall] = []
+# Calls of an operator run cluster-wide (without --namespace), moved here from OPERATOR_CALLS
+# by the test that runs it: audited against the ClusterRole only.
+CLUSTER_WIDE_CALLS: list[ApiCall] = []
 # Calls made with other bearer tokens (a detector reporting its status), by token.
 CALLS_BY_TOKEN: dict[str, list[ApiCall]] = {}
 
@@ -175,6 +180,7 @@ class Cluster(
     ProgressDeadline,
     GarbageCollection,
     ConcurrentWriters,
+    PagedLists,
     ApiServerEmulator,
 ):
     instant_rollouts: bool = True

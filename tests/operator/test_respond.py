@@ -9,8 +9,8 @@ from aiohttp import web
 
 from mlwarden.diagnose import needed_kinds
 from mlwarden.kube import KINDS
+from mlwarden.operator.cache import CACHED_KINDS
 from mlwarden.operator.respond import (
-    KINDS_READ,
     MAX_RECORDS,
     describe,
     diagnosis_stale,
@@ -32,10 +32,11 @@ def record(rid: str = "scale-1", result: Any = "Succeeded", **changes: Any) -> A
     return ActionRecord(**fields)
 
 
-def test_every_kind_read_is_one_the_client_knows() -> None:
-    assert set(needed_kinds()) <= set(KINDS_READ)
-    assert {"HorizontalPodAutoscaler", "HTTPRoute", "VirtualService"} <= set(KINDS_READ)
-    assert set(KINDS_READ) <= set(KINDS)
+def test_every_kind_read_is_cached_but_secrets() -> None:
+    assert set(needed_kinds()) - {"Secret"} <= set(CACHED_KINDS)
+    assert {"HorizontalPodAutoscaler", "HTTPRoute", "VirtualService"} <= set(CACHED_KINDS)
+    assert set(CACHED_KINDS) <= set(KINDS)
+    assert "Secret" not in CACHED_KINDS  # a watch would bring their contents in
 
 
 def test_upsert_keeps_one_entry_per_id_the_newest_last() -> None:

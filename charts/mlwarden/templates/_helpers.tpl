@@ -143,19 +143,19 @@ checks it against an expected list of (apiGroup, resource, verb).
   verbs: ["update"]
 # The detector's objects (NAME-detector, NAME-reference): read, created when missing, patched
 # back when they differ from what they should be. The target Service is read and repointed at
-# the sidecar (restored on deletion); ConfigMaps are also listed for diagnosis, and the
+# the sidecar (restored on deletion); ConfigMaps are also watched for diagnosis, and the
 # detector's Role grants get and patch on NAME-reference (the escalation rule again).
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["serviceaccounts", "services"]
   verbs: ["get", "create", "patch"]
 # The detector's Deployment, and the target Deployment the sidecar is injected into (and
-# rolled back or scaled by reactions); listed for diagnosis.
+# rolled back or scaled by reactions); watched for diagnosis.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # The detector's Role and RoleBinding (observedmodels/status and its NAME-reference
 # ConfigMap, get+patch by resourceName).
 - apiGroups: ["rbac.authorization.k8s.io"]
@@ -175,34 +175,34 @@ checks it against an expected list of (apiGroup, resource, verb).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-# Diagnosis (read-only, whole lists in the model's namespace): the revision history of the
-# target Deployment and the pipeline components an ObservedModel names (spec.pipeline), for
-# the change timeline; Pods for restarts and crash loops; ControllerRevisions are
-# StatefulSets' and DaemonSets' history. Secrets are deliberately absent: diagnosis needs no
-# secret, not even its metadata (the operator reads a refused list as empty).
+# Diagnosis (read-only, watched: one list in pages at start-up, then one watch per kind, kept
+# in memory): the revision history of the target Deployment and the pipeline components an
+# ObservedModel names (spec.pipeline), for the change timeline; Pods for restarts and crash
+# loops; ControllerRevisions are StatefulSets' and DaemonSets' history. Secrets are
+# deliberately absent: diagnosis needs no secret, not even its metadata.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 - apiGroups: ["apps"]
   resources: ["replicasets", "statefulsets", "daemonsets", "controllerrevisions"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 - apiGroups: ["batch"]
   resources: ["jobs", "cronjobs"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # Reactions: scale raises the minReplicas of the HPA that scales the target; shiftTraffic
 # moves the weights of a Gateway API HTTPRoute or an Istio VirtualService (either may be
-# absent from the cluster: the operator reads a kind that is not served as empty). get: a
-# patch answered 409 Conflict (the HPA controller's status writes) re-reads the object and
-# plans the action again.
+# absent from the cluster: the operator does not watch a kind that is not served and reads it
+# as empty). Watched like the kinds above. get: a patch answered 409 Conflict (the HPA
+# controller's status writes) re-reads the object and plans the action again.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "list", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
-  verbs: ["get", "list", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 
 {{/* Labels of the Prometheus targets' job: the alerting rules select on these. */}}

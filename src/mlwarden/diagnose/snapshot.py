@@ -5,11 +5,11 @@ namespace keyed by (kind, name), the active alerts, and `now`. Nothing here talk
 API or reads a clock, so the same snapshot always gives the same diagnosis (and a test is a
 snapshot literal).
 
-The operator cannot rely on label selectors (the API emulator it is tested against has none),
-so it lists whole kinds in the namespace, `needed_kinds()` of them, and hands them over with
-`Snapshot.from_lists`; the diagnosis filters by owner references and names. Secrets are kept
-as metadata only (their `data` never enters a snapshot): the diagnosis needs to know *when*
-one was written, never what it holds.
+The operator hands over every object of `needed_kinds()` in the namespace (from its
+watch-backed caches, operator/cache.py, which keep no Secrets) with `Snapshot.from_lists`;
+the diagnosis filters by owner references and names, never by label selectors. Secrets, where
+a caller has them, are kept as metadata only (their `data` never enters a snapshot): the
+diagnosis needs to know *when* one was written, never what it holds.
 
 Also here, because every other module of the package reads raw objects through them:
 `dig` (a nested field, or None), `parse_time` / `format_time` (Kubernetes timestamps), and
@@ -59,7 +59,7 @@ _SECRET_CONTENT: Final = ("data", "stringData")
 
 
 def needed_kinds() -> tuple[str, ...]:
-    """The kinds the operator lists (whole, in the model's namespace) to build a snapshot.
+    """The kinds a snapshot is built from (every object of each, in the model's namespace).
 
     ReplicaSets and ControllerRevisions are the revision history of Deployments and of
     StatefulSets/DaemonSets; Pods carry restarts and crash loops; Jobs are the runs of

@@ -40,7 +40,8 @@ An object of one of the detector's names that the ObservedModel does not own is 
 written: the ObservedModel goes Failed (NameConflict) and nothing is injected.
 
 Users' own objects (the target Deployment and Service) get merge patches and
-annotations, never finalizers, timers or watches.
+annotations, never finalizers or timers. What the diagnosis and reaction passes read comes
+from watches (kopf indexes, cache.py), read-only; the handlers hand the indexes on.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import asyncio
 import logging
 import os
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -57,7 +59,7 @@ import aiohttp
 import kopf
 
 from mlwarden.kube import Conflict, CredentialsError, KopfLogin, Kube, KubeError, path, path_of
-from mlwarden.operator import injection, objects, respond, traffic
+from mlwarden.operator import cache, injection, objects, respond, traffic
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.settings import (
     GROUP,
@@ -88,6 +90,9 @@ RESPOND_INTERVAL = float(os.environ.get("MLWARDEN_RESPOND_INTERVAL") or 30.0)
 INJECTION_CHECK_SECONDS = float(os.environ.get("MLWARDEN_INJECTION_CHECK_SECONDS") or 30.0)
 MAX_REPAIRS = int(os.environ.get("MLWARDEN_INJECTION_MAX_REPAIRS") or 3)
 REPAIR_WINDOW_SECONDS = 3600.0
+# Objects per page when kopf lists a kind (at start-up, and after a watch expired), so that
+# no list returns a whole cluster's Pods in one response (MLWARDEN_LIST_CHUNK_SIZE).
+LIST_CHUNK_SIZE = int(os.environ.get("MLWARDEN_LIST_CHUNK_SIZE") or 500)
 API_BACKOFF_CAP_SECONDS = 60.0
 # Sidecar upgrades asked for (UPGRADE_SIDECAR_ANNOTATION) roll one model at a time per
 # operator: the next starts when the previous rollout completed, failed, or held the turn
@@ -202,6 +207,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if not any(isinstance(f, _QuietTimer) for f in quiet.filters):
         quiet.addFilter(_QuietTimer())
     settings.watching.server_timeout = 300
+    settings.watching.chunk_size = LIST_CHUNK_SIZE
     if NAMESPACED:
         # The chart's namespaced install grants no cluster-scoped rights (a Role per
         # namespace): do not list/watch Namespaces and CRDs cluster-wide, where kopf would
@@ -323,8 +329,15 @@ async def _ensure_detector(raw: dict[str, Any], model: ObservedModel) -> str | N
     return None
 
 
-async def _detector_available(namespace: str, name: str) -> bool:
-    dep = await kube().get(path("Deployment", namespace, detector_name(name)))
+async def _detector_available(
+    namespace: str, name: str, cached: Sequence[Mapping[str, Any]] = ()
+) -> bool:
+    """Whether NAME-detector has an available replica: from `cached` (the namespace's
+    Deployments in the watch-backed cache) when it is there, else read from the API."""
+    wanted = detector_name(name)
+    dep = next((d for d in cached if (d.get("metadata") or {}).get("name") == wanted), None)
+    if dep is None:
+        dep = await kube().get(path("Deployment", namespace, wanted))
     return bool(dep and (dep.get("status") or {}).get("availableReplicas", 0) >= 1)
 
 
@@ -873,7 +886,7 @@ async def rebaseline(body: kopf.Body, old: Any, new: Any, **_: Any) -> None:
 
 @kopf.on.field(GROUP, VERSION, PLURAL, field="status.alerts")
 async def alerts_changed(
-    body: kopf.Body, old: Any, new: Any, patch: kopf.Patch, retry: int = 0, **_: Any
+    body: kopf.Body, old: Any, new: Any, patch: kopf.Patch, retry: int = 0, **kwargs: Any
 ) -> None:
     raw = dict(body)
     if retry == 0:  # a retried pass (below) has told these already
@@ -885,7 +898,7 @@ async def alerts_changed(
             METRICS.alert_events.labels(str(alert_type), "fired").inc()
         for alert_type, _, _ in gone - fired:
             METRICS.alert_events.labels(str(alert_type), "resolved").inc()
-    if not await _respond(raw, patch, only_changes=False):
+    if not await _respond(raw, patch, kwargs, only_changes=False):
         # An API error ended the pass: the diagnosis in status is still the one for the
         # alerts before. Again soon, backing off; the timer may be far off, or not run at
         # all once the alerts have resolved.
@@ -896,11 +909,11 @@ async def alerts_changed(
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESPOND_INTERVAL)
-async def respond_again(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+async def respond_again(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     """Diagnose and react again while there is something to do (a no-op otherwise)."""
     if not respond.has_work(body.get("status")):
         return
-    await _respond(dict(body), patch, only_changes=True)
+    await _respond(dict(body), patch, kwargs, only_changes=True)
 
 
 @kopf.on.field(GROUP, VERSION, PLURAL, field="status.detector.reference")
@@ -934,13 +947,17 @@ async def _refresh(raw: dict[str, Any], patch: kopf.Patch) -> None:
         _event(raw, kind, f"Phase{new['phase']}", new["message"])
 
 
-async def _respond(raw: dict[str, Any], patch: kopf.Patch, *, only_changes: bool) -> bool:
+async def _respond(
+    raw: dict[str, Any], patch: kopf.Patch, indexes: dict[str, Any], *, only_changes: bool
+) -> bool:
     """A diagnosis and reaction pass, then phase and conditions (see respond.py).
 
     When the alerts changed while the pass ran, its diagnosis is for the alerts before: it
     runs again on the object as it is then (a few times at most; the timer does the rest), so
     that the diagnosis in status always names the alerts shown, without waiting for a timer.
     False when an API error ended the pass (logged; the caller decides when to try again).
+
+    `indexes`: the handler's keyword arguments, among them kopf's indexes (cache.py).
     """
     meta = raw.get("metadata") or {}
     name, namespace = str(meta.get("name")), str(meta.get("namespace") or "default")
@@ -957,7 +974,7 @@ async def _respond(raw: dict[str, Any], patch: kopf.Patch, *, only_changes: bool
         for _again in range(PASSES_PER_CHANGE):
             if (fresh.get("metadata") or {}).get("deletionTimestamp"):
                 return True
-            result = await _one_pass(api, fresh)
+            result = await _one_pass(api, fresh, indexes)
             if result is None:
                 return True
             fresh, obs, outcome, old_phase = result
@@ -988,7 +1005,7 @@ async def _respond(raw: dict[str, Any], patch: kopf.Patch, *, only_changes: bool
 
 
 async def _one_pass(
-    api: Kube, fresh: dict[str, Any]
+    api: Kube, fresh: dict[str, Any], indexes: dict[str, Any]
 ) -> tuple[dict[str, Any], Observation | None, respond.Outcome | None, Any] | None:
     """One pass on `fresh`: (the status it left, the observation, its outcome, the phase before)."""
     try:
@@ -998,8 +1015,9 @@ async def _one_pass(
     base = _observation_base(fresh)
     old_phase = (fresh.get("status") or {}).get("phase")
     body = fresh
+    lists = cache.lists(indexes, model.namespace)
     try:
-        obs = await _inject_state(fresh, model, base)
+        obs = await _inject_state(fresh, model, base, cached=lists["Deployment"])
     except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
         log.warning("diagnosis and reactions for %s/%s: %s", model.namespace, model.name, exc)
         return fresh, None, None, old_phase
@@ -1007,6 +1025,7 @@ async def _one_pass(
         outcome = await respond.respond(
             api=api,
             raw=fresh,
+            lists=lists,
             model=model,
             obs=obs,
             now=datetime.now(UTC),
@@ -1027,12 +1046,16 @@ async def _one_pass(
 
 
 async def _inject_state(
-    raw: dict[str, Any], model: ObservedModel, base: dict[str, Any]
+    raw: dict[str, Any],
+    model: ObservedModel,
+    base: dict[str, Any],
+    *,
+    cached: Sequence[Mapping[str, Any]] = (),
 ) -> Observation:
-    """Where the injection stands, without changing anything."""
+    """Where the injection stands, without changing anything (`cached`: Deployments)."""
     injection_status = (raw.get("status") or {}).get("injection") or {}
     state = injection_status.get("state", "pending")
-    available = await _detector_available(model.namespace, model.name)
+    available = await _detector_available(model.namespace, model.name, cached)
     return Observation(
         injection_state=state,
         injection_message=injection_status.get("message", ""),

@@ -4,10 +4,10 @@ One pass for one ObservedModel (`respond`). The handlers run it when the detecto
 change and on a timer while an alert is active or a reaction is Planned or Running, one pass
 at a time per ObservedModel, on the object as the API has it now:
 
-1. Collect: list every kind the diagnosis and the reactions read (`KINDS_READ`), whole, in the
-   model's namespace (never with a label selector). A kind that is not served (404: Gateway
-   API or Istio not installed) or not granted (403: Secrets, deliberately, in the Helm chart;
-   not asked again by this process) reads as empty.
+1. Collect: every object of the kinds the diagnosis and the reactions read, in the model's
+   namespace, from the watch-backed cache (`cache.py`: kopf indexes, handed to the handlers
+   and passed in here as `lists`); no API request. A kind the cluster does not serve (Gateway
+   API or Istio not installed) reads as empty; Secrets are never read.
 2. Diagnose (pure) and write `status.diagnosis` and `status.topSuspect` when they changed
    (`diagnosis.updated` is when the diagnosis last changed, not when a pass last ran), and an
    Event `Diagnosed` with the summary when the top suspect changed while alerts are active.
@@ -38,7 +38,7 @@ at a time per ObservedModel, on the object as the API has it now:
    requested: a `WebhookRefused` Event, and the record says why. Answers are copied capped.
 
 Nothing here raises because an action failed: the record says Failed and why. An API error
-while collecting or writing status ends the pass; the next pass starts again from what is
+while writing status ends the pass; the next pass starts again from what is
 recorded, which is what the records are for.
 
 Known limit: the API server drops `null` inside a list written with a merge patch, so a
@@ -65,7 +65,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from mlwarden.diagnose import Diagnosis, Snapshot, Suspect, diagnose, needed_kinds
+from mlwarden.diagnose import Diagnosis, Snapshot, Suspect, diagnose
 from mlwarden.kube import Conflict, Kube, KubeError, path
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.status import Observation, phase, status_patch
@@ -97,9 +97,6 @@ from mlwarden.spec import (
 
 log = logging.getLogger(__name__)
 
-# What reactions read besides the diagnosis' kinds: the HPA that scales the target, the routes.
-REACTION_KINDS: Final = ("HorizontalPodAutoscaler", "HTTPRoute", "VirtualService")
-KINDS_READ: Final = tuple(dict.fromkeys((*needed_kinds(), *REACTION_KINDS)))
 # status.reactions keeps this many entries (the CRD's maxItems; the oldest settled ones go
 # first, and an open one is never dropped: a new record that finds no room is not taken).
 MAX_RECORDS: Final = MAX_STATUS_REACTIONS
@@ -110,9 +107,6 @@ WEBHOOK_TIMEOUT_SECONDS: Final = 5.0
 WEBHOOK_TEXT_LIMIT: Final = 200
 # Results a record keeps in status.reactions (with its patch) until a later pass moves it on.
 OPEN_RESULTS: Final = OPEN
-# (kind, namespace) the API refused to list (403): not asked again by this process, so a
-# deliberately withheld grant (Secrets) costs one refused call, not one per pass.
-_REFUSED: set[tuple[str, str]] = set()
 
 EventPoster = Callable[[str, str, str], None]
 """(type Normal|Warning, reason, message): an Event on the ObservedModel."""
@@ -165,28 +159,6 @@ def has_work(status: Mapping[str, Any] | None) -> bool:
         isinstance(e, Mapping) and e.get("result") in OPEN_RESULTS
         for e in status.get("reactions") or ()
     )
-
-
-# --------------------------------------------------------------------------- collect
-
-
-async def collect(api: Kube, namespace: str) -> dict[str, list[dict[str, Any]]]:
-    """kind → every object of that kind in the namespace (empty when not served or refused)."""
-
-    async def one(kind: str) -> list[dict[str, Any]]:
-        if (kind, namespace) in _REFUSED:
-            return []
-        try:
-            return await api.list(kind, namespace)
-        except KubeError as exc:
-            if exc.status == 403:
-                log.info("not allowed to list %s in %s; diagnosis goes without", kind, namespace)
-                _REFUSED.add((kind, namespace))
-                return []
-            raise
-
-    found = await asyncio.gather(*(one(kind) for kind in KINDS_READ))
-    return dict(zip(KINDS_READ, found, strict=True))
 
 
 # --------------------------------------------------------------------------- words
@@ -558,15 +530,18 @@ async def respond(
     *,
     api: Kube,
     raw: Mapping[str, Any],
+    lists: Mapping[str, Sequence[Mapping[str, Any]]],
     model: ObservedModel,
     obs: Observation,
     now: datetime,
     event: EventPoster,
 ) -> Outcome:
-    """One pass: diagnose, plan, record, act (see the module docstring)."""
+    """One pass: diagnose, plan, record, act (see the module docstring).
+
+    `lists`: kind → the objects of that kind in the model's namespace (`cache.lists`).
+    """
     status = _Status(api, model, raw.get("status") or {})
     alerts = [a for a in status.current.get("alerts") or () if isinstance(a, Mapping)]
-    lists = await collect(api, model.namespace)
     snapshot = Snapshot.from_lists(model=model, lists=lists, alerts=alerts, now=now)
     top: Suspect | None = None
     try:

@@ -12,12 +12,13 @@ and the active alerts; then names the suspect a person who knew the cluster woul
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 
 from mlwarden.diagnose import Diagnosis, Snapshot, diagnose
+from mlwarden.operator import cache
 
 
 @dataclass(frozen=True)
@@ -538,3 +539,16 @@ def test_top1_accuracy(kit: Any, capsys: pytest.CaptureFixture[str]) -> None:
         )
         print("\n".join(rows))
     assert accuracy == 1.0
+
+
+@pytest.mark.parametrize("build", SCENARIOS, ids=[b.__name__ for b in SCENARIOS])
+def test_the_operators_slimmed_cache_changes_no_diagnosis(kit: Any, build: Build) -> None:
+    """What the operator keeps of each object (operator/cache.py) diagnoses as the whole does.
+
+    The operator caches no Secret, so both sides go without them.
+    """
+    case = build(kit)
+    kept = {k: v for k, v in case.snapshot.objects.items() if k[0] not in cache.UNCACHED}
+    whole = replace(case.snapshot, objects=kept)
+    slimmed = replace(case.snapshot, objects={k: cache.slim(k[0], v) for k, v in kept.items()})
+    assert diagnose(slimmed).to_status() == diagnose(whole).to_status()
