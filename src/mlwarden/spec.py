@@ -28,8 +28,12 @@ import yaml
 
 from mlwarden.records import json_kind as _kind_of
 
-API_VERSION: Final = "mlwarden.io/v1alpha1"
+# The ObservedModel's API: the one place its group, version, kind and plural are spelled.
+GROUP: Final = "mlwarden.io"
+VERSION: Final = "v1alpha1"
 KIND: Final = "ObservedModel"
+PLURAL: Final = "observedmodels"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
 
 PROTOCOLS: Final = ("auto", "v2", "v1", "openai", "json")
 FEATURE_TYPES: Final = ("numeric", "categorical")

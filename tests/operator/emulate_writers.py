@@ -13,6 +13,13 @@ one object: every `every` seconds it writes the object's status (a condition who
 so the object gets a new resourceVersion and watchers see MODIFIED. Opt-in per test; it
 changes nothing else. `conflicts` lists the writes the emulator refused with 409 (resource
 plural, name), for a test to check that the storm really happened.
+
+A periodic writer meets a patch only by chance: a patch planned on a watch-fed cache and sent
+milliseconds later often lands between two writes. `racing_patches(resource, namespace, name,
+times=N)` makes the race certain for the next N patches of that object: the controller's
+status write lands just before each of them is applied (between the operator's read and its
+write, as it does on a busy cluster), so a patch carrying the resourceVersion it read meets
+409 Conflict.
 """
 
 from __future__ import annotations
@@ -28,6 +35,10 @@ from kmock._internal.k8s import KubernetesObjectConflictError
 from mlwarden.demo.cluster import ApiServerEmulator
 
 
+def _method(request: Any) -> str:
+    return str(getattr(request.method, "value", request.method)).upper()
+
+
 class ConcurrentWriters(ApiServerEmulator):
     """A mixin for the test cluster: status writers on demand, and a log of 409s."""
 
@@ -35,7 +46,30 @@ class ConcurrentWriters(ApiServerEmulator):
     def conflicts(self) -> list[tuple[str, str]]:
         return self.__dict__.setdefault("_conflicts", [])
 
+    @property
+    def _races(self) -> dict[tuple[str, str, str], int]:
+        return self.__dict__.setdefault("_races_left", {})
+
+    def racing_patches(self, resource: str, namespace: str, name: str, *, times: int = 1) -> None:
+        """A status write lands just before each of the next `times` patches of the object."""
+        self._races[resource, namespace, name] = times
+
     async def _handle(self, request: Any) -> Any:
+        if (
+            request.resource is not None
+            and request.name is not None
+            and _method(request) in ("PATCH", "PUT")
+            and not str(request.url.path).endswith("/status")
+        ):
+            for (resource, namespace, name), left in list(self._races.items()):
+                plural = resource.rpartition("/")[2]
+                if left > 0 and (str(request.resource.plural), request.namespace, request.name) == (
+                    plural,
+                    namespace,
+                    name,
+                ):
+                    self._races[resource, namespace, name] = left - 1
+                    await self._write_status(resource, namespace, name)
         try:
             return await super()._handle(request)
         except KubernetesObjectConflictError:

@@ -409,6 +409,8 @@ async def test_rollback_under_status_writes_every_100ms_is_replanned_and_taken_o
     api = env.api
     before = patches_of(DEPLOYMENTS, "fraud-model")
     # The Deployment controller writing status (each write a new resourceVersion) throughout.
+    # ... and one of its writes lands between the operator's read and its patch.
+    api.racing_patches(DEPLOYMENTS, NS, "fraud-model")
     async with api.writing_status(DEPLOYMENTS, NS, "fraud-model", every=0.1) as written:
         await patch_status(env.server, {"alerts": [alert("PredictionDrift")]})
         await eventually(lambda: results(api, "rollback") not in ([], ["Running"]),
@@ -449,6 +451,7 @@ async def test_scale_under_hpa_status_writes_every_100ms_is_replanned_and_taken_
     )
     api = env.api
     before = patches_of(HPAS, "fraud-model")
+    api.racing_patches(HPAS, NS, "fraud-model")
     async with api.writing_status(HPAS, NS, "fraud-model", every=0.1):
         await patch_status(env.server, {"alerts": [alert("Latency")]})
         await eventually(lambda: results(api, "scale") not in ([], ["Running"]),
@@ -481,6 +484,7 @@ async def test_a_two_deployment_shift_under_canary_status_writes_lands_each_patc
     )
     # The canary's controller writes status throughout: its patch (the second) meets 409s
     # after the stable's landed, so the action is not re-planned but that patch re-applied.
+    api.racing_patches(DEPLOYMENTS, NS, "fraud-canary")
     async with api.writing_status(DEPLOYMENTS, NS, "fraud-canary", every=0.05):
         await patch_status(env.server, {"alerts": [alert("Latency")]})
         await eventually(lambda: results(api, "shiftTraffic") not in ([], ["Running"]),

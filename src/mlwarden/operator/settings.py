@@ -19,11 +19,12 @@ from typing import Any, Final
 
 from mlwarden import __version__
 
-GROUP: Final = "mlwarden.io"
-VERSION: Final = "v1alpha1"
-KIND: Final = "ObservedModel"
-PLURAL: Final = "observedmodels"
-API_VERSION: Final = f"{GROUP}/{VERSION}"
+# The ObservedModel's API, spelled once in mlwarden.spec (re-exported for the operator).
+from mlwarden.spec import API_VERSION as API_VERSION
+from mlwarden.spec import GROUP as GROUP
+from mlwarden.spec import KIND as KIND
+from mlwarden.spec import PLURAL as PLURAL
+from mlwarden.spec import VERSION as VERSION
 
 SIDECAR_CONTAINER: Final = "mlwarden-sidecar"
 SIDECAR_PORT_NAME_DEFAULT: Final = "mlwarden-proxy"  # when the Service targets a port number
