@@ -93,8 +93,12 @@ async def test_an_object_of_our_name_that_we_do_not_own_is_left_alone(
     assert (ready["status"], ready["reason"]) == ("False", "NameConflict")
     assert f"{kind} {NS}/{name} already exists" in ready["message"], st
     assert "rename or delete" in ready["message"]
-    warned = [e for e in events(api) if e.get("reason") == "NameConflict"]
-    assert warned and f"{kind} {NS}/{name}" in warned[0]["message"]
+    # kopf posts Events from a queue of its own: one may land a moment after the status.
+    warned = await eventually(
+        lambda: [e for e in events(api) if e.get("reason") == "NameConflict"],
+        what="the NameConflict Event",
+    )
+    assert f"{kind} {NS}/{name}" in warned[0]["message"]
     assert warned[0]["type"] == "Warning"
 
     after = obj(api, RESOURCES[kind], name)

@@ -809,8 +809,9 @@ async def test_the_diagnosis_follows_the_alerts_without_waiting_for_the_timer(
         alert("FeatureDrift", feature="amount", since=iso(onset))]})  # fmt: skip
     await eventually(lambda: status(api).get("topSuspect") == "CronJob/feature-etl",
                      what="FeatureDrift's diagnosis")  # fmt: skip
-    # The pass that follows the change meets an API error (a 500 on one of its lists).
-    fault = Fault("list", "configmaps", status=500)
+    # The pass that follows the change meets an API error (a 500 on its read of the
+    # ObservedModel; everything else it reads from the watch-fed caches).
+    fault = Fault("get", "observedmodels", status=500, name="fraud")
     api.faults = [fault]
     before = len(shown(api))
     await patch_status(
