@@ -100,7 +100,7 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     ("mlwarden.io", "observedmodels/finalizers"): {"update"},
     ("", "configmaps"): ENSURE | WATCHED,  # watched for diagnosis too
     ("", "serviceaccounts"): ENSURE,
-    ("", "services"): ENSURE,
+    ("", "services"): ENSURE | WATCHED,  # watched for the injection check
     ("apps", "deployments"): ENSURE | WATCHED,
     ("rbac.authorization.k8s.io", "roles"): ENSURE,
     ("rbac.authorization.k8s.io", "rolebindings"): ENSURE,

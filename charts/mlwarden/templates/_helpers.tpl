@@ -143,13 +143,14 @@ checks it against an expected list of (apiGroup, resource, verb).
   verbs: ["update"]
 # The detector's objects (NAME-detector, NAME-reference): read, created when missing, patched
 # back when they differ from what they should be. The target Service is read and repointed at
-# the sidecar (restored on deletion); ConfigMaps are also watched for diagnosis, and the
-# detector's Role grants get and patch on NAME-reference (the escalation rule again).
+# the sidecar (restored on deletion) and watched for the injection check; ConfigMaps are
+# also watched for diagnosis, and the detector's Role grants get and patch on NAME-reference
+# (the escalation rule again).
 - apiGroups: [""]
-  resources: ["configmaps"]
+  resources: ["configmaps", "services"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
-  resources: ["serviceaccounts", "services"]
+  resources: ["serviceaccounts"]
   verbs: ["get", "create", "patch"]
 # The detector's Deployment, and the target Deployment the sidecar is injected into (and
 # rolled back or scaled by reactions); watched for diagnosis.

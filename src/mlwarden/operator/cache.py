@@ -5,8 +5,10 @@ of `MLWARDEN_LIST_CHUNK_SIZE` objects, 500 by default, `limit`/`continue`), then
 watch stream per kind (cluster-wide, or per namespace with `--namespace`) and calls the index
 function on every change. The index keeps a slimmed copy of every object (`slim`), keyed by
 its namespace, so a pass reads its namespace's objects from memory (`lists`) instead of
-listing a dozen kinds per ObservedModel on every pass. kopf holds every handler back until
-the first listing of every cached kind is done, so a pass never sees a half-filled cache.
+listing a dozen kinds per ObservedModel on every pass; the injection check reads the target
+Deployment and Service from it too, and asks the API only when something looks wrong. kopf
+holds every handler back until the first listing of every cached kind is done, so a pass
+never sees a half-filled cache.
 
 A kind the cluster does not serve (Gateway API's HTTPRoute, Istio's VirtualService without
 their CRDs) is not watched and reads as empty: kopf resolves the kinds through discovery and
@@ -37,10 +39,14 @@ from mlwarden.kube import KINDS
 
 # What reactions read besides the diagnosis' kinds: the HPA that scales the target, the routes.
 REACTION_KINDS: Final = ("HorizontalPodAutoscaler", "HTTPRoute", "VirtualService")
+# What the injection check reads besides: the target Service (the Deployment is cached above).
+CHECK_KINDS: Final = ("Service",)
 # Never cached (see the module docstring).
 UNCACHED: Final = frozenset({"Secret"})
 CACHED_KINDS: Final = tuple(
-    kind for kind in dict.fromkeys((*needed_kinds(), *REACTION_KINDS)) if kind not in UNCACHED
+    kind
+    for kind in dict.fromkeys((*needed_kinds(), *REACTION_KINDS, *CHECK_KINDS))
+    if kind not in UNCACHED
 )
 # Annotations that repeat an object's whole manifest: never read by the diagnosis.
 _BULKY_ANNOTATIONS: Final = frozenset(
@@ -104,6 +110,11 @@ def lists(indexes: Mapping[str, Any], namespace: str) -> dict[str, list[dict[str
         store = index.get(namespace) if index is not None else None
         out[kind] = list(store) if store is not None else []
     return out
+
+
+def named(objects: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The cached object called `name` among `objects` (one kind, one namespace), if any."""
+    return next((o for o in objects if (o.get("metadata") or {}).get("name") == name), None)
 
 
 def _register(kind: str) -> None:

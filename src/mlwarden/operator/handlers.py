@@ -722,8 +722,12 @@ def _model_container(deployment: dict[str, Any], model: ObservedModel) -> str:
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=INJECTION_CHECK_SECONDS)
-async def check_injection(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Is the traffic still passing the sidecar? If not: Service first, then re-inject."""
+async def check_injection(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    """Is the traffic still passing the sidecar? If not: Service first, then re-inject.
+
+    The watch-fed caches answer while all is well (no API request); the objects are read
+    from the API, fresh, only when the cache shows a bypass or the state is not settled.
+    """
     raw = dict(body)
     meta = raw.get("metadata") or {}
     if meta.get("deletionTimestamp"):
@@ -738,8 +742,21 @@ async def check_injection(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         model = parse_observed_model(raw)
     except SpecError:
         return
-    api = kube()
     ns, target = model.namespace, model.spec.target
+    if state == "injected" and base["bypass"] is None:
+        cached = cache.lists(kwargs, ns)
+        seen = cache.named(cached["Deployment"], target.deployment)
+        routed = cache.named(cached["Service"], target.service)
+        if (
+            seen is not None
+            and routed is not None
+            and traffic.assess(
+                deployment=seen, service=routed, model_container=_model_container(seen, model)
+            )
+            is None
+        ):
+            return  # all is well, as the watches last saw it
+    api = kube()
     stored = list(injection_status.get("repairs") or [])
     async with _injection_lock(namespace, name):
         try:
