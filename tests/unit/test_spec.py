@@ -32,7 +32,7 @@ from mlwarden.spec import (
     Prediction,
     QualityCheck,
     Reaction,
-    Reference,
+    ReferenceSpec,
     SpecError,
     Target,
     Window,
@@ -133,7 +133,7 @@ def test_fraud_example_comes_out_typed() -> None:
     )
     assert spec.feature_names == ("amount", "merchant_category")
     assert spec.prediction == Prediction(name="score", type="numeric", probabilities=None)
-    assert spec.reference == Reference(source="warmup", size=1000)
+    assert spec.reference == ReferenceSpec(source="warmup", size=1000)
     assert spec.window == Window(size=1000, duration_seconds=None)
 
     detectors = spec.detectors
@@ -239,7 +239,7 @@ def test_iris_example() -> None:
     assert all(f.type == "numeric" for f in spec.features)
     assert spec.prediction == Prediction(name="predict", type="categorical")
     assert spec.window.size == 500
-    assert spec.reference == Reference(source="warmup", size=500)
+    assert spec.reference == ReferenceSpec(source="warmup", size=500)
 
 
 def test_llm_example() -> None:
