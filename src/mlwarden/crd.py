@@ -1,12 +1,15 @@
-"""The ObservedModel CustomResourceDefinition, built from spec.py so the two cannot drift.
+"""The ObservedModel CustomResourceDefinition, generated from spec.py's declaration.
 
 `kubectl apply` checks a manifest against this schema before the operator sees it;
-`mlwarden.spec` checks it again whenever a component reads it. The schema takes
-from spec.py everything it can: the enums are spec.py's tuples, the defaults are
-the defaults of spec.py's dataclasses, the name limit is `MAX_NAME_LENGTH`, the
-duration grammar and the name patterns are spec.py's regular expressions. The
-numeric ranges are written out here (spec.py passes them inline), and
-tests/unit/test_crd.py holds both sides of every interval against both validators.
+`mlwarden.spec` checks it again whenever a component reads it. Both come from one
+declaration in spec.py: each field of the spec dataclasses carries a `spec.Wire` (its
+manifest name, type, default, bounds, enum, pattern, length and description), and each
+rule between fields is a `spec.Rule` (CEL for the API server, a Python check for the
+parser, and the message). `_schema_of` turns a dataclass into its OpenAPI node; the
+status schema is declared here, as plain nodes, because spec.py never parses it (the
+operator and the detector write it, bounded by spec.py's MAX_STATUS_* constants).
+`python -m mlwarden.crd --docs` writes the field reference (docs/observedmodel.md)
+from the same schema.
 
 What OpenAPI and CEL cannot say is checked by spec.py alone: references between
 lists (a `dependsOn` naming no component, `produces` naming no feature) and the
@@ -19,9 +22,10 @@ Strict field validation, so a typo such as `pvalue` is rejected, as spec.py
 rejects it; a client that asks for nothing gets the server default (Warn: the
 field is dropped with a warning).
 
-The committed file is generated; after changing spec.py or this module run
+The committed files are generated; after changing spec.py or this module run
 
     python -m mlwarden.crd > crds/observedmodels.mlwarden.io.yaml
+    python -m mlwarden.crd --docs > docs/observedmodel.md
 """
 
 from __future__ import annotations

@@ -12,6 +12,14 @@ field path and the reason, the way `kubectl` does:
 
 Unknown fields are errors (a typo such as `pvalue` must not silently fall back
 to a default), with the closest known field suggested.
+
+Each field is declared once, as a dataclass field with a `Wire` (how it is written
+in a manifest), and each rule between fields once, as a `Rule` (CEL and Python).
+One generic reader (`_section`) parses any declared object; the few sections whose
+reading depends on another field (target, reference, window, the spec itself) have
+a small reader of their own in `_SECTION_READERS`. `mlwarden.crd` generates the CRD
+and docs/observedmodel.md from the same declaration. Adding a field is one `_f(...)`
+line in its dataclass (and its tests).
 """
 
 from __future__ import annotations
