@@ -1161,9 +1161,13 @@ class _Obj:
                 out.append(item)
         return tuple(out)
 
-    def text_map(self, key: str, *, max_length: int | None = None) -> dict[str, str]:
+    def text_map(
+        self, key: str, *, max_items: int | None = None, max_length: int | None = None
+    ) -> dict[str, str]:
         inner = self.obj(key)
         out: dict[str, str] = {}
+        if max_items is not None and len(inner.raw) > max_items:
+            self.error(key, f"must have at most {max_items} entries, got {len(inner.raw)}")
         for k, v in inner.raw.items():
             inner.known.add(k)
             if not (isinstance(v, str) and v):
@@ -1275,7 +1279,7 @@ def _value(o: _Obj, w: Wire, default: Any, *, required: bool | None = None) -> A
     if w.kind == "strings":
         return o.text_list(w.name, max_items=w.max_items, max_length=w.max_length)
     if w.kind == "map":
-        return tuple(o.text_map(w.name, max_length=w.max_length).items())
+        return tuple(o.text_map(w.name, max_items=w.max_items, max_length=w.max_length).items())
     assert w.of is not None
     if w.kind == "objects":
         o.item_paths[w.name] = _items(o, w)
@@ -1327,6 +1331,7 @@ def _items(o: _Obj, w: Wire) -> list[tuple[str, Any]]:
         o.error(w.name, f"must have at most {w.max_items} items, got {len(raws)}")
     for path, raw in raws:
         item_obj = _Obj(raw, path, o.errors)
+        # A reaction's `on:` (read as the key True by YAML 1.1) gets its own hint.
         if w.of is Reaction and isinstance(raw, dict) and (True in raw or "on" in raw):
             item_obj.known.update({True, "on"})  # type: ignore[arg-type]
             o.errors.add(
@@ -1376,10 +1381,9 @@ def _reference(o: _Obj) -> ReferenceSpec:
 
 
 def _window(o: _Obj) -> Window:
-    if o.has("duration"):
-        return Window(
-            size=None, duration_seconds=_read(Window, o, skip=("size",))["duration_seconds"]
-        )
+    o.known.add("size")  # with a duration too: the rule reports it, not "unknown field"
+    if o.has("duration"):  # no size then, not even the default
+        return Window(**_read(Window, o, skip=("size",)), size=None)
     return Window(**_read(Window, o, skip=("duration_seconds",)))
 
 

@@ -767,6 +767,13 @@ BAD = [
     _case(
         "webhook past maxLength", {"spec.reactions[3].webhook": "https://" + "w" * (MAX_URL - 7)}
     ),
+    _case(
+        "capture.json.features past maxProperties",
+        {
+            "spec.protocol": "json",
+            "spec.capture.json": {"features": {f"f{i}": "a" for i in range(MAX_FEATURES + 1)}},
+        },
+    ),
     _case("produces item past maxLength", {"spec.pipeline[0].produces[0]": "p" * (MAX_TEXT + 1)}),
     # spec and target
     _case("spec missing", {"spec": DELETE}),
