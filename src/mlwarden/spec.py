@@ -957,19 +957,30 @@ class ObservedModelSpec:
 
 
 # CEL at the root may read metadata.name (and nothing else of metadata). The parser
-# reports these itself, with the name in the message.
+# checks them in this order and stops at the first broken one.
 METADATA_RULES: Final = (
-    Rule(
-        f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
-        lambda s: len(s["metadata"]["name"]) <= MAX_NAME_LENGTH,
-        f"metadata.name must be at most {MAX_NAME_LENGTH} characters so that NAME-detector is "
-        "a valid Service name",
-    ),
     Rule(
         f"self.metadata.name.matches('{_DNS_LABEL.pattern}')",
         lambda s: bool(_DNS_LABEL.fullmatch(s["metadata"]["name"])),
         "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting "
         "with a letter), as it names the detector's Service",
+        field="name",
+        explain=lambda s: (
+            "must be a DNS-1035 label (lower-case letters, digits and '-'); "
+            f"got {s['metadata']['name']!r}"
+        ),
+    ),
+    Rule(
+        f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+        lambda s: len(s["metadata"]["name"]) <= MAX_NAME_LENGTH,
+        f"metadata.name must be at most {MAX_NAME_LENGTH} characters so that NAME-detector is "
+        "a valid Service name",
+        field="name",
+        explain=lambda s: (
+            f"must be at most {MAX_NAME_LENGTH} characters so that "
+            f"{s['metadata']['name']}-detector is a valid Service name; "
+            f"got {len(s['metadata']['name'])}"
+        ),
     ),
 )
 
@@ -1462,17 +1473,12 @@ def parse_observed_model(
     root.text("apiVersion", choices=(API_VERSION,))
     root.text("kind", choices=(KIND,))
     meta = root.obj("metadata")
-    name = meta.text(
-        "name",
-        pattern=_DNS_LABEL,
-        pattern_hint="must be a DNS-1035 label (lower-case letters, digits and '-')",
-    )
-    if name is not None and len(name) > MAX_NAME_LENGTH:
-        meta.error(
-            "name",
-            f"must be at most {MAX_NAME_LENGTH} characters so that {name}-detector is a valid "
-            f"Service name; got {len(name)}",
-        )
+    name = meta.text("name")
+    for rule in METADATA_RULES:
+        named = {"metadata": {"name": name}}
+        if name is not None and not rule.check(named):
+            meta.error("name", (rule.explain(named) if rule.explain else None) or rule.message)
+            name = None
     namespace = meta.text(
         "namespace",
         "default",
