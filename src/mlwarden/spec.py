@@ -12,17 +12,26 @@ field path and the reason, the way `kubectl` does:
 
 Unknown fields are errors (a typo such as `pvalue` must not silently fall back
 to a default), with the closest known field suggested.
+
+Each field is declared once, as a dataclass field with a `Wire` (how it is written
+in a manifest), and each rule between fields once, as a `Rule` (CEL and Python).
+One generic reader (`_section`) parses any declared object; the few sections whose
+reading depends on another field (target, reference, window, the spec itself) have
+a small reader of their own in `_SECTION_READERS`. `mlwarden.crd` generates the CRD
+and docs/observedmodel.md from the same declaration. Adding a field is one `_f(...)`
+line in its dataclass (and its tests).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, ClassVar, Final, Literal
 
 import yaml
 
@@ -125,6 +134,109 @@ class SpecError(ValueError):
         super().__init__("\n".join(lines))
 
 
+# --------------------------------------------------------------------------- the declaration
+
+# Each field of the ObservedModel is declared once, below, as a dataclass field whose
+# metadata (a `Wire`) says how it is written in a manifest: its name, type, bounds,
+# enum, pattern and description. From that one declaration come the parser further
+# down, the CRD's OpenAPI schema (`mlwarden.crd`) and the field reference
+# (docs/observedmodel.md, `python -m mlwarden.crd --docs`). Each rule between fields
+# is declared once too, as a `Rule`: its CEL expression (the API server's check), its
+# Python check (the parser's) and its message; tests/unit/test_crd.py evaluates both
+# on the same manifests and requires the same verdict.
+
+_MISSING: Final[Any] = object()
+_HTTP_URL: Final = re.compile(r"^https?://")
+# Lengths that bound the API server's CEL cost estimate (and the object's size).
+MAX_NAME: Final = 253  # a Kubernetes object name (DNS-1123 subdomain)
+MAX_TEXT: Final = 253  # a feature, output or container name
+MAX_PATH: Final = 1024  # a file path or a dotted JSON path
+MAX_URL: Final = 2048
+MAX_FEATURES: Final = 1000
+MAX_PIPELINE: Final = 100
+MAX_REACTIONS: Final = 50
+
+WireKind = Literal[
+    "string", "integer", "number", "boolean", "duration", "object", "objects", "strings", "map"
+]
+
+
+@dataclass(frozen=True)
+class Wire:
+    """How one field is written in a manifest; the metadata of a spec dataclass field."""
+
+    name: str
+    description: str
+    kind: WireKind = "string"
+    required: bool = False
+    enum: tuple[str, ...] | None = None
+    pattern: re.Pattern[str] | None = None
+    hint: str = ""  # the parser's message when `pattern` does not match
+    url: bool = False  # an http(s) URL
+    max_length: int | None = None
+    length_note: str = ""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    positive: bool = True  # duration: longer than zero (else: zero or longer)
+    of: type[Any] | None = None  # object, objects: the nested declaration
+    min_length: int | None = None
+    max_items: int | None = None
+    noun: str = ""  # objects with map_keys: what an item is, in a duplicate's message
+    map_keys: tuple[str, ...] = ()
+    group: tuple[str, str] | None = None  # (wire name, description) of an enclosing object
+    crd_default: bool = True  # give the CRD the default (window.size: no, see there)
+
+
+def _f(
+    name: str,
+    description: str,
+    kind: WireKind = "string",
+    *,
+    default: Any = _MISSING,
+    factory: Callable[[], Any] | None = None,
+    **wire: Any,
+) -> Any:
+    """A declared field: `default` (or `factory`) absent makes it required."""
+    required = default is _MISSING and factory is None and not wire.pop("optional", False)
+    meta = {"wire": Wire(name, description, kind, required=required, **wire)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    if default is _MISSING:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _has(s: Mapping[str, Any], key: str) -> bool:
+    return s.get(key) is not None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule between fields of one object: CEL for the API server, Python for the parser.
+
+    `check(s)` is true when the object `s` (a manifest mapping) keeps the rule, as the CEL
+    `cel` evaluated with `self` = s; `field` is where a violation is reported; `message`
+    is the CRD's message and `explain(s)` the parser's (None: another check reports it).
+    """
+
+    cel: str
+    check: Callable[[Mapping[str, Any]], bool]
+    message: str
+    field: str | None = None
+    explain: Callable[[Mapping[str, Any]], str | None] | None = None
+
+
+def wire_fields(cls: type[Any]) -> list[tuple[str, Wire]]:
+    """(attribute, Wire) of each declared field of a spec dataclass, in declaration order."""
+    return [(f.name, f.metadata["wire"]) for f in dataclasses.fields(cls) if "wire" in f.metadata]
+
+
+def rules_of(cls: type[Any]) -> tuple[Rule, ...]:
+    return tuple(getattr(cls, "RULES", ()))
+
+
 # --------------------------------------------------------------------------- the spec
 
 
@@ -132,30 +244,86 @@ class SpecError(ValueError):
 class Target:
     """The model server to observe: its Deployment, Service, container and port."""
 
-    deployment: str
-    service: str
-    container: str | None = None
-    port: int | None = None
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            f"has(self.service) || (self.deployment.matches('{_DNS_LABEL.pattern}') "
+            "&& size(self.deployment) <= 63)",
+            lambda s: (
+                _has(s, "service")
+                or not isinstance(s.get("deployment"), str)
+                or bool(_DNS_LABEL.fullmatch(s["deployment"]) and len(s["deployment"]) <= 63)
+            ),
+            "service is not set, so it defaults to the Deployment's name, which is not a "
+            "Service name (a DNS-1035 label: no dots, at most 63 characters); set it",
+            field="service",
+            explain=lambda s: (
+                f"is not set, so it defaults to the Deployment's name {s['deployment']!r}, which "
+                "is not a Service name (a DNS-1035 label: lower-case letters, digits and '-', "
+                "starting with a letter, no dots, at most 63 characters); set it to the "
+                "Service in front of the model"
+            ),
+        ),
+    )
+
+    deployment: str = _f(
+        "deployment",
+        "The Deployment that serves the model.",
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a Kubernetes object name",
+        max_length=MAX_NAME,
+    )
+    service: str = _f(
+        "service",
+        "The Service in front of it (default: the Deployment's name); a DNS-1035 label, so no "
+        "dots.",
+        optional=True,
+        pattern=_DNS_LABEL,
+        hint=SERVICE_NAME_HINT,
+        max_length=63,
+        length_note=" (a Service name)",
+    )
+    container: str | None = _f(
+        "container",
+        "The model container (default: the operator picks it).",
+        default=None,
+        max_length=MAX_TEXT,
+    )
+    port: int | None = _f(
+        "port",
+        "The model container's port (default: the operator picks it).",
+        "integer",
+        default=None,
+        low=1,
+        high=65535,
+    )
     # Inject into a Deployment with strategy Recreate without asking for approval (that
     # rollout stops every pod before the new ones start).
-    allow_recreate: bool = False
+    allow_recreate: bool = _f(
+        "allowRecreate",
+        "Inject into a Deployment whose strategy is Recreate without asking for approval "
+        "(that rollout stops every pod before the new ones start).",
+        "boolean",
+        default=False,
+    )
 
 
 @dataclass(frozen=True)
 class Feature:
     """An input column the model receives."""
 
-    name: str
-    type: FeatureType
+    name: str = _f("name", "The feature's name.", max_length=MAX_TEXT)
+    type: FeatureType = _f("type", "numeric or categorical.", enum=FEATURE_TYPES)
 
 
 @dataclass(frozen=True)
 class Prediction:
     """The model output to watch; `probabilities` names an output with class scores."""
 
-    name: str
-    type: FeatureType = "numeric"
-    probabilities: str | None = None
+    name: str = _f("name", "The output's name.", max_length=MAX_TEXT)
+    type: FeatureType = _f("type", "numeric or categorical.", default="numeric", enum=FEATURE_TYPES)
+    probabilities: str | None = _f(
+        "probabilities", "An output holding class scores.", default=None, max_length=MAX_TEXT
+    )
 
 
 @dataclass(frozen=True)
@@ -169,115 +337,364 @@ class JsonCapture:
     feature names themselves); `prediction` is a path inside one response row.
     """
 
-    request_rows: str | None = None
-    response_rows: str | None = None
+    request_rows: str | None = _f(
+        "requestRows", "The list of rows in a request body.", default=None, max_length=MAX_PATH
+    )
+    response_rows: str | None = _f(
+        "responseRows", "The list of rows in a response body.", default=None, max_length=MAX_PATH
+    )
     # (feature name, path) pairs: a tuple so the spec stays immutable and hashable.
-    features: tuple[tuple[str, str], ...] = ()
-    prediction: str | None = None
+    features: tuple[tuple[str, str], ...] = _f(
+        "features",
+        "Feature name to its path inside one request row.",
+        "map",
+        default=(),
+        max_length=MAX_PATH,
+        max_items=MAX_FEATURES,
+    )
+    prediction: str | None = _f(
+        "prediction",
+        "The prediction's path inside one response row.",
+        default=None,
+        max_length=MAX_PATH,
+    )
 
 
 @dataclass(frozen=True)
 class Redaction:
     """A captured field the sidecar drops, or replaces by a keyed hash, before shipping it."""
 
-    field: str  # a feature or output name, as captured
-    action: Literal["drop", "hash"] = "drop"
+    field: str = _f(  # a feature or output name, as captured
+        "field", "A feature or output name, as captured.", min_length=1, max_length=MAX_TEXT
+    )
+    action: Literal["drop", "hash"] = _f(
+        "action",
+        "drop: removed; hash: replaced by a keyed hash (equal values stay equal).",
+        default="drop",
+        enum=REDACT_ACTIONS,
+    )
 
 
 @dataclass(frozen=True)
 class Capture:
     """What the sidecar captures: a sample of exchanges with bodies up to a size cap."""
 
-    sample_rate: float = 1.0
-    max_body_bytes: int = 1 << 20
-    json: JsonCapture | None = None
-    redact: tuple[Redaction, ...] = ()
+    sample_rate: float = _f(
+        "sampleRate",
+        "Fraction of exchanges captured, in (0, 1].",
+        "number",
+        default=1.0,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    )
+    max_body_bytes: int = _f(
+        "maxBodyBytes",
+        "Bodies larger than this are not captured.",
+        "integer",
+        default=1 << 20,
+        low=1024,
+        high=64 << 20,
+    )
+    json: JsonCapture | None = _f(
+        "json",
+        "Field paths for the json protocol (dotted: data.items, scores.1).",
+        "object",
+        default=None,
+        of=JsonCapture,
+    )
+    redact: tuple[Redaction, ...] = _f(
+        "redact",
+        "Captured fields dropped or hashed (HMAC-SHA256 keyed with the ingest token) in the "
+        "pod, before they are shipped.",
+        "objects",
+        default=(),
+        of=Redaction,
+        map_keys=("field",),
+        noun="field",
+        max_items=MAX_FEATURES,
+    )
+
+
+def _only_with(key: str, source: str) -> Rule:
+    return Rule(
+        f"has(self.{key}) == (has(self.source) && self.source == '{source}')",
+        lambda s: _has(s, key) == (s.get("source", "warmup") == source),
+        f"{key} is required when source is {source}, and only applies then",
+        field=key,
+        # Missing where it is required: the reader reports the missing field itself.
+        explain=lambda s: f"only applies with source {source}" if _has(s, key) else None,
+    )
 
 
 @dataclass(frozen=True)
-class Reference:
-    """Where the reference (what 'normal' looks like) comes from."""
+class ReferenceSpec:
+    """Where the reference (what 'normal' looks like) comes from: spec.reference."""
 
-    source: Literal["warmup", "configMap", "url", "file"] = "warmup"
-    size: int = 1000
-    config_map: str | None = None
-    key: str | None = None
-    url: str | None = None
-    path: str | None = None
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        _only_with("configMap", "configMap"),
+        _only_with("url", "url"),
+        _only_with("path", "file"),
+    )
+
+    source: Literal["warmup", "configMap", "url", "file"] = _f(
+        "source",
+        "warmup (the first records seen), configMap, url or file.",
+        default="warmup",
+        enum=REFERENCE_SOURCES,
+    )
+    size: int = _f(
+        "size", "Records in the reference.", "integer", default=1000, low=50, high=10_000_000
+    )
+    config_map: str | None = _f(
+        "name",
+        "The ConfigMap's name.",
+        default=None,
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a ConfigMap name",
+        max_length=MAX_NAME,
+        group=("configMap", "The ConfigMap holding the reference data (source configMap)."),
+    )
+    key: str | None = _f(
+        "key",
+        "The key holding a CSV, Parquet or JSONL file.",
+        default=None,
+        max_length=MAX_NAME,
+        group=("configMap", "The ConfigMap holding the reference data (source configMap)."),
+    )
+    url: str | None = _f(
+        "url",
+        "An http(s) URL of the reference data (source url).",
+        default=None,
+        url=True,
+        max_length=MAX_URL,
+    )
+    path: str | None = _f(
+        "path", "A file path inside the detector (source file).", default=None, max_length=MAX_PATH
+    )
 
 
 @dataclass(frozen=True)
 class Window:
     """The current window: the last `size` records, or the records of the last `duration`."""
 
-    size: int | None = 1000
-    duration_seconds: float | None = None
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!(has(self.size) && has(self.duration))",
+            lambda s: not (_has(s, "size") and _has(s, "duration")),
+            "set either size or duration, not both",
+        ),
+    )
+
+    # No CRD default for size: a defaulted size would collide with a duration the user
+    # set. The parser applies size 1000 when neither is given.
+    size: int | None = _f(
+        "size",
+        "Records in the window (default 1000).",
+        "integer",
+        default=1000,
+        low=50,
+        high=10_000_000,
+        crd_default=False,
+    )
+    duration_seconds: float | None = _f(
+        "duration", "How far back the window reaches, e.g. 5m.", "duration", default=None
+    )
 
 
 @dataclass(frozen=True)
 class DriftCheck:
-    enabled: bool = True
-    test: str = "auto"
-    p_value: float = 0.01
-    correction: str = "bonferroni"
+    enabled: bool = _f("enabled", "Run this check.", "boolean", default=True)
+    test: str = _f("test", "The test (auto: by column type).", default="auto", enum=DRIFT_TESTS)
+    p_value: float = _f(
+        "pValue",
+        "Significance level, in (0, 1).",
+        "number",
+        default=0.01,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
+    correction: str = _f(
+        "correction",
+        "Multiple-testing correction across columns.",
+        default="bonferroni",
+        enum=CORRECTIONS,
+    )
     # Effect-size floor: below it a shift is not reported however small its
     # p-value (None: the test's own default, documented with the detector).
-    min_effect: float | None = None
+    min_effect: float | None = _f(
+        "minEffect",
+        "Effect-size floor below which a shift is not reported (default: the test's).",
+        "number",
+        default=None,
+        low=0.0,
+    )
 
 
 @dataclass(frozen=True)
 class QualityCheck:
-    enabled: bool = True
-    max_missing_rate: float = 0.05
-    out_of_range: bool = True
-    new_categories: bool = True
+    enabled: bool = _f("enabled", "Run this check.", "boolean", default=True)
+    max_missing_rate: float = _f(
+        "maxMissingRate",
+        "Highest tolerated fraction of missing values, in [0, 1].",
+        "number",
+        default=0.05,
+        low=0.0,
+        high=1.0,
+    )
+    out_of_range: bool = _f(
+        "outOfRange",
+        "Alert on numeric values outside the reference range.",
+        "boolean",
+        default=True,
+    )
+    new_categories: bool = _f(
+        "newCategories", "Alert on categories the reference never had.", "boolean", default=True
+    )
 
 
 @dataclass(frozen=True)
 class LatencyCheck:
-    p99_ms: float
+    p99_ms: float = _f(
+        "p99Ms", "Highest tolerated p99 latency, milliseconds.", "number", low=0.0, low_open=True
+    )
 
 
 @dataclass(frozen=True)
 class ErrorsCheck:
-    max_rate: float
+    max_rate: float = _f(
+        "maxRate", "Highest tolerated error rate, in [0, 1].", "number", low=0.0, high=1.0
+    )
 
 
 @dataclass(frozen=True)
 class PerformanceCheck:
-    estimate: str = "cbpe"
-    metric: str = "accuracy"
-    max_drop: float = 0.05
+    estimate: str = _f(
+        "estimate", "The label-free estimator.", default="cbpe", enum=PERFORMANCE_ESTIMATES
+    )
+    metric: str = _f("metric", "The metric.", default="accuracy", enum=PERFORMANCE_METRICS)
+    max_drop: float = _f(
+        "maxDrop",
+        "Highest tolerated drop of the metric, in (0, 1].",
+        "number",
+        default=0.05,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    )
 
 
 @dataclass(frozen=True)
 class Detectors:
-    drift: DriftCheck = field(default_factory=DriftCheck)
-    prediction_drift: DriftCheck = field(default_factory=DriftCheck)
-    quality: QualityCheck = field(default_factory=QualityCheck)
-    latency: LatencyCheck | None = None
-    errors: ErrorsCheck | None = None
-    performance: PerformanceCheck | None = None
+    drift: DriftCheck = _f(
+        "drift",
+        "Drift of the input features: a statistical test per column against the reference.",
+        "object",
+        factory=DriftCheck,
+        of=DriftCheck,
+    )
+    prediction_drift: DriftCheck = _f(
+        "predictionDrift",
+        "Drift of the prediction: a statistical test per column against the reference.",
+        "object",
+        factory=DriftCheck,
+        of=DriftCheck,
+    )
+    quality: QualityCheck = _f(
+        "quality",
+        "Data quality: missing values, values out of the reference range, new categories.",
+        "object",
+        factory=QualityCheck,
+        of=QualityCheck,
+    )
+    latency: LatencyCheck | None = _f(
+        "latency",
+        "A latency objective (absent: not checked).",
+        "object",
+        default=None,
+        of=LatencyCheck,
+    )
+    errors: ErrorsCheck | None = _f(
+        "errors",
+        "An error-rate objective (absent: not checked).",
+        "object",
+        default=None,
+        of=ErrorsCheck,
+    )
+    performance: PerformanceCheck | None = _f(
+        "performance",
+        "Model performance, estimated without labels or measured with them.",
+        "object",
+        default=None,
+        of=PerformanceCheck,
+    )
 
 
 @dataclass(frozen=True)
 class Alerting:
     """Hysteresis: fire after `fire_after` failing evaluations, resolve after `resolve_after`."""
 
-    evaluation_interval_seconds: float = 30.0
-    fire_after: int = 3
-    resolve_after: int = 3
+    evaluation_interval_seconds: float = _f(
+        "evaluationInterval", "How often the checks run.", "duration", default=30.0
+    )
+    fire_after: int = _f(
+        "fireAfter",
+        "Failing evaluations in a row before an alert fires.",
+        "integer",
+        default=3,
+        low=1,
+        high=100,
+    )
+    resolve_after: int = _f(
+        "resolveAfter",
+        "Passing evaluations in a row before an alert resolves.",
+        "integer",
+        default=3,
+        low=1,
+        high=100,
+    )
 
 
 @dataclass(frozen=True)
 class PipelineComponent:
     """An upstream part of the pipeline, with lineage for diagnosis."""
 
-    name: str
-    kind: str
-    produces: tuple[str, ...] = ()
-    depends_on: tuple[str, ...] = ()
-    namespace: str | None = None
+    name: str = _f(
+        "name",
+        "The object's name.",
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a Kubernetes name",
+        max_length=MAX_NAME,
+    )
+    kind: str = _f("kind", "The object's kind.", enum=PIPELINE_KINDS)
+    produces: tuple[str, ...] = _f(
+        "produces",
+        "Features (or the prediction) this component produces.",
+        "strings",
+        default=(),
+        max_length=MAX_TEXT,
+        max_items=MAX_FEATURES,
+    )
+    depends_on: tuple[str, ...] = _f(
+        "dependsOn",
+        "Other components of spec.pipeline this one reads from.",
+        "strings",
+        default=(),
+        max_length=MAX_NAME,
+        max_items=MAX_PIPELINE,
+    )
+    namespace: str | None = _f(
+        "namespace", "The object's namespace (default: the model's).", default=None, max_length=63
+    )
+
+
+def _int(s: Mapping[str, Any], key: str) -> bool:
+    return isinstance(s.get(key), int | float) and not isinstance(s.get(key), bool)
+
+
+_SHIFTING = "self.action != 'shiftTraffic'"
 
 
 @dataclass(frozen=True)
@@ -288,49 +705,284 @@ class Reaction:
     kubectl) read a bare `on` key as the boolean true.
     """
 
-    alert: str
-    action: str
-    feature: str | None = None
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(self.minReplicas) || !has(self.maxReplicas)"
+            " || self.minReplicas <= self.maxReplicas",
+            lambda s: (
+                not (_int(s, "minReplicas") and _int(s, "maxReplicas"))
+                or s["minReplicas"] <= s["maxReplicas"]
+            ),
+            "minReplicas must not exceed maxReplicas",
+            field="minReplicas",
+            explain=lambda s: f"must not exceed maxReplicas ({s['maxReplicas']})",
+        ),
+        Rule(
+            "!(self.action in ['shiftTraffic', 'pause']) || has(self.canary)",
+            lambda s: s.get("action") not in ("shiftTraffic", "pause") or _has(s, "canary"),
+            "canary is required when action is shiftTraffic or pause",
+            field="canary",
+            explain=lambda s: f"required when action is {s['action']}: the canary backend",
+        ),
+        Rule(
+            f"{_SHIFTING} || has(self.stable)",
+            lambda s: s.get("action") != "shiftTraffic" or _has(s, "stable"),
+            "stable is required when action is shiftTraffic",
+            field="stable",
+            explain=lambda s: "required when action is shiftTraffic: the stable backend",
+        ),
+        Rule(
+            f"{_SHIFTING} || !has(self.router)"
+            " || !(self.router in ['httproute', 'virtualservice']) || has(self.route)",
+            lambda s: (
+                s.get("action") != "shiftTraffic"
+                or s.get("router") not in ("httproute", "virtualservice")
+                or _has(s, "route")
+            ),
+            "route is required when action shiftTraffic uses router httproute or virtualservice",
+            field="route",
+            explain=lambda s: f"required with router {s['router']}: the route's name",
+        ),
+        Rule(
+            "self.action != 'scale' || has(self.maxReplicas)",
+            lambda s: s.get("action") != "scale" or _has(s, "maxReplicas"),
+            "maxReplicas is required when action is scale",
+            field="maxReplicas",
+            explain=lambda s: "required when action is scale",
+        ),
+        Rule(
+            f"{_SHIFTING} || has(self.router)",
+            lambda s: s.get("action") != "shiftTraffic" or _has(s, "router"),
+            "router is required when action is shiftTraffic",
+            field="router",
+            explain=lambda s: (
+                f"required when action is shiftTraffic ({', '.join(TRAFFIC_ROUTERS)})"
+            ),
+        ),
+    )
+
+    alert: str = _f("alert", "The alert type.", enum=ALERT_TYPES)
+    action: str = _f("action", "The action.", enum=ACTIONS)
+    feature: str | None = _f(
+        "feature", "Only for alerts on this feature.", default=None, max_length=MAX_TEXT
+    )
     # rollback: the revision to go back to (default: the previous one)
-    to_revision: int | None = None
+    to_revision: int | None = _f(
+        "toRevision",
+        "rollback: the revision to go back to (default: the previous one).",
+        "integer",
+        default=None,
+        low=1,
+    )
     # scale: replicas (or an HPA's minReplicas) within [min_replicas, max_replicas]
-    min_replicas: int | None = None
-    max_replicas: int | None = None
+    min_replicas: int | None = _f(
+        "minReplicas",
+        "scale: lower bound of the replicas (or an HPA's minReplicas).",
+        "integer",
+        default=None,
+        low=0,
+        high=1000,
+    )
+    max_replicas: int | None = _f(
+        "maxReplicas",
+        "scale: upper bound of the replicas.",
+        "integer",
+        default=None,
+        low=1,
+        high=1000,
+    )
     # shiftTraffic / pause: how traffic reaches the two versions
-    router: str | None = None
-    route: str | None = None  # the HTTPRoute or VirtualService name
-    stable: str | None = None  # the stable backend (Service, or Deployment for router: replicas)
-    canary: str | None = None  # the canary backend
-    step_percent: int = 100  # traffic moved back to stable per step
-    webhook: str | None = None
+    router: str | None = _f(
+        "router",
+        "shiftTraffic, pause: how traffic reaches the two versions.",
+        default=None,
+        enum=TRAFFIC_ROUTERS,
+    )
+    route: str | None = _f(  # the HTTPRoute or VirtualService name
+        "route", "The HTTPRoute or VirtualService name.", default=None, max_length=MAX_NAME
+    )
+    stable: str | None = _f(  # the stable backend (Service, or Deployment for router: replicas)
+        "stable",
+        "The stable backend (a Service, or a Deployment for router replicas).",
+        default=None,
+        max_length=MAX_NAME,
+    )
+    canary: str | None = _f("canary", "The canary backend.", default=None, max_length=MAX_NAME)
+    step_percent: int = _f(  # traffic moved back to stable per step
+        "stepPercent",
+        "shiftTraffic: traffic moved back to stable per step, in percent.",
+        "integer",
+        default=100,
+        low=1,
+        high=100,
+    )
+    webhook: str | None = _f(
+        "webhook", "An http(s) URL to notify.", default=None, url=True, max_length=MAX_URL
+    )
 
 
 @dataclass(frozen=True)
 class Guardrails:
-    dry_run: bool = False
-    cooldown_seconds: float = 600.0
-    max_actions_per_hour: int = 3
-    require_approval: bool = False
+    dry_run: bool = _f(
+        "dryRun", "Plan and record actions without taking them.", "boolean", default=False
+    )
+    cooldown_seconds: float = _f(
+        "cooldown",
+        "Quiet time after an action on the same target.",
+        "duration",
+        default=600.0,
+        positive=False,
+    )
+    max_actions_per_hour: int = _f(
+        "maxActionsPerHour", "Rate limit on actions.", "integer", default=3, low=0, high=3600
+    )
+    require_approval: bool = _f(
+        "requireApproval", "Wait for a person to approve each action.", "boolean", default=False
+    )
 
 
 @dataclass(frozen=True)
 class ObservedModelSpec:
-    target: Target
-    protocol: str = "auto"
-    features: tuple[Feature, ...] = ()
-    prediction: Prediction | None = None
-    capture: Capture = field(default_factory=Capture)
-    reference: Reference = field(default_factory=Reference)
-    window: Window = field(default_factory=Window)
-    detectors: Detectors = field(default_factory=Detectors)
-    alerting: Alerting = field(default_factory=Alerting)
-    pipeline: tuple[PipelineComponent, ...] = ()
-    reactions: tuple[Reaction, ...] = ()
-    guardrails: Guardrails = field(default_factory=Guardrails)
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!(has(self.capture) && has(self.capture.json))"
+            " || !has(self.protocol) || self.protocol in ['json', 'auto']",
+            lambda s: (
+                not (isinstance(s.get("capture"), dict) and _has(s["capture"], "json"))
+                or s.get("protocol", "auto") in ("json", "auto")
+            ),
+            "capture.json only applies with protocol json or auto",
+            field="capture.json",
+            explain=lambda s: f"only applies with protocol json or auto, not {s['protocol']!r}",
+        ),
+        Rule(
+            "!has(self.protocol) || self.protocol != 'json'"
+            " || (has(self.capture) && has(self.capture.json))"
+            " || (has(self.features) && size(self.features) > 0)",
+            lambda s: (
+                s.get("protocol") != "json"
+                or (isinstance(s.get("capture"), dict) and _has(s["capture"], "json"))
+                or bool(s.get("features"))
+            ),
+            "protocol json needs capture.json field paths or features to know what to capture",
+            field="protocol",
+            explain=lambda s: (
+                "json needs spec.capture.json field paths or spec.features to know what to capture"
+            ),
+        ),
+    )
+
+    target: Target = _f(
+        "target",
+        "The model server to observe: its Deployment, Service, container and port.",
+        "object",
+        of=Target,
+    )
+    protocol: str = _f(
+        "protocol",
+        "How request and response bodies are read (auto: detected per request).",
+        default="auto",
+        enum=PROTOCOLS,
+    )
+    features: tuple[Feature, ...] = _f(
+        "features",
+        "Input columns the model receives (absent: inferred from the reference).",
+        "objects",
+        default=(),
+        of=Feature,
+        map_keys=("name",),
+        noun="feature",
+        max_items=MAX_FEATURES,
+    )
+    prediction: Prediction | None = _f(
+        "prediction", "The model output to watch.", "object", default=None, of=Prediction
+    )
+    capture: Capture = _f(
+        "capture", "What the sidecar captures.", "object", factory=Capture, of=Capture
+    )
+    reference: ReferenceSpec = _f(
+        "reference",
+        "Where the reference (what normal looks like) comes from.",
+        "object",
+        factory=ReferenceSpec,
+        of=ReferenceSpec,
+    )
+    window: Window = _f(
+        "window",
+        "The current window: the last `size` records, or the records of the last `duration`.",
+        "object",
+        factory=Window,
+        of=Window,
+        crd_default=False,
+    )
+    detectors: Detectors = _f(
+        "detectors", "The checks the detector runs.", "object", factory=Detectors, of=Detectors
+    )
+    alerting: Alerting = _f(
+        "alerting",
+        "Hysteresis: when an alert fires and when it resolves.",
+        "object",
+        factory=Alerting,
+        of=Alerting,
+    )
+    pipeline: tuple[PipelineComponent, ...] = _f(
+        "pipeline",
+        "The upstream components that feed the model, with lineage for diagnosis.",
+        "objects",
+        default=(),
+        of=PipelineComponent,
+        map_keys=("name",),
+        noun="component",
+        max_items=MAX_PIPELINE,
+    )
+    reactions: tuple[Reaction, ...] = _f(
+        "reactions",
+        "What to do when an alert fires.",
+        "objects",
+        default=(),
+        of=Reaction,
+        max_items=MAX_REACTIONS,
+    )
+    guardrails: Guardrails = _f(
+        "guardrails",
+        "Limits on automatic actions.",
+        "object",
+        factory=Guardrails,
+        of=Guardrails,
+    )
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
+
+
+# CEL at the root may read metadata.name (and nothing else of metadata). The parser
+# checks them in this order and stops at the first broken one.
+METADATA_RULES: Final = (
+    Rule(
+        f"self.metadata.name.matches('{_DNS_LABEL.pattern}')",
+        lambda s: bool(_DNS_LABEL.fullmatch(s["metadata"]["name"])),
+        "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting "
+        "with a letter), as it names the detector's Service",
+        field="name",
+        explain=lambda s: (
+            "must be a DNS-1035 label (lower-case letters, digits and '-'); "
+            f"got {s['metadata']['name']!r}"
+        ),
+    ),
+    Rule(
+        f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+        lambda s: len(s["metadata"]["name"]) <= MAX_NAME_LENGTH,
+        f"metadata.name must be at most {MAX_NAME_LENGTH} characters so that NAME-detector is "
+        "a valid Service name",
+        field="name",
+        explain=lambda s: (
+            f"must be at most {MAX_NAME_LENGTH} characters so that "
+            f"{s['metadata']['name']}-detector is a valid Service name; "
+            f"got {len(s['metadata']['name'])}"
+        ),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -344,10 +996,6 @@ class ObservedModel:
 
 
 # --------------------------------------------------------------------------- reader
-
-
-_T = TypeVar("_T")
-_MISSING: Final[Any] = object()
 
 
 class _Errors:
@@ -379,6 +1027,8 @@ class _Obj:
             self.present = False
         self.raw: dict[str, Any] = value
         self.known: set[str] = set()
+        # Lists of objects read so far: their items with their paths (for cross-checks).
+        self.item_paths: dict[str, list[tuple[str, Any]]] = {}
 
     def at(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -506,24 +1156,37 @@ class _Obj:
         for i, item in enumerate(value):
             yield f"{self.at(key)}[{i}]", item
 
-    def text_list(self, key: str) -> tuple[str, ...]:
+    def text_list(
+        self, key: str, *, max_items: int | None = None, max_length: int | None = None
+    ) -> tuple[str, ...]:
         out: list[str] = []
-        for path, item in self.items(key):
-            if isinstance(item, str) and item:
-                out.append(item)
-            else:
+        items = list(self.items(key))
+        if max_items is not None and len(items) > max_items:
+            self.error(key, f"must have at most {max_items} items, got {len(items)}")
+        for path, item in items:
+            if not (isinstance(item, str) and item):
                 self.errors.add(path, f"must be a non-empty string, got {_kind_of(item)}")
+            elif max_length is not None and len(item) > max_length:
+                self.errors.add(path, f"must be at most {max_length} characters, got {len(item)}")
+            else:
+                out.append(item)
         return tuple(out)
 
-    def text_map(self, key: str) -> dict[str, str]:
+    def text_map(
+        self, key: str, *, max_items: int | None = None, max_length: int | None = None
+    ) -> dict[str, str]:
         inner = self.obj(key)
         out: dict[str, str] = {}
+        if max_items is not None and len(inner.raw) > max_items:
+            self.error(key, f"must have at most {max_items} entries, got {len(inner.raw)}")
         for k, v in inner.raw.items():
             inner.known.add(k)
-            if isinstance(v, str) and v:
-                out[str(k)] = v
-            else:
+            if not (isinstance(v, str) and v):
                 inner.error(str(k), f"must be a non-empty string, got {_kind_of(v)}")
+            elif max_length is not None and len(v) > max_length:
+                inner.error(str(k), f"must be at most {max_length} characters, got {len(v)}")
+            else:
+                out[str(k)] = v
         return out
 
     def finish(self) -> None:
@@ -570,334 +1233,200 @@ def parse_duration(value: str | int | float) -> float:
 # --------------------------------------------------------------------------- sections
 
 
-def _target(o: _Obj) -> Target:
-    hint = "must be a Kubernetes object name"
-    deployment = o.text("deployment", pattern=_DNS_SUBDOMAIN, pattern_hint=hint) or ""
-    service = o.text("service", None, pattern=_DNS_LABEL, pattern_hint=SERVICE_NAME_HINT)
-    if service is not None and len(service) > 63:
-        o.error("service", f"must be at most 63 characters (a Service name); got {service!r}")
-    if service is None:
-        service = deployment
-        if deployment and not (_DNS_LABEL.fullmatch(deployment) and len(deployment) <= 63):
-            o.error(
-                "service",
-                f"is not set, so it defaults to the Deployment's name {deployment!r}, which is "
-                "not a Service name (a DNS-1035 label: lower-case letters, digits and '-', "
-                "starting with a letter, no dots, at most 63 characters); set it to the "
-                "Service in front of the model",
-            )
-    container = o.text("container", None)
-    port = o.number("port", None, integer=True, low=1, high=65535)
-    allow_recreate = o.boolean("allowRecreate", False)
+def _bad(o: _Obj, key: str) -> bool:
+    """Whether field `key` of `o` (or anything inside it) was reported as wrong."""
+    at = o.at(key)
+    return any(e.path == at or e.path.startswith((f"{at}.", f"{at}[")) for e in o.errors.items)
+
+
+def _check_rules(cls: type[Any], o: _Obj) -> None:
+    """Report the broken rules of `cls` in `o`; a rule is judged only on fields that are valid."""
+    raw = {k: v for k, v in o.raw.items() if v is not None}
+    for rule in rules_of(cls):
+        if any(_bad(o, key) for key in re.findall(r"self\.(\w+)", rule.cel)):
+            continue
+        if rule.check(raw):
+            continue
+        message = rule.explain(raw) if rule.explain is not None else rule.message
+        if message is not None:
+            o.errors.add(o.at(rule.field) if rule.field else o.path, message)
+
+
+def _value(o: _Obj, w: Wire, default: Any, *, required: bool | None = None) -> Any:
+    """Read one declared field of `o`."""
+    need = w.required if required is None else required
+    given = _MISSING if need else default
+    if w.kind == "string":
+        value = o.text(w.name, given, choices=w.enum, pattern=w.pattern, pattern_hint=w.hint)
+        if not isinstance(value, str) or value == default:
+            return value
+        if w.min_length is not None and len(value) < w.min_length:
+            o.error(w.name, "must be a non-empty string")
+            return None
+        if w.url and not _HTTP_URL.match(value):
+            o.error(w.name, f"must be an http:// or https:// URL, got {value!r}")
+        elif w.max_length is not None and len(value) > w.max_length:
+            if w.length_note:
+                note = f"must be at most {w.max_length} characters{w.length_note}; got {value!r}"
+            else:
+                note = f"must be at most {w.max_length} characters, got {len(value)}"
+            o.error(w.name, note)
+            return None if need else default
+        return value
+    if w.kind in ("integer", "number"):
+        return o.number(
+            w.name,
+            given,
+            integer=w.kind == "integer",
+            low=w.low,
+            high=w.high,
+            low_open=w.low_open,
+            high_open=w.high_open,
+        )
+    if w.kind == "boolean":
+        return o.boolean(w.name, default)
+    if w.kind == "duration":
+        return o.duration(w.name, default, minimum=0.0 if w.positive else -1.0)
+    if w.kind == "strings":
+        return o.text_list(w.name, max_items=w.max_items, max_length=w.max_length)
+    if w.kind == "map":
+        return tuple(o.text_map(w.name, max_items=w.max_items, max_length=w.max_length).items())
+    assert w.of is not None
+    if w.kind == "objects":
+        o.item_paths[w.name] = _items(o, w)
+        return tuple(item for _, item in o.item_paths[w.name])
+    sub = o.obj(w.name)
+    if sub.present or need or default is not None:
+        return _section(w.of, sub)
+    sub.finish()
+    return None
+
+
+def _read(cls: type[Any], o: _Obj, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The declared fields of `cls` read from `o`, as constructor arguments."""
+    out: dict[str, Any] = {}
+    groups: dict[str, _Obj] = {}
+    for f in dataclasses.fields(cls):
+        w = f.metadata.get("wire")
+        if w is None or f.name in skip:
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        default = None if default is dataclasses.MISSING else default
+        where = o
+        if w.group is not None:
+            if w.group[0] not in groups:
+                groups[w.group[0]] = o.obj(w.group[0])
+            where = groups[w.group[0]]
+        out[f.name] = _value(where, w, default)
+    for g in groups.values():
+        g.finish()
+    return out
+
+
+def _section(cls: type[Any], o: _Obj) -> Any:
+    """Read one object of the manifest into the spec dataclass `cls`, checking its rules."""
+    reader = _SECTION_READERS.get(cls)
+    result = reader(o) if reader is not None else cls(**_read(cls, o))
+    _check_rules(cls, o)
     o.finish()
-    return Target(
-        deployment=deployment,
-        service=service,
-        container=container,
-        port=port,
-        allow_recreate=allow_recreate,
-    )
+    return result
 
 
-def _features(o: _Obj) -> tuple[Feature, ...]:
-    out: list[Feature] = []
+def _items(o: _Obj, w: Wire) -> list[tuple[str, Any]]:
+    """The items of a list of objects, with their paths; duplicates of the map key refused."""
+    assert w.of is not None
+    out: list[tuple[str, Any]] = []
     seen: dict[str, str] = {}
-    for path, raw in o.items("features"):
-        f = _Obj(raw, path, o.errors)
-        name = f.text("name")
-        ftype = f.text("type", choices=FEATURE_TYPES)
-        f.finish()
-        if name is None or ftype is None:
-            continue
-        if name in seen:
-            o.errors.add(f"{path}.name", f"duplicate feature {name!r} (also at {seen[name]})")
-            continue
-        seen[name] = path
-        out.append(Feature(name=name, type=ftype))
-    return tuple(out)
-
-
-def _prediction(o: _Obj) -> Prediction | None:
-    if not o.present:
-        o.finish()
-        return None
-    name = o.text("name")
-    ptype = o.text("type", "numeric", choices=FEATURE_TYPES)
-    probabilities = o.text("probabilities", None)
-    o.finish()
-    return Prediction(name=name or "", type=ptype, probabilities=probabilities)
-
-
-def _capture(o: _Obj, protocol: str) -> Capture:
-    sample_rate = o.number("sampleRate", 1.0, low=0.0, high=1.0, low_open=True)
-    max_body = o.number("maxBodyBytes", 1 << 20, integer=True, low=1024, high=64 << 20)
-    j = o.obj("json")
-    json_capture: JsonCapture | None = None
-    if j.present:
-        json_capture = JsonCapture(
-            request_rows=j.text("requestRows", None),
-            response_rows=j.text("responseRows", None),
-            features=tuple(j.text_map("features").items()),
-            prediction=j.text("prediction", None),
-        )
-    j.finish()
-    redact: list[Redaction] = []
-    seen: dict[str, str] = {}
-    for path, raw in o.items("redact"):
-        r = _Obj(raw, path, o.errors)
-        name = r.text("field")
-        action = r.text("action", "drop", choices=REDACT_ACTIONS)
-        r.finish()
-        if name is None or action is None:
-            continue
-        if not name:
-            o.errors.add(f"{path}.field", "must be a non-empty string")
-            continue
-        if name in seen:
-            o.errors.add(f"{path}.field", f"duplicate field {name!r} (also at {seen[name]})")
-            continue
-        seen[name] = path
-        redact.append(Redaction(field=name, action="hash" if action == "hash" else "drop"))
-    o.finish()
-    if json_capture is not None and protocol not in ("json", "auto"):
-        o.error("json", f"only applies with protocol json or auto, not {protocol!r}")
-    return Capture(
-        sample_rate=sample_rate, max_body_bytes=max_body, json=json_capture, redact=tuple(redact)
-    )
-
-
-def _reference(o: _Obj) -> Reference:
-    source = o.text("source", "warmup", choices=REFERENCE_SOURCES)
-    size = o.number("size", 1000, integer=True, low=50, high=10_000_000)
-    ref = Reference(source=source, size=size)
-    if source == "configMap":
-        cm = o.obj("configMap")
-        name = cm.text("name", pattern=_DNS_SUBDOMAIN, pattern_hint="must be a ConfigMap name")
-        key = cm.text("key")
-        cm.finish()
-        ref = Reference(source=source, size=size, config_map=name, key=key)
-    elif source == "url":
-        url = o.text("url")
-        if url is not None and not re.match(r"^https?://", url):
-            o.error("url", f"must be an http:// or https:// URL, got {url!r}")
-        ref = Reference(source=source, size=size, url=url)
-    elif source == "file":
-        ref = Reference(source=source, size=size, path=o.text("path"))
-    else:
-        for key in ("configMap", "url", "path"):
-            if o.has(key):
-                o.error(key, f"only applies with source {key if key != 'path' else 'file'}")
-    o.finish()
-    return ref
-
-
-def _window(o: _Obj) -> Window:
-    has_size, has_duration = o.has("size"), o.has("duration")
-    if has_size and has_duration:
-        o.errors.add(o.path, "set either size or duration, not both")
-    if has_duration:
-        window = Window(size=None, duration_seconds=o.duration("duration", 300.0))
-    else:
-        window = Window(size=o.number("size", 1000, integer=True, low=50, high=10_000_000))
-    o.finish()
-    return window
-
-
-def _drift(o: _Obj) -> DriftCheck:
-    check = DriftCheck(
-        enabled=o.boolean("enabled", True),
-        test=o.text("test", "auto", choices=DRIFT_TESTS),
-        p_value=o.number("pValue", 0.01, low=0.0, high=1.0, low_open=True, high_open=True),
-        correction=o.text("correction", "bonferroni", choices=CORRECTIONS),
-        min_effect=o.number("minEffect", None, low=0.0),
-    )
-    o.finish()
-    return check
-
-
-def _detectors(o: _Obj) -> Detectors:
-    drift = _drift(o.obj("drift"))
-    prediction_drift = _drift(o.obj("predictionDrift"))
-    q = o.obj("quality")
-    quality = QualityCheck(
-        enabled=q.boolean("enabled", True),
-        max_missing_rate=q.number("maxMissingRate", 0.05, low=0.0, high=1.0),
-        out_of_range=q.boolean("outOfRange", True),
-        new_categories=q.boolean("newCategories", True),
-    )
-    q.finish()
-    latency = errors = performance = None
-    lat = o.obj("latency")
-    if lat.present:
-        latency = LatencyCheck(p99_ms=lat.number("p99Ms", low=0.0, low_open=True) or 0.0)
-    lat.finish()
-    err = o.obj("errors")
-    if err.present:
-        errors = ErrorsCheck(max_rate=err.number("maxRate", low=0.0, high=1.0) or 0.0)
-    err.finish()
-    perf = o.obj("performance")
-    if perf.present:
-        performance = PerformanceCheck(
-            estimate=perf.text("estimate", "cbpe", choices=PERFORMANCE_ESTIMATES),
-            metric=perf.text("metric", "accuracy", choices=PERFORMANCE_METRICS),
-            max_drop=perf.number("maxDrop", 0.05, low=0.0, high=1.0, low_open=True),
-        )
-    perf.finish()
-    o.finish()
-    return Detectors(
-        drift=drift,
-        prediction_drift=prediction_drift,
-        quality=quality,
-        latency=latency,
-        errors=errors,
-        performance=performance,
-    )
-
-
-def _alerting(o: _Obj) -> Alerting:
-    alerting = Alerting(
-        evaluation_interval_seconds=o.duration("evaluationInterval", 30.0),
-        fire_after=o.number("fireAfter", 3, integer=True, low=1, high=100),
-        resolve_after=o.number("resolveAfter", 3, integer=True, low=1, high=100),
-    )
-    o.finish()
-    return alerting
-
-
-def _pipeline(o: _Obj) -> tuple[tuple[PipelineComponent, ...], dict[str, str]]:
-    """The components, and each one's field path in the manifest (for later cross-checks)."""
-    out: list[PipelineComponent] = []
-    paths: dict[str, str] = {}
-    for path, raw in o.items("pipeline"):
-        c = _Obj(raw, path, o.errors)
-        name = c.text("name", pattern=_DNS_SUBDOMAIN, pattern_hint="must be a Kubernetes name")
-        kind = c.text("kind", choices=PIPELINE_KINDS)
-        component = PipelineComponent(
-            name=name or "",
-            kind=kind or "",
-            produces=c.text_list("produces"),
-            depends_on=c.text_list("dependsOn"),
-            namespace=c.text("namespace", None),
-        )
-        c.finish()
-        if name is None or kind is None:
-            continue
-        if name in paths:
-            o.errors.add(f"{path}.name", f"duplicate component {name!r} (also at {paths[name]})")
-            continue
-        paths[name] = path
-        out.append(component)
-    for component in out:
-        for dep in component.depends_on:
-            if dep not in paths:
-                known = ", ".join(sorted(paths)) or "none"
-                o.errors.add(
-                    f"{paths[component.name]}.dependsOn",
-                    f"{dep!r} is not a component of spec.pipeline (components: {known})",
-                )
-    return tuple(out), paths
-
-
-def _reactions(o: _Obj) -> tuple[tuple[Reaction, ...], list[str]]:
-    """The reactions, and each one's field path in the manifest."""
-    out: list[Reaction] = []
-    paths: list[str] = []
-    for path, raw in o.items("reactions"):
-        r = _Obj(raw, path, o.errors)
-        if isinstance(raw, dict) and (True in raw or "on" in raw):
-            r.known.update({True, "on"})  # type: ignore[arg-type]
+    raws = list(o.items(w.name))
+    if w.max_items is not None and len(raws) > w.max_items:
+        o.error(w.name, f"must have at most {w.max_items} items, got {len(raws)}")
+    for path, raw in raws:
+        item_obj = _Obj(raw, path, o.errors)
+        # A reaction's `on:` (read as the key True by YAML 1.1) gets its own hint.
+        if w.of is Reaction and isinstance(raw, dict) and (True in raw or "on" in raw):
+            item_obj.known.update({True, "on"})  # type: ignore[arg-type]
             o.errors.add(
                 f"{path}.on",
                 "use `alert:` to name the alert type; YAML reads a bare `on` key as true",
             )
-        on = r.text("alert", choices=ALERT_TYPES)
-        action = r.text("action", choices=ACTIONS)
-        reaction = Reaction(
-            alert=on or "",
-            action=action or "",
-            feature=r.text("feature", None),
-            to_revision=r.number("toRevision", None, integer=True, low=1),
-            min_replicas=r.number("minReplicas", None, integer=True, low=0, high=1000),
-            max_replicas=r.number("maxReplicas", None, integer=True, low=1, high=1000),
-            router=r.text("router", None, choices=TRAFFIC_ROUTERS),
-            route=r.text("route", None),
-            stable=r.text("stable", None),
-            canary=r.text("canary", None),
-            step_percent=r.number("stepPercent", 100, integer=True, low=1, high=100),
-            webhook=r.text("webhook", None),
-        )
-        if (
-            reaction.min_replicas is not None
-            and reaction.max_replicas is not None
-            and reaction.min_replicas > reaction.max_replicas
-        ):
-            r.error("minReplicas", f"must not exceed maxReplicas ({reaction.max_replicas})")
-        if action in ("shiftTraffic", "pause") and reaction.canary is None and not r.has("canary"):
-            r.error("canary", f"required when action is {action}: the canary backend")
-        if action == "shiftTraffic" and reaction.stable is None and not r.has("stable"):
-            r.error("stable", "required when action is shiftTraffic: the stable backend")
-        if (
-            action == "shiftTraffic"
-            and reaction.router in ("httproute", "virtualservice")
-            and (reaction.route is None and not r.has("route"))
-        ):
-            r.error("route", f"required with router {reaction.router}: the route's name")
-        if action == "scale" and reaction.max_replicas is None and not r.has("maxReplicas"):
-            r.error("maxReplicas", "required when action is scale")
-        if action == "shiftTraffic" and reaction.router is None and not r.has("router"):
-            r.error(
-                "router", f"required when action is shiftTraffic ({', '.join(TRAFFIC_ROUTERS)})"
-            )
-        if reaction.webhook is not None and not re.match(r"^https?://", reaction.webhook):
-            r.error("webhook", f"must be an http:// or https:// URL, got {reaction.webhook!r}")
-        r.finish()
-        if on is not None and action is not None:
-            out.append(reaction)
-            paths.append(path)
-    return tuple(out), paths
+        item = _section(w.of, item_obj)
+        required = [n for n, fw in wire_fields(w.of) if fw.required]
+        if any(getattr(item, n) is None for n in required):
+            continue
+        if w.map_keys:
+            key_attr = next(n for n, fw in wire_fields(w.of) if fw.name == w.map_keys[0])
+            key = getattr(item, key_attr)
+            if key in seen:
+                o.errors.add(
+                    f"{path}.{w.map_keys[0]}",
+                    f"duplicate {w.noun} {key!r} (also at {seen[key]})",
+                )
+                continue
+            seen[key] = path
+        out.append((path, item))
+    return out
 
 
-def _guardrails(o: _Obj) -> Guardrails:
-    g = Guardrails(
-        dry_run=o.boolean("dryRun", False),
-        cooldown_seconds=o.duration("cooldown", 600.0, minimum=-1.0),
-        max_actions_per_hour=o.number("maxActionsPerHour", 3, integer=True, low=0, high=3600),
-        require_approval=o.boolean("requireApproval", False),
-    )
-    o.finish()
-    return g
+def _target(o: _Obj) -> Target:
+    kw = _read(Target, o)
+    if kw["service"] is None:
+        kw["service"] = kw["deployment"] or ""
+    kw["deployment"] = kw["deployment"] or ""
+    return Target(**kw)
+
+
+def _reference(o: _Obj) -> ReferenceSpec:
+    kw = _read(ReferenceSpec, o, skip=("config_map", "key", "url", "path"))
+    wires = dict(wire_fields(ReferenceSpec))
+    source = kw["source"]
+    if source == "configMap":
+        cm = o.obj("configMap")
+        kw["config_map"] = _value(cm, wires["config_map"], None, required=True)
+        kw["key"] = _value(cm, wires["key"], None, required=True)
+        cm.finish()
+    elif source in ("url", "file"):
+        name = "url" if source == "url" else "path"
+        kw[name] = _value(o, wires[name], None, required=True)
+    o.known.update({"configMap", "url", "path"})  # the rules report them where they do not apply
+    return ReferenceSpec(**kw)
+
+
+def _window(o: _Obj) -> Window:
+    o.known.add("size")  # with a duration too: the rule reports it, not "unknown field"
+    if o.has("duration"):  # no size then, not even the default
+        return Window(**_read(Window, o, skip=("size",)), size=None)
+    return Window(**_read(Window, o, skip=("duration_seconds",)))
 
 
 def _spec(o: _Obj) -> ObservedModelSpec:
-    target = _target(o.obj("target"))
-    protocol = o.text("protocol", "auto", choices=PROTOCOLS)
-    features = _features(o)
-    prediction = _prediction(o.obj("prediction"))
-    capture = _capture(o.obj("capture"), protocol)
-    reference = _reference(o.obj("reference"))
-    window = _window(o.obj("window"))
-    detectors = _detectors(o.obj("detectors"))
-    alerting = _alerting(o.obj("alerting"))
-    pipeline, pipeline_paths = _pipeline(o)
-    reactions, reaction_paths = _reactions(o)
-    spec = ObservedModelSpec(
-        target=target,
-        protocol=protocol,
-        features=features,
-        prediction=prediction,
-        capture=capture,
-        reference=reference,
-        window=window,
-        detectors=detectors,
-        alerting=alerting,
-        pipeline=pipeline,
-        reactions=reactions,
-        guardrails=_guardrails(o.obj("guardrails")),
-    )
+    kw = _read(ObservedModelSpec, o)
+    kw["target"] = kw["target"] or Target(deployment="", service="")
+    spec = ObservedModelSpec(**kw)
+    pipeline_paths = {c.name: path for path, c in o.item_paths["pipeline"]}
+    _cross_checks(o, spec, pipeline_paths, o.item_paths["reactions"])
+    return spec
+
+
+def _cross_checks(
+    o: _Obj,
+    spec: ObservedModelSpec,
+    pipeline_paths: dict[str, str],
+    reaction_items: list[tuple[str, Reaction]],
+) -> None:
+    """What neither OpenAPI nor CEL checks: references from one list into another."""
+    for component in spec.pipeline:
+        for dep in component.depends_on:
+            if dep not in pipeline_paths:
+                known = ", ".join(sorted(pipeline_paths)) or "none"
+                o.errors.add(
+                    f"{pipeline_paths[component.name]}.dependsOn",
+                    f"{dep!r} is not a component of spec.pipeline (components: {known})",
+                )
+    features, prediction = spec.features, spec.prediction
     numeric = {f.name for f in features if f.type == "numeric"}
     if prediction is not None and prediction.type == "numeric":
         numeric.add(prediction.name)
-    for i, rule in enumerate(capture.redact):
+    for i, rule in enumerate(spec.capture.redact):
         if rule.action == "hash" and rule.field in numeric:
             o.errors.add(
                 f"spec.capture.redact[{i}].action",
@@ -905,30 +1434,31 @@ def _spec(o: _Obj) -> ObservedModelSpec:
                 "categorical",
             )
     if features:
-        known = {f.name for f in features} | ({prediction.name} if prediction else set())
+        names = {f.name for f in features} | ({prediction.name} if prediction else set())
         for component in spec.pipeline:
             for name in component.produces:
-                if name not in known:
+                if name not in names:
                     o.errors.add(
                         f"{pipeline_paths[component.name]}.produces",
                         f"{name!r} is neither a feature in spec.features nor the prediction",
                     )
-        if capture.json is not None:
-            for name, _ in capture.json.features:
-                if name not in known:
+        if spec.capture.json is not None:
+            for name, _ in spec.capture.json.features:
+                if name not in names:
                     o.errors.add(
                         f"spec.capture.json.features.{name}", "is not a feature in spec.features"
                     )
-        for path, reaction in zip(reaction_paths, spec.reactions, strict=True):
-            if reaction.feature is not None and reaction.feature not in known:
+        for path, reaction in reaction_items:
+            if reaction.feature is not None and reaction.feature not in names:
                 o.errors.add(f"{path}.feature", f"{reaction.feature!r} is not a feature")
-    if protocol == "json" and capture.json is None and not features:
-        o.errors.add(
-            "spec.protocol",
-            "json needs spec.capture.json field paths or spec.features to know what to capture",
-        )
-    o.finish()
-    return spec
+
+
+_SECTION_READERS: Final[dict[type[Any], Callable[[_Obj], Any]]] = {
+    Target: _target,
+    ReferenceSpec: _reference,
+    Window: _window,
+    ObservedModelSpec: _spec,
+}
 
 
 # --------------------------------------------------------------------------- entry points
@@ -943,17 +1473,12 @@ def parse_observed_model(
     root.text("apiVersion", choices=(API_VERSION,))
     root.text("kind", choices=(KIND,))
     meta = root.obj("metadata")
-    name = meta.text(
-        "name",
-        pattern=_DNS_LABEL,
-        pattern_hint="must be a DNS-1035 label (lower-case letters, digits and '-')",
-    )
-    if name is not None and len(name) > MAX_NAME_LENGTH:
-        meta.error(
-            "name",
-            f"must be at most {MAX_NAME_LENGTH} characters so that {name}-detector is a valid "
-            f"Service name; got {len(name)}",
-        )
+    name = meta.text("name")
+    for rule in METADATA_RULES:
+        named = {"metadata": {"name": name}}
+        if name is not None and not rule.check(named):
+            meta.error("name", (rule.explain(named) if rule.explain else None) or rule.message)
+            name = None
     namespace = meta.text(
         "namespace",
         "default",
@@ -973,7 +1498,7 @@ def parse_observed_model(
     spec_obj = root.obj("spec")
     if not spec_obj.present and "spec" not in root.raw:
         errors.add("spec", "required field is missing")
-    spec = _spec(spec_obj)
+    spec = _section(ObservedModelSpec, spec_obj)
     root.known.add("status")
     root.finish()
     if errors.items:

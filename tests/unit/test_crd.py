@@ -10,8 +10,10 @@ API server applies it, step by step:
    as integers (go-openapi does), patterns matched like Go's RE2, list-type map keys
    unique, and every object with declared properties closed, which is what
    kubectl's Strict field validation does with an unknown field;
-4. evaluate the CEL rules through hand-written Python equivalents keyed by the rule
-   text (a rule without an equivalent fails `test_every_cel_rule_has_an_equivalent`).
+4. evaluate the CEL rules with a real CEL implementation (cel-python); each rule is
+   declared in spec.py once with its Python check (`spec.Rule`), and
+   `test_cel_and_python_agree` requires the same verdict from both on every manifest
+   here (a rule calling a Kubernetes CEL extension cel-python lacks is skipped, named).
 
 Every example and a table of good and bad manifests must get the same verdict from
 that and from `mlwarden.spec.parse_observed_model`. Where the two deliberately
@@ -24,12 +26,13 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import celpy
 import jsonschema
 import pytest
 import yaml
@@ -57,12 +60,16 @@ from mlwarden.spec import (
     DRIFT_TESTS,
     FEATURE_TYPES,
     KIND,
+    MAX_FEATURES,
+    MAX_NAME,
     MAX_NAME_LENGTH,
     MAX_STATUS_ALERTS,
     MAX_STATUS_CONDITIONS,
     MAX_STATUS_EVIDENCE,
     MAX_STATUS_REACTIONS,
     MAX_STATUS_SUSPECTS,
+    MAX_TEXT,
+    MAX_URL,
     PERFORMANCE_ESTIMATES,
     PIPELINE_KINDS,
     PROTOCOLS,
@@ -375,80 +382,25 @@ def apply_defaults(value: Any, node: dict[str, Any]) -> None:
         apply_defaults(child, sub)
 
 
-# CEL rule text -> the same predicate in Python. A rule that raises (a missing key, a
-# wrong type) fails, as a CEL runtime error fails validation.
-CEL: dict[str, Callable[[Any], bool]] = {
-    "has(self.service) || (self.deployment.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
-    " && size(self.deployment) <= 63)": (
-        lambda s: (
-            "service" in s
-            or (
-                bool(go_regex("^[a-z]([-a-z0-9]*[a-z0-9])?$").search(s["deployment"]))
-                and len(s["deployment"]) <= 63
-            )
-        )
-    ),
-    f"size(self.metadata.name) <= {MAX_NAME_LENGTH}": (
-        lambda s: len(s["metadata"]["name"]) <= MAX_NAME_LENGTH
-    ),
-    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')": (
-        lambda s: bool(go_regex("^[a-z]([-a-z0-9]*[a-z0-9])?$").search(s["metadata"]["name"]))
-    ),
-    "!(has(self.capture) && has(self.capture.json))"
-    " || !has(self.protocol) || self.protocol in ['json', 'auto']": (
-        lambda s: (
-            "json" not in s.get("capture", {})
-            or "protocol" not in s
-            or s["protocol"] in ("json", "auto")
-        )
-    ),
-    "!has(self.protocol) || self.protocol != 'json'"
-    " || (has(self.capture) && has(self.capture.json))"
-    " || (has(self.features) && size(self.features) > 0)": (
-        lambda s: (
-            "protocol" not in s
-            or s["protocol"] != "json"
-            or "json" in s.get("capture", {})
-            or len(s.get("features", [])) > 0
-        )
-    ),
-    "has(self.configMap) == (has(self.source) && self.source == 'configMap')": (
-        lambda s: ("configMap" in s) == (s.get("source") == "configMap")
-    ),
-    "has(self.url) == (has(self.source) && self.source == 'url')": (
-        lambda s: ("url" in s) == (s.get("source") == "url")
-    ),
-    "has(self.path) == (has(self.source) && self.source == 'file')": (
-        lambda s: ("path" in s) == (s.get("source") == "file")
-    ),
-    "!(has(self.size) && has(self.duration))": lambda s: not ("size" in s and "duration" in s),
-    "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas": (
-        lambda s: (
-            "minReplicas" not in s or "maxReplicas" not in s or s["minReplicas"] <= s["maxReplicas"]
-        )
-    ),
-    "self.action != 'scale' || has(self.maxReplicas)": (
-        lambda s: s["action"] != "scale" or "maxReplicas" in s
-    ),
-    "self.action != 'shiftTraffic' || has(self.router)": (
-        lambda s: s["action"] != "shiftTraffic" or "router" in s
-    ),
-    "self.action != 'shiftTraffic' || has(self.stable)": (
-        lambda s: s["action"] != "shiftTraffic" or "stable" in s
-    ),
-    "!(self.action in ['shiftTraffic', 'pause']) || has(self.canary)": (
-        lambda s: s["action"] not in ("shiftTraffic", "pause") or "canary" in s
-    ),
-    "self.action != 'shiftTraffic' || !has(self.router)"
-    " || !(self.router in ['httproute', 'virtualservice']) || has(self.route)": (
-        lambda s: (
-            s["action"] != "shiftTraffic"
-            or "router" not in s
-            or s["router"] not in ("httproute", "virtualservice")
-            or "route" in s
-        )
-    ),
-}
+# Every CEL rule is evaluated by a real CEL implementation (cel-python), next to the Python
+# check it is declared with in spec.py (`spec.Rule`); both must give the same verdict on
+# every manifest below. Kubernetes' CEL extension functions are not in cel-python: a rule
+# that calls one is listed, with the reason, by `test_cel_and_python_agree` (skipped).
+K8S_EXTENSIONS = ("quantity(", "url(", "isSorted(", "format.", "ip(", "cidr(", "authorizer")
+_CEL_ENV = celpy.Environment()
+
+
+def _declared_rules() -> dict[str, spec_module.Rule]:
+    out = {r.cel: r for r in spec_module.METADATA_RULES}
+    todo: list[type[Any]] = [spec_module.ObservedModelSpec]
+    while todo:
+        cls = todo.pop()
+        out.update({r.cel: r for r in spec_module.rules_of(cls)})
+        todo += [w.of for _, w in spec_module.wire_fields(cls) if w.of is not None]
+    return out
+
+
+DECLARED = _declared_rules()
 
 
 def _cel_rules(node: dict[str, Any]) -> Iterator[str]:
@@ -461,28 +413,70 @@ def _cel_rules(node: dict[str, Any]) -> Iterator[str]:
             yield from _cel_rules(node[key])
 
 
-def test_every_cel_rule_has_an_equivalent() -> None:
-    rules = list(_cel_rules(SCHEMA))
-    missing = [r for r in rules if r not in CEL]
-    assert not missing, f"CEL rules with no Python equivalent in this test: {missing}"
-    assert set(CEL) == set(rules), (
-        f"equivalents of rules no longer in the CRD: {set(CEL) - set(rules)}"
-    )
+CRD_RULES = list(_cel_rules(SCHEMA))
+
+
+def test_every_cel_rule_is_declared_once_with_its_python_check() -> None:
+    assert sorted(set(CRD_RULES)) == sorted(DECLARED)
+
+
+def _program(rule: str) -> Any:
+    if rule not in _PROGRAMS:
+        _PROGRAMS[rule] = _CEL_ENV.program(_CEL_ENV.compile(rule))
+    return _PROGRAMS[rule]
+
+
+_PROGRAMS: dict[str, Any] = {}
+
+
+def _as_typed(value: Any, node: dict[str, Any]) -> Any:
+    """The value as the API server hands it to CEL: an integer field's 4096.0 is an int."""
+    if node.get("type") == "integer" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        props = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        return {
+            k: _as_typed(v, props.get(k, extra if isinstance(extra, dict) else {}))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_as_typed(v, node.get("items", {})) for v in value]
+    return value
+
+
+def cel_verdict(rule: str, value: Any) -> bool:
+    """The rule evaluated by cel-python; a runtime error fails it, as in the API server."""
+    try:
+        return bool(_program(rule).evaluate({"self": celpy.json_to_cel(value)}))
+    except celpy.CELEvalError:
+        return False
+
+
+def python_verdict(rule: str, value: Any) -> bool:
+    try:
+        return bool(DECLARED[rule].check(value))
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
+def rule_nodes(
+    value: Any, node: dict[str, Any], path: str = ""
+) -> Iterator[tuple[str, str, str, Any]]:
+    """(path, rule, message, object) for every CEL rule and the object it applies to."""
+    for rule in node.get("x-kubernetes-validations", []):
+        yield path or "(root)", rule["rule"], rule["message"], _as_typed(value, node)
+    for step, child, sub in _children(value, node):
+        yield from rule_nodes(child, sub, path + step)
 
 
 def cel_violations(value: Any, node: dict[str, Any], path: str = "") -> list[tuple[str, str, str]]:
-    """(path, rule, message) of every CEL rule `value` breaks."""
-    out: list[tuple[str, str, str]] = []
-    for rule in node.get("x-kubernetes-validations", []):
-        try:
-            ok = bool(CEL[rule["rule"]](value))
-        except (KeyError, TypeError, AttributeError):
-            ok = False
-        if not ok:
-            out.append((path or "(root)", rule["rule"], rule["message"]))
-    for step, child, sub in _children(value, node):
-        out += cel_violations(child, sub, path + step)
-    return out
+    """(path, rule, message) of every CEL rule `value` breaks, by cel-python."""
+    return [
+        (where, rule, message)
+        for where, rule, message, obj in rule_nodes(value, node, path)
+        if not any(x in rule for x in K8S_EXTENSIONS) and not cel_verdict(rule, obj)
+    ]
 
 
 def as_stored(manifest: Any) -> Any:
@@ -632,6 +626,12 @@ def variant(changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _more_features(n: int) -> dict[str, Any]:
+    """BASE's features and `n` more (changes for `variant`)."""
+    extra = [{"name": f"f{i}", "type": "numeric"} for i in range(n)]
+    return {"spec.features": BASE["spec"]["features"] + extra}
+
+
 def _case(case_id: str, changes: dict[str, Any]) -> Any:
     return pytest.param(variant(changes), id=case_id)
 
@@ -663,6 +663,13 @@ GOOD = [
     pytest.param(copy.deepcopy(BASE), id="base"),
     _case("name of exactly the maximum length", {"metadata.name": "a" * MAX_NAME_LENGTH}),
     _case("minimal spec", {"spec": {"target": {"deployment": "m"}}}),
+    # the declared bounds (maxItems, maxLength), at the bound
+    _case("features at maxItems", _more_features(MAX_FEATURES - 2)),
+    _case(
+        "reactions at maxItems", {"spec.reactions": [{"alert": "Errors", "action": "alert"}] * 50}
+    ),
+    _case("deployment name at maxLength", {"spec.target.deployment": "d" * MAX_NAME}),
+    _case("webhook at maxLength", {"spec.reactions[3].webhook": "https://" + "w" * (MAX_URL - 8)}),
     _case("target.port 1", {"spec.target.port": 1}),
     _case("target.port 65535", {"spec.target.port": 65535}),
     _case("target.deployment with dots", {"spec.target.deployment": "fraud.model-v2"}),
@@ -747,6 +754,27 @@ BAD = [
     _case("name starts with a digit", {"metadata.name": "1fraud"}),
     _case("name has a dot", {"metadata.name": "fraud.v2"}),
     _case("unknown top-level field", {"extra": 1}),
+    # the declared bounds (maxItems, maxLength), one past the bound
+    _case("features past maxItems", _more_features(MAX_FEATURES - 1)),
+    _case(
+        "reactions past maxItems", {"spec.reactions": [{"alert": "Errors", "action": "alert"}] * 51}
+    ),
+    _case(
+        "pipeline past maxItems",
+        {"spec.pipeline": [{"name": f"c{i}", "kind": "Job"} for i in range(101)]},
+    ),
+    _case("deployment name past maxLength", {"spec.target.deployment": "d" * (MAX_NAME + 1)}),
+    _case(
+        "webhook past maxLength", {"spec.reactions[3].webhook": "https://" + "w" * (MAX_URL - 7)}
+    ),
+    _case(
+        "capture.json.features past maxProperties",
+        {
+            "spec.protocol": "json",
+            "spec.capture.json": {"features": {f"f{i}": "a" for i in range(MAX_FEATURES + 1)}},
+        },
+    ),
+    _case("produces item past maxLength", {"spec.pipeline[0].produces[0]": "p" * (MAX_TEXT + 1)}),
     # spec and target
     _case("spec missing", {"spec": DELETE}),
     _case("spec not an object", {"spec": "fraud"}),
@@ -934,9 +962,8 @@ BAD = [
 
 # spec.py rejects, the CRD accepts: what OpenAPI and CEL cannot (or should not) check.
 _CROSS_LIST = (
-    "a reference from one list into another needs CEL to iterate both lists; without "
-    "maxItems (spec.py sets none) the API server's cost estimate for that rule exceeds "
-    "its budget, so the operator's spec.py check is the only one"
+    "a reference from one list into another needs CEL to iterate both lists, at a cost of "
+    "the product of their maxItems; it is left to the operator's spec.py check"
 )
 GAP_SPEC_ONLY = [
     pytest.param(
@@ -1037,7 +1064,72 @@ def test_every_cel_rule_rejects_some_bad_manifest() -> None:
     fired = {
         rule for param in BAD for _, rule, _ in cel_violations(as_stored(param.values[0]), SCHEMA)
     }
-    assert fired == set(CEL)
+    assert fired == set(CRD_RULES)
+
+
+# Per rule, a manifest on each side of it (and on its edge), beyond BASE, GOOD and BAD.
+RULE_CASES = [
+    variant({"spec.reactions[1].minReplicas": 10}),  # minReplicas == maxReplicas
+    variant({"spec.reactions[1].minReplicas": 11}),
+    variant(
+        {
+            "spec.reactions[4].action": "shiftTraffic",
+            "spec.reactions[4].router": "replicas",
+            "spec.reactions[4].stable": "s",
+        }
+    ),  # replicas: no route needed
+    variant({"spec.reactions[4].canary": DELETE}),
+    variant({"spec.reactions[2].router": "virtualservice", "spec.reactions[2].route": DELETE}),
+    variant({"spec.reactions[2].stable": DELETE, "spec.reactions[2].router": DELETE}),
+    variant({"spec.reactions[1].maxReplicas": DELETE, "spec.reactions[1].minReplicas": DELETE}),
+    variant({"spec.reference": {"source": "file"}}),
+    variant({"spec.reference": {"source": "url", "path": "/x"}}),
+    variant({"spec.reference": {"configMap": {"name": "a", "key": "b"}}}),
+    variant({"spec.window": {"size": 100, "duration": "5m"}}),
+    variant({"spec.protocol": "json", "spec.features": DELETE}),
+    variant({"spec.protocol": "json", "spec.features": []}),
+    variant({"spec.protocol": "openai", "spec.capture.json": {"prediction": "p"}}),
+    variant({"spec.target": {"deployment": "a" * 64}}),
+    variant({"spec.target": {"deployment": "a" * 63}}),
+    variant({"spec.target": {"deployment": "a.b", "service": "a"}}),
+    variant({"metadata.name": "a" * (MAX_NAME_LENGTH + 1)}),
+    variant({"metadata.name": "a-"}),
+]
+
+
+def _all_manifests() -> list[Any]:
+    out = [p.values[1] for p in EXAMPLE_DOCUMENTS]
+    out += [p.values[0] for p in GOOD + BAD + GAP_SPEC_ONLY + GAP_CRD_ONLY]
+    return out + RULE_CASES
+
+
+def _required_reads(rule: str, where: str) -> list[str]:
+    """Required fields of the rule's object that the rule reads."""
+    node = SCHEMA
+    for name, index in _STEP.findall(where):
+        if name and name != "(root)":
+            node = node["properties"][name]
+        elif index:
+            node = node["items"]
+    return [f for f in re.findall(r"self\.(\w+)", rule) if f in node.get("required", [])]
+
+
+@pytest.mark.parametrize("rule", sorted(set(CRD_RULES)))
+def test_cel_and_python_agree(rule: str) -> None:
+    """cel-python and the rule's declared Python check: the same verdict on every manifest."""
+    missing = [x for x in K8S_EXTENSIONS if x in rule]
+    if missing:
+        pytest.skip(f"cel-python lacks the Kubernetes CEL extension(s) {missing}: not evaluated")
+    verdicts = []
+    for manifest in _all_manifests():
+        for where, r, _, obj in rule_nodes(as_stored(manifest), SCHEMA):
+            if r == rule and isinstance(obj, dict):
+                if any(f not in obj for f in _required_reads(rule, where)):
+                    continue  # the schema reports the missing field; CEL would fail on it
+                cel, python = cel_verdict(rule, obj), python_verdict(rule, obj)
+                assert cel == python, f"{where}: CEL says {cel}, Python {python} on {obj}"
+                verdicts.append(cel)
+    assert True in verdicts and False in verdicts, "the manifests must test both sides"
 
 
 def test_the_base_manifest_exercises_every_spec_section() -> None:

@@ -16,7 +16,10 @@ from hypothesis import strategies as st
 from mlwarden.spec import (
     API_VERSION,
     KIND,
+    MAX_NAME,
     MAX_NAME_LENGTH,
+    MAX_REACTIONS,
+    MAX_TEXT,
     Alerting,
     Capture,
     DriftCheck,
@@ -32,7 +35,7 @@ from mlwarden.spec import (
     Prediction,
     QualityCheck,
     Reaction,
-    Reference,
+    ReferenceSpec,
     SpecError,
     Target,
     Window,
@@ -133,7 +136,7 @@ def test_fraud_example_comes_out_typed() -> None:
     )
     assert spec.feature_names == ("amount", "merchant_category")
     assert spec.prediction == Prediction(name="score", type="numeric", probabilities=None)
-    assert spec.reference == Reference(source="warmup", size=1000)
+    assert spec.reference == ReferenceSpec(source="warmup", size=1000)
     assert spec.window == Window(size=1000, duration_seconds=None)
 
     detectors = spec.detectors
@@ -239,7 +242,7 @@ def test_iris_example() -> None:
     assert all(f.type == "numeric" for f in spec.features)
     assert spec.prediction == Prediction(name="predict", type="categorical")
     assert spec.window.size == 500
-    assert spec.reference == Reference(source="warmup", size=500)
+    assert spec.reference == ReferenceSpec(source="warmup", size=500)
 
 
 def test_llm_example() -> None:
@@ -823,6 +826,25 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         _manifest(protocol="json"),
         "spec.protocol",
         "json needs spec.capture.json field paths or spec.features",
+    ),
+    # bounds that keep the API server's CEL cost estimate low (declared maxItems/maxLength)
+    (
+        "more reactions than the bound",
+        _manifest(reactions=[{"alert": "Errors", "action": "alert"}] * (MAX_REACTIONS + 1)),
+        "spec.reactions",
+        f"must have at most {MAX_REACTIONS} items, got {MAX_REACTIONS + 1}",
+    ),
+    (
+        "a deployment name longer than a Kubernetes name",
+        _manifest(target={"deployment": "d" * (MAX_NAME + 1), "service": "m"}),
+        "spec.target.deployment",
+        f"must be at most {MAX_NAME} characters, got {MAX_NAME + 1}",
+    ),
+    (
+        "a produced name longer than the bound",
+        _manifest(pipeline=[{"name": "etl", "kind": "Job", "produces": ["p" * (MAX_TEXT + 1)]}]),
+        "spec.pipeline[0].produces[0]",
+        f"must be at most {MAX_TEXT} characters",
     ),
     (
         "latency without p99Ms",
