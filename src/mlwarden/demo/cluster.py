@@ -245,6 +245,14 @@ class DemoCluster(ApiServerEmulator):
                 res, meta.get("namespace"), meta["name"], at=meta["creationTimestamp"]
             )
 
+    async def create_live(self, obj: dict[str, Any]) -> None:
+        """Create an object while the operator runs, as a controller would (the CronJob
+        controller creating a Job): stored like `seed`, and announced to the watchers."""
+        self.seed(obj)
+        kind, meta = obj["kind"], obj["metadata"]
+        res = OM if kind == "ObservedModel" else KINDS[kind][0]
+        await self._announce([("ADDED", (res, meta.get("namespace"), meta["name"]))])
+
     def read(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             obj = self.objects[resource, namespace, name]
@@ -272,19 +280,32 @@ class DemoCluster(ApiServerEmulator):
             name = request.name or (request.data.get("metadata") or {}).get("name")
             namespace = request.namespace or (request.data.get("metadata") or {}).get("namespace")
             if name:
-                self._deployment_controller(DEPLOYMENTS, namespace, name)
+                changed = self._deployment_controller(DEPLOYMENTS, namespace, name)
+                await self._announce(changed)
         return response
+
+    async def _announce(self, changed: list[tuple[str, tuple[str, str | None, str]]]) -> None:
+        """What a controller wrote, as the API server makes it known: a new resourceVersion
+        and a watch event per object (watchers such as the operator's caches see it)."""
+        for event, (resource, namespace, name) in changed:
+            obj = self.objects[resource, namespace, name]
+            obj.patch({"metadata": {"resourceVersion": str(next(self._versions))}})
+            key = next(k for k in self._objects if self._objects[k] is obj)
+            await self._buses[key[0]].put({"type": event, "object": copy.deepcopy(obj.raw)})
 
     def _deployment_controller(
         self, resource: str, namespace: str | None, name: str, *, at: str | None = None
-    ) -> None:
-        """A ReplicaSet per pod template, the revision annotation, a completed rollout."""
+    ) -> list[tuple[str, tuple[str, str | None, str]]]:
+        """A ReplicaSet per pod template, the revision annotation, a completed rollout; what
+        it wrote (event type, object key), for `_announce` (seeding announces nothing: the
+        operator lists what was seeded when it starts)."""
+        changed: list[tuple[str, tuple[str, str | None, str]]] = []
         try:
             deployment = self.objects[resource, namespace, name]
         except KeyError:
-            return
+            return changed
         if deployment.deleted:
-            return
+            return changed
         dep = copy.deepcopy(deployment.raw)
         template = dep["spec"]["template"]
         digest = template_hash(template)
@@ -316,15 +337,19 @@ class DemoCluster(ApiServerEmulator):
                          "template": rs_template},
                 "status": {"replicas": replicas, "readyReplicas": replicas},
             })  # fmt: skip
+            changed.append(("ADDED", (REPLICASETS, namespace, f"{name}-{digest}")))
         elif revision != current:
             rs_key = (REPLICASETS, namespace, f"{name}-{digest}")
             self.objects[rs_key].patch({"metadata": {"annotations": {REVISION: str(revision)},
                                         "creationTimestamp": now_iso()}})  # fmt: skip
+            changed.append(("MODIFIED", rs_key))
         for rs in sets:
             if rs["metadata"]["name"] != f"{name}-{digest}" and rs["spec"].get("replicas"):
-                self.objects[REPLICASETS, namespace, rs["metadata"]["name"]].patch(
+                old_key = (REPLICASETS, namespace, rs["metadata"]["name"])
+                self.objects[old_key].patch(
                     {"spec": {"replicas": 0}, "status": {"replicas": 0, "readyReplicas": 0}}
                 )
+                changed.append(("MODIFIED", old_key))
         generation = int(dep["metadata"].get("generation", 1))
         annotations = dep["metadata"].get("annotations") or {}
         status = dep.get("status") or {}
@@ -338,6 +363,8 @@ class DemoCluster(ApiServerEmulator):
             deployment.patch(
                 {"metadata": {"annotations": {REVISION: str(revision)}}, "status": wanted_status}
             )
+            changed.append(("MODIFIED", (resource, namespace, name)))
+        return changed
 
     # ---------------------------------------------------------------- what kubectl prints
 

@@ -765,7 +765,9 @@ class Demo:
             "in millimetres instead of centimetres"
         )
         started = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=50)
-        api.seed(_etl_job(cronjob, started, ETL_IMAGE.format("2.1"), int(started.timestamp())))
+        await api.create_live(
+            _etl_job(cronjob, started, ETL_IMAGE.format("2.1"), int(started.timestamp()))
+        )
         self.traffic.phase = "incident"
         self.traffic.petal_length_unit = 10.0
         incident.onset = self.t()
