@@ -35,7 +35,7 @@ import yaml
 
 from mlwarden import spec
 from mlwarden.operator.settings import GROUP, KIND, PLURAL, VERSION
-from mlwarden.react.records import RESULTS
+from mlwarden.react.actions import RESULTS
 
 __all__ = [
     "CONDITION_STATUSES",

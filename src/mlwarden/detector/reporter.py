@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+from mlwarden import backoff
 from mlwarden.kube import Kube, in_cluster, path
 from mlwarden.spec import MAX_STATUS_ALERTS
 
@@ -107,7 +108,7 @@ class StatusWriter:
             await asyncio.shield(self._task)
 
     async def _flush(self) -> None:
-        backoff = 1.0
+        failures = 0
         while self._desired is not None and self._desired != self._written:
             wait = self._last_write + self.min_interval - time.monotonic()
             if wait > 0:
@@ -121,16 +122,17 @@ class StatusWriter:
                 self.last_error = str(exc)
                 if self.on_result is not None:
                     self.on_result("error")
-                log.warning("status write failed (retrying in %.0fs): %s", backoff, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                wait = backoff.exponential(failures, base=1.0, cap=30.0)
+                log.warning("status write failed (retrying in %.0fs): %s", wait, exc)
+                await asyncio.sleep(wait)
+                failures += 1
                 continue
             self._written = desired
             self._last_write = time.monotonic()
             self.writes_ok += 1
             if self.on_result is not None:
                 self.on_result("ok")
-            backoff = 1.0
+            failures = 0
 
     async def _patch(self, patch: dict[str, Any]) -> None:
         await self.kube.merge_patch(self.path, patch)

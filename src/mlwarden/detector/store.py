@@ -27,13 +27,10 @@ import aiohttp
 from mlwarden.detector.persist import StoredReferenceError, from_text, to_text
 from mlwarden.detector.reporter import status_path
 from mlwarden.kube import Kube, KubeError, path
+from mlwarden.names import reference_store_name
 
 KEY: Final = "reference.json.gz"
 ALERTS_KEY: Final = "alerts.json"
-
-
-def reference_store_name(model_name: str) -> str:
-    return f"{model_name}-reference"
 
 
 class ReferenceStore(Protocol):

@@ -58,23 +58,29 @@ from typing import Any, cast
 import aiohttp
 import kopf
 
+from mlwarden import backoff, patches
 from mlwarden.kube import Conflict, CredentialsError, KopfLogin, Kube, KubeError, path, path_of
-from mlwarden.operator import cache, injection, objects, respond, traffic
-from mlwarden.operator.metrics import METRICS
-from mlwarden.operator.settings import (
-    GROUP,
+from mlwarden.names import (
     INJECT_LABEL,
-    PLURAL,
     RETRY_INJECTION_ANNOTATION,
     SIDECAR_CONTAINER,
     UPGRADE_SIDECAR_ANNOTATION,
-    VERSION,
-    OperatorSettings,
     detector_name,
 )
+from mlwarden.operator import cache, injection, objects, respond, traffic
+from mlwarden.operator.metrics import METRICS
+from mlwarden.operator.settings import OperatorSettings
 from mlwarden.operator.status import Observation, alert_events, status_patch
 from mlwarden.react.guardrails import approved_ids
-from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModel, SpecError, parse_observed_model
+from mlwarden.spec import (
+    GROUP,
+    PLURAL,
+    REBASELINE_ANNOTATION,
+    VERSION,
+    ObservedModel,
+    SpecError,
+    parse_observed_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +112,7 @@ CONFLICT_RECHECK_SECONDS = RETRY_SECONDS * 6
 
 def api_backoff(retry: int) -> float:
     """Seconds before retrying after an API failure: RETRY_SECONDS doubling, capped."""
-    return float(min(RETRY_SECONDS * 2.0 ** min(retry, 16), API_BACKOFF_CAP_SECONDS))
+    return backoff.exponential(retry, base=RETRY_SECONDS, cap=API_BACKOFF_CAP_SECONDS)
 
 
 class _State:
@@ -243,7 +249,7 @@ async def ensure(obj: dict[str, Any], current: dict[str, Any] | None) -> str:
     if current is None:
         await api.create(obj)
         return "created"
-    patch = objects.needs_update(current, obj)
+    patch = patches.needs_update(current, obj)
     if patch is None:
         return "unchanged"
     await api.merge_patch(path_of(obj), patch)

@@ -8,17 +8,15 @@ from typing import Any
 
 import pytest
 
-from mlwarden.react.policy import plan_reactions
-from mlwarden.react.records import (
+from mlwarden.patches import apply_merge_patch, holds, merge_patch_diff
+from mlwarden.react.actions import (
     ActionRecord,
     action_id,
-    apply_merge_patch,
     changed_since,
     fingerprint,
-    holds,
-    merge_patch_diff,
     records_from_status,
 )
+from mlwarden.react.policy import plan_reactions
 
 ID_ARGS: dict[str, Any] = {
     "model_uid": "uid-1",
