@@ -18,6 +18,9 @@ MODEL_PORT_RENAMED: Final = "mlwarden-model"  # the model's port once its name m
 ADMIN_PORT_NAME: Final = "mlwarden-admin"
 DETECTOR_PORT_NAME: Final = "http"
 
+# kopf's own annotations on an ObservedModel (handler progress, the last-handled spec) go under
+# this prefix. The same spelling as the API group (mlwarden.spec.GROUP), another meaning.
+KOPF_ANNOTATION_PREFIX: Final = "mlwarden.io"
 # Annotations the operator writes on the objects it changes (never finalizers or timers).
 INJECTED_ANNOTATION: Final = "mlwarden.io/injected"  # on the target Deployment: what changed
 # On an ObservedModel, set by people: roll its injected sidecar onto this operator's sidecar

@@ -28,6 +28,7 @@ import aiohttp
 from mlwarden import backoff
 from mlwarden.kube import Kube, in_cluster, path
 from mlwarden.spec import MAX_STATUS_ALERTS
+from mlwarden.timestamps import format_time
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def status_patch(
     At most MAX_STATUS_ALERTS alerts (the CRD's maxItems: a longer list would be refused and
     the write lost); the rest stay in the detector's metrics and log.
     """
-    updated = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    updated = format_time(datetime.fromtimestamp(now, UTC))
     shown = alerts[:MAX_STATUS_ALERTS]
     return {"status": {"alerts": shown, "detector": {"reference": reference, "updated": updated}}}
 

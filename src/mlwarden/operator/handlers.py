@@ -62,6 +62,7 @@ from mlwarden import backoff, patches
 from mlwarden.kube import Conflict, CredentialsError, KopfLogin, Kube, KubeError, path, path_of
 from mlwarden.names import (
     INJECT_LABEL,
+    KOPF_ANNOTATION_PREFIX,
     RETRY_INJECTION_ANNOTATION,
     SIDECAR_CONTAINER,
     UPGRADE_SIDECAR_ANNOTATION,
@@ -81,6 +82,7 @@ from mlwarden.spec import (
     SpecError,
     parse_observed_model,
 )
+from mlwarden.timestamps import format_time, now_iso, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +163,6 @@ class _Waiting(kopf.TemporaryError):
         super().__init__(self.PREFIX + message, delay=delay)
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def kube() -> Kube:
     if STATE.kube is None:
         if STATE.connection is None:
@@ -204,9 +202,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if port:
         METRICS.serve(port)
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mlwarden.io")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=KOPF_ANNOTATION_PREFIX
+    )
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="mlwarden.io", key="last-handled-configuration"
+        prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
     quiet = logging.getLogger("kopf.objects")
@@ -703,9 +703,8 @@ def _recent(stamps: list[Any], now: datetime) -> list[str]:
     """The timestamps within the repair window."""
     out = []
     for stamp in stamps:
-        try:
-            when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-        except ValueError:
+        when = parse_time(str(stamp))
+        if when is None:
             continue
         if (now - when).total_seconds() < REPAIR_WINDOW_SECONDS:
             out.append(str(stamp))
@@ -782,7 +781,7 @@ async def check_injection(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
             raise kopf.TemporaryError(f"API: {exc}", delay=api_backoff(0)) from exc
     if patched:
         # At most the CRD's maxItems: more than that is far past any sensible limit anyway.
-        repairs = [*repairs, now.strftime("%Y-%m-%dT%H:%M:%SZ")][-16:]
+        repairs = [*repairs, format_time(now)][-16:]
         _event(raw, "Normal", "SidecarReinjected", obs.injection_message)
     if obs.injection_state == "injected" and bypass is None:
         obs = replace(obs, bypass=None)
