@@ -492,7 +492,7 @@ class _CheckProgress:
         self._bar: Any = None
         self._tasks: dict[str, Any] = {}
         if sys.stderr.isatty():
-            try:
+            try:  # reason: rich loads only when a person watches `mlwarden check` on a terminal
                 from rich.console import Console
                 from rich.progress import (
                     BarColumn,
