@@ -12,8 +12,9 @@ a caller has them, are kept as metadata only (their `data` never enters a snapsh
 diagnosis needs to know *when* one was written, never what it holds.
 
 Also here, because every other module of the package reads raw objects through them:
-`dig` (a nested field, or None), `parse_time` / `format_time` (Kubernetes timestamps), and
-`last_written` (the newest `managedFields` entry that is not a status write).
+`dig` (a nested field, or None) and `last_written` (the newest `managedFields` entry that is
+not a status write). `parse_time` / `format_time` are `mlwarden.timestamps`' (re-exported for
+timeline.py, which imports them from here).
 """
 
 from __future__ import annotations
