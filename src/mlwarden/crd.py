@@ -34,8 +34,8 @@ from typing import Any, Final
 import yaml
 
 from mlwarden import spec
-from mlwarden.operator.settings import GROUP, KIND, PLURAL, VERSION
 from mlwarden.react.actions import RESULTS
+from mlwarden.spec import GROUP, KIND, PLURAL, VERSION
 
 __all__ = [
     "CONDITION_STATUSES",

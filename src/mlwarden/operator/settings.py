@@ -16,14 +16,6 @@ from typing import Any, Final
 
 from mlwarden import __version__
 
-# The ObservedModel's API, spelled once in mlwarden.spec. Re-exported only for mlwarden.crd,
-# which imports them from here until it imports mlwarden.spec directly.
-from mlwarden.spec import API_VERSION as API_VERSION
-from mlwarden.spec import GROUP as GROUP
-from mlwarden.spec import KIND as KIND
-from mlwarden.spec import PLURAL as PLURAL
-from mlwarden.spec import VERSION as VERSION
-
 
 def _resources(env: Mapping[str, str], prefix: str, defaults: dict[str, str]) -> dict[str, Any]:
     req = {
