@@ -34,10 +34,11 @@ test-integration: install  ## tests that start real processes on loopback
 demo: install  ## run the demo on this machine, no cluster needed
 	$(BIN)/mlwarden demo
 
-lint: install  ## ruff, mypy on src/, the CRD and chart checks (helm lint, schemas, promtool)
+lint: install  ## ruff, mypy on src/, the import contracts, the CRD and chart checks (helm lint, schemas, promtool)
 	$(BIN)/ruff check $(PY_DIRS)
 	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 	$(BIN)/python -m mlwarden.crd | cmp -s - crds/observedmodels.mlwarden.io.yaml || \
 		{ echo "crds/ is stale: run $(BIN)/python -m mlwarden.crd > crds/observedmodels.mlwarden.io.yaml"; exit 1; }
 	$(BIN)/python -m mlwarden.crd --docs | cmp -s - docs/observedmodel.md || { echo "docs/observedmodel.md is stale: run $(BIN)/python -m mlwarden.crd --docs > docs/observedmodel.md"; exit 1; }

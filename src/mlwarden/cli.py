@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from mlwarden import __version__
+from mlwarden.ingest_auth import ENV_TOKEN, load_ingest_token
+from mlwarden.sidecar.config import SidecarConfig, parse_hostport, parse_http_url
+from mlwarden.spec import SpecError, load_observed_model
 
 ENV_PREFIX = "MLWARDEN_"
 
@@ -352,9 +355,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sidecar_config(args: argparse.Namespace) -> Any:
-    from mlwarden.ingest_auth import ENV_TOKEN, load_ingest_token
-    from mlwarden.sidecar.config import SidecarConfig, parse_hostport, parse_http_url
-    from mlwarden.spec import load_observed_model
 
     observed = None
     manifest_missing = None
@@ -404,14 +404,12 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
 
 
 def _run_detector(args: argparse.Namespace) -> int:
+    # reason: numpy, scipy and aiohttp load for `mlwarden detector` alone
     from mlwarden.detector.reference import ReferenceError
     from mlwarden.detector.reporter import StatusWriter, write_interval
     from mlwarden.detector.service import serve
     from mlwarden.detector.store import ConfigMapStore, FileStore, ReferenceStore
-    from mlwarden.ingest_auth import ENV_TOKEN, load_ingest_token
     from mlwarden.kube import Credentials, Kube, StaticToken, TokenFile
-    from mlwarden.sidecar.config import parse_hostport, parse_http_url
-    from mlwarden.spec import load_observed_model
 
     model = load_observed_model(args.observed_model)
     listen = parse_hostport(args.listen, what="--listen")
@@ -460,8 +458,7 @@ def _run_detector(args: argparse.Namespace) -> int:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from mlwarden.check import CheckError, render, run_check
-    from mlwarden.spec import load_observed_model
+    from mlwarden.check import CheckError, render, run_check  # reason: pyarrow, matplotlib
 
     manifest = load_observed_model(args.observed_model) if args.observed_model else None
     with _check_progress() as progress:
@@ -495,7 +492,7 @@ class _CheckProgress:
         self._bar: Any = None
         self._tasks: dict[str, Any] = {}
         if sys.stderr.isatty():
-            try:
+            try:  # reason: rich loads only when a person watches `mlwarden check` on a terminal
                 from rich.console import Console
                 from rich.progress import (
                     BarColumn,
@@ -538,6 +535,7 @@ def _check_progress() -> _CheckProgress:
 
 
 def _run_operator(args: argparse.Namespace) -> int:
+    # reason: kopf and kubernetes load for `mlwarden operator` alone
     import kopf
 
     from mlwarden.operator import handlers  # registers the handlers
@@ -546,7 +544,7 @@ def _run_operator(args: argparse.Namespace) -> int:
     settings = OperatorSettings.from_env()  # fail early, naming the variable, on a bad setting
     handlers.NAMESPACED = bool(args.namespace)
     if settings.injection == "webhook":
-        from mlwarden.operator import webhook  # the admission handler and server
+        from mlwarden.operator import webhook  # reason: only in webhook mode; registers it
 
         webhook.server_from_env(os.environ)  # fail now, naming the variable, without a cert
     kopf.configure(verbose=args.verbose)
@@ -565,7 +563,7 @@ def _run_operator(args: argparse.Namespace) -> int:
 
 
 def _run_loop(coro: Any) -> None:
-    try:
+    try:  # reason: uvloop is absent on some platforms
         import uvloop
 
         runner: Callable[..., Any] = uvloop.run
@@ -587,11 +585,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=getattr(logging, level, logging.INFO),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-    from mlwarden.spec import SpecError
-
     try:
         if args.command == "sidecar":
-            from mlwarden.sidecar.proxy import serve
+            from mlwarden.sidecar.proxy import serve  # reason: aiohttp, for the sidecar alone
 
             _run_loop(serve(_sidecar_config(args)))
             return 0
@@ -602,7 +598,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _run_check(args)
         if args.command == "demo":
-            from mlwarden.demo import run_demo
+            try:  # reason: the demo's extra dependencies load for `mlwarden demo` alone
+                from mlwarden.demo import run_demo
+            except ImportError as exc:
+                print(f"the demo needs {exc.name}: pip install 'mlwarden[demo]'", file=sys.stderr)
+                return 2
 
             return run_demo(
                 keep_running=args.keep_running,

@@ -40,7 +40,7 @@ from typing import Any, Final
 import yaml
 
 from mlwarden import spec
-from mlwarden.react.records import RESULTS
+from mlwarden.react.actions import RESULTS
 from mlwarden.spec import GROUP, KIND, PLURAL, VERSION
 
 __all__ = [

@@ -42,6 +42,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from mlwarden.spec import API_VERSION, KIND, PLURAL
+
 # kind -> (API path prefix, plural) for every kind the operator touches.
 KINDS: Final[dict[str, tuple[str, str]]] = {
     "ConfigMap": ("/api/v1", "configmaps"),
@@ -60,7 +62,7 @@ KINDS: Final[dict[str, tuple[str, str]]] = {
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
-    "ObservedModel": ("/apis/mlwarden.io/v1alpha1", "observedmodels"),
+    KIND: (f"/apis/{API_VERSION}", PLURAL),
     # reactions: scale raises an HPA's minReplicas; shiftTraffic moves route weights
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),

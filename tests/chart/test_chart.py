@@ -37,14 +37,9 @@ from mlwarden.cli import build_parser
 from mlwarden.demo.cluster import ApiServerEmulator
 from mlwarden.detector.service import DetectorMetrics
 from mlwarden.kube import KINDS
+from mlwarden.names import ADMIN_PORT_NAME, DETECTOR_PORT_NAME, selector_labels
 from mlwarden.operator.metrics import OperatorMetrics
-from mlwarden.operator.settings import (
-    ADMIN_PORT_NAME,
-    DETECTOR_PORT_NAME,
-    ISTIO_PORTS,
-    OperatorSettings,
-    selector_labels,
-)
+from mlwarden.operator.settings import ISTIO_PORTS, OperatorSettings
 from mlwarden.operator.webhook import INJECT_LABEL, WEBHOOK_ID, server_from_env
 from mlwarden.sidecar.metrics import SidecarMetrics
 

@@ -27,7 +27,8 @@ import pytest
 from harness import free_port
 
 from mlwarden.react import guardrails
-from mlwarden.react.records import ActionRecord, action_id, format_time, parse_time
+from mlwarden.react.actions import ActionRecord, action_id
+from mlwarden.timestamps import format_time, parse_time
 
 RESOURCE = "mlwarden.io/v1alpha1/observedmodels"
 CONFIGMAPS = "v1/configmaps"

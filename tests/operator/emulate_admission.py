@@ -37,7 +37,7 @@ from kmock import ResourceInfo
 from kmock._internal import enums
 
 from mlwarden.demo.cluster import ApiServerEmulator
-from mlwarden.react.records import apply_merge_patch, merge_patch_diff
+from mlwarden.patches import apply_merge_patch, merge_patch_diff
 
 MUTATING_WEBHOOKS = "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 

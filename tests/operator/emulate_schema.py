@@ -18,7 +18,7 @@ from typing import Any
 from kmock._internal.k8s import KubernetesError
 
 from mlwarden.crd import custom_resource_definition
-from mlwarden.react.records import apply_merge_patch
+from mlwarden.patches import apply_merge_patch
 
 
 def _schema() -> dict[str, Any]:

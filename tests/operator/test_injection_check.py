@@ -32,7 +32,7 @@ from cluster import (
 )
 from emulate_workloads import SKIPPED_ANNOTATIONS, selector_matches
 
-from mlwarden.operator.settings import INJECTED_ANNOTATION, SIDECAR_CONTAINER
+from mlwarden.names import INJECTED_ANNOTATION, SIDECAR_CONTAINER
 
 MERGE = "application/merge-patch+json"
 CHECK = {

@@ -48,7 +48,7 @@ from cluster import (
     status,
 )
 
-from mlwarden.react.records import action_id
+from mlwarden.react.actions import action_id
 from mlwarden.spec import MAX_STATUS_REACTIONS
 
 OM_PATH = f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"

@@ -20,7 +20,7 @@ from mlwarden.operator.respond import (
     upsert,
     webhook_allow_list,
 )
-from mlwarden.react.records import ActionRecord
+from mlwarden.react.actions import ActionRecord
 
 
 def record(rid: str = "scale-1", result: Any = "Succeeded", **changes: Any) -> ActionRecord:

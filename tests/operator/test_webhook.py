@@ -47,7 +47,7 @@ from mlwarden.operator import injection
 from mlwarden.operator.handlers import FINALIZER
 from mlwarden.operator.settings import OperatorSettings
 from mlwarden.operator.webhook import INJECT_LABEL, WEBHOOK_ID
-from mlwarden.react.records import apply_merge_patch
+from mlwarden.patches import apply_merge_patch
 from mlwarden.spec import parse_observed_model
 
 

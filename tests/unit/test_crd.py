@@ -51,7 +51,7 @@ from mlwarden.crd import (
 from mlwarden.detector.alerts import Alert
 from mlwarden.detector.reporter import status_patch
 from mlwarden.diagnose import Diagnosis, Suspect
-from mlwarden.react.records import ActionRecord
+from mlwarden.react.actions import ActionRecord
 from mlwarden.spec import (
     ACTIONS,
     ALERT_TYPES,

@@ -38,8 +38,10 @@ from kmock._internal import enums, parsing
 from kmock._internal.k8s import KubernetesObjectConflictError
 
 from mlwarden.crd import custom_resource_definition
+from mlwarden.spec import API_VERSION, PLURAL
+from mlwarden.timestamps import now_iso, parse_time
 
-OM = "mlwarden.io/v1alpha1/observedmodels"
+OM = f"{API_VERSION}/{PLURAL}"
 DEPLOYMENTS = "apps/v1/deployments"
 REPLICASETS = "apps/v1/replicasets"
 REVISION = "deployment.kubernetes.io/revision"
@@ -81,10 +83,6 @@ def _parse_path(path: str) -> Any:
 parsing.parse_path = _parse_path
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def template_hash(template: Mapping[str, Any]) -> str:
     """Like the pod-template-hash: a digest of the template without that label."""
     t = copy.deepcopy(dict(template))
@@ -110,12 +108,9 @@ def template_revision(sets: Sequence[Mapping[str, Any]], rs_name: str) -> tuple[
 def _age(timestamp: str | None) -> str:
     if not timestamp:
         return "<unknown>"
-    try:
-        then = datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
-    except ValueError:
+    then = parse_time(str(timestamp))
+    if then is None:
         return "<unknown>"
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
     seconds = max(0, int((datetime.now(UTC) - then).total_seconds()))
     if seconds < 120:
         return f"{seconds}s"

@@ -46,6 +46,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import kmock
+import numpy as np
+import yaml
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from mlwarden.demo.cluster import DEPLOYMENTS, OM, DemoCluster, kubeconfig
+from mlwarden.kube import Kube, KubeError, StaticToken, path
+from mlwarden.names import MANIFEST_KEY, SIDECAR_CONTAINER, detector_name
+from mlwarden.spec import parse_observed_model
+from mlwarden.timestamps import format_time
+
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 NS = "demo"
 MODEL = "iris"
@@ -107,13 +124,9 @@ def _wait_http(url: str, timeout: float, what: str, proc: subprocess.Popen[bytes
     raise DemoError(f"{what} did not become ready within {timeout:.0f}s ({url})")
 
 
-def _iso(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def write_iris_model(root: Path) -> Path:
     """An MLServer model repository under `root`: iris/ (logistic regression), for the tests."""
-    try:
+    try:  # reason: scikit-learn is the demo extra; without it, a DemoError says so
         import joblib
         from sklearn.datasets import load_iris
         from sklearn.linear_model import LogisticRegression
@@ -135,7 +148,7 @@ def write_iris_model(root: Path) -> Path:
 
 def write_models(root: Path) -> None:
     """An MLServer model repository under `root`: iris-1.0 and iris-2.0."""
-    try:
+    try:  # reason: scikit-learn is the demo extra; without it, a DemoError says so
         import joblib
         from sklearn.datasets import load_iris
         from sklearn.linear_model import LogisticRegression
@@ -166,7 +179,7 @@ def write_models(root: Path) -> None:
 
 
 def _meta(name: str, created: datetime, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "namespace": NS, "creationTimestamp": _iso(created), **extra}
+    return {"name": name, "namespace": NS, "creationTimestamp": format_time(created), **extra}
 
 
 def _model_deployment(created: datetime) -> dict[str, Any]:
@@ -195,9 +208,10 @@ def _etl_job(cronjob: dict[str, Any], started: datetime, image: str, n: int) -> 
         "metadata": _meta(f"feature-etl-{n}", started, ownerReferences=[owner]),
         "spec": {"template": {"spec": {"restartPolicy": "Never",
                                        "containers": [{"name": "etl", "image": image}]}}},
-        "status": {"startTime": _iso(started), "completionTime": _iso(finished), "succeeded": 1,
+        "status": {"startTime": format_time(started), "completionTime": format_time(finished),
+                   "succeeded": 1,
                    "conditions": [{"type": "Complete", "status": "True",
-                                   "lastTransitionTime": _iso(finished)}]},
+                                   "lastTransitionTime": format_time(finished)}]},
     }  # fmt: skip
 
 
@@ -210,7 +224,7 @@ def seed_pipeline(api: Any) -> dict[str, Any]:
     first["spec"]["template"]["spec"]["containers"][0]["image"] = IMAGE.format(OLD)
     api.seed(first)
     api.roll(NS, MODEL, _model_deployment(week)["spec"]["template"],
-             at=_iso(now - timedelta(days=3)))  # fmt: skip
+             at=format_time(now - timedelta(days=3)))  # fmt: skip
     api.seed({
         "apiVersion": "v1", "kind": "Service", "metadata": _meta(MODEL, week),
         "spec": {"selector": {"app": MODEL}, "type": "ClusterIP",
@@ -230,7 +244,7 @@ def seed_pipeline(api: Any) -> dict[str, Any]:
         "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
             "restartPolicy": "Never",
             "containers": [{"name": "etl", "image": ETL_IMAGE.format("2.0")}]}}}}},
-        "status": {"lastScheduleTime": _iso(hour), "lastSuccessfulTime": _iso(hour)},
+        "status": {"lastScheduleTime": format_time(hour), "lastSuccessfulTime": format_time(hour)},
     }  # fmt: skip
     api.seed(cronjob)
     for back in (3, 2, 1, 0):
@@ -246,8 +260,7 @@ class Traffic:
     """Clients of the model: iris rows, 1-4 per request, through the sidecar, all the time."""
 
     def __init__(self, url: str, rate: float) -> None:
-        import numpy as np
-        from sklearn.datasets import load_iris
+        from sklearn.datasets import load_iris  # reason: the demo extra (see write_models)
 
         self.x, _ = load_iris(return_X_y=True)
         self.rng = np.random.default_rng(0)
@@ -264,7 +277,6 @@ class Traffic:
         self._stop.set()
 
     async def run(self) -> None:
-        import aiohttp
 
         period = 1.0 / self.rate
         async with aiohttp.ClientSession() as session:
@@ -279,7 +291,6 @@ class Traffic:
                     next_at = time.monotonic()
 
     async def _one(self, session: Any) -> None:
-        import aiohttp
 
         i = self.counts["sent"]
         rows = self.x[self.rng.choice(len(self.x), size=int(self.rng.integers(1, 5)))].copy()
@@ -312,10 +323,6 @@ class Traffic:
 
 async def start_router(api: Any, mlserver_url: str) -> tuple[Any, int, dict[str, int]]:
     """The model's pod: requests go to the model version the Deployment's template names."""
-    import aiohttp
-    from aiohttp import web
-
-    from mlwarden.demo.cluster import DEPLOYMENTS
 
     served: dict[str, int] = {}
     session = aiohttp.ClientSession()
@@ -410,16 +417,6 @@ def run_demo(
     report: str | None = "mlwarden-demo-report.html",
     summary_json: str | None = None,
 ) -> int:
-    try:
-        from rich.console import Console
-    except ImportError:  # pragma: no cover
-        print("the demo needs rich: pip install 'mlwarden[demo]'", file=sys.stderr)
-        return 2
-    try:
-        import kmock  # noqa: F401
-    except ImportError:  # pragma: no cover
-        print("the demo needs kmock: pip install 'mlwarden[demo]'", file=sys.stderr)
-        return 2
     console = Console(stderr=False, highlight=False)
     mlserver_bin = shutil.which("mlserver") or str(Path(sys.executable).with_name("mlserver"))
     if not Path(mlserver_bin).exists():
@@ -496,10 +493,6 @@ class Demo:
         self.timeline.append((self.t(), kind, title, detail))
 
     def _panel(self) -> Any:
-        from rich.panel import Panel
-        from rich.table import Table
-
-        from mlwarden.demo.cluster import DEPLOYMENTS, OM
 
         om = self.api.read(OM, NS, MODEL) or {} if self.api is not None else {}
         st = om.get("status") or {}
@@ -571,9 +564,6 @@ class Demo:
     # ------------------------------------------------------------------ the story
 
     async def run(self, report: str | None) -> DemoResult:
-        import kmock
-
-        from mlwarden.demo.cluster import DemoCluster
 
         for noisy in ("aiohttp.access", "aiohttp.server", "kmock"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -595,7 +585,6 @@ class Demo:
     async def _run_against(
         self, api: Any, url: str, mlserver: asyncio.Task[str], report: str | None
     ) -> None:
-        from mlwarden.demo.cluster import kubeconfig
 
         self.api = api
         api.declare(NS)
@@ -632,9 +621,6 @@ class Demo:
                 await asyncio.Event().wait()
 
     async def _story(self, api: Any, server: str, cronjob: dict[str, Any], port: int) -> None:
-        from rich.live import Live
-
-        from mlwarden.demo.cluster import DEPLOYMENTS, OM
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
         env.update(KUBECONFIG=self.result.kubeconfig, MLWARDEN_IMAGE="mlwarden/mlwarden:demo",
@@ -648,13 +634,13 @@ class Demo:
         self.console.print("• applied the ObservedModel [bold]demo/iris[/] (kubectl apply)")
 
         def detector_config() -> Any:
-            cm = api.read("v1/configmaps", NS, f"{MODEL}-detector")
-            return cm and cm.get("data", {}).get("observedmodel.yaml")
+            cm = api.read("v1/configmaps", NS, detector_name(MODEL))
+            return cm and cm.get("data", {}).get(MANIFEST_KEY)
 
         def injected() -> bool:
             dep = api.read(DEPLOYMENTS, NS, MODEL) or {}
             names = [c["name"] for c in dep["spec"]["template"]["spec"]["containers"]]
-            return "mlwarden-sidecar" in names
+            return SIDECAR_CONTAINER in names
 
         manifest = await self._eventually("the operator's detector ConfigMap", detector_config, 60)
         await self._eventually("the sidecar injection", injected, 60)
@@ -771,7 +757,7 @@ class Demo:
         self.traffic.phase = "incident"
         self.traffic.petal_length_unit = 10.0
         incident.onset = self.t()
-        incident.onset_at = _iso(datetime.now(UTC) - timedelta(seconds=1))
+        incident.onset_at = format_time(datetime.now(UTC) - timedelta(seconds=1))
         sent = self.traffic.counts["sent"]
         self.mark("onset", "feature-etl 2.1: petal_length in mm", "Job feature-etl run, new image")
         # The policy rolls back on PredictionDrift, which mm-sized petals cause a few seconds
@@ -788,7 +774,6 @@ class Demo:
         self.say(f"   resolved; phase {st().get('phase')} ({self.t():.0f}s)\n")
 
     async def _act3(self, api: Any, server: str, st: Callable[[], dict[str, Any]]) -> None:
-        from mlwarden.demo.cluster import DEPLOYMENTS
 
         assert self.traffic is not None
         incident = Incident("bad model rollout iris:2.0")
@@ -809,7 +794,7 @@ class Demo:
                      {"spec": {"template": {"spec": {"containers": containers}}}})  # fmt: skip
         self.traffic.phase = "rollout"
         incident.onset = self.t()
-        incident.onset_at = _iso(datetime.now(UTC) - timedelta(seconds=1))
+        incident.onset_at = format_time(datetime.now(UTC) - timedelta(seconds=1))
         sent = self.traffic.counts["sent"]
         rev = (api.read(DEPLOYMENTS, NS, MODEL) or {})["metadata"]["annotations"][REVISION_KEY]
         self.mark("onset", f"iris:{BAD} rolled out", f"Deployment iris revision {rev}")
@@ -944,7 +929,6 @@ class Demo:
                                highlight=False, soft_wrap=True)  # fmt: skip
 
     def _summary(self) -> None:
-        from rich.table import Table
 
         table = Table(title="What happened", expand=True)
         for col in ("incident", "detected after", "alerts", "top suspect", "actions"):
@@ -980,12 +964,9 @@ class Demo:
 
     def _write_report(self, path: str) -> str | None:
         assert self.traffic is not None
-        try:
-            import yaml
-
+        try:  # reason: pyarrow and matplotlib load at the end, and the demo runs without them
             from mlwarden.check import check_columns
             from mlwarden.report import TimelineEvent, render_html
-            from mlwarden.spec import parse_observed_model
         except ImportError as exc:
             self.console.print(f"[yellow]no HTML report: {exc}[/]")
             return None
@@ -1023,20 +1004,17 @@ def _model_image(dep: dict[str, Any]) -> str:
 
 
 async def _kubectl_apply(server: str, manifest: str) -> None:
-    import yaml
 
     await _api(server, lambda kube: kube.create(yaml.safe_load(manifest)))
 
 
 async def _patch(server: str, kind: str, name: str, body: Any) -> None:
-    from mlwarden.kube import path
 
     await _api(server, lambda kube: kube.merge_patch(path(kind, NS, name), body))
 
 
 async def _api(server: str, call: Callable[[Any], Awaitable[Any]]) -> Any:
     """One call through mlwarden's Kubernetes client, as kubectl would make it."""
-    from mlwarden.kube import Kube, KubeError, StaticToken
 
     kube = Kube(StaticToken(server))
     try:
@@ -1059,7 +1037,6 @@ def _metrics(admin_url: str) -> str:
 
 def _settled_counts(admin_url: str, detector_url: str) -> dict[str, Any]:
     """The sidecar's and detector's counters once the last batches have landed."""
-    from prometheus_client.parser import text_string_to_metric_families
 
     out: dict[str, Any] = {}
     for _ in range(50):
@@ -1083,7 +1060,6 @@ def _settled_counts(admin_url: str, detector_url: str) -> dict[str, Any]:
 
 def _overhead(text: str) -> str:
     """p50 and p99 of the sidecar's overhead histogram, interpolated like histogram_quantile."""
-    from prometheus_client.parser import text_string_to_metric_families
 
     buckets: list[tuple[float, float]] = []
     for family in text_string_to_metric_families(text):

@@ -25,8 +25,10 @@ from typing import Any
 
 import aiohttp
 
+from mlwarden import backoff
 from mlwarden.kube import Kube, in_cluster, path
 from mlwarden.spec import MAX_STATUS_ALERTS
+from mlwarden.timestamps import format_time
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ def status_patch(
     At most MAX_STATUS_ALERTS alerts (the CRD's maxItems: a longer list would be refused and
     the write lost); the rest stay in the detector's metrics and log.
     """
-    updated = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    updated = format_time(datetime.fromtimestamp(now, UTC))
     shown = alerts[:MAX_STATUS_ALERTS]
     return {"status": {"alerts": shown, "detector": {"reference": reference, "updated": updated}}}
 
@@ -107,7 +109,7 @@ class StatusWriter:
             await asyncio.shield(self._task)
 
     async def _flush(self) -> None:
-        backoff = 1.0
+        failures = 0
         while self._desired is not None and self._desired != self._written:
             wait = self._last_write + self.min_interval - time.monotonic()
             if wait > 0:
@@ -121,16 +123,17 @@ class StatusWriter:
                 self.last_error = str(exc)
                 if self.on_result is not None:
                     self.on_result("error")
-                log.warning("status write failed (retrying in %.0fs): %s", backoff, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                wait = backoff.exponential(failures, base=1.0, cap=30.0)
+                log.warning("status write failed (retrying in %.0fs): %s", wait, exc)
+                await asyncio.sleep(wait)
+                failures += 1
                 continue
             self._written = desired
             self._last_write = time.monotonic()
             self.writes_ok += 1
             if self.on_result is not None:
                 self.on_result("ok")
-            backoff = 1.0
+            failures = 0
 
     async def _patch(self, patch: dict[str, Any]) -> None:
         await self.kube.merge_patch(self.path, patch)

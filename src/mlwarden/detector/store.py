@@ -27,13 +27,11 @@ import aiohttp
 from mlwarden.detector.persist import StoredReferenceError, from_text, to_text
 from mlwarden.detector.reporter import status_path
 from mlwarden.kube import Kube, KubeError, path
+from mlwarden.names import reference_store_name
+from mlwarden.spec import API_VERSION, KIND
 
 KEY: Final = "reference.json.gz"
 ALERTS_KEY: Final = "alerts.json"
-
-
-def reference_store_name(model_name: str) -> str:
-    return f"{model_name}-reference"
 
 
 class ReferenceStore(Protocol):
@@ -141,8 +139,8 @@ class ConfigMapStore:
         if isinstance(om, dict) and (om.get("metadata") or {}).get("uid"):
             meta["ownerReferences"] = [
                 {
-                    "apiVersion": "mlwarden.io/v1alpha1",
-                    "kind": "ObservedModel",
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
                     "name": self.model,
                     "uid": om["metadata"]["uid"],
                     "controller": True,

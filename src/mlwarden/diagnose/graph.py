@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from mlwarden.diagnose.snapshot import ObjectKey, Snapshot, dig
+from mlwarden.names import SIDECAR_CONTAINER  # re-exported: the diagnosis skips it
 
 __all__ = [
     "CONFIG_KINDS",
@@ -51,8 +52,6 @@ __all__ = [
 
 PRODUCES_ANNOTATION: Final = "mlwarden.io/produces"
 DEPENDS_ON_ANNOTATION: Final = "mlwarden.io/depends-on"
-# The operator's container in the model pod (a public contract, ARCHITECTURE.md).
-SIDECAR_CONTAINER: Final = "mlwarden-sidecar"
 WORKLOAD_KINDS: Final = ("Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job")
 CONFIG_KINDS: Final = ("ConfigMap", "Secret")
 _COMPONENT_KINDS: Final = (*WORKLOAD_KINDS, *CONFIG_KINDS, "ObservedModel")

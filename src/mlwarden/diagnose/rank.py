@@ -57,8 +57,9 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal, get_args
 
 from mlwarden.diagnose.graph import ResourceGraph, build_graph
-from mlwarden.diagnose.snapshot import ObjectKey, Snapshot, format_time, parse_time
+from mlwarden.diagnose.snapshot import ObjectKey, Snapshot
 from mlwarden.diagnose.timeline import Change, build_timeline, relative_time
+from mlwarden.timestamps import format_time, parse_time
 
 __all__ = [
     "HOP_DECAY",

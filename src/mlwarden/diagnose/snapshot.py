@@ -12,18 +12,20 @@ a caller has them, are kept as metadata only (their `data` never enters a snapsh
 diagnosis needs to know *when* one was written, never what it holds.
 
 Also here, because every other module of the package reads raw objects through them:
-`dig` (a nested field, or None), `parse_time` / `format_time` (Kubernetes timestamps), and
-`last_written` (the newest `managedFields` entry that is not a status write).
+`dig` (a nested field, or None) and `last_written` (the newest `managedFields` entry that is
+not a status write). `parse_time` / `format_time` are `mlwarden.timestamps`' (re-exported for
+timeline.py, which imports them from here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from mlwarden.spec import ObservedModel
+from mlwarden.timestamps import as_utc, format_time, parse_time
 
 __all__ = [
     "ObjectKey",
@@ -105,7 +107,7 @@ class Snapshot:
                 if kind == "Secret":
                     item = {k: v for k, v in item.items() if k not in _SECRET_CONTENT}
                 objects[(kind, name)] = item
-        return cls(model=model, objects=objects, alerts=tuple(alerts), now=_utc(now))
+        return cls(model=model, objects=objects, alerts=tuple(alerts), now=as_utc(now))
 
     def get(self, kind: str, name: str) -> Mapping[str, Any] | None:
         """The object (kind, name), or None when it was not collected."""
@@ -160,26 +162,6 @@ def owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any], *, owner_kind: st
     return False
 
 
-def parse_time(value: Any) -> datetime | None:
-    """A Kubernetes (RFC 3339) timestamp as an aware UTC datetime; None when absent or bad."""
-    if isinstance(value, datetime):
-        return _utc(value)
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        return _utc(datetime.fromisoformat(text))
-    except ValueError:
-        return None
-
-
-def format_time(when: datetime) -> str:
-    """`when` as Kubernetes writes timestamps: second precision, UTC, `Z`."""
-    return _utc(when).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass(frozen=True)
 class Write:
     """The last write of an object's spec or data: when, and by which field manager."""
@@ -211,7 +193,3 @@ def last_written(obj: Mapping[str, Any]) -> Write | None:
         if created is not None:
             best = Write(at=created, manager=None)
     return best
-
-
-def _utc(when: datetime) -> datetime:
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
+from mlwarden import backoff
 from mlwarden.diagnose.graph import (
     CONFIG_KINDS,
     SIDECAR_CONTAINER,
@@ -582,11 +583,8 @@ def _revision_changes(key: ObjectKey, revisions: list[_Revision]) -> list[Change
 
 def _backoff_span(restarts: int) -> float:
     """Seconds between the first and the last of `restarts` crashes, back-off alone."""
-    total, wait = 0.0, _BACKOFF_START_S
-    for _ in range(max(restarts - 1, 0)):
-        total += min(wait, _BACKOFF_CAP_S)
-        wait *= 2
-    return total
+    waits = range(max(restarts - 1, 0))
+    return sum(backoff.exponential(i, base=_BACKOFF_START_S, cap=_BACKOFF_CAP_S) for i in waits)
 
 
 def _pod_changes(key: ObjectKey, pods: list[Mapping[str, Any]], now: datetime) -> list[Change]:

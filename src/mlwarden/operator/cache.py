@@ -34,8 +34,8 @@ from typing import Any, Final
 import kopf
 
 from mlwarden.diagnose import needed_kinds
-from mlwarden.diagnose.snapshot import parse_time
 from mlwarden.kube import KINDS
+from mlwarden.timestamps import parse_time
 
 # What reactions read besides the diagnosis' kinds: the HPA that scales the target, the routes.
 REACTION_KINDS: Final = ("HorizontalPodAutoscaler", "HTTPRoute", "VirtualService")

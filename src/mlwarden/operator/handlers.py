@@ -58,23 +58,31 @@ from typing import Any, cast
 import aiohttp
 import kopf
 
+from mlwarden import backoff, patches
 from mlwarden.kube import Conflict, CredentialsError, KopfLogin, Kube, KubeError, path, path_of
-from mlwarden.operator import cache, injection, objects, respond, traffic
-from mlwarden.operator.metrics import METRICS
-from mlwarden.operator.settings import (
-    GROUP,
+from mlwarden.names import (
     INJECT_LABEL,
-    PLURAL,
+    KOPF_ANNOTATION_PREFIX,
     RETRY_INJECTION_ANNOTATION,
     SIDECAR_CONTAINER,
     UPGRADE_SIDECAR_ANNOTATION,
-    VERSION,
-    OperatorSettings,
     detector_name,
 )
+from mlwarden.operator import cache, injection, objects, respond, traffic
+from mlwarden.operator.metrics import METRICS
+from mlwarden.operator.settings import OperatorSettings
 from mlwarden.operator.status import Observation, alert_events, status_patch
 from mlwarden.react.guardrails import approved_ids
-from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModel, SpecError, parse_observed_model
+from mlwarden.spec import (
+    GROUP,
+    PLURAL,
+    REBASELINE_ANNOTATION,
+    VERSION,
+    ObservedModel,
+    SpecError,
+    parse_observed_model,
+)
+from mlwarden.timestamps import format_time, now_iso, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +114,7 @@ CONFLICT_RECHECK_SECONDS = RETRY_SECONDS * 6
 
 def api_backoff(retry: int) -> float:
     """Seconds before retrying after an API failure: RETRY_SECONDS doubling, capped."""
-    return float(min(RETRY_SECONDS * 2.0 ** min(retry, 16), API_BACKOFF_CAP_SECONDS))
+    return backoff.exponential(retry, base=RETRY_SECONDS, cap=API_BACKOFF_CAP_SECONDS)
 
 
 class _State:
@@ -155,10 +163,6 @@ class _Waiting(kopf.TemporaryError):
         super().__init__(self.PREFIX + message, delay=delay)
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def kube() -> Kube:
     if STATE.kube is None:
         if STATE.connection is None:
@@ -198,9 +202,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if port:
         METRICS.serve(port)
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mlwarden.io")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=KOPF_ANNOTATION_PREFIX
+    )
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="mlwarden.io", key="last-handled-configuration"
+        prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
     quiet = logging.getLogger("kopf.objects")
@@ -243,7 +249,7 @@ async def ensure(obj: dict[str, Any], current: dict[str, Any] | None) -> str:
     if current is None:
         await api.create(obj)
         return "created"
-    patch = objects.needs_update(current, obj)
+    patch = patches.needs_update(current, obj)
     if patch is None:
         return "unchanged"
     await api.merge_patch(path_of(obj), patch)
@@ -697,9 +703,8 @@ def _recent(stamps: list[Any], now: datetime) -> list[str]:
     """The timestamps within the repair window."""
     out = []
     for stamp in stamps:
-        try:
-            when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-        except ValueError:
+        when = parse_time(str(stamp))
+        if when is None:
             continue
         if (now - when).total_seconds() < REPAIR_WINDOW_SECONDS:
             out.append(str(stamp))
@@ -793,7 +798,7 @@ async def check_injection(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> 
             raise kopf.TemporaryError(f"API: {exc}", delay=api_backoff(0)) from exc
     if patched:
         # At most the CRD's maxItems: more than that is far past any sensible limit anyway.
-        repairs = [*repairs, now.strftime("%Y-%m-%dT%H:%M:%SZ")][-16:]
+        repairs = [*repairs, format_time(now)][-16:]
         _event(raw, "Normal", "SidecarReinjected", obs.injection_message)
     if obs.injection_state == "injected" and bypass is None:
         obs = replace(obs, bypass=None)

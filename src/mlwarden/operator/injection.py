@@ -62,23 +62,25 @@ from functools import partial
 from typing import Any, Final, Literal
 
 from mlwarden.ingest_auth import ENV_TOKEN, SECRET_KEY, ingest_token_secret_name
-from mlwarden.operator.objects import covers, plain
-from mlwarden.operator.settings import (
+from mlwarden.names import (
     ADMIN_PORT_NAME,
-    IMAGE_UID,
     INJECTED_ANNOTATION,
-    ISTIO_PORTS,
     MANIFEST_DIR,
     MANIFEST_KEY,
     MODEL_PORT_RENAMED,
-    RESTRICTED_SECURITY_CONTEXT,
     SERVICE_ANNOTATION,
     SIDECAR_CONTAINER,
     SIDECAR_PORT_NAME_DEFAULT,
     UPGRADE_SIDECAR_ANNOTATION,
-    OperatorSettings,
     detector_name,
 )
+from mlwarden.operator.settings import (
+    IMAGE_UID,
+    ISTIO_PORTS,
+    RESTRICTED_SECURITY_CONTEXT,
+    OperatorSettings,
+)
+from mlwarden.patches import covers, plain
 from mlwarden.react.guardrails import APPROVE_ANNOTATION
 from mlwarden.spec import ObservedModel
 

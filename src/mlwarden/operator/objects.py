@@ -42,31 +42,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
-from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
 from typing import Any, Final
 
 import yaml
 
-from mlwarden.detector.store import reference_store_name
 from mlwarden.ingest_auth import SECRET_KEY, ingest_token_secret_name
-from mlwarden.operator.settings import (
-    API_VERSION,
+from mlwarden.names import (
     DETECTOR_PORT_NAME,
-    GROUP,
-    KIND,
     MANIFEST_DIR,
     MANIFEST_KEY,
-    PLURAL,
     REFERENCE_DIR,
-    RESTRICTED_SECURITY_CONTEXT,
-    OperatorSettings,
     detector_name,
     labels,
+    reference_store_name,
     selector_labels,
 )
-from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModel
+from mlwarden.operator.settings import RESTRICTED_SECURITY_CONTEXT, OperatorSettings
+from mlwarden.patches import plain
+from mlwarden.spec import API_VERSION, GROUP, KIND, PLURAL, REBASELINE_ANNOTATION, ObservedModel
 
 CONFIG_HASH_ANNOTATION: Final = f"{GROUP}/config-hash"
 DETECTOR_CONTAINER: Final = "detector"
@@ -77,32 +71,7 @@ _TMP_VOLUME: Final = "tmp"
 _TOKEN_VOLUME: Final = "ingest-token"
 INGEST_TOKEN_DIR: Final = "/var/run/mlwarden/ingest-token"
 
-# Maps the operator owns whole: a key present in the API but absent from the desired
-# object is removed (elsewhere extra keys are somebody else's, or the API server's defaults).
-# "*" stands for any list item.
-_OWNED_MAPS: Final[frozenset[tuple[str, ...]]] = frozenset(
-    {
-        ("data",),
-        ("spec", "selector"),
-        ("spec", "template", "spec", "containers", "*", "resources", "requests"),
-        ("spec", "template", "spec", "containers", "*", "resources", "limits"),
-    }
-)
-
-_SAME: Final[Any] = object()  # "_diff found nothing to change"
-_ABSENT: Final[Any] = object()  # a key the current object does not have
-
-
 # --------------------------------------------------------------------------- body
-
-
-def plain(value: Any) -> Any:
-    """A deep copy of `value` made of dicts, lists and scalars (kopf hands out mapping views)."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return [plain(v) for v in value]
-    return value
 
 
 def _name(body: Mapping[str, Any]) -> str:
@@ -472,146 +441,3 @@ def ingest_token_conflict(
         "(status.ingestToken records no such Secret, and the operator may not read Secrets "
         "to look); " + _fix_hint("Secret", where, _name(body))
     )
-
-
-# --------------------------------------------------------------------------- comparison
-
-
-_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$")
-_QUANTITY_FACTOR: Final[dict[str, Decimal]] = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-    **{s: Decimal(1024**i) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), 1)},
-}
-
-
-def _quantity(value: Any) -> Decimal | None:
-    """A Kubernetes resource quantity as a number: the API server rewrites `0.5` as `500m`."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    match = _QUANTITY.match(str(value))
-    if match is None:
-        return None
-    number, suffix = match.group(1), match.group(2) or ""
-    try:
-        if suffix[:1] in ("e", "E"):
-            return Decimal(number + suffix)
-        return Decimal(number) * _QUANTITY_FACTOR[suffix]
-    except InvalidOperation:
-        return None
-
-
-def _same_scalar(current: Any, desired: Any, path: tuple[str, ...]) -> bool:
-    if isinstance(current, bool) != isinstance(desired, bool):
-        return False
-    if current == desired:
-        return True
-    if "resources" in path:
-        a, b = _quantity(current), _quantity(desired)
-        return a is not None and a == b
-    return False
-
-
-def _owned_whole(path: tuple[str, ...]) -> bool:
-    return any(
-        len(owned) == len(path) and all(o in ("*", p) for o, p in zip(owned, path, strict=True))
-        for owned in _OWNED_MAPS
-    )
-
-
-def _diff(current: Any, desired: Any, path: tuple[str, ...]) -> Any:
-    """The merge-patch value that turns `current` into `desired` at `path`, or `_SAME`.
-
-    Dicts are compared key by key over the keys `desired` sets; lists (which a merge patch
-    replaces whole) are the same when they have the same length and each item is the same
-    by this rule, and are otherwise replaced by the desired list.
-    """
-    if isinstance(desired, Mapping):
-        if not isinstance(current, Mapping):
-            return plain(desired)
-        out: dict[str, Any] = {}
-        for key, value in desired.items():
-            sub = _diff(current.get(key, _ABSENT), value, (*path, key))
-            if sub is not _SAME:
-                out[key] = sub
-        if _owned_whole(path):
-            out.update({key: None for key in current if key not in desired})
-        return out if out else _SAME
-    if isinstance(desired, Sequence) and not isinstance(desired, str | bytes):
-        same = (
-            isinstance(current, Sequence)
-            and not isinstance(current, str | bytes)
-            and len(current) == len(desired)
-            and all(
-                _diff(c, d, (*path, "*")) is _SAME for c, d in zip(current, desired, strict=True)
-            )
-        )
-        return _SAME if same else plain(desired)
-    if current is not _ABSENT and _same_scalar(current, desired, path):
-        return _SAME
-    return desired
-
-
-def covers(current: Any, desired: Any, *, path: tuple[str, ...] = ()) -> bool:
-    """True when `current` already holds every field `desired` sets, with the same value.
-
-    Fields only in `current` (API-server defaults, other controllers' additions) do not
-    count, except in the maps the operator owns whole (a container's resources, a
-    ConfigMap's data, a selector). `path` is where the two values sit in their object.
-    """
-    return _diff(current, desired, path) is _SAME
-
-
-def _owner_references_patch(current: Any, desired: Any) -> Any:
-    """Ours replaced or added by uid; other owners' references are kept."""
-    current_refs = (
-        [r for r in current if isinstance(r, Mapping)] if isinstance(current, list) else []
-    )
-    desired_refs = list(desired)
-    uids = {r.get("uid") for r in desired_refs}
-    mine = [r for r in current_refs if r.get("uid") in uids]
-    if len(mine) == len(desired_refs) and covers(mine, desired_refs):
-        return _SAME
-    return [plain(r) for r in current_refs if r.get("uid") not in uids] + plain(desired_refs)
-
-
-def needs_update(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The JSON merge patch that brings `current` to `desired`, or None when nothing differs.
-
-    Compared: the labels, annotations and owner references the operator sets, and every
-    top-level field of `desired` other than identity and status (`data`, `rules`,
-    `subjects`, `roleRef`, `spec`), by the rules of `covers`. A RoleBinding's `roleRef`
-    cannot be patched; it never changes for one ObservedModel.
-    """
-    patch: dict[str, Any] = {}
-    current_meta: Mapping[str, Any] = current.get("metadata") or {}
-    desired_meta: Mapping[str, Any] = desired.get("metadata") or {}
-    meta: dict[str, Any] = {}
-    for key in ("labels", "annotations"):
-        if key in desired_meta:
-            sub = _diff(current_meta.get(key, _ABSENT), desired_meta[key], ("metadata", key))
-            if sub is not _SAME:
-                meta[key] = sub
-    if "ownerReferences" in desired_meta:
-        refs = _owner_references_patch(
-            current_meta.get("ownerReferences"), desired_meta["ownerReferences"]
-        )
-        if refs is not _SAME:
-            meta["ownerReferences"] = refs
-    if meta:
-        patch["metadata"] = meta
-    for key, value in desired.items():
-        if key in ("apiVersion", "kind", "metadata", "status"):
-            continue
-        sub = _diff(current.get(key, _ABSENT), value, (key,))
-        if sub is not _SAME:
-            patch[key] = sub
-    return patch or None

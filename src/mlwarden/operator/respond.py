@@ -69,6 +69,8 @@ from mlwarden.diagnose import Diagnosis, Snapshot, Suspect, diagnose
 from mlwarden.kube import Conflict, Kube, KubeError, path
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.status import Observation, phase, status_patch
+from mlwarden.patches import apply_merge_patch
+from mlwarden.react.actions import OPEN, ActionRecord, fingerprint, records_from_status
 from mlwarden.react.actuators.alert import summary as alert_summary
 from mlwarden.react.actuators.alert import webhook_payload
 from mlwarden.react.destinations import (
@@ -79,14 +81,6 @@ from mlwarden.react.destinations import (
 )
 from mlwarden.react.guardrails import APPROVE_ANNOTATION
 from mlwarden.react.policy import alerts_for, plan_reactions, replan, webhooks_for
-from mlwarden.react.records import (
-    OPEN,
-    ActionRecord,
-    apply_merge_patch,
-    fingerprint,
-    format_time,
-    records_from_status,
-)
 from mlwarden.spec import (
     MAX_STATUS_ALERTS,
     MAX_STATUS_EVIDENCE,
@@ -94,6 +88,7 @@ from mlwarden.spec import (
     MAX_STATUS_SUSPECTS,
     ObservedModel,
 )
+from mlwarden.timestamps import format_time
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,8 @@
-"""What the operator needs to know that is not in an ObservedModel: images, ports, names.
+"""What the operator needs to know that is not in an ObservedModel: images, ports, resources.
 
 Every setting comes from an MLWARDEN_* environment variable (the Helm chart sets
-them) with the default below. Names and labels of the objects the operator
-creates are public contracts (ARCHITECTURE.md): `NAME-detector` for the
-ConfigMap, ServiceAccount, Role, RoleBinding, Deployment, Service (and, when enabled, the
-NetworkPolicy), `NAME-reference` for the stored-reference ConfigMap, `NAME-ingest-token` for
-the ingest token Secret, and the container `mlwarden-sidecar` in the target's pod template.
+them) with the default below. The names of the objects the operator creates (public
+contracts) are in `mlwarden.names`.
 """
 
 from __future__ import annotations
@@ -18,53 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mlwarden import __version__
-
-# The ObservedModel's API, spelled once in mlwarden.spec (re-exported for the operator).
-from mlwarden.spec import API_VERSION as API_VERSION
-from mlwarden.spec import GROUP as GROUP
-from mlwarden.spec import KIND as KIND
-from mlwarden.spec import PLURAL as PLURAL
-from mlwarden.spec import VERSION as VERSION
-
-SIDECAR_CONTAINER: Final = "mlwarden-sidecar"
-SIDECAR_PORT_NAME_DEFAULT: Final = "mlwarden-proxy"  # when the Service targets a port number
-MODEL_PORT_RENAMED: Final = "mlwarden-model"  # the model's port once its name moved away
-ADMIN_PORT_NAME: Final = "mlwarden-admin"
-DETECTOR_PORT_NAME: Final = "http"
-
-# Annotations the operator writes on the objects it changes (never finalizers or timers).
-INJECTED_ANNOTATION: Final = "mlwarden.io/injected"  # on the target Deployment: what changed
-# On an ObservedModel, set by people: roll its injected sidecar onto this operator's sidecar
-# (any new value), and inject again after a stalled rollout was undone (any new value). Not
-# under `mlwarden.io/`: kopf keeps its own annotations there and ignores changes to them.
-UPGRADE_SIDECAR_ANNOTATION: Final = "sidecar.mlwarden.io/upgrade"
-RETRY_INJECTION_ANNOTATION: Final = "sidecar.mlwarden.io/retry"
-SERVICE_ANNOTATION: Final = "mlwarden.io/original-ports"  # on the target Service
-# Webhook mode: the label a Deployment opts in with; its value names the ObservedModel.
-INJECT_LABEL: Final = "mlwarden.io/inject"
-MANIFEST_KEY: Final = "observedmodel.yaml"  # key of the detector ConfigMap
-MANIFEST_DIR: Final = "/etc/mlwarden"  # where the ConfigMap is mounted
-REFERENCE_DIR: Final = "/etc/mlwarden/reference"  # where a configMap reference is mounted
-
-
-def detector_name(model_name: str) -> str:
-    return f"{model_name}-detector"
-
-
-def labels(model_name: str) -> dict[str, str]:
-    """Labels on every object the operator creates for ObservedModel `model_name`."""
-    return {
-        "app.kubernetes.io/name": "mlwarden-detector",
-        "app.kubernetes.io/instance": model_name,
-        "app.kubernetes.io/component": "detector",
-        "app.kubernetes.io/managed-by": "mlwarden",
-        "mlwarden.io/observed-model": model_name,
-    }
-
-
-def selector_labels(model_name: str) -> dict[str, str]:
-    """The immutable subset used as the detector Deployment's selector."""
-    return {"app.kubernetes.io/name": "mlwarden-detector", "app.kubernetes.io/instance": model_name}
 
 
 def _resources(env: Mapping[str, str], prefix: str, defaults: dict[str, str]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mlwarden.operator.settings import ADMIN_PORT_NAME, MODEL_PORT_RENAMED, SIDECAR_CONTAINER
+from mlwarden.names import ADMIN_PORT_NAME, MODEL_PORT_RENAMED, SIDECAR_CONTAINER
 
 NO_ENDPOINTS: Final = "NoEndpoints"
 SIDECAR_REMOVED: Final = "SidecarRemoved"

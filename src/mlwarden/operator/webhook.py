@@ -65,17 +65,11 @@ from typing import Any
 import kopf
 
 from mlwarden.kube import path
+from mlwarden.names import INJECT_LABEL, UPGRADE_SIDECAR_ANNOTATION
 from mlwarden.operator import injection
 from mlwarden.operator.handlers import STATE, kube
-from mlwarden.operator.settings import (
-    GROUP,
-    INJECT_LABEL,
-    PLURAL,
-    UPGRADE_SIDECAR_ANNOTATION,
-    VERSION,
-    OperatorSettings,
-)
-from mlwarden.spec import ObservedModel, SpecError, parse_observed_model
+from mlwarden.operator.settings import OperatorSettings
+from mlwarden.spec import GROUP, PLURAL, VERSION, ObservedModel, SpecError, parse_observed_model
 
 log = logging.getLogger(__name__)
 

@@ -2,12 +2,12 @@
 
 Lowest layer first; everything here is pure (no I/O, no clock: time comes in):
 
-- `records`     ActionRecord (the `status.reactions` entry: plan, audit and restart log in
-                one), deterministic action ids, and the merge-patch helpers a record's patch
-                is read with (`apply_merge_patch`, `merge_patch_diff`, `holds`).
-- `traffic`     the Router protocol (`get_weights`, `set_weights`), `Weights`, `next_step`
-                and `ROUTERS`; one file per router: `httproute`, `virtualservice`,
-                `replicas`.
+- `actions`     ActionRecord (the `status.reactions` entry: plan, audit and restart log in
+                one), deterministic action ids, fingerprints of what an action set; its
+                patches are read with `mlwarden.patches` (`apply_merge_patch`, `holds`).
+- `traffic`     `router` (the Router protocol: `get_weights`, `set_weights`; `Weights`,
+                `next_step`), one file per router (`httproute`, `virtualservice`,
+                `replicas`), and `registry` (`ROUTERS`, name → router).
 - `actuators`   one action each, as merge patches over raw objects: `rollback` (keeps the
                 injected sidecar), `scale`, `pause`; `alert` builds the webhook payload.
 - `guardrails`  one small function per guardrail: a reason not to act now, or None.

@@ -29,22 +29,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from mlwarden.react.records import (
-    ATTEMPTED,
-    SETTLED,
-    ActionRecord,
-    changed_since,
-    format_time,
-    holds,
-    parse_time,
-)
+from mlwarden.patches import holds
+from mlwarden.react.actions import ATTEMPTED, SETTLED, ActionRecord, changed_since
 from mlwarden.spec import Guardrails
+from mlwarden.timestamps import format_time, parse_time
 
 APPROVE_ANNOTATION: Final = "mlwarden.io/approve"
 WORKLOAD_ACTIONS: Final = frozenset({"rollback", "scale", "shiftTraffic", "pause"})
 ONCE_PER_INCIDENT: Final = frozenset({"rollback", "pause"})
 
-Snapshot = Mapping[tuple[str, str], Mapping[str, Any]]
+# The objects as last read, by (kind, name): what the planners look at (not diagnose.Snapshot).
+LiveObjects = Mapping[tuple[str, str], Mapping[str, Any]]
 
 
 def _since(record: ActionRecord, onset: datetime | None) -> bool:
@@ -161,7 +156,7 @@ def person_changed(
     objects: Iterable[str],
     onset: datetime | None,
     history: Sequence[ActionRecord],
-    snapshot: Snapshot,
+    snapshot: LiveObjects,
 ) -> str | None:
     """Does an object still hold what our last (real, succeeded) action in this incident set?
 

@@ -49,23 +49,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
 
+from mlwarden.patches import apply_merge_patch, holds
 from mlwarden.react import guardrails
+from mlwarden.react.actions import ActionRecord, Result, action_id, held_by
 from mlwarden.react.actuators.pause import PauseError, plan_pause
 from mlwarden.react.actuators.rollback import RollbackError, plan_rollback, revision_of
 from mlwarden.react.actuators.scale import HPA_KIND, ScaleError, plan_scale
-from mlwarden.react.guardrails import WORKLOAD_ACTIONS, Snapshot
-from mlwarden.react.records import (
-    ActionRecord,
-    Result,
-    action_id,
-    apply_merge_patch,
-    format_time,
-    held_by,
-    holds,
-    parse_time,
-)
-from mlwarden.react.traffic import ROUTERS, TrafficError, next_step
+from mlwarden.react.guardrails import WORKLOAD_ACTIONS, LiveObjects
+from mlwarden.react.traffic.registry import ROUTERS
+from mlwarden.react.traffic.router import TrafficError, next_step
 from mlwarden.spec import ObservedModel, Reaction
+from mlwarden.timestamps import format_time, parse_time
 
 _FAR_FUTURE: Final = datetime.max  # alerts without an onset sort last
 
@@ -141,7 +135,7 @@ def _matches(reaction: Reaction, alert: Mapping[str, Any]) -> bool:
     )
 
 
-def _kind_of(snapshot: Snapshot, kind: str) -> list[Mapping[str, Any]]:
+def _kind_of(snapshot: LiveObjects, kind: str) -> list[Mapping[str, Any]]:
     return [obj for (k, _), obj in snapshot.items() if k == kind]
 
 
@@ -162,7 +156,7 @@ def _applied(obj: Mapping[str, Any], patches: Mapping[str, Mapping[str, Any]]) -
     return patched
 
 
-def _propose(reaction: Reaction, model: ObservedModel, snapshot: Snapshot) -> _Proposal:
+def _propose(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) -> _Proposal:
     name = model.spec.target.deployment
     if reaction.action == "rollback":
         deployment = snapshot.get(("Deployment", name))
@@ -243,7 +237,7 @@ def _propose(reaction: Reaction, model: ObservedModel, snapshot: Snapshot) -> _P
     return _Proposal(target="?", problem=f"unknown action {reaction.action!r}")
 
 
-def _propose_shift(reaction: Reaction, model: ObservedModel, snapshot: Snapshot) -> _Proposal:
+def _propose_shift(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) -> _Proposal:
     router = ROUTERS.get(reaction.router or "")
     stable, canary = reaction.stable or "", reaction.canary or ""
     if router is None:
@@ -286,7 +280,7 @@ def _propose_shift(reaction: Reaction, model: ObservedModel, snapshot: Snapshot)
 
 
 def _candidates(
-    model: ObservedModel, alerts: Sequence[Mapping[str, Any]], snapshot: Snapshot
+    model: ObservedModel, alerts: Sequence[Mapping[str, Any]], snapshot: LiveObjects
 ) -> list[_Candidate]:
     out: list[_Candidate] = []
     notified: dict[str, _Candidate] = {}
@@ -389,7 +383,7 @@ def _version(obj: Mapping[str, Any] | None) -> Any:
     return None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")
 
 
-def _resume(record: ActionRecord, snapshot: Snapshot) -> ActionRecord:
+def _resume(record: ActionRecord, snapshot: LiveObjects) -> ActionRecord:
     """An action that was Running when the operator stopped: completed or reported."""
     if record.dry_run:  # never written as Running; should one be, nothing was applied
         return record.settle("Succeeded", "dry run: planned and recorded, nothing applied")
@@ -457,7 +451,7 @@ def _with_version(patch: Mapping[str, Any], version: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- after a conflict
 
 
-def replan(*, model: ObservedModel, record: ActionRecord, snapshot: Snapshot) -> ActionRecord:
+def replan(*, model: ObservedModel, record: ActionRecord, snapshot: LiveObjects) -> ActionRecord:
     """A Running record whose patch met 409 Conflict, planned again on the objects as they are.
 
     The API refused the patch because its `metadata.resourceVersion` precondition was stale:
@@ -508,7 +502,7 @@ def plan_reactions(
     model: ObservedModel,
     alerts: Sequence[Mapping[str, Any]],
     diagnosis_top: Mapping[str, Any] | None,
-    snapshot: Snapshot,
+    snapshot: LiveObjects,
     history: Sequence[ActionRecord],
     annotations: Mapping[str, str],
     detector_ready: bool,

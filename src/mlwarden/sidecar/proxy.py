@@ -42,8 +42,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -557,9 +559,6 @@ class Sidecar:
             await self._session.close()
 
     def _source(self) -> dict[str, Any]:
-        import os
-        import socket
-
         om = self.config.observed_model
         source: dict[str, Any] = {"pod": os.environ.get("POD_NAME") or socket.gethostname()}
         if om is not None:

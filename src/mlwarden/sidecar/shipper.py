@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from mlwarden import __version__
+from mlwarden import __version__, backoff
 from mlwarden.sidecar.metrics import SidecarMetrics
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def backoff_seconds(attempt: int, *, rng: random.Random, retry_after: float | No
     """Full-jitter exponential backoff (attempt 0 is the first retry)."""
     if retry_after is not None:
         return min(max(retry_after, 0.0), RETRY_AFTER_CAP_SECONDS)
-    return rng.uniform(0.0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (2**attempt)))
+    return backoff.full_jitter(attempt, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS, rng=rng)
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -7,7 +7,8 @@ from typing import Any
 
 from mlwarden.diagnose import Snapshot, needed_kinds
 from mlwarden.diagnose.graph import build_graph, config_refs
-from mlwarden.diagnose.snapshot import dig, last_written, owned_by, parse_time
+from mlwarden.diagnose.snapshot import dig, last_written, owned_by
+from mlwarden.timestamps import parse_time
 
 
 def _keys(graph: Any) -> set[tuple[str, str]]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mlwarden.operator.settings import OperatorSettings
-from mlwarden.react.records import apply_merge_patch
+from mlwarden.patches import apply_merge_patch
 from mlwarden.spec import ObservedModel, parse_observed_model
 
 MakeBody = Callable[..., dict[str, Any]]

@@ -18,6 +18,16 @@ from typing import Any
 
 import pytest
 
+from mlwarden.names import (
+    ADMIN_PORT_NAME,
+    INJECTED_ANNOTATION,
+    MANIFEST_DIR,
+    MANIFEST_KEY,
+    MODEL_PORT_RENAMED,
+    SERVICE_ANNOTATION,
+    SIDECAR_CONTAINER,
+    SIDECAR_PORT_NAME_DEFAULT,
+)
 from mlwarden.operator import injection
 from mlwarden.operator.injection import (
     SIDECAR_VOLUME,
@@ -30,21 +40,13 @@ from mlwarden.operator.injection import (
     shutdown_timing,
     sidecar_container,
 )
-from mlwarden.operator.objects import covers
 from mlwarden.operator.settings import (
-    ADMIN_PORT_NAME,
     IMAGE_UID,
-    INJECTED_ANNOTATION,
     ISTIO_PORTS,
-    MANIFEST_DIR,
-    MANIFEST_KEY,
-    MODEL_PORT_RENAMED,
     RESTRICTED_SECURITY_CONTEXT,
-    SERVICE_ANNOTATION,
-    SIDECAR_CONTAINER,
-    SIDECAR_PORT_NAME_DEFAULT,
     OperatorSettings,
 )
+from mlwarden.patches import covers
 from mlwarden.spec import ObservedModel, parse_observed_model
 
 Obj = dict[str, Any]

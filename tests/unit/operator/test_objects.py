@@ -11,16 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
+from mlwarden import patches
+from mlwarden.names import MANIFEST_DIR, MANIFEST_KEY, REFERENCE_DIR, labels, selector_labels
 from mlwarden.operator import objects
-from mlwarden.operator.settings import (
-    MANIFEST_DIR,
-    MANIFEST_KEY,
-    REFERENCE_DIR,
-    RESTRICTED_SECURITY_CONTEXT,
-    OperatorSettings,
-    labels,
-    selector_labels,
-)
+from mlwarden.operator.settings import RESTRICTED_SECURITY_CONTEXT, OperatorSettings
 from mlwarden.spec import ObservedModel, loads_observed_model, parse_observed_model
 
 Obj = dict[str, Any]
@@ -281,7 +275,7 @@ def test_nothing_to_update_after_create(
     body: Obj, model: ObservedModel, settings: OperatorSettings
 ) -> None:
     for desired in objects.desired_objects(body, model, settings):
-        assert objects.needs_update(server_stored(desired), desired) is None, desired["kind"]
+        assert patches.needs_update(server_stored(desired), desired) is None, desired["kind"]
 
 
 def test_update_applied_then_quiet(
@@ -302,15 +296,15 @@ def test_update_applied_then_quiet(
     new_model = parse_observed_model(new_body)
     for desired in objects.desired_objects(new_body, new_model, new_settings):
         current = server_stored(old[desired["kind"]])
-        patch = objects.needs_update(current, desired)
+        patch = patches.needs_update(current, desired)
         changes = desired["kind"] in ("ConfigMap", "Deployment")
         assert (patch is not None) is changes, desired["kind"]
         updated = merge_patch(current, patch) if patch else current
         valid_kubernetes(updated)
-        assert objects.needs_update(updated, desired) is None, desired["kind"]
+        assert patches.needs_update(updated, desired) is None, desired["kind"]
     dep = merge_patch(
         server_stored(old["Deployment"]),
-        objects.needs_update(
+        patches.needs_update(
             server_stored(old["Deployment"]),
             objects.detector_deployment(new_body, new_model, new_settings),
         ),
@@ -334,9 +328,9 @@ def test_quantities_compare_by_value(
     stored["spec"]["template"]["spec"]["containers"][0]["resources"] = {
         "requests": {"cpu": "500m", "memory": "1024Mi"}
     }
-    assert objects.needs_update(stored, desired) is None
+    assert patches.needs_update(stored, desired) is None
     stored["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "501m"
-    assert objects.needs_update(stored, desired) is not None
+    assert patches.needs_update(stored, desired) is not None
 
 
 def test_owned_maps_lose_extra_keys_others_keep_theirs(
@@ -347,7 +341,7 @@ def test_owned_maps_lose_extra_keys_others_keep_theirs(
     current["data"]["stale.yaml"] = "x"
     current["metadata"]["annotations"] = {"team.example/owner": "ml-platform"}
     current["metadata"]["labels"]["team.example/tier"] = "gold"
-    assert objects.needs_update(current, cm) == {"data": {"stale.yaml": None}}
+    assert patches.needs_update(current, cm) == {"data": {"stale.yaml": None}}
 
     dep = objects.detector_deployment(body, model, settings)
     current = server_stored(dep)
@@ -356,7 +350,7 @@ def test_owned_maps_lose_extra_keys_others_keep_theirs(
     current["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] = (
         "2026-01-05T11:00:00Z"  # `kubectl rollout restart`: not the operator's to remove
     )
-    patch = objects.needs_update(current, dep)
+    patch = patches.needs_update(current, dep)
     assert patch is not None
     assert set(patch) == {"spec"}
     assert set(patch["spec"]["template"]) == {"spec"}
@@ -369,17 +363,17 @@ def test_owner_reference_added_and_others_kept(body: Obj) -> None:
     current = server_stored(sa)
     other = {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "1"}
     current["metadata"]["ownerReferences"] = [other]
-    patch = objects.needs_update(current, sa)
+    patch = patches.needs_update(current, sa)
     assert patch == {"metadata": {"ownerReferences": [other, objects.owner_reference(body)]}}
     current["metadata"]["ownerReferences"] = [other, objects.owner_reference(body)]
-    assert objects.needs_update(current, sa) is None
+    assert patches.needs_update(current, sa) is None
 
 
 def test_label_change_is_patched(body: Obj) -> None:
     sa = objects.detector_service_account(body)
     current = server_stored(sa)
     current["metadata"]["labels"]["app.kubernetes.io/instance"] = "someone-else"
-    assert objects.needs_update(current, sa) == {
+    assert patches.needs_update(current, sa) == {
         "metadata": {"labels": {"app.kubernetes.io/instance": "fraud"}}
     }
 
@@ -388,11 +382,11 @@ def test_list_items_are_compared_item_by_item(body: Obj, settings: OperatorSetti
     svc = objects.detector_service(body, settings)
     current = server_stored(svc)
     current["spec"]["ports"][0]["targetPort"] = 8080
-    patch = objects.needs_update(current, svc)
+    patch = patches.needs_update(current, svc)
     assert patch == {"spec": {"ports": svc["spec"]["ports"]}}  # the whole list, as desired
     current["spec"]["ports"].append({"name": "extra", "port": 9, "protocol": "TCP"})
     current["spec"]["ports"][0]["targetPort"] = "http"
-    assert objects.needs_update(current, svc) == {"spec": {"ports": svc["spec"]["ports"]}}
+    assert patches.needs_update(current, svc) == {"spec": {"ports": svc["spec"]["ports"]}}
 
 
 # --------------------------------------------------------------------------- security objects

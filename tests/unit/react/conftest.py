@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from mlwarden.react.records import ActionRecord, apply_merge_patch, format_time
+from mlwarden.patches import apply_merge_patch
+from mlwarden.react.actions import ActionRecord
 from mlwarden.spec import ObservedModel, parse_observed_model
+from mlwarden.timestamps import format_time
 
 Obj = dict[str, Any]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mlwarden.react.actions import ActionRecord
 from mlwarden.react.actuators.alert import summary, webhook_payload
-from mlwarden.react.records import ActionRecord
 
 SUSPECT = {
     "kind": "CronJob",

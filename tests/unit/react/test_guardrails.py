@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from mlwarden.react import guardrails
-from mlwarden.react.records import parse_time
 from mlwarden.spec import Guardrails
+from mlwarden.timestamps import parse_time
 
 ONSET_OFFSET = timedelta(minutes=28)  # build.ONSET is 28 minutes before build.NOW
 

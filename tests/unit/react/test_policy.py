@@ -6,8 +6,9 @@ import copy
 from datetime import timedelta
 from typing import Any
 
+from mlwarden.react.actions import ActionRecord
 from mlwarden.react.policy import alerts_for, plan_reactions, replan, webhooks_for
-from mlwarden.react.records import ActionRecord, format_time
+from mlwarden.timestamps import format_time
 
 SCALE = {"alert": "Latency", "action": "scale", "maxReplicas": 10}
 ROLLBACK = {"alert": "PredictionDrift", "action": "rollback"}

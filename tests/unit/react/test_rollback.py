@@ -8,15 +8,16 @@ from typing import Any
 
 import pytest
 
+from mlwarden.names import MODEL_PORT_RENAMED, SIDECAR_CONTAINER
 from mlwarden.operator.injection import SIDECAR_VOLUME, plan_injection
-from mlwarden.operator.settings import MODEL_PORT_RENAMED, SIDECAR_CONTAINER, OperatorSettings
+from mlwarden.operator.settings import OperatorSettings
+from mlwarden.patches import apply_merge_patch
 from mlwarden.react.actuators.rollback import (
     RollbackError,
     owned_replicasets,
     plan_rollback,
     with_sidecar,
 )
-from mlwarden.react.records import apply_merge_patch
 from mlwarden.spec import parse_observed_model
 
 Obj = dict[str, Any]

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from mlwarden.patches import apply_merge_patch
 from mlwarden.react.actuators.pause import PAUSED_FROM_ANNOTATION, PauseError, plan_pause
 from mlwarden.react.actuators.scale import ScaleError, next_replicas, plan_scale
-from mlwarden.react.records import apply_merge_patch
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlwarden.react.records import apply_merge_patch
-from mlwarden.react.traffic import ROUTERS, TrafficError, Weights, next_step
+from mlwarden.patches import apply_merge_patch
+from mlwarden.react.traffic.registry import ROUTERS
+from mlwarden.react.traffic.router import TrafficError, Weights, next_step
 from mlwarden.spec import TRAFFIC_ROUTERS
 
 Obj = dict[str, Any]

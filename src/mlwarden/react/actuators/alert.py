@@ -21,7 +21,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from mlwarden.react.records import ActionRecord
+from mlwarden.react.actions import ActionRecord
 from mlwarden.spec import ObservedModel
 
 # Slack's limits (api.slack.com/reference/block-kit/blocks); longer texts are cut.

@@ -26,8 +26,8 @@ import copy
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
-from mlwarden.operator.settings import MODEL_PORT_RENAMED, SIDECAR_CONTAINER
-from mlwarden.react.records import merge_patch_diff
+from mlwarden.names import MODEL_PORT_RENAMED, SIDECAR_CONTAINER
+from mlwarden.patches import merge_patch_diff
 
 REVISION_ANNOTATION: Final = "deployment.kubernetes.io/revision"
 POD_TEMPLATE_HASH: Final = "pod-template-hash"

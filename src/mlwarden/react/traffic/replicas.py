@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from mlwarden.react.traffic import TrafficError, Weights, meta_patch, name_of
+from mlwarden.react.traffic.router import TrafficError, Weights, meta_patch, name_of
 
 KIND: Final = "Deployment"
 

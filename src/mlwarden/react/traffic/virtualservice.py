@@ -15,7 +15,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any, Final
 
-from mlwarden.react.traffic import TrafficError, Weights, meta_patch, name_of
+from mlwarden.react.traffic.router import TrafficError, Weights, meta_patch, name_of
 
 KIND: Final = "VirtualService"
 

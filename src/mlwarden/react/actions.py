@@ -27,9 +27,8 @@ Succeeded one keeps `held` instead, a short digest of each field the patch set a
 had it right after (JSON pointer → digest, see `fingerprint`), which is all the
 person-changed guardrail needs to tell whether someone changed it since.
 
-The merge-patch helpers live here because a record's patch is read with them:
-`apply_merge_patch` (RFC 7386), `merge_patch_diff` (the patch that turns one object into
-another) and `holds` (does an object still carry what a patch set?).
+A record's patch is read with the merge-patch helpers of `mlwarden.patches` (`holds`: does an
+object still carry what a patch set?); its times are `mlwarden.timestamps`.
 """
 
 from __future__ import annotations
@@ -39,8 +38,9 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeAlias
+
+from mlwarden.timestamps import parse_time
 
 Result: TypeAlias = Literal["Planned", "Running", "Succeeded", "Failed", "Skipped"]
 # Results whose record keeps its patch in status (the action is still to be taken or checked).
@@ -55,27 +55,6 @@ SETTLED: Final[frozenset[str]] = frozenset({"Planned", "Running", "Succeeded", "
 _PRECONDITION: Final = ("metadata", "resourceVersion")
 
 Patches: TypeAlias = dict[str, dict[str, Any]]
-
-
-# --------------------------------------------------------------------------- time
-
-
-def format_time(when: datetime) -> str:
-    """ISO 8601 in UTC with a `Z`, to the second (naive datetimes are taken as UTC)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: object) -> datetime | None:
-    """An ISO 8601 timestamp (`Z` or an offset; naive is UTC), or None when it is not one."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 # --------------------------------------------------------------------------- ids
@@ -275,86 +254,3 @@ def _at(obj: Any, pointer: str) -> Any:
 def _digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-# --------------------------------------------------------------------------- merge patches
-
-
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: objects merge key by key, null deletes, anything else (lists too) replaces."""
-    if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(dict(target)) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
-
-
-def merge_patch_diff(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch that turns `current` into `wanted` (empty when they are equal)."""
-    patch: dict[str, Any] = {}
-    for key in current:
-        if key not in wanted:
-            patch[key] = None
-    for key, value in wanted.items():
-        have = current.get(key)
-        if key in current and have == value:
-            continue
-        if isinstance(value, Mapping) and isinstance(have, Mapping):
-            patch[key] = merge_patch_diff(have, value)
-        else:
-            patch[key] = copy.deepcopy(value)
-    return patch
-
-
-def holds(obj: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> str | None:
-    """None when `obj` carries everything `patch` sets, else where and how it differs.
-
-    Keys the patch does not mention are not compared (the API server defaults fields, other
-    controllers add annotations); null in the patch means "absent"; lists must match item by
-    item, each holding the patch's item. `metadata.resourceVersion` is a precondition, not a
-    change, and is skipped.
-    """
-    if obj is None:
-        return "the object is gone"
-    return _mismatch(obj, patch, ())
-
-
-def _mismatch(have: Any, want: Any, path: tuple[str, ...]) -> str | None:
-    where = ".".join(path) or "(object)"
-    if isinstance(want, Mapping):
-        if not isinstance(have, Mapping):
-            return f"{where}: set an object, now {_short(have)}"
-        for key, value in want.items():
-            sub = (*path, str(key))
-            if sub == _PRECONDITION:
-                continue
-            if value is None:
-                if key in have and have[key] is not None:
-                    return f"{'.'.join(sub)}: removed, now {_short(have[key])}"
-                continue
-            if key not in have:
-                return f"{'.'.join(sub)}: set {_short(value)}, now absent"
-            found = _mismatch(have[key], value, sub)
-            if found is not None:
-                return found
-        return None
-    if isinstance(want, list):
-        if not isinstance(have, list) or len(have) != len(want):
-            return f"{where}: set {_short(want)}, now {_short(have)}"
-        for i, (h, w) in enumerate(zip(have, want, strict=True)):
-            found = _mismatch(h, w, (*path[:-1], f"{path[-1]}[{i}]") if path else (f"[{i}]",))
-            if found is not None:
-                return found
-        return None
-    if have != want:
-        return f"{where}: set {_short(want)}, now {_short(have)}"
-    return None
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
