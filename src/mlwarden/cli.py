@@ -404,7 +404,7 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
 
 
 def _run_detector(args: argparse.Namespace) -> int:
-    from mlwarden.detector.reference import ReferenceError
+    from mlwarden.detector.datafile import DataFileError
     from mlwarden.detector.reporter import StatusWriter, write_interval
     from mlwarden.detector.service import serve
     from mlwarden.detector.store import ConfigMapStore, FileStore, ReferenceStore
@@ -453,7 +453,7 @@ def _run_detector(args: argparse.Namespace) -> int:
                 ingest_token=token,
             )
         )
-    except ReferenceError as exc:
+    except DataFileError as exc:
         print(f"mlwarden detector: reference: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -24,7 +24,8 @@ from scipy import stats
 from mlwarden import cli
 from mlwarden.check import CheckError, CheckReport, check_columns, render, run_check
 from mlwarden.detector.alerts import Evidence
-from mlwarden.detector.core import Column, Detector, build_reference
+from mlwarden.detector.checks import Column
+from mlwarden.detector.core import Detector, build_reference
 from mlwarden.detector.ingest import MAX_RECORDS_PER_BATCH, parse_batch
 from mlwarden.report import TimelineEvent, render_html
 from mlwarden.spec import ObservedModel, parse_observed_model
