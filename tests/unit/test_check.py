@@ -7,6 +7,7 @@ takes) and column by column through `check_columns`, and every verdict must agre
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import math
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
+import mlwarden.report
 from mlwarden import cli
 from mlwarden.check import CheckError, CheckReport, check_columns, render, run_check
 from mlwarden.detector.alerts import Evidence
@@ -182,6 +184,34 @@ def test_columns_give_the_detectors_verdicts(detectors: dict[str, Any] | None) -
     for other_ref in (as_numpy, as_arrow):
         again = check_columns(other_ref, cur, manifest=om)
         assert_same_evidence(again.evidence, ours.evidence)
+
+
+def test_check_builds_no_detector_and_no_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It calls the detector's check functions; it borrows no Detector, invents no manifest."""
+    ref, cur = mixed_data(4)
+    expected = check_columns(ref, cur).to_dict()
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("mlwarden check built a Detector or an ObservedModel")
+
+    monkeypatch.setattr(Detector, "__init__", refuse)
+    monkeypatch.setattr(ObservedModel, "__init__", refuse)
+    again = check_columns(ref, cur).to_dict()
+    assert {**again, "timings": None} == {**expected, "timings": None}
+
+
+def test_the_html_report_imports_nothing_of_check() -> None:
+    """`mlwarden.report` reads a check result through its protocols: no check <-> report cycle."""
+    tree = ast.parse(Path(mlwarden.report.__file__).read_text())
+    imported = [
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    assert not [
+        m for m in imported if m and (m == "mlwarden.check" or m.startswith("mlwarden.check."))
+    ]
 
 
 def test_more_categories_than_a_sketch_holds_keep_the_detectors_order() -> None:

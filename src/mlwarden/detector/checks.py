@@ -72,9 +72,6 @@ class ReferenceSummary:
     performance: dict[str, float] = field(default_factory=dict)
     performance_estimated: bool = True
 
-    def new_sketch(self, name: str) -> Sketch:
-        return self.sketches[name].empty_like()
-
 
 def _no_latencies() -> np.ndarray:
     return np.zeros(len(LATENCY_EDGES) + 1, dtype=np.int64)

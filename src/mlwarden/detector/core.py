@@ -34,13 +34,12 @@ from mlwarden.detector.checks import (
     check_performance,
     check_quality,
     check_slo,
-    drift_verdicts,
     safe_metric,
 )
 from mlwarden.detector.ingest import Batch
 from mlwarden.records import Value
-from mlwarden.spec import DriftCheck, ObservedModel
-from mlwarden.stats import CategoricalSketch, FeatureDrift, NumericSketch, numeric_edges
+from mlwarden.spec import ObservedModel
+from mlwarden.stats import CategoricalSketch, NumericSketch, numeric_edges
 from mlwarden.stats import performance as perf
 from mlwarden.stats.sketch import Sketch
 
@@ -481,17 +480,6 @@ class Detector:
         return self.alerts.observe(
             evidence, now=now_iso, reference=reference, model_revision=self.model_revision
         )
-
-    def drift_verdicts(self, view: WindowView) -> list[tuple[str, DriftCheck, FeatureDrift]]:
-        """Every drift verdict on `view`, skipped ones included (`checks.drift_verdicts`)."""
-        assert self.reference is not None
-        d = self.model.spec.detectors
-        return drift_verdicts(self.reference, view, d.drift, d.prediction_drift)
-
-    def quality_evidence(self, view: WindowView) -> list[Evidence]:
-        """The data-quality checks on `view` (`checks.check_quality`)."""
-        assert self.reference is not None
-        return check_quality(self.reference, view, self.model.spec.detectors.quality)
 
     # ---------------------------------------------------------------- status
 
