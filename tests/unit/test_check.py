@@ -200,6 +200,16 @@ def test_check_builds_no_detector_and_no_manifest(monkeypatch: pytest.MonkeyPatc
     assert {**again, "timings": None} == {**expected, "timings": None}
 
 
+def test_without_a_manifest_the_checks_hold_to_an_observed_models_defaults() -> None:
+    """No manifest: the settings are those of an ObservedModel that sets no detectors."""
+    bare = model({"amount": "numeric"})
+    ref, cur = mixed_data(5)
+    assert check_columns(ref, cur).settings == {
+        **check_columns(ref, cur, manifest=bare).settings,
+        "observedModel": None,
+    }
+
+
 def test_the_html_report_imports_nothing_of_check() -> None:
     """`mlwarden.report` reads a check result through its protocols: no check <-> report cycle."""
     tree = ast.parse(Path(mlwarden.report.__file__).read_text())
