@@ -405,7 +405,7 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
 
 def _run_detector(args: argparse.Namespace) -> int:
     # reason: numpy, scipy and aiohttp load for `mlwarden detector` alone
-    from mlwarden.detector.reference import ReferenceError
+    from mlwarden.detector.datafile import DataFileError
     from mlwarden.detector.reporter import StatusWriter, write_interval
     from mlwarden.detector.service import serve
     from mlwarden.detector.store import ConfigMapStore, FileStore, ReferenceStore
@@ -451,7 +451,7 @@ def _run_detector(args: argparse.Namespace) -> int:
                 ingest_token=token,
             )
         )
-    except ReferenceError as exc:
+    except DataFileError as exc:
         print(f"mlwarden detector: reference: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,6 +1,8 @@
 """The HTML report of a check: one self-contained page, figures drawn by matplotlib.
 
-`render_html(report)` turns a `check.CheckReport` into a page that needs nothing at view
+`render_html(report)` turns a check's result (`CheckResult`: what `mlwarden check`'s
+`CheckReport` holds, described here so that this module imports nothing of
+`mlwarden.check`) into a page that needs nothing at view
 time: no scripts, no fonts, no stylesheets from elsewhere; the figures are SVG written by
 matplotlib's own SVG backend and embedded inline (text stays text, so it can be searched
 and copied). The page holds, in order:
@@ -28,7 +30,7 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
 
@@ -39,8 +41,9 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from mlwarden.check import CheckReport, FeatureCheck
     from mlwarden.detector.alerts import Evidence
+    from mlwarden.stats import FeatureDrift
+    from mlwarden.stats.sketch import Sketch
 
 KINDS: Final = ("onset", "detection", "diagnosis", "reaction", "info")
 _KIND_COLOUR: Final = {
@@ -56,6 +59,54 @@ _FEW_VALUES: Final = 20  # up to this many distinct reference values: bars per v
 _TOP_CATEGORIES: Final = 10
 _GRID_COLUMNS: Final = 4
 _LEVELS: Final = (0.45, -0.45, 1.05, -1.05, 1.65, -1.65)
+
+
+class CheckedColumn(Protocol):
+    """What the page reads of one column's drift verdict (`check.FeatureCheck`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...  # "feature" | "prediction"
+    @property
+    def type(self) -> str: ...  # "numeric" | "categorical"
+    @property
+    def verdict(self) -> FeatureDrift | None: ...  # None: the drift check is off
+    @property
+    def threshold(self) -> float | None: ...
+    @property
+    def effect_floor(self) -> float | None: ...
+    @property
+    def reference(self) -> Sketch: ...
+    @property
+    def current(self) -> Sketch: ...
+    @property
+    def evaluated(self) -> bool: ...
+    @property
+    def drifted(self) -> bool: ...
+
+
+class CheckResult(Protocol):
+    """What the page reads of a check's result (`check.CheckReport`)."""
+
+    @property
+    def reference(self) -> str: ...
+    @property
+    def current(self) -> str: ...
+    @property
+    def reference_rows(self) -> int: ...
+    @property
+    def current_rows(self) -> int: ...
+    @property
+    def features(self) -> Sequence[CheckedColumn]: ...
+    @property
+    def drifted(self) -> list[str]: ...
+    @property
+    def quality(self) -> list[Evidence]: ...
+    @property
+    def settings(self) -> dict[str, Any]: ...
+    @property
+    def warnings(self) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +126,7 @@ class TimelineEvent:
 
 
 def render_html(
-    report: CheckReport,
+    report: CheckResult,
     *,
     title: str = "mlwarden check",
     timeline: Sequence[TimelineEvent] | None = None,
@@ -182,7 +233,7 @@ def _table(
     return "".join(out)
 
 
-def _quality_tables(report: CheckReport) -> str:
+def _quality_tables(report: CheckResult) -> str:
     if not report.quality:
         return "<p>Not evaluated (too few current rows, or the check is off).</p>"
     head = ("column", "check", "value", "limit", "status", "details")
@@ -216,7 +267,7 @@ def _quality_tables(report: CheckReport) -> str:
     return "".join(out)
 
 
-def _drift_table(report: CheckReport) -> str:
+def _drift_table(report: CheckResult) -> str:
     rows = []
     bad = []
     for f in report.features:
@@ -319,7 +370,7 @@ def _timeline_figure(events: Sequence[TimelineEvent]) -> Figure:
     return fig
 
 
-def _effect_figure(features: Sequence[FeatureCheck]) -> Figure:
+def _effect_figure(features: Sequence[CheckedColumn]) -> Figure:
     height = 0.9 + 0.22 * len(features)
     fig = _new_figure(11, height)
     ax = fig.subplots()
@@ -351,7 +402,7 @@ def _effect_figure(features: Sequence[FeatureCheck]) -> Figure:
     return fig
 
 
-def _distributions_figure(features: Sequence[FeatureCheck]) -> Figure:
+def _distributions_figure(features: Sequence[CheckedColumn]) -> Figure:
     cols = min(_GRID_COLUMNS, len(features))
     rows = math.ceil(len(features) / cols)
     height = 2.2 * rows + 0.4

@@ -7,6 +7,7 @@ takes) and column by column through `check_columns`, and every verdict must agre
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import math
@@ -21,10 +22,12 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
+import mlwarden.report
 from mlwarden import cli
 from mlwarden.check import CheckError, CheckReport, check_columns, render, run_check
 from mlwarden.detector.alerts import Evidence
-from mlwarden.detector.core import Column, Detector, build_reference
+from mlwarden.detector.checks import Column
+from mlwarden.detector.core import Detector, build_reference
 from mlwarden.detector.ingest import MAX_RECORDS_PER_BATCH, parse_batch
 from mlwarden.report import TimelineEvent, render_html
 from mlwarden.spec import ObservedModel, parse_observed_model
@@ -181,6 +184,44 @@ def test_columns_give_the_detectors_verdicts(detectors: dict[str, Any] | None) -
     for other_ref in (as_numpy, as_arrow):
         again = check_columns(other_ref, cur, manifest=om)
         assert_same_evidence(again.evidence, ours.evidence)
+
+
+def test_check_builds_no_detector_and_no_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It calls the detector's check functions; it borrows no Detector, invents no manifest."""
+    ref, cur = mixed_data(4)
+    expected = check_columns(ref, cur).to_dict()
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("mlwarden check built a Detector or an ObservedModel")
+
+    monkeypatch.setattr(Detector, "__init__", refuse)
+    monkeypatch.setattr(ObservedModel, "__init__", refuse)
+    again = check_columns(ref, cur).to_dict()
+    assert {**again, "timings": None} == {**expected, "timings": None}
+
+
+def test_without_a_manifest_the_checks_hold_to_an_observed_models_defaults() -> None:
+    """No manifest: the settings are those of an ObservedModel that sets no detectors."""
+    bare = model({"amount": "numeric"})
+    ref, cur = mixed_data(5)
+    assert check_columns(ref, cur).settings == {
+        **check_columns(ref, cur, manifest=bare).settings,
+        "observedModel": None,
+    }
+
+
+def test_the_html_report_imports_nothing_of_check() -> None:
+    """`mlwarden.report` reads a check result through its protocols: no check <-> report cycle."""
+    tree = ast.parse(Path(mlwarden.report.__file__).read_text())
+    imported = [
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    assert not [
+        m for m in imported if m and (m == "mlwarden.check" or m.startswith("mlwarden.check."))
+    ]
 
 
 def test_more_categories_than_a_sketch_holds_keep_the_detectors_order() -> None:

@@ -1,13 +1,14 @@
 """The detector's state and its evaluation, with no I/O and no clock of its own.
 
-- `Reference`: what normal looks like, as sketches per column, fixed once built
-  (from a warm-up of the first N records, or from a file).
+- `build_reference`: what normal looks like (`checks.ReferenceSummary`, sketches per
+  column), fixed once built (from a warm-up of the first N records, or from a file).
 - `Window`: the current window as a ring of chunks, each holding sketches of the
   records it received; sealed chunks leave the window whole. Memory is
   chunks × columns × bins whatever the traffic, and evaluation merges a dozen
   small arrays per column, so its cost does not depend on the window size.
-- `Detector`: ingests batches, evaluates every check the spec enables into
-  `Evidence`, and feeds the alert state machine.
+- `Detector`: ingests batches, runs every check the spec enables on its window
+  (the pure functions of `detector/checks.py`, which `mlwarden check` runs too),
+  and feeds their `Evidence` to the alert state machine.
 
 Columns are the spec's features (or, without them, those inferred from the
 warm-up: numbers are numeric, anything else categorical) and the prediction.
@@ -24,28 +25,25 @@ from typing import Any, Final
 import numpy as np
 
 from mlwarden.detector.alerts import AlertStateMachine, Evidence, Transition
+from mlwarden.detector.checks import (
+    LATENCY_EDGES,
+    Column,
+    ReferenceSummary,
+    WindowView,
+    check_drift,
+    check_performance,
+    check_quality,
+    check_slo,
+    safe_metric,
+)
 from mlwarden.detector.ingest import Batch
 from mlwarden.records import Value
-from mlwarden.spec import DriftCheck, ObservedModel
-from mlwarden.stats import (
-    DEFAULT_MIN_EFFECT,
-    CategoricalSketch,
-    FeatureDrift,
-    NumericSketch,
-    TestResult,
-    evaluate_drift,
-    numeric_edges,
-)
+from mlwarden.spec import ObservedModel
+from mlwarden.stats import CategoricalSketch, NumericSketch, numeric_edges
 from mlwarden.stats import performance as perf
-
-Sketch = NumericSketch | CategoricalSketch
+from mlwarden.stats.sketch import Sketch
 
 CHUNKS_PER_WINDOW = 10
-MIN_VALUES = 30  # fewer current values than this: a check is not evaluated (not a pass)
-OUT_OF_RANGE_MAX_RATE = 0.05
-NEW_CATEGORY_MAX_RATE = 0.05
-TYPE_ERROR_MAX_RATE = 0.01
-MIN_LABELS = 50
 MAX_PENDING_PREDICTIONS = 200_000
 MAX_UNEXPECTED_FIELDS = 100
 # Columns inferred from the traffic when the spec declares none: beyond this many, new
@@ -53,16 +51,7 @@ MAX_UNEXPECTED_FIELDS = 100
 # and metric series), and are counted in status.columnsOverLimit. Declare the features
 # in the spec to observe more.
 MAX_INFERRED_COLUMNS = 200
-# Latency histogram: log-spaced from 0.1 ms to 100 s, ~5% resolution.
-LATENCY_EDGES = np.geomspace(1e-4, 100.0, 281)
 MAX_RAW_REFERENCE = 1_000_000  # rows kept raw while warming up / loading a reference
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    kind: str  # "feature" | "prediction"
-    type: str  # "numeric" | "categorical"
 
 
 _NUMERIC_TYPES = frozenset((float, int, bool, type(None)))
@@ -108,23 +97,6 @@ def infer_type(values: list[Value]) -> str:
 # --------------------------------------------------------------------------- reference
 
 
-@dataclass
-class Reference:
-    """Sketches of the reference per column, and what the quality checks compare against."""
-
-    id: str
-    source: str
-    since: float
-    n: int
-    columns: dict[str, Column]
-    sketches: dict[str, Sketch]
-    performance: dict[str, float] = field(default_factory=dict)
-    performance_estimated: bool = True
-
-    def new_sketch(self, name: str) -> Sketch:
-        return self.sketches[name].empty_like()
-
-
 def build_reference(
     raw: dict[str, list[Value]],
     columns: dict[str, Column],
@@ -134,7 +106,7 @@ def build_reference(
     probabilities: np.ndarray | None = None,
     labels: list[Value] | None = None,
     predictions: list[Value] | None = None,
-) -> Reference:
+) -> ReferenceSummary:
     """Sketch raw reference columns. `source` names it (`warmup`, `file:...`)."""
     n = max((len(v) for v in raw.values()), default=0)
     sketches: dict[str, Sketch] = {}
@@ -157,20 +129,19 @@ def build_reference(
     if labels is not None and predictions is not None:
         y_true, y_pred = np.asarray(labels), np.asarray(predictions)
         for metric in ("accuracy", "f1"):
-            performance[metric] = _safe(lambda m=metric: perf.labelled_metric(m, y_true, y_pred))
+            performance[metric] = safe_metric(
+                lambda m=metric: perf.labelled_metric(m, y_true, y_pred)
+            )
         estimated = False
     elif probabilities is not None and len(probabilities):
         for metric in ("accuracy", "f1", "roc_auc"):
-            performance[metric] = _safe(lambda m=metric: perf.estimate_metric(m, probabilities))
+            performance[metric] = safe_metric(
+                lambda m=metric: perf.estimate_metric(m, probabilities)
+            )
     ref_id = f"{source}@{digest.hexdigest()[:12]}"
-    return Reference(ref_id, source, since, n, dict(columns), sketches, performance, estimated)
-
-
-def _safe(fn: Any) -> float:
-    try:
-        return float(fn())
-    except ValueError:
-        return math.nan
+    return ReferenceSummary(
+        ref_id, source, since, n, dict(columns), sketches, performance, estimated
+    )
 
 
 # --------------------------------------------------------------------------- windows
@@ -194,30 +165,22 @@ class Chunk:
     labelled: list[tuple[Value, Value]] = field(default_factory=list)
 
 
-@dataclass
-class WindowView:
-    """The merged current window, what one evaluation looks at."""
-
-    sketches: dict[str, Sketch]
-    type_errors: Counter[str]
-    out_of_range: Counter[str]
-    absent: Counter[str]
-    unexpected: Counter[str]
-    n_records: int
-    n_requests: int
-    n_errors: int
-    latency_counts: np.ndarray
-    probabilities: np.ndarray | None
-    labelled: list[tuple[Value, Value]]
-
-
 class Window:
-    """The last `size` records (or `duration` seconds), as a ring of chunks."""
+    """The last `size` records (or `duration` seconds), as a ring of chunks.
+
+    `templates`: one (reference) sketch per column, whose empty copies each chunk fills;
+    none for a window of requests only (the SLO window).
+    """
 
     def __init__(
-        self, reference: Reference, *, size: int | None, duration: float | None, now: float
+        self,
+        templates: dict[str, Sketch],
+        *,
+        size: int | None,
+        duration: float | None,
+        now: float,
     ) -> None:
-        self.reference = reference
+        self.templates = templates
         self.size = size
         self.duration = duration
         self.chunk_records = max(1, (size or 0) // CHUNKS_PER_WINDOW)
@@ -226,9 +189,7 @@ class Window:
         self.open = self._new_chunk(now)
 
     def _new_chunk(self, now: float) -> Chunk:
-        return Chunk(
-            started=now, sketches={n: self.reference.new_sketch(n) for n in self.reference.columns}
-        )
+        return Chunk(started=now, sketches={n: t.empty_like() for n, t in self.templates.items()})
 
     def roll(self, now: float) -> None:
         """Seal the open chunk when full (or old) and drop chunks that left the window."""
@@ -253,7 +214,7 @@ class Window:
     def view(self) -> WindowView:
         chunks = [*self.sealed, self.open]
         sketches: dict[str, Sketch] = {}
-        for name in self.reference.columns:
+        for name in self.templates:
             merged = chunks[0].sketches[name].copy()
             for chunk in chunks[1:]:
                 merged.merge(chunk.sketches[name])  # type: ignore[arg-type]
@@ -272,42 +233,6 @@ class Window:
             probabilities=np.concatenate(probabilities) if probabilities else None,
             labelled=[pair for c in chunks for pair in c.labelled],
         )
-
-
-def latency_quantile(counts: np.ndarray, q: float) -> float:
-    """The q-quantile (seconds) of a latency histogram over LATENCY_EDGES (upper bin edge)."""
-    total = int(counts.sum())
-    if total == 0:
-        return math.nan
-    rank = q * total
-    index = int(np.searchsorted(np.cumsum(counts), rank, side="left"))
-    if index >= len(LATENCY_EDGES):
-        return float("inf")
-    return float(LATENCY_EDGES[index])
-
-
-def drift_threshold(check: DriftCheck, result: TestResult) -> float:
-    """What a drift verdict was held against: the p-value level, or the effect floor."""
-    if result.p_value is not None:
-        return check.p_value
-    if check.min_effect is not None:
-        return check.min_effect
-    return DEFAULT_MIN_EFFECT[result.test]
-
-
-def drift_evidence(alert_type: str, check: DriftCheck, verdict: FeatureDrift) -> Evidence:
-    """One evaluated drift verdict as the evidence the alert state machine reads."""
-    res = verdict.result
-    return Evidence(
-        type=alert_type,
-        feature=verdict.feature,
-        test=res.test,
-        statistic=res.statistic,
-        p_value=res.p_value,
-        threshold=drift_threshold(check, res),
-        failing=verdict.drifted,
-        message=verdict.reason,
-    )
 
 
 # --------------------------------------------------------------------------- detector
@@ -331,7 +256,7 @@ class Detector:
                 spec.prediction.name, "prediction", spec.prediction.type
             )
         self.infer_columns = not spec.features
-        self.reference: Reference | None = None
+        self.reference: ReferenceSummary | None = None
         self.ranges: dict[str, tuple[float, float]] = {}
         self.window: Window | None = None
         self.warmup: dict[str, list[Value]] = {}
@@ -355,7 +280,7 @@ class Detector:
         self.columns_over_limit = 0
         # SLO checks need no reference, so they run from the first request on.
         self.slo_window = Window(
-            Reference("slo", "slo", now, 0, {}, {}),
+            {},
             size=spec.window.size,
             duration=spec.window.duration_seconds,
             now=now,
@@ -367,7 +292,7 @@ class Detector:
     def warming_up(self) -> bool:
         return self.reference is None
 
-    def set_reference(self, reference: Reference, *, now: float) -> None:
+    def set_reference(self, reference: ReferenceSummary, *, now: float) -> None:
         self.reference = reference
         self.columns = dict(reference.columns)
         # The reference range of each numeric column, for the out-of-range check.
@@ -378,7 +303,10 @@ class Detector:
         }
         spec = self.model.spec
         self.window = Window(
-            reference, size=spec.window.size, duration=spec.window.duration_seconds, now=now
+            {n: reference.sketches[n] for n in reference.columns},
+            size=spec.window.size,
+            duration=spec.window.duration_seconds,
+            now=now,
         )
         self.warmup = {}
         self.warmup_probabilities = []
@@ -536,219 +464,22 @@ class Detector:
 
     def evaluate(self, *, now: float, now_iso: str) -> list[Transition]:
         self.evaluations += 1
+        d = self.model.spec.detectors
         self.slo_window.roll(now)
-        evidence = self._slo_evidence(self.slo_window.view())
+        evidence = check_slo(self.slo_window.view(), d.latency, d.errors)
         if self.reference is not None and self.window is not None:
             self.window.roll(now)
             view = self.window.view()
-            evidence += self._drift_evidence(view)
-            evidence += self._quality_evidence(view)
-            evidence += self._performance_evidence(view)
+            evidence += check_drift(self.reference, view, d.drift, d.prediction_drift)
+            evidence += check_quality(self.reference, view, d.quality)
+            evidence += check_performance(
+                self.reference, view, d.performance, reference_labelled=self.reference_labelled
+            )
         self.last_evidence = evidence
         reference = self.reference.id if self.reference is not None else "warmup (pending)"
         return self.alerts.observe(
             evidence, now=now_iso, reference=reference, model_revision=self.model_revision
         )
-
-    def drift_verdicts(self, view: WindowView) -> list[tuple[str, DriftCheck, FeatureDrift]]:
-        """Every drift verdict of one evaluation, skipped ones included, with its alert type."""
-        assert self.reference is not None
-        spec = self.model.spec.detectors
-        out: list[tuple[str, DriftCheck, FeatureDrift]] = []
-        for kind, check, alert_type in (
-            ("feature", spec.drift, "FeatureDrift"),
-            ("prediction", spec.prediction_drift, "PredictionDrift"),
-        ):
-            if not check.enabled:
-                continue
-            names = [n for n, c in self.columns.items() if c.kind == kind]
-            if not names:
-                continue
-            results = evaluate_drift(
-                {n: self.reference.sketches[n] for n in names},
-                {n: view.sketches[n] for n in names},
-                {n: self.columns[n].type for n in names},
-                check,
-                min_current=MIN_VALUES,
-            )
-            out.extend((alert_type, check, r) for r in results)
-        return out
-
-    def _drift_evidence(self, view: WindowView) -> list[Evidence]:
-        assert self.reference is not None
-        out: list[Evidence] = []
-        for alert_type, check, r in self.drift_verdicts(view):
-            cur, ref = view.sketches[r.feature], self.reference.sketches[r.feature]
-            if cur.total < MIN_VALUES or ref.total == 0:
-                continue  # not evaluated: too little data is not a pass
-            out.append(drift_evidence(alert_type, check, r))
-        return out
-
-    def quality_evidence(self, view: WindowView) -> list[Evidence]:
-        """The data-quality checks of one evaluation (`mlwarden check` runs exactly these)."""
-        return self._quality_evidence(view)
-
-    def _quality_evidence(self, view: WindowView) -> list[Evidence]:
-        assert self.reference is not None
-        q = self.model.spec.detectors.quality
-        if not q.enabled or view.n_records < MIN_VALUES:
-            return []
-        out: list[Evidence] = []
-        n = view.n_records
-        for name, column in self.columns.items():
-            if column.kind != "feature":
-                continue
-            sketch = view.sketches[name]
-            missing_rate = sketch.missing / n
-            out.append(
-                Evidence(
-                    type="DataQuality",
-                    feature=name,
-                    test="missing_rate",
-                    statistic=missing_rate,
-                    threshold=q.max_missing_rate,
-                    failing=missing_rate > q.max_missing_rate,
-                    message=f"{missing_rate:.1%} of values missing "
-                    f"(limit {q.max_missing_rate:.1%})",
-                )
-            )
-            type_rate = view.type_errors[name] / n
-            out.append(
-                Evidence(
-                    type="DataQuality",
-                    feature=name,
-                    test="type_errors",
-                    statistic=type_rate,
-                    threshold=TYPE_ERROR_MAX_RATE,
-                    failing=type_rate > TYPE_ERROR_MAX_RATE,
-                    message=f"{type_rate:.1%} of values are not {column.type}",
-                )
-            )
-            ref = self.reference.sketches[name]
-            if q.out_of_range and isinstance(sketch, NumericSketch) and sketch.total >= MIN_VALUES:
-                assert isinstance(ref, NumericSketch)
-                rate = view.out_of_range[name] / sketch.total
-                out.append(
-                    Evidence(
-                        type="DataQuality",
-                        feature=name,
-                        test="out_of_range",
-                        statistic=rate,
-                        threshold=OUT_OF_RANGE_MAX_RATE,
-                        failing=rate > OUT_OF_RANGE_MAX_RATE,
-                        message=f"{rate:.1%} of values outside the reference range "
-                        f"[{ref.min:g}, {ref.max:g}]",
-                    )
-                )
-            if (
-                q.new_categories
-                and isinstance(sketch, CategoricalSketch)
-                and sketch.total >= MIN_VALUES
-            ):
-                assert isinstance(ref, CategoricalSketch)
-                unseen = sum(c for k, c in sketch.counts.items() if k not in ref.counts)
-                rate = unseen / sketch.total
-                out.append(
-                    Evidence(
-                        type="DataQuality",
-                        feature=name,
-                        test="new_categories",
-                        statistic=rate,
-                        threshold=NEW_CATEGORY_MAX_RATE,
-                        failing=rate > NEW_CATEGORY_MAX_RATE,
-                        message=f"{rate:.1%} of values are categories the reference never had",
-                    )
-                )
-        unexpected = sorted(view.unexpected)
-        out.append(
-            Evidence(
-                type="DataQuality",
-                feature=None,
-                test="schema",
-                statistic=float(len(unexpected)),
-                threshold=0.0,
-                failing=bool(unexpected),
-                message=("unexpected fields: " + ", ".join(unexpected[:10]))
-                if unexpected
-                else "every field is a known feature",
-            )
-        )
-        return out
-
-    def _slo_evidence(self, view: WindowView) -> list[Evidence]:
-        d = self.model.spec.detectors
-        out: list[Evidence] = []
-        if view.n_requests < MIN_VALUES:
-            return out
-        if d.latency is not None:
-            p99_ms = latency_quantile(view.latency_counts, 0.99) * 1000
-            out.append(
-                Evidence(
-                    type="Latency",
-                    test="p99",
-                    statistic=p99_ms,
-                    threshold=d.latency.p99_ms,
-                    failing=p99_ms > d.latency.p99_ms,
-                    message=f"p99 {p99_ms:.1f} ms over {view.n_requests} requests "
-                    f"(limit {d.latency.p99_ms:g} ms)",
-                )
-            )
-        if d.errors is not None:
-            rate = view.n_errors / view.n_requests
-            out.append(
-                Evidence(
-                    type="Errors",
-                    test="error_rate",
-                    statistic=rate,
-                    threshold=d.errors.max_rate,
-                    failing=rate > d.errors.max_rate,
-                    message=f"{rate:.2%} of {view.n_requests} requests answered 5xx "
-                    f"(limit {d.errors.max_rate:.2%})",
-                )
-            )
-        return out
-
-    def _performance_evidence(self, view: WindowView) -> list[Evidence]:
-        assert self.reference is not None
-        check = self.model.spec.detectors.performance
-        if check is None:
-            return []
-        metric = check.metric
-        reference = self.reference.performance.get(metric, math.nan)
-        if len(view.labelled) >= MIN_LABELS:
-            if len(self.reference_labelled) >= MIN_LABELS:
-                # Labelled now and labelled then: compare like with like.
-                ref_true = np.asarray([t for t, _ in self.reference_labelled])
-                ref_pred = np.asarray([p for _, p in self.reference_labelled])
-                reference = _safe(lambda: perf.labelled_metric(metric, ref_true, ref_pred))
-            y_true = np.asarray([t for t, _ in view.labelled])
-            y_pred = np.asarray([p for _, p in view.labelled])
-            current = _safe(lambda: perf.labelled_metric(metric, y_true, y_pred))
-            estimated, n = False, len(view.labelled)
-        elif (
-            check.estimate == "cbpe"
-            and view.probabilities is not None
-            and len(view.probabilities) >= MIN_VALUES
-        ):
-            current = _safe(lambda: perf.estimate_metric(metric, view.probabilities))
-            estimated, n = True, len(view.probabilities)
-        else:
-            return []
-        if math.isnan(reference) or math.isnan(current):
-            return []
-        drop = reference - current
-        how = "estimated (CBPE)" if estimated else "labelled"
-        return [
-            Evidence(
-                type="PerformanceDrop",
-                test=f"{metric}_{'cbpe' if estimated else 'labelled'}",
-                statistic=current,
-                threshold=reference - check.max_drop,
-                failing=drop > check.max_drop,
-                message=f"{metric} {current:.3f} {how} over {n} rows vs {reference:.3f} in the "
-                f"reference (allowed drop {check.max_drop:g})",
-            )
-        ]
 
     # ---------------------------------------------------------------- status
 

@@ -44,7 +44,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from mlwarden.detector.core import SLO_ALERT_TYPES, Column, Reference
+from mlwarden.detector.checks import Column, ReferenceSummary
+from mlwarden.detector.core import SLO_ALERT_TYPES
 from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModelSpec
 from mlwarden.stats import CategoricalSketch, NumericSketch
 
@@ -61,7 +62,7 @@ class StoredReferenceError(ValueError):
 
 @dataclass(frozen=True)
 class StoredReference:
-    reference: Reference
+    reference: ReferenceSummary
     basis: str  # reference_basis() of the spec it was built for
     rebaseline: str | None  # the rebaseline token in force when it was built
     digest: str  # sha256 of the canonical JSON: names this exact summary
@@ -148,7 +149,7 @@ def _sketch_from_dict(d: Mapping[str, Any], where: str) -> NumericSketch | Categ
 
 
 def reference_to_dict(
-    reference: Reference, *, basis: str, rebaseline: str | None
+    reference: ReferenceSummary, *, basis: str, rebaseline: str | None
 ) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -172,7 +173,7 @@ def _canonical(d: Mapping[str, Any]) -> bytes:
 
 
 def encode_reference(
-    reference: Reference, *, basis: str, rebaseline: str | None
+    reference: ReferenceSummary, *, basis: str, rebaseline: str | None
 ) -> tuple[bytes, str]:
     """The stored form (gzip'd JSON) and its digest. Raises StoredReferenceError when too big."""
     d = reference_to_dict(reference, basis=basis, rebaseline=rebaseline)
@@ -211,7 +212,7 @@ def decode_reference(data: bytes, *, where: str) -> StoredReference:
         }
         if set(sketches) != set(columns):
             raise ValueError("the columns and the sketches name different columns")
-        reference = Reference(
+        reference = ReferenceSummary(
             id=str(d["id"]),
             source=str(d["source"]),
             since=_unf(d["since"]),

@@ -49,8 +49,10 @@ from prometheus_client import (
 )
 
 from mlwarden import __version__
+from mlwarden.detector.checks import Column
 from mlwarden.detector.cloudevents import CloudEventError, CloudEventJoiner
-from mlwarden.detector.core import Column, Detector, build_reference
+from mlwarden.detector.core import Detector, build_reference
+from mlwarden.detector.datafile import DataFileError, read_reference
 from mlwarden.detector.ingest import BatchError, decode, parse_batch, parse_labels
 from mlwarden.detector.persist import (
     StoredReference,
@@ -63,7 +65,6 @@ from mlwarden.detector.persist import (
     reference_basis,
     reuse_decision,
 )
-from mlwarden.detector.reference import ReferenceError, read_reference
 from mlwarden.detector.reporter import StatusWriter
 from mlwarden.detector.store import ReferenceStore
 from mlwarden.ingest_auth import bearer_matches
@@ -211,7 +212,7 @@ class DetectorService:
         assert location is not None
         try:
             raw = await asyncio.to_thread(read_reference, location, limit=ref.size)
-        except ReferenceError as exc:
+        except DataFileError as exc:
             self.reference_error = str(exc)
             log.error("reference: %s", exc)
             raise
@@ -229,7 +230,7 @@ class DetectorService:
         if missing:
             msg = f"{location}: reference has no column(s) {', '.join(missing)}"
             self.reference_error = msg
-            raise ReferenceError(msg)
+            raise DataFileError(msg)
         now = time.time()
         reference = build_reference(raw, columns, source=f"{ref.source}:{location}", since=now)
         self.detector.set_reference(reference, now=now)

@@ -20,6 +20,7 @@ from mlwarden.stats.correction import adjusted, benjamini_hochberg, bonferroni
 from mlwarden.stats.drift import (
     DEFAULT_MIN_EFFECT,
     DEFAULT_THRESHOLD,
+    DriftSettings,
     FeatureDrift,
     evaluate_drift,
     pick_test,
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_MIN_EFFECT",
     "DEFAULT_THRESHOLD",
     "CategoricalSketch",
+    "DriftSettings",
     "FeatureDrift",
     "NumericSketch",
     "Sketch",

@@ -18,7 +18,7 @@ Their value under no drift shrinks with window size (for 10 bins roughly
 PSI ~ 9 (1/n_ref + 1/n_cur)), so on small windows (a few hundred values) they
 alarm on noise; "auto" therefore picks KS and chi-square.
 
-Defaults (`DEFAULT_MIN_EFFECT`, overridden by `DriftCheck.min_effect`):
+Defaults (`DEFAULT_MIN_EFFECT`, overridden by the settings' `min_effect`):
 
     ks             D >= 0.05: the CDFs differ by 5 percentage points somewhere;
                    a mean shift of about 0.125 standard deviations, or a scale
@@ -39,9 +39,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
-from mlwarden.spec import DriftCheck
 from mlwarden.stats import chisquare, jensenshannon, ks, psi, wasserstein
 from mlwarden.stats.correction import adjusted
 from mlwarden.stats.result import TestResult
@@ -85,6 +84,25 @@ _CORRECTION_LABEL: Final = {
     "benjamini-hochberg": "Benjamini-Hochberg",
     "none": "uncorrected",
 }
+
+
+class DriftSettings(Protocol):
+    """What `evaluate_drift` reads from a drift check's settings.
+
+    The ObservedModel's `spec.DriftCheck` has these fields; stats, the lowest pure core,
+    names what it reads instead of importing the spec.
+    """
+
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def test(self) -> str: ...  # "auto" or a key of SCORES
+    @property
+    def p_value(self) -> float: ...
+    @property
+    def correction(self) -> str: ...  # "bonferroni" | "benjamini-hochberg" | "none"
+    @property
+    def min_effect(self) -> float | None: ...  # None: DEFAULT_MIN_EFFECT of the test
 
 
 @dataclass(frozen=True)
@@ -132,7 +150,7 @@ def evaluate_drift(
     reference: Mapping[str, Sketch],
     current: Mapping[str, Sketch],
     types: Mapping[str, str],
-    check: DriftCheck,
+    check: DriftSettings,
     min_current: int = 30,
 ) -> list[FeatureDrift]:
     """Drift verdicts for every feature in `types` (in its order); [] if the check is off.

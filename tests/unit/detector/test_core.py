@@ -8,13 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlwarden.detector.core import (
-    CHUNKS_PER_WINDOW,
-    LATENCY_EDGES,
-    Detector,
-    latency_quantile,
-    to_numeric,
-)
+from mlwarden.detector.checks import LATENCY_EDGES, latency_quantile
+from mlwarden.detector.core import CHUNKS_PER_WINDOW, Detector, to_numeric
 from mlwarden.detector.ingest import parse_batch
 from mlwarden.spec import parse_observed_model
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,3 +259,32 @@ def test_family_wise_false_alarm_rate_under_no_drift() -> None:
     assert stats.binom.sf(6, 200, 0.01) < 0.005
     assert bare <= 6
     assert floored <= bare
+
+
+def test_stats_takes_plain_settings_and_imports_nothing_of_the_spec() -> None:
+    """stats is the lowest pure core: any object with the settings' fields will do."""
+
+    @dataclass(frozen=True)
+    class Settings:
+        enabled: bool = True
+        test: str = "auto"
+        p_value: float = 0.01
+        correction: str = "bonferroni"
+        min_effect: float | None = None
+
+    rng = np.random.default_rng(5)
+    ref = NumericSketch.from_array(rng.normal(size=3000))
+    cur = NumericSketch.from_array(rng.normal(0.5, size=3000), ref.edges)
+    plain = evaluate_drift({"x": ref}, {"x": cur}, {"x": "numeric"}, Settings())
+    assert plain == evaluate_drift({"x": ref}, {"x": cur}, {"x": "numeric"}, DriftCheck())
+    assert plain[0].drifted
+    package = Path(drift.__file__).parent
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = (
+                    [node.module]
+                    if isinstance(node, ast.ImportFrom)
+                    else [a.name for a in node.names]
+                )
+                assert not any(n and n.startswith("mlwarden.spec") for n in names), path.name

@@ -1,4 +1,4 @@
-"""Reference data from files: CSV, JSON Lines, Parquet, read into raw columns.
+"""Data files (a reference, or data to check): CSV, JSON Lines, Parquet, read into raw columns.
 
 Formats, by file extension (or `fmt`):
 - CSV with a header row; empty cells are missing; cells that parse as numbers
@@ -10,7 +10,9 @@ Formats, by file extension (or `fmt`):
   error says so when it is not.
 
 The result is `{column: values}`; `load_reference_bytes` is the pure part,
-`read_reference` adds the file or URL fetch.
+`read_reference` adds the file or URL fetch. `parse_cell` is the one rule for a text
+cell (CSV): empty is missing, a number is a number, anything else is text; `mlwarden
+check` reads CSV cells by it too.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from mlwarden.records import Value
 MAX_REFERENCE_BYTES = 512 << 20
 
 
-class ReferenceError(ValueError):
-    """The reference could not be read; the message names the file and the place."""
+class DataFileError(ValueError):
+    """The file could not be read; the message names the file and the place."""
 
 
-def _number(text: str) -> Value:
+def parse_cell(text: str) -> Value:
+    """A text cell's value: None when empty, an int or float when it reads as one, else the text."""
     if text == "":
         return None
     try:
@@ -52,18 +55,18 @@ def load_reference_bytes(data: bytes, *, fmt: str, name: str, limit: int) -> dic
         return _jsonl(data, name, limit)
     if fmt == "parquet":
         return _parquet(data, name, limit)
-    raise ReferenceError(f"{name}: unknown format {fmt!r}; use csv, jsonl or parquet")
+    raise DataFileError(f"{name}: unknown format {fmt!r}; use csv, jsonl or parquet")
 
 
 def _csv(data: bytes, name: str, limit: int) -> dict[str, list[Value]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ReferenceError(f"{name}: not UTF-8 at byte {exc.start}") from None
+        raise DataFileError(f"{name}: not UTF-8 at byte {exc.start}") from None
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if not header:
-        raise ReferenceError(f"{name}: empty CSV (a header row naming the columns is required)")
+        raise DataFileError(f"{name}: empty CSV (a header row naming the columns is required)")
     columns: dict[str, list[Value]] = {h: [] for h in header}
     for lineno, row in enumerate(reader, start=2):
         if len(columns[header[0]]) >= limit:
@@ -71,11 +74,11 @@ def _csv(data: bytes, name: str, limit: int) -> dict[str, list[Value]]:
         if not row:
             continue
         if len(row) != len(header):
-            raise ReferenceError(
+            raise DataFileError(
                 f"{name}: line {lineno} has {len(row)} cells, the header has {len(header)}"
             )
         for h, cell in zip(header, row, strict=True):
-            columns[h].append(_number(cell.strip()))
+            columns[h].append(parse_cell(cell.strip()))
     return columns
 
 
@@ -90,9 +93,9 @@ def _jsonl(data: bytes, name: str, limit: int) -> dict[str, list[Value]]:
         try:
             obj = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ReferenceError(f"{name}: line {lineno} is not JSON: {exc}") from None
+            raise DataFileError(f"{name}: line {lineno} is not JSON: {exc}") from None
         if not isinstance(obj, dict):
-            raise ReferenceError(f"{name}: line {lineno} must be a JSON object")
+            raise DataFileError(f"{name}: line {lineno} must be a JSON object")
         row: dict[str, Any] = obj
         if isinstance(obj.get("features"), dict):
             row = {**obj["features"], **(obj.get("outputs") or {})}
@@ -112,7 +115,7 @@ def _parquet(data: bytes, name: str, limit: int) -> dict[str, list[Value]]:
     try:
         import pyarrow.parquet as pq  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
-        raise ReferenceError(
+        raise DataFileError(
             f"{name}: reading Parquet needs pyarrow, which is not installed "
             "(pip install pyarrow), or convert the reference to CSV or JSON Lines"
         ) from None
@@ -131,7 +134,7 @@ def format_of(location: str) -> str:
     ):
         if lower.endswith(suffix):
             return fmt
-    raise ReferenceError(
+    raise DataFileError(
         f"{location}: cannot tell the format from the name; use .csv, .jsonl or .parquet"
     )
 
@@ -144,13 +147,13 @@ def read_reference(location: str, *, limit: int) -> dict[str, list[Value]]:
             with urllib.request.urlopen(location, timeout=60) as resp:
                 data = resp.read(MAX_REFERENCE_BYTES + 1)
         except OSError as exc:
-            raise ReferenceError(f"{location}: cannot fetch: {exc}") from None
+            raise DataFileError(f"{location}: cannot fetch: {exc}") from None
     else:
         try:
             with Path(location).open("rb") as f:
                 data = f.read(MAX_REFERENCE_BYTES + 1)
         except OSError as exc:
-            raise ReferenceError(f"{location}: cannot read: {exc.strerror}") from None
+            raise DataFileError(f"{location}: cannot read: {exc.strerror}") from None
     if len(data) > MAX_REFERENCE_BYTES:
-        raise ReferenceError(f"{location}: larger than {MAX_REFERENCE_BYTES >> 20} MiB")
+        raise DataFileError(f"{location}: larger than {MAX_REFERENCE_BYTES >> 20} MiB")
     return load_reference_bytes(data, fmt=fmt, name=location, limit=limit)

@@ -1,0 +1,183 @@
+"""Data files into columns for `mlwarden check`: CSV, Parquet, JSON Lines, local or http(s).
+
+Files are read by pyarrow's columnar readers with the detector's reading rules
+(`detector/datafile.py`): only an empty cell is missing, a CSV cell that reads as a number
+is a number (`parse_cell`, applied once per distinct cell), anything else is text. A JSON
+Lines file whose column mixes numbers and text is read row by row as the detector reads
+it, so the mixed values become type errors.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mlwarden.check.columns import CheckError, DataColumn, Encoded, combine
+from mlwarden.detector.datafile import (
+    MAX_REFERENCE_BYTES,
+    DataFileError,
+    format_of,
+    parse_cell,
+    read_reference,
+)
+
+DEFAULT_LIMIT = 50_000_000
+
+
+def read_columns(path: str, *, limit: int = DEFAULT_LIMIT) -> dict[str, DataColumn]:
+    """A data file's columns (CSV, Parquet or JSON Lines, by extension); CheckError if unusable."""
+    try:
+        fmt = format_of(path)
+    except DataFileError as exc:
+        raise CheckError(str(exc)) from None
+    source: Any = path
+    if path.startswith(("http://", "https://")):
+        source = pa.BufferReader(_fetch(path))
+    else:
+        try:
+            with Path(path).open("rb") as f:
+                empty = not f.read(1)
+        except IsADirectoryError:
+            raise CheckError(f"{path}: cannot read: is a directory") from None
+        except OSError as exc:
+            raise CheckError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        if empty:
+            raise CheckError(f"{path}: the file is empty (no columns, no rows)")
+    try:
+        if fmt == "csv":
+            columns = _read_csv(source, path)
+        elif fmt == "parquet":
+            columns = _read_parquet(source, path)
+        else:
+            columns = _read_jsonl(source, path, limit)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        if isinstance(exc, CheckError):
+            raise
+        what = {"csv": "CSV", "parquet": "Parquet", "jsonl": "JSON Lines"}[fmt]
+        raise CheckError(f"{path}: not a readable {what} file: {_first_line(exc)}") from None
+    if not columns:
+        raise CheckError(f"{path}: no columns")
+    n = len(next(iter(columns.values())))
+    if n == 0:
+        raise CheckError(f"{path}: no rows (the columns are there, the data is not)")
+    if n > limit:
+        columns = {k: _head(v, limit) for k, v in columns.items()}
+    return columns
+
+
+def _fetch(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            data: bytes = resp.read(MAX_REFERENCE_BYTES + 1)
+    except OSError as exc:
+        raise CheckError(f"{url}: cannot fetch: {exc}") from None
+    if len(data) > MAX_REFERENCE_BYTES:
+        raise CheckError(f"{url}: larger than {MAX_REFERENCE_BYTES >> 20} MiB; download it first")
+    if not data:
+        raise CheckError(f"{url}: the file is empty (no columns, no rows)")
+    return data
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _head(column: DataColumn, n: int) -> DataColumn:
+    if isinstance(column, Encoded):
+        return Encoded(column.uniques, column.codes[:n])
+    return column[:n]
+
+
+_PLAIN = (pa.types.is_integer, pa.types.is_floating, pa.types.is_string, pa.types.is_null)
+
+
+def _read_csv(source: Any, path: str) -> dict[str, DataColumn]:
+    import pyarrow.csv as pcsv  # reason: load only the reader of this format
+
+    # The detector's CSV rules: only an empty cell is missing, no booleans, no dates.
+    convert = pcsv.ConvertOptions(
+        null_values=[""], strings_can_be_null=True, true_values=[], false_values=[],
+        timestamp_parsers=[],
+    )  # fmt: skip
+    if isinstance(source, pa.BufferReader):
+        source.seek(0)
+    table = pcsv.read_csv(source, convert_options=convert)
+    odd = [f.name for f in table.schema if not any(t(f.type) for t in _PLAIN)]
+    if odd:  # dates and the like: read those columns again as text
+        convert.column_types = {name: pa.string() for name in odd}
+        if isinstance(source, pa.BufferReader):
+            source.seek(0)
+        table = pcsv.read_csv(source, convert_options=convert)
+    _unique_names(table.column_names, path)
+    out: dict[str, DataColumn] = {}
+    for name, chunked in zip(table.column_names, table.columns, strict=True):
+        array = combine(chunked)
+        out[name] = _csv_text(array) if pa.types.is_string(array.type) else array
+    return out
+
+
+def _csv_text(array: pa.Array) -> Encoded:
+    """A CSV text column, each distinct cell read once by the detector's rules."""
+    encoded = array.dictionary_encode()
+    uniques = [parse_cell(str(s).strip()) for s in encoded.dictionary.to_pylist()]
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
+    return Encoded(uniques, codes)
+
+
+def _read_parquet(source: Any, path: str) -> dict[str, DataColumn]:
+    import pyarrow.parquet as pq  # reason: load only the reader of this format
+
+    table = pq.read_table(source)
+    _unique_names(table.column_names, path)
+    return _flat(table)
+
+
+def _read_jsonl(source: Any, path: str, limit: int) -> dict[str, DataColumn]:
+    import pyarrow.json as pjson  # reason: load only the reader of this format
+
+    try:
+        table = pjson.read_json(source)
+    except pa.ArrowInvalid as exc:
+        if "changed from" not in str(exc) and "type" not in str(exc).lower():
+            raise
+        # A column mixes numbers and text (arrow wants one type per column): read it
+        # row by row as the detector does; the mixed values become type errors.
+        try:
+            raw = read_reference(path, limit=limit)
+        except DataFileError as error:
+            raise CheckError(str(error)) from None
+        return {name: list(values) for name, values in raw.items()}
+    names = table.column_names
+    if "features" in names and pa.types.is_struct(table.schema.field("features").type):
+        # The ingest format: {"features": {...}, "outputs": {...}} per line.
+        parts = [table.column("features").combine_chunks()]
+        if "outputs" in names and pa.types.is_struct(table.schema.field("outputs").type):
+            parts.append(table.column("outputs").combine_chunks())
+        fields = {
+            part.type.field(i).name: part.field(i)
+            for part in parts
+            for i in range(part.type.num_fields)
+        }
+        table = pa.table(fields)
+    return _flat(table)
+
+
+def _flat(table: pa.Table) -> dict[str, DataColumn]:
+    out: dict[str, DataColumn] = {}
+    for name, chunked in zip(table.column_names, table.columns, strict=True):
+        array = combine(chunked)
+        if pa.types.is_nested(array.type):
+            continue  # lists and objects are not features (the detector skips them too)
+        out[name] = array
+    return out
+
+
+def _unique_names(names: list[str], path: str) -> None:
+    twice = sorted(n for n, c in Counter(names).items() if c > 1)
+    if twice:
+        raise CheckError(f"{path}: column name(s) used more than once: {', '.join(twice)}")
