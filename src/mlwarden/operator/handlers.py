@@ -353,6 +353,13 @@ def _event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
     post(cast(kopf.Body, body), reason=reason, message=message)
 
 
+def _stored(value: Any) -> Any:
+    """`value` as the API server keeps it after a merge patch: the nulls in it removed."""
+    if isinstance(value, dict):
+        return {k: _stored(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def _write_status(
     patch: kopf.Patch, body: dict[str, Any], obs: Observation, *, only_changes: bool = False
 ) -> dict[str, Any]:
@@ -360,7 +367,7 @@ def _write_status(
     previous = dict(body.get("status") or {})
     new = status_patch(obs, previous, now=now_iso())
     for key, value in new.items():
-        if not only_changes or previous.get(key) != value:
+        if not only_changes or previous.get(key) != _stored(value):
             patch.status[key] = value
     return new
 
@@ -1000,7 +1007,9 @@ async def _respond(
             if result is None:
                 return True
             fresh, obs, outcome, old_phase = result
-            if outcome is None:
+            if outcome is None or only_changes:
+                # A timer pass is not followed up: alerts that changed meanwhile start a pass
+                # of their own (alerts_changed), so a steady alert costs one read per pass.
                 break
             try:
                 latest = await api.get(path("ObservedModel", namespace, name))
