@@ -51,7 +51,7 @@ __all__ = [
 
 PRODUCES_ANNOTATION: Final = "mlwarden.io/produces"
 DEPENDS_ON_ANNOTATION: Final = "mlwarden.io/depends-on"
-# The operator's container in the model pod (a public contract, ARCHITECTURE.md).
+# The operator's container in the model pod (a public contract, docs/architecture.md).
 SIDECAR_CONTAINER: Final = "mlwarden-sidecar"
 WORKLOAD_KINDS: Final = ("Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job")
 CONFIG_KINDS: Final = ("ConfigMap", "Secret")

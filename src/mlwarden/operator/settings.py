@@ -2,7 +2,7 @@
 
 Every setting comes from an MLWARDEN_* environment variable (the Helm chart sets
 them) with the default below. Names and labels of the objects the operator
-creates are public contracts (ARCHITECTURE.md): `NAME-detector` for the
+creates are public contracts (docs/architecture.md): `NAME-detector` for the
 ConfigMap, ServiceAccount, Role, RoleBinding, Deployment, Service (and, when enabled, the
 NetworkPolicy), `NAME-reference` for the stored-reference ConfigMap, `NAME-ingest-token` for
 the ingest token Secret, and the container `mlwarden-sidecar` in the target's pod template.
