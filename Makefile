@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# pytest-xdist workers for the suite (`auto`: one per core); PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= auto
 PY_DIRS := $(wildcard src tests benchmarks charts)
 
 .PHONY: install test test-unit test-integration demo lint format bench bench-peers-env soak e2e clean help
@@ -22,14 +24,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,lint,demo]'
 	@touch $(STAMP)
 
-test: install  ## run the whole test suite (unit + integration on loopback)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: install  ## run the whole test suite (unit + integration on loopback), on PYTEST_WORKERS workers
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-unit: install  ## pure-logic tests only
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests/unit $(PYTEST_ARGS)
 
 test-integration: install  ## tests that start real processes on loopback
-	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests/integration $(PYTEST_ARGS)
 
 demo: install  ## run the demo on this machine, no cluster needed
 	$(BIN)/mlwarden demo

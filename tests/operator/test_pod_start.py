@@ -19,6 +19,8 @@ from typing import Any
 
 from cluster import (
     DEPLOYMENTS,
+    FAST,
+    MERGE,
     NS,
     OM,
     OPERATOR_CALLS,
@@ -36,8 +38,6 @@ from cluster import (
     status,
 )
 
-FAST = {"MLWARDEN_RESPOND_INTERVAL": "0.5", "MLWARDEN_RETRY_SECONDS": "0.5"}
-MERGE = "application/merge-patch+json"
 NEXT_IMAGE = "mlwarden/mlwarden:next"
 
 
