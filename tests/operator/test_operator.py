@@ -230,8 +230,11 @@ async def test_detector_alerts_become_phase_conditions_and_events(
     assert (drifting["status"], drifting["reason"]) == ("True", "FeatureDrift")
     assert "FeatureDrift on amount (ks)" in drifting["message"]
     assert st["alertCount"] == 1
-    fired = [e for e in events(api) if e.get("reason") == "AlertFired"]
-    assert fired and "FeatureDrift on amount" in fired[0]["message"]
+    # kopf posts Events from a queue of its own: the Event may land after the status patch.
+    fired = await eventually(
+        lambda: [e for e in events(api) if e.get("reason") == "AlertFired"], what="AlertFired"
+    )
+    assert "FeatureDrift on amount" in fired[0]["message"]
     assert fired[0]["type"] == "Warning"
     await api_call(server, "PATCH", om_status, {"status": {"alerts": []}},
                    "application/merge-patch+json")  # fmt: skip
