@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -35,8 +34,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from procs import HOST, Proc, free_port, http_get, sigterm_raises, wait_until
-from sidecar_latency import Scenario, run_hey, scrape, v2_request
+from procs import (
+    HOST,
+    Proc,
+    free_port,
+    open_fds,
+    rss_kib,
+    scrape,
+    sigterm_raises,
+    start_sidecar,
+)
+from sidecar_latency import Scenario, run_hey, v2_request
 from upstream_nginx import MODEL_1_ROW, fixed_upstream_conf, infer_path, start_nginx
 
 HERE = Path(__file__).resolve().parent
@@ -44,22 +52,8 @@ FAULT_COLLECTOR = HERE.parent / "tests" / "integration" / "fault_collector.py"
 CONDITIONS = ("healthy", "down", "hang", "500", "429", "reset")
 
 
-def mlwarden_argv() -> list[str]:
-    console = Path(sys.executable).parent / "mlwarden"
-    return [str(console)] if console.exists() else [sys.executable, "-m", "mlwarden.cli"]
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
-
-
 def proc_figures(pid: int) -> dict[str, int]:
-    rss = next(
-        int(line.split()[1])
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if line.startswith("VmRSS:")
-    )
-    return {"rss_kib": rss, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+    return {"rss_kib": rss_kib(pid), "fds": open_fds(pid)}
 
 
 def run(duration: float, repeats: int, rate: int) -> dict[str, Any]:
@@ -84,20 +78,13 @@ def run(duration: float, repeats: int, rate: int) -> dict[str, Any]:
                 stop.callback(collector.terminate)
                 assert collector.stdout is not None
                 assert collector.stdout.readline().strip() == b"ready"
-            port, admin = free_port(), free_port()
-            proc = Proc(
-                f"sidecar-{cond}",
-                [*mlwarden_argv(), "sidecar", "--listen", f"{HOST}:{port}",
-                 "--upstream", f"http://{HOST}:{up_port}", "--admin-listen", f"{HOST}:{admin}",
-                 "--collector", f"http://{HOST}:{cport}", "--protocol", "v2",
-                 "--log-level", "error", "--drain-seconds", "0"],
-                tmp / f"sidecar-{cond}.log", env=clean_env(),
+            sc = start_sidecar(
+                f"sidecar-{cond}", tmp / f"sidecar-{cond}.log",
+                upstream=f"http://{HOST}:{up_port}", stop=stop,
+                collector=f"http://{HOST}:{cport}",
+                extra=("--log-level", "error", "--drain-seconds", "0"),
             )  # fmt: skip
-            stop.callback(proc.stop)
-            proc.wait_port(port)
-            admin_url = f"http://{HOST}:{admin}"
-            wait_until(lambda u=admin_url: http_get(f"{u}/readyz")[0] == 200, timeout=20, what=cond)  # type: ignore[misc]
-            sidecars[cond] = (f"http://{HOST}:{port}{infer_path(MODEL_1_ROW)}", admin_url, proc)
+            sidecars[cond] = (f"{sc.url}{infer_path(MODEL_1_ROW)}", sc.admin, sc.proc)
 
         body = tmp / "body.json"
         body.write_text(json.dumps(v2_request(1)))

@@ -49,7 +49,7 @@ from typing import Any
 
 import aiohttp
 
-from procs import Proc, free_port, loadavg
+from procs import Proc, free_port, loadavg, log_stderr
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "operator"))
@@ -425,10 +425,6 @@ async def measure_alerting(
 # --------------------------------------------------------------------------- the run
 
 
-def _log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def run(
     *,
     duration: float = 4.0,
@@ -436,7 +432,7 @@ def run(
     warmup: float = 2.0,
     sizes: tuple[int, ...] = SIZES,
     timeout: float = TIMEOUT_S,
-    log: Callable[[str], None] = _log,
+    log: Callable[[str], None] = log_stderr,
     before_src: str | None = None,
 ) -> dict[str, Any]:
     """Every size; 1 and 100 repeated `repeats` times (medians), 1,000 once (it is long).
@@ -473,7 +469,7 @@ def run(
 
 
 def run_alerting(
-    tmp: Path, *, log: Callable[[str], None] = _log, before_src: str | None = None
+    tmp: Path, *, log: Callable[[str], None] = log_stderr, before_src: str | None = None
 ) -> dict[str, Any]:
     """ALERTING_N models with an active alert: this operator, and the one in `before_src`."""
     out: dict[str, Any] = {}

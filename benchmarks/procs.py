@@ -4,23 +4,33 @@ Every server a benchmark starts is a `Proc`, registered on an `ExitStack` so it
 is stopped (SIGTERM, then SIGKILL to its own process group) however the run
 ends: normally, on an exception, on Ctrl-C or on SIGTERM (`sigterm_raises`).
 All addresses are loopback; ports are found by binding to port 0.
+
+mlwarden's own servers start here too, the same way in every harness: `start_detector`
+and `start_sidecar` (the command line, a clean environment, waiting until each answers),
+`scrape` reads a sidecar's /metrics, `rss_kib` and `open_fds` a process's footprint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from prometheus_client.parser import text_string_to_metric_families
+
 HOST = "127.0.0.1"
+HERE = Path(__file__).resolve().parent
 
 
 def free_port() -> int:
@@ -123,7 +133,132 @@ def sigterm_raises() -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
+def log_stderr(text: str) -> None:
+    """A harness's progress line (stdout is for its results)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- mlwarden's servers
+
+
+def mlwarden_argv() -> list[str]:
+    """The `mlwarden` command of this interpreter's environment."""
+    console = Path(sys.executable).parent / "mlwarden"
+    return [str(console)] if console.exists() else [sys.executable, "-m", "mlwarden.cli"]
+
+
+def clean_env() -> dict[str, str]:
+    """This environment minus MLWARDEN_* settings, so only the flags given here apply."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
+
+
+def display(argv: Sequence[str]) -> str:
+    """A command line with paths inside the repository shown relative to it."""
+    root = str(HERE.parent) + "/"
+    return shlex.join(a.removeprefix(root) for a in argv)
+
+
+def answers_ok(url: str) -> bool:
+    return http_get(url)[0] == 200
+
+
+def detector_manifest(name: str) -> str:
+    """The ObservedModel of a benchmark's detector: columns inferred from a 1,000-record warm-up."""
+    return f"""\
+apiVersion: mlwarden.io/v1alpha1
+kind: ObservedModel
+metadata: {{name: {name}, namespace: bench}}
+spec:
+  target: {{deployment: {name}}}
+  protocol: v2
+  reference: {{source: warmup, size: 1000}}
+  window: {{size: 10000}}
+"""
+
+
+def detector_argv(manifest: Path, port: int) -> list[str]:
+    return [*mlwarden_argv(), "detector", "--observed-model", str(manifest),
+            "--listen", f"{HOST}:{port}", "--log-level", "warning"]  # fmt: skip
+
+
+def start_detector(
+    manifest: Path, port: int, log: Path, *, stop: contextlib.ExitStack | None = None
+) -> Proc:
+    """`mlwarden detector` for `manifest` on `port`, answering when this returns.
+
+    With `stop`, it is stopped when that stack closes (registered before the wait, so a
+    detector that never comes up is stopped too).
+    """
+    proc = Proc("detector", detector_argv(manifest, port), log, env=clean_env())
+    if stop is not None:
+        stop.callback(proc.stop)
+    proc.wait_port(port)
+    return proc
+
+
+@dataclass
+class Sidecar:
+    """A started `mlwarden sidecar`: its process, command line and base URLs."""
+
+    proc: Proc
+    argv: list[str]
+    url: str  # the proxy
+    admin: str  # /metrics, /readyz
+
+
+def start_sidecar(
+    name: str,
+    log: Path,
+    *,
+    upstream: str,
+    stop: contextlib.ExitStack,
+    collector: str | None = None,
+    extra: Sequence[str] = (),
+) -> Sidecar:
+    """`mlwarden sidecar --protocol v2` in front of `upstream`, ready when this returns.
+
+    Without `collector`, capture is off. It is stopped when `stop` closes.
+    """
+    port, admin_port = free_port(), free_port()
+    argv = [*mlwarden_argv(), "sidecar", "--listen", f"{HOST}:{port}", "--upstream", upstream,
+            "--admin-listen", f"{HOST}:{admin_port}"]  # fmt: skip
+    if collector is not None:
+        argv += ["--collector", collector]
+    argv += ["--protocol", "v2", *extra]
+    proc = Proc(name, argv, log, env=clean_env())
+    stop.callback(proc.stop)
+    proc.wait_port(port)
+    admin = f"http://{HOST}:{admin_port}"
+    readyz = f"{admin}/readyz"
+    wait_until(lambda: answers_ok(readyz), timeout=20, what=readyz)
+    return Sidecar(proc, argv, f"http://{HOST}:{port}", admin)
+
+
+def scrape(admin: str) -> dict[str, float]:
+    """A sidecar's /metrics as {'name{label="v"}': value}."""
+    _, body = http_get(admin + "/metrics")
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
 # --------------------------------------------------------------------------- CPU and memory
+
+
+def rss_kib(pid: int) -> int:
+    """The resident set of process `pid` now, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -32,7 +32,6 @@ import contextlib
 import functools
 import json
 import math
-import os
 import random
 import re
 import shlex
@@ -47,18 +46,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from procs import (
+    HERE,
     HOST,
     Proc,
+    detector_manifest,
+    display,
     free_port,
     group_usage,
     http_get,
     loadavg,
+    log_stderr,
     peak_rss_mib,
     run_tool,
-    wait_until,
+    scrape,
+    start_detector,
+    start_sidecar,
 )
 from upstream_nginx import (
     MODEL_1_ROW,
@@ -72,7 +75,6 @@ from upstream_nginx import (
 )
 
 NAME = "sidecar_latency"
-HERE = Path(__file__).resolve().parent
 
 PATHS: dict[str, str] = {
     "direct": "direct to upstream",
@@ -173,40 +175,11 @@ class Stack:
     configs: dict[str, str] = field(default_factory=dict)
 
 
-DETECTOR_MANIFEST = """\
-apiVersion: mlwarden.io/v1alpha1
-kind: ObservedModel
-metadata: {name: bench, namespace: bench}
-spec:
-  target: {deployment: bench}
-  protocol: v2
-  reference: {source: warmup, size: 1000}
-  window: {size: 10000}
-"""
+DETECTOR_MANIFEST = detector_manifest("bench")
 
 
 def _python_argv(script: str) -> list[str]:
     return [sys.executable, str(HERE / script)]
-
-
-def _mlwarden_argv() -> list[str]:
-    console = Path(sys.executable).parent / "mlwarden"
-    return [str(console)] if console.exists() else [sys.executable, "-m", "mlwarden.cli"]
-
-
-def _clean_env() -> dict[str, str]:
-    """This environment minus MLWARDEN_* settings, so only the flags given here apply."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
-
-
-def _display(argv: list[str]) -> str:
-    """A command line with paths inside the repository shown relative to it."""
-    root = str(HERE.parent) + "/"
-    return shlex.join(a.removeprefix(root) for a in argv)
-
-
-def _answers_ok(url: str) -> bool:
-    return http_get(url)[0] == 200
 
 
 def start_stack(tmp: Path, stop: contextlib.ExitStack) -> Stack:
@@ -244,47 +217,37 @@ def start_stack(tmp: Path, stop: contextlib.ExitStack) -> Stack:
     st.proc_of["bare"] = started(Proc("bare forwarder", argv, tmp / "bare.log"))
     st.proc_of["bare"].wait_port(port)
     st.urls["bare"] = f"http://{HOST}:{port}"
-    st.commands["bare"] = _display(argv)
+    st.commands["bare"] = display(argv)
 
     # The capture-on sidecar ships to the real detector (columns inferred from the
     # warm-up, checks evaluated every 30 s as in production).
-    port = free_port()
-    manifest = tmp / "detector.yaml"
-    manifest.write_text(DETECTOR_MANIFEST)
-    argv = [*_mlwarden_argv(), "detector", "--observed-model", str(manifest),
-            "--listen", f"{HOST}:{port}", "--log-level", "warning"]  # fmt: skip
-    st.proc_of["collector"] = started(
-        Proc("detector", argv, tmp / "detector.log", env=_clean_env())
-    )
-    st.proc_of["collector"].wait_port(port)
-    st.collector = f"http://{HOST}:{port}"
-    st.commands["collector"] = _display(argv).replace(str(manifest), "detector.yaml")
-
-    for path in SIDECARS:
-        port, admin = free_port(), free_port()
-        argv = [
-            *_mlwarden_argv(),
-            "sidecar",
-            "--listen",
-            f"{HOST}:{port}",
-            "--upstream",
-            upstream,
-            "--admin-listen",
-            f"{HOST}:{admin}",
-            "--protocol",
-            "v2",
-        ]
-        if path == "sidecar":
-            argv[-2:-2] = ["--collector", st.collector]
-        proc = started(Proc(path, argv, tmp / f"{path}.log", env=_clean_env()))
-        st.proc_of[path] = proc
-        proc.wait_port(port)
-        st.urls[path] = f"http://{HOST}:{port}"
-        st.admin[path] = f"http://{HOST}:{admin}"
-        readyz = f"{st.admin[path]}/readyz"
-        wait_until(functools.partial(_answers_ok, readyz), timeout=20, what=readyz)
-        st.commands[path] = _display(argv)
+    start_servers(st, stop, upstream, sidecars=SIDECARS)
     return st
+
+
+def start_servers(
+    st: Stack, stop: contextlib.ExitStack, upstream: str, *, sidecars: tuple[str, ...]
+) -> None:
+    """The detector, then each sidecar in front of `upstream` (capture on for "sidecar")."""
+    port = free_port()
+    manifest = st.tmp / "detector.yaml"
+    manifest.write_text(DETECTOR_MANIFEST)
+    detector = start_detector(manifest, port, st.tmp / "detector.log", stop=stop)
+    st.procs.append(detector)
+    st.proc_of["collector"] = detector
+    st.collector = f"http://{HOST}:{port}"
+    st.commands["collector"] = display(detector.argv).replace(str(manifest), "detector.yaml")
+
+    for path in sidecars:
+        collector = st.collector if path == "sidecar" else None
+        sc = start_sidecar(
+            path, st.tmp / f"{path}.log", upstream=upstream, stop=stop, collector=collector
+        )
+        st.procs.append(sc.proc)
+        st.proc_of[path] = sc.proc
+        st.urls[path] = sc.url
+        st.admin[path] = sc.admin
+        st.commands[path] = display(sc.argv)
 
 
 def check_paths(st: Stack) -> None:
@@ -430,17 +393,6 @@ def run_wrk(url: str, script: Path, duration: float) -> dict[str, Any]:
 # --------------------------------------------------------------------------- sidecar accounting
 
 
-def scrape(admin: str) -> dict[str, float]:
-    """The sidecar's /metrics as {'name{label="v"}': value}."""
-    _, body = http_get(admin + "/metrics")
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
-
-
 def collector_count(url: str) -> dict[str, int]:
     """What the detector says it ingested (GET /v1/status)."""
     _, body = http_get(url + "/v1/status")
@@ -517,16 +469,12 @@ def _median(values: list[float]) -> float:
     return statistics.median(clean) if clean else math.nan
 
 
-def _log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def run(
     *,
     duration: float = 4.0,
     repeats: int = 3,
     warmup: float = 2.0,
-    log: Callable[[str], None] = _log,
+    log: Callable[[str], None] = log_stderr,
 ) -> dict[str, Any]:
     """Measure every path; returns the raw figures, the medians, commands and verdicts."""
     started = time.monotonic()

@@ -32,26 +32,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from procs import HOST, Proc, free_port, http_get, loadavg, peak_rss_mib, wait_until
+from procs import (
+    HOST,
+    Proc,
+    answers_ok,
+    display,
+    free_port,
+    http_get,
+    loadavg,
+    log_stderr,
+    peak_rss_mib,
+    wait_until,
+)
 from sidecar_latency import (
-    DETECTOR_MANIFEST,
     RESOLUTION_MS,
     WRK_CONNECTIONS,
     Scenario,
     Stack,
-    _answers_ok,
-    _clean_env,
-    _display,
     _f,
     _md_table,
     _median,
-    _mlwarden_argv,
     _text_table,
     delta,
     hey_argv,
     run_hey,
     run_wrk,
     snapshot,
+    start_servers,
     v2_request,
     with_usage,
     wrk_argv,
@@ -106,11 +113,11 @@ def start_stack(tmp: Path, stop: contextlib.ExitStack) -> Stack:
     def model_ready() -> bool:
         if not st.proc_of["direct"].alive():
             raise RuntimeError(f"MLServer exited:\n{st.proc_of['direct'].tail()}")
-        return _answers_ok(ready)
+        return answers_ok(ready)
 
     wait_until(model_ready, timeout=120, what=ready)
     st.urls["direct"] = upstream
-    st.commands["mlserver"] = _display(argv).replace(str(tmp), "$TMP") + (
+    st.commands["mlserver"] = display(argv).replace(str(tmp), "$TMP") + (
         f"  (settings.json: {json.dumps({**settings, 'http_port': 'PORT'})})"
     )
 
@@ -121,28 +128,7 @@ def start_stack(tmp: Path, stop: contextlib.ExitStack) -> Stack:
     st.commands["nginx"] = nginx_command(tmp / "proxy")
     st.configs["nginx"] = conf
 
-    cport = free_port()
-    manifest = tmp / "detector.yaml"
-    manifest.write_text(DETECTOR_MANIFEST)
-    argv = [*_mlwarden_argv(), "detector", "--observed-model", str(manifest),
-            "--listen", f"{HOST}:{cport}", "--log-level", "warning"]  # fmt: skip
-    st.proc_of["collector"] = started(Proc("detector", argv, tmp / "detector.log",
-                                           env=_clean_env()))  # fmt: skip
-    st.proc_of["collector"].wait_port(cport)
-    st.collector = f"http://{HOST}:{cport}"
-    st.commands["collector"] = _display(argv).replace(str(manifest), "detector.yaml")
-
-    sport, admin = free_port(), free_port()
-    argv = [*_mlwarden_argv(), "sidecar", "--listen", f"{HOST}:{sport}", "--upstream", upstream,
-            "--admin-listen", f"{HOST}:{admin}", "--collector", st.collector,
-            "--protocol", "v2"]  # fmt: skip
-    st.proc_of["sidecar"] = started(Proc("sidecar", argv, tmp / "sidecar.log", env=_clean_env()))
-    st.proc_of["sidecar"].wait_port(sport)
-    st.urls["sidecar"] = f"http://{HOST}:{sport}"
-    st.admin["sidecar"] = f"http://{HOST}:{admin}"
-    readyz = f"{st.admin['sidecar']}/readyz"
-    wait_until(functools.partial(_answers_ok, readyz), timeout=20, what=readyz)
-    st.commands["sidecar"] = _display(argv)
+    start_servers(st, stop, upstream, sidecars=("sidecar",))
     return st
 
 
@@ -162,16 +148,12 @@ def check_paths(st: Stack, body: bytes) -> None:
         raise RuntimeError(f"the paths answered differently: {answers}")
 
 
-def _log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def run(
     *,
     duration: float = 4.0,
     repeats: int = 3,
     warmup: float = 2.0,
-    log: Callable[[str], None] = _log,
+    log: Callable[[str], None] = log_stderr,
 ) -> dict[str, Any]:
     started = time.monotonic()
     load_start = loadavg()

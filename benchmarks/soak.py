@@ -34,57 +34,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from procs import HOST, Proc, free_port, http_get, sigterm_raises, wait_until
+from procs import (
+    HOST,
+    Proc,
+    detector_manifest,
+    free_port,
+    http_get,
+    open_fds,
+    rss_kib,
+    scrape,
+    sigterm_raises,
+    start_detector,
+    start_sidecar,
+)
 from upstream_nginx import MODEL_1_ROW, fixed_upstream_conf, infer_path, start_nginx
 
-MANIFEST = """\
-apiVersion: mlwarden.io/v1alpha1
-kind: ObservedModel
-metadata: {name: soak, namespace: bench}
-spec:
-  target: {deployment: soak}
-  protocol: v2
-  reference: {source: warmup, size: 1000}
-  window: {size: 10000}
-"""
+MANIFEST = detector_manifest("soak")
 BODY = {
     "inputs": [
         {"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [[5.1, 3.5, 1.4, 0.2]]}
     ]
 }
 SAMPLE_SECONDS = 5.0
-
-
-def mlwarden_argv() -> list[str]:
-    console = Path(sys.executable).parent / "mlwarden"
-    return [str(console)] if console.exists() else [sys.executable, "-m", "mlwarden.cli"]
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def scrape(admin: str) -> dict[str, float]:
-    _, text = http_get(f"{admin}/metrics")
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text.decode()):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
 
 
 class Detector:
@@ -98,12 +69,10 @@ class Detector:
         self.starts = 0
 
     def start(self) -> None:
-        argv = [*mlwarden_argv(), "detector", "--observed-model", str(self.manifest),
-                "--listen", f"{HOST}:{self.port}", "--log-level", "warning"]  # fmt: skip
         self.starts += 1
-        log = self.tmp / f"detector-{self.starts}.log"
-        self.proc = Proc("detector", argv, log, env=clean_env())
-        self.proc.wait_port(self.port)
+        self.proc = start_detector(
+            self.manifest, self.port, self.tmp / f"detector-{self.starts}.log"
+        )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -137,20 +106,13 @@ def run(minutes: float, rate: int, flap_every: float, down_for: float) -> dict[s
         detector = Detector(tmp, free_port())
         detector.start()
         stop.callback(lambda: detector.proc.stop() if detector.proc else None)
-        port, admin_port = free_port(), free_port()
-        sidecar = Proc(
-            "sidecar",
-            [*mlwarden_argv(), "sidecar", "--listen", f"{HOST}:{port}",
-             "--upstream", f"http://{HOST}:{up_port}", "--admin-listen", f"{HOST}:{admin_port}",
-             "--collector", f"http://{HOST}:{detector.port}", "--protocol", "v2",
-             "--log-level", "warning", "--drain-seconds", "0"],
-            tmp / "sidecar.log", env=clean_env(),
+        sidecar = start_sidecar(
+            "sidecar", tmp / "sidecar.log", upstream=f"http://{HOST}:{up_port}", stop=stop,
+            collector=f"http://{HOST}:{detector.port}",
+            extra=("--log-level", "warning", "--drain-seconds", "0"),
         )  # fmt: skip
-        stop.callback(sidecar.stop)
-        sidecar.wait_port(port)
-        admin = f"http://{HOST}:{admin_port}"
-        wait_until(lambda: http_get(f"{admin}/readyz")[0] == 200, timeout=20, what="sidecar")
-        pid = sidecar.popen.pid
+        admin = sidecar.admin
+        pid = sidecar.proc.popen.pid
 
         body = tmp / "body.json"
         body.write_text(json.dumps(BODY))
@@ -160,7 +122,7 @@ def run(minutes: float, rate: int, flap_every: float, down_for: float) -> dict[s
             hey = subprocess.Popen(
                 ["hey", "-z", f"{duration:g}s", "-c", str(workers), "-q", str(rate // workers),
                  "-m", "POST", "-T", "application/json", "-D", str(body), "-o", "csv",
-                 f"http://{HOST}:{port}{infer_path(MODEL_1_ROW)}"],
+                 f"{sidecar.url}{infer_path(MODEL_1_ROW)}"],
                 stdout=out, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         stop.callback(lambda: hey.poll() is None and hey.kill())

@@ -37,10 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import socket
+import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +114,19 @@ OPERATOR_CALLS: list[ApiCall] = []
 CLUSTER_WIDE_CALLS: list[ApiCall] = []
 # Calls made with other bearer tokens (a detector reporting its status), by token.
 CALLS_BY_TOKEN: dict[str, list[ApiCall]] = {}
+# What the API server's OwnerReferencesPermissionEnforcement admission plugin (on in OpenShift)
+# asks of the operator, not a call it makes: an ownerReference with blockOwnerDeletion: true is
+# admitted only from a client allowed to `update` the owner's `finalizers` subresource.
+ADMISSION_CHECKS: list[ApiCall] = []
+
+
+@dataclass
+class EveryCall:
+    """The calls of every operator test of a session, gathered for the RBAC audit (conftest.py)."""
+
+    operator: list[ApiCall] = field(default_factory=list)  # OPERATOR_CALLS
+    cluster_wide: list[ApiCall] = field(default_factory=list)  # CLUSTER_WIDE_CALLS
+    admission: list[ApiCall] = field(default_factory=list)  # ADMISSION_CHECKS
 
 
 def _method(request: Any) -> str:
@@ -329,6 +346,45 @@ class OperatorProcess:
         return int(self.proc.returncode or 0)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# Passes every 0.5 s, retries of the reconciliation every 0.5 s (defaults: 30 s and 5 s).
+FAST = {"MLWARDEN_RESPOND_INTERVAL": "0.5", "MLWARDEN_RETRY_SECONDS": "0.5"}
+
+
+async def launch_operator(
+    directory: Path,
+    server: str,
+    *extra: str,
+    namespace: str | None = NS,
+    env: Mapping[str, str] | None = None,
+    log_name: str = "operator.log",
+) -> OperatorProcess:
+    """`mlwarden operator --standalone` against the emulator at `server`, logging to a file.
+
+    Its environment is this one without MLWARDEN_* settings, plus a kubeconfig in `directory`,
+    the test image, a metrics port of its own (a fixed one collides between runs), then `env`.
+    Without `namespace`, kopf watches every namespace.
+    """
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
+    environ.update(KUBECONFIG=str(kubeconfig(directory, server)),
+                   MLWARDEN_IMAGE="mlwarden/mlwarden:test",
+                   MLWARDEN_METRICS_PORT=str(free_port()))  # fmt: skip
+    environ.update(env or {})  # a test's own (MLWARDEN_METRICS_PORT to scrape it, say)
+    scope = ["--namespace", namespace] if namespace is not None else []
+    log = directory / log_name
+    with open(log, "wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mlwarden.cli", "operator", *scope, "--standalone", *extra,
+            stdout=out, stderr=asyncio.subprocess.STDOUT, env=environ,
+        )  # fmt: skip
+    return OperatorProcess(proc, log)
+
+
 async def eventually(check: Callable[[], Any], *, timeout: float = 20.0, what: str = "") -> Any:
     """Poll `check` until it returns something truthy (an AssertionError counts as not yet)."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -431,3 +487,53 @@ async def api_call(server: str, method: str, path: str, body: Any = None,
     ) as resp:  # fmt: skip
         assert resp.status < 300, await resp.text()
         return await resp.json()
+
+
+# --------------------------------------------------------------------------- the detector's side
+
+OM_PATH = f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
+MERGE = "application/merge-patch+json"
+REFERENCE = {"id": "warmup@abc", "since": "2026-11-26T15:00:00Z"}
+
+
+def iso(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ago(**delta: float) -> datetime:
+    return datetime.now(UTC) - timedelta(**delta)
+
+
+def alert(kind: str, *, feature: str | None = None, since: str | None = None) -> dict[str, Any]:
+    """An alert as the detector writes it into the ObservedModel's status."""
+    out: dict[str, Any] = {
+        "type": kind, "test": {"Latency": "p99"}.get(kind, "ks"), "statistic": 0.4,
+        "threshold": 0.1, "since": since or iso(ago(minutes=1)), "reference": REFERENCE["id"],
+    }  # fmt: skip
+    if feature:
+        out["feature"] = feature
+    return out
+
+
+async def patch_status(server: str, fields: dict[str, Any]) -> None:
+    """Write status fields of ObservedModel `fraud` as the detector does (a merge patch)."""
+    await api_call(server, "PATCH", OM_PATH + "/status", {"status": fields}, MERGE)
+
+
+def reactions(api: Cluster) -> list[dict[str, Any]]:
+    return list(status(api).get("reactions") or [])
+
+
+def writes(api: Cluster, resource: str, name: str) -> int:
+    """How many versions the emulator holds of an object: one per create or write."""
+    return len(api.objects[resource, NS, name].history)
+
+
+@dataclass
+class Observing:
+    """A running operator with ObservedModel `fraud` in phase Observing."""
+
+    api: Cluster
+    server: str
+    op: OperatorProcess
+    metrics: int  # the operator's metrics port

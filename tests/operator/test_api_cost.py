@@ -13,48 +13,40 @@ page is in the diagnosis too.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cluster import (
     CLUSTER_WIDE_CALLS,
+    FAST,
     HTTPROUTES,
+    MERGE,
     NS,
+    OM_PATH,
     OPERATOR_CALLS,
+    REFERENCE,
     VIRTUALSERVICES,
     Cluster,
     OperatorProcess,
+    ago,
     api_call,
     eventually,
-    kubeconfig,
+    iso,
+    launch_operator,
     model_deployment,
     model_service,
     observed_model,
     status,
 )
-from conftest import free_port
 
 from mlwarden.kube import Kube, StaticToken
 
-OM_PATH = f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
-MERGE = "application/merge-patch+json"
-FAST = {"MLWARDEN_RESPOND_INTERVAL": "0.5", "MLWARDEN_RETRY_SECONDS": "0.5",
-        "MLWARDEN_LIST_CHUNK_SIZE": "2"}  # fmt: skip
-REFERENCE = {"id": "warmup@abc", "since": "2026-11-26T15:00:00Z"}
-
-
-def iso(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def ago(**delta: float) -> datetime:
-    return datetime.now(UTC) - timedelta(**delta)
+# FAST passes, and lists in pages of 2 (so that paging is exercised with a handful of objects).
+FAST_PAGED = {**FAST, "MLWARDEN_LIST_CHUNK_SIZE": "2"}
 
 
 def configmap(name: str, *, created: datetime, edited: datetime | None = None) -> dict[str, Any]:
@@ -91,16 +83,10 @@ def cronjob_and_failed_job(onset: datetime) -> tuple[dict[str, Any], dict[str, A
 
 async def start_cluster_wide(tmp_path: Path, server: str) -> OperatorProcess:
     """`mlwarden operator --standalone` without --namespace: kopf watches every namespace."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
-    environ.update(KUBECONFIG=str(kubeconfig(tmp_path, server)), MLWARDEN_IMAGE="mlwarden:test",
-                   MLWARDEN_METRICS_PORT=str(free_port()), **FAST)  # fmt: skip
-    log = tmp_path / "operator-cluster-wide.log"
-    with open(log, "wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mlwarden.cli", "operator", "--standalone",
-            stdout=out, stderr=asyncio.subprocess.STDOUT, env=environ,
-        )  # fmt: skip
-    return OperatorProcess(proc, log)
+    return await launch_operator(
+        tmp_path, server, namespace=None, env={"MLWARDEN_IMAGE": "mlwarden:test", **FAST_PAGED},
+        log_name="operator-cluster-wide.log",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", ["namespaced", "cluster-wide"])
@@ -133,7 +119,7 @@ async def test_passes_read_watched_caches_and_list_nothing(
     calls = OPERATOR_CALLS
     start = len(calls)
     if mode == "namespaced":
-        op = await start_operator(env=FAST)
+        op = await start_operator(env=FAST_PAGED)
     else:
         op = await start_cluster_wide(tmp_path, server)
     try:

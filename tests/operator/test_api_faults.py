@@ -27,23 +27,28 @@ import kmock
 import pytest
 from cluster import (
     DEPLOYMENTS,
+    FAST,
     NS,
     RESOURCES,
     SERVICES,
     Cluster,
     Fault,
+    alert,
     api_call,
     declare,
     eventually,
     exists,
+    launch_operator,
     model_deployment,
     model_service,
     obj,
     observed_model,
+    patch_status,
+    reactions,
     status,
+    writes,
 )
 
-FAST = {"MLWARDEN_RESPOND_INTERVAL": "0.5", "MLWARDEN_RETRY_SECONDS": "0.5"}
 DETECTOR_OBJECTS = [
     "v1/configmaps", "v1/serviceaccounts", "rbac.authorization.k8s.io/v1/roles",
     "rbac.authorization.k8s.io/v1/rolebindings", "apps/v1/deployments", "v1/services",
@@ -140,25 +145,12 @@ async def _reconcile_cleanly(tmp_env: Callable[..., Any]) -> dict[str, Any]:
 @pytest.fixture
 def operator_on(tmp_path: Any) -> Callable[..., Any]:
     """Start the operator against any emulator URL (for a second, fault-free cluster)."""
-    import os
-    import sys
-
-    from cluster import OperatorProcess, kubeconfig
-
     started: list[Any] = []
 
     async def start(server: str) -> Any:
         d = tmp_path / f"clean-{len(started)}"
         d.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
-        env.update(KUBECONFIG=str(kubeconfig(d, server)), MLWARDEN_IMAGE="mlwarden/mlwarden:test",
-                   MLWARDEN_METRICS_PORT="0", **FAST)  # fmt: skip
-        with open(d / "operator.log", "wb") as out:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mlwarden.cli", "operator", "--namespace", NS,
-                "--standalone", stdout=out, stderr=asyncio.subprocess.STDOUT, env=env,
-            )  # fmt: skip
-        op = OperatorProcess(proc, d / "operator.log")
+        op = await launch_operator(d, server, env={"MLWARDEN_METRICS_PORT": "0", **FAST})
         started.append(op)
         return op
 
@@ -259,27 +251,11 @@ async def test_sigkill_at_a_step_of_the_reconcile_then_restart_ends_the_same(
 @pytest.mark.parametrize("lands", [False, True], ids=["before-the-patch-lands", "after"])
 async def test_sigkill_during_a_reaction_then_restart_acts_exactly_once(
     lands: bool,
-    cluster: tuple[Cluster, str],
+    observing: Callable[..., Any],
     start_operator: Callable[..., Any],
-    seed: Callable[..., None],
 ) -> None:
-    from test_reactions import alert, patch_status, reactions, writes
-
-    api, server = cluster
-    seed(
-        api,
-        model_deployment(),
-        model_service(),
-        observed_model(reactions=[{"alert": "Latency", "action": "scale", "maxReplicas": 10}]),
-    )
-    op = await start_operator(env=FAST)
-    await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30)
-    reference = {"id": "warmup@abc", "since": "2026-11-26T15:00:00Z"}
-    await patch_status(
-        server,
-        {"alerts": [], "detector": {"reference": reference, "updated": "2026-11-26T15:00:01Z"}},
-    )
-    await eventually(lambda: status(api).get("phase") == "Observing", timeout=30)
+    env = await observing(reactions=[{"alert": "Latency", "action": "scale", "maxReplicas": 10}])
+    api, server, op = env.api, env.server, env.op
     before = writes(api, DEPLOYMENTS, "fraud-model")
     # Hold the scale patch (2 -> 4 replicas) in flight, then kill the operator.
     hold = Fault("patch", "deployments", status=0, delay=60, name="fraud-model", answer_late=lands)

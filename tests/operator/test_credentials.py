@@ -18,10 +18,7 @@ from cluster import (
     Cluster,
     api_call,
     eventually,
-    model_deployment,
-    model_service,
     obj,
-    observed_model,
     status,
 )
 from emulate_tokens import project_token
@@ -42,17 +39,12 @@ def token_file_kubeconfig(tmp_path: Path, server: str, token_file: Path) -> Path
 
 async def test_the_operator_keeps_working_after_its_token_rotates(
     cluster: tuple[Cluster, str],
-    start_operator: Callable[..., Any],
-    seed: Callable[..., None],
+    warming_up: Callable[..., Any],
     tmp_path: Path,
 ) -> None:
     api, server = cluster
     token = project_token(tmp_path / "serviceaccount", TOKEN)
-    seed(api, model_deployment(), model_service(), observed_model())
-    op = await start_operator(
-        env={"KUBECONFIG": str(token_file_kubeconfig(tmp_path, server, token))}
-    )
-    await eventually(lambda: status(api).get("phase") == "WarmingUp", what="phase WarmingUp")
+    op = await warming_up(env={"KUBECONFIG": str(token_file_kubeconfig(tmp_path, server, token))})
 
     # The kubelet writes a new token; the old one expires and is refused from now on.
     project_token(tmp_path / "serviceaccount", ROTATED)

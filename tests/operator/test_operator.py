@@ -48,13 +48,10 @@ def strip(o: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_reconcile_creates_the_detector_and_injects_the_sidecar(
-    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+    cluster: tuple[Cluster, str], warming_up: Callable[..., Any]
 ) -> None:
     api, _server = cluster
-    seed(api, model_deployment(), model_service(), observed_model())
-    op = await start_operator()
-
-    await eventually(lambda: status(api).get("phase") == "WarmingUp", what="phase WarmingUp")
+    op = await warming_up()
     om = obj(api, OM, "fraud")
     for resource, kind in DETECTOR_KINDS.items():
         o = obj(api, resource, "fraud-detector")
@@ -104,12 +101,10 @@ async def test_reconcile_creates_the_detector_and_injects_the_sidecar(
 
 
 async def test_reconcile_is_idempotent_across_restarts(
-    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+    cluster: tuple[Cluster, str], warming_up: Callable[..., Any], start_operator: Callable[..., Any]
 ) -> None:
     api, _ = cluster
-    seed(api, model_deployment(), model_service(), observed_model())
-    op = await start_operator()
-    await eventually(lambda: status(api).get("phase") == "WarmingUp", what="first reconcile")
+    op = await warming_up()
     await op.stop()
     versions = {r: obj(api, r, "fraud-detector")["metadata"]["resourceVersion"]
                 for r in DETECTOR_KINDS}  # fmt: skip
@@ -197,15 +192,12 @@ async def _settle_seconds(seconds: float) -> None:
 async def test_deletion_restores_the_target_exactly(
     numeric: bool,
     cluster: tuple[Cluster, str],
-    start_operator: Callable[..., Any],
-    seed: Callable[..., None],
+    warming_up: Callable[..., Any],
 ) -> None:
     api, server = cluster
     deployment = model_deployment(port_name=None if numeric else "http")
     service = model_service(target=8080 if numeric else "http")
-    seed(api, deployment, service, observed_model())
-    await start_operator()
-    await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30, what="injected")
+    await warming_up(deployment=deployment, service=service)
     await api_call(
         server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
     )
@@ -216,12 +208,10 @@ async def test_deletion_restores_the_target_exactly(
 
 
 async def test_detector_alerts_become_phase_conditions_and_events(
-    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+    cluster: tuple[Cluster, str], warming_up: Callable[..., Any]
 ) -> None:
     api, server = cluster
-    seed(api, model_deployment(), model_service(), observed_model())
-    await start_operator()
-    await eventually(lambda: status(api).get("phase") == "WarmingUp", what="WarmingUp")
+    await warming_up()
     om_status = f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud/status"
     reference = {"id": "warmup@abc", "since": "2026-11-26T15:00:00Z"}
     # What the detector writes (its merge patch on the status subresource):
@@ -240,8 +230,11 @@ async def test_detector_alerts_become_phase_conditions_and_events(
     assert (drifting["status"], drifting["reason"]) == ("True", "FeatureDrift")
     assert "FeatureDrift on amount (ks)" in drifting["message"]
     assert st["alertCount"] == 1
-    fired = [e for e in events(api) if e.get("reason") == "AlertFired"]
-    assert fired and "FeatureDrift on amount" in fired[0]["message"]
+    # kopf posts Events from a queue of its own: the Event may land after the status patch.
+    fired = await eventually(
+        lambda: [e for e in events(api) if e.get("reason") == "AlertFired"], what="AlertFired"
+    )
+    assert "FeatureDrift on amount" in fired[0]["message"]
     assert fired[0]["type"] == "Warning"
     await api_call(server, "PATCH", om_status, {"status": {"alerts": []}},
                    "application/merge-patch+json")  # fmt: skip

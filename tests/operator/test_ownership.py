@@ -136,12 +136,10 @@ async def test_once_the_other_object_is_gone_the_model_is_observed(
 
 
 async def test_the_ingest_token_secret_we_create_is_recorded_as_ours(
-    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+    cluster: tuple[Cluster, str], warming_up: Callable[..., Any], start_operator: Callable[..., Any]
 ) -> None:
     api, _ = cluster
-    seed(api, model_deployment(), model_service(), observed_model())
-    op = await start_operator()
-    await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30, what="WarmingUp")
+    op = await warming_up()
     secret = obj(api, RESOURCES["Secret"], "fraud-ingest-token")
     assert status(api)["ingestToken"] == {
         "secret": "fraud-ingest-token",
@@ -166,12 +164,10 @@ def namespace_exists(api: Cluster) -> bool:
 
 
 async def test_a_deleted_namespace_does_not_wait_on_our_finalizer(
-    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+    cluster: tuple[Cluster, str], warming_up: Callable[..., Any]
 ) -> None:
     api, _ = cluster
-    seed(api, model_deployment(), model_service(), observed_model())
-    op = await start_operator(env={"MLWARDEN_RETRY_SECONDS": "0.5"})
-    await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30, what="injected")
+    op = await warming_up(env={"MLWARDEN_RETRY_SECONDS": "0.5"})
     assert "mlwarden.io/finalizer" in obj(api, OM, "fraud")["metadata"]["finalizers"]
     started = len(OPERATOR_CALLS)
 
@@ -188,12 +184,10 @@ async def test_a_deleted_namespace_does_not_wait_on_our_finalizer(
 
 
 async def test_deleting_the_observed_model_collects_its_detector_objects(
-    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+    cluster: tuple[Cluster, str], warming_up: Callable[..., Any]
 ) -> None:
     api, server = cluster
-    seed(api, model_deployment(), model_service(), observed_model())
-    await start_operator(env={"MLWARDEN_RETRY_SECONDS": "0.5"})
-    await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30, what="injected")
+    await warming_up(env={"MLWARDEN_RETRY_SECONDS": "0.5"})
     await api_call(
         server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
     )
@@ -208,7 +202,7 @@ async def test_deleting_the_observed_model_collects_its_detector_objects(
 
 
 async def test_targets_being_deleted_are_not_written_and_do_not_hold_the_finalizer(
-    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+    cluster: tuple[Cluster, str], warming_up: Callable[..., Any]
 ) -> None:
     api, server = cluster
     deployment, service = model_deployment(), model_service()
@@ -216,9 +210,7 @@ async def test_targets_being_deleted_are_not_written_and_do_not_hold_the_finaliz
     # the cloud controller's on a LoadBalancer Service (until the load balancer is gone).
     deployment["metadata"]["finalizers"] = ["example.com/gitops-prune"]
     service["metadata"]["finalizers"] = ["service.kubernetes.io/load-balancer-cleanup"]
-    seed(api, deployment, service, observed_model())
-    await start_operator(env={"MLWARDEN_RETRY_SECONDS": "0.5"})
-    await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30, what="injected")
+    await warming_up(deployment=deployment, service=service, env={"MLWARDEN_RETRY_SECONDS": "0.5"})
     apps, core = f"/apis/apps/v1/namespaces/{NS}", f"/api/v1/namespaces/{NS}"
     await api_call(server, "DELETE", f"{apps}/deployments/fraud-model")
     await api_call(server, "DELETE", f"{core}/services/fraud-model")

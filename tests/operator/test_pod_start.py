@@ -19,6 +19,8 @@ from typing import Any
 
 from cluster import (
     DEPLOYMENTS,
+    FAST,
+    MERGE,
     NS,
     OM,
     OPERATOR_CALLS,
@@ -36,8 +38,6 @@ from cluster import (
     status,
 )
 
-FAST = {"MLWARDEN_RESPOND_INTERVAL": "0.5", "MLWARDEN_RETRY_SECONDS": "0.5"}
-MERGE = "application/merge-patch+json"
 NEXT_IMAGE = "mlwarden/mlwarden:next"
 
 
@@ -144,7 +144,11 @@ async def test_a_recreate_deployment_waits_for_approval(
     command = "kubectl annotate om fraud -n test mlwarden.io/approve=inject-fraud-model --overwrite"
     st = status(api)
     assert st["phase"] == "Pending" and command in st["message"]
-    (asked,) = [e for e in events(api) if e.get("reason") == "ApprovalRequired"]
+    # kopf posts Events from a queue of its own: the Event may land after the status patch.
+    (asked,) = await eventually(
+        lambda: [e for e in events(api) if e.get("reason") == "ApprovalRequired"],
+        what="the ApprovalRequired Event",
+    )
     assert command in asked["message"] and "strategy Recreate" in asked["message"]
     await asyncio.sleep(1.0)
     assert sidecar(api, "fraud-model") is None  # not a single pod stopped meanwhile

@@ -2,9 +2,11 @@
 
 The emulator records each call the operator makes (cluster.py, `OPERATOR_CALLS`:
 verb, API group, resource/subresource, namespace, name), across every operator
-test of the session; these tests run last (conftest.py orders them) so the log
-holds the reconciles, diagnoses, reactions and deletions of the whole suite, and
-the first test here drives one full life cycle itself so the audit is never empty.
+test of the session; the tests that judge them ask for `every_operator_call`
+(conftest.py), which runs them last and hands them the calls of every other operator
+test of the session, from every pytest-xdist worker, once all have finished: the
+reconciles, diagnoses, reactions and deletions of the whole suite. The first test
+here drives one full life cycle itself so the audit is never empty.
 The chart is rendered by the real Helm engine (as tests/chart does) the way the
 tests run the operator (`--namespace test`: `watchNamespaces: [test]`, a Role),
 and cluster-wide (the default: a ClusterRole); each call must be allowed by
@@ -30,13 +32,14 @@ from typing import Any
 import pytest
 import yaml
 from cluster import (
+    ADMISSION_CHECKS,
     CALLS_BY_TOKEN,
-    CLUSTER_WIDE_CALLS,
     NS,
     OM,
     OPERATOR_CALLS,
     ApiCall,
     Cluster,
+    EveryCall,
     api_call,
     eventually,
     exists,
@@ -44,7 +47,6 @@ from cluster import (
     model_service,
     obj,
     observed_model,
-    status,
 )
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
@@ -80,12 +82,6 @@ DELIBERATELY_REFUSED: set[tuple[str, str, str]] = set()
 # Role cannot grant (cluster-scoped); refused, the operator goes by the pod template alone
 # (handlers._namespace_labels). The ClusterRole grants it.
 REFUSED_WHEN_NAMESPACED = {("", "namespaces", "get")}
-
-
-# What the API server's OwnerReferencesPermissionEnforcement admission plugin (on in OpenShift)
-# asks of the operator, not a call it makes: an ownerReference with blockOwnerDeletion: true is
-# admitted only from a client allowed to `update` the owner's `finalizers` subresource.
-ADMISSION_CHECKS: list[ApiCall] = []
 
 
 def owner_reference_checks(api: Cluster) -> list[ApiCall]:
@@ -133,14 +129,12 @@ def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 
 
 async def test_a_full_life_cycle_is_recorded(
-    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+    cluster: tuple[Cluster, str], warming_up: Callable[..., Any]
 ) -> None:
     """Reconcile, inject, then delete: the audit's own traffic, whatever else ran."""
     api, server = cluster
-    seed(api, model_deployment(), model_service(), observed_model())
     before = len(OPERATOR_CALLS)
-    op = await start_operator()
-    await eventually(lambda: status(api).get("phase") == "WarmingUp", what="reconciled")
+    op = await warming_up()
     ADMISSION_CHECKS.extend(owner_reference_checks(api))
     assert ADMISSION_CHECKS, "no owner reference with blockOwnerDeletion was set"
     await api_call(
@@ -155,18 +149,21 @@ async def test_a_full_life_cycle_is_recorded(
 
 
 @pytest.mark.parametrize("mode", ["namespaced", "cluster-wide"])
-def test_every_call_the_operator_made_is_granted_by_the_chart(mode: str) -> None:
-    assert OPERATOR_CALLS, "no calls recorded"
-    calls = list(OPERATOR_CALLS)
+def test_every_call_the_operator_made_is_granted_by_the_chart(
+    mode: str, every_operator_call: EveryCall
+) -> None:
+    assert every_operator_call.operator, "no calls recorded"
+    calls = list(every_operator_call.operator)
     if mode == "namespaced":
         rules = operator_rules(render({"watchNamespaces": [NS]}), "Role")
     else:
         rules = operator_rules(render({}), "ClusterRole")
-        calls += CLUSTER_WIDE_CALLS  # an operator run without --namespace (test_api_cost.py)
+        # An operator run without --namespace (test_api_cost.py).
+        calls += every_operator_call.cluster_wide
     denied = sorted(
         {
             c
-            for c in calls + ADMISSION_CHECKS
+            for c in calls + every_operator_call.admission
             if not allows(rules, c)
             and (c.group, c.resource, c.verb) not in DELIBERATELY_REFUSED
             and not (
@@ -197,18 +194,21 @@ REACHABLE_NOT_EXERCISED: dict[tuple[str, str, str], str] = {
 WHOLE_SUITE = {p.name for p in Path(__file__).parent.glob("test_*.py")}
 
 
-def test_the_chart_grants_nothing_the_operator_does_not_use(request: pytest.FixtureRequest) -> None:
+def test_the_chart_grants_nothing_the_operator_does_not_use(
+    request: pytest.FixtureRequest, every_operator_call: EveryCall
+) -> None:
     """Both directions of "exactly": what the suite never called is reachable and listed."""
     ran = {Path(str(item.fspath)).name for item in request.session.items}
     missing = sorted(WHOLE_SUITE - ran)
     if missing:
         pytest.skip(f"needs the whole operator suite in this session; not run: {missing}")
-    used = triples(OPERATOR_CALLS + ADMISSION_CHECKS)  # the admission's check uses a grant too
+    # The admission's check uses a grant too.
+    used = triples(every_operator_call.operator + every_operator_call.admission)
     for mode, rules in (("namespaced", operator_rules(render({"watchNamespaces": [NS]}), "Role")),
                         ("cluster-wide", operator_rules(render({}), "ClusterRole"))):  # fmt: skip
         unused = granted(rules) - used - set(REACHABLE_NOT_EXERCISED)
         if mode == "cluster-wide":
-            unused -= triples(CLUSTER_WIDE_CALLS)
+            unused -= triples(every_operator_call.cluster_wide)
         if mode == "cluster-wide":  # kopf's CRD watch: at start-up, before any test's calls
             unused -= {("apiextensions.k8s.io", "customresourcedefinitions", "list"),
                        ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}  # fmt: skip

@@ -17,10 +17,9 @@ import asyncio
 import copy
 import itertools
 import re
-import socket
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -28,66 +27,41 @@ import pytest
 from aiohttp import web
 from cluster import (
     DEPLOYMENTS,
+    FAST,
     HPAS,
     HTTPROUTES,
+    MERGE,
     NS,
     OM,
+    OM_PATH,
     OPERATOR_CALLS,
     RESOURCES,
     VIRTUALSERVICES,
     Cluster,
     Fault,
     OperatorProcess,
+    ago,
+    alert,
     api_call,
     events,
     eventually,
+    free_port,
+    iso,
     model_deployment,
-    model_service,
     obj,
-    observed_model,
+    patch_status,
+    reactions,
     status,
+    writes,
 )
 
 from mlwarden.react.actions import action_id
 from mlwarden.spec import MAX_STATUS_REACTIONS
 
-OM_PATH = f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
-REFERENCE = {"id": "warmup@abc", "since": "2026-11-26T15:00:00Z"}
 REVISION = "deployment.kubernetes.io/revision"
-MERGE = "application/merge-patch+json"
-# Passes every 0.5 s, retries of the reconciliation every 0.5 s (defaults: 30 s and 5 s).
-FAST = {"MLWARDEN_RESPOND_INTERVAL": "0.5", "MLWARDEN_RETRY_SECONDS": "0.5"}
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def iso(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def ago(**delta: float) -> datetime:
-    return datetime.now(UTC) - timedelta(**delta)
-
-
-def alert(kind: str, *, feature: str | None = None, since: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "type": kind, "test": {"Latency": "p99"}.get(kind, "ks"), "statistic": 0.4,
-        "threshold": 0.1, "since": since or iso(ago(minutes=1)), "reference": REFERENCE["id"],
-    }  # fmt: skip
-    if feature:
-        out["feature"] = feature
-    return out
-
-
-async def patch_status(server: str, fields: dict[str, Any]) -> None:
-    await api_call(server, "PATCH", OM_PATH + "/status", {"status": fields}, MERGE)
 
 
 async def patch_object(server: str, kind: str, name: str, body: dict[str, Any]) -> Any:
@@ -97,17 +71,8 @@ async def patch_object(server: str, kind: str, name: str, body: dict[str, Any]) 
     return await api_call(server, "PATCH", path, body, MERGE)
 
 
-def reactions(api: Cluster) -> list[dict[str, Any]]:
-    return list(status(api).get("reactions") or [])
-
-
 def results(api: Cluster, action: str) -> list[str]:
     return [r["result"] for r in reactions(api) if r["action"] == action]
-
-
-def writes(api: Cluster, resource: str, name: str) -> int:
-    """How many versions the emulator holds of an object: one per create or write."""
-    return len(api.objects[resource, NS, name].history)
 
 
 def event_messages(api: Cluster, reason: str) -> list[str]:
@@ -129,36 +94,6 @@ async def settle(op: OperatorProcess, seconds: float = 2.0) -> None:
     """Let a few timer passes run; the operator must still be up."""
     await asyncio.sleep(seconds)
     assert op.proc.returncode is None, op.log()[-3000:]
-
-
-class Env:
-    """A running operator with an Observing ObservedModel."""
-
-    def __init__(self, api: Cluster, server: str, op: OperatorProcess, metrics: int) -> None:
-        self.api, self.server, self.op, self.metrics = api, server, op, metrics
-
-
-@pytest.fixture
-def observing(
-    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
-) -> Callable[..., Any]:
-    async def start(*objects: dict[str, Any], deployment: dict[str, Any] | None = None,
-                    operator_env: dict[str, str] | None = None, **spec: Any) -> Env:  # fmt: skip
-        api, server = cluster
-        seed(api, deployment or model_deployment(), model_service(), *objects,
-             observed_model(**spec))  # fmt: skip
-        port = free_port()
-        op = await start_operator(
-            env={**FAST, "MLWARDEN_METRICS_PORT": str(port), **(operator_env or {})}
-        )
-        await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30,
-                         what="WarmingUp")  # fmt: skip
-        await patch_status(server, {"alerts": [], "detector": {
-            "reference": REFERENCE, "updated": iso(ago(seconds=1))}})  # fmt: skip
-        await eventually(lambda: status(api).get("phase") == "Observing", what="Observing")
-        return Env(api, server, op, port)
-
-    return start
 
 
 def meta(name: str, **extra: Any) -> dict[str, Any]:
@@ -204,23 +139,7 @@ async def test_a_failed_cronjob_run_before_onset_is_the_top_suspect(
     observing: Callable[..., Any],
 ) -> None:
     onset = ago(minutes=1)
-    cronjob = {
-        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta("feature-etl"),
-        "spec": {"schedule": "*/30 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
-            "containers": [{"name": "etl", "image": "etl:1"}], "restartPolicy": "Never"}}}}},
-    }  # fmt: skip
-    failed_at = onset - timedelta(minutes=3)
-    job = {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": meta("feature-etl-29000000", ownerReferences=[{
-            "apiVersion": "batch/v1", "kind": "CronJob", "name": "feature-etl",
-            "uid": cronjob["metadata"]["uid"], "controller": True}]),
-        "spec": {"template": {"spec": {"containers": [{"name": "etl", "image": "etl:1"}]}}},
-        "status": {"startTime": iso(failed_at - timedelta(minutes=2)), "failed": 1,
-                   "conditions": [{"type": "Failed", "status": "True",
-                                   "reason": "BackoffLimitExceeded",
-                                   "lastTransitionTime": iso(failed_at)}]},
-    }  # fmt: skip
+    cronjob, job = feature_job(onset)
     env = await observing(
         cronjob, job,
         features=[{"name": "amount", "type": "numeric"}],
@@ -240,7 +159,7 @@ async def test_a_failed_cronjob_run_before_onset_is_the_top_suspect(
     assert (top["kind"], top["name"]) == ("CronJob", "feature-etl")
     assert top["score"] >= 0.5
     assert any("failed" in e for e in top["evidence"]), top["evidence"]
-    assert top["changedAt"] == iso(failed_at)
+    assert top["changedAt"] == iso(onset - timedelta(minutes=3))  # the failed run
     assert diagnosis["onset"] == iso(onset)
     diagnosed = await eventually(lambda: event_messages(api, "Diagnosed"), what="Diagnosed")
     assert "CronJob/feature-etl" in diagnosed[0]

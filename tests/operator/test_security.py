@@ -25,7 +25,6 @@ from cluster import (
     obj,
     observed_model,
     reasons,
-    status,
 )
 from kubernetes_validate import validate
 
@@ -49,14 +48,12 @@ def token_refs(container: dict[str, Any]) -> list[str]:
 
 
 async def test_the_ingest_token_is_created_once_owned_and_only_in_this_models_sidecar(
-    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+    cluster: tuple[Cluster, str], warming_up: Callable[..., Any], start_operator: Callable[..., Any]
 ) -> None:
     api, server = cluster
     other = model_deployment("other-model")
     deployment = model_deployment()
-    seed(api, deployment, model_service(), other, observed_model())
-    op = await start_operator()
-    await eventually(lambda: status(api).get("phase") == "WarmingUp", what="phase WarmingUp")
+    op = await warming_up(other, deployment=deployment)
 
     secret = obj(api, SECRETS, "fraud-ingest-token")
     om = obj(api, OM, "fraud")
@@ -113,12 +110,10 @@ async def test_the_ingest_token_is_created_once_owned_and_only_in_this_models_si
 
 
 async def test_the_rebaseline_annotation_rolls_the_detector_and_is_recorded(
-    cluster: tuple[Cluster, str], start_operator: Callable[..., Any], seed: Callable[..., None]
+    cluster: tuple[Cluster, str], warming_up: Callable[..., Any]
 ) -> None:
     api, server = cluster
-    seed(api, model_deployment(), model_service(), observed_model())
-    op = await start_operator()
-    await eventually(lambda: status(api).get("phase") == "WarmingUp", what="phase WarmingUp")
+    op = await warming_up()
 
     def config_hash() -> str:
         dep = obj(api, DEPLOYMENTS, "fraud-detector")

@@ -33,13 +33,13 @@ from cluster import (
     api_call,
     eventually,
     exists,
+    free_port,
     model_deployment,
     model_service,
     obj,
     observed_model,
     status,
 )
-from conftest import free_port
 from emulate_admission import MUTATING_WEBHOOKS, apply_json_patch, declare_admission
 from kubernetes_validate import validate
 

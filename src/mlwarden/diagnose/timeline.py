@@ -2,8 +2,8 @@
 
 Each `Change` is one fact about one node at one time, phrased so a relative time can follow it
 ("image changed from etl:1.4 to etl:1.5" + " 6m before onset"), with further facts in
-`context`. Where the facts come from (ARCHITECTURE.md, "Facts about Kubernetes the diagnosis
-relies on"):
+`context`. Where the facts come from (docs/architecture.md, "Facts about Kubernetes the
+diagnosis relies on"):
 
     Deployment          its ReplicaSets (owner reference, `deployment.kubernetes.io/revision`);
                         a revision rolled out at the ReplicaSet's `creationTimestamp` (for a
@@ -29,8 +29,9 @@ kind of alert is the ranking's business (rank.py).
 
 Crash loops have no recorded start: it is estimated from the last termination minus the kubelet's
 back-off between restarts (10 s doubling to 5 min), never earlier than the pod's start.
-Schedules are evaluated in UTC; a CronJob with another `spec.timeZone` is not checked for missed
-runs.
+Schedules are evaluated in the CronJob's `spec.timeZone` (UTC without one), as the controller
+does; a schedule that is no calendar (`@every 5m`) or names an unknown zone is not checked for
+missed runs.
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
 
 from mlwarden import backoff
 from mlwarden.diagnose.graph import (
@@ -119,7 +123,6 @@ SCHEDULE_HORIZON: Final = timedelta(days=7)
 # kubelet restart back-off: 10 s, doubling, capped at 5 min.
 _BACKOFF_START_S: Final = 10.0
 _BACKOFF_CAP_S: Final = 300.0
-_UTC_ZONES: Final = (None, "", "UTC", "Etc/UTC", "Etc/GMT", "GMT", "Z")
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,8 @@ def relative_time(at: datetime, reference: datetime, *, label: str = "onset") ->
 
 # --------------------------------------------------------------------------- cron
 
-
+# The descriptors Kubernetes' cron parser (robfig/cron's ParseStandard) accepts besides five
+# fields; `@every <duration>` is accepted there too but is no calendar schedule: not checked.
 _CRON_MACROS: Final = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -178,120 +182,66 @@ _CRON_MACROS: Final = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-_MONTH_NAMES: Final = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN")
-_MONTH_NAMES_2: Final = ("JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_MONTHS: Final = {m: i + 1 for i, m in enumerate((*_MONTH_NAMES, *_MONTH_NAMES_2))}
-_WEEKDAYS: Final = {d: i for i, d in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
-_CRON_ITEM = re.compile(r"^(\*|\?|[0-9A-Z]+(?:-[0-9A-Z]+)?)(?:/(\d+))?$")
+# A zone prefix in `spec.schedule`: rejected by the API server for new CronJobs since Kubernetes
+# 1.25 (use `spec.timeZone`), still honoured by the controller for older ones, ahead of timeZone.
+_ZONE_PREFIX: Final = re.compile(r"^(?:CRON_TZ|TZ)=(\S+)\s+(.+)$")
 
 
 @dataclass(frozen=True)
 class CronSchedule:
-    """A parsed five-field cron schedule (the dialect CronJobs use), evaluated in UTC."""
+    """A CronJob's five-field schedule evaluated in its time zone (croniter does the calendar).
 
-    expression: str
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]
-    # cron's rule: when both day fields are restricted, a day matching either one fires.
-    either_day: bool
+    Times go in and come out as aware datetimes in any zone; results are in UTC. On the two
+    daylight-saving transition days croniter may place a run an hour apart from the controller
+    (robfig/cron), which skips a run in the missing hour.
+    """
+
+    expression: str  # as written in `spec.schedule`
+    fields: str  # the five fields, macros expanded and any zone prefix removed
+    zone: ZoneInfo
+
+    @property
+    def label(self) -> str:
+        """The schedule as people read it: the expression, and its zone unless UTC."""
+        utc = self.zone.key in ("UTC", "Etc/UTC", "GMT", "Etc/GMT")
+        return self.expression if utc else f"{self.expression} ({self.zone.key})"
 
     def matches(self, t: datetime) -> bool:
-        if t.minute not in self.minutes or t.hour not in self.hours or t.month not in self.months:
-            return False
-        day_ok = t.day in self.days
-        weekday_ok = (t.isoweekday() % 7) in self.weekdays
-        return (day_ok or weekday_ok) if self.either_day else (day_ok and weekday_ok)
+        return bool(croniter.match(self.fields, t.astimezone(self.zone)))
 
     def fires_between(self, after: datetime, until: datetime) -> list[datetime]:
         """Fire times t with after < t ≤ until (searched within SCHEDULE_HORIZON of `until`)."""
         start = max(after, until - SCHEDULE_HORIZON)
-        t = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        fires = croniter(self.fields, start.astimezone(self.zone))
         out: list[datetime] = []
-        while t <= until:
-            if t > after and self.matches(t):
-                out.append(t)
-            t += timedelta(minutes=1)
+        while (t := fires.get_next(datetime).astimezone(UTC)) <= until:
+            out.append(t)
         return out
 
     def previous(self, before: datetime) -> datetime | None:
         """The last fire time strictly before `before` (within SCHEDULE_HORIZON)."""
-        t = before.replace(second=0, microsecond=0)
-        if t >= before:
-            t -= timedelta(minutes=1)
-        limit = before - SCHEDULE_HORIZON
-        while t > limit:
-            if self.matches(t):
-                return t
-            t -= timedelta(minutes=1)
+        t = croniter(self.fields, before.astimezone(self.zone)).get_prev(datetime).astimezone(UTC)
+        return t if t > before - SCHEDULE_HORIZON else None
+
+
+def parse_cron(expression: str, time_zone: str | None = None) -> CronSchedule | None:
+    """A CronJob's `spec.schedule` in its `spec.timeZone` (None: UTC, the controller's default).
+
+    None if the schedule is not five fields or a descriptor such as @hourly, or if the zone is
+    unknown (the controller then starts no runs and reports UnknownTimeZone).
+    """
+    text = expression.strip()
+    prefixed = _ZONE_PREFIX.match(text)
+    if prefixed is not None:
+        time_zone, text = prefixed.group(1), prefixed.group(2).strip()
+    fields = _CRON_MACROS.get(text.lower(), text)
+    if len(fields.split()) != 5 or not croniter.is_valid(fields):
         return None
-
-
-def _cron_field(text: str, low: int, high: int, names: Mapping[str, int]) -> frozenset[int] | None:
-    values: set[int] = set()
-
-    def number(token: str) -> int | None:
-        if token.isdigit():
-            return int(token)
-        return names.get(token)
-
-    for item in text.upper().split(","):
-        match = _CRON_ITEM.match(item)
-        if match is None:
-            return None
-        base, step_text = match.groups()
-        step = int(step_text) if step_text else 1
-        if step < 1:
-            return None
-        if base in ("*", "?"):
-            first, last = low, high
-        elif "-" in base:
-            a, b = (number(part) for part in base.split("-", 1))
-            if a is None or b is None:
-                return None
-            first, last = a, b
-        else:
-            a = number(base)
-            if a is None:
-                return None
-            first, last = a, (high if step_text else a)
-        if high == 6 and last == 7:  # Sunday as 7
-            values.add(0)
-            if first == 7:
-                continue
-            last = 6
-        if not low <= first <= last <= high:
-            return None
-        values.update(range(first, last + 1, step))
-    return frozenset(values)
-
-
-def parse_cron(expression: str) -> CronSchedule | None:
-    """A CronJob `spec.schedule` (five fields or a macro such as @hourly); None if unsupported."""
-    text = _CRON_MACROS.get(expression.strip().lower(), expression.strip())
-    parts = text.split()
-    if len(parts) != 5:
+    try:
+        zone = ZoneInfo(time_zone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
         return None
-    minutes = _cron_field(parts[0], 0, 59, {})
-    hours = _cron_field(parts[1], 0, 23, {})
-    days = _cron_field(parts[2], 1, 31, {})
-    months = _cron_field(parts[3], 1, 12, _MONTHS)
-    weekdays = _cron_field(parts[4], 0, 6, _WEEKDAYS)
-    if minutes is None or hours is None or days is None or months is None or weekdays is None:
-        return None
-    day_star = parts[2][0] in "*?"
-    weekday_star = parts[4][0] in "*?"
-    return CronSchedule(
-        expression=expression.strip(),
-        minutes=minutes,
-        hours=hours,
-        days=days,
-        months=months,
-        weekdays=weekdays,
-        either_day=not day_star and not weekday_star,
-    )
+    return CronSchedule(expression=text, fields=fields, zone=zone)
 
 
 # --------------------------------------------------------------------------- template diffs
@@ -748,9 +698,12 @@ def _cronjob_changes(
         key=lambda r: r.started,
     )
     expression = dig(cronjob, "spec", "schedule")
-    schedule = parse_cron(expression) if isinstance(expression, str) else None
-    if dig(cronjob, "spec", "timeZone") not in _UTC_ZONES:
-        schedule = None
+    zone = dig(cronjob, "spec", "timeZone")
+    schedule = (
+        parse_cron(expression, zone if isinstance(zone, str) else None)
+        if isinstance(expression, str)
+        else None
+    )
     created = parse_time(dig(cronjob, "metadata", "creationTimestamp"))
     typical = _median(
         d for r in runs if r.outcome == "succeeded" and (d := _duration(r)) is not None
@@ -841,7 +794,7 @@ def _schedule_changes(
             missed = schedule.fires_between(since, now - SCHEDULE_GRACE)
             if missed:
                 parts = [
-                    f"schedule {schedule.expression}",
+                    f"schedule {schedule.label}",
                     f"{len(missed)} run(s) missed",
                     f"last scheduled run at {format_time(last_scheduled)}"
                     if last_scheduled

@@ -3,8 +3,8 @@
 Patching the pod template starts a rolling update, and for a while old pods (no sidecar) and
 new pods (sidecar) serve side by side behind one Service. No request may go to a port nobody
 listens on, so the Service is only ever pointed at the sidecar through a port *name*, which
-each pod resolves against its own containers (ARCHITECTURE.md, "Injecting the sidecar
-without dropping a request"):
+each pod resolves against its own containers (docs/architecture.md, "Injecting the
+sidecar without dropping a request"):
 
     case A  the Service's targetPort is the model port's name (say `http`). One template
             change: the model's port is renamed `mlwarden-model` (same number) and the

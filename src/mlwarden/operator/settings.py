@@ -2,7 +2,7 @@
 
 Every setting comes from an MLWARDEN_* environment variable (the Helm chart sets
 them) with the default below. The names of the objects the operator creates (public
-contracts) are in `mlwarden.names`.
+contracts, docs/architecture.md) are in `mlwarden.names`.
 """
 
 from __future__ import annotations

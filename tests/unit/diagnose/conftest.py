@@ -329,6 +329,7 @@ class Cluster:
         suspend: bool = False,
         concurrency: str = "Allow",
         edited: float | None = None,
+        time_zone: str | None = None,
     ) -> dict[str, Any]:
         """A CronJob, its Jobs (one per run) and the status the controller keeps."""
         writes: list[tuple[str, float, str | None]] = []
@@ -362,6 +363,7 @@ class Cluster:
                     "suspend": suspend,
                     "concurrencyPolicy": concurrency,
                     "jobTemplate": {"spec": {"backoffLimit": 3, "template": template}},
+                    **({"timeZone": time_zone} if time_zone is not None else {}),
                 },
                 "status": status,
             },

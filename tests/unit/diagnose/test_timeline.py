@@ -253,6 +253,58 @@ def test_missed_schedule(kit: Any) -> None:
     assert on_time == []
 
 
+# 02:00 in New York is 07:00 UTC in November; the onset (15:07 UTC) is 10:07 there.
+_NY_0200_TODAY = -8 * 60 - 7  # 2026-11-26T07:00:00Z
+_DAY = 24 * 60
+
+
+@pytest.mark.parametrize(
+    ("schedule", "time_zone"),
+    [
+        ("0 2 * * *", "America/New_York"),
+        # The zone prefix Kubernetes rejects for new CronJobs since 1.25 but still honours.
+        ("CRON_TZ=America/New_York 0 2 * * *", None),
+        ("TZ=America/New_York 0 2 * * *", "Europe/Berlin"),  # the prefix wins, as in the controller
+    ],
+)
+def test_missed_schedule_in_the_cronjobs_time_zone(
+    kit: Any, schedule: str, time_zone: str | None
+) -> None:
+    c = kit.cluster()
+    runs = [kit.Run(scheduled=_NY_0200_TODAY - 2 * _DAY), kit.Run(scheduled=_NY_0200_TODAY - _DAY)]
+    c.cronjob("nightly-scores", schedule, runs, time_zone=time_zone)
+    missed = [
+        ch for ch in _changes(kit, c, "CronJob", "nightly-scores") if ch.kind == "schedule_missed"
+    ]
+    assert len(missed) == 1
+    assert missed[0].at == kit.at(_NY_0200_TODAY)  # 02:00 New York time, not 02:00 UTC
+    assert missed[0].describe(reference=kit.onset) == (
+        "missed its scheduled run 8h07m before onset (schedule 0 2 * * * (America/New_York); "
+        "1 run(s) missed; last scheduled run at 2026-11-25T07:00:00Z)"
+    )
+    # Run today at 02:00 New York time: nothing missed (in UTC the next run would be due at 02:00
+    # UTC tomorrow, so this alone does not tell the zones apart; the time above does).
+    c2 = kit.cluster()
+    c2.cronjob(
+        "nightly-scores", schedule, [*runs, kit.Run(scheduled=_NY_0200_TODAY)], time_zone=time_zone
+    )
+    assert not [
+        ch for ch in _changes(kit, c2, "CronJob", "nightly-scores") if ch.kind == "schedule_missed"
+    ]
+
+
+def test_schedule_in_an_unknown_time_zone_is_not_checked(kit: Any) -> None:
+    c = kit.cluster()
+    runs = [kit.Run(scheduled=_NY_0200_TODAY - _DAY)]
+    c.cronjob("nightly-scores", "0 2 * * *", runs, time_zone="Mars/Olympus_Mons")
+    kinds = [ch.kind for ch in _changes(kit, c, "CronJob", "nightly-scores")]
+    assert "schedule_missed" not in kinds
+    # The same CronJob in UTC has missed today's 02:00 run.
+    c2 = kit.cluster()
+    c2.cronjob("nightly-scores", "0 2 * * *", runs)
+    assert "schedule_missed" in [ch.kind for ch in _changes(kit, c2, "CronJob", "nightly-scores")]
+
+
 def test_overdue_run(kit: Any) -> None:
     c = kit.cluster()
     runs = [
@@ -382,6 +434,17 @@ def test_cron(expression: str, when: datetime, fires: bool) -> None:
 )
 def test_cron_rejects(expression: str) -> None:
     assert parse_cron(expression) is None
+
+
+def test_cron_in_a_time_zone() -> None:
+    schedule = parse_cron("0 2 * * *", "America/New_York")
+    assert schedule is not None
+    assert schedule.matches(_utc(2026, 11, 26, 7, 0))  # EST, UTC-5
+    assert not schedule.matches(_utc(2026, 11, 26, 2, 0))
+    assert schedule.matches(_utc(2026, 7, 1, 6, 0))  # EDT, UTC-4
+    assert schedule.previous(_utc(2026, 11, 26, 15, 7)) == _utc(2026, 11, 26, 7, 0)
+    assert parse_cron("0 2 * * *", "Nowhere/Special") is None
+    assert parse_cron("0 2 * * *", "UTC") == parse_cron("0 2 * * *")
 
 
 def test_cron_previous_and_between() -> None:
