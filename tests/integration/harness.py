@@ -18,13 +18,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import requests
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
@@ -321,3 +324,64 @@ def iris_spec(*, size: int) -> str:
         f"  reference: {{source: warmup, size: {size}}}\n  window: {{size: {size}}}\n"
         "  alerting: {evaluationInterval: 200ms, fireAfter: 2, resolveAfter: 2}\n"
     )
+
+
+# --------------------------------------------------------------------------- a detector, async
+
+
+@asynccontextmanager
+async def detector_process(
+    manifest: Path, *extra: str, killed_ok: bool = False
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """The real `mlwarden detector` on a free port, ready; its URL and process.
+
+    Stopped with SIGTERM at the end, and it must exit 0; with `killed_ok`, the test may have
+    SIGKILLed it (a crash it imitates) instead.
+    """
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mlwarden.cli", "detector",
+        "--observed-model", str(manifest), "--listen", f"127.0.0.1:{port}", *extra,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(150):
+                try:
+                    async with http.get(f"{url}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        yield url, proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        _, stderr = await proc.communicate()
+    allowed = (0, -signal.SIGKILL) if killed_ok else (0,)
+    assert proc.returncode in allowed, stderr.decode()[-2000:]
+
+
+async def post_records(url: str, payload: dict[str, Any]) -> None:
+    async with aiohttp.ClientSession() as http, http.post(f"{url}/v1/records", json=payload) as r:
+        assert r.status == 200, await r.text()
+
+
+async def get_status(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/v1/status") as resp:
+        result: dict[str, Any] = await resp.json()
+        return result
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    """Poll `check` (a function, or one returning a coroutine) until it gives something truthy."""
+    for _ in range(int(timeout * 10)):
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

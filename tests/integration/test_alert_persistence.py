@@ -10,21 +10,14 @@ allows another rollback, to an even older revision.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import kmock
 import numpy as np
-import pytest
-from harness import free_port
+from harness import detector_process, get_status, post_records, until
 
 from mlwarden.react import guardrails
 from mlwarden.react.actions import ActionRecord, action_id
@@ -58,55 +51,6 @@ def records(rng: np.random.Generator, n: int, shift: float) -> dict[str, Any]:
     }
 
 
-@asynccontextmanager
-async def detector(manifest: Path, api: str) -> AsyncIterator[tuple[str, Any]]:
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mlwarden.cli", "detector",
-        "--observed-model", str(manifest), "--listen", f"127.0.0.1:{port}", "--report-to", api,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(150):
-                try:
-                    async with http.get(f"{url}/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        yield url, proc
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        _, stderr = await proc.communicate()
-    assert proc.returncode in (0, -signal.SIGKILL), stderr.decode()[-2000:]
-
-
-async def get_status(url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/v1/status") as resp:
-        result: dict[str, Any] = await resp.json()
-        return result
-
-
-async def post(url: str, payload: dict[str, Any]) -> None:
-    async with aiohttp.ClientSession() as http, http.post(f"{url}/v1/records", json=payload) as r:
-        assert r.status == 200, await r.text()
-
-
-async def until(check: Any, what: str, timeout: float = 15.0) -> Any:
-    for _ in range(int(timeout * 10)):
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 async def test_a_killed_detector_reports_the_same_alert_after_a_restart(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     manifest = tmp_path / "m.yaml"
@@ -128,13 +72,16 @@ async def test_a_killed_detector_reports_the_same_alert_after_a_restart(tmp_path
             return [a for a in om_status().get("alerts") or [] if a["type"] == "FeatureDrift"]
 
         # 1. Warm up, then drift: the alert fires and is reported; then SIGKILL.
-        async with detector(manifest, str(server.url)) as (url, proc):
-            await post(url, records(rng, 300, 0.0))
+        async with detector_process(manifest, "--report-to", str(server.url), killed_ok=True) as (
+            url,
+            proc,
+        ):
+            await post_records(url, records(rng, 300, 0.0))
             await until(
                 lambda: (om_status().get("detector") or {}).get("reference", {}).get("storedIn"),
                 "the reference stored",
             )
-            await post(url, records(rng, 300, 2.0))
+            await post_records(url, records(rng, 300, 2.0))
             before = await until(drift, "a FeatureDrift alert")
             local_before = (await get_status(url))["alerts"]
             proc.kill()
@@ -168,12 +115,15 @@ async def test_a_killed_detector_reports_the_same_alert_after_a_restart(tmp_path
 
         # 2. Restarted (the same reference is reloaded): the same alert, the same `since`,
         #    before any new record; drifted traffic goes on and the onset stays.
-        async with detector(manifest, str(server.url)) as (url, _):
+        async with detector_process(manifest, "--report-to", str(server.url), killed_ok=True) as (
+            url,
+            _,
+        ):
             first = await get_status(url)
             assert [(a["type"], a.get("feature"), a["since"]) for a in first["alerts"]] == [
                 (a["type"], a.get("feature"), a["since"]) for a in local_before
             ], first
-            await post(url, records(rng, 300, 2.0))
+            await post_records(url, records(rng, 300, 2.0))
             await until(
                 lambda: (
                     (om_status().get("detector") or {}).get("reference", {}).get("origin")

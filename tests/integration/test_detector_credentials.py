@@ -14,16 +14,8 @@ from typing import Any
 import kmock
 import numpy as np
 from emulate_tokens import TokenRotation, project_token
-from test_reference_persistence import (
-    CONFIGMAPS,
-    RESOURCE,
-    UID,
-    detector,
-    post,
-    records,
-    until,
-    write_manifest,
-)
+from harness import detector_process, post_records, until
+from test_reference_persistence import CONFIGMAPS, RESOURCE, UID, records, write_manifest
 
 
 class Api(TokenRotation, kmock.KubernetesEmulator):
@@ -49,7 +41,7 @@ async def test_status_writes_and_the_reference_store_survive_a_token_rotation(
             return dict(api.objects[RESOURCE, "test", "m"].get("status") or {})
 
         report = ("--report-to", str(server.url), "--report-token-file", str(token))
-        async with detector(write_manifest(tmp_path), *report) as url:
+        async with detector_process(write_manifest(tmp_path), *report) as (url, _):
             # The first evaluation writes status.detector with the first token.
             await until(lambda: status().get("detector"), "the first status write")
             # The kubelet writes a new token; the old one expires and is refused from now on.
@@ -57,12 +49,12 @@ async def test_status_writes_and_the_reference_store_survive_a_token_rotation(
             api.rotate_token("detector-1", "detector-2")
 
             # The reference store (the ConfigMap is created) and the status writes go on.
-            await post(url, records(rng, 300, 0.0))
+            await post_records(url, records(rng, 300, 0.0))
             reference = await until(
                 lambda: (status().get("detector") or {}).get("reference", {}).get("storedIn"),
                 "the reference stored after the rotation",
             )
-            await post(url, records(rng, 300, 2.0))
+            await post_records(url, records(rng, 300, 2.0))
             alerts = await until(
                 lambda: [a for a in status().get("alerts") or [] if a["type"] == "FeatureDrift"],
                 "a FeatureDrift alert written after the rotation",

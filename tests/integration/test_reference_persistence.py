@@ -10,17 +10,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import kmock
 import numpy as np
-import pytest
-from harness import free_port
+from harness import detector_process, post_records, until
 
 from mlwarden.detector.store import KEY
 from mlwarden.spec import REBASELINE_ANNOTATION
@@ -60,54 +56,6 @@ def records(rng: np.random.Generator, n: int, shift: float) -> dict[str, Any]:
     }
 
 
-@asynccontextmanager
-async def detector(manifest: Path, *extra: str) -> AsyncIterator[str]:
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mlwarden.cli",
-        "detector",
-        "--observed-model",
-        str(manifest),
-        "--listen",
-        f"127.0.0.1:{port}",
-        *extra,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(150):
-                try:
-                    async with http.get(f"{url}/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        _, stderr = await proc.communicate()
-    assert proc.returncode == 0, stderr.decode()[-2000:]
-
-
-async def post(url: str, payload: dict[str, Any]) -> None:
-    async with aiohttp.ClientSession() as http, http.post(f"{url}/v1/records", json=payload) as r:
-        assert r.status == 200, await r.text()
-
-
-async def until(check: Any, what: str, timeout: float = 15.0) -> Any:
-    for _ in range(int(timeout * 10)):
-        result = check()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 async def test_restart_reloads_the_reference_and_a_rebaseline_replaces_it(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
@@ -132,8 +80,8 @@ async def test_restart_reloads_the_reference_and_a_rebaseline_replaces_it(tmp_pa
                 return None
 
         # 1. Warm up on normal traffic: the reference is built, stored, and said so in status.
-        async with detector(write_manifest(tmp_path), *report) as url:
-            await post(url, records(rng, 300, 0.0))
+        async with detector_process(write_manifest(tmp_path), *report) as (url, _):
+            await post_records(url, records(rng, 300, 0.0))
             first = await until(lambda: reference().get("storedIn") and reference(), "storedIn")
         assert first["origin"] == "built" and first["source"] == "warmup"
         assert first["records"] == 300 and first["storedIn"] == "ConfigMap test/m-reference"
@@ -146,14 +94,14 @@ async def test_restart_reloads_the_reference_and_a_rebaseline_replaces_it(tmp_pa
 
         # 2. Restart; drifted traffic follows at once. It is judged against the stored
         #    reference (an alert), not taken as the new baseline.
-        async with detector(write_manifest(tmp_path), *report) as url:
+        async with detector_process(write_manifest(tmp_path), *report) as (url, _):
             restored = await until(
                 lambda: reference().get("origin") == "restored" and reference(), "restored"
             )
             assert restored["id"] == first["id"] and restored["since"] == first["since"]
             assert restored["hash"] == first["hash"]
             assert "reloaded the stored reference" in restored["reason"]
-            await post(url, records(rng, 300, 2.0))
+            await post_records(url, records(rng, 300, 2.0))
 
             def drift() -> list[Any]:
                 status = api.objects[RESOURCE, "test", "m"].get("status") or {}
@@ -168,13 +116,14 @@ async def test_restart_reloads_the_reference_and_a_rebaseline_replaces_it(tmp_pa
         # 3. Rebaseline (the annotation, carried in the manifest as the operator writes it):
         #    the stored reference is set aside, a new one warms up, is stored and recorded.
         token = "2026-11-26T17:00:00Z"
-        async with detector(write_manifest(tmp_path, rebaseline=token), *report) as url:
+        rebased = write_manifest(tmp_path, rebaseline=token)
+        async with detector_process(rebased, *report) as (url, _):
             pending = await until(
                 lambda: reference().get("rebaseline") == token and reference(), "rebaseline"
             )
             # (a merge patch of null removes the key: no reference is in force)
             assert pending.get("id") is None and "rebaseline requested" in pending["reason"]
-            await post(url, records(rng, 300, 2.0))  # the new normal
+            await post_records(url, records(rng, 300, 2.0))  # the new normal
             second = await until(
                 lambda: reference().get("id") and reference().get("storedIn") and reference(),
                 "the new reference stored",
@@ -186,7 +135,7 @@ async def test_restart_reloads_the_reference_and_a_rebaseline_replaces_it(tmp_pa
         assert cm["data"]["rebaseline"] == token
 
         # 4. Restarted under the same token, the new reference is the one reloaded.
-        async with detector(write_manifest(tmp_path, rebaseline=token), *report):
+        async with detector_process(write_manifest(tmp_path, rebaseline=token), *report):
             again = await until(
                 lambda: reference().get("origin") == "restored" and reference(), "restored"
             )
@@ -203,15 +152,15 @@ async def test_reference_store_directory_for_local_runs(tmp_path: Path) -> None:
             result: dict[str, Any] = await resp.json()
             return result
 
-    async with detector(manifest, "--reference-store", str(store)) as url:
-        await post(url, records(rng, 300, 0.0))
+    async with detector_process(manifest, "--reference-store", str(store)) as (url, _):
+        await post_records(url, records(rng, 300, 0.0))
         for _ in range(100):
             first = (await status(url))["reference"]
             if first.get("storedIn"):
                 break
             await asyncio.sleep(0.1)
     assert first["storedIn"] == f"file {store / 'test.m-reference.json.gz'}"
-    async with detector(manifest, "--reference-store", str(store)) as url:
+    async with detector_process(manifest, "--reference-store", str(store)) as (url, _):
         again = (await status(url))["reference"]
         assert again["origin"] == "restored" and again["id"] == first["id"]
         assert (await status(url))["phase"] == "Observing"
