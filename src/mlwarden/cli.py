@@ -176,6 +176,13 @@ def _sidecar_parser(sub: Any) -> None:
     )
     _add(
         p,
+        "--model-revision",
+        help="the model revision every shipped record is stamped with (the operator sets "
+        "MLWARDEN_MODEL_REVISION from the pod's pod-template-hash label); the detector keeps "
+        "windows per revision and judges a canary against its baseline",
+    )
+    _add(
+        p,
         "--drain-seconds",
         help="on SIGTERM, seconds to keep serving with /readyz failing and 'Connection: close' "
         "on every response (so load balancers and keep-alive clients move away) before no "
@@ -395,6 +402,7 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
         max_connections=args.max_connections,
         drain_seconds=args.drain_seconds,
         shutdown_timeout_seconds=args.shutdown_timeout,
+        model_revision=args.model_revision or None,
         observed_model=observed,
         manifest_missing=manifest_missing,
         ingest_token=load_ingest_token(

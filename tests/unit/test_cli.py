@@ -43,6 +43,17 @@ def test_every_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPat
     assert config_for(["sidecar", "--sample-rate", "1"]).sample_rate == 1.0
 
 
+def test_the_model_revision_comes_from_the_flag_or_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert config_for(sidecar_args()).model_revision is None
+    monkeypatch.setenv("MLWARDEN_MODEL_REVISION", "7c9f5d")  # the operator's Downward API value
+    assert config_for(sidecar_args()).model_revision == "7c9f5d"
+    assert config_for(sidecar_args("--model-revision", "canary")).model_revision == "canary"
+    with pytest.raises(ValueError, match="--model-revision: must be 1 to 128 printable"):
+        config_for(sidecar_args("--model-revision", "x" * 129))
+
+
 def test_the_manifest_sets_capture_unless_a_flag_overrides_it(tmp_path: Path) -> None:
     manifest = tmp_path / "om.yaml"
     manifest.write_text(

@@ -24,6 +24,10 @@ def parse_http_url(value: str, *, what: str) -> str:
     return value.rstrip("/")
 
 
+# A pod-template-hash is ~10 characters; a KServe revision name up to 63.
+MAX_REVISION_LENGTH = 128
+
+
 @dataclass(frozen=True)
 class SidecarConfig:
     listen: tuple[str, int]
@@ -55,6 +59,8 @@ class SidecarConfig:
     # then get `shutdown_timeout_seconds`. Kubernetes' default grace period is 30 s.
     drain_seconds: float = 5.0
     shutdown_timeout_seconds: float = 10.0
+    # Stamped on every shipped batch as `source.modelRevision` (records-api.md).
+    model_revision: str | None = None
     observed_model: ObservedModel | None = None
     # The manifest path given (--observed-model) when no file is there: the sidecar then
     # proxies and captures nothing (`exchanges_dropped{reason="no_manifest"}`).
@@ -79,6 +85,14 @@ class SidecarConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.model_revision is not None and not (
+            0 < len(self.model_revision) <= MAX_REVISION_LENGTH
+            and self.model_revision.isprintable()
+        ):
+            raise ValueError(
+                f"--model-revision: must be 1 to {MAX_REVISION_LENGTH} printable characters, "
+                f"got {self.model_revision!r}"
+            )
         if self.batch_interval_seconds <= 0:
             raise ValueError("batch interval must be positive")
         for flag, value in (

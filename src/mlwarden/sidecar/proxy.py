@@ -563,6 +563,8 @@ class Sidecar:
         source: dict[str, Any] = {"pod": os.environ.get("POD_NAME") or socket.gethostname()}
         if om is not None:
             source["model"] = f"{om.namespace}/{om.name}"
+        if self.config.model_revision is not None:
+            source["modelRevision"] = self.config.model_revision
         return source
 
     def _admin_app(self) -> web.Application:
