@@ -111,6 +111,8 @@ class ActionRecord:
     patch: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # target -> {JSON pointer of a field the patch set: digest of its value right after}
     held: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # What the action started, once it exists ("Job/fraud-train-retrain-1a2b3c4d5e"): retrain
+    run: str = ""
 
     @property
     def objects(self) -> tuple[str, ...]:
@@ -146,6 +148,8 @@ class ActionRecord:
             out["patch"] = {k: copy.deepcopy(dict(v)) for k, v in self.patch.items()}
         if self.held:
             out["held"] = {k: dict(v) for k, v in self.held.items()}
+        if self.run:
+            out["run"] = self.run
         return out
 
     @classmethod
@@ -183,6 +187,7 @@ class ActionRecord:
                 if isinstance(held, Mapping)
                 else {}
             ),
+            run=str(entry.get("run") or ""),
         )
 
 

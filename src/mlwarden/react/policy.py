@@ -52,6 +52,7 @@ from typing import Any, Final
 from mlwarden.patches import apply_merge_patch, holds
 from mlwarden.react import guardrails
 from mlwarden.react.actions import ActionRecord, Result, action_id, held_by
+from mlwarden.react.actuators import retrain
 from mlwarden.react.actuators.pause import PauseError, plan_pause
 from mlwarden.react.actuators.rollback import RollbackError, plan_rollback, revision_of
 from mlwarden.react.actuators.scale import HPA_KIND, ScaleError, plan_scale
@@ -234,7 +235,22 @@ def _propose(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) ->
         )
     if reaction.action == "shiftTraffic":
         return _propose_shift(reaction, model, snapshot)
+    if reaction.action == retrain.RETRAIN:
+        return _propose_retrain(reaction, model, snapshot)
     return _Proposal(target="?", problem=f"unknown action {reaction.action!r}")
+
+
+def _propose_retrain(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) -> _Proposal:
+    """Retrain acts on its source (cooldown, once per incident); the shell starts the run.
+
+    CronJobs and ConfigMaps are in the snapshot (watched); a WorkflowTemplate is read when
+    the run is started (operator/runs.py).
+    """
+    kind, name = retrain.source_of(reaction)
+    proposal = _Proposal(target=f"{kind}/{name}", to_state=retrain.RUN_KIND[kind])
+    if kind in ("CronJob", "ConfigMap") and (kind, name) not in snapshot:
+        return replace(proposal, problem=_missing(model, kind, name).problem)
+    return proposal
 
 
 def _propose_shift(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) -> _Proposal:
@@ -393,6 +409,8 @@ def _resume(record: ActionRecord, snapshot: LiveObjects) -> ActionRecord:
             "interrupted by an operator restart; the notification may not have been sent and "
             "is not repeated",
         )
+    if record.action == retrain.RETRAIN:
+        return record  # Running while its run runs: the shell follows it (operator/runs.py)
     if not record.patch:
         return record.settle(
             "Failed",
@@ -583,6 +601,10 @@ def plan_reactions(
                 history=working,
                 dry_run=dry,
             )
+            if candidate.action == retrain.RETRAIN:
+                stop = stop or retrain.still_running(
+                    target=proposal.target, history=working, dry_run=dry
+                )
             if candidate.action == "rollback":
                 stop = stop or guardrails.revision_moved(
                     alert_revision=_text(primary.get("modelRevision")),
