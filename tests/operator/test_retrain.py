@@ -15,6 +15,7 @@ import re
 import signal
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -390,6 +391,42 @@ async def test_the_cooldown_and_the_hourly_limit_hold_a_new_incident(
     )
     assert limited["reason"].startswith("maxActionsPerHour 1 reached")
     assert len(runs(api)) == 1
+
+
+async def test_no_retraining_while_the_diagnosis_blames_a_feature_job(
+    observing: Callable[..., Any],
+) -> None:
+    """A feature job's failed run just before the onset: the drift is a fault, not a new world."""
+    onset = ago(minutes=1)
+    failed_at = onset - timedelta(minutes=3)
+    etl = {
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta("feature-etl"),
+        "spec": {"schedule": "*/30 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "containers": [{"name": "etl", "image": "etl:1"}], "restartPolicy": "Never"}}}}},
+    }  # fmt: skip
+    run = {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": meta("feature-etl-29000000", ownerReferences=[{
+            "apiVersion": "batch/v1", "kind": "CronJob", "name": "feature-etl",
+            "uid": etl["metadata"]["uid"], "controller": True}]),
+        "spec": {"template": {"spec": {"containers": [{"name": "etl", "image": "etl:1"}]}}},
+        "status": {"startTime": iso(failed_at - timedelta(minutes=2)), "failed": 1,
+                   "conditions": [{"type": "Failed", "status": "True",
+                                   "reason": "BackoffLimitExceeded",
+                                   "lastTransitionTime": iso(failed_at)}]},
+    }  # fmt: skip
+    env = await observing(
+        cronjob(), etl, run, features=FEATURES, reactions=[CRON],
+        pipeline=[{"name": "feature-etl", "kind": "CronJob", "produces": ["amount"]}],
+    )  # fmt: skip
+    api = env.api
+    await drift(env.server, since=iso(onset))
+    held = await eventually(lambda: retrains(api), what="the retrain record")
+    assert held[0]["result"] == "Skipped"
+    assert held[0]["reason"].startswith("the diagnosis blames CronJob/feature-etl: retraining")
+    await settle(env.op)
+    assert runs(api) == []
+    assert len(retrains(api)) == 1  # the same reason is not written again
 
 
 # --------------------------------------------------------------------------- restarts, faults

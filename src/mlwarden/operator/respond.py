@@ -26,6 +26,9 @@ at a time per ObservedModel, on the object as the API has it now:
      settled record (Succeeded, or Failed with the error) and `status.lastAction`; a patch
      answered 409 Conflict (another writer moved the object on) re-reads it and re-plans the
      action under the same id (`apply_patches`), Skipped when it no longer applies;
+   - Running retrain: recorded first when new, then its Job or Workflow started or looked at
+     (`runs.advance`), on every pass while it runs; the record is written again only when
+     that changed it (started, the run's progress, Succeeded or Failed);
    - Planned (waiting for approval): an Event with the `kubectl annotate` command;
    - Skipped, or a dry run: an Event saying so (the planner returns a Skipped record only
      when its reason is new, so these do not repeat).

@@ -20,6 +20,9 @@ Results, and who moves a record from one to the next:
     Skipped    not taken: a guardrail or a planning error says why (`reason`); unlike the
                others, a Skipped id may be planned again on a later pass
 
+A retrain changes no object: it starts a Job or Workflow, named in `run` once created, and its
+record stays Running until that run has ended (`react.actuators.retrain`).
+
 In `status.reactions` a record keeps its `patch` only while the action is open (Planned or
 Running: what a restarted operator completes or checks) and in a dry run (what would have
 been applied is the point of one). Once an action has ended the record is compact: a

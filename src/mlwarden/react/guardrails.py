@@ -16,6 +16,10 @@
     approval           `requireApproval` and the ObservedModel lacks `mlwarden.io/approve: <id>`
     dry_run            `dryRun`: the action is recorded (Succeeded, dryRun true) and not applied
 
+Retrain has two more, in `react.actuators.retrain`: `still_running` (no second run from a
+source while one runs) and `blames_a_change` (no retraining while the diagnosis names a
+plausible cause).
+
 An incident is what started at the alert's onset (`since`): history from before it is a past
 incident. A dry run has its own cooldown and hourly count (its records simulate what a real
 run would do); real actions never wait for dry-run records, nor dry runs for real ones.

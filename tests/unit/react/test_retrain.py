@@ -624,3 +624,20 @@ def test_a_running_retrain_is_left_running_for_the_shell_to_follow(build: Any) -
     # After an operator restart, with the alert resolved: not failed, not repeated.
     (again,) = plan(build, build.model(CRON), [], build.snapshot(cronjob()), history=[running])
     assert again == running
+
+
+def test_retrain_waits_while_the_diagnosis_names_a_cause(build: Any) -> None:
+    """Retraining answers drift nothing in the cluster explains; a fault is fixed, not learnt."""
+    model, snap, alerts = build.model(CRON), build.snapshot(cronjob()), [build.alert()]
+    top = {"kind": "CronJob", "name": "feature-etl", "score": 0.81, "evidence": ["new image"]}
+    (held,) = plan_reactions(
+        model=model, alerts=alerts, diagnosis_top=top, snapshot=snap, history=[],
+        annotations={}, detector_ready=True, warming_up=False, now=build.NOW,
+    )  # fmt: skip
+    assert held.result == "Skipped"
+    assert held.reason.startswith("the diagnosis blames CronJob/feature-etl: retraining on data")
+    rollout = {"kind": "Deployment", "name": "fraud-model", "revision": "7", "score": 0.9}
+    assert "Deployment/fraud-model (revision 7)" in (retrain.blames_a_change(top=rollout) or "")
+    # No plausible cause (the planner gets none below diagnose's PLAUSIBLE_SCORE): retrain.
+    (went,) = plan(build, model, alerts, snap)
+    assert went.result == "Running"

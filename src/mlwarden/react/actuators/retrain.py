@@ -167,6 +167,26 @@ def still_running(*, target: str, history: Sequence[ActionRecord], dry_run: bool
     return None
 
 
+def blames_a_change(*, top: Mapping[str, Any] | None) -> str | None:
+    """A guardrail: retrain waits while the diagnosis names a plausible cause.
+
+    Retraining answers a world that changed: data that drifted with nothing in the cluster to
+    blame. A feature job's new image, an edited config, a failed run or the model's own
+    rollout is a fault; a model retrained on what that fault produces learns it (and a bad
+    rollout wants a rollback). `top` is the diagnosis' top suspect only when it is a
+    plausible cause (score at least diagnose.rank.PLAUSIBLE_SCORE), else None.
+    """
+    if not top or not top.get("kind") or not top.get("name"):
+        return None
+    suspect = f"{top['kind']}/{top['name']}"
+    if top.get("revision"):
+        suspect += f" (revision {top['revision']})"
+    return (
+        f"the diagnosis blames {suspect}: retraining on data a fault shaped would learn the "
+        "fault; not retraining while a change in the cluster explains the alerts"
+    )
+
+
 # --------------------------------------------------------------------------- the incident
 
 
