@@ -195,7 +195,6 @@ async def test_retrain_from_a_cronjob_starts_kubectls_job_and_follows_it_to_succ
         "MLWARDEN_WINDOW": "1000 records",
         "MLWARDEN_WINDOW_START": onset,
         "MLWARDEN_WINDOW_END": rec["at"],
-        "MLWARDEN_TOP_SUSPECT": status(api).get("topSuspect") or "",
         "MLWARDEN_ACTION_ID": rec["id"],
     }
     assert status(api)["phase"] == "Reacting"

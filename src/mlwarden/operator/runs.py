@@ -52,7 +52,6 @@ async def advance(
     record: ActionRecord,
     *,
     alerts: Sequence[Mapping[str, Any]],
-    top: Mapping[str, Any] | None,
     reference_id: str | None,
     jobs: Sequence[Mapping[str, Any]] = (),
 ) -> ActionRecord:
@@ -90,7 +89,7 @@ async def advance(
     if source is None:
         return record.settle("Failed", f"{source_kind} {ns}/{source_name} not found")
     incident = retrain.incident_for(
-        model=model, record=record, alerts=alerts, top=top, reference_id=reference_id
+        model=model, record=record, alerts=alerts, reference_id=reference_id
     )
     try:
         run = retrain.build_run(

@@ -86,7 +86,6 @@ INCIDENT = Incident(
     window="1000 records",
     window_start="2026-11-26T15:02:11Z",
     window_end="2026-11-26T15:30:00Z",
-    suspect="CronJob/feature-etl",
     action_id="retrain-0123456789",
 )
 ENV = [
@@ -100,7 +99,6 @@ ENV = [
     {"name": "MLWARDEN_WINDOW", "value": "1000 records"},
     {"name": "MLWARDEN_WINDOW_START", "value": "2026-11-26T15:02:11Z"},
     {"name": "MLWARDEN_WINDOW_END", "value": "2026-11-26T15:30:00Z"},
-    {"name": "MLWARDEN_TOP_SUSPECT", "value": "CronJob/feature-etl"},
     {"name": "MLWARDEN_ACTION_ID", "value": "retrain-0123456789"},
 ]
 OURS = {"mlwarden.io/action-id": "retrain-0123456789", "mlwarden.io/observedmodel": "fraud"}
@@ -416,8 +414,7 @@ def test_the_incident_comes_from_the_alerts_the_reaction_matches(build: Any) -> 
         build.alert("FeatureDrift", "amount"),
         build.alert("Latency", None, since="2026-11-26T13:00:00Z"),
     ]
-    top = {"kind": "CronJob", "name": "feature-etl", "score": 0.8}
-    got = incident_for(model=model, record=_record(), alerts=alerts, top=top, reference_id="x")
+    got = incident_for(model=model, record=_record(), alerts=alerts, reference_id="x")
     assert got == Incident(
         model="fraud",
         namespace="ml",
@@ -429,7 +426,6 @@ def test_the_incident_comes_from_the_alerts_the_reaction_matches(build: Any) -> 
         window="1000 records",
         window_start="2026-11-26T15:02:11Z",
         window_end="2026-11-26T15:30:00Z",
-        suspect="CronJob/feature-etl",
         action_id="retrain-0123456789",
     )
 
@@ -444,17 +440,12 @@ def test_a_duration_window_reaches_back_from_the_onset(build: Any) -> None:
             **{**model.spec.__dict__, "window": type(model.spec.window)(None, 300.0)}
         ),
     )
-    got = incident_for(
-        model=model, record=_record(), alerts=[build.alert()], top=None, reference_id=None
-    )
+    got = incident_for(model=model, record=_record(), alerts=[build.alert()], reference_id=None)
     assert (got.window, got.window_start) == ("300s", "2026-11-26T14:57:11Z")
-    assert got.suspect == ""
 
 
 def test_alerts_resolved_before_the_run_leave_the_alert_fields_empty(build: Any) -> None:
-    got = incident_for(
-        model=build.model(CRON), record=_record(), alerts=[], top=None, reference_id="ref-9"
-    )
+    got = incident_for(model=build.model(CRON), record=_record(), alerts=[], reference_id="ref-9")
     assert (got.incident, got.alerts, got.onset, got.reference) == ("", (), "", "ref-9")
     assert got.window_end == "2026-11-26T15:30:00Z"
 

@@ -108,7 +108,6 @@ VARIABLES: Final[tuple[tuple[str, str, str], ...]] = (
         "mlwarden-window-end",
         "when the retraining was decided (RFC 3339)",
     ),
-    ("MLWARDEN_TOP_SUSPECT", "mlwarden-top-suspect", "the diagnosis' top suspect, Kind/name"),
     ("MLWARDEN_ACTION_ID", "mlwarden-action-id", "the action's id in status.reactions"),
 )
 
@@ -204,7 +203,6 @@ class Incident:
     window: str
     window_start: str
     window_end: str
-    suspect: str
     action_id: str
 
     def values(self) -> tuple[str, ...]:
@@ -220,7 +218,6 @@ class Incident:
             self.window,
             self.window_start,
             self.window_end,
-            self.suspect,
             self.action_id,
         )
 
@@ -265,7 +262,6 @@ def incident_for(
     model: ObservedModel,
     record: ActionRecord,
     alerts: Sequence[Mapping[str, Any]],
-    top: Mapping[str, Any] | None,
     reference_id: str | None,
 ) -> Incident:
     """The incident of a retrain record, from the active alerts its reactions match.
@@ -291,7 +287,6 @@ def incident_for(
         {str(a["feature"]) for a in alerts if a.get("type") == "FeatureDrift" and a.get("feature")}
     )
     reference = str(primary.get("reference") or reference_id or "")
-    suspect = f"{top.get('kind')}/{top.get('name')}" if top and top.get("kind") else ""
     return Incident(
         model=model.name,
         namespace=model.namespace,
@@ -303,7 +298,6 @@ def incident_for(
         window=text,
         window_start=start,
         window_end=record.at,
-        suspect=suspect,
         action_id=record.id,
     )
 
