@@ -764,6 +764,13 @@ class Retrain:
         hint="must be a WorkflowTemplate name",
         max_length=MAX_NAME,
     )
+    timeout_seconds: float = _f(
+        "timeout",
+        "How long a run may take: after that its record is Failed and the run is left as it "
+        "is (a Job suspended by a queue, a Workflow no Argo controller picks up).",
+        "duration",
+        default=86400.0,
+    )
 
     @property
     def source(self) -> tuple[str, str]:

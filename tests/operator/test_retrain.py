@@ -428,6 +428,22 @@ async def test_no_retraining_while_the_diagnosis_blames_a_feature_job(
     assert len(retrains(api)) == 1  # the same reason is not written again
 
 
+async def test_a_run_that_outlasts_its_timeout_is_given_up_on_and_left_alone(
+    observing: Callable[..., Any],
+) -> None:
+    reaction = {**CRON, "retrain": {"cronJob": "fraud-train", "timeout": "3s"}}
+    env = await observing(cronjob(), features=FEATURES, reactions=[reaction])
+    api = env.api
+    await drift(env.server)
+    rec = await eventually(lambda: started(api), what="the Job started")
+    await job_running(env.server, rec["run"].partition("/")[2])  # and never ends
+    failed = await eventually(
+        lambda: (r := record(api, rec["id"]))["result"] == "Failed" and r, what="given up"
+    )
+    assert "not finished 3s after it was created (retrain.timeout)" in failed["message"]
+    assert len(runs(api)) == 1  # left as it is, not deleted
+
+
 # --------------------------------------------------------------------------- restarts, faults
 
 

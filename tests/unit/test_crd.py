@@ -742,6 +742,7 @@ GOOD = [
         {"spec.reactions[5].retrain": {"workflowTemplate": "fraud-pipeline"}},
     ),
     _case("retrain for one feature", {"spec.reactions[5].feature": "amount"}),
+    _case("retrain timeout", {"spec.reactions[5].retrain.timeout": "3h30m"}),
     _case("protocol json with features", {"spec.protocol": "json"}),
     _case(
         "protocol json with capture.json only",
@@ -976,6 +977,7 @@ BAD = [
         {"spec.reactions[5].retrain": {"configMap": "c", "key": "job yaml"}},
     ),
     _case("retrain unknown field", {"spec.reactions[5].retrain.cronjob": "x"}),
+    _case("retrain timeout 0s", {"spec.reactions[5].retrain.timeout": "0s"}),
     _case("reactions not a list", {"spec.reactions": {"alert": "Latency", "action": "alert"}}),
     # guardrails
     _case("cooldown negative", {"spec.guardrails.cooldown": "-5m"}),

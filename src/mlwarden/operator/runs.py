@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from mlwarden.kube import Conflict, Kube, KubeError, path
@@ -53,6 +54,7 @@ async def advance(
     *,
     alerts: Sequence[Mapping[str, Any]],
     reference_id: str | None,
+    now: datetime,
     jobs: Sequence[Mapping[str, Any]] = (),
 ) -> ActionRecord:
     """A Running retrain record, its run started or looked at: Running, Succeeded or Failed.
@@ -65,21 +67,22 @@ async def advance(
     ref = retrain.run_ref(record)
     name = ref.partition("/")[2]
     ns = model.namespace
+    reactions = retrain.reactions_for(model, record)
+    spec = reactions[0].retrain if reactions else None
+    timeout = spec.timeout_seconds if spec is not None else retrain.DEFAULT_TIMEOUT_SECONDS
     if record.run:
         found = _cached(jobs, name) if kind == "Job" else None
         if found is None:
             found = await _read(api, kind, ns, name)
-        return retrain.follow(record, found)
+        return retrain.follow(record, found, now=now, timeout_seconds=timeout)
 
     existing = await _read(api, kind, ns, name)
     if existing is not None:
-        adopted = retrain.follow(record, existing)
+        adopted = retrain.follow(record, existing, now=now, timeout_seconds=timeout)
         if adopted.run:
             log.info("%s: %s was created before an operator restart; following it", record.id, ref)
         return adopted
 
-    reactions = retrain.reactions_for(model, record)
-    spec = reactions[0].retrain if reactions else None
     if spec is None:
         return record.settle(
             "Failed", f"no retrain reaction names {record.target} any more; {ref} not started"
@@ -105,7 +108,8 @@ async def advance(
     try:
         await api.create(run)
     except Conflict:
-        return retrain.follow(record, await _read(api, kind, ns, name))
+        found = await _read(api, kind, ns, name)
+        return retrain.follow(record, found, now=now, timeout_seconds=timeout)
     except KubeError as exc:
         if exc.status >= 500 or exc.status == 429:
             raise  # may or may not have landed: the next pass looks for it, then tries again

@@ -505,13 +505,15 @@ def test_a_workflow_ends_by_its_phase(phase: str | None, result: str) -> None:
     assert workflow_progress(wf).result == result
 
 
-def test_follow_settles_the_record_and_never_restarts_a_gone_run() -> None:
+def test_follow_settles_the_record_and_never_restarts_a_gone_run(build: Any) -> None:
     rec = _record(run="Job/fraud-train-retrain-0123456789")
-    running = follow(rec, job(active=1))
+    running = follow(rec, job(active=1), now=build.NOW)
     assert (running.result, running.run) == ("Running", rec.run)
-    done = follow(rec, job(succeeded=1, conditions=[{"type": "Complete", "status": "True"}]))
+    done = follow(
+        rec, job(succeeded=1, conditions=[{"type": "Complete", "status": "True"}]), now=build.NOW
+    )
     assert (done.result, done.id, done.at) == ("Succeeded", rec.id, rec.at)
-    gone = follow(rec, None)
+    gone = follow(rec, None, now=build.NOW)
     assert (
         gone.result == "Failed"
         and "is gone" in gone.message
@@ -519,8 +521,24 @@ def test_follow_settles_the_record_and_never_restarts_a_gone_run() -> None:
     )
     other = job()
     other["metadata"]["labels"] = {}
-    assert follow(_record(), other).result == "Failed"
-    assert "mlwarden did not start it" in follow(_record(), other).message
+    assert follow(_record(), other, now=build.NOW).result == "Failed"
+    assert "mlwarden did not start it" in follow(_record(), other, now=build.NOW).message
+
+
+def test_a_run_that_outlasts_the_timeout_is_given_up_on(build: Any) -> None:
+    rec = _record(run="Job/fraud-train-retrain-0123456789")
+    started = job(active=1)
+    started["metadata"]["creationTimestamp"] = format_time(build.NOW - timedelta(hours=2))
+    assert follow(rec, started, now=build.NOW, timeout_seconds=7200).result == "Running"
+    late = follow(rec, started, now=build.NOW, timeout_seconds=7199)
+    assert late.result == "Failed" and late.run == rec.run
+    assert late.message.endswith(
+        "not finished 7199s after it was created (retrain.timeout): given up on and left as it is"
+    )
+    assert (
+        "not finished 2h after"
+        in follow(rec, started, now=build.NOW + timedelta(hours=1), timeout_seconds=7200).message
+    )
 
 
 def test_still_running_holds_a_second_run_from_the_same_source() -> None:

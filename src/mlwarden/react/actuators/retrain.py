@@ -46,7 +46,7 @@ import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 import yaml
@@ -67,6 +67,8 @@ RUN_KIND: Final[Mapping[str, str]] = {
     "ConfigMap": "Job",
     "WorkflowTemplate": "Workflow",
 }
+# retrain.timeout's default (spec.Retrain), for a record whose reaction is gone.
+DEFAULT_TIMEOUT_SECONDS: Final = 86400.0
 # A Job's name ends up in its pods' `batch.kubernetes.io/job-name` label (63 characters at
 # most), and Argo refuses Workflow names longer than 63.
 MAX_RUN_NAME: Final = 63
@@ -584,8 +586,24 @@ def is_ours(run: Mapping[str, Any], record_id: str) -> bool:
     return isinstance(labels, Mapping) and labels.get(ACTION_ID_LABEL) == record_id
 
 
-def follow(record: ActionRecord, run: Mapping[str, Any] | None) -> ActionRecord:
-    """The record after a look at its run (as read now): still Running, Succeeded or Failed."""
+def _waited(seconds: float) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    return f"{seconds / 60:g}m" if seconds % 60 == 0 else f"{seconds:g}s"
+
+
+def follow(
+    record: ActionRecord,
+    run: Mapping[str, Any] | None,
+    *,
+    now: datetime,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> ActionRecord:
+    """The record after a look at its run (as read at `now`): Running, Succeeded or Failed.
+
+    A run still going `timeout_seconds` after it was created is given up on: Failed, and left
+    as it is (mlwarden deletes nothing).
+    """
     ref = run_ref(record)
     if run is None:
         return record.settle(
@@ -599,5 +617,13 @@ def follow(record: ActionRecord, run: Mapping[str, Any] | None) -> ActionRecord:
         )
     progress = (workflow_progress if ref.startswith("Workflow/") else job_progress)(run)
     if progress.result == "Running":
+        created = parse_time((run.get("metadata") or {}).get("creationTimestamp"))
+        if created is not None and (now - created).total_seconds() > timeout_seconds:
+            failed = record.settle(
+                "Failed",
+                f"{progress.message}; not finished {_waited(timeout_seconds)} after it was "
+                "created (retrain.timeout): given up on and left as it is",
+            )
+            return replace(failed, run=ref)
         return replace(record, run=ref, message=progress.message)
     return replace(record.settle(progress.result, progress.message), run=ref)
