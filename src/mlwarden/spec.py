@@ -698,6 +698,7 @@ _SHIFTING = "self.action != 'shiftTraffic'"
 _RETRAIN_SOURCES: Final = ("cronJob", "configMap", "workflowTemplate")
 # action retrain, source configMap: the key holding the Job manifest when `key` is not given.
 RETRAIN_CONFIG_KEY: Final = "job.yaml"
+RETRAIN_TIMEOUT_SECONDS: Final = 86400.0  # retrain.timeout: 24h
 _CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")  # a ConfigMap key
 
 
@@ -769,7 +770,7 @@ class Retrain:
         "How long a run may take: after that its record is Failed and the run is left as it "
         "is (a Job suspended by a queue, a Workflow no Argo controller picks up).",
         "duration",
-        default=86400.0,
+        default=RETRAIN_TIMEOUT_SECONDS,
     )
 
     @property

@@ -34,7 +34,14 @@ the run it created, or creates it under the same name, instead of starting a sec
 Following it (`follow`): a Job is Succeeded when its condition `Complete` is True and
 Failed when `Failed` is True (the Job controller sets them once the pods have ended; the
 counts `status.succeeded` and `status.failed` go into the message); a Workflow by its
-`status.phase` (Succeeded; Failed or Error). Anything else is still running.
+`status.phase` (Succeeded; Failed or Error). Anything else is still running, until
+`retrain.timeout` after the run was created: then the record is Failed and the run left as
+it is. A run that is gone, or not labelled with the action's id, fails the record.
+
+Two guardrails of its own, besides those every cluster-changing action has
+(`react.guardrails`): `still_running` (no second run from a source while one mlwarden
+started from it runs) and `blames_a_change` (no retraining while the diagnosis names a
+plausible cause: a fault is fixed or rolled back, not learnt).
 
 Pure: the operator shell (`mlwarden.operator.runs`) reads the source and the run, calls
 these, and creates what they return.
@@ -52,7 +59,14 @@ from typing import Any, Final, Literal
 import yaml
 
 from mlwarden.react.actions import ActionRecord
-from mlwarden.spec import API_VERSION, KIND, ObservedModel, Reaction, Retrain
+from mlwarden.spec import (
+    API_VERSION,
+    KIND,
+    RETRAIN_TIMEOUT_SECONDS,
+    ObservedModel,
+    Reaction,
+    Retrain,
+)
 from mlwarden.timestamps import format_time, parse_time
 
 RETRAIN: Final = "retrain"
@@ -67,8 +81,8 @@ RUN_KIND: Final[Mapping[str, str]] = {
     "ConfigMap": "Job",
     "WorkflowTemplate": "Workflow",
 }
-# retrain.timeout's default (spec.Retrain), for a record whose reaction is gone.
-DEFAULT_TIMEOUT_SECONDS: Final = 86400.0
+# retrain.timeout's default, for a record whose reaction is gone.
+DEFAULT_TIMEOUT_SECONDS: Final = RETRAIN_TIMEOUT_SECONDS
 # A Job's name ends up in its pods' `batch.kubernetes.io/job-name` label (63 characters at
 # most), and Argo refuses Workflow names longer than 63.
 MAX_RUN_NAME: Final = 63
@@ -129,7 +143,7 @@ def source_of(reaction: Reaction) -> tuple[str, str]:
 
 
 def run_kind(record: ActionRecord) -> str:
-    """ "Job" or "Workflow": what a retrain record (target `Kind/name` of its source) starts."""
+    """What a retrain record (its target: the source, `Kind/name`) starts: Job or Workflow."""
     kind = record.target.partition("/")[0]
     try:
         return RUN_KIND[kind]
