@@ -55,8 +55,16 @@ EXCHANGE_DROP_REASONS = (
     "unrecognized_protocol",
     "decode_error",
     "no_manifest",
+    "worker_lost",
 )
-RECORD_DROP_REASONS = ("buffer_full", "rejected", "unauthorized", "retries_exhausted")
+RECORD_DROP_REASONS = (
+    "buffer_full",
+    "rejected",
+    "unauthorized",
+    "retries_exhausted",
+    "worker_lost",
+)
+WORKER_RESTART_REASONS = ("exited", "hung")
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
@@ -166,6 +174,17 @@ class SidecarMetrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        self.capture_worker_up = Gauge(
+            "mlwarden_sidecar_capture_worker_up",
+            "1 while the capture worker process runs, 0 while it is being restarted.",
+            registry=r,
+        )
+        self.capture_worker_restarts = Counter(
+            "mlwarden_sidecar_capture_worker_restarts",
+            "Capture worker processes restarted, by reason (exited, hung: no report in time).",
+            ["reason"],
+            registry=r,
+        )
         # Pre-create every labelled series so dashboards and alerts see zeros, not gaps.
         for cls in STATUS_CLASSES:
             self.requests.labels(cls)
@@ -177,6 +196,8 @@ class SidecarMetrics:
             self.upstream_errors.labels(reason)
         for outcome in ("ok", "retry", "rejected", "unauthorized", "failed"):
             self.ship_requests.labels(outcome)
+        for reason in WORKER_RESTART_REASONS:
+            self.capture_worker_restarts.labels(reason)
 
     def set_info(self, protocol: str) -> None:
         self.info.labels(__version__, protocol).set(1)
