@@ -60,7 +60,7 @@ from mlwarden.ingest_auth import bearer_header
 from mlwarden.sidecar.capture import Exchange
 from mlwarden.sidecar.config import SidecarConfig
 from mlwarden.sidecar.metrics import SidecarMetrics
-from mlwarden.sidecar.supervisor import CaptureProcess
+from mlwarden.sidecar.supervisor import CaptureProcess, InlineCapture
 from mlwarden.sidecar.worker import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class ProxyHandler:
         config: SidecarConfig,
         *,
         session: aiohttp.ClientSession,
-        queue: CaptureProcess,
+        queue: CaptureProcess | InlineCapture,
         metrics: SidecarMetrics,
         capturing: bool,
         not_captured: str | None = None,
@@ -410,7 +410,7 @@ class Sidecar:
         self.metrics = SidecarMetrics()
         self.metrics.set_info(config.protocol)
         # Capture, in a worker process of its own (sidecar/supervisor.py); created in start().
-        self.capture: CaptureProcess | None = None
+        self.capture: CaptureProcess | InlineCapture | None = None
         self.capturing = False
         self._runners: list[web.BaseRunner] = []
         self._session: aiohttp.ClientSession | None = None
@@ -439,8 +439,15 @@ class Sidecar:
         self.capturing = c.records_url is not None and c.manifest_missing is None
         if not self.capturing:
             log.warning("no --collector given: proxying and metrics only, nothing is captured")
-        self.capture = CaptureProcess(
-            self._worker_settings(), self.metrics, max_items=c.queue_size, max_bytes=c.queue_bytes
+        self.capture = (
+            CaptureProcess(
+                self._worker_settings(),
+                self.metrics,
+                max_items=c.queue_size,
+                max_bytes=c.queue_bytes,
+            )
+            if self.capturing
+            else InlineCapture(self.metrics, protocol=c.protocol, max_body_bytes=c.max_body_bytes)
         )
         await self.capture.start()
         # One pooled session to the model; no automatic headers, no decompression,

@@ -10,7 +10,7 @@ socket is non-blocking, the transport buffers what the kernel does not take, and
 `WRITE_BUFFER_HIGH` bytes writing pauses until the worker has read (the exchanges wait in
 the queue meanwhile, bounded as above).
 
-The worker reports back every half second (`WorkerSettings.report_interval_seconds`):
+The worker reports back every 0.2 s (`WorkerSettings.report_interval_seconds`):
 its metrics' deltas, applied to this process's metrics (`mlwarden.sidecar.relay`), how
 many exchanges it consumed, its shipper's buffered records and last error.
 
@@ -47,6 +47,7 @@ from mlwarden.sidecar.capture import (
     FRAME_HEADER,
     KIND_DRAIN,
     KIND_SETTINGS,
+    CaptureProcessor,
     CaptureQueue,
     Exchange,
     exchange_frame,
@@ -331,6 +332,42 @@ class CaptureProcess:
             await proc.wait()
         transport.abort()
         self.metrics.capture_worker_up.set(0)
+
+
+class InlineCapture:
+    """Capture off (no collector, or no manifest): no worker process, nothing parsed.
+
+    Every exchange only feeds the request metrics (and the `no_manifest` / `sampled_out`
+    counts), a few microseconds in this process: a worker process would cost its memory
+    for no record at all.
+    """
+
+    def __init__(self, metrics: SidecarMetrics, *, protocol: str, max_body_bytes: int) -> None:
+        self.metrics = metrics
+        self.processor = CaptureProcessor(
+            metrics=metrics, sink=None, protocol=protocol, spec=None, max_body_bytes=max_body_bytes
+        )
+        self.buffered = 0
+        self.last_error: str | None = None
+        self.pid: int | None = None
+
+    def offer(self, exchange: Exchange) -> bool:
+        # The proxy keeps no body when nothing is captured: nothing here is parsed.
+        self.processor.process(exchange)
+        return True
+
+    def __len__(self) -> int:
+        return 0
+
+    def update_gauges(self) -> None:
+        self.metrics.queue_depth.set(0)
+        self.metrics.queue_bytes.set(0)
+
+    async def start(self) -> None:
+        self.metrics.capture_worker_up.set(0)
+
+    async def stop(self, budget: float) -> None:
+        return None
 
 
 def _worker_env() -> dict[str, str]:

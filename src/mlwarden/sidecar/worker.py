@@ -73,7 +73,7 @@ class WorkerSettings:
     ship_max_attempts: int = 5
     source: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict, repr=False)
-    report_interval_seconds: float = 0.5
+    report_interval_seconds: float = 0.2
     log_level: int = logging.INFO
 
 
