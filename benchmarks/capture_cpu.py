@@ -1,6 +1,9 @@
 """Capture's CPU per request, the sidecar's RSS, and what a 1 MiB body costs the others.
 
-    python benchmarks/capture_cpu.py [--rate 1000] [--seconds 20] [--repeats 3]
+    python benchmarks/capture_cpu.py [--rate 1000] [--seconds 10] [--repeats 3]
+
+Also part of `make bench` (`benchmarks/run.py`, NAME `capture_cpu`, 10 s runs at 1,000
+req/s; its section of RESULTS.md).
 
 A fixed-response nginx upstream (`upstream_nginx.py`), the real `mlwarden detector`, and
 two `mlwarden sidecar --protocol v2` in front of the upstream: capture on (shipping to the
@@ -10,7 +13,8 @@ from /proc) of the sidecar's processes over the run is divided by the requests s
 the main process (forwarding, and whatever capture work runs there) and its children (the
 capture worker process, where there is one) apart. Capture's cost per request is the
 capture-on sidecar's total less the capture-off one's. RSS is each process's VmRSS at the
-end of a run.
+end of a run; PSS (smaps_rollup) sums the processes with the pages they share (the
+interpreter, uvloop's library) split between them, which RSS would count twice.
 
 Then the stall test: while one client posts 1 MiB JSON bodies (a v2 request with 1 MiB
 of data, captured: under `--max-body-bytes` 2 MiB) back to back, 1-row requests at
@@ -61,6 +65,15 @@ def _cpu_and_rss(pid: int) -> tuple[float, float]:
     return cpu, int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _pss_mib(pid: int) -> float:
+    """Proportional set size: shared pages (the interpreter, uvloop's library) split
+    between the processes that map them, so a pair of processes is not counted twice."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _children(pid: int) -> list[int]:
     out: list[int] = []
     for entry in os.scandir("/proc"):
@@ -74,12 +87,14 @@ def _children(pid: int) -> list[int]:
 
 def _usage(pid: int) -> dict[str, float]:
     main_cpu, main_rss = _cpu_and_rss(pid)
-    kids = [_cpu_and_rss(c) for c in _children(pid)]
+    kids = _children(pid)
+    usage = [_cpu_and_rss(c) for c in kids]
     return {
         "main_cpu": main_cpu,
         "main_rss": main_rss,
-        "worker_cpu": sum(c for c, _ in kids),
-        "worker_rss": sum(r for _, r in kids),
+        "worker_cpu": sum(c for c, _ in usage),
+        "worker_rss": sum(r for _, r in usage),
+        "pss": _pss_mib(pid) + sum(_pss_mib(c) for c in kids),
     }
 
 
@@ -106,7 +121,65 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-def run(rate: int, seconds: float, repeats: int) -> dict[str, Any]:
+NAME = "capture_cpu"
+RATE = 1000
+SECONDS = 10.0
+
+# The same benchmark on the code before capture moved to its own process (in-process capture
+# on the forwarding loop, commit 77ac850), run on this machine on 2026-12-01 with
+# `PYTHONPATH=<that tree>/src python benchmarks/capture_cpu.py --seconds 10 --repeats 2`
+# (load average about 10 from other work): the figures the section compares against.
+BEFORE = {
+    "on": {"main_us": 212, "worker_us": 0, "main_rss": 43.6, "pss": 29.0},
+    "off": {"main_us": 153, "worker_us": 0, "main_rss": 43.1, "pss": 28.5},
+    "stall_on": {"p50_ms": 919.3, "p99_ms": 3005.2, "max_ms": 3005.3},
+    "stall_off": {"p50_ms": 9.1, "p99_ms": 72.0, "max_ms": 300.3},
+}
+
+
+def run(*, duration: float = 4.0, repeats: int = 3, warmup: float = 2.0) -> dict[str, Any]:
+    """For `benchmarks/run.py`: 10 s runs whatever `duration` says (CPU per request needs
+    thousands of requests to rise above /proc's 10 ms ticks)."""
+    del duration, warmup
+    res = measure(RATE, SECONDS, repeats)
+    res["text"] = report(res, RATE, SECONDS)
+    res["rate"], res["seconds"], res["repeats"] = RATE, SECONDS, repeats
+    return res
+
+
+def render_markdown(res: dict[str, Any]) -> str:
+    lines = [
+        "## Capture off the forwarding loop (`benchmarks/capture_cpu.py`)",
+        "",
+        f"`python benchmarks/capture_cpu.py --rate {res['rate']} --seconds {res['seconds']:g} "
+        f"--repeats {res['repeats']}`. A fixed-response nginx upstream, a real `mlwarden "
+        "detector`, and two `mlwarden sidecar --protocol v2`: capture on (shipping to the "
+        "detector) and off (no collector). `hey` sends 1-row v2 requests at the rate for each "
+        "run; CPU is utime + stime from /proc over the run divided by the requests served, for "
+        "the sidecar's main process (forwarding) and its children (the capture worker) apart; "
+        "RSS is VmRSS at the end. The stall test posts ~0.8 MiB v2 bodies (captured: "
+        "`--max-body-bytes` 2 MiB) back to back from one client beside 1-row requests at a "
+        "tenth of the rate, whose latency it reports.",
+        "",
+        res["text"],
+        "",
+        "Before capture moved to its own process (in-process capture on the forwarding loop, "
+        "commit 77ac850; same command, 2 runs of 10 s, load average about 10):",
+        "",
+        "| sidecar | main CPU µs/req | worker CPU µs/req | main RSS MiB | PSS MiB | "
+        "stall p50 ms | stall p99 ms | stall max ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("on", "off"):
+        b, st = BEFORE[name], BEFORE[f"stall_{name}"]
+        lines.append(
+            f"| capture {name} | {b['main_us']} | {b['worker_us']} | {b['main_rss']} | "
+            f"{b['pss']} | {st['p50_ms']} | {st['p99_ms']} | {st['max_ms']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def measure(rate: int, seconds: float, repeats: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mlwarden-capcpu-") as tmp_name, \
             contextlib.ExitStack() as stop:  # fmt: skip
         tmp = Path(tmp_name)
@@ -146,6 +219,7 @@ def run(rate: int, seconds: float, repeats: int) -> dict[str, Any]:
                     "worker_us": (after["worker_cpu"] - before["worker_cpu"]) / served * 1e6,
                     "main_rss": after["main_rss"],
                     "worker_rss": after["worker_rss"],
+                    "pss": after["pss"],
                 })  # fmt: skip
         metrics = scrape(on.admin)
 
@@ -185,7 +259,8 @@ def report(result: dict[str, Any], rate: int, seconds: float) -> str:
     lines = [f"{rate} req/s for {seconds:g} s per run; medians over the runs; loadavg "
              f"{result['loadavg']}", "",
              "| sidecar | requests/run | main CPU µs/req | worker CPU µs/req | total µs/req | "
-             "main RSS MiB | worker RSS MiB |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "main RSS MiB | worker RSS MiB | PSS MiB, both |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     totals = {}
     for name, runs in result["rows"].items():
         main, worker = med(r["main_us"] for r in runs), med(r["worker_us"] for r in runs)
@@ -193,7 +268,7 @@ def report(result: dict[str, Any], rate: int, seconds: float) -> str:
         lines.append(
             f"| capture {name} | {med(r['requests'] for r in runs):,.0f} | {main:.0f} | "
             f"{worker:.0f} | {totals[name]:.0f} | {med(r['main_rss'] for r in runs):.1f} | "
-            f"{med(r['worker_rss'] for r in runs):.1f} |"
+            f"{med(r['worker_rss'] for r in runs):.1f} | {med(r['pss'] for r in runs):.1f} |"
         )
     lines += ["", f"capture's cost: {totals['on'] - totals['off']:.0f} µs of CPU per request",
               "", "1-row requests at rate/10 while one client posts "
@@ -215,10 +290,10 @@ def report(result: dict[str, Any], rate: int, seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(report(run(args.rate, args.seconds, args.repeats), args.rate, args.seconds))
+    print(report(measure(args.rate, args.seconds, args.repeats), args.rate, args.seconds))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,12 @@ protocol; never paths or request ids. What an SRE alerts on:
 - `rate(mlwarden_sidecar_records_dropped_total[5m]) > 0` — observability is losing data;
 - `histogram_quantile(0.99, rate(mlwarden_sidecar_overhead_seconds_bucket[5m]))` —
   what the sidecar adds to each request, separate from the model's own time;
-- `mlwarden_sidecar_upstream_errors_total` — the model server refusing or timing out.
+- `mlwarden_sidecar_upstream_errors_total` — the model server refusing or timing out;
+- `increase(mlwarden_sidecar_capture_worker_restarts_total[15m]) > 0` — the capture worker
+  process died or hung (forwarding is unaffected; what it held is counted as `worker_lost`).
+
+The capture worker process counts in a registry of its own; its counts reach this one as
+deltas every 0.2 s (`mlwarden.sidecar.relay`).
 """
 
 from __future__ import annotations

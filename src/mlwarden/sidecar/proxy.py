@@ -31,7 +31,7 @@ model being rolled sees a refused connection or a request cut off:
            every kube-proxy and ingress), and keep-alive clients, whose connections stay
            pinned to this pod, reconnect to another one after their next response.
     stop   no new connection is accepted, idle ones are closed, requests in flight finish;
-           the capture queue is parsed and the shipper flushes what it can, all within
+           the capture queue goes to the capture worker, which ships what it can, all within
            `shutdown_timeout_seconds`; then the process exits 0.
 
 A second SIGTERM or SIGINT during the drain ends it early.

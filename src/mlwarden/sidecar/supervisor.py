@@ -133,6 +133,7 @@ class CaptureProcess:
         self._flush_handle: asyncio.Handle | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
+        self._closed = False  # end-of-file written: nothing more goes to the worker
         self._last_report = 0.0
         self.sent = 0  # exchanges written to the current worker
         self.consumed = 0  # of those, how many it last reported processed
@@ -145,7 +146,7 @@ class CaptureProcess:
         """Queue an exchange for the worker; False (dropped) when the queue is full."""
         link = self._link
         in_flight = link.transport.get_write_buffer_size() if link and link.transport else 0
-        if not self.queue.offer(exchange, in_flight=in_flight):
+        if self._closed or not self.queue.offer(exchange, in_flight=in_flight):
             return False
         if self._flush_handle is None and link is not None and not link.paused:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
@@ -174,7 +175,7 @@ class CaptureProcess:
     def _flush(self) -> None:
         self._flush_handle = None
         link = self._link
-        if link is None or link.transport is None or link.transport.is_closing():
+        if self._closed or link is None or link.transport is None or link.transport.is_closing():
             return
         transport = link.transport
         while not link.paused and self.queue:
@@ -318,6 +319,10 @@ class CaptureProcess:
         if self.queue:
             log.warning("shutdown: %d exchanges not handed to the capture worker", len(self.queue))
         flush = max(0.0, deadline - loop.time() - 0.25)
+        self._closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         transport.write(frame(KIND_DRAIN, orjson.dumps({"flushSeconds": flush})))
         if transport.can_write_eof():
             transport.write_eof()
