@@ -15,13 +15,21 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import requests
-from harness import Collector, SidecarProcess, Upstream, wait_until
+from harness import (
+    Collector,
+    SidecarProcess,
+    Upstream,
+    free_port,
+    start_process,
+    wait_until,
+)
 
 PATH = "/v1/models/m:predict"
 BODY = json.dumps({"instances": [[1.0, 2.0, 3.0]]}).encode()
@@ -207,3 +215,28 @@ def test_sigterm_drains_the_worker_within_the_shutdown_timeout(
     assert time.monotonic() - started < 4.5
     assert len(collector.records()) == 30
     assert gone_or_reaped(worker)
+
+
+def test_the_worker_does_not_outlive_a_killed_sidecar(
+    upstream: Upstream, collector: Collector, tmp_path: Path
+) -> None:
+    """SIGKILL on the sidecar (no drain frame): the worker sees end-of-file, ships what it
+    holds within its 2 s orphan budget, and exits; no process is left behind."""
+    port, admin = free_port(), free_port()
+    args = [sys.executable, "-m", "mlwarden.cli", "sidecar", "--listen", f"127.0.0.1:{port}",
+            "--upstream", upstream.url, "--admin-listen", f"127.0.0.1:{admin}",
+            "--collector", collector.url, "--protocol", "v1", "--batch-interval", "60"]  # fmt: skip
+    proc = start_process(args, tmp_path / "sidecar.log", f"http://127.0.0.1:{admin}/readyz",
+                         "the sidecar")  # fmt: skip
+    try:
+        sidecar = SidecarProcess(proc, f"http://127.0.0.1:{port}", tmp_path / "sidecar.log",
+                                 admin_url=f"http://127.0.0.1:{admin}")  # fmt: skip
+        post(sidecar, 10)
+        worker = worker_pid(sidecar)
+        assert worker is not None
+        wait_until(lambda: accounted(sidecar) == 10, what="the worker's report of 10 exchanges")
+    finally:
+        proc.kill()
+        proc.wait(5)
+    wait_until(lambda: gone_or_reaped(worker), timeout=10, what="the orphaned worker gone")
+    assert len(collector.records()) == 10  # shipped on its way out
