@@ -206,6 +206,27 @@ def _status_class(status: int) -> str:
     return f"{min(max(status // 100, 1), 5)}xx"
 
 
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything the capture worker needs, sent by the proxy process as its first frame
+    (defined here, not in `worker`, so that the proxy process never imports the shipper)."""
+
+    protocol: str
+    spec: ObservedModelSpec | None
+    max_body_bytes: int
+    redaction_key: bytes | None = field(default=None, repr=False)
+    records_url: str | None = None
+    batch_size: int = 500
+    batch_interval_seconds: float = 1.0
+    buffer_records: int = 50_000
+    ship_timeout_seconds: float = 5.0
+    ship_max_attempts: int = 5
+    source: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    report_interval_seconds: float = 0.2
+    log_level: int = logging.INFO
+
+
 class RecordSink(Protocol):
     def add(self, request: dict[str, Any], records: list[dict[str, Any]]) -> None: ...
 

@@ -57,11 +57,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from mlwarden.ingest_auth import bearer_header
-from mlwarden.sidecar.capture import Exchange
+from mlwarden.sidecar.capture import Exchange, WorkerSettings
 from mlwarden.sidecar.config import SidecarConfig
 from mlwarden.sidecar.metrics import SidecarMetrics
 from mlwarden.sidecar.supervisor import CaptureProcess, InlineCapture
-from mlwarden.sidecar.worker import WorkerSettings
 
 log = logging.getLogger(__name__)
 

@@ -50,12 +50,12 @@ from mlwarden.sidecar.capture import (
     CaptureProcessor,
     CaptureQueue,
     Exchange,
+    WorkerSettings,
     exchange_frame,
     frame,
 )
 from mlwarden.sidecar.metrics import SidecarMetrics
 from mlwarden.sidecar.relay import Applier
-from mlwarden.sidecar.worker import WorkerSettings
 
 log = logging.getLogger(__name__)
 

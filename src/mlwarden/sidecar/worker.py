@@ -35,7 +35,6 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -46,12 +45,12 @@ from mlwarden.sidecar.capture import (
     KIND_EXCHANGE,
     KIND_SETTINGS,
     CaptureProcessor,
+    WorkerSettings,
     read_exchange,
 )
 from mlwarden.sidecar.metrics import SidecarMetrics
 from mlwarden.sidecar.relay import Deltas
 from mlwarden.sidecar.shipper import Shipper
-from mlwarden.spec import ObservedModelSpec
 
 log = logging.getLogger("mlwarden.sidecar.worker")
 
@@ -61,26 +60,6 @@ SLICE_SECONDS = 0.005
 NICE = 10
 # Flush budget when the proxy process vanished without a drain frame.
 ORPHAN_FLUSH_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """Everything the worker needs, sent by the proxy process as the first frame."""
-
-    protocol: str
-    spec: ObservedModelSpec | None
-    max_body_bytes: int
-    redaction_key: bytes | None = field(default=None, repr=False)
-    records_url: str | None = None
-    batch_size: int = 500
-    batch_interval_seconds: float = 1.0
-    buffer_records: int = 50_000
-    ship_timeout_seconds: float = 5.0
-    ship_max_attempts: int = 5
-    source: dict[str, Any] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
-    report_interval_seconds: float = 0.2
-    log_level: int = logging.INFO
 
 
 def report_frame(
