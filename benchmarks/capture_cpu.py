@@ -157,9 +157,11 @@ def render_markdown(res: dict[str, Any]) -> str:
         "detector) and off (no collector). `hey` sends 1-row v2 requests at the rate for each "
         "run; CPU is utime + stime from /proc over the run divided by the requests served, for "
         "the sidecar's main process (forwarding) and its children (the capture worker) apart; "
-        "RSS is VmRSS at the end. The stall test posts ~0.8 MiB v2 bodies (captured: "
-        "`--max-body-bytes` 2 MiB) back to back from one client beside 1-row requests at a "
-        "tenth of the rate, whose latency it reports.",
+        "RSS is VmRSS at the end, PSS (smaps_rollup) the pair's memory with shared pages "
+        "counted once. The main process's column is what forwarding pays for capture; the "
+        "worker's runs on the other core (at nice +10). The stall test posts ~0.8 MiB v2 "
+        "bodies (52,000 rows, captured: `--max-body-bytes` 2 MiB) back to back from one "
+        "client beside 1-row requests at a tenth of the rate, whose latency it reports.",
         "",
         res["text"],
         "",
