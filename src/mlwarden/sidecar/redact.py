@@ -11,8 +11,9 @@ as the protocol adapter captured it.
   by hashing guesses (an email address, a user id). Null stays null (missing stays missing).
   Without a key there is nothing safe to hash with: the field is dropped instead.
   The JSON form is the standard library's (`json.dumps`, sorted keys), not orjson's, which
-  writes some numbers differently (`1e+16` against `1e16`): a hash must not change when the
-  sidecar's encoder does, or every hashed categorical would drift at an upgrade.
+  writes NaN and infinities as `null` (a NaN would hash like nothing at all) and may differ in
+  other corners: a hash must not change when the sidecar's encoder does, or every hashed
+  categorical would drift at an upgrade.
 """
 
 from __future__ import annotations
