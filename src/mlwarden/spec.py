@@ -64,6 +64,7 @@ ALERT_TYPES: Final = (
     "Latency",
     "Errors",
     "PerformanceDrop",
+    "CanaryRegression",
 )
 ACTIONS: Final = ("alert", "rollback", "scale", "shiftTraffic", "pause")
 PIPELINE_KINDS: Final = (
@@ -87,6 +88,7 @@ MAX_STATUS_REACTIONS: Final = 50
 MAX_STATUS_SUSPECTS: Final = 10
 MAX_STATUS_EVIDENCE: Final = 10
 MAX_STATUS_CONDITIONS: Final = 16
+MAX_STATUS_REVISIONS: Final = 8  # status.revisions (the detector's status.detector.revisions: 8)
 
 # The operator names the detector objects NAME-detector, and a Service name is a
 # DNS-1035 label of at most 63 characters.
@@ -838,6 +840,28 @@ class Guardrails:
     )
     require_approval: bool = _f(
         "requireApproval", "Wait for a person to approve each action.", "boolean", default=False
+    )
+    verify_within_seconds: float = _f(
+        "verifyWithin",
+        "How long after an action its trigger's signal must have recovered (Fixed) on the "
+        "traffic served since; judged at the latest then.",
+        "duration",
+        default=600.0,
+    )
+    verify_min_records: int = _f(
+        "verifyMinRecords",
+        "Records served after an action (by the revision serving now) that a verdict needs; "
+        "fewer by verifyWithin: Inconclusive.",
+        "integer",
+        default=200,
+        low=1,
+        high=10_000_000,
+    )
+    undo_if_not_fixed: bool = _f(
+        "undoIfNotFixed",
+        "Undo an action whose verification is NotFixed (and alert a person); false: only alert.",
+        "boolean",
+        default=False,
     )
 
 

@@ -103,16 +103,24 @@ def once_per_incident(
     return None
 
 
-def revision_moved(*, alert_revision: str | None, current_revision: str | None) -> str | None:
-    """Only a Deployment revision number is compared (`modelRevision` is optional, and a
-    sidecar might report something else, such as a pod-template-hash)."""
-    if alert_revision is None or current_revision is None or not alert_revision.isdigit():
+def revision_moved(
+    *,
+    alert_revision: int | None,
+    current_revision: str | None,
+    shown: str | None = None,
+) -> str | None:
+    """The alert's revision as a Deployment revision number (its `modelRevision`, a
+    pod-template-hash, resolved through the ReplicaSets: `react.revisions`) against the
+    Deployment's revision now. Unknown on either side: no objection. `shown` is how the
+    alert's revision reads (`6b8f7c9d4, revision 7 (fraud:1.4)`)."""
+    if alert_revision is None or current_revision is None or not current_revision.isdigit():
         return None
-    if int(alert_revision) == int(current_revision):
+    if alert_revision == int(current_revision):
         return None
+    what = shown or f"revision {alert_revision}"
     return (
-        f"the alert is about revision {alert_revision} but the Deployment is at revision "
-        f"{current_revision} now: someone changed it since; not rolling back"
+        f"the alert is about {what} but the Deployment is at revision {current_revision} "
+        "now: someone changed it since; not rolling back"
     )
 
 

@@ -50,7 +50,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from mlwarden.patches import apply_merge_patch, holds
-from mlwarden.react import guardrails
+from mlwarden.react import guardrails, revisions
 from mlwarden.react.actions import ActionRecord, Result, action_id, held_by
 from mlwarden.react.actuators.pause import PauseError, plan_pause
 from mlwarden.react.actuators.rollback import RollbackError, plan_rollback, revision_of
@@ -584,9 +584,15 @@ def plan_reactions(
                 dry_run=dry,
             )
             if candidate.action == "rollback":
+                named = _text(primary.get("modelRevision"))
+                replicasets = _kind_of(snapshot, "ReplicaSet")
+                deployment = [model.spec.target.deployment]
                 stop = stop or guardrails.revision_moved(
-                    alert_revision=_text(primary.get("modelRevision")),
+                    alert_revision=revisions.deployment_revision(
+                        named, replicasets, deployments=deployment
+                    ),
                     current_revision=proposal.revision,
+                    shown=revisions.long_label(named, replicasets, deployments=deployment),
                 )
                 stop = stop or guardrails.blames_elsewhere(
                     top=diagnosis_top, target=proposal.target, same_model=proposal.same_model

@@ -397,6 +397,30 @@ def test_no_rollback_when_the_alerting_revision_is_gone(build: Any) -> None:
     assert "revision 6" in record.reason and "revision 7" in record.reason
 
 
+def test_revision_moved_reads_a_pod_template_hash_through_the_replicasets(build: Any) -> None:
+    """The sidecar stamps the pod-template-hash; its ReplicaSet says which revision it is."""
+    live, sets = _history(build)
+    model = build.model(ROLLBACK)
+    by_revision = {
+        int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]): rs["metadata"][
+            "name"
+        ].rsplit("-", 1)[-1]
+        for rs in sets
+    }
+    old = build.alert("PredictionDrift", None, revision=by_revision[6])
+    (record,) = plan(build, model, [old], build.snapshot(live, *sets))
+    assert record.result == "Skipped"
+    assert f"revision 6 (fraud:6, pod-template-hash {by_revision[6]})" in record.reason
+    assert "at revision 7 now" in record.reason
+    current = build.alert("PredictionDrift", None, revision=by_revision[7])
+    (record,) = plan(build, model, [current], build.snapshot(live, *sets))
+    assert (record.result, record.to_state) == ("Running", "6")
+    # A hash no ReplicaSet carries: unknown, no objection.
+    unknown = build.alert("PredictionDrift", None, revision="zz9zz9zz9")
+    (record,) = plan(build, model, [unknown], build.snapshot(live, *sets))
+    assert record.result == "Running"
+
+
 def test_no_rollback_when_the_diagnosis_blames_the_feature_job(build: Any) -> None:
     """Input drift moves the predictions too; the model is not at fault, so it stays."""
     live, sets = _history(build)
