@@ -40,6 +40,7 @@ from typing import Any, Final
 import yaml
 
 from mlwarden import spec
+from mlwarden.react import verify
 from mlwarden.react.actions import RESULTS
 from mlwarden.spec import GROUP, KIND, PLURAL, VERSION
 
@@ -62,7 +63,7 @@ SINGULAR: Final = KIND.lower()
 PHASES: Final = ("Pending", "WarmingUp", "Observing", "Degraded", "Reacting", "Failed")
 CONDITION_STATUSES: Final = ("True", "False", "Unknown")
 REACTION_RESULTS: Final = RESULTS
-VERDICTS: Final = ("Pending", "Fixed", "NotFixed", "Inconclusive")
+VERDICTS: Final = verify.VERDICTS
 PERFORMANCE_METRICS: Final = spec.PERFORMANCE_METRICS
 
 # Kubernetes evaluates `pattern` with Go's RE2 as a search, so the whole-text match
@@ -397,7 +398,15 @@ def _status() -> Schema:
             "since": _string("When the action ended; evaluations after it count.", fmt=when),
             "deadline": _string("since + guardrails.verifyWithin.", fmt=when),
             "records": _integer("Records that revision served since the action.", minimum=0),
+            "recordsAt": _integer(
+                "The detector's records counter of that revision when the action ended.",
+                minimum=0,
+            ),
             "minRecords": _integer("guardrails.verifyMinRecords in force.", minimum=0),
+            "candidate": _string("CanaryRegression: the candidate the action turned away from."),
+            "candidateRecordsAt": _integer(
+                "The candidate's records counter when the action ended.", minimum=0
+            ),
             "undo": _string("The action that undid it (guardrails.undoIfNotFixed)."),
             "message": _string("Why this verdict, in words."),
         },
@@ -433,6 +442,7 @@ def _status() -> Schema:
             "reason": _string("Why it was taken, or skipped."),
             "dryRun": _boolean("A dry run (guardrails.dryRun): recorded, nothing applied."),
             "verification": verification,
+            "undoes": _string("The id of the action this one undoes (guardrails.undoIfNotFixed)."),
             "message": _string("What happened, in words (an error, the approval command)."),
             # The JSON merge patches the action applies, keyed by "Kind/name": arbitrary
             # fragments of other kinds' objects (a pod template, route rules), so they cannot

@@ -111,6 +111,10 @@ class ActionRecord:
     patch: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # target -> {JSON pointer of a field the patch set: digest of its value right after}
     held: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # After a workload action succeeded: did it fix its trigger? (`react.verify`)
+    verification: Mapping[str, Any] | None = None
+    # The id of the action this one undoes (guardrails.undoIfNotFixed); "" for the others.
+    undoes: str = ""
 
     @property
     def objects(self) -> tuple[str, ...]:
@@ -146,6 +150,10 @@ class ActionRecord:
             out["patch"] = {k: copy.deepcopy(dict(v)) for k, v in self.patch.items()}
         if self.held:
             out["held"] = {k: dict(v) for k, v in self.held.items()}
+        if self.verification is not None:
+            out["verification"] = copy.deepcopy(dict(self.verification))
+        if self.undoes:
+            out["undoes"] = self.undoes
         return out
 
     @classmethod
@@ -183,6 +191,12 @@ class ActionRecord:
                 if isinstance(held, Mapping)
                 else {}
             ),
+            verification=(
+                copy.deepcopy(dict(entry["verification"]))
+                if isinstance(entry.get("verification"), Mapping)
+                else None
+            ),
+            undoes=str(entry.get("undoes") or ""),
         )
 
 

@@ -1,0 +1,208 @@
+"""Verified remediation: the real operator judges whether its action fixed the trigger.
+
+The tests seed `status.alerts` and `status.detector` exactly as CONTRACT17 (issue 17) says
+the detector writes them: `detector.revisions[]` with cumulative `records` per revision and
+`detector.signals[]` with the latest evaluation of each tracked check (`at`, `failing`,
+`statistic`, `modelRevision`). verifyWithin is a few seconds and the timer pass runs every
+0.5 s (FAST), so each verdict comes within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from cluster import (
+    DEPLOYMENTS,
+    FAST,
+    REFERENCE,
+    Cluster,
+    ago,
+    alert,
+    events,
+    eventually,
+    iso,
+    obj,
+    patch_status,
+    reactions,
+    status,
+)
+from test_reactions import replicaset, results, versioned_deployment
+
+from mlwarden.timestamps import format_time
+
+
+def just_now() -> str:
+    """An evaluation's `at`: now, as the detector writes it (second precision)."""
+    return format_time(datetime.now(UTC))
+
+
+async def a_second_later() -> None:
+    """Times are to the second: an evaluation counts when it is later than the action's end."""
+    await asyncio.sleep(1.1)
+
+
+LATENCY = {"alert": "Latency", "action": "scale", "maxReplicas": 4}
+VERIFY = {"verifyWithin": "3s", "verifyMinRecords": 50}
+
+
+def revisions(**records: int) -> list[dict[str, Any]]:
+    """status.detector.revisions as the detector writes it (CONTRACT17)."""
+    return [{"revision": r, "records": n, "share": 1.0 / len(records),
+             "firstSeen": iso(ago(minutes=30)), "lastSeen": iso(ago(seconds=1)),
+             "role": "baseline"} for r, n in records.items()]  # fmt: skip
+
+
+def latency_signal(*, failing: bool, statistic: float, revision: str = "h1") -> dict[str, Any]:
+    """status.detector.signals[]: an evaluation made just now."""
+    return {"type": "Latency", "feature": None, "test": "p99", "statistic": statistic,
+            "threshold": 0.25, "failing": failing, "at": just_now(),
+            "modelRevision": revision}  # fmt: skip
+
+
+def latency(revision: str = "h1") -> dict[str, Any]:
+    return {**alert("Latency"), "modelRevision": revision}
+
+
+def the(api: Cluster, action: str) -> dict[str, Any]:
+    """The first record of `action` that was taken."""
+    return next(r for r in reactions(api) if r["action"] == action and r["result"] == "Succeeded")
+
+
+def verdict(api: Cluster, action: str = "scale") -> str | None:
+    try:
+        return str(the(api, action).get("verification", {}).get("verdict"))
+    except StopIteration:
+        return None
+
+
+def messages(api: Cluster, reason: str) -> list[str]:
+    return [str(e.get("message")) for e in events(api) if e.get("reason") == reason]
+
+
+async def scaled_and_pending(env: Any) -> dict[str, Any]:
+    """Detector: h1 has served 1000 records; the Latency alert fires; the scale is taken."""
+    await patch_status(env.server, {"detector": {"reference": REFERENCE,
+                                                 "revisions": revisions(h1=1000)}})  # fmt: skip
+    await patch_status(env.server, {"alerts": [latency()]})
+    await eventually(lambda: verdict(env.api) == "Pending", what="a Pending verification")
+    await a_second_later()
+    return dict(the(env.api, "scale")["verification"])
+
+
+async def test_fixed_when_the_signal_passes_on_enough_records_after_the_action(
+    observing: Callable[..., Any],
+) -> None:
+    env = await observing(guardrails={**VERIFY, "verifyWithin": "30s"}, reactions=[LATENCY])
+    pending = await scaled_and_pending(env)
+    assert {k: pending[k] for k in ("signal", "before", "verdict", "revision", "recordsAt",
+                                    "minRecords")} == {
+        "signal": "Latency/p99", "before": 0.4, "verdict": "Pending", "revision": "h1",
+        "recordsAt": 1000, "minRecords": 50}  # fmt: skip
+    # The alert resolves and the detector reports the signal passing on 80 new records.
+    await patch_status(env.server, {"alerts": [], "detector": {
+        "revisions": revisions(h1=1080),
+        "signals": [latency_signal(failing=False, statistic=0.12)]}})  # fmt: skip
+    # The respond timer keeps running with no alert while the verification is open.
+    await eventually(lambda: verdict(env.api) == "Fixed", what="Fixed")
+    done = the(env.api, "scale")["verification"]
+    assert (done["after"], done["records"]) == (0.12, 80)
+    fixed = await eventually(lambda: messages(env.api, "ReactionFixed"), what="an Event")
+    assert len(fixed) == 1 and "Latency/p99 passes on 80 records" in fixed[0], fixed
+
+
+async def test_not_fixed_only_alerts_by_default(observing: Callable[..., Any]) -> None:
+    env = await observing(guardrails=VERIFY, reactions=[LATENCY])
+    await scaled_and_pending(env)
+    await patch_status(env.server, {"detector": {
+        "revisions": revisions(h1=1500),
+        "signals": [latency_signal(failing=True, statistic=0.38)]}})  # fmt: skip
+    await eventually(lambda: verdict(env.api) == "NotFixed", what="NotFixed", timeout=15)
+    done = the(env.api, "scale")["verification"]
+    assert (done["after"], done["records"], "undo" in done) == (0.38, 500, False)
+    (warning,) = await eventually(lambda: messages(env.api, "ReactionNotFixed"), what="Event")
+    assert "still fails on 500 records" in warning
+    await asyncio.sleep(1.5)
+    assert obj(env.api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"] == 4  # not undone
+    assert not [r for r in reactions(env.api) if r.get("undoes")]
+
+
+async def test_not_fixed_is_undone_with_undo_if_not_fixed(observing: Callable[..., Any]) -> None:
+    env = await observing(guardrails={**VERIFY, "undoIfNotFixed": True}, reactions=[LATENCY])
+    await scaled_and_pending(env)
+    assert obj(env.api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"] == 4
+    await patch_status(env.server, {"detector": {
+        "revisions": revisions(h1=1500),
+        "signals": [latency_signal(failing=True, statistic=0.38)]}})  # fmt: skip
+    await eventually(lambda: verdict(env.api) == "NotFixed", what="NotFixed", timeout=15)
+    await eventually(lambda: obj(env.api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"] == 2,
+                     what="undone: 4 -> 2")  # fmt: skip
+    original = the(env.api, "scale")
+    (undo,) = [r for r in reactions(env.api) if r.get("undoes")]
+    assert (undo["undoes"], undo["from"], undo["to"], undo["result"]) == (
+        original["id"],
+        "4",
+        "2",
+        "Succeeded",
+    )
+    assert original["verification"]["undo"] == undo["id"]
+    assert "verification" not in undo  # an undo is not verified itself
+    await eventually(lambda: messages(env.api, "ReactionNotFixed"), what="ReactionNotFixed")
+    await eventually(lambda: messages(env.api, "ReactionUndone"), what="ReactionUndone")
+    # Not scaled up again in this incident: the same transition is the same id.
+    await asyncio.sleep(1.5)
+    assert obj(env.api, DEPLOYMENTS, "fraud-model")["spec"]["replicas"] == 2
+    assert results(env.api, "scale").count("Succeeded") == 2
+
+
+async def test_inconclusive_when_too_little_traffic_came(observing: Callable[..., Any]) -> None:
+    env = await observing(guardrails=VERIFY, reactions=[LATENCY])
+    await scaled_and_pending(env)
+    await patch_status(env.server, {"detector": {
+        "revisions": revisions(h1=1020),
+        "signals": [latency_signal(failing=True, statistic=0.38)]}})  # fmt: skip
+    await eventually(lambda: verdict(env.api) == "Inconclusive", what="Inconclusive", timeout=15)
+    assert "only 20 records" in the(env.api, "scale")["verification"]["message"]
+    await eventually(lambda: messages(env.api, "ReactionInconclusive"), what="an Event")
+
+
+async def test_a_rollback_is_verified_on_the_restored_revision_across_a_restart(
+    cluster: tuple[Cluster, str], observing: Callable[..., Any], start_operator: Callable[..., Any]
+) -> None:
+    """The record in status is the state: a new operator process judges it on."""
+    dep = versioned_deployment(7)
+    old, current = replicaset(dep, 6, "fraud:1.3"), replicaset(dep, 7, "fraud:1.4")
+    rollback = {"alert": "PredictionDrift", "action": "rollback"}
+    env = await observing(old, current, deployment=dep, guardrails=VERIFY, reactions=[rollback])
+    api, server = env.api, env.server
+    await patch_status(server, {"detector": {"reference": REFERENCE,
+                                             "revisions": revisions(h7=5000, h6=300)}})  # fmt: skip
+    await patch_status(server, {"alerts": [{**alert("PredictionDrift"), "modelRevision": "h7"}]})
+    await eventually(lambda: verdict(api, "rollback") == "Pending", what="rolled back")
+    pending = the(api, "rollback")["verification"]
+    # The records that count are the restored revision's (6, pod-template-hash h6).
+    assert (pending["revision"], pending["recordsAt"], pending["signal"]) == (
+        "h6",
+        300,
+        "PredictionDrift/ks",
+    )
+    assert pending["revisionLabel"] == "revision 6 (fraud:1.3, pod-template-hash h6)"
+    await a_second_later()
+    template = obj(api, DEPLOYMENTS, "fraud-model")["spec"]["template"]
+    assert template["spec"]["containers"][0]["image"] == "fraud:1.3"
+
+    assert await env.op.stop() == 0, env.op.log()[-3000:]
+    # While no operator runs: the restored revision serves, the drift is gone on its records.
+    drift = {"type": "PredictionDrift", "feature": None, "test": "ks", "statistic": 0.03,
+             "threshold": 0.1, "failing": False, "at": just_now(),
+             "modelRevision": "h6"}  # fmt: skip
+    await patch_status(server, {"alerts": [], "detector": {
+        "revisions": revisions(h7=5000, h6=420), "signals": [drift]}})  # fmt: skip
+    await start_operator(env=FAST)
+    await eventually(lambda: verdict(api, "rollback") == "Fixed", what="Fixed", timeout=30)
+    done = the(api, "rollback")["verification"]
+    assert (done["records"], done["after"], done["since"]) == (120, 0.03, pending["since"])
+    assert results(api, "rollback").count("Succeeded") == 1  # never rolled back twice
+    await eventually(lambda: status(api)["phase"] == "Observing", what="Observing again")
