@@ -720,9 +720,15 @@ class Reaction:
             explain=lambda s: f"must not exceed maxReplicas ({s['maxReplicas']})",
         ),
         Rule(
-            "!(self.action in ['shiftTraffic', 'pause']) || has(self.canary)",
-            lambda s: s.get("action") not in ("shiftTraffic", "pause") or _has(s, "canary"),
-            "canary is required when action is shiftTraffic or pause",
+            "!(self.action in ['shiftTraffic', 'pause']) || has(self.canary)"
+            " || (self.action == 'pause' && self.alert == 'CanaryRegression')",
+            lambda s: (
+                s.get("action") not in ("shiftTraffic", "pause")
+                or _has(s, "canary")
+                or (s.get("action") == "pause" and s.get("alert") == "CanaryRegression")
+            ),
+            "canary is required when action is shiftTraffic, or pause on another alert than "
+            "CanaryRegression (whose modelRevision names the candidate)",
             field="canary",
             explain=lambda s: f"required when action is {s['action']}: the canary backend",
         ),
@@ -809,7 +815,13 @@ class Reaction:
         default=None,
         max_length=MAX_NAME,
     )
-    canary: str | None = _f("canary", "The canary backend.", default=None, max_length=MAX_NAME)
+    canary: str | None = _f(
+        "canary",
+        "The canary backend (pause on CanaryRegression: default the Deployment of the "
+        "candidate the alert names).",
+        default=None,
+        max_length=MAX_NAME,
+    )
     step_percent: int = _f(  # traffic moved back to stable per step
         "stepPercent",
         "shiftTraffic: traffic moved back to stable per step, in percent.",

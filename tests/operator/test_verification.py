@@ -24,6 +24,7 @@ from cluster import (
     events,
     eventually,
     iso,
+    model_deployment,
     obj,
     patch_status,
     reactions,
@@ -206,3 +207,87 @@ async def test_a_rollback_is_verified_on_the_restored_revision_across_a_restart(
     assert (done["records"], done["after"], done["since"]) == (120, 0.03, pending["since"])
     assert results(api, "rollback").count("Succeeded") == 1  # never rolled back twice
     await eventually(lambda: status(api)["phase"] == "Observing", what="Observing again")
+
+
+# --------------------------------------------------------------------------- canaries
+
+
+def rs_of(deployment: dict[str, Any], revision: int, image: str, hash_: str,
+          replicas: int) -> dict[str, Any]:  # fmt: skip
+    """A ReplicaSet as the Deployment controller keeps it (labels, revision, template)."""
+    rs = replicaset(deployment, revision, image)
+    rs["metadata"]["name"] = f"{deployment['metadata']['name']}-{hash_}"
+    for labels in (rs["metadata"]["labels"], rs["spec"]["template"]["metadata"]["labels"]):
+        labels["pod-template-hash"] = hash_
+    rs["metadata"]["ownerReferences"][0]["name"] = deployment["metadata"]["name"]
+    rs["spec"]["replicas"] = replicas
+    rs["status"] = {"replicas": replicas}
+    return rs
+
+
+def regression(candidate: str, baseline: str) -> dict[str, Any]:
+    """A CanaryRegression as the detector writes it (CONTRACT17)."""
+    return {**alert("CanaryRegression"), "test": "canary", "modelRevision": candidate,
+            "baselineRevision": baseline,
+            "evidence": [{"signal": "prediction", "test": "chi2", "statistic": 0.4,
+                          "effect": 0.3, "threshold": 0.1, "failing": True}]}  # fmt: skip
+
+
+async def test_shift_traffic_away_from_the_canary_the_alert_names_and_verify_it(
+    observing: Callable[..., Any],
+) -> None:
+    stable, canary = model_deployment("fraud-stable"), model_deployment("fraud-canary")
+    stable["spec"]["replicas"], canary["spec"]["replicas"] = 9, 1
+    sets = [rs_of(stable, 4, "fraud:1.4", "st4bl3", 9), rs_of(canary, 2, "fraud:1.5", "c4n4ry", 1)]
+    shift = {"alert": "CanaryRegression", "action": "shiftTraffic", "router": "replicas",
+             "stable": "fraud-stable", "canary": "fraud-canary"}  # fmt: skip
+    env = await observing(stable, canary, *sets, guardrails={**VERIFY, "verifyWithin": "30s"},
+                          reactions=[shift])  # fmt: skip
+    api, server = env.api, env.server
+    await patch_status(
+        server,
+        {"detector": {"reference": REFERENCE, "revisions": revisions(st4bl3=9000, c4n4ry=400)}},
+    )
+    await patch_status(server, {"alerts": [regression("c4n4ry", "st4bl3")]})
+    await eventually(lambda: verdict(api, "shiftTraffic") == "Pending", what="shifted")
+    assert obj(api, DEPLOYMENTS, "fraud-canary")["spec"]["replicas"] == 0
+    assert obj(api, DEPLOYMENTS, "fraud-stable")["spec"]["replicas"] == 10
+    pending = the(api, "shiftTraffic")["verification"]
+    assert (pending["signal"], pending["revision"], pending["candidate"]) == (
+        "CanaryRegression/canary",
+        "st4bl3",
+        "c4n4ry",
+    )
+    assert pending["revisionLabel"] == "revision 4 (fraud:1.4, pod-template-hash st4bl3)"
+    # The canary gets no record any more, the stable serves 100 more, the alert resolves.
+    await patch_status(server, {"alerts": [], "detector": {
+        "revisions": revisions(st4bl3=9100, c4n4ry=400)}})  # fmt: skip
+    await eventually(lambda: verdict(api, "shiftTraffic") == "Fixed", what="Fixed")
+    assert the(api, "shiftTraffic")["verification"]["records"] == 100
+
+
+async def test_pause_on_a_canary_regression_pauses_the_targets_rollout(
+    observing: Callable[..., Any],
+) -> None:
+    """The candidate is the target's own new ReplicaSet, mid-rollout: `rollout pause`."""
+    dep = versioned_deployment(7)
+    sets = [rs_of(dep, 6, "fraud:1.4", "h6", 1), rs_of(dep, 7, "fraud:1.5", "h7", 1)]
+    env = await observing(*sets, deployment=dep, guardrails=VERIFY,
+                          reactions=[{"alert": "CanaryRegression", "action": "pause"}])  # fmt: skip
+    api, server = env.api, env.server
+    await patch_status(
+        server, {"detector": {"reference": REFERENCE, "revisions": revisions(h6=900, h7=100)}}
+    )
+    await patch_status(server, {"alerts": [regression("h7", "h6")]})
+    await eventually(lambda: obj(api, DEPLOYMENTS, "fraud-model")["spec"].get("paused") is True,
+                     what="the rollout paused")  # fmt: skip
+    record = the(api, "pause")
+    assert (record["target"], record["from"], record["to"]) == (
+        "Deployment/fraud-model",
+        "rolling",
+        "paused",
+    )
+    assert record["verification"]["revision"] == "h6"
+    assert "revision 7 (fraud:1.5) against revision 6 (fraud:1.4)" in str(
+        await eventually(lambda: messages(api, "AlertFired"), what="AlertFired")
+    )

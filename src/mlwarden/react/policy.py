@@ -62,6 +62,8 @@ from mlwarden.spec import ObservedModel, Reaction
 from mlwarden.timestamps import format_time, parse_time
 
 _FAR_FUTURE: Final = datetime.max  # alerts without an onset sort last
+# The alert whose `modelRevision` names the candidate that shiftTraffic and pause aim at.
+CANARY_ALERT: Final = "CanaryRegression"
 
 
 # --------------------------------------------------------------------------- what to do
@@ -156,8 +158,83 @@ def _applied(obj: Mapping[str, Any], patches: Mapping[str, Mapping[str, Any]]) -
     return patched
 
 
-def _propose(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) -> _Proposal:
+def _candidate_of(
+    alert: Mapping[str, Any] | None, model: ObservedModel, snapshot: LiveObjects
+) -> tuple[str, str | None] | None:
+    """A CanaryRegression's candidate: (its revision, the Deployment owning its ReplicaSet)."""
+    if alert is None or alert.get("type") != CANARY_ALERT or not alert.get("modelRevision"):
+        return None
+    revision = str(alert["modelRevision"])
+    found = revisions.resolve(
+        revision,
+        _kind_of(snapshot, "ReplicaSet"),
+        deployments=[model.spec.target.deployment],
+    )
+    return revision, found.deployment
+
+
+def _serving(rs: Mapping[str, Any]) -> int:
+    spec, st = rs.get("spec") or {}, rs.get("status") or {}
+    return max(int(spec.get("replicas") or 0), int(st.get("replicas") or 0))
+
+
+def _pause_rollout(
+    model: ObservedModel, snapshot: LiveObjects, name: str, revision: str
+) -> _Proposal:
+    """A candidate that is the target's own new ReplicaSet, mid-rollout: pause the rollout.
+
+    As `kubectl rollout pause`: `spec.paused: true` stops the Deployment controller from
+    moving further pods to the candidate (those already on it keep serving; resuming or
+    rolling back is a person's call, or a rollback reaction's)."""
+    target = f"Deployment/{name}"
+    deployment = snapshot.get(("Deployment", name))
+    if deployment is None:
+        return _missing(model, "Deployment", name)
+    label = revisions.label(revision, _kind_of(snapshot, "ReplicaSet"), deployments=[name])
+    if (deployment.get("spec") or {}).get("paused"):
+        return _Proposal(
+            target=target, from_state="paused", to_state="paused",
+            idle=f"the rollout of {target} to {label} is paused already",
+        )  # fmt: skip
+    owned = [
+        rs
+        for rs in _kind_of(snapshot, "ReplicaSet")
+        if any(
+            o.get("kind") == "Deployment" and o.get("name") == name
+            for o in (rs.get("metadata") or {}).get("ownerReferences") or ()
+        )
+    ]
+    others = [
+        rs
+        for rs in owned
+        if ((rs.get("metadata") or {}).get("labels") or {}).get("pod-template-hash") != revision
+        and _serving(rs) > 0
+    ]
+    if not others:
+        return _Proposal(
+            target=target,
+            from_state="rolled out",
+            to_state="paused",
+            idle=(
+                f"{label} of {target} is rolled out (no other revision serves): nothing to "
+                "pause; a rollback reaction takes it back"
+            ),
+        )
+    meta = deployment.get("metadata") or {}
+    patch: dict[str, Any] = {"spec": {"paused": True}}
+    if meta.get("resourceVersion") is not None:
+        patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
+    return _Proposal(target=target, from_state="rolling", to_state="paused", patch={target: patch})
+
+
+def _propose(
+    reaction: Reaction,
+    model: ObservedModel,
+    snapshot: LiveObjects,
+    alert: Mapping[str, Any] | None = None,
+) -> _Proposal:
     name = model.spec.target.deployment
+    candidate = _candidate_of(alert, model, snapshot)
     if reaction.action == "rollback":
         deployment = snapshot.get(("Deployment", name))
         if deployment is None:
@@ -214,6 +291,27 @@ def _propose(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) ->
         )
     if reaction.action == "pause":
         canary = reaction.canary
+        if candidate is not None:
+            wanted, owner = candidate
+            if owner is None and canary is None:
+                return _Proposal(
+                    target=f"Deployment/{name}",
+                    problem=(
+                        f"no ReplicaSet carries pod-template-hash {wanted} (the candidate "
+                        "the alert names): cannot tell which Deployment to pause"
+                    ),
+                )
+            if owner == name:  # the target's own new revision, mid-rollout
+                return _pause_rollout(model, snapshot, name, wanted)
+            if owner is not None and canary is not None and owner != canary:
+                return _Proposal(
+                    target=f"Deployment/{canary}",
+                    problem=(
+                        f"the alert names revision {wanted} of Deployment {owner}, not the "
+                        f"canary {canary}: not pausing {canary}"
+                    ),
+                )
+            canary = owner or canary
         deployment = snapshot.get(("Deployment", canary or ""))
         if deployment is None:
             return _missing(model, "Deployment", canary)
@@ -233,6 +331,18 @@ def _propose(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) ->
             patch={target: pause.patch},
         )
     if reaction.action == "shiftTraffic":
+        if candidate is not None:
+            wanted, owner = candidate
+            router = ROUTERS.get(reaction.router or "")
+            if router is not None and router.kind == "Deployment" and owner != reaction.canary:
+                where = f"of Deployment {owner}" if owner else "(no ReplicaSet carries it)"
+                return _Proposal(
+                    target=f"Deployment/{reaction.stable}+Deployment/{reaction.canary}",
+                    problem=(
+                        f"the alert names revision {wanted} {where}, not the canary "
+                        f"{reaction.canary}: its traffic is not this route's to shift"
+                    ),
+                )
         return _propose_shift(reaction, model, snapshot)
     return _Proposal(target="?", problem=f"unknown action {reaction.action!r}")
 
@@ -301,7 +411,7 @@ def _candidates(
                 notified[key] = _Candidate("alert", reaction, [alert], proposal)
                 out.append(notified[key])
             continue
-        proposal = _propose(reaction, model, snapshot)
+        proposal = _propose(reaction, model, snapshot, matched[0])
         same = workload.get((reaction.action, proposal.target))
         if same is not None:
             known = {_alert_key(a) for a in same.alerts}

@@ -336,12 +336,12 @@ def _undo_patch(
         obj = snapshot.get((kind, name))
         if obj is None:
             raise UndoError(f"{first} is gone")
+        if record.action == "pause" and record.from_state == "rolling":  # a rollout resumed
+            return {first: _with_version(obj, {"spec": {"paused": False}})}
         found = _PREFIXED.match(record.from_state)
         if found is None:
             raise UndoError(f"the state it left, {record.from_state!r}, is not a count")
         field, count = found.group(1) or "replicas", int(found.group(2))
-        if record.action == "pause" and record.from_state == "rolling":
-            return {first: _with_version(obj, {"spec": {"paused": False}})}
         patch: dict[str, Any] = {"spec": {field: count}}
         if record.action == "pause":
             patch["metadata"] = {"annotations": {PAUSED_FROM_ANNOTATION: None}}

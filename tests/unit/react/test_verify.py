@@ -267,3 +267,8 @@ def test_scale_pause_and_shift_are_undone(build: Any) -> None:
     after = apply_merge_patch(route, undo.patch["HTTPRoute/fraud"])
     weights = [b["weight"] for b in after["spec"]["rules"][0]["backendRefs"]]
     assert weights == [90, 10]
+    rollout = ActionRecord(id="pause-2", action="pause", target="Deployment/fraud-model",
+                           from_state="rolling", to_state="paused", reason="",
+                           result="Succeeded", at="")  # fmt: skip
+    undo = verify.plan_undo(rollout, model=model, snapshot=build.snapshot(dep), now=build.NOW)
+    assert undo.patch["Deployment/fraud-model"]["spec"] == {"paused": False}
