@@ -17,6 +17,7 @@ from typing import Any
 from cluster import (
     DEPLOYMENTS,
     FAST,
+    OPERATOR_CALLS,
     REFERENCE,
     Cluster,
     ago,
@@ -102,7 +103,18 @@ async def test_fixed_when_the_signal_passes_on_enough_records_after_the_action(
                                     "minRecords")} == {
         "signal": "Latency/p99", "before": 0.4, "verdict": "Pending", "revision": "h1",
         "recordsAt": 1000, "minRecords": 50}  # fmt: skip
-    # The alert resolves and the detector reports the signal passing on 80 new records.
+    # The alert resolves before the detector has news: the respond timer keeps running while
+    # the verification is open, at one GET of the ObservedModel per pass and no write while
+    # nothing changes (the API cost of an open verification).
+    await patch_status(env.server, {"alerts": []})
+    await asyncio.sleep(1.5)
+    start = len(OPERATOR_CALLS)
+    await asyncio.sleep(3)
+    calls = [(c.verb, c.resource) for c in OPERATOR_CALLS[start:] if c.verb not in ("watch",)]
+    assert calls.count(("get", "observedmodels")) >= 3, calls  # a pass every 0.5 s
+    assert set(calls) <= {("get", "observedmodels"), ("create", "events")}, calls
+    assert verdict(env.api) == "Pending"
+    # The detector reports the signal passing on 80 new records.
     await patch_status(env.server, {"alerts": [], "detector": {
         "revisions": revisions(h1=1080),
         "signals": [latency_signal(failing=False, statistic=0.12)]}})  # fmt: skip

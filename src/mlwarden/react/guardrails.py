@@ -4,7 +4,9 @@
     exactly_once       this id is recorded already (Planned, Running, Succeeded or Failed)
     once_per_incident  a rollback or pause of this target was taken in this incident already
                        (a second `rollout undo` would bring back the faulty revision)
-    revision_moved     the alert names a Deployment revision that is no longer the current one
+    revision_moved     the alert names a revision (a pod-template-hash, resolved to its
+                       Deployment revision through the ReplicaSets) that is no longer the
+                       Deployment's current one
     blames_elsewhere   the diagnosis' top suspect is upstream of the model (a job, a config,
                        another workload), not the model's Deployment: rolling the model back
                        would not fix the data, and would take away a good version
