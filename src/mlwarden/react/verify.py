@@ -22,7 +22,9 @@ no revision known, all traffic counts.
                   `guardrails.verifyMinRecords` records served after the action. For a
                   CanaryRegression (the candidate was paused or its traffic shifted away),
                   the candidate receiving no record since the action counts as its signal
-                  passing: nothing of it is left to evaluate.
+                  passing: nothing of it is left to evaluate (a later evaluation can only be
+                  of its records from before the action).
+                  A CanaryRegression's alert and evaluations are those naming its candidate.
     NotFixed      at the deadline (the action's end + `guardrails.verifyWithin`), on that
                   many records, the signal's latest evaluation after the action fails (or,
                   not evaluated since, its alert is still active).
@@ -239,18 +241,29 @@ def judge(
     revisions = (detector or {}).get("revisions")
     minimum = int(current.get("minRecords") or 0)
     records = records_since(revisions, revision, at=int(current.get("recordsAt") or 0), since=since)
-    active = any(signal_key(a) == key for a in alerts if isinstance(a, Mapping))
-    latest = _latest_signal((detector or {}).get("signals"), key, after=since, revision=revision)
+    candidate = current.get("candidate")
+    # A canary check is about its candidate (one CanaryRegression per candidate, all with the
+    # same key): its alert and evaluations are the ones naming it.
+    about = str(candidate) if candidate else revision
+    active = any(
+        signal_key(a) == key
+        and not (candidate and a.get("modelRevision") and str(a["modelRevision"]) != candidate)
+        for a in alerts
+        if isinstance(a, Mapping)
+    )
+    latest = _latest_signal((detector or {}).get("signals"), key, after=since, revision=about)
     after = _number(latest.get("statistic")) if latest is not None else None
     passes = latest is not None and latest.get("failing") is False
-    candidate = current.get("candidate")
     if candidate and not passes:
         # A paused or shifted-away candidate has nothing left to evaluate: no record of it
-        # since the action is its signal passing.
+        # since the action is its signal passing (an evaluation then can only be of records
+        # from before the action).
         got = records_since(
             revisions, str(candidate), at=int(current.get("candidateRecordsAt") or 0), since=since
         )
-        passes = got == 0 and (latest is None or latest.get("failing") is not True)
+        passes = got == 0
+        if passes and latest is not None and latest.get("failing") is True:
+            latest, after = None, None  # judged on records from before the action
     where = f" by revision {revision}" if revision else ""
     counted = f"{records} records served{where} since the action"
     if passes and not active and records >= minimum:

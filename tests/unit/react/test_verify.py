@@ -184,6 +184,19 @@ def test_a_canary_turned_away_is_fixed_when_the_candidate_gets_no_more_records(
     # Still alerting at the deadline: NotFixed.
     late = build.NOW + timedelta(seconds=601)
     assert verify.judge(v, alerts=[regression], detector=still, now=late)["verdict"] == "NotFixed"
+    # Another candidate's regression (same key) is not this one's.
+    other = {**regression, "modelRevision": "0th3r"}
+    assert verify.judge(v, alerts=[other], detector=quiet, now=later)["verdict"] == "Fixed"
+    # The canary check's evaluations name the candidate, not the baseline: failing on its new
+    # records, NotFixed at the deadline; with no new record of it, only its old ones were
+    # evaluated, and the traffic left it: Fixed.
+    failing = {"type": "CanaryRegression", "test": "canary", "statistic": 0.5, "failing": True,
+               "at": format_time(later), "modelRevision": BAD}  # fmt: skip
+    evaluated = {**still, "signals": [failing]}
+    assert verify.judge(v, alerts=[], detector=evaluated, now=later)["verdict"] == "Pending"
+    assert verify.judge(v, alerts=[], detector=evaluated, now=late)["verdict"] == "NotFixed"
+    stale = {**quiet, "signals": [failing]}
+    assert verify.judge(v, alerts=[], detector=stale, now=later)["verdict"] == "Fixed"
 
 
 def test_pending_and_verifiable(build: Any) -> None:
