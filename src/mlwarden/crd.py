@@ -342,9 +342,7 @@ def _status() -> Schema:
             "pValue": _number("The p-value, for statistical tests.", nullable=True),
             "threshold": _number("The threshold it was judged against.", nullable=True),
             "since": _string("Onset: the first failing evaluation.", fmt=when),
-            "modelRevision": _string(
-                "The model revision it concerns (the pod-template-hash the sidecar stamps)."
-            ),
+            "modelRevision": _string("The model's Deployment revision."),
             "reference": _string("The reference it was judged against."),
             "message": _string("What was found, in words."),
         },

@@ -88,7 +88,7 @@ MAX_STATUS_REACTIONS: Final = 50
 MAX_STATUS_SUSPECTS: Final = 10
 MAX_STATUS_EVIDENCE: Final = 10
 MAX_STATUS_CONDITIONS: Final = 16
-MAX_STATUS_REVISIONS: Final = 8  # status.revisions (the detector's status.detector.revisions: 8)
+MAX_STATUS_REVISIONS: Final = 8  # status.detector.revisions: the detector's live revisions
 
 # The operator names the detector objects NAME-detector, and a Service name is a
 # DNS-1035 label of at most 63 characters.
