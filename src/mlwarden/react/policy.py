@@ -463,19 +463,36 @@ def alerts_for(
 # --------------------------------------------------------------------------- words
 
 
-def _describe(alert: Mapping[str, Any]) -> str:
+def _describe(alert: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
+    """`PredictionDrift since ... (model revision 7 (fraud:1.4))`; `names`: hash → label."""
+    names = names or {}
     text = str(alert.get("type", "?"))
     if alert.get("feature"):
         text += f" on {alert['feature']}"
     if alert.get("since"):
         text += f" since {alert['since']}"
-    if alert.get("modelRevision"):
-        text += f" (model revision {alert['modelRevision']})"
+    revision = alert.get("modelRevision")
+    if revision:
+        shown = names.get(str(revision))
+        text += f" (model {shown})" if shown else f" (model revision {revision})"
     return text
 
 
-def _trigger(alerts: Sequence[Mapping[str, Any]], top: Mapping[str, Any] | None) -> str:
-    text = "; ".join(_describe(a) for a in alerts)
+def _trigger(
+    alerts: Sequence[Mapping[str, Any]],
+    top: Mapping[str, Any] | None,
+    snapshot: LiveObjects | None = None,
+    deployments: Sequence[str] = (),
+) -> str:
+    replicasets = _kind_of(snapshot or {}, "ReplicaSet")
+    names = {
+        str(a["modelRevision"]): revisions.resolve(
+            str(a["modelRevision"]), replicasets, deployments=deployments
+        ).label
+        for a in alerts
+        if a.get("modelRevision")
+    }
+    text = "; ".join(_describe(a, names) for a in alerts)
     if top:
         text += f"; top suspect {top.get('kind', '?')}/{top.get('name', '?')}"
     return text
@@ -673,7 +690,9 @@ def plan_reactions(
         ):
             continue
         working = list(latest.values())
-        trigger = _trigger(candidate.alerts, diagnosis_top)
+        trigger = _trigger(
+            candidate.alerts, diagnosis_top, snapshot, [model.spec.target.deployment]
+        )
         draft = _Draft(
             id=rid,
             action=candidate.action,

@@ -481,6 +481,7 @@ def test_revision_moved_reads_a_pod_template_hash_through_the_replicasets(build:
     current = build.alert("PredictionDrift", None, revision=by_revision[7])
     (record,) = plan(build, model, [current], build.snapshot(live, *sets))
     assert (record.result, record.to_state) == ("Running", "6")
+    assert "(model revision 7 (fraud:7))" in record.reason  # the hash as people know it
     # A hash no ReplicaSet carries: unknown, no objection.
     unknown = build.alert("PredictionDrift", None, revision="zz9zz9zz9")
     (record,) = plan(build, model, [unknown], build.snapshot(live, *sets))
