@@ -64,6 +64,7 @@ ALERT_TYPES: Final = (
     "Latency",
     "Errors",
     "PerformanceDrop",
+    "CanaryRegression",
 )
 ACTIONS: Final = ("alert", "rollback", "scale", "shiftTraffic", "pause", "retrain")
 PIPELINE_KINDS: Final = (
@@ -87,6 +88,7 @@ MAX_STATUS_REACTIONS: Final = 50
 MAX_STATUS_SUSPECTS: Final = 10
 MAX_STATUS_EVIDENCE: Final = 10
 MAX_STATUS_CONDITIONS: Final = 16
+MAX_STATUS_REVISIONS: Final = 8  # status.detector.revisions: the detector's live revisions
 
 # The operator names the detector objects NAME-detector, and a Service name is a
 # DNS-1035 label of at most 63 characters.
@@ -808,9 +810,15 @@ class Reaction:
             explain=lambda s: f"must not exceed maxReplicas ({s['maxReplicas']})",
         ),
         Rule(
-            "!(self.action in ['shiftTraffic', 'pause']) || has(self.canary)",
-            lambda s: s.get("action") not in ("shiftTraffic", "pause") or _has(s, "canary"),
-            "canary is required when action is shiftTraffic or pause",
+            "!(self.action in ['shiftTraffic', 'pause']) || has(self.canary)"
+            " || (self.action == 'pause' && self.alert == 'CanaryRegression')",
+            lambda s: (
+                s.get("action") not in ("shiftTraffic", "pause")
+                or _has(s, "canary")
+                or (s.get("action") == "pause" and s.get("alert") == "CanaryRegression")
+            ),
+            "canary is required when action is shiftTraffic, or pause on another alert than "
+            "CanaryRegression (whose modelRevision names the candidate)",
             field="canary",
             explain=lambda s: f"required when action is {s['action']}: the canary backend",
         ),
@@ -914,7 +922,13 @@ class Reaction:
         default=None,
         max_length=MAX_NAME,
     )
-    canary: str | None = _f("canary", "The canary backend.", default=None, max_length=MAX_NAME)
+    canary: str | None = _f(
+        "canary",
+        "The canary backend (pause on CanaryRegression: default the Deployment of the "
+        "candidate the alert names).",
+        default=None,
+        max_length=MAX_NAME,
+    )
     step_percent: int = _f(  # traffic moved back to stable per step
         "stepPercent",
         "shiftTraffic: traffic moved back to stable per step, in percent.",
@@ -953,6 +967,28 @@ class Guardrails:
     )
     require_approval: bool = _f(
         "requireApproval", "Wait for a person to approve each action.", "boolean", default=False
+    )
+    verify_within_seconds: float = _f(
+        "verifyWithin",
+        "How long after an action its trigger's signal must have recovered (Fixed) on the "
+        "traffic served since; judged at the latest then.",
+        "duration",
+        default=600.0,
+    )
+    verify_min_records: int = _f(
+        "verifyMinRecords",
+        "Records served after an action (by the revision serving now) that a verdict needs; "
+        "fewer by verifyWithin: Inconclusive.",
+        "integer",
+        default=200,
+        low=1,
+        high=10_000_000,
+    )
+    undo_if_not_fixed: bool = _f(
+        "undoIfNotFixed",
+        "Undo an action whose verification is NotFixed (and alert a person); false: only alert.",
+        "boolean",
+        default=False,
     )
 
 

@@ -116,6 +116,10 @@ class ActionRecord:
     held: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # What the action started, once it exists ("Job/fraud-train-retrain-1a2b3c4d5e"): retrain
     run: str = ""
+    # After a workload action succeeded: did it fix its trigger? (`react.verify`)
+    verification: Mapping[str, Any] | None = None
+    # The id of the action this one undoes (guardrails.undoIfNotFixed); "" for the others.
+    undoes: str = ""
 
     @property
     def objects(self) -> tuple[str, ...]:
@@ -153,6 +157,10 @@ class ActionRecord:
             out["held"] = {k: dict(v) for k, v in self.held.items()}
         if self.run:
             out["run"] = self.run
+        if self.verification is not None:
+            out["verification"] = copy.deepcopy(dict(self.verification))
+        if self.undoes:
+            out["undoes"] = self.undoes
         return out
 
     @classmethod
@@ -191,6 +199,12 @@ class ActionRecord:
                 else {}
             ),
             run=str(entry.get("run") or ""),
+            verification=(
+                copy.deepcopy(dict(entry["verification"]))
+                if isinstance(entry.get("verification"), Mapping)
+                else None
+            ),
+            undoes=str(entry.get("undoes") or ""),
         )
 
 

@@ -5,7 +5,9 @@
     once_per_incident  a rollback, pause or retrain of this target was taken in this incident
                        already (a second `rollout undo` would bring back the faulty revision;
                        a second retraining on the same data would learn the same thing)
-    revision_moved     the alert names a Deployment revision that is no longer the current one
+    revision_moved     the alert names a revision (a pod-template-hash, resolved to its
+                       Deployment revision through the ReplicaSets) that is no longer the
+                       Deployment's current one
     blames_elsewhere   the diagnosis' top suspect is upstream of the model (a job, a config,
                        another workload), not the model's Deployment: rolling the model back
                        would not fix the data, and would take away a good version
@@ -109,16 +111,24 @@ def once_per_incident(
     return None
 
 
-def revision_moved(*, alert_revision: str | None, current_revision: str | None) -> str | None:
-    """Only a Deployment revision number is compared (`modelRevision` is optional, and a
-    sidecar might report something else, such as a pod-template-hash)."""
-    if alert_revision is None or current_revision is None or not alert_revision.isdigit():
+def revision_moved(
+    *,
+    alert_revision: int | None,
+    current_revision: str | None,
+    shown: str | None = None,
+) -> str | None:
+    """The alert's revision as a Deployment revision number (its `modelRevision`, a
+    pod-template-hash, resolved through the ReplicaSets: `react.revisions`) against the
+    Deployment's revision now. Unknown on either side: no objection. `shown` is how the
+    alert's revision reads (`6b8f7c9d4, revision 7 (fraud:1.4)`)."""
+    if alert_revision is None or current_revision is None or not current_revision.isdigit():
         return None
-    if int(alert_revision) == int(current_revision):
+    if alert_revision == int(current_revision):
         return None
+    what = shown or f"revision {alert_revision}"
     return (
-        f"the alert is about revision {alert_revision} but the Deployment is at revision "
-        f"{current_revision} now: someone changed it since; not rolling back"
+        f"the alert is about {what} but the Deployment is at revision {current_revision} "
+        "now: someone changed it since; not rolling back"
     )
 
 

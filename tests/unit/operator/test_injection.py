@@ -583,6 +583,12 @@ def test_sidecar_container(model: ObservedModel, settings: OperatorSettings) -> 
             },
         },
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        # The revision each record is stamped with: the pod's pod-template-hash label,
+        # through the Downward API (one revision per ReplicaSet).
+        {
+            "name": "MLWARDEN_MODEL_REVISION",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['pod-template-hash']"}},
+        },
         # The default grace period of 30 s: preStop 5 + drain 5, 19 s for in-flight requests
         # and the last flush, 1 s before SIGKILL.
         {"name": "MLWARDEN_DRAIN_SECONDS", "value": "5"},
@@ -1112,6 +1118,44 @@ def test_an_upgrade_asked_for_renders_the_sidecar_once(
     assert settled(cluster, model, settings).deployment_patch is None
     assert remove(cluster)[-1] == "removed"
     assert cluster.without_server_fields() == cluster.original_without_server_fields()
+
+
+def test_a_sidecar_frozen_without_the_revision_variable_gets_it_on_upgrade_only(
+    make_cluster: Callable[..., Cluster], model: ObservedModel, settings: OperatorSettings
+) -> None:
+    """Injections made before the sidecar took its revision from the pod do not roll for it:
+    the variable comes with the next upgrade asked for (sidecar.mlwarden.io/upgrade)."""
+    cluster = make_cluster(by_name=True)
+    inject(cluster, model, settings)
+    record = injection.read_record(cluster.deployment)
+    assert record is not None and record.sidecar is not None
+
+    def without_revision(container: Obj) -> Obj:
+        env = [e for e in container["env"] if e["name"] != "MLWARDEN_MODEL_REVISION"]
+        assert len(env) == len(container["env"]) - 1
+        return {**container, "env": env}
+
+    old = without_revision(record.sidecar)
+    template = cluster.deployment["spec"]["template"]
+    template["spec"]["containers"][-1] = without_revision(template["spec"]["containers"][-1])
+    cluster.deployment["metadata"]["annotations"]["mlwarden.io/injected"] = replace(
+        record, sidecar=old
+    ).to_annotation()
+    plan = settled(cluster, model, settings)
+    assert (plan.state, plan.deployment_patch) == ("injected", None)
+    for _ in range(5):
+        plan = plan_injection(deployment=cluster.deployment, service=cluster.service,
+                              model=model, settings=settings, upgrade="rev")  # fmt: skip
+        if plan.done:
+            break
+        if plan.deployment_patch is None:
+            cluster.finish_rollout()
+        cluster.apply(plan)
+    sidecar = cluster.deployment["spec"]["template"]["spec"]["containers"][-1]
+    env = {e["name"]: e for e in sidecar["env"]}
+    assert env["MLWARDEN_MODEL_REVISION"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['pod-template-hash']"
+    )
 
 
 def test_a_spec_change_the_sidecar_follows_renders_it_anew(
