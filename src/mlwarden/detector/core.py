@@ -98,6 +98,31 @@ def infer_type(values: list[Value]) -> str:
     return "categorical"
 
 
+def _merge_chunks(a: Chunk, b: Chunk) -> Chunk:
+    """One chunk holding what `a` and then `b` received."""
+    sketches = {}
+    for name, sketch in a.sketches.items():
+        merged = sketch.copy()
+        merged.merge(b.sketches[name])  # type: ignore[arg-type]
+        sketches[name] = merged
+    return Chunk(
+        started=a.started,
+        sketches=sketches,
+        type_errors=a.type_errors + b.type_errors,
+        out_of_range=a.out_of_range + b.out_of_range,
+        absent=a.absent + b.absent,
+        unexpected=a.unexpected + b.unexpected,
+        n_records=a.n_records + b.n_records,
+        n_requests=a.n_requests + b.n_requests,
+        n_errors=a.n_errors + b.n_errors,
+        latency_counts=a.latency_counts + b.latency_counts,
+        probabilities=[*a.probabilities, *b.probabilities],
+        labelled=[*a.labelled, *b.labelled],
+        revisions=a.revisions + b.revisions,
+        last=max(a.last, b.last),
+    )
+
+
 def _add_to_sketches(sketches: list[Sketch], values: Any) -> None:
     """Add one batch's column to one sketch, or to several (the all-traffic chunk and the
     revision's): sorted or tallied once, then merged, which costs a few small array adds."""
@@ -206,6 +231,9 @@ class Window:
         self.chunk_seconds = (duration or 0.0) / CHUNKS_PER_WINDOW
         self.sealed: list[Chunk] = []
         self.open = self._new_chunk(now)
+        # Chunks that received something at or after this moment stay, whatever the size or
+        # duration (the baseline's window, held back to cover its candidates' time span).
+        self.hold_since: float | None = None
 
     def _new_chunk(self, now: float) -> Chunk:
         return Chunk(
@@ -221,25 +249,44 @@ class Window:
         """Records (requests) per revision in the window."""
         return sum((c.revisions for c in [*self.sealed, self.open]), Counter())
 
-    def roll(self, now: float) -> None:
-        """Seal the open chunk when full (or old) and drop chunks that left the window."""
+    def roll(self, now: float, *, tick: bool = False) -> bool:
+        """Seal the open chunk when full (or old) and drop chunks that left the window.
+
+        `tick`: also seal a non-empty open chunk (a revision's window, sealed whenever the
+        all-traffic window seals one, so that revisions' chunks cover the same moments and a
+        small canary's window can be cut to the baseline's time span). Beyond
+        2 × CHUNKS_PER_WINDOW sealed chunks the two oldest are merged: evaluation stays a
+        merge of a bounded number of chunks. True when a chunk was sealed.
+        """
         full = (
             self.open.n_records >= self.chunk_records
             if self.size is not None
             else now - self.open.started >= self.chunk_seconds
         )
-        if full:
+        if full or (tick and (self.open.n_records or self.open.n_requests)):
             self.sealed.append(self.open)
             self.open = self._new_chunk(now)
+            if len(self.sealed) > 2 * CHUNKS_PER_WINDOW:
+                self.sealed[0:2] = [_merge_chunks(self.sealed[0], self.sealed[1])]
+        else:
+            full = False
         if self.size is not None:
             total = sum(c.n_records for c in self.sealed)
-            while self.sealed and total - self.sealed[0].n_records >= self.size:
+            while (
+                self.sealed
+                and total - self.sealed[0].n_records >= self.size
+                and not self._held(self.sealed[0])
+            ):
                 total -= self.sealed.pop(0).n_records
         else:
             assert self.duration is not None
             horizon = now - self.duration
-            while self.sealed and self.sealed[0].started + self.chunk_seconds < horizon:
+            while self.sealed and self.sealed[0].last < horizon and not self._held(self.sealed[0]):
                 self.sealed.pop(0)
+        return full
+
+    def _held(self, chunk: Chunk) -> bool:
+        return self.hold_since is not None and chunk.last >= self.hold_since
 
     def view(self, since: float | None = None) -> WindowView:
         """The merged window; with `since`, only the chunks that received something then or
@@ -297,7 +344,7 @@ class Revision:
     window: Window | None = None
     records: int = 0  # since first seen (cumulative)
     requests: int = 0
-    passed: bool = False  # its canary verdict was Pass at least once
+    passed: bool = False  # its latest decided canary verdict (Pass or Fail) was Pass
 
 
 class Detector:
@@ -503,8 +550,12 @@ class Detector:
         if probabilities is not None:
             for chunk in chunks:
                 chunk.probabilities.append(probabilities)
-        for window in windows:
-            window.roll(now)
+        if self.window.roll(now):
+            for other in self.revisions.values():
+                if other.window is not None:
+                    other.window.roll(now, tick=True)
+        elif rev is not None and rev.window is not None:
+            rev.window.roll(now)
 
     def _ingest_requests(self, batch: Batch, now: float, rev: Revision | None) -> None:
         if not batch.statuses:
@@ -523,7 +574,11 @@ class Detector:
             chunk.n_errors += errors
             chunk.latency_counts += latencies
             chunk.last = now
-            window.roll(now)
+        if self.slo_window.roll(now):
+            for other in self.revisions.values():
+                other.slo.roll(now, tick=True)
+        elif rev is not None:
+            rev.slo.roll(now)
 
     def _ingest_warmup(self, batch: Batch, now: float) -> None:
         size = self.model.spec.reference.size
@@ -608,6 +663,7 @@ class Detector:
         d = self.model.spec.detectors
         self._expire_revisions(now)
         self._choose_baseline()
+        self._hold_baseline()
         self.slo_window.roll(now)
         evidence = check_slo(self.slo_window.view(), d.latency, d.errors)
         if self.reference is not None and self.window is not None:
@@ -675,6 +731,19 @@ class Detector:
     def candidates(self) -> list[Revision]:
         return [r for n, r in self.revisions.items() if n != self.baseline]
 
+    def _hold_baseline(self) -> None:
+        """Keep the baseline's chunks back to its candidates' beginnings (bounded: a window
+        merges its oldest chunks beyond 2 × CHUNKS_PER_WINDOW), so a small canary is compared
+        with the baseline over its own whole window."""
+        for rev in self.revisions.values():
+            hold = None
+            if rev.name == self.baseline:
+                starts = [_start(c) for c in self.candidates()]
+                hold = min(starts) if starts else None
+            rev.slo.hold_since = hold
+            if rev.window is not None:
+                rev.window.hold_since = hold
+
     def _revision_view(self, rev: Revision, since: float | None) -> WindowView:
         """A revision's records and requests as one view (from `since` on, when given)."""
         view = rev.window.view(since) if rev.window is not None else WindowView(sketches={})
@@ -694,13 +763,12 @@ class Detector:
         if spec.canary.enabled and base is not None:
             columns = self.reference.columns if self.reference is not None else {}
             for rev in self.candidates():
-                since = rev.slo.started
-                if rev.window is not None:
-                    since = min(since, rev.window.started)
+                # The same time span: from the later of the two windows' beginnings.
+                since = max(_start(rev), _start(base))
                 result = canary.compare(
                     rev.name,
                     base.name,
-                    self._revision_view(rev, None),
+                    self._revision_view(rev, since),
                     self._revision_view(base, since),
                     columns=columns,
                     spec=spec.canary,
@@ -743,7 +811,8 @@ class Detector:
                 pending_failure=rev.name in pending,
             )
             self.verdicts[rev.name] = v
-            rev.passed = v == "Pass"
+            if v != "Pending":  # Pending (e.g. the baseline went quiet) keeps the last verdict
+                rev.passed = v == "Pass"
         if self.baseline in self.revisions:
             self.revisions[self.baseline].passed = False
 
@@ -944,6 +1013,13 @@ class Detector:
                 for e in self.last_evidence
             ],
         }
+
+
+def _start(rev: Revision) -> float:
+    """When a revision's windows begin (the later of its records' and requests')."""
+    if rev.window is not None:
+        return max(rev.window.started, rev.slo.started)
+    return rev.slo.started
 
 
 def _alert_key(alert: Alert) -> tuple[str, str | None, str]:
