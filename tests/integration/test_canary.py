@@ -197,9 +197,13 @@ def test_an_aa_pair_raises_nothing_over_repeated_runs(
     """Three A/A runs (both revisions the same MLServer model, 10% candidate): no alert at all,
     and the candidate passes; the false-alarm rate over many runs is the benchmark's."""
     for run in range(3):
-        detector, base, cand = pair(
-            tmp_path / f"r{run}", start_sidecar, start_detector, mlserver, mlserver, f"aa{run}"
-        ) if (tmp_path / f"r{run}").mkdir() is None else (None, None, None)  # type: ignore[misc]
+        detector, base, cand = (
+            pair(
+                tmp_path / f"r{run}", start_sidecar, start_detector, mlserver, mlserver, f"aa{run}"
+            )
+            if (tmp_path / f"r{run}").mkdir() is None
+            else (None, None, None)
+        )  # type: ignore[misc]
         assert detector is not None and base is not None and cand is not None
         traffic = Traffic(base, cand, seed=100 + run)
         traffic.send(110, share=0.0)

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+# Beside this file, on pytest's pythonpath (pyproject.toml); benchmarks/canary.py uses it too.
+from canary_sim import Behaviour, batch, model
 from scipy import stats
 
 from mlwarden.detector import canary
 from mlwarden.detector.core import MAX_REVISIONS, Detector
 from mlwarden.detector.reporter import should_write, status_patch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from canary_sim import Behaviour, batch, model  # noqa: E402
 
 GOOD = Behaviour()
 
