@@ -375,6 +375,7 @@ class Detector:
         # that moved the prediction reference to a new revision, if one did.
         self.revisions: dict[str, Revision] = {}
         self.baseline: str | None = None
+        self._baseline_settled = False
         self.canary_results: dict[str, canary.CanaryResult] = {}
         self.verdicts: dict[str, str] = {}
         self.promotion: dict[str, Any] | None = None
@@ -719,14 +720,21 @@ class Detector:
 
     def _choose_baseline(self) -> None:
         """The baseline: `canary.baseline` while it serves; else the one chosen before while it
-        serves; else (first revision, restart, the baseline went) the one with most records."""
+        serves; else (first revisions, a restart, the baseline went) the one with the most
+        records. The choice settles once the live revisions have sent `canary.minSamples`
+        records between them: until then (a detector that starts mid-canary may hear from
+        the candidate first) it follows the records."""
         pinned = self.model.spec.canary.baseline
         if pinned is not None and pinned in self.revisions:
             self.baseline = pinned
-        elif self.baseline not in self.revisions and self.revisions:
-            self.baseline = max(
-                self.revisions.values(), key=lambda r: (r.records + r.requests, -r.first_seen)
-            ).name
+            return
+        settled = self.baseline in self.revisions and self._baseline_settled
+        if settled or not self.revisions:
+            return
+        best = max(self.revisions.values(), key=lambda r: (r.records + r.requests, -r.first_seen))
+        self.baseline = best.name
+        total = sum(r.records + r.requests for r in self.revisions.values())
+        self._baseline_settled = total >= self.model.spec.canary.min_samples
 
     def candidates(self) -> list[Revision]:
         return [r for n, r in self.revisions.items() if n != self.baseline]
@@ -910,6 +918,7 @@ class Detector:
     def revision_status(self, iso: Callable[[float], str]) -> list[dict[str, Any]]:
         """`revisions` of /v1/status and status.detector: every live revision, its share of
         the all-traffic window, its role, and a candidate's canary verdict."""
+        self._choose_baseline()  # revisions may have come since the last evaluation
         counts = self._window_revisions()
         total = sum(counts.values())
         if self.window is not None and counts:

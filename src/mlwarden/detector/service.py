@@ -658,28 +658,48 @@ class DetectorService:
         """The verdict for `revision` (None: the one candidate, when exactly one serves)."""
         d = self.detector
         if revision is None:
-            candidates = [r.name for r in d.candidates()]
-            if len(candidates) != 1:
+            candidates = sorted(r.name for r in d.candidates())
+            if len(candidates) > 1:
                 return (
                     {
                         "error": f"{len(candidates)} candidate revisions serve "
-                        f"({', '.join(candidates) or 'none'}); name one: /v1/canary/REVISION",
+                        f"({', '.join(candidates)}); name one: /v1/canary/REVISION",
                         "revisions": [r["revision"] for r in d.revision_status(iso)],
                     },
-                    404,
+                    409,
+                )
+            if not candidates:
+                return (
+                    {
+                        "revision": None,
+                        "role": "unknown",
+                        "verdict": "Pending",
+                        "baseline": d.baseline,
+                        "samples": 0,
+                        "minSamples": self.model.spec.canary.min_samples,
+                        "evidence": [],
+                        "message": "no candidate revision serves",
+                        "passed": False,
+                        "failed": False,
+                    },
+                    200,
                 )
             revision = candidates[0]
         report = d.canary_report(revision)
         if report is None:
             live = ", ".join(sorted(d.revisions)) or "none"
-            return (
-                {
-                    "error": f"revision {revision!r} is not serving (live revisions: {live})",
-                    "revision": revision,
-                    "verdict": "Pending",
-                },
-                404,
-            )
+            # Not serving (yet): a rollout's new pods may not have had traffic. Pending, not an
+            # error, so an analysis waits rather than failing.
+            report = {
+                "revision": revision,
+                "role": "unknown",
+                "verdict": "Pending",
+                "baseline": d.baseline,
+                "samples": 0,
+                "minSamples": self.model.spec.canary.min_samples,
+                "evidence": [],
+                "message": f"revision {revision!r} has sent no records (live revisions: {live})",
+            }
         report["passed"] = report["verdict"] == "Pass"
         report["failed"] = report["verdict"] == "Fail"
         return report, 200
@@ -687,7 +707,8 @@ class DetectorService:
     async def get_canary(self, request: web.Request) -> web.Response:
         """GET /v1/canary[/{revision}]: the verdict as JSON, 200 whatever it is (Argo Rollouts'
         web provider reads `verdict` with its jsonPath; a non-2xx would be an Error, not a
-        Failure); 404 for a revision that is not serving."""
+        Failure); a revision that sent nothing yet is Pending. 409 when no revision is named
+        and several candidates serve."""
         revision = request.match_info.get("revision") or request.query.get("revision")
         body, status = self._canary_answer(revision)
         return web.json_response(body, status=status, dumps=_dumps)

@@ -18,7 +18,8 @@ CLASSES = ("setosa", "versicolor", "virginica")
 GOOD = (0.34, 0.33, 0.33)
 
 
-def model(**spec: Any) -> ObservedModel:
+def spec(**override: Any) -> dict[str, Any]:
+    """The ObservedModel's spec for this traffic (overrides replace whole sections)."""
     base: dict[str, Any] = {
         "target": {"deployment": "m"},
         "features": [{"name": "x", "type": "numeric"}, {"name": "k", "type": "categorical"}],
@@ -27,13 +28,17 @@ def model(**spec: Any) -> ObservedModel:
         "window": {"size": 1000},
         "alerting": {"fireAfter": 3, "resolveAfter": 3},
     }
-    base.update(spec)
+    base.update(override)
+    return base
+
+
+def model(**override: Any) -> ObservedModel:
     return parse_observed_model(
         {
             "apiVersion": "mlwarden.io/v1alpha1",
             "kind": "ObservedModel",
             "metadata": {"name": "m"},
-            "spec": base,
+            "spec": spec(**override),
         }
     )
 
@@ -58,6 +63,22 @@ def batch(
     x_shift: float = 0.0,
     prefix: str = "r",
 ) -> Batch:
+    """`n` requests answered by a revision behaving so, as the detector's parsed batch."""
+    body = payload(rng, n, behaviour, revision=revision, now=now, x_shift=x_shift, prefix=prefix)
+    return parse_batch(body, now=now)
+
+
+def payload(
+    rng: np.random.Generator,
+    n: int,
+    behaviour: Behaviour,
+    *,
+    revision: str | None,
+    now: float,
+    x_shift: float = 0.0,
+    prefix: str = "r",
+) -> dict[str, Any]:
+    """The same as the body of `POST /v1/records` (the records format)."""
     label = rng.choice(len(CLASSES), size=n, p=np.asarray(behaviour.classes))
     conf = np.clip(rng.normal(behaviour.confidence, 0.05, size=n), 0.34, 0.99)
     x = rng.normal(x_shift, 1.0, size=n)
@@ -91,4 +112,4 @@ def batch(
     source: dict[str, Any] = {"pod": "p"}
     if revision is not None:
         source["modelRevision"] = revision
-    return parse_batch({"source": source, "requests": requests, "records": records}, now=now)
+    return {"source": source, "requests": requests, "records": records}
