@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import canary
 import detector_throughput
 import drift_suite
 import operator_scale
@@ -45,6 +46,7 @@ BENCHMARKS: list[ModuleType] = [
     operator_scale,
     drift_suite,
     stream_delay,
+    canary,
 ]
 NEEDS_TOOLS = {"sidecar_latency", "sidecar_mlserver"}  # the ones that need nginx, hey and wrk
 TOOLS = {"nginx": "/usr/sbin/nginx", "hey": "/usr/bin/hey", "wrk": "/usr/bin/wrk"}

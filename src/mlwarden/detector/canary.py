@@ -5,8 +5,9 @@ window view and the baseline's (`detector.core`, over the same time span) to `co
 returns one `Signal` per comparison it could make:
 
     prediction   the prediction's distribution: KS (numeric) or chi-square (categorical),
-                 the drift tests of `mlwarden.stats`, baseline as the reference; effect D or
-                 Cramér's V, margin `maxDivergence`
+                 the drift tests of `mlwarden.stats`, baseline as the reference; effect KS D,
+                 or Cramér's V of the balanced table (`balanced_cramers_v`: the same whatever
+                 the traffic split), margin `maxDivergence`
     quality      the share of answers without a valid prediction (missing, wrong type):
                  one-sided Fisher exact test; effect = candidate rate - baseline rate,
                  margin `qualityMargin`
@@ -15,8 +16,9 @@ returns one `Signal` per comparison it could make:
                  p99 ratio - 1, margin `latencyMargin` (plus `latencyMarginMs` of slack)
     errors       5xx rate: one-sided Fisher exact test; effect = rate difference,
                  margin `errorMargin`
-    performance  labelled when both revisions have >= 50 labelled rows, else CBPE from the
-                 class probabilities; effect = baseline level - candidate level, margin
+    performance  when `detectors.performance` is set: labelled when both revisions have
+                 >= 50 labelled rows, else CBPE from the class probabilities (the latest
+                 20,000 rows of each); effect = baseline level - candidate level, margin
                  `maxPerformanceDrop`; accuracy is tested (Fisher on correct answers, or a
                  one-sided z test on the per-row confidence for CBPE); F1 and ROC AUC have
                  no test here and are judged on the effect alone
@@ -57,10 +59,12 @@ from mlwarden.stats import CategoricalSketch, NumericSketch
 from mlwarden.stats import performance as perf
 from mlwarden.stats.correction import adjusted
 from mlwarden.stats.drift import SCORES, pick_test
+from mlwarden.stats.sketch import align_categories
 
 ALERT_TYPE: Final = "CanaryRegression"
 TEST: Final = "canary"
 MAX_EVIDENCE: Final = 10  # the CRD's bound on an alert's evidence list
+MAX_CBPE_ROWS: Final = 20_000  # rows of class probabilities per side an estimate reads
 VERDICTS: Final = ("Pending", "Pass", "Fail")
 
 
@@ -182,7 +186,7 @@ def compare(
     """Judge `cand` (the candidate's window view) against `base` (the baseline's, same span).
 
     `columns`: the reference's columns (the prediction ones are compared); `performance`:
-    the spec's performance check (its metric; None: accuracy when probabilities exist);
+    the spec's performance check (its metric and estimator; None: no performance signal);
     `samples`: the candidate's own records in its window (requests when it has no records).
     """
     raw: list[Signal] = []
@@ -263,13 +267,16 @@ def _prediction(
         if isinstance(c, kind) and isinstance(b, kind):
             test = pick_test(column.type, "auto")
             result = SCORES[test](b, c)
+            effect = result.effect
+            if isinstance(c, CategoricalSketch) and isinstance(b, CategoricalSketch):
+                effect = balanced_cramers_v(b, c)
             out.append(
                 Signal(
                     "prediction",
                     test,
                     result.statistic,
                     0.0,
-                    result.effect,
+                    effect,
                     spec.max_divergence,
                     result.p_value,
                 )
@@ -335,7 +342,9 @@ def _slo(cand: WindowView, base: WindowView, spec: Canary) -> list[Signal]:
 def _performance(
     cand: WindowView, base: WindowView, spec: Canary, check: PerformanceCheck | None
 ) -> list[Signal]:
-    metric = check.metric if check is not None else "accuracy"
+    if check is None:
+        return []  # performance is a signal where the spec enables the performance check
+    metric = check.metric
     if len(cand.labelled) >= MIN_LABELS and len(base.labelled) >= MIN_LABELS:
         yc = np.asarray([t for t, _ in cand.labelled])
         pc = np.asarray([p for _, p in cand.labelled])
@@ -350,13 +359,15 @@ def _performance(
             p = fisher_greater(wrong_c, len(yc), wrong_b, len(yb))
         test = f"{metric}_labelled"
     elif (
-        (check is None or check.estimate == "cbpe")
+        check.estimate == "cbpe"
         and cand.probabilities is not None
         and base.probabilities is not None
         and len(cand.probabilities) >= MIN_VALUES
         and len(base.probabilities) >= MIN_VALUES
     ):
-        probs_c, probs_b = cand.probabilities, base.probabilities
+        # The latest MAX_CBPE_ROWS of each: the estimate's cost stays bounded.
+        probs_c = cand.probabilities[-MAX_CBPE_ROWS:]
+        probs_b = base.probabilities[-MAX_CBPE_ROWS:]
         level_c = safe_metric(lambda: perf.estimate_metric(metric, probs_c))
         level_b = safe_metric(lambda: perf.estimate_metric(metric, probs_b))
         p = None
@@ -381,6 +392,26 @@ def _performance(
 
 
 # --------------------------------------------------------------------------- tests
+
+
+def balanced_cramers_v(base: CategoricalSketch, cand: CategoricalSketch) -> float:
+    """Cramér's V of the two revisions' category distributions as if both had sent as many
+    answers: sqrt(1/2 · Σ (p_c − p_b)² / (p_c + p_b)) (pure).
+
+    Cramér's V of the observed 2 × k table depends on the traffic split: with a 5% canary the
+    baseline's counts dominate and V shrinks by about sqrt(0.05), so a margin on it would mean
+    something else at every split. This is V of the balanced table (equal rows), the same
+    scale as drift's Cramér's V (0: identical, 1: disjoint), whatever the split. The p-value
+    stays the chi-square test's on the counts observed.
+    """
+    _, b, c = align_categories(base, cand)
+    nb, nc = b.sum(), c.sum()
+    if nb == 0 or nc == 0:
+        return math.nan
+    pb, pc = b / nb, c / nc
+    both = pb + pc
+    keep = both > 0
+    return float(math.sqrt(0.5 * float(np.sum((pc[keep] - pb[keep]) ** 2 / both[keep]))))
 
 
 def fisher_greater(k1: int, n1: int, k2: int, n2: int) -> float:

@@ -288,9 +288,13 @@ class Window:
     def _held(self, chunk: Chunk) -> bool:
         return self.hold_since is not None and chunk.last >= self.hold_since
 
-    def view(self, since: float | None = None) -> WindowView:
+    def view(
+        self, since: float | None = None, *, max_probabilities: int | None = None
+    ) -> WindowView:
         """The merged window; with `since`, only the chunks that received something then or
-        later (the same time span as another revision's window)."""
+        later (the same time span as another revision's window); with `max_probabilities`,
+        only the latest that many rows of class probabilities (what a bounded estimate
+        reads: the rest would be a copy proportional to the window)."""
         chunks = [*self.sealed, self.open]
         if since is not None:
             chunks = [c for c in self.sealed if c.last >= since] + [self.open]
@@ -301,6 +305,15 @@ class Window:
                 merged.merge(chunk.sketches[name])  # type: ignore[arg-type]
             sketches[name] = merged
         probabilities = [p for c in chunks for p in c.probabilities]
+        if max_probabilities is not None:
+            kept: list[np.ndarray] = []
+            rows = 0
+            for p in reversed(probabilities):
+                if rows >= max_probabilities:
+                    break
+                kept.append(p)
+                rows += len(p)
+            probabilities = kept[::-1]
         return WindowView(
             sketches=sketches,
             type_errors=sum((c.type_errors for c in chunks), Counter()),
@@ -376,6 +389,8 @@ class Detector:
         self.revisions: dict[str, Revision] = {}
         self.baseline: str | None = None
         self._baseline_settled = False
+        self._gone: set[str] = set()  # revisions expired or evicted during this run
+        self.started_at = now
         self.canary_results: dict[str, canary.CanaryResult] = {}
         self.verdicts: dict[str, str] = {}
         self.promotion: dict[str, Any] | None = None
@@ -454,6 +469,7 @@ class Detector:
             evictable = [r for r in self.revisions.values() if r.name != self.baseline]
             oldest = min(evictable, key=lambda r: r.last_seen)
             del self.revisions[oldest.name]
+            self._gone.add(oldest.name)
             self.revisions_evicted += 1
         spec = self.model.spec
         rev = Revision(
@@ -675,7 +691,7 @@ class Detector:
             evidence += check_performance(
                 self.reference, view, d.performance, reference_labelled=self.reference_labelled
             )
-        evidence += self._canary_evidence()
+        evidence += self._canary_evidence(now)
         self.last_evidence = evidence
         reference = self.reference.id if self.reference is not None else "warmup (pending)"
         dominant = self.dominant_revision()
@@ -708,6 +724,7 @@ class Detector:
         idle = self.model.spec.canary.idle_after_seconds
         for name in [n for n, r in self.revisions.items() if now - r.last_seen > idle]:
             del self.revisions[name]
+            self._gone.add(name)
         for rev in self.revisions.values():
             rev.slo.roll(now)
             if rev.window is not None:
@@ -754,16 +771,23 @@ class Detector:
 
     def _revision_view(self, rev: Revision, since: float | None) -> WindowView:
         """A revision's records and requests as one view (from `since` on, when given)."""
-        view = rev.window.view(since) if rev.window is not None else WindowView(sketches={})
+        limit = canary.MAX_CBPE_ROWS if self.model.spec.detectors.performance is not None else 0
+        view = (
+            rev.window.view(since, max_probabilities=limit)
+            if rev.window is not None
+            else WindowView(sketches={})
+        )
         requests = rev.slo.view(since)
         view.n_requests = requests.n_requests
         view.n_errors = requests.n_errors
         view.latency_counts = requests.latency_counts
         return view
 
-    def _canary_evidence(self) -> list[Evidence]:
-        """Each candidate against the baseline over the candidate's time span; a passing
-        finding for each canary alert track whose revision is no longer a candidate."""
+    def _canary_evidence(self, now: float) -> list[Evidence]:
+        """Each candidate against the baseline over the same time span; a passing finding
+        for each canary alert track whose revision no longer serves as a candidate (gone, or
+        the baseline now). A track restored after a restart for a revision not heard from
+        yet keeps its state until `canary.idleAfter` has passed since the start."""
         spec = self.model.spec
         results: dict[str, canary.CanaryResult] = {}
         base = self.revisions.get(self.baseline) if self.baseline is not None else None
@@ -788,9 +812,13 @@ class Detector:
                 if ev is not None:
                     out.append(ev)
         self.canary_results = results
+        idle = spec.canary.idle_after_seconds
         for entry in self.alerts.state():
             revision = entry["feature"]
-            if entry["type"] == canary.ALERT_TYPE and revision not in results:
+            if entry["type"] != canary.ALERT_TYPE or revision in results:
+                continue
+            known = revision in self.revisions or revision in self._gone
+            if known or now - self.started_at > idle:
                 out.append(
                     Evidence(
                         type=canary.ALERT_TYPE,

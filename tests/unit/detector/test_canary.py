@@ -35,9 +35,12 @@ def run(
     n_c = round(per_step * share)
     for step in range(steps):
         t = t0 + step
-        d.ingest(batch(rng, per_step - n_c, GOOD, revision="base", now=t, x_shift=x_shift), now=t)
+        base = batch(rng, per_step - n_c, GOOD, revision="base", now=t, x_shift=x_shift, prefix="b")
+        d.ingest(base, now=t)
         if n_c:
-            d.ingest(batch(rng, n_c, cand, revision="cand", now=t, x_shift=x_shift), now=t)
+            d.ingest(
+                batch(rng, n_c, cand, revision="cand", now=t, x_shift=x_shift, prefix="c"), now=t
+            )
         out += d.evaluate(now=t, now_iso=f"t{t}")
     return out
 
@@ -265,3 +268,45 @@ def test_signals_list_the_failing_and_recently_failed_checks_with_their_revision
     assert signals[0]["type"] == "CanaryRegression" and signals[0]["failing"]
     assert signals[0]["modelRevision"] == "cand" and "feature" not in signals[0]
     assert len(signals) <= 50
+
+
+def test_the_balanced_cramers_v_is_scipys_v_on_equal_rows_whatever_the_split() -> None:
+    from mlwarden.stats import CategoricalSketch
+
+    pb, pc = np.array([0.34, 0.33, 0.33]), np.array([0.55, 0.225, 0.225])
+    base = CategoricalSketch.from_counts({"a": 3400, "b": 3300, "c": 3300})
+    cand = CategoricalSketch.from_counts({"a": 55, "b": 22, "c": 23})
+    table = np.array([pb * 1000, pc * 1000])
+    want = stats.contingency.association(table.round().astype(int), method="cramer")
+    got = canary.balanced_cramers_v(base, cand)
+    assert got == pytest.approx(want, abs=0.01)
+    cand_big = CategoricalSketch.from_counts({"a": 5500, "b": 2200, "c": 2300})
+    assert canary.balanced_cramers_v(base, cand_big) == pytest.approx(got, abs=1e-9)
+
+
+def test_a_less_confident_candidate_is_an_estimated_performance_drop() -> None:
+    d, rng = warmed(detectors={"performance": {"metric": "accuracy", "maxDrop": 0.05}})
+    unsure = Behaviour(confidence=0.6)  # CBPE accuracy ~0.6 against ~0.8
+    alerts = fired(run(d, rng, 40, cand=unsure, share=0.1))
+    assert alerts and alerts[0].model_revision == "cand"
+    (perf,) = [e for e in alerts[0].evidence if e["signal"] == "performance"]
+    assert perf["test"] == "accuracy_cbpe" and perf["failing"]
+    assert perf["effect"] == pytest.approx(0.2, abs=0.03)
+
+
+def test_labels_joined_to_a_revisions_predictions_judge_its_labelled_performance() -> None:
+    d, rng = warmed(detectors={"performance": {"metric": "accuracy", "maxDrop": 0.05}})
+    run(d, rng, 20, share=0.5)
+    labels = [
+        (rid, row, "setosa" if revision == "cand" else value)
+        for (rid, row), (value, _, revision) in list(d.pending_predictions.items())
+    ]
+    joined, _ = d.add_labels(labels)
+    assert joined == len(labels)
+    cand, base = d.revisions["cand"].window, d.revisions["base"].window
+    assert cand is not None and base is not None
+    assert len(cand.view().labelled) >= 50 and len(base.view().labelled) >= 50
+    d.evaluate(now=30.0, now_iso="t30")
+    result = d.canary_results["cand"]
+    (perf,) = [s for s in result.signals if s.signal == "performance"]
+    assert perf.test == "accuracy_labelled" and perf.baseline == 1.0 and perf.failing
