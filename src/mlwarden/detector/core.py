@@ -9,6 +9,12 @@
 - `Detector`: ingests batches, runs every check the spec enables on its window
   (the pure functions of `detector/checks.py`, which `mlwarden check` runs too),
   and feeds their `Evidence` to the alert state machine.
+- `Revision`: a model revision the batches name (`source.modelRevision`), with windows of
+  its own next to the all-traffic ones (at most MAX_REVISIONS live, idle ones forgotten),
+  a role (baseline or candidate) and, for a candidate, the canary comparison with the
+  baseline over the same span (`detector/canary.py`) and its verdict; a candidate that
+  passed and became the only revision is promoted (the prediction reference moves to it).
+  `status.detector.revisions` and `signals` are built here (`revision_status`, `signals`).
 
 Columns are the spec's features (or, without them, those inferred from the
 warm-up: numbers are numeric, anything else categorical) and the prediction.

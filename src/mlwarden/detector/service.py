@@ -4,12 +4,16 @@
     POST /v1/labels    delayed ground truth, joined by request id and row
     POST /             KServe payload-logger CloudEvents (also on /v1/records and
                        /v1/cloudevents; recognised by the ce-type header)
-    GET  /v1/status    state, reference, window and active alerts (the public shape)
+    GET  /v1/status    state, reference, window, active alerts (the public shape), the
+                       revisions serving and the latest signals
+    GET  /v1/canary[/{revision}]   the canary verdict, always 200 (Argo Rollouts' web provider)
+    POST /v1/canary    the same as Flagger's webhook: 200 Pass/Pending, 412 Fail
     GET  /metrics      Prometheus text; GET /healthz, /readyz
 
 Evaluations run on a timer (spec.alerting.evaluationInterval), never per
 record. When a status writer is configured (in-cluster, or --report-to), alert
-state changes are written to the ObservedModel's status.
+state changes, reference changes and changes of the revisions serving are written to the
+ObservedModel's status, with a bounded heartbeat (`reporter.should_write`).
 
 With a reference store (a ConfigMap in the cluster, `--reference-store DIR` outside), a
 completed warm-up reference is stored and a restarted detector reloads it instead of warming
