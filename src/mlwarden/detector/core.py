@@ -561,14 +561,14 @@ class Detector:
                         chunk.out_of_range[name] += outside
             else:
                 _add_to_sketches([c.sketches[name] for c in chunks], to_categorical(values))
-        unexpected = [
-            (name, sum(v is not None for v in batch.feature(name) or []))
-            for name in batch.feature_names - self.columns.keys()
-        ]
-        for chunk in chunks:
-            for name, count in unexpected:
+        counted: dict[str, int] = {}  # counted only for the names a chunk keeps (bounded)
+        for name in batch.feature_names - self.columns.keys():
+            for chunk in chunks:
                 if name in chunk.unexpected or len(chunk.unexpected) < MAX_UNEXPECTED_FIELDS:
-                    chunk.unexpected[name] += count
+                    if name not in counted:
+                        values = batch.feature(name) or []
+                        counted[name] = sum(v is not None for v in values)
+                    chunk.unexpected[name] += counted[name]
         probabilities = self._probabilities(batch)
         if probabilities is not None:
             for chunk in chunks:
