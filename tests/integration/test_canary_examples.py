@@ -207,3 +207,24 @@ def test_a_bad_canary_fails_argo_and_flagger(detector_for: Callable[[], Detector
         in metrics
     )
     assert f'mlwarden_detector_revision_share{{revision="{STABLE}",role="baseline"}}' in metrics
+
+
+def test_with_two_candidates_a_revision_must_be_named(
+    detector_for: Callable[[], DetectorProcess],
+) -> None:
+    detector = detector_for()
+    rng = np.random.default_rng(4)
+    for step in range(3):
+        now = 1_800_000_000.0 + step
+        detector.post(payload(rng, 80, Behaviour(), revision=STABLE, now=now, prefix="s"))
+        detector.post(payload(rng, 10, Behaviour(), revision=CANARY, now=now, prefix="c"))
+        detector.post(payload(rng, 10, Behaviour(), revision="7a7a7a7a7", now=now, prefix="d"))
+    detector.wait_evaluations(2)
+    resp = requests.post(f"{detector.url}/v1/canary", json={}, timeout=5)
+    assert resp.status_code == 409 and "name one" in resp.json()["error"]
+    named = requests.post(
+        f"{detector.url}/v1/canary", json={"metadata": {"revision": "7a7a7a7a7"}}, timeout=5
+    )
+    assert named.status_code == 200 and named.json()["revision"] == "7a7a7a7a7"
+    roles = {r["revision"]: r["role"] for r in detector.status()["revisions"]}
+    assert roles == {STABLE: "baseline", CANARY: "candidate", "7a7a7a7a7": "candidate"}

@@ -310,3 +310,18 @@ def test_labels_joined_to_a_revisions_predictions_judge_its_labelled_performance
     result = d.canary_results["cand"]
     (perf,) = [s for s in result.signals if s.signal == "performance"]
     assert perf.test == "accuracy_labelled" and perf.baseline == 1.0 and perf.failing
+
+
+def test_a_canary_alert_survives_a_restart_with_its_candidate_and_onset() -> None:
+    from mlwarden.detector.alerts import AlertStateMachine
+
+    d, rng = warmed()
+    bad = Behaviour(classes=(0.7, 0.15, 0.15))
+    (alert,) = fired(run(d, rng, 40, cand=bad, share=0.1))
+    state = d.alerts.state()
+    restored = AlertStateMachine(3, 3)
+    restored.restore(state)
+    (again,) = restored.active
+    assert again == d.alerts.active[0]  # the same candidate, baseline, evidence and onset
+    assert again.since == alert.since and again.model_revision == "cand"
+    assert next(e for e in state if e["type"] == "CanaryRegression")["feature"] == "cand"
