@@ -544,8 +544,8 @@ def _status() -> Schema:
                                 "reference was moved away from."
                             ),
                             "revision": _string(
-                                "After a promotion: the revision whose predictions are the "
-                                "reference now."
+                                "The model revision the reference describes: the one most of "
+                                "a warm-up's records came from, or the promoted revision."
                             ),
                             "previous": _string("After a promotion: the reference it replaced."),
                         },

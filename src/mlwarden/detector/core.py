@@ -387,6 +387,9 @@ class Detector:
         self.warmup_kinds: dict[str, str] = {}
         self.warmup_probabilities: list[np.ndarray] = []
         self.warmup_n = 0
+        # Warm-up records per revision: the revision a warm-up reference describes.
+        self.warmup_revisions: Counter[str] = Counter()
+        self.reference_revision: str | None = None
         self.alerts = AlertStateMachine(spec.alerting.fire_after, spec.alerting.resolve_after)
         self.model_revision: str | None = None  # the revision of the latest batch
         # Live revisions (at most MAX_REVISIONS), the baseline among them (sticky once
@@ -634,6 +637,9 @@ class Detector:
         if probabilities is not None:
             self.warmup_probabilities.append(probabilities[:take])
         self.warmup_n += take
+        revision = batch.source.get("modelRevision")
+        if isinstance(revision, str) and revision and take:
+            self.warmup_revisions[revision] += take
         if self.warmup_n >= size:
             columns = dict(self.columns)
             for name, values in self.warmup.items():
@@ -643,6 +649,8 @@ class Detector:
             reference = build_reference(
                 self.warmup, columns, source="warmup", since=now, probabilities=probs
             )
+            if self.warmup_revisions:
+                self.reference_revision = self.warmup_revisions.most_common(1)[0][0]
             self.set_reference(reference, now=now)
 
     def _remember_predictions(self, batch: Batch, rev: Revision | None) -> None:
@@ -890,6 +898,7 @@ class Detector:
             sketches=sketches,
             performance=performance,
         )
+        self.reference_revision = rev.name
         self.promotion = {
             "promotedFrom": old,
             "revision": rev.name,

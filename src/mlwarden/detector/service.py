@@ -517,6 +517,8 @@ class DetectorService:
             out["rebaseline"] = self.model.rebaseline
         if self.store_error is not None:
             out["storeError"] = self.store_error
+        if ref is not None and self.detector.reference_revision is not None:
+            out["revision"] = self.detector.reference_revision
         if self._promotion is not None and ref is not None and ref.id == self._promotion["id"]:
             out.update(
                 promotedFrom=self._promotion["promotedFrom"],

@@ -72,6 +72,7 @@ def test_each_revision_has_its_own_window_and_the_all_traffic_window_has_both() 
     assert shares == {"base": 0.9, "cand": 0.1}
     roles = {r["revision"]: r["role"] for r in d.revision_status(str)}
     assert roles == {"base": "baseline", "cand": "candidate"}
+    assert d.reference_revision == "base"  # the revision the warm-up records came from
 
 
 def test_a_batch_without_a_revision_goes_to_the_all_traffic_window_only() -> None:
@@ -183,6 +184,7 @@ def test_a_passed_candidate_that_became_the_only_revision_is_promoted() -> None:
     assert set(d.revisions) == {"cand"} and d.baseline == "cand"
     assert d.promotion is not None
     assert d.promotion["promotedFrom"] == "base" and d.promotion["reason"] == "promoted"
+    assert d.reference_revision == "cand"
     assert d.reference is not None and d.reference.id != old_id
     assert not [a for a in d.alerts.active if a.type == "PredictionDrift"]
 
