@@ -122,11 +122,25 @@ def _merge_chunks(a: Chunk, b: Chunk) -> Chunk:
         n_requests=a.n_requests + b.n_requests,
         n_errors=a.n_errors + b.n_errors,
         latency_counts=a.latency_counts + b.latency_counts,
-        probabilities=[*a.probabilities, *b.probabilities],
-        labelled=[*a.labelled, *b.labelled],
+        # Raw rows are kept only as far as anything reads them (the canary's CBPE reads the
+        # latest MAX_CBPE_ROWS): a baseline held back for a small canary stays bounded.
+        probabilities=_latest_rows([*a.probabilities, *b.probabilities], canary.MAX_CBPE_ROWS),
+        labelled=[*a.labelled, *b.labelled][-canary.MAX_CBPE_ROWS :],
         revisions=a.revisions + b.revisions,
         last=max(a.last, b.last),
     )
+
+
+def _latest_rows(arrays: list[np.ndarray], limit: int) -> list[np.ndarray]:
+    """The trailing arrays holding the latest `limit` rows (the oldest one cut)."""
+    out: list[np.ndarray] = []
+    rows = 0
+    for array in reversed(arrays):
+        if rows >= limit:
+            break
+        out.append(array[-(limit - rows) :])
+        rows += len(out[-1])
+    return out[::-1]
 
 
 def _add_to_sketches(sketches: list[Sketch], values: Any) -> None:
@@ -344,6 +358,7 @@ SLO_ALERT_TYPES: Final = frozenset({"Latency", "Errors", canary.ALERT_TYPE})
 
 MAX_REVISIONS: Final = 8  # live revisions with a window of their own (the CRD's bound too)
 MAX_SIGNALS: Final = 50  # status.detector.signals
+MAX_GONE: Final = 100  # revisions remembered as gone
 SIGNAL_MEMORY_SECONDS: Final = 3600.0  # a check that failed this recently stays in signals
 
 
@@ -398,7 +413,7 @@ class Detector:
         self.revisions: dict[str, Revision] = {}
         self.baseline: str | None = None
         self._baseline_settled = False
-        self._gone: set[str] = set()  # revisions expired or evicted during this run
+        self._gone: dict[str, None] = {}  # revisions expired or evicted in this run (ordered)
         self.started_at = now
         self.canary_results: dict[str, canary.CanaryResult] = {}
         self.verdicts: dict[str, str] = {}
@@ -478,7 +493,7 @@ class Detector:
             evictable = [r for r in self.revisions.values() if r.name != self.baseline]
             oldest = min(evictable, key=lambda r: r.last_seen)
             del self.revisions[oldest.name]
-            self._gone.add(oldest.name)
+            self._forget(oldest.name)
             self.revisions_evicted += 1
         spec = self.model.spec
         rev = Revision(
@@ -738,7 +753,7 @@ class Detector:
         idle = self.model.spec.canary.idle_after_seconds
         for name in [n for n, r in self.revisions.items() if now - r.last_seen > idle]:
             del self.revisions[name]
-            self._gone.add(name)
+            self._forget(name)
         for rev in self.revisions.values():
             rev.slo.roll(now)
             if rev.window is not None:
@@ -748,6 +763,12 @@ class Detector:
             (only,) = self.revisions.values()
             if only.passed:
                 self._promote(only, old, now)
+
+    def _forget(self, name: str) -> None:
+        """Remember (a bounded number of) revisions that stopped serving in this run."""
+        self._gone[name] = None
+        while len(self._gone) > MAX_GONE:
+            del self._gone[next(iter(self._gone))]
 
     def _choose_baseline(self) -> None:
         """The baseline: `canary.baseline` while it serves; else the one chosen before while it

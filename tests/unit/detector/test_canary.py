@@ -327,3 +327,13 @@ def test_a_canary_alert_survives_a_restart_with_its_candidate_and_onset() -> Non
     assert again == d.alerts.active[0]  # the same candidate, baseline, evidence and onset
     assert again.since == alert.since and again.model_revision == "cand"
     assert next(e for e in state if e["type"] == "CanaryRegression")["feature"] == "cand"
+
+
+def test_a_baseline_held_for_a_tiny_canary_stays_bounded() -> None:
+    d, rng = warmed(window={"size": 500})
+    run(d, rng, 300, share=0.01, per_step=200)  # 2 candidate records a step: a long span
+    base = d.revisions["base"]
+    assert base.window is not None and base.window.hold_since is not None
+    assert len(base.window.sealed) <= 2 * 10 + 1
+    rows = sum(len(p) for c in base.window.sealed for p in c.probabilities)
+    assert rows <= 2 * 20_000 + 200 * 10
