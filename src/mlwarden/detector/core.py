@@ -985,10 +985,10 @@ class Detector:
         self._choose_baseline()  # revisions may have come since the last evaluation
         counts = self._window_revisions()
         total = sum(counts.values())
-        if self.window is not None and counts:
-            total = max(total, self.window.view().n_records)
-        elif counts:
-            total = max(total, self.slo_window.view().n_requests)
+        window = self.window if self.window is not None and self.window.revisions() else None
+        if counts:  # records (requests) without a revision count in the total too
+            chunks = [*(window or self.slo_window).sealed, (window or self.slo_window).open]
+            total = max(total, sum(c.n_records for c in chunks))
         out: list[dict[str, Any]] = []
         min_samples = self.model.spec.canary.min_samples
         for rev in sorted(self.revisions.values(), key=lambda r: (r.first_seen, r.name)):
