@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import canary
 import capture_cpu
 import detector_throughput
 import drift_suite
@@ -47,6 +48,7 @@ BENCHMARKS: list[ModuleType] = [
     operator_scale,
     drift_suite,
     stream_delay,
+    canary,
 ]
 NEEDS_TOOLS = {
     "sidecar_latency",
