@@ -7,7 +7,9 @@ parse holds the event loop for long. The queue is bounded twice, by count and by
 body bytes; what does not fit is counted, never waited for.
 
 `describe_exchange` is the pure core: one exchange in, the per-request entry and
-the per-row records of the ingest format out (`docs/records-api.md`).
+the per-row records of the ingest format out (`docs/records-api.md`). Exchanges that
+are not inferences (`mlwarden.protocols.is_inference`: health, readiness, metadata)
+are only counted (`exchanges_not_inference`): no request entry, no drop.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mlwarden.protocols import UnrecognizedProtocol, parse_exchange
+from mlwarden.protocols import UnrecognizedProtocol, is_inference, parse_exchange
 from mlwarden.records import ProtocolError
 from mlwarden.sidecar.metrics import SidecarMetrics
 from mlwarden.sidecar.redact import Redactor
@@ -54,6 +56,9 @@ class Exchange:
     response_encoding: str | None = None
     # Why the bodies were not kept (body_too_large, sampled_out), if they were not.
     skip: str | None = None
+    # The protocol the listener knows the exchange speaks (the gRPC listener: `v2-grpc`);
+    # None: the configured one (--protocol) applies.
+    protocol: str | None = None
 
     @property
     def body_bytes(self) -> int:
@@ -166,7 +171,7 @@ def describe_exchange(
         else:
             try:
                 used_protocol, rows = parse_exchange(
-                    protocol, exchange.path, request, response, spec
+                    exchange.protocol or protocol, exchange.path, request, response, spec
                 )
             except UnrecognizedProtocol:
                 dropped = "unrecognized_protocol"
@@ -280,7 +285,10 @@ class CaptureWorker:
             m.request_duration.observe(exchange.total_seconds)
             m.upstream_duration.observe(exchange.upstream_seconds)
             m.overhead.observe(max(0.0, exchange.total_seconds - exchange.upstream_seconds))
-            if exchange.skip == "sampled_out":
+            if not is_inference(exchange.protocol or self.protocol, exchange.method, exchange.path):
+                # Health, readiness, metadata: passed through, neither a drop nor shipped.
+                m.exchanges_not_inference.inc()
+            elif exchange.skip == "sampled_out":
                 m.exchanges_sampled_out.inc()
             elif exchange.request_body is None and exchange.skip is None:
                 # The model never answered (502/504): a request entry, no rows.
