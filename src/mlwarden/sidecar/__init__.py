@@ -4,6 +4,8 @@ Map of the package, hot path first:
 
 - `proxy`    the aiohttp forwarding path and the admin app (/metrics, /healthz, /readyz);
              it hands each exchange to the capture queue and returns.
+- `grpc_proxy` the gRPC listener (grpcio's asyncio server): every method forwarded
+             unchanged, v2 ModelInfer/ModelStreamInfer messages handed to the same queue.
 - `capture`  the bounded queue and the background worker that samples, decodes and
              parses exchanges into records (through `mlwarden.protocols`).
 - `shipper`  batches records to the detector with retries, backoff and jitter.
