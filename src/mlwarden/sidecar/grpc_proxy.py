@@ -51,6 +51,7 @@ from grpc import aio
 from mlwarden.protocols import is_inference
 from mlwarden.protocols.v2_grpc import INFER_METHODS, SERVICE
 from mlwarden.sidecar.capture import CaptureQueue, Exchange
+from mlwarden.sidecar.config import grpc_target
 from mlwarden.sidecar.metrics import SidecarMetrics
 
 log = logging.getLogger(__name__)
@@ -114,21 +115,6 @@ def forwarded(metadata: Metadata | None) -> list[tuple[str, str | bytes]]:
     ]
 
 
-def upstream_target(value: str) -> str:
-    """`host:port` for grpcio from `host:port` or an `http://host:port` URL."""
-    for scheme in ("http://", "grpc://"):
-        if value.startswith(scheme):
-            value = value[len(scheme) :]
-    value = value.rstrip("/")
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or "/" in value:
-        raise ValueError(
-            f"--grpc-upstream: expected HOST:PORT (or http://HOST:PORT) of the model's gRPC "
-            f"port, got {value!r}"
-        )
-    return value
-
-
 class GrpcProxy:
     """A gRPC listener forwarding to one upstream, offering exchanges to capture."""
 
@@ -144,7 +130,7 @@ class GrpcProxy:
         not_captured: str | None = None,
     ) -> None:
         self.listen = listen
-        self.upstream = upstream_target(upstream)
+        self.upstream = grpc_target(upstream, what="--grpc-upstream")
         self.queue = queue
         self.metrics = metrics
         self.sample_rate = 0.0 if not_captured else sample_rate
@@ -365,9 +351,20 @@ class _Handlers(grpc.GenericRpcHandler):  # type: ignore[misc]
 
     def __init__(self, proxy: GrpcProxy) -> None:
         self.proxy = proxy
+        # The v2 service's handlers, made once; any other method's per call (method names
+        # come from clients, so caching them all would let a client grow this without end).
+        self._known: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         method: str = details.method
+        handler = self._known.get(method)
+        if handler is None:
+            handler = self._make(method)
+            if method in UNARY_METHODS or method == _STREAM_INFER:
+                self._known[method] = handler
+        return handler
+
+    def _make(self, method: str) -> grpc.RpcMethodHandler:
         proxy = self.proxy
         if method in UNARY_METHODS:
 
@@ -386,4 +383,4 @@ class _Handlers(grpc.GenericRpcHandler):  # type: ignore[misc]
         return grpc.stream_stream_rpc_method_handler(stream)
 
 
-__all__ = ["HTTP_STATUS", "GrpcProxy", "forwarded", "upstream_target"]
+__all__ = ["HTTP_STATUS", "GrpcProxy", "forwarded"]

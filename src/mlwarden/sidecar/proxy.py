@@ -469,9 +469,12 @@ class Sidecar:
         if c.protocol == "v2-grpc" or c.grpc_listen is not None:
             # The gRPC listener: --listen itself with protocol v2-grpc, else --grpc-listen.
             grpc_only = c.protocol == "v2-grpc"
+            listen = c.listen if grpc_only else c.grpc_listen
+            upstream = c.upstream if grpc_only else c.grpc_upstream
+            assert listen is not None and upstream is not None  # SidecarConfig checks both
             self.grpc = GrpcProxy(
-                listen=c.listen if grpc_only else c.grpc_listen,  # type: ignore[arg-type]
-                upstream=c.upstream if grpc_only else c.grpc_upstream,  # type: ignore[arg-type]
+                listen=listen,
+                upstream=upstream,
                 queue=self.queue,
                 metrics=self.metrics,
                 sample_rate=c.sample_rate if capturing else 0.0,
