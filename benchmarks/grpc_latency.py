@@ -394,6 +394,14 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, str]]:
             "figure": f"p50 {_f(g['added_p50_ms'])} vs {_f(h['added_p50_ms'])} ms, "
                       f"p99 {_f(g['added_p99_ms'])} vs {_f(h['added_p99_ms'])} ms",
         })  # fmt: skip
+        for path in PATHS:
+            got = rows[path]["rps"]
+            out.append({
+                "target": f"{PATHS[path]}: the offered {int(rate):,} req/s served (>= 95%)",
+                "status": "PASS" if got >= 0.95 * int(rate) else "MISS",
+                "figure": f"{got:,.0f} req/s (each client waits for its answer before the next: "
+                          "a slower path serves fewer)",
+            })  # fmt: skip
         failed = sum(r["failed"] for r in rows.values())
         out.append({
             "target": f"{int(rate):,} req/s: no request failed on any path",

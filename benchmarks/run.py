@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import capture_cpu
 import detector_throughput
 import drift_suite
 import grpc_latency
@@ -43,6 +44,7 @@ BENCHMARKS: list[ModuleType] = [
     sidecar_latency,
     sidecar_mlserver,
     grpc_latency,
+    capture_cpu,
     detector_throughput,
     operator_scale,
     drift_suite,
@@ -53,6 +55,7 @@ NEEDS_TOOLS = {
     "sidecar_latency": {"nginx", "hey", "wrk"},
     "sidecar_mlserver": {"nginx", "hey", "wrk"},
     "grpc_latency": {"h2load"},
+    "capture_cpu": {"nginx", "hey", "wrk"},
 }
 TOOLS = {
     "nginx": "/usr/sbin/nginx",

@@ -176,7 +176,13 @@ def test_grpc_records_equal_the_http_records(
     assert set(grpc_rows[0][2]) == set(IRIS_FEATURES) and "predict" in grpc_rows[0][3]
     protocols = {r["id"][0]: r["protocol"] for r in collector.requests()}
     assert protocols == {"g": "v2-grpc", "h": "v2"}
-    assert sidecar.metric("mlwarden_sidecar_exchanges_captured_total", protocol="v2-grpc") == 12
+    # The capture worker reports its counters every 0.2 s.
+    wait_until(
+        lambda: (
+            sidecar.metric("mlwarden_sidecar_exchanges_captured_total", protocol="v2-grpc") == 12
+        ),
+        what="the worker's count relayed",
+    )
 
 
 def test_binary_http_requests_are_captured_like_json_ones(
@@ -309,7 +315,12 @@ def test_model_stream_infer_is_proxied_and_captured(
     assert all("predict" in r["outputs"] for r in collector.records())
     got = {r["id"]: r["features"]["sepal_length"] for r in collector.records()}
     assert got == {f"s-{i}": x[i * 30][0] for i in range(5)}
-    assert sidecar.metric("mlwarden_sidecar_exchanges_captured_total", protocol="v2-grpc") == 5
+    wait_until(
+        lambda: (
+            sidecar.metric("mlwarden_sidecar_exchanges_captured_total", protocol="v2-grpc") == 5
+        ),
+        what="the worker's count relayed",
+    )
 
 
 # --------------------------------------------------------------------------- the echo server

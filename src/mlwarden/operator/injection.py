@@ -547,7 +547,7 @@ def sidecar_container(
         security["runAsUser"] = IMAGE_UID
     container: dict[str, Any] = {
         "name": SIDECAR_CONTAINER,
-        "image": settings.image,
+        "image": settings.sidecar_image,
         "imagePullPolicy": settings.image_pull_policy,
         "args": ["sidecar"],
         "env": [

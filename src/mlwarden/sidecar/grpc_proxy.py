@@ -43,14 +43,14 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import grpc
 from grpc import aio
 
 from mlwarden.protocols import is_inference
 from mlwarden.protocols.v2_grpc import INFER_METHODS, SERVICE
-from mlwarden.sidecar.capture import CaptureQueue, Exchange
+from mlwarden.sidecar.capture import Exchange
 from mlwarden.sidecar.config import grpc_target
 from mlwarden.sidecar.metrics import SidecarMetrics
 
@@ -104,6 +104,13 @@ _UNLIMITED: Final = [
 Metadata = Sequence[tuple[str, str | bytes]]
 
 
+class Capture(Protocol):
+    """Where exchanges go: the sidecar's capture (`supervisor.CaptureProcess` or
+    `InlineCapture`), the same object the HTTP listener offers to."""
+
+    def offer(self, exchange: Exchange) -> bool: ...
+
+
 def forwarded(metadata: Metadata | None) -> list[tuple[str, str | bytes]]:
     """The client's metadata without the transport's own keys."""
     if not metadata:
@@ -123,7 +130,7 @@ class GrpcProxy:
         *,
         listen: tuple[str, int],
         upstream: str,
-        queue: CaptureQueue,
+        capture: Capture,
         metrics: SidecarMetrics,
         sample_rate: float,
         max_body_bytes: int,
@@ -131,7 +138,7 @@ class GrpcProxy:
     ) -> None:
         self.listen = listen
         self.upstream = grpc_target(upstream, what="--grpc-upstream")
-        self.queue = queue
+        self.capture = capture
         self.metrics = metrics
         self.sample_rate = 0.0 if not_captured else sample_rate
         self.not_captured = not_captured
@@ -313,7 +320,7 @@ class GrpcProxy:
             skip=skip,
             protocol=PROTOCOL,
         )
-        if not self.queue.offer(exchange):
+        if not self.capture.offer(exchange):
             self.drops_queue_full.inc()
 
 
