@@ -405,6 +405,9 @@ def _status() -> Schema:
                 ),
                 "x-kubernetes-preserve-unknown-fields": True,
             },
+            "run": _string(
+                "What it started, once created: retrain's Job or Workflow, as Kind/name."
+            ),
             "held": {
                 "type": "object",
                 "description": (

@@ -65,7 +65,7 @@ ALERT_TYPES: Final = (
     "Errors",
     "PerformanceDrop",
 )
-ACTIONS: Final = ("alert", "rollback", "scale", "shiftTraffic", "pause")
+ACTIONS: Final = ("alert", "rollback", "scale", "shiftTraffic", "pause", "retrain")
 PIPELINE_KINDS: Final = (
     "Deployment",
     "StatefulSet",
@@ -695,6 +695,96 @@ def _int(s: Mapping[str, Any], key: str) -> bool:
 
 
 _SHIFTING = "self.action != 'shiftTraffic'"
+_RETRAIN_SOURCES: Final = ("cronJob", "configMap", "workflowTemplate")
+# action retrain, source configMap: the key holding the Job manifest when `key` is not given.
+RETRAIN_CONFIG_KEY: Final = "job.yaml"
+RETRAIN_TIMEOUT_SECONDS: Final = 86400.0  # retrain.timeout: 24h
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")  # a ConfigMap key
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """Where a retraining run comes from (action retrain): exactly one source.
+
+    The run is started in the ObservedModel's namespace with the incident passed in
+    (environment variables of a Job's containers, or a Workflow's arguments.parameters;
+    docs/operator.md, "Retraining").
+    """
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            " + ".join(f"(has(self.{k}) ? 1 : 0)" for k in _RETRAIN_SOURCES) + " == 1",
+            lambda s: sum(_has(s, k) for k in _RETRAIN_SOURCES) == 1,
+            "set exactly one of cronJob, configMap and workflowTemplate",
+            explain=lambda s: (
+                "set exactly one of cronJob, configMap and workflowTemplate (where the run "
+                "comes from), not "
+                + (" and ".join(k for k in _RETRAIN_SOURCES if _has(s, k)) or "none")
+            ),
+        ),
+        Rule(
+            "!has(self.key) || has(self.configMap)",
+            lambda s: not _has(s, "key") or _has(s, "configMap"),
+            "key applies only with configMap",
+            field="key",
+            explain=lambda s: "applies only with configMap (the key holding the Job manifest)",
+        ),
+    )
+
+    cron_job: str | None = _f(
+        "cronJob",
+        "Start a Job from this CronJob's jobTemplate, as `kubectl create job "
+        "--from=cronjob/NAME` does.",
+        default=None,
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a CronJob name",
+        max_length=MAX_NAME,
+    )
+    config_map: str | None = _f(
+        "configMap",
+        "Start a Job from the Job manifest (YAML or JSON) held in this ConfigMap, under key.",
+        default=None,
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a ConfigMap name",
+        max_length=MAX_NAME,
+    )
+    key: str | None = _f(
+        "key",
+        f"configMap: the key holding the Job manifest (default {RETRAIN_CONFIG_KEY}).",
+        default=None,
+        pattern=_CONFIG_KEY,
+        hint="must be a ConfigMap key (letters, digits, '-', '_' and '.')",
+        max_length=MAX_NAME,
+    )
+    workflow_template: str | None = _f(
+        "workflowTemplate",
+        "Submit an Argo Workflows Workflow that runs this WorkflowTemplate "
+        "(spec.workflowTemplateRef; Kubeflow Pipelines v2 runs on Argo).",
+        default=None,
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a WorkflowTemplate name",
+        max_length=MAX_NAME,
+    )
+    timeout_seconds: float = _f(
+        "timeout",
+        "How long a run may take: after that its record is Failed and the run is left as it "
+        "is (a Job suspended by a queue, a Workflow no Argo controller picks up).",
+        "duration",
+        default=RETRAIN_TIMEOUT_SECONDS,
+    )
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """(kind, name) of the object the run is made from."""
+        if self.cron_job is not None:
+            return "CronJob", self.cron_job
+        if self.config_map is not None:
+            return "ConfigMap", self.config_map
+        return "WorkflowTemplate", self.workflow_template or ""
+
+    @property
+    def config_key(self) -> str:
+        return self.key or RETRAIN_CONFIG_KEY
 
 
 @dataclass(frozen=True)
@@ -759,6 +849,23 @@ class Reaction:
                 f"required when action is shiftTraffic ({', '.join(TRAFFIC_ROUTERS)})"
             ),
         ),
+        Rule(
+            "self.action != 'retrain' || has(self.retrain)",
+            lambda s: s.get("action") != "retrain" or _has(s, "retrain"),
+            "retrain is required when action is retrain",
+            field="retrain",
+            explain=lambda s: (
+                "required when action is retrain: where the run comes from (cronJob, "
+                "configMap or workflowTemplate)"
+            ),
+        ),
+        Rule(
+            "!has(self.retrain) || self.action == 'retrain'",
+            lambda s: not _has(s, "retrain") or s.get("action") == "retrain",
+            "retrain applies only with action retrain",
+            field="retrain",
+            explain=lambda s: f"applies only with action retrain, not {s.get('action')!r}",
+        ),
     )
 
     alert: str = _f("alert", "The alert type.", enum=ALERT_TYPES)
@@ -818,6 +925,14 @@ class Reaction:
     )
     webhook: str | None = _f(
         "webhook", "An http(s) URL to notify.", default=None, url=True, max_length=MAX_URL
+    )
+    retrain: Retrain | None = _f(
+        "retrain",
+        "retrain: where the retraining run comes from (a CronJob, a Job manifest in a "
+        "ConfigMap, or an Argo WorkflowTemplate).",
+        "object",
+        default=None,
+        of=Retrain,
     )
 
 

@@ -107,8 +107,9 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     ("apps", "replicasets"): WATCHED,
     ("apps", "statefulsets"): WATCHED,
     ("apps", "daemonsets"): WATCHED,
-    ("batch", "jobs"): WATCHED,
-    ("batch", "cronjobs"): WATCHED,
+    # retrain also starts Jobs (from a CronJob or a ConfigMap's manifest) and reads them back
+    ("batch", "jobs"): WATCHED | {"get", "create"},
+    ("batch", "cronjobs"): WATCHED | {"get"},
     ("", "pods"): WATCHED,
     ("apps", "controllerrevisions"): WATCHED,
     # reactions: scale (an HPA's minReplicas), shiftTraffic (route weights); rollback and
@@ -116,6 +117,9 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     ("autoscaling", "horizontalpodautoscalers"): WATCHED | {"get", "patch"},
     ("gateway.networking.k8s.io", "httproutes"): WATCHED | {"get", "patch"},
     ("networking.istio.io", "virtualservices"): WATCHED | {"get", "patch"},
+    # retrain: an Argo Workflow from a WorkflowTemplate (neither watched)
+    ("argoproj.io", "workflows"): {"get", "create"},
+    ("argoproj.io", "workflowtemplates"): {"get"},
 }
 # In kube.py's KINDS but deliberately not granted (none now: Secrets are granted `create` only,
 # for the ingest token; diagnosis needs no Secret, not even metadata, and cannot read one).

@@ -26,6 +26,9 @@ at a time per ObservedModel, on the object as the API has it now:
      settled record (Succeeded, or Failed with the error) and `status.lastAction`; a patch
      answered 409 Conflict (another writer moved the object on) re-reads it and re-plans the
      action under the same id (`apply_patches`), Skipped when it no longer applies;
+   - Running retrain: recorded first when new, then its Job or Workflow started or looked at
+     (`runs.advance`), on every pass while it runs; the record is written again only when
+     that changed it (started, the run's progress, Succeeded or Failed);
    - Planned (waiting for approval): an Event with the `kubectl annotate` command;
    - Skipped, or a dry run: an Event saying so (the planner returns a Skipped record only
      when its reason is new, so these do not repeat).
@@ -67,12 +70,14 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from mlwarden.diagnose import Diagnosis, Snapshot, Suspect, diagnose
 from mlwarden.kube import Conflict, Kube, KubeError, path
+from mlwarden.operator import runs
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.status import Observation, phase, status_patch
 from mlwarden.patches import apply_merge_patch
 from mlwarden.react.actions import OPEN, ActionRecord, fingerprint, records_from_status
 from mlwarden.react.actuators.alert import summary as alert_summary
 from mlwarden.react.actuators.alert import webhook_payload
+from mlwarden.react.actuators.retrain import RETRAIN
 from mlwarden.react.destinations import (
     DestinationError,
     WebhookAllowList,
@@ -165,7 +170,9 @@ def describe(record: ActionRecord) -> str:
         text = f"alert {record.from_state} → {record.to_state}"
     else:
         text = f"{record.action} {record.target}"
-        if record.from_state or record.to_state:
+        if record.run:
+            text += f" → {record.run}"
+        elif record.from_state or record.to_state:
             text += f" {record.from_state}→{record.to_state}"
     text += f" {record.result}"
     if record.dry_run:
@@ -509,7 +516,8 @@ def _report(model: ObservedModel, record: ActionRecord, event: EventPoster) -> N
     elif record.result == "Failed":
         event("Warning", "ReactionFailed", f"{line}: {record.message}")
     elif record.result == "Succeeded" and record.dry_run:
-        event("Normal", "ReactionDryRun", f"{line}: {record.message} ({', '.join(record.patch)})")
+        applies = ", ".join(record.patch) or record.target
+        event("Normal", "ReactionDryRun", f"{line}: {record.message} ({applies})")
     elif record.result == "Succeeded" and record.action != "alert":
         event("Normal", "ReactionSucceeded", f"{line}: {record.message}")
 
@@ -581,6 +589,13 @@ async def respond(
                 f"{MAX_RECORDS} open actions (Planned or Running); approve or resolve them",
             )
             continue
+        if record.action == RETRAIN and record.result == "Running":
+            entries = await _retrain(
+                api, status, model, obs, record, entries,
+                alerts=alerts, top=top_dict, label=label, jobs=lists.get("Job") or (),
+                now=now, event=event,
+            )  # fmt: skip
+            continue
         entries = upsert(entries, record)
         if record.result != "Running":
             await status.write({"reactions": entries})
@@ -619,6 +634,49 @@ async def respond(
         reacting=any(e.get("result") == "Running" for e in entries),
         for_alerts=tuple(alert_keys(alerts)),
     )
+
+
+async def _retrain(
+    api: Kube,
+    status: _Status,
+    model: ObservedModel,
+    obs: Observation,
+    record: ActionRecord,
+    entries: list[dict[str, Any]],
+    *,
+    alerts: Sequence[Mapping[str, Any]],
+    top: Mapping[str, Any] | None,
+    label: str | None,
+    jobs: Sequence[Mapping[str, Any]],
+    now: datetime,
+    event: EventPoster,
+) -> list[dict[str, Any]]:
+    """A retrain record that is Running: recorded first when new, then its run started or
+    followed (runs.py); written again only when that changed it. `status.reactions` after."""
+    known = next((e for e in entries if e.get("id") == record.id), None)
+    if known is None or ActionRecord.from_status(known).to_status() != record.to_status():
+        entries = upsert(entries, record)
+        running = replace(obs, reacting=True, last_action=describe(record), top_suspect=label)
+        fields = status_patch(running, status.current, now=format_time(now))
+        await status.write({**fields, "reactions": entries, "lastAction": running.last_action})
+    after = await runs.advance(
+        api, model, record, alerts=alerts, reference_id=obs.reference_id, now=now, jobs=jobs
+    )
+    if after.to_status() == record.to_status():
+        return entries
+    if after.result != "Running":
+        failures = await _tell_webhooks(model, after, alerts, top, event)
+        if failures:
+            after = replace(after, message=f"{after.message}; {'; '.join(failures)}")
+    entries = upsert(entries, after)
+    await status.write({"reactions": entries, "lastAction": describe(after)})
+    if after.result == "Running" and after.run and not record.run:
+        event("Normal", "RetrainStarted", f"{describe(after)}: {after.message}")
+    if after.result != "Running":
+        _count(after)
+        _report(model, after, event)
+        log.info("%s: %s", after.id, describe(after))
+    return entries
 
 
 async def _write_diagnosis(

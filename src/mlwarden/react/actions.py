@@ -20,6 +20,9 @@ Results, and who moves a record from one to the next:
     Skipped    not taken: a guardrail or a planning error says why (`reason`); unlike the
                others, a Skipped id may be planned again on a later pass
 
+A retrain changes no object: it starts a Job or Workflow, named in `run` once created, and its
+record stays Running until that run has ended (`react.actuators.retrain`).
+
 In `status.reactions` a record keeps its `patch` only while the action is open (Planned or
 Running: what a restarted operator completes or checks) and in a dry run (what would have
 been applied is the point of one). Once an action has ended the record is compact: a
@@ -111,6 +114,8 @@ class ActionRecord:
     patch: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # target -> {JSON pointer of a field the patch set: digest of its value right after}
     held: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # What the action started, once it exists ("Job/fraud-train-retrain-1a2b3c4d5e"): retrain
+    run: str = ""
 
     @property
     def objects(self) -> tuple[str, ...]:
@@ -146,6 +151,8 @@ class ActionRecord:
             out["patch"] = {k: copy.deepcopy(dict(v)) for k, v in self.patch.items()}
         if self.held:
             out["held"] = {k: dict(v) for k, v in self.held.items()}
+        if self.run:
+            out["run"] = self.run
         return out
 
     @classmethod
@@ -183,6 +190,7 @@ class ActionRecord:
                 if isinstance(held, Mapping)
                 else {}
             ),
+            run=str(entry.get("run") or ""),
         )
 
 

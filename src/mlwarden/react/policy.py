@@ -18,18 +18,23 @@ One pass, in order:
 1. In-flight records (Running: an operator stopped between writing and finishing one) are
    completed or reported, never repeated blindly: when every object already holds the patch,
    Succeeded; when none changed since it was planned (same `resourceVersion`), Running again
-   to apply the very same patch; else Failed, saying what changed.
+   to apply the very same patch; else Failed, saying what changed. A retrain is Running for
+   as long as its Job or Workflow runs: it is returned as it is, for the shell to start or
+   follow its run (`operator/runs.py`).
 2. Each reaction whose alert type (and feature, when it names one) matches an active alert
-   plans one action. Workload actions (rollback, scale, shiftTraffic, pause) of different
-   reactions on the same target are one action (the first reaction in spec order sets its
-   parameters). `alert` plans one action per matched alert (`from` is the alert, e.g.
-   `FeatureDrift/amount`), whatever number of reactions ask for it.
+   plans one action (a retrain acts on its source: `CronJob/NAME`, `ConfigMap/NAME` or
+   `WorkflowTemplate/NAME`, `to` the kind it starts). Workload actions (rollback, scale,
+   shiftTraffic, pause, retrain) of different reactions on the same target are one action
+   (the first reaction in spec order sets its parameters). `alert` plans one action per
+   matched alert (`from` is the alert, e.g. `FeatureDrift/amount`), whatever number of
+   reactions ask for it.
 3. The action's id is computed from the incident (the earliest matched alert: type, feature,
    onset) and the transition. An id recorded as Planned, Running, Succeeded or Failed is not
    planned again (a Planned one proceeds once approved); then the guardrails (see
-   `guardrails`) in order: not ready, once per incident, revision moved, person changed,
-   cooldown, hourly limit (a planning error or "nothing to do" counts as a guardrail too); one
-   that says no gives a Skipped record with its reason.
+   `guardrails`) in order: not ready, once per incident (for retrain then: a run from the
+   same source still running, a diagnosis that names a plausible cause), revision moved,
+   person changed, cooldown, hourly limit (a planning error or "nothing to do" counts as a
+   guardrail too); one that says no gives a Skipped record with its reason.
    Then a dry run gives Succeeded with `dry_run` true (the patch is recorded, not applied;
    no approval needed); with `requireApproval` and no approval, Planned; else Running.
 4. A Planned record whose action is no longer planned (the alert resolved, or the target
@@ -52,6 +57,7 @@ from typing import Any, Final
 from mlwarden.patches import apply_merge_patch, holds
 from mlwarden.react import guardrails
 from mlwarden.react.actions import ActionRecord, Result, action_id, held_by
+from mlwarden.react.actuators import retrain
 from mlwarden.react.actuators.pause import PauseError, plan_pause
 from mlwarden.react.actuators.rollback import RollbackError, plan_rollback, revision_of
 from mlwarden.react.actuators.scale import HPA_KIND, ScaleError, plan_scale
@@ -234,7 +240,22 @@ def _propose(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) ->
         )
     if reaction.action == "shiftTraffic":
         return _propose_shift(reaction, model, snapshot)
+    if reaction.action == retrain.RETRAIN:
+        return _propose_retrain(reaction, model, snapshot)
     return _Proposal(target="?", problem=f"unknown action {reaction.action!r}")
+
+
+def _propose_retrain(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) -> _Proposal:
+    """Retrain acts on its source (cooldown, once per incident); the shell starts the run.
+
+    CronJobs and ConfigMaps are in the snapshot (watched); a WorkflowTemplate is read when
+    the run is started (operator/runs.py).
+    """
+    kind, name = retrain.source_of(reaction)
+    proposal = _Proposal(target=f"{kind}/{name}", to_state=retrain.RUN_KIND[kind])
+    if kind in ("CronJob", "ConfigMap") and (kind, name) not in snapshot:
+        return replace(proposal, problem=_missing(model, kind, name).problem)
+    return proposal
 
 
 def _propose_shift(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) -> _Proposal:
@@ -393,6 +414,8 @@ def _resume(record: ActionRecord, snapshot: LiveObjects) -> ActionRecord:
             "interrupted by an operator restart; the notification may not have been sent and "
             "is not repeated",
         )
+    if record.action == retrain.RETRAIN:
+        return record  # Running while its run runs: the shell follows it (operator/runs.py)
     if not record.patch:
         return record.settle(
             "Failed",
@@ -583,6 +606,11 @@ def plan_reactions(
                 history=working,
                 dry_run=dry,
             )
+            if candidate.action == retrain.RETRAIN:
+                stop = stop or retrain.still_running(
+                    target=proposal.target, history=working, dry_run=dry
+                )
+                stop = stop or retrain.blames_a_change(top=diagnosis_top)
             if candidate.action == "rollback":
                 stop = stop or guardrails.revision_moved(
                     alert_revision=_text(primary.get("modelRevision")),
