@@ -44,7 +44,7 @@ KIND: Final = "ObservedModel"
 PLURAL: Final = "observedmodels"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 
-PROTOCOLS: Final = ("auto", "v2", "v1", "openai", "json")
+PROTOCOLS: Final = ("auto", "v2", "v2-grpc", "v1", "openai", "json")
 FEATURE_TYPES: Final = ("numeric", "categorical")
 DRIFT_TESTS: Final = ("auto", "ks", "wasserstein", "psi", "jensenshannon", "chisquare")
 CORRECTIONS: Final = ("bonferroni", "benjamini-hochberg", "none")
@@ -1128,7 +1128,8 @@ class ObservedModelSpec:
     )
     protocol: str = _f(
         "protocol",
-        "How request and response bodies are read (auto: detected per request).",
+        "How request and response bodies are read (auto: detected per request; v2-grpc: "
+        "the model's port speaks the Open Inference Protocol v2 over gRPC, proxied as such).",
         default="auto",
         enum=PROTOCOLS,
     )

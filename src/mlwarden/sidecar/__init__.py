@@ -4,6 +4,9 @@ Map of the package, hot path first:
 
 - `proxy`      the forwarding path and the admin app (/metrics, /healthz, /readyz);
                it offers each exchange to capture and returns.
+- `grpc_proxy`  the gRPC listener (grpcio's asyncio server): every method forwarded
+               unchanged, v2 ModelInfer/ModelStreamInfer messages offered to the same
+               capture.
 - `supervisor` the proxy's side of capture: `CaptureProcess.offer` (an O(1) append to a
                bounded queue), the non-blocking writes to the capture worker process, its
                reports applied to the metrics, its restarts; `InlineCapture` when capture

@@ -141,6 +141,12 @@ class SidecarMetrics:
             ["reason"],
             registry=r,
         )
+        self.exchanges_not_inference = Counter(
+            "mlwarden_sidecar_exchanges_not_inference",
+            "Requests that are not inferences (health, readiness, metadata, model listings, "
+            "repository calls), passed through and not captured.",
+            registry=r,
+        )
         self.records_captured = Counter(
             "mlwarden_sidecar_records_captured",
             "Rows parsed from captured exchanges.",

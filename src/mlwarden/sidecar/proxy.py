@@ -59,6 +59,7 @@ from yarl import URL
 from mlwarden.ingest_auth import bearer_header
 from mlwarden.sidecar.capture import Exchange, WorkerSettings
 from mlwarden.sidecar.config import SidecarConfig
+from mlwarden.sidecar.grpc_proxy import GrpcProxy
 from mlwarden.sidecar.metrics import SidecarMetrics
 from mlwarden.sidecar.supervisor import CaptureProcess, InlineCapture
 
@@ -414,6 +415,8 @@ class Sidecar:
         self._runners: list[web.BaseRunner] = []
         self._session: aiohttp.ClientSession | None = None
         self._handler: ProxyHandler | None = None
+        self.grpc: GrpcProxy | None = None
+        self.grpc_port: int | None = None
         self.ready = False
         self.proxy_port: int | None = None
         self.admin_port: int | None = None
@@ -449,6 +452,27 @@ class Sidecar:
             else InlineCapture(self.metrics, protocol=c.protocol, max_body_bytes=c.max_body_bytes)
         )
         await self.capture.start()
+        not_captured = "no_manifest" if c.manifest_missing is not None else None
+        if c.protocol == "v2-grpc" or c.grpc_listen is not None:
+            # The gRPC listener: --listen itself with protocol v2-grpc, else --grpc-listen.
+            grpc_only = c.protocol == "v2-grpc"
+            listen = c.listen if grpc_only else c.grpc_listen
+            upstream = c.upstream if grpc_only else c.grpc_upstream
+            assert listen is not None and upstream is not None  # SidecarConfig checks both
+            self.grpc = GrpcProxy(
+                listen=listen,
+                upstream=upstream,
+                capture=self.capture,
+                metrics=self.metrics,
+                sample_rate=c.sample_rate if self.capturing else 0.0,
+                max_body_bytes=c.max_body_bytes,
+                not_captured=not_captured,
+            )
+            self.grpc_port = await self.grpc.start()
+            if grpc_only:
+                self.proxy_port = self.grpc_port
+                await self._start_admin()
+                return
         # One pooled session to the model; no automatic headers, no decompression,
         # so what reaches the model and what comes back are exactly what was sent.
         self._session = aiohttp.ClientSession(
@@ -468,7 +492,7 @@ class Sidecar:
             queue=self.capture,
             metrics=self.metrics,
             capturing=self.capturing,
-            not_captured="no_manifest" if c.manifest_missing is not None else None,
+            not_captured=not_captured,
         )
         self._handler = handler
         proxy_runner = web.ServerRunner(
@@ -495,7 +519,10 @@ class Sidecar:
         site = web.TCPSite(proxy_runner, c.listen[0], c.listen[1], backlog=1024)
         await site.start()
         self.proxy_port = _bound_port(proxy_runner)
+        await self._start_admin()
 
+    async def _start_admin(self) -> None:
+        c = self.config
         admin_runner = web.AppRunner(self._admin_app(), access_log=None)
         await admin_runner.setup()
         self._runners.append(admin_runner)
@@ -503,10 +530,14 @@ class Sidecar:
         self.admin_port = _bound_port(admin_runner)
         self.ready = True
         log.info(
-            "mlwarden sidecar: proxy on %s:%s -> %s, admin on %s:%s, collector %s",
+            "mlwarden sidecar: %s on %s:%s -> %s%s, admin on %s:%s, collector %s",
+            "gRPC proxy" if c.protocol == "v2-grpc" else "proxy",
             c.listen[0],
             self.proxy_port,
             c.upstream,
+            f", gRPC on {c.grpc_listen[0]}:{self.grpc_port} -> {c.grpc_upstream}"
+            if c.grpc_listen is not None
+            else "",
             c.admin_listen[0],
             self.admin_port,
             c.records_url or "(none)",
@@ -534,6 +565,10 @@ class Sidecar:
         self.ready = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.shutdown_timeout_seconds
+        if self.grpc is not None:
+            await self.grpc.stop(
+                max(0.0, self.config.shutdown_timeout_seconds - _flush_reserve(self.config))
+            )
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
