@@ -80,6 +80,7 @@ IDEMPOTENT = frozenset((b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"
 # sent as the server closes is lost.
 POOL_IDLE_SECONDS = 2.0
 POOL_MAX_IDLE = 256
+LINGER_SECONDS = 2.0
 
 _CRLF = b"\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -125,8 +126,13 @@ class ExchangeQueue(Protocol):
     def offer(self, exchange: Exchange) -> bool: ...
 
 
-class _HeadTooLarge(Exception):
-    pass
+class _Refusal(Exception):
+    """A request the sidecar answers itself (4xx) instead of forwarding."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class _Limits:
@@ -439,7 +445,7 @@ class _Request:
         "first_read",
         "head_out",
         "headers",
-        "host_seen",
+        "hosts",
         "keep_alive",
         "method",
         "request_id",
@@ -477,7 +483,7 @@ class _Request:
         self.connection: bytes | None = None
         self.content_length: int | None = None
         self.chunked_in = False
-        self.host_seen = False
+        self.hosts = 0
         self.expect_continue = False
         self.request_id: str | None = None
         self.encoding: str | None = None
@@ -522,6 +528,11 @@ class _Request:
             self.target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
         self.method = parser.get_method()
         self.version_10 = parser.get_http_version() == "1.0"
+        # RFC 9112 §3.2: an HTTP/1.1 request with no Host, or more than one, is a 400.
+        if self.hosts > 1 or (self.hosts == 0 and not self.version_10):
+            raise _Refusal(400, "bad request: an HTTP/1.1 request needs exactly one Host header")
+        if self.method == b"CONNECT":
+            raise _Refusal(405, "CONNECT is not served: this is a reverse proxy")
         self.keep_alive = parser.should_keep_alive()
         limits = self.client.fwd.limits
         if self.chunked_in:
@@ -584,7 +595,7 @@ class _Request:
         lines = filter_headers(
             self.headers, self.connection, drop=_EXPECT if self.expect_continue else frozenset()
         )
-        if not self.host_seen:
+        if not self.hosts:
             lines.insert(0, b"Host: %s\r\n" % fwd.target.host_header)
         if self.chunked_in:
             lines.append(b"Transfer-Encoding: chunked\r\n")
@@ -679,7 +690,7 @@ class _Request:
         self.resp_length = length
         client = self.client
         self.resp_close = (
-            not self.keep_alive or client.fwd.closing or client.close_after or not self.complete
+            not self.keep_alive or client.fwd.closing or not self.complete or client.ends_after()
         )
         lines = filter_headers(up.headers, connection)
         bodyless = self.method == b"HEAD" or status in (204, 304)
@@ -788,7 +799,7 @@ class _Request:
         fwd = self.client.fwd
         fwd.metrics.upstream_errors.labels(reason).inc()
         now = _now()
-        close = not self.keep_alive or fwd.closing or not self.complete or self.client.close_after
+        close = not self.keep_alive or fwd.closing or not self.complete or self.client.ends_after()
         self.client.write(plain_response(status, _REASONS[status], message, close=close))
         elapsed = now - self.first_read
         fwd.offer(
@@ -856,8 +867,10 @@ class _Request:
 _EXPECT = frozenset((b"expect",))
 _REASONS = {
     400: b"Bad Request",
+    405: b"Method Not Allowed",
     408: b"Request Timeout",
     431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
     502: b"Bad Gateway",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
@@ -877,11 +890,13 @@ class ClientConnection(asyncio.Protocol):
         self.active: _Request | None = None
         self.pending: deque[_Request] = deque()
         self.head_bytes = 0
-        self.close_after = False  # the connection ends after the active request
+        self.close_after = False  # the connection ends after the requests read so far
+        self.refusal: bytes | None = None  # the answer to a malformed request after them
         self.ignore_input = False
         self.reading_paused = False
         self.write_paused = False
         self.closed = False
+        self.lingering = False
         self.header_deadline = 0.0
         self.body_deadline = 0.0
         self.read_deadline = 0.0
@@ -917,12 +932,15 @@ class ClientConnection(asyncio.Protocol):
             self.close_after = True
         except httptools.HttpParserError as exc:
             self.ignore_input = True
-            if isinstance(exc.__cause__ or exc.__context__, _HeadTooLarge):
-                self._refuse(431, "request head larger than 64 KiB")
+            cause = exc.__context__
+            if isinstance(cause, _Refusal):
+                self._refuse(cause.status, cause.message)
+            elif isinstance(cause, Exception) and not isinstance(cause, httptools.HttpParserError):
+                log.error("forwarding failed on a request", exc_info=cause)  # a bug of ours
+                self._refuse(500, "internal error in the sidecar (logged)")
             else:
                 self._refuse(400, f"bad request: {exc}")
-            return
-        self._pump()
+        self._pump()  # a request completed before the malformed one still goes out
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -968,7 +986,7 @@ class ClientConnection(asyncio.Protocol):
         request.target += url
         self.head_bytes += len(url)
         if self.head_bytes > MAX_HEAD_BYTES:
-            raise _HeadTooLarge
+            raise _Refusal(431, "request head larger than 64 KiB")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self.parsing
@@ -978,7 +996,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > MAX_HEAD_BYTES:
-            raise _HeadTooLarge
+            raise _Refusal(431, "request head larger than 64 KiB")
         request.headers.append((name, value))
         k = name.lower()
         if k == b"content-length":
@@ -990,7 +1008,7 @@ class ClientConnection(asyncio.Protocol):
                 value if request.connection is None else request.connection + b"," + value
             )
         elif k == b"host":
-            request.host_seen = True
+            request.hosts += 1
         elif k == b"expect":
             request.expect_continue = value.lower() == b"100-continue"
         elif k == b"x-request-id":
@@ -1053,23 +1071,50 @@ class ClientConnection(asyncio.Protocol):
         self.read_deadline = 0.0
         self.body_deadline = 0.0
         if close or self.closed:
-            self.close()
+            self.close(linger=True)
             return
         if self.pending:
             self._activate(self.pending.popleft())
+        elif self.refusal is not None:
+            self.write(self.refusal)
+            self.close(linger=True)
+            return
+        elif self.close_after:
+            self.close(linger=True)
+            return
         else:
             self.header_deadline = _now() + self.fwd.limits.header_timeout
             self._arm(self.header_deadline)
         self.update_reading()
 
     def _refuse(self, status: int, message: str) -> None:
-        """A request llhttp refused: answered at once, or (pipelined behind another) the
-        connection ends after the answer in progress."""
+        """A request refused (malformed, or one the sidecar does not serve): answered at
+        once, or, pipelined behind others, after their answers; then the connection ends."""
+        response = plain_response(status, _REASONS[status], message, close=True)
+        active = self.active
+        if active is not None and self.parsing is active:
+            # The active request's own body is malformed (a bad chunk): what the model got
+            # of it is unusable, and so is that connection.
+            active.failed = True
+            up, active.upstream = active.upstream, None
+            if up is not None:
+                up.abort()
+            self.active = None
+            self.fwd.request_done(self)
+            if active.resp_started:
+                self.abort()
+                return
+        if self.parsing is not None and self.parsing in self.pending:
+            self.pending.remove(self.parsing)  # a pipelined request with a malformed body
         if self.active is None:
-            self.write(plain_response(status, _REASONS[status], message, close=True))
-            self.close()
+            self.write(response)
+            self.close(linger=True)
         else:
-            self.close_after = True
+            self.refusal = response  # after the requests before it
+
+    def ends_after(self) -> bool:
+        """Whether the connection ends right after the active request's answer."""
+        return self.close_after and not self.pending and self.refusal is None
 
     def arm_read_timer(self) -> None:
         self.read_deadline = _now() + self.fwd.limits.read_timeout
@@ -1098,6 +1143,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _arm(self, deadline: float) -> None:
         """One timer per connection, at the earliest deadline; it re-arms itself."""
+        if self.lingering:
+            return
         if self.timer is not None and self.timer.when() <= self._loop_time(deadline):
             return
         if self.timer is not None:
@@ -1166,7 +1213,7 @@ class ClientConnection(asyncio.Protocol):
             )
         self.active = None
         fwd.request_done(self)
-        self.close()
+        self.close(linger=True)
 
     # ------------------------------------------------------------------ writing
 
@@ -1178,9 +1225,30 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.writelines(data)
 
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+    def close(self, *, linger: bool = False) -> None:
+        """Close; `linger`: the client may still be sending, so first end our side and read
+        (and drop) what comes for up to `LINGER_SECONDS`, as nginx's lingering close does:
+        closing a socket with unread data resets it, and the reset can destroy the answer
+        before the client has read it."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if linger and not self.lingering and transport.can_write_eof():
+            self.lingering = True
+            self.ignore_input = True
+            transport.write_eof()
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+            with contextlib.suppress(RuntimeError):
+                transport.resume_reading()
+            return
+        transport.close()
+
+    def eof_received(self) -> bool | None:
+        """The client closed its side: the connection is closed, and a request in progress
+        counts as a client disconnect (as nginx treats it, its 499)."""
+        return None
 
     def abort(self) -> None:
         if self.transport is not None:
