@@ -2,8 +2,11 @@
 
 Map of the package, hot path first:
 
-- `proxy`    the aiohttp forwarding path and the admin app (/metrics, /healthz, /readyz);
-             it hands each exchange to the capture queue and returns.
+- `forward`  the forwarding path: HTTP/1.1 framing parsed with httptools on asyncio
+             protocols, a keep-alive pool to the model, bodies streamed both ways; it
+             offers each exchange to the capture queue and goes on.
+- `proxy`    the process: the forwarding server, the admin app (/metrics, /healthz,
+             /readyz, aiohttp), capture and shipping wired up, drain and stop.
 - `capture`  the bounded queue and the background worker that samples, decodes and
              parses exchanges into records (through `mlwarden.protocols`).
 - `shipper`  batches records to the detector with retries, backoff and jitter.

@@ -32,11 +32,16 @@ unframed and the connection closed after it. Interim (1xx) answers are not passe
 
 Failures answer as nginx does, with a plain-text body: 502 when the model refuses the
 connection, breaks it or answers garbage; 504 when it does not connect or answer
-within its timeouts; 400 for a request llhttp refuses; 431 for a head over 64 KiB; 408
+within its timeouts; 400 for a request llhttp refuses or an HTTP/1.1 request without
+exactly one Host (RFC 9112 §3.2), 405 for CONNECT; 431 for a head over 64 KiB; 408
 when a request body stops arriving for `client_body_timeout`; 503 (and close) beyond
-`max_connections`. A request head must be complete within `client_header_timeout` of
-the connection opening or of the previous response. Pipelined requests are answered in
-order, one at a time (reading is paused while one waits).
+`max_connections`. After a 4xx of its own the sidecar ends its side and reads (and
+drops) what the client still sends for up to 2 s before closing, as nginx's lingering
+close does: a close with unread input resets the connection, answer included. A client
+closing its side is a disconnect (counted; the model's connection is dropped). A request
+head must be complete within `client_header_timeout` of the connection opening or of the
+previous response. Pipelined requests are answered in order, one at a time (reading is
+paused while one waits).
 
 Timing, per exchange, for the metrics (`docs/architecture.md`):
 

@@ -63,7 +63,7 @@ def end_to_end_headers(
     two to the same answers.
     """
     named: frozenset[str] = frozenset()
-    connection = headers.get("Connection")
+    connection = ",".join(headers.getall("Connection", ()))  # every Connection line counts
     if connection:
         named = frozenset(t.strip().lower() for t in connection.split(",") if t.strip())
     out: CIMultiDict[str] = CIMultiDict()
