@@ -906,6 +906,7 @@ class ClientConnection(asyncio.Protocol):
         self.body_deadline = 0.0
         self.read_deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0  # when it fires, on the perf_counter clock of the deadlines
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
@@ -1150,16 +1151,12 @@ class ClientConnection(asyncio.Protocol):
         """One timer per connection, at the earliest deadline; it re-arms itself."""
         if self.lingering:
             return
-        if self.timer is not None and self.timer.when() <= self._loop_time(deadline):
-            return
         if self.timer is not None:
+            if self.timer_at <= deadline:  # the common case: nothing to do
+                return
             self.timer.cancel()
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_at(self._loop_time(deadline), self._on_timer)
-
-    @staticmethod
-    def _loop_time(deadline: float) -> float:
-        return asyncio.get_running_loop().time() + (deadline - _now())
+        self.timer_at = deadline
+        self.timer = asyncio.get_running_loop().call_later(deadline - _now(), self._on_timer)
 
     def _on_timer(self) -> None:
         self.timer = None
