@@ -183,6 +183,18 @@ def _merge_previous(
     return out
 
 
+def _hand_run(path: Path) -> list[str]:
+    """Sections of the previous RESULTS.md written by benchmarks run by hand (a `## `
+    heading marked `(by hand)`, e.g. `sidecar_cpu.py`, which needs a git ref): kept as they
+    are, since this run did not redo them."""
+    previous = path.read_text() if path.exists() else ""
+    return [
+        "## " + chunk.rstrip("\n") + "\n"
+        for chunk in previous.split("\n## ")[1:]
+        if "(by hand)" in chunk.splitlines()[0]
+    ]
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -245,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     when = started.strftime("%Y-%m-%d %H:%M UTC")
     if len(selected) < len(BENCHMARKS):
         sections = _merge_previous(args.results, selected, sections, when)
+    sections += _hand_run(args.results)
     args.results.write_text(results_markdown(when, info, sections, elapsed, args))
     print(f"wrote {args.results} ({elapsed:.0f} s)")
     return 0

@@ -46,6 +46,10 @@ class Exchange:
     started_at: float
     total_seconds: float
     upstream_seconds: float
+    # What the proxy added as a client sees it (first request byte read -> first upstream
+    # byte written, plus first answer byte read -> first byte to the client); None: not
+    # measured, total minus upstream is used.
+    overhead_seconds: float | None = None
     request_id: str | None = None
     request_body: bytes | None = None
     request_encoding: str | None = None
@@ -272,7 +276,10 @@ class CaptureProcessor:
         m.requests.labels(_status_class(exchange.status)).inc()
         m.request_duration.observe(exchange.total_seconds)
         m.upstream_duration.observe(exchange.upstream_seconds)
-        m.overhead.observe(max(0.0, exchange.total_seconds - exchange.upstream_seconds))
+        overhead = exchange.overhead_seconds
+        if overhead is None:  # the exchange did not measure it (the gRPC listener)
+            overhead = max(0.0, exchange.total_seconds - exchange.upstream_seconds)
+        m.overhead.observe(overhead)
         if not is_inference(exchange.protocol or self.protocol, exchange.method, exchange.path):
             # Health, readiness, metadata: passed through, neither a drop nor shipped.
             m.exchanges_not_inference.inc()
