@@ -37,10 +37,12 @@ from mlwarden.detector.checks import (
     safe_metric,
 )
 from mlwarden.detector.ingest import Batch
+from mlwarden.detector.sequential import build_scan, covered, findings_to_evidence, iso
 from mlwarden.records import Value
 from mlwarden.spec import ObservedModel
 from mlwarden.stats import CategoricalSketch, NumericSketch, numeric_edges
 from mlwarden.stats import performance as perf
+from mlwarden.stats.sequential import SequentialScan
 from mlwarden.stats.sketch import Sketch
 
 CHUNKS_PER_WINDOW = 10
@@ -264,6 +266,10 @@ class Detector:
         self.warmup_probabilities: list[np.ndarray] = []
         self.warmup_n = 0
         self.alerts = AlertStateMachine(spec.alerting.fire_after, spec.alerting.resolve_after)
+        # Sequential drift decisions (detector/sequential.py), built with the reference; the
+        # alert transitions they cause at ingest wait here for the service to report them.
+        self.scan: SequentialScan | None = None
+        self.transitions: list[Transition] = []
         self.model_revision: str | None = None
         self.evaluations = 0
         self.last_evidence: list[Evidence] = []
@@ -310,6 +316,7 @@ class Detector:
         )
         self.warmup = {}
         self.warmup_probabilities = []
+        self.scan = build_scan(reference, self.model, now=now)
 
     def _prediction_column(self) -> str | None:
         p = self.model.spec.prediction
@@ -352,6 +359,7 @@ class Detector:
         assert self.window is not None
         chunk = self.window.open
         chunk.n_records += batch.n_records
+        scanned: dict[str, Any] = {}
         for name, column in self.columns.items():
             values = batch.feature(name) if column.kind == "feature" else batch.output(name)
             if values is None:
@@ -367,8 +375,11 @@ class Detector:
                 outside = int(np.count_nonzero((array < low) | (array > high)))
                 if outside:
                     chunk.out_of_range[name] += outside
+                scanned[name] = array
             else:
-                sketch.add(to_categorical(values))  # type: ignore[arg-type]
+                categories = to_categorical(values)
+                sketch.add(categories)  # type: ignore[arg-type]
+                scanned[name] = categories
         for name in batch.feature_names - self.columns.keys():
             if name in chunk.unexpected or len(chunk.unexpected) < MAX_UNEXPECTED_FIELDS:
                 chunk.unexpected[name] += sum(v is not None for v in batch.feature(name) or [])
@@ -376,6 +387,26 @@ class Detector:
         if probabilities is not None:
             chunk.probabilities.append(probabilities)
         self.window.roll(now)
+        if self.scan is not None:
+            self._look(scanned, batch.n_records, now)
+
+    def _look(self, values: dict[str, Any], n: int, now: float) -> None:
+        """Sequential drift decisions on the records just ingested (detector/sequential.py)."""
+        assert self.scan is not None and self.reference is not None
+        findings = self.scan.add(self.scan.cells(values, n), now=now)
+        if findings:
+            self.transitions += self.alerts.observe(
+                findings_to_evidence(findings, self.reference),
+                now=iso(now),
+                reference=self.reference.id,
+                model_revision=self.model_revision,
+                fire_after=1,
+            )
+
+    def take_transitions(self) -> list[Transition]:
+        """The alert transitions the sequential decisions made since the last call."""
+        out, self.transitions = self.transitions, []
+        return out
 
     def _ingest_requests(self, batch: Batch, now: float) -> None:
         if not batch.statuses:
@@ -477,8 +508,15 @@ class Detector:
             )
         self.last_evidence = evidence
         reference = self.reference.id if self.reference is not None else "warmup (pending)"
+        # Drift of the columns the sequential scan decides is its to fire and resolve.
+        scanned = covered(self.scan)
+        fed = [
+            e
+            for e in evidence
+            if not (e.feature in scanned and e.type in ("FeatureDrift", "PredictionDrift"))
+        ]
         return self.alerts.observe(
-            evidence, now=now_iso, reference=reference, model_revision=self.model_revision
+            fed, now=now_iso, reference=reference, model_revision=self.model_revision
         )
 
     # ---------------------------------------------------------------- status
@@ -512,6 +550,14 @@ class Detector:
             "requestsIngested": self.requests_ingested,
             "labels": {"joined": self.labels_joined, "unmatched": self.labels_unmatched},
             "evaluations": self.evaluations,
+            "sequential": None
+            if self.scan is None
+            else {
+                "falseAlarmsPer": self.scan.false_alarms_per,
+                "windows": self.scan.sizes,
+                "columns": [c.name for c in self.scan.columns],
+                "looks": self.scan.looks,
+            },
             "modelRevision": self.model_revision,
             "alerts": [a.to_dict() for a in self.alerts.active],
             "pendingChecks": self.alerts.pending(),
