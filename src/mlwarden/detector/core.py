@@ -396,7 +396,11 @@ class Detector:
         findings = self.scan.add(self.scan.cells(values, n), now=now)
         if findings:
             self.transitions += self.alerts.observe(
-                findings_to_evidence(findings, self.reference),
+                findings_to_evidence(
+                    findings,
+                    self.reference,
+                    {(a.type, a.feature, a.test) for a in self.alerts.active},
+                ),
                 now=iso(now),
                 reference=self.reference.id,
                 model_revision=self.model_revision,

@@ -5,8 +5,9 @@ into a `stats.sequential.SequentialScan` over the drift columns it can judge as 
 arrive: those whose drift test is `auto` (or `ks` / `chisquare`, the tests the scan runs),
 with the drift check's effect floors. `findings_to_evidence` turns what a look found into
 the `Evidence` the alert state machine reads: an alarm fires its alert at once (the
-false-alarm rate is the scan's, per record, not a count of failing evaluations), and a
-column reported clear counts as a passing evaluation towards `resolveAfter`.
+false-alarm rate is the scan's, per record, not a count of failing evaluations), a column
+reported clear counts as a passing evaluation towards `resolveAfter`, and one still drifted
+at the ordinary level keeps an active alert from resolving.
 
 With `alerting.falseAlarmsPer: 0` there is no scan, and drift alerts follow the periodic
 evaluation and `fireAfter`, as before issue 19. Pure: no clock, no I/O.
@@ -14,7 +15,7 @@ evaluation and `fireAfter`, as before issue 19. Pure: no clock, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 from mlwarden.detector.alerts import Evidence
@@ -77,10 +78,17 @@ def build_scan(
 
 
 def findings_to_evidence(
-    findings: Sequence[Finding], reference: ReferenceSummary
+    findings: Sequence[Finding],
+    reference: ReferenceSummary,
+    active: Collection[tuple[str, str | None, str]] = (),
 ) -> list[Evidence]:
-    """Each finding as the evidence of its drift check (type, feature, test)."""
-    return [
+    """Each finding as the evidence of its drift check (type, feature, test).
+
+    An alarm is failing evidence, a clear look passing evidence. A "hold" (still drifted at
+    the ordinary level, not alarming) is failing evidence only for an alert in `active`: it
+    keeps that alert from resolving, and never fires one.
+    """
+    evidence = [
         Evidence(
             type=_ALERT_TYPE[reference.columns[f.column].kind],
             feature=f.column,
@@ -88,10 +96,13 @@ def findings_to_evidence(
             statistic=f.statistic,
             p_value=f.p_value,
             threshold=f.alpha,
-            failing=f.alarm,
+            failing=not f.clear,
             message=f.message,
         )
         for f in findings
+    ]
+    return [
+        e for e, f in zip(evidence, findings, strict=True) if f.alarm or f.clear or e.key in active
     ]
 
 

@@ -15,10 +15,10 @@ records ago. So a look costs the same for any window, whatever the traffic.
 
 Windows form a ladder, w = 64, 128, 256, ... up to `max_window` (at most `MAX_LEVELS`
 levels): small windows catch large changes within tens of records, large ones catch small
-changes. Level w is looked at when max(`look_every`, w / 8) records have arrived since its
+changes. Level w is looked at when max(`look_every`, w / 4) records have arrived since its
 last look, or when `look_seconds` have passed and records have (whichever comes first);
-snapshots for level w are taken every max(`look_every`, w / 8) records, so its window holds
-between w and 1.125 w records. Cost per record: O(columns x cells x levels / look_every),
+snapshots for level w are taken every max(`look_every`, w / 4) records, so its window holds
+between w and 1.25 w records. Cost per record: O(columns x cells x levels / look_every),
 independent of the detector's window size.
 
 At a look, each column's window is tested against the reference: numeric columns with the
@@ -84,7 +84,7 @@ MIN_WINDOW: Final = 64
 MAX_LEVELS: Final = 16
 MIN_VALUES: Final = 30  # fewer values in a window: that level says nothing for the column
 POOL_BELOW: Final = 20.0  # expected count under which a category is pooled (chi-square)
-LEVEL_STRIDE: Final = 8  # a level of w records is looked at every w / LEVEL_STRIDE records
+LEVEL_STRIDE: Final = 4  # a level of w records is looked at every w / LEVEL_STRIDE records
 
 IntArray = npt.NDArray[np.int64]
 
@@ -113,11 +113,13 @@ class ScanColumn:
 
 @dataclass(frozen=True)
 class Finding:
-    """One column's verdict at one look: alarm (True), clear (False)."""
+    """One column's verdict at one look: alarm; clear; or neither ("hold": still drifted at
+    the ordinary level, but not alarming at the look's alpha)."""
 
     column: str
     test: str  # "ks" | "chisquare"
     alarm: bool
+    clear: bool
     statistic: float  # KS D, or chi-square
     p_value: float
     alpha: float  # what p was held against
@@ -256,8 +258,12 @@ class SequentialScan:
             if col.name in self._edges:
                 x = np.asarray(got, dtype=np.float64)
                 edges = self._edges[col.name]
-                cell = edges.searchsorted(x, "left") + edges.searchsorted(x, "right")
-                out[:, j] = np.where(np.isfinite(x), base + cell, self._nowhere)
+                right = edges.searchsorted(x, "right")
+                # left = right, less one where x is an edge: cell = left + right.
+                cell = 2 * right - (edges.take(right - 1, mode="clip") == x) * (right > 0)
+                finite = np.isfinite(x)
+                out[:, j] = base + cell if finite.all() else np.where(finite, base + cell,
+                                                                      self._nowhere)  # fmt: skip
             else:
                 index = self._cat_index[col.name]
                 other = len(index)
@@ -343,26 +349,32 @@ class SequentialScan:
                 stat, p, effect = self._ks(m, counts, n)
             else:
                 stat, p, effect = self._chisquare(m, counts, n, size)
-            for r, name in enumerate(m["names"]):
-                if n[r] < MIN_VALUES or m["n_ref"][r] == 0:
-                    continue
-                floor = float(m["floors"][r])
-                big = effect[r] >= floor
-                alarm = bool(p[r] <= alpha and big)
-                if not alarm and not clear:
-                    continue
-                if not alarm and p[r] <= self.clear_alpha and big:
-                    continue  # neither alarming nor clear: no evidence either way
-                out.append(self._finding(kind, name, alarm, stat[r], p[r], alpha, effect[r],
-                                         floor, int(n[r]), size, started))  # fmt: skip
+            valid = (n >= MIN_VALUES) & (m["n_ref"] > 0)
+            big = effect >= m["floors"]
+            alarm = valid & big & (p <= alpha)
+            # Only the largest rung says clear (or "hold": still drifted at the ordinary
+            # level, which keeps an active alert from resolving); the others only alarm.
+            report = valid if clear else alarm
+            for r in np.flatnonzero(report).tolist():
+                state = (
+                    "alarm"
+                    if alarm[r]
+                    else "hold"
+                    if big[r] and p[r] <= self.clear_alpha
+                    else "clear"
+                )
+                out.append(self._finding(kind, m["names"][r], state, stat[r], p[r], alpha,
+                                         effect[r], float(m["floors"][r]), int(n[r]), size,
+                                         started))  # fmt: skip
         return out
 
     def _finding(
-        self, kind: str, name: str, alarm: bool, stat: float, p: float, alpha: float,
+        self, kind: str, name: str, state: str, stat: float, p: float, alpha: float,
         effect: float, floor: float, n: int, size: int, started: float,
     ) -> Finding:  # fmt: skip
         label, effect_name = ("KS", "D") if kind == "ks" else ("chi-square", "TVD")
         rate = f"1 false alarm per {self.false_alarms_per:,.0f} records"
+        alarm = state == "alarm"
         if alarm:
             message = (
                 f"{label} {effect_name}={_fmt(effect)} over the last {n:,} values, "
@@ -371,12 +383,12 @@ class SequentialScan:
             )
         else:
             message = (
-                f"clear: {label} {effect_name}={_fmt(effect)} over the last {n:,} values, "
-                f"p={_fmt(p)} (resolves above {_fmt(self.clear_alpha)} or below "
+                f"{state}: {label} {effect_name}={_fmt(effect)} over the last {n:,} values, "
+                f"p={_fmt(p)} (clear above p {_fmt(self.clear_alpha)} or below "
                 f"{effect_name} {_fmt(floor)})"
             )
-        return Finding(name, kind, alarm, float(stat), float(p), float(alpha), float(effect),
-                       floor, n, size, started, message)  # fmt: skip
+        return Finding(name, kind, alarm, state == "clear", float(stat), float(p), float(alpha),
+                       float(effect), floor, n, size, started, message)  # fmt: skip
 
     @staticmethod
     def _ks(
