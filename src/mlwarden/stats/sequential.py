@@ -23,7 +23,7 @@ independent of the detector's window size.
 
 At a look, each column's window is tested against the reference: numeric columns with the
 two-sample Kolmogorov-Smirnov test (D over the cells, Kolmogorov's limiting p-value,
-`scipy.special.kolmogorov`), categorical ones with the chi-square test of homogeneity over
+`distributions.kolmogorov_sf`), categorical ones with the chi-square test of homogeneity over
 the cells (the total variation distance as its effect, as `chisquare.score`), pooling the
 cells whose expected count in the smaller row (from the two rows' total count) is below 10
 into one cell, so that the chi-square approximation holds for rare categories and small
@@ -76,8 +76,8 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import chdtrc, kolmogorov
 
+from mlwarden.stats.distributions import chi2_sf, kolmogorov_sf
 from mlwarden.stats.sketch import CategoricalSketch, NumericSketch, Sketch
 
 MIN_WINDOW: Final = 64
@@ -399,7 +399,7 @@ class SequentialScan:
             d = np.nan_to_num(np.max(np.abs(cdf - m["ref_cdf"]), axis=1))
             n_ref = m["n_ref"]
             en = n_ref * n / (n_ref + n)
-            p = np.where(n > 0, kolmogorov(d * np.sqrt(en)), 1.0)
+            p = np.where(n > 0, kolmogorov_sf(d * np.sqrt(en)), 1.0)
         return d, np.clip(p, 0.0, 1.0), d
 
     @staticmethod
@@ -423,6 +423,6 @@ class SequentialScan:
             terms = np.where(both > 0, num / (both * (n_ref * n)[:, None]), 0.0)
             chi2 = np.nan_to_num(terms.sum(axis=1))
             df = (both > 0).sum(axis=1) - 1
-            p = np.where(df >= 1, chdtrc(np.maximum(df, 1), chi2), 1.0)
+            p = np.where(df >= 1, chi2_sf(np.maximum(df, 1), chi2), 1.0)
             tvd = 0.5 * np.nan_to_num(np.abs(r / n_ref[:, None] - w / n[:, None]).sum(axis=1))
         return chi2, np.clip(p, 0.0, 1.0), np.minimum(tvd, 1.0)
