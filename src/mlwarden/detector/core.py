@@ -362,6 +362,7 @@ class Detector:
         scanned: dict[str, Any] = {}
         for name, column in self.columns.items():
             values = batch.feature(name) if column.kind == "feature" else batch.output(name)
+            absent = values is None  # nothing to scan (the scan keeps no memory for it)
             if values is None:
                 chunk.absent[name] += batch.n_records
                 values = [None] * batch.n_records
@@ -375,11 +376,13 @@ class Detector:
                 outside = int(np.count_nonzero((array < low) | (array > high)))
                 if outside:
                     chunk.out_of_range[name] += outside
-                scanned[name] = array
+                if not absent:
+                    scanned[name] = array
             else:
                 categories = to_categorical(values)
                 sketch.add(categories)  # type: ignore[arg-type]
-                scanned[name] = categories
+                if not absent:
+                    scanned[name] = categories
         for name in batch.feature_names - self.columns.keys():
             if name in chunk.unexpected or len(chunk.unexpected) < MAX_UNEXPECTED_FIELDS:
                 chunk.unexpected[name] += sum(v is not None for v in batch.feature(name) or [])

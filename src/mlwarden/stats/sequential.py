@@ -13,7 +13,7 @@ categories and the reference's own overflow). A running total per cell is kept, 
 snapshots of it: the counts of the last w records are the total minus the snapshot taken w
 records ago. So a look costs the same for any window, whatever the traffic.
 
-Windows form a ladder, w = 64, 128, 256, ... up to `max_window` (at most `MAX_LEVELS`
+Windows form a ladder, w = 32, 64, 128, ... up to `max_window` (at most `MAX_LEVELS`
 levels): small windows catch large changes within tens of records, large ones catch small
 changes. Level w is looked at when max(`look_every`, w / 4) records have arrived since its
 last look, or when `look_seconds` have passed and records have (whichever comes first);
@@ -80,7 +80,7 @@ import numpy.typing as npt
 from mlwarden.stats.distributions import chi2_sf, kolmogorov_sf
 from mlwarden.stats.sketch import CategoricalSketch, NumericSketch, Sketch
 
-MIN_WINDOW: Final = 64
+MIN_WINDOW: Final = 32  # a test needs 30 values (as the periodic checks)
 MAX_LEVELS: Final = 16
 MIN_VALUES: Final = 30  # fewer values in a window: that level says nothing for the column
 POOL_BELOW: Final = 20.0  # expected count under which a category is pooled (chi-square)
@@ -129,6 +129,14 @@ class Finding:
     level: int  # the window's nominal size in records (a rung of the ladder)
     started: float  # when the window's first record arrived (a snapshot's time)
     message: str
+
+
+@dataclass(frozen=True)
+class Cells:
+    """The cells of `n` records' values, one array per column present (see `cells`)."""
+
+    n: int
+    columns: list[npt.NDArray[np.intp]]
 
 
 @dataclass
@@ -242,15 +250,16 @@ class SequentialScan:
 
     # ------------------------------------------------------------------ cells
 
-    def cells(self, values: Mapping[str, Any], n: int) -> npt.NDArray[np.intp]:
-        """The cell of every value: an array (n records x columns) into the running totals.
+    def cells(self, values: Mapping[str, Any], n: int) -> Cells:
+        """The cell of every value of n records, per column, into the running totals.
 
         `values[name]` is a float array (numeric columns; NaN and +-inf count nowhere) or a
         sequence of str | None (categorical; None counts nowhere, a category the reference
-        does not count goes to its last cell). A column absent from `values` counts nowhere.
+        does not count goes to its last cell). A column absent from `values` counts nowhere
+        and takes no memory (a batch may name few of many columns).
         """
-        out = np.full((n, len(self.columns)), self._nowhere, dtype=np.intp)
-        for j, col in enumerate(self.columns):
+        out: list[npt.NDArray[np.intp]] = []
+        for col in self.columns:
             got = values.get(col.name)
             if got is None:
                 continue
@@ -262,29 +271,35 @@ class SequentialScan:
                 # left = right, less one where x is an edge: cell = left + right.
                 cell = 2 * right - (edges.take(right - 1, mode="clip") == x) * (right > 0)
                 finite = np.isfinite(x)
-                out[:, j] = base + cell if finite.all() else np.where(finite, base + cell,
-                                                                      self._nowhere)  # fmt: skip
+                cell += base
+                out.append(cell if finite.all() else np.where(finite, cell, self._nowhere))
             else:
                 index = self._cat_index[col.name]
                 other = len(index)
-                out[:, j] = [
-                    self._nowhere if v is None else base + index.get(v, other) for v in got
-                ]
-        return out
+                nowhere = self._nowhere
+                out.append(
+                    np.fromiter(
+                        (nowhere if v is None else base + index.get(v, other) for v in got),
+                        dtype=np.intp,
+                        count=n,
+                    )
+                )
+        return Cells(n, out)
 
     # ------------------------------------------------------------------ ingest
 
-    def add(self, cells: npt.NDArray[np.intp], *, now: float) -> list[Finding]:
+    def add(self, cells: Cells, *, now: float) -> list[Finding]:
         """Count `cells` (from `cells()`) record by record in slices, looking when due."""
         findings: list[Finding] = []
-        n = cells.shape[0]
+        n = cells.n
         start = 0
         while start < n:
             # Slices end where the next look of the smallest level is due.
             until = self.look_every - (self.records - self.levels[0].last_look)
             stop = min(n, start + max(1, until))
-            part = cells[start:stop].ravel()
-            self.totals += np.bincount(part, minlength=self._size)
+            if cells.columns:
+                part = np.concatenate([c[start:stop] for c in cells.columns])
+                self.totals += np.bincount(part, minlength=self._size)
             self.totals[self._zero] = 0
             self.records += stop - start
             start = stop

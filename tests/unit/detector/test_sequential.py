@@ -51,7 +51,7 @@ def test_defaults_scan_every_drift_column() -> None:
     assert d.scan is not None
     assert sorted(c.name for c in d.scan.columns) == ["k", "x"]
     assert d.scan.false_alarms_per == 1_000_000
-    assert d.scan.sizes == [64, 128, 256, 512, 1000]  # up to the window (1,000 records)
+    assert d.scan.sizes == [32, 64, 128, 256, 512, 1000]  # up to the window (1,000 records)
     status = d.status()["sequential"]
     assert status["falseAlarmsPer"] == 1_000_000 and status["windows"] == d.scan.sizes
 

@@ -29,8 +29,8 @@ Gen = Callable[[np.random.Generator, int], np.ndarray]
 
 
 def test_ladder() -> None:
-    assert ladder(1000) == [64, 128, 256, 512, 1000]
-    assert ladder(64) == [64]
+    assert ladder(1000) == [32, 64, 128, 256, 512, 1000]
+    assert ladder(32) == [32]
     assert ladder(10) == [10]
     assert len(ladder(10**9)) == MAX_LEVELS
 
@@ -199,12 +199,12 @@ def test_looks_are_bounded_by_records_and_time() -> None:
     # 10,000 records in batches of 1,000: a look of the smallest window every 50 records.
     for b in range(10):
         scan.add(scan.cells({"x": rng.normal(size=1000)}, 1000), now=float(b))
-    assert scan.looks == 10_000 // 50 - 1  # the first: no window (64 records) full yet
+    assert scan.looks == 10_000 // 50
     # Slow traffic: 1 record a second; looks follow the clock (1 s), not 50 records.
     slow = scan_of([col], every=50, seconds=1.0)
     for t in range(200):
         slow.add(slow.cells({"x": rng.normal(size=1)}, 1), now=float(t))
-    assert slow.looks == 200 - 63  # one a second once the first window (64 records) is full
+    assert slow.looks == 200 - 31  # one a second once the first window (32 records) is full
 
 
 def test_missing_values_and_absent_columns_count_nowhere() -> None:
