@@ -395,7 +395,7 @@ def _effect_figure(features: Sequence[CheckedColumn]) -> Figure:
             if f.verdict
         ],
     )
-    ax.set_xlabel("effect size (KS: D; chi-square: Cramér's V; Wasserstein: W/std; PSI; JS)")
+    ax.set_xlabel("effect size (KS: D; chi-square: TVD; Wasserstein: W/std; PSI; JS)")
     ax.tick_params(axis="y", labelsize=8)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
     ax.set_xlim(0, max([*effects, *(x for x in floors if math.isfinite(x)), 0.01]) * 1.1)

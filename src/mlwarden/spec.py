@@ -637,7 +637,13 @@ class Detectors:
 
 @dataclass(frozen=True)
 class Alerting:
-    """Hysteresis: fire after `fire_after` failing evaluations, resolve after `resolve_after`."""
+    """When alerts fire and resolve.
+
+    Drift is decided sequentially as records arrive (`false_alarms_per`, `look_every`,
+    `look_interval_seconds`; docs/detector.md); everything else, and drift when
+    `false_alarms_per` is 0, by hysteresis: fire after `fire_after` failing evaluations,
+    resolve after `resolve_after` passing ones.
+    """
 
     evaluation_interval_seconds: float = _f(
         "evaluationInterval", "How often the checks run.", "duration", default=30.0
@@ -657,6 +663,29 @@ class Alerting:
         default=3,
         low=1,
         high=100,
+    )
+    false_alarms_per: int = _f(
+        "falseAlarmsPer",
+        "Drift is decided as records arrive, with at most one false alarm expected per this "
+        "many records; 0: drift follows evaluationInterval and fireAfter instead.",
+        "integer",
+        default=1_000_000,
+        low=0,
+        high=1_000_000_000_000,
+    )
+    look_every: int = _f(
+        "lookEvery",
+        "Sequential drift decisions: look every this many records (or lookInterval).",
+        "integer",
+        default=50,
+        low=10,
+        high=100_000,
+    )
+    look_interval_seconds: float = _f(
+        "lookInterval",
+        "Sequential drift decisions: look at least this often while records arrive.",
+        "duration",
+        default=1.0,
     )
 
 

@@ -66,7 +66,10 @@ def test_a_shifted_feature_is_flagged_on_that_feature_alone(
     drift = {f for t, f in detector.alerts() if t == "FeatureDrift"}
     assert drift == {"c"}
     (alert,) = [a for a in detector.status()["alerts"] if a["type"] == "FeatureDrift"]
-    assert alert["test"] == "ks" and alert["pValue"] < 1e-6 and alert["threshold"] == 0.01
+    # Decided as records arrived: held against the look's alpha (one false alarm per
+    # 1,000,000 records spread over the columns, the windows and the looks).
+    assert alert["test"] == "ks" and alert["pValue"] < 1e-6 and alert["threshold"] < 1e-4
+    assert "sequential" in alert["message"]
     assert alert["reference"].startswith("warmup@") and alert["since"].endswith("Z")
     metrics = requests.get(f"{detector.url}/metrics", timeout=5).text
     assert (

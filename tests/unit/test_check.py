@@ -281,7 +281,9 @@ def test_exact_sketches_match_scipy(tmp_path: Path) -> None:
     assert features["kind"]["test"] == "chisquare"
     assert features["kind"]["statistic"] == pytest.approx(chi2, rel=1e-9)
     assert features["kind"]["pValue"] == pytest.approx(p, rel=1e-9, abs=1e-300)
-    assert features["kind"]["effectSize"] == pytest.approx(math.sqrt(chi2 / (2 * n)), rel=1e-9)
+    shares = np.array(table) / np.array(table).sum(axis=1, keepdims=True)
+    tvd = 0.5 * np.abs(shares[0] - shares[1]).sum()
+    assert features["kind"]["effectSize"] == pytest.approx(tvd, rel=1e-9)
     assert doc["summary"]["drifted"] == [f for f in ("level", "kind") if features[f]["drift"]]
 
 

@@ -1223,7 +1223,9 @@ def test_minimal_manifest_means_the_same_with_the_crd_defaults() -> None:
         "pValue": 0.01,
         "correction": "bonferroni",
     }
-    assert s["alerting"] == {"evaluationInterval": "30s", "fireAfter": 3, "resolveAfter": 3}
+    assert s["alerting"] == {"evaluationInterval": "30s", "fireAfter": 3, "resolveAfter": 3,
+                             "falseAlarmsPer": 1_000_000, "lookEvery": 50,
+                             "lookInterval": "1s"}  # fmt: skip
     assert s["guardrails"]["cooldown"] == "10m"
     # No default where spec.py's depends on other fields or on presence.
     assert "window" not in s

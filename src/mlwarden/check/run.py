@@ -329,14 +329,20 @@ def run_check(
 ) -> CheckReport:
     """Read both files and judge them with `check_columns` (raises CheckError)."""
     started = time.perf_counter()
-    sides = []
-    for path in (reference, current):
+
+    def read(path: str) -> dict[str, DataColumn]:
         step = f"reading {Path(path).name}"
         if progress:
             progress(step, 0, 1)
-        sides.append(read_columns(path, limit=limit))
+        columns = read_columns(path, limit=limit)
         if progress:
             progress(step, 1, 1)
+        return columns
+
+    # Both files at once: pyarrow's readers release the GIL, and a file's conversion to
+    # columns overlaps the other's parsing.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sides = list(pool.map(read, (reference, current)))
     read_seconds = time.perf_counter() - started
     report = check_columns(
         sides[0], sides[1], manifest=manifest, progress=progress,

@@ -158,12 +158,16 @@ class AlertStateMachine:
         now: str,
         reference: str,
         model_revision: str | None = None,
+        fire_after: int | None = None,
     ) -> list[Transition]:
         """Feed one evaluation's results; return the alerts that fired or resolved.
 
         A check absent from `evidence` (not evaluated this time, e.g. too little data)
-        keeps its state: absence of evidence is not a pass.
+        keeps its state: absence of evidence is not a pass. `fire_after` overrides the
+        machine's for this evidence (sequential drift decisions fire at once: their
+        false-alarm rate is set per record, not by counting failing evaluations).
         """
+        fire = self.fire_after if fire_after is None else fire_after
         transitions: list[Transition] = []
         for ev in evidence:
             track = self._tracks.setdefault(ev.key, _Track())
@@ -190,7 +194,7 @@ class AlertStateMachine:
                 )
                 if track.active is not None:
                     track.active = alert  # refresh the figures, keep it active
-                elif track.failing_streak >= self.fire_after:
+                elif track.failing_streak >= fire:
                     track.active = alert
                     transitions.append(Transition("fired", alert))
             else:

@@ -47,10 +47,12 @@ from mlwarden.detector.checks import (
     safe_metric,
 )
 from mlwarden.detector.ingest import Batch
+from mlwarden.detector.sequential import build_scan, covered, findings_to_evidence, iso
 from mlwarden.records import Value, finite_or_none
 from mlwarden.spec import ObservedModel
 from mlwarden.stats import CategoricalSketch, NumericSketch, numeric_edges
 from mlwarden.stats import performance as perf
+from mlwarden.stats.sequential import SequentialScan
 from mlwarden.stats.sketch import Sketch
 
 CHUNKS_PER_WINDOW = 10
@@ -406,6 +408,10 @@ class Detector:
         self.warmup_revisions: Counter[str] = Counter()
         self.reference_revision: str | None = None
         self.alerts = AlertStateMachine(spec.alerting.fire_after, spec.alerting.resolve_after)
+        # Sequential drift decisions (detector/sequential.py), built with the reference; the
+        # alert transitions they cause at ingest wait here for the service to report them.
+        self.scan: SequentialScan | None = None
+        self.transitions: list[Transition] = []
         self.model_revision: str | None = None  # the revision of the latest batch
         # Live revisions (at most MAX_REVISIONS), the baseline among them (sticky once
         # chosen), each candidate's latest canary result and verdict, and the promotion
@@ -469,6 +475,7 @@ class Detector:
         )
         self.warmup = {}
         self.warmup_probabilities = []
+        self.scan = build_scan(reference, self.model, now=now)
         for rev in self.revisions.values():
             rev.window = self._revision_window(now)
 
@@ -561,8 +568,10 @@ class Detector:
         for chunk in chunks:
             chunk.n_records += n
             chunk.last = now
+        scanned: dict[str, Any] = {}
         for name, column in self.columns.items():
             values = batch.feature(name) if column.kind == "feature" else batch.output(name)
+            absent = values is None  # nothing to scan (the scan keeps no memory for it)
             if values is None:
                 for chunk in chunks:
                     chunk.absent[name] += n
@@ -577,8 +586,13 @@ class Detector:
                         chunk.type_errors[name] += errors
                     if outside:
                         chunk.out_of_range[name] += outside
+                if not absent:
+                    scanned[name] = array
             else:
-                _add_to_sketches([c.sketches[name] for c in chunks], to_categorical(values))
+                categories = to_categorical(values)
+                _add_to_sketches([c.sketches[name] for c in chunks], categories)
+                if not absent:
+                    scanned[name] = categories
         counted: dict[str, int] = {}  # counted only for the names a chunk keeps (bounded)
         for name in batch.feature_names - self.columns.keys():
             for chunk in chunks:
@@ -597,6 +611,30 @@ class Detector:
                     other.window.roll(now, tick=True)
         elif rev is not None and rev.window is not None:
             rev.window.roll(now)
+        if self.scan is not None:
+            self._look(scanned, n, now)
+
+    def _look(self, values: dict[str, Any], n: int, now: float) -> None:
+        """Sequential drift decisions on the records just ingested (detector/sequential.py)."""
+        assert self.scan is not None and self.reference is not None
+        findings = self.scan.add(self.scan.cells(values, n), now=now)
+        if findings:
+            self.transitions += self.alerts.observe(
+                findings_to_evidence(
+                    findings,
+                    self.reference,
+                    {(a.type, a.feature, a.test) for a in self.alerts.active},
+                ),
+                now=iso(now),
+                reference=self.reference.id,
+                model_revision=self.dominant_revision(),
+                fire_after=1,
+            )
+
+    def take_transitions(self) -> list[Transition]:
+        """The alert transitions the sequential decisions made since the last call."""
+        out, self.transitions = self.transitions, []
+        return out
 
     def _ingest_requests(self, batch: Batch, now: float, rev: Revision | None) -> None:
         if not batch.statuses:
@@ -724,8 +762,15 @@ class Detector:
         self.last_evidence = evidence
         reference = self.reference.id if self.reference is not None else "warmup (pending)"
         dominant = self.dominant_revision()
+        # Drift of the columns the sequential scan decides is its to fire and resolve.
+        scanned = covered(self.scan)
+        fed = [
+            e
+            for e in evidence
+            if not (e.feature in scanned and e.type in ("FeatureDrift", "PredictionDrift"))
+        ]
         transitions = self.alerts.observe(
-            evidence, now=now_iso, reference=reference, model_revision=dominant
+            fed, now=now_iso, reference=reference, model_revision=dominant
         )
         self._update_verdicts()
         self._log_signals(evidence, now=now, now_iso=now_iso, dominant=dominant)
@@ -920,6 +965,8 @@ class Detector:
             performance=performance,
         )
         self.reference_revision = rev.name
+        # The sequential drift scan judges against the reference in force: start it anew.
+        self.scan = build_scan(self.reference, self.model, now=now)
         self.promotion = {
             "promotedFrom": old,
             "revision": rev.name,
@@ -1069,6 +1116,14 @@ class Detector:
             "requestsIngested": self.requests_ingested,
             "labels": {"joined": self.labels_joined, "unmatched": self.labels_unmatched},
             "evaluations": self.evaluations,
+            "sequential": None
+            if self.scan is None
+            else {
+                "falseAlarmsPer": self.scan.false_alarms_per,
+                "windows": self.scan.sizes,
+                "columns": [c.name for c in self.scan.columns],
+                "looks": self.scan.looks,
+            },
             "modelRevision": self.model_revision,
             "baselineRevision": self.baseline,
             "revisionsEvicted": self.revisions_evicted,

@@ -10,10 +10,12 @@
     POST /v1/canary    the same as Flagger's webhook: 200 Pass/Pending, 412 Fail
     GET  /metrics      Prometheus text; GET /healthz, /readyz
 
-Evaluations run on a timer (spec.alerting.evaluationInterval), never per
-record. When a status writer is configured (in-cluster, or --report-to), alert
-state changes, reference changes and changes of the revisions serving are written to the
-ObservedModel's status, with a bounded heartbeat (`reporter.should_write`).
+Evaluations run on a timer (spec.alerting.evaluationInterval); drift is also decided
+as records arrive (spec.alerting.falseAlarmsPer, detector/sequential.py), and the alert
+transitions that causes are reported as soon as the batch is in. When a status writer is
+configured (in-cluster, or --report-to), alert state changes, reference changes and changes
+of the revisions serving are written to the ObservedModel's status, with a bounded heartbeat
+(`reporter.should_write`).
 
 With a reference store (a ConfigMap in the cluster, `--reference-store DIR` outside), a
 completed warm-up reference is stored and a restarted detector reloads it instead of warming
@@ -212,6 +214,8 @@ class DetectorService:
         self._alerts_stored_at = 0.0
         self.alerts_reason = ""
         self._alerts_min_interval = 5.0 if writer is None else writer.min_interval
+        self._publish_lock = asyncio.Lock()
+        self._publishing: set[asyncio.Task[None]] = set()
         # The write policy's memory (reporter.should_write): what was last written, when, and
         # the last alert transition or revision-set change.
         self._written_revisions: tuple[Any, ...] = ()
@@ -391,6 +395,9 @@ class DetectorService:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for task in list(self._publishing):  # alerts fired at ingest, still being reported
+            with contextlib.suppress(Exception):
+                await task
         with contextlib.suppress(Exception):  # best effort: a crash would not get this far
             await self.persist_alerts(urgent=True)
         if self.writer is not None:
@@ -410,7 +417,8 @@ class DetectorService:
     async def evaluate_once(self) -> None:
         started = time.perf_counter()
         now = time.time()
-        transitions = self.detector.evaluate(now=now, now_iso=iso(now))
+        transitions = self.detector.take_transitions()
+        transitions += self.detector.evaluate(now=now, now_iso=iso(now))
         m = self.metrics
         m.evaluation.observe(time.perf_counter() - started)
         m.warming_up.set(1 if self.detector.warming_up else 0)
@@ -421,6 +429,23 @@ class DetectorService:
                 m.statistic.labels(ev.feature, ev.test).set(ev.statistic)
                 if ev.p_value is not None:
                     m.p_value.labels(ev.feature, ev.test).set(ev.p_value)
+        await self.publish(transitions)
+
+    def _after_ingest(self) -> None:
+        """Report what the sequential drift decisions fired or resolved, without waiting."""
+        transitions = self.detector.take_transitions()
+        if transitions:
+            task = asyncio.create_task(self.publish(transitions), name="mlwarden-publish")
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+
+    async def publish(self, transitions: list[Any]) -> None:
+        """Metrics, logs, the stored alert state and the status write for `transitions`."""
+        async with self._publish_lock:
+            await self._publish(transitions)
+
+    async def _publish(self, transitions: list[Any]) -> None:
+        m = self.metrics
         for t in transitions:
             a = t.alert
             m.alert.labels(a.type, a.feature or "", a.test).set(1 if t.kind == "fired" else 0)
@@ -587,6 +612,7 @@ class DetectorService:
         except BatchError as exc:
             return self._reject("malformed", str(exc))
         self.detector.ingest(batch, now=now)
+        self._after_ingest()
         self.metrics.records.inc(batch.n_records)
         self.metrics.requests.inc(len(batch.statuses))
         return web.json_response({"accepted": batch.n_records, "requests": len(batch.statuses)})
@@ -635,6 +661,7 @@ class DetectorService:
         }
         batch = parse_batch(payload, now=now)
         self.detector.ingest(batch, now=now)
+        self._after_ingest()
         self.metrics.records.inc(batch.n_records)
         return web.json_response({"accepted": batch.n_records, "protocol": protocol})
 

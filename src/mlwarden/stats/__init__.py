@@ -7,8 +7,10 @@
     wasserstein.py    Wasserstein-1 (numeric): distance, in reference stds as effect
     psi.py            population stability index (numeric or categorical)
     jensenshannon.py  Jensen-Shannon distance, base 2 (numeric or categorical)
-    chisquare.py      chi-square homogeneity (categorical): p-value, Cramér's V
+    chisquare.py      chi-square homogeneity (categorical): p-value, total variation distance
     correction.py     Bonferroni and Benjamini-Hochberg across features
+    distributions.py  Kolmogorov's and chi-square's tails, rel_entr (scipy's, without scipy)
+    sequential.py     drift decided as records arrive, false alarms bounded per record
     drift.py          per feature: pick the test, correct, apply the effect floor
     performance.py    model performance from labels, or estimated without them (CBPE)
 

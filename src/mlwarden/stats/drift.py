@@ -25,7 +25,14 @@ Defaults (`DEFAULT_MIN_EFFECT`, overridden by the settings' `min_effect`):
                    change of 1.25x, of a normal feature (a 0.02 sd shift is
                    D = 0.008). Was 0.1 until the drift benchmark showed it
                    missing a 1.5x scale change (D = 0.097).
-    chisquare      Cramér's V >= 0.1: Cohen's "small" association
+    chisquare      total variation distance (TVD) >= 0.05, the same floor as KS D
+                   and on its scale: TVD is the largest difference in the share
+                   of any set of categories (KS D: of any half-line), and for a
+                   binary column it is |p - q|, the KS D of the 0/1 coding. So a
+                   rate moving 0.30 -> 0.36 (TVD 0.06) drifts like a numeric D
+                   of 0.06, and a category gaining a point or two does not.
+                   (Was Cramér's V >= 0.1 until issue 19: 0.30 -> 0.36 is
+                   V = 0.064 and was never flagged.)
     wasserstein    W >= 0.1 reference standard deviations
     psi            PSI >= 0.2: between the conventional "moderate" (0.1) and
                    "major" (0.25) shift
@@ -68,13 +75,13 @@ DEFAULT_THRESHOLD: Final[Mapping[str, float]] = {
 }
 DEFAULT_MIN_EFFECT: Final[Mapping[str, float]] = {
     "ks": 0.05,
-    "chisquare": 0.1,
+    "chisquare": 0.05,
     **DEFAULT_THRESHOLD,
 }
 
 _LABEL: Final = {
     "ks": ("KS", "D"),
-    "chisquare": ("chi-square", "V"),
+    "chisquare": ("chi-square", "TVD"),
     "wasserstein": ("Wasserstein", "W/std"),
     "psi": ("PSI", "PSI"),
     "jensenshannon": ("Jensen-Shannon", "JS"),

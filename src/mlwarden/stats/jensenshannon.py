@@ -1,20 +1,20 @@
 """The Jensen-Shannon distance between two sketches (numeric or categorical).
 
-JS = sqrt((KL(p || m) + KL(q || m)) / 2) with m = (p + q) / 2, logarithms base 2,
-so it lies in [0, 1] (1: disjoint supports); it is finite with empty bins, needs
-no epsilon, and equals `scipy.spatial.distance.jensenshannon(p, q, base=2)` on
-the same counts. Bins are those of `sketch.paired_histograms`: the categories
-(with unseen ones and `other`), or ten reference-quantile bins of a numeric
-sketch. Statistic and effect: the distance. No p-value.
-"""
+JS = sqrt((KL(p || m) + KL(q || m)) / 2) with m = (p + q) / 2, logarithms base 2, so
+it lies in [0, 1] (1: disjoint supports); it is finite with empty bins, needs no
+epsilon, and equals `scipy.spatial.distance.jensenshannon(p, q, base=2)` on the same
+counts (`rel_entr` from `distributions`, equal to scipy's). Bins are those of
+`sketch.paired_histograms`: the categories (with unseen ones and `other`), or ten
+reference-quantile bins of a numeric sketch. Statistic and effect: the distance. No
+p-value."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from scipy.special import rel_entr
 
+from mlwarden.stats.distributions import rel_entr
 from mlwarden.stats.result import TestResult
 from mlwarden.stats.sketch import Sketch, paired_histograms
 

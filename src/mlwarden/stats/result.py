@@ -13,7 +13,7 @@ class TestResult:
     is None for distance-only tests; `effect` is an effect size on the test's
     own documented scale (KS: D; Wasserstein: distance in reference standard
     deviations; PSI: PSI; Jensen-Shannon: distance in [0, 1]; chi-square:
-    Cramér's V), which the effect-size floor is compared against.
+    total variation distance), which the effect-size floor is compared against.
     """
 
     __test__ = False  # not a pytest test class, despite the name

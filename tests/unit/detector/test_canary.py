@@ -41,6 +41,7 @@ def run(
             d.ingest(
                 batch(rng, n_c, cand, revision="cand", now=t, x_shift=x_shift, prefix="c"), now=t
             )
+        out += d.take_transitions()  # drift decided as the records arrived (sequential)
         out += d.evaluate(now=t, now_iso=f"t{t}")
     return out
 

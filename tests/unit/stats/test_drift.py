@@ -188,7 +188,7 @@ def test_unseen_categories_are_flagged_by_chisquare() -> None:
     [verdict] = evaluate_drift({"card": ref}, {"card": cur}, {"card": "categorical"}, DriftCheck())
     assert verdict.result.test == "chisquare" and verdict.drifted
     assert verdict.result.effect >= DEFAULT_MIN_EFFECT["chisquare"]
-    assert "V=" in verdict.reason
+    assert "TVD=" in verdict.reason
 
 
 def test_million_distinct_categories_stay_bounded() -> None:

@@ -1,0 +1,443 @@
+"""Sequential drift decisions: test as records arrive, with false alarms bounded per record.
+
+A periodic evaluation (every 30 s, `fireAfter` 3) waits minutes before it may alarm. This
+module decides as records arrive instead, at a false-alarm rate set per stream of records
+rather than per evaluation.
+
+The scan
+--------
+Every column's values are counted into the cells of its reference sketch (numeric: the
+2k + 1 cells over the reference's edges, `sketch.NumericSketch`; categorical: one cell per
+reference category, in order of reference frequency, and one for everything else: unseen
+categories and the reference's own overflow). A running total per cell is kept, and
+snapshots of it: the counts of the last w records are the total minus the snapshot taken w
+records ago. So a look costs the same for any window, whatever the traffic.
+
+Windows form a ladder, w = 32, 64, 128, ... up to `max_window` (at most `MAX_LEVELS`
+levels): small windows catch large changes within tens of records, large ones catch small
+changes. Level w is looked at when max(`look_every`, w / 4) records have arrived since its
+last look, or when `look_seconds` have passed and records have (whichever comes first);
+snapshots for level w are taken every max(`look_every`, w / 4) records, so its window holds
+between w and 1.25 w records. Cost per record: O(columns x cells x levels / look_every),
+independent of the detector's window size.
+
+At a look, each column's window is tested against the reference: numeric columns with the
+two-sample Kolmogorov-Smirnov test (D over the cells, Kolmogorov's limiting p-value,
+`distributions.kolmogorov_sf`), categorical ones with the chi-square test of homogeneity over
+the cells (the total variation distance as its effect, as `chisquare.score`), pooling the
+cells whose expected count in the smaller row (from the two rows' total count) is below 10
+into one cell, so that the chi-square approximation holds for rare categories and small
+windows (its p-values were checked against simulation at 1e-2 and 1e-3 for binary, uniform,
+Zipf and rare-level columns, windows of 64 to 4,000 against a reference of 1,000). A
+column **alarms** when the window's p-value is at most the look's alpha **and** its effect
+reaches the floor (`drift.DEFAULT_MIN_EFFECT`, or the user's): the same effect floors as
+every other drift verdict.
+
+The guarantee
+-------------
+A look at level w spends alpha in proportion to the records that arrived since that level's
+last look: alpha_look = r x alpha_record / (columns x levels), with alpha_record =
+1 / false_alarms_per. Under no drift each test's p-value is valid (P(p <= a) <= a), so by
+linearity of expectation (which needs no independence between overlapping windows or
+successive looks):
+
+    E[alarming looks in N stationary records] <= sum over looks of alpha_look
+                                               = N / false_alarms_per.
+
+That bounds the expected number of false alarms, for every column together, per stream of
+records, whatever the cadence of looks, the batch sizes or the traffic rate. It is a union
+bound: overlapping windows and successive looks are strongly correlated, so the measured
+rate is far below it (tests/unit/stats/test_sequential.py; benchmarks/stream_delay.py).
+
+What it assumes: records are independent draws from the reference's distribution while
+nothing drifts (a stream with autocorrelation or daily cycles that the reference does not
+cover will alarm more: that is drift to this test); the p-values are valid, which holds for
+KS's limit (conservative: Kolmogorov's limit is never below the finite-sample law; counting
+in cells can only lower D; ties make it more conservative still) and approximately for the
+chi-square test with expected counts >= 5 (the reason rare categories are pooled). The bound
+is marginal over reference draws: a reference that is itself an unlucky sample will alarm
+more for its whole life, which the effect floor limits (a reference error below the floor
+is never an alarm).
+
+Resolution: at each look of the largest available level, a column whose window is no longer
+drifted at the ordinary level (`clear_alpha`, e.g. the check's pValue over the columns) or
+below the floor is reported clear; alarm-or-clear is the evidence the alert state machine
+reads (fire at once on an alarm; resolve after `resolveAfter` clear looks).
+
+Pure: no clock (times come in as arguments), no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from mlwarden.stats.distributions import chi2_sf, kolmogorov_sf
+from mlwarden.stats.sketch import CategoricalSketch, NumericSketch, Sketch
+
+MIN_WINDOW: Final = 32  # a test needs 30 values (as the periodic checks)
+MAX_LEVELS: Final = 16
+MIN_VALUES: Final = 30  # fewer values in a window: that level says nothing for the column
+POOL_BELOW: Final = 20.0  # expected count under which a category is pooled (chi-square)
+LEVEL_STRIDE: Final = 4  # a level of w records is looked at every w / LEVEL_STRIDE records
+
+IntArray = npt.NDArray[np.int64]
+
+
+def ladder(max_window: int, min_window: int = MIN_WINDOW) -> list[int]:
+    """Window sizes min_window * 2^j below max_window, then max_window (at most MAX_LEVELS)."""
+    if max_window < min_window:
+        return [max_window]
+    sizes: list[int] = []
+    w = min_window
+    while w < max_window and len(sizes) < MAX_LEVELS - 1:
+        sizes.append(w)
+        w *= 2
+    sizes.append(max_window)
+    return sizes
+
+
+@dataclass(frozen=True)
+class ScanColumn:
+    """A column to scan: its reference sketch, its test and its effect floor."""
+
+    name: str
+    reference: Sketch
+    floor: float
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One column's verdict at one look: alarm; clear; or neither ("hold": still drifted at
+    the ordinary level, but not alarming at the look's alpha)."""
+
+    column: str
+    test: str  # "ks" | "chisquare"
+    alarm: bool
+    clear: bool
+    statistic: float  # KS D, or chi-square
+    p_value: float
+    alpha: float  # what p was held against
+    effect: float  # KS D, or the total variation distance
+    floor: float
+    window: int  # values in the window
+    level: int  # the window's nominal size in records (a rung of the ladder)
+    started: float  # when the window's first record arrived (a snapshot's time)
+    message: str
+
+
+@dataclass(frozen=True)
+class Cells:
+    """The cells of `n` records' values, one array per column present (see `cells`)."""
+
+    n: int
+    columns: list[npt.NDArray[np.intp]]
+
+
+@dataclass
+class _Snapshot:
+    records: int
+    time: float
+    totals: IntArray
+
+
+class _Level:
+    def __init__(self, size: int, stride: int, now: float) -> None:
+        self.size = size
+        self.stride = stride
+        self.snapshots: deque[_Snapshot] = deque()
+        self.last_look = 0  # records at the last look
+        self.last_look_time = now
+        self.last_snapshot = -(10**18)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2g}"
+
+
+class SequentialScan:
+    """The scan of module docstring over a fixed set of columns and their reference."""
+
+    def __init__(
+        self,
+        columns: Sequence[ScanColumn],
+        *,
+        false_alarms_per: float,
+        look_every: int,
+        look_seconds: float,
+        max_window: int,
+        clear_alpha: float,
+        now: float,
+    ) -> None:
+        if false_alarms_per <= 0:
+            raise ValueError(f"false_alarms_per must be positive, got {false_alarms_per}")
+        if look_every < 1:
+            raise ValueError(f"look_every must be at least 1, got {look_every}")
+        if not columns:
+            raise ValueError("nothing to scan: no columns")
+        self.false_alarms_per = float(false_alarms_per)
+        self.look_every = int(look_every)
+        self.look_seconds = float(look_seconds)
+        self.clear_alpha = float(clear_alpha)
+        self.sizes = ladder(max(int(max_window), 1))
+        self.columns = list(columns)
+        self.alpha_record = 1.0 / (self.false_alarms_per * len(self.columns) * len(self.sizes))
+        # The layout of the running totals: each column's cells, then the "nowhere" cell
+        # (missing and non-finite values) and an always-zero cell for padding.
+        offset = 0
+        self._offsets: dict[str, int] = {}
+        self._numeric: list[int] = []
+        self._categorical: list[int] = []
+        self._cat_index: dict[str, dict[str, int]] = {}
+        self._edges: dict[str, np.ndarray] = {}
+        ref_counts: list[IntArray] = []
+        for i, col in enumerate(self.columns):
+            ref = col.reference
+            self._offsets[col.name] = offset
+            if isinstance(ref, NumericSketch):
+                counts = ref.counts.astype(np.int64)
+                self._edges[col.name] = ref.edges
+                self._numeric.append(i)
+            elif isinstance(ref, CategoricalSketch):
+                order = sorted(ref.counts.items(), key=lambda kv: -kv[1])
+                self._cat_index[col.name] = {c: j for j, (c, _) in enumerate(order)}
+                counts = np.array([c for _, c in order] + [ref.other], dtype=np.int64)
+                self._categorical.append(i)
+            else:  # pragma: no cover - the two sketch kinds are all there is
+                raise TypeError(f"column {col.name!r}: unknown sketch {type(ref).__name__}")
+            ref_counts.append(counts)
+            offset += counts.size
+        self._nowhere = offset
+        self._zero = offset + 1
+        self._size = offset + 2
+        self.totals: IntArray = np.zeros(self._size, dtype=np.int64)
+        self.records = 0
+        self._num = self._matrix([self.columns[i] for i in self._numeric], ref_counts)
+        self._cat = self._matrix([self.columns[i] for i in self._categorical], ref_counts)
+        self.levels = [_Level(w, max(self.look_every, w // LEVEL_STRIDE), now) for w in self.sizes]
+        for level in self.levels:  # the empty start: the first w records make a window
+            level.snapshots.append(_Snapshot(0, now, self.totals.copy()))
+            level.last_snapshot = 0
+        self.looks = 0
+
+    def _matrix(self, cols: list[ScanColumn], ref_counts: list[IntArray]) -> dict[str, Any]:
+        """Gather indices (columns x cells, padded with the zero cell) and reference counts."""
+        if not cols:
+            return {}
+        index = {c.name: i for i, c in enumerate(self.columns)}
+        width = max(ref_counts[index[c.name]].size for c in cols)
+        gather = np.full((len(cols), width), -1, dtype=np.intp)
+        ref = np.zeros((len(cols), width), dtype=np.float64)
+        for r, c in enumerate(cols):
+            counts = ref_counts[index[c.name]]
+            gather[r, : counts.size] = self._offsets[c.name] + np.arange(counts.size)
+            ref[r, : counts.size] = counts
+        n_ref = ref.sum(axis=1)
+        return {
+            "names": [c.name for c in cols],
+            "floors": np.array([c.floor for c in cols]),
+            "gather": gather,
+            "ref": ref,
+            "n_ref": n_ref,
+            "width": width,
+            "ref_cdf": np.cumsum(ref, axis=1) / np.maximum(n_ref, 1)[:, None],
+        }
+
+    # ------------------------------------------------------------------ cells
+
+    def cells(self, values: Mapping[str, Any], n: int) -> Cells:
+        """The cell of every value of n records, per column, into the running totals.
+
+        `values[name]` is a float array (numeric columns; NaN and +-inf count nowhere) or a
+        sequence of str | None (categorical; None counts nowhere, a category the reference
+        does not count goes to its last cell). A column absent from `values` counts nowhere
+        and takes no memory (a batch may name few of many columns).
+        """
+        out: list[npt.NDArray[np.intp]] = []
+        for col in self.columns:
+            got = values.get(col.name)
+            if got is None:
+                continue
+            base = self._offsets[col.name]
+            if col.name in self._edges:
+                x = np.asarray(got, dtype=np.float64)
+                edges = self._edges[col.name]
+                right = edges.searchsorted(x, "right")
+                # left = right, less one where x is an edge: cell = left + right.
+                cell = 2 * right - (edges.take(right - 1, mode="clip") == x) * (right > 0)
+                finite = np.isfinite(x)
+                cell += base
+                out.append(cell if finite.all() else np.where(finite, cell, self._nowhere))
+            else:
+                index = self._cat_index[col.name]
+                other = len(index)
+                nowhere = self._nowhere
+                out.append(
+                    np.fromiter(
+                        (nowhere if v is None else base + index.get(v, other) for v in got),
+                        dtype=np.intp,
+                        count=n,
+                    )
+                )
+        return Cells(n, out)
+
+    # ------------------------------------------------------------------ ingest
+
+    def add(self, cells: Cells, *, now: float) -> list[Finding]:
+        """Count `cells` (from `cells()`) record by record in slices, looking when due."""
+        findings: list[Finding] = []
+        n = cells.n
+        start = 0
+        while start < n:
+            # Slices end where the next look of the smallest level is due.
+            until = self.look_every - (self.records - self.levels[0].last_look)
+            stop = min(n, start + max(1, until))
+            if cells.columns:
+                part = np.concatenate([c[start:stop] for c in cells.columns])
+                self.totals += np.bincount(part, minlength=self._size)
+            self.totals[self._zero] = 0
+            self.records += stop - start
+            start = stop
+            self._snapshot(now)
+            findings += self._look(now, timed=False)
+        if self.look_seconds > 0:
+            findings += self._look(now, timed=True)
+        return findings
+
+    def _snapshot(self, now: float) -> None:
+        shared: IntArray | None = None
+        for level in self.levels:
+            if self.records - level.last_snapshot >= level.stride:
+                if shared is None:
+                    shared = self.totals.copy()
+                level.snapshots.append(_Snapshot(self.records, now, shared))
+                level.last_snapshot = self.records
+            snaps = level.snapshots
+            while len(snaps) >= 2 and self.records - snaps[1].records >= level.size:
+                snaps.popleft()
+
+    # ------------------------------------------------------------------ looks
+
+    def _look(self, now: float, *, timed: bool) -> list[Finding]:
+        due: list[tuple[_Level, int]] = []
+        for level in self.levels:
+            new = self.records - level.last_look
+            if new <= 0:
+                continue
+            if new >= level.stride or (timed and now - level.last_look_time >= self.look_seconds):
+                if level.snapshots and self.records - level.snapshots[0].records >= level.size:
+                    due.append((level, new))
+                level.last_look = self.records
+                level.last_look_time = now
+        if not due:
+            return []
+        self.looks += 1
+        # The largest level looked at says whether an alarming column is clear again.
+        largest = due[-1][0]
+        found: dict[str, Finding] = {}
+        for level, new in due:
+            base = level.snapshots[0]
+            window = self.totals - base.totals
+            alpha = new * self.alpha_record
+            for f in self._test(window, level.size, base.time, alpha, clear=level is largest):
+                prior = found.get(f.column)
+                if prior is None or (f.alarm and not prior.alarm):
+                    found[f.column] = f
+        return [found[c.name] for c in self.columns if c.name in found]
+
+    def _test(
+        self, window: IntArray, size: int, started: float, alpha: float, *, clear: bool
+    ) -> list[Finding]:
+        out: list[Finding] = []
+        for kind, m in (("ks", self._num), ("chisquare", self._cat)):
+            if not m:
+                continue
+            # Padding gathers index -1: the always-zero cell.
+            counts = window[m["gather"]].astype(np.float64)
+            n = counts.sum(axis=1)
+            if kind == "ks":
+                stat, p, effect = self._ks(m, counts, n)
+            else:
+                stat, p, effect = self._chisquare(m, counts, n, size)
+            valid = (n >= MIN_VALUES) & (m["n_ref"] > 0)
+            big = effect >= m["floors"]
+            alarm = valid & big & (p <= alpha)
+            # Only the largest rung says clear (or "hold": still drifted at the ordinary
+            # level, which keeps an active alert from resolving); the others only alarm.
+            report = valid if clear else alarm
+            for r in np.flatnonzero(report).tolist():
+                state = (
+                    "alarm"
+                    if alarm[r]
+                    else "hold"
+                    if big[r] and p[r] <= self.clear_alpha
+                    else "clear"
+                )
+                out.append(self._finding(kind, m["names"][r], state, stat[r], p[r], alpha,
+                                         effect[r], float(m["floors"][r]), int(n[r]), size,
+                                         started))  # fmt: skip
+        return out
+
+    def _finding(
+        self, kind: str, name: str, state: str, stat: float, p: float, alpha: float,
+        effect: float, floor: float, n: int, size: int, started: float,
+    ) -> Finding:  # fmt: skip
+        label, effect_name = ("KS", "D") if kind == "ks" else ("chi-square", "TVD")
+        rate = f"1 false alarm per {self.false_alarms_per:,.0f} records"
+        alarm = state == "alarm"
+        if alarm:
+            message = (
+                f"{label} {effect_name}={_fmt(effect)} over the last {n:,} values, "
+                f"p={_fmt(p)} ≤ {_fmt(alpha)} (sequential, {rate}) and "
+                f"{effect_name} ≥ {_fmt(floor)}"
+            )
+        else:
+            message = (
+                f"{state}: {label} {effect_name}={_fmt(effect)} over the last {n:,} values, "
+                f"p={_fmt(p)} (clear above p {_fmt(self.clear_alpha)} or below "
+                f"{effect_name} {_fmt(floor)})"
+            )
+        return Finding(name, kind, alarm, state == "clear", float(stat), float(p), float(alpha),
+                       float(effect), floor, n, size, started, message)  # fmt: skip
+
+    @staticmethod
+    def _ks(
+        m: dict[str, Any], counts: npt.NDArray[np.float64], n: npt.NDArray[np.float64]
+    ) -> tuple[Any, Any, Any]:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cdf = np.cumsum(counts, axis=1) / n[:, None]
+            d = np.nan_to_num(np.max(np.abs(cdf - m["ref_cdf"]), axis=1))
+            n_ref = m["n_ref"]
+            en = n_ref * n / (n_ref + n)
+            p = np.where(n > 0, kolmogorov_sf(d * np.sqrt(en)), 1.0)
+        return d, np.clip(p, 0.0, 1.0), d
+
+    @staticmethod
+    def _chisquare(
+        m: dict[str, Any], counts: npt.NDArray[np.float64], n: npt.NDArray[np.float64], size: int
+    ) -> tuple[Any, Any, Any]:
+        del size
+        ref, n_ref = m["ref"], m["n_ref"]
+        # Keep a cell when its expected count in the smaller row, from the two rows' total
+        # (what the test conditions on), is >= POOL_BELOW; pool the rest into one cell.
+        # Choosing by the reference's counts alone would bias the test (a cell kept because
+        # its reference count came out high then looks drifted): 20-50x too many alarms at
+        # 1e-3 when the window outgrows the reference, measured against chi2_contingency.
+        smaller = np.minimum(n_ref, n) / np.maximum(n_ref + n, 1)
+        keep = (ref + counts) * smaller[:, None] >= POOL_BELOW
+        r = np.concatenate([ref * keep, (ref * ~keep).sum(axis=1, keepdims=True)], axis=1)
+        w = np.concatenate([counts * keep, (counts * ~keep).sum(axis=1, keepdims=True)], axis=1)
+        both = r + w
+        with np.errstate(invalid="ignore", divide="ignore"):
+            num = (r * n[:, None] - w * n_ref[:, None]) ** 2
+            terms = np.where(both > 0, num / (both * (n_ref * n)[:, None]), 0.0)
+            chi2 = np.nan_to_num(terms.sum(axis=1))
+            df = (both > 0).sum(axis=1) - 1
+            p = np.where(df >= 1, chi2_sf(np.maximum(df, 1), chi2), 1.0)
+            tvd = 0.5 * np.nan_to_num(np.abs(r / n_ref[:, None] - w / n[:, None]).sum(axis=1))
+        return chi2, np.clip(p, 0.0, 1.0), np.minimum(tvd, 1.0)
