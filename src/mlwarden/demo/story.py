@@ -68,6 +68,7 @@ NS = "demo"
 MODEL = "iris"
 IMAGE = "mlwarden-demo/iris:{}"
 OLD, GOOD, BAD = "0.9", "1.0", "2.0"
+CANARY = f"{MODEL}-canary"
 ETL_IMAGE = "mlwarden-demo/feature-etl:{}"
 MANIFEST = """\
 apiVersion: mlwarden.io/v1alpha1
@@ -187,7 +188,7 @@ def _model_deployment(created: datetime) -> dict[str, Any]:
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _meta(MODEL, created, labels={"app": MODEL}),
         "spec": {
-            "replicas": 2, "selector": {"matchLabels": {"app": MODEL}},
+            "replicas": 9, "selector": {"matchLabels": {"app": MODEL}},
             "template": {
                 "metadata": {"labels": {"app": MODEL}},
                 "spec": {"containers": [{
@@ -506,6 +507,8 @@ class Incident:
     actions: list[str] = field(default_factory=list)
     action_details: list[str] = field(default_factory=list)
     requests_to_detect: int = 0
+    canary_requests: int | None = None  # requests the canary served in all
+    verification: str | None = None  # the verdict on the incident's action
 
 
 @dataclass
@@ -522,7 +525,7 @@ class DemoResult:
     def ok(self) -> bool:
         return (
             self.requests.get("failed", 1) == 0
-            and len(self.incidents) == 2
+            and len(self.incidents) == 3
             and all(i.detected is not None for i in self.incidents)
         )
 
@@ -838,6 +841,8 @@ class Demo:
                 await self._act2(api, st, cronjob)
                 await asyncio.sleep(pause)
                 await self._act3(api, server, st)
+                await asyncio.sleep(pause)
+                await self._act4(api, server, st)
             finally:
                 self.live = None
                 traffic.stop()
@@ -899,11 +904,63 @@ class Demo:
 
     async def _act3(self, api: Any, server: str, st: Callable[[], dict[str, Any]]) -> None:
 
+        assert self.traffic is not None and self.pods is not None
+        incident = Incident(f"canary of iris:{BAD} on a tenth of the traffic")
+        self.result.incidents.append(incident)
+        self.say(
+            f"[bold red]3. Canary[/]: iris:{BAD} goes out as a canary, Deployment {CANARY} with "
+            "1 pod next to iris's 9 behind the same Service (a tenth of the requests; its "
+            "manifest is a copy of iris's, the sidecar included)"
+        )
+        stable = api.read(DEPLOYMENTS, NS, MODEL) or {}
+        template = json.loads(json.dumps(stable["spec"]["template"]))
+        template["metadata"]["labels"] = {"app": MODEL, "track": "canary"}
+        for c in template["spec"]["containers"]:
+            if c["name"] == "model":
+                c["image"] = IMAGE.format(BAD)
+        canary = {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": CANARY, "namespace": NS, "labels": {"app": MODEL}},
+            "spec": {"replicas": 1,
+                     "selector": {"matchLabels": {"app": MODEL, "track": "canary"}},
+                     "template": template},
+        }  # fmt: skip
+        await _kubectl_apply(server, yaml.safe_dump(canary))
+        self.pods.deployments.append(CANARY)
+        pod = await self.pods.ready(CANARY)
+        incident.onset = self.t()
+        incident.onset_at = format_time(datetime.now(UTC) - timedelta(seconds=1))
+        self.traffic.phase = "canary"
+        sent = self.traffic.counts["sent"]
+        self.mark("onset", f"canary iris:{BAD}", f"Deployment {CANARY}, revision {pod.revision}")
+        await self._follow(incident, st, sent, alert_type="CanaryRegression",
+                           reactions=frozenset({"shiftTraffic"}))  # fmt: skip
+
+        def drained() -> bool:
+            dep = api.read(DEPLOYMENTS, NS, CANARY) or {}
+            return int((dep.get("spec") or {}).get("replicas", 1)) == 0
+
+        await self._eventually("the canary's traffic back to stable", drained, 60)
+        served = sum(self.traffic.by_pods.get(CANARY, {}).values())
+        incident.canary_requests = served
+        self.say(
+            f"   traffic is back on stable: the canary served {served} requests in all "
+            f"({self.t() - incident.onset:.1f}s)"
+        )
+        self.traffic.phase = "canary stopped"
+        await self._eventually("the alerts to resolve", lambda: not st().get("alerts"), 120)
+        incident.resolved = self.t()
+        self.mark("info", "alerts resolved", "the canary serves nothing")
+        await self._eventually("phase Observing", lambda: st().get("phase") == "Observing", 30)
+        self.say(f"   resolved; phase {st().get('phase')} ({self.t():.0f}s)\n")
+
+    async def _act4(self, api: Any, server: str, st: Callable[[], dict[str, Any]]) -> None:
+
         assert self.traffic is not None
         incident = Incident("bad model rollout iris:2.0")
         self.result.incidents.append(incident)
         self.say(
-            f"[bold red]3. Bad rollout[/]: a new model version, iris:{BAD}, is rolled out "
+            f"[bold red]4. Bad rollout[/]: someone rolls iris:{BAD} out to all of iris anyway "
             "(kubectl set image)"
         )
         # What `kubectl set image deployment/iris model=...` changes; as a merge patch the
