@@ -40,6 +40,7 @@ from typing import Any, Final
 import yaml
 
 from mlwarden import spec
+from mlwarden.react import verify
 from mlwarden.react.actions import RESULTS
 from mlwarden.spec import GROUP, KIND, PLURAL, VERSION
 
@@ -62,6 +63,7 @@ SINGULAR: Final = KIND.lower()
 PHASES: Final = ("Pending", "WarmingUp", "Observing", "Degraded", "Reacting", "Failed")
 CONDITION_STATUSES: Final = ("True", "False", "Unknown")
 REACTION_RESULTS: Final = RESULTS
+VERDICTS: Final = verify.VERDICTS
 PERFORMANCE_METRICS: Final = spec.PERFORMANCE_METRICS
 
 # Kubernetes evaluates `pattern` with Go's RE2 as a search, so the whole-text match
@@ -340,11 +342,78 @@ def _status() -> Schema:
             "pValue": _number("The p-value, for statistical tests.", nullable=True),
             "threshold": _number("The threshold it was judged against.", nullable=True),
             "since": _string("Onset: the first failing evaluation.", fmt=when),
-            "modelRevision": _string("The model's Deployment revision."),
+            "modelRevision": _string(
+                "The model revision it concerns (a pod-template-hash; for all-traffic checks "
+                "the revision with the largest share of the window; for CanaryRegression the "
+                "candidate)."
+            ),
+            "baselineRevision": _string(
+                "CanaryRegression: the baseline revision the candidate was judged against."
+            ),
+            "evidence": _array(
+                "CanaryRegression: the finding per signal.",
+                _object(
+                    "One signal of the candidate against the baseline.",
+                    {
+                        "signal": _string(
+                            "What was compared.",
+                            enum=["prediction", "quality", "latency", "errors", "performance"],
+                        ),
+                        "test": _string("The test."),
+                        "statistic": _number("The candidate's figure.", nullable=True),
+                        "baseline": _number("The baseline's figure.", nullable=True),
+                        "effect": _number("The difference, on the margin's scale.", nullable=True),
+                        "threshold": _number("The margin."),
+                        "pValue": _number("The corrected p-value.", nullable=True),
+                        "failing": _boolean("Significant and beyond the margin."),
+                        "message": _string("What was found, in words."),
+                    },
+                    required=["signal", "test", "failing"],
+                ),
+                max_items=spec.MAX_STATUS_EVIDENCE,
+            ),
             "reference": _string("The reference it was judged against."),
             "message": _string("What was found, in words."),
         },
         required=["type", "test", "statistic", "threshold", "since", "reference"],
+    )
+    revision = _object(
+        "A model revision serving now, as the detector sees it.",
+        {
+            "revision": _string("The revision (a pod-template-hash, or a KServe endpoint)."),
+            "records": _integer(
+                "Records received from it since firstSeen (restarts from 0 with the detector).",
+                minimum=0,
+            ),
+            "share": _number("Its share of the records in the all-traffic window."),
+            "firstSeen": _string("When its first records came.", fmt=when),
+            "lastSeen": _string("When its latest records came.", fmt=when),
+            "role": _string("baseline or candidate.", enum=["baseline", "candidate"]),
+            "canary": _object(
+                "A candidate's canary verdict.",
+                {
+                    "verdict": _string("Pending, Pass or Fail.", enum=["Pending", "Pass", "Fail"]),
+                    "samples": _integer("Its records so far.", minimum=0),
+                    "minSamples": _integer("Records it needs to pass.", minimum=0),
+                    "baseline": _string("The baseline it is judged against."),
+                },
+            ),
+        },
+        required=["revision", "role"],
+    )
+    signal = _object(
+        "The latest evaluation of one check the alert state machine tracks.",
+        {
+            "type": _string("The alert type.", enum=spec.ALERT_TYPES),
+            "feature": _string("The feature, for per-feature checks."),
+            "test": _string("The test."),
+            "statistic": _number("Its latest statistic.", nullable=True),
+            "threshold": _number("What it was judged against.", nullable=True),
+            "failing": _boolean("Whether it failed at that evaluation."),
+            "at": _string("When that evaluation ran.", fmt=when),
+            "modelRevision": _string("The revision it concerns."),
+        },
+        required=["type", "test", "failing", "at"],
     )
     condition = _object(
         "A condition, in the shape of metav1.Condition.",
@@ -380,6 +449,51 @@ def _status() -> Schema:
         "x-kubernetes-int-or-string": True,
         "anyOf": [{"type": "integer"}, {"type": "string"}],
     }
+    verification = _object(
+        "Whether an executed action fixed what triggered it (Pending while it is judged).",
+        {
+            "signal": _string(
+                "The trigger's signal: type/feature/test (feature left out when none)."
+            ),
+            "before": _number("Its statistic when the action was taken.", nullable=True),
+            "after": _number("Its latest statistic evaluated after the action.", nullable=True),
+            "verdict": _string("What came of it.", enum=list(VERDICTS)),
+            "revision": _string("The revision serving after the action (pod-template-hash)."),
+            "revisionLabel": _string("That revision as people know it: revision 7 (fraud:1.4)."),
+            "since": _string("When the action ended; evaluations after it count.", fmt=when),
+            "deadline": _string("since + guardrails.verifyWithin.", fmt=when),
+            "records": _integer("Records that revision served since the action.", minimum=0),
+            "recordsAt": _integer(
+                "The detector's records counter of that revision when the action ended.",
+                minimum=0,
+            ),
+            "minRecords": _integer("guardrails.verifyMinRecords in force.", minimum=0),
+            "candidate": _string("CanaryRegression: the candidate the action turned away from."),
+            "candidateRecordsAt": _integer(
+                "The candidate's records counter when the action ended.", minimum=0
+            ),
+            "undo": _string("The action that undid it (guardrails.undoIfNotFixed)."),
+            "message": _string("Why this verdict, in words."),
+        },
+        required=["signal", "verdict"],
+    )
+    revision = _object(
+        "A model revision the detector sees, as people know it.",
+        {
+            "revision": _string("The pod-template-hash the sidecar stamps on its records."),
+            "deploymentRevision": _integer(
+                "The Deployment revision of its ReplicaSet (deployment.kubernetes.io/revision).",
+                minimum=0,
+            ),
+            "deployment": _string("The Deployment that owns its ReplicaSet."),
+            "image": _string("The model container's image, shortened (fraud:1.4)."),
+            "role": _string("baseline or candidate, as the detector judges it."),
+            "share": _number("Its share of the records in the detector's window."),
+            "records": _integer("Records the detector received from it.", minimum=0),
+            "verdict": _string("A candidate's canary verdict: Pending, Pass or Fail."),
+        },
+        required=["revision"],
+    )
     reaction = _object(
         "An action planned or taken, recorded before it is taken.",
         {
@@ -392,6 +506,8 @@ def _status() -> Schema:
             "result": _string("What came of it.", enum=REACTION_RESULTS),
             "reason": _string("Why it was taken, or skipped."),
             "dryRun": _boolean("A dry run (guardrails.dryRun): recorded, nothing applied."),
+            "verification": verification,
+            "undoes": _string("The id of the action this one undoes (guardrails.undoIfNotFixed)."),
             "message": _string("What happened, in words (an error, the approval command)."),
             # The JSON merge patches the action applies, keyed by "Kind/name": arbitrary
             # fragments of other kinds' objects (a pod template, route rules), so they cannot
@@ -405,6 +521,9 @@ def _status() -> Schema:
                 ),
                 "x-kubernetes-preserve-unknown-fields": True,
             },
+            "run": _string(
+                "What it started, once created: retrain's Job or Workflow, as Kind/name."
+            ),
             "held": {
                 "type": "object",
                 "description": (
@@ -472,9 +591,29 @@ def _status() -> Schema:
                                 "What a restarted detector took back of the alert state "
                                 "stored with the reference (its alerts' onsets)."
                             ),
+                            "promotedFrom": _string(
+                                "After a promotion: the baseline revision the prediction "
+                                "reference was moved away from."
+                            ),
+                            "revision": _string(
+                                "The model revision the reference describes: the one most of "
+                                "a warm-up's records came from, or the promoted revision."
+                            ),
+                            "previous": _string("After a promotion: the reference it replaced."),
                         },
                     ),
                     "updated": _string("When the detector last wrote.", fmt=when),
+                    "revisions": _array(
+                        f"The revisions serving now (at most {spec.MAX_STATUS_REVISIONS}).",
+                        revision,
+                        max_items=spec.MAX_STATUS_REVISIONS,
+                    ),
+                    "signals": _array(
+                        "The latest evaluation of every check failing now, alerting, or failed "
+                        f"in the last hour (at most {spec.MAX_STATUS_SIGNALS}).",
+                        signal,
+                        max_items=spec.MAX_STATUS_SIGNALS,
+                    ),
                 },
             ),
             "diagnosis": _object(
@@ -505,6 +644,12 @@ def _status() -> Schema:
                 max_items=spec.MAX_STATUS_REACTIONS,
             ),
             "lastAction": _string("The last action, in words."),
+            "revisions": _array(
+                "The model revisions serving, largest share first, resolved to Deployment "
+                f"revision and image (at most {spec.MAX_STATUS_REVISIONS}).",
+                revision,
+                max_items=spec.MAX_STATUS_REVISIONS,
+            ),
             "injection": _object(
                 "The sidecar injection into the target.",
                 {

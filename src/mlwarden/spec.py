@@ -44,7 +44,7 @@ KIND: Final = "ObservedModel"
 PLURAL: Final = "observedmodels"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 
-PROTOCOLS: Final = ("auto", "v2", "v1", "openai", "json")
+PROTOCOLS: Final = ("auto", "v2", "v2-grpc", "v1", "openai", "json")
 FEATURE_TYPES: Final = ("numeric", "categorical")
 DRIFT_TESTS: Final = ("auto", "ks", "wasserstein", "psi", "jensenshannon", "chisquare")
 CORRECTIONS: Final = ("bonferroni", "benjamini-hochberg", "none")
@@ -64,8 +64,9 @@ ALERT_TYPES: Final = (
     "Latency",
     "Errors",
     "PerformanceDrop",
+    "CanaryRegression",
 )
-ACTIONS: Final = ("alert", "rollback", "scale", "shiftTraffic", "pause")
+ACTIONS: Final = ("alert", "rollback", "scale", "shiftTraffic", "pause", "retrain")
 PIPELINE_KINDS: Final = (
     "Deployment",
     "StatefulSet",
@@ -87,6 +88,8 @@ MAX_STATUS_REACTIONS: Final = 50
 MAX_STATUS_SUSPECTS: Final = 10
 MAX_STATUS_EVIDENCE: Final = 10
 MAX_STATUS_CONDITIONS: Final = 16
+MAX_STATUS_REVISIONS: Final = 8  # status.detector.revisions: the detector's live revisions
+MAX_STATUS_SIGNALS: Final = 50  # status.detector.signals
 
 # The operator names the detector objects NAME-detector, and a Service name is a
 # DNS-1035 label of at most 63 characters.
@@ -658,6 +661,102 @@ class Alerting:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """Canary analysis: each candidate revision judged against the baseline revision.
+
+    A signal fails only when the difference is significant (at `pValue`, Bonferroni over the
+    signals) and its effect reaches the margin; the rules are in docs/detector.md.
+    """
+
+    enabled: bool = _f(
+        "enabled", "Judge candidate revisions against the baseline.", "boolean", default=True
+    )
+    baseline: str | None = _f(
+        "baseline",
+        "The baseline revision (a pod-template-hash, or the KServe endpoint `default`); absent: "
+        "the revision that carried the traffic before the candidate appeared.",
+        default=None,
+        max_length=MAX_TEXT,
+    )
+    min_samples: int = _f(
+        "minSamples",
+        "Records of its own a candidate needs before it can pass.",
+        "integer",
+        default=200,
+        low=30,
+        high=1_000_000,
+    )
+    p_value: float = _f(
+        "pValue",
+        "Significance level of each comparison, in (0, 1), before the correction over signals.",
+        "number",
+        default=0.01,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
+    max_divergence: float = _f(
+        "maxDivergence",
+        "Largest tolerated divergence of the prediction distribution from the baseline's "
+        "(KS D for a numeric prediction, Cramér's V for a categorical one), in (0, 1].",
+        "number",
+        default=0.1,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    )
+    max_performance_drop: float = _f(
+        "maxPerformanceDrop",
+        "Largest tolerated drop of the performance metric (labelled, else CBPE) below the "
+        "baseline's, in (0, 1].",
+        "number",
+        default=0.05,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    )
+    quality_margin: float = _f(
+        "qualityMargin",
+        "Largest tolerated increase of the share of answers without a valid prediction "
+        "(missing or of the wrong type) over the baseline's, in [0, 1].",
+        "number",
+        default=0.02,
+        low=0.0,
+        high=1.0,
+    )
+    latency_margin: float = _f(
+        "latencyMargin",
+        "Largest tolerated relative increase of the p99 latency over the baseline's "
+        "(0.2: 20% slower).",
+        "number",
+        default=0.2,
+        low=0.0,
+    )
+    latency_margin_ms: float = _f(
+        "latencyMarginMs",
+        "Absolute slack added to the latency margin, milliseconds (ignores jitter of fast models).",
+        "number",
+        default=5.0,
+        low=0.0,
+    )
+    error_margin: float = _f(
+        "errorMargin",
+        "Largest tolerated increase of the 5xx rate over the baseline's, in [0, 1].",
+        "number",
+        default=0.01,
+        low=0.0,
+        high=1.0,
+    )
+    idle_after_seconds: float = _f(
+        "idleAfter",
+        "A revision that sent no records for this long is forgotten (its window and verdict).",
+        "duration",
+        default=600.0,
+    )
+
+
+@dataclass(frozen=True)
 class PipelineComponent:
     """An upstream part of the pipeline, with lineage for diagnosis."""
 
@@ -695,6 +794,96 @@ def _int(s: Mapping[str, Any], key: str) -> bool:
 
 
 _SHIFTING = "self.action != 'shiftTraffic'"
+_RETRAIN_SOURCES: Final = ("cronJob", "configMap", "workflowTemplate")
+# action retrain, source configMap: the key holding the Job manifest when `key` is not given.
+RETRAIN_CONFIG_KEY: Final = "job.yaml"
+RETRAIN_TIMEOUT_SECONDS: Final = 86400.0  # retrain.timeout: 24h
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")  # a ConfigMap key
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """Where a retraining run comes from (action retrain): exactly one source.
+
+    The run is started in the ObservedModel's namespace with the incident passed in
+    (environment variables of a Job's containers, or a Workflow's arguments.parameters;
+    docs/operator.md, "Retraining").
+    """
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            " + ".join(f"(has(self.{k}) ? 1 : 0)" for k in _RETRAIN_SOURCES) + " == 1",
+            lambda s: sum(_has(s, k) for k in _RETRAIN_SOURCES) == 1,
+            "set exactly one of cronJob, configMap and workflowTemplate",
+            explain=lambda s: (
+                "set exactly one of cronJob, configMap and workflowTemplate (where the run "
+                "comes from), not "
+                + (" and ".join(k for k in _RETRAIN_SOURCES if _has(s, k)) or "none")
+            ),
+        ),
+        Rule(
+            "!has(self.key) || has(self.configMap)",
+            lambda s: not _has(s, "key") or _has(s, "configMap"),
+            "key applies only with configMap",
+            field="key",
+            explain=lambda s: "applies only with configMap (the key holding the Job manifest)",
+        ),
+    )
+
+    cron_job: str | None = _f(
+        "cronJob",
+        "Start a Job from this CronJob's jobTemplate, as `kubectl create job "
+        "--from=cronjob/NAME` does.",
+        default=None,
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a CronJob name",
+        max_length=MAX_NAME,
+    )
+    config_map: str | None = _f(
+        "configMap",
+        "Start a Job from the Job manifest (YAML or JSON) held in this ConfigMap, under key.",
+        default=None,
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a ConfigMap name",
+        max_length=MAX_NAME,
+    )
+    key: str | None = _f(
+        "key",
+        f"configMap: the key holding the Job manifest (default {RETRAIN_CONFIG_KEY}).",
+        default=None,
+        pattern=_CONFIG_KEY,
+        hint="must be a ConfigMap key (letters, digits, '-', '_' and '.')",
+        max_length=MAX_NAME,
+    )
+    workflow_template: str | None = _f(
+        "workflowTemplate",
+        "Submit an Argo Workflows Workflow that runs this WorkflowTemplate "
+        "(spec.workflowTemplateRef; Kubeflow Pipelines v2 runs on Argo).",
+        default=None,
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a WorkflowTemplate name",
+        max_length=MAX_NAME,
+    )
+    timeout_seconds: float = _f(
+        "timeout",
+        "How long a run may take: after that its record is Failed and the run is left as it "
+        "is (a Job suspended by a queue, a Workflow no Argo controller picks up).",
+        "duration",
+        default=RETRAIN_TIMEOUT_SECONDS,
+    )
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """(kind, name) of the object the run is made from."""
+        if self.cron_job is not None:
+            return "CronJob", self.cron_job
+        if self.config_map is not None:
+            return "ConfigMap", self.config_map
+        return "WorkflowTemplate", self.workflow_template or ""
+
+    @property
+    def config_key(self) -> str:
+        return self.key or RETRAIN_CONFIG_KEY
 
 
 @dataclass(frozen=True)
@@ -718,9 +907,15 @@ class Reaction:
             explain=lambda s: f"must not exceed maxReplicas ({s['maxReplicas']})",
         ),
         Rule(
-            "!(self.action in ['shiftTraffic', 'pause']) || has(self.canary)",
-            lambda s: s.get("action") not in ("shiftTraffic", "pause") or _has(s, "canary"),
-            "canary is required when action is shiftTraffic or pause",
+            "!(self.action in ['shiftTraffic', 'pause']) || has(self.canary)"
+            " || (self.action == 'pause' && self.alert == 'CanaryRegression')",
+            lambda s: (
+                s.get("action") not in ("shiftTraffic", "pause")
+                or _has(s, "canary")
+                or (s.get("action") == "pause" and s.get("alert") == "CanaryRegression")
+            ),
+            "canary is required when action is shiftTraffic, or pause on another alert than "
+            "CanaryRegression (whose modelRevision names the candidate)",
             field="canary",
             explain=lambda s: f"required when action is {s['action']}: the canary backend",
         ),
@@ -758,6 +953,23 @@ class Reaction:
             explain=lambda s: (
                 f"required when action is shiftTraffic ({', '.join(TRAFFIC_ROUTERS)})"
             ),
+        ),
+        Rule(
+            "self.action != 'retrain' || has(self.retrain)",
+            lambda s: s.get("action") != "retrain" or _has(s, "retrain"),
+            "retrain is required when action is retrain",
+            field="retrain",
+            explain=lambda s: (
+                "required when action is retrain: where the run comes from (cronJob, "
+                "configMap or workflowTemplate)"
+            ),
+        ),
+        Rule(
+            "!has(self.retrain) || self.action == 'retrain'",
+            lambda s: not _has(s, "retrain") or s.get("action") == "retrain",
+            "retrain applies only with action retrain",
+            field="retrain",
+            explain=lambda s: f"applies only with action retrain, not {s.get('action')!r}",
         ),
     )
 
@@ -807,7 +1019,13 @@ class Reaction:
         default=None,
         max_length=MAX_NAME,
     )
-    canary: str | None = _f("canary", "The canary backend.", default=None, max_length=MAX_NAME)
+    canary: str | None = _f(
+        "canary",
+        "The canary backend (pause on CanaryRegression: default the Deployment of the "
+        "candidate the alert names).",
+        default=None,
+        max_length=MAX_NAME,
+    )
     step_percent: int = _f(  # traffic moved back to stable per step
         "stepPercent",
         "shiftTraffic: traffic moved back to stable per step, in percent.",
@@ -818,6 +1036,14 @@ class Reaction:
     )
     webhook: str | None = _f(
         "webhook", "An http(s) URL to notify.", default=None, url=True, max_length=MAX_URL
+    )
+    retrain: Retrain | None = _f(
+        "retrain",
+        "retrain: where the retraining run comes from (a CronJob, a Job manifest in a "
+        "ConfigMap, or an Argo WorkflowTemplate).",
+        "object",
+        default=None,
+        of=Retrain,
     )
 
 
@@ -838,6 +1064,28 @@ class Guardrails:
     )
     require_approval: bool = _f(
         "requireApproval", "Wait for a person to approve each action.", "boolean", default=False
+    )
+    verify_within_seconds: float = _f(
+        "verifyWithin",
+        "How long after an action its trigger's signal must have recovered (Fixed) on the "
+        "traffic served since; judged at the latest then.",
+        "duration",
+        default=600.0,
+    )
+    verify_min_records: int = _f(
+        "verifyMinRecords",
+        "Records served after an action (by the revision serving now) that a verdict needs; "
+        "fewer by verifyWithin: Inconclusive.",
+        "integer",
+        default=200,
+        low=1,
+        high=10_000_000,
+    )
+    undo_if_not_fixed: bool = _f(
+        "undoIfNotFixed",
+        "Undo an action whose verification is NotFixed (and alert a person); false: only alert.",
+        "boolean",
+        default=False,
     )
 
 
@@ -880,7 +1128,8 @@ class ObservedModelSpec:
     )
     protocol: str = _f(
         "protocol",
-        "How request and response bodies are read (auto: detected per request).",
+        "How request and response bodies are read (auto: detected per request; v2-grpc: "
+        "the model's port speaks the Open Inference Protocol v2 over gRPC, proxied as such).",
         default="auto",
         enum=PROTOCOLS,
     )
@@ -924,6 +1173,13 @@ class ObservedModelSpec:
         "object",
         factory=Alerting,
         of=Alerting,
+    )
+    canary: Canary = _f(
+        "canary",
+        "Canary analysis: candidate revisions judged against the baseline revision.",
+        "object",
+        factory=Canary,
+        of=Canary,
     )
     pipeline: tuple[PipelineComponent, ...] = _f(
         "pipeline",
