@@ -13,15 +13,21 @@ What runs, all on loopback:
   it creates the detector's objects and injects the sidecar into the Deployment;
 - the demo plays the kubelet for what the operator asked for: it starts the real
   `mlwarden detector` with the manifest from the ConfigMap the operator wrote (reporting to
-  the emulated API, as in a cluster) and the real `mlwarden sidecar` in front of the model,
-  and routes requests to the model version the Deployment's pod template names, so a
-  rollback the operator makes is a rollback of what serves the requests.
+  the emulated API, as in a cluster) and, for each ReplicaSet of the model's Deployments,
+  the real `mlwarden sidecar` (its `--model-revision` the pod-template-hash, as the
+  operator's Downward API variable gives it) in front of the model version the template's
+  image names (`Pods`); requests spread over the Deployments by replicas, as a Service
+  spreads them, so a rollback or a traffic shift the operator makes changes what serves.
 
 The story: steady traffic builds the reference; the feature job's new image starts sending
 petal_length in millimetres, which mlwarden detects on that feature, blames on the job (not
-on the model, which it therefore does not roll back) and alerts about; the job is fixed; then
-a bad model version rolls out, is detected as prediction drift, blamed on the rollout and
-rolled back automatically. It ends with a summary table and an HTML report.
+on the model, which it therefore does not roll back) and alerts about; the job is fixed.
+Then the bad model version goes out as a canary on a tenth of the traffic: it is judged
+against the stable revision on its own requests (CanaryRegression), blamed on the canary
+Deployment, and its traffic goes back to stable after a few dozen requests, verified. Then
+someone rolls the bad version out to all of iris anyway: prediction drift, blamed on the
+rollout, rolled back automatically, and the rollback verified Fixed on the restored
+revision's traffic. It ends with a summary table and an HTML report.
 """
 
 from __future__ import annotations
@@ -96,7 +102,16 @@ spec:
   reactions:
     - {alert: FeatureDrift, action: alert}
     - {alert: PredictionDrift, action: rollback}
-  guardrails: {dryRun: false, cooldown: 10m, maxActionsPerHour: 3}
+    # A canary worse than stable: all of its traffic back to stable at once.
+    - {alert: CanaryRegression, action: shiftTraffic, router: replicas, stable: iris,
+       canary: iris-canary, stepPercent: 100}
+  # A candidate that stops serving is no candidate any more after this long (default 10m:
+  # a quiet canary is not a gone one); the demo's canary is scaled to zero in seconds.
+  canary: {idleAfter: 10s}
+  # Every applied action is verified: did its trigger recover on the traffic served since?
+  # The acts are seconds apart here; in production the cooldown's default is 10m.
+  guardrails: {dryRun: false, cooldown: 5s, maxActionsPerHour: 5, verifyWithin: 2m,
+               verifyMinRecords: 100}
 """
 
 
@@ -948,6 +963,7 @@ class Demo:
             f"({self.t() - incident.onset:.1f}s)"
         )
         self.traffic.phase = "canary stopped"
+        await self._verified(incident, st, "shiftTraffic")
         await self._eventually("the alerts to resolve", lambda: not st().get("alerts"), 120)
         incident.resolved = self.t()
         self.mark("info", "alerts resolved", "the canary serves nothing")
@@ -987,6 +1003,7 @@ class Demo:
 
         await self._eventually("the rollback", rolled_back, 60)
         self.traffic.phase = "rolled back"
+        await self._verified(incident, st, "rollback")
         await self._eventually("the alerts to resolve", lambda: not st().get("alerts"), 120)
         incident.resolved = self.t()
         self.mark("info", "alerts resolved", "the good version serves again")
@@ -1090,6 +1107,34 @@ class Demo:
             self.say(f"   [bold]reacted[/]: {line}")
             self.mark("reaction", f"{r.get('action')} {r.get('result')}", str(r.get("target")))
 
+    async def _verified(
+        self, incident: Incident, st: Callable[[], dict[str, Any]], action: str
+    ) -> None:
+        """Wait for the verdict on the incident's `action` (react/verify.py) and say it."""
+
+        def verdict() -> dict[str, Any] | None:
+            for r in st().get("reactions") or []:
+                v = r.get("verification") or {}
+                if (
+                    r.get("action") == action
+                    and str(r.get("at", "")) >= incident.onset_at
+                    and v.get("verdict") not in (None, "Pending")
+                ):
+                    return dict(v)
+            return None
+
+        v = await self._eventually(f"the verification of the {action}", verdict, 150)
+        incident.verification = str(v.get("verdict"))
+        incident.actions.append(f"{action} verified {incident.verification}")
+        before, after = v.get("before"), v.get("after")
+        figures = (
+            f": {v.get('signal')} {float(before):.3g} before, {float(after):.3g} after"
+            if isinstance(before, int | float) and isinstance(after, int | float)
+            else f": {v.get('message', '')}"
+        )
+        self.say(f"   [bold]verified[/]: {action} {incident.verification}{figures}")
+        self.mark("reaction", f"{action} verified {incident.verification}", str(v.get("signal")))
+
     # ------------------------------------------------------------------ the end
 
     async def _kubectl(self) -> None:
@@ -1117,6 +1162,8 @@ class Demo:
         for i in self.result.incidents:
             detected = "-" if i.detected is None else (
                 f"{i.detected - i.onset:.1f}s / {i.requests_to_detect} req")  # fmt: skip
+            if i.canary_requests is not None:
+                detected += f" (the canary served {i.canary_requests} in all)"
             alerts = ", ".join(i.alerts) + (f" ({', '.join(i.features)})" if i.features else "")
             table.add_row(i.name, detected, alerts, i.top_suspect or "-", "\n".join(i.actions))
         self.console.print(table)
