@@ -344,8 +344,8 @@ def _status() -> Schema:
             "since": _string("Onset: the first failing evaluation.", fmt=when),
             "modelRevision": _string(
                 "The model revision it concerns (a pod-template-hash; for all-traffic checks "
-                "the revision with the largest share of the window; for CanaryRegression the "
-                "candidate)."
+                "the revision with the largest share of the window's newest records; for "
+                "CanaryRegression the candidate)."
             ),
             "baselineRevision": _string(
                 "CanaryRegression: the baseline revision the candidate was judged against."

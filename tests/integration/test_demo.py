@@ -38,7 +38,7 @@ def test_the_demo_detects_diagnoses_and_reacts(tmp_path: Path) -> None:
     # 60 s shutdown timeout for the operator's open watches after the story has ended.
     assert finished_at is not None and exited_at - finished_at < 30, output[-2000:]
     out = json.loads(summary.read_text())
-    unit, rollout = out["incidents"]
+    unit, canary, rollout = out["incidents"]
 
     # 1. The feature job's unit change: drift on petal_length alone, blamed on the job,
     #    alerted on, and the model NOT rolled back.
@@ -50,10 +50,21 @@ def test_the_demo_detects_diagnoses_and_reacts(tmp_path: Path) -> None:
     skipped = [d for d in unit["action_details"] if d.startswith("rollback")]
     assert skipped and all("Skipped" in d and "CronJob/feature-etl" in d for d in skipped)
 
-    # 2. The bad rollout: prediction drift, blamed on the Deployment, rolled back.
+    # 2. The bad version as a canary on a tenth of the traffic: judged against stable on its
+    #    own requests, blamed on the canary Deployment, its traffic back to stable (verified)
+    #    before it has served a few hundred requests.
+    assert canary["alerts"] == ["CanaryRegression"]
+    assert canary["top_suspect"] == "Deployment/iris-canary"
+    assert any(a.startswith("shiftTraffic") and a.endswith("Succeeded") for a in canary["actions"])
+    assert 0 < canary["canary_requests"] < 300, canary
+    assert canary["verification"] == "Fixed"
+
+    # 3. The bad rollout: prediction drift, blamed on the Deployment, rolled back, and the
+    #    rollback verified Fixed on the restored revision's traffic.
     assert rollout["alerts"] == ["PredictionDrift"]
     assert rollout["top_suspect"] == "Deployment/iris"
     assert any(a.startswith("rollback") and a.endswith("Succeeded") for a in rollout["actions"])
+    assert rollout["verification"] == "Fixed"
     assert out["final_image"] == "mlwarden-demo/iris:1.0"
 
     # Throughout: no request failed, every captured record reached the detector.
@@ -61,7 +72,7 @@ def test_the_demo_detects_diagnoses_and_reacts(tmp_path: Path) -> None:
     assert out["records"]["captured"] == out["records"]["ingested"] > 0
     assert out["records"].get("dropped", 0) == 0
     assert out["served_by_version"]["2.0"] > 0  # the bad version really served, for a while
-    for incident in (unit, rollout):
+    for incident in (unit, canary, rollout):
         assert incident["detected"] - incident["onset"] < 30
 
     # The HTML report: the incident's drift on petal_length, and the timeline.

@@ -13,15 +13,21 @@ What runs, all on loopback:
   it creates the detector's objects and injects the sidecar into the Deployment;
 - the demo plays the kubelet for what the operator asked for: it starts the real
   `mlwarden detector` with the manifest from the ConfigMap the operator wrote (reporting to
-  the emulated API, as in a cluster) and the real `mlwarden sidecar` in front of the model,
-  and routes requests to the model version the Deployment's pod template names, so a
-  rollback the operator makes is a rollback of what serves the requests.
+  the emulated API, as in a cluster) and, for each ReplicaSet of the model's Deployments,
+  the real `mlwarden sidecar` (its `--model-revision` the pod-template-hash, as the
+  operator's Downward API variable gives it) in front of the model version the template's
+  image names (`Pods`); requests spread over the Deployments by replicas, as a Service
+  spreads them, so a rollback or a traffic shift the operator makes changes what serves.
 
 The story: steady traffic builds the reference; the feature job's new image starts sending
 petal_length in millimetres, which mlwarden detects on that feature, blames on the job (not
-on the model, which it therefore does not roll back) and alerts about; the job is fixed; then
-a bad model version rolls out, is detected as prediction drift, blamed on the rollout and
-rolled back automatically. It ends with a summary table and an HTML report.
+on the model, which it therefore does not roll back) and alerts about; the job is fixed.
+Then the bad model version goes out as a canary on a tenth of the traffic: it is judged
+against the stable revision on its own requests (CanaryRegression), blamed on the canary
+Deployment, and its traffic goes back to stable after a few dozen requests, verified. Then
+someone rolls the bad version out to all of iris anyway: prediction drift, blamed on the
+rollout, rolled back automatically, and the rollback verified Fixed on the restored
+revision's traffic. It ends with a summary table and an HTML report.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from mlwarden.demo.cluster import DEPLOYMENTS, OM, DemoCluster, kubeconfig
+from mlwarden.demo.cluster import DEPLOYMENTS, OM, DemoCluster, kubeconfig, template_hash
 from mlwarden.kube import Kube, KubeError, StaticToken, path
 from mlwarden.names import MANIFEST_KEY, SIDECAR_CONTAINER, detector_name
 from mlwarden.spec import parse_observed_model
@@ -68,6 +74,7 @@ NS = "demo"
 MODEL = "iris"
 IMAGE = "mlwarden-demo/iris:{}"
 OLD, GOOD, BAD = "0.9", "1.0", "2.0"
+CANARY = f"{MODEL}-canary"
 ETL_IMAGE = "mlwarden-demo/feature-etl:{}"
 MANIFEST = """\
 apiVersion: mlwarden.io/v1alpha1
@@ -95,7 +102,16 @@ spec:
   reactions:
     - {alert: FeatureDrift, action: alert}
     - {alert: PredictionDrift, action: rollback}
-  guardrails: {dryRun: false, cooldown: 10m, maxActionsPerHour: 3}
+    # A canary worse than stable: all of its traffic back to stable at once.
+    - {alert: CanaryRegression, action: shiftTraffic, router: replicas, stable: iris,
+       canary: iris-canary, stepPercent: 100}
+  # A candidate that stops serving is no candidate any more after this long (default 10m:
+  # a quiet canary is not a gone one); the demo's canary is scaled to zero in seconds.
+  canary: {idleAfter: 10s}
+  # Every applied action is verified: did its trigger recover on the traffic served since?
+  # The acts are seconds apart here; in production the cooldown's default is 10m.
+  guardrails: {dryRun: false, cooldown: 5s, maxActionsPerHour: 5, verifyWithin: 2m,
+               verifyMinRecords: 100}
 """
 
 
@@ -187,7 +203,7 @@ def _model_deployment(created: datetime) -> dict[str, Any]:
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _meta(MODEL, created, labels={"app": MODEL}),
         "spec": {
-            "replicas": 2, "selector": {"matchLabels": {"app": MODEL}},
+            "replicas": 9, "selector": {"matchLabels": {"app": MODEL}},
             "template": {
                 "metadata": {"labels": {"app": MODEL}},
                 "spec": {"containers": [{
@@ -257,14 +273,17 @@ def seed_pipeline(api: Any) -> dict[str, Any]:
 
 
 class Traffic:
-    """Clients of the model: iris rows, 1-4 per request, through the sidecar, all the time."""
+    """Clients of the model: iris rows, 1-4 per request, through the Service, all the time."""
 
-    def __init__(self, url: str, rate: float) -> None:
+    def __init__(self, pods: Pods, rate: float) -> None:
         from sklearn.datasets import load_iris  # reason: the demo extra (see write_models)
 
         self.x, _ = load_iris(return_X_y=True)
         self.rng = np.random.default_rng(0)
-        self.url = f"{url}/v2/models/{MODEL}/infer"
+        self.pods = pods
+        self.path = f"/v2/models/{MODEL}/infer"
+        # Requests sent to each Deployment's pods: {deployment: {revision: count}}.
+        self.by_pods: dict[str, dict[str, int]] = {}
         self.rate = rate
         self.petal_length_unit = 1.0
         self.counts = {"sent": 0, "ok": 0, "model_4xx": 0, "failed": 0}
@@ -292,7 +311,12 @@ class Traffic:
 
     async def _one(self, session: Any) -> None:
 
+        pod = self.pods.pick(self.rng)
+        if pod is None:
+            return
         i = self.counts["sent"]
+        sent_to = self.by_pods.setdefault(pod.deployment, {})
+        sent_to[pod.revision] = sent_to.get(pod.revision, 0) + 1
         rows = self.x[self.rng.choice(len(self.x), size=int(self.rng.integers(1, 5)))].copy()
         rows[:, 2] *= self.petal_length_unit
         tensor = {"name": "input-0", "shape": list(rows.shape), "datatype": "FP64",
@@ -306,7 +330,7 @@ class Traffic:
         self.counts["sent"] += 1
         headers = {"Content-Type": "application/json", "X-Request-Id": f"demo-{i}"}
         try:
-            async with session.post(self.url, data=body, headers=headers) as resp:
+            async with session.post(pod.url + self.path, data=body, headers=headers) as resp:
                 await resp.read()
                 if resp.status == 200:
                     self.counts["ok"] += 1
@@ -321,50 +345,162 @@ class Traffic:
 # --------------------------------------------------------------------------- the kubelet's part
 
 
-async def start_router(api: Any, mlserver_url: str) -> tuple[Any, int, dict[str, int]]:
-    """The model's pod: requests go to the model version the Deployment's template names."""
+async def start_routers(mlserver_url: str) -> tuple[list[Any], dict[str, int], dict[str, int]]:
+    """The model containers: one port per model version, each answering as that version.
+
+    A pod's container runs one image; here each image (iris:1.0, iris:2.0) is a port in front
+    of MLServer that serves the model of that version under the name clients use (`iris`).
+    Returns the runners, the port of each version and the requests served by each version.
+    """
 
     served: dict[str, int] = {}
     session = aiohttp.ClientSession()
+    runners: list[Any] = []
+    ports: dict[str, int] = {}
 
-    def version() -> str:
-        dep = api.read(DEPLOYMENTS, NS, MODEL) or {}
-        for c in dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
-            if c.get("name") == "model":
-                return str(c.get("image", "")).rpartition(":")[2] or GOOD
-        return GOOD
+    def app_for(version: str) -> web.Application:
+        async def handle(request: web.Request) -> web.Response:
+            path = request.path
+            prefix = f"/v2/models/{MODEL}/"
+            if path.startswith(prefix):
+                served[version] = served.get(version, 0) + 1
+                path = f"/v2/models/{MODEL}-{version}/" + path[len(prefix) :]
+            body = await request.read()
+            headers = {k: v for k, v in request.headers.items() if k.lower() in
+                       ("content-type", "x-request-id", "content-encoding")}  # fmt: skip
+            async with session.request(
+                request.method, mlserver_url + path, data=body, headers=headers
+            ) as resp:
+                payload = await resp.read()
+                return web.Response(
+                    body=payload, status=resp.status,
+                    headers={"Content-Type": resp.headers.get("Content-Type", "application/json")},
+                )  # fmt: skip
 
-    async def handle(request: web.Request) -> web.Response:
-        path = request.path
-        prefix = f"/v2/models/{MODEL}/"
-        if path.startswith(prefix):
-            v = version()
-            served[v] = served.get(v, 0) + 1
-            path = f"/v2/models/{MODEL}-{v}/" + path[len(prefix) :]
-        body = await request.read()
-        headers = {k: v for k, v in request.headers.items() if k.lower() in
-                   ("content-type", "x-request-id", "content-encoding")}  # fmt: skip
-        async with session.request(
-            request.method, mlserver_url + path, data=body, headers=headers
-        ) as resp:
-            payload = await resp.read()
-            return web.Response(
-                body=payload, status=resp.status,
-                headers={"Content-Type": resp.headers.get("Content-Type", "application/json")},
-            )  # fmt: skip
-
-    app = web.Application(client_max_size=64 * 1024**2)
-    app.router.add_route("*", "/{tail:.*}", handle)
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.router.add_route("*", "/{tail:.*}", handle)
+        return app
 
     async def close(_: web.Application) -> None:
         await session.close()
 
-    app.on_cleanup.append(close)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, port, served
+    for version in (GOOD, BAD):
+        app = app_for(version)
+        if not runners:
+            app.on_cleanup.append(close)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = _free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+        ports[version] = port
+    return runners, ports, served
+
+
+@dataclass
+class Pod:
+    """One ReplicaSet's pods as the demo runs them: its sidecar in front of its model version."""
+
+    deployment: str
+    revision: str  # the pod-template-hash, which the sidecar stamps on every record
+    version: str
+    url: str
+    admin_url: str
+    ready: bool = False
+
+
+class Pods:
+    """The kubelet's and kube-proxy's part for the model's Deployments.
+
+    For each Deployment in `deployments` whose pod template carries the sidecar, the current
+    ReplicaSet's pods are one sidecar process (`--model-revision` set to the template's
+    pod-template-hash, as the operator's Downward API variable sets it in a cluster) in front
+    of the model version the template's image names. Until a new ReplicaSet's sidecar is
+    ready, the previous one keeps serving, as a rolling update keeps old pods until new ones
+    are ready. `pick` spreads requests over the Deployments in proportion to their replicas,
+    as a Service spreads them over its endpoints. Sidecars of old ReplicaSets keep running
+    (a rollback to them is instant, as it is when Kubernetes scales an old ReplicaSet up).
+    """
+
+    def __init__(self, demo: Demo, api: Any, routers: dict[str, int], sidecar_argv: list[str]):
+        self.demo, self.api, self.routers, self.sidecar_argv = demo, api, routers, sidecar_argv
+        self.deployments: list[str] = [MODEL]
+        self.pods: dict[tuple[str, str], Pod] = {}
+        self.serving: dict[str, Pod] = {}  # deployment -> the pod set serving now
+        self.replicas: dict[str, int] = {}
+        self._starting: set[asyncio.Task[None]] = set()
+
+    def sync(self) -> None:
+        for name in self.deployments:
+            dep = self.api.read(DEPLOYMENTS, NS, name)
+            if dep is None:
+                self.replicas[name] = 0
+                continue
+            self.replicas[name] = int(dep["spec"].get("replicas", 1))
+            template = dep["spec"]["template"]
+            containers = template["spec"]["containers"]
+            if not any(c.get("name") == SIDECAR_CONTAINER for c in containers):
+                continue
+            key = (name, template_hash(template))
+            pod = self.pods.get(key)
+            if pod is None:
+                version = _model_image(dep).rpartition(":")[2] or GOOD
+                pod = self._start(name, key[1], version)
+            if pod.ready:
+                self.serving[name] = pod
+
+    def _start(self, name: str, revision: str, version: str) -> Pod:
+        port, admin = _free_port(), _free_port()
+        pod = Pod(name, revision, version, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}")
+        self.pods[name, revision] = pod
+        proc = self.demo._spawn(f"sidecar-{name}-{revision}", [
+            *self.sidecar_argv, "--listen", f"127.0.0.1:{port}",
+            "--admin-listen", f"127.0.0.1:{admin}",
+            "--upstream", f"http://127.0.0.1:{self.routers[version]}",
+            "--model-revision", revision,
+        ])  # fmt: skip
+
+        async def wait() -> None:
+            await asyncio.to_thread(_wait_http, f"{pod.admin_url}/readyz", 30, "a sidecar", proc)
+            pod.ready = True
+            self.sync()
+
+        task = asyncio.create_task(wait())
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+        return pod
+
+    async def ready(self, name: str, seconds: float = 60) -> Pod:
+        """The pod set of Deployment `name`'s current template, once it serves."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.sync()
+            dep = self.api.read(DEPLOYMENTS, NS, name) or {}
+            template = (dep.get("spec") or {}).get("template")
+            pod = self.pods.get((name, template_hash(template))) if template else None
+            if pod is not None and pod.ready:
+                return pod
+            for task in list(self._starting):
+                if task.done() and task.exception() is not None:
+                    raise DemoError(str(task.exception()))
+            await asyncio.sleep(0.1)
+        raise DemoError(f"the pods of Deployment {name} did not become ready in {seconds:.0f}s")
+
+    async def run(self) -> None:
+        while True:
+            self.sync()
+            await asyncio.sleep(0.1)
+
+    def pick(self, rng: np.random.Generator) -> Pod | None:
+        pods = [(p, self.replicas.get(n, 0)) for n, p in self.serving.items()]
+        pods = [(p, w) for p, w in pods if w > 0]
+        if not pods:
+            return None
+        weights = np.asarray([w for _, w in pods], dtype=float)
+        return pods[int(rng.choice(len(pods), p=weights / weights.sum()))][0]
+
+    def admin_urls(self) -> list[str]:
+        return [p.admin_url for p in self.pods.values() if p.ready]
 
 
 # --------------------------------------------------------------------------- results
@@ -386,6 +522,8 @@ class Incident:
     actions: list[str] = field(default_factory=list)
     action_details: list[str] = field(default_factory=list)
     requests_to_detect: int = 0
+    canary_requests: int | None = None  # requests the canary served in all
+    verification: str | None = None  # the verdict on the incident's action
 
 
 @dataclass
@@ -402,7 +540,7 @@ class DemoResult:
     def ok(self) -> bool:
         return (
             self.requests.get("failed", 1) == 0
-            and len(self.incidents) == 2
+            and len(self.incidents) == 3
             and all(i.detected is not None for i in self.incidents)
         )
 
@@ -474,6 +612,7 @@ class Demo:
         self.log: list[str] = []
         self.api: Any = None
         self.traffic: Traffic | None = None
+        self.pods: Pods | None = None
         self.live: Any = None
         self.timeline: list[tuple[float, str, str, str]] = []
 
@@ -600,14 +739,15 @@ class Demo:
         )
         mlserver_url = await mlserver
         self.console.print(f"• MLServer serving iris-{GOOD} and iris-{BAD} on {mlserver_url}")
-        runner, router_port, served = await start_router(api, mlserver_url)
+        runners, routers, served = await start_routers(mlserver_url)
         try:
-            await self._story(api, url, cronjob, router_port)
+            await self._story(api, url, cronjob, routers)
         finally:
             if self.traffic is not None:
                 self.traffic.stop()
             self.result.served_by_version = dict(served)
-            await runner.cleanup()
+            for runner in runners:
+                await runner.cleanup()
         self.result.seconds = round(self.t(), 1)
         if report:
             self.result.report = self._write_report(report)
@@ -620,7 +760,9 @@ class Demo:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.Event().wait()
 
-    async def _story(self, api: Any, server: str, cronjob: dict[str, Any], port: int) -> None:
+    async def _story(
+        self, api: Any, server: str, cronjob: dict[str, Any], routers: dict[str, int]
+    ) -> None:
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
         env.update(KUBECONFIG=self.result.kubeconfig, MLWARDEN_IMAGE="mlwarden/mlwarden:demo",
@@ -669,27 +811,24 @@ class Demo:
             "--ingest-token-file", str(self.root / "ingest-token"),
         ])  # fmt: skip
         await asyncio.to_thread(_wait_http, f"{detector_url}/readyz", 30, "the detector", proc)
-        sidecar_port, admin_port = _free_port(), _free_port()
-        proc = self._spawn("sidecar", [
-            sys.executable, "-m", "mlwarden.cli", "sidecar",
-            "--listen", f"127.0.0.1:{sidecar_port}",
-            "--upstream", f"http://127.0.0.1:{port}", "--collector", detector_url,
-            "--admin-listen", f"127.0.0.1:{admin_port}",
+        self.pods = pods = Pods(self, api, routers, [
+            sys.executable, "-m", "mlwarden.cli", "sidecar", "--collector", detector_url,
             "--observed-model", str(self.root / "detector.yaml"), "--batch-interval", "0.2",
             "--ingest-token-file", str(self.root / "ingest-token"),
             "--drain-seconds", "0",  # no load balancer to leave on this machine
         ])  # fmt: skip
-        admin_url = f"http://127.0.0.1:{admin_port}"
-        await asyncio.to_thread(_wait_http, f"{admin_url}/readyz", 30, "the sidecar", proc)
+        pod = await pods.ready(MODEL)
+        syncing = asyncio.create_task(pods.run())
         self.console.print(
             f"• as the kubelet would: started the detector ({detector_url}, reporting to the "
             f"API, storing its reference in ConfigMap iris-reference) with the operator's "
-            f"ConfigMap and the ingest token, and the sidecar in front of the model "
-            f"(http://127.0.0.1:{sidecar_port}, metrics on {admin_url}/metrics)\n"
+            f"ConfigMap and the ingest token, and the pods of ReplicaSet iris-{pod.revision}: "
+            f"the sidecar ({pod.url}, metrics on {pod.admin_url}/metrics, revision "
+            f"{pod.revision} from the pod-template-hash) in front of iris:{pod.version}\n"
         )
 
         rate = 150.0 if self.fast else 60.0
-        self.traffic = traffic = Traffic(f"http://127.0.0.1:{sidecar_port}", rate)
+        self.traffic = traffic = Traffic(pods, rate)
         sender = asyncio.create_task(traffic.run())
 
         def om() -> dict[str, Any]:
@@ -717,14 +856,19 @@ class Demo:
                 await self._act2(api, st, cronjob)
                 await asyncio.sleep(pause)
                 await self._act3(api, server, st)
+                await asyncio.sleep(pause)
+                await self._act4(api, server, st)
             finally:
                 self.live = None
                 traffic.stop()
                 await sender
+                syncing.cancel()
         await self._kubectl()
         self.result.requests = dict(traffic.counts)
         self.result.final_image = _model_image(api.read(DEPLOYMENTS, NS, MODEL) or {})
-        self.result.records = await asyncio.to_thread(_settled_counts, admin_url, detector_url)
+        self.result.records = await asyncio.to_thread(
+            _settled_counts, pods.admin_urls(), detector_url
+        )
 
     async def _act1(self, st: Callable[[], dict[str, Any]]) -> None:
         self.say("[bold]1. Steady traffic[/]: the detector builds its reference from 500 rows")
@@ -775,11 +919,64 @@ class Demo:
 
     async def _act3(self, api: Any, server: str, st: Callable[[], dict[str, Any]]) -> None:
 
+        assert self.traffic is not None and self.pods is not None
+        incident = Incident(f"canary of iris:{BAD} on a tenth of the traffic")
+        self.result.incidents.append(incident)
+        self.say(
+            f"[bold red]3. Canary[/]: iris:{BAD} goes out as a canary, Deployment {CANARY} with "
+            "1 pod next to iris's 9 behind the same Service (a tenth of the requests; its "
+            "manifest is a copy of iris's, the sidecar included)"
+        )
+        stable = api.read(DEPLOYMENTS, NS, MODEL) or {}
+        template = json.loads(json.dumps(stable["spec"]["template"]))
+        template["metadata"]["labels"] = {"app": MODEL, "track": "canary"}
+        for c in template["spec"]["containers"]:
+            if c["name"] == "model":
+                c["image"] = IMAGE.format(BAD)
+        canary = {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": CANARY, "namespace": NS, "labels": {"app": MODEL}},
+            "spec": {"replicas": 1,
+                     "selector": {"matchLabels": {"app": MODEL, "track": "canary"}},
+                     "template": template},
+        }  # fmt: skip
+        await _kubectl_apply(server, yaml.safe_dump(canary))
+        self.pods.deployments.append(CANARY)
+        pod = await self.pods.ready(CANARY)
+        incident.onset = self.t()
+        incident.onset_at = format_time(datetime.now(UTC) - timedelta(seconds=1))
+        self.traffic.phase = "canary"
+        sent = self.traffic.counts["sent"]
+        self.mark("onset", f"canary iris:{BAD}", f"Deployment {CANARY}, revision {pod.revision}")
+        await self._follow(incident, st, sent, alert_type="CanaryRegression",
+                           reactions=frozenset({"shiftTraffic"}))  # fmt: skip
+
+        def drained() -> bool:
+            dep = api.read(DEPLOYMENTS, NS, CANARY) or {}
+            return int((dep.get("spec") or {}).get("replicas", 1)) == 0
+
+        await self._eventually("the canary's traffic back to stable", drained, 60)
+        served = sum(self.traffic.by_pods.get(CANARY, {}).values())
+        incident.canary_requests = served
+        self.say(
+            f"   traffic is back on stable: the canary served {served} requests in all "
+            f"({self.t() - incident.onset:.1f}s)"
+        )
+        self.traffic.phase = "canary stopped"
+        await self._verified(incident, st, "shiftTraffic")
+        await self._eventually("the alerts to resolve", lambda: not st().get("alerts"), 120)
+        incident.resolved = self.t()
+        self.mark("info", "alerts resolved", "the canary serves nothing")
+        await self._eventually("phase Observing", lambda: st().get("phase") == "Observing", 30)
+        self.say(f"   resolved; phase {st().get('phase')} ({self.t():.0f}s)\n")
+
+    async def _act4(self, api: Any, server: str, st: Callable[[], dict[str, Any]]) -> None:
+
         assert self.traffic is not None
         incident = Incident("bad model rollout iris:2.0")
         self.result.incidents.append(incident)
         self.say(
-            f"[bold red]3. Bad rollout[/]: a new model version, iris:{BAD}, is rolled out "
+            f"[bold red]4. Bad rollout[/]: someone rolls iris:{BAD} out to all of iris anyway "
             "(kubectl set image)"
         )
         # What `kubectl set image deployment/iris model=...` changes; as a merge patch the
@@ -806,6 +1003,7 @@ class Demo:
 
         await self._eventually("the rollback", rolled_back, 60)
         self.traffic.phase = "rolled back"
+        await self._verified(incident, st, "rollback")
         await self._eventually("the alerts to resolve", lambda: not st().get("alerts"), 120)
         incident.resolved = self.t()
         self.mark("info", "alerts resolved", "the good version serves again")
@@ -909,6 +1107,34 @@ class Demo:
             self.say(f"   [bold]reacted[/]: {line}")
             self.mark("reaction", f"{r.get('action')} {r.get('result')}", str(r.get("target")))
 
+    async def _verified(
+        self, incident: Incident, st: Callable[[], dict[str, Any]], action: str
+    ) -> None:
+        """Wait for the verdict on the incident's `action` (react/verify.py) and say it."""
+
+        def verdict() -> dict[str, Any] | None:
+            for r in st().get("reactions") or []:
+                v = r.get("verification") or {}
+                if (
+                    r.get("action") == action
+                    and str(r.get("at", "")) >= incident.onset_at
+                    and v.get("verdict") not in (None, "Pending")
+                ):
+                    return dict(v)
+            return None
+
+        v = await self._eventually(f"the verification of the {action}", verdict, 150)
+        incident.verification = str(v.get("verdict"))
+        incident.actions.append(f"{action} verified {incident.verification}")
+        before, after = v.get("before"), v.get("after")
+        figures = (
+            f": {v.get('signal')} {float(before):.3g} before, {float(after):.3g} after"
+            if isinstance(before, int | float) and isinstance(after, int | float)
+            else f": {v.get('message', '')}"
+        )
+        self.say(f"   [bold]verified[/]: {action} {incident.verification}{figures}")
+        self.mark("reaction", f"{action} verified {incident.verification}", str(v.get("signal")))
+
     # ------------------------------------------------------------------ the end
 
     async def _kubectl(self) -> None:
@@ -936,6 +1162,8 @@ class Demo:
         for i in self.result.incidents:
             detected = "-" if i.detected is None else (
                 f"{i.detected - i.onset:.1f}s / {i.requests_to_detect} req")  # fmt: skip
+            if i.canary_requests is not None:
+                detected += f" (the canary served {i.canary_requests} in all)"
             alerts = ", ".join(i.alerts) + (f" ({', '.join(i.features)})" if i.features else "")
             table.add_row(i.name, detected, alerts, i.top_suspect or "-", "\n".join(i.actions))
         self.console.print(table)
@@ -1035,39 +1263,44 @@ def _metrics(admin_url: str) -> str:
         return str(resp.read().decode())
 
 
-def _settled_counts(admin_url: str, detector_url: str) -> dict[str, Any]:
-    """The sidecar's and detector's counters once the last batches have landed."""
+def _settled_counts(admin_urls: list[str], detector_url: str) -> dict[str, Any]:
+    """The sidecars' and detector's counters once the last batches have landed."""
 
     out: dict[str, Any] = {}
     for _ in range(50):
         values: dict[str, float] = {}
-        text = _metrics(admin_url)
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                if s.name == "mlwarden_sidecar_records_dropped_total":
-                    values["dropped"] = values.get("dropped", 0) + s.value
-                elif s.name == "mlwarden_sidecar_records_captured_total":
-                    values["captured"] = s.value
-                elif s.name == "mlwarden_sidecar_records_shipped_total":
-                    values["shipped"] = s.value
+        texts = [_metrics(url) for url in admin_urls]
+        for text in texts:
+            for family in text_string_to_metric_families(text):
+                for s in family.samples:
+                    name = {
+                        "mlwarden_sidecar_records_dropped_total": "dropped",
+                        "mlwarden_sidecar_records_captured_total": "captured",
+                        "mlwarden_sidecar_records_shipped_total": "shipped",
+                    }.get(s.name)
+                    if name is not None:
+                        values[name] = values.get(name, 0) + s.value
         ingested = _get_json(f"{detector_url}/v1/status").get("recordsIngested", 0)
-        out = {**values, "ingested": ingested, "overhead": _overhead(text)}
+        out = {**values, "ingested": ingested, "overhead": _overhead(texts)}
         if values.get("captured") == values.get("shipped") == ingested:
             break
         time.sleep(0.1)
     return out
 
 
-def _overhead(text: str) -> str:
-    """p50 and p99 of the sidecar's overhead histogram, interpolated like histogram_quantile."""
+def _overhead(texts: list[str]) -> str:
+    """p50 and p99 of the sidecars' overhead histograms summed, interpolated like
+    histogram_quantile."""
 
-    buckets: list[tuple[float, float]] = []
-    for family in text_string_to_metric_families(text):
-        if family.name == "mlwarden_sidecar_overhead_seconds":
-            for s in family.samples:
-                if s.name.endswith("_bucket"):
-                    buckets.append((float(s.labels["le"]), s.value))
-    buckets.sort()
+    summed: dict[float, float] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            if family.name == "mlwarden_sidecar_overhead_seconds":
+                for s in family.samples:
+                    if s.name.endswith("_bucket"):
+                        le = float(s.labels["le"])
+                        summed[le] = summed.get(le, 0) + s.value
+    buckets = sorted(summed.items())
     total = buckets[-1][1] if buckets else 0
 
     def quantile(q: float) -> float:

@@ -271,6 +271,11 @@ class Window:
         """Records (requests) per revision in the window."""
         return sum((c.revisions for c in [*self.sealed, self.open]), Counter())
 
+    def latest_revisions(self) -> Counter[str]:
+        """Records (requests) per revision in the newest chunks: the open one and the last
+        sealed one (the open one alone may have just begun)."""
+        return sum((c.revisions for c in [*self.sealed[-1:], self.open]), Counter())
+
     def roll(self, now: float, *, tick: bool = False) -> bool:
         """Seal the open chunk when full (or old) and drop chunks that left the window.
 
@@ -779,8 +784,14 @@ class Detector:
     # ---------------------------------------------------------------- revisions
 
     def dominant_revision(self) -> str | None:
-        """The revision with the largest share of the all-traffic window (else the latest)."""
-        counts = self._window_revisions()
+        """The revision an all-traffic alert concerns: the one with the largest share of the
+        window's newest records (else the latest seen). Not of the whole window: right after
+        a rollout the window still holds mostly the old revision's records while the new one
+        serves everything and is the one that changed the figures (a canary beside a larger
+        stable revision leaves stable the largest; the candidate is judged by its own
+        CanaryRegression)."""
+        window = self.window if self.window is not None else self.slo_window
+        counts = window.latest_revisions() or self._window_revisions()
         if counts:
             return max(sorted(counts), key=lambda r: counts[r])
         return self.model_revision

@@ -13,6 +13,9 @@ Nodes are objects of the model's namespace, keyed by (kind, name):
     mount       a ConfigMap or Secret a workload node mounts (volume, projected volume, envFrom
                 or env valueFrom), found in its pod template
     model-target  the target Deployment of another ObservedModel that is a component
+    canary      a Deployment a reaction names as the canary or stable backend (router
+                `replicas`, or `pause` on a canary): it serves the model too, so it produces
+                the prediction and counts as the model's side like the target
 
 Edges point upstream (`depends_on`): a component's `dependsOn`, the annotation's, a workload to
 what it mounts, an ObservedModel component to its target Deployment, and the target to every
@@ -56,7 +59,7 @@ WORKLOAD_KINDS: Final = ("Deployment", "StatefulSet", "DaemonSet", "CronJob", "J
 CONFIG_KINDS: Final = ("ConfigMap", "Secret")
 _COMPONENT_KINDS: Final = (*WORKLOAD_KINDS, *CONFIG_KINDS, "ObservedModel")
 
-Origin = Literal["target", "pipeline", "annotation", "mount", "model-target"]
+Origin = Literal["target", "pipeline", "annotation", "mount", "model-target", "canary"]
 
 
 @dataclass(frozen=True)
@@ -115,9 +118,12 @@ class ResourceGraph:
         return paths
 
     def is_model_side(self, key: ObjectKey) -> bool:
-        """The target itself, or a ConfigMap/Secret the target mounts: the model's own config."""
+        """The target itself, a Deployment serving the model beside it (a canary), or a
+        ConfigMap/Secret the target mounts: the model's own config."""
         node = self.nodes.get(key)
-        return key == self.target or (node is not None and self.target in node.mounted_by)
+        return key == self.target or (
+            node is not None and (node.origin == "canary" or self.target in node.mounted_by)
+        )
 
 
 # --------------------------------------------------------------------------- pod templates
@@ -283,6 +289,14 @@ def build_graph(snapshot: Snapshot) -> ResourceGraph:
 
     target: ObjectKey = ("Deployment", spec.target.deployment)
     b.add(target, "target", (prediction,) if prediction else ())
+
+    # The model's other Deployments: the canary (or stable) backends reactions name, when
+    # they are Deployments of this namespace (a route's backends are Services: not these).
+    for reaction in spec.reactions:
+        for name in (reaction.canary, reaction.stable):
+            key = ("Deployment", name or "")
+            if name and key != target and snapshot.get(*key) is not None:
+                b.add(key, "canary", (prediction,) if prediction else ())
 
     by_name: dict[str, ObjectKey] = {}
     for component in spec.pipeline:

@@ -57,7 +57,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal, get_args
 
 from mlwarden.diagnose.graph import ResourceGraph, build_graph
-from mlwarden.diagnose.snapshot import ObjectKey, Snapshot
+from mlwarden.diagnose.snapshot import ObjectKey, Snapshot, dig
 from mlwarden.diagnose.timeline import Change, build_timeline, relative_time
 from mlwarden.timestamps import format_time, parse_time
 
@@ -160,6 +160,8 @@ def alert_class(alert: Mapping[str, Any], *, input_alerts: bool) -> AlertClass:
         return "missing" if alert.get("test") == "missing_rate" else "values"
     if kind == "PredictionDrift":
         return "prediction+input" if input_alerts else "prediction"
+    if kind == "CanaryRegression":
+        return "prediction"  # a candidate answering worse than the baseline
     model_level: dict[str, AlertClass] = {
         "PerformanceDrop": "performance",
         "Latency": "latency",
@@ -300,6 +302,13 @@ def _alerts(snapshot: Snapshot, graph: ResourceGraph) -> list[_Alert]:
         if kind == "PredictionDrift":
             subject = str(feature or graph.prediction or "the prediction")
             starts = [graph.target, *graph.producers(subject)]
+        elif kind == "CanaryRegression":
+            # The candidate revision is the suspect's own: start from the Deployment whose
+            # ReplicaSet carries it (its pod-template-hash), else from the model's side.
+            revision = str(raw.get("modelRevision") or "")
+            subject = f"candidate revision {revision}" if revision else "the canary"
+            owner = _revision_owner(snapshot, revision)
+            starts = [owner] if owner is not None and owner in graph.nodes else [graph.target]
         elif kind not in _INPUT_ALERTS:  # Latency, Errors, PerformanceDrop (and unknown types)
             subject, starts = "the model", [graph.target]
         elif isinstance(feature, str) and feature:
@@ -319,12 +328,27 @@ def _alerts(snapshot: Snapshot, graph: ResourceGraph) -> list[_Alert]:
     return out
 
 
+def _revision_owner(snapshot: Snapshot, revision: str) -> ObjectKey | None:
+    """The Deployment whose ReplicaSet carries `revision` as its pod-template-hash."""
+    if not revision:
+        return None
+    for rs in snapshot.of_kind("ReplicaSet"):
+        if (dig(rs, "metadata", "labels") or {}).get("pod-template-hash") != revision:
+            continue
+        for ref in dig(rs, "metadata", "ownerReferences") or ():
+            if isinstance(ref, Mapping) and ref.get("kind") == "Deployment":
+                return ("Deployment", str(ref.get("name")))
+    return None
+
+
 def _lineage_text(graph: ResourceGraph, key: ObjectKey, alert: _Alert) -> str:
     what = f"({describe_alert(alert.raw)})"
     path = alert.paths.get(key)
     if path is None:
         return f"no known lineage to {alert.subject} {what}"
     if len(path) == 1:
+        if alert.raw.get("type") == "CanaryRegression":
+            return f"serves {alert.subject} {what}"
         if alert.subject == "the model":
             return f"is the model's Deployment {what}"
         return f"produces {alert.subject} {what}"

@@ -205,7 +205,8 @@ def _latest_signal(
     signals: Sequence[Any] | None, key: str, *, after: datetime, revision: str | None
 ) -> Mapping[str, Any] | None:
     """The newest evaluation of `key` later than `after`, on the serving revision when the
-    evaluation names one (an all-traffic check names the revision with the largest share)."""
+    evaluation names one (an all-traffic check names the revision with the largest share of
+    the newest records)."""
     best: tuple[datetime, Mapping[str, Any]] | None = None
     for s in signals or ():
         if not isinstance(s, Mapping) or signal_key(s) != key:
