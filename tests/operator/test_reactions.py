@@ -408,7 +408,10 @@ async def test_a_two_deployment_shift_under_canary_status_writes_lands_each_patc
     # The canary's controller writes status throughout: its patch (the second) meets 409s
     # after the stable's landed, so the action is not re-planned but that patch re-applied.
     api.racing_patches(DEPLOYMENTS, NS, "fraud-canary")
-    async with api.writing_status(DEPLOYMENTS, NS, "fraud-canary", every=0.05):
+    # Every 0.2 s: racing_patches guarantees the 409 on the first attempt; a writer every
+    # 0.05 s on a loaded machine (4 test workers on 2 cores) also outran the operator's
+    # re-read and patch on each of its retries, which no controller does to a Deployment.
+    async with api.writing_status(DEPLOYMENTS, NS, "fraud-canary", every=0.2):
         await patch_status(env.server, {"alerts": [alert("Latency")]})
         await eventually(lambda: results(api, "shiftTraffic") not in ([], ["Running"]),
                          what="the shift settled")  # fmt: skip
