@@ -262,6 +262,8 @@ class CaptureProcessor:
         self.spec = spec
         self.max_body_bytes = max_body_bytes
         self.ids = RequestIds()
+        self._by_class: dict[str, Any] = {}
+        self._by_protocol: dict[str, Any] = {}
         rules = spec.capture.redact if spec is not None else ()
         self.redactor = Redactor.from_rules(rules, redaction_key)
         if redaction_key is None and any(r.action == "hash" for r in rules):
@@ -271,9 +273,24 @@ class CaptureProcessor:
                 ", ".join(sorted(r.field for r in rules if r.action == "hash")),
             )
 
+    def _requests(self, status: int) -> Any:
+        """The request counter's child for `status` (looked up once per status class: a
+        `labels()` call costs more than the increment)."""
+        cls = _status_class(status)
+        child = self._by_class.get(cls)
+        if child is None:
+            child = self._by_class[cls] = self.metrics.requests.labels(cls)
+        return child
+
+    def _captured(self, protocol: str) -> Any:
+        child = self._by_protocol.get(protocol)
+        if child is None:
+            child = self._by_protocol[protocol] = self.metrics.exchanges_captured.labels(protocol)
+        return child
+
     def process(self, exchange: Exchange) -> None:
         m = self.metrics
-        m.requests.labels(_status_class(exchange.status)).inc()
+        self._requests(exchange.status).inc()
         m.request_duration.observe(exchange.total_seconds)
         m.upstream_duration.observe(exchange.upstream_seconds)
         overhead = exchange.overhead_seconds
@@ -296,7 +313,7 @@ class CaptureProcessor:
         if described.dropped is not None:
             m.exchanges_dropped.labels(described.dropped).inc()
         else:
-            m.exchanges_captured.labels(described.protocol or "unknown").inc()
+            self._captured(described.protocol or "unknown").inc()
             m.records_captured.inc(len(described.records))
         if self.sink is not None:
             self.sink.add(described.request, described.records)

@@ -87,10 +87,45 @@ POOL_IDLE_SECONDS = 2.0
 POOL_MAX_IDLE = 256
 LINGER_SECONDS = 2.0
 
+# What each field of a request head is to the forwarding path (by its lowercased name;
+# a name absent here is passed on as it is, with nothing else to note).
+_Q_DROP, _Q_LENGTH, _Q_CHUNKED, _Q_CONNECTION, _Q_HOST, _Q_EXPECT, _Q_ID, _Q_ENCODING = range(8)
+_REQUEST_FIELDS = {name: _Q_DROP for name in HOP_BY_HOP} | {
+    b"content-length": _Q_LENGTH,
+    b"transfer-encoding": _Q_CHUNKED,
+    b"connection": _Q_CONNECTION,
+    b"host": _Q_HOST,
+    b"expect": _Q_EXPECT,
+    b"x-request-id": _Q_ID,
+    b"content-encoding": _Q_ENCODING,
+}
+# The same for an answer's head.
+_A_DROP, _A_LENGTH, _A_CHUNKED, _A_CONNECTION, _A_TYPE, _A_ENCODING = range(6)
+_ANSWER_FIELDS = {name: _A_DROP for name in HOP_BY_HOP} | {
+    b"content-length": _A_LENGTH,
+    b"transfer-encoding": _A_CHUNKED,
+    b"connection": _A_CONNECTION,
+    b"content-type": _A_TYPE,
+    b"content-encoding": _A_ENCODING,
+}
+
 _CRLF = b"\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _now = time.perf_counter
+
+
+def names_only_hop_by_hop(connection: bytes | None) -> bool:
+    """Whether the Connection header names no field beyond the hop-by-hop ones (the usual
+    `keep-alive`): then the lines kept as the head was parsed are the answer. (`close`
+    could name a field called Close: that rare case takes `filter_headers`.)"""
+    if not connection:
+        return True
+    for token in connection.split(b","):
+        t = token.strip().lower()
+        if t and t not in HOP_BY_HOP:
+            return False
+    return True
 
 
 def filter_headers(
@@ -296,11 +331,21 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = 0
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self._answer_head()
         self.head_done = False
         self.trailers: list[tuple[bytes, bytes]] | None = None
         self.done = False
         self.keep_alive = False
         self.replace_parser = False
+
+    def _answer_head(self) -> None:
+        """What the head's fields say, noted as they are parsed (see on_header)."""
+        self.lines: list[bytes] = []  # the header lines to pass on
+        self.length: int | None = None
+        self.chunked = False
+        self.event_stream = False
+        self.encoding: str | None = None
+        self.connection: bytes | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -365,13 +410,31 @@ class UpstreamConnection(asyncio.Protocol):
         if self.head_done:
             if self.trailers is not None:
                 self.trailers.append((name, value))
-        else:
-            self.headers.append((name, value))
+            return
+        self.headers.append((name, value))
+        kind = _ANSWER_FIELDS.get(name.lower())
+        if kind is None:
+            self.lines.append(b"%s: %s\r\n" % (name, value))
+        elif kind == _A_LENGTH:
+            with contextlib.suppress(ValueError):
+                self.length = int(value)
+            self.lines.append(b"%s: %s\r\n" % (name, value))
+        elif kind == _A_CHUNKED:
+            self.chunked = True
+        elif kind == _A_CONNECTION:
+            self.connection = value if self.connection is None else self.connection + b"," + value
+        elif kind == _A_TYPE:
+            self.event_stream = value.lower().startswith(b"text/event-stream")
+            self.lines.append(b"%s: %s\r\n" % (name, value))
+        elif kind == _A_ENCODING:
+            self.encoding = value.decode("latin-1")
+            self.lines.append(b"%s: %s\r\n" % (name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status < 200 and status != 101:  # interim: not passed on
             self.headers = []
+            self._answer_head()
             self.reason = b""
             return
         self.status = status
@@ -399,6 +462,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = 0
         self.reason = b""
         self.headers = []
+        self._answer_head()
         self.head_done = False
         self.trailers = None
         self.done = False
@@ -445,6 +509,7 @@ class _Request:
         "content_length",
         "dispatched",
         "encoding",
+        "expect",
         "expect_continue",
         "failed",
         "first_read",
@@ -452,6 +517,7 @@ class _Request:
         "headers",
         "hosts",
         "keep_alive",
+        "lines",
         "method",
         "request_id",
         "resp_body",
@@ -484,11 +550,14 @@ class _Request:
         self.target = b""
         self.method = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        # The header lines to pass on, kept as the head is parsed (see build_head).
+        self.lines: list[bytes] = []
         self.trailers: list[tuple[bytes, bytes]] = []
         self.connection: bytes | None = None
         self.content_length: int | None = None
         self.chunked_in = False
         self.hosts = 0
+        self.expect: bytes | None = None
         self.expect_continue = False
         self.request_id: str | None = None
         self.encoding: str | None = None
@@ -597,9 +666,14 @@ class _Request:
         target = self.target
         if target != b"*":
             target = fwd.target.prefix + target
-        lines = filter_headers(
-            self.headers, self.connection, drop=_EXPECT if self.expect_continue else frozenset()
-        )
+        expect_kept = self.expect is not None and not self.expect_continue
+        if expect_kept or not names_only_hop_by_hop(self.connection):
+            # Rare: a field the Connection header names, or an Expect passed on.
+            lines = filter_headers(
+                self.headers, self.connection, drop=_EXPECT if self.expect_continue else frozenset()
+            )
+        else:
+            lines = self.lines
         if not self.hosts:
             lines.insert(0, b"Host: %s\r\n" % fwd.target.host_header)
         if self.chunked_in:
@@ -673,31 +747,20 @@ class _Request:
         up = self.upstream
         assert up is not None
         cap = self.client.fwd.limits.cap
-        length: int | None = None
-        chunked = False
-        connection: bytes | None = None
-        for name, value in up.headers:
-            k = name.lower()
-            if k == b"content-length":
-                with contextlib.suppress(ValueError):
-                    length = int(value)
-            elif k == b"transfer-encoding":
-                chunked = True
-            elif k == b"content-type":
-                self.resp_event_stream = value.lower().startswith(b"text/event-stream")
-            elif k == b"content-encoding":
-                self.resp_encoding = value.decode("latin-1")
-            elif k == b"connection":
-                connection = value
+        chunked = up.chunked
+        length = None if chunked else up.length
+        self.resp_event_stream = up.event_stream
+        self.resp_encoding = up.encoding
         status = up.status
-        if chunked:
-            length = None
         self.resp_length = length
         client = self.client
         self.resp_close = (
             not self.keep_alive or client.fwd.closing or not self.complete or client.ends_after()
         )
-        lines = filter_headers(up.headers, connection)
+        if names_only_hop_by_hop(up.connection):
+            lines = up.lines
+        else:  # rare: the Connection header names more fields to drop
+            lines = filter_headers(up.headers, up.connection)
         bodyless = self.method == b"HEAD" or status in (204, 304)
         if bodyless:
             self.resp_mode = _R_EMPTY
@@ -1004,23 +1067,30 @@ class ClientConnection(asyncio.Protocol):
         if self.head_bytes > MAX_HEAD_BYTES:
             raise _Refusal(431, "request head larger than 64 KiB")
         request.headers.append((name, value))
-        k = name.lower()
-        if k == b"content-length":
+        kind = _REQUEST_FIELDS.get(name.lower())
+        if kind is None:
+            request.lines.append(b"%s: %s\r\n" % (name, value))
+        elif kind == _Q_LENGTH:
             request.content_length = int(value)
-        elif k == b"transfer-encoding":
+            request.lines.append(b"%s: %s\r\n" % (name, value))
+        elif kind == _Q_CHUNKED:
             request.chunked_in = True
-        elif k == b"connection":
+        elif kind == _Q_CONNECTION:
             request.connection = (
                 value if request.connection is None else request.connection + b"," + value
             )
-        elif k == b"host":
+        elif kind == _Q_HOST:
             request.hosts += 1
-        elif k == b"expect":
+            request.lines.append(b"%s: %s\r\n" % (name, value))
+        elif kind == _Q_EXPECT:
+            request.expect = value
             request.expect_continue = value.lower() == b"100-continue"
-        elif k == b"x-request-id":
+        elif kind == _Q_ID:
             request.request_id = value.decode("latin-1")
-        elif k == b"content-encoding":
+            request.lines.append(b"%s: %s\r\n" % (name, value))
+        elif kind == _Q_ENCODING:
             request.encoding = value.decode("latin-1")
+            request.lines.append(b"%s: %s\r\n" % (name, value))
 
     def on_headers_complete(self) -> None:
         request = self.parsing

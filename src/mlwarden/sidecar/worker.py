@@ -13,8 +13,9 @@ report is also the heartbeat the proxy judges a hung worker by.
 
 Here, and only here, exchanges are parsed, redacted and encoded (`CaptureProcessor`), and
 the shipper posts batches: none of it shares an event loop or the GIL with forwarding.
-The worker reads a frame only when it has processed the previous ones, so when it falls
-behind the socket fills and the proxy drops (and counts) what does not fit its queue.
+The worker reads (at most `READ_BYTES` at a time, plus the rest of a larger frame) only
+when it has processed what it read before, so when it falls behind the socket fills and
+the proxy drops (and counts) what does not fit its queue.
 
 It runs at nice +10: when the pod's CPU is contended the scheduler gives forwarding the
 larger share, and capture falls behind (counted drops) rather than the model's clients.
@@ -58,6 +59,8 @@ log = logging.getLogger("mlwarden.sidecar.worker")
 SLICE_SECONDS = 0.005
 # The worker's scheduling priority below the proxy's (a weight of about a tenth of it).
 NICE = 10
+# Read at most this much at a time (then processed before the next read).
+READ_BYTES = 256 << 10
 # Flush budget when the proxy process vanished without a drain frame.
 ORPHAN_FLUSH_SECONDS = 2.0
 
@@ -143,25 +146,47 @@ class Worker:
             self.writer.close()
 
     async def _consume(self) -> None:
+        """Frames until end-of-file, read in bulk (up to `READ_BYTES` at a time: the proxy
+        writes many exchanges at once) and processed before the next read."""
+        reader = self.reader
+        header = FRAME_HEADER
         deadline = time.perf_counter() + SLICE_SECONDS
+        buf = b""
         while True:
             try:
-                head = await self.reader.readexactly(FRAME_HEADER.size)
-                size, kind = FRAME_HEADER.unpack(head)
-                payload = await self.reader.readexactly(size - 1)
-            except (asyncio.IncompleteReadError, ConnectionError):
+                data = await reader.read(READ_BYTES)
+            except ConnectionError:
+                return
+            if not data:
                 return  # end of file: the proxy is done (or gone)
-            if kind == KIND_EXCHANGE:
-                try:
-                    self.processor.process(read_exchange(payload))
-                except Exception:  # a bug must not stop capture for good
-                    log.exception("capture worker failed on an exchange; continuing")
-                self.consumed += 1
+            buf = buf + data if buf else data
+            at, end_of_data = 0, len(buf)
+            while end_of_data - at >= header.size:
+                size, kind = header.unpack_from(buf, at)
+                end = at + header.size + size - 1
+                if end > end_of_data:
+                    try:  # the rest of a frame larger than what was read
+                        buf = buf[at:] + await reader.readexactly(end - end_of_data)
+                    except (asyncio.IncompleteReadError, ConnectionError):
+                        return
+                    at, end, end_of_data = 0, end - at, end - at
+                payload = buf[at + header.size : end]
+                at = end
+                self._handle(kind, payload)
                 if time.perf_counter() >= deadline:
                     await asyncio.sleep(0)  # let the shipper and the reports run
                     deadline = time.perf_counter() + SLICE_SECONDS
-            elif kind == KIND_DRAIN:
-                self.flush_seconds = max(0.0, orjson.loads(payload)["flushSeconds"])
+            buf = buf[at:]
+
+    def _handle(self, kind: int, payload: bytes) -> None:
+        if kind == KIND_EXCHANGE:
+            try:
+                self.processor.process(read_exchange(payload))
+            except Exception:  # a bug must not stop capture for good
+                log.exception("capture worker failed on an exchange; continuing")
+            self.consumed += 1
+        elif kind == KIND_DRAIN:
+            self.flush_seconds = max(0.0, orjson.loads(payload)["flushSeconds"])
 
 
 async def _main(fd: int) -> None:
