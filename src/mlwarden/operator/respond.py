@@ -49,36 +49,24 @@ restart between recording and applying would apply the stored one, without those
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import functools
-import ipaddress
 import logging
-import os
-import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from mlwarden.diagnose import Diagnosis, Snapshot, Suspect, diagnose
 from mlwarden.kube import Conflict, Kube, KubeError, path
 from mlwarden.operator.metrics import METRICS
+from mlwarden.operator.notify import EventPoster, post_webhooks
 from mlwarden.operator.status import Observation, phase, status_patch
 from mlwarden.patches import apply_merge_patch
 from mlwarden.react.actions import OPEN, ActionRecord, fingerprint, records_from_status
 from mlwarden.react.actuators.alert import summary as alert_summary
 from mlwarden.react.actuators.alert import webhook_payload
-from mlwarden.react.destinations import (
-    DestinationError,
-    WebhookAllowList,
-    check_destination,
-    webhook_host,
-)
 from mlwarden.react.guardrails import APPROVE_ANNOTATION
 from mlwarden.react.policy import alerts_for, plan_reactions, replan, webhooks_for
 from mlwarden.spec import (
@@ -97,14 +85,8 @@ log = logging.getLogger(__name__)
 MAX_RECORDS: Final = MAX_STATUS_REACTIONS
 # Re-plans of one action per pass after 409 Conflicts on its patch (see apply_patches).
 MAX_REPLANS: Final = 5
-WEBHOOK_TIMEOUT_SECONDS: Final = 5.0
-# Characters of a webhook's answer (or error) copied into a record's message and an Event.
-WEBHOOK_TEXT_LIMIT: Final = 200
 # Results a record keeps in status.reactions (with its patch) until a later pass moves it on.
 OPEN_RESULTS: Final = OPEN
-
-EventPoster = Callable[[str, str, str], None]
-"""(type Normal|Warning, reason, message): an Event on the ObservedModel."""
 
 
 @dataclass(frozen=True)
@@ -177,14 +159,6 @@ def approve_command(model: ObservedModel, record: ActionRecord) -> str:
     return f"kubectl annotate om {model.name} {APPROVE_ANNOTATION}={record.id} --overwrite"
 
 
-def _host(url: str) -> str:
-    """Where a webhook goes, without its path (webhook URLs usually carry a secret)."""
-    try:
-        return urlsplit(url).netloc or "?"
-    except ValueError:
-        return "?"
-
-
 # --------------------------------------------------------------------------- status
 
 
@@ -247,124 +221,6 @@ def _comparable(diagnosis: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------- acting
-
-
-@functools.cache
-def webhook_allow_list() -> WebhookAllowList | str:
-    """The allow-list from MLWARDEN_WEBHOOK_ALLOW, or why it could not be read."""
-    try:
-        return WebhookAllowList.parse(os.environ.get("MLWARDEN_WEBHOOK_ALLOW"))
-    except DestinationError as exc:
-        log.error("%s: every reaction webhook is refused until it is fixed", exc)
-        return str(exc)
-
-
-async def resolve_host(host: str, port: int) -> list[str]:
-    """The addresses `host` resolves to (the system resolver); empty when it does not."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )
-    except (OSError, UnicodeError):
-        return []
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-class _Pinned(AbstractResolver):
-    """Resolves the checked host to the addresses it was checked at, and nothing else."""
-
-    def __init__(self, addresses: Sequence[str]) -> None:
-        self.addresses = list(addresses)
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            {
-                "hostname": host,
-                "host": address,
-                "port": port,
-                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-            for address in self.addresses
-        ]
-
-    async def close(self) -> None:
-        return None
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _line(text: str, limit: int = WEBHOOK_TEXT_LIMIT) -> str:
-    """One line of at most `limit` characters (it is copied into status and Events)."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-async def post_webhooks(
-    urls: Sequence[str],
-    payload: dict[str, Any],
-    *,
-    event: EventPoster | None = None,
-    resolve: Callable[[str, int], Awaitable[list[str]]] = resolve_host,
-) -> list[str]:
-    """POST `payload` to each URL the allow-list lets through; what failed, one line each.
-
-    A refused URL is never requested (a Warning Event `WebhookRefused` says why); an allowed
-    one is posted to the very addresses it was checked at. Never raises.
-    """
-    failures: list[str] = []
-    allow = webhook_allow_list()
-    timeout = aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_SECONDS)
-    for url in urls:
-        where = _host(url)
-        host = webhook_host(url)
-        try:
-            parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        except ValueError:
-            host = None
-        if isinstance(allow, str):
-            refused: str | None = f"the webhook allow-list is invalid ({allow})"
-            addresses: list[str] = []
-        else:
-            # What the URL alone decides first: no DNS query for a name refused anyway.
-            refused = check_destination(url, None, allow)
-            addresses = [host] if host and _is_address(host) else []
-            if refused is None and host and not addresses:
-                addresses = await resolve(host, port)
-                refused = check_destination(url, addresses, allow)
-        if refused is not None:
-            failures.append(f"webhook {where}: refused, not sent: {_line(refused)}")
-            if event is not None:
-                event("Warning", "WebhookRefused", f"webhook {where} not sent: {refused}")
-            continue
-        connector = aiohttp.TCPConnector(resolver=_Pinned(addresses), use_dns_cache=False)
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout, connector=connector) as http,
-                http.post(url, json=payload, allow_redirects=False) as resp,
-            ):
-                if resp.status >= 300:
-                    body = (await resp.content.read(4 * WEBHOOK_TEXT_LIMIT)).decode(
-                        "utf-8", "replace"
-                    )
-                    failures.append(_line(f"webhook {where}: HTTP {resp.status} {body}"))
-        except TimeoutError:
-            failures.append(f"webhook {where}: no answer in {WEBHOOK_TIMEOUT_SECONDS:g}s")
-        except Exception as exc:  # a webhook must never fail the handler
-            failures.append(_line(f"webhook {where}: {type(exc).__name__}: {exc}"))
-    for failure in failures:
-        log.warning("%s", failure)
-    return failures
 
 
 def _spec_and_metadata(obj: Mapping[str, Any]) -> tuple[Any, ...]:
