@@ -618,6 +618,14 @@ def _incident() -> Schema:
             ),
             "notified": _string("When its notification went out.", fmt=when),
             "notifiedResolved": _string("When its resolved message went out.", fmt=when),
+            "threads": {
+                "type": "object",
+                "description": (
+                    "Webhook (a digest of its URL) → the thread its first message started "
+                    "(Slack's ts), which the resolved message replies in."
+                ),
+                "additionalProperties": _string("A thread id."),
+            },
         },
         required=["id"],
     )

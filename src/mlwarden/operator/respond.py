@@ -60,6 +60,7 @@ import aiohttp
 
 from mlwarden.diagnose import Diagnosis, Snapshot, Suspect, diagnose
 from mlwarden.kube import Conflict, Kube, KubeError, path
+from mlwarden.operator.incidents import IncidentStep
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.notify import EventPoster, post_webhooks
 from mlwarden.operator.status import Observation, phase, status_patch
@@ -386,10 +387,12 @@ async def respond(
     obs: Observation,
     now: datetime,
     event: EventPoster,
+    others: Sequence[Mapping[str, Any]] = (),
 ) -> Outcome:
     """One pass: diagnose, plan, record, act (see the module docstring).
 
-    `lists`: kind → the objects of that kind in the model's namespace (`cache.lists`).
+    `lists`: kind → the objects of that kind in the model's namespace (`cache.lists`);
+    `others`: what the other ObservedModels of the namespace have (`incidents.peers`).
     """
     status = _Status(api, model, raw.get("status") or {})
     alerts = [a for a in status.current.get("alerts") or () if isinstance(a, Mapping)]
@@ -412,6 +415,8 @@ async def respond(
     ]
     ready = phase(obs)[0] not in ("Failed", "Pending")
     top_dict = top.to_dict() if top is not None else None
+    step = IncidentStep(api=api, model=model, status=status, event=event, now=now, others=others)
+    await step.track(alerts, top_dict)
     records = plan_reactions(
         model=model,
         alerts=alerts,
@@ -422,9 +427,13 @@ async def respond(
         detector_ready=ready,
         warming_up=obs.reference_id is None,
         now=now,
+        incident_of=step.incident_of,
     )
     touched: set[str] = set()
     for record in records:
+        if record.result == "Running" and step.incident(record) and not step.due(record):
+            continue  # an incident's notification waits for what arrives with it
+
         if record.result == "Running" and touched & set(record.patch):
             log.info("%s waits for the next pass: %s changed in this one", record.id, touched)
             continue
@@ -444,12 +453,16 @@ async def respond(
             _report(model, record, event)
             if record.action != "alert" and record.result in ("Planned", "Succeeded", "Failed"):
                 await _tell_webhooks(model, record, alerts, top_dict, event)
+            if record.result != "Skipped":
+                step.took(record, alerts_for(model=model, record=record, alerts=alerts))
             continue
         # Recorded (and the phase says Reacting) before anything is changed.
         running = replace(obs, reacting=True, last_action=describe(record), top_suspect=label)
         fields = status_patch(running, status.current, now=format_time(now))
         await status.write({**fields, "reactions": entries, "lastAction": running.last_action})
-        if record.action == "alert":
+        if record.action == "alert" and step.incident(record) is not None:
+            settled = await step.notify(record)
+        elif record.action == "alert":
             settled = await notify(
                 model=model, record=record, alerts=alerts, top=top_dict, event=event
             )
@@ -463,8 +476,10 @@ async def respond(
         await status.write({"reactions": entries, "lastAction": describe(settled)})
         _count(settled)
         _report(model, settled, event)
+        step.took(settled, alerts_for(model=model, record=settled, alerts=alerts))
         log.info("%s: %s", settled.id, describe(settled))
 
+    await step.finish()
     latest = _latest(entries)
     if latest is not None and status.current.get("lastAction") != describe(latest):
         await status.write({"lastAction": describe(latest)})

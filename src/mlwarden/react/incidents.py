@@ -155,6 +155,7 @@ class Incident:
     fleet: str | None = None  # the fleet incident it is part of
     notified: str | None = None  # when its notification went out (or why none did)
     notified_resolved: str | None = None
+    threads: Mapping[str, str] = field(default_factory=dict)  # webhook digest -> Slack ts
 
     @property
     def state(self) -> str:
@@ -220,7 +221,9 @@ class Incident:
             out["notified"] = self.notified
         if self.notified_resolved is not None:
             out["notifiedResolved"] = self.notified_resolved
-        return out
+        if self.threads:
+            out["threads"] = dict(self.threads)
+        return {k: v for k, v in out.items() if v is not None}
 
     @classmethod
     def from_status(cls, entry: Mapping[str, Any]) -> Incident:
@@ -247,6 +250,11 @@ class Incident:
             fleet=_text(entry.get("fleet")),
             notified=_text(entry.get("notified")),
             notified_resolved=_text(entry.get("notifiedResolved")),
+            threads=(
+                {str(k): str(v) for k, v in entry["threads"].items()}
+                if isinstance(entry.get("threads"), Mapping)
+                else {}
+            ),
         )
 
 
