@@ -19,7 +19,8 @@ One message per incident (react/incidents.py), not one per alert, and one when i
   identify an alert, so they are the incident's fixed facts: `alertname` (`MLWardenIncident`),
   `namespace`, `observedmodel`, `incident`, `severity`, `suspect` (`none` when unknown; a
   change of severity or suspect is a new alert, and the shell resolves the old one).
-  Annotations carry the rest: `summary`, `diagnosis` (the suspect's evidence), `actions`
+  `startsAt` is when the operator opened the incident (`onset`, the first failing
+  evaluation, is an annotation). Annotations carry the rest: `summary`, `diagnosis` (the suspect's evidence), `actions`
   (each action with its result and verification), `command`, `fleet`. While firing, `endsAt`
   lies `ttl` ahead of the send, and the shell re-sends well before it (Alertmanager then
   resolves an alert whose sender went away, as it does Prometheus'); once resolved,
@@ -261,6 +262,7 @@ def alertmanager_alert(
     )
     annotations = {
         "summary": f"{namespace}/{name}: {incident.summary()}",
+        "onset": incident.onset,
         "description": "\n".join(_alert_lines(incident)),
         "diagnosis": diagnosis,
         "actions": "\n".join(_action_line(a) for a in actions) or "none",
@@ -268,7 +270,10 @@ def alertmanager_alert(
     }
     if incident.fleet:
         annotations["fleet"] = incident.fleet
-    started = parse_time(incident.onset) or now
+    # When the operator saw it open, not the onset (the first failing evaluation, minutes
+    # earlier): Alertmanager flushes a new group at once for an alert that started more than
+    # group_wait ago, which would send each model of a fleet on its own.
+    started = parse_time(incident.opened) or now
     if incident.firing:
         ends = now + timedelta(seconds=ttl_seconds)
     else:
