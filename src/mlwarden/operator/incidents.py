@@ -116,15 +116,31 @@ def configure(settings: OperatorSettings, *, pass_seconds: float, retention: flo
 # --------------------------------------------------------------------------- what others have
 
 
+def _peer(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What fleets need of an ObservedModel: its name, uid and incidents with a suspect."""
+    status = body.get("status") or {}
+    meta = body.get("metadata") or {}
+    kept = [i for i in status.get("incidents") or () if isinstance(i, Mapping) and i.get("suspect")]
+    return {
+        "index": INDEX,
+        "name": str(meta.get("name")),
+        "uid": meta.get("uid"),
+        "incidents": kept,
+    }
+
+
 @kopf.index(GROUP, VERSION, PLURAL, id=INDEX)
 def mlwarden_incident_peers(
     namespace: str | None, name: str | None, body: kopf.Body, **_: Any
 ) -> dict[str, dict[str, Any]]:
-    """Every ObservedModel's incidents that have a suspect, by namespace (for fleets)."""
-    status = body.get("status") or {}
-    kept = [i for i in status.get("incidents") or () if isinstance(i, Mapping) and i.get("suspect")]
-    uid = (body.get("metadata") or {}).get("uid")
-    return {str(namespace or ""): {"name": str(name), "uid": uid, "incidents": kept}}
+    """Every ObservedModel's incidents that have a suspect, by namespace (for fleets).
+
+    Fed by the watch, so it lags the other passes' writes by up to a few seconds under load
+    (kopf handles an object's events after its running handler): good enough to assign an
+    incident to its fleet on every pass; a notification reads the namespace's
+    ObservedModels from the API instead (`IncidentStep.refresh`).
+    """
+    return {str(namespace or ""): _peer(body)}
 
 
 @kopf.index(GROUP, VERSION, INCIDENT_PLURAL, id=FLEET_INDEX)
@@ -179,6 +195,7 @@ class IncidentStep:
     tracked: Tracked | None = None
     fleets: list[Fleet] = field(default_factory=list)
     top: Mapping[str, Any] | None = None
+    placed_before: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def incidents(self) -> tuple[Incident, ...]:
@@ -203,19 +220,14 @@ class IncidentStep:
             reactions=self.model.spec.reactions,
             now=self.now,
         )
-        before = {
+        self.placed_before = {
             i.id: i.fleet for i in incidents_from_status(self.status.current.get("incidents"))
         }
         self.fleets = self._fleets(tracked.incidents)
-        placed = tuple(
-            replace(i, fleet=f.name)
-            if (f := fleet_of(self.fleets, model=self.model.name, incident=i.id))
-            else i
-            for i in tracked.incidents
-        )
-        self.tracked = replace(tracked, incidents=placed)
+        self.tracked = tracked
+        self._place()
         await self._write()
-        self._tell(before)
+        self._tell()
         for fleet in self.fleets:
             if any(m.model == self.model.name for m in fleet.members):
                 await self._record_fleet(fleet)
@@ -252,7 +264,26 @@ class IncidentStep:
         if current.get("incidents") != incidents or current.get("openIncidents") != firing:
             await self.status.write({"incidents": incidents, "openIncidents": firing})
 
-    def _tell(self, fleets_before: Mapping[str, str | None]) -> None:
+    def _place(self) -> None:
+        """Each own incident in its fleet; a `FleetIncident` Event when it joins one."""
+        assert self.tracked is not None
+        placed = []
+        for incident in self.tracked.incidents:
+            fleet = fleet_of(self.fleets, model=self.model.name, incident=incident.id)
+            if fleet is not None:
+                incident = replace(incident, fleet=fleet.name)
+                if self.placed_before.get(incident.id) != fleet.name and len(fleet.models) > 1:
+                    self.placed_before[incident.id] = fleet.name
+                    self.event(
+                        "Warning",
+                        "FleetIncident",
+                        f"incident {incident.id} is part of fleet incident {fleet.name}: "
+                        f"{fleet.summary()} (kubectl get incident {fleet.name})",
+                    )
+            placed.append(incident)
+        self.tracked = replace(self.tracked, incidents=tuple(placed))
+
+    def _tell(self) -> None:
         tracked = self.tracked
         assert tracked is not None
         for incident_id in tracked.opened:
@@ -285,16 +316,6 @@ class IncidentStep:
                     f"incident {incident.id} resolved: every alert of it has "
                     f"({len(incident.alerts)}; onset {incident.onset})",
                 )
-        for incident in tracked.incidents:
-            if incident.fleet and fleets_before.get(incident.id) != incident.fleet:
-                fleet = next((f for f in self.fleets if f.name == incident.fleet), None)
-                if fleet is not None:
-                    self.event(
-                        "Warning",
-                        "FleetIncident",
-                        f"incident {incident.id} is part of fleet incident {fleet.name}: "
-                        f"{fleet.summary()} (kubectl get incident {fleet.name})",
-                    )
 
     # ----------------------------------------------------------------- the Incident object
 
@@ -373,6 +394,21 @@ class IncidentStep:
             except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("deleting fleet incident %s: %s", entry.get("name"), exc)
 
+    async def refresh(self) -> None:
+        """Fleets from the namespace's ObservedModels as the API has them now (one list):
+        before a notification, so that the fleet it names is the one people see."""
+        try:
+            found = await self.api.list(KIND, self.model.namespace)
+        except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("listing ObservedModels for fleets: %s (the watch's view is used)", exc)
+            return
+        self.others = [
+            *(_peer(body) for body in found),
+            *(e for e in self.others if e.get("index") != INDEX),
+        ]
+        self.fleets = self._fleets(self.incidents)
+        self._place()
+
     # ----------------------------------------------------------------- 2. notify
 
     def incident_of(self, alert: Mapping[str, Any]) -> str | None:
@@ -414,6 +450,8 @@ class IncidentStep:
 
     async def notify(self, record: ActionRecord) -> ActionRecord:
         """An `alert` record of one incident: the Event, then one message per webhook."""
+        if self.incident(record) is not None and any(i.suspect for i in self.incidents):
+            await self.refresh()
         incident = self.incident(record)
         if incident is None:
             return record.settle("Skipped", f"incident {record.from_state} is no longer open")
@@ -594,4 +632,16 @@ class IncidentStep:
             log.warning("%s/%s: %s", self.model.namespace, self.model.name, failure)
 
 
-__all__ = ["CONFIG", "IncidentStep", "configure", "peers"]
+def pending(status: Mapping[str, Any] | None) -> bool:
+    """Whether a resolved incident still owes a message: its fleet's resolved message waits for
+    the fleet's last model, and the timer checks again until it has gone (by any model)."""
+    return any(
+        isinstance(i, Mapping)
+        and i.get("state") == "Resolved"
+        and i.get("notified")
+        and not i.get("notifiedResolved")
+        for i in (status or {}).get("incidents") or ()
+    )
+
+
+__all__ = ["CONFIG", "IncidentStep", "configure", "peers", "pending"]

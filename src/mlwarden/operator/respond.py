@@ -60,6 +60,7 @@ import aiohttp
 
 from mlwarden.diagnose import Diagnosis, Snapshot, Suspect, diagnose
 from mlwarden.kube import Conflict, Kube, KubeError, path
+from mlwarden.operator import incidents
 from mlwarden.operator.incidents import IncidentStep
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.notify import EventPoster, post_webhooks
@@ -128,10 +129,10 @@ def diagnosis_stale(status: Mapping[str, Any] | None) -> bool:
 
 
 def has_work(status: Mapping[str, Any] | None) -> bool:
-    """Whether a timer pass has anything to do: an active alert, an open reaction, or a
-    diagnosis that is not the one for the alerts shown."""
+    """Whether a timer pass has anything to do: an active alert, an open reaction, a
+    diagnosis that is not the one for the alerts shown, or a resolved message still owed."""
     status = status or {}
-    if status.get("alerts") or diagnosis_stale(status):
+    if status.get("alerts") or diagnosis_stale(status) or incidents.pending(status):
         return True
     return any(
         isinstance(e, Mapping) and e.get("result") in OPEN_RESULTS

@@ -20,8 +20,9 @@ One message per incident (react/incidents.py), not one per alert, and one when i
   `namespace`, `observedmodel`, `incident`, `severity`, `suspect` (`none` when unknown; a
   change of severity or suspect is a new alert, and the shell resolves the old one).
   `startsAt` is when the operator opened the incident (`onset`, the first failing
-  evaluation, is an annotation). Annotations carry the rest: `summary`, `diagnosis` (the suspect's evidence), `actions`
-  (each action with its result and verification), `command`, `fleet`. While firing, `endsAt`
+  evaluation, is an annotation). Annotations carry the rest: `summary`, `diagnosis` (the
+  suspect's evidence), `actions` (each action with its result and verification), `command`,
+  `fleet`. While firing, `endsAt`
   lies `ttl` ahead of the send, and the shell re-sends well before it (Alertmanager then
   resolves an alert whose sender went away, as it does Prometheus'); once resolved,
   `endsAt` is when it resolved.
