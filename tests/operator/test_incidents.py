@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -289,3 +290,37 @@ async def test_incidents_are_pushed_to_alertmanager_and_resolved(
     await eventually(lambda: len(receiver.received) == 2, what="the resolution", timeout=15)
     assert receiver.received[1]["status"] == "resolved"
     assert receiver.received[1]["alerts"][0]["labels"]["incident"] == incident["id"]
+
+
+# --------------------------------------------------------------------------- Secret URLs
+
+
+async def test_a_webhook_url_from_a_secret(
+    observing: Callable[..., Any], receiver: Receiver
+) -> None:
+    secret = {
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "team-hooks", "namespace": NS, "uid": str(uuid.uuid4()),
+                     "resourceVersion": "1"},
+        "data": {"url": base64.b64encode(receiver.url.encode()).decode()},
+    }  # fmt: skip
+    env = await observing(
+        secret,
+        reactions=[
+            {"alert": "Errors", "action": "alert", "webhookSecret": {"name": "team-hooks"}},
+            {"alert": "Errors", "action": "alert", "webhookSecret": {"name": "gone"}},
+        ],
+        operator_env={"MLWARDEN_WEBHOOK_ALLOW": "127.0.0.1"},
+    )  # fmt: skip
+    api = env.api
+    await patch_status(env.server, {"alerts": [alert("Errors")]})
+    await eventually(lambda: len(receiver.received) == 1, what="the message via the Secret's URL")
+    assert receiver.received[0]["incident"]["severity"] == "critical"
+    record = await eventually(
+        lambda: next((r for r in status(api).get("reactions") or ()
+                      if r["action"] == "alert" and r["result"] == "Failed"), None),
+        what="the record",
+    )  # fmt: skip
+    assert "1 webhook(s) notified" in record["message"]
+    assert "webhook Secret gone/url: Secret test/gone not found" in record["message"]
+    assert receiver.url not in str(status(api))  # the URL is a secret: never in status
