@@ -83,6 +83,10 @@ log = logging.getLogger(__name__)
 INDEX: Final = "mlwarden_incident_peers"
 FLEET_INDEX: Final = "mlwarden_fleet_records"
 RETENTION_SECONDS: Final = 86400.0
+# What the operator writes in an Incident object besides its metadata.
+_FLEET_FIELDS: Final = (
+    "suspect", "state", "severity", "onset", "resolved", "summary", "modelCount", "members",
+)  # fmt: skip
 
 
 @dataclass
@@ -148,13 +152,9 @@ def mlwarden_fleet_records(
     namespace: str | None, name: str | None, body: kopf.Body, **_: Any
 ) -> dict[str, dict[str, Any]]:
     """Every Incident object, by namespace: its name, state and when it resolved."""
-    return {
-        str(namespace or ""): {
-            "name": str(name),
-            "state": body.get("state"),
-            "resolved": body.get("resolved"),
-        }
-    }
+    kept = {key: body.get(key) for key in _FLEET_FIELDS}
+    owners = (body.get("metadata") or {}).get("ownerReferences")
+    return {str(namespace or ""): {"name": str(name), "owners": owners, **kept}}
 
 
 def peers(indexes: Mapping[str, Any], namespace: str) -> list[Mapping[str, Any]]:
@@ -229,9 +229,27 @@ class IncidentStep:
         await self._write()
         self._tell()
         for fleet in self.fleets:
-            if any(m.model == self.model.name for m in fleet.members):
+            if any(m.model == self.model.name for m in fleet.members) and self._stale(fleet):
                 await self._record_fleet(fleet)
         await self._expire_fleets()
+
+    def _stale(self, fleet: Fleet) -> bool:
+        """Whether the watch's view of the fleet's Incident object differs from what it should
+        say (so a steady fleet costs no request; a stale view costs one GET)."""
+        seen = next(
+            (
+                e
+                for e in self.others
+                if e.get("index") == FLEET_INDEX and e.get("name") == fleet.name
+            ),
+            None,
+        )
+        if seen is None:
+            return True
+        wanted = self._fleet_body(fleet)
+        if seen.get("owners") != wanted["metadata"]["ownerReferences"]:
+            return True
+        return any(seen.get(k) != wanted.get(k) for k in _FLEET_FIELDS)
 
     def _fleets(self, own: Sequence[Incident]) -> list[Fleet]:
         members = [

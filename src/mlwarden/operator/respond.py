@@ -32,10 +32,15 @@ at a time per ObservedModel, on the object as the API has it now:
    A Running record that patches an object an earlier record of the same pass changed is
    left for the next pass, which plans it against the object as it is then.
    Each final result is counted in `mlwarden_operator_reactions_total{action, result}`.
-   Webhooks (`reactions[].webhook`) get the alert, and the outcome of workload actions;
-   a webhook that fails (5 s timeout) fails an `alert` record and is noted in a workload one.
-   A URL the allow-list refuses (react/destinations.py, MLWARDEN_WEBHOOK_ALLOW) is never
-   requested: a `WebhookRefused` Event, and the record says why. Answers are copied capped.
+   Webhooks (`reactions[].webhook`) get the outcome of workload actions; a webhook that
+   fails is noted in the record. Delivery (operator/notify.py): the allow-list
+   (react/destinations.py, MLWARDEN_WEBHOOK_ALLOW; a refused URL is never requested, a
+   `WebhookRefused` Event says why), retries within a bound, answers copied as short excerpts.
+4. Incidents (operator/incidents.py, `IncidentStep`): after the diagnosis the alerts are
+   grouped into `status.incidents` (and fleets); `alert` records are one per incident, wait
+   for MLWARDEN_NOTIFY_WAIT_SECONDS, and their Event and webhook messages are the incident's
+   (`IncidentStep.notify`); each record is listed on its incident; at the end of the pass,
+   resolved messages and the push to Alertmanager.
 
 Nothing here raises because an action failed: the record says Failed and why. An API error
 while writing status ends the pass; the next pass starts again from what is

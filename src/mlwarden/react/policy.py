@@ -23,7 +23,8 @@ One pass, in order:
    plans one action. Workload actions (rollback, scale, shiftTraffic, pause) of different
    reactions on the same target are one action (the first reaction in spec order sets its
    parameters). `alert` plans one action per matched alert (`from` is the alert, e.g.
-   `FeatureDrift/amount`), whatever number of reactions ask for it.
+   `FeatureDrift/amount`), whatever number of reactions ask for it; given `incident_of`
+   (the operator's incidents, react/incidents.py), one per incident (`from` is its id).
 3. The action's id is computed from the incident (the earliest matched alert: type, feature,
    onset) and the transition. An id recorded as Planned, Running, Succeeded or Failed is not
    planned again (a Planned one proceeds once approved); then the guardrails (see
