@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from mlwarden import backoff
+from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.notify import excerpt
 from mlwarden.react.incidents import Incident
 from mlwarden.react.notifications import alertmanager_alert, resolved_alert
@@ -132,6 +133,7 @@ class Alertmanager:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             for url in self.urls:
                 problem = await _post(http, url.rstrip("/") + PATH, list(alerts))
+                METRICS.notifications.labels("alertmanager", "failed" if problem else "sent").inc()
                 if problem is None:
                     if url in self.failing:
                         log.info("Alertmanager %s: sending again", _where(url))

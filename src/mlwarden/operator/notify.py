@@ -47,6 +47,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from mlwarden import backoff
 from mlwarden.kube import Kube, KubeError, path
+from mlwarden.operator.metrics import METRICS
 from mlwarden.react.destinations import (
     DestinationError,
     WebhookAllowList,
@@ -324,6 +325,9 @@ async def deliver(
                 break
             await asyncio.sleep(pause)
     for delivery in out:
+        denied = "refused, not sent" in delivery.detail
+        outcome = "sent" if delivery.ok else "refused" if denied else "failed"
+        METRICS.notifications.labels("webhook", outcome).inc()
         if not delivery.ok:
             log.warning("%s", delivery.detail)
     return out
