@@ -221,7 +221,8 @@ async def test_five_models_sharing_a_suspect_are_one_fleet_incident_and_one_mess
     assert len(messages(api, "FleetIncident")) == 5  # one per model, on its own object
     # All resolve: the fleet resolves, and its resolved message goes out once.
     await asyncio.gather(*(patch_model_status(server, m, {"alerts": []}) for m in models))
-    await eventually(lambda: fleets()[0].get("state") == "Resolved", what="fleet resolved")
+    await eventually(lambda: fleets()[0].get("state") == "Resolved", what="fleet resolved",
+                     timeout=40)  # fmt: skip
     await eventually(lambda: len(receiver.received) == 2, what="the fleet's resolved message")
     assert receiver.received[1]["status"] == "resolved"
     await asyncio.sleep(1.5)

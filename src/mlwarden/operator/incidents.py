@@ -83,6 +83,7 @@ log = logging.getLogger(__name__)
 INDEX: Final = "mlwarden_incident_peers"
 FLEET_INDEX: Final = "mlwarden_fleet_records"
 RETENTION_SECONDS: Final = 86400.0
+LOOK_AGAIN_SECONDS: Final = 60.0
 # What the operator writes in an Incident object besides its metadata.
 _FLEET_FIELDS: Final = (
     "suspect", "state", "severity", "onset", "resolved", "summary", "modelCount", "members",
@@ -607,6 +608,14 @@ class IncidentStep:
             self.tracked,
             incidents=refresh_actions(self.incidents, self.status.current.get("reactions")),
         )
+        ending = [
+            i for i in self.incidents if not i.firing and i.notified and not i.notified_resolved
+        ]
+        if any(self._look_again(i) for i in ending):
+            await self.refresh()
+            for own in self.fleets:
+                if any(m.model == self.model.name for m in own.members) and self._stale(own):
+                    await self._record_fleet(own)
         for incident in self.incidents:
             if incident.firing or not incident.notified or incident.notified_resolved:
                 continue
@@ -632,6 +641,19 @@ class IncidentStep:
             await self._mark(incident.id, notified_resolved=format_time(self.now))
         await self._write()
         await self._push()
+
+    def _look_again(self, incident: Incident) -> bool:
+        """Whether to list the namespace's models for a resolved incident's fleet: within a
+        minute of its resolution (models resolving together each see the others firing in
+        the watch's view, which lags), and later when the watch's view shows the fleet
+        resolved. A fleet that keeps firing costs no list per pass."""
+        if not incident.fleet:
+            return False
+        ended = parse_time(incident.resolved)
+        if ended is None or self.now - ended < timedelta(seconds=LOOK_AGAIN_SECONDS):
+            return True
+        fleet = next((f for f in self.fleets if f.name == incident.fleet), None)
+        return fleet is None or not fleet.firing
 
     async def _push(self) -> None:
         manager = CONFIG.alertmanager
