@@ -252,3 +252,34 @@ def test_a_fleet_resolves_when_every_member_has() -> None:
     assert fleet.state == "Firing" and fleet.resolved is None
     (done,) = group_fleets(namespace="ml", members=[members[0], member("b", onset=1, resolved=7)])
     assert done.state == "Resolved" and done.resolved == format_time(at(7))
+
+
+# --------------------------------------------------------------------------- the planner's hook
+
+
+def test_alert_reactions_plan_one_record_per_incident(build: Any) -> None:
+    from mlwarden.react.policy import plan_reactions
+
+    model = build.model({"alert": "FeatureDrift", "action": "alert", "webhook": "https://h/x"},
+                        {"alert": "Latency", "action": "alert"})  # fmt: skip
+    alerts = [build.alert("FeatureDrift", "amount"), build.alert("FeatureDrift", "age"),
+              build.alert("Latency", None)]  # fmt: skip
+    tracked = track(previous=[], alerts=alerts[:2], top=JOB, model_uid="u", now=build.NOW)
+    later = track(previous=[i.to_status() for i in tracked.incidents], alerts=alerts, top="x/y",
+                  model_uid="u", now=build.NOW)  # fmt: skip
+    drift, latency = later.incidents
+
+    def plan(incident_of: Any) -> list[Any]:
+        return plan_reactions(model=model, alerts=alerts, diagnosis_top=None, snapshot={},
+                              history=[], annotations={}, detector_ready=True, warming_up=False,
+                              now=build.NOW, incident_of=incident_of)  # fmt: skip
+
+    def incident_of(alert: dict[str, Any]) -> str | None:
+        found = later.of(alert)
+        return found.id if found is not None else None
+
+    grouped = plan(incident_of)
+    assert sorted(r.from_state for r in grouped) == sorted([drift.id, latency.id])
+    assert all(r.result == "Running" for r in grouped)
+    assert len(plan(None)) == 3  # without incidents: one per alert, as before
+    assert [r.id for r in plan(incident_of)] == [r.id for r in grouped]  # stable ids
