@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import capture_cpu
 import detector_throughput
 import drift_suite
 import operator_scale
@@ -41,12 +42,17 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: list[ModuleType] = [
     sidecar_latency,
     sidecar_mlserver,
+    capture_cpu,
     detector_throughput,
     operator_scale,
     drift_suite,
     stream_delay,
 ]
-NEEDS_TOOLS = {"sidecar_latency", "sidecar_mlserver"}  # the ones that need nginx, hey and wrk
+NEEDS_TOOLS = {
+    "sidecar_latency",
+    "sidecar_mlserver",
+    "capture_cpu",
+}  # the ones that need nginx, hey and wrk
 TOOLS = {"nginx": "/usr/sbin/nginx", "hey": "/usr/bin/hey", "wrk": "/usr/bin/wrk"}
 INSTALL_HINT = "benchmarks need nginx, hey and wrk: apt-get install nginx-light hey wrk"
 

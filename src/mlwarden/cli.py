@@ -632,6 +632,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        # The slim sidecar image (Dockerfile target `sidecar`) holds `mlwarden sidecar` only.
+        print(
+            f"mlwarden {args.command}: needs the Python package {exc.name!r}, which is not "
+            "installed here (the slim sidecar image runs `mlwarden sidecar` only; use the "
+            "full mlwarden image)",
+            file=sys.stderr,
+        )
+        return 2
     except ValueError as exc:
         print(f"mlwarden {args.command}: {exc}", file=sys.stderr)
         return 2

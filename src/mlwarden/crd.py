@@ -45,6 +45,7 @@ from typing import Any, Final
 import yaml
 
 from mlwarden import spec
+from mlwarden.react import verify
 from mlwarden.react.actions import RESULTS
 from mlwarden.spec import GROUP, KIND, PLURAL, VERSION
 
@@ -70,6 +71,7 @@ PHASES: Final = ("Pending", "WarmingUp", "Observing", "Degraded", "Reacting", "F
 INCIDENT_STATES: Final = ("Firing", "Resolved")
 CONDITION_STATUSES: Final = ("True", "False", "Unknown")
 REACTION_RESULTS: Final = RESULTS
+VERDICTS: Final = verify.VERDICTS
 PERFORMANCE_METRICS: Final = spec.PERFORMANCE_METRICS
 
 # Kubernetes evaluates `pattern` with Go's RE2 as a search, so the whole-text match
@@ -388,6 +390,51 @@ def _status() -> Schema:
         "x-kubernetes-int-or-string": True,
         "anyOf": [{"type": "integer"}, {"type": "string"}],
     }
+    verification = _object(
+        "Whether an executed action fixed what triggered it (Pending while it is judged).",
+        {
+            "signal": _string(
+                "The trigger's signal: type/feature/test (feature left out when none)."
+            ),
+            "before": _number("Its statistic when the action was taken.", nullable=True),
+            "after": _number("Its latest statistic evaluated after the action.", nullable=True),
+            "verdict": _string("What came of it.", enum=list(VERDICTS)),
+            "revision": _string("The revision serving after the action (pod-template-hash)."),
+            "revisionLabel": _string("That revision as people know it: revision 7 (fraud:1.4)."),
+            "since": _string("When the action ended; evaluations after it count.", fmt=when),
+            "deadline": _string("since + guardrails.verifyWithin.", fmt=when),
+            "records": _integer("Records that revision served since the action.", minimum=0),
+            "recordsAt": _integer(
+                "The detector's records counter of that revision when the action ended.",
+                minimum=0,
+            ),
+            "minRecords": _integer("guardrails.verifyMinRecords in force.", minimum=0),
+            "candidate": _string("CanaryRegression: the candidate the action turned away from."),
+            "candidateRecordsAt": _integer(
+                "The candidate's records counter when the action ended.", minimum=0
+            ),
+            "undo": _string("The action that undid it (guardrails.undoIfNotFixed)."),
+            "message": _string("Why this verdict, in words."),
+        },
+        required=["signal", "verdict"],
+    )
+    revision = _object(
+        "A model revision the detector sees, as people know it.",
+        {
+            "revision": _string("The pod-template-hash the sidecar stamps on its records."),
+            "deploymentRevision": _integer(
+                "The Deployment revision of its ReplicaSet (deployment.kubernetes.io/revision).",
+                minimum=0,
+            ),
+            "deployment": _string("The Deployment that owns its ReplicaSet."),
+            "image": _string("The model container's image, shortened (fraud:1.4)."),
+            "role": _string("baseline or candidate, as the detector judges it."),
+            "share": _number("Its share of the records in the detector's window."),
+            "records": _integer("Records the detector received from it.", minimum=0),
+            "verdict": _string("A candidate's canary verdict: Pending, Pass or Fail."),
+        },
+        required=["revision"],
+    )
     reaction = _object(
         "An action planned or taken, recorded before it is taken.",
         {
@@ -400,6 +447,8 @@ def _status() -> Schema:
             "result": _string("What came of it.", enum=REACTION_RESULTS),
             "reason": _string("Why it was taken, or skipped."),
             "dryRun": _boolean("A dry run (guardrails.dryRun): recorded, nothing applied."),
+            "verification": verification,
+            "undoes": _string("The id of the action this one undoes (guardrails.undoIfNotFixed)."),
             "message": _string("What happened, in words (an error, the approval command)."),
             # The JSON merge patches the action applies, keyed by "Kind/name": arbitrary
             # fragments of other kinds' objects (a pod template, route rules), so they cannot
@@ -413,6 +462,9 @@ def _status() -> Schema:
                 ),
                 "x-kubernetes-preserve-unknown-fields": True,
             },
+            "run": _string(
+                "What it started, once created: retrain's Job or Workflow, as Kind/name."
+            ),
             "held": {
                 "type": "object",
                 "description": (
@@ -520,6 +572,12 @@ def _status() -> Schema:
                 max_items=spec.MAX_STATUS_REACTIONS,
             ),
             "lastAction": _string("The last action, in words."),
+            "revisions": _array(
+                "The model revisions serving, largest share first, resolved to Deployment "
+                f"revision and image (at most {spec.MAX_STATUS_REVISIONS}).",
+                revision,
+                max_items=spec.MAX_STATUS_REVISIONS,
+            ),
             "injection": _object(
                 "The sidecar injection into the target.",
                 {

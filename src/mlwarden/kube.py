@@ -68,6 +68,9 @@ KINDS: Final[dict[str, tuple[str, str]]] = {
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
     "VirtualService": ("/apis/networking.istio.io/v1beta1", "virtualservices"),
+    # retrain: an Argo Workflow submitted from a WorkflowTemplate (read, never watched)
+    "Workflow": ("/apis/argoproj.io/v1alpha1", "workflows"),
+    "WorkflowTemplate": ("/apis/argoproj.io/v1alpha1", "workflowtemplates"),
 }
 
 SERVICE_ACCOUNT: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")

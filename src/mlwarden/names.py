@@ -31,6 +31,12 @@ RETRY_INJECTION_ANNOTATION: Final = "sidecar.mlwarden.io/retry"
 SERVICE_ANNOTATION: Final = "mlwarden.io/original-ports"  # on the target Service
 # Webhook mode: the label a Deployment opts in with; its value names the ObservedModel.
 INJECT_LABEL: Final = "mlwarden.io/inject"
+# The label the Deployment controller puts on each ReplicaSet and its pods (a hash of the pod
+# template): the model revision the sidecar stamps on every record, given to it in the
+# variable below through the Downward API.
+POD_TEMPLATE_HASH: Final = "pod-template-hash"
+REVISION_FIELD: Final = f"metadata.labels['{POD_TEMPLATE_HASH}']"
+ENV_MODEL_REVISION: Final = "MLWARDEN_MODEL_REVISION"  # the sidecar's --model-revision
 MANIFEST_KEY: Final = "observedmodel.yaml"  # key of the detector ConfigMap
 MANIFEST_DIR: Final = "/etc/mlwarden"  # where the ConfigMap is mounted
 REFERENCE_DIR: Final = "/etc/mlwarden/reference"  # where a configMap reference is mounted

@@ -68,8 +68,9 @@ ALERT_TYPES: Final = (
     "Latency",
     "Errors",
     "PerformanceDrop",
+    "CanaryRegression",
 )
-ACTIONS: Final = ("alert", "rollback", "scale", "shiftTraffic", "pause")
+ACTIONS: Final = ("alert", "rollback", "scale", "shiftTraffic", "pause", "retrain")
 PIPELINE_KINDS: Final = (
     "Deployment",
     "StatefulSet",
@@ -102,11 +103,13 @@ SEVERITIES: Final = ("critical", "warning", "info")
 DEFAULT_SEVERITY: Final[Mapping[str, str]] = {
     "Errors": "critical",
     "PerformanceDrop": "critical",
+    "CanaryRegression": "critical",  # a candidate serving users worse than the baseline
     "Latency": "warning",
     "PredictionDrift": "warning",
     "DataQuality": "warning",
     "FeatureDrift": "warning",
 }
+MAX_STATUS_REVISIONS: Final = 8  # status.detector.revisions: the detector's live revisions
 
 # The operator names the detector objects NAME-detector, and a Service name is a
 # DNS-1035 label of at most 63 characters.
@@ -732,6 +735,98 @@ class SecretKeyRef:
     key: str = _f("key", "The key in the Secret's data.", default="url", max_length=MAX_TEXT)
 
 
+_RETRAIN_SOURCES: Final = ("cronJob", "configMap", "workflowTemplate")
+# action retrain, source configMap: the key holding the Job manifest when `key` is not given.
+RETRAIN_CONFIG_KEY: Final = "job.yaml"
+RETRAIN_TIMEOUT_SECONDS: Final = 86400.0  # retrain.timeout: 24h
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")  # a ConfigMap key
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """Where a retraining run comes from (action retrain): exactly one source.
+
+    The run is started in the ObservedModel's namespace with the incident passed in
+    (environment variables of a Job's containers, or a Workflow's arguments.parameters;
+    docs/operator.md, "Retraining").
+    """
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            " + ".join(f"(has(self.{k}) ? 1 : 0)" for k in _RETRAIN_SOURCES) + " == 1",
+            lambda s: sum(_has(s, k) for k in _RETRAIN_SOURCES) == 1,
+            "set exactly one of cronJob, configMap and workflowTemplate",
+            explain=lambda s: (
+                "set exactly one of cronJob, configMap and workflowTemplate (where the run "
+                "comes from), not "
+                + (" and ".join(k for k in _RETRAIN_SOURCES if _has(s, k)) or "none")
+            ),
+        ),
+        Rule(
+            "!has(self.key) || has(self.configMap)",
+            lambda s: not _has(s, "key") or _has(s, "configMap"),
+            "key applies only with configMap",
+            field="key",
+            explain=lambda s: "applies only with configMap (the key holding the Job manifest)",
+        ),
+    )
+
+    cron_job: str | None = _f(
+        "cronJob",
+        "Start a Job from this CronJob's jobTemplate, as `kubectl create job "
+        "--from=cronjob/NAME` does.",
+        default=None,
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a CronJob name",
+        max_length=MAX_NAME,
+    )
+    config_map: str | None = _f(
+        "configMap",
+        "Start a Job from the Job manifest (YAML or JSON) held in this ConfigMap, under key.",
+        default=None,
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a ConfigMap name",
+        max_length=MAX_NAME,
+    )
+    key: str | None = _f(
+        "key",
+        f"configMap: the key holding the Job manifest (default {RETRAIN_CONFIG_KEY}).",
+        default=None,
+        pattern=_CONFIG_KEY,
+        hint="must be a ConfigMap key (letters, digits, '-', '_' and '.')",
+        max_length=MAX_NAME,
+    )
+    workflow_template: str | None = _f(
+        "workflowTemplate",
+        "Submit an Argo Workflows Workflow that runs this WorkflowTemplate "
+        "(spec.workflowTemplateRef; Kubeflow Pipelines v2 runs on Argo).",
+        default=None,
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a WorkflowTemplate name",
+        max_length=MAX_NAME,
+    )
+    timeout_seconds: float = _f(
+        "timeout",
+        "How long a run may take: after that its record is Failed and the run is left as it "
+        "is (a Job suspended by a queue, a Workflow no Argo controller picks up).",
+        "duration",
+        default=RETRAIN_TIMEOUT_SECONDS,
+    )
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """(kind, name) of the object the run is made from."""
+        if self.cron_job is not None:
+            return "CronJob", self.cron_job
+        if self.config_map is not None:
+            return "ConfigMap", self.config_map
+        return "WorkflowTemplate", self.workflow_template or ""
+
+    @property
+    def config_key(self) -> str:
+        return self.key or RETRAIN_CONFIG_KEY
+
+
 @dataclass(frozen=True)
 class Reaction:
     """What to do when an alert of type `alert` fires.
@@ -753,9 +848,15 @@ class Reaction:
             explain=lambda s: f"must not exceed maxReplicas ({s['maxReplicas']})",
         ),
         Rule(
-            "!(self.action in ['shiftTraffic', 'pause']) || has(self.canary)",
-            lambda s: s.get("action") not in ("shiftTraffic", "pause") or _has(s, "canary"),
-            "canary is required when action is shiftTraffic or pause",
+            "!(self.action in ['shiftTraffic', 'pause']) || has(self.canary)"
+            " || (self.action == 'pause' && self.alert == 'CanaryRegression')",
+            lambda s: (
+                s.get("action") not in ("shiftTraffic", "pause")
+                or _has(s, "canary")
+                or (s.get("action") == "pause" and s.get("alert") == "CanaryRegression")
+            ),
+            "canary is required when action is shiftTraffic, or pause on another alert than "
+            "CanaryRegression (whose modelRevision names the candidate)",
             field="canary",
             explain=lambda s: f"required when action is {s['action']}: the canary backend",
         ),
@@ -793,6 +894,23 @@ class Reaction:
             explain=lambda s: (
                 f"required when action is shiftTraffic ({', '.join(TRAFFIC_ROUTERS)})"
             ),
+        ),
+        Rule(
+            "self.action != 'retrain' || has(self.retrain)",
+            lambda s: s.get("action") != "retrain" or _has(s, "retrain"),
+            "retrain is required when action is retrain",
+            field="retrain",
+            explain=lambda s: (
+                "required when action is retrain: where the run comes from (cronJob, "
+                "configMap or workflowTemplate)"
+            ),
+        ),
+        Rule(
+            "!has(self.retrain) || self.action == 'retrain'",
+            lambda s: not _has(s, "retrain") or s.get("action") == "retrain",
+            "retrain applies only with action retrain",
+            field="retrain",
+            explain=lambda s: f"applies only with action retrain, not {s.get('action')!r}",
         ),
         Rule(
             "!has(self.webhook) || !has(self.webhookSecret)",
@@ -849,7 +967,13 @@ class Reaction:
         default=None,
         max_length=MAX_NAME,
     )
-    canary: str | None = _f("canary", "The canary backend.", default=None, max_length=MAX_NAME)
+    canary: str | None = _f(
+        "canary",
+        "The canary backend (pause on CanaryRegression: default the Deployment of the "
+        "candidate the alert names).",
+        default=None,
+        max_length=MAX_NAME,
+    )
     step_percent: int = _f(  # traffic moved back to stable per step
         "stepPercent",
         "shiftTraffic: traffic moved back to stable per step, in percent.",
@@ -883,6 +1007,14 @@ class Reaction:
         default=None,
         enum=SEVERITIES,
     )
+    retrain: Retrain | None = _f(
+        "retrain",
+        "retrain: where the retraining run comes from (a CronJob, a Job manifest in a "
+        "ConfigMap, or an Argo WorkflowTemplate).",
+        "object",
+        default=None,
+        of=Retrain,
+    )
 
 
 @dataclass(frozen=True)
@@ -902,6 +1034,28 @@ class Guardrails:
     )
     require_approval: bool = _f(
         "requireApproval", "Wait for a person to approve each action.", "boolean", default=False
+    )
+    verify_within_seconds: float = _f(
+        "verifyWithin",
+        "How long after an action its trigger's signal must have recovered (Fixed) on the "
+        "traffic served since; judged at the latest then.",
+        "duration",
+        default=600.0,
+    )
+    verify_min_records: int = _f(
+        "verifyMinRecords",
+        "Records served after an action (by the revision serving now) that a verdict needs; "
+        "fewer by verifyWithin: Inconclusive.",
+        "integer",
+        default=200,
+        low=1,
+        high=10_000_000,
+    )
+    undo_if_not_fixed: bool = _f(
+        "undoIfNotFixed",
+        "Undo an action whose verification is NotFixed (and alert a person); false: only alert.",
+        "boolean",
+        default=False,
     )
 
 

@@ -110,8 +110,9 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     ("apps", "replicasets"): WATCHED,
     ("apps", "statefulsets"): WATCHED,
     ("apps", "daemonsets"): WATCHED,
-    ("batch", "jobs"): WATCHED,
-    ("batch", "cronjobs"): WATCHED,
+    # retrain also starts Jobs (from a CronJob or a ConfigMap's manifest) and reads them back
+    ("batch", "jobs"): WATCHED | {"get", "create"},
+    ("batch", "cronjobs"): WATCHED | {"get"},
     ("", "pods"): WATCHED,
     ("apps", "controllerrevisions"): WATCHED,
     # reactions: scale (an HPA's minReplicas), shiftTraffic (route weights); rollback and
@@ -119,6 +120,9 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     ("autoscaling", "horizontalpodautoscalers"): WATCHED | {"get", "patch"},
     ("gateway.networking.k8s.io", "httproutes"): WATCHED | {"get", "patch"},
     ("networking.istio.io", "virtualservices"): WATCHED | {"get", "patch"},
+    # retrain: an Argo Workflow from a WorkflowTemplate (neither watched)
+    ("argoproj.io", "workflows"): {"get", "create"},
+    ("argoproj.io", "workflowtemplates"): {"get"},
 }
 # In kube.py's KINDS but deliberately not granted (none now: Secrets are granted `create` only,
 # for the ingest token; diagnosis needs no Secret, not even metadata, and cannot read one).
@@ -553,6 +557,7 @@ def test_the_operator_reads_the_settings_the_values_give() -> None:
     assert env["MLWARDEN_METRICS_PORT"] == "8081"
     settings = OperatorSettings.from_env(env)
     assert settings.image == "registry.example/ml/mlwarden:1.2.4"
+    assert settings.sidecar_image == "registry.example/ml/mlwarden-sidecar:1.2.4"
     assert settings.image_pull_policy == "Always"
     assert settings.injection == "webhook"
     assert (settings.sidecar_port, settings.sidecar_admin_port, settings.detector_port) == (
@@ -614,11 +619,20 @@ def test_default_settings_match_the_operators_defaults() -> None:
     settings = OperatorSettings.from_env(env_of(operator_container(objects)))
     defaults = OperatorSettings()
     assert settings.image == "mlwarden/mlwarden:0.1.0" == defaults.image
+    # The slim sidecar image (the Dockerfile's `sidecar` target) by default.
+    assert settings.sidecar_image == "mlwarden/mlwarden-sidecar:0.1.0" == defaults.sidecar_image
     for field in ("image_pull_policy", "sidecar_port", "sidecar_admin_port", "detector_port"):
         assert getattr(settings, field) == getattr(defaults, field), field
     assert settings.sidecar_resources == defaults.sidecar_resources
     assert settings.detector_resources == defaults.detector_resources
     assert settings.injection == "patch"
+
+
+def test_the_sidecar_image_can_be_named() -> None:
+    objects, _ = render({"sidecar": {"image": "mirror.example/sidecar:9"}})
+    settings = OperatorSettings.from_env(env_of(operator_container(objects)))
+    assert settings.sidecar_image == "mirror.example/sidecar:9"
+    assert settings.image == "mlwarden/mlwarden:0.1.0"
 
 
 def test_an_image_digest_wins_over_the_tag() -> None:

@@ -54,6 +54,7 @@ def test_the_unit_tests_cover_the_required_alerts_firing_and_not_firing() -> Non
         "MLwardenDetectorDown",
         "MLwardenSidecarDroppingRecords",
         "MLwardenReactionFailed",
+        "MLwardenRetrainFailed",
     ):
         outcomes = {bool(c["exp_alerts"]) for c in cases if c["alertname"] == alert}
         assert outcomes == {True, False}, f"{alert}: needs a firing and a not-firing case"

@@ -26,6 +26,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = "mlwarden-e2e"
 IMAGE = "mlwarden/mlwarden:e2e"
+# The slim image the operator injects beside the model (Dockerfile target `sidecar`), by
+# default the component image's repository + `-sidecar`, same tag.
+SIDECAR_IMAGE = "mlwarden/mlwarden-sidecar:e2e"
 NS = "mlwarden-e2e"
 
 
@@ -75,9 +78,11 @@ def wait(what: str, check: Any, timeout: float = 300) -> Any:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     run("docker", "build", "-t", IMAGE, str(ROOT), timeout=1800)
+    run("docker", "build", "--target", "sidecar", "-t", SIDECAR_IMAGE, str(ROOT), timeout=1800)
     run("kind", "create", "cluster", "--name", CLUSTER, "--wait", "120s", timeout=600)
     try:
         run("kind", "load", "docker-image", IMAGE, "--name", CLUSTER)
+        run("kind", "load", "docker-image", SIDECAR_IMAGE, "--name", CLUSTER)
         yield f"kind-{CLUSTER}"
     finally:
         if not os.environ.get("MLWARDEN_E2E_KEEP"):

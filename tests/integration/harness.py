@@ -28,9 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import requests
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
+
+from mlwarden.detector.ingest import parse_batch
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -128,7 +131,11 @@ class Collector:
                 return web.Response(status=400, text="bad batch")
             if self.attempts <= self.throttle_first:
                 return web.Response(status=429, headers={"Retry-After": "0"})
-            self.batches.append(json.loads(body))
+            # As the detector reads a batch: one strict parse (orjson refuses bare NaN
+            # tokens), then each `nonFinite` entry put in place of its null (parse_batch).
+            payload = orjson.loads(body)
+            parse_batch(payload, now=0.0)
+            self.batches.append(payload)
             return web.json_response({"accepted": True})
 
         app = web.Application(client_max_size=64 << 20)

@@ -123,7 +123,8 @@ def test_small_awkward_bodies_pass_byte_for_byte_and_are_accounted_for(
     wait_until(lambda: len(collector.records()) == 1, what="the NaN record shipped")
     features = collector.records()[0]["features"]
     assert features["f3"] == 1.5
-    # Non-finite values reach the detector as JSON tokens, not as strings or nulls.
+    # Non-finite values reach the detector as such (null + a nonFinite entry, in a strict
+    # JSON batch: the collector parses it once, with orjson), not as strings or nulls.
     assert features["f0"] != features["f0"] and features["f1"] == float("inf")
     # Every exchange still reached the detector as a request entry (for the SLO checks).
     wait_until(lambda: len(collector.requests()) == len(SMALL_CASES))

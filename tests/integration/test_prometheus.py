@@ -220,6 +220,7 @@ def test_prometheus_scrapes_the_metrics_the_chart_relies_on(
         "rejected",
         "unauthorized",
         "retries_exhausted",
+        "worker_lost",
     }
     assert sum(value(s) for s in dropped) == 0
     (captured,) = prometheus.query("mlwarden_sidecar_exchanges_captured_total")

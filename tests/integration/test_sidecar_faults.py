@@ -108,6 +108,11 @@ def test_collector_throttling_is_retried_then_delivered(
     sidecar = start_sidecar(upstream.url, "--ship-attempts", "5", collector=collector.url)
     _hammer(sidecar, 10)
     wait_until(lambda: len(collector.records()) == 20, what="delivery once the collector recovers")
+    # The capture worker's counters reach /metrics with its next report (every 0.2 s).
+    wait_until(
+        lambda: sidecar.metric("mlwarden_sidecar_records_shipped_total") == 20,
+        what="the worker's report of the delivery",
+    )
     assert sidecar.metric("mlwarden_sidecar_ship_requests_total", outcome="retry") == 3
 
 

@@ -132,8 +132,12 @@ def test_records_shipped_match_requests_served(
     first = [r for r in collector.records() if r["id"] == "req-0"]
     assert [r["row"] for r in first] == list(range(sizes[0]))
 
+    # The capture worker's counters reach /metrics with its next report (every 0.2 s).
+    wait_until(
+        lambda: sidecar.metric("mlwarden_sidecar_records_shipped_total") == expected_rows,
+        what="the worker's report of the shipped records",
+    )
     assert sidecar.metric("mlwarden_sidecar_records_captured_total") == expected_rows
-    assert sidecar.metric("mlwarden_sidecar_records_shipped_total") == expected_rows
     assert sidecar.metric("mlwarden_sidecar_requests_total", code_class="2xx") == len(sizes)
     assert sidecar.metric("mlwarden_sidecar_upstream_duration_seconds_count") == len(sizes)
 

@@ -26,7 +26,9 @@ it), what the API server and its controllers would do:
 - mutating admission through a stored MutatingWebhookConfiguration, calling the
   webhook over HTTPS as the API server does (emulate_admission.py; test_webhook.py);
 - owner-reference garbage collection and namespace deletion (emulate_gc.py), and
-  controllers writing status concurrently, on demand (emulate_writers.py).
+  controllers writing status concurrently, on demand (emulate_writers.py);
+- Argo Workflows' CRDs, on demand, and the status the Job controller and Argo's controller
+  write, written by the retrain tests through the API (emulate_runs.py).
 
 The custom resources the reactions change (Gateway API HTTPRoute, Istio
 VirtualService) are declared like any other kind: the emulator serves whatever
@@ -88,7 +90,11 @@ RESOURCES: dict[str, str] = {
     "HTTPRoute": "gateway.networking.k8s.io/v1/httproutes",
     "VirtualService": "networking.istio.io/v1beta1/virtualservices",
     "Incident": "mlwarden.io/v1alpha1/incidents",
+    # Argo Workflows (retrain): served only once a test installs them (emulate_runs.py)
+    "Workflow": "argoproj.io/v1alpha1/workflows",
+    "WorkflowTemplate": "argoproj.io/v1alpha1/workflowtemplates",
 }
+ARGO = {"Workflow", "WorkflowTemplate"}
 HTTPROUTES = RESOURCES["HTTPRoute"]
 VIRTUALSERVICES = RESOURCES["VirtualService"]
 HPAS = RESOURCES["HorizontalPodAutoscaler"]
@@ -308,7 +314,7 @@ def declare(cluster: Cluster) -> None:
     with_status = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob",
                    "Pod", "HorizontalPodAutoscaler", "HTTPRoute"}  # fmt: skip
     for kind, res in RESOURCES.items():
-        if kind == "ObservedModel":
+        if kind == "ObservedModel" or kind in ARGO:
             continue
         cluster.resources[res] = ResourceInfo(
             kind=kind, singular=kind.lower(), namespaced=True,

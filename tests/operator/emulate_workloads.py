@@ -24,7 +24,12 @@ Imitated, as the Kubernetes API server and kube-controller-manager do it:
 
 The controllers run after every write to a Deployment, Service or Pod (and on
 `run_controllers()` after a test seeds objects directly). Their own writes go to the store
-directly, as the controllers' writes are not the operator's calls (OPERATOR_CALLS).
+directly, as the controllers' writes are not the operator's calls (OPERATOR_CALLS). The
+ReplicaSets they create or change after an API write reach watchers as the API server makes
+a controller's write known: a new resourceVersion and a watch event (ADDED or MODIFIED), so
+the operator's watch-fed caches see a new revision (and a rollback's raised revision number)
+as they would on a cluster. Pods and EndpointSlices are not announced (the tests that read
+them read the store).
 """
 
 from __future__ import annotations
@@ -122,6 +127,7 @@ class WorkloadsEmulation:
 
     workload_controllers: bool = False
     _pod_ips = itertools.count(10)
+    _versions: Any
     objects: Any
     resources: Any
 
@@ -151,8 +157,24 @@ class WorkloadsEmulation:
             and str(request.resource.plural) in _WORKLOAD_KINDS
             and request.action in (enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE)
         ):
+            before = self._replicasets_now()
             self.run_controllers()
+            await self._announce(before)
         return response
+
+    def _replicasets_now(self) -> dict[Any, Any]:
+        return {key: copy.deepcopy(rs.raw) for key, rs in self._live("replicasets")}
+
+    async def _announce(self, before: dict[Any, Any]) -> None:
+        """The ReplicaSets the controller created or changed, as watch events (see above)."""
+        for key, rs in self._live("replicasets"):
+            old = before.get(key)
+            if old is not None and old == rs.raw:
+                continue
+            rs.patch({"metadata": {"resourceVersion": str(next(self._versions))}})
+            event = {"type": "ADDED" if old is None else "MODIFIED",
+                     "object": copy.deepcopy(rs.raw)}  # fmt: skip
+            await self._buses[key[0]].put(event)  # type: ignore[attr-defined]
 
     # ---------------------------------------------------------------- reading the store
 

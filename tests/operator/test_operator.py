@@ -86,6 +86,11 @@ async def test_reconcile_creates_the_detector_and_injects_the_sidecar(
     env = {e["name"]: e.get("value") for e in sidecar["env"]}
     assert env["MLWARDEN_COLLECTOR"] == "http://fraud-detector.test.svc:8080"
     assert env["MLWARDEN_UPSTREAM"] == "http://127.0.0.1:8080"
+    # The revision each record carries: the pod's pod-template-hash, by the Downward API.
+    (revision,) = [e for e in sidecar["env"] if e["name"] == "MLWARDEN_MODEL_REVISION"]
+    assert revision["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.labels['pod-template-hash']"}
+    }
     assert {"name": "http", "containerPort": 18080}.items() <= sidecar["ports"][0].items()
     assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
     assert "finalizers" not in target["metadata"]  # never on users' objects

@@ -39,6 +39,7 @@ from cluster import (
 )
 
 NEXT_IMAGE = "mlwarden/mlwarden:next"
+NEXT_SIDECAR_IMAGE = "mlwarden/mlwarden-sidecar:next"
 
 
 def om_path(name: str) -> str:
@@ -103,7 +104,8 @@ async def test_a_restarted_operator_leaves_injected_models_alone_until_an_upgrad
     for name in ("fraud-model", "iris-model"):
         assert deployment_patches(before, name) == 0, op.log()[-3000:]
         assert obj(api, DEPLOYMENTS, name)["metadata"]["resourceVersion"] == versions[name]
-        assert sidecar(api, name)["image"] == "mlwarden/mlwarden:test"  # type: ignore[index]
+        # The slim sidecar image beside MLWARDEN_IMAGE (settings.sidecar_image_for).
+        assert sidecar(api, name)["image"] == "mlwarden/mlwarden-sidecar:test"  # type: ignore[index]
 
     # Asked for both: one upgrade rollout at a time.
     await annotate(server, "fraud", "sidecar.mlwarden.io/upgrade", "2026-12-01")
@@ -111,7 +113,7 @@ async def test_a_restarted_operator_leaves_injected_models_alone_until_an_upgrad
 
     def upgraded_now() -> list[str]:
         return [n for n in ("fraud-model", "iris-model")
-                if sidecar(api, n)["image"] == NEXT_IMAGE]  # type: ignore[index]  # fmt: skip
+                if sidecar(api, n)["image"] == NEXT_SIDECAR_IMAGE]  # type: ignore[index]  # fmt: skip
 
     first = (await eventually(upgraded_now, what="one sidecar upgraded"))[0]
     await asyncio.sleep(1.5)

@@ -121,6 +121,7 @@ def replicaset(deployment: dict[str, Any], revision: int, image: str) -> dict[st
     return {
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
         "metadata": meta(f"fraud-model-h{revision}", annotations={REVISION: str(revision)},
+                         labels={**template["metadata"]["labels"]},
                          ownerReferences=[owner]),
         "spec": {"replicas": 0, "selector": deployment["spec"]["selector"], "template": template},
     }  # fmt: skip

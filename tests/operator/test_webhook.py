@@ -187,6 +187,11 @@ async def test_a_labelled_deployment_is_injected_over_https_as_patch_mode_would(
     )
     containers = admitted["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["model", "mlwarden-sidecar"]
+    # The revision from the pod's pod-template-hash (Downward API), as in patch mode.
+    assert {
+        "name": "MLWARDEN_MODEL_REVISION",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['pod-template-hash']"}},
+    } in containers[1]["env"]
     validate({k: v for k, v in admitted.items() if k != "status"}, "1.30", strict=True)
     # Admitting the injected Deployment again (an UPDATE) changes nothing: no double sidecar.
     assert await webhook.admitted(admitted, "UPDATE") == admitted

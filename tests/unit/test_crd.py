@@ -596,6 +596,7 @@ BASE: dict[str, Any] = {
             },
             {"alert": "Errors", "action": "alert", "webhook": "https://hooks.example.com/ml"},
             {"alert": "PerformanceDrop", "action": "pause", "canary": "fraud-model-canary"},
+            {"alert": "FeatureDrift", "action": "retrain", "retrain": {"cronJob": "fraud-train"}},
         ],
         "guardrails": {
             "dryRun": False,
@@ -655,7 +656,7 @@ def _every_enum_value() -> list[Any]:
     out += [
         _case(f"spec.reactions[3].action={a}", {"spec.reactions[3].action": a})
         for a in ACTIONS
-        if a not in ("scale", "shiftTraffic", "pause")  # each has its own case in BASE
+        if a not in ("scale", "shiftTraffic", "pause", "retrain")  # each has one in BASE
     ]
     return out
 
@@ -729,6 +730,20 @@ GOOD = [
         {"spec.reactions[4].router": "httproute"},
     ),
     _case("webhook http", {"spec.reactions[3].webhook": "http://alerts.local/hook"}),
+    _case(
+        "retrain from a ConfigMap, default key",
+        {"spec.reactions[5].retrain": {"configMap": "fraud-train-job"}},
+    ),
+    _case(
+        "retrain from a ConfigMap key",
+        {"spec.reactions[5].retrain": {"configMap": "fraud-train-job", "key": "train.job.yaml"}},
+    ),
+    _case(
+        "retrain from a WorkflowTemplate",
+        {"spec.reactions[5].retrain": {"workflowTemplate": "fraud-pipeline"}},
+    ),
+    _case("retrain for one feature", {"spec.reactions[5].feature": "amount"}),
+    _case("retrain timeout", {"spec.reactions[5].retrain.timeout": "3h30m"}),
     _case("protocol json with features", {"spec.protocol": "json"}),
     _case(
         "protocol json with capture.json only",
@@ -952,6 +967,21 @@ BAD = [
     _case("webhook and webhookSecret", {"spec.reactions[3].webhookSecret": {"name": "hooks"}}),
     _case("severity not an enum", {"spec.reactions[3].severity": "page"}),
     _case("webhookFormat not an enum", {"spec.reactions[3].webhookFormat": "teams"}),
+    _case("retrain without its source", {"spec.reactions[5].retrain": DELETE}),
+    _case("retrain with an empty source", {"spec.reactions[5].retrain": {}}),
+    _case(
+        "retrain with two sources",
+        {"spec.reactions[5].retrain": {"cronJob": "a", "workflowTemplate": "b"}},
+    ),
+    _case("retrain key without configMap", {"spec.reactions[5].retrain.key": "job.yaml"}),
+    _case("retrain on a rollback", {"spec.reactions[0].retrain": {"cronJob": "fraud-train"}}),
+    _case("retrain cronJob not a name", {"spec.reactions[5].retrain.cronJob": "Fraud_Train"}),
+    _case(
+        "retrain key not a key",
+        {"spec.reactions[5].retrain": {"configMap": "c", "key": "job yaml"}},
+    ),
+    _case("retrain unknown field", {"spec.reactions[5].retrain.cronjob": "x"}),
+    _case("retrain timeout 0s", {"spec.reactions[5].retrain.timeout": "0s"}),
     _case("reactions not a list", {"spec.reactions": {"alert": "Latency", "action": "alert"}}),
     # guardrails
     _case("cooldown negative", {"spec.guardrails.cooldown": "-5m"}),
@@ -1098,6 +1128,11 @@ RULE_CASES = [
     variant({"spec.target": {"deployment": "a.b", "service": "a"}}),
     variant({"metadata.name": "a" * (MAX_NAME_LENGTH + 1)}),
     variant({"metadata.name": "a-"}),
+    variant({"spec.reactions[5].retrain": {"configMap": "c", "key": "k"}}),
+    variant(
+        {"spec.reactions[5].retrain": {"cronJob": "a", "configMap": "b", "workflowTemplate": "c"}}
+    ),
+    variant({"spec.reactions[5].action": "alert", "spec.reactions[5].retrain": DELETE}),
 ]
 
 
@@ -1370,6 +1405,11 @@ def test_what_diagnosis_and_reactions_write_is_valid() -> None:
     entry = replace(succeeded, held=held).to_status()
     assert "patch" not in entry and entry["held"] == held
     assert _status_errors({**status, "reactions": [entry]}) == []
+    # retrain: the run it started, kept through a restart (read back as written)
+    running = ActionRecord.from_status({**status["reactions"][0], "result": "Running"})
+    started = replace(running, run="Job/fraud-train-retrain-0123456789").to_status()
+    assert ActionRecord.from_status(started).run == "Job/fraud-train-retrain-0123456789"
+    assert _status_errors({**status, "reactions": [started]}) == []
 
 
 def _arrays(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:

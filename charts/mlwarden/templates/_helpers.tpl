@@ -209,6 +209,23 @@ checks it against an expected list of (apiGroup, resource, verb).
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
   verbs: ["get", "list", "watch", "patch"]
+# Reactions, retrain: a Job started from a CronJob's jobTemplate (as `kubectl create job
+# --from=cronjob/NAME` does) or from a Job manifest in a ConfigMap (get: above), or an Argo
+# Workflow submitted from a WorkflowTemplate. get: the source when the run is started, the run
+# by its name first (an operator restarted after creating it), a new Job the watch has not
+# brought yet, and a Workflow while it runs (Workflows are not watched).
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create"]
+- apiGroups: ["batch"]
+  resources: ["cronjobs"]
+  verbs: ["get"]
+- apiGroups: ["argoproj.io"]
+  resources: ["workflows"]
+  verbs: ["get", "create"]
+- apiGroups: ["argoproj.io"]
+  resources: ["workflowtemplates"]
+  verbs: ["get"]
 {{- end }}
 
 {{/* Labels of the Prometheus targets' job: the alerting rules select on these. */}}

@@ -80,11 +80,16 @@ def _list(value: Any, where: str) -> list[Any]:
 
 
 def decode(body: bytes) -> Any:
-    """JSON with the NaN/Infinity tokens the sidecar uses for non-finite values."""
+    """One parse with orjson: the sidecar sends strict JSON, with non-finite values as `null`
+    plus a `nonFinite` entry each (docs/records-api.md), applied by `parse_batch`.
+
+    Older producers wrote bare `NaN`/`Infinity` tokens, which orjson refuses; the standard
+    parser still reads those (a second parse, only for such bodies), and words the errors.
+    """
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        pass  # NaN/Infinity tokens (or a real error): the standard parser says which
+        pass  # NaN/Infinity tokens of an older producer (or a real error): json says which
     try:
         # Decode explicitly: json.loads(bytes) would guess UTF-16/32 from the first bytes.
         return json.loads(body.decode("utf-8"))
@@ -99,11 +104,11 @@ def decode(body: bytes) -> Any:
 def parse_batch(payload: Any, *, now: float) -> Batch:
     """Validate one decoded batch; raise `BatchError` naming the first problem."""
     top = _object(payload, "body")
-    unknown = set(top) - {"source", "requests", "records"}
+    unknown = set(top) - {"source", "requests", "records", "nonFinite"}
     if unknown:
         raise BatchError(
             f"body: unknown field(s) {', '.join(sorted(unknown))}; "
-            "expected source, requests, records"
+            "expected source, requests, records, nonFinite"
         )
     records = _list(top.get("records", []), "records")
     requests = _list(top.get("requests", []), "requests")
@@ -156,7 +161,42 @@ def parse_batch(payload: Any, *, now: float) -> Batch:
         batch.keys.append((rid or "", row))
         batch.feature_rows.append(f)
         batch.output_rows.append(o)
+    non_finite = top.get("nonFinite")
+    if non_finite is not None:
+        _apply_non_finite(_list(non_finite, "nonFinite"), records)
     return batch
+
+
+NON_FINITE: dict[str, float] = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _apply_non_finite(entries: list[Any], records: list[Any]) -> None:
+    """Put each `nonFinite` entry's value in place of the null its record holds (validated).
+
+    Its cost is per entry, not per value: a batch without non-finite values pays nothing.
+    """
+    for i, item in enumerate(entries):
+        where = f"nonFinite[{i}]"
+        entry = _object(item, where)
+        index, part, name, token = (entry.get(k) for k in ("record", "in", "name", "value"))
+        if index.__class__ is not int or not 0 <= index < len(records):
+            raise BatchError(
+                f"{where}.record: must be the index of a record in this batch "
+                f"(0 to {len(records) - 1}), got {index!r}"
+            )
+        if part not in ("features", "outputs"):
+            raise BatchError(f"{where}.in: must be features or outputs, got {part!r}")
+        if token not in NON_FINITE:
+            raise BatchError(f"{where}.value: must be NaN, Infinity or -Infinity, got {token!r}")
+        values = records[index].get(part)
+        if not isinstance(values, dict) or not isinstance(name, str) or name not in values:
+            raise BatchError(f"{where}.name: records[{index}].{part} has no field {name!r}")
+        if values[name] is not None:
+            raise BatchError(
+                f"{where}: records[{index}].{part}.{name} must be null where the value is "
+                f"non-finite, got {json_kind(values[name])}"
+            )
+        values[name] = NON_FINITE[token]
 
 
 def parse_labels(payload: Any) -> list[tuple[str, int, Value]]:

@@ -72,6 +72,7 @@ from mlwarden.operator import cache, incidents, injection, objects, respond, tra
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.settings import OperatorSettings
 from mlwarden.operator.status import Observation, alert_events, status_patch
+from mlwarden.react import revisions
 from mlwarden.react.guardrails import approved_ids
 from mlwarden.spec import (
     GROUP,
@@ -388,7 +389,30 @@ def _observation_base(body: dict[str, Any]) -> dict[str, Any]:
         "last_action": status.get("lastAction"),
         # Only the injection check sets or clears it; every other status write keeps it.
         "bypass": _bypass_of(status),
+        "promotable": _promotable(status),
     }
+
+
+def _promotable(status: dict[str, Any]) -> tuple[str, ...]:
+    """The candidates the detector passed, in words (from status.revisions when resolved)."""
+    named = revisions.labels(status.get("revisions"))
+    found = revisions.promotable((status.get("detector") or {}).get("revisions"))
+    return tuple(named.get(str(e["revision"]), f"revision {e['revision']}") for e in found)
+
+
+def revision_display(
+    model: ObservedModel, status: Mapping[str, Any], replicasets: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """`status.revisions` from the detector's revisions and the cached ReplicaSets."""
+    deployments = [model.spec.target.deployment]
+    deployments += [r.canary for r in model.spec.reactions if r.canary]
+    deployments += [r.stable for r in model.spec.reactions if r.stable]
+    return revisions.display(
+        (status.get("detector") or {}).get("revisions"),
+        replicasets,
+        deployments=list(dict.fromkeys(deployments)),
+        container=model.spec.target.container,
+    )
 
 
 def _bypass_of(status: dict[str, Any]) -> tuple[str, str] | None:
@@ -924,7 +948,7 @@ async def alerts_changed(
 ) -> None:
     raw = dict(body)
     if retry == 0:  # a retried pass (below) has told these already
-        for kind, reason, message in alert_events(old, new):
+        for kind, reason, message in alert_events(old, new, _revision_names(raw, new, kwargs)):
             _event(raw, kind, reason, message)
         fired = {(a.get("type"), a.get("feature"), a.get("test")) for a in new or ()}
         gone = {(a.get("type"), a.get("feature"), a.get("test")) for a in old or ()}
@@ -940,6 +964,32 @@ async def alerts_changed(
             "the diagnosis and reaction pass met an API error; retrying",
             delay=api_backoff(retry),
         )
+
+
+def _revision_names(raw: dict[str, Any], alerts: Any, indexes: Mapping[str, Any]) -> dict[str, str]:
+    """The alerts' revisions (pod-template-hashes) in words, from the cached ReplicaSets."""
+    try:
+        model = parse_observed_model(raw)
+    except SpecError:
+        return {}
+    replicasets = cache.lists(indexes, model.namespace)["ReplicaSet"]
+    wanted = {
+        str(a.get(key))
+        for a in alerts or ()
+        if isinstance(a, Mapping)
+        for key in ("modelRevision", "baselineRevision")
+        if a.get(key)
+    }
+    deployments = [
+        model.spec.target.deployment,
+        *(r.canary for r in model.spec.reactions if r.canary),
+    ]
+    return {
+        revision: revisions.resolve(
+            revision, replicasets, deployments=deployments, container=model.spec.target.container
+        ).label
+        for revision in wanted
+    }
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESPOND_INTERVAL)
@@ -963,6 +1013,26 @@ async def reference_changed(
             f"the detector's reference is {new['id']} (since {new.get('since')})",
         )
     await _refresh(raw, patch)
+
+
+@kopf.on.field(GROUP, VERSION, PLURAL, field="status.detector.revisions")
+async def revisions_changed(
+    body: kopf.Body, old: Any, new: Any, patch: kopf.Patch, **kwargs: Any
+) -> None:
+    """The revisions the detector sees, as people know them (`status.revisions`), Events for
+    a new revision set and for a candidate that passed, and the Promotable condition."""
+    raw = dict(body)
+    try:
+        model = parse_observed_model(raw)
+    except SpecError:
+        return
+    status = dict(raw.get("status") or {})
+    shown = revision_display(model, status, cache.lists(kwargs, model.namespace)["ReplicaSet"])
+    if status.get("revisions") != shown:
+        patch.status["revisions"] = shown
+    for kind, reason, message in revisions.events(old, new, shown):
+        _event(raw, kind, reason, message)
+    await _refresh({**raw, "status": {**status, "revisions": shown}}, patch)
 
 
 async def _refresh(raw: dict[str, Any], patch: kopf.Patch) -> None:

@@ -64,10 +64,12 @@ from typing import Any, Final, Literal
 from mlwarden.ingest_auth import ENV_TOKEN, SECRET_KEY, ingest_token_secret_name
 from mlwarden.names import (
     ADMIN_PORT_NAME,
+    ENV_MODEL_REVISION,
     INJECTED_ANNOTATION,
     MANIFEST_DIR,
     MANIFEST_KEY,
     MODEL_PORT_RENAMED,
+    REVISION_FIELD,
     SERVICE_ANNOTATION,
     SIDECAR_CONTAINER,
     SIDECAR_PORT_NAME_DEFAULT,
@@ -547,7 +549,7 @@ def sidecar_container(
         security["runAsUser"] = IMAGE_UID
     container: dict[str, Any] = {
         "name": SIDECAR_CONTAINER,
-        "image": settings.image,
+        "image": settings.sidecar_image,
         "imagePullPolicy": settings.image_pull_policy,
         "args": ["sidecar"],
         "env": [
@@ -574,6 +576,13 @@ def sidecar_container(
                 },
             },
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            # The model revision every record is stamped with: the pod's pod-template-hash,
+            # which the Deployment controller puts on each ReplicaSet's pods, so every
+            # ReplicaSet of the Deployment is a revision of its own with no work by anyone
+            # (the Downward API; a pod without the label gets "", which the sidecar reads as
+            # no revision). The operator maps a hash to the Deployment revision and image
+            # through the ReplicaSets (`react.revisions`).
+            {"name": ENV_MODEL_REVISION, "valueFrom": {"fieldRef": {"fieldPath": REVISION_FIELD}}},
             {"name": "MLWARDEN_DRAIN_SECONDS", "value": str(timing.drain)},
             {"name": "MLWARDEN_SHUTDOWN_TIMEOUT", "value": str(timing.shutdown)},
         ],

@@ -26,6 +26,9 @@ at a time per ObservedModel, on the object as the API has it now:
      settled record (Succeeded, or Failed with the error) and `status.lastAction`; a patch
      answered 409 Conflict (another writer moved the object on) re-reads it and re-plans the
      action under the same id (`apply_patches`), Skipped when it no longer applies;
+   - Running retrain: recorded first when new, then its Job or Workflow started or looked at
+     (`runs.advance`), on every pass while it runs; the record is written again only when
+     that changed it (started, the run's progress, Succeeded or Failed);
    - Planned (waiting for approval): an Event with the `kubectl annotate` command;
    - Skipped, or a dry run: an Event saying so (the planner returns a Skipped record only
      when its reason is new, so these do not repeat).
@@ -58,22 +61,24 @@ import copy
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import aiohttp
 
 from mlwarden.diagnose import Diagnosis, Snapshot, Suspect, diagnose
 from mlwarden.kube import Conflict, Kube, KubeError, path
-from mlwarden.operator import incidents
+from mlwarden.operator import incidents, runs
 from mlwarden.operator.incidents import IncidentStep
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.notify import EventPoster, post_webhooks
 from mlwarden.operator.status import Observation, phase, status_patch
 from mlwarden.patches import apply_merge_patch
+from mlwarden.react import revisions, verify
 from mlwarden.react.actions import OPEN, ActionRecord, fingerprint, records_from_status
 from mlwarden.react.actuators.alert import summary as alert_summary
 from mlwarden.react.actuators.alert import webhook_payload
+from mlwarden.react.actuators.retrain import RETRAIN
 from mlwarden.react.guardrails import APPROVE_ANNOTATION
 from mlwarden.react.policy import alerts_for, plan_reactions, replan, webhooks_for
 from mlwarden.spec import (
@@ -134,10 +139,13 @@ def diagnosis_stale(status: Mapping[str, Any] | None) -> bool:
 
 
 def has_work(status: Mapping[str, Any] | None) -> bool:
-    """Whether a timer pass has anything to do: an active alert, an open reaction, a
-    diagnosis that is not the one for the alerts shown, or a resolved message still owed."""
+    """Whether a timer pass has anything to do: an active alert, an open reaction, an open
+    verification (`react.verify`), a diagnosis that is not the one for the alerts shown, or a
+    resolved incident's message still owed."""
     status = status or {}
     if status.get("alerts") or diagnosis_stale(status) or incidents.pending(status):
+        return True
+    if verify.pending(status.get("reactions")):
         return True
     return any(
         isinstance(e, Mapping) and e.get("result") in OPEN_RESULTS
@@ -154,7 +162,9 @@ def describe(record: ActionRecord) -> str:
         text = f"alert {record.from_state} → {record.to_state}"
     else:
         text = f"{record.action} {record.target}"
-        if record.from_state or record.to_state:
+        if record.run:
+            text += f" → {record.run}"
+        elif record.from_state or record.to_state:
             text += f" {record.from_state}→{record.to_state}"
     text += f" {record.result}"
     if record.dry_run:
@@ -292,12 +302,13 @@ async def apply_patches(
                 conflicts += 1
                 log.info("%s: %s conflicted; re-reading it", record.id, obj)
                 planned = fresh.get((kind, name))
+                replannable = not applied and not record.undoes  # an undo is not re-planned
                 try:
-                    for other in record.patch if not applied else (obj,):
+                    for other in record.patch if replannable else (obj,):
                         now = await reread(other)
                 except (KubeError, ValueError, aiohttp.ClientError, TimeoutError) as err:
                     return record.settle("Failed", f"{obj}: re-reading after a conflict: {err}")
-                if not applied:
+                if replannable:
                     replans += 1
                     replanning = True
                     break
@@ -372,7 +383,8 @@ def _report(model: ObservedModel, record: ActionRecord, event: EventPoster) -> N
     elif record.result == "Failed":
         event("Warning", "ReactionFailed", f"{line}: {record.message}")
     elif record.result == "Succeeded" and record.dry_run:
-        event("Normal", "ReactionDryRun", f"{line}: {record.message} ({', '.join(record.patch)})")
+        applies = ", ".join(record.patch) or record.target
+        event("Normal", "ReactionDryRun", f"{line}: {record.message} ({applies})")
     elif record.result == "Succeeded" and record.action != "alert":
         event("Normal", "ReactionSucceeded", f"{line}: {record.message}")
 
@@ -452,6 +464,21 @@ async def respond(
                 f"{MAX_RECORDS} open actions (Planned or Running); approve or resolve them",
             )
             continue
+        if record.action == RETRAIN and record.result == "Running":
+            entries = await _retrain(
+                api, status, model, obs, record, entries,
+                alerts=alerts, top=top_dict, label=label, jobs=lists.get("Job") or (),
+                now=now, event=event,
+            )  # fmt: skip
+            continue
+        if record.result != "Running":
+            trigger = verify.trigger(alerts_for(model=model, record=record, alerts=alerts))
+            if verify.verifiable(record) and record.verification is None and trigger is not None:
+                # Completed before an operator restart (policy._resume): verified from now.
+                record = replace(record, verification=verify.start(
+                    record, alert=trigger, detector=status.current.get("detector"),
+                    snapshot=snapshot.objects, guardrails=model.spec.guardrails, now=now,
+                ))  # fmt: skip
         entries = upsert(entries, record)
         if record.result != "Running":
             await status.write({"reactions": entries})
@@ -478,12 +505,31 @@ async def respond(
             failures = await _tell_webhooks(model, settled, alerts, top_dict, event)
             if failures:
                 settled = replace(settled, message=f"{settled.message}; {'; '.join(failures)}")
+            trigger = verify.trigger(alerts_for(model=model, record=record, alerts=alerts))
+            if verify.verifiable(settled) and trigger is not None:
+                # Judged by later passes from this record alone (restarts included).
+                settled = replace(settled, verification=verify.start(
+                    settled, alert=trigger, detector=status.current.get("detector"),
+                    snapshot=snapshot.objects, guardrails=model.spec.guardrails,
+                    now=datetime.now(UTC),  # the action's end: evaluations after it count
+                ))  # fmt: skip
         entries = upsert(entries, settled)
         await status.write({"reactions": entries, "lastAction": describe(settled)})
         _count(settled)
         _report(model, settled, event)
         step.took(settled, alerts_for(model=model, record=settled, alerts=alerts))
         log.info("%s: %s", settled.id, describe(settled))
+
+    entries = await _verify(api, status, model, entries, alerts, top_dict, snapshot, now, event)
+    shown = revisions.display(
+        (status.current.get("detector") or {}).get("revisions"),
+        lists.get("ReplicaSet") or (),
+        deployments=_deployments(model),
+        container=model.spec.target.container,
+    )
+    if shown and status.current.get("revisions") != shown:
+        # A rollback raises the restored ReplicaSet's revision number: shown as it is now.
+        await status.write({"revisions": shown})
 
     await step.finish()
     latest = _latest(entries)
@@ -496,6 +542,139 @@ async def respond(
         reacting=any(e.get("result") == "Running" for e in entries),
         for_alerts=tuple(alert_keys(alerts)),
     )
+
+
+async def _retrain(
+    api: Kube,
+    status: _Status,
+    model: ObservedModel,
+    obs: Observation,
+    record: ActionRecord,
+    entries: list[dict[str, Any]],
+    *,
+    alerts: Sequence[Mapping[str, Any]],
+    top: Mapping[str, Any] | None,
+    label: str | None,
+    jobs: Sequence[Mapping[str, Any]],
+    now: datetime,
+    event: EventPoster,
+) -> list[dict[str, Any]]:
+    """A retrain record that is Running: recorded first when new, then its run started or
+    followed (runs.py); written again only when that changed it. `status.reactions` after."""
+    known = next((e for e in entries if e.get("id") == record.id), None)
+    if known is None or ActionRecord.from_status(known).to_status() != record.to_status():
+        entries = upsert(entries, record)
+        running = replace(obs, reacting=True, last_action=describe(record), top_suspect=label)
+        fields = status_patch(running, status.current, now=format_time(now))
+        await status.write({**fields, "reactions": entries, "lastAction": running.last_action})
+    after = await runs.advance(
+        api, model, record, alerts=alerts, reference_id=obs.reference_id, now=now, jobs=jobs
+    )
+    if after.to_status() == record.to_status():
+        return entries
+    if after.result != "Running":
+        failures = await _tell_webhooks(model, after, alerts, top, event)
+        if failures:
+            after = replace(after, message=f"{after.message}; {'; '.join(failures)}")
+    entries = upsert(entries, after)
+    await status.write({"reactions": entries, "lastAction": describe(after)})
+    if after.result == "Running" and after.run and not record.run:
+        event("Normal", "RetrainStarted", f"{describe(after)}: {after.message}")
+    if after.result != "Running":
+        _count(after)
+        _report(model, after, event)
+        log.info("%s: %s", after.id, describe(after))
+    return entries
+
+
+def _deployments(model: ObservedModel) -> list[str]:
+    """The Deployments whose ReplicaSets name the model's revisions, the target's first."""
+    names = [model.spec.target.deployment]
+    names += [r.canary for r in model.spec.reactions if r.canary]
+    names += [r.stable for r in model.spec.reactions if r.stable]
+    return list(dict.fromkeys(names))
+
+
+def _in_place(entries: list[dict[str, Any]], record: ActionRecord) -> list[dict[str, Any]]:
+    """`status.reactions` with `record`'s entry replaced where it is (not moved to the end)."""
+    return [
+        record.to_status() if isinstance(e, Mapping) and e.get("id") == record.id else e
+        for e in entries
+    ]
+
+
+_VERDICT_EVENTS: Final = {
+    "Fixed": ("Normal", "ReactionFixed"),
+    "NotFixed": ("Warning", "ReactionNotFixed"),
+    "Inconclusive": ("Warning", "ReactionInconclusive"),
+}
+
+
+async def _verify(
+    api: Kube,
+    status: _Status,
+    model: ObservedModel,
+    entries: list[dict[str, Any]],
+    alerts: Sequence[Mapping[str, Any]],
+    top: Mapping[str, Any] | None,
+    snapshot: Snapshot,
+    now: datetime,
+    event: EventPoster,
+) -> list[dict[str, Any]]:
+    """Judge every open verification (`react.verify.judge`); on a verdict, write it and post
+    an Event; a NotFixed one alerts a person (its reactions' webhooks) and, with
+    `guardrails.undoIfNotFixed`, is undone (recorded first, like every action)."""
+    detector = status.current.get("detector")
+    for record in records_from_status(entries):
+        if record.verification is None or record.verification.get("verdict") != "Pending":
+            continue
+        judged = verify.judge(record.verification, alerts=alerts, detector=detector, now=now)
+        if judged == dict(record.verification):
+            continue  # still Pending, unchanged: nothing written
+        verdict = str(judged["verdict"])
+        shown = judged.get("revisionLabel") or judged.get("revision")
+        line = f"{describe(record)}: verification {verdict}: {judged.get('message')}" + (
+            f" (serving {shown})" if shown else ""
+        )
+        undo: ActionRecord | None = None
+        if verdict == "NotFixed" and model.spec.guardrails.undo_if_not_fixed:
+            undo = verify.plan_undo(record, model=model, snapshot=snapshot.objects, now=now)
+            judged["undo"] = undo.id
+        record = replace(record, verification=judged)
+        entries = _in_place(entries, record)
+        await status.write({"reactions": entries})
+        kind, reason = _VERDICT_EVENTS.get(verdict, ("Normal", "ReactionVerified"))
+        event(kind, reason, line)
+        log.info("%s", line)
+        if verdict != "NotFixed":
+            continue
+        # A person hears of it: the webhooks of the reactions that call for this action.
+        payload = webhook_payload(
+            model=model, alerts=list(alerts), diagnosis_top=top, record=record
+        )
+        urls = webhooks_for(model=model, record=record)
+        if urls:
+            await post_webhooks(urls, payload, event=event)
+        if undo is None:
+            continue
+        if not has_room(entries, undo):
+            event("Warning", "ReactionNotRecorded", f"{describe(undo)}: not recorded, not taken")
+            continue
+        entries = upsert(entries, undo)
+        await status.write({"reactions": entries})
+        if undo.result == "Running":
+            undo = await apply_patches(api, model, undo, snapshot.objects)
+            entries = upsert(entries, undo)
+            await status.write({"reactions": entries, "lastAction": describe(undo)})
+        _count(undo)
+        kind = "Normal" if undo.result == "Succeeded" else "Warning"
+        event(kind, "ReactionUndone" if kind == "Normal" else "ReactionFailed",
+              f"{describe(undo)}: {undo.message} ({undo.reason})")  # fmt: skip
+        if urls:
+            payload = webhook_payload(model=model, alerts=list(alerts), diagnosis_top=top,
+                                      record=undo)  # fmt: skip
+            await post_webhooks(urls, payload, event=event)
+    return entries
 
 
 async def _write_diagnosis(

@@ -30,9 +30,26 @@ def _resources(env: Mapping[str, str], prefix: str, defaults: dict[str, str]) ->
     return {"requests": req, "limits": lim}
 
 
+def sidecar_image_for(image: str) -> str:
+    """The slim sidecar image published beside `image`: `REPO-sidecar` with the same tag
+    (`mlwarden/mlwarden:0.1.0` -> `mlwarden/mlwarden-sidecar:0.1.0`). A digest names one
+    image only, so an image given by digest is used for the sidecar as it is."""
+    if "@" in image:
+        return image
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    if colon > slash:
+        return f"{image[:colon]}-sidecar{image[colon:]}"
+    return f"{image}-sidecar"
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     image: str = f"mlwarden/mlwarden:{__version__}"
+    # The injected sidecar's image: the Dockerfile's slim `sidecar` target (no numpy, scipy,
+    # pyarrow, matplotlib, kopf or kubernetes). MLWARDEN_SIDECAR_IMAGE; unset, derived from
+    # the image above (`sidecar_image_for`).
+    sidecar_image: str = f"mlwarden/mlwarden-sidecar:{__version__}"
     image_pull_policy: str = "IfNotPresent"
     # The sidecar's ports inside the model pod: chosen away from common model ports and from
     # the range Istio's proxy uses (ISTIO_PORTS; 15090 is Envoy's Prometheus port).
@@ -94,6 +111,8 @@ class OperatorSettings:
             )
         return cls(
             image=env.get("MLWARDEN_IMAGE", d.image),
+            sidecar_image=env.get("MLWARDEN_SIDECAR_IMAGE")
+            or sidecar_image_for(env.get("MLWARDEN_IMAGE", d.image)),
             image_pull_policy=env.get("MLWARDEN_IMAGE_PULL_POLICY", d.image_pull_policy),
             sidecar_port=sidecar_port,
             sidecar_admin_port=admin_port,

@@ -15,11 +15,15 @@ Phases, in order of precedence:
     Degraded   at least one alert is active
     WarmingUp  the detector is collecting its reference
     Observing  reference in force, no alerts
+
+Conditions: Ready, Drifting, DataQualityDegraded, Reacting, Bypassed, and Promotable (a
+candidate revision passed the detector's canary analysis, `status.detector.revisions[].canary
+.verdict` Pass; mlwarden reports it and never promotes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +52,9 @@ class Observation:
     reacting: bool = False
     top_suspect: str | None = None
     last_action: str | None = None
+    # Candidates whose canary verdict is Pass, in words ("revision 8 (fraud:1.5)"): reported
+    # as promotable, never promoted.
+    promotable: tuple[str, ...] = ()
 
 
 def phase(obs: Observation) -> tuple[str, str]:
@@ -148,6 +155,17 @@ def desired_conditions(obs: Observation) -> list[dict[str, Any]]:
             "reason": bypass_reason,
             "message": bypass_message,
         },
+        {
+            "type": "Promotable",
+            "status": "True" if obs.promotable else "False",
+            "reason": "CanaryPassed" if obs.promotable else "NoCandidatePassed",
+            "message": (
+                f"{', '.join(obs.promotable)} passed the canary analysis against the baseline; "
+                "mlwarden never promotes: promote it with your rollout tool"
+                if obs.promotable
+                else "no candidate revision has passed the canary analysis"
+            ),
+        },
     ]
 
 
@@ -206,16 +224,36 @@ def _key(alert: dict[str, Any]) -> tuple[Any, Any, Any]:
     return (alert.get("type"), alert.get("feature"), alert.get("test"))
 
 
+def _revision(alert: dict[str, Any], names: Mapping[str, str]) -> str:
+    """` (revision 7 (fraud:1.4))`: the alert's modelRevision as people know it, if any."""
+    revision = alert.get("modelRevision")
+    if not revision:
+        return ""
+    text = names.get(str(revision), f"revision {revision}")
+    baseline = alert.get("baselineRevision")
+    if baseline:
+        text += f" against {names.get(str(baseline), f'revision {baseline}')}"
+    return f" [{text}]"
+
+
 def alert_events(
-    old: Sequence[dict[str, Any]] | None, new: Sequence[dict[str, Any]] | None
+    old: Sequence[dict[str, Any]] | None,
+    new: Sequence[dict[str, Any]] | None,
+    names: Mapping[str, str] | None = None,
 ) -> list[tuple[str, str, str]]:
-    """(event type, reason, message) for every alert that fired or resolved."""
+    """(event type, reason, message) for every alert that fired or resolved.
+
+    `names`: model revision (pod-template-hash) → how people know it, `revision 7
+    (fraud:1.4)` (`react.revisions.label`); an alert names the revision it concerns.
+    """
+    names = names or {}
     before = {_key(a): a for a in old or ()}
     after = {_key(a): a for a in new or ()}
     events: list[tuple[str, str, str]] = []
     for key, a in after.items():
         if key not in before:
             where = f" on {a['feature']}" if a.get("feature") else ""
+            where += _revision(a, names)
             p = f", p={a['pValue']:.2g}" if isinstance(a.get("pValue"), int | float) else ""
             stat = a.get("statistic")
             stat_text = f"{stat:.4g}" if isinstance(stat, int | float) else "n/a"

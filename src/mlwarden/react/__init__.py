@@ -9,7 +9,8 @@ Lowest layer first; everything here is pure (no I/O, no clock: time comes in):
                 `next_step`), one file per router (`httproute`, `virtualservice`,
                 `replicas`), and `registry` (`ROUTERS`, name → router).
 - `actuators`   one action each, as merge patches over raw objects: `rollback` (keeps the
-                injected sidecar), `scale`, `pause`; `alert` builds the webhook payload.
+                injected sidecar), `scale`, `pause`; `alert` builds the webhook payload;
+                `retrain` builds the Job or Argo Workflow to create and reads its outcome.
 - `guardrails`  one small function per guardrail: a reason not to act now, or None.
 - `policy`      `plan_reactions`: alerts × spec.reactions × guardrails × history → the
                 records to write; the shell acts on those whose result is Running.

@@ -20,6 +20,9 @@ Results, and who moves a record from one to the next:
     Skipped    not taken: a guardrail or a planning error says why (`reason`); unlike the
                others, a Skipped id may be planned again on a later pass
 
+A retrain changes no object: it starts a Job or Workflow, named in `run` once created, and its
+record stays Running until that run has ended (`react.actuators.retrain`).
+
 In `status.reactions` a record keeps its `patch` only while the action is open (Planned or
 Running: what a restarted operator completes or checks) and in a dry run (what would have
 been applied is the point of one). Once an action has ended the record is compact: a
@@ -111,6 +114,12 @@ class ActionRecord:
     patch: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # target -> {JSON pointer of a field the patch set: digest of its value right after}
     held: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # What the action started, once it exists ("Job/fraud-train-retrain-1a2b3c4d5e"): retrain
+    run: str = ""
+    # After a workload action succeeded: did it fix its trigger? (`react.verify`)
+    verification: Mapping[str, Any] | None = None
+    # The id of the action this one undoes (guardrails.undoIfNotFixed); "" for the others.
+    undoes: str = ""
 
     @property
     def objects(self) -> tuple[str, ...]:
@@ -146,6 +155,12 @@ class ActionRecord:
             out["patch"] = {k: copy.deepcopy(dict(v)) for k, v in self.patch.items()}
         if self.held:
             out["held"] = {k: dict(v) for k, v in self.held.items()}
+        if self.run:
+            out["run"] = self.run
+        if self.verification is not None:
+            out["verification"] = copy.deepcopy(dict(self.verification))
+        if self.undoes:
+            out["undoes"] = self.undoes
         return out
 
     @classmethod
@@ -183,6 +198,13 @@ class ActionRecord:
                 if isinstance(held, Mapping)
                 else {}
             ),
+            run=str(entry.get("run") or ""),
+            verification=(
+                copy.deepcopy(dict(entry["verification"]))
+                if isinstance(entry.get("verification"), Mapping)
+                else None
+            ),
+            undoes=str(entry.get("undoes") or ""),
         )
 
 

@@ -2,9 +2,12 @@
 
     not_ready          the detector is warming up or not Ready: its alerts are not to be acted on
     exactly_once       this id is recorded already (Planned, Running, Succeeded or Failed)
-    once_per_incident  a rollback or pause of this target was taken in this incident already
-                       (a second `rollout undo` would bring back the faulty revision)
-    revision_moved     the alert names a Deployment revision that is no longer the current one
+    once_per_incident  a rollback, pause or retrain of this target was taken in this incident
+                       already (a second `rollout undo` would bring back the faulty revision;
+                       a second retraining on the same data would learn the same thing)
+    revision_moved     the alert names a revision (a pod-template-hash, resolved to its
+                       Deployment revision through the ReplicaSets) that is no longer the
+                       Deployment's current one
     blames_elsewhere   the diagnosis' top suspect is upstream of the model (a job, a config,
                        another workload), not the model's Deployment: rolling the model back
                        would not fix the data, and would take away a good version
@@ -15,11 +18,16 @@
     approval           `requireApproval` and the ObservedModel lacks `mlwarden.io/approve: <id>`
     dry_run            `dryRun`: the action is recorded (Succeeded, dryRun true) and not applied
 
+Retrain has two more, in `react.actuators.retrain`: `still_running` (no second run from a
+source while one runs) and `blames_a_change` (no retraining while the diagnosis names a
+plausible cause).
+
 An incident is what started at the alert's onset (`since`): history from before it is a past
 incident. A dry run has its own cooldown and hourly count (its records simulate what a real
 run would do); real actions never wait for dry-run records, nor dry runs for real ones.
-Only workload actions (rollback, scale, shiftTraffic, pause) are limited by cooldown, the
-hourly limit, approval and dry-run; `alert` changes nothing in the cluster.
+Only the actions that change the cluster (rollback, scale, shiftTraffic, pause, and retrain,
+which starts a Job or Workflow) are limited by cooldown, the hourly limit, approval and
+dry-run; `alert` changes nothing in the cluster.
 """
 
 from __future__ import annotations
@@ -35,8 +43,8 @@ from mlwarden.spec import Guardrails
 from mlwarden.timestamps import format_time, parse_time
 
 APPROVE_ANNOTATION: Final = "mlwarden.io/approve"
-WORKLOAD_ACTIONS: Final = frozenset({"rollback", "scale", "shiftTraffic", "pause"})
-ONCE_PER_INCIDENT: Final = frozenset({"rollback", "pause"})
+WORKLOAD_ACTIONS: Final = frozenset({"rollback", "scale", "shiftTraffic", "pause", "retrain"})
+ONCE_PER_INCIDENT: Final = frozenset({"rollback", "pause", "retrain"})
 
 # The objects as last read, by (kind, name): what the planners look at (not diagnose.Snapshot).
 LiveObjects = Mapping[tuple[str, str], Mapping[str, Any]]
@@ -103,16 +111,24 @@ def once_per_incident(
     return None
 
 
-def revision_moved(*, alert_revision: str | None, current_revision: str | None) -> str | None:
-    """Only a Deployment revision number is compared (`modelRevision` is optional, and a
-    sidecar might report something else, such as a pod-template-hash)."""
-    if alert_revision is None or current_revision is None or not alert_revision.isdigit():
+def revision_moved(
+    *,
+    alert_revision: int | None,
+    current_revision: str | None,
+    shown: str | None = None,
+) -> str | None:
+    """The alert's revision as a Deployment revision number (its `modelRevision`, a
+    pod-template-hash, resolved through the ReplicaSets: `react.revisions`) against the
+    Deployment's revision now. Unknown on either side: no objection. `shown` is how the
+    alert's revision reads (`6b8f7c9d4, revision 7 (fraud:1.4)`)."""
+    if alert_revision is None or current_revision is None or not current_revision.isdigit():
         return None
-    if int(alert_revision) == int(current_revision):
+    if alert_revision == int(current_revision):
         return None
+    what = shown or f"revision {alert_revision}"
     return (
-        f"the alert is about revision {alert_revision} but the Deployment is at revision "
-        f"{current_revision} now: someone changed it since; not rolling back"
+        f"the alert is about {what} but the Deployment is at revision {current_revision} "
+        "now: someone changed it since; not rolling back"
     )
 
 

@@ -18,19 +18,24 @@ One pass, in order:
 1. In-flight records (Running: an operator stopped between writing and finishing one) are
    completed or reported, never repeated blindly: when every object already holds the patch,
    Succeeded; when none changed since it was planned (same `resourceVersion`), Running again
-   to apply the very same patch; else Failed, saying what changed.
+   to apply the very same patch; else Failed, saying what changed. A retrain is Running for
+   as long as its Job or Workflow runs: it is returned as it is, for the shell to start or
+   follow its run (`operator/runs.py`).
 2. Each reaction whose alert type (and feature, when it names one) matches an active alert
-   plans one action. Workload actions (rollback, scale, shiftTraffic, pause) of different
-   reactions on the same target are one action (the first reaction in spec order sets its
-   parameters). `alert` plans one action per matched alert (`from` is the alert, e.g.
-   `FeatureDrift/amount`), whatever number of reactions ask for it; given `incident_of`
+   plans one action (a retrain acts on its source: `CronJob/NAME`, `ConfigMap/NAME` or
+   `WorkflowTemplate/NAME`, `to` the kind it starts). Workload actions (rollback, scale,
+   shiftTraffic, pause, retrain) of different reactions on the same target are one action
+   (the first reaction in spec order sets its parameters). `alert` plans one action per
+   matched alert (`from` is the alert, e.g. `FeatureDrift/amount`), whatever number of
+   reactions ask for it; given `incident_of`
    (the operator's incidents, react/incidents.py), one per incident (`from` is its id).
 3. The action's id is computed from the incident (the earliest matched alert: type, feature,
    onset) and the transition. An id recorded as Planned, Running, Succeeded or Failed is not
    planned again (a Planned one proceeds once approved); then the guardrails (see
-   `guardrails`) in order: not ready, once per incident, revision moved, person changed,
-   cooldown, hourly limit (a planning error or "nothing to do" counts as a guardrail too); one
-   that says no gives a Skipped record with its reason.
+   `guardrails`) in order: not ready, once per incident (for retrain then: a run from the
+   same source still running, a diagnosis that names a plausible cause), revision moved,
+   person changed, cooldown, hourly limit (a planning error or "nothing to do" counts as a
+   guardrail too); one that says no gives a Skipped record with its reason.
    Then a dry run gives Succeeded with `dry_run` true (the patch is recorded, not applied;
    no approval needed); with `requireApproval` and no approval, Planned; else Running.
 4. A Planned record whose action is no longer planned (the alert resolved, or the target
@@ -51,8 +56,9 @@ from datetime import datetime
 from typing import Any, Final
 
 from mlwarden.patches import apply_merge_patch, holds
-from mlwarden.react import guardrails
+from mlwarden.react import guardrails, revisions
 from mlwarden.react.actions import ActionRecord, Result, action_id, held_by
+from mlwarden.react.actuators import retrain
 from mlwarden.react.actuators.pause import PauseError, plan_pause
 from mlwarden.react.actuators.rollback import RollbackError, plan_rollback, revision_of
 from mlwarden.react.actuators.scale import HPA_KIND, ScaleError, plan_scale
@@ -64,6 +70,8 @@ from mlwarden.timestamps import format_time, parse_time
 
 _FAR_FUTURE: Final = datetime.max  # alerts without an onset sort last
 IncidentOf = Callable[[Mapping[str, Any]], str | None]
+# The alert whose `modelRevision` names the candidate that shiftTraffic and pause aim at.
+CANARY_ALERT: Final = "CanaryRegression"
 
 
 # --------------------------------------------------------------------------- what to do
@@ -158,8 +166,83 @@ def _applied(obj: Mapping[str, Any], patches: Mapping[str, Mapping[str, Any]]) -
     return patched
 
 
-def _propose(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) -> _Proposal:
+def _candidate_of(
+    alert: Mapping[str, Any] | None, model: ObservedModel, snapshot: LiveObjects
+) -> tuple[str, str | None] | None:
+    """A CanaryRegression's candidate: (its revision, the Deployment owning its ReplicaSet)."""
+    if alert is None or alert.get("type") != CANARY_ALERT or not alert.get("modelRevision"):
+        return None
+    revision = str(alert["modelRevision"])
+    found = revisions.resolve(
+        revision,
+        _kind_of(snapshot, "ReplicaSet"),
+        deployments=[model.spec.target.deployment],
+    )
+    return revision, found.deployment
+
+
+def _serving(rs: Mapping[str, Any]) -> int:
+    spec, st = rs.get("spec") or {}, rs.get("status") or {}
+    return max(int(spec.get("replicas") or 0), int(st.get("replicas") or 0))
+
+
+def _pause_rollout(
+    model: ObservedModel, snapshot: LiveObjects, name: str, revision: str
+) -> _Proposal:
+    """A candidate that is the target's own new ReplicaSet, mid-rollout: pause the rollout.
+
+    As `kubectl rollout pause`: `spec.paused: true` stops the Deployment controller from
+    moving further pods to the candidate (those already on it keep serving; resuming or
+    rolling back is a person's call, or a rollback reaction's)."""
+    target = f"Deployment/{name}"
+    deployment = snapshot.get(("Deployment", name))
+    if deployment is None:
+        return _missing(model, "Deployment", name)
+    label = revisions.label(revision, _kind_of(snapshot, "ReplicaSet"), deployments=[name])
+    if (deployment.get("spec") or {}).get("paused"):
+        return _Proposal(
+            target=target, from_state="paused", to_state="paused",
+            idle=f"the rollout of {target} to {label} is paused already",
+        )  # fmt: skip
+    owned = [
+        rs
+        for rs in _kind_of(snapshot, "ReplicaSet")
+        if any(
+            o.get("kind") == "Deployment" and o.get("name") == name
+            for o in (rs.get("metadata") or {}).get("ownerReferences") or ()
+        )
+    ]
+    others = [
+        rs
+        for rs in owned
+        if ((rs.get("metadata") or {}).get("labels") or {}).get("pod-template-hash") != revision
+        and _serving(rs) > 0
+    ]
+    if not others:
+        return _Proposal(
+            target=target,
+            from_state="rolled out",
+            to_state="paused",
+            idle=(
+                f"{label} of {target} is rolled out (no other revision serves): nothing to "
+                "pause; a rollback reaction takes it back"
+            ),
+        )
+    meta = deployment.get("metadata") or {}
+    patch: dict[str, Any] = {"spec": {"paused": True}}
+    if meta.get("resourceVersion") is not None:
+        patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
+    return _Proposal(target=target, from_state="rolling", to_state="paused", patch={target: patch})
+
+
+def _propose(
+    reaction: Reaction,
+    model: ObservedModel,
+    snapshot: LiveObjects,
+    alert: Mapping[str, Any] | None = None,
+) -> _Proposal:
     name = model.spec.target.deployment
+    candidate = _candidate_of(alert, model, snapshot)
     if reaction.action == "rollback":
         deployment = snapshot.get(("Deployment", name))
         if deployment is None:
@@ -216,6 +299,27 @@ def _propose(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) ->
         )
     if reaction.action == "pause":
         canary = reaction.canary
+        if candidate is not None:
+            wanted, owner = candidate
+            if owner is None and canary is None:
+                return _Proposal(
+                    target=f"Deployment/{name}",
+                    problem=(
+                        f"no ReplicaSet carries pod-template-hash {wanted} (the candidate "
+                        "the alert names): cannot tell which Deployment to pause"
+                    ),
+                )
+            if owner == name:  # the target's own new revision, mid-rollout
+                return _pause_rollout(model, snapshot, name, wanted)
+            if owner is not None and canary is not None and owner != canary:
+                return _Proposal(
+                    target=f"Deployment/{canary}",
+                    problem=(
+                        f"the alert names revision {wanted} of Deployment {owner}, not the "
+                        f"canary {canary}: not pausing {canary}"
+                    ),
+                )
+            canary = owner or canary
         deployment = snapshot.get(("Deployment", canary or ""))
         if deployment is None:
             return _missing(model, "Deployment", canary)
@@ -235,8 +339,35 @@ def _propose(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) ->
             patch={target: pause.patch},
         )
     if reaction.action == "shiftTraffic":
+        if candidate is not None:
+            wanted, owner = candidate
+            router = ROUTERS.get(reaction.router or "")
+            if router is not None and router.kind == "Deployment" and owner != reaction.canary:
+                where = f"of Deployment {owner}" if owner else "(no ReplicaSet carries it)"
+                return _Proposal(
+                    target=f"Deployment/{reaction.stable}+Deployment/{reaction.canary}",
+                    problem=(
+                        f"the alert names revision {wanted} {where}, not the canary "
+                        f"{reaction.canary}: its traffic is not this route's to shift"
+                    ),
+                )
         return _propose_shift(reaction, model, snapshot)
+    if reaction.action == retrain.RETRAIN:
+        return _propose_retrain(reaction, model, snapshot)
     return _Proposal(target="?", problem=f"unknown action {reaction.action!r}")
+
+
+def _propose_retrain(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) -> _Proposal:
+    """Retrain acts on its source (cooldown, once per incident); the shell starts the run.
+
+    CronJobs and ConfigMaps are in the snapshot (watched); a WorkflowTemplate is read when
+    the run is started (operator/runs.py).
+    """
+    kind, name = retrain.source_of(reaction)
+    proposal = _Proposal(target=f"{kind}/{name}", to_state=retrain.RUN_KIND[kind])
+    if kind in ("CronJob", "ConfigMap") and (kind, name) not in snapshot:
+        return replace(proposal, problem=_missing(model, kind, name).problem)
+    return proposal
 
 
 def _propose_shift(reaction: Reaction, model: ObservedModel, snapshot: LiveObjects) -> _Proposal:
@@ -309,7 +440,7 @@ def _candidates(
                 notified[key] = _Candidate("alert", reaction, [alert], proposal)
                 out.append(notified[key])
             continue
-        proposal = _propose(reaction, model, snapshot)
+        proposal = _propose(reaction, model, snapshot, matched[0])
         same = workload.get((reaction.action, proposal.target))
         if same is not None:
             known = {_alert_key(a) for a in same.alerts}
@@ -361,19 +492,36 @@ def alerts_for(
 # --------------------------------------------------------------------------- words
 
 
-def _describe(alert: Mapping[str, Any]) -> str:
+def _describe(alert: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
+    """`PredictionDrift since ... (model revision 7 (fraud:1.4))`; `names`: hash → label."""
+    names = names or {}
     text = str(alert.get("type", "?"))
     if alert.get("feature"):
         text += f" on {alert['feature']}"
     if alert.get("since"):
         text += f" since {alert['since']}"
-    if alert.get("modelRevision"):
-        text += f" (model revision {alert['modelRevision']})"
+    revision = alert.get("modelRevision")
+    if revision:
+        shown = names.get(str(revision))
+        text += f" (model {shown})" if shown else f" (model revision {revision})"
     return text
 
 
-def _trigger(alerts: Sequence[Mapping[str, Any]], top: Mapping[str, Any] | None) -> str:
-    text = "; ".join(_describe(a) for a in alerts)
+def _trigger(
+    alerts: Sequence[Mapping[str, Any]],
+    top: Mapping[str, Any] | None,
+    snapshot: LiveObjects | None = None,
+    deployments: Sequence[str] = (),
+) -> str:
+    replicasets = _kind_of(snapshot or {}, "ReplicaSet")
+    names = {
+        str(a["modelRevision"]): revisions.resolve(
+            str(a["modelRevision"]), replicasets, deployments=deployments
+        ).label
+        for a in alerts
+        if a.get("modelRevision")
+    }
+    text = "; ".join(_describe(a, names) for a in alerts)
     if top:
         text += f"; top suspect {top.get('kind', '?')}/{top.get('name', '?')}"
     return text
@@ -401,6 +549,8 @@ def _resume(record: ActionRecord, snapshot: LiveObjects) -> ActionRecord:
             "interrupted by an operator restart; the notification may not have been sent and "
             "is not repeated",
         )
+    if record.action == retrain.RETRAIN:
+        return record  # Running while its run runs: the shell follows it (operator/runs.py)
     if not record.patch:
         return record.settle(
             "Failed",
@@ -576,7 +726,9 @@ def plan_reactions(
         ):
             continue
         working = list(latest.values())
-        trigger = _trigger(candidate.alerts, diagnosis_top)
+        trigger = _trigger(
+            candidate.alerts, diagnosis_top, snapshot, [model.spec.target.deployment]
+        )
         draft = _Draft(
             id=rid,
             action=candidate.action,
@@ -596,10 +748,21 @@ def plan_reactions(
                 history=working,
                 dry_run=dry,
             )
+            if candidate.action == retrain.RETRAIN:
+                stop = stop or retrain.still_running(
+                    target=proposal.target, history=working, dry_run=dry
+                )
+                stop = stop or retrain.blames_a_change(top=diagnosis_top)
             if candidate.action == "rollback":
+                named = _text(primary.get("modelRevision"))
+                replicasets = _kind_of(snapshot, "ReplicaSet")
+                deployment = [model.spec.target.deployment]
                 stop = stop or guardrails.revision_moved(
-                    alert_revision=_text(primary.get("modelRevision")),
+                    alert_revision=revisions.deployment_revision(
+                        named, replicasets, deployments=deployment
+                    ),
                     current_revision=proposal.revision,
+                    shown=revisions.long_label(named, replicasets, deployments=deployment),
                 )
                 stop = stop or guardrails.blames_elsewhere(
                     top=diagnosis_top, target=proposal.target, same_model=proposal.same_model

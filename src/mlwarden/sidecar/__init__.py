@@ -2,16 +2,26 @@
 
 Map of the package, hot path first:
 
-- `proxy`    the aiohttp forwarding path and the admin app (/metrics, /healthz, /readyz);
-             it hands each exchange to the capture queue and returns.
-- `capture`  the bounded queue and the background worker that samples, decodes and
-             parses exchanges into records (through `mlwarden.protocols`).
-- `shipper`  batches records to the detector with retries, backoff and jitter.
-- `metrics`  the Prometheus metrics, one registry per sidecar.
-- `config`   `SidecarConfig`, read from flags and MLWARDEN_* environment variables.
+- `proxy`      the forwarding path and the admin app (/metrics, /healthz, /readyz);
+               it offers each exchange to capture and returns.
+- `supervisor` the proxy's side of capture: `CaptureProcess.offer` (an O(1) append to a
+               bounded queue), the non-blocking writes to the capture worker process, its
+               reports applied to the metrics, its restarts; `InlineCapture` when capture
+               is off (metrics only, no worker).
+- `worker`     the capture worker process (`python -m mlwarden.sidecar.worker`): reads
+               exchange frames, parses them, runs the shipper, reports back.
+- `capture`    `Exchange`, its frame on the socket, `CaptureQueue`, and `CaptureProcessor`,
+               which samples, decodes and parses exchanges into records (through
+               `mlwarden.protocols`); `redact` drops or hashes fields on the way.
+- `shipper`    batches records to the detector (orjson, strict JSON) with retries, backoff
+               and jitter; in the worker.
+- `relay`      the worker's metrics as deltas, applied in the proxy process.
+- `metrics`    the Prometheus metrics, one registry per process.
+- `config`     `SidecarConfig`, read from flags and MLWARDEN_* environment variables.
 
-Nothing in capture or shipping can fail or slow a model request: every queue is
-bounded, and what does not fit is dropped and counted by reason.
+Nothing in capture or shipping can fail or slow a model request: capture runs in
+another process, every queue is bounded, and what does not fit is dropped and
+counted by reason.
 """
 
 from mlwarden.sidecar.config import SidecarConfig

@@ -1,10 +1,12 @@
-"""Capture: from a served exchange to records, off the model's hot path.
+"""Capture: from a served exchange to records, in a process of its own.
 
-The proxy calls `CaptureQueue.offer` once per request, an O(1) append that never
-waits; everything else (timing metrics, decompression, protocol parsing, request
-ids) happens in `CaptureWorker`, which drains the queue in slices so that no
-parse holds the event loop for long. The queue is bounded twice, by count and by
-body bytes; what does not fit is counted, never waited for.
+The proxy builds an `Exchange` per request and offers it to the capture process
+(`mlwarden.sidecar.supervisor.CaptureProcess.offer`: an O(1) append to a `CaptureQueue`,
+bounded by count and by body bytes, that never waits). The exchange crosses to the
+capture worker process (`mlwarden.sidecar.worker`) as a frame of raw bytes
+(`exchange_frame`, `read_exchange`); there `CaptureProcessor` does everything else:
+timing metrics, decompression, protocol parsing, redaction, request ids, and hands
+the records to the shipper.
 
 `describe_exchange` is the pure core: one exchange in, the per-request entry and
 the per-row records of the ingest format out (`docs/records-api.md`).
@@ -12,16 +14,16 @@ the per-row records of the ingest format out (`docs/records-api.md`).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import logging
 import os
-import time
+import struct
 import zlib
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
+
+import orjson
 
 from mlwarden.protocols import UnrecognizedProtocol, parse_exchange
 from mlwarden.records import ProtocolError
@@ -30,11 +32,6 @@ from mlwarden.sidecar.redact import Redactor
 from mlwarden.spec import ObservedModelSpec
 
 log = logging.getLogger(__name__)
-
-# Parse for at most this long before letting the proxy run again: the longest a
-# request can wait on capture work (plus one exchange's parse, bounded by the body cap).
-SLICE_SECONDS = 0.0005
-DRAIN_INTERVAL_SECONDS = 0.02
 
 
 @dataclass(slots=True, kw_only=True)
@@ -72,9 +69,10 @@ class CaptureQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def offer(self, exchange: Exchange) -> bool:
+    def offer(self, exchange: Exchange, *, in_flight: int = 0) -> bool:
+        """Append unless full; `in_flight` is bytes already on their way that still count."""
         size = exchange.body_bytes
-        if len(self._items) >= self.max_items or self.bytes + size > self.max_bytes:
+        if len(self._items) >= self.max_items or self.bytes + in_flight + size > self.max_bytes:
             return False
         self._items.append(exchange)
         self.bytes += size
@@ -208,16 +206,39 @@ def _status_class(status: int) -> str:
     return f"{min(max(status // 100, 1), 5)}xx"
 
 
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything the capture worker needs, sent by the proxy process as its first frame
+    (defined here, not in `worker`, so that the proxy process never imports the shipper)."""
+
+    protocol: str
+    spec: ObservedModelSpec | None
+    max_body_bytes: int
+    redaction_key: bytes | None = field(default=None, repr=False)
+    records_url: str | None = None
+    batch_size: int = 500
+    batch_interval_seconds: float = 1.0
+    buffer_records: int = 50_000
+    ship_timeout_seconds: float = 5.0
+    ship_max_attempts: int = 5
+    source: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    report_interval_seconds: float = 0.2
+    log_level: int = logging.INFO
+
+
 class RecordSink(Protocol):
     def add(self, request: dict[str, Any], records: list[dict[str, Any]]) -> None: ...
 
 
-class CaptureWorker:
-    """Drains the queue: metrics for every exchange, records for the captured ones."""
+class CaptureProcessor:
+    """One exchange at a time: metrics for every exchange, records for the captured ones.
+
+    Runs in the capture worker process (`mlwarden.sidecar.worker`), never beside forwarding.
+    """
 
     def __init__(
         self,
-        queue: CaptureQueue,
         *,
         metrics: SidecarMetrics,
         sink: RecordSink | None,
@@ -226,7 +247,6 @@ class CaptureWorker:
         max_body_bytes: int,
         redaction_key: bytes | None = None,
     ) -> None:
-        self.queue = queue
         self.metrics = metrics
         self.sink = sink
         self.protocol = protocol
@@ -241,79 +261,87 @@ class CaptureWorker:
                 "dropping those fields instead",
                 ", ".join(sorted(r.field for r in rules if r.action == "hash")),
             )
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="mlwarden-capture")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.drain_all()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(DRAIN_INTERVAL_SECONDS)
-            try:
-                while self.drain_slice():  # noqa: ASYNC110
-                    # Not a poll: a zero sleep lets the proxy serve between parse slices.
-                    await asyncio.sleep(0)
-            except Exception:  # pragma: no cover - a bug must not stop capture for good
-                log.exception("capture worker failed on an exchange; continuing")
-
-    def drain_all(self) -> None:
-        while self.drain_slice():
-            pass
-
-    def drain_slice(self, budget: float = SLICE_SECONDS) -> bool:
-        """Process exchanges for about `budget` seconds; True if some are left."""
-        deadline = time.perf_counter() + budget
+    def process(self, exchange: Exchange) -> None:
         m = self.metrics
-        while True:
-            exchange = self.queue.take()
-            if exchange is None:
-                self._update_gauges()
-                return False
-            m.requests.labels(_status_class(exchange.status)).inc()
-            m.request_duration.observe(exchange.total_seconds)
-            m.upstream_duration.observe(exchange.upstream_seconds)
-            m.overhead.observe(max(0.0, exchange.total_seconds - exchange.upstream_seconds))
-            if exchange.skip == "sampled_out":
-                m.exchanges_sampled_out.inc()
-            elif exchange.request_body is None and exchange.skip is None:
-                # The model never answered (502/504): a request entry, no rows.
-                if self.sink is not None:
-                    described = describe_exchange(
-                        exchange,
-                        protocol=self.protocol,
-                        spec=self.spec,
-                        max_body_bytes=self.max_body_bytes,
-                        ids=self.ids,
-                        redactor=self.redactor,
-                    )
-                    self.sink.add(described.request, [])
-            else:
-                described = describe_exchange(
-                    exchange,
-                    protocol=self.protocol,
-                    spec=self.spec,
-                    max_body_bytes=self.max_body_bytes,
-                    ids=self.ids,
-                    redactor=self.redactor,
-                )
-                if described.dropped is not None:
-                    m.exchanges_dropped.labels(described.dropped).inc()
-                else:
-                    m.exchanges_captured.labels(described.protocol or "unknown").inc()
-                    m.records_captured.inc(len(described.records))
-                if self.sink is not None:
-                    self.sink.add(described.request, described.records)
-            if time.perf_counter() >= deadline:
-                self._update_gauges()
-                return len(self.queue) > 0
+        m.requests.labels(_status_class(exchange.status)).inc()
+        m.request_duration.observe(exchange.total_seconds)
+        m.upstream_duration.observe(exchange.upstream_seconds)
+        m.overhead.observe(max(0.0, exchange.total_seconds - exchange.upstream_seconds))
+        if exchange.skip == "sampled_out":
+            m.exchanges_sampled_out.inc()
+            return
+        if exchange.request_body is None and exchange.skip is None:
+            # The model never answered (502/504): a request entry, no rows.
+            if self.sink is not None:
+                self.sink.add(self._describe(exchange).request, [])
+            return
+        described = self._describe(exchange)
+        if described.dropped is not None:
+            m.exchanges_dropped.labels(described.dropped).inc()
+        else:
+            m.exchanges_captured.labels(described.protocol or "unknown").inc()
+            m.records_captured.inc(len(described.records))
+        if self.sink is not None:
+            self.sink.add(described.request, described.records)
 
-    def _update_gauges(self) -> None:
-        self.metrics.queue_depth.set(len(self.queue))
-        self.metrics.queue_bytes.set(self.queue.bytes)
+    def _describe(self, exchange: Exchange) -> Described:
+        return describe_exchange(
+            exchange,
+            protocol=self.protocol,
+            spec=self.spec,
+            max_body_bytes=self.max_body_bytes,
+            ids=self.ids,
+            redactor=self.redactor,
+        )
+
+
+# --- the exchange on the wire between the proxy and the capture worker ----------------------
+#
+# A frame is a 4-byte big-endian length, then a kind byte, then the payload. An exchange's
+# payload is a 4-byte length of its metadata (every `Exchange` field but the bodies, as an
+# orjson list in field order, then the two body lengths, -1 for None), the metadata, then the
+# request and the response body as raw bytes: no parsing or encoding of a body on the proxy.
+
+FRAME_HEADER = struct.Struct(">IB")
+META_LENGTH = struct.Struct(">I")
+KIND_EXCHANGE = ord("X")
+KIND_SETTINGS = ord("S")
+KIND_DRAIN = ord("D")
+META_FIELDS = tuple(
+    f.name for f in fields(Exchange) if f.name not in ("request_body", "response_body")
+)
+
+
+def exchange_frame(exchange: Exchange) -> list[bytes]:
+    """The frame of one exchange, as pieces to write in order (the bodies are not copied)."""
+    request, response = exchange.request_body, exchange.response_body
+    meta = orjson.dumps(
+        [
+            *[getattr(exchange, name) for name in META_FIELDS],
+            -1 if request is None else len(request),
+            -1 if response is None else len(response),
+        ]
+    )
+    size = 1 + META_LENGTH.size + len(meta) + len(request or b"") + len(response or b"")
+    head = FRAME_HEADER.pack(size, KIND_EXCHANGE) + META_LENGTH.pack(len(meta)) + meta
+    return [head, request, response] if request and response else [head, request or response or b""]
+
+
+def read_exchange(payload: bytes) -> Exchange:
+    """An exchange back from its frame's payload (the part after the kind byte)."""
+    (meta_length,) = META_LENGTH.unpack_from(payload)
+    at = META_LENGTH.size + meta_length
+    meta = orjson.loads(payload[META_LENGTH.size : at])
+    *values, request_length, response_length = meta
+    kw: dict[str, Any] = dict(zip(META_FIELDS, values, strict=True))
+    if request_length >= 0:
+        kw["request_body"] = payload[at : at + request_length]
+        at += request_length
+    if response_length >= 0:
+        kw["response_body"] = payload[at : at + response_length]
+    return Exchange(**kw)
+
+
+def frame(kind: int, payload: bytes) -> bytes:
+    return FRAME_HEADER.pack(1 + len(payload), kind) + payload

@@ -7,7 +7,12 @@ protocol; never paths or request ids. What an SRE alerts on:
 - `rate(mlwarden_sidecar_records_dropped_total[5m]) > 0` — observability is losing data;
 - `histogram_quantile(0.99, rate(mlwarden_sidecar_overhead_seconds_bucket[5m]))` —
   what the sidecar adds to each request, separate from the model's own time;
-- `mlwarden_sidecar_upstream_errors_total` — the model server refusing or timing out.
+- `mlwarden_sidecar_upstream_errors_total` — the model server refusing or timing out;
+- `increase(mlwarden_sidecar_capture_worker_restarts_total[15m]) > 0` — the capture worker
+  process died or hung (forwarding is unaffected; what it held is counted as `worker_lost`).
+
+The capture worker process counts in a registry of its own; its counts reach this one as
+deltas every 0.2 s (`mlwarden.sidecar.relay`).
 """
 
 from __future__ import annotations
@@ -55,8 +60,16 @@ EXCHANGE_DROP_REASONS = (
     "unrecognized_protocol",
     "decode_error",
     "no_manifest",
+    "worker_lost",
 )
-RECORD_DROP_REASONS = ("buffer_full", "rejected", "unauthorized", "retries_exhausted")
+RECORD_DROP_REASONS = (
+    "buffer_full",
+    "rejected",
+    "unauthorized",
+    "retries_exhausted",
+    "worker_lost",
+)
+WORKER_RESTART_REASONS = ("exited", "hung")
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
@@ -166,6 +179,17 @@ class SidecarMetrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        self.capture_worker_up = Gauge(
+            "mlwarden_sidecar_capture_worker_up",
+            "1 while the capture worker process runs, 0 while it is being restarted.",
+            registry=r,
+        )
+        self.capture_worker_restarts = Counter(
+            "mlwarden_sidecar_capture_worker_restarts",
+            "Capture worker processes restarted, by reason (exited, hung: no report in time).",
+            ["reason"],
+            registry=r,
+        )
         # Pre-create every labelled series so dashboards and alerts see zeros, not gaps.
         for cls in STATUS_CLASSES:
             self.requests.labels(cls)
@@ -177,6 +201,8 @@ class SidecarMetrics:
             self.upstream_errors.labels(reason)
         for outcome in ("ok", "retry", "rejected", "unauthorized", "failed"):
             self.ship_requests.labels(outcome)
+        for reason in WORKER_RESTART_REASONS:
+            self.capture_worker_restarts.labels(reason)
 
     def set_info(self, protocol: str) -> None:
         self.info.labels(__version__, protocol).set(1)

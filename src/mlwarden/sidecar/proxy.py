@@ -31,7 +31,7 @@ model being rolled sees a refused connection or a request cut off:
            every kube-proxy and ingress), and keep-alive clients, whose connections stay
            pinned to this pod, reconnect to another one after their next response.
     stop   no new connection is accepted, idle ones are closed, requests in flight finish;
-           the capture queue is parsed and the shipper flushes what it can, all within
+           the capture queue goes to the capture worker, which ships what it can, all within
            `shutdown_timeout_seconds`; then the process exits 0.
 
 A second SIGTERM or SIGINT during the drain ends it early.
@@ -57,10 +57,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from mlwarden.ingest_auth import bearer_header
-from mlwarden.sidecar.capture import CaptureQueue, CaptureWorker, Exchange
+from mlwarden.sidecar.capture import Exchange, WorkerSettings
 from mlwarden.sidecar.config import SidecarConfig
 from mlwarden.sidecar.metrics import SidecarMetrics
-from mlwarden.sidecar.shipper import Shipper
+from mlwarden.sidecar.supervisor import CaptureProcess, InlineCapture
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class ProxyHandler:
         config: SidecarConfig,
         *,
         session: aiohttp.ClientSession,
-        queue: CaptureQueue,
+        queue: CaptureProcess | InlineCapture,
         metrics: SidecarMetrics,
         capturing: bool,
         not_captured: str | None = None,
@@ -408,9 +408,9 @@ class Sidecar:
         self.config = config
         self.metrics = SidecarMetrics()
         self.metrics.set_info(config.protocol)
-        self.queue = CaptureQueue(max_items=config.queue_size, max_bytes=config.queue_bytes)
-        self.shipper: Shipper | None = None
-        self.worker: CaptureWorker | None = None
+        # Capture, in a worker process of its own (sidecar/supervisor.py); created in start().
+        self.capture: CaptureProcess | InlineCapture | None = None
+        self.capturing = False
         self._runners: list[web.BaseRunner] = []
         self._session: aiohttp.ClientSession | None = None
         self._handler: ProxyHandler | None = None
@@ -435,32 +435,20 @@ class Sidecar:
                 "sent without one; a detector that requires one refuses them "
                 '(records_dropped{reason="unauthorized"})'
             )
-        if c.records_url is not None and c.manifest_missing is None:
-            self.shipper = Shipper(
-                c.records_url,
-                metrics=self.metrics,
-                batch_size=c.batch_size,
-                batch_interval=c.batch_interval_seconds,
-                buffer_records=c.buffer_records,
-                timeout=c.ship_timeout_seconds,
-                max_attempts=c.ship_max_attempts,
-                source=self._source(),
-                headers=bearer_header(c.ingest_token) if c.ingest_token else None,
-            )
-            self.shipper.start()
-        else:
+        self.capturing = c.records_url is not None and c.manifest_missing is None
+        if not self.capturing:
             log.warning("no --collector given: proxying and metrics only, nothing is captured")
-        spec = c.observed_model.spec if c.observed_model is not None else None
-        self.worker = CaptureWorker(
-            self.queue,
-            metrics=self.metrics,
-            sink=self.shipper,
-            protocol=c.protocol,
-            spec=spec,
-            max_body_bytes=c.max_body_bytes,
-            redaction_key=c.ingest_token.encode() if c.ingest_token else None,
+        self.capture = (
+            CaptureProcess(
+                self._worker_settings(),
+                self.metrics,
+                max_items=c.queue_size,
+                max_bytes=c.queue_bytes,
+            )
+            if self.capturing
+            else InlineCapture(self.metrics, protocol=c.protocol, max_body_bytes=c.max_body_bytes)
         )
-        self.worker.start()
+        await self.capture.start()
         # One pooled session to the model; no automatic headers, no decompression,
         # so what reaches the model and what comes back are exactly what was sent.
         self._session = aiohttp.ClientSession(
@@ -477,9 +465,9 @@ class Sidecar:
         handler = ProxyHandler(
             c,
             session=self._session,
-            queue=self.queue,
+            queue=self.capture,
             metrics=self.metrics,
-            capturing=self.shipper is not None,
+            capturing=self.capturing,
             not_captured="no_manifest" if c.manifest_missing is not None else None,
         )
         self._handler = handler
@@ -549,14 +537,28 @@ class Sidecar:
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
-        if self.worker is not None:
-            await self.worker.stop()
-        if self.shipper is not None:
-            await self.shipper.stop(
-                flush_timeout=max(deadline - loop.time(), _flush_reserve(self.config))
-            )
+        if self.capture is not None:
+            await self.capture.stop(max(deadline - loop.time(), _flush_reserve(self.config)))
         if self._session is not None:
             await self._session.close()
+
+    def _worker_settings(self) -> WorkerSettings:
+        c = self.config
+        return WorkerSettings(
+            protocol=c.protocol,
+            spec=c.observed_model.spec if c.observed_model is not None else None,
+            max_body_bytes=c.max_body_bytes,
+            redaction_key=c.ingest_token.encode() if c.ingest_token else None,
+            records_url=c.records_url if self.capturing else None,
+            batch_size=c.batch_size,
+            batch_interval_seconds=c.batch_interval_seconds,
+            buffer_records=c.buffer_records,
+            ship_timeout_seconds=c.ship_timeout_seconds,
+            ship_max_attempts=c.ship_max_attempts,
+            source=self._source(),
+            headers=bearer_header(c.ingest_token) if c.ingest_token else {},
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
 
     def _source(self) -> dict[str, Any]:
         om = self.config.observed_model
@@ -571,8 +573,8 @@ class Sidecar:
         app = web.Application()
 
         async def metrics(_: web.Request) -> web.Response:
-            if self.worker is not None:
-                self.worker._update_gauges()
+            if self.capture is not None:
+                self.capture.update_gauges()
             body = generate_latest(self.metrics.registry)
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -580,14 +582,15 @@ class Sidecar:
             return web.json_response({"status": "ok"})
 
         async def readyz(_: web.Request) -> web.Response:
-            shipper = self.shipper
+            capture = self.capture
             body = {
                 "ready": self.ready,
                 "upstream": self.config.upstream,
-                "queueDepth": len(self.queue),
+                "queueDepth": len(capture) if capture is not None else 0,
                 "collector": self.config.records_url,
-                "bufferedRecords": shipper.buffered if shipper else 0,
-                "collectorLastError": shipper.last_error if shipper else None,
+                "bufferedRecords": capture.buffered if capture is not None else 0,
+                "collectorLastError": capture.last_error if capture is not None else None,
+                "captureWorker": capture.pid if capture is not None else None,
             }
             return web.json_response(body, status=200 if self.ready else 503)
 

@@ -10,6 +10,10 @@ as the protocol adapter captured it.
   distribution and drift are still measured) but without the key a hash cannot be reversed
   by hashing guesses (an email address, a user id). Null stays null (missing stays missing).
   Without a key there is nothing safe to hash with: the field is dropped instead.
+  The JSON form is the standard library's (`json.dumps`, sorted keys), not orjson's, which
+  writes NaN and infinities as `null` (a NaN would hash like nothing at all) and may differ in
+  other corners: a hash must not change when the sidecar's encoder does, or every hashed
+  categorical would drift at an upgrade.
 """
 
 from __future__ import annotations

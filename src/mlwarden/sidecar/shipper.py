@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import math
 import random
 import time
 from collections import deque
 from typing import Any
 
 import aiohttp
+import orjson
 
 from mlwarden import __version__, backoff
 from mlwarden.sidecar.metrics import SidecarMetrics
@@ -34,26 +35,81 @@ BACKOFF_CAP_SECONDS = 5.0
 RETRY_AFTER_CAP_SECONDS = 30.0
 
 
+# A non-finite value found in a record: (record index within its exchange, "features" or
+# "outputs", field name, "NaN" | "Infinity" | "-Infinity").
+NonFinite = tuple[int, str, str, str]
+
+
 class Item:
     """One exchange, encoded as soon as it is captured (see `encode_item`)."""
 
-    __slots__ = ("records", "request", "rows")
+    __slots__ = ("non_finite", "records", "request", "rows")
 
-    def __init__(self, request: bytes, records: bytes, rows: int) -> None:
+    def __init__(
+        self, request: bytes, records: bytes, rows: int, non_finite: list[NonFinite] | None = None
+    ) -> None:
         self.request = request  # the request entry, as JSON
         self.records = records  # its records, as JSON array items joined by commas
         self.rows = rows
+        self.non_finite = non_finite  # None when every value is finite (nearly always)
+
+
+def _token(value: float) -> str:
+    return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+
+
+def find_non_finite(records: list[dict[str, Any]]) -> list[NonFinite] | None:
+    """Where the records hold NaN or an infinity (orjson would write those as null)."""
+    found: list[NonFinite] | None = None
+    isfinite = math.isfinite
+    for index, record in enumerate(records):
+        for part in ("features", "outputs"):
+            values = record.get(part)
+            if not values:
+                continue
+            for name, value in values.items():
+                if value.__class__ is float and not isfinite(value):
+                    if found is None:
+                        found = []
+                    found.append((index, part, name, _token(value)))
+    return found
 
 
 def encode_item(request: dict[str, Any], records: list[dict[str, Any]]) -> Item:
-    """Encode one exchange now, in the capture worker's time slice.
+    """Encode one exchange now, in the capture worker, with orjson.
 
-    Encoding a whole batch at send time would hold the event loop for
-    milliseconds (500 records is ~150 KB of JSON); per exchange it is a few
-    microseconds, and assembling a batch is then a byte join.
+    Per exchange it is a few microseconds, and assembling a batch is then a byte join.
+    orjson writes NaN and infinities as `null`; each one is also listed (`find_non_finite`)
+    so that the batch's `nonFinite` entries say what the null stands for
+    (docs/records-api.md): the body stays strict JSON, parsed once by the detector.
     """
-    body = b",".join(json.dumps(r, separators=(",", ":")).encode() for r in records)
-    return Item(json.dumps(request, separators=(",", ":")).encode(), body, len(records))
+    dumps = orjson.dumps
+    try:
+        body = b",".join([dumps(r) for r in records])
+    except TypeError:  # an integer beyond 64 bits, which orjson does not write
+        records = [_fit_integers(r) for r in records]
+        body = b",".join([dumps(r) for r in records])
+    return Item(dumps(request), body, len(records), find_non_finite(records))
+
+
+def _as_float(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _fit_integers(record: dict[str, Any]) -> dict[str, Any]:
+    """Integers beyond 64 bits as floats: what a detector reading JSON makes of them anyway."""
+    out = dict(record)
+    for part in ("features", "outputs"):
+        values = record.get(part)
+        if isinstance(values, dict):
+            out[part] = {
+                k: _as_float(v) if v.__class__ is int and not -(2**63) <= v < 2**64 else v
+                for k, v in values.items()
+            }
+    return out
 
 
 def backoff_seconds(attempt: int, *, rng: random.Random, retry_after: float | None = None) -> float:
@@ -74,11 +130,22 @@ def _retry_after(headers: Any) -> float | None:
 
 
 def encode_batch(items: list[Item], source: dict[str, Any]) -> bytes:
-    """The ingest format (docs/records-api.md). NaN and infinities are kept as JSON tokens."""
+    """The ingest format (docs/records-api.md): strict JSON, non-finite values as `null` plus
+    a `nonFinite` entry each, with the record's index in this batch."""
+    non_finite: list[dict[str, Any]] = []
+    offset = 0
+    for item in items:
+        if item.non_finite:
+            non_finite.extend(
+                {"record": offset + index, "in": part, "name": name, "value": token}
+                for index, part, name, token in item.non_finite
+            )
+        offset += item.rows
+    tail = b',"nonFinite":' + orjson.dumps(non_finite) + b"}" if non_finite else b"}"
     return b"".join((
-        b'{"source":', json.dumps(source, separators=(",", ":")).encode(),
+        b'{"source":', orjson.dumps(source),
         b',"requests":[', b",".join(i.request for i in items),
-        b'],"records":[', b",".join(i.records for i in items if i.rows), b"]}",
+        b'],"records":[', b",".join(i.records for i in items if i.rows), b"]", tail,
     ))  # fmt: skip
 
 

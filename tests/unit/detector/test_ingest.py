@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -43,7 +44,41 @@ def test_columns_line_up_even_when_records_lack_fields() -> None:
     assert b.source["modelRevision"] == "7"
 
 
-def test_nan_tokens_from_the_sidecar_decode() -> None:
+def test_non_finite_entries_replace_their_nulls() -> None:
+    body = (
+        b'{"records": [{"features": {"a": null, "b": 1}, "outputs": {"y": null}},'
+        b' {"features": {"a": null}}],'
+        b' "nonFinite": [{"record": 0, "in": "features", "name": "a", "value": "NaN"},'
+        b' {"record": 0, "in": "outputs", "name": "y", "value": "-Infinity"}]}'
+    )
+    b = parse_batch(decode(body), now=0.0)
+    a = b.feature("a")
+    assert a is not None and math.isnan(a[0]) and a[1] is None  # the other null stays missing
+    assert b.output("y") == [-math.inf, None]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("3", "nonFinite[0]: must be an object, got number"),
+        ('{"record": 1, "in": "features", "name": "a", "value": "NaN"}', "nonFinite[0].record"),
+        ('{"record": true, "in": "features", "name": "a", "value": "NaN"}', "nonFinite[0].record"),
+        ('{"record": 0, "in": "labels", "name": "a", "value": "NaN"}', "nonFinite[0].in"),
+        ('{"record": 0, "in": "features", "name": "z", "value": "NaN"}', "nonFinite[0].name"),
+        ('{"record": 0, "in": "features", "name": "a", "value": "nan"}', "nonFinite[0].value"),
+        (
+            '{"record": 0, "in": "features", "name": "b", "value": "NaN"}',
+            "records[0].features.b must be null",
+        ),
+    ],
+)
+def test_bad_non_finite_entries_name_the_place(entry: str, message: str) -> None:
+    body = b'{"records": [{"features": {"a": null, "b": 2}}], "nonFinite": [' + entry.encode()
+    with pytest.raises(BatchError, match=re.escape(message)):
+        parse_batch(decode(body + b"]}"), now=0.0)
+
+
+def test_nan_tokens_of_older_producers_still_decode() -> None:
     payload = decode(b'{"records": [{"features": {"a": NaN, "b": Infinity}}]}')
     b = parse_batch(payload, now=0.0)
     assert math.isnan(b.feature("a")[0]) and b.feature("b")[0] == math.inf

@@ -118,7 +118,7 @@ def test_arbitrary_json_parses_or_raises_batch_error(payload: Any) -> None:
 @settings(max_examples=200, deadline=None)
 @given(payload=json_values)
 def test_the_wire_format_round_trips_through_decode(payload: Any) -> None:
-    """What the sidecar sends (NaN and infinities as tokens) decodes to the same batch."""
+    """What older producers send (NaN and infinities as bare tokens) still decodes."""
     body = json.dumps(payload).encode()
     _parse(decode(body))
 

@@ -381,7 +381,7 @@ def test_case_a_service_by_name(
         "podAnnotations": [],
     }
     # The sidecar as injected (before the API server's defaults), frozen in the record.
-    assert frozen["name"] == SIDECAR_CONTAINER and frozen["image"] == settings.image
+    assert frozen["name"] == SIDECAR_CONTAINER and frozen["image"] == settings.sidecar_image
     assert covers(sidecar, frozen)
     again = settled(cluster, model, settings)
     assert (again.state, again.deployment_patch, again.service_patch) == ("injected", None, None)
@@ -475,14 +475,19 @@ def test_spec_and_settings_change_while_injected(
         inject(cluster, model, settings)
         service = copy.deepcopy(cluster.service)
         changed = parse_observed_model(make_body(protocol="openai"))
-        newer = replace(settings, image="registry.example/mlwarden:1.2.4", sidecar_port=15081)
+        newer = replace(
+            settings,
+            image="registry.example/mlwarden:1.2.4",
+            sidecar_image="registry.example/mlwarden-sidecar:1.2.4",
+            sidecar_port=15081,
+        )
         assert inject(cluster, changed, newer) == ["injecting", "waiting-for-rollout", "injected"]
         assert cluster.service == service  # the name already routes through the sidecar
         sidecar = cluster.deployment["spec"]["template"]["spec"]["containers"][-1]
         env = {e["name"]: e.get("value") for e in sidecar["env"]}
         assert env["MLWARDEN_PROTOCOL"] == "openai"
         assert env["MLWARDEN_LISTEN"] == "0.0.0.0:15081"
-        assert sidecar["image"] == "registry.example/mlwarden:1.2.4"
+        assert sidecar["image"] == "registry.example/mlwarden-sidecar:1.2.4"
         remove(cluster)
         assert cluster.without_server_fields() == before
 
@@ -560,7 +565,7 @@ def test_sidecar_container(model: ObservedModel, settings: OperatorSettings) -> 
     pod = plan.deployment_patch["spec"]["template"]["spec"]
     sidecar = pod["containers"][-1]
     assert sidecar["name"] == SIDECAR_CONTAINER
-    assert sidecar["image"] == settings.image
+    assert sidecar["image"] == settings.sidecar_image
     assert sidecar["args"] == ["sidecar"]
     assert sidecar["env"] == [
         {"name": "MLWARDEN_LISTEN", "value": "0.0.0.0:18080"},
@@ -578,6 +583,12 @@ def test_sidecar_container(model: ObservedModel, settings: OperatorSettings) -> 
             },
         },
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        # The revision each record is stamped with: the pod's pod-template-hash label,
+        # through the Downward API (one revision per ReplicaSet).
+        {
+            "name": "MLWARDEN_MODEL_REVISION",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['pod-template-hash']"}},
+        },
         # The default grace period of 30 s: preStop 5 + drain 5, 19 s for in-flight requests
         # and the last flush, 1 s before SIGKILL.
         {"name": "MLWARDEN_DRAIN_SECONDS", "value": "5"},
@@ -1045,6 +1056,7 @@ def upgraded_operator(settings: OperatorSettings) -> OperatorSettings:
     return replace(
         settings,
         image="registry.example/mlwarden:2.0.0",
+        sidecar_image="registry.example/mlwarden-sidecar:2.0.0",
         image_pull_policy="Always",
         sidecar_port=19080,
         sidecar_admin_port=19090,
@@ -1096,7 +1108,7 @@ def test_an_upgrade_asked_for_renders_the_sidecar_once(
         cluster.apply(plan)
     assert states == ["injecting", "waiting-for-rollout", "injected"]
     sidecar = cluster.deployment["spec"]["template"]["spec"]["containers"][-1]
-    assert (sidecar["image"], sidecar["ports"][0]["containerPort"]) == (new.image, 19080)
+    assert (sidecar["image"], sidecar["ports"][0]["containerPort"]) == (new.sidecar_image, 19080)
     assert cluster.check() == [["sidecar", "model"]]
     record = injection.read_record(cluster.deployment)
     assert record is not None and record.upgrade == "2026-12-01"
@@ -1106,6 +1118,44 @@ def test_an_upgrade_asked_for_renders_the_sidecar_once(
     assert settled(cluster, model, settings).deployment_patch is None
     assert remove(cluster)[-1] == "removed"
     assert cluster.without_server_fields() == cluster.original_without_server_fields()
+
+
+def test_a_sidecar_frozen_without_the_revision_variable_gets_it_on_upgrade_only(
+    make_cluster: Callable[..., Cluster], model: ObservedModel, settings: OperatorSettings
+) -> None:
+    """Injections made before the sidecar took its revision from the pod do not roll for it:
+    the variable comes with the next upgrade asked for (sidecar.mlwarden.io/upgrade)."""
+    cluster = make_cluster(by_name=True)
+    inject(cluster, model, settings)
+    record = injection.read_record(cluster.deployment)
+    assert record is not None and record.sidecar is not None
+
+    def without_revision(container: Obj) -> Obj:
+        env = [e for e in container["env"] if e["name"] != "MLWARDEN_MODEL_REVISION"]
+        assert len(env) == len(container["env"]) - 1
+        return {**container, "env": env}
+
+    old = without_revision(record.sidecar)
+    template = cluster.deployment["spec"]["template"]
+    template["spec"]["containers"][-1] = without_revision(template["spec"]["containers"][-1])
+    cluster.deployment["metadata"]["annotations"]["mlwarden.io/injected"] = replace(
+        record, sidecar=old
+    ).to_annotation()
+    plan = settled(cluster, model, settings)
+    assert (plan.state, plan.deployment_patch) == ("injected", None)
+    for _ in range(5):
+        plan = plan_injection(deployment=cluster.deployment, service=cluster.service,
+                              model=model, settings=settings, upgrade="rev")  # fmt: skip
+        if plan.done:
+            break
+        if plan.deployment_patch is None:
+            cluster.finish_rollout()
+        cluster.apply(plan)
+    sidecar = cluster.deployment["spec"]["template"]["spec"]["containers"][-1]
+    env = {e["name"]: e for e in sidecar["env"]}
+    assert env["MLWARDEN_MODEL_REVISION"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['pod-template-hash']"
+    )
 
 
 def test_a_spec_change_the_sidecar_follows_renders_it_anew(
@@ -1119,7 +1169,7 @@ def test_a_spec_change_the_sidecar_follows_renders_it_anew(
     plan = settled(cluster, v1, new)
     assert plan.state == "injecting" and plan.deployment_patch is not None
     sidecar = plan.deployment_patch["spec"]["template"]["spec"]["containers"][-1]
-    assert sidecar["image"] == new.image
+    assert sidecar["image"] == new.sidecar_image
     assert {"name": "MLWARDEN_PROTOCOL", "value": "v1"} in sidecar["env"]
 
 
@@ -1139,7 +1189,9 @@ def test_a_record_without_a_frozen_sidecar_freezes_the_running_one(
     cluster.apply(plan)
     record = injection.read_record(cluster.deployment)
     assert record is not None and record.sidecar is not None
-    assert record.sidecar["image"] == settings.image  # the one running, not the new operator's
+    assert (
+        record.sidecar["image"] == settings.sidecar_image
+    )  # the one running, not the new operator's
     assert settled(cluster, model, upgraded_operator(settings)).state == "injected"
 
 
@@ -1390,3 +1442,21 @@ def test_webhook_patch_equals_the_merge_patch_with_istio_and_pull_secrets(
     pod = merged["spec"]["template"]
     assert pod["spec"]["imagePullSecrets"] == [{"name": "team"}, {"name": "regcred"}]
     assert pod["metadata"]["annotations"][injection.ISTIO_EXCLUDE_INBOUND] == "18090"
+
+
+@pytest.mark.parametrize(
+    ("image", "sidecar"),
+    [
+        ("mlwarden/mlwarden:0.1.0", "mlwarden/mlwarden-sidecar:0.1.0"),
+        ("registry:5000/ml/mlwarden:1.2", "registry:5000/ml/mlwarden-sidecar:1.2"),
+        ("registry:5000/ml/mlwarden", "registry:5000/ml/mlwarden-sidecar"),
+        ("mlwarden/mlwarden@sha256:" + "a" * 64, "mlwarden/mlwarden@sha256:" + "a" * 64),
+    ],
+)
+def test_the_sidecar_image_is_the_slim_one_beside_the_operator_image(
+    image: str, sidecar: str
+) -> None:
+    assert OperatorSettings.from_env({"MLWARDEN_IMAGE": image}).sidecar_image == sidecar
+    explicit = {"MLWARDEN_IMAGE": image, "MLWARDEN_SIDECAR_IMAGE": "x/y:z"}
+    assert OperatorSettings.from_env(explicit).sidecar_image == "x/y:z"
+    assert OperatorSettings.from_env({}).sidecar_image == OperatorSettings().sidecar_image

@@ -80,7 +80,39 @@ def test_last_transition_time_only_moves_when_the_status_flips() -> None:
         "DataQualityDegraded": "t1",
         "Reacting": "t1",
         "Bypassed": "t1",
+        "Promotable": "t1",
     }
+
+
+def test_promotable_names_the_candidates_and_promotes_nothing() -> None:
+    conds = {c["type"]: c for c in desired_conditions(Observation(**READY))}
+    assert (conds["Promotable"]["status"], conds["Promotable"]["reason"]) == (
+        "False",
+        "NoCandidatePassed",
+    )
+    passed = Observation(promotable=("revision 8 (fraud:1.5)",), **READY)
+    conds = {c["type"]: c for c in desired_conditions(passed)}
+    assert (conds["Promotable"]["status"], conds["Promotable"]["reason"]) == (
+        "True",
+        "CanaryPassed",
+    )
+    assert conds["Promotable"]["message"].startswith("revision 8 (fraud:1.5) passed")
+    assert "never promotes" in conds["Promotable"]["message"]
+
+
+def test_an_alert_event_names_its_revision_as_people_know_it() -> None:
+    regression = {"type": "CanaryRegression", "test": "canary", "statistic": 0.4,
+                  "threshold": 0.1, "since": "t", "modelRevision": "6b8f7c9d4",
+                  "baselineRevision": "5d4c3b2a1"}  # fmt: skip
+    names = {"6b8f7c9d4": "revision 8 (fraud:1.5)", "5d4c3b2a1": "revision 7 (fraud:1.4)"}
+    ((_, reason, message),) = alert_events([], [regression], names)
+    assert reason == "AlertFired"
+    assert message.startswith(
+        "CanaryRegression [revision 8 (fraud:1.5) against revision 7 (fraud:1.4)]: canary"
+    )
+    # Unresolved: the hash as it is.
+    ((_, _, message),) = alert_events([], [{**regression, "baselineRevision": None}])
+    assert message.startswith("CanaryRegression [revision 6b8f7c9d4]: canary")
 
 
 def test_bypassed_is_a_condition_and_giving_up_fails_with_what_to_do() -> None:

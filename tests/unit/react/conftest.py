@@ -141,6 +141,8 @@ def replicaset(owner: Obj, revision: int, template: Obj, *, hash_: str | None = 
         "metadata": {
             "name": f"{name}-{hash_}",
             "namespace": "ml",
+            # The Deployment controller labels the ReplicaSet as its template.
+            "labels": {"app": "fraud-model", "pod-template-hash": hash_},
             "annotations": {"deployment.kubernetes.io/revision": str(revision)},
             "ownerReferences": [
                 {

@@ -70,11 +70,15 @@ def test_once_per_incident(build: Any) -> None:
 
 
 def test_revision_moved() -> None:
-    assert guardrails.revision_moved(alert_revision="7", current_revision="7") is None
+    assert guardrails.revision_moved(alert_revision=7, current_revision="7") is None
+    # Unknown on either side (no modelRevision, a hash no ReplicaSet carries): no objection.
     assert guardrails.revision_moved(alert_revision=None, current_revision="7") is None
-    assert guardrails.revision_moved(alert_revision="5d8f9c7b", current_revision="7") is None
-    reason = guardrails.revision_moved(alert_revision="7", current_revision="8")
+    assert guardrails.revision_moved(alert_revision=7, current_revision=None) is None
+    reason = guardrails.revision_moved(alert_revision=7, current_revision="8")
     assert reason is not None and "revision 7" in reason and "revision 8" in reason
+    shown = "revision 7 (fraud:1.4, pod-template-hash 75d8f9c7b)"
+    reason = guardrails.revision_moved(alert_revision=7, current_revision="8", shown=shown)
+    assert reason is not None and shown in reason
 
 
 def test_blames_elsewhere() -> None:

@@ -182,6 +182,72 @@ def test_pause(build: Any) -> None:
     )
 
 
+# --------------------------------------------------------------------------- canaries
+
+
+def _regression(build: Any, candidate: str, baseline: str = "65d8f9c7b") -> dict[str, Any]:
+    """A CanaryRegression as the detector writes it (CONTRACT17): the candidate's hash."""
+    return {**build.alert("CanaryRegression", None, revision=candidate), "test": "canary",
+            "baselineRevision": baseline}  # fmt: skip
+
+
+def _mid_rollout(build: Any) -> tuple[Any, list[Any]]:
+    """fraud-model rolling from revision 6 to 7: both ReplicaSets have pods."""
+    live, sets = _history(build)
+    for rs in sets:
+        revision = rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+        rs["spec"]["replicas"] = {"6": 2, "7": 1}.get(revision, 0)
+    return live, sets
+
+
+def test_pause_on_a_canary_regression_pauses_the_rollout_of_the_candidate(build: Any) -> None:
+    live, sets = _mid_rollout(build)
+    model = build.model({"alert": "CanaryRegression", "action": "pause"})  # no canary named
+    candidate = sets[2]["metadata"]["labels"]["pod-template-hash"]  # revision 7
+    (record,) = plan(build, model, [_regression(build, candidate)], build.snapshot(live, *sets))
+    assert (record.target, record.from_state, record.to_state, record.result) == (
+        "Deployment/fraud-model", "rolling", "paused", "Running")  # fmt: skip
+    assert record.patch == {"Deployment/fraud-model": {
+        "spec": {"paused": True}, "metadata": {"resourceVersion": "100"}}}  # fmt: skip
+    # Rolled out (no other revision serves): nothing to pause, said once.
+    for rs in sets[:2]:
+        rs["spec"]["replicas"] = 0
+    (record,) = plan(build, model, [_regression(build, candidate)], build.snapshot(live, *sets))
+    assert record.result == "Skipped" and "rolled out" in record.reason
+    # A hash no ReplicaSet carries, and no canary named: a problem, not a guess.
+    (record,) = plan(build, model, [_regression(build, "zz9")], build.snapshot(live, *sets))
+    assert record.result == "Skipped" and "pod-template-hash zz9" in record.reason
+
+
+def test_pause_and_shift_aim_at_the_canary_deployment_the_alert_names(build: Any) -> None:
+    stable, canary = build.deployment("fraud-stable", replicas=9, uid="s"), build.deployment(
+        "fraud-canary", replicas=1, uid="c")  # fmt: skip
+    canary_rs = build.replicaset(canary, 3, build.pod_template("fraud:1.5"), hash_="c4n4ry")
+    stable_rs = build.replicaset(stable, 5, build.pod_template("fraud:1.4"), hash_="st4bl3")
+    snap = build.snapshot(stable, canary, canary_rs, stable_rs)
+    pause = build.model({"alert": "CanaryRegression", "action": "pause"})
+    (record,) = plan(build, pause, [_regression(build, "c4n4ry", "st4bl3")], snap)
+    assert (record.target, record.from_state, record.to_state) == (
+        "Deployment/fraud-canary",
+        "1",
+        "0",
+    )
+    # A pause naming another canary than the alert's candidate is refused with the reason.
+    other = build.model({"alert": "CanaryRegression", "action": "pause", "canary": "fraud-stable"})
+    (record,) = plan(build, other, [_regression(build, "c4n4ry", "st4bl3")], snap)
+    assert record.result == "Skipped"
+    assert (
+        "revision c4n4ry of Deployment fraud-canary, not the canary fraud-stable" in record.reason
+    )
+    shift = {"alert": "CanaryRegression", "action": "shiftTraffic", "router": "replicas",
+             "stable": "fraud-stable", "canary": "fraud-canary"}  # fmt: skip
+    (record,) = plan(build, build.model(shift), [_regression(build, "c4n4ry", "st4bl3")], snap)
+    assert (record.result, record.to_state) == ("Running", "stable 100/canary 0")
+    # The stable's revision regressing is not the canary's traffic to shift.
+    (record,) = plan(build, build.model(shift), [_regression(build, "st4bl3", "c4n4ry")], snap)
+    assert record.result == "Skipped" and "not the canary fraud-canary" in record.reason
+
+
 def test_two_reactions_on_one_target_are_one_action(build: Any) -> None:
     live, sets = _history(build)
     model = build.model(ROLLBACK, {"alert": "FeatureDrift", "action": "rollback"})
@@ -395,6 +461,31 @@ def test_no_rollback_when_the_alerting_revision_is_gone(build: Any) -> None:
     (record,) = plan(build, model, [alert], build.snapshot(live, *sets))
     assert record.result == "Skipped"
     assert "revision 6" in record.reason and "revision 7" in record.reason
+
+
+def test_revision_moved_reads_a_pod_template_hash_through_the_replicasets(build: Any) -> None:
+    """The sidecar stamps the pod-template-hash; its ReplicaSet says which revision it is."""
+    live, sets = _history(build)
+    model = build.model(ROLLBACK)
+    by_revision = {
+        int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]): rs["metadata"][
+            "name"
+        ].rsplit("-", 1)[-1]
+        for rs in sets
+    }
+    old = build.alert("PredictionDrift", None, revision=by_revision[6])
+    (record,) = plan(build, model, [old], build.snapshot(live, *sets))
+    assert record.result == "Skipped"
+    assert f"revision 6 (fraud:6, pod-template-hash {by_revision[6]})" in record.reason
+    assert "at revision 7 now" in record.reason
+    current = build.alert("PredictionDrift", None, revision=by_revision[7])
+    (record,) = plan(build, model, [current], build.snapshot(live, *sets))
+    assert (record.result, record.to_state) == ("Running", "6")
+    assert "(model revision 7 (fraud:7))" in record.reason  # the hash as people know it
+    # A hash no ReplicaSet carries: unknown, no objection.
+    unknown = build.alert("PredictionDrift", None, revision="zz9zz9zz9")
+    (record,) = plan(build, model, [unknown], build.snapshot(live, *sets))
+    assert record.result == "Running"
 
 
 def test_no_rollback_when_the_diagnosis_blames_the_feature_job(build: Any) -> None:

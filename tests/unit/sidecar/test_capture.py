@@ -12,12 +12,14 @@ from hypothesis import strategies as st
 
 from mlwarden.sidecar.capture import (
     BodyDecodeError,
+    CaptureProcessor,
     CaptureQueue,
-    CaptureWorker,
     Exchange,
     RequestIds,
     decode_body,
     describe_exchange,
+    exchange_frame,
+    read_exchange,
 )
 from mlwarden.sidecar.metrics import SidecarMetrics
 from mlwarden.spec import parse_observed_model
@@ -164,19 +166,20 @@ class ListSink:
         self.items.append((request, records))
 
 
-def test_worker_accounts_for_every_exchange() -> None:
+def test_processor_accounts_for_every_exchange() -> None:
     metrics = SidecarMetrics()
-    q = CaptureQueue(max_items=100, max_bytes=1 << 20)
     sink = ListSink()
-    worker = CaptureWorker(
-        q, metrics=metrics, sink=sink, protocol="auto", spec=None, max_body_bytes=1 << 20
+    processor = CaptureProcessor(
+        metrics=metrics, sink=sink, protocol="auto", spec=None, max_body_bytes=1 << 20
     )
-    q.offer(exchange())
-    q.offer(exchange(request_body=b"{bad"))
-    q.offer(exchange(request_body=None, response_body=None, skip="sampled_out"))
-    q.offer(exchange(request_body=None, response_body=None, status=502))
-    q.offer(exchange(request_body=None, response_body=None, skip="body_too_large"))
-    worker.drain_all()
+    for ex in (
+        exchange(),
+        exchange(request_body=b"{bad"),
+        exchange(request_body=None, response_body=None, skip="sampled_out"),
+        exchange(request_body=None, response_body=None, status=502),
+        exchange(request_body=None, response_body=None, skip="body_too_large"),
+    ):
+        processor.process(ex)
     value = metrics.registry.get_sample_value
     assert value("mlwarden_sidecar_exchanges_captured_total", {"protocol": "v2"}) == 1
     assert value("mlwarden_sidecar_exchanges_dropped_total", {"reason": "unparseable"}) == 1
@@ -188,4 +191,28 @@ def test_worker_accounts_for_every_exchange() -> None:
     assert value("mlwarden_sidecar_request_duration_seconds_count") == 5
     # Sampled-out exchanges are not shipped; everything else gives a request entry.
     assert [req["status"] for req, _ in sink.items] == [200, 200, 502, 200]
-    assert value("mlwarden_sidecar_queue_depth") == 0
+
+
+def test_queue_counts_bytes_in_flight() -> None:
+    size = len(V2_REQUEST) + len(V2_RESPONSE)
+    q = CaptureQueue(max_items=100, max_bytes=size * 3)
+    assert q.offer(exchange(), in_flight=size)
+    assert not q.offer(exchange(), in_flight=size + 1)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"request_body": None, "response_body": None, "skip": "sampled_out"},
+        {"request_body": b"", "response_body": b"\x00" * 70_000, "request_id": "r-\u00e9"},
+        {"request_body": b"x", "response_body": None, "status": 502},
+        {"request_encoding": "gzip", "response_encoding": "deflate", "skip": None},
+    ],
+)
+def test_an_exchange_survives_its_frame(kw: dict[str, object]) -> None:
+    ex = exchange(**kw)
+    data = b"".join(exchange_frame(ex))
+    size = int.from_bytes(data[:4], "big")
+    assert len(data) == 4 + size and data[4] == ord("X")
+    assert read_exchange(data[5:]) == ex

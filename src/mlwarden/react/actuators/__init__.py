@@ -6,6 +6,9 @@
     pause     a canary Deployment to zero replicas
     alert     the webhook payload (generic JSON and Slack-compatible); the Event and the
               condition are written by the operator shell
+    retrain   not a patch: the Job (from a CronJob's jobTemplate, as `kubectl create job
+              --from` does, or from a manifest in a ConfigMap) or the Argo Workflow (from a
+              WorkflowTemplate) to create for an incident, and whether it has ended
 
 Traffic shifts have their own routers in `mlwarden.react.traffic`. Everything here is pure:
 the shell reads the objects, the policy calls these, the shell applies what they return.

@@ -1,0 +1,93 @@
+"""The sidecar is slim: what a running sidecar and its capture worker import.
+
+The sidecar runs for real under `PYTHONPROFILEIMPORTTIME=1` (Python's `-X importtime`,
+inherited by the capture worker it starts), serves and captures requests (so imports made
+on the first request or in the worker count too), and is stopped with SIGTERM. Every
+module either process imported is in its log, one `import time:` line each.
+
+Checked: none of scipy, pyarrow, matplotlib, kopf, kubernetes or numpy (the sidecar does
+not need numpy), and every third-party distribution imported is in requirements-sidecar.txt
+(what the Dockerfile's slim `sidecar` target installs) or required by one listed there
+(Requires-Dist, extras included: aiohttp imports brotli when it is installed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import requests
+from harness import Collector, SidecarProcess, Upstream, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = {"scipy", "pyarrow", "matplotlib", "kopf", "kubernetes", "numpy"}
+
+
+def import_lines(log: str) -> list[str]:
+    """The module of every `import time:` line, both processes' together."""
+    return [m.group(1) for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", log, re.M)]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s;\[<>=!~(]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def allowed_distributions() -> set[str]:
+    """requirements-sidecar.txt and, transitively, what those distributions require."""
+    listed = [
+        _name(line)
+        for line in (ROOT / "requirements-sidecar.txt").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    seen: set[str] = set()
+    todo = list(listed)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        todo += [_name(r) for r in requires]
+    return seen
+
+
+def test_a_running_sidecar_loads_only_the_slim_set(
+    upstream: Upstream,
+    collector: Collector,
+    start_sidecar: Callable[..., SidecarProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    sidecar = start_sidecar(upstream.url, "--protocol", "v1", collector=collector.url)
+    body = json.dumps({"instances": [[1.0, 2.0]]}).encode()
+    for _ in range(5):
+        assert requests.post(sidecar.url + "/v1/models/m:predict", data=body).status_code == 200
+    wait_until(lambda: len(collector.records()) == 5, what="5 records shipped by the worker")
+    requests.get(sidecar.admin_url + "/metrics", timeout=5)
+    assert sidecar.stop() == 0
+    log = sidecar.log()
+    lines = import_lines(log)
+    modules = set(lines)
+    # Both processes reported: the proxy (the supervisor is its alone) and the worker (run
+    # with -m, it imports the shipper, which the proxy process never does).
+    assert lines.count("mlwarden.sidecar.supervisor") == 1
+    assert lines.count("mlwarden.sidecar.shipper") == 1
+    assert lines.count("mlwarden.sidecar.capture") == 2  # one line per process
+    heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY)
+    assert heavy == [], heavy
+
+    top_level = {m.split(".")[0] for m in modules}
+    by_module = metadata.packages_distributions()
+    distributions = {
+        _name(d) for m in top_level for d in by_module.get(m, []) if _name(d) != "mlwarden"
+    }
+    missing = sorted(distributions - allowed_distributions())
+    assert missing == [], f"imported by the sidecar, not in requirements-sidecar.txt: {missing}"
+    assert {"aiohttp", "orjson", "pyyaml", "prometheus-client"} <= distributions
