@@ -451,7 +451,6 @@ async def respond(
     for record in records:
         if record.result == "Running" and step.incident(record) and not step.due(record):
             continue  # an incident's notification waits for what arrives with it
-
         if record.result == "Running" and touched & set(record.patch):
             log.info("%s waits for the next pass: %s changed in this one", record.id, touched)
             continue
@@ -470,6 +469,7 @@ async def respond(
                 alerts=alerts, top=top_dict, label=label, jobs=lists.get("Job") or (),
                 now=now, event=event,
             )  # fmt: skip
+            step.took(record, alerts_for(model=model, record=record, alerts=alerts))
             continue
         if record.result != "Running":
             trigger = verify.trigger(alerts_for(model=model, record=record, alerts=alerts))
