@@ -28,9 +28,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import canary
 import capture_cpu
 import detector_throughput
 import drift_suite
+import grpc_latency
 import operator_scale
 import sidecar_latency
 import sidecar_mlserver
@@ -42,19 +44,28 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: list[ModuleType] = [
     sidecar_latency,
     sidecar_mlserver,
+    grpc_latency,
     capture_cpu,
     detector_throughput,
     operator_scale,
     drift_suite,
     stream_delay,
+    canary,
 ]
+# The tools each benchmark needs (the others need none).
 NEEDS_TOOLS = {
-    "sidecar_latency",
-    "sidecar_mlserver",
-    "capture_cpu",
-}  # the ones that need nginx, hey and wrk
-TOOLS = {"nginx": "/usr/sbin/nginx", "hey": "/usr/bin/hey", "wrk": "/usr/bin/wrk"}
-INSTALL_HINT = "benchmarks need nginx, hey and wrk: apt-get install nginx-light hey wrk"
+    "sidecar_latency": {"nginx", "hey", "wrk"},
+    "sidecar_mlserver": {"nginx", "hey", "wrk"},
+    "grpc_latency": {"h2load"},
+    "capture_cpu": {"nginx", "hey", "wrk"},
+}
+TOOLS = {
+    "nginx": "/usr/sbin/nginx",
+    "hey": "/usr/bin/hey",
+    "wrk": "/usr/bin/wrk",
+    "h2load": "/usr/bin/h2load",
+}
+INSTALL_HINT = "benchmarks need these tools: apt-get install nginx-light hey wrk nghttp2-client"
 
 
 def find_tool(name: str) -> str | None:
@@ -110,6 +121,9 @@ def machine(tools: dict[str, str | None]) -> dict[str, str]:
         "hey": f"{tools['hey']} (Debian package {deb('hey')})" if tools.get("hey") else "not used",
         "wrk": (_output([tools["wrk"], "-v"]).splitlines() or [tools["wrk"]])[0].split(" [")[0]
         if tools.get("wrk")
+        else "not used",
+        "h2load": (_output([tools["h2load"], "--version"]).splitlines() or ["?"])[0]
+        if tools.get("h2load")
         else "not used",
         "load average at start": load,
     }
@@ -169,6 +183,18 @@ def _merge_previous(
     return out
 
 
+def _hand_run(path: Path) -> list[str]:
+    """Sections of the previous RESULTS.md written by benchmarks run by hand (a `## `
+    heading marked `(by hand)`, e.g. `sidecar_cpu.py`, which needs a git ref): kept as they
+    are, since this run did not redo them."""
+    previous = path.read_text() if path.exists() else ""
+    return [
+        "## " + chunk.rstrip("\n") + "\n"
+        for chunk in previous.split("\n## ")[1:]
+        if "(by hand)" in chunk.splitlines()[0]
+    ]
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -200,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     selected = [b for b in BENCHMARKS if not names or b.NAME in names]
 
     tools = {name: find_tool(name) for name in TOOLS}
-    missing = [name for name, path in tools.items() if path is None]
-    if missing and NEEDS_TOOLS & {b.NAME for b in selected}:
+    needed = set().union(*(NEEDS_TOOLS.get(b.NAME, set()) for b in selected))
+    missing = sorted(name for name in needed if tools[name] is None)
+    if missing:
         print(f"missing: {', '.join(missing)}. {INSTALL_HINT}", file=sys.stderr)
         return 2
     found = {k: v for k, v in tools.items() if v is not None}
@@ -230,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     when = started.strftime("%Y-%m-%d %H:%M UTC")
     if len(selected) < len(BENCHMARKS):
         sections = _merge_previous(args.results, selected, sections, when)
+    sections += _hand_run(args.results)
     args.results.write_text(results_markdown(when, info, sections, elapsed, args))
     print(f"wrote {args.results} ({elapsed:.0f} s)")
     return 0

@@ -91,7 +91,24 @@ def _sidecar_parser(sub: Any) -> None:
     )
     # These three default to the ObservedModel's spec.protocol and spec.capture when
     # --observed-model is given; a flag or variable overrides the manifest.
-    _add(p, "--protocol", help="request format: auto|v2|v1|openai|json", shown_default="auto")
+    _add(
+        p,
+        "--protocol",
+        help="request format: auto|v2|v2-grpc|v1|openai|json (v2-grpc: --listen serves gRPC, "
+        "forwarded to the model's gRPC port at --upstream)",
+        shown_default="auto",
+    )
+    _add(
+        p,
+        "--grpc-listen",
+        help="HOST:PORT of a gRPC listener beside the HTTP one, for Open Inference Protocol v2 "
+        "clients over gRPC (needs --grpc-upstream)",
+    )
+    _add(
+        p,
+        "--grpc-upstream",
+        help="HOST:PORT of the model server's gRPC port, e.g. 127.0.0.1:8081",
+    )
     _add(
         p,
         "--sample-rate",
@@ -410,6 +427,10 @@ def _sidecar_config(args: argparse.Namespace) -> Any:
         drain_seconds=args.drain_seconds,
         shutdown_timeout_seconds=args.shutdown_timeout,
         model_revision=args.model_revision or None,
+        grpc_listen=(
+            parse_hostport(args.grpc_listen, what="--grpc-listen") if args.grpc_listen else None
+        ),
+        grpc_upstream=args.grpc_upstream or None,
         observed_model=observed,
         manifest_missing=manifest_missing,
         ingest_token=load_ingest_token(

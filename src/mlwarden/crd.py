@@ -350,11 +350,78 @@ def _status() -> Schema:
             "pValue": _number("The p-value, for statistical tests.", nullable=True),
             "threshold": _number("The threshold it was judged against.", nullable=True),
             "since": _string("Onset: the first failing evaluation.", fmt=when),
-            "modelRevision": _string("The model's Deployment revision."),
+            "modelRevision": _string(
+                "The model revision it concerns (a pod-template-hash; for all-traffic checks "
+                "the revision with the largest share of the window; for CanaryRegression the "
+                "candidate)."
+            ),
+            "baselineRevision": _string(
+                "CanaryRegression: the baseline revision the candidate was judged against."
+            ),
+            "evidence": _array(
+                "CanaryRegression: the finding per signal.",
+                _object(
+                    "One signal of the candidate against the baseline.",
+                    {
+                        "signal": _string(
+                            "What was compared.",
+                            enum=["prediction", "quality", "latency", "errors", "performance"],
+                        ),
+                        "test": _string("The test."),
+                        "statistic": _number("The candidate's figure.", nullable=True),
+                        "baseline": _number("The baseline's figure.", nullable=True),
+                        "effect": _number("The difference, on the margin's scale.", nullable=True),
+                        "threshold": _number("The margin."),
+                        "pValue": _number("The corrected p-value.", nullable=True),
+                        "failing": _boolean("Significant and beyond the margin."),
+                        "message": _string("What was found, in words."),
+                    },
+                    required=["signal", "test", "failing"],
+                ),
+                max_items=spec.MAX_STATUS_EVIDENCE,
+            ),
             "reference": _string("The reference it was judged against."),
             "message": _string("What was found, in words."),
         },
         required=["type", "test", "statistic", "threshold", "since", "reference"],
+    )
+    revision = _object(
+        "A model revision serving now, as the detector sees it.",
+        {
+            "revision": _string("The revision (a pod-template-hash, or a KServe endpoint)."),
+            "records": _integer(
+                "Records received from it since firstSeen (restarts from 0 with the detector).",
+                minimum=0,
+            ),
+            "share": _number("Its share of the records in the all-traffic window."),
+            "firstSeen": _string("When its first records came.", fmt=when),
+            "lastSeen": _string("When its latest records came.", fmt=when),
+            "role": _string("baseline or candidate.", enum=["baseline", "candidate"]),
+            "canary": _object(
+                "A candidate's canary verdict.",
+                {
+                    "verdict": _string("Pending, Pass or Fail.", enum=["Pending", "Pass", "Fail"]),
+                    "samples": _integer("Its records so far.", minimum=0),
+                    "minSamples": _integer("Records it needs to pass.", minimum=0),
+                    "baseline": _string("The baseline it is judged against."),
+                },
+            ),
+        },
+        required=["revision", "role"],
+    )
+    signal = _object(
+        "The latest evaluation of one check the alert state machine tracks.",
+        {
+            "type": _string("The alert type.", enum=spec.ALERT_TYPES),
+            "feature": _string("The feature, for per-feature checks."),
+            "test": _string("The test."),
+            "statistic": _number("Its latest statistic.", nullable=True),
+            "threshold": _number("What it was judged against.", nullable=True),
+            "failing": _boolean("Whether it failed at that evaluation."),
+            "at": _string("When that evaluation ran.", fmt=when),
+            "modelRevision": _string("The revision it concerns."),
+        },
+        required=["type", "test", "failing", "at"],
     )
     condition = _object(
         "A condition, in the shape of metav1.Condition.",
@@ -539,9 +606,29 @@ def _status() -> Schema:
                                 "What a restarted detector took back of the alert state "
                                 "stored with the reference (its alerts' onsets)."
                             ),
+                            "promotedFrom": _string(
+                                "After a promotion: the baseline revision the prediction "
+                                "reference was moved away from."
+                            ),
+                            "revision": _string(
+                                "The model revision the reference describes: the one most of "
+                                "a warm-up's records came from, or the promoted revision."
+                            ),
+                            "previous": _string("After a promotion: the reference it replaced."),
                         },
                     ),
                     "updated": _string("When the detector last wrote.", fmt=when),
+                    "revisions": _array(
+                        f"The revisions serving now (at most {spec.MAX_STATUS_REVISIONS}).",
+                        revision,
+                        max_items=spec.MAX_STATUS_REVISIONS,
+                    ),
+                    "signals": _array(
+                        "The latest evaluation of every check failing now, alerting, or failed "
+                        f"in the last hour (at most {spec.MAX_STATUS_SIGNALS}).",
+                        signal,
+                        max_items=spec.MAX_STATUS_SIGNALS,
+                    ),
                 },
             ),
             "diagnosis": _object(

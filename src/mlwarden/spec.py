@@ -48,7 +48,7 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 INCIDENT_KIND: Final = "Incident"
 INCIDENT_PLURAL: Final = "incidents"
 
-PROTOCOLS: Final = ("auto", "v2", "v1", "openai", "json")
+PROTOCOLS: Final = ("auto", "v2", "v2-grpc", "v1", "openai", "json")
 FEATURE_TYPES: Final = ("numeric", "categorical")
 DRIFT_TESTS: Final = ("auto", "ks", "wasserstein", "psi", "jensenshannon", "chisquare")
 CORRECTIONS: Final = ("bonferroni", "benjamini-hochberg", "none")
@@ -110,6 +110,7 @@ DEFAULT_SEVERITY: Final[Mapping[str, str]] = {
     "FeatureDrift": "warning",
 }
 MAX_STATUS_REVISIONS: Final = 8  # status.detector.revisions: the detector's live revisions
+MAX_STATUS_SIGNALS: Final = 50  # status.detector.signals
 
 # The operator names the detector objects NAME-detector, and a Service name is a
 # DNS-1035 label of at most 63 characters.
@@ -681,6 +682,102 @@ class Alerting:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """Canary analysis: each candidate revision judged against the baseline revision.
+
+    A signal fails only when the difference is significant (at `pValue`, Bonferroni over the
+    signals) and its effect reaches the margin; the rules are in docs/detector.md.
+    """
+
+    enabled: bool = _f(
+        "enabled", "Judge candidate revisions against the baseline.", "boolean", default=True
+    )
+    baseline: str | None = _f(
+        "baseline",
+        "The baseline revision (a pod-template-hash, or the KServe endpoint `default`); absent: "
+        "the revision that carried the traffic before the candidate appeared.",
+        default=None,
+        max_length=MAX_TEXT,
+    )
+    min_samples: int = _f(
+        "minSamples",
+        "Records of its own a candidate needs before it can pass.",
+        "integer",
+        default=200,
+        low=30,
+        high=1_000_000,
+    )
+    p_value: float = _f(
+        "pValue",
+        "Significance level of each comparison, in (0, 1), before the correction over signals.",
+        "number",
+        default=0.01,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
+    max_divergence: float = _f(
+        "maxDivergence",
+        "Largest tolerated divergence of the prediction distribution from the baseline's "
+        "(KS D for a numeric prediction, Cramér's V for a categorical one), in (0, 1].",
+        "number",
+        default=0.1,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    )
+    max_performance_drop: float = _f(
+        "maxPerformanceDrop",
+        "Largest tolerated drop of the performance metric (labelled, else CBPE) below the "
+        "baseline's, in (0, 1].",
+        "number",
+        default=0.05,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    )
+    quality_margin: float = _f(
+        "qualityMargin",
+        "Largest tolerated increase of the share of answers without a valid prediction "
+        "(missing or of the wrong type) over the baseline's, in [0, 1].",
+        "number",
+        default=0.02,
+        low=0.0,
+        high=1.0,
+    )
+    latency_margin: float = _f(
+        "latencyMargin",
+        "Largest tolerated relative increase of the p99 latency over the baseline's "
+        "(0.2: 20% slower).",
+        "number",
+        default=0.2,
+        low=0.0,
+    )
+    latency_margin_ms: float = _f(
+        "latencyMarginMs",
+        "Absolute slack added to the latency margin, milliseconds (ignores jitter of fast models).",
+        "number",
+        default=5.0,
+        low=0.0,
+    )
+    error_margin: float = _f(
+        "errorMargin",
+        "Largest tolerated increase of the 5xx rate over the baseline's, in [0, 1].",
+        "number",
+        default=0.01,
+        low=0.0,
+        high=1.0,
+    )
+    idle_after_seconds: float = _f(
+        "idleAfter",
+        "A revision that sent no records for this long is forgotten (its window and verdict).",
+        "duration",
+        default=600.0,
+    )
+
+
+@dataclass(frozen=True)
 class PipelineComponent:
     """An upstream part of the pipeline, with lineage for diagnosis."""
 
@@ -1098,7 +1195,8 @@ class ObservedModelSpec:
     )
     protocol: str = _f(
         "protocol",
-        "How request and response bodies are read (auto: detected per request).",
+        "How request and response bodies are read (auto: detected per request; v2-grpc: "
+        "the model's port speaks the Open Inference Protocol v2 over gRPC, proxied as such).",
         default="auto",
         enum=PROTOCOLS,
     )
@@ -1142,6 +1240,13 @@ class ObservedModelSpec:
         "object",
         factory=Alerting,
         of=Alerting,
+    )
+    canary: Canary = _f(
+        "canary",
+        "Canary analysis: candidate revisions judged against the baseline revision.",
+        "object",
+        factory=Canary,
+        of=Canary,
     )
     pipeline: tuple[PipelineComponent, ...] = _f(
         "pipeline",

@@ -17,6 +17,7 @@ from harness import (
     IRIS_FEATURES,
     Collector,
     DetectorProcess,
+    GrpcEcho,
     SidecarProcess,
     ThreadedServer,
     Upstream,
@@ -42,6 +43,13 @@ def upstream() -> Iterator[Upstream]:
     seen: list[dict[str, Any]] = []
     server = ThreadedServer(upstream_app(seen)).start()
     yield Upstream(server, seen)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def grpc_echo() -> Iterator[GrpcEcho]:
+    server = GrpcEcho().start()
+    yield server
     server.stop()
 
 
@@ -89,6 +97,26 @@ def mlserver(iris_model_dir: Path) -> Iterator[str]:
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.fixture(scope="session")
+def mlserver_grpc(mlserver: str, iris_model_dir: Path) -> str:
+    """MLServer's gRPC endpoint (HOST:PORT), serving the v2 gRPC API next to its HTTP one."""
+    import tritonclient.grpc as triton_grpc
+
+    port = json.loads((iris_model_dir / "settings.json").read_text())["grpc_port"]
+    target = f"127.0.0.1:{port}"
+    client = triton_grpc.InferenceServerClient(target)
+
+    def ready() -> bool:
+        try:
+            return bool(client.is_model_ready("iris"))
+        except triton_grpc.InferenceServerException:
+            return False
+
+    wait_until(ready, timeout=30, what="MLServer's gRPC port")
+    client.close()
+    return target
 
 
 @pytest.fixture

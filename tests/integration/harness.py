@@ -86,6 +86,9 @@ class ThreadedServer:
         return self
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return  # stopped already (a test may stop a server to imitate its loss)
+
         async def _cleanup() -> None:
             assert self._runner is not None
             await self._runner.cleanup()
@@ -213,8 +216,9 @@ def upstream_app(seen: list[dict[str, Any]]) -> web.Application:
     app.router.add_route("*", "/truncated", truncated)
     app.router.add_get("/stream", stream)
     app.router.add_route("*", "/gzip", gzipped)
-    app.router.add_get("/big", big)
-    app.router.add_get("/slow", slow)
+    # Any method: an inference is a POST, and only inferences give request entries.
+    app.router.add_route("*", "/big", big)
+    app.router.add_route("*", "/slow", slow)
     app.router.add_route("*", "/status/{code}", status)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
@@ -392,3 +396,98 @@ async def until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> A
             return result
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# --------------------------------------------------------------------------- a gRPC upstream
+
+
+class GrpcEcho:
+    """A real grpcio server on loopback, in its own thread, with the cases MLServer does not
+    show on demand (service `echo.Echo`, messages as raw bytes, no protobuf):
+
+    - `Unary`: answers the request bytes reversed; initial metadata `x-initial: yes`;
+      trailing metadata `echo-KEY` for every metadata key it received (values kept, binary
+      `-bin` keys too);
+    - `Fail`: INVALID_ARGUMENT, details `bad input`, trailing metadata `x-why: because`;
+    - `ServerStream`: three answers to one request (`<request>-0`, `-1`, `-2`);
+    - `Bidi`: echoes each message as it comes;
+    - `Slow`: answers after the number of seconds in the request body.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.seen: list[tuple[str, list[tuple[str, str | bytes]]]] = []
+        self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._server: Any = None
+
+    def _run(self) -> None:
+        import grpc
+        from grpc import aio
+
+        asyncio.set_event_loop(self.loop)
+        seen = self.seen
+
+        async def unary(request: bytes, context: Any) -> bytes:
+            metadata = list(context.invocation_metadata())
+            seen.append(("Unary", metadata))
+            await context.send_initial_metadata((("x-initial", "yes"),))
+            context.set_trailing_metadata(
+                tuple((f"echo-{k}", v) for k, v in metadata if not k.startswith((":", "grpc-")))
+            )
+            return request[::-1]
+
+        async def fail(request: bytes, context: Any) -> bytes:
+            seen.append(("Fail", list(context.invocation_metadata())))
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "bad input", (("x-why", "because"),)
+            )
+            return b""
+
+        async def server_stream(request: bytes, context: Any) -> Any:
+            for i in range(3):
+                yield request + f"-{i}".encode()
+
+        async def bidi(requests: Any, context: Any) -> Any:
+            async for message in requests:
+                yield message
+
+        async def slow(request: bytes, context: Any) -> bytes:
+            await asyncio.sleep(float(request.decode()))
+            return b"finally"
+
+        handler = grpc.method_handlers_generic_handler(
+            "echo.Echo",
+            {
+                "Unary": grpc.unary_unary_rpc_method_handler(unary),
+                "Fail": grpc.unary_unary_rpc_method_handler(fail),
+                "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+                "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+                "Slow": grpc.unary_unary_rpc_method_handler(slow),
+            },
+        )
+
+        async def start() -> None:
+            self._server = aio.server(
+                options=[("grpc.max_receive_message_length", 64 << 20),
+                         ("grpc.max_send_message_length", 64 << 20)]
+            )  # fmt: skip
+            self._server.add_generic_rpc_handlers([handler])
+            self._server.add_insecure_port(self.target)
+            await self._server.start()
+
+        self.loop.run_until_complete(start())
+        self._started.set()
+        self.loop.run_forever()
+
+    def start(self) -> GrpcEcho:
+        self._thread.start()
+        assert self._started.wait(10), "gRPC echo server did not start"
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._server.stop(0), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)

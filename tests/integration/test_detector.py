@@ -170,6 +170,42 @@ def test_kserve_cloudevents_are_ingested(
     assert set(status["columns"]) >= {"f0", "f1", "f2", "f3", "prediction"}
 
 
+def test_kserve_cloudevents_carry_the_endpoint_as_the_revision(
+    tmp_path: Path, start_detector: Callable[..., DetectorProcess]
+) -> None:
+    """KServe's logger sets the CloudEvent extension `endpoint` (default or canary) and
+    `component` (kserve pkg/logger/worker.go): the detector keeps a window per endpoint."""
+    spec = "  target: {deployment: m}\n  protocol: v1\n  reference: {source: warmup, size: 50}\n"
+    detector = start_detector(manifest(tmp_path, spec))
+    for i in range(40):
+        endpoint = "canary" if i % 4 == 0 else "default"
+        for ce_type, body in (
+            ("org.kubeflow.serving.inference.request", {"instances": [[5.1, 3.5, 1.4, 0.2]]}),
+            ("org.kubeflow.serving.inference.response", {"predictions": [0]}),
+        ):
+            resp = requests.post(
+                detector.url + "/",
+                data=json.dumps(body),
+                timeout=5,
+                headers={
+                    "ce-type": ce_type,
+                    "ce-id": f"ev-{i}",
+                    "ce-specversion": "1.0",
+                    "ce-source": "http://localhost:9081/",
+                    "ce-inferenceservicename": "iris",
+                    "ce-namespace": "ml",
+                    "ce-component": "predictor",
+                    "ce-endpoint": endpoint,
+                    "content-type": "application/json",
+                },
+            )
+            assert resp.status_code in (200, 202), resp.text
+    revisions = {r["revision"]: r for r in detector.status()["revisions"]}
+    assert set(revisions) == {"default", "canary"}
+    assert revisions["default"]["records"] == 30 and revisions["canary"]["records"] == 10
+    assert revisions["default"]["role"] == "baseline"
+
+
 def test_malformed_batches_get_a_400_and_the_detector_keeps_serving(
     tmp_path: Path, start_detector: Callable[..., DetectorProcess]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -125,3 +126,93 @@ async def test_the_detector_process_reports_alerts_into_the_observedmodel(
         drift = [(a["feature"], a["test"]) for a in status["alerts"] if a["type"] == "FeatureDrift"]
         assert drift == [("b", "ks")]
         assert status["detector"]["reference"]["id"].startswith("warmup@")
+
+
+async def test_the_detector_writes_the_revisions_and_then_stays_quiet(tmp_path: Path) -> None:
+    """status.detector.revisions is written when the revisions, roles or verdicts change; the
+    same traffic afterwards (no alert, verdicts unchanged) writes nothing within the 60 s
+    heartbeat (CONTRACT17's write policy)."""
+    from canary_sim import Behaviour, payload, spec
+
+    body = spec(
+        reference={"size": 300},
+        window={"size": 300},
+        alerting={"evaluationInterval": "200ms", "fireAfter": 2, "resolveAfter": 2},
+        canary={"minSamples": 60},
+        # Only the canary: a chance drift finding on these small windows could fire an alert
+        # (a write) during the quiet period this test measures.
+        detectors={"drift": {"enabled": False}, "predictionDrift": {"enabled": False}},
+    )
+    path = tmp_path / "om.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "mlwarden.io/v1alpha1",
+                "kind": "ObservedModel",
+                "metadata": {"name": "m", "namespace": "test"},
+                "spec": body,
+            }
+        )
+    )
+    async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
+        api.resources[RESOURCE] = {}
+        api.objects[RESOURCE, "test", "m"] = observed_model()
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mlwarden.cli", "detector",
+            "--observed-model", str(path), "--listen", f"127.0.0.1:{port}",
+            "--report-to", str(server.url),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        rng = np.random.default_rng(4)
+
+        def detector_status() -> dict[str, object]:
+            return dict(api.objects[RESOURCE, "test", "m"].get("status", {}).get("detector", {}))
+
+        async def traffic(http: aiohttp.ClientSession, seconds: float) -> None:
+            end = asyncio.get_running_loop().time() + seconds
+            step = 0
+            while asyncio.get_running_loop().time() < end:
+                for rev, n in (("5d4c3b2a1", 45), ("6b8f7c9d4", 5)):
+                    doc = payload(
+                        rng, n, Behaviour(), revision=rev, now=1.8e9, prefix=f"{rev}{step}"
+                    )
+                    async with http.post(f"{url}/v1/records", json=doc) as resp:
+                        assert resp.status == 200
+                step += 1
+                await asyncio.sleep(0.05)
+
+        try:
+            async with aiohttp.ClientSession() as http:
+                for _ in range(100):
+                    try:
+                        async with http.get(f"{url}/readyz") as resp:
+                            if resp.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+                warm = payload(rng, 300, Behaviour(), revision="5d4c3b2a1", now=1.8e9, prefix="w")
+                async with http.post(f"{url}/v1/records", json=warm) as resp:
+                    assert resp.status == 200
+                for _ in range(60):
+                    await traffic(http, 0.5)
+                    revisions = detector_status().get("revisions") or []
+                    verdicts = [(r.get("canary") or {}).get("verdict") for r in revisions]  # type: ignore[union-attr]
+                    if "Pass" in verdicts:
+                        break
+                else:
+                    pytest.fail(f"the candidate never passed; status={detector_status()}")
+                await asyncio.sleep(1.0)  # the write of the verdict lands
+                written = detector_status()
+                await traffic(http, 3.0)
+                assert detector_status()["updated"] == written["updated"]
+        finally:
+            proc.terminate()
+            _, stderr = await proc.communicate()
+        assert proc.returncode == 0, stderr.decode()[-2000:]
+        roles = {r["revision"]: r["role"] for r in written["revisions"]}  # type: ignore[union-attr]
+        assert roles == {"5d4c3b2a1": "baseline", "6b8f7c9d4": "candidate"}
+        for signal in written["signals"]:  # type: ignore[union-attr]
+            assert {"type", "test", "failing", "at", "modelRevision"} <= set(signal)

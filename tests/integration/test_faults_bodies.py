@@ -48,7 +48,7 @@ def mirror_app() -> web.Application:
         return web.Response(body=body, headers={"X-Body-SHA256": hashlib.sha256(body).hexdigest()})
 
     app = web.Application(client_max_size=128 << 20, handler_args={"auto_decompress": False})
-    app.router.add_get("/sized", sized)
+    app.router.add_route("*", "/sized", sized)
     app.router.add_route("*", "/{tail:.*}", mirror)
     return app
 
@@ -172,7 +172,7 @@ def test_50_mb_bodies_stream_through_without_being_buffered(
     resp = requests.post(sidecar.url + PATH + "?reply=sha", data=body, timeout=120)
     assert resp.text == hashlib.sha256(body).hexdigest()
     assert resp.headers["X-Body-Length"] == str(len(body))
-    big = requests.get(sidecar.url + f"/sized?size={50 << 20}", timeout=120)
+    big = requests.post(sidecar.url + f"/sized?size={50 << 20}", data=b"{}", timeout=120)
     assert len(big.content) == 50 << 20
     assert hashlib.sha256(big.content).hexdigest() == big.headers["X-Body-SHA256"]
     after = rss_kib(pid)

@@ -126,7 +126,7 @@ def test_upstream_down_is_502_and_timeout_is_504(
     assert dead.metric("mlwarden_sidecar_upstream_errors_total", reason="connect") == 1
 
     slow = start_sidecar(upstream.url, "--upstream-timeout", "0.3", collector=collector.url)
-    resp = requests.get(slow.url + "/slow?seconds=3", timeout=10)
+    resp = requests.post(slow.url + "/slow?seconds=3", data=b"{}", timeout=10)
     assert resp.status_code == 504
     assert "timed out" in resp.text
     assert slow.metric("mlwarden_sidecar_upstream_errors_total", reason="timeout") == 1
@@ -260,7 +260,7 @@ def test_big_bodies_pass_through_and_are_not_captured(
     big_request = b"x" * (8 << 20)
     resp = requests.post(sidecar.url + "/echo", data=big_request, timeout=30)
     assert resp.json()["body_len"] == len(big_request)
-    resp = requests.get(sidecar.url + "/big?size=6000000", timeout=30)
+    resp = requests.post(sidecar.url + "/big?size=6000000", data=b"{}", timeout=30)
     assert len(resp.content) == 6_000_000
 
     def chunked() -> object:

@@ -58,6 +58,33 @@ def allowed_distributions() -> set[str]:
     return seen
 
 
+def _holders(module: str, by_module: dict[str, list[str]]) -> set[str]:
+    """The distributions a module comes from. A namespace package several distributions
+    share (`google`: protobuf, googleapis-common-protos, ...) is resolved one level down,
+    by which distribution's files hold the module's package."""
+    top, _, rest = module.partition(".")
+    candidates = by_module.get(top, [])
+    if len(candidates) <= 1:
+        return set(candidates)
+    if not rest:
+        return set()  # the namespace package itself: the modules under it tell whose
+    package = f"{top}/{rest.split('.')[0]}"
+    return {d for d in candidates if package in _packages_of(d)}
+
+
+_PACKAGES: dict[str, set[str]] = {}
+
+
+def _packages_of(distribution: str) -> set[str]:
+    """`top/second` of every file a distribution installed (cached)."""
+    if distribution not in _PACKAGES:
+        files = metadata.files(distribution) or []
+        _PACKAGES[distribution] = {
+            "/".join(f.parts[:2]).removesuffix(".py") for f in files if len(f.parts) >= 2
+        }
+    return _PACKAGES[distribution]
+
+
 def test_a_running_sidecar_loads_only_the_slim_set(
     upstream: Upstream,
     collector: Collector,
@@ -83,10 +110,9 @@ def test_a_running_sidecar_loads_only_the_slim_set(
     heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY)
     assert heavy == [], heavy
 
-    top_level = {m.split(".")[0] for m in modules}
     by_module = metadata.packages_distributions()
     distributions = {
-        _name(d) for m in top_level for d in by_module.get(m, []) if _name(d) != "mlwarden"
+        _name(d) for m in modules for d in _holders(m, by_module) if _name(d) != "mlwarden"
     }
     missing = sorted(distributions - allowed_distributions())
     assert missing == [], f"imported by the sidecar, not in requirements-sidecar.txt: {missing}"

@@ -6,8 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from kubernetes_validate import validate
 from kubernetes_validate.utils import ValidationError
+
+# Property tests judge behaviour, not speed (speed lives in benchmarks/): hypothesis's default
+# 200 ms deadline per example failed them on a loaded machine (several test processes on two
+# cores), where one example of a big random body takes longer without anything being wrong.
+settings.register_profile("mlwarden", deadline=None)
+settings.load_profile("mlwarden")
 
 
 def assert_valid_kubernetes(obj: dict[str, Any]) -> None:

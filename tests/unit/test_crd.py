@@ -604,6 +604,18 @@ BASE: dict[str, Any] = {
             "maxActionsPerHour": 3,
             "requireApproval": False,
         },
+        "canary": {
+            "baseline": "5d4c3b2a1",
+            "minSamples": 300,
+            "pValue": 0.01,
+            "maxDivergence": 0.1,
+            "maxPerformanceDrop": 0.05,
+            "qualityMargin": 0.02,
+            "latencyMargin": 0.2,
+            "latencyMarginMs": 5,
+            "errorMargin": 0.01,
+            "idleAfter": "10m",
+        },
     },
 }
 

@@ -576,7 +576,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "bad protocol",
         _manifest(protocol="grpc"),
         "spec.protocol",
-        "must be one of auto, v2, v1, openai, json; got 'grpc'",
+        "must be one of auto, v2, v2-grpc, v1, openai, json; got 'grpc'",
     ),
     (
         "bad drift test",

@@ -3,7 +3,11 @@
 The shape is what `GET /v1/status` serves and what the operator copies into the
 ObservedModel's `status.alerts`, so `kubectl describe om` shows exactly this:
 
-    {type, feature?, test, statistic, pValue?, threshold, since, modelRevision?, reference}
+    {type, feature?, test, statistic, pValue?, threshold, since, modelRevision?,
+     baselineRevision?, evidence?, reference}
+
+`CanaryRegression` alerts (one per candidate revision: its key carries the candidate in the
+place of the feature) add `baselineRevision` and `evidence`, the per-signal findings.
 
 Hysteresis: a check must fail `fire_after` consecutive evaluations before its
 alert fires, and pass `resolve_after` consecutive evaluations before it
@@ -44,10 +48,21 @@ class Evidence:
     feature: str | None = None
     p_value: float | None = None
     message: str = ""
+    # The revision it concerns (None: the caller's default, the all-traffic window's
+    # largest); a canary finding also names its baseline and the per-signal evidence.
+    model_revision: str | None = None
+    baseline_revision: str | None = None
+    details: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def key(self) -> tuple[str, str | None, str]:
-        """One alert per (type, feature, test): drift on two features is two alerts."""
+        """One alert per (type, feature, test): drift on two features is two alerts.
+
+        A CanaryRegression has no feature; one alert per candidate revision, so the
+        candidate takes the feature's place in the key.
+        """
+        if self.type == "CanaryRegression":
+            return (self.type, self.model_revision, self.test)
         return (self.type, self.feature, self.test)
 
 
@@ -63,6 +78,8 @@ class Alert:
     p_value: float | None = None
     model_revision: str | None = None
     message: str = ""
+    baseline_revision: str | None = None
+    evidence: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Alert:
@@ -83,6 +100,10 @@ class Alert:
             p_value=None if "pValue" not in d else number("pValue"),
             model_revision=None if d.get("modelRevision") is None else str(d["modelRevision"]),
             message=str(d.get("message") or ""),
+            baseline_revision=(
+                None if d.get("baselineRevision") is None else str(d["baselineRevision"])
+            ),
+            evidence=tuple(dict(e) for e in d.get("evidence") or ()),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +119,10 @@ class Alert:
         out["since"] = self.since
         if self.model_revision is not None:
             out["modelRevision"] = self.model_revision
+        if self.baseline_revision is not None:
+            out["baselineRevision"] = self.baseline_revision
+        if self.evidence:
+            out["evidence"] = [dict(e) for e in self.evidence]
         out["reference"] = self.reference
         if self.message:
             out["message"] = self.message
@@ -158,8 +183,10 @@ class AlertStateMachine:
                     reference=reference,
                     feature=ev.feature,
                     p_value=ev.p_value,
-                    model_revision=model_revision,
+                    model_revision=ev.model_revision or model_revision,
                     message=ev.message,
+                    baseline_revision=ev.baseline_revision,
+                    evidence=ev.details,
                 )
                 if track.active is not None:
                     track.active = alert  # refresh the figures, keep it active

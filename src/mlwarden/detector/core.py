@@ -9,6 +9,12 @@
 - `Detector`: ingests batches, runs every check the spec enables on its window
   (the pure functions of `detector/checks.py`, which `mlwarden check` runs too),
   and feeds their `Evidence` to the alert state machine.
+- `Revision`: a model revision the batches name (`source.modelRevision`), with windows of
+  its own next to the all-traffic ones (at most MAX_REVISIONS live, idle ones forgotten),
+  a role (baseline or candidate) and, for a candidate, the canary comparison with the
+  baseline over the same span (`detector/canary.py`) and its verdict; a candidate that
+  passed and became the only revision is promoted (the prediction reference moves to it).
+  `status.detector.revisions` and `signals` are built here (`revision_status`, `signals`).
 
 Columns are the spec's features (or, without them, those inferred from the
 warm-up: numbers are numeric, anything else categorical) and the prediction.
@@ -16,17 +22,21 @@ warm-up: numbers are numeric, anything else categorical) and the prediction.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
 
-from mlwarden.detector.alerts import AlertStateMachine, Evidence, Transition
+from mlwarden.detector import canary
+from mlwarden.detector.alerts import Alert, AlertStateMachine, Evidence, Transition
 from mlwarden.detector.checks import (
     LATENCY_EDGES,
+    MIN_VALUES,
     Column,
     ReferenceSummary,
     WindowView,
@@ -37,7 +47,7 @@ from mlwarden.detector.checks import (
     safe_metric,
 )
 from mlwarden.detector.ingest import Batch
-from mlwarden.records import Value
+from mlwarden.records import Value, finite_or_none
 from mlwarden.spec import ObservedModel
 from mlwarden.stats import CategoricalSketch, NumericSketch, numeric_edges
 from mlwarden.stats import performance as perf
@@ -92,6 +102,57 @@ def infer_type(values: list[Value]) -> str:
     if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
         return "numeric"
     return "categorical"
+
+
+def _merge_chunks(a: Chunk, b: Chunk) -> Chunk:
+    """One chunk holding what `a` and then `b` received."""
+    sketches = {}
+    for name, sketch in a.sketches.items():
+        merged = sketch.copy()
+        merged.merge(b.sketches[name])  # type: ignore[arg-type]
+        sketches[name] = merged
+    return Chunk(
+        started=a.started,
+        sketches=sketches,
+        type_errors=a.type_errors + b.type_errors,
+        out_of_range=a.out_of_range + b.out_of_range,
+        absent=a.absent + b.absent,
+        unexpected=a.unexpected + b.unexpected,
+        n_records=a.n_records + b.n_records,
+        n_requests=a.n_requests + b.n_requests,
+        n_errors=a.n_errors + b.n_errors,
+        latency_counts=a.latency_counts + b.latency_counts,
+        # Raw rows are kept only as far as anything reads them (the canary's CBPE reads the
+        # latest MAX_CBPE_ROWS): a baseline held back for a small canary stays bounded.
+        probabilities=_latest_rows([*a.probabilities, *b.probabilities], canary.MAX_CBPE_ROWS),
+        labelled=[*a.labelled, *b.labelled][-canary.MAX_CBPE_ROWS :],
+        revisions=a.revisions + b.revisions,
+        last=max(a.last, b.last),
+    )
+
+
+def _latest_rows(arrays: list[np.ndarray], limit: int) -> list[np.ndarray]:
+    """The trailing arrays holding the latest `limit` rows (the oldest one cut)."""
+    out: list[np.ndarray] = []
+    rows = 0
+    for array in reversed(arrays):
+        if rows >= limit:
+            break
+        out.append(array[-(limit - rows) :])
+        rows += len(out[-1])
+    return out[::-1]
+
+
+def _add_to_sketches(sketches: list[Sketch], values: Any) -> None:
+    """Add one batch's column to one sketch, or to several (the all-traffic chunk and the
+    revision's): sorted or tallied once, then merged, which costs a few small array adds."""
+    if len(sketches) == 1:
+        sketches[0].add(values)
+        return
+    batch = sketches[0].empty_like()
+    batch.add(values)
+    for sketch in sketches:
+        sketch.merge(batch)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- reference
@@ -163,6 +224,9 @@ class Chunk:
     )
     probabilities: list[np.ndarray] = field(default_factory=list)
     labelled: list[tuple[Value, Value]] = field(default_factory=list)
+    # Records (or requests, in a window of requests) per model revision: the shares.
+    revisions: Counter[str] = field(default_factory=Counter)
+    last: float = 0.0  # when it last received something
 
 
 class Window:
@@ -187,32 +251,73 @@ class Window:
         self.chunk_seconds = (duration or 0.0) / CHUNKS_PER_WINDOW
         self.sealed: list[Chunk] = []
         self.open = self._new_chunk(now)
+        # Chunks that received something at or after this moment stay, whatever the size or
+        # duration (the baseline's window, held back to cover its candidates' time span).
+        self.hold_since: float | None = None
 
     def _new_chunk(self, now: float) -> Chunk:
-        return Chunk(started=now, sketches={n: t.empty_like() for n, t in self.templates.items()})
+        return Chunk(
+            started=now, sketches={n: t.empty_like() for n, t in self.templates.items()}, last=now
+        )
 
-    def roll(self, now: float) -> None:
-        """Seal the open chunk when full (or old) and drop chunks that left the window."""
+    @property
+    def started(self) -> float:
+        """When its oldest chunk started: the beginning of the span it covers."""
+        return self.sealed[0].started if self.sealed else self.open.started
+
+    def revisions(self) -> Counter[str]:
+        """Records (requests) per revision in the window."""
+        return sum((c.revisions for c in [*self.sealed, self.open]), Counter())
+
+    def roll(self, now: float, *, tick: bool = False) -> bool:
+        """Seal the open chunk when full (or old) and drop chunks that left the window.
+
+        `tick`: also seal a non-empty open chunk (a revision's window, sealed whenever the
+        all-traffic window seals one, so that revisions' chunks cover the same moments and a
+        small canary's window can be cut to the baseline's time span). Beyond
+        2 × CHUNKS_PER_WINDOW sealed chunks the two oldest are merged: evaluation stays a
+        merge of a bounded number of chunks. True when a chunk was sealed.
+        """
         full = (
             self.open.n_records >= self.chunk_records
             if self.size is not None
             else now - self.open.started >= self.chunk_seconds
         )
-        if full:
+        if full or (tick and (self.open.n_records or self.open.n_requests)):
             self.sealed.append(self.open)
             self.open = self._new_chunk(now)
+            if len(self.sealed) > 2 * CHUNKS_PER_WINDOW:
+                self.sealed[0:2] = [_merge_chunks(self.sealed[0], self.sealed[1])]
+        else:
+            full = False
         if self.size is not None:
             total = sum(c.n_records for c in self.sealed)
-            while self.sealed and total - self.sealed[0].n_records >= self.size:
+            while (
+                self.sealed
+                and total - self.sealed[0].n_records >= self.size
+                and not self._held(self.sealed[0])
+            ):
                 total -= self.sealed.pop(0).n_records
         else:
             assert self.duration is not None
             horizon = now - self.duration
-            while self.sealed and self.sealed[0].started + self.chunk_seconds < horizon:
+            while self.sealed and self.sealed[0].last < horizon and not self._held(self.sealed[0]):
                 self.sealed.pop(0)
+        return full
 
-    def view(self) -> WindowView:
+    def _held(self, chunk: Chunk) -> bool:
+        return self.hold_since is not None and chunk.last >= self.hold_since
+
+    def view(
+        self, since: float | None = None, *, max_probabilities: int | None = None
+    ) -> WindowView:
+        """The merged window; with `since`, only the chunks that received something then or
+        later (the same time span as another revision's window); with `max_probabilities`,
+        only the latest that many rows of class probabilities (what a bounded estimate
+        reads: the rest would be a copy proportional to the window)."""
         chunks = [*self.sealed, self.open]
+        if since is not None:
+            chunks = [c for c in self.sealed if c.last >= since] + [self.open]
         sketches: dict[str, Sketch] = {}
         for name in self.templates:
             merged = chunks[0].sketches[name].copy()
@@ -220,6 +325,15 @@ class Window:
                 merged.merge(chunk.sketches[name])  # type: ignore[arg-type]
             sketches[name] = merged
         probabilities = [p for c in chunks for p in c.probabilities]
+        if max_probabilities is not None:
+            kept: list[np.ndarray] = []
+            rows = 0
+            for p in reversed(probabilities):
+                if rows >= max_probabilities:
+                    break
+                kept.append(p)
+                rows += len(p)
+            probabilities = kept[::-1]
         return WindowView(
             sketches=sketches,
             type_errors=sum((c.type_errors for c in chunks), Counter()),
@@ -239,7 +353,32 @@ class Window:
 
 
 # The alert types judged on requests alone (no reference): their state outlives a rebaseline.
-SLO_ALERT_TYPES: Final = frozenset({"Latency", "Errors"})
+# A canary is judged against its baseline revision, not the reference: the same.
+SLO_ALERT_TYPES: Final = frozenset({"Latency", "Errors", canary.ALERT_TYPE})
+
+MAX_REVISIONS: Final = 8  # live revisions with a window of their own (the CRD's bound too)
+MAX_SIGNALS: Final = 50  # status.detector.signals
+MAX_GONE: Final = 100  # revisions remembered as gone
+SIGNAL_MEMORY_SECONDS: Final = 3600.0  # a check that failed this recently stays in signals
+
+
+@dataclass
+class Revision:
+    """One model revision seen in the traffic, with windows of its own.
+
+    `window` (records, against the reference's sketches; None while warming up) and `slo`
+    (requests) hold only this revision's traffic, each the spec's window size or duration
+    of it: a 5% canary has as many records of its own in its window as the baseline.
+    """
+
+    name: str
+    first_seen: float
+    last_seen: float
+    slo: Window
+    window: Window | None = None
+    records: int = 0  # since first seen (cumulative)
+    requests: int = 0
+    passed: bool = False  # its latest decided canary verdict (Pass or Fail) was Pass
 
 
 class Detector:
@@ -263,14 +402,34 @@ class Detector:
         self.warmup_kinds: dict[str, str] = {}
         self.warmup_probabilities: list[np.ndarray] = []
         self.warmup_n = 0
+        # Warm-up records per revision: the revision a warm-up reference describes.
+        self.warmup_revisions: Counter[str] = Counter()
+        self.reference_revision: str | None = None
         self.alerts = AlertStateMachine(spec.alerting.fire_after, spec.alerting.resolve_after)
-        self.model_revision: str | None = None
+        self.model_revision: str | None = None  # the revision of the latest batch
+        # Live revisions (at most MAX_REVISIONS), the baseline among them (sticky once
+        # chosen), each candidate's latest canary result and verdict, and the promotion
+        # that moved the prediction reference to a new revision, if one did.
+        self.revisions: dict[str, Revision] = {}
+        self.baseline: str | None = None
+        self._baseline_settled = False
+        self._gone: dict[str, None] = {}  # revisions expired or evicted in this run (ordered)
+        self.started_at = now
+        self.canary_results: dict[str, canary.CanaryResult] = {}
+        self.verdicts: dict[str, str] = {}
+        self.promotion: dict[str, Any] | None = None
+        self.revisions_evicted = 0
+        # The latest evaluation of each check, and when it last failed: status.detector.signals.
+        self.signal_log: dict[tuple[str, str | None, str], dict[str, Any]] = {}
+        self._last_failed: dict[tuple[str, str | None, str], float] = {}
         self.evaluations = 0
         self.last_evidence: list[Evidence] = []
         self.records_ingested = 0
         self.requests_ingested = 0
-        # (request id, row) -> (prediction, made while warming up?), awaiting a label.
-        self.pending_predictions: OrderedDict[tuple[str, int], tuple[Value, bool]] = OrderedDict()
+        # (request id, row) -> (prediction, made while warming up?, revision), awaiting a label.
+        self.pending_predictions: OrderedDict[tuple[str, int], tuple[Value, bool, str | None]] = (
+            OrderedDict()
+        )
         # Labelled predictions from the warm-up: the reference level of labelled performance.
         self.reference_labelled: list[tuple[Value, Value]] = []
         self.labels_joined = 0
@@ -310,6 +469,42 @@ class Detector:
         )
         self.warmup = {}
         self.warmup_probabilities = []
+        for rev in self.revisions.values():
+            rev.window = self._revision_window(now)
+
+    def _revision_window(self, now: float) -> Window | None:
+        if self.reference is None:
+            return None
+        spec = self.model.spec
+        return Window(
+            {n: self.reference.sketches[n] for n in self.reference.columns},
+            size=spec.window.size,
+            duration=spec.window.duration_seconds,
+            now=now,
+        )
+
+    def _revision(self, name: str, now: float) -> Revision:
+        """The live revision `name`, made (and the least recently seen one that is not the
+        baseline evicted, beyond MAX_REVISIONS) when new."""
+        rev = self.revisions.get(name)
+        if rev is not None:
+            return rev
+        if len(self.revisions) >= MAX_REVISIONS:
+            evictable = [r for r in self.revisions.values() if r.name != self.baseline]
+            oldest = min(evictable, key=lambda r: r.last_seen)
+            del self.revisions[oldest.name]
+            self._forget(oldest.name)
+            self.revisions_evicted += 1
+        spec = self.model.spec
+        rev = Revision(
+            name,
+            first_seen=now,
+            last_seen=now,
+            slo=Window({}, size=spec.window.size, duration=spec.window.duration_seconds, now=now),
+            window=self._revision_window(now),
+        )
+        self.revisions[name] = rev
+        return rev
 
     def _prediction_column(self) -> str | None:
         p = self.model.spec.prediction
@@ -337,56 +532,94 @@ class Detector:
     # ---------------------------------------------------------------- ingest
 
     def ingest(self, batch: Batch, *, now: float) -> None:
+        """Add a batch to the all-traffic windows and, when it names its model revision
+        (`source.modelRevision`: one sidecar, one revision), to that revision's windows."""
         self.records_ingested += batch.n_records
         self.requests_ingested += len(batch.statuses)
         revision = batch.source.get("modelRevision")
-        if isinstance(revision, str):
+        rev: Revision | None = None
+        if isinstance(revision, str) and revision:
             self.model_revision = revision
-        self._ingest_requests(batch, now)
+            rev = self._revision(revision, now)
+            rev.last_seen = now
+            rev.records += batch.n_records
+            rev.requests += len(batch.statuses)
+        self._ingest_requests(batch, now, rev)
         if batch.n_records == 0:
             return
-        self._remember_predictions(batch)
+        self._remember_predictions(batch, rev)
         if self.reference is None:
             self._ingest_warmup(batch, now)
             return
         assert self.window is not None
-        chunk = self.window.open
-        chunk.n_records += batch.n_records
+        windows = [self.window]
+        if rev is not None and rev.window is not None:
+            windows.append(rev.window)
+            self.window.open.revisions[rev.name] += batch.n_records
+        chunks = [w.open for w in windows]
+        n = batch.n_records
+        for chunk in chunks:
+            chunk.n_records += n
+            chunk.last = now
         for name, column in self.columns.items():
             values = batch.feature(name) if column.kind == "feature" else batch.output(name)
             if values is None:
-                chunk.absent[name] += batch.n_records
-                values = [None] * batch.n_records
-            sketch = chunk.sketches[name]
+                for chunk in chunks:
+                    chunk.absent[name] += n
+                values = [None] * n
             if column.type == "numeric":
                 array, errors = to_numeric(values)
-                sketch.add(array)
-                if errors:
-                    chunk.type_errors[name] += errors
                 low, high = self.ranges.get(name, (-math.inf, math.inf))
                 outside = int(np.count_nonzero((array < low) | (array > high)))
-                if outside:
-                    chunk.out_of_range[name] += outside
+                _add_to_sketches([c.sketches[name] for c in chunks], array)
+                for chunk in chunks:
+                    if errors:
+                        chunk.type_errors[name] += errors
+                    if outside:
+                        chunk.out_of_range[name] += outside
             else:
-                sketch.add(to_categorical(values))  # type: ignore[arg-type]
+                _add_to_sketches([c.sketches[name] for c in chunks], to_categorical(values))
+        counted: dict[str, int] = {}  # counted only for the names a chunk keeps (bounded)
         for name in batch.feature_names - self.columns.keys():
-            if name in chunk.unexpected or len(chunk.unexpected) < MAX_UNEXPECTED_FIELDS:
-                chunk.unexpected[name] += sum(v is not None for v in batch.feature(name) or [])
+            for chunk in chunks:
+                if name in chunk.unexpected or len(chunk.unexpected) < MAX_UNEXPECTED_FIELDS:
+                    if name not in counted:
+                        values = batch.feature(name) or []
+                        counted[name] = sum(v is not None for v in values)
+                    chunk.unexpected[name] += counted[name]
         probabilities = self._probabilities(batch)
         if probabilities is not None:
-            chunk.probabilities.append(probabilities)
-        self.window.roll(now)
+            for chunk in chunks:
+                chunk.probabilities.append(probabilities)
+        if self.window.roll(now):
+            for other in self.revisions.values():
+                if other.window is not None:
+                    other.window.roll(now, tick=True)
+        elif rev is not None and rev.window is not None:
+            rev.window.roll(now)
 
-    def _ingest_requests(self, batch: Batch, now: float) -> None:
+    def _ingest_requests(self, batch: Batch, now: float, rev: Revision | None) -> None:
         if not batch.statuses:
             return
-        chunk = self.slo_window.open
-        chunk.n_records += len(batch.statuses)
-        chunk.n_requests += len(batch.statuses)
-        chunk.n_errors += sum(1 for s in batch.statuses if s >= 500)
+        n = len(batch.statuses)
+        errors = sum(1 for s in batch.statuses if s >= 500)
         index = np.searchsorted(LATENCY_EDGES, np.asarray(batch.latencies), side="left")
-        chunk.latency_counts += np.bincount(index, minlength=len(chunk.latency_counts))
-        self.slo_window.roll(now)
+        latencies = np.bincount(index, minlength=len(LATENCY_EDGES) + 1)
+        windows = [self.slo_window] if rev is None else [self.slo_window, rev.slo]
+        if rev is not None:
+            self.slo_window.open.revisions[rev.name] += n
+        for window in windows:
+            chunk = window.open
+            chunk.n_records += n
+            chunk.n_requests += n
+            chunk.n_errors += errors
+            chunk.latency_counts += latencies
+            chunk.last = now
+        if self.slo_window.roll(now):
+            for other in self.revisions.values():
+                other.slo.roll(now, tick=True)
+        elif rev is not None:
+            rev.slo.roll(now)
 
     def _ingest_warmup(self, batch: Batch, now: float) -> None:
         size = self.model.spec.reference.size
@@ -419,6 +652,9 @@ class Detector:
         if probabilities is not None:
             self.warmup_probabilities.append(probabilities[:take])
         self.warmup_n += take
+        revision = batch.source.get("modelRevision")
+        if isinstance(revision, str) and revision and take:
+            self.warmup_revisions[revision] += take
         if self.warmup_n >= size:
             columns = dict(self.columns)
             for name, values in self.warmup.items():
@@ -428,17 +664,20 @@ class Detector:
             reference = build_reference(
                 self.warmup, columns, source="warmup", since=now, probabilities=probs
             )
+            if self.warmup_revisions:
+                self.reference_revision = self.warmup_revisions.most_common(1)[0][0]
             self.set_reference(reference, now=now)
 
-    def _remember_predictions(self, batch: Batch) -> None:
+    def _remember_predictions(self, batch: Batch, rev: Revision | None) -> None:
         prediction = self._prediction_column()
         if prediction is None or prediction not in batch.output_names:
             return
         pending = self.pending_predictions
         warmup = self.reference is None
+        name = rev.name if rev is not None else None
         for key, value in zip(batch.keys, batch.output(prediction) or [], strict=True):
             if key[0]:
-                pending[key] = (value, warmup)
+                pending[key] = (value, warmup, name)
         while len(pending) > MAX_PENDING_PREDICTIONS:
             pending.popitem(last=False)
 
@@ -451,11 +690,14 @@ class Detector:
                 unmatched += 1
                 continue
             joined += 1
-            prediction, warmup = pending
+            prediction, warmup, revision = pending
             if warmup:
                 self.reference_labelled.append((label, prediction))
             elif self.window is not None:
                 self.window.open.labelled.append((label, prediction))
+                rev = self.revisions.get(revision) if revision is not None else None
+                if rev is not None and rev.window is not None:
+                    rev.window.open.labelled.append((label, prediction))
         self.labels_joined += joined
         self.labels_unmatched += unmatched
         return joined, unmatched
@@ -465,6 +707,9 @@ class Detector:
     def evaluate(self, *, now: float, now_iso: str) -> list[Transition]:
         self.evaluations += 1
         d = self.model.spec.detectors
+        self._expire_revisions(now)
+        self._choose_baseline()
+        self._hold_baseline()
         self.slo_window.roll(now)
         evidence = check_slo(self.slo_window.view(), d.latency, d.errors)
         if self.reference is not None and self.window is not None:
@@ -475,11 +720,323 @@ class Detector:
             evidence += check_performance(
                 self.reference, view, d.performance, reference_labelled=self.reference_labelled
             )
+        evidence += self._canary_evidence(now)
         self.last_evidence = evidence
         reference = self.reference.id if self.reference is not None else "warmup (pending)"
-        return self.alerts.observe(
-            evidence, now=now_iso, reference=reference, model_revision=self.model_revision
+        dominant = self.dominant_revision()
+        transitions = self.alerts.observe(
+            evidence, now=now_iso, reference=reference, model_revision=dominant
         )
+        self._update_verdicts()
+        self._log_signals(evidence, now=now, now_iso=now_iso, dominant=dominant)
+        return transitions
+
+    # ---------------------------------------------------------------- revisions
+
+    def dominant_revision(self) -> str | None:
+        """The revision with the largest share of the all-traffic window (else the latest)."""
+        counts = self._window_revisions()
+        if counts:
+            return max(sorted(counts), key=lambda r: counts[r])
+        return self.model_revision
+
+    def _window_revisions(self) -> Counter[str]:
+        if self.window is not None:
+            counts = self.window.revisions()
+            if counts:
+                return counts
+        return self.slo_window.revisions()
+
+    def _expire_revisions(self, now: float) -> None:
+        """Forget revisions idle for `canary.idleAfter`; promote a candidate that passed and
+        is the only one left when the baseline went."""
+        idle = self.model.spec.canary.idle_after_seconds
+        for name in [n for n, r in self.revisions.items() if now - r.last_seen > idle]:
+            del self.revisions[name]
+            self._forget(name)
+        for rev in self.revisions.values():
+            rev.slo.roll(now)
+            if rev.window is not None:
+                rev.window.roll(now)
+        old = self.baseline
+        if old is not None and old not in self.revisions and len(self.revisions) == 1:
+            (only,) = self.revisions.values()
+            if only.passed:
+                self._promote(only, old, now)
+
+    def _forget(self, name: str) -> None:
+        """Remember (a bounded number of) revisions that stopped serving in this run."""
+        self._gone[name] = None
+        while len(self._gone) > MAX_GONE:
+            del self._gone[next(iter(self._gone))]
+
+    def _choose_baseline(self) -> None:
+        """The baseline: `canary.baseline` while it serves; else the one chosen before while it
+        serves; else (first revisions, a restart, the baseline went) the one with the most
+        records. The choice settles once the live revisions have sent `canary.minSamples`
+        records between them: until then (a detector that starts mid-canary may hear from
+        the candidate first) it follows the records."""
+        pinned = self.model.spec.canary.baseline
+        if pinned is not None and pinned in self.revisions:
+            self.baseline = pinned
+            return
+        settled = self.baseline in self.revisions and self._baseline_settled
+        if settled or not self.revisions:
+            return
+        best = max(self.revisions.values(), key=lambda r: (r.records + r.requests, -r.first_seen))
+        self.baseline = best.name
+        total = sum(r.records + r.requests for r in self.revisions.values())
+        self._baseline_settled = total >= self.model.spec.canary.min_samples
+
+    def candidates(self) -> list[Revision]:
+        return [r for n, r in self.revisions.items() if n != self.baseline]
+
+    def _hold_baseline(self) -> None:
+        """Keep the baseline's chunks back to its candidates' beginnings (bounded: a window
+        merges its oldest chunks beyond 2 × CHUNKS_PER_WINDOW), so a small canary is compared
+        with the baseline over its own whole window."""
+        for rev in self.revisions.values():
+            hold = None
+            if rev.name == self.baseline:
+                starts = [_start(c) for c in self.candidates()]
+                hold = min(starts) if starts else None
+            rev.slo.hold_since = hold
+            if rev.window is not None:
+                rev.window.hold_since = hold
+
+    def _revision_view(self, rev: Revision, since: float | None) -> WindowView:
+        """A revision's records and requests as one view (from `since` on, when given)."""
+        limit = canary.MAX_CBPE_ROWS if self.model.spec.detectors.performance is not None else 0
+        view = (
+            rev.window.view(since, max_probabilities=limit)
+            if rev.window is not None
+            else WindowView(sketches={})
+        )
+        requests = rev.slo.view(since)
+        view.n_requests = requests.n_requests
+        view.n_errors = requests.n_errors
+        view.latency_counts = requests.latency_counts
+        return view
+
+    def _canary_evidence(self, now: float) -> list[Evidence]:
+        """Each candidate against the baseline over the same time span; a passing finding
+        for each canary alert track whose revision no longer serves as a candidate (gone, or
+        the baseline now). A track restored after a restart for a revision not heard from
+        yet keeps its state until `canary.idleAfter` has passed since the start."""
+        spec = self.model.spec
+        results: dict[str, canary.CanaryResult] = {}
+        base = self.revisions.get(self.baseline) if self.baseline is not None else None
+        out: list[Evidence] = []
+        if spec.canary.enabled and base is not None:
+            columns = self.reference.columns if self.reference is not None else {}
+            for rev in self.candidates():
+                # The same time span: from the later of the two windows' beginnings.
+                since = max(_start(rev), _start(base))
+                result = canary.compare(
+                    rev.name,
+                    base.name,
+                    self._revision_view(rev, since),
+                    self._revision_view(base, since),
+                    columns=columns,
+                    spec=spec.canary,
+                    performance=spec.detectors.performance,
+                    samples=rev.records or rev.requests,
+                )
+                results[rev.name] = result
+                ev = result.evidence()
+                if ev is not None:
+                    out.append(ev)
+        self.canary_results = results
+        idle = spec.canary.idle_after_seconds
+        for entry in self.alerts.state():
+            revision = entry["feature"]
+            if entry["type"] != canary.ALERT_TYPE or revision in results:
+                continue
+            known = revision in self.revisions or revision in self._gone
+            if known or now - self.started_at > idle:
+                out.append(
+                    Evidence(
+                        type=canary.ALERT_TYPE,
+                        test=canary.TEST,
+                        statistic=0.0,
+                        threshold=0.0,
+                        failing=False,
+                        message=f"revision {revision} no longer serves as a candidate",
+                        model_revision=revision,
+                    )
+                )
+        return out
+
+    def _update_verdicts(self) -> None:
+        active = {a.model_revision for a in self.alerts.active if a.type == canary.ALERT_TYPE}
+        pending = {
+            e["feature"]
+            for e in self.alerts.state()
+            if e["type"] == canary.ALERT_TYPE and e["failingStreak"] and e["active"] is None
+        }
+        self.verdicts = {}
+        for rev in self.candidates():
+            v = canary.verdict(
+                self.canary_results.get(rev.name),
+                alert_active=rev.name in active,
+                pending_failure=rev.name in pending,
+            )
+            self.verdicts[rev.name] = v
+            if v != "Pending":  # Pending (e.g. the baseline went quiet) keeps the last verdict
+                rev.passed = v == "Pass"
+        if self.baseline in self.revisions:
+            self.revisions[self.baseline].passed = False
+
+    def _promote(self, rev: Revision, old: str, now: float) -> None:
+        """Move the prediction reference (and the CBPE reference level) to `rev`'s window."""
+        ref = self.reference
+        if ref is None or rev.window is None:
+            return
+        view = rev.window.view()
+        sketches = dict(ref.sketches)
+        moved = []
+        for name, column in ref.columns.items():
+            if column.kind == "prediction" and view.sketches[name].total >= MIN_VALUES:
+                sketches[name] = view.sketches[name].copy()
+                moved.append(name)
+        if not moved:
+            return
+        performance = dict(ref.performance)
+        probabilities = view.probabilities
+        if ref.performance_estimated and probabilities is not None and len(probabilities):
+            for metric in ("accuracy", "f1", "roc_auc"):
+                performance[metric] = safe_metric(
+                    lambda m=metric: perf.estimate_metric(m, probabilities)
+                )
+        digest = hashlib.sha256(f"{ref.id}\x1f{rev.name}\x1f{view.n_records}".encode())
+        for name in moved:
+            digest.update(repr(_sketch_state(sketches[name])).encode())
+        new_id = f"{ref.source}@{digest.hexdigest()[:12]}"
+        self.reference = dataclasses.replace(
+            ref,
+            id=new_id,
+            since=now,
+            sketches=sketches,
+            performance=performance,
+        )
+        self.reference_revision = rev.name
+        self.promotion = {
+            "promotedFrom": old,
+            "revision": rev.name,
+            "reason": "promoted",
+            "previous": ref.id,
+            "id": new_id,
+            "columns": moved,
+        }
+
+    def _log_signals(
+        self, evidence: list[Evidence], *, now: float, now_iso: str, dominant: str | None
+    ) -> None:
+        for ev in evidence:
+            if ev.failing:
+                self._last_failed[ev.key] = now
+            entry: dict[str, Any] = {"type": ev.type}
+            if ev.feature is not None:
+                entry["feature"] = ev.feature
+            entry.update(
+                test=ev.test,
+                statistic=finite_or_none(ev.statistic),
+                threshold=finite_or_none(ev.threshold),
+                failing=ev.failing,
+                at=now_iso,
+            )
+            revision = ev.model_revision or dominant
+            if revision is not None:
+                entry["modelRevision"] = revision
+            self.signal_log[ev.key] = entry
+        for key in [k for k in self.signal_log if k not in self._tracked(now)]:
+            del self.signal_log[key]
+            self._last_failed.pop(key, None)
+
+    def _tracked(self, now: float) -> set[tuple[str, str | None, str]]:
+        active = {_alert_key(a) for a in self.alerts.active}
+        return {
+            key
+            for key, entry in self.signal_log.items()
+            if entry["failing"]
+            or key in active
+            or now - self._last_failed.get(key, -math.inf) <= SIGNAL_MEMORY_SECONDS
+        }
+
+    def signals(self) -> list[dict[str, Any]]:
+        """status.detector.signals: the latest evaluation of every check the alert state
+        machine tracks (failing now, alert active, or failed in the last hour), at most
+        MAX_SIGNALS, failing ones first."""
+        active = {_alert_key(a) for a in self.alerts.active}
+        ranked = sorted(
+            self.signal_log.items(),
+            key=lambda kv: (
+                not kv[1]["failing"],
+                kv[0] not in active,
+                -self._last_failed.get(kv[0], 0.0),
+                _sort_key(kv[0]),
+            ),
+        )
+        return [dict(entry) for _, entry in ranked[:MAX_SIGNALS]]
+
+    def revision_status(self, iso: Callable[[float], str]) -> list[dict[str, Any]]:
+        """`revisions` of /v1/status and status.detector: every live revision, its share of
+        the all-traffic window, its role, and a candidate's canary verdict."""
+        self._choose_baseline()  # revisions may have come since the last evaluation
+        counts = self._window_revisions()
+        total = sum(counts.values())
+        window = self.window if self.window is not None and self.window.revisions() else None
+        if counts:  # records (requests) without a revision count in the total too
+            chunks = [*(window or self.slo_window).sealed, (window or self.slo_window).open]
+            total = max(total, sum(c.n_records for c in chunks))
+        out: list[dict[str, Any]] = []
+        min_samples = self.model.spec.canary.min_samples
+        for rev in sorted(self.revisions.values(), key=lambda r: (r.first_seen, r.name)):
+            entry: dict[str, Any] = {
+                "revision": rev.name,
+                "records": rev.records,
+                "share": round(counts[rev.name] / total, 4) if total else 0.0,
+                "firstSeen": iso(rev.first_seen),
+                "lastSeen": iso(rev.last_seen),
+                "role": "baseline" if rev.name == self.baseline else "candidate",
+            }
+            if rev.name != self.baseline and self.baseline is not None:
+                entry["canary"] = {
+                    "verdict": self.verdicts.get(rev.name, "Pending"),
+                    "samples": rev.records or rev.requests,
+                    "minSamples": min_samples,
+                    "baseline": self.baseline,
+                }
+            out.append(entry)
+        return out
+
+    def canary_report(self, revision: str) -> dict[str, Any] | None:
+        """The verdict on one live revision, with its evidence (None: not a live revision)."""
+        rev = self.revisions.get(revision)
+        if rev is None:
+            return None
+        if revision == self.baseline:
+            return {
+                "revision": revision,
+                "role": "baseline",
+                "verdict": "Pass",
+                "baseline": revision,
+                "samples": rev.records or rev.requests,
+                "minSamples": self.model.spec.canary.min_samples,
+                "evidence": [],
+                "message": "the baseline is what candidates are judged against",
+            }
+        result = self.canary_results.get(revision)
+        verdict = self.verdicts.get(revision, "Pending")
+        return {
+            "revision": revision,
+            "role": "candidate",
+            "verdict": verdict,
+            "baseline": self.baseline,
+            "samples": rev.records or rev.requests,
+            "minSamples": self.model.spec.canary.min_samples,
+            "evidence": [s.to_dict() for s in result.signals] if result is not None else [],
+        }
 
     # ---------------------------------------------------------------- status
 
@@ -513,6 +1070,8 @@ class Detector:
             "labels": {"joined": self.labels_joined, "unmatched": self.labels_unmatched},
             "evaluations": self.evaluations,
             "modelRevision": self.model_revision,
+            "baselineRevision": self.baseline,
+            "revisionsEvicted": self.revisions_evicted,
             "alerts": [a.to_dict() for a in self.alerts.active],
             "pendingChecks": self.alerts.pending(),
             "checks": [
@@ -527,3 +1086,27 @@ class Detector:
                 for e in self.last_evidence
             ],
         }
+
+
+def _start(rev: Revision) -> float:
+    """When a revision's windows begin (the later of its records' and requests')."""
+    if rev.window is not None:
+        return max(rev.window.started, rev.slo.started)
+    return rev.slo.started
+
+
+def _alert_key(alert: Alert) -> tuple[str, str | None, str]:
+    """The alert state machine's key of an alert (a canary's: its candidate revision)."""
+    if alert.type == canary.ALERT_TYPE:
+        return (alert.type, alert.model_revision, alert.test)
+    return (alert.type, alert.feature, alert.test)
+
+
+def _sort_key(key: tuple[str, str | None, str]) -> tuple[str, str, str]:
+    return (key[0], key[1] or "", key[2])
+
+
+def _sketch_state(sketch: Sketch) -> Any:
+    if isinstance(sketch, NumericSketch):
+        return (sketch.counts.tolist(), sketch.missing)
+    return (sorted(sketch.counts.items()), sketch.missing, sketch.other)

@@ -2,8 +2,10 @@
 
 The detector writes `status.alerts` (the whole list of active alerts, so a JSON
 merge patch replaces it exactly) and `status.detector` (which reference is in
-force, when it last wrote) through the status subresource. Writes happen only
-on alert state changes, at most one per `min_interval` seconds (`write_interval`:
+force, when it last wrote, the revisions serving and the latest signals) through the
+status subresource. What triggers a write is `should_write` (alert state changes,
+reference changes, revision changes, and a bounded heartbeat); writes go out at most
+one per `min_interval` seconds (`write_interval`:
 5 s, or the evaluation interval when that is shorter): changes that come faster
 are coalesced into the next write. A failed write is retried with
 backoff until it lands or a newer state replaces it.
@@ -27,7 +29,7 @@ import aiohttp
 
 from mlwarden import backoff
 from mlwarden.kube import Kube, in_cluster, path
-from mlwarden.spec import MAX_STATUS_ALERTS
+from mlwarden.spec import MAX_STATUS_ALERTS, MAX_STATUS_REVISIONS, MAX_STATUS_SIGNALS
 from mlwarden.timestamps import format_time
 
 log = logging.getLogger(__name__)
@@ -51,16 +53,58 @@ def status_path(namespace: str, name: str) -> str:
 
 
 def status_patch(
-    alerts: list[dict[str, Any]], reference: dict[str, Any], now: float
+    alerts: list[dict[str, Any]],
+    reference: dict[str, Any],
+    now: float,
+    *,
+    revisions: list[dict[str, Any]] | None = None,
+    signals: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The merge patch one write sends (pure).
 
     At most MAX_STATUS_ALERTS alerts (the CRD's maxItems: a longer list would be refused and
-    the write lost); the rest stay in the detector's metrics and log.
+    the write lost); the rest stay in the detector's metrics and log. `revisions` and
+    `signals` (status.detector, each list replaced whole) likewise within their bounds;
+    None leaves them out of the patch.
     """
     updated = format_time(datetime.fromtimestamp(now, UTC))
     shown = alerts[:MAX_STATUS_ALERTS]
-    return {"status": {"alerts": shown, "detector": {"reference": reference, "updated": updated}}}
+    detector: dict[str, Any] = {"reference": reference, "updated": updated}
+    if revisions is not None:
+        detector["revisions"] = revisions[:MAX_STATUS_REVISIONS]
+    if signals is not None:
+        detector["signals"] = signals[:MAX_STATUS_SIGNALS]
+    return {"status": {"alerts": shown, "detector": detector}}
+
+
+HEARTBEAT_SECONDS = 60.0
+
+
+def should_write(
+    *,
+    transitions: bool,
+    reference_changed: bool,
+    revisions_changed: bool,
+    payload_changed: bool,
+    alert_active: bool,
+    since_last_event: float,
+    since_last_write: float,
+    verify_within: float,
+) -> bool:
+    """The detector's write policy (pure; CONTRACT17): bounded API cost.
+
+    Write on alert transitions, reference changes and changes of the revision set, a role or
+    a canary verdict (`revisions_changed`); besides those, a heartbeat at most every 60 s
+    while an alert is active or within `verify_within` of the last alert transition or
+    revision-set change (what the operator's verification of an action reads), and only when
+    the payload changed. A healthy idle model writes nothing.
+    """
+    if transitions or reference_changed or revisions_changed:
+        return True
+    if not payload_changed:
+        return False
+    watched = alert_active or since_last_event <= verify_within
+    return watched and since_last_write >= HEARTBEAT_SECONDS
 
 
 class StatusWriter:
@@ -96,9 +140,21 @@ class StatusWriter:
         return cls(Kube(credentials, timeout=10.0), namespace=namespace, name=name,
                    min_interval=min_interval)  # fmt: skip
 
-    async def write_alerts(self, alerts: list[dict[str, Any]], *, reference: dict[str, Any]) -> str:
+    async def write_alerts(
+        self,
+        alerts: list[dict[str, Any]],
+        *,
+        reference: dict[str, Any],
+        revisions: list[dict[str, Any]] | None = None,
+        signals: list[dict[str, Any]] | None = None,
+    ) -> str:
         """Record the desired status; it is written now or at the next allowed moment."""
-        self._desired = {"alerts": alerts, "reference": reference}
+        self._desired = {
+            "alerts": alerts,
+            "reference": reference,
+            "revisions": revisions,
+            "signals": signals,
+        }
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush(), name="mlwarden-status-writer")
         return "queued"
@@ -115,7 +171,13 @@ class StatusWriter:
             if wait > 0:
                 await asyncio.sleep(wait)
             desired = self._desired
-            patch = status_patch(desired["alerts"], desired["reference"], time.time())
+            patch = status_patch(
+                desired["alerts"],
+                desired["reference"],
+                time.time(),
+                revisions=desired["revisions"],
+                signals=desired["signals"],
+            )
             try:
                 await self._patch(patch)
             except (aiohttp.ClientError, TimeoutError, OSError, RuntimeError) as exc:

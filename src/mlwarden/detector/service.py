@@ -4,12 +4,16 @@
     POST /v1/labels    delayed ground truth, joined by request id and row
     POST /             KServe payload-logger CloudEvents (also on /v1/records and
                        /v1/cloudevents; recognised by the ce-type header)
-    GET  /v1/status    state, reference, window and active alerts (the public shape)
+    GET  /v1/status    state, reference, window, active alerts (the public shape), the
+                       revisions serving and the latest signals
+    GET  /v1/canary[/{revision}]   the canary verdict, always 200 (Argo Rollouts' web provider)
+    POST /v1/canary    the same as Flagger's webhook: 200 Pass/Pending, 412 Fail
     GET  /metrics      Prometheus text; GET /healthz, /readyz
 
 Evaluations run on a timer (spec.alerting.evaluationInterval), never per
 record. When a status writer is configured (in-cluster, or --report-to), alert
-state changes are written to the ObservedModel's status.
+state changes, reference changes and changes of the revisions serving are written to the
+ObservedModel's status, with a bounded heartbeat (`reporter.should_write`).
 
 With a reference store (a ConfigMap in the cluster, `--reference-store DIR` outside), a
 completed warm-up reference is stored and a restarted detector reloads it instead of warming
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import time
 from dataclasses import replace
@@ -65,7 +70,7 @@ from mlwarden.detector.persist import (
     reference_basis,
     reuse_decision,
 )
-from mlwarden.detector.reporter import StatusWriter
+from mlwarden.detector.reporter import StatusWriter, should_write
 from mlwarden.detector.store import ReferenceStore
 from mlwarden.ingest_auth import bearer_matches
 from mlwarden.protocols import parse_exchange
@@ -151,6 +156,18 @@ class DetectorMetrics:
             "1 once the reference in force is in the reference store (or was loaded from it).",
             registry=r,
         )
+        self.revision_share = Gauge(
+            "mlwarden_detector_revision_share",
+            "Share of the all-traffic window per live model revision (expired ones removed).",
+            ["revision", "role"],
+            registry=r,
+        )
+        self.canary_verdict = Gauge(
+            "mlwarden_detector_canary_verdict",
+            "Canary verdict per live candidate revision: 1 Pass, 0 Pending, -1 Fail.",
+            ["revision", "baseline"],
+            registry=r,
+        )
         self.status_writes = Counter(
             "mlwarden_detector_status_writes",
             "Writes of status.alerts to the ObservedModel, by outcome.",
@@ -195,6 +212,15 @@ class DetectorService:
         self._alerts_stored_at = 0.0
         self.alerts_reason = ""
         self._alerts_min_interval = 5.0 if writer is None else writer.min_interval
+        # The write policy's memory (reporter.should_write): what was last written, when, and
+        # the last alert transition or revision-set change.
+        self._written_revisions: tuple[Any, ...] = ()
+        self._written_payload: Any = None
+        self._last_write = -math.inf
+        self._last_event = -math.inf
+        self._gauges: set[tuple[str, ...]] = set()
+        self._verdict_gauges: set[tuple[str, ...]] = set()
+        self._promotion: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -402,17 +428,71 @@ class DetectorService:
             log.warning(
                 "alert %s: %s %s %s (%s)", t.kind, a.type, a.feature or "", a.test, a.message
             )
+        self._revision_metrics()
+        if self.detector.promotion is not None and self.detector.promotion != self._promotion:
+            self._promotion = self.detector.promotion
+            self.reference_reason = (
+                f"promoted: revision {self._promotion['revision']} passed its canary and "
+                f"became the only revision; the prediction reference moved to it from "
+                f"{self._promotion['promotedFrom']}"
+            )
+            log.warning("reference %s", self.reference_reason)
         await self.persist_reference()
         # Stored before the status write reports it: once the operator may act on an alert,
         # a restarted detector must report the same one.
         await self.persist_alerts(urgent=bool(transitions))
-        # Write on alert changes, and when the reference in force (or where it is stored)
-        # changes (the operator's WarmingUp -> Observing), including at the first evaluation.
+        await self._report(transitions=bool(transitions), now=time.monotonic())
+
+    async def _report(self, *, transitions: bool, now: float) -> None:
+        """Write status when the policy says so (reporter.should_write)."""
         reference = self._reference_status()
-        if self.writer is not None and (transitions or reference != self._written_reference):
-            alerts = [a.to_dict() for a in self.detector.alerts.active]
-            await self.writer.write_alerts(alerts, reference=reference)
-            self._written_reference = reference
+        revisions = self.detector.revision_status(iso)
+        signals = self.detector.signals()
+        alerts = [a.to_dict() for a in self.detector.alerts.active]
+        shape = tuple(
+            (r["revision"], r["role"], (r.get("canary") or {}).get("verdict")) for r in revisions
+        )
+        revisions_changed = shape != self._written_revisions
+        if transitions or revisions_changed:
+            self._last_event = now
+        payload = (alerts, reference, revisions, signals)
+        if self.writer is None or not should_write(
+            transitions=transitions,
+            reference_changed=reference != self._written_reference,
+            revisions_changed=revisions_changed,
+            payload_changed=payload != self._written_payload,
+            alert_active=bool(alerts),
+            since_last_event=now - self._last_event,
+            since_last_write=now - self._last_write,
+            verify_within=_verify_within(self.model),
+        ):
+            return
+        await self.writer.write_alerts(
+            alerts, reference=reference, revisions=revisions, signals=signals
+        )
+        self._written_reference = reference
+        self._written_revisions = shape
+        self._written_payload = payload
+        self._last_write = now
+
+    def _revision_metrics(self) -> None:
+        """One gauge series per live revision; expired revisions' series are removed."""
+        m = self.metrics
+        shares = {
+            (r["revision"], r["role"]): r["share"] for r in self.detector.revision_status(iso)
+        }
+        for key in self._gauges - shares.keys():
+            m.revision_share.remove(*key)
+        for key, share in shares.items():
+            m.revision_share.labels(*key).set(share)
+        self._gauges = set(shares)
+        baseline = self.detector.baseline or ""
+        verdicts = {(rev, baseline): v for rev, v in self.detector.verdicts.items()}
+        for key in self._verdict_gauges - verdicts.keys():
+            m.canary_verdict.remove(*key)
+        for key, v in verdicts.items():
+            m.canary_verdict.labels(*key).set(_VERDICT_VALUE[v])
+        self._verdict_gauges = set(verdicts)
 
     def _reference_status(self) -> dict[str, Any]:
         """status.detector.reference: which reference is in force, since when, where stored."""
@@ -437,6 +517,14 @@ class DetectorService:
             out["rebaseline"] = self.model.rebaseline
         if self.store_error is not None:
             out["storeError"] = self.store_error
+        if ref is not None and self.detector.reference_revision is not None:
+            out["revision"] = self.detector.reference_revision
+        if self._promotion is not None and ref is not None and ref.id == self._promotion["id"]:
+            out.update(
+                promotedFrom=self._promotion["promotedFrom"],
+                revision=self._promotion["revision"],
+                previous=self._promotion["previous"],
+            )
         return out
 
     # ------------------------------------------------------------------ HTTP
@@ -446,6 +534,7 @@ class DetectorService:
         """Every POST (records, labels, CloudEvents) needs the ingest token, when one is set."""
         if (
             request.method == "POST"
+            and request.path != "/v1/canary"  # a verdict query (Flagger's webhook): ingests nothing
             and self.ingest_token is not None
             and not bearer_matches(request.headers.get("Authorization"), self.ingest_token)
         ):
@@ -469,6 +558,9 @@ class DetectorService:
         app.router.add_post("/v1/cloudevents", self.post_records)
         app.router.add_post("/", self.post_records)
         app.router.add_get("/v1/status", self.get_status)
+        app.router.add_get("/v1/canary", self.get_canary)
+        app.router.add_get("/v1/canary/{revision}", self.get_canary)
+        app.router.add_post("/v1/canary", self.post_canary)
         app.router.add_get("/metrics", self.get_metrics)
         app.router.add_get("/healthz", self.get_healthz)
         app.router.add_get("/readyz", self.get_readyz)
@@ -519,8 +611,17 @@ class DetectorService:
             )
         except ProtocolError as exc:
             return self._reject("unparseable", f"ce-id {joined.id}: {exc}")
+        source: dict[str, Any] = {"kserveLogger": True}
+        # KServe's logger names the InferenceService's endpoint (default or canary) and the
+        # component in CloudEvent extension attributes: the revision of the exchange.
+        endpoint = request.headers.get("ce-endpoint")
+        if endpoint:
+            component = request.headers.get("ce-component")
+            source["modelRevision"] = (
+                endpoint if component in (None, "", "predictor") else f"{component}-{endpoint}"
+            )
         payload = {
-            "source": {"kserveLogger": True},
+            "source": source,
             "records": [
                 {
                     "id": joined.id,
@@ -553,9 +654,92 @@ class DetectorService:
             {k: v for k, v in self._reference_status().items() if k not in ("id", "since")}
         )
         status["ingestAuth"] = "bearer" if self.ingest_token else "none"
+        status["revisions"] = self.detector.revision_status(iso)
+        status["signals"] = self.detector.signals()
         if self.reference_error:
             status["referenceError"] = self.reference_error
         return web.json_response(status, dumps=_dumps)
+
+    def _canary_answer(self, revision: str | None) -> tuple[dict[str, Any], int]:
+        """The verdict for `revision` (None: the one candidate, when exactly one serves)."""
+        d = self.detector
+        if revision is None:
+            candidates = sorted(r.name for r in d.candidates())
+            if len(candidates) > 1:
+                return (
+                    {
+                        "error": f"{len(candidates)} candidate revisions serve "
+                        f"({', '.join(candidates)}); name one: /v1/canary/REVISION",
+                        "revisions": [r["revision"] for r in d.revision_status(iso)],
+                    },
+                    409,
+                )
+            if not candidates:
+                return (
+                    {
+                        "revision": None,
+                        "role": "unknown",
+                        "verdict": "Pending",
+                        "baseline": d.baseline,
+                        "samples": 0,
+                        "minSamples": self.model.spec.canary.min_samples,
+                        "evidence": [],
+                        "message": "no candidate revision serves",
+                        "passed": False,
+                        "failed": False,
+                    },
+                    200,
+                )
+            revision = candidates[0]
+        report = d.canary_report(revision)
+        if report is None:
+            live = ", ".join(sorted(d.revisions)) or "none"
+            # Not serving (yet): a rollout's new pods may not have had traffic. Pending, not an
+            # error, so an analysis waits rather than failing.
+            report = {
+                "revision": revision,
+                "role": "unknown",
+                "verdict": "Pending",
+                "baseline": d.baseline,
+                "samples": 0,
+                "minSamples": self.model.spec.canary.min_samples,
+                "evidence": [],
+                "message": f"revision {revision!r} has sent no records (live revisions: {live})",
+            }
+        report["passed"] = report["verdict"] == "Pass"
+        report["failed"] = report["verdict"] == "Fail"
+        return report, 200
+
+    async def get_canary(self, request: web.Request) -> web.Response:
+        """GET /v1/canary[/{revision}]: the verdict as JSON, 200 whatever it is (Argo Rollouts'
+        web provider reads `verdict` with its jsonPath; a non-2xx would be an Error, not a
+        Failure); a revision that sent nothing yet is Pending. 409 when no revision is named
+        and several candidates serve."""
+        revision = request.match_info.get("revision") or request.query.get("revision")
+        body, status = self._canary_answer(revision)
+        return web.json_response(body, status=status, dumps=_dumps)
+
+    async def post_canary(self, request: web.Request) -> web.Response:
+        """POST /v1/canary: Flagger's webhook. Flagger passes a check on any 2xx and fails it on
+        anything else, so Fail answers 412; Pending answers 200 (not enough traffic is not a
+        failure) unless the webhook's metadata says `pending: fail` (a confirm-promotion gate).
+        The revision: `metadata.revision`, else `?revision=`, else the one candidate."""
+        raw = await request.read()
+        try:
+            payload = decode(raw) if raw.strip() else {}
+        except BatchError as exc:
+            return self._reject("malformed_canary", str(exc))
+        metadata = payload.get("metadata") if isinstance(payload, dict) else None
+        metadata = metadata if isinstance(metadata, dict) else {}
+        revision = metadata.get("revision") or request.query.get("revision")
+        body, status = self._canary_answer(str(revision) if revision else None)
+        if status == 200:
+            pending_fails = str(metadata.get("pending", "pass")).lower() == "fail"
+            if body["verdict"] == "Fail" or (body["verdict"] == "Pending" and pending_fails):
+                status = 412
+        if isinstance(payload, dict):
+            body["canary"] = {k: payload.get(k) for k in ("name", "namespace", "phase")}
+        return web.json_response(body, status=status, dumps=_dumps)
 
     async def get_metrics(self, _: web.Request) -> web.Response:
         return web.Response(
@@ -571,6 +755,15 @@ class DetectorService:
         return web.json_response(
             {"ready": ready, "referenceError": self.reference_error}, status=200 if ready else 503
         )
+
+
+_VERDICT_VALUE = {"Pass": 1.0, "Pending": 0.0, "Fail": -1.0}
+
+
+def _verify_within(model: ObservedModel) -> float:
+    """spec.guardrails.verifyWithin: how long after a change the operator may still be
+    verifying an action, so how long the detector keeps its status fresh."""
+    return model.spec.guardrails.verify_within_seconds
 
 
 def _dumps(obj: Any) -> str:

@@ -24,30 +24,74 @@ Rows and columns:
 Cells are JSON scalars; a cell holding an object (or a list left over by a ragged
 nesting) is dropped.
 
+Triton's binary tensor extension (what `tritonclient` sends with `binary_data=True`,
+and what a server answers when outputs ask for `"binary_data": true`): the body is
+a JSON header followed by the raw bytes of some tensors, which carry
+`"parameters": {"binary_data_size": S}` instead of `data`, their bytes in the order
+the tensors appear in the header. The HTTP header `Inference-Header-Content-Length`
+gives the JSON header's length; the adapter does not need it, since JSON is
+self-delimiting: it parses the header and takes the bytes after it. Raw bytes are
+row-major and little-endian, as numpy's `tobytes()` on the client gives them:
+BOOL one byte, the integers and FP16/FP32/FP64 at their width, BF16 the top half
+of an FP32, BYTES each element a 4-byte little-endian length and its bytes. Values
+come out as the JSON form would have them: numbers, booleans, and BYTES elements
+as UTF-8 strings (an element that is not UTF-8 is left out, like an object cell).
+The binary parts must add up to exactly the bytes after the header. Data in
+Triton's shared-memory regions (`shared_memory_region`) never passes the
+sidecar and is a `ProtocolError`.
+
 Errors: a request that breaks the protocol (no `inputs`, a tensor without a
-name, data that does not fill its shape) raises `ProtocolError` naming the field.
-The response is read leniently: when it is not JSON or has no `outputs` (an
-error body), records carry no outputs, and an output tensor that is malformed
-or has a batch size other than N is left out. Triton's binary tensor extension
-(a JSON header followed by raw bytes) is not JSON and is not supported.
+name, data that does not fill its shape, binary sizes that do not add up) raises
+`ProtocolError` naming the field. The response is read leniently: when it is not
+JSON or has no `outputs` (an error body), records carry no outputs, and an output
+tensor that is malformed or has a batch size other than N is left out.
 
 `Record.request_id` is the response's `id`, else the request's.
+
+`records`, `make_tensor` and `decode_raw` are shared with `v2_grpc`, the same
+protocol over gRPC: its tensors become the same records.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from mlwarden.protocols.json_paths import is_scalar, load_request, load_response
 from mlwarden.records import ProtocolError, Record, Value
 from mlwarden.records import json_kind as kind_of
 from mlwarden.spec import ObservedModelSpec
 
+# The key a binary tensor carries in its parameters; its presence in a body is the
+# cheap sign that the body is a JSON header followed by raw bytes.
+_BINARY_SIZE: Final = "binary_data_size"
+_BINARY_MARK: Final = b'"binary_data_size"'
+
+# struct formats of the fixed-width datatypes, little-endian (`<` is added per call).
+_FIXED: Final[dict[str, str]] = {
+    "BOOL": "?",
+    "UINT8": "B",
+    "UINT16": "H",
+    "UINT32": "I",
+    "UINT64": "Q",
+    "INT8": "b",
+    "INT16": "h",
+    "INT32": "i",
+    "INT64": "q",
+    "FP16": "e",
+    "FP32": "f",
+    "FP64": "d",
+}
+DATATYPES: Final = (*_FIXED, "BF16", "BYTES")
+
+# A BYTES element that is not UTF-8: left out of the record, like an object cell.
+_UNREADABLE: Final[Any] = object()
+
 
 @dataclass(frozen=True, slots=True)
-class _Tensor:
+class Tensor:
     name: str
     shape: list[int]
     values: list[Any]  # flat, row-major
@@ -57,7 +101,7 @@ class _Tensor:
 
 def parse(request: bytes, response: bytes, spec: ObservedModelSpec | None) -> list[Record]:
     """One Record per row of the request's batch, with the response's outputs for that row."""
-    body = load_request(request)
+    body, binary = _split(request, strict=True)
     if not isinstance(body, dict):
         raise ProtocolError(f"request body must be a JSON object with inputs, got {kind_of(body)}")
     raw_inputs = body.get("inputs")
@@ -65,29 +109,157 @@ def parse(request: bytes, response: bytes, spec: ObservedModelSpec | None) -> li
         raise ProtocolError("inputs: required field is missing")
     if not isinstance(raw_inputs, list):
         raise ProtocolError(f"inputs: must be a list of tensors, got {kind_of(raw_inputs)}")
-    tensors = [_read_tensor(t, f"inputs[{i}]") for i, t in enumerate(raw_inputs)]
-    if not tensors:
+    tensors = [_read_tensor(t, f"inputs[{i}]", binary) for i, t in enumerate(raw_inputs)]
+    if binary is not None:
+        binary.finish("inputs")
+
+    request_id = _id(body)
+    outputs: list[Tensor] | None = None
+    reply, reply_binary = _split(response, strict=False)
+    if isinstance(reply, dict):
+        request_id = _id(reply) or request_id
+        outputs = _read_outputs(reply, reply_binary)
+        if reply_binary is not None:
+            try:
+                reply_binary.finish("outputs")
+            except ProtocolError:
+                outputs = None  # sizes that do not add up: which bytes are whose is unknown
+    return records(tensors, outputs, request_id, spec)
+
+
+def records(
+    inputs: list[Tensor],
+    outputs: list[Tensor] | None,
+    request_id: str | None,
+    spec: ObservedModelSpec | None,
+) -> list[Record]:
+    """The rows of a batch: the inputs' columns, and the outputs' for each row when given.
+
+    Raises `ProtocolError` when the input tensors disagree on the batch size; output
+    tensors of another batch size are left out.
+    """
+    if not inputs:
         return []
-    n = tensors[0].rows
-    for i, t in enumerate(tensors[1:], start=1):
+    n = inputs[0].rows
+    for i, t in enumerate(inputs[1:], start=1):
         if t.rows != n:
             raise ProtocolError(
                 f"inputs[{i}].shape: batch size {t.rows} does not match inputs[0] ({n})"
             )
     features: list[dict[str, Value]] = [{} for _ in range(n)]
-    for tensor, names in zip(tensors, _input_columns(tensors, spec), strict=True):
+    for tensor, names in zip(inputs, _input_columns(inputs, spec), strict=True):
         _fill(features, tensor, names)
-
-    request_id = _id(body)
-    outputs: list[dict[str, Value]] | None = None
-    reply = load_response(response)
-    if isinstance(reply, dict):
-        request_id = _id(reply) or request_id
-        outputs = _outputs(reply, n, spec)
+    rows = _output_rows(outputs, n, spec) if outputs else None
     return [
-        Record(features=f, outputs=outputs[i] if outputs else {}, row=i, request_id=request_id)
+        Record(features=f, outputs=rows[i] if rows else {}, row=i, request_id=request_id)
         for i, f in enumerate(features)
     ]
+
+
+def make_tensor(name: str, shape: list[int], values: list[Any], where: str) -> Tensor:
+    """A tensor from its flat values; `ProtocolError` (naming `where`) when they do not fit."""
+    if not _fills(shape, len(values)):
+        raise ProtocolError(f"{where}.data: {len(values)} values do not fill shape {_show(shape)}")
+    rows = shape[0] if shape else 1
+    width = len(values) // rows if rows else 0
+    if rows and not width:
+        # Rows without values would be records without features; a shape such as
+        # [10**12, 0] must not become that many records.
+        raise ProtocolError(f"{where}.shape: {_show(shape)} holds no values for its {rows} rows")
+    return Tensor(name=name, shape=shape, values=values, rows=rows, width=width)
+
+
+def decode_raw(datatype: str, raw: bytes, where: str) -> list[Any]:
+    """The elements of a raw (binary) tensor, row-major, as its JSON form would hold them."""
+    code = _FIXED.get(datatype)
+    if code is not None:
+        size = struct.calcsize(code)
+        if len(raw) % size:
+            raise ProtocolError(
+                f"{where}: {len(raw)} bytes are not a whole number of {datatype} elements "
+                f"({size} bytes each)"
+            )
+        return list(struct.unpack(f"<{len(raw) // size}{code}", raw))
+    if datatype == "BF16":
+        if len(raw) % 2:
+            raise ProtocolError(
+                f"{where}: {len(raw)} bytes are not a whole number of BF16 elements"
+            )
+        # A bfloat16 is the upper half of a float32: pad each with two zero bytes below.
+        widened = b"".join(b"\x00\x00" + raw[i : i + 2] for i in range(0, len(raw), 2))
+        return list(struct.unpack(f"<{len(raw) // 2}f", widened))
+    if datatype == "BYTES":
+        out: list[Any] = []
+        view = memoryview(raw)
+        at, end = 0, len(raw)
+        while at < end:
+            if end - at < 4:
+                raise ProtocolError(f"{where}: BYTES element {len(out)} has a cut-off length")
+            (length,) = struct.unpack_from("<I", view, at)
+            at += 4
+            if length > end - at:
+                raise ProtocolError(
+                    f"{where}: BYTES element {len(out)} claims {length} bytes, {end - at} remain"
+                )
+            try:
+                out.append(str(view[at : at + length], "utf-8"))
+            except UnicodeDecodeError:
+                out.append(_UNREADABLE)
+            at += length
+        return out
+    raise ProtocolError(
+        f"{where}.datatype: must be one of {', '.join(DATATYPES)} for raw data, got "
+        f"{_show(datatype)}"
+    )
+
+
+class _Binary:
+    """The raw bytes after a JSON header, handed out to tensors in order."""
+
+    __slots__ = ("at", "data")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.at = 0
+
+    def take(self, size: int, where: str) -> bytes:
+        if size > len(self.data) - self.at:
+            raise ProtocolError(
+                f"{where}.parameters.{_BINARY_SIZE}: {size} bytes, but only "
+                f"{len(self.data) - self.at} remain after the JSON header"
+            )
+        chunk = self.data[self.at : self.at + size]
+        self.at += size
+        return chunk
+
+    def finish(self, what: str) -> None:
+        if self.at == 0 and not self.data.strip():
+            return  # no binary tensor, at most whitespace after the JSON: a plain body
+        if self.at != len(self.data):
+            raise ProtocolError(
+                f"{what}: the binary parts add up to {self.at} bytes, but "
+                f"{len(self.data)} follow the JSON header"
+            )
+
+
+def _split(body: bytes, *, strict: bool) -> tuple[Any, _Binary | None]:
+    """The JSON document of a body and, for the binary extension, the bytes after it.
+
+    Strict (a request): a body that is not JSON is a `ProtocolError`. Lenient (a
+    response): (None, None) instead.
+    """
+    if _BINARY_MARK not in body:
+        return (load_request(body) if strict else load_response(body)), None
+    # Latin-1 maps each byte to one character, so the index where the JSON document
+    # ends is its length in bytes; the header is then decoded properly on its own.
+    try:
+        _, end = json.JSONDecoder().raw_decode(body.decode("latin-1"))
+    except (ValueError, RecursionError) as exc:
+        if strict:
+            raise ProtocolError(f"request body does not start with a JSON header: {exc}") from None
+        return None, None
+    header = load_request(body[:end]) if strict else load_response(body[:end])
+    return header, _Binary(body[end:])
 
 
 def _id(body: dict[str, Any]) -> str | None:
@@ -109,7 +281,7 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _read_tensor(raw: object, where: str) -> _Tensor:
+def _read_tensor(raw: object, where: str, binary: _Binary | None) -> Tensor:
     if not isinstance(raw, dict):
         raise ProtocolError(f"{where}: must be a tensor object, got {kind_of(raw)}")
     name = raw.get("name")
@@ -124,21 +296,42 @@ def _read_tensor(raw: object, where: str) -> _Tensor:
         raise ProtocolError(
             f"{where}.shape: must be a list of non-negative integers, got {_show(shape)}"
         )
+    parameters = raw.get("parameters")
+    if isinstance(parameters, dict) and (
+        _BINARY_SIZE in parameters or "shared_memory_region" in parameters
+    ):
+        return make_tensor(name, shape, _binary_values(raw, parameters, where, binary), where)
     data = raw.get("data")
     if data is None:
         raise ProtocolError(f"{where}.data: required field is missing")
     if not isinstance(data, list):
         raise ProtocolError(f"{where}.data: must be a list, got {kind_of(data)}")
-    values = _flatten(data)
-    if not _fills(shape, len(values)):
-        raise ProtocolError(f"{where}.data: {len(values)} values do not fill shape {_show(shape)}")
-    rows = shape[0] if shape else 1
-    width = len(values) // rows if rows else 0
-    if rows and not width:
-        # Rows without values would be records without features; a shape such as
-        # [10**12, 0] must not become that many records.
-        raise ProtocolError(f"{where}.shape: {_show(shape)} holds no values for its {rows} rows")
-    return _Tensor(name=name, shape=shape, values=values, rows=rows, width=width)
+    return make_tensor(name, shape, _flatten(data), where)
+
+
+def _binary_values(
+    raw: dict[str, Any], parameters: dict[str, Any], where: str, binary: _Binary | None
+) -> list[Any]:
+    if "shared_memory_region" in parameters:
+        raise ProtocolError(
+            f"{where}.parameters.shared_memory_region: the data is in a shared-memory region, "
+            "which never passes the sidecar"
+        )
+    size = parameters[_BINARY_SIZE]
+    if type(size) is not int or size < 0:
+        raise ProtocolError(
+            f"{where}.parameters.{_BINARY_SIZE}: must be a non-negative integer, got {_show(size)}"
+        )
+    if binary is None:  # pragma: no cover - _split makes one whenever the key is in the body
+        raise ProtocolError(f"{where}.parameters.{_BINARY_SIZE}: no binary data follows the JSON")
+    chunk = binary.take(size, where)
+    datatype = raw.get("datatype")
+    if not isinstance(datatype, str):
+        raise ProtocolError(
+            f"{where}.datatype: required for binary data (one of {', '.join(DATATYPES)}), "
+            f"got {kind_of(datatype)}"
+        )
+    return decode_raw(datatype, chunk, where)
 
 
 def _fills(shape: list[int], count: int) -> bool:
@@ -172,13 +365,13 @@ def _flatten(data: list[Any]) -> list[Any]:
     return out
 
 
-def _indexed(tensor: _Tensor) -> list[str]:
+def _indexed(tensor: Tensor) -> list[str]:
     if tensor.width == 1:
         return [tensor.name]
     return [f"{tensor.name}_{i}" for i in range(tensor.width)]
 
 
-def _input_columns(tensors: list[_Tensor], spec: ObservedModelSpec | None) -> list[list[str]]:
+def _input_columns(tensors: list[Tensor], spec: ObservedModelSpec | None) -> list[list[str]]:
     wide = [t for t in tensors if t.width > 1]
     declared = spec.feature_names if spec is not None else ()
     columns: list[list[str]] = []
@@ -193,7 +386,7 @@ def _input_columns(tensors: list[_Tensor], spec: ObservedModelSpec | None) -> li
     return columns
 
 
-def _fill(rows: list[dict[str, Value]], tensor: _Tensor, names: list[str]) -> None:
+def _fill(rows: list[dict[str, Value]], tensor: Tensor, names: list[str]) -> None:
     values = tensor.values
     if tensor.width == 1:
         name = names[0]
@@ -210,20 +403,35 @@ def _fill(rows: list[dict[str, Value]], tensor: _Tensor, names: list[str]) -> No
                 row[name] = value
 
 
-def _outputs(
-    reply: dict[str, Any], n: int, spec: ObservedModelSpec | None
-) -> list[dict[str, Value]] | None:
+def _read_outputs(reply: dict[str, Any], binary: _Binary | None) -> list[Tensor] | None:
+    """The response's well-formed output tensors (leniently: a broken one is left out)."""
     raw = reply.get("outputs")
     if not isinstance(raw, list):
         return None
-    tensors: list[_Tensor] = []
+    tensors: list[Tensor] = []
     for i, t in enumerate(raw):
         try:
-            tensor = _read_tensor(t, f"outputs[{i}]")
+            tensors.append(_read_tensor(t, f"outputs[{i}]", binary))
         except ProtocolError:
-            continue
-        if tensor.rows == n:
-            tensors.append(tensor)
+            # A binary tensor that cannot be read leaves the position of the ones after
+            # it unknown: they are left out too.
+            if _is_binary(t):
+                break
+    return tensors
+
+
+def _is_binary(raw: object) -> bool:
+    return (
+        isinstance(raw, dict)
+        and isinstance(p := raw.get("parameters"), dict)
+        and (_BINARY_SIZE in p)
+    )
+
+
+def _output_rows(
+    outputs: list[Tensor], n: int, spec: ObservedModelSpec | None
+) -> list[dict[str, Value]] | None:
+    tensors = [t for t in outputs if t.rows == n]
     if not tensors:
         return None
     columns = [_indexed(t) for t in tensors]

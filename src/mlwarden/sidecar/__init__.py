@@ -2,8 +2,14 @@
 
 Map of the package, hot path first:
 
-- `proxy`      the forwarding path and the admin app (/metrics, /healthz, /readyz);
-               it offers each exchange to capture and returns.
+- `forward`    the forwarding path: HTTP/1.1 framing parsed with httptools on asyncio
+               protocols, a keep-alive pool to the model, bodies streamed both ways; it
+               offers each exchange to capture and goes on.
+- `proxy`      the process: the forwarding server, the admin app (/metrics, /healthz,
+               /readyz, aiohttp), capture wired up, drain and stop.
+- `grpc_proxy`  the gRPC listener (grpcio's asyncio server): every method forwarded
+               unchanged, v2 ModelInfer/ModelStreamInfer messages offered to the same
+               capture.
 - `supervisor` the proxy's side of capture: `CaptureProcess.offer` (an O(1) append to a
                bounded queue), the non-blocking writes to the capture worker process, its
                reports applied to the metrics, its restarts; `InlineCapture` when capture

@@ -9,7 +9,9 @@ timing metrics, decompression, protocol parsing, redaction, request ids, and han
 the records to the shipper.
 
 `describe_exchange` is the pure core: one exchange in, the per-request entry and
-the per-row records of the ingest format out (`docs/records-api.md`).
+the per-row records of the ingest format out (`docs/records-api.md`). Exchanges that
+are not inferences (`mlwarden.protocols.is_inference`: health, readiness, metadata)
+are only counted (`exchanges_not_inference`): no request entry, no drop.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from mlwarden.protocols import UnrecognizedProtocol, parse_exchange
+from mlwarden.protocols import UnrecognizedProtocol, is_inference, parse_exchange
 from mlwarden.records import ProtocolError
 from mlwarden.sidecar.metrics import SidecarMetrics
 from mlwarden.sidecar.redact import Redactor
@@ -44,6 +46,10 @@ class Exchange:
     started_at: float
     total_seconds: float
     upstream_seconds: float
+    # What the proxy added as a client sees it (first request byte read -> first upstream
+    # byte written, plus first answer byte read -> first byte to the client); None: not
+    # measured, total minus upstream is used.
+    overhead_seconds: float | None = None
     request_id: str | None = None
     request_body: bytes | None = None
     request_encoding: str | None = None
@@ -51,6 +57,9 @@ class Exchange:
     response_encoding: str | None = None
     # Why the bodies were not kept (body_too_large, sampled_out), if they were not.
     skip: str | None = None
+    # The protocol the listener knows the exchange speaks (the gRPC listener: `v2-grpc`);
+    # None: the configured one (--protocol) applies.
+    protocol: str | None = None
 
     @property
     def body_bytes(self) -> int:
@@ -164,7 +173,7 @@ def describe_exchange(
         else:
             try:
                 used_protocol, rows = parse_exchange(
-                    protocol, exchange.path, request, response, spec
+                    exchange.protocol or protocol, exchange.path, request, response, spec
                 )
             except UnrecognizedProtocol:
                 dropped = "unrecognized_protocol"
@@ -267,7 +276,14 @@ class CaptureProcessor:
         m.requests.labels(_status_class(exchange.status)).inc()
         m.request_duration.observe(exchange.total_seconds)
         m.upstream_duration.observe(exchange.upstream_seconds)
-        m.overhead.observe(max(0.0, exchange.total_seconds - exchange.upstream_seconds))
+        overhead = exchange.overhead_seconds
+        if overhead is None:  # the exchange did not measure it (the gRPC listener)
+            overhead = max(0.0, exchange.total_seconds - exchange.upstream_seconds)
+        m.overhead.observe(overhead)
+        if not is_inference(exchange.protocol or self.protocol, exchange.method, exchange.path):
+            # Health, readiness, metadata: passed through, neither a drop nor shipped.
+            m.exchanges_not_inference.inc()
+            return
         if exchange.skip == "sampled_out":
             m.exchanges_sampled_out.inc()
             return

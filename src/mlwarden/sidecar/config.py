@@ -24,6 +24,19 @@ def parse_http_url(value: str, *, what: str) -> str:
     return value.rstrip("/")
 
 
+def grpc_target(value: str, *, what: str) -> str:
+    """`HOST:PORT` for grpcio, from `HOST:PORT` or an `http://HOST:PORT` URL (as the operator
+    gives `--upstream` with `--protocol v2-grpc`)."""
+    target = value.removeprefix("http://").removeprefix("grpc://").rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or "/" in target or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(
+            f"{what}: expected HOST:PORT (or http://HOST:PORT) of the model's gRPC port, "
+            f"got {value!r}"
+        )
+    return target
+
+
 # A pod-template-hash is ~10 characters; a KServe revision name up to 63.
 MAX_REVISION_LENGTH = 128
 
@@ -61,6 +74,10 @@ class SidecarConfig:
     shutdown_timeout_seconds: float = 10.0
     # Stamped on every shipped batch as `source.modelRevision` (records-api.md).
     model_revision: str | None = None
+    # A gRPC listener beside the HTTP one (sidecar/grpc_proxy.py), to the model's gRPC
+    # port (HOST:PORT). With protocol v2-grpc, `listen` itself is the gRPC listener.
+    grpc_listen: tuple[str, int] | None = None
+    grpc_upstream: str | None = None
     observed_model: ObservedModel | None = None
     # The manifest path given (--observed-model) when no file is there: the sidecar then
     # proxies and captures nothing (`exchanges_dropped{reason="no_manifest"}`).
@@ -92,6 +109,20 @@ class SidecarConfig:
             raise ValueError(
                 f"--model-revision: must be 1 to {MAX_REVISION_LENGTH} printable characters, "
                 f"got {self.model_revision!r}"
+            )
+        if (self.grpc_listen is None) != (self.grpc_upstream is None):
+            raise ValueError(
+                "--grpc-listen and --grpc-upstream: give both (a gRPC listener and the model's "
+                "gRPC port it forwards to) or neither"
+            )
+        if self.grpc_upstream is not None:
+            grpc_target(self.grpc_upstream, what="--grpc-upstream")
+        if self.protocol == "v2-grpc":
+            grpc_target(self.upstream, what="--upstream (with --protocol v2-grpc)")
+        if self.grpc_listen is not None and self.protocol == "v2-grpc":
+            raise ValueError(
+                "--grpc-listen: with --protocol v2-grpc, --listen is already the gRPC listener "
+                "(to --upstream); drop --grpc-listen and --grpc-upstream"
             )
         if self.batch_interval_seconds <= 0:
             raise ValueError("batch interval must be positive")

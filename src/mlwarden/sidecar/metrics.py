@@ -6,7 +6,10 @@ protocol; never paths or request ids. What an SRE alerts on:
 
 - `rate(mlwarden_sidecar_records_dropped_total[5m]) > 0` — observability is losing data;
 - `histogram_quantile(0.99, rate(mlwarden_sidecar_overhead_seconds_bucket[5m]))` —
-  what the sidecar adds to each request, separate from the model's own time;
+  what the sidecar adds to each request as a client sees it: first request byte read ->
+  first byte written to the model, plus first answer byte read -> first byte written
+  to the client (a body the sidecar reads whole before passing it on is inside that
+  time; `sidecar/forward.py`);
 - `mlwarden_sidecar_upstream_errors_total` — the model server refusing or timing out;
 - `increase(mlwarden_sidecar_capture_worker_restarts_total[15m]) > 0` — the capture worker
   process died or hung (forwarding is unaffected; what it held is counted as `worker_lost`).
@@ -91,19 +94,22 @@ class SidecarMetrics:
         )
         self.request_duration = Histogram(
             "mlwarden_sidecar_request_duration_seconds",
-            "Time from request received to response returned, as the client sees it.",
+            "Time from the first request byte read to the last answer byte written.",
             buckets=DURATION_BUCKETS,
             registry=r,
         )
         self.upstream_duration = Histogram(
             "mlwarden_sidecar_upstream_duration_seconds",
-            "Time the model server took: request sent to response read.",
+            "Time the model server took: first request byte written to it -> last answer "
+            "byte read from it (nothing of the client's side).",
             buckets=DURATION_BUCKETS,
             registry=r,
         )
         self.overhead = Histogram(
             "mlwarden_sidecar_overhead_seconds",
-            "Time the proxy added to a request: total minus upstream time.",
+            "Time the proxy added to a request as a client sees it: first request byte "
+            "read -> first byte written to the model, plus first answer byte read -> "
+            "first byte written to the client.",
             buckets=OVERHEAD_BUCKETS,
             registry=r,
         )
@@ -139,6 +145,12 @@ class SidecarMetrics:
             "mlwarden_sidecar_exchanges_dropped",
             "Exchanges served but not captured, by reason.",
             ["reason"],
+            registry=r,
+        )
+        self.exchanges_not_inference = Counter(
+            "mlwarden_sidecar_exchanges_not_inference",
+            "Requests that are not inferences (health, readiness, metadata, model listings, "
+            "repository calls), passed through and not captured.",
             registry=r,
         )
         self.records_captured = Counter(

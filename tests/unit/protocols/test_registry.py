@@ -11,11 +11,13 @@ from mlwarden.protocols import (
     ADAPTERS,
     UnrecognizedProtocol,
     detect_protocol,
+    is_inference,
     json_paths,
     openai,
     parse_exchange,
     v1,
     v2,
+    v2_grpc,
 )
 from mlwarden.records import ProtocolError
 from mlwarden.spec import PROTOCOLS, ObservedModelSpec
@@ -28,7 +30,13 @@ CHAT_BODY = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "Hell
 
 
 def test_registry_covers_every_spec_protocol() -> None:
-    expected = {"v2": v2.parse, "v1": v1.parse, "openai": openai.parse, "json": json_paths.parse}
+    expected = {
+        "v2": v2.parse,
+        "v2-grpc": v2_grpc.parse,
+        "v1": v1.parse,
+        "openai": openai.parse,
+        "json": json_paths.parse,
+    }
     assert expected == ADAPTERS
     assert set(PROTOCOLS) == {"auto", *ADAPTERS}
 
@@ -110,10 +118,75 @@ def test_parse_exchange_unrecognized() -> None:
 
 
 def test_parse_exchange_unknown_name_lists_known_ones() -> None:
-    with pytest.raises(ValueError, match="unknown protocol 'grpc'; known protocols: auto, v2, v1"):
+    with pytest.raises(ValueError, match="unknown protocol 'grpc'; known protocols: auto, v2, v2-"):
         parse_exchange("grpc", "/", V2_BODY, b"", None)
 
 
 def test_parse_exchange_passes_protocol_errors_through() -> None:
     with pytest.raises(ProtocolError, match=r"inputs\[0\]\.name: required field is missing"):
         parse_exchange("auto", "/v2/models/m/infer", b'{"inputs": [{"shape": [1]}]}', b"", None)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v2/health/live"),
+        ("GET", "/v2/health/ready"),
+        ("GET", "/v2"),
+        ("GET", "/v2/models/iris"),
+        ("GET", "/v2/models/iris/ready"),
+        ("GET", "/v2/models/iris/versions/1/ready"),
+        ("GET", "/v2/models/iris/config"),
+        ("GET", "/v2/models/iris/stats"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/iris"),
+        ("GET", "/v1/models/iris/metadata"),
+        ("HEAD", "/v2/health/ready"),
+        ("OPTIONS", "/v2/models/iris/infer"),
+        ("PUT", "/v2/models/iris/infer"),
+        ("DELETE", "/v2/models/iris"),
+        ("POST", "/v2/repository/index"),
+        ("POST", "/v2/repository/models/iris/load"),
+        ("POST", "/v2/repository/models/iris/unload"),
+        ("POST", "/v2/systemsharedmemory/region/r0/register"),
+        ("POST", "/v2/cudasharedmemory/unregister"),
+        ("POST", "/v2/trace/setting"),
+        ("POST", "/v2/models/iris/trace/setting"),
+        ("POST", "/v2/logging"),
+        ("POST", "/v2/repository/index/?x=1"),
+    ],
+)
+def test_requests_that_are_not_inferences(method: str, path: str) -> None:
+    assert not is_inference("auto", method, path)
+    assert not is_inference("v2", method, path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/iris/infer",
+        "/v2/models/iris/versions/1/infer",
+        "/v1/models/iris:predict",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/predict",
+        "/",
+        "/v2/models/logging/infer",
+    ],
+)
+def test_posts_are_inferences(path: str) -> None:
+    assert is_inference("auto", "POST", path)
+    assert is_inference("json", "POST", path)
+
+
+def test_grpc_services_that_are_not_inferences() -> None:
+    for path in (
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/inference.model_repository.ModelRepositoryService/RepositoryIndex",
+        "/inference.GRPCInferenceService/ServerLive",
+    ):
+        assert not is_inference("v2-grpc", "POST", path)
+    # Another service's method is an inference this sidecar cannot read.
+    assert is_inference("v2-grpc", "POST", "/tensorflow.serving.PredictionService/Predict")

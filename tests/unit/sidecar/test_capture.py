@@ -208,6 +208,7 @@ def test_queue_counts_bytes_in_flight() -> None:
         {"request_body": b"", "response_body": b"\x00" * 70_000, "request_id": "r-\u00e9"},
         {"request_body": b"x", "response_body": None, "status": 502},
         {"request_encoding": "gzip", "response_encoding": "deflate", "skip": None},
+        {"path": "/inference.GRPCInferenceService/ModelInfer", "protocol": "v2-grpc"},
     ],
 )
 def test_an_exchange_survives_its_frame(kw: dict[str, object]) -> None:
@@ -216,3 +217,62 @@ def test_an_exchange_survives_its_frame(kw: dict[str, object]) -> None:
     size = int.from_bytes(data[:4], "big")
     assert len(data) == 4 + size and data[4] == ord("X")
     assert read_exchange(data[5:]) == ex
+
+
+def test_requests_that_are_not_inferences_are_counted_apart_and_not_shipped() -> None:
+    metrics = SidecarMetrics()
+    sink = ListSink()
+    processor = CaptureProcessor(
+        metrics=metrics, sink=sink, protocol="v2", spec=None, max_body_bytes=1 << 20
+    )
+    ready = b'{"name": "m", "ready": true}'
+    for method, path in [
+        ("GET", "/v2/health/ready"),
+        ("GET", "/v2/models/m"),
+        ("GET", "/v2/models/m/ready"),
+        ("GET", "/v1/models"),
+    ]:
+        processor.process(exchange(method=method, path=path, request_body=b"", response_body=ready))
+    processor.process(exchange(method="GET", path="/v2/health/live", request_body=None, status=502))
+    grpc_live = "/inference.GRPCInferenceService/ServerLive"
+    processor.process(
+        exchange(path=grpc_live, request_body=b"", response_body=b"\x08\x01", protocol="v2-grpc")
+    )
+    processor.process(exchange())
+    value = metrics.registry.get_sample_value
+    assert value("mlwarden_sidecar_exchanges_not_inference_total") == 6
+    assert value("mlwarden_sidecar_exchanges_captured_total", {"protocol": "v2"}) == 1
+    assert (
+        sum(
+            value("mlwarden_sidecar_exchanges_dropped_total", {"reason": r}) or 0
+            for r in ("unparseable", "unrecognized_protocol", "decode_error", "body_too_large")
+        )
+        == 0
+    )
+    assert value("mlwarden_sidecar_requests_total", {"code_class": "2xx"}) == 6
+    assert [req["protocol"] for req, _ in sink.items] == ["v2"]
+
+
+def test_a_grpc_exchange_is_read_with_its_own_protocol_whatever_is_configured() -> None:
+    from tritonclient.grpc import service_pb2 as pb
+
+    message = pb.ModelInferRequest(model_name="m", id="g-1")
+    tensor = message.inputs.add(name="x", datatype="FP64", shape=[2])
+    tensor.contents.fp64_contents.extend([1.5, 2.5])
+    d = describe_exchange(
+        exchange(
+            path="/inference.GRPCInferenceService/ModelInfer",
+            request_body=message.SerializeToString(),
+            response_body=b"",
+            protocol="v2-grpc",
+        ),
+        protocol="v2",
+        spec=None,
+        max_body_bytes=1 << 20,
+        ids=RequestIds(),
+    )
+    assert d.protocol == "v2-grpc" and d.dropped is None
+    assert [(r["id"], r["features"]) for r in d.records] == [
+        ("g-1", {"x": 1.5}),
+        ("g-1", {"x": 2.5}),
+    ]
