@@ -49,6 +49,8 @@ lint: install  ## ruff, mypy on src/, the import contracts, the CRD and chart ch
 	$(BIN)/lint-imports
 	$(BIN)/python -m mlwarden.crd | cmp -s - crds/observedmodels.mlwarden.io.yaml || \
 		{ echo "crds/ is stale: run $(BIN)/python -m mlwarden.crd > crds/observedmodels.mlwarden.io.yaml"; exit 1; }
+	$(BIN)/python -m mlwarden.crd --incidents | cmp -s - crds/incidents.mlwarden.io.yaml || \
+		{ echo "crds/ is stale: run $(BIN)/python -m mlwarden.crd --incidents > crds/incidents.mlwarden.io.yaml"; exit 1; }
 	$(BIN)/python -m mlwarden.crd --docs | cmp -s - docs/observedmodel.md || { echo "docs/observedmodel.md is stale: run $(BIN)/python -m mlwarden.crd --docs > docs/observedmodel.md"; exit 1; }
 	$(BIN)/python charts/sync-crds.py --check
 	$(BIN)/python -m pytest tests/chart -q -p no:cacheprovider

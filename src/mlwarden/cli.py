@@ -312,6 +312,13 @@ def _operator_parser(sub: Any) -> None:
         help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz "
         "[env MLWARDEN_LIVENESS]",
     )
+    p.add_argument(
+        "--alertmanager-url",
+        metavar="URL",
+        default=None,
+        help="push incidents to this Alertmanager (v2 API; several URLs, one per replica, "
+        "separated by commas) [env MLWARDEN_ALERTMANAGER_URL; the flag wins]",
+    )
     p.add_argument("--verbose", action="store_true", help="debug logging")
 
 
@@ -570,6 +577,8 @@ def _run_operator(args: argparse.Namespace) -> int:
     from mlwarden.operator import handlers  # registers the handlers
     from mlwarden.operator.settings import OperatorSettings
 
+    if args.alertmanager_url is not None:  # the flag wins; the handlers read the settings
+        os.environ["MLWARDEN_ALERTMANAGER_URL"] = args.alertmanager_url
     settings = OperatorSettings.from_env()  # fail early, naming the variable, on a bad setting
     handlers.NAMESPACED = bool(args.namespace)
     if settings.injection == "webhook":

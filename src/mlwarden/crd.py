@@ -26,6 +26,11 @@ The committed files are generated; after changing spec.py or this module run
 
     python -m mlwarden.crd > crds/observedmodels.mlwarden.io.yaml
     python -m mlwarden.crd --docs > docs/observedmodel.md
+    python -m mlwarden.crd --incidents > crds/incidents.mlwarden.io.yaml
+
+The second CRD, `Incident` (fleet incidents, react/incidents.py), is the operator's record
+and nobody's spec: its fields are top-level, as a report object's are, and it has no status
+subresource.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ __all__ = [
     "POSITIVE_DURATION_PATTERN",
     "REACTION_RESULTS",
     "custom_resource_definition",
+    "incident_definition",
+    "incident_yaml",
     "main",
     "to_yaml",
 ]
@@ -61,6 +68,7 @@ Schema = dict[str, Any]
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 SINGULAR: Final = KIND.lower()
 PHASES: Final = ("Pending", "WarmingUp", "Observing", "Degraded", "Reacting", "Failed")
+INCIDENT_STATES: Final = ("Firing", "Resolved")
 CONDITION_STATUSES: Final = ("True", "False", "Unknown")
 REACTION_RESULTS: Final = RESULTS
 VERDICTS: Final = verify.VERDICTS
@@ -546,6 +554,13 @@ def _status() -> Schema:
     return _object(
         "What the operator and the detector report.",
         {
+            "incidents": _array(
+                f"Incidents, the newest {spec.MAX_STATUS_INCIDENTS}: the alerts that started "
+                "together and share a diagnosis, with the actions taken (docs/operator.md).",
+                _incident(),
+                max_items=spec.MAX_STATUS_INCIDENTS,
+            ),
+            "openIncidents": _integer("The number of firing incidents.", minimum=0),
             "phase": _string("Where the ObservedModel is in its life.", enum=PHASES),
             "observedGeneration": _integer("The generation last reconciled.", minimum=0),
             "message": _string("A one-line summary."),
@@ -694,6 +709,73 @@ def _status() -> Schema:
     )
 
 
+def _incident() -> Schema:
+    """An entry of status.incidents (react/incidents.py `Incident.to_status`)."""
+    when = "date-time"
+    member = _object(
+        "One of its alerts.",
+        {
+            "key": _string("The alert, as Type or Type/feature."),
+            "since": _string("Its onset.", fmt=when),
+            "severity": _string("Its severity.", enum=spec.SEVERITIES),
+            "resolved": _string("When it resolved (absent: active).", fmt=when),
+            "refired": _integer(
+                "Times it resolved and fired again while the incident stayed open.", minimum=0
+            ),
+        },
+        required=["key"],
+    )
+    taken = _object(
+        "An action taken for it; the record is in status.reactions under the same id.",
+        {
+            "id": _string("The action's id."),
+            "action": _string("The action.", enum=spec.ACTIONS),
+            "result": _string("What came of it.", enum=REACTION_RESULTS),
+            "verdict": _string("Its verification's verdict, when verified."),
+        },
+        required=["id"],
+    )
+    return _object(
+        "The alerts of one cause: they started together and share a diagnosis.",
+        {
+            "id": _string("Identifies the incident (inc-...), across operator restarts."),
+            "state": _string("Firing or Resolved.", enum=INCIDENT_STATES),
+            "severity": _string("The highest severity of its alerts.", enum=spec.SEVERITIES),
+            "onset": _string("The earliest onset of its alerts.", fmt=when),
+            "opened": _string("When the operator first saw it.", fmt=when),
+            "resolved": _string(
+                "When its last alert resolved (null: firing).", fmt=when, nullable=True
+            ),
+            "reopened": _integer("Times it fired again soon after it resolved.", minimum=0),
+            "suspect": _string("Its top suspect, as Kind/name.", nullable=True),
+            "summary": _string("What fired, in words."),
+            "alerts": _array(
+                "Its alerts, active and resolved.",
+                member,
+                max_items=spec.MAX_STATUS_INCIDENT_ALERTS,
+            ),
+            "actions": _array(
+                "The actions taken for it.", taken, max_items=spec.MAX_STATUS_INCIDENT_ACTIONS
+            ),
+            "fleet": _string(
+                "The fleet incident it is part of (kubectl get incident NAME): other models "
+                "with incidents of the same top suspect."
+            ),
+            "notified": _string("When its notification went out.", fmt=when),
+            "notifiedResolved": _string("When its resolved message went out.", fmt=when),
+            "threads": {
+                "type": "object",
+                "description": (
+                    "Webhook (a digest of its URL) → the thread its first message started "
+                    "(Slack's ts), which the resolved message replies in."
+                ),
+                "additionalProperties": _string("A thread id."),
+            },
+        },
+        required=["id"],
+    )
+
+
 # --------------------------------------------------------------------------- the CRD
 
 
@@ -742,6 +824,11 @@ def custom_resource_definition() -> dict[str, Any]:
                     "additionalPrinterColumns": [
                         {"name": "Target", "type": "string", "jsonPath": ".spec.target.deployment"},
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {
+                            "name": "Incidents",
+                            "type": "integer",
+                            "jsonPath": ".status.openIncidents",
+                        },
                         {"name": "Alerts", "type": "integer", "jsonPath": ".status.alertCount"},
                         {"name": "Top Suspect", "type": "string", "jsonPath": ".status.topSuspect"},
                         {"name": "Last Action", "type": "string", "jsonPath": ".status.lastAction"},
@@ -754,12 +841,110 @@ def custom_resource_definition() -> dict[str, Any]:
     }
 
 
+INCIDENT_CRD_NAME: Final = f"{spec.INCIDENT_PLURAL}.{GROUP}"
+INCIDENT_HEADER: Final = HEADER.replace(CRD_NAME, INCIDENT_CRD_NAME).replace(
+    "python -m mlwarden.crd >", "python -m mlwarden.crd --incidents >"
+)
+
+
+def _fleet_incident() -> Schema:
+    """A fleet incident: the operator's record, top-level fields (as a report object has)."""
+    when = "date-time"
+    member = _object(
+        "One model's incident.",
+        {
+            "observedModel": _string("The ObservedModel's name."),
+            "incident": _string("Its incident's id (in its status.incidents)."),
+            "onset": _string("The incident's onset.", fmt=when),
+            "severity": _string("The incident's severity.", enum=spec.SEVERITIES),
+            "state": _string("Firing or Resolved.", enum=INCIDENT_STATES),
+            "resolved": _string("When it resolved.", fmt=when, nullable=True),
+        },
+        required=["observedModel", "incident"],
+    )
+    sent = {
+        "type": "object",
+        "additionalProperties": _string("When.", fmt=when),
+    }
+    return {
+        "type": "object",
+        "description": (
+            "A fleet incident: incidents of several ObservedModels of this namespace with one "
+            "top suspect, written by the operator (docs/operator.md)."
+        ),
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "suspect": _string("The suspect they share, as Kind/name."),
+            "state": _string("Firing while any member fires.", enum=INCIDENT_STATES),
+            "severity": _string("The highest severity of its members.", enum=spec.SEVERITIES),
+            "onset": _string("The earliest onset of its members.", fmt=when),
+            "resolved": _string("When its last member resolved.", fmt=when, nullable=True),
+            "summary": _string("The suspect and the models, in words."),
+            "modelCount": _integer("The number of models affected.", minimum=0),
+            "members": _array("The models' incidents.", member, max_items=500),
+            "notified": {
+                **sent,
+                "description": "Webhook destinations told (a digest of each URL) → when.",
+            },
+            "notifiedResolved": {
+                **sent,
+                "description": "Webhook destinations told it resolved → when.",
+            },
+        },
+    }
+
+
+def incident_definition() -> dict[str, Any]:
+    """The Incident CRD (fleet incidents), listed by `kubectl get incidents`."""
+    kind = spec.INCIDENT_KIND
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": INCIDENT_CRD_NAME},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": spec.INCIDENT_PLURAL,
+                "singular": kind.lower(),
+                "categories": ["mlwarden"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "additionalPrinterColumns": [
+                        {"name": "Suspect", "type": "string", "jsonPath": ".suspect"},
+                        {"name": "Models", "type": "integer", "jsonPath": ".modelCount"},
+                        {"name": "State", "type": "string", "jsonPath": ".state"},
+                        {"name": "Severity", "type": "string", "jsonPath": ".severity"},
+                        {"name": "Onset", "type": "date", "jsonPath": ".onset"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {"openAPIV3Schema": _fleet_incident()},
+                }
+            ],
+        },
+    }
+
+
+def _dump(obj: dict[str, Any]) -> str:
+    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=100)
+
+
 def to_yaml() -> str:
     """The CRD as the committed YAML file: a header saying it is generated, then the CRD."""
-    body = yaml.safe_dump(
-        custom_resource_definition(), sort_keys=False, default_flow_style=False, width=100
-    )
-    return HEADER + body
+    return HEADER + _dump(custom_resource_definition())
+
+
+def incident_yaml() -> str:
+    """crds/incidents.mlwarden.io.yaml."""
+    return INCIDENT_HEADER + _dump(incident_definition())
 
 
 def _bounds(node: Schema) -> str:
@@ -854,7 +1039,13 @@ def field_reference() -> str:
 
 
 def main() -> None:
-    sys.stdout.write(field_reference() if sys.argv[1:] == ["--docs"] else to_yaml())
+    args = sys.argv[1:]
+    if args == ["--docs"]:
+        sys.stdout.write(field_reference())
+    elif args == ["--incidents"]:
+        sys.stdout.write(incident_yaml())
+    else:
+        sys.stdout.write(to_yaml())
 
 
 if __name__ == "__main__":

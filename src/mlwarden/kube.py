@@ -42,7 +42,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from mlwarden.spec import API_VERSION, KIND, PLURAL
+from mlwarden.spec import API_VERSION, INCIDENT_KIND, INCIDENT_PLURAL, KIND, PLURAL
 
 # kind -> (API path prefix, plural) for every kind the operator touches.
 KINDS: Final[dict[str, tuple[str, str]]] = {
@@ -63,6 +63,7 @@ KINDS: Final[dict[str, tuple[str, str]]] = {
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     KIND: (f"/apis/{API_VERSION}", PLURAL),
+    INCIDENT_KIND: (f"/apis/{API_VERSION}", INCIDENT_PLURAL),
     # reactions: scale raises an HPA's minReplicas; shiftTraffic moves route weights
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),

@@ -43,6 +43,10 @@ VERSION: Final = "v1alpha1"
 KIND: Final = "ObservedModel"
 PLURAL: Final = "observedmodels"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
+# The fleet incident (react/incidents.py): a record the operator writes, listed by
+# `kubectl get incidents`, one per suspect shared by several models' incidents.
+INCIDENT_KIND: Final = "Incident"
+INCIDENT_PLURAL: Final = "incidents"
 
 PROTOCOLS: Final = ("auto", "v2", "v2-grpc", "v1", "openai", "json")
 FEATURE_TYPES: Final = ("numeric", "categorical")
@@ -88,6 +92,23 @@ MAX_STATUS_REACTIONS: Final = 50
 MAX_STATUS_SUSPECTS: Final = 10
 MAX_STATUS_EVIDENCE: Final = 10
 MAX_STATUS_CONDITIONS: Final = 16
+# status.incidents (react/incidents.py): the newest incidents, each with its alerts and actions.
+MAX_STATUS_INCIDENTS: Final = 20
+MAX_STATUS_INCIDENT_ALERTS: Final = 100
+MAX_STATUS_INCIDENT_ACTIONS: Final = 20
+
+# Severities, most severe first (Alertmanager's customary label values), and each alert type's
+# default; `reactions[].severity` overrides it for the alerts a reaction matches.
+SEVERITIES: Final = ("critical", "warning", "info")
+DEFAULT_SEVERITY: Final[Mapping[str, str]] = {
+    "Errors": "critical",
+    "PerformanceDrop": "critical",
+    "CanaryRegression": "critical",  # a candidate serving users worse than the baseline
+    "Latency": "warning",
+    "PredictionDrift": "warning",
+    "DataQuality": "warning",
+    "FeatureDrift": "warning",
+}
 MAX_STATUS_REVISIONS: Final = 8  # status.detector.revisions: the detector's live revisions
 MAX_STATUS_SIGNALS: Final = 50  # status.detector.signals
 
@@ -823,6 +844,23 @@ def _int(s: Mapping[str, Any], key: str) -> bool:
 
 
 _SHIFTING = "self.action != 'shiftTraffic'"
+WEBHOOK_FORMATS: Final = ("slack", "json")
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    """A key of a Secret in the ObservedModel's namespace."""
+
+    name: str = _f(
+        "name",
+        "The Secret's name.",
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a Kubernetes name",
+        max_length=MAX_NAME,
+    )
+    key: str = _f("key", "The key in the Secret's data.", default="url", max_length=MAX_TEXT)
+
+
 _RETRAIN_SOURCES: Final = ("cronJob", "configMap", "workflowTemplate")
 # action retrain, source configMap: the key holding the Job manifest when `key` is not given.
 RETRAIN_CONFIG_KEY: Final = "job.yaml"
@@ -1000,6 +1038,13 @@ class Reaction:
             field="retrain",
             explain=lambda s: f"applies only with action retrain, not {s.get('action')!r}",
         ),
+        Rule(
+            "!has(self.webhook) || !has(self.webhookSecret)",
+            lambda s: not (_has(s, "webhook") and _has(s, "webhookSecret")),
+            "webhook and webhookSecret are alternatives: give one",
+            field="webhookSecret",
+            explain=lambda s: "give webhook or webhookSecret, not both",
+        ),
     )
 
     alert: str = _f("alert", "The alert type.", enum=ALERT_TYPES)
@@ -1065,6 +1110,28 @@ class Reaction:
     )
     webhook: str | None = _f(
         "webhook", "An http(s) URL to notify.", default=None, url=True, max_length=MAX_URL
+    )
+    webhook_secret: SecretKeyRef | None = _f(
+        "webhookSecret",
+        "The URL to notify, from a key of a Secret in the model's namespace (instead of "
+        "webhook; the operator needs get on that Secret: see docs/operator.md).",
+        "object",
+        default=None,
+        of=SecretKeyRef,
+    )
+    webhook_format: str = _f(
+        "webhookFormat",
+        "The webhook's message: slack (Slack's text and blocks, with the facts as JSON beside "
+        "them) or json (the facts alone).",
+        default="slack",
+        enum=WEBHOOK_FORMATS,
+    )
+    severity: str | None = _f(
+        "severity",
+        "The severity of the alerts this reaction matches (default: the alert type's, see "
+        "docs/operator.md).",
+        default=None,
+        enum=SEVERITIES,
     )
     retrain: Retrain | None = _f(
         "retrain",

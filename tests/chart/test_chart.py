@@ -93,6 +93,9 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     # Not a call: OwnerReferencesPermissionEnforcement (OpenShift) admits the owner references
     # with blockOwnerDeletion that the operator sets only from a client with this grant.
     ("mlwarden.io", "observedmodels/finalizers"): {"update"},
+    # Fleet incidents (operator/incidents.py): kopf watches them (expiry), the pass reads,
+    # creates and patches one, and deletes one resolved for a day.
+    ("mlwarden.io", "incidents"): ENSURE | WATCHED | {"delete"},
     ("", "configmaps"): ENSURE | WATCHED,  # watched for diagnosis too
     ("", "serviceaccounts"): ENSURE,
     ("", "services"): ENSURE | WATCHED,  # watched for the injection check
@@ -485,6 +488,7 @@ def test_every_rendered_object_is_valid(case: str) -> None:
 def test_the_chart_crds_are_valid_crds() -> None:
     assert {c["metadata"]["name"] for c in CHART_CRDS} == {
         "observedmodels.mlwarden.io",
+        "incidents.mlwarden.io",
         "kopfpeerings.kopf.dev",
         "clusterkopfpeerings.kopf.dev",
     }
@@ -778,7 +782,7 @@ def test_view_and_edit_users_can_read_and_manage_observed_models() -> None:
     edit = one(objects, "ClusterRole", "mlwarden-edit")
     assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
     assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
-    models = ("observedmodels", "observedmodels/status")
+    models = ("observedmodels", "observedmodels/status", "incidents")
     assert granted(view) == {("mlwarden.io", r, v) for r in models for v in READ}
     manage = ("create", "update", "patch", "delete")
     assert {("mlwarden.io", "observedmodels", v) for v in manage} <= granted(edit)
@@ -825,7 +829,7 @@ def test_crd_create_renders_the_same_crds_as_templates() -> None:
     objects, notes = render({"crd": {"create": True}})
     rendered = {c["metadata"]["name"]: c for c in of_kind(objects, "CustomResourceDefinition")}
     # kopf's peering CRDs only when the operator peers
-    assert set(rendered) == {"observedmodels.mlwarden.io"}
+    assert set(rendered) == {"observedmodels.mlwarden.io", "incidents.mlwarden.io"}
     source = yaml.safe_load((ROOT / "crds" / "observedmodels.mlwarden.io.yaml").read_text())
     crd = rendered["observedmodels.mlwarden.io"]
     assert crd["spec"] == source["spec"]

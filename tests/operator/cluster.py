@@ -89,6 +89,7 @@ RESOURCES: dict[str, str] = {
     "HorizontalPodAutoscaler": "autoscaling/v2/horizontalpodautoscalers",
     "HTTPRoute": "gateway.networking.k8s.io/v1/httproutes",
     "VirtualService": "networking.istio.io/v1beta1/virtualservices",
+    "Incident": "mlwarden.io/v1alpha1/incidents",
     # Argo Workflows (retrain): served only once a test installs them (emulate_runs.py)
     "Workflow": "argoproj.io/v1alpha1/workflows",
     "WorkflowTemplate": "argoproj.io/v1alpha1/workflowtemplates",
@@ -359,7 +360,8 @@ def free_port() -> int:
 
 
 # Passes every 0.5 s, retries of the reconciliation every 0.5 s (defaults: 30 s and 5 s).
-FAST = {"MLWARDEN_RESPOND_INTERVAL": "0.5", "MLWARDEN_RETRY_SECONDS": "0.5"}
+FAST = {"MLWARDEN_RESPOND_INTERVAL": "0.5", "MLWARDEN_RETRY_SECONDS": "0.5",
+        "MLWARDEN_NOTIFY_WAIT_SECONDS": "0"}  # fmt: skip
 
 
 async def launch_operator(

@@ -75,9 +75,10 @@ def operator_rules(objects: list[dict[str, Any]], kind: str) -> list[dict[str, A
     return list(role["rules"])
 
 
-# Tried and refused on purpose, reported, not granted: none since the diagnosis stopped listing
-# Secrets (it reads watch-backed caches, operator/cache.py, and Secrets are never cached).
-DELIBERATELY_REFUSED: set[tuple[str, str, str]] = set()
+# Tried on purpose, not granted by the chart: a webhook URL in a Secret (`reactions[].
+# webhookSecret`) is read only where the Secret's owner grants get on it by name (a Role with
+# resourceNames; docs/operator.md); the chart grants nothing on Secrets but create.
+DELIBERATELY_REFUSED: set[tuple[str, str, str]] = {("", "secrets", "get")}
 # Namespaced installs only: the injection reads the model's Namespace for Istio's labels, which a
 # Role cannot grant (cluster-scoped); refused, the operator goes by the pod template alone
 # (handlers._namespace_labels). The ClusterRole grants it.
@@ -186,6 +187,10 @@ REACHABLE_NOT_EXERCISED: dict[tuple[str, str, str], str] = {
         "respond.apply_patches: a shiftTraffic patch answered 409, re-read to plan again"
     ),
     ("networking.istio.io", "virtualservices", "get"): "respond.apply_patches, as above",
+    ("mlwarden.io", "incidents", "delete"): (
+        "incidents.IncidentStep._expire_fleets: a fleet resolved for a day "
+        "(MLWARDEN_INCIDENT_RETENTION_SECONDS)"
+    ),
     ("mlwarden.io", "observedmodels/status", "get"): (
         "never called: held because each detector's Role grants it (RBAC escalation rule)"
     ),

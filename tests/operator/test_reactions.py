@@ -573,37 +573,45 @@ async def test_alert_posts_an_event_and_the_webhooks(observing: Callable[..., An
         api = env.api
         drift = [alert("FeatureDrift", feature=f) for f in ("amount", "country", "device", "zip")]
         await patch_status(env.server, {"alerts": drift})
-        await eventually(lambda: sorted(results(api, "alert")) == ["Failed"] * 3 + ["Succeeded"],
-                         what="the four alerts handled")  # fmt: skip
-        by_alert = {r["from"]: r for r in reactions(api)}
-        assert by_alert["FeatureDrift/amount"]["result"] == "Succeeded"
-        failed = by_alert["FeatureDrift/country"]
-        assert f"webhook 127.0.0.1:{closed}" in failed["message"]
-        assert "/hook" not in failed["message"]  # webhook URLs are secrets: the host only
+        # Four alerts that started together, one diagnosis: one incident, one notification.
+        await eventually(lambda: results(api, "alert") == ["Failed"], what="the incident told")
+        (record,) = [r for r in reactions(api) if r["action"] == "alert"]
+        (incident,) = status(api)["incidents"]
+        assert record["from"] == incident["id"] and len(incident["alerts"]) == 4
+        failed = record["message"]
+        assert f"webhook 127.0.0.1:{closed}" in failed
+        assert "/hook" not in failed  # webhook URLs are secrets: the host only
         # An answer's text is capped before it goes into status.
-        noisy = by_alert["FeatureDrift/device"]["message"]
-        assert "HTTP 500 xxx" in noisy and len(noisy) < 250, noisy
-        refused = by_alert["FeatureDrift/zip"]["message"]
-        assert f"webhook localhost:{port}: refused, not sent" in refused
-        assert "in-cluster name" in refused and "/hook" not in refused
+        assert "HTTP 500 xxx" in failed and "x" * 250 not in failed, failed
+        assert f"webhook localhost:{port}: refused, not sent" in failed
+        assert "in-cluster name" in failed
         warned = await eventually(lambda: event_messages(api, "WebhookRefused"),
                                   what="the WebhookRefused Event")  # fmt: skip
         assert "MLWARDEN_WEBHOOK_ALLOW" in warned[0]
         assert len(received) == 1
         payload = received[0]
-        assert payload["text"].startswith("[mlwarden]") and payload["blocks"]
-        assert payload["alerts"][0]["feature"] == "amount"
-        assert payload["action"]["id"] == by_alert["FeatureDrift/amount"]["id"]
-        # Events are posted after the status write: wait for both.
-        notified = await eventually(
-            lambda: (m := event_messages(api, "ReactionAlert")) and len(m) == 4 and m,
-            what="four ReactionAlert Events",
-        )
-        assert any("FeatureDrift/amount" in m for m in notified)
+        assert payload["text"].startswith("[mlwarden] [FIRING:warning]") and payload["blocks"]
+        assert payload["kind"] == "incident" and payload["status"] == "firing"
+        assert payload["incident"]["id"] == incident["id"]
+        assert sorted(a["key"] for a in payload["incident"]["alerts"]) == [
+            f"FeatureDrift/{f}" for f in ("amount", "country", "device", "zip")]  # fmt: skip
+        notified = await eventually(lambda: event_messages(api, "ReactionAlert"),
+                                    what="the ReactionAlert Event")  # fmt: skip
+        assert len(notified) == 1 and "FeatureDrift on 4 features" in notified[0]
         warning = next(e for e in events(api) if e.get("reason") == "ReactionAlert")
         assert warning["type"] == "Warning"
         await settle(env.op)
-        assert len(received) == 1  # once per alert, not per pass
+        assert len(received) == 1  # once per incident, not per alert or pass
+        # Resolved: one resolved message to the webhook that was told.
+        await patch_status(env.server, {"alerts": []})
+        await eventually(lambda: len(received) == 2, what="the resolved message")
+        assert received[1]["status"] == "resolved"
+        assert received[1]["incident"]["id"] == incident["id"]
+        assert received[1]["text"].startswith("[mlwarden] [RESOLVED:warning]")
+        await eventually(lambda: status(api)["incidents"][0]["state"] == "Resolved",
+                         what="the incident resolved in status")  # fmt: skip
+        await settle(env.op)
+        assert len(received) == 2
     finally:
         await runner.cleanup()
 

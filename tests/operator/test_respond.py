@@ -10,15 +10,14 @@ from aiohttp import web
 from mlwarden.diagnose import needed_kinds
 from mlwarden.kube import KINDS
 from mlwarden.operator.cache import CACHED_KINDS
+from mlwarden.operator.notify import post_webhooks, webhook_allow_list
 from mlwarden.operator.respond import (
     MAX_RECORDS,
     describe,
     diagnosis_stale,
     has_room,
     has_work,
-    post_webhooks,
     upsert,
-    webhook_allow_list,
 )
 from mlwarden.react.actions import ActionRecord
 

@@ -131,6 +131,7 @@ def test_names_scope_and_version_are_the_public_contract() -> None:
     assert columns == [
         ("Target", "string", ".spec.target.deployment"),
         ("Phase", "string", ".status.phase"),
+        ("Incidents", "integer", ".status.openIncidents"),
         ("Alerts", "integer", ".status.alertCount"),
         ("Top Suspect", "string", ".status.topSuspect"),
         ("Last Action", "string", ".status.lastAction"),
@@ -975,6 +976,9 @@ BAD = [
     _case("maxReplicas 0", {"spec.reactions[1].maxReplicas": 0}),
     _case("maxReplicas 1001", {"spec.reactions[1].maxReplicas": 1001}),
     _case("webhook not http", {"spec.reactions[3].webhook": "ftp://hooks.example.com"}),
+    _case("webhook and webhookSecret", {"spec.reactions[3].webhookSecret": {"name": "hooks"}}),
+    _case("severity not an enum", {"spec.reactions[3].severity": "page"}),
+    _case("webhookFormat not an enum", {"spec.reactions[3].webhookFormat": "teams"}),
     _case("retrain without its source", {"spec.reactions[5].retrain": DELETE}),
     _case("retrain with an empty source", {"spec.reactions[5].retrain": {}}),
     _case(

@@ -141,6 +141,11 @@ checks it against an expected list of (apiGroup, resource, verb).
 - apiGroups: ["mlwarden.io"]
   resources: ["observedmodels/finalizers"]
   verbs: ["update"]
+# Fleet incidents (kubectl get incidents): written by the operator, owned by the ObservedModels
+# they name (garbage-collected with the last of them); deleted once resolved for a while.
+- apiGroups: ["mlwarden.io"]
+  resources: ["incidents"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # The detector's objects (NAME-detector, NAME-reference): read, created when missing, patched
 # back when they differ from what they should be. The target Service is read and repointed at
 # the sidecar (restored on deletion) and watched for the injection check; ConfigMaps are

@@ -767,7 +767,8 @@ class Demo:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
         env.update(KUBECONFIG=self.result.kubeconfig, MLWARDEN_IMAGE="mlwarden/mlwarden:demo",
                    MLWARDEN_METRICS_PORT=str(_free_port()), MLWARDEN_RESPOND_INTERVAL="0.5",
-                   MLWARDEN_RETRY_SECONDS="0.5")  # fmt: skip
+                   MLWARDEN_RETRY_SECONDS="0.5",
+                   MLWARDEN_NOTIFY_WAIT_SECONDS="1")  # fmt: skip
         self._spawn("operator", [sys.executable, "-m", "mlwarden.cli", "operator",
                                  "--namespace", NS, "--standalone"], env)  # fmt: skip
         self.console.print("• mlwarden operator watching namespace demo")

@@ -68,7 +68,7 @@ from mlwarden.names import (
     UPGRADE_SIDECAR_ANNOTATION,
     detector_name,
 )
-from mlwarden.operator import cache, injection, objects, respond, traffic
+from mlwarden.operator import cache, incidents, injection, objects, respond, traffic
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.settings import OperatorSettings
 from mlwarden.operator.status import Observation, alert_events, status_patch
@@ -107,6 +107,8 @@ API_BACKOFF_CAP_SECONDS = 60.0
 # operator: the next starts when the previous rollout completed, failed, or held the turn
 # this long (MLWARDEN_UPGRADE_TURN_SECONDS; a Deployment's default progressDeadlineSeconds).
 UPGRADE_TURN_SECONDS = float(os.environ.get("MLWARDEN_UPGRADE_TURN_SECONDS") or 600.0)
+# How long a resolved fleet incident (kubectl get incidents) is kept (operator/incidents.py).
+INCIDENT_RETENTION_SECONDS = float(os.environ.get("MLWARDEN_INCIDENT_RETENTION_SECONDS") or 86400)
 # Passes in a row when the alerts keep changing while one runs (then the timer takes over).
 PASSES_PER_CHANGE = 3
 # How often an ObservedModel whose names are taken by other objects checks again.
@@ -199,6 +201,9 @@ NAMESPACED = False
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.settings = OperatorSettings.from_env()
+    incidents.configure(
+        STATE.settings, pass_seconds=RESPOND_INTERVAL, retention=INCIDENT_RETENTION_SECONDS
+    )
     port = int(os.environ.get("MLWARDEN_METRICS_PORT", "8081"))
     if port:
         METRICS.serve(port)
@@ -1131,6 +1136,7 @@ async def _one_pass(
             obs=obs,
             now=datetime.now(UTC),
             event=lambda kind, reason, message: _event(body, kind, reason, message),
+            others=incidents.peers(indexes, model.namespace),
         )
     except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
         # Nothing half-done is lost: what was recorded is completed by the next pass.

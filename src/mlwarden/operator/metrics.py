@@ -4,6 +4,8 @@
 - `mlwarden_operator_observed_models{phase}`     ObservedModels by phase, as last reconciled
 - `mlwarden_operator_alert_events_total{type,event}`   alerts fired / resolved (from the detectors)
 - `mlwarden_operator_reactions_total{action,result}`   reactions taken (the reaction issue)
+- `mlwarden_operator_notifications_total{channel,result}`   webhook posts and Alertmanager
+  pushes (channel webhook | alertmanager), by result (sent | failed | refused)
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ class OperatorMetrics:
             ["action", "result"],
             registry=registry,
         )
+        self.notifications = Counter(
+            "mlwarden_operator_notifications",
+            "Webhook messages and Alertmanager pushes, by channel and result.",
+            ["channel", "result"],
+            registry=registry,
+        )
+        for channel in ("webhook", "alertmanager"):
+            for outcome in ("sent", "failed", "refused"):
+                self.notifications.labels(channel, outcome)
         for result in ("ok", "pending", "failed", "error"):
             self.reconciles.labels(result)
         for phase in PHASES:

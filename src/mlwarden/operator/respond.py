@@ -35,10 +35,15 @@ at a time per ObservedModel, on the object as the API has it now:
    A Running record that patches an object an earlier record of the same pass changed is
    left for the next pass, which plans it against the object as it is then.
    Each final result is counted in `mlwarden_operator_reactions_total{action, result}`.
-   Webhooks (`reactions[].webhook`) get the alert, and the outcome of workload actions;
-   a webhook that fails (5 s timeout) fails an `alert` record and is noted in a workload one.
-   A URL the allow-list refuses (react/destinations.py, MLWARDEN_WEBHOOK_ALLOW) is never
-   requested: a `WebhookRefused` Event, and the record says why. Answers are copied capped.
+   Webhooks (`reactions[].webhook`) get the outcome of workload actions; a webhook that
+   fails is noted in the record. Delivery (operator/notify.py): the allow-list
+   (react/destinations.py, MLWARDEN_WEBHOOK_ALLOW; a refused URL is never requested, a
+   `WebhookRefused` Event says why), retries within a bound, answers copied as short excerpts.
+4. Incidents (operator/incidents.py, `IncidentStep`): after the diagnosis the alerts are
+   grouped into `status.incidents` (and fleets); `alert` records are one per incident, wait
+   for MLWARDEN_NOTIFY_WAIT_SECONDS, and their Event and webhook messages are the incident's
+   (`IncidentStep.notify`); each record is listed on its incident; at the end of the pass,
+   resolved messages and the push to Alertmanager.
 
 Nothing here raises because an action failed: the record says Failed and why. An API error
 while writing status ends the pass; the next pass starts again from what is
@@ -52,26 +57,21 @@ restart between recording and applying would apply the stored one, without those
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import functools
-import ipaddress
 import logging
-import os
-import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from mlwarden.diagnose import Diagnosis, Snapshot, Suspect, diagnose
 from mlwarden.kube import Conflict, Kube, KubeError, path
-from mlwarden.operator import runs
+from mlwarden.operator import incidents, runs
+from mlwarden.operator.incidents import IncidentStep
 from mlwarden.operator.metrics import METRICS
+from mlwarden.operator.notify import EventPoster, post_webhooks
 from mlwarden.operator.status import Observation, phase, status_patch
 from mlwarden.patches import apply_merge_patch
 from mlwarden.react import revisions, verify
@@ -79,12 +79,6 @@ from mlwarden.react.actions import OPEN, ActionRecord, fingerprint, records_from
 from mlwarden.react.actuators.alert import summary as alert_summary
 from mlwarden.react.actuators.alert import webhook_payload
 from mlwarden.react.actuators.retrain import RETRAIN
-from mlwarden.react.destinations import (
-    DestinationError,
-    WebhookAllowList,
-    check_destination,
-    webhook_host,
-)
 from mlwarden.react.guardrails import APPROVE_ANNOTATION
 from mlwarden.react.policy import alerts_for, plan_reactions, replan, webhooks_for
 from mlwarden.spec import (
@@ -103,14 +97,8 @@ log = logging.getLogger(__name__)
 MAX_RECORDS: Final = MAX_STATUS_REACTIONS
 # Re-plans of one action per pass after 409 Conflicts on its patch (see apply_patches).
 MAX_REPLANS: Final = 5
-WEBHOOK_TIMEOUT_SECONDS: Final = 5.0
-# Characters of a webhook's answer (or error) copied into a record's message and an Event.
-WEBHOOK_TEXT_LIMIT: Final = 200
 # Results a record keeps in status.reactions (with its patch) until a later pass moves it on.
 OPEN_RESULTS: Final = OPEN
-
-EventPoster = Callable[[str, str, str], None]
-"""(type Normal|Warning, reason, message): an Event on the ObservedModel."""
 
 
 @dataclass(frozen=True)
@@ -152,9 +140,10 @@ def diagnosis_stale(status: Mapping[str, Any] | None) -> bool:
 
 def has_work(status: Mapping[str, Any] | None) -> bool:
     """Whether a timer pass has anything to do: an active alert, an open reaction, an open
-    verification (`react.verify`), or a diagnosis that is not the one for the alerts shown."""
+    verification (`react.verify`), a diagnosis that is not the one for the alerts shown, or a
+    resolved incident's message still owed."""
     status = status or {}
-    if status.get("alerts") or diagnosis_stale(status):
+    if status.get("alerts") or diagnosis_stale(status) or incidents.pending(status):
         return True
     if verify.pending(status.get("reactions")):
         return True
@@ -185,14 +174,6 @@ def describe(record: ActionRecord) -> str:
 
 def approve_command(model: ObservedModel, record: ActionRecord) -> str:
     return f"kubectl annotate om {model.name} {APPROVE_ANNOTATION}={record.id} --overwrite"
-
-
-def _host(url: str) -> str:
-    """Where a webhook goes, without its path (webhook URLs usually carry a secret)."""
-    try:
-        return urlsplit(url).netloc or "?"
-    except ValueError:
-        return "?"
 
 
 # --------------------------------------------------------------------------- status
@@ -257,124 +238,6 @@ def _comparable(diagnosis: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------- acting
-
-
-@functools.cache
-def webhook_allow_list() -> WebhookAllowList | str:
-    """The allow-list from MLWARDEN_WEBHOOK_ALLOW, or why it could not be read."""
-    try:
-        return WebhookAllowList.parse(os.environ.get("MLWARDEN_WEBHOOK_ALLOW"))
-    except DestinationError as exc:
-        log.error("%s: every reaction webhook is refused until it is fixed", exc)
-        return str(exc)
-
-
-async def resolve_host(host: str, port: int) -> list[str]:
-    """The addresses `host` resolves to (the system resolver); empty when it does not."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )
-    except (OSError, UnicodeError):
-        return []
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-class _Pinned(AbstractResolver):
-    """Resolves the checked host to the addresses it was checked at, and nothing else."""
-
-    def __init__(self, addresses: Sequence[str]) -> None:
-        self.addresses = list(addresses)
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            {
-                "hostname": host,
-                "host": address,
-                "port": port,
-                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-            for address in self.addresses
-        ]
-
-    async def close(self) -> None:
-        return None
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _line(text: str, limit: int = WEBHOOK_TEXT_LIMIT) -> str:
-    """One line of at most `limit` characters (it is copied into status and Events)."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-async def post_webhooks(
-    urls: Sequence[str],
-    payload: dict[str, Any],
-    *,
-    event: EventPoster | None = None,
-    resolve: Callable[[str, int], Awaitable[list[str]]] = resolve_host,
-) -> list[str]:
-    """POST `payload` to each URL the allow-list lets through; what failed, one line each.
-
-    A refused URL is never requested (a Warning Event `WebhookRefused` says why); an allowed
-    one is posted to the very addresses it was checked at. Never raises.
-    """
-    failures: list[str] = []
-    allow = webhook_allow_list()
-    timeout = aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_SECONDS)
-    for url in urls:
-        where = _host(url)
-        host = webhook_host(url)
-        try:
-            parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        except ValueError:
-            host = None
-        if isinstance(allow, str):
-            refused: str | None = f"the webhook allow-list is invalid ({allow})"
-            addresses: list[str] = []
-        else:
-            # What the URL alone decides first: no DNS query for a name refused anyway.
-            refused = check_destination(url, None, allow)
-            addresses = [host] if host and _is_address(host) else []
-            if refused is None and host and not addresses:
-                addresses = await resolve(host, port)
-                refused = check_destination(url, addresses, allow)
-        if refused is not None:
-            failures.append(f"webhook {where}: refused, not sent: {_line(refused)}")
-            if event is not None:
-                event("Warning", "WebhookRefused", f"webhook {where} not sent: {refused}")
-            continue
-        connector = aiohttp.TCPConnector(resolver=_Pinned(addresses), use_dns_cache=False)
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout, connector=connector) as http,
-                http.post(url, json=payload, allow_redirects=False) as resp,
-            ):
-                if resp.status >= 300:
-                    body = (await resp.content.read(4 * WEBHOOK_TEXT_LIMIT)).decode(
-                        "utf-8", "replace"
-                    )
-                    failures.append(_line(f"webhook {where}: HTTP {resp.status} {body}"))
-        except TimeoutError:
-            failures.append(f"webhook {where}: no answer in {WEBHOOK_TIMEOUT_SECONDS:g}s")
-        except Exception as exc:  # a webhook must never fail the handler
-            failures.append(_line(f"webhook {where}: {type(exc).__name__}: {exc}"))
-    for failure in failures:
-        log.warning("%s", failure)
-    return failures
 
 
 def _spec_and_metadata(obj: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -542,10 +405,12 @@ async def respond(
     obs: Observation,
     now: datetime,
     event: EventPoster,
+    others: Sequence[Mapping[str, Any]] = (),
 ) -> Outcome:
     """One pass: diagnose, plan, record, act (see the module docstring).
 
-    `lists`: kind → the objects of that kind in the model's namespace (`cache.lists`).
+    `lists`: kind → the objects of that kind in the model's namespace (`cache.lists`);
+    `others`: what the other ObservedModels of the namespace have (`incidents.peers`).
     """
     status = _Status(api, model, raw.get("status") or {})
     alerts = [a for a in status.current.get("alerts") or () if isinstance(a, Mapping)]
@@ -568,6 +433,8 @@ async def respond(
     ]
     ready = phase(obs)[0] not in ("Failed", "Pending")
     top_dict = top.to_dict() if top is not None else None
+    step = IncidentStep(api=api, model=model, status=status, event=event, now=now, others=others)
+    await step.track(alerts, top_dict)
     records = plan_reactions(
         model=model,
         alerts=alerts,
@@ -578,9 +445,12 @@ async def respond(
         detector_ready=ready,
         warming_up=obs.reference_id is None,
         now=now,
+        incident_of=step.incident_of,
     )
     touched: set[str] = set()
     for record in records:
+        if record.result == "Running" and step.incident(record) and not step.due(record):
+            continue  # an incident's notification waits for what arrives with it
         if record.result == "Running" and touched & set(record.patch):
             log.info("%s waits for the next pass: %s changed in this one", record.id, touched)
             continue
@@ -599,6 +469,7 @@ async def respond(
                 alerts=alerts, top=top_dict, label=label, jobs=lists.get("Job") or (),
                 now=now, event=event,
             )  # fmt: skip
+            step.took(record, alerts_for(model=model, record=record, alerts=alerts))
             continue
         if record.result != "Running":
             trigger = verify.trigger(alerts_for(model=model, record=record, alerts=alerts))
@@ -615,12 +486,16 @@ async def respond(
             _report(model, record, event)
             if record.action != "alert" and record.result in ("Planned", "Succeeded", "Failed"):
                 await _tell_webhooks(model, record, alerts, top_dict, event)
+            if record.result != "Skipped":
+                step.took(record, alerts_for(model=model, record=record, alerts=alerts))
             continue
         # Recorded (and the phase says Reacting) before anything is changed.
         running = replace(obs, reacting=True, last_action=describe(record), top_suspect=label)
         fields = status_patch(running, status.current, now=format_time(now))
         await status.write({**fields, "reactions": entries, "lastAction": running.last_action})
-        if record.action == "alert":
+        if record.action == "alert" and step.incident(record) is not None:
+            settled = await step.notify(record)
+        elif record.action == "alert":
             settled = await notify(
                 model=model, record=record, alerts=alerts, top=top_dict, event=event
             )
@@ -642,6 +517,7 @@ async def respond(
         await status.write({"reactions": entries, "lastAction": describe(settled)})
         _count(settled)
         _report(model, settled, event)
+        step.took(settled, alerts_for(model=model, record=settled, alerts=alerts))
         log.info("%s: %s", settled.id, describe(settled))
 
     entries = await _verify(api, status, model, entries, alerts, top_dict, snapshot, now, event)
@@ -655,6 +531,7 @@ async def respond(
         # A rollback raises the restored ReplicaSet's revision number: shown as it is now.
         await status.write({"revisions": shown})
 
+    await step.finish()
     latest = _latest(entries)
     if latest is not None and status.current.get("lastAction") != describe(latest):
         await status.write({"lastAction": describe(latest)})

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from mlwarden import __version__
 
@@ -83,6 +84,16 @@ class OperatorSettings:
     # names separated by commas): the detector's pod gets them, and the injection adds those
     # missing to the model's pod template (and removes exactly those on undo).
     image_pull_secrets: tuple[str, ...] = ()
+    # Incidents (react/incidents.py, operator/incidents.py): Alertmanager's URLs (every replica,
+    # MLWARDEN_ALERTMANAGER_URL, comma-separated; `--alertmanager-url` sets it), how often a
+    # firing incident is sent again (MLWARDEN_ALERTMANAGER_RESEND_SECONDS), how long a new
+    # incident waits before its webhook notification so that the models that share its cause
+    # join one fleet message (MLWARDEN_NOTIFY_WAIT_SECONDS, like Alertmanager's group_wait), and
+    # the span within which incidents of one suspect form a fleet (MLWARDEN_FLEET_SPAN_SECONDS).
+    alertmanager_urls: tuple[str, ...] = ()
+    alertmanager_resend_seconds: int = 60
+    notify_wait_seconds: int = 30
+    fleet_span_seconds: int = 1800
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -126,6 +137,14 @@ class OperatorSettings:
             network_policy=_flag(env, "MLWARDEN_NETWORK_POLICY", d.network_policy),
             network_policy_metrics_from=_peers(env, "MLWARDEN_NETWORK_POLICY_METRICS_FROM"),
             image_pull_secrets=_names(env, "MLWARDEN_IMAGE_PULL_SECRETS"),
+            alertmanager_urls=_urls(env, "MLWARDEN_ALERTMANAGER_URL"),
+            alertmanager_resend_seconds=_seconds(
+                env, "MLWARDEN_ALERTMANAGER_RESEND_SECONDS", d.alertmanager_resend_seconds
+            ),
+            notify_wait_seconds=_seconds(
+                env, "MLWARDEN_NOTIFY_WAIT_SECONDS", d.notify_wait_seconds
+            ),
+            fleet_span_seconds=_seconds(env, "MLWARDEN_FLEET_SPAN_SECONDS", d.fleet_span_seconds),
         )
 
 
@@ -157,6 +176,21 @@ def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     for item in env.get(name, "").replace(",", " ").split():
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", item) or len(item) > 253:
             raise ValueError(f"{name}: {item!r} is not a Secret name")
+        if item not in out:
+            out.append(item)
+    return tuple(out)
+
+
+def _urls(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """http(s) URLs separated by commas (or spaces), in order, each once."""
+    out: list[str] = []
+    for item in env.get(name, "").replace(",", " ").split():
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"{name}: {item!r} is not an http(s) URL, e.g. "
+                "http://alertmanager-operated.monitoring.svc:9093"
+            )
         if item not in out:
             out.append(item)
     return tuple(out)

@@ -14,6 +14,10 @@ Lowest layer first; everything here is pure (no I/O, no clock: time comes in):
 - `guardrails`  one small function per guardrail: a reason not to act now, or None.
 - `policy`      `plan_reactions`: alerts × spec.reactions × guardrails × history → the
                 records to write; the shell acts on those whose result is Running.
+- `incidents`   alerts grouped into incidents (start together, share a diagnosis), their
+                severity, and fleets of models whose incidents share a top suspect.
+- `notifications` what people are told about an incident: the webhook message (Slack and
+                JSON), the fleet's, and the alert for Alertmanager's v2 API.
 
 The operator shell (not here) reads the objects, calls `plan_reactions`, writes each record
 to `status.reactions` before acting, applies the patches, posts webhooks, writes Events, and

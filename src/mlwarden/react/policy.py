@@ -27,7 +27,8 @@ One pass, in order:
    shiftTraffic, pause, retrain) of different reactions on the same target are one action
    (the first reaction in spec order sets its parameters). `alert` plans one action per
    matched alert (`from` is the alert, e.g. `FeatureDrift/amount`), whatever number of
-   reactions ask for it.
+   reactions ask for it; given `incident_of`
+   (the operator's incidents, react/incidents.py), one per incident (`from` is its id).
 3. The action's id is computed from the incident (the earliest matched alert: type, feature,
    onset) and the transition. An id recorded as Planned, Running, Succeeded or Failed is not
    planned again (a Planned one proceeds once approved); then the guardrails (see
@@ -49,7 +50,7 @@ that called for it; for a Skipped one, what stopped it (the alerts are then in `
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
@@ -68,6 +69,7 @@ from mlwarden.spec import ObservedModel, Reaction
 from mlwarden.timestamps import format_time, parse_time
 
 _FAR_FUTURE: Final = datetime.max  # alerts without an onset sort last
+IncidentOf = Callable[[Mapping[str, Any]], str | None]
 # The alert whose `modelRevision` names the candidate that shiftTraffic and pause aim at.
 CANARY_ALERT: Final = "CanaryRegression"
 
@@ -411,7 +413,10 @@ def _propose_shift(reaction: Reaction, model: ObservedModel, snapshot: LiveObjec
 
 
 def _candidates(
-    model: ObservedModel, alerts: Sequence[Mapping[str, Any]], snapshot: LiveObjects
+    model: ObservedModel,
+    alerts: Sequence[Mapping[str, Any]],
+    snapshot: LiveObjects,
+    incident_of: IncidentOf | None = None,
 ) -> list[_Candidate]:
     out: list[_Candidate] = []
     notified: dict[str, _Candidate] = {}
@@ -422,8 +427,11 @@ def _candidates(
             continue
         if reaction.action == "alert":
             for alert in matched:
-                key = _alert_key(alert)
+                # One notification per incident (react/incidents.py) when the shell groups them.
+                key = (incident_of(alert) if incident_of else None) or _alert_key(alert)
                 if key in notified:
+                    if alert not in notified[key].alerts:
+                        notified[key].alerts.append(alert)
                     continue
                 to = "Event+webhook" if _has_webhook(model, alert) else "Event"
                 proposal = _Proposal(
@@ -658,8 +666,13 @@ def plan_reactions(
     detector_ready: bool,
     warming_up: bool,
     now: datetime,
+    incident_of: IncidentOf | None = None,
 ) -> list[ActionRecord]:
-    """The records to upsert into `status.reactions` (by id); act on the Running ones."""
+    """The records to upsert into `status.reactions` (by id); act on the Running ones.
+
+    `incident_of(alert)`: the id of the incident an alert belongs to; with it, `alert` plans
+    one record per incident (`from` is the incident's id) instead of one per alert.
+    """
     guard = model.spec.guardrails
     dry_message = guardrails.dry_run(guardrails=guard)
     at = format_time(now)
@@ -688,7 +701,7 @@ def plan_reactions(
 
     # 2-3. what the alerts call for
     planned_ids: set[str] = set()
-    for candidate in _candidates(model, alerts, snapshot):
+    for candidate in _candidates(model, alerts, snapshot, incident_of):
         proposal = candidate.proposal
         primary = candidate.alerts[0]
         onset = _onset(primary)
