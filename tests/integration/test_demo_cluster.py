@@ -74,7 +74,8 @@ async def test_kubectl_get_shows_the_printer_columns(tmp_path: Path) -> None:
             "apiVersion": "mlwarden.io/v1alpha1", "kind": "ObservedModel",
             "metadata": {"name": "iris", "namespace": "demo"},
             "spec": {"target": {"deployment": "m"}},
-            "status": {"phase": "Degraded", "alertCount": 2, "topSuspect": "CronJob/etl"},
+            "status": {"phase": "Degraded", "openIncidents": 1, "alertCount": 2,
+                       "topSuspect": "CronJob/etl"},
         })  # fmt: skip
         assert api.read(OM, "demo", "iris") is not None
         env = {
@@ -93,8 +94,8 @@ async def test_kubectl_get_shows_the_printer_columns(tmp_path: Path) -> None:
             return out.decode() + err.decode()
 
         header, row = (await kubectl("get", "om")).splitlines()
-        assert header.split()[:5] == ["NAME", "TARGET", "PHASE", "ALERTS", "TOP"]
-        assert row.split()[:5] == ["iris", "m", "Degraded", "2", "CronJob/etl"]
+        assert header.split()[:6] == ["NAME", "TARGET", "PHASE", "INCIDENTS", "ALERTS", "TOP"]
+        assert row.split()[:6] == ["iris", "m", "Degraded", "1", "2", "CronJob/etl"]
         deploy = (await kubectl("get", "deploy", "m")).splitlines()[1].split()
         assert deploy[:4] == ["m", "2/2", "1", "m:1"]
         assert "iris" in await kubectl("describe", "om", "iris")
