@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -38,7 +39,7 @@ def test_the_demo_detects_diagnoses_and_reacts(tmp_path: Path) -> None:
     # 60 s shutdown timeout for the operator's open watches after the story has ended.
     assert finished_at is not None and exited_at - finished_at < 30, output[-2000:]
     out = json.loads(summary.read_text())
-    unit, canary, rollout = out["incidents"]
+    unit, canary, rollout, world = out["incidents"]
 
     # 1. The feature job's unit change: drift on petal_length alone, blamed on the job,
     #    alerted on, and the model NOT rolled back.
@@ -49,6 +50,9 @@ def test_the_demo_detects_diagnoses_and_reacts(tmp_path: Path) -> None:
     assert any(a.startswith("alert") and "Succeeded" in a for a in unit["actions"])
     skipped = [d for d in unit["action_details"] if d.startswith("rollback")]
     assert skipped and all("Skipped" in d and "CronJob/feature-etl" in d for d in skipped)
+    # Retraining would learn the job's bug: not while the diagnosis blames a change.
+    retrain = [d for d in unit["action_details"] if d.startswith("retrain")]
+    assert retrain and all("Skipped" in d and "CronJob/feature-etl" in d for d in retrain)
 
     # 2. The bad version as a canary on a tenth of the traffic: judged against stable on its
     #    own requests, blamed on the canary Deployment, its traffic back to stable (verified)
@@ -67,12 +71,25 @@ def test_the_demo_detects_diagnoses_and_reacts(tmp_path: Path) -> None:
     assert rollout["verification"] == "Fixed"
     assert out["final_image"] == "mlwarden-demo/iris:1.0"
 
+    # 4. The world changes (no change in the cluster): no plausible cause, so a retraining
+    #    Job starts from CronJob iris-train and is followed to Succeeded.
+    assert world["alerts"] == ["FeatureDrift"] and world["features"] == ["sepal_width"]
+    assert world["top_suspect"] == "none"
+    assert "retrain Succeeded" in world["actions"]
+
+    # One incident per act, each delivered once (and once resolved) through a real
+    # Alertmanager when Debian's prometheus-alertmanager is installed.
+    incidents = [i["incident"] for i in out["incidents"]]
+    assert all(incidents) and len(set(incidents)) == 4, incidents
+    if shutil.which("prometheus-alertmanager"):
+        assert all(i["notifications"] >= 1 for i in out["incidents"]), out["incidents"]
+
     # Throughout: no request failed, every captured record reached the detector.
     assert out["requests"]["failed"] == 0 and out["requests"]["ok"] > 500
     assert out["records"]["captured"] == out["records"]["ingested"] > 0
     assert out["records"].get("dropped", 0) == 0
     assert out["served_by_version"]["2.0"] > 0  # the bad version really served, for a while
-    for incident in (unit, canary, rollout):
+    for incident in (unit, canary, rollout, world):
         assert incident["detected"] - incident["onset"] < 30
 
     # The HTML report: the incident's drift on petal_length, and the timeline.

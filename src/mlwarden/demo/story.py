@@ -27,7 +27,13 @@ against the stable revision on its own requests (CanaryRegression), blamed on th
 Deployment, and its traffic goes back to stable after a few dozen requests, verified. Then
 someone rolls the bad version out to all of iris anyway: prediction drift, blamed on the
 rollout, rolled back automatically, and the rollback verified Fixed on the restored
-revision's traffic. It ends with a summary table and an HTML report.
+revision's traffic. Last, the world changes (wider sepals, nothing changed in the cluster):
+with no plausible cause in the cluster, retraining is the answer, and a Job starts from
+CronJob iris-train (the demo plays the Job controller and completes it). Each act is one
+incident (status.incidents); when Debian's prometheus-alertmanager is installed, the operator
+pushes each to a real Alertmanager (the chart docs' route), which notifies a receiver on
+loopback once when it fires and once when it resolves. It ends with a summary table and an
+HTML report.
 """
 
 from __future__ import annotations
@@ -101,6 +107,9 @@ spec:
     - {name: enricher, kind: Deployment, produces: [sepal_length, sepal_width]}
   reactions:
     - {alert: FeatureDrift, action: alert}
+    # Retraining is the answer to a world that changed, not to a broken job or a bad
+    # version: it waits while the diagnosis names a plausible cause.
+    - {alert: FeatureDrift, action: retrain, retrain: {cronJob: iris-train}}
     - {alert: PredictionDrift, action: rollback}
     # A canary worse than stable: all of its traffic back to stable at once.
     - {alert: CanaryRegression, action: shiftTraffic, router: replicas, stable: iris,
@@ -263,6 +272,12 @@ def seed_pipeline(api: Any) -> dict[str, Any]:
         "status": {"lastScheduleTime": format_time(hour), "lastSuccessfulTime": format_time(hour)},
     }  # fmt: skip
     api.seed(cronjob)
+    api.seed({
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": _meta("iris-train", week),
+        "spec": {"schedule": "0 3 * * 0", "suspend": True, "jobTemplate": {"spec": {
+            "template": {"spec": {"restartPolicy": "Never", "containers": [
+                {"name": "train", "image": "mlwarden-demo/iris-train:1"}]}}}}},
+    })  # fmt: skip
     for back in (3, 2, 1, 0):
         started = hour - timedelta(hours=back)
         api.seed(_etl_job(cronjob, started, ETL_IMAGE.format("2.0"), int(started.timestamp())))
@@ -286,6 +301,7 @@ class Traffic:
         self.by_pods: dict[str, dict[str, int]] = {}
         self.rate = rate
         self.petal_length_unit = 1.0
+        self.sepal_width_shift = 0.0  # cm added to every row's sepal width
         self.counts = {"sent": 0, "ok": 0, "model_4xx": 0, "failed": 0}
         self.rows: list[list[float]] = []  # what was sent, for the report
         self.phase = "steady"
@@ -319,6 +335,7 @@ class Traffic:
         sent_to[pod.revision] = sent_to.get(pod.revision, 0) + 1
         rows = self.x[self.rng.choice(len(self.x), size=int(self.rng.integers(1, 5)))].copy()
         rows[:, 2] *= self.petal_length_unit
+        rows[:, 1] += self.sepal_width_shift
         tensor = {"name": "input-0", "shape": list(rows.shape), "datatype": "FP64",
                   "data": rows.ravel().tolist()}  # fmt: skip
         body = json.dumps({"inputs": [tensor]}).encode()
@@ -503,6 +520,67 @@ class Pods:
         return [p.admin_url for p in self.pods.values() if p.ready]
 
 
+class Notifications:
+    """A notification receiver on loopback (what Slack or a pager would be), fed by a real
+    Alertmanager when Debian's `prometheus-alertmanager` is installed: the operator pushes
+    each incident to Alertmanager (MLWARDEN_ALERTMANAGER_URL), which routes it here with the
+    route the chart's docs ship (examples/alertmanager/alertmanager.yaml, waits shortened)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.runner: Any = None
+        self.url = ""
+
+    async def start(self) -> None:
+        async def hook(request: web.Request) -> web.Response:
+            self.received.append(await request.json())
+            return web.Response()
+
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        port = _free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/hook"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    def about(self, incident: str) -> tuple[int, int]:
+        """Notifications naming `incident`: (firing, resolved)."""
+        firing = resolved = 0
+        for n in self.received:
+            if any((a.get("labels") or {}).get("incident") == incident for a in n["alerts"]):
+                if n.get("status") == "resolved":
+                    resolved += 1
+                else:
+                    firing += 1
+        return firing, resolved
+
+
+def alertmanager_config(receiver: str) -> dict[str, Any]:
+    """The chart docs' route with its waits shortened and every receiver the demo's."""
+    example = Path(__file__).resolve().parents[3] / "examples/alertmanager/alertmanager.yaml"
+    if example.exists():
+        config = yaml.safe_load(example.read_text())
+    else:  # an installed package has no examples/: the same route, written here
+        config = {
+            "route": {"receiver": "ml-team", "routes": [{
+                "matchers": ['alertname = "MLWardenIncident"'],
+                "group_by": ["namespace", "suspect"], "receiver": "ml-team"}]},
+            "receivers": [{"name": "ml-team", "webhook_configs": [{"url": receiver}]}],
+        }  # fmt: skip
+    for route in [config["route"], *config["route"].get("routes", [])]:
+        route.update({"group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"})
+    for rcv in config["receivers"]:
+        for hook in rcv.get("webhook_configs", []):
+            hook.update({"url": receiver, "send_resolved": True})
+    config.pop("inhibit_rules", None)  # every incident of the story is shown
+    return dict(config)
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -523,6 +601,8 @@ class Incident:
     action_details: list[str] = field(default_factory=list)
     requests_to_detect: int = 0
     canary_requests: int | None = None  # requests the canary served in all
+    incident: str | None = None  # the id of the incident the operator opened
+    notifications: int | None = None  # firing notifications the receiver got of it
     verification: str | None = None  # the verdict on the incident's action
 
 
@@ -540,7 +620,7 @@ class DemoResult:
     def ok(self) -> bool:
         return (
             self.requests.get("failed", 1) == 0
-            and len(self.incidents) == 3
+            and len(self.incidents) == 4
             and all(i.detected is not None for i in self.incidents)
         )
 
@@ -613,6 +693,8 @@ class Demo:
         self.api: Any = None
         self.traffic: Traffic | None = None
         self.pods: Pods | None = None
+        self.notifications = Notifications()
+        self.alertmanager: str | None = None
         self.live: Any = None
         self.timeline: list[tuple[float, str, str, str]] = []
 
@@ -688,6 +770,58 @@ class Demo:
             )
         return url
 
+    async def _start_alertmanager(self, receiver: str) -> str | None:
+        """A real Alertmanager on loopback when the binary is here; its URL, else None."""
+        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        if binary is None:
+            self.console.print(
+                "• no prometheus-alertmanager here: incidents stay in status.incidents and "
+                "Events (apt-get install prometheus-alertmanager to see them delivered)"
+            )
+            return None
+        config = self.root / "alertmanager.yml"
+        config.write_text(yaml.safe_dump(alertmanager_config(receiver)))
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = self._spawn("alertmanager", [
+            binary, f"--config.file={config}", f"--storage.path={self.root / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+            "--log.level=warn",
+        ])  # fmt: skip
+        await asyncio.to_thread(_wait_http, f"{url}/-/ready", 30, "Alertmanager", proc)
+        self.console.print(
+            f"• Alertmanager on {url} (the chart docs' route), notifying a receiver on {receiver}"
+        )
+        return url
+
+    async def _notified(self, incident: Incident, st: Callable[[], dict[str, Any]]) -> None:
+        """The incident the operator opened for this act, and what the receiver got of it."""
+
+        def opened() -> dict[str, Any] | None:
+            since = incident.onset_at[:19]
+            found = [
+                i for i in st().get("incidents") or []
+                if str(i.get("opened") or i.get("onset") or "") >= since
+            ]  # fmt: skip
+            return found[-1] if found else None
+
+        entry = await self._eventually("the incident", opened, 30)
+        incident.incident = str(entry.get("id"))
+        line = f"   [bold]incident[/] {incident.incident}: {entry.get('summary')}"
+        if self.alertmanager is not None:
+
+            def delivered() -> tuple[int, int] | None:
+                firing, resolved = self.notifications.about(incident.incident or "")
+                return (firing, resolved) if firing and resolved else None
+
+            counts = await self._eventually("its notifications", delivered, 60)
+            incident.notifications = counts[0]
+            line += (
+                f"; through Alertmanager the receiver got {counts[0]} notification(s) of it "
+                f"and {counts[1]} when it resolved"
+            )
+        self.say(line)
+
     async def _eventually(self, what: str, check: Callable[[], Any], seconds: float) -> Any:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -740,9 +874,13 @@ class Demo:
         mlserver_url = await mlserver
         self.console.print(f"• MLServer serving iris-{GOOD} and iris-{BAD} on {mlserver_url}")
         runners, routers, served = await start_routers(mlserver_url)
+        self.notifications = Notifications()
+        await self.notifications.start()
+        self.alertmanager = await self._start_alertmanager(self.notifications.url)
         try:
             await self._story(api, url, cronjob, routers)
         finally:
+            await self.notifications.stop()
             if self.traffic is not None:
                 self.traffic.stop()
             self.result.served_by_version = dict(served)
@@ -769,6 +907,8 @@ class Demo:
                    MLWARDEN_METRICS_PORT=str(_free_port()), MLWARDEN_RESPOND_INTERVAL="0.5",
                    MLWARDEN_RETRY_SECONDS="0.5",
                    MLWARDEN_NOTIFY_WAIT_SECONDS="1")  # fmt: skip
+        if self.alertmanager is not None:
+            env["MLWARDEN_ALERTMANAGER_URL"] = self.alertmanager
         self._spawn("operator", [sys.executable, "-m", "mlwarden.cli", "operator",
                                  "--namespace", NS, "--standalone"], env)  # fmt: skip
         self.console.print("• mlwarden operator watching namespace demo")
@@ -859,6 +999,8 @@ class Demo:
                 await self._act3(api, server, st)
                 await asyncio.sleep(pause)
                 await self._act4(api, server, st)
+                await asyncio.sleep(pause)
+                await self._act5(api, server, st)
             finally:
                 self.live = None
                 traffic.stop()
@@ -908,7 +1050,11 @@ class Demo:
         # The policy rolls back on PredictionDrift, which mm-sized petals cause a few seconds
         # after the feature drift: wait for it, so the guardrail's refusal is always shown.
         await self._follow(incident, st, sent, alert_type="FeatureDrift",
-                           reactions=frozenset({"alert", "rollback"}))  # fmt: skip
+                           reactions=frozenset({"alert", "rollback", "retrain"}))  # fmt: skip
+        self.say(
+            "   retraining is not the answer here: a model retrained on millimetres would learn "
+            "the job's bug; the job is to be fixed"
+        )
         self.say("   the job's owners fix the unit; traffic is back to centimetres")
         self.traffic.phase = "fixed"
         self.traffic.petal_length_unit = 1.0
@@ -916,6 +1062,7 @@ class Demo:
         incident.resolved = self.t()
         self.mark("info", "alerts resolved", "")
         await self._eventually("phase Observing", lambda: st().get("phase") == "Observing", 30)
+        await self._notified(incident, st)
         self.say(f"   resolved; phase {st().get('phase')} ({self.t():.0f}s)\n")
 
     async def _act3(self, api: Any, server: str, st: Callable[[], dict[str, Any]]) -> None:
@@ -963,12 +1110,14 @@ class Demo:
             f"   traffic is back on stable: the canary served {served} requests in all "
             f"({self.t() - incident.onset:.1f}s)"
         )
+        self.say("   no retraining: the canary is a bad version, and stable still answers well")
         self.traffic.phase = "canary stopped"
         await self._verified(incident, st, "shiftTraffic")
         await self._eventually("the alerts to resolve", lambda: not st().get("alerts"), 120)
         incident.resolved = self.t()
         self.mark("info", "alerts resolved", "the canary serves nothing")
         await self._eventually("phase Observing", lambda: st().get("phase") == "Observing", 30)
+        await self._notified(incident, st)
         self.say(f"   resolved; phase {st().get('phase')} ({self.t():.0f}s)\n")
 
     async def _act4(self, api: Any, server: str, st: Callable[[], dict[str, Any]]) -> None:
@@ -1005,9 +1154,70 @@ class Demo:
         await self._eventually("the rollback", rolled_back, 60)
         self.traffic.phase = "rolled back"
         await self._verified(incident, st, "rollback")
+        self.say("   no retraining: the previous version answers well; rolling back fixed it")
         await self._eventually("the alerts to resolve", lambda: not st().get("alerts"), 120)
         incident.resolved = self.t()
         self.mark("info", "alerts resolved", "the good version serves again")
+        await self._eventually("phase Observing", lambda: st().get("phase") == "Observing", 30)
+        await self._notified(incident, st)
+        self.say(f"   resolved; phase {st().get('phase')} ({self.t():.0f}s)\n")
+
+    async def _act5(self, api: Any, server: str, st: Callable[[], dict[str, Any]]) -> None:
+
+        assert self.traffic is not None
+        incident = Incident("the world changes: wider sepals")
+        self.result.incidents.append(incident)
+        self.say(
+            "[bold red]5. The world changes[/]: the flowers people measure now have sepals "
+            "0.6 cm wider, and nothing changed in the cluster"
+        )
+        self.traffic.phase = "world changed"
+        self.traffic.sepal_width_shift = 0.6
+        incident.onset = self.t()
+        incident.onset_at = format_time(datetime.now(UTC) - timedelta(seconds=1))
+        sent = self.traffic.counts["sent"]
+        self.mark("onset", "sepal_width +0.6 cm", "no change in the cluster")
+        await self._follow(incident, st, sent, alert_type="FeatureDrift",
+                           reactions=frozenset({"retrain"}), diagnosis=False)  # fmt: skip
+
+        def job() -> dict[str, Any] | None:
+            runs = [j for j in api.items("jobs") if str(j["metadata"]["name"]).startswith(
+                "iris-train-retrain-")]  # fmt: skip
+            return runs[-1] if runs else None
+
+        run = await self._eventually("the retraining Job", job, 30)
+        name = run["metadata"]["name"]
+        env = {e["name"]: e.get("value") for e in
+               run["spec"]["template"]["spec"]["containers"][0].get("env", [])}  # fmt: skip
+        self.say(
+            f"   retraining is the answer here: Job {name} started from CronJob iris-train "
+            f"(drifted features: {env.get('MLWARDEN_DRIFTED_FEATURES', '?')})"
+        )
+        # The Job controller's part: the training run completes.
+        done = format_time(datetime.now(UTC))
+        await _patch_status(server, "Job", name, {"status": {
+            "startTime": done, "completionTime": done, "succeeded": 1,
+            "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": done}],
+        }})  # fmt: skip
+
+        def finished() -> dict[str, Any] | None:
+            for r in st().get("reactions") or []:
+                if r.get("action") == "retrain" and r.get("result") == "Succeeded":
+                    return dict(r)
+            return None
+
+        await self._eventually("the retraining run to succeed", finished, 60)
+        incident.actions.append("retrain Succeeded")
+        self.say(
+            f"   [bold]retrained[/]: Job {name} Succeeded; its model would go out as the next "
+            "canary. The demo's traffic goes back to the reference"
+        )
+        self.traffic.phase = "retrained"
+        self.traffic.sepal_width_shift = 0.0
+        await self._eventually("the alerts to resolve", lambda: not st().get("alerts"), 120)
+        incident.resolved = self.t()
+        self.mark("info", "alerts resolved", "")
+        await self._notified(incident, st)
         await self._eventually("phase Observing", lambda: st().get("phase") == "Observing", 30)
         self.say(f"   resolved; phase {st().get('phase')} ({self.t():.0f}s)\n")
 
@@ -1019,6 +1229,7 @@ class Demo:
         *,
         alert_type: str,
         reactions: frozenset[str],
+        diagnosis: bool = True,
     ) -> None:
         """Detection, diagnosis and reaction of one incident, as the ObservedModel shows them.
 
@@ -1064,24 +1275,49 @@ class Demo:
         def diagnosed() -> Any:
             return st().get("topSuspect")
 
-        top = await self._eventually("a diagnosis", diagnosed, 60)
-        incident.diagnosed = self.t()
-        incident.top_suspect = str(top)
-        suspects = (st().get("diagnosis") or {}).get("suspects") or []
-        first = suspects[0] if suspects else {}
-        incident.evidence = [str(e) for e in first.get("evidence", [])]
-        self.say(f"   [bold]diagnosed[/]: top suspect [bold]{top}[/] "
-                 f"(score {float(first.get('score', 0)):.2f})")  # fmt: skip
-        for e in incident.evidence[:3]:
-            self.say(f"     · {e}")
-        self.mark("diagnosis", f"top suspect {top}", "; ".join(incident.evidence[:2]))
+        if not diagnosis:  # no plausible cause: wait for the diagnosis of this onset
+
+            def this_onset() -> bool:
+                onset = str((st().get("diagnosis") or {}).get("onset") or "")
+                return onset[:19] >= incident.onset_at[:19]
+
+            await self._eventually("a diagnosis", this_onset, 60)
+            incident.diagnosed = self.t()
+            suspects = (st().get("diagnosis") or {}).get("suspects") or []
+            best = (
+                f" (the best, {suspects[0].get('kind')}/{suspects[0].get('name')}, scores "
+                f"{float(suspects[0].get('score', 0)):.2f})"
+                if suspects
+                else ""
+            )
+            incident.top_suspect = str(st().get("topSuspect") or "none")
+            self.say(
+                f"   [bold]diagnosed[/]: top suspect {incident.top_suspect}: no change in the "
+                f"cluster explains it{best}"
+            )
+        else:
+            top = await self._eventually("a diagnosis", diagnosed, 60)
+            incident.diagnosed = self.t()
+            incident.top_suspect = str(top)
+            suspects = (st().get("diagnosis") or {}).get("suspects") or []
+            first = suspects[0] if suspects else {}
+            incident.evidence = [str(e) for e in first.get("evidence", [])]
+            self.say(f"   [bold]diagnosed[/]: top suspect [bold]{top}[/] "
+                     f"(score {float(first.get('score', 0)):.2f})")  # fmt: skip
+            for e in incident.evidence[:3]:
+                self.say(f"     · {e}")
+            self.mark("diagnosis", f"top suspect {top}", "; ".join(incident.evidence[:2]))
 
         def acted() -> list[dict[str, Any]]:
             records = st().get("reactions") or []
             done = [
                 r
                 for r in records
-                if r.get("result") in ("Succeeded", "Skipped", "Failed")
+                # A retraining run is Running until its Job ends: started is what is shown.
+                if (
+                    r.get("result") in ("Succeeded", "Skipped", "Failed")
+                    or (r.get("action") == "retrain" and r.get("result") == "Running")
+                )
                 and str(r.get("at", "")) >= incident.onset_at
             ]
             report(st().get("alerts") or [])
@@ -1240,6 +1476,11 @@ async def _kubectl_apply(server: str, manifest: str) -> None:
 async def _patch(server: str, kind: str, name: str, body: Any) -> None:
 
     await _api(server, lambda kube: kube.merge_patch(path(kind, NS, name), body))
+
+
+async def _patch_status(server: str, kind: str, name: str, body: Any) -> None:
+
+    await _api(server, lambda kube: kube.merge_patch(path(kind, NS, name, "status"), body))
 
 
 async def _api(server: str, call: Callable[[Any], Awaitable[Any]]) -> Any:
