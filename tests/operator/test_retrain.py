@@ -184,10 +184,12 @@ async def test_retrain_from_a_cronjob_starts_kubectls_job_and_follows_it_to_succ
         "mlwarden.io/observedmodel": "fraud",
     }
     assert job["spec"]["backoffLimit"] == 2
+    incident = env_of(job)["MLWARDEN_INCIDENT"]
+    assert incident.startswith("inc-") and len(incident) == 14  # status.incidents' id
     assert env_of(job) == {
         "MLWARDEN_MODEL": "fraud",
         "MLWARDEN_NAMESPACE": NS,
-        "MLWARDEN_INCIDENT": f"FeatureDrift/amount@{onset}",
+        "MLWARDEN_INCIDENT": incident,
         "MLWARDEN_ALERTS": "FeatureDrift/amount",
         "MLWARDEN_ONSET": onset,
         "MLWARDEN_DRIFTED_FEATURES": "amount",
@@ -266,7 +268,7 @@ async def test_retrain_as_an_argo_workflow_follows_its_phase(
     assert wf["metadata"]["labels"]["workflows.argoproj.io/workflow-template"] == "fraud-kfp"
     params = {p["name"]: p["value"] for p in wf["spec"]["arguments"]["parameters"]}
     assert params["mlwarden-model"] == "fraud" and params["mlwarden-onset"] == onset
-    assert params["mlwarden-incident"] == f"FeatureDrift/amount@{onset}"
+    assert params["mlwarden-incident"].startswith("inc-")  # the id in status.incidents
     assert rec["message"] == f"started Workflow/{name} from WorkflowTemplate/fraud-kfp"
     await eventually(
         lambda: "not picked up by Argo's controller yet" in record(api, rec["id"])["message"],

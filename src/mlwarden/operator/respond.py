@@ -568,8 +568,9 @@ async def _retrain(
         fields = status_patch(running, status.current, now=format_time(now))
         await status.write({**fields, "reactions": entries, "lastAction": running.last_action})
     after = await runs.advance(
-        api, model, record, alerts=alerts, reference_id=obs.reference_id, now=now, jobs=jobs
-    )
+        api, model, record, alerts=alerts, reference_id=obs.reference_id, now=now, jobs=jobs,
+        incidents=[i for i in status.current.get("incidents") or () if isinstance(i, Mapping)],
+    )  # fmt: skip
     if after.to_status() == record.to_status():
         return entries
     if after.result != "Running":

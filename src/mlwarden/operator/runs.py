@@ -56,6 +56,7 @@ async def advance(
     reference_id: str | None,
     now: datetime,
     jobs: Sequence[Mapping[str, Any]] = (),
+    incidents: Sequence[Mapping[str, Any]] = (),
 ) -> ActionRecord:
     """A Running retrain record, its run started or looked at: Running, Succeeded or Failed.
 
@@ -92,7 +93,7 @@ async def advance(
     if source is None:
         return record.settle("Failed", f"{source_kind} {ns}/{source_name} not found")
     incident = retrain.incident_for(
-        model=model, record=record, alerts=alerts, reference_id=reference_id
+        model=model, record=record, alerts=alerts, reference_id=reference_id, incidents=incidents
     )
     try:
         run = retrain.build_run(

@@ -33,6 +33,7 @@ from mlwarden.react.actuators.retrain import (
     workflow_from_template,
     workflow_progress,
 )
+from mlwarden.react.incidents import incident_id
 from mlwarden.react.policy import plan_reactions
 from mlwarden.timestamps import format_time
 
@@ -418,7 +419,11 @@ def test_the_incident_comes_from_the_alerts_the_reaction_matches(build: Any) -> 
     assert got == Incident(
         model="fraud",
         namespace="ml",
-        incident="FeatureDrift/amount@2026-11-26T15:02:11Z",
+        incident=incident_id(  # the id the incident gets in status.incidents
+            model_uid=model.uid or f"{model.namespace}/{model.name}",
+            key="FeatureDrift/amount",
+            since=str(alerts[1]["since"]),
+        ),
         alerts=("FeatureDrift/amount",),
         onset="2026-11-26T15:02:11Z",
         features=("age", "amount"),  # every feature drifting, for the training job

@@ -59,6 +59,7 @@ from typing import Any, Final, Literal
 import yaml
 
 from mlwarden.react.actions import ActionRecord
+from mlwarden.react.incidents import incident_id
 from mlwarden.spec import (
     API_VERSION,
     KIND,
@@ -246,6 +247,26 @@ class Incident:
         return [{"name": v[1], "value": x} for v, x in zip(VARIABLES, self.values(), strict=True)]
 
 
+def _incident_id(incidents: Sequence[Mapping[str, Any]], key: str) -> str:
+    """The id of the newest incident in `incidents` that holds the alert `key`."""
+    for entry in reversed(incidents):
+        members = entry.get("alerts") if isinstance(entry, Mapping) else None
+        if isinstance(members, list) and any(
+            isinstance(m, Mapping) and m.get("key") == key for m in members
+        ):
+            return str(entry.get("id") or "")
+    return ""
+
+
+def _opened_by(model: ObservedModel, primary: Mapping[str, Any]) -> str:
+    """The id of the incident `primary` opens (`incidents.incident_id`), for a run started
+    before the pass has written that incident to status.incidents; "" without an alert."""
+    if not primary:
+        return ""
+    uid = model.uid or f"{model.namespace}/{model.name}"
+    return incident_id(model_uid=uid, key=_alert_key(primary), since=str(primary.get("since")))
+
+
 def _alert_key(alert: Mapping[str, Any]) -> str:
     feature = alert.get("feature")
     return f"{alert.get('type', '?')}/{feature}" if feature else str(alert.get("type", "?"))
@@ -279,8 +300,13 @@ def incident_for(
     record: ActionRecord,
     alerts: Sequence[Mapping[str, Any]],
     reference_id: str | None,
+    incidents: Sequence[Mapping[str, Any]] = (),
 ) -> Incident:
     """The incident of a retrain record, from the active alerts its reactions match.
+
+    Its id is that of the entry of `incidents` (status.incidents) holding the earliest of
+    those alerts, the id people see in `kubectl describe` and in notifications; without one
+    (incidents not tracked yet), `KEY@ONSET` of that alert.
 
     The earliest of them opened it (the alert the action id was computed from). Should they
     have resolved before the run was started (an operator restart in between), the alert
@@ -306,7 +332,7 @@ def incident_for(
     return Incident(
         model=model.name,
         namespace=model.namespace,
-        incident=f"{_alert_key(primary)}@{onset}" if primary else "",
+        incident=_incident_id(incidents, _alert_key(primary)) or _opened_by(model, primary),
         alerts=tuple(dict.fromkeys(_alert_key(a) for a in matched)),
         onset=onset,
         features=tuple(drifted),
