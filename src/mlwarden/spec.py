@@ -280,8 +280,10 @@ class Target:
         Rule(
             "!has(self.kind) || self.kind != 'InferenceService' || "
             "(!has(self.port) && !has(self.container))",
-            lambda s: s.get("kind") != "InferenceService"
-            or (not _has(s, "port") and not _has(s, "container")),
+            lambda s: (
+                s.get("kind") != "InferenceService"
+                or (not _has(s, "port") and not _has(s, "container"))
+            ),
             "container and port do not apply to an InferenceService (no sidecar is injected: "
             "its own payload logger sends to the detector)",
             field="port",
