@@ -117,7 +117,7 @@ def test_every_example_parses(path: Path) -> None:
     model = load_observed_model(path)
     assert isinstance(model, ObservedModel)
     assert model.name
-    assert model.spec.target.deployment
+    assert model.spec.target.name
 
 
 def test_fraud_example_comes_out_typed() -> None:
@@ -127,7 +127,11 @@ def test_fraud_example_comes_out_typed() -> None:
     assert (model.name, model.namespace) == ("fraud", "ml")
     assert (model.generation, model.uid) == (None, None)
     assert spec.target == Target(
-        deployment="fraud-model", name="fraud-model", service="fraud-model", container="model", port=8080
+        deployment="fraud-model",
+        name="fraud-model",
+        service="fraud-model",
+        container="model",
+        port=8080,
     )
     assert spec.protocol == "v2"
     assert spec.features == (
