@@ -154,6 +154,15 @@ async def test_statefulset_injected_rolled_back_and_undone(
     assert st["spec"]["updateStrategy"] == original["updateStrategy"]
     assert "finalizers" not in st["metadata"]
     assert len([k for k in api.objects if str(k[0].plural) == "controllerrevisions"]) == 2
+    # The detector's revision (the pods' controller-revision-hash) shown as people know it:
+    # the ControllerRevision's number and image.
+    hash_ = st["status"]["updateRevision"]
+    seen = [{"revision": hash_, "records": 10, "share": 1.0, "role": "baseline"}]
+    detector = {"reference": REFERENCE, "updated": iso(ago(seconds=1)), "revisions": seen}
+    await patch_status(server, {"detector": detector})
+    await eventually(lambda: (status(api).get("revisions") or [{}])[0].get("deploymentRevision")
+                     == 2, what="status.revisions resolved", timeout=20)  # fmt: skip
+    assert status(api)["revisions"][0]["image"] == "mlserver:1.6.0"
 
     # A person rolls out a new image; the model drifts; the reaction rolls the StatefulSet
     # back to the ControllerRevision before it, with the sidecar.
@@ -267,7 +276,7 @@ async def test_rollout_with_workload_ref_is_refused(
     op = await start(api, start_operator, (ROLLOUTS, ro), (SERVICES, model_service()), model=model)
     await eventually(lambda: status(api).get("phase") == "Failed", what="Failed", timeout=30)
     assert condition(status(api), "Ready")["reason"] == "WorkloadRefNotSupported"
-    assert "WorkloadRefNotSupported" in reasons_of(api)
+    await eventually(lambda: "WorkloadRefNotSupported" in reasons_of(api), what="the Event")
     assert await op.stop() == 0, op.log()[-3000:]
 
 
@@ -312,7 +321,7 @@ async def test_inference_service_logger_configured_rolled_back_and_undone(
         json.loads(live["metadata"]["annotations"]["mlwarden.io/logger"])["was"]
         == (before["predictor"]["logger"])
     )
-    assert "LoggerConfigured" in reasons_of(api)
+    await eventually(lambda: "LoggerConfigured" in reasons_of(api), what="the Event")
     # KServe's logger sends no token: this detector runs without one.
     detector = obj(api, DEPLOYMENTS, "fraud-detector")
     assert "--ingest-token-file" not in detector["spec"]["template"]["spec"]["containers"][0][
@@ -348,7 +357,7 @@ async def test_a_grpc_port_is_not_rerouted_without_v2_grpc(
     ready = condition(status(api), "Ready")
     assert ready["reason"] == "GrpcPortNotProxied"
     assert "spec.protocol: v2-grpc" in ready["message"]
-    assert "GrpcPortNotProxied" in reasons_of(api)
+    await eventually(lambda: "GrpcPortNotProxied" in reasons_of(api), what="the Event")
     dep = obj(api, DEPLOYMENTS, "fraud-model")
     assert [c["name"] for c in dep["spec"]["template"]["spec"]["containers"]] == ["model"]
     assert obj(api, SERVICES, "fraud-model")["spec"] == service["spec"]

@@ -401,7 +401,7 @@ def revision_display(
     model: ObservedModel, status: Mapping[str, Any], replicasets: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """`status.revisions` from the detector's revisions and the cached ReplicaSets."""
-    deployments = [model.spec.target.deployment]
+    deployments = [model.spec.target.name]
     deployments += [r.canary for r in model.spec.reactions if r.canary]
     deployments += [r.stable for r in model.spec.reactions if r.stable]
     return revisions.display(
@@ -1076,7 +1076,7 @@ def _revision_names(raw: dict[str, Any], alerts: Any, indexes: Mapping[str, Any]
         model = parse_observed_model(raw)
     except SpecError:
         return {}
-    replicasets = cache.lists(indexes, model.namespace)["ReplicaSet"]
+    replicasets = revisions.history(cache.lists(indexes, model.namespace))
     wanted = {
         str(a.get(key))
         for a in alerts or ()
@@ -1085,7 +1085,7 @@ def _revision_names(raw: dict[str, Any], alerts: Any, indexes: Mapping[str, Any]
         if a.get(key)
     }
     deployments = [
-        model.spec.target.deployment,
+        model.spec.target.name,
         *(r.canary for r in model.spec.reactions if r.canary),
     ]
     return {
@@ -1131,7 +1131,7 @@ async def revisions_changed(
     except SpecError:
         return
     status = dict(raw.get("status") or {})
-    shown = revision_display(model, status, cache.lists(kwargs, model.namespace)["ReplicaSet"])
+    shown = revision_display(model, status, revisions.history(cache.lists(kwargs, model.namespace)))
     if status.get("revisions") != shown:
         patch.status["revisions"] = shown
     for kind, reason, message in revisions.events(old, new, shown):

@@ -117,3 +117,28 @@ def test_inference_service_pinned_to_the_rolled_out_revision() -> None:
     idle = workloads.propose("rollback", kind="InferenceService", name="i",
                              objects={("InferenceService", "i"): isvc})  # fmt: skip
     assert idle.idle and not idle.patch
+
+
+def test_revision_history_of_every_kind_resolves_like_replicasets() -> None:
+    from mlwarden.react import revisions
+
+    crs = [revision("m-a", 1, "model:1"), revision("m-c", 3, "model:2", sidecar=True)]
+    argo_rs = {
+        "metadata": {"name": "r-bbb", "labels": {"rollouts-pod-template-hash": "bbb"},
+                     "annotations": {workloads.ROLLOUT_REVISION: "4"},
+                     "ownerReferences": [{"kind": "Rollout", "name": "r"}]},
+        "spec": {"template": template("model:4")},
+    }  # fmt: skip
+    plain_rs = {
+        "metadata": {"name": "d-ccc", "labels": {"pod-template-hash": "ccc"},
+                     "annotations": {"deployment.kubernetes.io/revision": "9"},
+                     "ownerReferences": [{"kind": "Deployment", "name": "d"}]},
+        "spec": {"template": template("model:9")},
+    }  # fmt: skip
+    found = revisions.history({"ReplicaSet": [argo_rs, plain_rs], "ControllerRevision": crs})
+    sts = revisions.resolve("m-c", found, deployments=["m"])
+    assert (sts.deployment, sts.deployment_revision, sts.image) == ("m", 3, "model:2")
+    ro = revisions.resolve("bbb", found, deployments=["r"])
+    assert (ro.deployment, ro.deployment_revision, ro.label) == ("r", 4, "revision 4 (model:4)")
+    assert revisions.resolve("ccc", found).deployment_revision == 9
+    assert revisions.resolve("nope", found).label == "revision nope"
