@@ -36,6 +36,10 @@
   terminating namespace never waits on the finalizer. The detector objects go with their
   owner.
 
+The target is a Deployment, a StatefulSet or an Argo Rollout (the sidecar in its pod
+template, the same planner), or a KServe InferenceService (no sidecar: its own payload logger
+pointed at the detector, `kserve.py`); docs/operator.md, "Targets by kind".
+
 An object of one of the detector's names that the ObservedModel does not own is never
 written: the ObservedModel goes Failed (NameConflict) and nothing is injected.
 

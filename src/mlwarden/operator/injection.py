@@ -1,5 +1,10 @@
 """The sidecar beside the model: its injection into the target Deployment, and its exact undo.
 
+The same for a StatefulSet or an Argo Rollout (`WORKLOAD_KINDS`): each has its pod template in
+`spec.template`; what differs by kind is when a rollout is complete (`rollout_complete`), what
+may hold it (`rollout_hold`: a StatefulSet's partition, a Rollout's canary steps; never
+changed here) and the label the revision variable reads (`names.revision_field`).
+
 Patching the pod template starts a rolling update, and for a while old pods (no sidecar) and
 new pods (sidecar) serve side by side behind one Service. No request may go to a port nobody
 listens on, so the Service is only ever pointed at the sidecar through a port *name*, which
@@ -1151,7 +1156,7 @@ def rollout_stalled(deployment: Mapping[str, Any]) -> str | None:
     """The controller's message when the current rollout exceeded progressDeadlineSeconds."""
     meta = deployment.get("metadata") or {}
     status = deployment.get("status") or {}
-    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+    if _int(status.get("observedGeneration")) < _int(meta.get("generation")):
         return None  # the controller has not looked at the current template yet
     for cond in status.get("conditions") or []:
         if (

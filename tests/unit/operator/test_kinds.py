@@ -249,3 +249,18 @@ def test_kserve_logger_changed_by_another_writer_is_set_again(
     assert again.patch is not None
     fixed = merge_patch(copy.deepcopy(on), again.patch)
     assert json.loads(fixed["metadata"]["annotations"][kserve.LOGGER_ANNOTATION])["was"] is None
+
+
+def test_rollout_with_argo_string_observed_generation_is_planned(
+    make_body: MakeBody, settings: OperatorSettings, merge_patch: Patch
+) -> None:
+    """Argo writes status.observedGeneration as a string (older versions: a hash)."""
+    model = model_of(make_body, "Rollout")
+    ro, service = workload("Rollout"), target_service(by_name=True)
+    plan = plan_injection(deployment=ro, service=service, model=model, settings=settings)
+    assert plan.deployment_patch is not None
+    injected = merge_patch(copy.deepcopy(ro), plan.deployment_patch)
+    injected["status"].update(currentPodHash="9a9a", phase="Paused", message="CanaryPauseStep")
+    waiting = plan_injection(deployment=injected, service=service, model=model, settings=settings)
+    assert waiting.state == "waiting-for-rollout"
+    assert "Rollout is Paused: CanaryPauseStep" in waiting.message
