@@ -71,6 +71,9 @@ KINDS: Final[dict[str, tuple[str, str]]] = {
     # retrain: an Argo Workflow submitted from a WorkflowTemplate (read, never watched)
     "Workflow": ("/apis/argoproj.io/v1alpha1", "workflows"),
     "WorkflowTemplate": ("/apis/argoproj.io/v1alpha1", "workflowtemplates"),
+    # targets of other kinds (spec.target.kind): an Argo Rollout, a KServe InferenceService
+    "Rollout": ("/apis/argoproj.io/v1alpha1", "rollouts"),
+    "InferenceService": ("/apis/serving.kserve.io/v1beta1", "inferenceservices"),
 }
 
 SERVICE_ACCOUNT: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")

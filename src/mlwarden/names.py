@@ -36,6 +36,23 @@ INJECT_LABEL: Final = "mlwarden.io/inject"
 # variable below through the Downward API.
 POD_TEMPLATE_HASH: Final = "pod-template-hash"
 REVISION_FIELD: Final = f"metadata.labels['{POD_TEMPLATE_HASH}']"
+# The same for the other kinds spec.target may name: the StatefulSet controller labels each
+# pod with the name of its ControllerRevision (`controller-revision-hash`, NAME-HASH); Argo
+# Rollouts labels each ReplicaSet and its pods with `rollouts-pod-template-hash`.
+CONTROLLER_REVISION_HASH: Final = "controller-revision-hash"
+ROLLOUTS_POD_TEMPLATE_HASH: Final = "rollouts-pod-template-hash"
+REVISION_LABELS: Final = {
+    "Deployment": POD_TEMPLATE_HASH,
+    "StatefulSet": CONTROLLER_REVISION_HASH,
+    "Rollout": ROLLOUTS_POD_TEMPLATE_HASH,
+}
+
+
+def revision_field(kind: str) -> str:
+    """The Downward API fieldPath of the revision label of a pod of a workload of `kind`."""
+    return f"metadata.labels['{REVISION_LABELS.get(kind, POD_TEMPLATE_HASH)}']"
+
+
 ENV_MODEL_REVISION: Final = "MLWARDEN_MODEL_REVISION"  # the sidecar's --model-revision
 MANIFEST_KEY: Final = "observedmodel.yaml"  # key of the detector ConfigMap
 MANIFEST_DIR: Final = "/etc/mlwarden"  # where the ConfigMap is mounted

@@ -82,6 +82,8 @@ PIPELINE_KINDS: Final = (
     "ObservedModel",
 )
 TRAFFIC_ROUTERS: Final = ("httproute", "virtualservice", "replicas")
+# The kinds spec.target may name (spec.target.kind).
+TARGET_KINDS: Final = ("Deployment", "StatefulSet", "Rollout", "InferenceService")
 
 # Bounds of the status lists: the CRD's maxItems, and what the operator and the detector trim
 # to before a write, so that no write is refused and the object (at most 1.5 MiB in etcd) and
@@ -266,22 +268,72 @@ def rules_of(cls: type[Any]) -> tuple[Rule, ...]:
 
 @dataclass(frozen=True)
 class Target:
-    """The model server to observe: its Deployment, Service, container and port."""
+    """The model server to observe: its workload (by kind and name), Service, container and port.
+
+    `kind` names the workload's kind (TARGET_KINDS) and `name` the object; `deployment: NAME`
+    (the original shape) still means `kind: Deployment, name: NAME`. Read either way, `name`
+    holds the workload's name and `deployment` the same name for a Deployment ("" otherwise).
+    """
 
     RULES: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            f"has(self.service) || (self.deployment.matches('{_DNS_LABEL.pattern}') "
-            "&& size(self.deployment) <= 63)",
+            "has(self.name) != has(self.deployment)",
+            lambda s: _has(s, "name") != _has(s, "deployment"),
+            "set exactly one of name (with kind) and deployment (the original shape)",
+            field="name",
+            explain=lambda s: (
+                "is required: the workload's name (with kind; deployment: NAME is the "
+                "original shape for a Deployment)"
+                if not _has(s, "deployment")
+                else "and deployment are both set; set name (with kind), or deployment alone"
+            ),
+        ),
+        Rule(
+            "!has(self.deployment) || !has(self.kind) || self.kind == 'Deployment'",
+            lambda s: not _has(s, "deployment") or s.get("kind", "Deployment") == "Deployment",
+            "deployment names a Deployment; for another kind set name",
+            field="deployment",
+            explain=lambda s: (
+                f"names a Deployment, but kind is {s.get('kind')!r}; set name: to the "
+                f"{s.get('kind')}'s name instead"
+            ),
+        ),
+        Rule(
+            "!has(self.kind) || self.kind != 'InferenceService' || "
+            "(!has(self.port) && !has(self.container))",
+            lambda s: (
+                s.get("kind") != "InferenceService"
+                or (not _has(s, "port") and not _has(s, "container"))
+            ),
+            "container and port do not apply to an InferenceService (no sidecar is injected: "
+            "its own payload logger sends to the detector)",
+            field="port",
+            explain=lambda s: (
+                "and container do not apply to an InferenceService: no sidecar is injected, "
+                "the InferenceService's own payload logger sends to the detector"
+            ),
+        ),
+        Rule(
+            "has(self.service) || (has(self.kind) && self.kind == 'InferenceService') || "
+            "((has(self.name) ? self.name : has(self.deployment) ? self.deployment : 'x')"
+            f".matches('{_DNS_LABEL.pattern}') && "
+            "size(has(self.name) ? self.name : has(self.deployment) ? self.deployment : 'x') "
+            "<= 63)",
             lambda s: (
                 _has(s, "service")
-                or not isinstance(s.get("deployment"), str)
-                or bool(_DNS_LABEL.fullmatch(s["deployment"]) and len(s["deployment"]) <= 63)
+                or s.get("kind") == "InferenceService"
+                or not isinstance(s.get("name", s.get("deployment")), str)
+                or bool(
+                    _DNS_LABEL.fullmatch(s.get("name", s.get("deployment")))
+                    and len(s.get("name", s.get("deployment"))) <= 63
+                )
             ),
-            "service is not set, so it defaults to the Deployment's name, which is not a "
+            "service is not set, so it defaults to the workload's name, which is not a "
             "Service name (a DNS-1035 label: no dots, at most 63 characters); set it",
             field="service",
             explain=lambda s: (
-                f"is not set, so it defaults to the Deployment's name {s['deployment']!r}, which "
+                f"is not set, so it defaults to the workload's name "
+                f"{s.get('name', s.get('deployment'))!r}, which "
                 "is not a Service name (a DNS-1035 label: lower-case letters, digits and '-', "
                 "starting with a letter, no dots, at most 63 characters); set it to the "
                 "Service in front of the model"
@@ -291,15 +343,26 @@ class Target:
 
     deployment: str = _f(
         "deployment",
-        "The Deployment that serves the model.",
+        "The Deployment that serves the model (the original shape: the same as kind: "
+        "Deployment with name).",
+        optional=True,
+        pattern=_DNS_SUBDOMAIN,
+        hint="must be a Kubernetes object name",
+        max_length=MAX_NAME,
+    )
+    name: str = _f(
+        "name",
+        "The workload's name (with kind); deployment: NAME is the same as kind: Deployment, "
+        "name: NAME.",
+        optional=True,
         pattern=_DNS_SUBDOMAIN,
         hint="must be a Kubernetes object name",
         max_length=MAX_NAME,
     )
     service: str = _f(
         "service",
-        "The Service in front of it (default: the Deployment's name); a DNS-1035 label, so no "
-        "dots.",
+        "The Service in front of it (default: the workload's name); a DNS-1035 label, so no "
+        "dots. Not used for an InferenceService (KServe makes its own).",
         optional=True,
         pattern=_DNS_LABEL,
         hint=SERVICE_NAME_HINT,
@@ -328,6 +391,13 @@ class Target:
         "(that rollout stops every pod before the new ones start).",
         "boolean",
         default=False,
+    )
+    kind: str = _f(
+        "kind",
+        "The workload's kind: Deployment, StatefulSet, Rollout (Argo Rollouts) or "
+        "InferenceService (KServe: observed through its own payload logger, no sidecar).",
+        default="Deployment",
+        enum=TARGET_KINDS,
     )
 
 
@@ -1721,9 +1791,10 @@ def _items(o: _Obj, w: Wire) -> list[tuple[str, Any]]:
 
 def _target(o: _Obj) -> Target:
     kw = _read(Target, o)
+    kw["name"] = kw["name"] or kw["deployment"] or ""
     if kw["service"] is None:
-        kw["service"] = kw["deployment"] or ""
-    kw["deployment"] = kw["deployment"] or ""
+        kw["service"] = kw["name"]
+    kw["deployment"] = kw["name"] if kw["kind"] == "Deployment" else ""
     return Target(**kw)
 
 
@@ -1752,7 +1823,7 @@ def _window(o: _Obj) -> Window:
 
 def _spec(o: _Obj) -> ObservedModelSpec:
     kw = _read(ObservedModelSpec, o)
-    kw["target"] = kw["target"] or Target(deployment="", service="")
+    kw["target"] = kw["target"] or Target(deployment="", service="", name="")
     spec = ObservedModelSpec(**kw)
     pipeline_paths = {c.name: path for path, c in o.item_paths["pipeline"]}
     _cross_checks(o, spec, pipeline_paths, o.item_paths["reactions"])

@@ -108,7 +108,11 @@ OPERATOR_API_USE: dict[tuple[str, str], set[str]] = {
     ("", "events"): {"create"},
     # diagnosis: watch-backed caches (kopf indexes: a paged list, then a watch)
     ("apps", "replicasets"): WATCHED,
-    ("apps", "statefulsets"): WATCHED,
+    # targets of other kinds: injected and reacted on through their own fields
+    ("apps", "statefulsets"): WATCHED | {"get", "patch"},
+    ("argoproj.io", "rollouts"): WATCHED | {"get", "patch"},
+    ("argoproj.io", "rollouts/status"): {"patch"},  # kubectl argo rollouts abort's patch
+    ("serving.kserve.io", "inferenceservices"): WATCHED | {"get", "patch"},
     ("apps", "daemonsets"): WATCHED,
     # retrain also starts Jobs (from a CronJob or a ConfigMap's manifest) and reads them back
     ("batch", "jobs"): WATCHED | {"get", "create"},

@@ -25,6 +25,8 @@ it), what the API server and its controllers would do:
 - token expiry (emulate_tokens.py): `rotate_token(old, new)` and the old token gets 401;
 - mutating admission through a stored MutatingWebhookConfiguration, calling the
   webhook over HTTPS as the API server does (emulate_admission.py; test_webhook.py);
+- the StatefulSet and Argo Rollouts controllers, and the Rollout and InferenceService CRDs,
+  on demand (emulate_kinds.py);
 - owner-reference garbage collection and namespace deletion (emulate_gc.py), and
   controllers writing status concurrently, on demand (emulate_writers.py);
 - Argo Workflows' CRDs, on demand, and the status the Job controller and Argo's controller
@@ -53,6 +55,7 @@ from typing import Any
 import aiohttp
 from emulate_admission import MutatingAdmission
 from emulate_gc import GarbageCollection
+from emulate_kinds import OwnerControllers
 from emulate_paging import PagedLists
 from emulate_progress import ProgressDeadline
 from emulate_schema import SchemaLimits
@@ -93,8 +96,11 @@ RESOURCES: dict[str, str] = {
     # Argo Workflows (retrain): served only once a test installs them (emulate_runs.py)
     "Workflow": "argoproj.io/v1alpha1/workflows",
     "WorkflowTemplate": "argoproj.io/v1alpha1/workflowtemplates",
+    # Argo Rollouts and KServe (targets by kind): served once a test asks (emulate_kinds.py)
+    "Rollout": "argoproj.io/v1alpha1/rollouts",
+    "InferenceService": "serving.kserve.io/v1beta1/inferenceservices",
 }
-ARGO = {"Workflow", "WorkflowTemplate"}
+ARGO = {"Workflow", "WorkflowTemplate", "Rollout", "InferenceService"}  # declared on demand
 HTTPROUTES = RESOURCES["HTTPRoute"]
 VIRTUALSERVICES = RESOURCES["VirtualService"]
 HPAS = RESOURCES["HorizontalPodAutoscaler"]
@@ -199,6 +205,7 @@ class Fault:
 class Cluster(
     SchemaLimits,
     TokenRotation,
+    OwnerControllers,
     WorkloadsEmulation,
     MutatingAdmission,
     ProgressDeadline,

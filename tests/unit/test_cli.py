@@ -104,7 +104,7 @@ def test_a_bad_manifest_lists_its_problems(
     assert cli.main(sidecar_args("--observed-model", str(manifest))) == 2
     err = capsys.readouterr().err
     assert "metadata.name: required field is missing" in err
-    assert "spec.target.deployment: required field is missing" in err
+    assert "spec.target.name: is required: the workload's name" in err
 
 
 def test_operator_flags_parse() -> None:

@@ -792,6 +792,11 @@ BAD = [
         {"spec.pipeline": [{"name": f"c{i}", "kind": "Job"} for i in range(101)]},
     ),
     _case("deployment name past maxLength", {"spec.target.deployment": "d" * (MAX_NAME + 1)}),
+    _case("deployment with another kind", {"spec.target.kind": "StatefulSet"}),
+    _case(
+        "a port for an InferenceService",
+        {"spec.target": {"kind": "InferenceService", "name": "m", "port": 8080}},
+    ),
     _case(
         "webhook past maxLength", {"spec.reactions[3].webhook": "https://" + "w" * (MAX_URL - 7)}
     ),
@@ -1138,6 +1143,12 @@ RULE_CASES = [
     variant({"spec.target": {"deployment": "a" * 64}}),
     variant({"spec.target": {"deployment": "a" * 63}}),
     variant({"spec.target": {"deployment": "a.b", "service": "a"}}),
+    variant({"spec.target": {"kind": "StatefulSet", "name": "a"}}),
+    variant({"spec.target": {"kind": "StatefulSet", "deployment": "a"}}),
+    variant({"spec.target": {"kind": "Rollout", "name": "a.b"}}),
+    variant({"spec.target": {"kind": "InferenceService", "name": "a.b"}}),
+    variant({"spec.target": {"kind": "InferenceService", "name": "a", "port": 80}}),
+    variant({"spec.target": {"kind": "InferenceService", "name": "a", "container": "c"}}),
     variant({"metadata.name": "a" * (MAX_NAME_LENGTH + 1)}),
     variant({"metadata.name": "a-"}),
     variant({"spec.reactions[5].retrain": {"configMap": "c", "key": "k"}}),

@@ -117,7 +117,7 @@ def test_every_example_parses(path: Path) -> None:
     model = load_observed_model(path)
     assert isinstance(model, ObservedModel)
     assert model.name
-    assert model.spec.target.deployment
+    assert model.spec.target.name
 
 
 def test_fraud_example_comes_out_typed() -> None:
@@ -127,7 +127,11 @@ def test_fraud_example_comes_out_typed() -> None:
     assert (model.name, model.namespace) == ("fraud", "ml")
     assert (model.generation, model.uid) == (None, None)
     assert spec.target == Target(
-        deployment="fraud-model", service="fraud-model", container="model", port=8080
+        deployment="fraud-model",
+        name="fraud-model",
+        service="fraud-model",
+        container="model",
+        port=8080,
     )
     assert spec.protocol == "v2"
     assert spec.features == (
@@ -236,7 +240,9 @@ def test_minimal_example_gets_every_default() -> None:
 
 def test_iris_example() -> None:
     spec = load_observed_model(EXAMPLES / "observedmodel-iris.yaml").spec
-    assert spec.target == Target(deployment="iris", service="iris", container="model", port=8080)
+    assert spec.target == Target(
+        deployment="iris", name="iris", service="iris", container="model", port=8080
+    )
     assert spec.protocol == "v2"
     assert spec.feature_names == ("sepal_length", "sepal_width", "petal_length", "petal_width")
     assert all(f.type == "numeric" for f in spec.features)
@@ -508,7 +514,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "unknown field lists the known ones",
         _manifest(target={"deployment": "m", "replicas": 2}),
         "spec.target.replicas",
-        "known fields: allowRecreate, container, deployment, port, service",
+        "known fields: allowRecreate, container, deployment, kind, name, port, service",
     ),
     # wrong types
     (
@@ -600,14 +606,14 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "missing target.deployment",
         _manifest(target={"service": "m"}),
-        "spec.target.deployment",
-        "required field is missing",
+        "spec.target.name",
+        "is required: the workload's name",
     ),
     (
         "missing target",
         _with(_manifest(), spec={"protocol": "v2"}),
-        "spec.target.deployment",
-        "required field is missing",
+        "spec.target.name",
+        "is required: the workload's name",
     ),
     (
         "bad deployment name",
@@ -634,10 +640,34 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "must be at most 63 characters (a Service name)",
     ),
     (
+        "deployment with another kind",
+        _manifest(target={"deployment": "m", "kind": "StatefulSet"}),
+        "spec.target.deployment",
+        "names a Deployment, but kind is 'StatefulSet'",
+    ),
+    (
+        "name and deployment both",
+        _manifest(target={"deployment": "m", "name": "m"}),
+        "spec.target.name",
+        "and deployment are both set",
+    ),
+    (
+        "port on an InferenceService",
+        _manifest(target={"kind": "InferenceService", "name": "m", "port": 8080}),
+        "spec.target.port",
+        "do not apply to an InferenceService",
+    ),
+    (
+        "unknown target kind",
+        _manifest(target={"kind": "DaemonSet", "name": "m"}),
+        "spec.target.kind",
+        "must be one of",
+    ),
+    (
         "service defaulting to a dotted deployment name",
         _manifest(target={"deployment": "fraud.model"}),
         "spec.target.service",
-        "defaults to the Deployment's name 'fraud.model', which is not a Service name",
+        "defaults to the workload's name 'fraud.model', which is not a Service name",
     ),
     # metadata and envelope
     (

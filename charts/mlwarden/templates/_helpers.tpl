@@ -192,6 +192,25 @@ checks it against an expected list of (apiGroup, resource, verb).
 - apiGroups: ["apps"]
   resources: ["replicasets", "statefulsets", "daemonsets", "controllerrevisions"]
   verbs: ["list", "watch"]
+# Targets of other kinds (spec.target.kind). A StatefulSet or an Argo Rollout: read, its pod
+# template patched (the sidecar in, and out on deletion; a rollback restores an older
+# template; a Rollout's pause sets spec.paused), watched for the reactions. A Rollout's abort
+# is the merge patch `kubectl argo rollouts abort` sends to its status subresource. A KServe
+# InferenceService: read, its spec.predictor.logger patched (and restored), its
+# canaryTrafficPercent set to 0 by a reaction. A kind the cluster does not serve (no Argo
+# Rollouts or KServe CRD) is not watched.
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "patch"]
+- apiGroups: ["argoproj.io"]
+  resources: ["rollouts"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["argoproj.io"]
+  resources: ["rollouts/status"]
+  verbs: ["patch"]
+- apiGroups: ["serving.kserve.io"]
+  resources: ["inferenceservices"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["batch"]
   resources: ["jobs", "cronjobs"]
   verbs: ["list", "watch"]

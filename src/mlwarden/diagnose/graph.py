@@ -287,7 +287,7 @@ def build_graph(snapshot: Snapshot) -> ResourceGraph:
     relevant = set(spec.feature_names) | ({prediction} if prediction else set())
     b = _Builder(snapshot)
 
-    target: ObjectKey = ("Deployment", spec.target.deployment)
+    target: ObjectKey = (spec.target.kind, spec.target.name)
     b.add(target, "target", (prediction,) if prediction else ())
 
     # The model's other Deployments: the canary (or stable) backends reactions name, when

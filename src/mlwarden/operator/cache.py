@@ -38,7 +38,15 @@ from mlwarden.kube import KINDS
 from mlwarden.timestamps import parse_time
 
 # What reactions read besides the diagnosis' kinds: the HPA that scales the target, the routes.
-REACTION_KINDS: Final = ("HorizontalPodAutoscaler", "HTTPRoute", "VirtualService")
+# Targets of other kinds (spec.target.kind), read by their reactions; not served without their
+# CRDs (Argo Rollouts, KServe), then not watched.
+REACTION_KINDS: Final = (
+    "HorizontalPodAutoscaler",
+    "HTTPRoute",
+    "VirtualService",
+    "Rollout",
+    "InferenceService",
+)
 # What the injection check reads besides: the target Service (the Deployment is cached above).
 CHECK_KINDS: Final = ("Service",)
 # Never cached (see the module docstring).

@@ -36,6 +36,10 @@
   terminating namespace never waits on the finalizer. The detector objects go with their
   owner.
 
+The target is a Deployment, a StatefulSet or an Argo Rollout (the sidecar in its pod
+template, the same planner), or a KServe InferenceService (no sidecar: its own payload logger
+pointed at the detector, `kserve.py`); docs/operator.md, "Targets by kind".
+
 An object of one of the detector's names that the ObservedModel does not own is never
 written: the ObservedModel goes Failed (NameConflict) and nothing is injected.
 
@@ -68,7 +72,7 @@ from mlwarden.names import (
     UPGRADE_SIDECAR_ANNOTATION,
     detector_name,
 )
-from mlwarden.operator import cache, incidents, injection, objects, respond, traffic
+from mlwarden.operator import cache, incidents, injection, kserve, objects, respond, traffic
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.settings import OperatorSettings
 from mlwarden.operator.status import Observation, alert_events, status_patch
@@ -301,8 +305,10 @@ async def _ensure_detector(raw: dict[str, Any], model: ObservedModel) -> str | N
     namespace = model.namespace
     desired = objects.desired_objects(raw, model, STATE.settings)
     if STATE.settings.network_policy:
-        target = await api.get(path("Deployment", namespace, model.spec.target.deployment))
+        target = await api.get(path(model.spec.target.kind, namespace, model.spec.target.name))
         selector = ((target or {}).get("spec") or {}).get("selector")
+        if model.spec.target.kind == "InferenceService" and target is not None:
+            selector = kserve.pod_selector(model.spec.target.name)
         if selector:  # absent target: the reconcile retries until it exists
             desired.append(objects.detector_network_policy(raw, selector, STATE.settings))
     reference, secret = objects.created_once(raw, secrets.token_urlsafe(32))
@@ -404,7 +410,7 @@ def revision_display(
     model: ObservedModel, status: Mapping[str, Any], replicasets: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """`status.revisions` from the detector's revisions and the cached ReplicaSets."""
-    deployments = [model.spec.target.deployment]
+    deployments = [model.spec.target.name]
     deployments += [r.canary for r in model.spec.reactions if r.canary]
     deployments += [r.stable for r in model.spec.reactions if r.stable]
     return revisions.display(
@@ -593,10 +599,12 @@ async def _inject(
             False,
             None,
         )
-    deployment = await api.get(path("Deployment", ns, target.deployment))
+    if target.kind == "InferenceService":
+        return await _inject_logger(raw, model, base)
+    deployment = await api.get(path(target.kind, ns, target.name))
     service = await api.get(path("Service", ns, target.service))
     missing = [
-        f"Deployment {ns}/{target.deployment}" if deployment is None else None,
+        f"{target.kind} {ns}/{target.name}" if deployment is None else None,
         f"Service {ns}/{target.service}" if service is None else None,
     ]
     if any(missing):
@@ -612,6 +620,19 @@ async def _inject(
     requested = patching and injection.upgrade_requested(deployment, upgrade)
     held_by = _upgrade_turn(key, requested)
     approvals = approved_ids(annotations)
+    if STATE.settings.injection == "webhook" and target.kind != "Deployment":
+        message = (
+            f"{target.kind} {ns}/{target.name}: the admission webhook injects Deployments' pods "
+            f"only; a {target.kind} is injected with the operator's injection: patch (not built "
+            "for the webhook)"
+        )
+        error = Observation(
+            injection_state="error",
+            injection_message=message,
+            injection_reason="KindNotSupported",
+            **base,
+        )
+        return error, False, None
     if STATE.settings.injection == "webhook":
         # The Deployment's mlwarden.io/inject label is its owner's consent to a Recreate.
         approvals |= {injection.approval_id(deployment)}
@@ -631,10 +652,15 @@ async def _inject(
             injection.check_selects_only(
                 service=service,
                 deployment=deployment,
-                deployments=await api.list("Deployment", ns),
+                deployments=[
+                    *await api.list("Deployment", ns),
+                    *(await api.list(target.kind, ns) if target.kind != "Deployment" else []),
+                ],
             )
     except injection.InjectionError as exc:
         _end_upgrade_turn(key)
+        if previous.get("message") != str(exc):
+            _event(raw, "Warning", exc.reason, str(exc))
         error = Observation(
             injection_state="error",
             injection_message=str(exc),
@@ -668,14 +694,14 @@ async def _inject(
                 False,
                 None,
             )
-        undone, finished = await _undo(raw, ns, target.deployment, target.service)
+        undone, finished = await _undo(raw, ns, target.kind, target.name, target.service)
         if not finished:
             raise kopf.TemporaryError(
                 f"undoing the stalled injection: {undone}", delay=RETRY_SECONDS
             )
         message = (
             f"{plan.message}. The injection was undone ({undone}). See `kubectl describe "
-            f"deployment {target.deployment} -n {ns}` for the pods that did not become ready; "
+            f"{target.kind.lower()} {target.name} -n {ns}` for the pods that did not become ready; "
             f"once fixed, `kubectl annotate om {model.name} -n {ns} "
             f"{RETRY_INJECTION_ANNOTATION}=$(date +%s) --overwrite` injects again (so does a "
             "spec change)"
@@ -696,9 +722,7 @@ async def _inject(
         )  # fmt: skip
         waiting = Observation(
             injection_state="injecting",
-            injection_message=(
-                f"waiting for the admission webhook to inject {target.deployment}{how}"
-            ),
+            injection_message=(f"waiting for the admission webhook to inject {target.name}{how}"),
             **base,
         )
         return waiting, False, queued
@@ -709,7 +733,7 @@ async def _inject(
         await api.merge_patch(path("Service", ns, target.service), plan.service_patch)
         _event(raw, "Normal", "ServiceRepointed", plan.message)
     if plan.deployment_patch is not None:
-        await api.merge_patch(path("Deployment", ns, target.deployment), plan.deployment_patch)
+        await api.merge_patch(path(target.kind, ns, target.name), plan.deployment_patch)
         _event(raw, "Normal", "SidecarInjecting", plan.message)
     patched = plan.deployment_patch is not None
     if patched or plan.service_patch is not None:
@@ -730,6 +754,90 @@ async def _inject(
         **base,
     )
     return done, False, queued
+
+
+async def _inject_logger(
+    raw: dict[str, Any], model: ObservedModel, base: dict[str, Any]
+) -> tuple[Observation, bool, str | None]:
+    """An InferenceService: its own payload logger pointed at the detector (kserve.py)."""
+    api = kube()
+    ns, name = model.namespace, model.spec.target.name
+    isvc = await api.get(path("InferenceService", ns, name))
+    if isvc is None:
+        missing = f"InferenceService {ns}/{name} not found; retrying"
+        return Observation(target_missing=missing, **base), False, None
+    previous = (raw.get("status") or {}).get("injection") or {}
+    try:
+        plan = kserve.plan_logger(isvc, model, STATE.settings.detector_port)
+    except injection.InjectionError as exc:
+        if previous.get("message") != str(exc):
+            _event(raw, "Warning", exc.reason, str(exc))
+        error = Observation(
+            injection_state="error",
+            injection_message=str(exc),
+            injection_reason=exc.reason,
+            **base,
+        )
+        return error, False, None
+    if plan.patch is not None:
+        await api.merge_patch(path("InferenceService", ns, name), plan.patch)
+        _event(raw, "Normal", "LoggerConfigured", plan.message)
+        step = Observation(injection_state="injecting", injection_message=plan.message, **base)
+        return step, True, None
+    available = await _detector_available(ns, model.name)
+    done = Observation(
+        injection_state="injected",
+        injection_message=plan.message,
+        detector_available=available,
+        **base,
+    )
+    return done, False, None
+
+
+async def _check_logger(raw: dict[str, Any], model: ObservedModel, patch: kopf.Patch) -> None:
+    """The injection check of an InferenceService: its logger still sends to the detector?"""
+    api = kube()
+    ns, name = model.namespace, model.spec.target.name
+    try:
+        async with _injection_lock(ns, model.name):
+            isvc = await api.get(path("InferenceService", ns, name))
+            if isvc is None:
+                return
+            try:
+                plan = kserve.plan_logger(isvc, model, STATE.settings.detector_port)
+            except injection.InjectionError:
+                return  # the reconcile reports it
+            if plan.patch is None:
+                return
+            await api.merge_patch(path("InferenceService", ns, name), plan.patch)
+    except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+        raise kopf.TemporaryError(f"API: {exc}", delay=api_backoff(0)) from exc
+    _event(
+        raw,
+        "Warning",
+        "LoggerRestored",
+        f"InferenceService {ns}/{name}: spec.predictor.logger no longer sent to the detector "
+        f"(another writer changed it); {plan.message}",
+    )
+
+
+async def _undo_logger(raw: dict[str, Any], ns: str, name: str) -> tuple[str, bool]:
+    """Put an InferenceService's logger back as it was (`kserve.plan_logger_removal`)."""
+    api = kube()
+    for _step in range(3):
+        isvc = _going_away(await api.get(path("InferenceService", ns, name)))
+        plan = kserve.plan_logger_removal(isvc)
+        if plan.patch is None:
+            return "nothing was left to undo", True
+        try:
+            await api.merge_patch(path("InferenceService", ns, name), plan.patch)
+        except KubeError as exc:
+            if exc.status in (404, 409):
+                continue
+            raise
+        _event(raw, "Normal", "LoggerRestored", plan.message)
+        return plan.message, True
+    return "the InferenceService kept changing", False
 
 
 # --------------------------------------------------------------------------- the injection check
@@ -784,9 +892,12 @@ async def check_injection(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> 
     except SpecError:
         return
     ns, target = model.namespace, model.spec.target
+    if target.kind == "InferenceService":
+        await _check_logger(raw, model, patch)
+        return
     if state == "injected" and base["bypass"] is None:
         cached = cache.lists(kwargs, ns)
-        seen = cache.named(cached["Deployment"], target.deployment)
+        seen = cache.named(cached.get(target.kind) or [], target.name)
         routed = cache.named(cached["Service"], target.service)
         if (
             seen is not None
@@ -801,7 +912,7 @@ async def check_injection(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> 
     stored = list(injection_status.get("repairs") or [])
     async with _injection_lock(namespace, name):
         try:
-            deployment = await api.get(path("Deployment", ns, target.deployment))
+            deployment = await api.get(path(target.kind, ns, target.name))
             service = await api.get(path("Service", ns, target.service))
             if deployment is None or service is None:
                 return  # the reconcile handler reports missing targets
@@ -875,7 +986,7 @@ def _write_check_status(
 
 
 async def _undo(
-    raw: dict[str, Any], ns: str, dep_name: str, svc_name: str | None
+    raw: dict[str, Any], ns: str, kind: str, dep_name: str, svc_name: str | None
 ) -> tuple[str, bool]:
     """Undo the injection exactly, the Service first; what was done, in words, and whether
     the undo is finished.
@@ -888,8 +999,10 @@ async def _undo(
     """
     api = kube()
     steps: list[str] = []
+    if kind == "InferenceService":
+        return await _undo_logger(raw, ns, dep_name)
     for _step in range(6):
-        deployment = _going_away(await api.get(path("Deployment", ns, dep_name)))
+        deployment = _going_away(await api.get(path(kind, ns, dep_name)))
         service = _going_away(await api.get(path("Service", ns, svc_name))) if svc_name else None
         plan = injection.plan_removal(deployment=deployment, service=service)
         if plan.service_patch is None and plan.deployment_patch is None:
@@ -899,7 +1012,7 @@ async def _undo(
                 await api.merge_patch(path("Service", ns, svc_name), plan.service_patch)
                 steps.append("Service back to its ports")
             elif plan.deployment_patch is not None and deployment is not None:
-                await api.merge_patch(path("Deployment", ns, dep_name), plan.deployment_patch)
+                await api.merge_patch(path(kind, ns, dep_name), plan.deployment_patch)
                 steps.append("sidecar removed from the pod template")
         except KubeError as exc:
             if exc.status in (404, 409):
@@ -972,7 +1085,7 @@ def _revision_names(raw: dict[str, Any], alerts: Any, indexes: Mapping[str, Any]
         model = parse_observed_model(raw)
     except SpecError:
         return {}
-    replicasets = cache.lists(indexes, model.namespace)["ReplicaSet"]
+    replicasets = revisions.history(cache.lists(indexes, model.namespace))
     wanted = {
         str(a.get(key))
         for a in alerts or ()
@@ -981,7 +1094,7 @@ def _revision_names(raw: dict[str, Any], alerts: Any, indexes: Mapping[str, Any]
         if a.get(key)
     }
     deployments = [
-        model.spec.target.deployment,
+        model.spec.target.name,
         *(r.canary for r in model.spec.reactions if r.canary),
     ]
     return {
@@ -1027,7 +1140,7 @@ async def revisions_changed(
     except SpecError:
         return
     status = dict(raw.get("status") or {})
-    shown = revision_display(model, status, cache.lists(kwargs, model.namespace)["ReplicaSet"])
+    shown = revision_display(model, status, revisions.history(cache.lists(kwargs, model.namespace)))
     if status.get("revisions") != shown:
         patch.status["revisions"] = shown
     for kind, reason, message in revisions.events(old, new, shown):
@@ -1191,13 +1304,14 @@ async def remove(body: kopf.Body, **_: Any) -> None:
     spec = raw.get("spec") or {}
     target = spec.get("target") or {}
     ns = str(body.metadata.namespace or "default")
-    dep_name = target.get("deployment")
-    svc_name = target.get("service") or dep_name
+    kind = str(target.get("kind") or "Deployment")
+    dep_name = target.get("name") or target.get("deployment")
+    svc_name = None if kind == "InferenceService" else target.get("service") or dep_name
     _end_upgrade_turn((ns, str(body.metadata.name)))
-    if not dep_name:
+    if not dep_name or kind not in (*injection.WORKLOAD_KINDS, "InferenceService"):
         return
     try:
-        undone, finished = await _undo(raw, ns, dep_name, svc_name)
+        undone, finished = await _undo(raw, ns, kind, dep_name, svc_name)
     except KubeError as exc:
         raise kopf.TemporaryError(f"undoing the injection: {exc}", delay=RETRY_SECONDS) from exc
     if not finished:

@@ -1,5 +1,10 @@
 """The sidecar beside the model: its injection into the target Deployment, and its exact undo.
 
+The same for a StatefulSet or an Argo Rollout (`WORKLOAD_KINDS`): each has its pod template in
+`spec.template`; what differs by kind is when a rollout is complete (`rollout_complete`), what
+may hold it (`rollout_hold`: a StatefulSet's partition, a Rollout's canary steps; never
+changed here) and the label the revision variable reads (`names.revision_field`).
+
 Patching the pod template starts a rolling update, and for a while old pods (no sidecar) and
 new pods (sidecar) serve side by side behind one Service. No request may go to a port nobody
 listens on, so the Service is only ever pointed at the sidecar through a port *name*, which
@@ -69,12 +74,13 @@ from mlwarden.names import (
     MANIFEST_DIR,
     MANIFEST_KEY,
     MODEL_PORT_RENAMED,
-    REVISION_FIELD,
+    ROLLOUTS_POD_TEMPLATE_HASH,
     SERVICE_ANNOTATION,
     SIDECAR_CONTAINER,
     SIDECAR_PORT_NAME_DEFAULT,
     UPGRADE_SIDECAR_ANNOTATION,
     detector_name,
+    revision_field,
 )
 from mlwarden.operator.settings import (
     IMAGE_UID,
@@ -86,6 +92,8 @@ from mlwarden.patches import covers, plain
 from mlwarden.react.guardrails import APPROVE_ANNOTATION
 from mlwarden.spec import ObservedModel
 
+# The kinds whose pod template (spec.template) the sidecar is injected into.
+WORKLOAD_KINDS: Final = ("Deployment", "StatefulSet", "Rollout")
 SIDECAR_VOLUME: Final = "mlwarden-manifest"  # the detector ConfigMap, in the model's pod
 # Istio's pod labels and annotations (istio.io/latest/docs/reference/config/annotations).
 ISTIO_INJECT: Final = "sidecar.istio.io/inject"
@@ -228,6 +236,25 @@ def _where(obj: Mapping[str, Any], kind: str) -> str:
     return f"{kind} {meta.get('namespace', 'default')}/{meta.get('name', '?')}"
 
 
+def _workload(obj: Mapping[str, Any]) -> str:
+    """`Deployment ns/name`, `StatefulSet ns/name`, `Rollout ns/name`: the object's own kind."""
+    return _where(obj, str(obj.get("kind") or "Deployment"))
+
+
+def _check_workload(workload: Mapping[str, Any], where: str) -> None:
+    """What the pod-template injection cannot take, by kind, refused before any change."""
+    spec = workload.get("spec") or {}
+    if workload.get("kind") == "Rollout" and spec.get("workloadRef") and not spec.get("template"):
+        ref = spec["workloadRef"]
+        raise InjectionError(
+            f"{where}: spec.workloadRef points at {ref.get('kind')} {ref.get('name')!r}, whose "
+            "pod template the Rollout reads and Argo Rollouts owns; mlwarden injects only into "
+            "a Rollout's own spec.template (not built for workloadRef). Move the template into "
+            "the Rollout, or observe it by hand (the sidecar in the referenced template)",
+            reason="WorkloadRefNotSupported",
+        )
+
+
 def _annotation(obj: Mapping[str, Any], key: str) -> str | None:
     value = ((obj.get("metadata") or {}).get("annotations") or {}).get(key)
     return None if value is None else str(value)
@@ -238,7 +265,7 @@ def read_record(deployment: Mapping[str, Any]) -> InjectionRecord | None:
     text = _annotation(deployment, INJECTED_ANNOTATION)
     if text is None:
         return None
-    return InjectionRecord.from_annotation(text, where=_where(deployment, "Deployment"))
+    return InjectionRecord.from_annotation(text, where=_workload(deployment))
 
 
 def _service_record(service: Mapping[str, Any]) -> list[dict[str, Any]] | None:
@@ -280,18 +307,69 @@ def _target_port(service_port: Mapping[str, Any]) -> int | str:
     return target if isinstance(target, str) else int(target or 0)
 
 
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def rollout_complete(deployment: Mapping[str, Any]) -> bool:
-    """Every replica runs the current template and is available; no old replica is left."""
+    """Every replica runs the current template and is available; no old replica is left.
+
+    A Deployment by its replica counts; a StatefulSet also by its revisions
+    (status.currentRevision == updateRevision: a rolling-update partition above 0 keeps the
+    pods below it on the old template, so it is not complete until the partition is 0); an
+    Argo Rollout by its pod hashes (status.currentPodHash == stableRS: a canary or a
+    blue-green preview is not complete until promoted). Argo's status.observedGeneration is
+    not the object's generation, so it is not compared for a Rollout.
+    """
+    kind = deployment.get("kind") or "Deployment"
     meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
-    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+    if kind != "Rollout" and _int(status.get("observedGeneration")) < _int(meta.get("generation")):
         return False
-    wanted = int(spec.get("replicas", 1) or 0)
-    updated = int(status.get("updatedReplicas") or 0)
-    replicas = int(status.get("replicas") or 0)
-    available = int(status.get("availableReplicas") or 0)
+    wanted = _int(spec.get("replicas", 1))
+    updated = _int(status.get("updatedReplicas"))
+    replicas = _int(status.get("replicas"))
+    if kind == "StatefulSet":
+        if status.get("currentRevision") != status.get("updateRevision"):
+            return False
+        available = _int(status.get("availableReplicas", status.get("readyReplicas")))
+    else:
+        available = _int(status.get("availableReplicas"))
+    pod_hash = status.get("currentPodHash")
+    if kind == "Rollout" and (not pod_hash or pod_hash != status.get("stableRS")):
+        return False
     return updated == replicas == available and updated >= wanted
+
+
+def rollout_hold(workload: Mapping[str, Any]) -> str:
+    """Why a rollout may not finish on its own, in words ("" when nothing holds it)."""
+    kind = workload.get("kind") or "Deployment"
+    spec = workload.get("spec") or {}
+    if kind == "StatefulSet":
+        strategy = spec.get("updateStrategy") or {}
+        if strategy.get("type") == "OnDelete":
+            return (
+                " (updateStrategy OnDelete: the StatefulSet controller replaces a pod only when "
+                "it is deleted; mlwarden does not delete pods)"
+            )
+        partition = _int((strategy.get("rollingUpdate") or {}).get("partition"))
+        if partition:
+            return (
+                f" (rollingUpdate.partition {partition}: pods with an ordinal below it keep the "
+                "old template until the partition is lowered; mlwarden does not change it)"
+            )
+    if spec.get("paused"):
+        return f" (the {kind} is paused)"
+    if kind == "Rollout":
+        status = workload.get("status") or {}
+        if status.get("phase") in ("Paused", "Progressing"):
+            why = status.get("message") or "its steps"
+            return f" (the Rollout is {status.get('phase')}: {why})"
+    return ""
 
 
 # --------------------------------------------------------------------------- the model port
@@ -367,12 +445,46 @@ def _routes(
     return by_name, by_number
 
 
+# Service port appProtocols that say the port carries HTTP/2 (gRPC): Kubernetes' own
+# `kubernetes.io/h2c`, and the names Istio and Gateway implementations read.
+GRPC_APP_PROTOCOLS: Final = ("grpc", "h2c", "kubernetes.io/h2c", "http2", "grpc-web")
+
+
+def _check_protocol(
+    service: Mapping[str, Any], routed: Sequence[int], model: ObservedModel
+) -> None:
+    """A Service port declared as gRPC (appProtocol, or Istio's `grpc-` name prefix) is only
+    rerouted through a sidecar that proxies gRPC (spec.protocol v2-grpc): the HTTP/1.1
+    listener would refuse every call on it."""
+    if model.spec.protocol == "v2-grpc":
+        return
+    ports = _service_ports(service)
+    for i in routed:
+        sp = ports[i]
+        app = str(sp.get("appProtocol") or "").lower()
+        name = str(sp.get("name") or "").lower()
+        if app in GRPC_APP_PROTOCOLS or name == "grpc" or name.startswith("grpc-"):
+            declared = f"appProtocol {app!r}" if app else f"name {sp.get('name')!r}"
+            raise InjectionError(
+                f"{_where(service, 'Service')}: port {sp.get('port')} ({declared}) carries "
+                f"gRPC (HTTP/2), but spec.protocol is {model.spec.protocol!r}: the sidecar "
+                "would serve it with its HTTP/1.1 listener and refuse every call, so mlwarden "
+                "does not reroute it. Set spec.protocol: v2-grpc for the Open Inference "
+                "Protocol over gRPC (any other gRPC service passes through uncaptured), or "
+                "point spec.target.port at the model's HTTP port",
+                reason="GrpcPortNotProxied",
+            )
+
+
 def _check_selects(service: Mapping[str, Any], deployment: Mapping[str, Any], where: str) -> None:
     """A named targetPort is resolved per pod only for the pods the Service selects."""
     selector = (service.get("spec") or {}).get("selector") or {}
     template_labels = (
         ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
     ).get("labels") or {}
+    # Argo Rollouts adds rollouts-pod-template-hash to the selectors of the Services it
+    # manages (canary/stable, active/preview) and to the pods: not in the template.
+    selector = {k: v for k, v in selector.items() if k != ROLLOUTS_POD_TEMPLATE_HASH}
     if not selector or any(template_labels.get(k) != v for k, v in selector.items()):
         raise InjectionError(
             f"{_where(service, 'Service')}: spec.selector {dict(selector)} does not select the "
@@ -440,7 +552,7 @@ def check_selects_only(
         raise InjectionError(
             f"{_where(service, 'Service')}: spec.selector {selector} also selects the pods of "
             f"Deployment {', '.join(others)} (pod template labels), not only those of "
-            f"{_where(deployment, 'Deployment')}; repointing it would drop or bypass them. "
+            f"{_workload(deployment)}; repointing it would drop or bypass them. "
             "Give the target's pods a label of their own and point a Service selecting it "
             "at them (spec.target.service)",
             reason="ServiceSelectsOtherPods",
@@ -582,7 +694,12 @@ def sidecar_container(
             # (the Downward API; a pod without the label gets "", which the sidecar reads as
             # no revision). The operator maps a hash to the Deployment revision and image
             # through the ReplicaSets (`react.revisions`).
-            {"name": ENV_MODEL_REVISION, "valueFrom": {"fieldRef": {"fieldPath": REVISION_FIELD}}},
+            # A StatefulSet's pods carry their ControllerRevision's name instead
+            # (controller-revision-hash), an Argo Rollout's rollouts-pod-template-hash.
+            {
+                "name": ENV_MODEL_REVISION,
+                "valueFrom": {"fieldRef": {"fieldPath": revision_field(model.spec.target.kind)}},
+            },
             {"name": "MLWARDEN_DRAIN_SECONDS", "value": str(timing.drain)},
             {"name": "MLWARDEN_SHUTDOWN_TIMEOUT", "value": str(timing.shutdown)},
         ],
@@ -1039,7 +1156,7 @@ def rollout_stalled(deployment: Mapping[str, Any]) -> str | None:
     """The controller's message when the current rollout exceeded progressDeadlineSeconds."""
     meta = deployment.get("metadata") or {}
     status = deployment.get("status") or {}
-    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+    if _int(status.get("observedGeneration")) < _int(meta.get("generation")):
         return None  # the controller has not looked at the current template yet
     for cond in status.get("conditions") or []:
         if (
@@ -1071,7 +1188,8 @@ def plan_injection(
     requested upgrade back (one upgrade rollout at a time). `namespace_labels` tell whether
     Istio injects the namespace; `approvals` are the ids the ObservedModel approves.
     """
-    where = _where(deployment, "Deployment")
+    where = _workload(deployment)
+    _check_workload(deployment, where)
     record = read_record(deployment)
     if record is not None and record.model != model.name:
         raise InjectionError(
@@ -1112,6 +1230,7 @@ def plan_injection(
     port = _locate(clean_spec, model, where)
     _check_selects(service, deployment, where)
     by_name, by_number = _routes(clean_service, port, where=where)
+    _check_protocol(clean_service, by_name + by_number, model)
     case: Literal["A", "B"] = "A" if by_name else "B"
     template_meta = {
         **(((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}),
@@ -1226,12 +1345,12 @@ def plan_injection(
                     f"ProgressDeadlineExceeded: {stalled})"
                 ),
             )
-        paused = (
-            " (the Deployment is paused)" if (deployment.get("spec") or {}).get("paused") else ""
-        )
         return InjectionPlan(
             state="waiting-for-rollout",
-            message=f"{where}: waiting for the pods with the sidecar to roll out{paused}",
+            message=(
+                f"{where}: waiting for the pods with the sidecar to roll out"
+                f"{rollout_hold(deployment)}"
+            ),
         )
     if by_number:
         clean_ports = _service_ports(clean_service)
@@ -1284,7 +1403,7 @@ def plan_removal(
             return InjectionPlan(
                 state="removing",
                 message=(
-                    f"{_where(deployment, 'Deployment')}: removing the sidecar and restoring "
+                    f"{_workload(deployment)}: removing the sidecar and restoring "
                     f"container {record.container!r}'s ports"
                 ),
                 deployment_patch=_template_patch(

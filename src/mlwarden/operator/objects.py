@@ -267,15 +267,19 @@ def detector_deployment(
         "readOnly": True,
     }
     mounts = [manifest_mount, {"name": _TMP_VOLUME, "mountPath": "/tmp"}]
-    # The ingest token: records without it are refused.
-    args += ["--ingest-token-file", f"{INGEST_TOKEN_DIR}/{SECRET_KEY}"]
-    volumes.append(
-        {
-            "name": _TOKEN_VOLUME,
-            "secret": {"secretName": ingest_token_secret_name(name), "defaultMode": 0o440},
-        }
-    )
-    mounts.append({"name": _TOKEN_VOLUME, "mountPath": INGEST_TOKEN_DIR, "readOnly": True})
+    # The ingest token: records without it are refused. Not for an InferenceService: KServe's
+    # payload logger sends no bearer token (its CloudEvents would all be refused); that
+    # detector takes posts from anyone who reaches it, which the NetworkPolicy (when on)
+    # limits to the InferenceService's pods (docs/operator.md, "Targets by kind").
+    if model.spec.target.kind != "InferenceService":
+        args += ["--ingest-token-file", f"{INGEST_TOKEN_DIR}/{SECRET_KEY}"]
+        volumes.append(
+            {
+                "name": _TOKEN_VOLUME,
+                "secret": {"secretName": ingest_token_secret_name(name), "defaultMode": 0o440},
+            }
+        )
+        mounts.append({"name": _TOKEN_VOLUME, "mountPath": INGEST_TOKEN_DIR, "readOnly": True})
     reference = model.spec.reference
     if reference.source == "configMap" and reference.config_map:
         args += ["--reference-dir", REFERENCE_DIR]

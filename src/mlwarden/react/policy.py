@@ -58,7 +58,7 @@ from typing import Any, Final
 from mlwarden.patches import apply_merge_patch, holds
 from mlwarden.react import guardrails, revisions
 from mlwarden.react.actions import ActionRecord, Result, action_id, held_by
-from mlwarden.react.actuators import retrain
+from mlwarden.react.actuators import retrain, workloads
 from mlwarden.react.actuators.pause import PauseError, plan_pause
 from mlwarden.react.actuators.rollback import RollbackError, plan_rollback, revision_of
 from mlwarden.react.actuators.scale import HPA_KIND, ScaleError, plan_scale
@@ -242,6 +242,12 @@ def _propose(
     alert: Mapping[str, Any] | None = None,
 ) -> _Proposal:
     name = model.spec.target.deployment
+    if model.spec.target.kind != "Deployment" and reaction.action in workloads.ACTIONS:
+        # StatefulSet, Rollout, InferenceService: through the owner's own fields.
+        other = workloads.propose(reaction.action, kind=model.spec.target.kind,
+                                 name=model.spec.target.name, objects=snapshot,
+                                 to_revision=reaction.to_revision)  # fmt: skip
+        return _Proposal(**other._asdict())
     candidate = _candidate_of(alert, model, snapshot)
     if reaction.action == "rollback":
         deployment = snapshot.get(("Deployment", name))

@@ -31,8 +31,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mlwarden.names import POD_TEMPLATE_HASH, SIDECAR_CONTAINER
-from mlwarden.react.actuators.rollback import revision_of
+from mlwarden.names import (
+    CONTROLLER_REVISION_HASH,
+    POD_TEMPLATE_HASH,
+    ROLLOUTS_POD_TEMPLATE_HASH,
+    SIDECAR_CONTAINER,
+)
+from mlwarden.react.actuators.rollback import REVISION_ANNOTATION, revision_of
 from mlwarden.spec import MAX_STATUS_REVISIONS
 
 # status.revisions keeps at most this many (the detector's status.detector.revisions bound).
@@ -70,6 +75,56 @@ def short_image(image: str) -> str:
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return obj.get("metadata") or {}
+
+
+ROLLOUT_REVISION: Final = "rollout.argoproj.io/revision"
+
+
+def history(lists: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Mapping[str, Any]]:
+    """Every kind's revision history in the shape `resolve` reads (a Deployment's ReplicaSet).
+
+    `lists`: kind → objects (the operator's caches). A Deployment's ReplicaSets as they are; a
+    StatefulSet's ControllerRevisions (the pod's `controller-revision-hash` is the
+    ControllerRevision's name; its number `revision`, its template `data.spec.template`) and
+    an Argo Rollout's ReplicaSets (`rollouts-pod-template-hash`, `rollout.argoproj.io/revision`)
+    rewritten as such, their owner's name where a Deployment's would be.
+    """
+    out: list[Mapping[str, Any]] = []
+    for rs in lists.get("ReplicaSet") or ():
+        labels = _meta(rs).get("labels") or {}
+        rollout = _owner_of(rs, "Rollout")
+        if rollout is None or ROLLOUTS_POD_TEMPLATE_HASH not in labels:
+            out.append(rs)
+            continue
+        number = (_meta(rs).get("annotations") or {}).get(ROLLOUT_REVISION)
+        out.append(_as_replicaset(str(labels[ROLLOUTS_POD_TEMPLATE_HASH]), number,
+                                  str(rollout.get("name")), rs.get("spec") or {}))  # fmt: skip
+    for cr in lists.get("ControllerRevision") or ():
+        owner = _owner_of(cr, "StatefulSet")
+        if owner is None:
+            continue
+        name = (_meta(cr).get("labels") or {}).get(CONTROLLER_REVISION_HASH) or _meta(cr).get(
+            "name"
+        )
+        spec = (cr.get("data") or {}).get("spec") or {}
+        out.append(_as_replicaset(str(name), cr.get("revision"), str(owner.get("name")), spec))
+    return out
+
+
+def _owner_of(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    refs = _meta(obj).get("ownerReferences") or ()
+    return next((r for r in refs if isinstance(r, Mapping) and r.get("kind") == kind), None)
+
+
+def _as_replicaset(digest: str, number: Any, owner: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "labels": {POD_TEMPLATE_HASH: digest},
+            "annotations": {} if number is None else {REVISION_ANNOTATION: str(number)},
+            "ownerReferences": [{"kind": "Deployment", "name": owner}],
+        },
+        "spec": {"template": spec.get("template") or {}},
+    }
 
 
 def _owner(rs: Mapping[str, Any]) -> str | None:

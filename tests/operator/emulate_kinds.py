@@ -1,0 +1,227 @@
+"""The owners of the other target kinds, imitated for the operator tests (opt-in).
+
+`emulate_owners()` declares the CRDs of Argo Rollouts (`argoproj.io/v1alpha1` Rollout, with
+its status subresource) and KServe (`serving.kserve.io/v1beta1` InferenceService), and turns
+on, after every API write to a StatefulSet or a Rollout:
+
+- the StatefulSet controller (kube-controller-manager's statefulset controller): a
+  ControllerRevision per pod template (named NAME-HASH, `revision` the next number, or an
+  old template's revision raised when it comes back as after `kubectl rollout undo`, the
+  template in `data.spec.template` with `$patch: replace`, the `controller-revision-hash`
+  label), and the status a rolling update reaches at once: `updateRevision` the new one,
+  `updatedReplicas` = replicas - partition; `currentRevision` moves to it only when the
+  partition is 0 (pods with an ordinal below the partition keep the old template);
+- Argo Rollouts' controller: a ReplicaSet per pod template (NAME-HASH, the
+  `rollouts-pod-template-hash` label on it and its template, `rollout.argoproj.io/revision`
+  the next number, also written on the Rollout), `status.currentPodHash` the new hash; with
+  canary steps and a stable ReplicaSet already there, the update stays a canary in
+  progress (`phase: Paused` at its pause step, `stableRS` the old hash) until the test calls
+  `promote_rollout` (as `kubectl argo rollouts promote --full`); without steps it is promoted
+  at once. `status.abort: true` (`kubectl argo rollouts abort`) makes it `Degraded` with
+  `RolloutAborted`, the stable ReplicaSet serving; `spec.paused` makes it `Paused`.
+
+KServe's controller is not imitated beyond storing the InferenceService: the operator only
+writes its spec (the payload logger, canaryTrafficPercent), which these tests read back.
+
+The controllers' writes go to the store directly and reach the operator's watches as watch
+events (ADDED / MODIFIED with a new resourceVersion), as a controller's writes do.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kmock import ResourceInfo
+from kmock._internal import enums
+
+from mlwarden.demo.cluster import template_hash
+
+ROLLOUTS = "argoproj.io/v1alpha1/rollouts"
+INFERENCESERVICES = "serving.kserve.io/v1beta1/inferenceservices"
+STATEFULSETS = "apps/v1/statefulsets"
+CONTROLLERREVISIONS = "apps/v1/controllerrevisions"
+REPLICASETS = "apps/v1/replicasets"
+ROLLOUT_REVISION = "rollout.argoproj.io/revision"
+ROLLOUT_HASH = "rollouts-pod-template-hash"
+CR_HASH = "controller-revision-hash"
+_WATCHED = (STATEFULSETS, CONTROLLERREVISIONS, REPLICASETS, ROLLOUTS)
+
+
+class OwnerControllers:
+    """Opt-in StatefulSet and Argo Rollouts controllers; the two CRDs (see above)."""
+
+    owner_controllers: bool = False
+    objects: Any
+    resources: Any
+    _versions: Any
+
+    def emulate_owners(self) -> None:
+        self.owner_controllers = True
+        self.resources[ROLLOUTS] = ResourceInfo(
+            kind="Rollout", singular="rollout", namespaced=True,
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+            subresources={"status"}, shortnames={"ro"},
+        )  # fmt: skip
+        self.resources[INFERENCESERVICES] = ResourceInfo(
+            kind="InferenceService", singular="inferenceservice", namespaced=True,
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+            subresources={"status"}, shortnames={"isvc"},
+        )  # fmt: skip
+
+    async def _handle(self, request: Any) -> Any:
+        response = await super()._handle(request)  # type: ignore[misc]
+        if (
+            self.owner_controllers
+            and request.resource is not None
+            and str(request.resource.plural) in ("statefulsets", "rollouts")
+            and request.action in (enums.action.CREATE, enums.action.UPDATE)
+        ):
+            before = self._snapshot()
+            self.run_owner_controllers()
+            await self._announce_owned(before)
+        return response
+
+    # ---------------------------------------------------------------- store helpers
+
+    def _all(self, resource: str) -> list[tuple[Any, Any]]:
+        out = []
+        for key in list(self.objects):
+            if str(key[0].plural) != resource.rsplit("/", 1)[1]:
+                continue
+            obj = self.objects[key]
+            if not obj.deleted:
+                out.append((key, obj))
+        return out
+
+    def _snapshot(self) -> dict[Any, Any]:
+        return {key: copy.deepcopy(o.raw) for r in _WATCHED for key, o in self._all(r)}
+
+    async def _announce_owned(self, before: dict[Any, Any]) -> None:
+        for resource in _WATCHED:
+            for key, obj in self._all(resource):
+                old = before.get(key)
+                if old is not None and old == obj.raw:
+                    continue
+                obj.patch({"metadata": {"resourceVersion": str(next(self._versions))}})
+                event = {"type": "ADDED" if old is None else "MODIFIED",
+                         "object": copy.deepcopy(obj.raw)}  # fmt: skip
+                await self._buses[key[0]].put(event)  # type: ignore[attr-defined]
+
+    def run_owner_controllers(self) -> None:
+        for _, sts in self._all(STATEFULSETS):
+            self._statefulset_controller(copy.deepcopy(sts.raw))
+        for _, ro in self._all(ROLLOUTS):
+            self._rollout_controller(copy.deepcopy(ro.raw))
+
+    def _owned(self, resource: str, namespace: str, uid: str) -> list[Any]:
+        return [
+            o for key, o in self._all(resource) if key[1] == namespace
+            and any(r.get("uid") == uid for r in (o.get("metadata") or {}).get("ownerReferences")
+                    or [])
+        ]  # fmt: skip
+
+    # ---------------------------------------------------------------- StatefulSet
+
+    def _statefulset_controller(self, sts: dict[str, Any]) -> None:
+        meta, spec = sts["metadata"], sts.get("spec") or {}
+        name, ns, uid = meta["name"], meta["namespace"], meta["uid"]
+        template = copy.deepcopy(spec.get("template") or {})
+        digest = template_hash(template)
+        cr_name = f"{name}-{digest}"
+        owned = self._owned(CONTROLLERREVISIONS, ns, uid)
+        top = max((int(o["revision"]) for o in owned), default=0)
+        mine = next((o for o in owned if o["metadata"]["name"] == cr_name), None)
+        if mine is None:
+            self.objects[CONTROLLERREVISIONS, ns, cr_name] = {
+                "apiVersion": "apps/v1", "kind": "ControllerRevision",
+                "metadata": {"name": cr_name, "namespace": ns, "uid": f"cr-{cr_name}",
+                             "resourceVersion": "1", "labels": {CR_HASH: cr_name},
+                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                                  "name": name, "uid": uid, "controller": True}]},
+                "revision": top + 1,
+                "data": {"spec": {"template": {**template, "$patch": "replace"}}},
+            }  # fmt: skip
+        elif int(mine["revision"]) != top:
+            mine.patch({"revision": top + 1})
+        status = sts.get("status") or {}
+        replicas = int(spec.get("replicas", 1))
+        partition = int(((spec.get("updateStrategy") or {}).get("rollingUpdate") or {}).get(
+            "partition") or 0)  # fmt: skip
+        partition = min(partition, replicas)
+        current = status.get("currentRevision") or cr_name
+        if partition == 0:
+            current = cr_name
+        updated = replicas - partition if current != cr_name else replicas
+        self.objects[STATEFULSETS, ns, name].patch({"status": {
+            "observedGeneration": meta.get("generation", 1), "replicas": replicas,
+            "readyReplicas": replicas, "availableReplicas": replicas,
+            "currentReplicas": replicas - updated if current != cr_name else replicas,
+            "updatedReplicas": updated, "currentRevision": current, "updateRevision": cr_name,
+        }})  # fmt: skip
+
+    # ---------------------------------------------------------------- Argo Rollout
+
+    def _rollout_controller(self, ro: dict[str, Any]) -> None:
+        meta, spec = ro["metadata"], ro.get("spec") or {}
+        name, ns, uid = meta["name"], meta["namespace"], meta["uid"]
+        status = dict(ro.get("status") or {})
+        template = copy.deepcopy(spec.get("template") or {})
+        (template.get("metadata") or {}).get("labels", {}).pop(ROLLOUT_HASH, None)
+        digest = template_hash(template)
+        rs_name = f"{name}-{digest}"
+        owned = self._owned(REPLICASETS, ns, uid)
+        revisions = [int(o["metadata"]["annotations"][ROLLOUT_REVISION]) for o in owned]
+        top = max(revisions, default=0)
+        mine = next((o for o in owned if o["metadata"]["name"] == rs_name), None)
+        replicas = int(spec.get("replicas", 1))
+        if mine is None:
+            revision = top + 1
+            labels = {**((template.get("metadata") or {}).get("labels") or {}),
+                      ROLLOUT_HASH: digest}  # fmt: skip
+            rs_template = copy.deepcopy(template)
+            rs_template.setdefault("metadata", {})["labels"] = labels
+            self.objects[REPLICASETS, ns, rs_name] = {
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": rs_name, "namespace": ns, "uid": f"rs-{rs_name}",
+                             "resourceVersion": "1", "labels": labels,
+                             "annotations": {ROLLOUT_REVISION: str(revision)},
+                             "ownerReferences": [{"apiVersion": "argoproj.io/v1alpha1",
+                                                  "kind": "Rollout", "name": name, "uid": uid,
+                                                  "controller": True}]},
+                "spec": {"replicas": replicas, "template": rs_template},
+                "status": {"replicas": replicas, "readyReplicas": replicas},
+            }  # fmt: skip
+        else:
+            revision = int(mine["metadata"]["annotations"][ROLLOUT_REVISION])
+            if status.get("currentPodHash") != digest and revision != top:
+                revision = top + 1  # an old template back (undo): its ReplicaSet raised
+                mine.patch({"metadata": {"annotations": {ROLLOUT_REVISION: str(revision)}}})
+        steps = ((spec.get("strategy") or {}).get("canary") or {}).get("steps")
+        stable = status.get("stableRS")
+        new_update = status.get("currentPodHash") != digest
+        if new_update:
+            status.pop("abort", None)
+        if stable is None or (not steps and new_update) or stable == digest:
+            stable = digest
+        phase, message = "Healthy", ""
+        if status.get("abort") and stable != digest:
+            phase, message = "Degraded", "RolloutAborted: Rollout aborted update to revision"
+        elif spec.get("paused") or stable != digest:
+            phase, message = "Paused", "CanaryPauseStep" if stable != digest else "manually paused"
+        status.update({
+            "currentPodHash": digest, "stableRS": stable, "phase": phase, "message": message,
+            "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas,
+            "availableReplicas": replicas, "observedGeneration": str(meta.get("generation", 1)),
+        })  # fmt: skip
+        self.objects[ROLLOUTS, ns, name].patch(
+            {"metadata": {"annotations": {ROLLOUT_REVISION: str(revision)}}, "status": status}
+        )
+
+    async def promote_rollout(self, namespace: str, name: str) -> None:
+        """`kubectl argo rollouts promote --full`: the canary becomes stable."""
+        before = self._snapshot()
+        ro = self.objects[ROLLOUTS, namespace, name]
+        pod_hash = (ro.get("status") or {}).get("currentPodHash")
+        ro.patch({"status": {"stableRS": pod_hash, "phase": "Healthy", "message": ""}})
+        await self._announce_owned(before)
