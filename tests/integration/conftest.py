@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from harness import (
     IRIS_FEATURES,
     Collector,
@@ -22,6 +19,7 @@ from harness import (
     ThreadedServer,
     Upstream,
     free_port,
+    serve_mlserver,
     start_process,
     upstream_app,
     wait_until,
@@ -63,40 +61,8 @@ def iris_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mlserver(iris_model_dir: Path) -> Iterator[str]:
-    port = free_port()
-    (iris_model_dir / "settings.json").write_text(
-        json.dumps(
-            {
-                "host": "127.0.0.1",
-                "http_port": port,
-                "grpc_port": free_port(),
-                "metrics_port": free_port(),
-                "parallel_workers": 0,
-            }
-        )
-    )
-    mlserver_bin = Path(sys.executable).with_name("mlserver")
-    log = open(iris_model_dir / "mlserver.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(mlserver_bin), "start", str(iris_model_dir)], stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: requests.get(f"{url}/v2/models/iris/ready", timeout=1).status_code == 200,
-            timeout=60,
-            what="MLServer to load the iris model",
-        )
-    except TimeoutError:
-        proc.kill()
-        raise RuntimeError((iris_model_dir / "mlserver.log").read_text()[-3000:]) from None
-    yield url
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with serve_mlserver(iris_model_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,6 +251,49 @@ class ManagedProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         return self.proc.returncode
+
+
+@contextmanager
+def serve_mlserver(root: Path, *, what: str = "the iris model") -> Iterator[str]:
+    """Real MLServer serving the model repository `root` (which holds `iris`) on loopback,
+    HTTP and gRPC on free ports written to `root/settings.json`; its URL while it runs."""
+    port = free_port()
+    (root / "settings.json").write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "http_port": port,
+                "grpc_port": free_port(),
+                "metrics_port": free_port(),
+                "parallel_workers": 0,
+            }
+        )
+    )
+    log = open(root / "mlserver.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlserver")), "start", str(root)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: requests.get(f"{url}/v2/models/iris/ready", timeout=1).status_code == 200,
+            timeout=60,
+            what=f"MLServer to load {what}",
+        )
+    except TimeoutError:
+        proc.kill()
+        raise RuntimeError((root / "mlserver.log").read_text()[-3000:]) from None
+    try:
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 def start_process(

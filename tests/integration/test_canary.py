@@ -10,9 +10,6 @@ one real detector: the canary analysis end to end.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import joblib
 import numpy as np
 import pytest
 import requests
-from harness import DetectorProcess, SidecarProcess, free_port, manifest, wait_until
+from harness import DetectorProcess, SidecarProcess, manifest, serve_mlserver, wait_until
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
 
@@ -53,41 +50,8 @@ def bad_mlserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             }
         )
     )
-    port = free_port()
-    (root / "settings.json").write_text(
-        json.dumps(
-            {
-                "host": "127.0.0.1",
-                "http_port": port,
-                "grpc_port": free_port(),
-                "metrics_port": free_port(),
-                "parallel_workers": 0,
-            }
-        )
-    )
-    log = open(root / "mlserver.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlserver")), "start", str(root)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: requests.get(f"{url}/v2/models/iris/ready", timeout=1).status_code == 200,
-            timeout=60,
-            what="MLServer to load the bad iris model",
-        )
-    except TimeoutError:
-        proc.kill()
-        raise RuntimeError((root / "mlserver.log").read_text()[-3000:]) from None
-    yield url
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with serve_mlserver(root, what="the bad iris model") as url:
+        yield url
 
 
 class Traffic:
