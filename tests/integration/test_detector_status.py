@@ -11,7 +11,7 @@ import aiohttp
 import kmock
 import numpy as np
 import pytest
-from harness import free_port, manifest
+from harness import detector_process, free_port, manifest
 
 from mlwarden.detector.reporter import StatusWriter
 from mlwarden.kube import Kube, StaticToken
@@ -157,14 +157,6 @@ async def test_the_detector_writes_the_revisions_and_then_stays_quiet(tmp_path: 
     async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
         api.resources[RESOURCE] = {}
         api.objects[RESOURCE, "test", "m"] = observed_model()
-        port = free_port()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mlwarden.cli", "detector",
-            "--observed-model", str(path), "--listen", f"127.0.0.1:{port}",
-            "--report-to", str(server.url),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
         rng = np.random.default_rng(4)
 
         def detector_status() -> dict[str, object]:
@@ -183,35 +175,25 @@ async def test_the_detector_writes_the_revisions_and_then_stays_quiet(tmp_path: 
                 step += 1
                 await asyncio.sleep(0.05)
 
-        try:
-            async with aiohttp.ClientSession() as http:
-                for _ in range(100):
-                    try:
-                        async with http.get(f"{url}/readyz") as resp:
-                            if resp.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
-                warm = payload(rng, 300, Behaviour(), revision="5d4c3b2a1", now=1.8e9, prefix="w")
-                async with http.post(f"{url}/v1/records", json=warm) as resp:
-                    assert resp.status == 200
-                for _ in range(60):
-                    await traffic(http, 0.5)
-                    revisions = detector_status().get("revisions") or []
-                    verdicts = [(r.get("canary") or {}).get("verdict") for r in revisions]  # type: ignore[union-attr]
-                    if "Pass" in verdicts:
-                        break
-                else:
-                    pytest.fail(f"the candidate never passed; status={detector_status()}")
-                await asyncio.sleep(1.0)  # the write of the verdict lands
-                written = detector_status()
-                await traffic(http, 3.0)
-                assert detector_status()["updated"] == written["updated"]
-        finally:
-            proc.terminate()
-            _, stderr = await proc.communicate()
-        assert proc.returncode == 0, stderr.decode()[-2000:]
+        async with (
+            detector_process(path, "--report-to", str(server.url)) as (url, _),
+            aiohttp.ClientSession() as http,
+        ):
+            warm = payload(rng, 300, Behaviour(), revision="5d4c3b2a1", now=1.8e9, prefix="w")
+            async with http.post(f"{url}/v1/records", json=warm) as resp:
+                assert resp.status == 200
+            for _ in range(60):
+                await traffic(http, 0.5)
+                revisions = detector_status().get("revisions") or []
+                verdicts = [(r.get("canary") or {}).get("verdict") for r in revisions]  # type: ignore[union-attr]
+                if "Pass" in verdicts:
+                    break
+            else:
+                pytest.fail(f"the candidate never passed; status={detector_status()}")
+            await asyncio.sleep(1.0)  # the write of the verdict lands
+            written = detector_status()
+            await traffic(http, 3.0)
+            assert detector_status()["updated"] == written["updated"]
         roles = {r["revision"]: r["role"] for r in written["revisions"]}  # type: ignore[union-attr]
         assert roles == {"5d4c3b2a1": "baseline", "6b8f7c9d4": "candidate"}
         for signal in written["signals"]:  # type: ignore[union-attr]
