@@ -1288,7 +1288,8 @@ class ObservedModelSpec:
 
     target: Target = _f(
         "target",
-        "The model server to observe: its Deployment, Service, container and port.",
+        "The model server to observe: its workload (by kind and name), Service, container and "
+        "port.",
         "object",
         of=Target,
     )

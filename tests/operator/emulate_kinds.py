@@ -201,7 +201,7 @@ class OwnerControllers:
         stable = status.get("stableRS")
         new_update = status.get("currentPodHash") != digest
         if new_update:
-            status.pop("abort", None)
+            status["abort"] = None  # a new update resets it (the status is merge-patched)
         if stable is None or (not steps and new_update) or stable == digest:
             stable = digest
         phase, message = "Healthy", ""

@@ -341,6 +341,7 @@ META_LENGTH = struct.Struct(">I")
 KIND_EXCHANGE = ord("X")
 KIND_SETTINGS = ord("S")
 KIND_DRAIN = ord("D")
+KIND_REPORT = ord("R")  # the worker's report to the proxy
 META_FIELDS = tuple(
     f.name for f in fields(Exchange) if f.name not in ("request_body", "response_body")
 )

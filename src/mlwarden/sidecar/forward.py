@@ -527,7 +527,6 @@ class _Request:
         "resp_event_stream",
         "resp_length",
         "resp_mode",
-        "resp_size",
         "resp_started",
         "resp_tee",
         "resp_until_close",
@@ -582,7 +581,6 @@ class _Request:
         self.client_first_write = 0.0
         self.resp_mode = _R_EMPTY
         self.resp_body: list[bytes] = []
-        self.resp_size = 0
         self.resp_length: int | None = None
         self.resp_chunked_out = False
         self.resp_until_close = False
@@ -793,7 +791,6 @@ class _Request:
             self.client_first_write = _now()
 
     def upstream_body(self, chunk: bytes) -> None:
-        self.resp_size += len(chunk)
         if self.resp_mode == _R_BUFFERED:
             self.resp_body.append(chunk)
             return

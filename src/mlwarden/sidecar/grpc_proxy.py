@@ -182,7 +182,9 @@ class GrpcProxy:
         callable_ = self._unary.get(method)
         if callable_ is None:
             assert self._channel is not None
-            callable_ = self._unary[method] = self._channel.unary_unary(method)
+            callable_ = self._channel.unary_unary(method)
+            if method in UNARY_METHODS:  # kept for the v2 service only: names come from clients
+                self._unary[method] = callable_
         metadata = context.invocation_metadata()
         call = callable_(request, metadata=forwarded(metadata), timeout=context.time_remaining())
         upstream_started = time.perf_counter()
@@ -222,7 +224,9 @@ class GrpcProxy:
         callable_ = self._stream.get(method)
         if callable_ is None:
             assert self._channel is not None
-            callable_ = self._stream[method] = self._channel.stream_stream(method)
+            callable_ = self._channel.stream_stream(method)
+            if method == _STREAM_INFER:  # kept for the v2 service only: names come from clients
+                self._stream[method] = callable_
         metadata = context.invocation_metadata()
         call = callable_(metadata=forwarded(metadata), timeout=context.time_remaining())
         infer = method == _STREAM_INFER

@@ -46,6 +46,7 @@ from typing import Any
 import orjson
 
 import mlwarden
+from mlwarden import backoff
 from mlwarden.sidecar.capture import (
     FRAME_HEADER,
     KIND_DRAIN,
@@ -154,7 +155,7 @@ class CaptureProcess:
     def offer(self, exchange: Exchange) -> bool:
         """Queue an exchange for the worker; False (dropped) when the queue is full."""
         link = self._link
-        in_flight = link.transport.get_write_buffer_size() if link and link.transport else 0
+        in_flight = self._written_not_sent()
         queue = self.queue
         if self._closed or not queue.offer(exchange, in_flight=in_flight):
             return False
@@ -175,9 +176,13 @@ class CaptureProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
-    def update_gauges(self) -> None:
+    def _written_not_sent(self) -> int:
+        """Bytes handed to the socket to the worker that it has not taken yet."""
         link = self._link
-        in_flight = link.transport.get_write_buffer_size() if link and link.transport else 0
+        return link.transport.get_write_buffer_size() if link and link.transport else 0
+
+    def update_gauges(self) -> None:
+        in_flight = self._written_not_sent()
         self.metrics.queue_depth.set(len(self))
         self.metrics.queue_bytes.set(self.queue.bytes + in_flight)
 
@@ -263,7 +268,9 @@ class CaptureProcess:
             self._lose(reason)
             if loop.time() - started >= HEALTHY_AFTER_SECONDS:
                 failures = 0
-            delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**failures)
+            delay = backoff.exponential(
+                failures, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS
+            )
             failures += 1
             self.metrics.capture_worker_restarts.labels(reason).inc()
             log.error(

@@ -44,9 +44,11 @@ from mlwarden.sidecar.capture import (
     FRAME_HEADER,
     KIND_DRAIN,
     KIND_EXCHANGE,
+    KIND_REPORT,
     KIND_SETTINGS,
     CaptureProcessor,
     WorkerSettings,
+    frame,
     read_exchange,
 )
 from mlwarden.sidecar.metrics import SidecarMetrics
@@ -77,7 +79,7 @@ def report_frame(
             "final": final,
         }
     )
-    return FRAME_HEADER.pack(1 + len(body), ord("R")) + body
+    return frame(KIND_REPORT, body)
 
 
 class Worker:

@@ -338,3 +338,32 @@ def test_a_baseline_held_for_a_tiny_canary_stays_bounded() -> None:
     assert len(base.window.sealed) <= 2 * 10 + 1
     rows = sum(len(p) for c in base.window.sealed for p in c.probabilities)
     assert rows <= 2 * 20_000 + 200 * 10
+
+
+def test_a_numeric_predictions_type_errors_count_once_in_the_invalid_rate() -> None:
+    """A string where a number belongs is NaN in the sketch (`missing`) and a type error:
+    the candidate's invalid rate counts it once."""
+    from collections import Counter
+
+    from mlwarden.detector.checks import Column, WindowView
+    from mlwarden.detector.core import to_numeric
+    from mlwarden.spec import Canary
+    from mlwarden.stats import NumericSketch, numeric_edges
+
+    rng = np.random.default_rng(3)
+    good = rng.normal(size=1000)
+    edges = numeric_edges(good)
+    cand_values: list[Any] = [*rng.normal(size=900).tolist(), *(["oops"] * 100)]
+    cand_array, errors = to_numeric(cand_values)
+    assert errors == 100
+    sketch_c, sketch_b = NumericSketch(edges), NumericSketch(edges)
+    sketch_c.add(cand_array)
+    sketch_b.add(good)
+    cand = WindowView(sketches={"p": sketch_c}, type_errors=Counter(p=errors), n_records=1000)
+    base = WindowView(sketches={"p": sketch_b}, n_records=1000)
+    signals = canary._prediction(
+        "p", Column("p", "prediction", "numeric"), sketch_c, sketch_b, cand, base, Canary()
+    )
+    (quality,) = [s for s in signals if s.signal == "quality"]
+    assert quality.statistic == pytest.approx(0.10)  # 100 of 1,000, not 200
+    assert quality.baseline == 0.0

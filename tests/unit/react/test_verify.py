@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -239,6 +240,13 @@ def test_a_rollback_is_undone_by_rolling_forward_to_the_revision_it_left(build: 
     # The Deployment gone: Failed, saying why; never a guess.
     failed = verify.plan_undo(record, model=model, snapshot={}, now=build.NOW)
     assert failed.result == "Failed" and "gone" in failed.message
+    # A StatefulSet's, a Rollout's or an InferenceService's action is not undone as a
+    # Deployment's would be: Failed, saying so (and nothing patched).
+    for kind in ("StatefulSet", "Rollout", "InferenceService"):
+        other = dataclasses.replace(record, target=f"{kind}/fraud-model")
+        failed = verify.plan_undo(other, model=model, snapshot=snap, now=build.NOW)
+        assert failed.result == "Failed" and f"not built for a {kind}" in failed.message
+        assert not failed.patch
 
 
 def test_scale_pause_and_shift_are_undone(build: Any) -> None:

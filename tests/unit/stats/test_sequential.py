@@ -67,6 +67,7 @@ def test_window_statistics_are_scipys_on_the_last_records() -> None:
         got += scan.add(scan.cells({"x": xs[part], "c": list(cs[part])}, 250), now=start)
     assert got
     seen = scan.records
+    assert {f.column for f in got[-2:]} == {"x", "c"}  # both branches below are checked
     for f in got[-2:]:
         if f.column == "x":
             window = xs[seen - f.window : seen]

@@ -347,9 +347,12 @@ def incident_for(
 # --------------------------------------------------------------------------- building the run
 
 
-def owner_reference(model: ObservedModel) -> dict[str, Any]:
-    """An owner reference to the ObservedModel (garbage collection; it blocks nothing)."""
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": model.name, "uid": model.uid or ""}
+def owner_references(model: ObservedModel) -> list[dict[str, Any]]:
+    """An owner reference to the ObservedModel (garbage collection; it blocks nothing); none
+    for a model read without its uid (the API server refuses a reference with an empty one)."""
+    if not model.uid:
+        return []
+    return [{"apiVersion": API_VERSION, "kind": KIND, "name": model.name, "uid": model.uid}]
 
 
 def _labels(model: ObservedModel, record_id: str) -> dict[str, str]:
@@ -482,7 +485,7 @@ def job_from_manifest(
     annotations = _str_map(meta.get("annotations"), f"{where}: metadata.annotations")
     if annotations:
         out_meta["annotations"] = annotations
-    out_meta["ownerReferences"] = [owner_reference(model)]
+    out_meta["ownerReferences"] = owner_references(model)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -527,7 +530,7 @@ def workflow_from_template(
             "name": name,
             "namespace": model.namespace,
             "labels": labels,
-            "ownerReferences": [owner_reference(model)],
+            "ownerReferences": owner_references(model),
         },
         "spec": {
             "workflowTemplateRef": {"name": tname},
