@@ -80,7 +80,7 @@ def _as_2d(a: np.ndarray) -> np.ndarray:
 def _squared_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     xx = np.einsum("ij,ij->i", x, x)[:, None]
     yy = np.einsum("ij,ij->i", y, y)[None, :]
-    d = xx + yy - 2.0 * (x @ y.T)
+    d: np.ndarray = xx + yy - 2.0 * (x @ y.T)
     np.maximum(d, 0.0, out=d)
     return d
 
@@ -91,7 +91,8 @@ def gaussian_kernel(x: np.ndarray, y: np.ndarray, sigma: float) -> np.ndarray:
         raise ValueError(f"the kernel bandwidth must be positive, got {sigma}")
     d = _squared_distances(_as_2d(x), _as_2d(y))
     d *= -1.0 / (2.0 * sigma * sigma)
-    return np.exp(d, out=d)
+    np.exp(d, out=d)
+    return d
 
 
 def median_bandwidth(
