@@ -83,6 +83,12 @@ def undone(api: Cluster) -> dict[str, Any] | None:
     return found[0] if len(found) == 1 and found[0]["result"] != "Running" else None
 
 
+async def uninstalled(api: Cluster, server: str, op: Any) -> None:
+    """The ObservedModel deleted (its undo runs), then the operator stopped cleanly."""
+    await delete_om(api, server)
+    assert await op.stop() == 0, op.log()[-3000:]
+
+
 def status_patches(resource: str) -> int:
     return sum(1 for c in OPERATOR_CALLS if c.verb == "patch" and c.resource == resource)
 
@@ -161,8 +167,7 @@ async def test_an_interrupted_rollout_abort_is_completed_verified_and_retried_as
         "Succeeded", stable, canary, rid), undo  # fmt: skip
     ro = obj(api, ROLLOUTS, "fraud-model")
     assert ro["status"]["abort"] is False and ro["status"]["phase"] == "Paused"
-    await delete_om(api, server)
-    assert await op.stop() == 0, op.log()[-3000:]
+    await uninstalled(api, server, op)
 
 
 # --------------------------------------------------------------------------- StatefulSet
@@ -209,8 +214,7 @@ async def test_a_statefulset_rollback_is_verified_and_undone_through_its_revisio
     live = obj(api, STATEFULSETS, "fraud-model")
     assert live["spec"]["template"]["spec"]["containers"] == containers
     assert live["spec"]["updateStrategy"] == strategy
-    await delete_om(api, server)
-    assert await op.stop() == 0, op.log()[-3000:]
+    await uninstalled(api, server, op)
 
 
 # --------------------------------------------------------------------------- KServe
@@ -269,5 +273,4 @@ async def test_an_inference_service_pin_is_shown_verified_and_undone_through_kse
     live = obj(api, INFERENCESERVICES, "fraud")
     assert live["spec"]["predictor"]["canaryTrafficPercent"] == 10
     assert [t["percent"] for t in predictor()["traffic"]] == [90, 10]
-    await delete_om(api, server)
-    assert await op.stop() == 0, op.log()[-3000:]
+    await uninstalled(api, server, op)

@@ -9,20 +9,8 @@ from typing import Any
 
 from mlwarden.diagnose import Snapshot, diagnose
 from mlwarden.diagnose.rank import _revision_owner
-from mlwarden.spec import parse_observed_model
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-def model(kind: str, name: str) -> Any:
-    target: dict[str, Any] = {"kind": kind, "name": name}
-    if kind != "InferenceService":
-        target["service"] = name
-    return parse_observed_model({
-        "apiVersion": "mlwarden.io/v1alpha1", "kind": "ObservedModel",
-        "metadata": {"name": "fraud", "namespace": "ml", "uid": "u-om"},
-        "spec": {"target": target},
-    })  # fmt: skip
 
 
 def template(image: str, digest: str | None = None) -> dict[str, Any]:
@@ -45,14 +33,14 @@ def canary(revision: str) -> dict[str, Any]:
             "modelRevision": revision, "baselineRevision": "x"}  # fmt: skip
 
 
-def test_a_rollouts_canary_regression_blames_the_rollout_and_its_new_image() -> None:
+def test_a_rollouts_canary_regression_blames_the_rollout_and_its_new_image(kind_model: Any) -> None:
     rollout = {"metadata": {"name": "fraud-model", "uid": "u-ro",
                             "creationTimestamp": "2026-11-30T10:00:00Z"},
                "spec": {"template": template("fraud:2")}}  # fmt: skip
     lists = {"Rollout": [rollout], "ReplicaSet": [
         argo_replicaset("aaa", 1, "fraud:1", "2026-11-30T10:00:00Z"),
         argo_replicaset("bbb", 2, "fraud:2", "2026-12-01T11:45:00Z")]}  # fmt: skip
-    snap = Snapshot.from_lists(model=model("Rollout", "fraud-model"), lists=lists,
+    snap = Snapshot.from_lists(model=kind_model("Rollout", "fraud-model"), lists=lists,
                                alerts=[canary("bbb")], now=NOW)  # fmt: skip
     assert _revision_owner(snap, "bbb") == ("Rollout", "fraud-model")
     found = diagnose(snap)
@@ -62,19 +50,21 @@ def test_a_rollouts_canary_regression_blames_the_rollout_and_its_new_image() -> 
     assert "fraud:1" in text and "fraud:2" in text, text  # the revision's change, from Argo's RS
 
 
-def test_a_statefulsets_and_an_inference_services_revisions_have_their_owner() -> None:
+def test_a_statefulsets_and_an_inference_services_revisions_have_their_owner(
+    kind_model: Any,
+) -> None:
     cr = {"metadata": {"name": "fraud-model-5d4c", "labels": {
               "controller-revision-hash": "fraud-model-5d4c"},
               "ownerReferences": [{"kind": "StatefulSet", "name": "fraud-model"}]},
           "revision": 2, "data": {"spec": {"template": template("fraud:2")}}}  # fmt: skip
-    snap = Snapshot.from_lists(model=model("StatefulSet", "fraud-model"),
+    snap = Snapshot.from_lists(model=kind_model("StatefulSet", "fraud-model"),
                                lists={"ControllerRevision": [cr]}, alerts=[], now=NOW)  # fmt: skip
     assert _revision_owner(snap, "fraud-model-5d4c") == ("StatefulSet", "fraud-model")
     isvc = {"metadata": {"name": "fraud"}, "spec": {"predictor": {"canaryTrafficPercent": 10}},
             "status": {"components": {"predictor": {
                 "latestRolledoutRevision": "fraud-predictor-00001",
                 "latestReadyRevision": "fraud-predictor-00002"}}}}  # fmt: skip
-    snap = Snapshot.from_lists(model=model("InferenceService", "fraud"),
+    snap = Snapshot.from_lists(model=kind_model("InferenceService", "fraud"),
                                lists={"InferenceService": [isvc]}, alerts=[canary("canary")],
                                now=NOW)  # fmt: skip
     assert _revision_owner(snap, "canary") == ("InferenceService", "fraud")

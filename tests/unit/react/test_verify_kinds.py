@@ -18,21 +18,9 @@ from mlwarden.react import revisions, verify
 from mlwarden.react.actions import ActionRecord
 from mlwarden.react.actuators import workloads
 from mlwarden.react.targets import PatchTarget, object_key, split_target
-from mlwarden.spec import Guardrails, ObservedModel, parse_observed_model
+from mlwarden.spec import Guardrails
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-def model(kind: str, name: str) -> ObservedModel:
-    target: dict[str, Any] = {"kind": kind, "name": name}
-    if kind != "InferenceService":
-        target["service"] = name
-    return parse_observed_model({
-        "apiVersion": "mlwarden.io/v1alpha1", "kind": "ObservedModel",
-        "metadata": {"name": "fraud", "namespace": "ml", "uid": "u-om"},
-        "spec": {"target": target, "reactions": [{"alert": "PredictionDrift",
-                                                  "action": "rollback"}]},
-    })  # fmt: skip
 
 
 def template(image: str) -> dict[str, Any]:
@@ -73,7 +61,9 @@ def test_split_target_reads_a_subresource_and_names_a_bad_key() -> None:
             split_target(bad)
 
 
-def test_a_statefulset_rollback_is_verified_on_the_restored_revision_and_undone() -> None:
+def test_a_statefulset_rollback_is_verified_on_the_restored_revision_and_undone(
+    kind_model: Any,
+) -> None:
     # Rolled back from revision 3 (model:2) to 2: the controller re-numbered 2's template 4.
     live = statefulset("model:1", "m-b")
     crs = [controller_revision("m-a", 1, "model:0"), controller_revision("m-b", 4, "model:1"),
@@ -94,7 +84,7 @@ def test_a_statefulset_rollback_is_verified_on_the_restored_revision_and_undone(
     assert (started["revision"], started["recordsAt"]) == ("m-b", 40)
     assert started["revisionLabel"] == "revision 4 (model:1, pod-template-hash m-b)"
     # NotFixed: forward again to revision 3's template, the partition untouched.
-    undo = verify.plan_undo(done, model=model("StatefulSet", "m"), snapshot=snap, now=NOW)
+    undo = verify.plan_undo(done, model=kind_model("StatefulSet", "m"), snapshot=snap, now=NOW)
     assert (undo.result, undo.from_state, undo.to_state) == ("Running", "4", "3"), undo.message
     after = apply_merge_patch(copy.deepcopy(live), undo.patch["StatefulSet/m"])
     assert after["spec"]["template"] == template("model:2")
@@ -118,7 +108,9 @@ def argo_replicaset(digest: str, n: int, image: str) -> dict[str, Any]:
             "spec": {"template": {**template(image), "metadata": {"labels": labels}}}}  # fmt: skip
 
 
-def test_a_rollout_abort_is_verified_on_the_stable_replicaset_and_retried_as_undo() -> None:
+def test_a_rollout_abort_is_verified_on_the_stable_replicaset_and_retried_as_undo(
+    kind_model: Any,
+) -> None:
     live = rollout(currentPodHash="bbb", stableRS="aaa")
     snap: dict[tuple[str, str], Any] = {("Rollout", "r"): live}
     plan = workloads.propose("rollback", kind="Rollout", name="r", objects=snap)
@@ -127,17 +119,17 @@ def test_a_rollout_abort_is_verified_on_the_stable_replicaset_and_retried_as_und
     assert verify.aborted(done)
     assert verify.serving_revision(done, {}, snap) == "aaa"
     # Not aborted any more (a person retried it): refused, saying so.
-    refused = verify.plan_undo(done, model=model("Rollout", "r"), snapshot=snap, now=NOW)
+    refused = verify.plan_undo(done, model=kind_model("Rollout", "r"), snapshot=snap, now=NOW)
     assert refused.result == "Failed" and "no longer aborted" in refused.message
     snap[("Rollout", "r")] = rollout(currentPodHash="bbb", stableRS="aaa", abort=True)
-    undo = verify.plan_undo(done, model=model("Rollout", "r"), snapshot=snap, now=NOW)
+    undo = verify.plan_undo(done, model=kind_model("Rollout", "r"), snapshot=snap, now=NOW)
     # As `kubectl argo rollouts retry rollout`: the status subresource, abort false.
     assert undo.patch == {"Rollout/r/status": {"status": {"abort": False},
                                                "metadata": {"resourceVersion": "9"}}}  # fmt: skip
     assert (undo.from_state, undo.to_state) == ("aaa", "bbb")
 
 
-def test_a_rollout_template_rollback_is_verified_and_rolled_forward() -> None:
+def test_a_rollout_template_rollback_is_verified_and_rolled_forward(kind_model: Any) -> None:
     # Promoted revision 2 (bbb, model:2) rolled back to 1's template: Argo raised it to 3.
     live = rollout(currentPodHash="aaa", stableRS="aaa")
     live["spec"]["template"] = template("model:1")
@@ -147,13 +139,13 @@ def test_a_rollout_template_rollback_is_verified_and_rolled_forward() -> None:
     done = record("Rollout/r", "rollback", "2", "3", held={"Rollout/r": {}})
     assert not verify.aborted(done)
     assert verify.serving_revision(done, {}, snap) == "aaa"
-    undo = verify.plan_undo(done, model=model("Rollout", "r"), snapshot=snap, now=NOW)
+    undo = verify.plan_undo(done, model=kind_model("Rollout", "r"), snapshot=snap, now=NOW)
     assert undo.result == "Running", undo.message
     after = apply_merge_patch(copy.deepcopy(live), undo.patch["Rollout/r"])
     assert after["spec"]["template"] == template("model:2")
     # A pause is resumed.
     paused = record("Rollout/r", "pause", "rolling", "paused", held={"Rollout/r": {}})
-    resume = verify.plan_undo(paused, model=model("Rollout", "r"), snapshot=snap, now=NOW)
+    resume = verify.plan_undo(paused, model=kind_model("Rollout", "r"), snapshot=snap, now=NOW)
     assert resume.patch == {"Rollout/r": {"spec": {"paused": False},
                                           "metadata": {"resourceVersion": "9"}}}  # fmt: skip
 
@@ -169,19 +161,21 @@ def inference_service(percent: int | None) -> dict[str, Any]:
                 "latestReadyRevision": "i-predictor-00002"}}}}  # fmt: skip
 
 
-def test_an_inference_service_pin_is_verified_on_default_and_undone_to_its_percent() -> None:
+def test_an_inference_service_pin_is_verified_on_default_and_undone_to_its_percent(
+    kind_model: Any,
+) -> None:
     snap = {("InferenceService", "i"): inference_service(0)}
     done = record("InferenceService/i", "rollback", "10", "0",
                   held={"InferenceService/i": {}})  # fmt: skip
     assert verify.serving_revision(done, {}, snap) == "default"
     assert verify.serving_revision(done, {"baselineRevision": "default"}, snap) == "default"
-    undo = verify.plan_undo(done, model=model("InferenceService", "i"), snapshot=snap, now=NOW)
+    undo = verify.plan_undo(done, model=kind_model("InferenceService", "i"), snapshot=snap, now=NOW)
     assert undo.patch == {"InferenceService/i": {
         "spec": {"predictor": {"canaryTrafficPercent": 10}},
         "metadata": {"resourceVersion": "4"}}}  # fmt: skip
 
 
-def test_every_owner_resolves_its_revisions_and_serves_them() -> None:
+def test_every_owner_resolves_its_revisions_and_serves_them(kind_model: Any) -> None:
     lists: dict[str, list[dict[str, Any]]] = {
         "ControllerRevision": [controller_revision("m-b", 2, "model:1")],
         "ReplicaSet": [argo_replicaset("bbb", 2, "model:2")],
@@ -199,7 +193,7 @@ def test_every_owner_resolves_its_revisions_and_serves_them() -> None:
         1,
         None,
     )  # the spec is the canary's: default's image unknown
-    om = model("Rollout", "r")
+    om = kind_model("Rollout", "r")
     assert revisions.owner_of("bbb", lists, model=om) == ("Rollout", "r")
     assert revisions.owner_of("nope", lists, model=om) is None
     shown = revisions.status_revisions(om, [{"revision": "bbb", "share": 1.0}], lists)
