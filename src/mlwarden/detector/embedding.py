@@ -11,7 +11,7 @@ producer's list of numbers under that name in a record's `features` or `outputs`
   `capacity` vectors after it (`Recent`).
 - Vectors are projected to `PROJECTED_DIMS` dimensions at ingest (a fixed random
   projection seeded by the feature's name), so memory is 2 x capacity x 32 floats per
-  feature (1 MB at the default 2,000) whatever the embedding's width.
+  feature (0.5 MB at the default 1,000) whatever the embedding's width.
 - Each evaluation runs MMD's permutation test between the two samples, and a chi-square
   test of the topic mix: the reference clustered into `TOPICS` centroids (k-means, once,
   when the reference is complete), every vector after it assigned to its nearest one.
@@ -59,7 +59,9 @@ from mlwarden.stats.embedding import (
     projection_for,
 )
 
-CAPACITY: Final = 2000  # vectors per sample (reference, current)
+# Vectors per sample (reference, current). An evaluation's kernel matrix is (2 x CAPACITY)^2
+# float64s, transient: 31 MB at 1,000 (122 MB at 2,000); benchmarks/embedding_check.py.
+CAPACITY: Final = 1000
 MIN_VECTORS: Final = 50  # fewer current vectors: not evaluated (not a pass)
 TOPICS: Final = 8
 TOPIC_SUFFIX: Final = ".topic"
