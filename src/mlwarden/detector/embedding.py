@@ -46,7 +46,7 @@ import numpy as np
 from mlwarden.detector.alerts import Evidence
 from mlwarden.detector.ingest import Batch
 from mlwarden.spec import DriftCheck, ObservedModelSpec
-from mlwarden.stats import DEFAULT_MIN_EFFECT, CategoricalSketch, adjusted, chisquare
+from mlwarden.stats import DEFAULT_MIN_EFFECT, CategoricalSketch, TestResult, adjusted, chisquare
 from mlwarden.stats.embedding import (
     MMD2_FLOOR,
     EmbeddingTest,
@@ -217,7 +217,7 @@ class EmbeddingMonitor:
         # Benjamini-Hochberg's first step); a sequential stop above it changes no decision.
         level = check.p_value / m if check.correction != "none" else check.p_value
         tests: list[tuple[str, EmbeddingTest]] = []
-        topics: list[tuple[str, Any]] = []
+        topics: list[tuple[str, TestResult]] = []
         for column in ready:
             assert column.reference is not None and column.current is not None
             column.tests += 1
@@ -243,47 +243,47 @@ class EmbeddingMonitor:
                     ),
                 )
             )
-        ps: list[float | None] = [t.p_value for _, t in tests] + [r.p_value for _, r in topics]
-        adj = adjusted(ps, check.correction)
+        # (feature, test, statistic, p-value, effect, floor, what it was) per test, in order.
+        floor = DEFAULT_MIN_EFFECT["chisquare"]
+        found = [
+            (
+                name,
+                "mmd",
+                t.statistic,
+                t.p_value,
+                t.statistic,
+                MMD2_FLOOR,
+                f"MMD^2={t.statistic:.3g} (floor {MMD2_FLOOR}; {t.permutations} permutations, "
+                f"{t.n_reference} reference and {t.n_current} current vectors)",
+            )
+            for name, t in tests
+        ] + [
+            (
+                name,
+                "chisquare",
+                r.statistic,
+                r.p_value,
+                r.effect,
+                floor,
+                f"topic mix TVD={r.effect:.3g} (floor {floor})",
+            )
+            for name, r in topics
+        ]
+        adj = adjusted([f[3] for f in found], check.correction)
         over = f"{check.correction} over {m} embedding tests"
         out: list[Evidence] = []
-        for (name, t), a in zip(tests, adj[: len(tests)], strict=True):
+        for (name, test, statistic, _, effect, at_least, what), a in zip(found, adj, strict=True):
             assert a is not None
-            significant = a <= check.p_value
-            big = t.statistic >= MMD2_FLOOR
             out.append(
                 Evidence(
                     type=ALERT_TYPE,
                     feature=name,
-                    test="mmd",
-                    statistic=t.statistic,
+                    test=test,
+                    statistic=statistic,
                     p_value=a,
                     threshold=check.p_value,
-                    failing=significant and big,
-                    message=(
-                        f"MMD^2={t.statistic:.3g} (floor {MMD2_FLOOR}), adjusted p={a:.3g} "
-                        f"vs {check.p_value:.3g} ({over}; {t.permutations} permutations); "
-                        f"{t.n_reference} reference and {t.n_current} current vectors"
-                    ),
-                )
-            )
-        floor = DEFAULT_MIN_EFFECT["chisquare"]
-        for (name, r), a in zip(topics, adj[len(tests) :], strict=True):
-            assert a is not None
-            significant = a <= check.p_value
-            out.append(
-                Evidence(
-                    type=ALERT_TYPE,
-                    feature=name,
-                    test="chisquare",
-                    statistic=r.statistic,
-                    p_value=a,
-                    threshold=check.p_value,
-                    failing=significant and r.effect >= floor,
-                    message=(
-                        f"topic mix: TVD={r.effect:.3g} (floor {floor}), adjusted p={a:.3g} "
-                        f"vs {check.p_value:.3g} ({over})"
-                    ),
+                    failing=a <= check.p_value and effect >= at_least,
+                    message=f"{what}, adjusted p={a:.3g} vs {check.p_value:.3g} ({over})",
                 )
             )
         return out

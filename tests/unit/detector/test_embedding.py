@@ -6,35 +6,23 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from test_core import model as core_model
 
 from mlwarden.detector.core import Detector
 from mlwarden.detector.embedding import CAPACITY, MIN_VECTORS, TOPIC_SUFFIX, EmbeddingMonitor
 from mlwarden.detector.ingest import parse_batch
-from mlwarden.spec import parse_observed_model
 
 DIM = 48
 
 
 def model(**spec: Any) -> Any:
-    base: dict[str, Any] = {
-        "target": {"deployment": "m"},
-        "features": [
-            {"name": "x", "type": "numeric"},
-            {"name": "emb", "type": "embedding", "dimensions": DIM},
-        ],
-        "reference": {"size": 300},
-        "window": {"size": 300},
-        "alerting": {"fireAfter": 1, "resolveAfter": 1},
-    }
-    base.update(spec)
-    return parse_observed_model(
-        {
-            "apiVersion": "mlwarden.io/v1alpha1",
-            "kind": "ObservedModel",
-            "metadata": {"name": "m"},
-            "spec": base,
-        }
-    )
+    """test_core's model with a numeric feature and an embedding."""
+    features = [
+        {"name": "x", "type": "numeric"},
+        {"name": "emb", "type": "embedding", "dimensions": DIM},
+    ]
+    base = {"features": features, "reference": {"size": 300}, "window": {"size": 300}}
+    return core_model(**(base | spec))
 
 
 def topics(rng: np.random.Generator, n: int, weights: list[float]) -> np.ndarray:

@@ -413,20 +413,10 @@ def test_embeddings_in_base64_are_decoded_as_float32(body: Body) -> None:
     assert [r.outputs for r in records] == [{}, {}]  # usage counts both inputs: left out
 
 
-def test_embeddings_vector_takes_the_spec_embedding_name(body: Body) -> None:
-    from mlwarden.spec import parse_observed_model
-
-    spec = parse_observed_model(
-        {
-            "apiVersion": "mlwarden.io/v1alpha1",
-            "kind": "ObservedModel",
-            "metadata": {"name": "m"},
-            "spec": {
-                "target": {"deployment": "m"},
-                "features": [{"name": "prompt_embedding", "type": "embedding"}],
-            },
-        }
-    ).spec
+def test_embeddings_vector_takes_the_spec_embedding_name(
+    body: Body, make_spec: Callable[..., Any]
+) -> None:
+    spec = make_spec(embeddings=["prompt_embedding"])
     (record,) = openai.parse(body(EMBEDDING_REQUEST), body(EMBEDDING_RESPONSE), spec)
     assert list(record.output_vectors) == ["prompt_embedding"]
 

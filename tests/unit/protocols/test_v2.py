@@ -340,27 +340,12 @@ def test_request_errors_name_the_field(request_body: bytes, reason: str) -> None
         v2.parse(request_body, b"", None)
 
 
-def test_a_tensor_named_by_an_embedding_feature_is_one_vector_per_row(body: Body) -> None:
+def test_a_tensor_named_by_an_embedding_feature_is_one_vector_per_row(
+    body: Body, make_spec: MakeSpec
+) -> None:
     """Inputs and outputs: the declared embedding's tensor is a vector, not F columns; the
     other wide tensor still takes the remaining feature names."""
-    from mlwarden.spec import parse_observed_model
-
-    spec = parse_observed_model(
-        {
-            "apiVersion": "mlwarden.io/v1alpha1",
-            "kind": "ObservedModel",
-            "metadata": {"name": "m"},
-            "spec": {
-                "target": {"deployment": "m"},
-                "features": [
-                    {"name": "a", "type": "numeric"},
-                    {"name": "b", "type": "numeric"},
-                    {"name": "query", "type": "embedding"},
-                    {"name": "doc", "type": "embedding", "dimensions": 3},
-                ],
-            },
-        }
-    ).spec
+    spec = make_spec(["a", "b"], embeddings=["query", "doc"])
     request = {
         "inputs": [
             {"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]},
