@@ -164,7 +164,9 @@ def render_markdown(res: dict[str, Any]) -> str:
         out.append(f"| {name} | {'PASS' if ok else 'MISS'} | {figure} |")
     out += [
         "",
-        "Command: `.venv/bin/python benchmarks/run.py embedding_check`.",
+        "Command: `.venv/bin/python benchmarks/run.py --only embedding_check` (or "
+        "`.venv/bin/python benchmarks/embedding_check.py`). 1,000 + 1,000 is the detector's "
+        "default (`detector/embedding.py` `CAPACITY`).",
     ]
     return "\n".join(out) + "\n"
 
