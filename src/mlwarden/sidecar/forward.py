@@ -119,7 +119,7 @@ def names_only_hop_by_hop(connection: bytes | None) -> bool:
     """Whether the Connection header names no field beyond the hop-by-hop ones (the usual
     `keep-alive`): then the lines kept as the head was parsed are the answer. (`close`
     could name a field called Close: that rare case takes `filter_headers`.)"""
-    if not connection:
+    if not connection or connection == b"keep-alive":  # the usual answers, at once
         return True
     for token in connection.split(b","):
         t = token.strip().lower()
