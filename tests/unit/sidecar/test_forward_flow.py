@@ -20,7 +20,8 @@ from mlwarden.sidecar.metrics import SidecarMetrics
 
 class _Transport:
     """Keeps what is written; `full` makes the next write call pause_writing, as asyncio's
-    transports do past their high-water mark."""
+    transports do past their high-water mark. (Only what these tests make the protocols
+    call: anything else fails loudly.)"""
 
     def __init__(self) -> None:
         self.data = bytearray()
@@ -52,21 +53,6 @@ class _Transport:
     def resume_reading(self) -> None:
         self.reading = True
 
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return False
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def abort(self) -> None: ...
-
 
 class _Queue:
     def offer(self, exchange: object) -> bool:
@@ -80,17 +66,23 @@ def _connect(protocol: ClientConnection | UpstreamConnection) -> _Transport:
     return transport
 
 
+def _forwarder() -> tuple[Forwarder, UpstreamConnection, _Transport]:
+    """A forwarder capturing nothing, answers over 1,000 bytes streamed, with one pooled
+    model connection (and its transport)."""
+    config = SidecarConfig(
+        listen=("127.0.0.1", 1), upstream="http://127.0.0.1:2", admin_listen=("127.0.0.1", 3),
+        collector=None, max_body_bytes=1000,
+    )  # fmt: skip
+    fwd = Forwarder(config, queue=_Queue(), metrics=SidecarMetrics(), capturing=False)
+    up = UpstreamConnection(fwd.pool)
+    model = _connect(up)
+    fwd.pool.put(up)
+    return fwd, up, model
+
+
 def test_the_answers_last_piece_filling_the_clients_socket_leaves_the_model_readable() -> None:
     async def run() -> None:
-        config = SidecarConfig(
-            listen=("127.0.0.1", 1), upstream="http://127.0.0.1:2", admin_listen=("127.0.0.1", 3),
-            collector=None, max_body_bytes=1000,
-        )  # fmt: skip
-        fwd = Forwarder(config, queue=_Queue(), metrics=SidecarMetrics(), capturing=False)
-        up = UpstreamConnection(fwd.pool)
-        model = _connect(up)
-        fwd.pool.put(up)
-
+        fwd, up, model = _forwarder()
         client = fwd.protocol()
         to_client = _connect(client)
         client.data_received(b"GET /big HTTP/1.1\r\nHost: m\r\n\r\n")
@@ -125,14 +117,7 @@ def test_a_model_connection_given_to_a_backed_up_client_starts_paused() -> None:
     from the model faster than the client takes it."""
 
     async def run() -> None:
-        config = SidecarConfig(
-            listen=("127.0.0.1", 1), upstream="http://127.0.0.1:2", admin_listen=("127.0.0.1", 3),
-            collector=None, max_body_bytes=1000,
-        )  # fmt: skip
-        fwd = Forwarder(config, queue=_Queue(), metrics=SidecarMetrics(), capturing=False)
-        up = UpstreamConnection(fwd.pool)
-        model = _connect(up)
-        fwd.pool.put(up)
+        fwd, up, model = _forwarder()
         client = fwd.protocol()
         to_client = _connect(client)
         client.data_received(
