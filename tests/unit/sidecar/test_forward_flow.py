@@ -4,8 +4,9 @@ socket is backed up, and a connection goes back to the pool reading again.
 The protocols are driven with in-memory transports that do what asyncio's do: a write past
 the high-water mark calls the protocol's `pause_writing` before it returns, and
 `pause_reading`/`resume_reading` switch reading off and on. Over real sockets the moment
-depends on the kernel's buffers (the integration test that hit it, test_big_bodies, did so
-about once in many runs in CI); here it is made to happen every time.
+depends on the kernel's buffers and the client's pace (a stall of test_big_bodies in CI, once,
+fits it; attempts here to force it through real sockets and /proc/net/tcp did not manage to
+every time); here it is made to happen every time.
 """
 
 from __future__ import annotations
