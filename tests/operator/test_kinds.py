@@ -81,14 +81,15 @@ def put(api: Cluster, resource: str, o: dict[str, Any]) -> None:
 
 
 async def start(
-    api: Cluster, start_operator: Start, *objs: tuple[str, dict[str, Any]], model: dict[str, Any]
-) -> Any:
+    api: Cluster, start_operator: Start, *objs: tuple[str, dict[str, Any]], model: dict[str, Any],
+    **env: str,
+) -> Any:  # fmt: skip
     api.emulate_owners()
     for resource, o in objs:
         put(api, resource, o)
     put(api, OM, model)
     api.run_owner_controllers()  # as the controllers had before the operator came
-    return await start_operator(env=FAST)
+    return await start_operator(env={**FAST, **env})
 
 
 def template_of(api: Cluster, resource: str) -> dict[str, Any]:
@@ -288,7 +289,8 @@ async def test_rollout_with_workload_ref_injected_into_its_deployment_and_undone
     model = om({"kind": "Rollout", "name": "fraud-model", "container": "model"})
     calls = len(OPERATOR_CALLS)
     op = await start(api, start_operator, (DEPLOYMENTS, base), (ROLLOUTS, ro),
-                     (SERVICES, model_service()), model=model)  # fmt: skip
+                     (SERVICES, model_service()), model=model,
+                     MLWARDEN_INJECTION_CHECK_SECONDS="0.5")  # fmt: skip
     await observing(api, server)
     dep = obj(api, DEPLOYMENTS, "fraud-base")
     template = dep["spec"]["template"]
@@ -314,6 +316,15 @@ async def test_rollout_with_workload_ref_injected_into_its_deployment_and_undone
         "selector": "app=fraud-model", "revisionLabel": "rollouts-pod-template-hash",
         "service": "fraud-model", "template": "Deployment/fraud-base",
     }  # fmt: skip
+    # The injection check (every 0.5 s here) reads the sidecar where it is, the Deployment's
+    # template, from the watches (no GET while all is well): no bypass, nothing re-injected.
+    before = len(OPERATOR_CALLS)
+    await asyncio.sleep(3)
+    assert not [c for c in OPERATOR_CALLS[before:] if c.verb == "get" and c.name == "fraud-base"]
+    assert condition(status(api), "Bypassed")["status"] == "False"
+    assert not {"Bypassed", "SidecarReinjected"} & set(reasons_of(api))
+    assert obj(api, DEPLOYMENTS, "fraud-base")["metadata"]["generation"] == dep["metadata"][
+        "generation"]  # fmt: skip
 
     await delete_om(api, server)
     after = obj(api, DEPLOYMENTS, "fraud-base")
