@@ -156,6 +156,7 @@ async def test_statefulset_injected_rolled_back_and_undone(
     assert "finalizers" not in st["metadata"]
     assert len([k for k in api.objects if str(k[0].plural) == "controllerrevisions"]) == 2
     # status.target: what the Target column of kubectl get om shows, and what was resolved.
+    await eventually(lambda: "target" in status(api), what="status.target")
     assert status(api)["target"] == {
         "kind": "StatefulSet", "name": "fraud-model", "ref": "StatefulSet/fraud-model",
         "selector": "app=fraud-model", "revisionLabel": "controller-revision-hash",
@@ -313,6 +314,7 @@ async def test_rollout_with_workload_ref_injected_into_its_deployment_and_undone
     assert dep["spec"]["replicas"] == 0  # Argo's scaleDown, not fought over
     mine = OPERATOR_CALLS[calls:]
     assert not [c for c in mine if c.resource.startswith("rollouts") and c.verb == "patch"]
+    await eventually(lambda: "target" in status(api), what="status.target")
     assert status(api)["target"] == {
         "kind": "Rollout", "name": "fraud-model", "ref": "Rollout/fraud-model",
         "selector": "app=fraud-model", "revisionLabel": "rollouts-pod-template-hash",
@@ -350,6 +352,7 @@ async def test_rollout_with_a_workload_ref_to_another_kind_is_refused(
     assert condition(status(api), "Ready")["reason"] == "WorkloadRefNotSupported"
     assert "PodTemplate" in condition(status(api), "Ready")["message"]
     await eventually(lambda: "WorkloadRefNotSupported" in reasons_of(api), what="the Event")
+    await eventually(lambda: "target" in status(api), what="status.target")
     assert status(api)["target"]["ref"] == "Rollout/fraud-model"
     assert await op.stop() == 0, op.log()[-3000:]
 
@@ -396,6 +399,7 @@ async def test_inference_service_logger_configured_rolled_back_and_undone(
         == (before["predictor"]["logger"])
     )
     await eventually(lambda: "LoggerConfigured" in reasons_of(api), what="the Event")
+    await eventually(lambda: "target" in status(api), what="status.target")
     assert status(api)["target"] == {
         "kind": "InferenceService", "name": "fraud", "ref": "InferenceService/fraud",
         "selector": "serving.kserve.io/inferenceservice=fraud", "components": ["predictor"],
