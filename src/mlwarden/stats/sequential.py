@@ -6,10 +6,11 @@ rather than per evaluation.
 
 The scan
 --------
-Every column's values are counted into the cells of its reference sketch (numeric: the
-2k + 1 cells over the reference's edges, `sketch.NumericSketch`; categorical: one cell per
-reference category, in order of reference frequency, and one for everything else: unseen
-categories and the reference's own overflow). A running total per cell is kept, and
+Every column's values are counted into cells (numeric: the 2k + 1 cells over the reference
+sketch's edges, `sketch.NumericSketch`, adjacent ones merged into at most `SCAN_CELLS` of about
+equal reference count, `coarse_cells`; categorical: one cell per reference category, in order
+of reference frequency, and one for everything else: unseen categories and the reference's own
+overflow). A running total per cell is kept, and
 snapshots of it: the counts of the last w records are the total minus the snapshot taken w
 records ago. So a look costs the same for any window, whatever the traffic.
 
@@ -21,9 +22,14 @@ snapshots for level w are taken every max(`look_every`, w / 4) records, so its w
 between w and 1.25 w records. Cost per record: O(columns x cells x levels / look_every),
 independent of the detector's window size.
 
-At a look, each column's window is tested against the reference: numeric columns with the
-two-sample Kolmogorov-Smirnov test (D over the cells, Kolmogorov's limiting p-value,
-`distributions.kolmogorov_sf`), categorical ones with the chi-square test of homogeneity over
+At a look, the windows of every due level are tested together (one array per kind of column:
+levels x columns x cells). A numeric column gets two tests, each at half its alpha (its p-value
+is twice the smaller): the two-sample Kolmogorov-Smirnov test (D over the cells, Kolmogorov's
+limiting p-value, `distributions.kolmogorov_sf`), quick on shifts of location, and the
+chi-square test of homogeneity over reference-quantile bins fixed before any window is seen
+(`bins_for`: up to `BINS`, each expecting `POOL_BELOW` values in the smaller sample), quick on
+changes of spread and shape, to which KS is slow. Categorical columns get the chi-square test
+of homogeneity over
 the cells (the total variation distance as its effect, as `chisquare.score`), pooling the
 cells whose expected count in the smaller row (from the two rows' total count) is below 10
 into one cell, so that the chi-square approximation holds for rare categories and small
@@ -37,32 +43,42 @@ The guarantee
 -------------
 A look at level w spends alpha in proportion to the records that arrived since that level's
 last look: alpha_look = r x alpha_record / (columns x levels), with alpha_record =
-1 / false_alarms_per. Under no drift each test's p-value is valid (P(p <= a) <= a), so by
-linearity of expectation (which needs no independence between overlapping windows or
-successive looks):
+1 / false_alarms_per (a numeric column's two tests share it). Under no drift each test's
+p-value is valid (P(p <= a) <= a), so by linearity of expectation (which needs no
+independence between overlapping windows or successive looks):
 
     E[alarming looks in N stationary records] <= sum over looks of alpha_look
                                                = N / false_alarms_per.
 
 That bounds the expected number of false alarms, for every column together, per stream of
 records, whatever the cadence of looks, the batch sizes or the traffic rate. It is a union
-bound: overlapping windows and successive looks are strongly correlated, so the measured
-rate is far below it (tests/unit/stats/test_sequential.py; benchmarks/stream_delay.py).
+bound: overlapping windows and successive looks are correlated, so the measured rate is
+below it, far below for KS and near its share for chi-square, whose alarms cluster less
+(tests/unit/stats/test_sequential.py; benchmarks/stream_delay.py).
 
 What it assumes: records are independent draws from the reference's distribution while
 nothing drifts (a stream with autocorrelation or daily cycles that the reference does not
 cover will alarm more: that is drift to this test); the p-values are valid, which holds for
 KS's limit (conservative: Kolmogorov's limit is never below the finite-sample law; counting
 in cells can only lower D; ties make it more conservative still) and approximately for the
-chi-square test with expected counts >= 5 (the reason rare categories are pooled). The bound
+chi-square test with expected counts >= POOL_BELOW (the reason rare categories are pooled
+and numeric bins fixed in advance). The bound
 is marginal over reference draws: a reference that is itself an unlucky sample will alarm
 more for its whole life, which the effect floor limits (a reference error below the floor
 is never an alarm).
 
+The thresholds are analytic, not simulated: a new reference is in force at no cost, for any
+number of columns. Simulating them for a target run length (as Alibi Detect's online
+detectors do) takes at least as many simulated streams as records per false alarm: a million
+at the default, for windows about a fifth shorter per ten-fold looser alpha (the critical
+distance grows as sqrt(log(1 / alpha))); docs/detector.md has the figures.
+
 Resolution: at each look of the largest available level, a column whose window is no longer
 drifted at the ordinary level (`clear_alpha`, e.g. the check's pValue over the columns) or
 below the floor is reported clear; alarm-or-clear is the evidence the alert state machine
-reads (fire at once on an alarm; resolve after `resolveAfter` clear looks).
+reads (fire at once on an alarm; resolve after `resolveAfter` clear looks). Clear and hold
+are reported only for the columns the caller watches (those with an active alert): for the
+others they change nothing, and building them at every look cost more than the tests.
 
 Pure: no clock (times come in as arguments), no I/O.
 """
