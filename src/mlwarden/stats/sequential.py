@@ -177,10 +177,11 @@ class _Level:
 
 def coarse_cells(counts: npt.ArrayLike, most: int) -> npt.NDArray[np.intp]:
     """Each sketch cell's group: runs of adjacent cells merged into at most `most` groups of
-    about equal reference count (a cell heavier than a group's share stays alone; empty
-    cells join the next group). KS over the groups compares the distribution functions at
-    fewer points, so its D can only be lower (at most by the heaviest group's share, about
-    1 / `most` of the reference): the test stays valid and costs O(most) per look.
+    about equal reference count (a group is the cells that start within one 1 / `most` of
+    the reference, so a tie heavier than that makes its group as heavy). KS over the groups
+    compares the distribution functions at fewer points, so its D can only be lower (by at
+    most the heaviest group's share, about 1 / `most` of the reference but for ties): the
+    test stays valid and costs O(most) per look.
     """
     c = np.asarray(counts, dtype=np.float64)
     before = np.cumsum(c) - c

@@ -18,10 +18,13 @@ from scipy import stats
 
 from mlwarden.stats.sequential import (
     MAX_LEVELS,
+    SCAN_CELLS,
     Finding,
     ScanColumn,
     SequentialScan,
+    bins_for,
     chi2_sf_int,
+    coarse_cells,
     ladder,
 )
 from mlwarden.stats.sketch import CategoricalSketch, NumericSketch
@@ -254,3 +257,23 @@ def test_bad_settings_are_refused() -> None:
         scan_of([col], every=0)
     with pytest.raises(ValueError, match="no columns"):
         scan_of([])
+
+
+def test_coarse_cells_are_contiguous_and_few() -> None:
+    rng = np.random.default_rng(4)
+    sketch = NumericSketch.from_array(rng.standard_t(2, 20_000))
+    groups = coarse_cells(sketch.counts, SCAN_CELLS)
+    assert groups.size == sketch.counts.size and groups[0] == 0
+    assert np.all(np.diff(groups) >= 0) and np.all(np.diff(groups) <= 1)  # runs, in order
+    assert groups.max() < SCAN_CELLS
+    merged = np.bincount(groups, weights=sketch.counts)
+    assert merged.max() <= sketch.counts.sum() / SCAN_CELLS + sketch.counts.max()
+    # A group is the cells that start within one 1/most of the reference: a heavy tie
+    # spans several such slots (its group is that heavy), and the cells after it start anew.
+    ties = np.array([0, 5, 0, 900, 0, 40, 55])
+    assert coarse_cells(ties, 4).tolist() == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_bins_leave_enough_expected_values() -> None:
+    assert [bins_for(w, 1000) for w in (32, 64, 128, 160, 1000)] == [1, 3, 6, 8, 8]
+    assert bins_for(100_000, 50) == 2  # the smaller sample decides
