@@ -2,7 +2,8 @@
 
 One reader and one writer for every timestamp mlwarden reads from or writes to an object
 (`metadata.creationTimestamp`, an alert's `since`, an action record's `at`, `status.updated`).
-Aware datetimes are always UTC; naive ones are taken as UTC.
+Aware datetimes are always UTC; naive ones are taken as UTC. The detector's own times (alerts,
+`/v1/status`) carry milliseconds: `iso`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def parse_time(value: Any) -> datetime | None:
 def format_time(when: datetime) -> str:
     """`when` as Kubernetes writes timestamps: second precision, UTC, `Z`."""
     return as_utc(when).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso(ts: float) -> str:
+    """A POSIX time as the detector writes it (alerts, `/v1/status`): RFC 3339 UTC to the
+    millisecond, with a `Z`."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def now_iso() -> str:

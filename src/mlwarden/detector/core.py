@@ -48,13 +48,14 @@ from mlwarden.detector.checks import (
 )
 from mlwarden.detector.embedding import EmbeddingMonitor
 from mlwarden.detector.ingest import Batch
-from mlwarden.detector.sequential import build_scan, covered, findings_to_evidence, iso
+from mlwarden.detector.sequential import build_scan, covered, findings_to_evidence
 from mlwarden.records import Value, finite_or_none
 from mlwarden.spec import ObservedModel
 from mlwarden.stats import CategoricalSketch, NumericSketch, numeric_edges
 from mlwarden.stats import performance as perf
 from mlwarden.stats.sequential import SequentialScan
 from mlwarden.stats.sketch import Sketch
+from mlwarden.timestamps import iso
 
 CHUNKS_PER_WINDOW = 10
 MAX_PENDING_PREDICTIONS = 200_000
@@ -630,14 +631,12 @@ class Detector:
     def _look(self, values: dict[str, Any], n: int, now: float) -> None:
         """Sequential drift decisions on the records just ingested (detector/sequential.py)."""
         assert self.scan is not None and self.reference is not None
-        findings = self.scan.add(self.scan.cells(values, n), now=now)
+        active = {(a.type, a.feature, a.test) for a in self.alerts.active}
+        watch = {feature for _, feature, _ in active if feature is not None}
+        findings = self.scan.add(self.scan.cells(values, n), now=now, watch=watch)
         if findings:
             self.transitions += self.alerts.observe(
-                findings_to_evidence(
-                    findings,
-                    self.reference,
-                    {(a.type, a.feature, a.test) for a in self.alerts.active},
-                ),
+                findings_to_evidence(findings, self.reference, active),
                 now=iso(now),
                 reference=self.reference.id,
                 model_revision=self.dominant_revision(),

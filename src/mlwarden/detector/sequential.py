@@ -16,7 +16,6 @@ evaluation and `fireAfter`, as before issue 19. Pure: no clock, no I/O.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
 
 from mlwarden.detector.alerts import Evidence
 from mlwarden.detector.checks import ReferenceSummary
@@ -31,11 +30,6 @@ MAX_SCAN_WINDOW = 1 << 20
 
 _TEST_FOR_TYPE = {"numeric": "ks", "categorical": "chisquare"}
 _ALERT_TYPE = {"feature": "FeatureDrift", "prediction": "PredictionDrift"}
-
-
-def iso(ts: float) -> str:
-    """A time as alerts carry it: RFC 3339 UTC to the millisecond (as the service's)."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _scannable(check: DriftCheck, column_type: str) -> bool:

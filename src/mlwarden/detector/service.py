@@ -42,7 +42,6 @@ import math
 import signal
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -78,15 +77,12 @@ from mlwarden.ingest_auth import bearer_matches
 from mlwarden.protocols import parse_exchange
 from mlwarden.records import ProtocolError, finite_or_none, with_vectors
 from mlwarden.spec import ObservedModel
+from mlwarden.timestamps import iso
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 << 20
 _UNWRITTEN = object()
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class DetectorMetrics:

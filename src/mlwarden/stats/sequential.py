@@ -6,10 +6,11 @@ rather than per evaluation.
 
 The scan
 --------
-Every column's values are counted into the cells of its reference sketch (numeric: the
-2k + 1 cells over the reference's edges, `sketch.NumericSketch`; categorical: one cell per
-reference category, in order of reference frequency, and one for everything else: unseen
-categories and the reference's own overflow). A running total per cell is kept, and
+Every column's values are counted into cells (numeric: the 2k + 1 cells over the reference
+sketch's edges, `sketch.NumericSketch`, adjacent ones merged into at most `SCAN_CELLS` of about
+equal reference count, `coarse_cells`; categorical: one cell per reference category, in order
+of reference frequency, and one for everything else: unseen categories and the reference's own
+overflow). A running total per cell is kept, and
 snapshots of it: the counts of the last w records are the total minus the snapshot taken w
 records ago. So a look costs the same for any window, whatever the traffic.
 
@@ -21,9 +22,14 @@ snapshots for level w are taken every max(`look_every`, w / 4) records, so its w
 between w and 1.25 w records. Cost per record: O(columns x cells x levels / look_every),
 independent of the detector's window size.
 
-At a look, each column's window is tested against the reference: numeric columns with the
-two-sample Kolmogorov-Smirnov test (D over the cells, Kolmogorov's limiting p-value,
-`distributions.kolmogorov_sf`), categorical ones with the chi-square test of homogeneity over
+At a look, the windows of every due level are tested together (one array per kind of column:
+levels x columns x cells). A numeric column gets two tests, each at half its alpha (its p-value
+is twice the smaller): the two-sample Kolmogorov-Smirnov test (D over the cells, Kolmogorov's
+limiting p-value, `distributions.kolmogorov_sf`), quick on shifts of location, and the
+chi-square test of homogeneity over reference-quantile bins fixed before any window is seen
+(`bins_for`: up to `BINS`, each expecting `POOL_BELOW` values in the smaller sample), quick on
+changes of spread and shape, to which KS is slow. Categorical columns get the chi-square test
+of homogeneity over
 the cells (the total variation distance as its effect, as `chisquare.score`), pooling the
 cells whose expected count in the smaller row (from the two rows' total count) is below 10
 into one cell, so that the chi-square approximation holds for rare categories and small
@@ -37,47 +43,58 @@ The guarantee
 -------------
 A look at level w spends alpha in proportion to the records that arrived since that level's
 last look: alpha_look = r x alpha_record / (columns x levels), with alpha_record =
-1 / false_alarms_per. Under no drift each test's p-value is valid (P(p <= a) <= a), so by
-linearity of expectation (which needs no independence between overlapping windows or
-successive looks):
+1 / false_alarms_per (a numeric column's two tests share it). Under no drift each test's
+p-value is valid (P(p <= a) <= a), so by linearity of expectation (which needs no
+independence between overlapping windows or successive looks):
 
     E[alarming looks in N stationary records] <= sum over looks of alpha_look
                                                = N / false_alarms_per.
 
 That bounds the expected number of false alarms, for every column together, per stream of
 records, whatever the cadence of looks, the batch sizes or the traffic rate. It is a union
-bound: overlapping windows and successive looks are strongly correlated, so the measured
-rate is far below it (tests/unit/stats/test_sequential.py; benchmarks/stream_delay.py).
+bound: overlapping windows and successive looks are correlated, so the measured rate is
+below it, far below for KS and near its share for chi-square, whose alarms cluster less
+(tests/unit/stats/test_sequential.py; benchmarks/stream_delay.py).
 
 What it assumes: records are independent draws from the reference's distribution while
 nothing drifts (a stream with autocorrelation or daily cycles that the reference does not
 cover will alarm more: that is drift to this test); the p-values are valid, which holds for
 KS's limit (conservative: Kolmogorov's limit is never below the finite-sample law; counting
 in cells can only lower D; ties make it more conservative still) and approximately for the
-chi-square test with expected counts >= 5 (the reason rare categories are pooled). The bound
+chi-square test with expected counts >= POOL_BELOW (the reason rare categories are pooled
+and numeric bins fixed in advance). The bound
 is marginal over reference draws: a reference that is itself an unlucky sample will alarm
 more for its whole life, which the effect floor limits (a reference error below the floor
 is never an alarm).
 
+The thresholds are analytic, not simulated: a new reference is in force at no cost, for any
+number of columns. Simulating them for a target run length (as Alibi Detect's online
+detectors do) takes at least as many simulated streams as records per false alarm: a million
+at the default, for windows about a fifth shorter per ten-fold looser alpha (the critical
+distance grows as sqrt(log(1 / alpha))); docs/detector.md has the figures.
+
 Resolution: at each look of the largest available level, a column whose window is no longer
 drifted at the ordinary level (`clear_alpha`, e.g. the check's pValue over the columns) or
 below the floor is reported clear; alarm-or-clear is the evidence the alert state machine
-reads (fire at once on an alarm; resolve after `resolveAfter` clear looks).
+reads (fire at once on an alarm; resolve after `resolveAfter` clear looks). Clear and hold
+are reported only for the columns the caller watches (those with an active alert): for the
+others they change nothing, and building them at every look cost more than the tests.
 
 Pure: no clock (times come in as arguments), no I/O.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from mlwarden.stats.distributions import chi2_sf, kolmogorov_sf
+from mlwarden.stats.distributions import kolmogorov_sf
 from mlwarden.stats.sketch import CategoricalSketch, NumericSketch, Sketch
 
 MIN_WINDOW: Final = 32  # a test needs 30 values (as the periodic checks)
@@ -85,6 +102,8 @@ MAX_LEVELS: Final = 16
 MIN_VALUES: Final = 30  # fewer values in a window: that level says nothing for the column
 POOL_BELOW: Final = 20.0  # expected count under which a category is pooled (chi-square)
 LEVEL_STRIDE: Final = 4  # a level of w records is looked at every w / LEVEL_STRIDE records
+BINS: Final = 8  # reference-quantile bins of a numeric column's chi-square, at most
+SCAN_CELLS: Final = 128  # a numeric column's sketch cells, merged into at most this many
 
 IntArray = npt.NDArray[np.int64]
 
@@ -156,6 +175,30 @@ class _Level:
         self.last_snapshot = -(10**18)
 
 
+def coarse_cells(counts: npt.ArrayLike, most: int) -> npt.NDArray[np.intp]:
+    """Each sketch cell's group: runs of adjacent cells merged into at most `most` groups of
+    about equal reference count (a group is the cells that start within one 1 / `most` of
+    the reference, so a tie heavier than that makes its group as heavy). KS over the groups
+    compares the distribution functions at fewer points, so its D can only be lower (by at
+    most the heaviest group's share, about 1 / `most` of the reference but for ties): the
+    test stays valid and costs O(most) per look.
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    before = np.cumsum(c) - c
+    total = max(float(c.sum()), 1.0)
+    ids = np.minimum((before * most / total).astype(np.intp), most - 1)
+    return np.unique(ids, return_inverse=True)[1].astype(np.intp)
+
+
+def bins_for(window: int, n_ref: float) -> int:
+    """Reference-quantile bins of the chi-square for a window of `window` records: as many
+    (up to BINS) as leave every bin POOL_BELOW expected values in the smaller sample (at
+    least half that where ties made a bin thin). The bins are fixed in advance: the test
+    pools none of them by the data (a cell kept or pooled by its counts skews the tail);
+    fewer than 2: no binned test at that window."""
+    return min(BINS, int(min(window, n_ref) // POOL_BELOW))
+
+
 def _fmt(x: float) -> str:
     return f"{x:.2g}"
 
@@ -195,12 +238,15 @@ class SequentialScan:
         self._categorical: list[int] = []
         self._cat_index: dict[str, dict[str, int]] = {}
         self._edges: dict[str, np.ndarray] = {}
+        self._cell_map: dict[str, npt.NDArray[np.intp]] = {}
         ref_counts: list[IntArray] = []
         for i, col in enumerate(self.columns):
             ref = col.reference
             self._offsets[col.name] = offset
             if isinstance(ref, NumericSketch):
-                counts = ref.counts.astype(np.int64)
+                groups = coarse_cells(ref.counts, SCAN_CELLS)
+                counts = np.bincount(groups, weights=ref.counts).astype(np.int64)
+                self._cell_map[col.name] = groups
                 self._edges[col.name] = ref.edges
                 self._numeric.append(i)
             elif isinstance(ref, CategoricalSketch):
@@ -238,6 +284,27 @@ class SequentialScan:
             gather[r, : counts.size] = self._offsets[c.name] + np.arange(counts.size)
             ref[r, : counts.size] = counts
         n_ref = ref.sum(axis=1)
+        # For b bins (2 <= b <= BINS), bin j of a column holds its cells from cuts[b][j] to
+        # cuts[b][j + 1] (positions in the running sum of its counts, 0 first): cut where the
+        # reference's share passes j / b. A cell heavier than a bin (ties) makes empty bins,
+        # which the test drops.
+        cum = np.concatenate([np.zeros((len(cols), 1)), np.cumsum(ref, axis=1)], axis=1)
+        cuts: dict[int, npt.NDArray[np.intp]] = {}
+        ref_bins: dict[int, npt.NDArray[np.float64]] = {}
+        for b in range(2, BINS + 1):
+            targets = np.arange(1, b)[None, :] * n_ref[:, None] / b
+            cut = np.full((len(cols), b + 1), width, dtype=np.intp)
+            for r, (row, t) in enumerate(zip(cum, targets, strict=True)):
+                # A bin thinner than half its share (a heavy cell overshot the cut before
+                # it) joins the next, so every bin expects at least half its share.
+                least = row[-1] / (2 * b)
+                kept = [0]
+                for c in row.searchsorted(t, "left").tolist():
+                    if row[c] - row[kept[-1]] >= least and row[-1] - row[c] >= least:
+                        kept.append(c)
+                cut[r, : len(kept)] = kept
+            cuts[b] = cut
+            ref_bins[b] = np.diff(np.take_along_axis(cum, cut, axis=1), axis=1)
         return {
             "names": [c.name for c in cols],
             "floors": np.array([c.floor for c in cols]),
@@ -246,6 +313,9 @@ class SequentialScan:
             "n_ref": n_ref,
             "width": width,
             "ref_cdf": np.cumsum(ref, axis=1) / np.maximum(n_ref, 1)[:, None],
+            "cuts": cuts,
+            "ref_bins": ref_bins,
+            "bins_for": {w: bins_for(w, float(n_ref.min())) for w in self.sizes},
         }
 
     # ------------------------------------------------------------------ cells
@@ -270,8 +340,8 @@ class SequentialScan:
                 right = edges.searchsorted(x, "right")
                 # left = right, less one where x is an edge: cell = left + right.
                 cell = 2 * right - (edges.take(right - 1, mode="clip") == x) * (right > 0)
+                cell = self._cell_map[col.name].take(cell) + base
                 finite = np.isfinite(x)
-                cell += base
                 out.append(cell if finite.all() else np.where(finite, cell, self._nowhere))
             else:
                 index = self._cat_index[col.name]
@@ -288,8 +358,15 @@ class SequentialScan:
 
     # ------------------------------------------------------------------ ingest
 
-    def add(self, cells: Cells, *, now: float) -> list[Finding]:
-        """Count `cells` (from `cells()`) record by record in slices, looking when due."""
+    def add(
+        self, cells: Cells, *, now: float, watch: Collection[str] | None = None
+    ) -> list[Finding]:
+        """Count `cells` (from `cells()`) record by record in slices, looking when due.
+
+        Alarms are reported for every column; clear and hold only for the columns in
+        `watch` (those with an active alert, whose resolution they decide), or for all when
+        `watch` is None.
+        """
         findings: list[Finding] = []
         n = cells.n
         start = 0
@@ -304,9 +381,9 @@ class SequentialScan:
             self.records += stop - start
             start = stop
             self._snapshot(now)
-            findings += self._look(now, timed=False)
+            findings += self._look(now, timed=False, watch=watch)
         if self.look_seconds > 0:
-            findings += self._look(now, timed=True)
+            findings += self._look(now, timed=True, watch=watch)
         return findings
 
     def _snapshot(self, now: float) -> None:
@@ -323,7 +400,7 @@ class SequentialScan:
 
     # ------------------------------------------------------------------ looks
 
-    def _look(self, now: float, *, timed: bool) -> list[Finding]:
+    def _look(self, now: float, *, timed: bool, watch: Collection[str] | None) -> list[Finding]:
         due: list[tuple[_Level, int]] = []
         for level in self.levels:
             new = self.records - level.last_look
@@ -337,107 +414,165 @@ class SequentialScan:
         if not due:
             return []
         self.looks += 1
-        # The largest level looked at says whether an alarming column is clear again.
-        largest = due[-1][0]
+        # All due rungs at once: one window per rung (rows), tested together.
+        windows = self.totals[None, :] - np.stack([lv.snapshots[0].totals for lv, _ in due])
+        alphas = np.array([new * self.alpha_record for _, new in due])
         found: dict[str, Finding] = {}
-        for level, new in due:
-            base = level.snapshots[0]
-            window = self.totals - base.totals
-            alpha = new * self.alpha_record
-            for f in self._test(window, level.size, base.time, alpha, clear=level is largest):
-                prior = found.get(f.column)
-                if prior is None or (f.alarm and not prior.alarm):
-                    found[f.column] = f
+        for kind, m in (("ks", self._num), ("chisquare", self._cat)):
+            if m:
+                for f in self._test(kind, m, windows, due, alphas, watch):
+                    prior = found.get(f.column)
+                    if prior is None or (f.alarm and not prior.alarm):
+                        found[f.column] = f
         return [found[c.name] for c in self.columns if c.name in found]
 
     def _test(
-        self, window: IntArray, size: int, started: float, alpha: float, *, clear: bool
+        self,
+        kind: str,
+        m: dict[str, Any],
+        windows: IntArray,
+        due: list[tuple[_Level, int]],
+        alphas: npt.NDArray[np.float64],
+        watch: Collection[str] | None,
     ) -> list[Finding]:
+        """Alarms of every due rung; clear or hold at the largest, for the watched columns."""
+        # Padding gathers index -1: the always-zero cell. Axes: rung, column, cell.
+        counts = windows[:, m["gather"]].astype(np.float64)
+        n = counts.sum(axis=2)
+        n_ref = m["n_ref"]
+        valid = (n >= MIN_VALUES) & (n_ref > 0)
+        p_bins = np.ones_like(n)
+        if kind == "ks":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cum = np.cumsum(counts, axis=2)
+                d = np.nan_to_num(np.max(np.abs(cum / n[:, :, None] - m["ref_cdf"]), axis=2))
+                p_ks = np.where(n > 0, kolmogorov_sf(d * np.sqrt(n_ref * n / (n_ref + n))), 1.0)
+            # The same counts over BINS reference-quantile bins: a chi-square that sees changes
+            # of spread and shape that KS is slow to (a scale x1.5 in a fifth of the records).
+            cum = np.concatenate([np.zeros((*cum.shape[:2], 1)), cum], axis=2)
+            by_bins: dict[int, list[int]] = {}
+            for lv, (level, _) in enumerate(due):
+                by_bins.setdefault(m["bins_for"][level.size], []).append(lv)
+            for b, rows in by_bins.items():
+                if b < 2:  # too short a window for two bins of 2 x POOL_BELOW expected values
+                    continue
+                cuts = np.broadcast_to(m["cuts"][b], (len(rows), *m["cuts"][b].shape))
+                bins = np.diff(np.take_along_axis(cum[rows], cuts, axis=2), axis=2)
+                p_bins[rows] = _chisquare(m["ref_bins"][b], n_ref, bins, n[rows], pool=False)[1]
+            # Two tests on one column: each at half the column's alpha (Bonferroni).
+            stat, effect = d, d
+            p = np.minimum(1.0, 2.0 * np.minimum(p_ks, p_bins))
+        else:
+            stat, p, effect = _chisquare(m["ref"], n_ref, counts, n)
+        big = valid & (effect >= m["floors"])
+        alarm = big & (p <= alphas[:, None])
+        # Only the largest rung says clear (or "hold": still drifted at the ordinary level,
+        # which keeps an active alert from resolving); the others only alarm.
+        last = len(due) - 1
+        report = alarm.copy()
+        report[last] |= valid[last] & np.array([watch is None or c in watch for c in m["names"]])
         out: list[Finding] = []
-        for kind, m in (("ks", self._num), ("chisquare", self._cat)):
-            if not m:
-                continue
-            # Padding gathers index -1: the always-zero cell.
-            counts = window[m["gather"]].astype(np.float64)
-            n = counts.sum(axis=1)
-            if kind == "ks":
-                stat, p, effect = self._ks(m, counts, n)
-            else:
-                stat, p, effect = self._chisquare(m, counts, n, size)
-            valid = (n >= MIN_VALUES) & (m["n_ref"] > 0)
-            big = effect >= m["floors"]
-            alarm = valid & big & (p <= alpha)
-            # Only the largest rung says clear (or "hold": still drifted at the ordinary
-            # level, which keeps an active alert from resolving); the others only alarm.
-            report = valid if clear else alarm
-            for r in np.flatnonzero(report).tolist():
-                state = (
-                    "alarm"
-                    if alarm[r]
-                    else "hold"
-                    if big[r] and p[r] <= self.clear_alpha
-                    else "clear"
-                )
-                out.append(self._finding(kind, m["names"][r], state, stat[r], p[r], alpha,
-                                         effect[r], float(m["floors"][r]), int(n[r]), size,
-                                         started))  # fmt: skip
+        for lv, c in zip(*np.nonzero(report), strict=True):
+            state = (
+                "alarm"
+                if alarm[lv, c]
+                else "hold"
+                if big[lv, c] and p[lv, c] <= self.clear_alpha
+                else "clear"
+            )
+            level = due[lv][0]
+            out.append(self._finding(kind, m["names"][c], state, float(stat[lv, c]),
+                                     float(p[lv, c]), float(alphas[lv]), float(effect[lv, c]),
+                                     float(m["floors"][c]), int(n[lv, c]), level.size,
+                                     level.snapshots[0].time, float(p_bins[lv, c])))  # fmt: skip
         return out
 
     def _finding(
         self, kind: str, name: str, state: str, stat: float, p: float, alpha: float,
-        effect: float, floor: float, n: int, size: int, started: float,
+        effect: float, floor: float, n: int, size: int, started: float, p_bins: float,
     ) -> Finding:  # fmt: skip
         label, effect_name = ("KS", "D") if kind == "ks" else ("chi-square", "TVD")
         rate = f"1 false alarm per {self.false_alarms_per:,.0f} records"
+        how = (
+            f" (twice the smaller of KS's and the binned chi-square's, {_fmt(p_bins)})"
+            if kind == "ks" and p < 1.0
+            else ""
+        )
         alarm = state == "alarm"
         if alarm:
             message = (
                 f"{label} {effect_name}={_fmt(effect)} over the last {n:,} values, "
-                f"p={_fmt(p)} ≤ {_fmt(alpha)} (sequential, {rate}) and "
+                f"p={_fmt(p)}{how} ≤ {_fmt(alpha)} (sequential, {rate}) and "
                 f"{effect_name} ≥ {_fmt(floor)}"
             )
         else:
             message = (
                 f"{state}: {label} {effect_name}={_fmt(effect)} over the last {n:,} values, "
-                f"p={_fmt(p)} (clear above p {_fmt(self.clear_alpha)} or below "
+                f"p={_fmt(p)}{how} (clear above p {_fmt(self.clear_alpha)} or below "
                 f"{effect_name} {_fmt(floor)})"
             )
-        return Finding(name, kind, alarm, state == "clear", float(stat), float(p), float(alpha),
-                       float(effect), floor, n, size, started, message)  # fmt: skip
+        return Finding(name, kind, alarm, state == "clear", stat, p, alpha, effect, floor, n,
+                       size, started, message)  # fmt: skip
 
-    @staticmethod
-    def _ks(
-        m: dict[str, Any], counts: npt.NDArray[np.float64], n: npt.NDArray[np.float64]
-    ) -> tuple[Any, Any, Any]:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cdf = np.cumsum(counts, axis=1) / n[:, None]
-            d = np.nan_to_num(np.max(np.abs(cdf - m["ref_cdf"]), axis=1))
-            n_ref = m["n_ref"]
-            en = n_ref * n / (n_ref + n)
-            p = np.where(n > 0, kolmogorov_sf(d * np.sqrt(en)), 1.0)
-        return d, np.clip(p, 0.0, 1.0), d
 
-    @staticmethod
-    def _chisquare(
-        m: dict[str, Any], counts: npt.NDArray[np.float64], n: npt.NDArray[np.float64], size: int
-    ) -> tuple[Any, Any, Any]:
-        del size
-        ref, n_ref = m["ref"], m["n_ref"]
-        # Keep a cell when its expected count in the smaller row, from the two rows' total
-        # (what the test conditions on), is >= POOL_BELOW; pool the rest into one cell.
-        # Choosing by the reference's counts alone would bias the test (a cell kept because
-        # its reference count came out high then looks drifted): 20-50x too many alarms at
-        # 1e-3 when the window outgrows the reference, measured against chi2_contingency.
-        smaller = np.minimum(n_ref, n) / np.maximum(n_ref + n, 1)
-        keep = (ref + counts) * smaller[:, None] >= POOL_BELOW
-        r = np.concatenate([ref * keep, (ref * ~keep).sum(axis=1, keepdims=True)], axis=1)
-        w = np.concatenate([counts * keep, (counts * ~keep).sum(axis=1, keepdims=True)], axis=1)
-        both = r + w
-        with np.errstate(invalid="ignore", divide="ignore"):
-            num = (r * n[:, None] - w * n_ref[:, None]) ** 2
-            terms = np.where(both > 0, num / (both * (n_ref * n)[:, None]), 0.0)
-            chi2 = np.nan_to_num(terms.sum(axis=1))
-            df = (both > 0).sum(axis=1) - 1
-            p = np.where(df >= 1, chi2_sf(np.maximum(df, 1), chi2), 1.0)
-            tvd = 0.5 * np.nan_to_num(np.abs(r / n_ref[:, None] - w / n[:, None]).sum(axis=1))
-        return chi2, np.clip(p, 0.0, 1.0), np.minimum(tvd, 1.0)
+def _chisquare(
+    ref: npt.NDArray[np.float64],
+    n_ref: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.float64],
+    n: npt.NDArray[np.float64],
+    *,
+    pool: bool = True,
+) -> tuple[Any, Any, Any]:
+    """Chi-square of homogeneity of each window (rung, column) against its column's
+    reference: the statistic, its p-value and the total variation distance, over the cells
+    left after pooling.
+
+    Keep a cell when its expected count in the smaller row, from the two rows' total (what
+    the test conditions on), is >= POOL_BELOW; pool the rest into one cell. Choosing by the
+    reference's counts alone would bias the test (a cell kept because its reference count
+    came out high then looks drifted): 20-50x too many alarms at 1e-3 when the window
+    outgrows the reference, measured against chi2_contingency. `pool=False`: every cell is
+    kept (cells fixed in advance with enough expected values, as the numeric bins).
+    """
+    ref = np.broadcast_to(ref, counts.shape)
+    nr = np.broadcast_to(n_ref, n.shape)
+    smaller = np.minimum(nr, n) / np.maximum(nr + n, 1)
+    keep = (ref + counts) * smaller[..., None] >= POOL_BELOW if pool else ref + counts >= 0
+    r = np.concatenate([ref * keep, (ref * ~keep).sum(axis=-1, keepdims=True)], axis=-1)
+    w = np.concatenate([counts * keep, (counts * ~keep).sum(axis=-1, keepdims=True)], axis=-1)
+    both = r + w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        num = (r * n[..., None] - w * nr[..., None]) ** 2
+        terms = np.where(both > 0, num / (both * (nr * n)[..., None]), 0.0)
+        chi2 = np.nan_to_num(terms.sum(axis=-1))
+        tvd = 0.5 * np.nan_to_num(np.abs(r / nr[..., None] - w / n[..., None]).sum(axis=-1))
+    df = (both > 0).sum(axis=-1) - 1
+    p = np.where(df >= 1, chi2_sf_int(np.maximum(df, 1), chi2), 1.0)
+    return chi2, np.clip(p, 0.0, 1.0), np.minimum(tvd, 1.0)
+
+
+def chi2_sf_int(df: npt.ArrayLike, x: npt.ArrayLike) -> Any:
+    """P(chi-square with integer `df` >= 1 degrees of freedom > x), elementwise, exact.
+
+    The closed forms for integer degrees of freedom, terms summed in log space (numpy has no
+    incomplete gamma; `distributions.chi2_sf` is one Python call per element): even df = 2m:
+    exp(-x/2) sum_{k<m} (x/2)^k / k!; odd df = 2m + 1: erfc(sqrt(x/2)) + exp(-x/2)
+    sum_{k<m} (x/2)^(k+1/2) / Gamma(k + 3/2). Checked against scipy in the tests.
+    """
+    dfs, xs = np.broadcast_arrays(np.asarray(df, dtype=np.int64), np.asarray(x, np.float64))
+    half = np.maximum(xs, 0.0) / 2.0
+    odd = dfs % 2 == 1
+    m = np.where(odd, (dfs - 1) // 2, dfs // 2)
+    with np.errstate(divide="ignore"):
+        log_half = np.log(half)
+    total = np.where(odd, _erfc(np.sqrt(half)), 0.0)
+    for k in range(int(m.max(initial=0))):
+        shift = np.where(odd, k + 0.5, float(k))
+        lg = np.where(odd, math.lgamma(k + 1.5), math.lgamma(k + 1.0))
+        with np.errstate(invalid="ignore"):
+            term = np.exp(-half + np.where(shift > 0, shift * log_half, 0.0) - lg)
+        total = total + np.where(k < m, term, 0.0)
+    return np.minimum(total, 1.0)
+
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])

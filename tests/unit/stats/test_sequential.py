@@ -18,9 +18,13 @@ from scipy import stats
 
 from mlwarden.stats.sequential import (
     MAX_LEVELS,
+    SCAN_CELLS,
     Finding,
     ScanColumn,
     SequentialScan,
+    bins_for,
+    chi2_sf_int,
+    coarse_cells,
     ladder,
 )
 from mlwarden.stats.sketch import CategoricalSketch, NumericSketch
@@ -74,24 +78,47 @@ def test_window_statistics_are_scipys_on_the_last_records() -> None:
             s = stats.ks_2samp(ref, window, method="asymp")
             assert f.statistic == pytest.approx(s.statistic, abs=1e-12)
             en = 1000 * f.window / (1000 + f.window)
-            assert f.p_value == pytest.approx(stats.kstwobign.sf(s.statistic * np.sqrt(en)))
+            p_ks = stats.kstwobign.sf(s.statistic * np.sqrt(en))
+            # The 8-bin chi-square: bin j starts at the least value with j/8 of the reference
+            # below it.
+            starts = [min(u for u in range(45) if np.sum(ref < u) >= j * 1000 / 8)
+                      for j in range(1, 8)]  # fmt: skip
+            bins = [np.searchsorted(starts, a, side="right") for a in (ref, window)]
+            p_bins = pooled_chisquare(bins[0], bins[1], list(range(8)))[1]
+            assert f.p_value == pytest.approx(min(1.0, 2 * min(p_ks, p_bins)), rel=1e-9)
         else:
             window = cs[seen - f.window : seen]
-            # Pooled as the scan pools: expected count in the smaller row below 20.
-            small = min(len(cats), len(window)) / (len(cats) + len(window))
-            keep = [c for c in "abcdefgz"
-                    if (np.sum(cats == c) + np.sum(window == c)) * small >= 20]  # fmt: skip
-            rest = [c for c in "abcdefgz" if c not in keep]
-            table = np.array(
-                [[np.sum(np.isin(a, [c])) for c in keep] + [np.sum(np.isin(a, rest))]
-                 for a in (cats, window)]
-            )  # fmt: skip
-            table = table[:, table.sum(axis=0) > 0]
-            chi = stats.chi2_contingency(table, correction=False)
-            assert f.statistic == pytest.approx(chi.statistic, rel=1e-9)
-            assert f.p_value == pytest.approx(chi.pvalue, rel=1e-9, abs=1e-300)
-            shares = table / table.sum(axis=1, keepdims=True)
-            assert f.effect == pytest.approx(0.5 * np.abs(shares[0] - shares[1]).sum())
+            chi, p, tvd = pooled_chisquare(cats, window, list("abcdefgz"))
+            assert f.statistic == pytest.approx(chi, rel=1e-9)
+            assert f.p_value == pytest.approx(p, rel=1e-9, abs=1e-300)
+            assert f.effect == pytest.approx(tvd)
+
+
+def pooled_chisquare(ref: np.ndarray, window: np.ndarray, levels: list) -> tuple[float, ...]:
+    """scipy's chi-square of homogeneity, pooled as the scan pools (the levels whose expected
+    count in the smaller row is below 20 in one cell): statistic, p-value, TVD."""
+    small = min(len(ref), len(window)) / (len(ref) + len(window))
+    keep = [c for c in levels if (np.sum(ref == c) + np.sum(window == c)) * small >= 20]
+    rest = [c for c in levels if c not in keep]
+    table = np.array(
+        [[np.sum(np.isin(a, [c])) for c in keep] + [np.sum(np.isin(a, rest))]
+         for a in (ref, window)]
+    )  # fmt: skip
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return 0.0, 1.0, 0.0
+    chi = stats.chi2_contingency(table, correction=False)
+    shares = table / table.sum(axis=1, keepdims=True)
+    return chi.statistic, chi.pvalue, 0.5 * np.abs(shares[0] - shares[1]).sum()
+
+
+def test_integer_chi_square_tail_is_scipys() -> None:
+    df = np.arange(1, 60)[:, None].repeat(7, axis=1)
+    x = np.array([0.0, 0.3, 1.0, 5.0, 30.0, 120.0, 600.0])[None, :] * np.ones_like(df)
+    got = chi2_sf_int(df, x)
+    want = stats.chi2.sf(x, df)
+    assert np.allclose(got, want, rtol=1e-9, atol=1e-300)
+    assert chi2_sf_int(3, 7.0) == pytest.approx(stats.chi2.sf(7.0, 3), rel=1e-12)
 
 
 # ------------------------------------------------------------------- stationary streams
@@ -230,3 +257,23 @@ def test_bad_settings_are_refused() -> None:
         scan_of([col], every=0)
     with pytest.raises(ValueError, match="no columns"):
         scan_of([])
+
+
+def test_coarse_cells_are_contiguous_and_few() -> None:
+    rng = np.random.default_rng(4)
+    sketch = NumericSketch.from_array(rng.standard_t(2, 20_000))
+    groups = coarse_cells(sketch.counts, SCAN_CELLS)
+    assert groups.size == sketch.counts.size and groups[0] == 0
+    assert np.all(np.diff(groups) >= 0) and np.all(np.diff(groups) <= 1)  # runs, in order
+    assert groups.max() < SCAN_CELLS
+    merged = np.bincount(groups, weights=sketch.counts)
+    assert merged.max() <= sketch.counts.sum() / SCAN_CELLS + sketch.counts.max()
+    # A group is the cells that start within one 1/most of the reference: a heavy tie
+    # spans several such slots (its group is that heavy), and the cells after it start anew.
+    ties = np.array([0, 5, 0, 900, 0, 40, 55])
+    assert coarse_cells(ties, 4).tolist() == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_bins_leave_enough_expected_values() -> None:
+    assert [bins_for(w, 1000) for w in (32, 64, 128, 160, 1000)] == [1, 3, 6, 8, 8]
+    assert bins_for(100_000, 50) == 2  # the smaller sample decides
