@@ -69,7 +69,10 @@ ALERT_TYPES: Final = (
     "Errors",
     "PerformanceDrop",
     "CanaryRegression",
+    "MultivariateDrift",
 )
+# spec.detectors.multivariate.method: PCA reconstruction error, the kernel test, or none.
+MULTIVARIATE_METHODS: Final = ("pca", "mmd", "off")
 ACTIONS: Final = ("alert", "rollback", "scale", "shiftTraffic", "pause", "retrain")
 PIPELINE_KINDS: Final = (
     "Deployment",
@@ -681,6 +684,64 @@ class PerformanceCheck:
 
 
 @dataclass(frozen=True)
+class MultivariateCheck:
+    """Drift of the features' joint distribution, over samples of whole rows
+    (`stats/multivariate.py`, `detector/multivariate.py`; docs/detector.md)."""
+
+    method: str = _f(
+        "method",
+        "pca: PCA reconstruction error (NannyML's method); mmd: the kernel two-sample test; "
+        "off: not checked.",
+        default="pca",
+        enum=MULTIVARIATE_METHODS,
+    )
+    p_value: float = _f(
+        "pValue",
+        "Significance level of one evaluation, in (0, 1).",
+        "number",
+        default=0.01,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
+    min_effect: float | None = _f(
+        "minEffect",
+        "Effect floor (pca: rank-biserial correlation of the reconstruction errors against "
+        "the reference's, default 0.1; mmd: MMD^2, default 0).",
+        "number",
+        default=None,
+        low=0.0,
+    )
+    variance: float = _f(
+        "variance",
+        "pca: share of the reference's variance the kept components explain, in (0, 1).",
+        "number",
+        default=0.65,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
+    permutations: int = _f(
+        "permutations",
+        "mmd: permutations of the test.",
+        "integer",
+        default=100,
+        low=20,
+        high=2000,
+    )
+    max_rows: int = _f(
+        "maxRows",
+        "mmd: rows of each side the test runs on (a random subsample).",
+        "integer",
+        default=500,
+        low=50,
+        high=5000,
+    )
+
+
+@dataclass(frozen=True)
 class Detectors:
     drift: DriftCheck = _f(
         "drift",
@@ -723,6 +784,13 @@ class Detectors:
         "object",
         default=None,
         of=PerformanceCheck,
+    )
+    multivariate: MultivariateCheck = _f(
+        "multivariate",
+        "Drift of the features together (a changed correlation), over samples of whole rows.",
+        "object",
+        factory=MultivariateCheck,
+        of=MultivariateCheck,
     )
 
 
