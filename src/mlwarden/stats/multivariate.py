@@ -57,6 +57,7 @@ Pure logic: numpy only, no I/O, no clock; randomness from the caller's generator
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -229,8 +230,9 @@ class MultivariateReference:
     """The reference side of the multivariate check: the encoding and a sample of rows.
 
     `rows` is float16 (`quantise`), in the form it is stored in, so a reloaded reference
-    gives the same fits and the same evidence as the original. `seed` makes the random
-    choices of the checks (the PCA's split, MMD's subsample and permutations) reproducible.
+    gives the same fits and the same evidence as the original. `seed` (a digest of the rows)
+    makes the random choices of the checks (the PCA's split, MMD's subsample and
+    permutations) reproducible.
     """
 
     encoding: Encoding
@@ -245,7 +247,8 @@ class MultivariateReference:
 def build_reference_sample(
     columns: Mapping[str, tuple[str, Any]], n: int, *, seed: int
 ) -> MultivariateReference:
-    """Encode the reference and keep a uniform sample of its rows (without replacement)."""
+    """Encode the reference and keep a uniform sample of its rows (without replacement;
+    `seed` draws it when there are more than the cap)."""
     encoding = fit_encoding(columns)
     cap = reference_rows_cap(encoding.width)
     rng = np.random.default_rng(seed)
@@ -257,7 +260,10 @@ def build_reference_sample(
         else:
             picked[name] = [values[i] for i in keep]
     rows = quantise(encoding.encode(picked, len(keep)))
-    return MultivariateReference(encoding, rows, seed, n)
+    # The checks' random choices follow from the rows themselves: the same reference rows
+    # (the detector's warm-up, `mlwarden check`'s file) give the same split and verdicts.
+    rows_seed = int.from_bytes(hashlib.sha256(rows.tobytes()).digest()[:8], "little")
+    return MultivariateReference(encoding, rows, rows_seed, n)
 
 
 # --------------------------------------------------------------------------- results
