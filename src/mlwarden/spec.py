@@ -599,13 +599,11 @@ class Window:
     )
 
 
-@dataclass(frozen=True)
-class DriftCheck:
-    enabled: bool = _f("enabled", "Run this check.", "boolean", default=True)
-    test: str = _f("test", "The test (auto: by column type).", default="auto", enum=DRIFT_TESTS)
-    p_value: float = _f(
+def _p_value(description: str) -> Any:
+    """A check's significance level: `pValue`, in (0, 1), 0.01 by default."""
+    return _f(
         "pValue",
-        "Significance level, in (0, 1).",
+        description,
         "number",
         default=0.01,
         low=0.0,
@@ -613,6 +611,13 @@ class DriftCheck:
         low_open=True,
         high_open=True,
     )
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    enabled: bool = _f("enabled", "Run this check.", "boolean", default=True)
+    test: str = _f("test", "The test (auto: by column type).", default="auto", enum=DRIFT_TESTS)
+    p_value: float = _p_value("Significance level, in (0, 1).")
     correction: str = _f(
         "correction",
         "Multiple-testing correction across columns.",
@@ -695,16 +700,7 @@ class MultivariateCheck:
         default="pca",
         enum=MULTIVARIATE_METHODS,
     )
-    p_value: float = _f(
-        "pValue",
-        "Significance level of one evaluation, in (0, 1).",
-        "number",
-        default=0.01,
-        low=0.0,
-        high=1.0,
-        low_open=True,
-        high_open=True,
-    )
+    p_value: float = _p_value("Significance level of one evaluation, in (0, 1).")
     min_effect: float | None = _f(
         "minEffect",
         "Effect floor (pca: rank-biserial correlation of the reconstruction errors against "

@@ -8,13 +8,12 @@ it: the detector must raise MultivariateDrift, naming the two features, and no F
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import requests
-from harness import DetectorProcess, SidecarProcess, iris_spec, manifest, wait_until
+from harness import DetectorProcess, SidecarProcess, iris_spec, manifest, v2_infer, wait_until
 
 SPEC = iris_spec(size=600)
 
@@ -41,23 +40,7 @@ def test_a_correlation_flip_raises_multivariate_drift_through_the_chain(
             rows = np.column_stack(
                 [5.8 + x1, 3.0 + x2, 3.7 + rng.standard_normal(6), 1.2 + rng.standard_normal(6)]
             )
-            body = {
-                "inputs": [
-                    {
-                        "name": "input-0",
-                        "shape": list(rows.shape),
-                        "datatype": "FP64",
-                        "data": rows.ravel().tolist(),
-                    }
-                ]
-            }
-            resp = session.post(
-                f"{sidecar.url}/v2/models/iris/infer",
-                data=json.dumps(body),
-                headers={"Content-Type": "application/json"},
-                timeout=10,
-            )
-            assert resp.status_code == 200
+            v2_infer(session, sidecar.url, rows)
 
     send(100, rotate=False)  # 600 rows: the warm-up reference
     wait_until(lambda: detector.status()["phase"] == "Observing", what="reference from warm-up")
