@@ -33,6 +33,7 @@ import capture_cpu
 import detector_throughput
 import drift_suite
 import grpc_latency
+import multivariate
 import operator_scale
 import sidecar_latency
 import sidecar_mlserver
@@ -51,6 +52,7 @@ BENCHMARKS: list[ModuleType] = [
     drift_suite,
     stream_delay,
     canary,
+    multivariate,
 ]
 # The tools each benchmark needs (the others need none).
 NEEDS_TOOLS = {
