@@ -7,7 +7,8 @@ column (histogram edges, counts, sums, moments; category counts), the reference 
 and its identity — is stored and reloaded; raw rows never are. The one exception is the
 multivariate check's sample (`detector/multivariate.py`): at most 5,000 rows of the features,
 already encoded (standardised, one-hot) and rounded to float16, stored as it is kept, so a
-reloaded reference judges rows exactly as the original did.
+reloaded reference judges rows exactly as the original did. A summary too large with it is
+stored without it (the multivariate check does not run after such a restart).
 
 - `encode_reference` / `decode_reference`: the reference to bytes and back, exactly (a float
   is written as its shortest round-trip repr, non-finite ones as strings), gzip-compressed.
@@ -37,6 +38,7 @@ Everything here is pure; `store.py` holds the ConfigMap and file shells.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -212,6 +214,11 @@ def encode_reference(
     text = _canonical(d)
     digest = hashlib.sha256(text).hexdigest()
     data = gzip.compress(text, mtime=0)
+    if len(data) > MAX_STORED_BYTES and reference.multivariate is not None:
+        # The sketches first: without its multivariate sample the reference still judges
+        # every column after a restart (the multivariate check then does not run).
+        lean = dataclasses.replace(reference, multivariate=None)
+        return encode_reference(lean, basis=basis, rebaseline=rebaseline)
     if len(data) > MAX_STORED_BYTES:
         sizes = sorted(
             ((len(_canonical(s)), name) for name, s in d["sketches"].items()), reverse=True

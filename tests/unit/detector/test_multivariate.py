@@ -9,6 +9,8 @@ reference's sample survives the store and gives the same evidence.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -185,3 +187,17 @@ def test_fewer_than_two_usable_features_runs_no_check() -> None:
     typed = {"x": ("numeric", np.arange(500.0)), "empty": ("numeric", np.full(500, np.nan))}
     assert mvd.reference_sample(typed, 500, seed=1) is None
     assert mv.fit_encoding(typed).names == ("x",)
+
+
+def test_a_reference_too_large_with_its_sample_is_stored_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    detector = warmed(np.random.default_rng(6), model())
+    assert detector.reference is not None
+    full, _ = persist.encode_reference(detector.reference, basis="b", rebaseline=None)
+    lean = dataclasses.replace(detector.reference, multivariate=None)
+    bare, _ = persist.encode_reference(lean, basis="b", rebaseline=None)
+    monkeypatch.setattr(persist, "MAX_STORED_BYTES", (len(full) + len(bare)) // 2)
+    data, _ = persist.encode_reference(detector.reference, basis="b", rebaseline=None)
+    assert data == bare
+    assert persist.decode_reference(data, where="t").reference.multivariate is None
