@@ -113,6 +113,7 @@ DEFAULT_SEVERITY: Final[Mapping[str, str]] = {
     "PredictionDrift": "warning",
     "DataQuality": "warning",
     "FeatureDrift": "warning",
+    "MultivariateDrift": "warning",
 }
 MAX_STATUS_REVISIONS: Final = 8  # status.detector.revisions: the detector's live revisions
 MAX_STATUS_SIGNALS: Final = 50  # status.detector.signals
