@@ -34,6 +34,7 @@ import detector_throughput
 import drift_suite
 import embedding_check
 import grpc_latency
+import multivariate
 import operator_scale
 import sidecar_latency
 import sidecar_mlserver
@@ -53,6 +54,7 @@ BENCHMARKS: list[ModuleType] = [
     stream_delay,
     canary,
     embedding_check,
+    multivariate,
 ]
 # The tools each benchmark needs (the others need none).
 NEEDS_TOOLS = {

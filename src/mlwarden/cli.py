@@ -355,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="exit 1 when findings of this kind are present (default: none)",
     )
+    check.add_argument(
+        "--no-multivariate",
+        dest="multivariate",
+        action="store_false",
+        help="skip the multivariate drift check (run by default with two or more features)",
+    )
     demo = sub.add_parser(
         "demo",
         help="the whole loop on this machine: detect, diagnose and react to two incidents",
@@ -499,7 +505,13 @@ def _run_check(args: argparse.Namespace) -> int:
     manifest = load_observed_model(args.observed_model) if args.observed_model else None
     with _check_progress() as progress:
         try:
-            report = run_check(args.reference, args.current, manifest=manifest, progress=progress)
+            report = run_check(
+                args.reference,
+                args.current,
+                manifest=manifest,
+                progress=progress,
+                multivariate=args.multivariate,
+            )
         except CheckError as exc:
             progress.stop()
             print(f"mlwarden check: {exc}", file=sys.stderr)

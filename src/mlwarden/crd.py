@@ -380,6 +380,18 @@ def _status() -> Schema:
                 ),
                 max_items=spec.MAX_STATUS_EVIDENCE,
             ),
+            "features": _array(
+                "MultivariateDrift: the features contributing most, largest share first.",
+                _object(
+                    "One feature's share of the change.",
+                    {
+                        "feature": _string("The feature."),
+                        "share": _number("Its share of the change, in [0, 1]."),
+                    },
+                    required=["feature", "share"],
+                ),
+                max_items=spec.MAX_STATUS_EVIDENCE,
+            ),
             "reference": _string("The reference it was judged against."),
             "message": _string("What was found, in words."),
         },

@@ -70,7 +70,10 @@ ALERT_TYPES: Final = (
     "Errors",
     "PerformanceDrop",
     "CanaryRegression",
+    "MultivariateDrift",
 )
+# spec.detectors.multivariate.method: PCA reconstruction error, the kernel test, or none.
+MULTIVARIATE_METHODS: Final = ("pca", "mmd", "off")
 ACTIONS: Final = ("alert", "rollback", "scale", "shiftTraffic", "pause", "retrain")
 PIPELINE_KINDS: Final = (
     "Deployment",
@@ -111,6 +114,7 @@ DEFAULT_SEVERITY: Final[Mapping[str, str]] = {
     "PredictionDrift": "warning",
     "DataQuality": "warning",
     "FeatureDrift": "warning",
+    "MultivariateDrift": "warning",
 }
 MAX_STATUS_REVISIONS: Final = 8  # status.detector.revisions: the detector's live revisions
 MAX_STATUS_SIGNALS: Final = 50  # status.detector.signals
@@ -626,13 +630,11 @@ class Window:
     )
 
 
-@dataclass(frozen=True)
-class DriftCheck:
-    enabled: bool = _f("enabled", "Run this check.", "boolean", default=True)
-    test: str = _f("test", "The test (auto: by column type).", default="auto", enum=DRIFT_TESTS)
-    p_value: float = _f(
+def _p_value(description: str) -> Any:
+    """A check's significance level: `pValue`, in (0, 1), 0.01 by default."""
+    return _f(
         "pValue",
-        "Significance level, in (0, 1).",
+        description,
         "number",
         default=0.01,
         low=0.0,
@@ -640,6 +642,13 @@ class DriftCheck:
         low_open=True,
         high_open=True,
     )
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    enabled: bool = _f("enabled", "Run this check.", "boolean", default=True)
+    test: str = _f("test", "The test (auto: by column type).", default="auto", enum=DRIFT_TESTS)
+    p_value: float = _p_value("Significance level, in (0, 1).")
     correction: str = _f(
         "correction",
         "Multiple-testing correction across columns.",
@@ -711,6 +720,55 @@ class PerformanceCheck:
 
 
 @dataclass(frozen=True)
+class MultivariateCheck:
+    """Drift of the features' joint distribution, over samples of whole rows
+    (`stats/multivariate.py`, `detector/multivariate.py`; docs/detector.md)."""
+
+    method: str = _f(
+        "method",
+        "pca: PCA reconstruction error (NannyML's method); mmd: the kernel two-sample test; "
+        "off: not checked.",
+        default="pca",
+        enum=MULTIVARIATE_METHODS,
+    )
+    p_value: float = _p_value("Significance level of one evaluation, in (0, 1).")
+    min_effect: float | None = _f(
+        "minEffect",
+        "Effect floor (pca: rank-biserial correlation of the reconstruction errors against "
+        "the reference's, default 0.1; mmd: MMD^2, default 0).",
+        "number",
+        default=None,
+        low=0.0,
+    )
+    variance: float = _f(
+        "variance",
+        "pca: share of the reference's variance the kept components explain, in (0, 1).",
+        "number",
+        default=0.65,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
+    permutations: int = _f(
+        "permutations",
+        "mmd: permutations of the test.",
+        "integer",
+        default=100,
+        low=20,
+        high=2000,
+    )
+    max_rows: int = _f(
+        "maxRows",
+        "mmd: rows of each side the test runs on (a random subsample).",
+        "integer",
+        default=500,
+        low=50,
+        high=5000,
+    )
+
+
+@dataclass(frozen=True)
 class Detectors:
     drift: DriftCheck = _f(
         "drift",
@@ -753,6 +811,13 @@ class Detectors:
         "object",
         default=None,
         of=PerformanceCheck,
+    )
+    multivariate: MultivariateCheck = _f(
+        "multivariate",
+        "Drift of the features together (a changed correlation), over samples of whole rows.",
+        "object",
+        factory=MultivariateCheck,
+        of=MultivariateCheck,
     )
 
 

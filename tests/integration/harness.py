@@ -357,6 +357,27 @@ class DetectorProcess(ManagedProcess):
         )
 
 
+def v2_infer(session: requests.Session, url: str, rows: Any, model: str = "iris") -> None:
+    """One Open Inference Protocol v2 request of `rows` (a 2-D float array) as FP64; 200."""
+    body = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(rows.shape),
+                "datatype": "FP64",
+                "data": rows.ravel().tolist(),
+            }
+        ]
+    }
+    resp = session.post(
+        f"{url}/v2/models/{model}/infer",
+        data=json.dumps(body),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+
+
 def manifest(tmp: Path, spec: str, name: str = "m") -> Path:
     """An ObservedModel file: `spec` is the YAML body under `spec:` (indented by the caller)."""
     path = tmp / f"{name}.yaml"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import requests
-from harness import DetectorProcess, SidecarProcess, iris_spec, manifest, wait_until
+from harness import DetectorProcess, SidecarProcess, iris_spec, manifest, v2_infer, wait_until
 from sklearn.datasets import load_iris
 
 SPEC = iris_spec(size=300)
@@ -31,23 +30,7 @@ def test_a_unit_change_upstream_is_detected_through_the_whole_chain(
         for _ in range(n_requests):
             rows = x[rng.choice(len(x), size=3)].copy()
             rows[:, 2] *= unit  # petal_length: 1.0 = centimetres, 10.0 = millimetres
-            body = {
-                "inputs": [
-                    {
-                        "name": "input-0",
-                        "shape": list(rows.shape),
-                        "datatype": "FP64",
-                        "data": rows.ravel().tolist(),
-                    }
-                ]
-            }
-            resp = session.post(
-                f"{sidecar.url}/v2/models/iris/infer",
-                data=json.dumps(body),
-                headers={"Content-Type": "application/json"},
-                timeout=10,
-            )
-            assert resp.status_code == 200
+            v2_infer(session, sidecar.url, rows)
 
     send(100, 1.0)  # 300 rows: the warm-up reference
     wait_until(lambda: detector.status()["phase"] == "Observing", what="reference from warm-up")

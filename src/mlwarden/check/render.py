@@ -31,6 +31,11 @@ def render_text(report: CheckReport) -> str:
         mark = "DRIFT" if f.drifted else ("ok   " if f.evaluated else "-    ")
         reason = f.verdict.reason if f.verdict else "drift check disabled"
         lines.append(f"  {mark} {f.name:<24} {f.type:<11} {reason}")
+    joint = report.multivariate
+    if joint is not None:
+        mark = "DRIFT" if joint["drift"] else ("ok   " if joint.get("evaluated") else "-    ")
+        lines.append("")
+        lines.append(f"multivariate ({joint['method']}): {mark.strip()}: {joint['reason']}")
     problems = [e for e in report.quality if e.failing]
     lines.append("")
     lines.append(f"data quality: {len(problems)} problem(s)")

@@ -59,10 +59,17 @@ class CheckReport:
     settings: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # The multivariate check's JSON object (check/multivariate.py); None when not run.
+    multivariate: dict[str, Any] | None = None
 
     @property
     def drift(self) -> list[Evidence]:
-        return [e for e in self.evidence if e.type in ("FeatureDrift", "PredictionDrift")]
+        kinds = ("FeatureDrift", "PredictionDrift", "MultivariateDrift")
+        return [e for e in self.evidence if e.type in kinds]
+
+    @property
+    def multivariate_drift(self) -> bool:
+        return bool(self.multivariate and self.multivariate.get("drift"))
 
     @property
     def quality(self) -> list[Evidence]:
@@ -92,7 +99,11 @@ class CheckReport:
                 "drifted": self.drifted,
                 "driftCount": len(self.drifted),
                 "qualityProblems": len(problems),
-                "failing": {"drift": bool(self.drifted), "quality": bool(problems)},
+                "failing": {
+                    "drift": bool(self.drifted) or self.multivariate_drift,
+                    "quality": bool(problems),
+                },
+                "multivariateDrift": self.multivariate_drift,
             },
             "features": [_feature_dict(f) for f in self.features],
             "quality": [
@@ -106,6 +117,7 @@ class CheckReport:
                 }
                 for e in self.quality
             ],
+            "multivariate": self.multivariate,
             "warnings": self.warnings,
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
         }

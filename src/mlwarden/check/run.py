@@ -41,6 +41,7 @@ from mlwarden.check.columns import (
     numeric_values,
     present,
 )
+from mlwarden.check.multivariate import check_multivariate
 from mlwarden.check.read import DEFAULT_LIMIT, read_columns
 from mlwarden.check.result import CheckReport, FeatureCheck
 from mlwarden.detector.alerts import Evidence
@@ -148,6 +149,7 @@ def check_columns(
     reference_name: str = "reference",
     current_name: str = "current",
     threads: int | None = None,
+    multivariate: bool = True,
 ) -> CheckReport:
     """Judge `current` against `reference`, column by column, as the detector would.
 
@@ -155,6 +157,8 @@ def check_columns(
     or `Encoded` columns, all of one length per side. Types come from `manifest` when it
     declares features, otherwise from the reference (`infer_type`). Raises CheckError on
     empty data, columns of unequal length, or columns missing from one side.
+    `multivariate`: also run the multivariate check (`check/multivariate.py`) unless the
+    spec turns it off.
     """
     started = time.perf_counter()
     names = (reference_name, current_name)
@@ -235,6 +239,12 @@ def check_columns(
         if verdict is not None and fc.evaluated:
             evidence.append(drift_evidence(alert_type, check, verdict))
     evidence += check_quality(summary, view, detectors.quality)
+    joint = None
+    if multivariate and detectors.multivariate.method != "off":
+        joint, found = check_multivariate(
+            ref, cur, columns, detectors.multivariate, reference_id=summary.id
+        )
+        evidence += [found] if found is not None else []
     return CheckReport(
         reference=reference_name,
         current=current_name,
@@ -246,6 +256,7 @@ def check_columns(
         settings=settings_of(detectors, manifest),
         warnings=warnings,
         timings={"checkSeconds": time.perf_counter() - started},
+        multivariate=joint,
     )
 
 
@@ -318,6 +329,14 @@ def settings_of(d: Detectors, manifest: ObservedModel | None) -> dict[str, Any]:
             "newCategories": q.new_categories,
             "maxNewCategoryRate": NEW_CATEGORY_MAX_RATE,
         },
+        "multivariate": {
+            "method": d.multivariate.method,
+            "pValue": d.multivariate.p_value,
+            "minEffect": d.multivariate.min_effect,
+            "variance": d.multivariate.variance,
+            "permutations": d.multivariate.permutations,
+            "maxRows": d.multivariate.max_rows,
+        },
         "minValues": MIN_VALUES,
         "numericBins": DEFAULT_MAX_BINS,
         "distanceBins": DISTANCE_BINS,
@@ -332,6 +351,7 @@ def run_check(
     manifest: ObservedModel | None = None,
     progress: Progress | None = None,
     limit: int = DEFAULT_LIMIT,
+    multivariate: bool = True,
 ) -> CheckReport:
     """Read both files and judge them with `check_columns` (raises CheckError)."""
     started = time.perf_counter()
@@ -352,7 +372,7 @@ def run_check(
     read_seconds = time.perf_counter() - started
     report = check_columns(
         sides[0], sides[1], manifest=manifest, progress=progress,
-        reference_name=reference, current_name=current,
+        reference_name=reference, current_name=current, multivariate=multivariate,
     )  # fmt: skip
     report.timings["readSeconds"] = read_seconds
     return report

@@ -4,10 +4,11 @@ The shape is what `GET /v1/status` serves and what the operator copies into the
 ObservedModel's `status.alerts`, so `kubectl describe om` shows exactly this:
 
     {type, feature?, test, statistic, pValue?, threshold, since, modelRevision?,
-     baselineRevision?, evidence?, reference}
+     baselineRevision?, evidence?, features?, reference}
 
 `CanaryRegression` alerts (one per candidate revision: its key carries the candidate in the
 place of the feature) add `baselineRevision` and `evidence`, the per-signal findings.
+`MultivariateDrift` alerts add `features`, the features contributing most ({feature, share}).
 
 Hysteresis: a check must fail `fire_after` consecutive evaluations before its
 alert fires, and pass `resolve_after` consecutive evaluations before it
@@ -53,6 +54,7 @@ class Evidence:
     model_revision: str | None = None
     baseline_revision: str | None = None
     details: tuple[Mapping[str, Any], ...] = ()
+    features: tuple[Mapping[str, Any], ...] = ()  # MultivariateDrift: {feature, share}
 
     @property
     def key(self) -> tuple[str, str | None, str]:
@@ -80,6 +82,7 @@ class Alert:
     message: str = ""
     baseline_revision: str | None = None
     evidence: tuple[Mapping[str, Any], ...] = ()
+    features: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Alert:
@@ -104,6 +107,7 @@ class Alert:
                 None if d.get("baselineRevision") is None else str(d["baselineRevision"])
             ),
             evidence=tuple(dict(e) for e in d.get("evidence") or ()),
+            features=tuple(dict(e) for e in d.get("features") or ()),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +127,8 @@ class Alert:
             out["baselineRevision"] = self.baseline_revision
         if self.evidence:
             out["evidence"] = [dict(e) for e in self.evidence]
+        if self.features:
+            out["features"] = [dict(e) for e in self.features]
         out["reference"] = self.reference
         if self.message:
             out["message"] = self.message
@@ -191,6 +197,7 @@ class AlertStateMachine:
                     message=ev.message,
                     baseline_revision=ev.baseline_revision,
                     evidence=ev.details,
+                    features=ev.features,
                 )
                 if track.active is not None:
                     track.active = alert  # refresh the figures, keep it active

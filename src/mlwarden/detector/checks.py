@@ -35,6 +35,7 @@ from mlwarden.stats import (
     evaluate_drift,
 )
 from mlwarden.stats import performance as perf
+from mlwarden.stats.multivariate import MultivariateReference
 from mlwarden.stats.sketch import Sketch
 
 MIN_VALUES = 30  # fewer current values than this: a check is not evaluated (not a pass)
@@ -71,6 +72,9 @@ class ReferenceSummary:
     sketches: dict[str, Sketch]
     performance: dict[str, float] = field(default_factory=dict)
     performance_estimated: bool = True
+    # A sample of whole rows for the multivariate check (detector/multivariate.py); None
+    # with fewer than two usable features.
+    multivariate: MultivariateReference | None = None
 
 
 def _no_latencies() -> np.ndarray:

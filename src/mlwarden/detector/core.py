@@ -33,6 +33,7 @@ from typing import Any, Final
 import numpy as np
 
 from mlwarden.detector import canary
+from mlwarden.detector import multivariate as mvd
 from mlwarden.detector.alerts import Alert, AlertStateMachine, Evidence, Transition
 from mlwarden.detector.checks import (
     LATENCY_EDGES,
@@ -175,6 +176,7 @@ def build_reference(
     """Sketch raw reference columns. `source` names it (`warmup`, `file:...`)."""
     n = max((len(v) for v in raw.values()), default=0)
     sketches: dict[str, Sketch] = {}
+    typed: dict[str, tuple[str, Any]] = {}  # the features' values, for the multivariate sample
     digest = hashlib.sha256()
     for name, column in sorted(columns.items()):
         values = raw.get(name, [None] * n)
@@ -183,11 +185,15 @@ def build_reference(
             sketch: Sketch = NumericSketch(numeric_edges(array[np.isfinite(array)]))
             sketch.add(array)
             digest.update(array.tobytes())
+            typed[name] = (column.type, array)
         else:
             sketch = CategoricalSketch()
             cats = to_categorical(values)
             sketch.add(cats)
             digest.update("\x1f".join("" if c is None else c for c in cats).encode())
+            typed[name] = (column.type, cats)
+        if column.kind != "feature":
+            del typed[name]
         sketches[name] = sketch
     performance: dict[str, float] = {}
     estimated = True
@@ -204,8 +210,9 @@ def build_reference(
                 lambda m=metric: perf.estimate_metric(m, probabilities)
             )
     ref_id = f"{source}@{digest.hexdigest()[:12]}"
+    sample = mvd.reference_sample(typed, n, seed=mvd.seed_of(ref_id))
     return ReferenceSummary(
-        ref_id, source, since, n, dict(columns), sketches, performance, estimated
+        ref_id, source, since, n, dict(columns), sketches, performance, estimated, sample
     )
 
 
@@ -423,6 +430,7 @@ class Detector:
         # alert transitions they cause at ingest wait here for the service to report them.
         self.scan: SequentialScan | None = None
         self.transitions: list[Transition] = []
+        self.rows: mvd.RowWindow | None = None  # the multivariate check's current rows
         self.model_revision: str | None = None  # the revision of the latest batch
         # Live revisions (at most MAX_REVISIONS), the baseline among them (sticky once
         # chosen), each candidate's latest canary result and verdict, and the promotion
@@ -487,6 +495,15 @@ class Detector:
         self.warmup = {}
         self.warmup_probabilities = []
         self.scan = build_scan(reference, self.model, now=now)
+        self.rows = (
+            None
+            if reference.multivariate is None
+            else mvd.RowWindow(
+                reference.multivariate,
+                size=spec.window.size,
+                duration=spec.window.duration_seconds,
+            )
+        )
         for rev in self.revisions.values():
             rev.window = self._revision_window(now)
 
@@ -625,6 +642,8 @@ class Detector:
                     other.window.roll(now, tick=True)
         elif rev is not None and rev.window is not None:
             rev.window.roll(now)
+        if self.rows is not None:
+            self.rows.add(scanned, n, now)
         if self.scan is not None:
             self._look(scanned, n, now)
 
@@ -771,6 +790,8 @@ class Detector:
             evidence += check_performance(
                 self.reference, view, d.performance, reference_labelled=self.reference_labelled
             )
+            multivariate = self.rows.evaluate(d.multivariate, now=now) if self.rows else None
+            evidence += [multivariate] if multivariate is not None else []
         if self.embeddings is not None:
             evidence += self.embeddings.evidence(d.drift)
         evidence += self._canary_evidence(now)
@@ -1146,6 +1167,14 @@ class Detector:
                 "columns": [c.name for c in self.scan.columns],
                 "looks": self.scan.looks,
             },
+            "multivariate": {"method": spec.detectors.multivariate.method}
+            | (
+                self.rows.status()
+                if self.rows is not None
+                else {"reason": mvd.unusable_reason(None)}
+                if self.reference is not None
+                else {}
+            ),
             "modelRevision": self.model_revision,
             "baselineRevision": self.baseline,
             "revisionsEvicted": self.revisions_evicted,

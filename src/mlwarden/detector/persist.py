@@ -4,7 +4,11 @@ A warm-up reference is built from the first N records a detector sees. Were it r
 every restart, a detector restarted in the middle of an incident would take the drifted
 traffic as its new "normal" and stop alerting. So the reference's summary — the sketches per
 column (histogram edges, counts, sums, moments; category counts), the reference performance
-and its identity — is stored and reloaded; raw rows never are.
+and its identity — is stored and reloaded; raw rows never are. The one exception is the
+multivariate check's sample (`detector/multivariate.py`): at most 5,000 rows of the features,
+already encoded (standardised, one-hot) and rounded to float16, stored as it is kept, so a
+reloaded reference judges rows exactly as the original did. A summary too large with it is
+stored without it (the multivariate check does not run after such a restart).
 
 - `encode_reference` / `decode_reference`: the reference to bytes and back, exactly (a float
   is written as its shortest round-trip repr, non-finite ones as strings), gzip-compressed.
@@ -34,6 +38,7 @@ Everything here is pure; `store.py` holds the ConfigMap and file shells.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -48,6 +53,7 @@ from mlwarden.detector.checks import Column, ReferenceSummary
 from mlwarden.detector.core import SLO_ALERT_TYPES
 from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModelSpec
 from mlwarden.stats import CategoricalSketch, NumericSketch
+from mlwarden.stats.multivariate import Encoding, FeatureEncoding, MultivariateReference
 
 FORMAT: Final = "mlwarden.io/reference/v1"
 ALERTS_FORMAT: Final = "mlwarden.io/alerts/v1"
@@ -165,7 +171,35 @@ def reference_to_dict(
         "sketches": {name: _sketch_to_dict(s) for name, s in reference.sketches.items()},
         "performance": {k: _f(v) for k, v in reference.performance.items()},
         "performanceEstimated": reference.performance_estimated,
+        "multivariate": _sample_to_dict(reference.multivariate),
     }
+
+
+def _sample_to_dict(sample: MultivariateReference | None) -> dict[str, Any] | None:
+    if sample is None:
+        return None
+    return {
+        "features": [f.to_dict() for f in sample.encoding.features],
+        "seed": sample.seed,
+        "total": sample.total,
+        "shape": list(sample.rows.shape),
+        "rows": base64.b64encode(sample.rows.astype("<f2").tobytes()).decode(),
+    }
+
+
+def _sample_from_dict(d: Mapping[str, Any] | None, where: str) -> MultivariateReference | None:
+    if d is None:
+        return None
+    try:
+        encoding = Encoding(tuple(FeatureEncoding.from_dict(f) for f in d["features"]))
+        n, width = (int(x) for x in d["shape"])
+        if width != encoding.width:
+            raise ValueError(f"{width} columns, the encoding has {encoding.width}")
+        raw = base64.b64decode(d["rows"], validate=True)
+        rows = np.frombuffer(raw, dtype="<f2").astype(np.float16).reshape(n, width)
+        return MultivariateReference(encoding, rows, int(d["seed"]), int(d["total"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StoredReferenceError(f"{where}: multivariate: {exc!r}") from None
 
 
 def _canonical(d: Mapping[str, Any]) -> bytes:
@@ -180,6 +214,11 @@ def encode_reference(
     text = _canonical(d)
     digest = hashlib.sha256(text).hexdigest()
     data = gzip.compress(text, mtime=0)
+    if len(data) > MAX_STORED_BYTES and reference.multivariate is not None:
+        # The sketches first: without its multivariate sample the reference still judges
+        # every column after a restart (the multivariate check then does not run).
+        lean = dataclasses.replace(reference, multivariate=None)
+        return encode_reference(lean, basis=basis, rebaseline=rebaseline)
     if len(data) > MAX_STORED_BYTES:
         sizes = sorted(
             ((len(_canonical(s)), name) for name, s in d["sketches"].items()), reverse=True
@@ -221,6 +260,8 @@ def decode_reference(data: bytes, *, where: str) -> StoredReference:
             sketches=sketches,
             performance={str(k): _unf(v) for k, v in d["performance"].items()},
             performance_estimated=bool(d["performanceEstimated"]),
+            # Absent from a reference stored before the multivariate check existed.
+            multivariate=_sample_from_dict(d.get("multivariate"), where),
         )
         rebaseline = d["rebaseline"]
         return StoredReference(

@@ -101,7 +101,7 @@ AlertClass = Literal[
     "other",
 ]
 _CLASSES: Final[tuple[AlertClass, ...]] = get_args(AlertClass)
-_INPUT_ALERTS: Final = ("FeatureDrift", "DataQuality")
+_INPUT_ALERTS: Final = ("FeatureDrift", "DataQuality", "MultivariateDrift")
 
 
 def _table(rows: Mapping[str, tuple[float, ...]]) -> dict[str, dict[AlertClass, float]]:
@@ -155,7 +155,7 @@ MODEL_KIND_WEIGHTS: Final = _table({
 def alert_class(alert: Mapping[str, Any], *, input_alerts: bool) -> AlertClass:
     """The kind table's column for an alert (input_alerts: FeatureDrift or DataQuality active)."""
     kind = alert.get("type")
-    if kind == "FeatureDrift":
+    if kind in ("FeatureDrift", "MultivariateDrift"):  # the inputs changed, alone or together
         return "drift"
     if kind == "DataQuality":
         return "missing" if alert.get("test") == "missing_rate" else "values"

@@ -29,7 +29,7 @@ from typing import Any
 
 from mlwarden.spec import MAX_STATUS_CONDITIONS
 
-DRIFT_TYPES = ("FeatureDrift", "PredictionDrift")
+DRIFT_TYPES = ("FeatureDrift", "PredictionDrift", "MultivariateDrift")
 
 
 @dataclass(frozen=True)
