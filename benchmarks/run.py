@@ -34,6 +34,7 @@ import detector_throughput
 import drift_suite
 import grpc_latency
 import operator_scale
+import segments
 import sidecar_latency
 import sidecar_mlserver
 import stream_delay
@@ -51,6 +52,7 @@ BENCHMARKS: list[ModuleType] = [
     drift_suite,
     stream_delay,
     canary,
+    segments,
 ]
 # The tools each benchmark needs (the others need none).
 NEEDS_TOOLS = {

@@ -59,10 +59,18 @@ class CheckReport:
     settings: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # `--segment`: the checks per segment (check/segments.py), and the report's object.
+    segment_evidence: list[Evidence] = field(default_factory=list)
+    segments: dict[str, Any] | None = None
 
     @property
     def drift(self) -> list[Evidence]:
-        return [e for e in self.evidence if e.type in ("FeatureDrift", "PredictionDrift")]
+        """Drift evidence, all data's and the segments' (a segment's drift fails the check)."""
+        return [
+            e
+            for e in [*self.evidence, *self.segment_evidence]
+            if e.type in ("FeatureDrift", "PredictionDrift")
+        ]
 
     @property
     def quality(self) -> list[Evidence]:
@@ -75,7 +83,11 @@ class CheckReport:
     def failing(self, fail_on: str) -> list[Evidence]:
         if fail_on == "none":
             return []
-        pool = {"drift": self.drift, "quality": self.quality, "any": self.evidence}[fail_on]
+        pool = {
+            "drift": self.drift,
+            "quality": self.quality,
+            "any": [*self.evidence, *self.segment_evidence],
+        }[fail_on]
         return [e for e in pool if e.failing]
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +118,7 @@ class CheckReport:
                 }
                 for e in self.quality
             ],
+            **({"segments": self.segments} if self.segments is not None else {}),
             "warnings": self.warnings,
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
         }

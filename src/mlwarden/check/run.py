@@ -24,7 +24,7 @@ import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,7 @@ from mlwarden.check.columns import (
 )
 from mlwarden.check.read import DEFAULT_LIMIT, read_columns
 from mlwarden.check.result import CheckReport, FeatureCheck
+from mlwarden.check.segments import check_segments, segments_to_check
 from mlwarden.detector.alerts import Evidence
 from mlwarden.detector.checks import (
     MIN_VALUES,
@@ -142,13 +143,15 @@ def check_columns(
     reference_name: str = "reference",
     current_name: str = "current",
     threads: int | None = None,
+    segments: Sequence[str] = (),
 ) -> CheckReport:
     """Judge `current` against `reference`, column by column, as the detector would.
 
     Columns are numpy arrays, sequences of JSON scalars (None: missing), pyarrow arrays
     or `Encoded` columns, all of one length per side. Types come from `manifest` when it
     declares features, otherwise from the reference (`infer_type`). Raises CheckError on
-    empty data, columns of unequal length, or columns missing from one side.
+    empty data, columns of unequal length, or columns missing from one side. `segments`:
+    columns to slice by (`check.segments`; none given: the manifest's `spec.segments`).
     """
     started = time.perf_counter()
     names = (reference_name, current_name)
@@ -229,6 +232,10 @@ def check_columns(
         if verdict is not None and fc.evaluated:
             evidence.append(drift_evidence(alert_type, check, verdict))
     evidence += check_quality(summary, view, detectors.quality)
+    sliced = segments_to_check(segments, manifest, [n for n in ref if n in cur])
+    segment_evidence, segment_report = (
+        check_segments(sliced, ref, cur, columns, summary, detectors) if sliced else ([], None)
+    )
     return CheckReport(
         reference=reference_name,
         current=current_name,
@@ -240,6 +247,8 @@ def check_columns(
         settings=settings_of(detectors, manifest),
         warnings=warnings,
         timings={"checkSeconds": time.perf_counter() - started},
+        segment_evidence=segment_evidence,
+        segments=segment_report,
     )
 
 
@@ -326,6 +335,7 @@ def run_check(
     manifest: ObservedModel | None = None,
     progress: Progress | None = None,
     limit: int = DEFAULT_LIMIT,
+    segments: Sequence[str] = (),
 ) -> CheckReport:
     """Read both files and judge them with `check_columns` (raises CheckError)."""
     started = time.perf_counter()
@@ -346,7 +356,7 @@ def run_check(
     read_seconds = time.perf_counter() - started
     report = check_columns(
         sides[0], sides[1], manifest=manifest, progress=progress,
-        reference_name=reference, current_name=current,
+        reference_name=reference, current_name=current, segments=segments,
     )  # fmt: skip
     report.timings["readSeconds"] = read_seconds
     return report

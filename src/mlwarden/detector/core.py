@@ -33,7 +33,7 @@ from typing import Any, Final
 import numpy as np
 
 from mlwarden.detector import canary
-from mlwarden.detector.alerts import Alert, AlertStateMachine, Evidence, Transition
+from mlwarden.detector.alerts import Alert, AlertStateMachine, Evidence, Transition, segment_test
 from mlwarden.detector.checks import (
     LATENCY_EDGES,
     MIN_VALUES,
@@ -47,6 +47,7 @@ from mlwarden.detector.checks import (
     safe_metric,
 )
 from mlwarden.detector.ingest import Batch
+from mlwarden.detector.segments import Segments
 from mlwarden.detector.sequential import build_scan, covered, findings_to_evidence, iso
 from mlwarden.records import Value, finite_or_none
 from mlwarden.spec import ObservedModel
@@ -402,6 +403,8 @@ class Detector:
                 spec.prediction.name, "prediction", spec.prediction.type
             )
         self.infer_columns = not spec.features
+        # Checks per segment of the traffic (spec.segments, detector/segments.py).
+        self.segments = Segments(spec.segments) if spec.segments else None
         self.reference: ReferenceSummary | None = None
         self.ranges: dict[str, tuple[float, float]] = {}
         self.window: Window | None = None
@@ -462,8 +465,24 @@ class Detector:
     def warming_up(self) -> bool:
         return self.reference is None
 
-    def set_reference(self, reference: ReferenceSummary, *, now: float) -> None:
+    def set_reference(
+        self,
+        reference: ReferenceSummary,
+        *,
+        now: float,
+        raw: dict[str, list[Value]] | None = None,
+        probabilities: np.ndarray | None = None,
+    ) -> None:
+        """Put `reference` in force; `raw`: the rows it was built from (the segments'
+        references are split from them; without them no segment is judged)."""
         self.reference = reference
+        if self.segments is not None:
+            self.segments.set_reference(
+                reference,
+                raw,
+                probabilities,
+                {"numeric": lambda v: to_numeric(v)[0], "categorical": to_categorical},
+            )
         self.columns = dict(reference.columns)
         # The reference range of each numeric column, for the out-of-range check.
         self.ranges = {
@@ -574,6 +593,7 @@ class Detector:
             chunk.n_records += n
             chunk.last = now
         scanned: dict[str, Any] = {}
+        converted: dict[str, Any] = {}  # every column as converted (the segments read them)
         for name, column in self.columns.items():
             values = batch.feature(name) if column.kind == "feature" else batch.output(name)
             absent = values is None  # nothing to scan (the scan keeps no memory for it)
@@ -586,6 +606,7 @@ class Detector:
                 low, high = self.ranges.get(name, (-math.inf, math.inf))
                 outside = int(np.count_nonzero((array < low) | (array > high)))
                 _add_to_sketches([c.sketches[name] for c in chunks], array)
+                converted[name] = array
                 for chunk in chunks:
                     if errors:
                         chunk.type_errors[name] += errors
@@ -596,10 +617,12 @@ class Detector:
             else:
                 categories = to_categorical(values)
                 _add_to_sketches([c.sketches[name] for c in chunks], categories)
+                converted[name] = categories
                 if not absent:
                     scanned[name] = categories
         counted: dict[str, int] = {}  # counted only for the names a chunk keeps (bounded)
-        for name in batch.feature_names - self.columns.keys():
+        sliced_by = self.segments.names if self.segments is not None else frozenset()
+        for name in batch.feature_names - self.columns.keys() - sliced_by:
             for chunk in chunks:
                 if name in chunk.unexpected or len(chunk.unexpected) < MAX_UNEXPECTED_FIELDS:
                     if name not in counted:
@@ -610,12 +633,16 @@ class Detector:
         if probabilities is not None:
             for chunk in chunks:
                 chunk.probabilities.append(probabilities)
+        if self.segments is not None:
+            self.segments.ingest(batch, converted, self.ranges, probabilities)
         if self.window.roll(now):
             for other in self.revisions.values():
                 if other.window is not None:
                     other.window.roll(now, tick=True)
         elif rev is not None and rev.window is not None:
             rev.window.roll(now)
+        if self.segments is not None:
+            self.segments.follow(self.window)
         if self.scan is not None:
             self._look(scanned, n, now)
 
@@ -694,6 +721,8 @@ class Detector:
         probabilities = self._probabilities(batch)
         if probabilities is not None:
             self.warmup_probabilities.append(probabilities[:take])
+        if self.segments is not None:
+            self.segments.keep_warmup(batch, take)
         self.warmup_n += take
         revision = batch.source.get("modelRevision")
         if isinstance(revision, str) and revision and take:
@@ -709,7 +738,7 @@ class Detector:
             )
             if self.warmup_revisions:
                 self.reference_revision = self.warmup_revisions.most_common(1)[0][0]
-            self.set_reference(reference, now=now)
+            self.set_reference(reference, now=now, raw=self.warmup, probabilities=probs)
 
     def _remember_predictions(self, batch: Batch, rev: Revision | None) -> None:
         prediction = self._prediction_column()
@@ -763,6 +792,9 @@ class Detector:
             evidence += check_performance(
                 self.reference, view, d.performance, reference_labelled=self.reference_labelled
             )
+            if self.segments is not None:
+                self.segments.follow(self.window)
+                evidence += self.segments.evaluate(d)
         evidence += self._canary_evidence(now)
         self.last_evidence = evidence
         reference = self.reference.id if self.reference is not None else "warmup (pending)"
@@ -772,7 +804,11 @@ class Detector:
         fed = [
             e
             for e in evidence
-            if not (e.feature in scanned and e.type in ("FeatureDrift", "PredictionDrift"))
+            if not (
+                e.feature in scanned
+                and e.type in ("FeatureDrift", "PredictionDrift")
+                and e.segment is None
+            )
         ]
         transitions = self.alerts.observe(
             fed, now=now_iso, reference=reference, model_revision=dominant
@@ -996,6 +1032,8 @@ class Detector:
             entry: dict[str, Any] = {"type": ev.type}
             if ev.feature is not None:
                 entry["feature"] = ev.feature
+            if ev.segment is not None:
+                entry["segment"] = {ev.segment[0]: ev.segment[1]}
             entry.update(
                 test=ev.test,
                 statistic=finite_or_none(ev.statistic),
@@ -1007,7 +1045,8 @@ class Detector:
             if revision is not None:
                 entry["modelRevision"] = revision
             self.signal_log[ev.key] = entry
-        for key in [k for k in self.signal_log if k not in self._tracked(now)]:
+        tracked = self._tracked(now)  # once: per key it was quadratic in the checks
+        for key in [k for k in self.signal_log if k not in tracked]:
             del self.signal_log[key]
             self._last_failed.pop(key, None)
 
@@ -1138,6 +1177,7 @@ class Detector:
             "modelRevision": self.model_revision,
             "baselineRevision": self.baseline,
             "revisionsEvicted": self.revisions_evicted,
+            "segments": self.segments.status() if self.segments is not None else None,
             "alerts": [a.to_dict() for a in self.alerts.active],
             "pendingChecks": self.alerts.pending(),
             "checks": [
@@ -1165,7 +1205,7 @@ def _alert_key(alert: Alert) -> tuple[str, str | None, str]:
     """The alert state machine's key of an alert (a canary's: its candidate revision)."""
     if alert.type == canary.ALERT_TYPE:
         return (alert.type, alert.model_revision, alert.test)
-    return (alert.type, alert.feature, alert.test)
+    return (alert.type, alert.feature, segment_test(alert.test, alert.segment))
 
 
 def _sort_key(key: tuple[str, str | None, str]) -> tuple[str, str, str]:
