@@ -11,11 +11,10 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
+from served_path import through_the_detector
 
 from mlwarden import cli
 from mlwarden.check import CheckError, check_columns
-from mlwarden.detector.core import Detector, build_reference
-from mlwarden.detector.ingest import MAX_RECORDS_PER_BATCH, parse_batch
 from mlwarden.spec import ObservedModel, parse_observed_model
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "check-report.schema.json").read_text())
@@ -92,30 +91,13 @@ def test_an_unknown_segment_column_is_a_clear_error(
     assert "--segment 'contry': no such column in both files" in err and "country" in err
 
 
-def through_the_detector(ref: dict[str, list[Any]], cur: dict[str, list[Any]]) -> Any:
-    detector = Detector(model(), now=0.0)
-    reference = build_reference(ref, dict(detector.columns), source="t", since=0.0)
-    detector.set_reference(reference, now=0.0, raw=ref)
-    n = len(next(iter(cur.values())))
-    assert detector.window is not None
-    detector.window.size = detector.window.chunk_records = n  # the whole data is one window
-    for start in range(0, n, MAX_RECORDS_PER_BATCH):
-        records = [
-            {"features": {k: v[i] for k, v in cur.items()}}
-            for i in range(start, min(n, start + MAX_RECORDS_PER_BATCH))
-        ]
-        detector.ingest(parse_batch({"records": records}, now=0.0), now=0.0)
-    detector.evaluate(now=0.0, now_iso="t")
-    return [e for e in detector.last_evidence if e.segment is not None]
-
-
 def test_the_check_and_the_detector_agree_on_every_segment() -> None:
     ref, cur = data(3, 6000), data(4, 3000, shift=1.0)
     cur["x1"][:40] = ["oops"] * 40  # type errors, in whichever segments those rows are
     cur["x2"][40:90] = [99.0] * 50  # out of the reference range
     report = check_columns(ref, cur, manifest=model())
     ours = report.segment_evidence
-    theirs = through_the_detector(ref, cur)
+    theirs = [e for e in through_the_detector(ref, cur, model()) if e.segment is not None]
     assert sorted(e.key for e in ours) == sorted(e.key for e in theirs)
     by_key = {e.key: e for e in theirs}
     for a in ours:

@@ -27,6 +27,7 @@ Pure: no clock (callers pass `now`), no I/O.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ class Evidence:
     # The segment it was judged on, (column, value); None: all traffic.
     segment: tuple[str, str] | None = None
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[str, str | None, str]:
         """One alert per (type, feature, test): drift on two features is two alerts.
 
@@ -234,11 +235,8 @@ class AlertStateMachine:
     @property
     def active(self) -> list[Alert]:
         """Active alerts, in a stable order (type, feature, test)."""
-        return [
-            t.active
-            for key, t in sorted(self._tracks.items(), key=lambda kv: _sort_key(kv[0]))
-            if t.active is not None
-        ]
+        alerting = [(key, t.active) for key, t in self._tracks.items() if t.active is not None]
+        return [alert for _, alert in sorted(alerting, key=lambda kv: _sort_key(kv[0]))]
 
     def state(self) -> list[dict[str, Any]]:
         """Every check with something to remember (a streak, an onset, an active alert)."""

@@ -794,7 +794,7 @@ class Detector:
             )
             if self.segments is not None:
                 self.segments.follow(self.window)
-                evidence += self.segments.evaluate(d)
+                evidence += self.segments.evaluate(d, self.alerts.active)
         evidence += self._canary_evidence(now)
         self.last_evidence = evidence
         reference = self.reference.id if self.reference is not None else "warmup (pending)"
@@ -1012,6 +1012,8 @@ class Detector:
             performance=performance,
         )
         self.reference_revision = rev.name
+        if self.segments is not None:
+            self.segments.promoted()
         # The sequential drift scan judges against the reference in force: start it anew.
         self.scan = build_scan(self.reference, self.model, now=now)
         self.promotion = {
@@ -1026,9 +1028,12 @@ class Detector:
     def _log_signals(
         self, evidence: list[Evidence], *, now: float, now_iso: str, dominant: str | None
     ) -> None:
+        active = {_alert_key(a) for a in self.alerts.active}
         for ev in evidence:
             if ev.failing:
                 self._last_failed[ev.key] = now
+            elif ev.key not in self.signal_log and ev.key not in active:
+                continue  # passing, untracked: its entry would be pruned below at once
             entry: dict[str, Any] = {"type": ev.type}
             if ev.feature is not None:
                 entry["feature"] = ev.feature

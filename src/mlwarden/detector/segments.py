@@ -35,6 +35,7 @@ Pure: no clock, no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
-from mlwarden.detector.alerts import Evidence
+from mlwarden.detector.alerts import Alert, Evidence
 from mlwarden.detector.checks import (
     MIN_VALUES,
     ReferenceSummary,
@@ -427,6 +428,7 @@ class Segments:
         # The segment columns' values in the warm-up's records (a column that is not a
         # feature is not among the warm-up's raw columns): bounded by the reference size.
         self.warmup: dict[str, list[Value]] = {s.column: [] for s in self.specs}
+        self.predictions_moved = False
 
     @property
     def names(self) -> frozenset[str]:
@@ -451,6 +453,7 @@ class Segments:
         only) no segment is judged, and status says why."""
         self.reference = reference
         self.columns = []
+        self.predictions_moved = False
         if raw is None:
             self.unavailable = (
                 "the reference was reloaded from the store, which keeps no rows to split by "
@@ -510,17 +513,48 @@ class Segments:
         for column in self.columns:
             column.follow(window)
 
-    def evaluate(self, detectors: Detectors) -> list[Evidence]:
-        if self.reference is None or not self.columns:
-            return []
+    def evaluate(self, detectors: Detectors, active: Sequence[Alert] = ()) -> list[Evidence]:
+        """Every segment's checks; and a passing finding for each `active` alert on a segment
+        that is not judged any more (the segments' references were not rebuilt after a
+        restart, or the segment is gone), so it resolves after `resolveAfter` evaluations
+        instead of staying active with nothing to judge it."""
         views = {
             (c.spec.column, level): c.view(i)
             for c in self.columns
             for i, level in enumerate(c.reference.segments)
         }
-        return evaluate_segments(
-            [c.reference for c in self.columns], views, self.reference, detectors
-        )
+        out: list[Evidence] = []
+        if self.reference is not None and self.columns:
+            if self.predictions_moved:
+                detectors = dataclasses.replace(
+                    detectors,
+                    prediction_drift=dataclasses.replace(detectors.prediction_drift, enabled=False),
+                )
+            out = evaluate_segments(
+                [c.reference for c in self.columns], views, self.reference, detectors
+            )
+        why = self.unavailable or "the segment is no longer one of the segments"
+        for alert in active:
+            if alert.segment is not None and alert.segment not in views:
+                out.append(
+                    Evidence(
+                        type=alert.type,
+                        test=alert.test,
+                        statistic=0.0,
+                        threshold=alert.threshold,
+                        failing=False,
+                        feature=alert.feature,
+                        message=f"segment {segment_label(*alert.segment)} not judged: {why}",
+                        segment=alert.segment,
+                    )
+                )
+        return out
+
+    def promoted(self) -> None:
+        """The prediction's reference moved to a promoted revision (all traffic's only): the
+        segments' prediction references describe the old model, so the segments' prediction
+        drift is not judged until the next reference."""
+        self.predictions_moved = True
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"columns": [c.status() for c in self.columns]}

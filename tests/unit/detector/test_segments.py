@@ -69,6 +69,16 @@ def warmed(seed: int, **extra: Any) -> tuple[Detector, np.random.Generator]:
     return d, rng
 
 
+def alerting_on_brazil(seed: int) -> tuple[Detector, np.random.Generator]:
+    """A detector whose window holds Brazil's x0 moved by 1.5 sd, evaluated twice (fireAfter 2)."""
+    d, rng = warmed(seed)
+    for _ in range(40):
+        d.ingest(batch(rng, 100, shift=1.5), now=1.0)
+    d.evaluate(now=1.0, now_iso="t1")
+    d.evaluate(now=2.0, now_iso="t2")
+    return d, rng
+
+
 def test_a_drift_in_a_five_percent_segment_is_flagged_and_named_where_all_traffic_misses_it() -> (
     None
 ):
@@ -137,11 +147,7 @@ def test_memory_is_bounded_whatever_the_number_of_distinct_values() -> None:
 
 
 def test_a_segment_alert_is_tracked_apart_and_survives_the_state_round_trip() -> None:
-    d, rng = warmed(4)
-    for _ in range(40):
-        d.ingest(batch(rng, 100, shift=1.5), now=1.0)
-    d.evaluate(now=1.0, now_iso="t1")
-    d.evaluate(now=2.0, now_iso="t2")
+    d, _ = alerting_on_brazil(4)
     (alert,) = d.alerts.active
     assert alert.segment == ("country", "BR")
     assert Alert.from_dict(alert.to_dict()) == alert
@@ -153,12 +159,16 @@ def test_a_segment_alert_is_tracked_apart_and_survives_the_state_round_trip() ->
     assert ("FeatureDrift", "x0", "ks@country=BR") in keys
 
 
-def test_a_reference_without_rows_judges_no_segment_and_says_why() -> None:
-    d, rng = warmed(5)
+def test_a_reference_without_rows_judges_no_segment_says_why_and_resolves_its_alerts() -> None:
+    d, rng = alerting_on_brazil(5)
+    assert [a.segment for a in d.alerts.active] == [("country", "BR")]
     assert d.reference is not None
-    d.set_reference(d.reference, now=1.0)  # as a reference reloaded from the store
+    d.set_reference(d.reference, now=3.0)  # as a reference reloaded from the store: no rows
     for _ in range(40):
-        d.ingest(batch(rng, 100, shift=3.0), now=1.0)
-    d.evaluate(now=2.0, now_iso="t")
-    assert not [e for e in d.last_evidence if e.segment is not None]
+        d.ingest(batch(rng, 100, shift=1.5), now=3.0)
+    transitions = d.evaluate(now=4.0, now_iso="t4") + d.evaluate(now=5.0, now_iso="t5")
+    assert [(t.kind, t.alert.segment) for t in transitions] == [("resolved", ("country", "BR"))]
+    assert not [e for e in d.last_evidence if e.segment is not None and e.failing]
+    (note,) = [e for e in d.last_evidence if e.segment is not None]
+    assert "not judged: the reference was reloaded from the store" in note.message
     assert "reloaded from the store" in d.status()["segments"]["unavailable"]
