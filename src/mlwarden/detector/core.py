@@ -476,13 +476,6 @@ class Detector:
         """Put `reference` in force; `raw`: the rows it was built from (the segments'
         references are split from them; without them no segment is judged)."""
         self.reference = reference
-        if self.segments is not None:
-            self.segments.set_reference(
-                reference,
-                raw,
-                probabilities,
-                {"numeric": lambda v: to_numeric(v)[0], "categorical": to_categorical},
-            )
         self.columns = dict(reference.columns)
         # The reference range of each numeric column, for the out-of-range check.
         self.ranges = {
@@ -497,6 +490,14 @@ class Detector:
             duration=spec.window.duration_seconds,
             now=now,
         )
+        if self.segments is not None:
+            self.segments.set_reference(
+                reference,
+                raw,
+                probabilities,
+                {"numeric": lambda v: to_numeric(v)[0], "categorical": to_categorical},
+            )
+            self.segments.follow(self.window)  # its chunks start with the window's
         self.warmup = {}
         self.warmup_probabilities = []
         self.scan = build_scan(reference, self.model, now=now)

@@ -108,6 +108,9 @@ def test_a_drift_in_a_five_percent_segment_is_flagged_and_named_where_all_traffi
     country = status["segments"]["columns"][0]
     assert country["column"] == "country" and len(country["segments"]) == 21
     assert {s["level"] for s in country["segments"]} == {*LEVELS, "other"}
+    # a segment's window is the all-traffic window's records of that segment, chunk for chunk
+    for column in status["segments"]["columns"]:
+        assert sum(s["windowRecords"] for s in column["segments"]) == status["window"]["records"]
     tenant = status["segments"]["columns"][1]
     assert [s["level"] for s in tenant["segments"]][-1] == "other"
     assert len(tenant["segments"]) == 4
@@ -172,3 +175,15 @@ def test_a_reference_without_rows_judges_no_segment_says_why_and_resolves_its_al
     (note,) = [e for e in d.last_evidence if e.segment is not None]
     assert "not judged: the reference was reloaded from the store" in note.message
     assert "reloaded from the store" in d.status()["segments"]["unavailable"]
+
+
+def test_segment_windows_keep_in_step_when_the_first_batch_seals_a_chunk() -> None:
+    d, rng = warmed(6)
+    d.ingest(batch(rng, 500), now=1.0)  # more than a chunk (400): sealed at once
+    for _ in range(60):
+        d.ingest(batch(rng, 100), now=1.0)
+        status = d.status()
+        for column in status["segments"]["columns"]:
+            assert (
+                sum(s["windowRecords"] for s in column["segments"]) == status["window"]["records"]
+            )
