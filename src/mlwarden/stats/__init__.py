@@ -14,6 +14,7 @@
     drift.py          per feature: pick the test, correct, apply the effect floor
     segments.py       heavy hitters (the segments of a column), drift over segments x features
     performance.py    model performance from labels, or estimated without them (CBPE)
+    embedding.py      vectors: bounded samples, projection, sequential MMD test, topic mix
 
 Each test module exposes one `score(reference, current) -> TestResult` over two
 sketches; correction and effect floors live only in `drift.py`.
