@@ -36,6 +36,7 @@ import embedding_check
 import grpc_latency
 import multivariate
 import operator_scale
+import segments
 import sidecar_latency
 import sidecar_mlserver
 import stream_delay
@@ -55,6 +56,7 @@ BENCHMARKS: list[ModuleType] = [
     canary,
     embedding_check,
     multivariate,
+    segments,
 ]
 # The tools each benchmark needs (the others need none).
 NEEDS_TOOLS = {

@@ -361,6 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the multivariate drift check (run by default with two or more features)",
     )
+    check.add_argument(
+        "--segment",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="also check each segment of COLUMN (its most frequent values, the rest as other); "
+        "repeatable or a comma list; default: the ObservedModel's spec.segments",
+    )
     demo = sub.add_parser(
         "demo",
         help="the whole loop on this machine: detect, diagnose and react to two incidents",
@@ -505,12 +513,14 @@ def _run_check(args: argparse.Namespace) -> int:
     manifest = load_observed_model(args.observed_model) if args.observed_model else None
     with _check_progress() as progress:
         try:
+            segments = [c.strip() for arg in args.segment for c in arg.split(",") if c.strip()]
             report = run_check(
                 args.reference,
                 args.current,
                 manifest=manifest,
                 progress=progress,
                 multivariate=args.multivariate,
+                segments=segments,
             )
         except CheckError as exc:
             progress.stop()

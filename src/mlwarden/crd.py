@@ -338,6 +338,18 @@ def _schema_of(cls: type[Any], description: str) -> Schema:
 # --------------------------------------------------------------------------- status
 
 
+def _segment(what: str) -> Schema:
+    return {
+        "type": "object",
+        "description": (
+            f"{what} concerns one segment of the traffic (spec.segments): the segment column "
+            "and its value (`other`: every value that is not a segment of its own)."
+        ),
+        "additionalProperties": _string("The value of the segment column."),
+        "maxProperties": 1,
+    }
+
+
 def _status() -> Schema:
     when = "date-time"
     alert = _object(
@@ -345,6 +357,7 @@ def _status() -> Schema:
         {
             "type": _string("The alert type.", enum=spec.ALERT_TYPES),
             "feature": _string("The feature, for per-feature alerts."),
+            "segment": _segment("The alert"),
             "test": _string("The test or check that failed."),
             "statistic": _number("The test statistic.", nullable=True),
             "pValue": _number("The p-value, for statistical tests.", nullable=True),
@@ -426,6 +439,7 @@ def _status() -> Schema:
         {
             "type": _string("The alert type.", enum=spec.ALERT_TYPES),
             "feature": _string("The feature, for per-feature checks."),
+            "segment": _segment("The check"),
             "test": _string("The test."),
             "statistic": _number("Its latest statistic.", nullable=True),
             "threshold": _number("What it was judged against.", nullable=True),

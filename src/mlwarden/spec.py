@@ -185,6 +185,8 @@ MAX_TEXT: Final = 253  # a feature, output or container name
 MAX_PATH: Final = 1024  # a file path or a dotted JSON path
 MAX_URL: Final = 2048
 MAX_FEATURES: Final = 1000
+MAX_SEGMENT_COLUMNS: Final = 4  # spec.segments: columns to slice by
+MAX_SEGMENT_LEVELS: Final = 50  # spec.segments[].maxLevels
 MAX_PIPELINE: Final = 100
 MAX_REACTIONS: Final = 50
 
@@ -438,6 +440,33 @@ class Feature:
         default=None,
         low=1,
         high=65536,
+    )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A column whose values slice the traffic: each frequent value is a segment of its own.
+
+    The drift, data-quality and performance checks then also run per segment (its records
+    against its own part of the reference), so a change confined to one segment is seen
+    (detector/segments.py). The segments are the `maxLevels` most frequent values of the
+    reference, counted with bounded memory; every other value (and a missing one) is the
+    segment `other`.
+    """
+
+    column: str = _f(
+        "column",
+        "A categorical feature, or any input field the records carry, to slice by.",
+        min_length=1,
+        max_length=MAX_TEXT,
+    )
+    max_levels: int = _f(
+        "maxLevels",
+        "Segments kept: the most frequent values; the rest are one segment, other.",
+        "integer",
+        default=20,
+        low=1,
+        high=MAX_SEGMENT_LEVELS,
     )
 
 
@@ -1408,6 +1437,16 @@ class ObservedModelSpec:
     prediction: Prediction | None = _f(
         "prediction", "The model output to watch.", "object", default=None, of=Prediction
     )
+    segments: tuple[Segment, ...] = _f(
+        "segments",
+        "Columns to slice the traffic by: drift, quality and performance per frequent value.",
+        "objects",
+        default=(),
+        of=Segment,
+        map_keys=("column",),
+        noun="segment column",
+        max_items=MAX_SEGMENT_COLUMNS,
+    )
     capture: Capture = _f(
         "capture", "What the sidecar captures.", "object", factory=Capture, of=Capture
     )
@@ -1959,6 +1998,10 @@ def _cross_checks(
                 f"hashing turns the numeric {rule.field!r} into text; drop it, or declare it "
                 "categorical",
             )
+    for i, segment in enumerate(spec.segments):
+        problem = _segment_problem(segment.column, features, prediction)
+        if problem:
+            o.errors.add(f"spec.segments[{i}].column", problem)
     if features:
         names = {f.name for f in features} | ({prediction.name} if prediction else set())
         for component in spec.pipeline:
@@ -1977,6 +2020,22 @@ def _cross_checks(
         for path, reaction in reaction_items:
             if reaction.feature is not None and reaction.feature not in names:
                 o.errors.add(f"{path}.feature", f"{reaction.feature!r} is not a feature")
+
+
+def _segment_problem(
+    column: str, features: tuple[Feature, ...], prediction: Prediction | None
+) -> str | None:
+    """Why `column` cannot slice the traffic (None: it can)."""
+    if prediction is not None and column == prediction.name:
+        return f"{column!r} is the prediction; segments slice by inputs"
+    declared = {f.name: f.type for f in features}
+    if declared.get(column, "categorical") != "categorical":
+        return (
+            f"{column!r} is a{'n' if declared[column] == 'embedding' else ''} "
+            f"{declared[column]} feature; segments slice by categorical values "
+            "(declare it categorical, or slice by another column)"
+        )
+    return None
 
 
 _SECTION_READERS: Final[dict[type[Any], Callable[[_Obj], Any]]] = {

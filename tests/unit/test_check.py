@@ -21,15 +21,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from scipy import stats
+from served_path import through_the_detector
 
 import mlwarden.report
 from mlwarden import cli
 from mlwarden.check import CheckError, CheckReport, check_columns, render, run_check
 from mlwarden.detector.alerts import Evidence
 from mlwarden.detector.checks import Column
-from mlwarden.detector.core import Detector, build_reference
-from mlwarden.detector.ingest import MAX_RECORDS_PER_BATCH, parse_batch
-from mlwarden.detector.multivariate import RowWindow
+from mlwarden.detector.core import Detector
 from mlwarden.report import TimelineEvent, render_html
 from mlwarden.spec import ObservedModel, parse_observed_model
 
@@ -73,29 +72,6 @@ def model(features: dict[str, str], detectors: dict[str, Any] | None = None) -> 
         {"apiVersion": "mlwarden.io/v1alpha1", "kind": "ObservedModel",
          "metadata": {"name": "m", "namespace": "ml"}, "spec": spec}
     )  # fmt: skip
-
-
-def through_the_detector(
-    ref: dict[str, list[Any]], cur: dict[str, list[Any]], om: ObservedModel
-) -> list[Evidence]:
-    """The served path: reference sketches from raw values, current rows as ingested records."""
-    detector = Detector(om, now=0.0)
-    detector.set_reference(
-        build_reference(ref, dict(detector.columns), source="t", since=0.0), now=0.0
-    )
-    n = len(next(iter(cur.values())))
-    assert detector.window is not None
-    detector.window.size = detector.window.chunk_records = n  # the whole data is one window
-    if detector.rows is not None:  # and the multivariate check's rows too
-        detector.rows = RowWindow(detector.rows.reference, size=n, duration=None)
-    for start in range(0, n, MAX_RECORDS_PER_BATCH):
-        records = [
-            {"features": {k: v[i] for k, v in cur.items()}}
-            for i in range(start, min(n, start + MAX_RECORDS_PER_BATCH))
-        ]
-        detector.ingest(parse_batch({"records": records}, now=0.0), now=0.0)
-    detector.evaluate(now=0.0, now_iso="t")
-    return detector.last_evidence
 
 
 def assert_same_evidence(ours: list[Evidence], theirs: list[Evidence]) -> None:

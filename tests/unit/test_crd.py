@@ -554,6 +554,7 @@ BASE: dict[str, Any] = {
             {"name": "merchant_category", "type": "categorical"},
         ],
         "prediction": {"name": "score", "type": "numeric", "probabilities": "probs"},
+        "segments": [{"column": "country", "maxLevels": 10}],
         "capture": {"sampleRate": 0.5, "maxBodyBytes": 2 << 20},
         "reference": {"source": "warmup", "size": 1000},
         "window": {"size": 1000},

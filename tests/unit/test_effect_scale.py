@@ -9,12 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 from scipy import stats
+from served_path import through_the_detector
 
 from mlwarden.check import check_columns
 from mlwarden.detector.alerts import Evidence
-from mlwarden.detector.checks import Column
-from mlwarden.detector.core import Detector, build_reference
-from mlwarden.detector.ingest import MAX_RECORDS_PER_BATCH, parse_batch
 from mlwarden.spec import DriftCheck, ObservedModel, parse_observed_model
 from mlwarden.stats import DEFAULT_MIN_EFFECT, CategoricalSketch, NumericSketch
 from mlwarden.stats.drift import evaluate_drift
@@ -34,20 +32,7 @@ def model(features: dict[str, str]) -> ObservedModel:
 def detector_evidence(
     ref: dict[str, list[Any]], cur: dict[str, list[Any]], om: ObservedModel
 ) -> list[Evidence]:
-    detector = Detector(om, now=0.0)
-    columns = {n: Column(n, "feature", t) for n, t in ((f.name, f.type) for f in om.spec.features)}
-    detector.set_reference(build_reference(ref, columns, source="t", since=0.0), now=0.0)
-    n = len(next(iter(cur.values())))
-    assert detector.window is not None
-    detector.window.size = detector.window.chunk_records = n
-    for start in range(0, n, MAX_RECORDS_PER_BATCH):
-        records = [
-            {"features": {k: v[i] for k, v in cur.items()}}
-            for i in range(start, min(n, start + MAX_RECORDS_PER_BATCH))
-        ]
-        detector.ingest(parse_batch({"records": records}, now=0.0), now=0.0)
-    detector.evaluate(now=0.0, now_iso="t")
-    return [e for e in detector.last_evidence if e.type == "FeatureDrift"]
+    return [e for e in through_the_detector(ref, cur, om) if e.type == "FeatureDrift"]
 
 
 def binary(rng: np.random.Generator, p: float, n: int) -> list[str]:

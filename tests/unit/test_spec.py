@@ -1213,3 +1213,36 @@ def test_a_large_bound_is_written_out() -> None:
 def test_parse_duration_rejects_an_infinite_string() -> None:
     with pytest.raises(ValueError):
         parse_duration("9" * 400 + "s")
+
+
+def test_segments_slice_by_a_categorical_feature_or_a_request_field() -> None:
+    features = [*FRAUD_FEATURES, {"name": "text", "type": "embedding"}]
+    ok = parse_observed_model(
+        _manifest(
+            features=features,
+            segments=[{"column": "merchant_category"}, {"column": "tenant", "maxLevels": 5}],
+        )
+    )
+    assert [(s.column, s.max_levels) for s in ok.spec.segments] == [
+        ("merchant_category", 20),
+        ("tenant", 5),
+    ]
+    errors = _errors(
+        _manifest(
+            features=features,
+            prediction={"name": "score"},
+            segments=[
+                {"column": "amount"},
+                {"column": "text"},
+                {"column": "score"},
+                {"column": "tenant", "maxLevels": 51},
+            ],
+        )
+    )
+    _assert_error(errors, "spec.segments[0].column", "'amount' is a numeric feature")
+    _assert_error(errors, "spec.segments[1].column", "'text' is an embedding feature")
+    _assert_error(errors, "spec.segments[2].column", "is the prediction")
+    _assert_error(errors, "spec.segments[3].maxLevels", "must be in [1, 50]")
+    errors = _errors(_manifest(segments=[{"column": "a"}, {"column": "a"}, {"colum": "b"}]))
+    _assert_error(errors, "spec.segments[1].column", "duplicate segment column 'a'")
+    _assert_error(errors, "spec.segments[2].colum", "unknown field")

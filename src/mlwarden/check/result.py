@@ -61,11 +61,16 @@ class CheckReport:
     timings: dict[str, float] = field(default_factory=dict)
     # The multivariate check's JSON object (check/multivariate.py); None when not run.
     multivariate: dict[str, Any] | None = None
+    # `--segment`: the checks per segment (check/segments.py), and the report's object.
+    segment_evidence: list[Evidence] = field(default_factory=list)
+    segments: dict[str, Any] | None = None
 
     @property
     def drift(self) -> list[Evidence]:
+        """Drift evidence: all data's (multivariate included) and the segments' (a segment's
+        drift fails the check)."""
         kinds = ("FeatureDrift", "PredictionDrift", "MultivariateDrift")
-        return [e for e in self.evidence if e.type in kinds]
+        return [e for e in [*self.evidence, *self.segment_evidence] if e.type in kinds]
 
     @property
     def multivariate_drift(self) -> bool:
@@ -82,7 +87,11 @@ class CheckReport:
     def failing(self, fail_on: str) -> list[Evidence]:
         if fail_on == "none":
             return []
-        pool = {"drift": self.drift, "quality": self.quality, "any": self.evidence}[fail_on]
+        pool = {
+            "drift": self.drift,
+            "quality": self.quality,
+            "any": [*self.evidence, *self.segment_evidence],
+        }[fail_on]
         return [e for e in pool if e.failing]
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +127,7 @@ class CheckReport:
                 for e in self.quality
             ],
             "multivariate": self.multivariate,
+            **({"segments": self.segments} if self.segments is not None else {}),
             "warnings": self.warnings,
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
         }

@@ -24,7 +24,7 @@ import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,7 @@ from mlwarden.check.columns import (
 from mlwarden.check.multivariate import check_multivariate
 from mlwarden.check.read import DEFAULT_LIMIT, read_columns
 from mlwarden.check.result import CheckReport, FeatureCheck
+from mlwarden.check.segments import check_segments, segments_to_check
 from mlwarden.detector.alerts import Evidence
 from mlwarden.detector.checks import (
     MIN_VALUES,
@@ -150,6 +151,7 @@ def check_columns(
     current_name: str = "current",
     threads: int | None = None,
     multivariate: bool = True,
+    segments: Sequence[str] = (),
 ) -> CheckReport:
     """Judge `current` against `reference`, column by column, as the detector would.
 
@@ -158,7 +160,8 @@ def check_columns(
     declares features, otherwise from the reference (`infer_type`). Raises CheckError on
     empty data, columns of unequal length, or columns missing from one side.
     `multivariate`: also run the multivariate check (`check/multivariate.py`) unless the
-    spec turns it off.
+    spec turns it off. `segments`: columns to slice by (`check.segments`; none given: the
+    manifest's `spec.segments`).
     """
     started = time.perf_counter()
     names = (reference_name, current_name)
@@ -245,6 +248,10 @@ def check_columns(
             ref, cur, columns, detectors.multivariate, reference_id=summary.id
         )
         evidence += [found] if found is not None else []
+    sliced = segments_to_check(segments, manifest, [n for n in ref if n in cur])
+    segment_evidence, segment_report = (
+        check_segments(sliced, ref, cur, columns, summary, detectors) if sliced else ([], None)
+    )
     return CheckReport(
         reference=reference_name,
         current=current_name,
@@ -257,6 +264,8 @@ def check_columns(
         warnings=warnings,
         timings={"checkSeconds": time.perf_counter() - started},
         multivariate=joint,
+        segment_evidence=segment_evidence,
+        segments=segment_report,
     )
 
 
@@ -352,6 +361,7 @@ def run_check(
     progress: Progress | None = None,
     limit: int = DEFAULT_LIMIT,
     multivariate: bool = True,
+    segments: Sequence[str] = (),
 ) -> CheckReport:
     """Read both files and judge them with `check_columns` (raises CheckError)."""
     started = time.perf_counter()
@@ -373,6 +383,7 @@ def run_check(
     report = check_columns(
         sides[0], sides[1], manifest=manifest, progress=progress,
         reference_name=reference, current_name=current, multivariate=multivariate,
+        segments=segments,
     )  # fmt: skip
     report.timings["readSeconds"] = read_seconds
     return report

@@ -3,12 +3,14 @@
 The shape is what `GET /v1/status` serves and what the operator copies into the
 ObservedModel's `status.alerts`, so `kubectl describe om` shows exactly this:
 
-    {type, feature?, test, statistic, pValue?, threshold, since, modelRevision?,
+    {type, feature?, segment?, test, statistic, pValue?, threshold, since, modelRevision?,
      baselineRevision?, evidence?, features?, reference}
 
 `CanaryRegression` alerts (one per candidate revision: its key carries the candidate in the
 place of the feature) add `baselineRevision` and `evidence`, the per-signal findings.
 `MultivariateDrift` alerts add `features`, the features contributing most ({feature, share}).
+A check run on one segment of the traffic (`spec.segments`, detector/segments.py) names it,
+`segment: {country: BR}`, and is tracked apart from the same check on all traffic.
 
 Hysteresis: a check must fail `fire_after` consecutive evaluations before its
 alert fires, and pass `resolve_after` consecutive evaluations before it
@@ -26,6 +28,7 @@ Pure: no clock (callers pass `now`), no I/O.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +37,7 @@ from typing import Any, Literal
 from mlwarden.records import finite_or_none
 from mlwarden.spec import ALERT_TYPES
 
-__all__ = ["ALERT_TYPES", "Alert", "AlertStateMachine", "Evidence", "Transition"]
+__all__ = ["ALERT_TYPES", "Alert", "AlertStateMachine", "Evidence", "Transition", "segment_test"]
 
 
 @dataclass(frozen=True)
@@ -55,17 +58,25 @@ class Evidence:
     baseline_revision: str | None = None
     details: tuple[Mapping[str, Any], ...] = ()
     features: tuple[Mapping[str, Any], ...] = ()  # MultivariateDrift: {feature, share}
+    # The segment it was judged on, (column, value); None: all traffic.
+    segment: tuple[str, str] | None = None
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[str, str | None, str]:
         """One alert per (type, feature, test): drift on two features is two alerts.
 
         A CanaryRegression has no feature; one alert per candidate revision, so the
-        candidate takes the feature's place in the key.
+        candidate takes the feature's place in the key. A segment's check is a track of its
+        own: the segment joins the test in the key (`ks@country=BR`).
         """
         if self.type == "CanaryRegression":
             return (self.type, self.model_revision, self.test)
-        return (self.type, self.feature, self.test)
+        return (self.type, self.feature, segment_test(self.test, self.segment))
+
+
+def segment_test(test: str, segment: tuple[str, str] | None) -> str:
+    """The test's place in an alert's key: the test, and the segment when there is one."""
+    return test if segment is None else f"{test}@{segment[0]}={segment[1]}"
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,7 @@ class Alert:
     baseline_revision: str | None = None
     evidence: tuple[Mapping[str, Any], ...] = ()
     features: tuple[Mapping[str, Any], ...] = ()
+    segment: tuple[str, str] | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Alert:
@@ -108,6 +120,7 @@ class Alert:
             ),
             evidence=tuple(dict(e) for e in d.get("evidence") or ()),
             features=tuple(dict(e) for e in d.get("features") or ()),
+            segment=_segment_from(d.get("segment")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +128,8 @@ class Alert:
         out: dict[str, Any] = {"type": self.type}
         if self.feature is not None:
             out["feature"] = self.feature
+        if self.segment is not None:
+            out["segment"] = {self.segment[0]: self.segment[1]}
         out["test"] = self.test
         out["statistic"] = finite_or_none(self.statistic)
         if self.p_value is not None:
@@ -133,6 +148,14 @@ class Alert:
         if self.message:
             out["message"] = self.message
         return out
+
+
+def _segment_from(value: Any) -> tuple[str, str] | None:
+    """`segment: {column: value}` of an alert's public shape, back as (column, value)."""
+    if not value:
+        return None
+    ((column, level),) = dict(value).items()
+    return (str(column), str(level))
 
 
 @dataclass(frozen=True)
@@ -198,6 +221,7 @@ class AlertStateMachine:
                     baseline_revision=ev.baseline_revision,
                     evidence=ev.details,
                     features=ev.features,
+                    segment=ev.segment,
                 )
                 if track.active is not None:
                     track.active = alert  # refresh the figures, keep it active
@@ -218,11 +242,8 @@ class AlertStateMachine:
     @property
     def active(self) -> list[Alert]:
         """Active alerts, in a stable order (type, feature, test)."""
-        return [
-            t.active
-            for key, t in sorted(self._tracks.items(), key=lambda kv: _sort_key(kv[0]))
-            if t.active is not None
-        ]
+        alerting = [(key, t.active) for key, t in self._tracks.items() if t.active is not None]
+        return [alert for _, alert in sorted(alerting, key=lambda kv: _sort_key(kv[0]))]
 
     def state(self) -> list[dict[str, Any]]:
         """Every check with something to remember (a streak, an onset, an active alert)."""

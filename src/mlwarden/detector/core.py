@@ -34,7 +34,7 @@ import numpy as np
 
 from mlwarden.detector import canary
 from mlwarden.detector import multivariate as mvd
-from mlwarden.detector.alerts import Alert, AlertStateMachine, Evidence, Transition
+from mlwarden.detector.alerts import Alert, AlertStateMachine, Evidence, Transition, segment_test
 from mlwarden.detector.checks import (
     LATENCY_EDGES,
     MIN_VALUES,
@@ -49,6 +49,7 @@ from mlwarden.detector.checks import (
 )
 from mlwarden.detector.embedding import EmbeddingMonitor
 from mlwarden.detector.ingest import Batch
+from mlwarden.detector.segments import Segments
 from mlwarden.detector.sequential import build_scan, covered, findings_to_evidence
 from mlwarden.records import Value, finite_or_none
 from mlwarden.spec import ObservedModel
@@ -415,6 +416,8 @@ class Detector:
                 spec.prediction.name, "prediction", spec.prediction.type
             )
         self.infer_columns = not spec.features
+        # Checks per segment of the traffic (spec.segments, detector/segments.py).
+        self.segments = Segments(spec.segments) if spec.segments else None
         self.reference: ReferenceSummary | None = None
         self.ranges: dict[str, tuple[float, float]] = {}
         self.window: Window | None = None
@@ -476,7 +479,16 @@ class Detector:
     def warming_up(self) -> bool:
         return self.reference is None
 
-    def set_reference(self, reference: ReferenceSummary, *, now: float) -> None:
+    def set_reference(
+        self,
+        reference: ReferenceSummary,
+        *,
+        now: float,
+        raw: dict[str, list[Value]] | None = None,
+        probabilities: np.ndarray | None = None,
+    ) -> None:
+        """Put `reference` in force; `raw`: the rows it was built from (the segments'
+        references are split from them; without them no segment is judged)."""
         self.reference = reference
         self.columns = dict(reference.columns)
         # The reference range of each numeric column, for the out-of-range check.
@@ -492,6 +504,14 @@ class Detector:
             duration=spec.window.duration_seconds,
             now=now,
         )
+        if self.segments is not None:
+            self.segments.set_reference(
+                reference,
+                raw,
+                probabilities,
+                {"numeric": lambda v: to_numeric(v)[0], "categorical": to_categorical},
+            )
+            self.segments.follow(self.window)  # its chunks start with the window's
         self.warmup = {}
         self.warmup_probabilities = []
         self.scan = build_scan(reference, self.model, now=now)
@@ -599,6 +619,7 @@ class Detector:
             chunk.n_records += n
             chunk.last = now
         scanned: dict[str, Any] = {}
+        converted: dict[str, Any] = {}  # every column as converted (the segments read them)
         for name, column in self.columns.items():
             values = batch.feature(name) if column.kind == "feature" else batch.output(name)
             absent = values is None  # nothing to scan (the scan keeps no memory for it)
@@ -611,6 +632,7 @@ class Detector:
                 low, high = self.ranges.get(name, (-math.inf, math.inf))
                 outside = int(np.count_nonzero((array < low) | (array > high)))
                 _add_to_sketches([c.sketches[name] for c in chunks], array)
+                converted[name] = array
                 for chunk in chunks:
                     if errors:
                         chunk.type_errors[name] += errors
@@ -621,11 +643,13 @@ class Detector:
             else:
                 categories = to_categorical(values)
                 _add_to_sketches([c.sketches[name] for c in chunks], categories)
+                converted[name] = categories
                 if not absent:
                     scanned[name] = categories
         counted: dict[str, int] = {}  # counted only for the names a chunk keeps (bounded)
+        sliced_by = self.segments.names if self.segments is not None else frozenset()
         vectors = self.embeddings.names if self.embeddings is not None else frozenset()
-        for name in batch.feature_names - self.columns.keys() - vectors:
+        for name in batch.feature_names - self.columns.keys() - sliced_by - vectors:
             for chunk in chunks:
                 if name in chunk.unexpected or len(chunk.unexpected) < MAX_UNEXPECTED_FIELDS:
                     if name not in counted:
@@ -636,6 +660,8 @@ class Detector:
         if probabilities is not None:
             for chunk in chunks:
                 chunk.probabilities.append(probabilities)
+        if self.segments is not None:
+            self.segments.ingest(batch, converted, self.ranges, probabilities)
         if self.window.roll(now):
             for other in self.revisions.values():
                 if other.window is not None:
@@ -644,6 +670,8 @@ class Detector:
             rev.window.roll(now)
         if self.rows is not None:
             self.rows.add(scanned, n, now)
+        if self.segments is not None:
+            self.segments.follow(self.window)
         if self.scan is not None:
             self._look(scanned, n, now)
 
@@ -721,6 +749,8 @@ class Detector:
         probabilities = self._probabilities(batch)
         if probabilities is not None:
             self.warmup_probabilities.append(probabilities[:take])
+        if self.segments is not None:
+            self.segments.keep_warmup(batch, take)
         self.warmup_n += take
         revision = batch.source.get("modelRevision")
         if isinstance(revision, str) and revision and take:
@@ -736,7 +766,7 @@ class Detector:
             )
             if self.warmup_revisions:
                 self.reference_revision = self.warmup_revisions.most_common(1)[0][0]
-            self.set_reference(reference, now=now)
+            self.set_reference(reference, now=now, raw=self.warmup, probabilities=probs)
 
     def _remember_predictions(self, batch: Batch, rev: Revision | None) -> None:
         prediction = self._prediction_column()
@@ -792,6 +822,9 @@ class Detector:
             )
             multivariate = self.rows.evaluate(d.multivariate, now=now) if self.rows else None
             evidence += [multivariate] if multivariate is not None else []
+            if self.segments is not None:
+                self.segments.follow(self.window)
+                evidence += self.segments.evaluate(d, self.alerts.active)
         if self.embeddings is not None:
             evidence += self.embeddings.evidence(d.drift)
         evidence += self._canary_evidence(now)
@@ -803,7 +836,11 @@ class Detector:
         fed = [
             e
             for e in evidence
-            if not (e.feature in scanned and e.type in ("FeatureDrift", "PredictionDrift"))
+            if not (
+                e.feature in scanned
+                and e.type in ("FeatureDrift", "PredictionDrift")
+                and e.segment is None
+            )
         ]
         transitions = self.alerts.observe(
             fed, now=now_iso, reference=reference, model_revision=dominant
@@ -1007,6 +1044,8 @@ class Detector:
             performance=performance,
         )
         self.reference_revision = rev.name
+        if self.segments is not None:
+            self.segments.promoted()
         # The sequential drift scan judges against the reference in force: start it anew.
         self.scan = build_scan(self.reference, self.model, now=now)
         self.promotion = {
@@ -1021,12 +1060,17 @@ class Detector:
     def _log_signals(
         self, evidence: list[Evidence], *, now: float, now_iso: str, dominant: str | None
     ) -> None:
+        active = {_alert_key(a) for a in self.alerts.active}
         for ev in evidence:
             if ev.failing:
                 self._last_failed[ev.key] = now
+            elif ev.key not in self.signal_log and ev.key not in active:
+                continue  # passing, untracked: its entry would be pruned below at once
             entry: dict[str, Any] = {"type": ev.type}
             if ev.feature is not None:
                 entry["feature"] = ev.feature
+            if ev.segment is not None:
+                entry["segment"] = {ev.segment[0]: ev.segment[1]}
             entry.update(
                 test=ev.test,
                 statistic=finite_or_none(ev.statistic),
@@ -1038,7 +1082,8 @@ class Detector:
             if revision is not None:
                 entry["modelRevision"] = revision
             self.signal_log[ev.key] = entry
-        for key in [k for k in self.signal_log if k not in self._tracked(now)]:
+        tracked = self._tracked(now)  # once: per key it was quadratic in the checks
+        for key in [k for k in self.signal_log if k not in tracked]:
             del self.signal_log[key]
             self._last_failed.pop(key, None)
 
@@ -1178,6 +1223,7 @@ class Detector:
             "modelRevision": self.model_revision,
             "baselineRevision": self.baseline,
             "revisionsEvicted": self.revisions_evicted,
+            "segments": self.segments.status() if self.segments is not None else None,
             "alerts": [a.to_dict() for a in self.alerts.active],
             "pendingChecks": self.alerts.pending(),
             "checks": [
@@ -1205,7 +1251,7 @@ def _alert_key(alert: Alert) -> tuple[str, str | None, str]:
     """The alert state machine's key of an alert (a canary's: its candidate revision)."""
     if alert.type == canary.ALERT_TYPE:
         return (alert.type, alert.model_revision, alert.test)
-    return (alert.type, alert.feature, alert.test)
+    return (alert.type, alert.feature, segment_test(alert.test, alert.segment))
 
 
 def _sort_key(key: tuple[str, str | None, str]) -> tuple[str, str, str]:

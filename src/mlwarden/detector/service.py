@@ -55,6 +55,7 @@ from prometheus_client import (
 )
 
 from mlwarden import __version__
+from mlwarden.detector.alerts import segment_test
 from mlwarden.detector.checks import Column
 from mlwarden.detector.cloudevents import CloudEventError, CloudEventJoiner
 from mlwarden.detector.core import Detector, build_reference
@@ -265,7 +266,7 @@ class DetectorService:
             raise DataFileError(msg)
         now = time.time()
         reference = build_reference(raw, columns, source=f"{ref.source}:{location}", since=now)
-        self.detector.set_reference(reference, now=now)
+        self.detector.set_reference(reference, now=now, raw=raw)
         log.info("reference %s: %d rows, %d columns", reference.id, reference.n, len(columns))
 
     async def restore_reference(self, *, attempts: int = 4) -> None:
@@ -355,7 +356,9 @@ class DetectorService:
             return
         self._alerts_stored = self.detector.alerts.onsets()
         for a in self.detector.alerts.active:
-            self.metrics.alert.labels(a.type, a.feature or "", a.test).set(1)
+            self.metrics.alert.labels(a.type, a.feature or "", segment_test(a.test, a.segment)).set(
+                1
+            )
         active = self.detector.alerts.active
         log.info(
             "%s: %d active alert(s) %s",
@@ -427,7 +430,8 @@ class DetectorService:
         if self.detector.window is not None:
             m.window_records.set(self.detector.window.view().n_records)
         for ev in self.detector.last_evidence:
-            if ev.type in ("FeatureDrift", "PredictionDrift") and ev.feature is not None:
+            drift = ev.type in ("FeatureDrift", "PredictionDrift")
+            if drift and ev.feature is not None and ev.segment is None:
                 m.statistic.labels(ev.feature, ev.test).set(ev.statistic)
                 if ev.p_value is not None:
                     m.p_value.labels(ev.feature, ev.test).set(ev.p_value)
@@ -450,11 +454,10 @@ class DetectorService:
         m = self.metrics
         for t in transitions:
             a = t.alert
-            m.alert.labels(a.type, a.feature or "", a.test).set(1 if t.kind == "fired" else 0)
+            test = segment_test(a.test, a.segment)
+            m.alert.labels(a.type, a.feature or "", test).set(1 if t.kind == "fired" else 0)
             m.alert_transitions.labels(a.type, t.kind).inc()
-            log.warning(
-                "alert %s: %s %s %s (%s)", t.kind, a.type, a.feature or "", a.test, a.message
-            )
+            log.warning("alert %s: %s %s %s (%s)", t.kind, a.type, a.feature or "", test, a.message)
         self._revision_metrics()
         if self.detector.promotion is not None and self.detector.promotion != self._promotion:
             self._promotion = self.detector.promotion

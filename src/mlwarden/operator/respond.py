@@ -90,6 +90,7 @@ from mlwarden.react.actuators.alert import summary as alert_summary
 from mlwarden.react.actuators.alert import webhook_payload
 from mlwarden.react.actuators.retrain import RETRAIN
 from mlwarden.react.guardrails import APPROVE_ANNOTATION
+from mlwarden.react.incidents import alert_key
 from mlwarden.react.policy import alerts_for, plan_reactions, replan, webhooks_for
 from mlwarden.react.targets import object_key, split_target
 from mlwarden.spec import (
@@ -125,12 +126,7 @@ class Outcome:
 
 def alert_keys(alerts: Sequence[Any] | None) -> list[str]:
     """`Type` or `Type/feature` of each active alert, sorted, once each: `diagnosis.forAlerts`."""
-    keys = {
-        f"{a.get('type')}/{a['feature']}" if a.get("feature") else str(a.get("type"))
-        for a in alerts or ()
-        if isinstance(a, Mapping)
-    }
-    return sorted(keys)
+    return sorted({alert_key(a) for a in alerts or () if isinstance(a, Mapping)})
 
 
 def diagnosis_stale(status: Mapping[str, Any] | None) -> bool:

@@ -224,8 +224,16 @@ def status_patch(obs: Observation, previous: dict[str, Any] | None, *, now: str)
     return patch
 
 
-def _key(alert: dict[str, Any]) -> tuple[Any, Any, Any]:
-    return (alert.get("type"), alert.get("feature"), alert.get("test"))
+def _key(alert: dict[str, Any]) -> tuple[Any, Any, Any, str]:
+    return (alert.get("type"), alert.get("feature"), alert.get("test"), _segment(alert))
+
+
+def _segment(alert: Mapping[str, Any]) -> str:
+    """` in segment country=BR` for an alert on one segment of the traffic, else ''."""
+    segment = alert.get("segment")
+    if not isinstance(segment, Mapping) or not segment:
+        return ""
+    return " in segment " + ",".join(f"{k}={v}" for k, v in segment.items())
 
 
 def _revision(alert: dict[str, Any], names: Mapping[str, str]) -> str:
@@ -257,7 +265,7 @@ def alert_events(
     for key, a in after.items():
         if key not in before:
             where = f" on {a['feature']}" if a.get("feature") else ""
-            where += _revision(a, names)
+            where += _segment(a) + _revision(a, names)
             p = f", p={a['pValue']:.2g}" if isinstance(a.get("pValue"), int | float) else ""
             stat = a.get("statistic")
             stat_text = f"{stat:.4g}" if isinstance(stat, int | float) else "n/a"
@@ -273,6 +281,7 @@ def alert_events(
     for key, a in before.items():
         if key not in after:
             where = f" on {a['feature']}" if a.get("feature") else ""
+            where += _segment(a)
             events.append(
                 ("Normal", "AlertResolved", f"{a.get('type')}{where} ({a.get('test')}) resolved")
             )

@@ -180,10 +180,15 @@ def _feature_paths(
     spec: ObservedModelSpec | None, capture: JsonCapture | None
 ) -> dict[str, str] | None:
     if capture is not None and capture.features:
-        return dict(capture.features)
-    if spec is not None and spec.features:
-        return {name: name for name in spec.feature_names}
-    return None
+        paths = dict(capture.features)
+    elif spec is not None and spec.features:
+        paths = {name: name for name in spec.feature_names}
+    else:
+        return None
+    # A segment column that is a request field, not a feature: captured at its own name.
+    for segment in spec.segments if spec is not None else ():
+        paths.setdefault(segment.column, segment.column)
+    return paths
 
 
 def _outputs(

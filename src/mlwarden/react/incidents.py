@@ -75,9 +75,14 @@ def highest(severities: Iterable[str]) -> str:
 
 
 def alert_key(alert: Mapping[str, Any]) -> str:
-    """`Type` or `Type/feature`: how an alert is named in incidents, records and messages."""
+    """`Type` or `Type/feature`: how an alert is named in incidents, records and messages;
+    an alert on one segment of the traffic adds it: `FeatureDrift/x0@country=BR`."""
     feature = alert.get("feature")
-    return f"{alert.get('type', '?')}/{feature}" if feature else str(alert.get("type", "?"))
+    key = f"{alert.get('type', '?')}/{feature}" if feature else str(alert.get("type", "?"))
+    segment = alert.get("segment")
+    if isinstance(segment, Mapping) and segment:
+        key += "@" + ",".join(f"{k}={v}" for k, v in segment.items())
+    return key
 
 
 def by_onset(alert: Mapping[str, Any]) -> tuple[datetime, str]:

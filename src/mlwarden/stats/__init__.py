@@ -12,6 +12,7 @@
     distributions.py  Kolmogorov's and chi-square's tails, rel_entr (scipy's, without scipy)
     sequential.py     drift decided as records arrive, false alarms bounded per record
     drift.py          per feature: pick the test, correct, apply the effect floor
+    segments.py       heavy hitters (the segments of a column), drift over segments x features
     performance.py    model performance from labels, or estimated without them (CBPE)
     embedding.py      vectors: bounded samples, projection, sequential MMD test, topic mix
 

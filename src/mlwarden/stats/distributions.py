@@ -30,6 +30,8 @@ _K = np.arange(1, 9, dtype=np.float64)
 
 def kolmogorov_sf(x: npt.ArrayLike) -> npt.NDArray[np.float64] | float:
     """P(K > x): the survival function of Kolmogorov's limiting distribution."""
+    if isinstance(x, float | int):  # one value: the same series in plain floats, ~20x faster
+        return _kolmogorov_sf_scalar(float(x))
     arr = np.asarray(x, dtype=np.float64)
     flat = np.atleast_1d(arr).ravel()
     out = np.ones_like(flat)
@@ -49,6 +51,27 @@ def kolmogorov_sf(x: npt.ArrayLike) -> npt.NDArray[np.float64] | float:
     if arr.ndim == 0:
         return float(out[0])
     return out.reshape(arr.shape)
+
+
+def _kolmogorov_sf_scalar(x: float) -> float:
+    if math.isnan(x):
+        return math.nan
+    if x <= 0.0:
+        return 1.0
+    if x >= 1.0:
+        p = 2.0 * sum(
+            (1.0 if k % 2 else -1.0) * math.exp(-2.0 * k * k * x * x) for k in range(1, 9)
+        )
+    else:
+        cdf = (
+            _SQRT_2PI
+            / x
+            * sum(
+                math.exp(-((2.0 * k - 1.0) ** 2) * math.pi**2 / (8.0 * x * x)) for k in range(1, 9)
+            )
+        )
+        p = 1.0 - cdf
+    return min(max(p, 0.0), 1.0)
 
 
 def _gamma_q(a: float, z: float) -> float:

@@ -159,13 +159,18 @@ def evaluate_drift(
     types: Mapping[str, str],
     check: DriftSettings,
     min_current: int = 30,
+    *,
+    family: str = "feature",
+    scores: Mapping[str, Score] = SCORES,
 ) -> list[FeatureDrift]:
     """Drift verdicts for every feature in `types` (in its order); [] if the check is off.
 
     Each feature needs a sketch in both `reference` and `current` of the kind its
     type says (ValueError otherwise: a wiring bug, not data). Features with fewer
     than `min_current` current values, or an empty reference, are skipped (not
-    drifted). The correction runs over the features that produced a p-value.
+    drifted). The correction runs over the features that produced a p-value; `family`
+    names what one of them is in the verdicts' words ("Bonferroni over 25 features");
+    `scores` maps a test's name to its function (the segments' KS takes Kolmogorov's limit).
     """
     if not check.enabled:
         return []
@@ -195,12 +200,12 @@ def evaluate_drift(
                 f"{cur.total} current values, fewer than the {min_current} needed",
             )
         else:
-            results[feature] = SCORES[test](ref, cur)
+            results[feature] = scores[test](ref, cur)
 
     names = list(results)
     adjusted_ps = adjusted([results[f].p_value for f in names], check.correction)
     m = sum(p is not None for p in adjusted_ps)
-    over = f"{_CORRECTION_LABEL[check.correction]} over {m} feature{'s' if m != 1 else ''}"
+    over = f"{_CORRECTION_LABEL[check.correction]} over {m} {family}{'s' if m != 1 else ''}"
     for feature, adj in zip(names, adjusted_ps, strict=True):
         result = results[feature]
         name, effect_name = _LABEL[result.test]

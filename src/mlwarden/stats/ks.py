@@ -47,21 +47,26 @@ def p_value(d: float, n: float) -> float:
     return float(np.clip(p, 0.0, 1.0))
 
 
-def score(reference: Sketch, current: Sketch) -> TestResult:
-    """KS D and asymptotic p-value; an empty side gives D=0, p=1."""
+def statistic(reference: Sketch, current: Sketch) -> tuple[float, float]:
+    """KS D and the effective size n = round(n1 n2 / (n1 + n2)) (D = 0 when a side is empty)."""
     if not isinstance(reference, NumericSketch) or not isinstance(current, NumericSketch):
         raise TypeError("the KS test compares numeric sketches")
     reference.require_same_edges(current)
     n1, n2 = reference.total, current.total
     if n1 == 0 or n2 == 0:
-        return TestResult("ks", 0.0, 1.0, 0.0, n1, n2)
+        return 0.0, 0.0
     cdf1 = np.cumsum(reference.counts) / n1
     cdf2 = np.cumsum(current.counts) / n2
     d = float(np.max(np.abs(cdf1 - cdf2)))
     # Exactly scipy's asymptotic branch: sizes as floats, larger first.
     m, n = sorted([float(n1), float(n2)], reverse=True)
-    en = m * n / (m + n)
-    if np.round(en) < 1:  # one value a side: kstwo has no n = 0 (scipy returns NaN)
+    return d, float(np.round(m * n / (m + n)))
+
+
+def score(reference: Sketch, current: Sketch) -> TestResult:
+    """KS D and asymptotic p-value; an empty side gives D=0, p=1."""
+    d, en = statistic(reference, current)
+    n1, n2 = reference.total, current.total
+    if en < 1:  # an empty side, or one value a side: kstwo has no n = 0 (scipy returns NaN)
         return TestResult("ks", d, 1.0, d, n1, n2)
-    p = p_value(d, float(np.round(en)))
-    return TestResult("ks", d, p, d, n1, n2)
+    return TestResult("ks", d, p_value(d, en), d, n1, n2)

@@ -192,3 +192,18 @@ def test_injection_states_a_person_acts_on_are_named(
     ready = desired_conditions(obs)[0]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", reason)
     assert ready["message"] == "why, and the command"
+
+
+def test_an_alert_on_a_segment_is_its_own_event_next_to_all_traffic() -> None:
+    everywhere = {"type": "FeatureDrift", "feature": "x0", "test": "ks", "statistic": 0.3,
+                  "threshold": 0.01, "since": "t"}  # fmt: skip
+    brazil = {**everywhere, "segment": {"country": "BR"}}
+    ((_, reason, message),) = alert_events([everywhere], [everywhere, brazil])
+    assert reason == "AlertFired" and message.startswith(
+        "FeatureDrift on x0 in segment country=BR:"
+    )
+    ((_, reason, message),) = alert_events([everywhere, brazil], [everywhere])
+    assert (reason, message) == (
+        "AlertResolved",
+        "FeatureDrift on x0 in segment country=BR (ks) resolved",
+    )

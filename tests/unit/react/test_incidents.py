@@ -11,6 +11,7 @@ from mlwarden.react.incidents import (
     Member,
     Taken,
     Tracked,
+    alert_key,
     fleet_of,
     group_fleets,
     refresh_actions,
@@ -283,3 +284,9 @@ def test_alert_reactions_plan_one_record_per_incident(build: Any) -> None:
     assert all(r.result == "Running" for r in grouped)
     assert len(plan(None)) == 3  # without incidents: one per alert, as before
     assert [r.id for r in plan(incident_of)] == [r.id for r in grouped]  # stable ids
+
+
+def test_an_alert_on_a_segment_is_named_with_its_segment() -> None:
+    assert alert_key({"type": "FeatureDrift", "feature": "x0"}) == "FeatureDrift/x0"
+    segment = {"type": "FeatureDrift", "feature": "x0", "segment": {"country": "BR"}}
+    assert alert_key(segment) == "FeatureDrift/x0@country=BR"
