@@ -383,7 +383,9 @@ def _label_coverage() -> Schema:
                 f"Bucket tallies dropped (at most {label_ledger.MAX_TALLIES} are kept).", minimum=0
             ),
             "notStored": _integer(
-                "Waiting predictions left out of the store (over its size).", minimum=0
+                "Waiting predictions left out of the latest stored form (over its size); "
+                "after a restart they count in dropped.",
+                minimum=0,
             ),
             "lagSeconds": lag,
             "revisions": _array(

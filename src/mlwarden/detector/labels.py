@@ -23,8 +23,10 @@ prediction-time bucket and revision of its prediction (`stats/labels.py`):
 - `labelled_performance`: the performance check (`checks.check_performance`) on the
   judged bucket's labelled rows, its alert naming the revision that made most of them;
   CBPE on the current window while no bucket has enough labels.
-- `encode` / `restore`: the ledger as stored next to the reference (gzip'd JSON, within a
-  byte budget: the newest waiting predictions are kept, the oldest cut and counted).
+- `snapshot` / `pack` (`encode`: both) / `restore`: the ledger as stored next to the
+  reference (gzip'd JSON, within a byte budget: the newest waiting predictions are kept,
+  the oldest cut and counted). `pack` reads only the snapshot: the service runs it on a
+  thread while ingest goes on.
 
 Pure: times come in as arguments; `store.py` moves the bytes.
 """
@@ -40,24 +42,34 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import numpy as np
+
 from mlwarden.detector.alerts import Evidence
-from mlwarden.detector.checks import MIN_LABELS, ReferenceSummary, WindowView, check_performance
+from mlwarden.detector.checks import (
+    MIN_LABELS,
+    ReferenceSummary,
+    WindowView,
+    check_performance,
+    safe_metric,
+)
 from mlwarden.detector.sequential import iso
 from mlwarden.records import Value
 from mlwarden.spec import PerformanceCheck
+from mlwarden.stats import performance as perf
 from mlwarden.stats.labels import (
     Tally,
     bucket_start,
-    cell_pairs,
     cells_metric,
     lag_percentiles,
     merged,
     newest_judged,
+    scaled_pairs,
 )
 
 MAX_PREDICTIONS: Final = 200_000  # predictions awaiting a label
 MAX_TALLIES: Final = 4096  # (bucket, revision) tallies in the join window
 MAX_LAGS: Final = 10_000  # label lags kept for the percentiles (the newest)
+MAX_PAIRS: Final = 20_000  # labelled rows a canary comparison reads per revision
 MAX_STATUS_BUCKETS: Final = 24  # the newest buckets status shows
 MAX_STATUS_REVISIONS: Final = 16  # revisions status shows (most predictions first)
 FORMAT: Final = "mlwarden.io/labels/v1"
@@ -113,7 +125,7 @@ class LabelLedger:
         self.dropped = 0  # waiting predictions dropped because `capacity` were waiting
         self.expired = 0  # waiting predictions that left the join window unlabelled
         self.tallies_dropped = 0
-        self.cut = 0  # waiting predictions not stored (over the store's budget), lifetime
+        self.cut = 0  # waiting predictions left out of the latest stored form (its budget)
         self.judged_start: float | None = None  # the bucket the latest evaluation judged
         self.changes = 0  # counts every change: what a store compares to skip a save
 
@@ -197,16 +209,18 @@ class LabelLedger:
         labels of predictions made after the warm-up (all revisions together)."""
         return newest_judged(self.tallies, min_labels)
 
-    def pairs(self, revision: str | None, since: float) -> list[tuple[Value, Value]]:
+    def pairs(
+        self, revision: str | None, since: float, *, limit: int = MAX_PAIRS
+    ) -> list[tuple[Value, Value]]:
         """(label, prediction) rows of `revision`'s predictions made in buckets that end
-        after `since`."""
-        return cell_pairs(
-            merged(
-                t
-                for (start, rev), t in self.tallies.items()
-                if rev == revision and start + self.bucket > since
-            ).cells
-        )
+        after `since`: all of them up to `limit`, else `limit` rows in the same proportions
+        (`scaled_pairs`)."""
+        cells = merged(
+            t
+            for (start, rev), t in self.tallies.items()
+            if rev == revision and start + self.bucket > since
+        ).cells
+        return scaled_pairs(cells, limit)
 
     def status(self, metric: str, iso: Callable[[float], str]) -> dict[str, Any]:
         """`labels` of /v1/status and status.detector: coverage in the join window (all, per
@@ -250,35 +264,19 @@ class LabelLedger:
     # ------------------------------------------------------------------ stored form
 
     def encode(self, *, saved_at: str, budget: int) -> bytes:
-        """The ledger as stored (gzip'd JSON) in at most `budget` bytes: the newest waiting
-        predictions that fit (the cut ones counted in `cut`), every tally, and the lags (the
-        newest 1,000 only when even no waiting prediction leaves room for all).
-        StoredLabelsError when not even that fits."""
-        keep, lags = len(self.waiting), len(self.lags)
-        for _ in range(8):
-            data = gzip.compress(_canonical(self._to_dict(saved_at, keep, lags)), mtime=0)
-            if len(data) <= budget:
-                self.cut += len(self.waiting) - keep
-                return data
-            if keep == 0 and lags <= 1000:
-                break
-            if keep == 0:
-                lags = 1000
-            keep = int(keep * budget / len(data) * 0.9)
-        raise StoredLabelsError(
-            f"the label ledger does not fit the {budget >> 10} KiB left next to the reference "
-            f"even without its {len(self.waiting)} waiting predictions ({len(self.tallies)} "
-            "bucket tallies): a shorter labelJoinWindow or a longer labelBucket makes it smaller"
-        )
+        """The ledger as stored, in at most `budget` bytes (`snapshot`, then `pack`)."""
+        data, self.cut = pack(self.snapshot(saved_at), budget)
+        return data
 
-    def _to_dict(self, saved_at: str, keep: int, lags: int) -> dict[str, Any]:
+    def snapshot(self, saved_at: str) -> dict[str, Any]:
+        """The ledger as plain data (the stored form before `pack`): its own copies, so it may
+        be packed on another thread while the ledger moves on."""
         names: dict[str | None, int] = {}
 
         def index(rev: str | None) -> int:
             return names.setdefault(rev, len(names))
 
-        waiting = list(self.waiting.items())[len(self.waiting) - keep :] if keep else []
-        kept_lags = list(self.lags)[len(self.lags) - lags :] if lags else []
+        waiting = list(self.waiting.items())
         return {
             "format": FORMAT,
             "savedAt": saved_at,
@@ -290,8 +288,9 @@ class LabelLedger:
                 "dropped": self.dropped,
                 "expired": self.expired,
                 "talliesDropped": self.tallies_dropped,
-                "notStored": self.cut + len(self.waiting) - keep,
+                "notStored": 0,  # set by `pack`
             },
+            # Oldest first: `pack` cuts from the front.
             "waiting": {
                 "id": [k[0] for k, _ in waiting],
                 "row": [k[1] for k, _ in waiting],
@@ -307,11 +306,11 @@ class LabelLedger:
                     t.predicted,
                     t.labelled,
                     t.overflow,
-                    [[a, b, n] for (a, b), n in t.cells.items()],
+                    [[*c, n] for c, n in t.cells.items()],
                 ]
                 for (s, rev), t in self.tallies.items()
             ],
-            "lags": [[at, lag, index(rev)] for at, lag, rev in kept_lags],
+            "lags": [[at, lag, index(rev)] for at, lag, rev in self.lags],
             "revisions": list(names),
         }
 
@@ -351,7 +350,7 @@ class LabelLedger:
             self.dropped += int(c["dropped"])
             self.expired += int(c["expired"])
             self.tallies_dropped += int(c["talliesDropped"])
-            self.cut += int(c["notStored"])
+            self.dropped += int(c["notStored"])  # left out of the store: gone now
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise StoredLabelsError(f"{where}: {exc!r}") from None
         self.expire(now)
@@ -359,6 +358,35 @@ class LabelLedger:
             self.waiting.popitem(last=False)
             self.dropped += 1
         return len(self.waiting)
+
+
+def pack(snapshot: dict[str, Any], budget: int) -> tuple[bytes, int]:
+    """A `snapshot` as gzip'd JSON in at most `budget` bytes, and how many waiting predictions
+    were cut for it: the newest that fit are kept, every tally, and the lags (the newest
+    1,000 only when even no waiting prediction leaves room for all). Pure (no ledger), so it
+    may run on another thread. StoredLabelsError when not even that fits."""
+    d = dict(snapshot)
+    waiting: dict[str, list[Any]] = d["waiting"]
+    total = len(waiting["id"])
+    keep, lags = total, len(d["lags"])
+    for _ in range(8):
+        d["waiting"] = {k: v[total - keep :] for k, v in waiting.items()}
+        d["lags"] = snapshot["lags"][len(snapshot["lags"]) - lags :]
+        d["counters"] = {**snapshot["counters"]}
+        d["counters"]["notStored"] += total - keep
+        data = gzip.compress(_canonical(d), mtime=0)
+        if len(data) <= budget:
+            return data, total - keep
+        if keep == 0 and lags <= 1000:
+            break
+        if keep == 0:
+            lags = min(lags, 1000)
+        keep = int(keep * budget / len(data) * 0.9)
+    raise StoredLabelsError(
+        f"the label ledger does not fit the {max(budget, 0) >> 10} KiB left next to the reference "
+        f"even without its {total} waiting predictions ({len(d['tallies'])} bucket tallies): "
+        "a shorter labelJoinWindow or a longer labelBucket makes it smaller"
+    )
 
 
 def labelled_performance(
@@ -369,36 +397,50 @@ def labelled_performance(
     reference_labelled: Sequence[tuple[Value, Value]],
 ) -> list[Evidence]:
     """The performance check judged on the newest prediction-time bucket with MIN_LABELS
-    labels (however late they came), else estimated on `view` (CBPE) as before."""
+    labels (however late they came), else estimated on `view` (CBPE, `check_performance`).
+
+    The bucket's metric comes from its confusion table (`cells_metric`: the cost is the
+    table's, not its rows'); the reference level and the verdict are `check_performance`'s:
+    labelled from warm-up labels when at least MIN_LABELS joined, else the reference's."""
     judged = ledger.judged(MIN_LABELS) if check is not None else None
     ledger.judged_start = None if judged is None else judged[0]
-    labelled = [] if judged is None else cell_pairs(judged[1].cells)
-    evidence = check_performance(
-        reference,
-        dataclasses.replace(view, labelled=labelled),
-        check,
-        reference_labelled=reference_labelled,
-    )
-    if judged is None:
-        return evidence
-    start = judged[0]
+    if check is None or judged is None:
+        return check_performance(
+            reference, dataclasses.replace(view, labelled=[]), check, reference_labelled=()
+        )
+    start, tally = judged
+    metric = check.metric
+    level = reference.performance.get(metric, math.nan)
+    if len(reference_labelled) >= MIN_LABELS:
+        level = safe_metric(
+            lambda: perf.labelled_metric(
+                metric,
+                np.asarray([t for t, _ in reference_labelled]),
+                np.asarray([p for _, p in reference_labelled]),
+            )
+        )
+    current = safe_metric(lambda: cells_metric(metric, tally.cells))
+    if math.isnan(level) or math.isnan(current):
+        return []
     by_revision = {
         rev: sum(t.cells.values())
         for (s, rev), t in ledger.tallies.items()
         if s == start and rev is not None
     }
     revision = max(sorted(by_revision), key=by_revision.__getitem__) if by_revision else None
-    where = f"predictions made {iso(start)} to {iso(start + ledger.bucket)}"
+    mostly = f" (mostly revision {revision})" if revision else ""
     return [
-        dataclasses.replace(
-            ev,
-            message=f"{ev.message}; {where}"
-            + (f" (mostly revision {revision})" if revision else ""),
+        Evidence(
+            type="PerformanceDrop",
+            test=f"{metric}_labelled",
+            statistic=current,
+            threshold=level - check.max_drop,
+            failing=level - current > check.max_drop,
+            message=f"{metric} {current:.3f} labelled over {sum(tally.cells.values())} rows of "
+            f"predictions made {iso(start)} to {iso(start + ledger.bucket)}{mostly} vs "
+            f"{level:.3f} in the reference (allowed drop {check.max_drop:g})",
             model_revision=revision,
         )
-        if ev.test.endswith("_labelled")
-        else ev
-        for ev in evidence
     ]
 
 

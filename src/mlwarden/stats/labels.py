@@ -10,9 +10,11 @@ prediction was made (and the model revision that made it), so it is credited the
   pair, at most `MAX_CELLS` distinct pairs; pairs beyond that are counted in `overflow`
   and left out of the metric, never guessed).
 - `cells_metric(metric, cells)`: accuracy or F1 of a confusion table, computed by
-  `performance.labelled_metric` on the expanded rows, so a bucket's figure is exactly
-  what scikit-learn gives on the same labels and predictions (ROC AUC needs scores,
-  which a confusion table does not keep: NaN).
+  `performance.labelled_metric` on its distinct cells weighted by their counts, so a
+  bucket's figure is exactly what scikit-learn gives on the same labels and predictions
+  (ROC AUC needs scores, which a confusion table does not keep: NaN).
+- `scaled_pairs(cells, limit)`: a table's rows, at most `limit` of them in the same
+  proportions (what a canary comparison reads, bounded).
 - `newest_judged(tallies, min_labels)`: the newest bucket (all revisions together) with
   at least `min_labels` labels in its confusion table: the one the performance check judges.
 - `lag_percentiles(lags)`: percentiles of the time from prediction to label.
@@ -79,19 +81,30 @@ def merged(tallies: Iterable[Tally]) -> Tally:
     return out
 
 
-def cell_pairs(cells: Mapping[Cell, int]) -> list[tuple[Value, Value]]:
-    """The (label, prediction) rows a confusion table counts, one per row."""
-    return [pair for pair, n in cells.items() for _ in range(n)]
+def scaled_pairs(cells: Mapping[Cell, int], limit: int) -> list[tuple[Value, Value]]:
+    """The (label, prediction) rows a confusion table counts, one per row; beyond `limit`
+    rows, `limit` rows in the same proportions (each cell's share rounded by largest
+    remainder, so a metric of them is within about cells / limit of the whole table's)."""
+    total = sum(cells.values())
+    counts = dict(cells)
+    if total > limit:
+        exact = {pair: n * limit / total for pair, n in cells.items()}
+        counts = {pair: math.floor(x) for pair, x in exact.items()}
+        short = limit - sum(counts.values())
+        for pair in sorted(exact, key=lambda c: counts[c] - exact[c])[:short]:
+            counts[pair] += 1
+    return [pair for pair, n in counts.items() for _ in range(n)]
 
 
 def cells_metric(metric: str, cells: Mapping[Cell, int]) -> float:
-    """`metric` over the rows of a confusion table (NaN when empty, or for roc_auc)."""
+    """`metric` over the rows of a confusion table (NaN when empty, or for roc_auc): its
+    distinct cells weighted by their counts, so the cost is the table's, not the rows'."""
     if metric == "roc_auc" or not cells:
         return math.nan
-    pairs = cell_pairs(cells)
-    y_true = np.asarray([t for t, _ in pairs])
-    y_pred = np.asarray([p for _, p in pairs])
-    return perf.labelled_metric(metric, y_true, y_pred)
+    y_true = np.asarray([t for t, _ in cells])
+    y_pred = np.asarray([p for _, p in cells])
+    weights = np.asarray(list(cells.values()), dtype=np.float64)
+    return perf.labelled_metric(metric, y_true, y_pred, weights=weights)
 
 
 def newest_judged(

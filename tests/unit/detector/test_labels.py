@@ -109,6 +109,9 @@ def test_over_its_budget_the_newest_waiting_predictions_are_stored_and_the_cut_c
     kept = stored["waiting"]["id"]
     assert 0 < len(kept) < 20_000 and kept[-1] == ids[-1][0]  # the newest kept
     assert led.cut == 20_000 - len(kept) == stored["counters"]["notStored"]
+    again = ledger(capacity=50_000)
+    again.restore(data, where="test", now=H)
+    assert again.dropped == led.cut  # the ones left out are gone after a restart, counted
     with pytest.raises(StoredLabelsError, match="does not fit"):
         led.encode(saved_at="t", budget=10)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, f1_score
 
+from mlwarden.stats import performance as perf
 from mlwarden.stats.labels import (
     MAX_CELLS,
     Tally,
@@ -18,6 +20,7 @@ from mlwarden.stats.labels import (
     lag_percentiles,
     merged,
     newest_judged,
+    scaled_pairs,
 )
 
 
@@ -99,3 +102,31 @@ def test_lag_percentiles_are_numpys() -> None:
     assert got["samples"] == 999
     assert [got["p50"], got["p90"], got["p99"]] == pytest.approx(list(want), abs=1e-3)
     assert lag_percentiles([]) == {"samples": 0, "p50": None, "p90": None, "p99": None}
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1"])
+@pytest.mark.parametrize("classes", [[0, 1], [True, False], ["x", "y", "z"], [0, 1, 2]])
+def test_weighted_rows_are_sklearns_sample_weight(metric: str, classes: list[object]) -> None:
+    rng = np.random.default_rng(5)
+    pool = np.array(classes, dtype=object)
+    y, p = list(rng.choice(pool, 300)), list(rng.choice(pool, 300))
+    w = rng.integers(1, 50, 300).astype(float)
+    binary = set(classes) <= {0, 1}
+    want = (
+        accuracy_score(y, p, sample_weight=w)
+        if metric == "accuracy"
+        else f1_score(y, p, sample_weight=w, average="binary" if binary else "macro")
+    )
+    got = perf.labelled_metric(metric, np.asarray(y), np.asarray(p), weights=w)
+    assert got == pytest.approx(want)
+
+
+def test_scaled_pairs_keep_every_row_up_to_the_limit_and_the_proportions_beyond() -> None:
+    cells = Counter({(1, 1): 70_001, (1, 0): 19_999, (0, 0): 9_999, (0, 1): 1})
+    assert len(scaled_pairs(cells, 200_000)) == 100_000
+    rows = scaled_pairs(cells, 1000)
+    assert len(rows) == 1000
+    got = Counter(rows)
+    assert abs(got[(1, 1)] - 700) <= 1 and abs(got[(1, 0)] - 200) <= 1
+    accuracy = np.mean([a == b for a, b in rows])
+    assert accuracy == pytest.approx(cells_metric("accuracy", cells), abs=len(cells) / 1000)

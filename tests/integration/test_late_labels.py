@@ -1,0 +1,151 @@
+"""Labels that come after a detector restart, joined and credited to the prediction's time and
+revision: real MLServer, real sidecars (`--model-revision`), the real detector process with a
+reference store.
+
+1. Revision rev-a serves through its sidecar: a warm-up, then current traffic. Its sidecar stops,
+   then the detector (SIGTERM: it stores the reference and the label ledger).
+2. A new detector process starts on the same store and takes back the waiting predictions;
+   revision rev-b serves through a new sidecar.
+3. Ground truth for rev-a's predictions arrives: right for the warm-up, wrong for the rest.
+   They join (after the restart), the labelled accuracy of rev-a's prediction-time buckets is 0,
+   a PerformanceDrop fires naming rev-a and a bucket that ended before the restart, and rev-b's
+   predictions, made after the restart, stay unlabelled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+from harness import IRIS_FEATURES, DetectorProcess, SidecarProcess, manifest, wait_until
+from sklearn.datasets import load_iris
+
+WARMUP = 60  # records (20 requests of 3 rows)
+ROWS = 3
+SPEC = (
+    "  target: {deployment: iris}\n  protocol: v2\n  features:\n"
+    + "".join(f"    - {{name: {f}, type: numeric}}\n" for f in IRIS_FEATURES)
+    + "  prediction: {name: predict, type: categorical}\n"
+    f"  reference: {{source: warmup, size: {WARMUP}}}\n  window: {{size: 600}}\n"
+    "  alerting: {evaluationInterval: 200ms, fireAfter: 2, resolveAfter: 2}\n"
+    "  detectors:\n"
+    "    performance: {metric: accuracy, maxDrop: 0.1, estimate: none, labelJoinWindow: 7d,"
+    " labelBucket: 2s}\n"
+)
+
+
+def send(sidecar: SidecarProcess, prefix: str, n: int, rng: np.random.Generator) -> dict[str, Any]:
+    """`n` inference requests with ids `prefix-i`; the model's answer per request id."""
+    x, _ = load_iris(return_X_y=True)
+    answers: dict[str, Any] = {}
+    with requests.Session() as http:
+        for i in range(n):
+            rows = x[rng.choice(len(x), size=ROWS)]
+            body = {
+                "inputs": [
+                    {
+                        "name": "input-0",
+                        "shape": list(rows.shape),
+                        "datatype": "FP64",
+                        "data": rows.ravel().tolist(),
+                    }
+                ]
+            }
+            rid = f"{prefix}-{i}"
+            resp = http.post(
+                f"{sidecar.url}/v2/models/iris/infer",
+                json=body,
+                headers={"x-request-id": rid},
+                timeout=10,
+            )
+            assert resp.status_code == 200, resp.text
+            answers[rid] = resp.json()["outputs"][0]["data"]
+    return answers
+
+
+def labels(answers: dict[str, Any], *, right: bool) -> list[dict[str, Any]]:
+    return [
+        {"id": rid, "row": row, "label": y if right else (y + 1) % 3}
+        for rid, predicted in answers.items()
+        for row, y in enumerate(predicted)
+    ]
+
+
+def epoch(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+def test_labels_after_a_restart_are_credited_to_the_predictions_time_and_revision(
+    tmp_path: Path,
+    start_sidecar: Callable[..., SidecarProcess],
+    start_detector: Callable[..., DetectorProcess],
+    mlserver: str,
+) -> None:
+    rng = np.random.default_rng(7)
+    om = manifest(tmp_path, SPEC, name="late")
+    store = ("--reference-store", str(tmp_path / "store"))
+    detector = start_detector(om, *store)
+    a = start_sidecar(
+        mlserver, "--observed-model", str(om), "--model-revision", "rev-a",
+        collector=detector.url,
+    )  # fmt: skip
+    warm = send(a, "warm", WARMUP // ROWS, rng)
+    wait_until(lambda: detector.status()["phase"] == "Observing", what="the warm-up reference")
+    current = send(a, "cur", 150, rng)
+    made = WARMUP + 150 * ROWS
+    wait_until(lambda: detector.status()["recordsIngested"] >= made, what="rev-a's records")
+    assert a.stop() == 0
+    before = detector.status()["labels"]
+    assert before["waiting"] == made and before["joined"] == 0
+    time.sleep(2.5)  # the next predictions fall in later 2 s buckets
+    assert detector.stop() == 0
+    restarted_at = time.time()
+
+    detector = start_detector(om, *store)
+    status = detector.status()
+    assert status["reference"]["origin"] == "restored"
+    assert status["labels"]["store"]["restored"] == made
+    b = start_sidecar(
+        mlserver, "--observed-model", str(om), "--model-revision", "rev-b",
+        collector=detector.url,
+    )  # fmt: skip
+    send(b, "new", 40, rng)
+    wait_until(lambda: detector.status()["recordsIngested"] >= 40 * ROWS, what="rev-b's records")
+    time.sleep(1.0)
+
+    # Ground truth for rev-a's predictions, after the restart: the warm-up's right, the rest wrong.
+    body = {"labels": labels(warm, right=True) + labels(current, right=False)}
+    body["labels"].append({"id": "never-made", "row": 0, "label": 1})
+    resp = requests.post(f"{detector.url}/v1/labels", json=body, timeout=10)
+    assert resp.json() == {"joined": made, "unmatched": 1}
+    labelled_at = time.time()
+
+    wait_until(
+        lambda: any(a["type"] == "PerformanceDrop" for a in detector.status()["alerts"]),
+        what="the labelled performance drop",
+    )
+    status = detector.status()
+    (alert,) = [a for a in status["alerts"] if a["type"] == "PerformanceDrop"]
+    assert alert["test"] == "accuracy_labelled" and alert["statistic"] == 0.0
+    assert alert["modelRevision"] == "rev-a"
+    coverage = status["labels"]
+    judged = epoch(coverage["judgedBucket"])
+    assert judged + 2.0 <= restarted_at, "judged a bucket of predictions made before the restart"
+    assert coverage["judgedBucket"] in alert["message"]
+    by_revision = {r["revision"]: r for r in coverage["revisions"]}
+    assert by_revision["rev-a"]["predicted"] == made
+    assert by_revision["rev-a"]["labelled"] == made and by_revision["rev-a"]["coverage"] == 1.0
+    assert by_revision["rev-a"]["value"] == 0.0
+    assert by_revision["rev-b"]["predicted"] == 40 * ROWS
+    assert by_revision["rev-b"]["labelled"] == 0 and by_revision["rev-b"]["coverage"] == 0.0
+    # Each label is at least as late as the gap from its prediction to the restart.
+    assert by_revision["rev-a"]["lagSeconds"]["p50"] >= labelled_at - restarted_at
+    assert coverage["unmatched"] == 1 and coverage["waiting"] == 40 * ROWS
+    for bucket in coverage["buckets"]:
+        if epoch(bucket["start"]) >= restarted_at:  # rev-b's, after the restart
+            assert bucket["labelled"] == 0
