@@ -22,17 +22,19 @@ from typing import Any
 
 import numpy as np
 import requests
-from harness import IRIS_FEATURES, DetectorProcess, SidecarProcess, manifest, wait_until
+from harness import (
+    DetectorProcess,
+    SidecarProcess,
+    iris_spec,
+    manifest,
+    v2_body,
+    wait_until,
+)
 from sklearn.datasets import load_iris
 
 WARMUP = 60  # records (20 requests of 3 rows)
 ROWS = 3
-SPEC = (
-    "  target: {deployment: iris}\n  protocol: v2\n  features:\n"
-    + "".join(f"    - {{name: {f}, type: numeric}}\n" for f in IRIS_FEATURES)
-    + "  prediction: {name: predict, type: categorical}\n"
-    f"  reference: {{source: warmup, size: {WARMUP}}}\n  window: {{size: 600}}\n"
-    "  alerting: {evaluationInterval: 200ms, fireAfter: 2, resolveAfter: 2}\n"
+SPEC = iris_spec(size=WARMUP) + (
     "  detectors:\n"
     "    performance: {metric: accuracy, maxDrop: 0.1, estimate: none, labelJoinWindow: 7d,"
     " labelBucket: 2s}\n"
@@ -46,20 +48,10 @@ def send(sidecar: SidecarProcess, prefix: str, n: int, rng: np.random.Generator)
     with requests.Session() as http:
         for i in range(n):
             rows = x[rng.choice(len(x), size=ROWS)]
-            body = {
-                "inputs": [
-                    {
-                        "name": "input-0",
-                        "shape": list(rows.shape),
-                        "datatype": "FP64",
-                        "data": rows.ravel().tolist(),
-                    }
-                ]
-            }
             rid = f"{prefix}-{i}"
             resp = http.post(
                 f"{sidecar.url}/v2/models/iris/infer",
-                json=body,
+                json=v2_body(rows),
                 headers={"x-request-id": rid},
                 timeout=10,
             )

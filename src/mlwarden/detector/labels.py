@@ -42,20 +42,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import numpy as np
-
 from mlwarden.detector.alerts import Evidence
 from mlwarden.detector.checks import (
     MIN_LABELS,
     ReferenceSummary,
     WindowView,
     check_performance,
+    labelled_level,
+    performance_drop,
     safe_metric,
 )
 from mlwarden.detector.sequential import iso
 from mlwarden.records import Value
 from mlwarden.spec import PerformanceCheck
-from mlwarden.stats import performance as perf
 from mlwarden.stats.labels import (
     Tally,
     bucket_start,
@@ -400,8 +399,8 @@ def labelled_performance(
     labels (however late they came), else estimated on `view` (CBPE, `check_performance`).
 
     The bucket's metric comes from its confusion table (`cells_metric`: the cost is the
-    table's, not its rows'); the reference level and the verdict are `check_performance`'s:
-    labelled from warm-up labels when at least MIN_LABELS joined, else the reference's."""
+    table's, not its rows'); the reference level (`checks.labelled_level`) and the verdict
+    (`checks.performance_drop`) are `check_performance`'s."""
     judged = ledger.judged(MIN_LABELS) if check is not None else None
     ledger.judged_start = None if judged is None else judged[0]
     if check is None or judged is None:
@@ -410,18 +409,8 @@ def labelled_performance(
         )
     start, tally = judged
     metric = check.metric
-    level = reference.performance.get(metric, math.nan)
-    if len(reference_labelled) >= MIN_LABELS:
-        level = safe_metric(
-            lambda: perf.labelled_metric(
-                metric,
-                np.asarray([t for t, _ in reference_labelled]),
-                np.asarray([p for _, p in reference_labelled]),
-            )
-        )
+    level = labelled_level(reference, metric, reference_labelled)
     current = safe_metric(lambda: cells_metric(metric, tally.cells))
-    if math.isnan(level) or math.isnan(current):
-        return []
     by_revision = {
         rev: sum(t.cells.values())
         for (s, rev), t in ledger.tallies.items()
@@ -429,19 +418,15 @@ def labelled_performance(
     }
     revision = max(sorted(by_revision), key=by_revision.__getitem__) if by_revision else None
     mostly = f" (mostly revision {revision})" if revision else ""
-    return [
-        Evidence(
-            type="PerformanceDrop",
-            test=f"{metric}_labelled",
-            statistic=current,
-            threshold=level - check.max_drop,
-            failing=level - current > check.max_drop,
-            message=f"{metric} {current:.3f} labelled over {sum(tally.cells.values())} rows of "
-            f"predictions made {iso(start)} to {iso(start + ledger.bucket)}{mostly} vs "
-            f"{level:.3f} in the reference (allowed drop {check.max_drop:g})",
-            model_revision=revision,
-        )
-    ]
+    evidence = performance_drop(
+        check,
+        level=level,
+        current=current,
+        estimated=False,
+        rows=sum(tally.cells.values()),
+        over=f" of predictions made {iso(start)} to {iso(start + ledger.bucket)}{mostly}",
+    )
+    return [dataclasses.replace(ev, model_revision=revision) for ev in evidence]
 
 
 def _coverage(t: Tally, metric: str) -> dict[str, Any]:
