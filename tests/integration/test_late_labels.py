@@ -10,27 +10,40 @@ reference store.
    They join (after the restart), the labelled accuracy of rev-a's prediction-time buckets is 0,
    a PerformanceDrop fires naming rev-a and a bucket that ended before the restart, and rev-b's
    predictions, made after the restart, stay unlabelled.
+
+In a cluster (the API emulator, `--report-to`), the ledger is kept in ConfigMap NAME-reference
+next to the reference, and status.detector.labels shows the coverage.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import kmock
 import numpy as np
 import requests
 from harness import (
     DetectorProcess,
     SidecarProcess,
+    detector_process,
     iris_spec,
     manifest,
+    post_records,
+    until,
     v2_body,
     wait_until,
 )
 from sklearn.datasets import load_iris
+
+from mlwarden.detector.store import KEY, LABELS_KEY
 
 WARMUP = 60  # records (20 requests of 3 rows)
 ROWS = 3
@@ -141,3 +154,110 @@ def test_labels_after_a_restart_are_credited_to_the_predictions_time_and_revisio
     for bucket in coverage["buckets"]:
         if epoch(bucket["start"]) >= restarted_at:  # rev-b's, after the restart
             assert bucket["labelled"] == 0
+
+
+CM_SPEC = """\
+  target: {deployment: m}
+  features:
+    - {name: a, type: numeric}
+  prediction: {name: y, type: categorical}
+  reference: {source: warmup, size: 100}
+  window: {size: 300}
+  alerting: {evaluationInterval: 200ms, fireAfter: 2, resolveAfter: 2}
+  detectors:
+    performance: {metric: accuracy, maxDrop: 0.1, estimate: none, labelJoinWindow: 2d}
+"""
+RESOURCE = "mlwarden.io/v1alpha1/observedmodels"
+CONFIGMAPS = "v1/configmaps"
+
+
+def batch(prefix: str, n: int, rng: np.random.Generator) -> dict[str, Any]:
+    return {
+        "source": {"modelRevision": "r1"},
+        "records": [
+            {
+                "id": f"{prefix}-{i}",
+                "row": 0,
+                "features": {"a": float(rng.normal())},
+                "outputs": {"y": int(rng.integers(0, 2))},
+            }
+            for i in range(n)
+        ],
+    }
+
+
+async def test_in_a_cluster_the_ledger_is_kept_in_the_reference_configmap_and_status_shows_coverage(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(3)
+    om = manifest(tmp_path, CM_SPEC)
+    async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
+        api.resources[RESOURCE] = {}
+        api.resources[CONFIGMAPS] = {}
+        api.objects[RESOURCE, "test", "m"] = {
+            "apiVersion": "mlwarden.io/v1alpha1",
+            "kind": "ObservedModel",
+            "metadata": {"name": "m", "namespace": "test", "uid": "5e1f0a4c-0000-4000-8000-0002"},
+            "spec": {"target": {"deployment": "m"}},
+        }
+        report = ("--report-to", str(server.url))
+        warm, current = batch("w", 100, rng), batch("c", 200, rng)
+        async with detector_process(om, *report) as (url, _):
+            await post_records(url, warm)
+            await post_records(url, current)
+            await until(
+                lambda: _get(
+                    url,
+                    "/v1/status",
+                    lambda s: s["recordsIngested"] == 300 and s["reference"].get("storedIn"),
+                ),
+                "the records, and the reference stored",
+            )
+        cm = api.objects[CONFIGMAPS, "test", "m-reference"]
+        ledger = json.loads(gzip.decompress(base64.b64decode(cm["binaryData"][LABELS_KEY])))
+        assert len(ledger["waiting"]["id"]) == 300 and ledger["revisions"] == ["r1"]
+        assert cm["binaryData"][KEY]  # next to the reference
+
+        async with detector_process(om, *report) as (url, _):
+            answer = await _post(
+                url,
+                "/v1/labels",
+                {
+                    "labels": [
+                        {"id": r["id"], "row": 0, "label": r["outputs"]["y"]}
+                        for r in warm["records"]
+                    ]
+                    + [
+                        {"id": r["id"], "row": 0, "label": 1 - r["outputs"]["y"]}
+                        for r in current["records"]
+                    ]
+                },
+            )
+            assert answer == {"joined": 300, "unmatched": 0}
+
+            def labels() -> dict[str, Any] | None:
+                status = api.objects[RESOURCE, "test", "m"].get("status") or {}
+                found = (status.get("detector") or {}).get("labels")
+                fired = any(a["type"] == "PerformanceDrop" for a in status.get("alerts") or [])
+                return found if fired and found and found["labelled"] == 300 else None
+
+            written = await until(labels, "status.detector.labels after the drop alert")
+        assert written["predicted"] == 300 and written["coverage"] == 1.0
+        assert written["value"] == 0.0 and written["unmatched"] == 0
+        assert written["store"]["restored"] == 300
+        (rev,) = written["revisions"]
+        assert rev["revision"] == "r1" and rev["labelled"] == 300 and rev["value"] == 0.0
+        status = api.objects[RESOURCE, "test", "m"]["status"]
+        (alert,) = [a for a in status["alerts"] if a["type"] == "PerformanceDrop"]
+        assert alert["modelRevision"] == "r1" and alert["statistic"] == 0.0
+
+
+async def _get(url: str, path: str, check: Callable[[dict[str, Any]], bool]) -> bool:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}{path}") as resp:
+        return check(await resp.json())
+
+
+async def _post(url: str, path: str, body: dict[str, Any]) -> Any:
+    async with aiohttp.ClientSession() as http, http.post(f"{url}{path}", json=body) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()

@@ -325,6 +325,12 @@ class DetectorService:
         if self.model.rebaseline is not None:
             info["rebaseline"] = self.model.rebaseline
         try:
+            # A stored ledger that would leave this reference too little room goes first (it is
+            # stored again, within the new budget, at the next save).
+            if (self.labels_store.get("bytes") or 0) > self.store.labels_budget(len(data)):
+                await self.store.drop_labels()
+                self.labels_store.update(bytes=None, storedIn=None)
+                self._labels_saved = (-1, -math.inf)
             await self.store.save(data, info=info)
         except StoredReferenceError as exc:
             self.store_error = str(exc)
@@ -412,7 +418,7 @@ class DetectorService:
             self.labels_store = {"restored": 0, "error": f"label ledger not restored: {exc}"}
             log.error("%s", self.labels_store["error"])
             return
-        self.labels_store = {"restored": restored}
+        self.labels_store = {"restored": restored, "bytes": len(data)}
         log.info("label ledger restored: %d predictions waiting for labels", restored)
 
     async def persist_labels(self, *, force: bool) -> None:
@@ -425,6 +431,10 @@ class DetectorService:
             return
         if not force and now - saved_at < LABELS_SAVE_SECONDS:
             return
+        ref = self.detector.reference
+        stored = self._stored is not None and ref is not None and self._stored[0] == ref.id
+        if ref is None or (ref.source == "warmup" and not stored):
+            return  # the warm-up reference is stored first: the ledger gets the room it leaves
         budget = self.store.labels_budget(self._reference_bytes)
         snapshot = ledger.snapshot(iso(time.time()))
         snapped = ledger.changes

@@ -15,7 +15,8 @@ Next to the reference, each keeps the alert state (`persist.encode_alert_state`,
 `data[alerts.json]` of the same ConfigMap, or `DIR/NAMESPACE.NAME-alerts.json`; and the
 label ledger (`labels.LabelLedger.encode`, gzip'd JSON): `binaryData[labels.json.gz]`, or
 `DIR/NAMESPACE.NAME-labels.json.gz`. `labels_budget` says how many bytes the ledger may
-take: in the ConfigMap, what the reference and the alert state leave of its 1 MiB.
+take: in the ConfigMap, what the reference and the alert state leave of its 1 MiB;
+`drop_labels` removes it to make room for a larger reference.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class ReferenceStore(Protocol):
 
     def labels_budget(self, reference_bytes: int) -> int: ...
 
+    async def drop_labels(self) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -92,6 +95,9 @@ class FileStore:
     def labels_budget(self, reference_bytes: int) -> int:
         del reference_bytes  # a file of its own
         return FILE_LABELS_BUDGET
+
+    async def drop_labels(self) -> None:
+        return None  # a file of its own: never in the reference's way
 
     def _read(self, path: Path) -> bytes | None:
         try:
@@ -170,6 +176,10 @@ class ConfigMapStore:
     def labels_budget(self, reference_bytes: int) -> int:
         left = CONFIGMAP_LIMIT - CONFIGMAP_RESERVE - (reference_bytes + 2) // 3 * 4
         return max(0, left // 4 * 3)
+
+    async def drop_labels(self) -> None:
+        """Remove the stored ledger (a merge patch of null): room for a larger reference."""
+        await self._patch_or_create({"binaryData": {LABELS_KEY: None}})
 
     async def _patch_or_create(self, patch: dict[str, Any]) -> None:
         if await self._call("PATCH", self.kube.merge_patch(self.path, patch)) is not None:
