@@ -129,9 +129,10 @@ def test_a_changed_bucket_width_recuts_the_restored_buckets() -> None:
     ("data", "match"),
     [
         (b"not gzip", "test: not a stored label ledger"),
-        (gzip.compress(b'{"format": "other"}'), "format 'other'"),
-        (gzip.compress(b'{"format": "mlwarden.io/labels/v1"}'), "test: KeyError"),
+        (gzip.compress(b'{"format": "other"}', mtime=0), "format 'other'"),
+        (gzip.compress(b'{"format": "mlwarden.io/labels/v1"}', mtime=0), "test: KeyError"),
     ],
+    ids=["not-gzip", "other-format", "fields-missing"],
 )
 def test_an_unreadable_stored_ledger_is_an_error_naming_where(data: bytes, match: str) -> None:
     with pytest.raises(StoredLabelsError, match=match):
@@ -215,3 +216,21 @@ def test_join_window_and_bucket_read_days() -> None:
     check = m.spec.detectors.performance
     assert check is not None
     assert check.label_join_window_seconds == 7 * DAY and check.label_bucket_seconds == 1.5 * DAY
+
+
+def test_a_drop_equal_to_max_drop_passes_and_a_larger_one_fails() -> None:
+    rng = np.random.default_rng(2)
+    d = Detector(model(detectors={"performance": {"metric": "accuracy", "maxDrop": 0.05}}), now=0)
+    warm = batch(rng, 1000, GOOD, revision=None, now=0.0, prefix="w")
+    d.ingest(warm, now=0.0)
+    assert d.reference is not None and d.window is not None
+    d.reference_labelled = [(0, 0)] * 90 + [(0, 1)] * 10  # the reference level: 0.90
+    for right, failing in ((170, False), (169, True)):  # 0.85 (a drop of 0.05), then 0.845
+        led = LabelLedger(join_window=7 * DAY, bucket=H)
+        led.record(keys("c", 200), [0] * 200, revision=None, warmup=False, now=H)
+        led.join([(f"c-{i}", 0, 0 if i < right else 1) for i in range(200)], now=2 * H)
+        (ev,) = labelled_performance(
+            led, d.reference, d.window.view(), d.model.spec.detectors.performance,
+            d.reference_labelled,
+        )  # fmt: skip
+        assert ev.failing is failing, (right, ev)

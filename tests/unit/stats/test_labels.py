@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 
 from mlwarden.stats import performance as perf
@@ -130,3 +131,22 @@ def test_scaled_pairs_keep_every_row_up_to_the_limit_and_the_proportions_beyond(
     assert abs(got[(1, 1)] - 700) <= 1 and abs(got[(1, 0)] - 200) <= 1
     accuracy = np.mean([a == b for a, b in rows])
     assert accuracy == pytest.approx(cells_metric("accuracy", cells), abs=len(cells) / 1000)
+
+
+def test_the_chance_a_stationary_bucket_fails_is_the_binomial_tail() -> None:
+    """The false-alarm rate docs/detector.md states: a bucket of 200 labels at a true accuracy
+    equal to the reference level 0.90 fails (drop > maxDrop 0.05) with probability 0.95%."""
+    rng = np.random.default_rng(11)
+    runs, n, level = 4000, 200, 0.9
+    fails = 0
+    for _ in range(runs):
+        y = rng.integers(0, 3, n)
+        p = np.where(rng.random(n) < level, y, (y + 1) % 3)
+        t = tally_of(y.tolist(), p.tolist())
+        _, failing = perf.compare(
+            "accuracy", level, cells_metric("accuracy", t.cells), 0.05, False, n
+        )
+        fails += failing
+    want = stats.binom.cdf(math.ceil(n * (level - 0.05)) - 1, n, level)
+    assert want == pytest.approx(0.0095, abs=5e-4)
+    assert fails / runs == pytest.approx(want, abs=3 * math.sqrt(want / runs))
