@@ -20,9 +20,10 @@ prediction-time bucket and revision of its prediction (`stats/labels.py`):
 - `judged(min_labels)`: the bucket the labelled performance check judges (the newest
   with enough labels); `pairs(revision, since)`: a revision's labelled rows predicted
   since a moment (the canary's same-span comparison).
-- `labelled_performance`: the performance check (`checks.check_performance`) on the
-  judged bucket's labelled rows, its alert naming the revision that made most of them;
-  CBPE on the current window while no bucket has enough labels.
+- `labelled_performance`: the performance check on the judged bucket's confusion table
+  (against `checks.labelled_level`, decided by `checks.performance_drop`), its alert naming
+  the revision that made most of its labelled predictions; CBPE on the current window
+  (`checks.check_performance`) while no bucket has enough labels.
 - `snapshot` / `pack` (`encode`: both) / `restore`: the ledger as stored next to the
   reference (gzip'd JSON, within a byte budget: the newest waiting predictions are kept,
   the oldest cut and counted). `pack` reads only the snapshot: the service runs it on a
@@ -196,6 +197,7 @@ class LabelLedger:
                 break
             del waiting[key]
             self.expired += 1
+            self.changes += 1
         for bucket in [k for k in self.tallies if k[0] + self.bucket <= horizon]:
             del self.tallies[bucket]
         while self.lags and self.lags[0][0] < horizon:
