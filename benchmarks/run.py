@@ -32,6 +32,7 @@ import canary
 import capture_cpu
 import detector_throughput
 import drift_suite
+import embedding_check
 import grpc_latency
 import operator_scale
 import sidecar_latency
@@ -51,6 +52,7 @@ BENCHMARKS: list[ModuleType] = [
     drift_suite,
     stream_delay,
     canary,
+    embedding_check,
 ]
 # The tools each benchmark needs (the others need none).
 NEEDS_TOOLS = {

@@ -35,6 +35,7 @@ subresource.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import json
@@ -341,6 +342,7 @@ def _schema_of(cls: type[Any], description: str) -> Schema:
 
 def _label_coverage() -> Schema:
     """status.detector.labels: label coverage in the join window (detector/labels.py)."""
+    # Shared nodes are copied at each use: the generated YAML has no anchors for them.
     count = {"type": "integer", "minimum": 0, "nullable": True}
     coverage = {
         "predicted": _integer("Predictions made.", minimum=0),
@@ -374,7 +376,7 @@ def _label_coverage() -> Schema:
             "joinWindowSeconds": _number("performance.labelJoinWindow.", minimum=0),
             "bucketSeconds": _number("performance.labelBucket.", minimum=0),
             "metric": _string("The metric of `value`."),
-            **coverage,
+            **copy.deepcopy(coverage),
             "waiting": _integer("Predictions waiting for a label.", minimum=0),
             "capacity": _integer("At most this many wait.", minimum=0),
             "dropped": _integer("Waiting predictions dropped at capacity.", minimum=0),
@@ -387,15 +389,15 @@ def _label_coverage() -> Schema:
                 "after a restart they count in dropped.",
                 minimum=0,
             ),
-            "lagSeconds": lag,
+            "lagSeconds": copy.deepcopy(lag),
             "revisions": _array(
                 f"Coverage per model revision (at most {label_ledger.MAX_STATUS_REVISIONS}).",
                 _object(
                     "One revision's predictions in the join window.",
                     {
                         "revision": _string("The revision.", nullable=True),
-                        **coverage,
-                        "lagSeconds": lag,
+                        **copy.deepcopy(coverage),
+                        "lagSeconds": copy.deepcopy(lag),
                     },
                 ),
                 max_items=label_ledger.MAX_STATUS_REVISIONS,
@@ -404,7 +406,10 @@ def _label_coverage() -> Schema:
                 f"The newest prediction-time buckets (at most {label_ledger.MAX_STATUS_BUCKETS}).",
                 _object(
                     "Predictions made in one bucket, and their labels so far.",
-                    {"start": _string("When the bucket began.", fmt="date-time"), **coverage},
+                    {
+                        "start": _string("When the bucket began.", fmt="date-time"),
+                        **copy.deepcopy(coverage),
+                    },
                 ),
                 max_items=label_ledger.MAX_STATUS_BUCKETS,
             ),

@@ -8,15 +8,20 @@ timing and status onto the batch it ships (see `docs/records-api.md`).
 
 Values are JSON scalars: numbers (NaN and infinities kept as floats, since they
 are data-quality signals), strings, booleans, or None for an explicit null.
+A feature of type `embedding` is a vector instead: it is kept apart, in `vectors`
+(an input) or `output_vectors` (an output), so that every scalar column stays a
+scalar; on the wire it is a list of numbers in the record's `features` or `outputs`
+(docs/records-api.md, `with_vectors`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 Value: TypeAlias = float | int | str | bool | None
+Vector: TypeAlias = list[float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,15 @@ class Record:
     # OpenAI `id`), when there is one; the sidecar falls back to the
     # x-request-id header or a generated id.
     request_id: str | None = None
+    # Embedding features (spec type `embedding`): one vector per name, inputs and outputs.
+    vectors: dict[str, Vector] = field(default_factory=dict)
+    output_vectors: dict[str, Vector] = field(default_factory=dict)
+
+
+def with_vectors(values: dict[str, Value], vectors: dict[str, Vector]) -> dict[str, Any]:
+    """A record's `features` (or `outputs`) as shipped: the scalars and the vectors in one
+    object (the same object when there are no vectors: the common case costs nothing)."""
+    return values | vectors if vectors else values
 
 
 class ProtocolError(ValueError):

@@ -49,7 +49,8 @@ INCIDENT_KIND: Final = "Incident"
 INCIDENT_PLURAL: Final = "incidents"
 
 PROTOCOLS: Final = ("auto", "v2", "v2-grpc", "v1", "openai", "json")
-FEATURE_TYPES: Final = ("numeric", "categorical")
+FEATURE_TYPES: Final = ("numeric", "categorical", "embedding")
+PREDICTION_TYPES: Final = ("numeric", "categorical")
 DRIFT_TESTS: Final = ("auto", "ks", "wasserstein", "psi", "jensenshannon", "chisquare")
 CORRECTIONS: Final = ("bonferroni", "benjamini-hochberg", "none")
 REFERENCE_SOURCES: Final = ("warmup", "configMap", "url", "file")
@@ -131,7 +132,8 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
-FeatureType = Literal["numeric", "categorical"]
+FeatureType = Literal["numeric", "categorical", "embedding"]
+PredictionType = Literal["numeric", "categorical"]
 
 
 # --------------------------------------------------------------------------- errors
@@ -405,8 +407,34 @@ class Target:
 class Feature:
     """An input column the model receives."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(self.dimensions) || self.type == 'embedding'",
+            lambda s: not _has(s, "dimensions") or s.get("type") == "embedding",
+            "dimensions only applies to an embedding",
+            field="dimensions",
+            explain=lambda s: (
+                f"only applies to type embedding (a vector per row), not {s.get('type')!r}"
+            ),
+        ),
+    )
+
     name: str = _f("name", "The feature's name.", max_length=MAX_TEXT)
-    type: FeatureType = _f("type", "numeric or categorical.", enum=FEATURE_TYPES)
+    type: FeatureType = _f(
+        "type",
+        "numeric, categorical, or embedding (a vector per row: an input or output tensor of "
+        "that name, or an OpenAI embeddings response; see docs/detector.md#embeddings).",
+        enum=FEATURE_TYPES,
+    )
+    dimensions: int | None = _f(
+        "dimensions",
+        "An embedding's length: vectors of another length count as type errors "
+        "(absent: the first vector seen sets it).",
+        "integer",
+        default=None,
+        low=1,
+        high=65536,
+    )
 
 
 @dataclass(frozen=True)
@@ -414,7 +442,9 @@ class Prediction:
     """The model output to watch; `probabilities` names an output with class scores."""
 
     name: str = _f("name", "The output's name.", max_length=MAX_TEXT)
-    type: FeatureType = _f("type", "numeric or categorical.", default="numeric", enum=FEATURE_TYPES)
+    type: PredictionType = _f(
+        "type", "numeric or categorical.", default="numeric", enum=PREDICTION_TYPES
+    )
     probabilities: str | None = _f(
         "probabilities", "An output holding class scores.", default=None, max_length=MAX_TEXT
     )
@@ -1865,7 +1895,14 @@ def _cross_checks(
     numeric = {f.name for f in features if f.type == "numeric"}
     if prediction is not None and prediction.type == "numeric":
         numeric.add(prediction.name)
+    embeddings = {f.name for f in features if f.type == "embedding"}
     for i, rule in enumerate(spec.capture.redact):
+        if rule.action == "hash" and rule.field in embeddings:
+            o.errors.add(
+                f"spec.capture.redact[{i}].action",
+                f"{rule.field!r} is an embedding: a hashed vector is one opaque string, no "
+                "drift can be measured on it; drop it to keep it in the pod",
+            )
         if rule.action == "hash" and rule.field in numeric:
             o.errors.add(
                 f"spec.capture.redact[{i}].action",

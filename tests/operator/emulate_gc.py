@@ -7,7 +7,9 @@ finalizers, until they are removed). A cluster does more, and this mixin imitate
   default background propagation): once an object is gone, every object whose
   `metadata.ownerReferences` name its uid, and none of whose other owners still exists, is
   deleted too, and so on down the chain. A dependent with finalizers is marked
-  (`deletionTimestamp`) and stays until they are removed, as any object does.
+  (`deletionTimestamp`, a write like any other: a new resourceVersion) and stays until they
+  are removed, as any object does. Watch events carry a copy of the object as it was then, as
+  a watch stream's serialised events do, never the live object.
   `blockOwnerDeletion` and foreground deletion are not imitated (the operator asks for
   neither).
 - Namespace deletion (`terminate_namespace`, as `kubectl delete namespace` does): the
@@ -25,6 +27,7 @@ finalizers, until they are removed). A cluster does more, and this mixin imitate
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
 from typing import Any
 
@@ -120,11 +123,17 @@ class GarbageCollection(ApiServerEmulator):
         """One object deleted as a DELETE would (the caller holds the lock)."""
         obj = self._objects[key]
         if (obj.get("metadata") or {}).get("finalizers"):
-            obj.patch({"metadata": {"deletionTimestamp": _now()}})
-            await self._buses[key[0]].put({"type": "MODIFIED", "object": obj.raw})
+            obj.patch({"metadata": {"deletionTimestamp": _now(), "resourceVersion": self._bump()}})
+            await self._buses[key[0]].put({"type": "MODIFIED", "object": copy.deepcopy(obj.raw)})
         else:
             obj.delete()
-            await self._buses[key[0]].put({"type": "DELETED", "object": obj.last.raw})
+            await self._buses[key[0]].put(
+                {"type": "DELETED", "object": copy.deepcopy(obj.last.raw)}
+            )
+
+    def _bump(self) -> str:
+        """A new resourceVersion: every write to an object gives it one, marking included."""
+        return str(next(self._versions))
 
     # ---------------------------------------------------------------- the namespace controller
 
@@ -134,9 +143,9 @@ class GarbageCollection(ApiServerEmulator):
             key = next(k for k in self._objects if k[1] is None and k[2] == namespace
                        and str(k[0].plural) == "namespaces")  # fmt: skip
             ns = self._objects[key]
-            ns.patch({"metadata": {"deletionTimestamp": _now()},
+            ns.patch({"metadata": {"deletionTimestamp": _now(), "resourceVersion": self._bump()},
                       "status": {"phase": "Terminating"}})  # fmt: skip
-            await self._buses[key[0]].put({"type": "MODIFIED", "object": ns.raw})
+            await self._buses[key[0]].put({"type": "MODIFIED", "object": copy.deepcopy(ns.raw)})
         self.__dict__.setdefault("_namespace_tasks", []).append(
             asyncio.create_task(self._empty_namespace(key, every))
         )
@@ -155,6 +164,8 @@ class GarbageCollection(ApiServerEmulator):
                 if not inside:
                     ns = self._objects[ns_key]
                     ns.delete()
-                    await self._buses[ns_key[0]].put({"type": "DELETED", "object": ns.last.raw})
+                    await self._buses[ns_key[0]].put(
+                        {"type": "DELETED", "object": copy.deepcopy(ns.last.raw)}
+                    )
                     return
             await asyncio.sleep(every)

@@ -20,8 +20,18 @@ on, after every API write to a StatefulSet or a Rollout:
   at once. `status.abort: true` (`kubectl argo rollouts abort`) makes it `Degraded` with
   `RolloutAborted`, the stable ReplicaSet serving; `spec.paused` makes it `Paused`.
 
-KServe's controller is not imitated beyond storing the InferenceService: the operator only
-writes its spec (the payload logger, canaryTrafficPercent), which these tests read back.
+KServe's controller is not imitated by `emulate_owners()` alone (the InferenceService is
+stored as written: the operator only writes its spec, which those tests read back).
+`emulate_kserve()` adds what KServe's canary rollout does with the predictor (its "Canary
+Rollout Strategy" docs), after every write of an InferenceService:
+
+- a change of `spec.predictor` other than `canaryTrafficPercent` is a new Knative revision,
+  `NAME-predictor-0000N` (N the next number), `status.components.predictor.latestReadyRevision`;
+- with `canaryTrafficPercent` set, that revision is the canary: `latestRolledoutRevision`
+  stays the last one rolled out with 100% (the `default` endpoint), and `traffic` splits
+  100 - percent / percent between them (a canaryTrafficPercent change alone only moves the
+  split, no new revision); without it (or at 100) the latest ready revision is promoted:
+  `latestRolledoutRevision` becomes it and `previousRolledoutRevision` the one before.
 
 The controllers' writes go to the store directly and reach the operator's watches as watch
 events (ADDED / MODIFIED with a new resourceVersion), as a controller's writes do.
@@ -45,13 +55,14 @@ REPLICASETS = "apps/v1/replicasets"
 ROLLOUT_REVISION = "rollout.argoproj.io/revision"
 ROLLOUT_HASH = "rollouts-pod-template-hash"
 CR_HASH = "controller-revision-hash"
-_WATCHED = (STATEFULSETS, CONTROLLERREVISIONS, REPLICASETS, ROLLOUTS)
+_WATCHED = (STATEFULSETS, CONTROLLERREVISIONS, REPLICASETS, ROLLOUTS, INFERENCESERVICES)
 
 
 class OwnerControllers:
     """Opt-in StatefulSet and Argo Rollouts controllers; the two CRDs (see above)."""
 
     owner_controllers: bool = False
+    kserve_controller: bool = False
     objects: Any
     resources: Any
     _versions: Any
@@ -74,7 +85,7 @@ class OwnerControllers:
         if (
             self.owner_controllers
             and request.resource is not None
-            and str(request.resource.plural) in ("statefulsets", "rollouts")
+            and str(request.resource.plural) in self._controlled()
             and request.action in (enums.action.CREATE, enums.action.UPDATE)
         ):
             before = self._snapshot()
@@ -108,11 +119,18 @@ class OwnerControllers:
                          "object": copy.deepcopy(obj.raw)}  # fmt: skip
                 await self._buses[key[0]].put(event)  # type: ignore[attr-defined]
 
+    def _controlled(self) -> tuple[str, ...]:
+        return ("statefulsets", "rollouts") + (("inferenceservices",) if self.kserve_controller
+                                                else ())  # fmt: skip
+
     def run_owner_controllers(self) -> None:
         for _, sts in self._all(STATEFULSETS):
             self._statefulset_controller(copy.deepcopy(sts.raw))
         for _, ro in self._all(ROLLOUTS):
             self._rollout_controller(copy.deepcopy(ro.raw))
+        if self.kserve_controller:
+            for _, isvc in self._all(INFERENCESERVICES):
+                self._kserve_controller(copy.deepcopy(isvc.raw))
 
     def _owned(self, resource: str, namespace: str, uid: str) -> list[Any]:
         return [
@@ -225,3 +243,35 @@ class OwnerControllers:
         pod_hash = (ro.get("status") or {}).get("currentPodHash")
         ro.patch({"status": {"stableRS": pod_hash, "phase": "Healthy", "message": ""}})
         await self._announce_owned(before)
+
+    # ---------------------------------------------------------------- KServe
+
+    def emulate_kserve(self) -> None:
+        """KServe's canary rollout of the predictor (the module docstring); with the CRDs."""
+        self.emulate_owners()
+        self.kserve_controller = True
+        self._knative: dict[tuple[str, str], tuple[str, int]] = {}  # (spec digest, revisions)
+
+    def _kserve_controller(self, isvc: dict[str, Any]) -> None:
+        meta, ns = isvc["metadata"], isvc["metadata"]["namespace"]
+        predictor = copy.deepcopy((isvc.get("spec") or {}).get("predictor") or {})
+        percent = predictor.pop("canaryTrafficPercent", None)
+        state = dict(((isvc.get("status") or {}).get("components") or {}).get("predictor") or {})
+        digest = template_hash({"spec": predictor})
+        seen, number = self._knative.get((ns, meta["name"]), ("", 0))
+        if seen != digest:  # a new Knative revision
+            number += 1
+            self._knative[ns, meta["name"]] = (digest, number)
+            state["latestReadyRevision"] = f"{meta['name']}-predictor-{number:05d}"
+        ready, rolled = state["latestReadyRevision"], state.get("latestRolledoutRevision")
+        if rolled is None or percent is None or int(percent) >= 100:
+            if rolled != ready:
+                state["previousRolledoutRevision"] = rolled
+            rolled = state["latestRolledoutRevision"] = ready
+        canary = 0 if rolled == ready else int(percent or 0)
+        state["traffic"] = [{"revisionName": rolled, "percent": 100 - canary, "tag": "prev"}] + (
+            [{"revisionName": ready, "percent": canary, "latestRevision": True}] if canary or
+            rolled != ready else [])  # fmt: skip
+        self.objects[INFERENCESERVICES, ns, meta["name"]].patch(
+            {"status": {"components": {"predictor": state}}}
+        )

@@ -220,8 +220,10 @@ async def test_rollout_injected_canary_aborted_paused_and_undone(
     original = copy.deepcopy(ro["spec"])
     reactions_ = [{"alert": "PredictionDrift", "action": "rollback"},
                   {"alert": "CanaryRegression", "action": "pause"}]  # fmt: skip
+    # No cooldown: the pause follows the abort on the same Rollout at once (the abort's
+    # `Rollout/NAME/status` and the pause's `Rollout/NAME` are one object to the guardrails).
     model = om({"kind": "Rollout", "name": "fraud-model", "container": "model"},
-               reactions=reactions_)  # fmt: skip
+               reactions=reactions_, guardrails={"cooldown": "0s"})  # fmt: skip
     op = await start(api, start_operator, (ROLLOUTS, ro), (SERVICES, model_service()), model=model)
     # The injection itself is an update of the Rollout: a canary Argo holds at its pause step
     # until promoted (here by hand, as a person or its analysis would).

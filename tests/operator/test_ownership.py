@@ -170,8 +170,12 @@ async def test_a_deleted_namespace_does_not_wait_on_our_finalizer(
     op = await warming_up(env={"MLWARDEN_RETRY_SECONDS": "0.5"})
     assert "mlwarden.io/finalizer" in obj(api, OM, "fraud")["metadata"]["finalizers"]
     started = len(OPERATOR_CALLS)
+    version = api.objects["v1/namespaces", None, NS]["metadata"]["resourceVersion"]
 
     await api.terminate_namespace(NS)
+    # Marking is a write: a new resourceVersion, as on a cluster (watchers key on it).
+    marked = api.objects["v1/namespaces", None, NS]["metadata"]
+    assert marked["deletionTimestamp"] and marked["resourceVersion"] != version
     # Everything else in it is deleted at once; the ObservedModel waits for our finalizer.
     await eventually(lambda: not exists(api, OM, "fraud"), timeout=5,
                      what="the ObservedModel released promptly")  # fmt: skip

@@ -29,3 +29,23 @@ def assert_valid_kubernetes(obj: dict[str, Any]) -> None:
 @pytest.fixture
 def valid_kubernetes() -> Callable[[dict[str, Any]], None]:
     return assert_valid_kubernetes
+
+
+def observed_model_of(kind: str, name: str, *reactions: dict[str, Any]) -> Any:
+    """An ObservedModel (through the real parser) whose target is `kind`/`name`."""
+    from mlwarden.spec import parse_observed_model
+
+    target: dict[str, Any] = {"kind": kind, "name": name}
+    if kind != "InferenceService":
+        target["service"] = name
+    return parse_observed_model({
+        "apiVersion": "mlwarden.io/v1alpha1", "kind": "ObservedModel",
+        "metadata": {"name": "fraud", "namespace": "ml", "uid": "u-om"},
+        "spec": {"target": target, "reactions": list(reactions)},
+    })  # fmt: skip
+
+
+@pytest.fixture
+def kind_model() -> Callable[..., Any]:
+    """`kind_model("Rollout", "r", *reactions)`: an ObservedModel targeting that kind."""
+    return observed_model_of

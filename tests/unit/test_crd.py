@@ -72,6 +72,7 @@ from mlwarden.spec import (
     MAX_URL,
     PERFORMANCE_ESTIMATES,
     PIPELINE_KINDS,
+    PREDICTION_TYPES,
     PROTOCOLS,
     TRAFFIC_ROUTERS,
     ObservedModel,
@@ -655,7 +656,7 @@ def _every_enum_value() -> list[Any]:
     fields: list[tuple[str, tuple[str, ...]]] = [
         ("spec.protocol", tuple(p for p in PROTOCOLS if p != "json")),
         ("spec.features[0].type", FEATURE_TYPES),
-        ("spec.prediction.type", FEATURE_TYPES),
+        ("spec.prediction.type", PREDICTION_TYPES),
         ("spec.detectors.drift.test", DRIFT_TESTS),
         ("spec.detectors.predictionDrift.correction", CORRECTIONS),
         ("spec.detectors.performance.estimate", PERFORMANCE_ESTIMATES),
@@ -677,6 +678,13 @@ GOOD = [
     pytest.param(copy.deepcopy(BASE), id="base"),
     _case("name of exactly the maximum length", {"metadata.name": "a" * MAX_NAME_LENGTH}),
     _case("minimal spec", {"spec": {"target": {"deployment": "m"}}}),
+    _case(
+        "an embedding with its dimensions",
+        {
+            "spec.features": BASE["spec"]["features"]
+            + [{"name": "embedding", "type": "embedding", "dimensions": 384}]
+        },
+    ),
     # the declared bounds (maxItems, maxLength), at the bound
     _case("features at maxItems", _more_features(MAX_FEATURES - 2)),
     _case(
@@ -793,6 +801,7 @@ BAD = [
     ),
     _case("deployment name past maxLength", {"spec.target.deployment": "d" * (MAX_NAME + 1)}),
     _case("deployment with another kind", {"spec.target.kind": "StatefulSet"}),
+    _case("dimensions of a numeric feature", {"spec.features[0].dimensions": 384}),
     _case(
         "a port for an InferenceService",
         {"spec.target": {"kind": "InferenceService", "name": "m", "port": 8080}},

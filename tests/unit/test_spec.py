@@ -591,10 +591,25 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "got 't-test'",
     ),
     (
+        "dimensions of a numeric feature",
+        _manifest(features=[{"name": "amount", "type": "numeric", "dimensions": 8}]),
+        "spec.features[0].dimensions",
+        "only applies to type embedding (a vector per row), not 'numeric'",
+    ),
+    (
+        "a hashed embedding",
+        _manifest(
+            features=[{"name": "embedding", "type": "embedding"}],
+            capture={"redact": [{"field": "embedding", "action": "hash"}]},
+        ),
+        "spec.capture.redact[0].action",
+        "'embedding' is an embedding: a hashed vector is one opaque string",
+    ),
+    (
         "bad feature type",
         _manifest(features=[{"name": "amount", "type": "text"}]),
         "spec.features[0].type",
-        "must be one of numeric, categorical; got 'text'",
+        "must be one of numeric, categorical, embedding; got 'text'",
     ),
     (
         "bad alert type",

@@ -108,7 +108,13 @@ def _plan_columns(
     spec = manifest.spec if manifest is not None else None
     prediction = spec.prediction if spec is not None else None
     if spec is not None and spec.features:
-        columns = {f.name: Column(f.name, "feature", f.type) for f in spec.features}
+        # Embedding features are the streaming detector's (a vector per row; data files hold
+        # scalar columns): not checked here, see docs/check.md.
+        columns = {
+            f.name: Column(f.name, "feature", f.type)
+            for f in spec.features
+            if f.type != "embedding"
+        }
         wanted = list(columns)
     else:
         skip = {prediction.name} if prediction is not None else set()

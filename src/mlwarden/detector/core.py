@@ -49,6 +49,7 @@ from mlwarden.detector.checks import (
     check_slo,
     safe_metric,
 )
+from mlwarden.detector.embedding import EmbeddingMonitor
 from mlwarden.detector.ingest import Batch
 from mlwarden.detector.labels import LabelLedger, labelled_performance
 from mlwarden.detector.sequential import build_scan, covered, findings_to_evidence, iso
@@ -395,8 +396,12 @@ class Detector:
         self.model = model
         spec = model.spec
         self.columns: dict[str, Column] = {
-            f.name: Column(f.name, "feature", f.type) for f in spec.features
+            f.name: Column(f.name, "feature", f.type)
+            for f in spec.features
+            if f.type != "embedding"
         }
+        # Embedding features: vectors, sampled and tested apart (detector/embedding.py).
+        self.embeddings = EmbeddingMonitor.from_spec(spec)
         if spec.prediction is not None:
             self.columns[spec.prediction.name] = Column(
                 spec.prediction.name, "prediction", spec.prediction.type
@@ -560,6 +565,8 @@ class Detector:
         if batch.n_records == 0:
             return
         self._remember_predictions(batch, rev, now)
+        if self.embeddings is not None:
+            self.embeddings.ingest(batch)
         if self.reference is None:
             self._ingest_warmup(batch, now)
             return
@@ -599,7 +606,8 @@ class Detector:
                 if not absent:
                     scanned[name] = categories
         counted: dict[str, int] = {}  # counted only for the names a chunk keeps (bounded)
-        for name in batch.feature_names - self.columns.keys():
+        vectors = self.embeddings.names if self.embeddings is not None else frozenset()
+        for name in batch.feature_names - self.columns.keys() - vectors:
             for chunk in chunks:
                 if name in chunk.unexpected or len(chunk.unexpected) < MAX_UNEXPECTED_FIELDS:
                     if name not in counted:
@@ -675,7 +683,8 @@ class Detector:
         known = kinds.keys() | self.warmup_kinds.keys()
         seen = [(n, "feature") for n in batch.feature_names] if self.infer_columns else []
         if prediction is None:
-            seen += [(n, "prediction") for n in batch.output_names]
+            vectors = self.embeddings.names if self.embeddings is not None else frozenset()
+            seen += [(n, "prediction") for n in batch.output_names if n not in vectors]
         for name, kind in seen:
             if name in kinds:
                 continue
@@ -749,6 +758,8 @@ class Detector:
             evidence += labelled_performance(
                 self.labels, self.reference, view, d.performance, self.reference_labelled
             )
+        if self.embeddings is not None:
+            evidence += self.embeddings.evidence(d.drift)
         evidence += self._canary_evidence(now)
         self.last_evidence = evidence
         reference = self.reference.id if self.reference is not None else "warmup (pending)"
@@ -1119,6 +1130,7 @@ class Detector:
             "columnsOverLimit": self.columns_over_limit,
             "requestsIngested": self.requests_ingested,
             "labels": self.status_labels(),
+            "embeddings": self.embeddings.status() if self.embeddings is not None else {},
             "evaluations": self.evaluations,
             "sequential": None
             if self.scan is None

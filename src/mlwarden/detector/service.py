@@ -77,7 +77,7 @@ from mlwarden.detector.reporter import StatusWriter, should_write
 from mlwarden.detector.store import ReferenceStore
 from mlwarden.ingest_auth import bearer_matches
 from mlwarden.protocols import parse_exchange
-from mlwarden.records import ProtocolError, finite_or_none
+from mlwarden.records import ProtocolError, finite_or_none, with_vectors
 from mlwarden.spec import ObservedModel
 
 log = logging.getLogger(__name__)
@@ -741,8 +741,8 @@ class DetectorService:
                     "id": joined.id,
                     "row": r.row,
                     "ts": now,
-                    "features": r.features,
-                    "outputs": r.outputs,
+                    "features": with_vectors(r.features, r.vectors),
+                    "outputs": with_vectors(r.outputs, r.output_vectors),
                 }
                 for r in rows
             ],

@@ -2,7 +2,8 @@
 
 Nodes are objects of the model's namespace, keyed by (kind, name):
 
-    target      the model's Deployment; it produces the prediction
+    target      the model's workload (`spec.target`: a Deployment, StatefulSet, Argo Rollout
+                or KServe InferenceService); it produces the prediction
     pipeline    a component of `spec.pipeline` (Deployment, StatefulSet, DaemonSet, CronJob,
                 Job, ConfigMap, Secret, or another ObservedModel), with its `produces`
     annotation  a workload that says what it produces where it lives:
@@ -12,7 +13,7 @@ Nodes are objects of the model's namespace, keyed by (kind, name):
                 the namespace's workloads and configs)
     mount       a ConfigMap or Secret a workload node mounts (volume, projected volume, envFrom
                 or env valueFrom), found in its pod template
-    model-target  the target Deployment of another ObservedModel that is a component
+    model-target  the target workload of another ObservedModel that is a component
     canary      a Deployment a reaction names as the canary or stable backend (router
                 `replicas`, or `pause` on a canary): it serves the model too, so it produces
                 the prediction and counts as the model's side like the target
@@ -353,9 +354,13 @@ def build_graph(snapshot: Snapshot) -> ResourceGraph:
                 b.link(key, ref)
                 queue.append(ref)
         elif kind == "ObservedModel":
-            deployment = dig(obj, "spec", "target", "deployment")
-            if isinstance(deployment, str) and deployment:
-                dep = ("Deployment", deployment)
+            # The other model's workload: `deployment: NAME`, or `kind` and `name`.
+            kind_of = dig(obj, "spec", "target", "kind") or "Deployment"
+            deployment = dig(obj, "spec", "target", "name") or dig(
+                obj, "spec", "target", "deployment"
+            )
+            if isinstance(deployment, str) and deployment and isinstance(kind_of, str):
+                dep = (kind_of, deployment)
                 b.add(dep, "model-target")
                 b.link(key, dep)
                 queue.append(dep)
@@ -366,7 +371,7 @@ def build_graph(snapshot: Snapshot) -> ResourceGraph:
             b.link(target, key)
 
     if not b.nodes[target].observed:
-        b.problems.append(f"the target Deployment {target[1]!r} is not in the snapshot")
+        b.problems.append(f"the target {target[0]} {target[1]!r} is not in the snapshot")
     for key, draft in b.nodes.items():
         if draft.origin == "pipeline" and draft.namespace is None and not draft.observed:
             b.problems.append(f"pipeline component {key[0]}/{key[1]} is not in the namespace")

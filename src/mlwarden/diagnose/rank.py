@@ -57,8 +57,9 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal, get_args
 
 from mlwarden.diagnose.graph import ResourceGraph, build_graph
-from mlwarden.diagnose.snapshot import ObjectKey, Snapshot, dig
+from mlwarden.diagnose.snapshot import ObjectKey, Snapshot
 from mlwarden.diagnose.timeline import Change, build_timeline, relative_time
+from mlwarden.react import revisions
 from mlwarden.timestamps import format_time, parse_time
 
 __all__ = [
@@ -303,8 +304,9 @@ def _alerts(snapshot: Snapshot, graph: ResourceGraph) -> list[_Alert]:
             subject = str(feature or graph.prediction or "the prediction")
             starts = [graph.target, *graph.producers(subject)]
         elif kind == "CanaryRegression":
-            # The candidate revision is the suspect's own: start from the Deployment whose
-            # ReplicaSet carries it (its pod-template-hash), else from the model's side.
+            # The candidate revision is the suspect's own: start from the workload whose
+            # history carries it (its ReplicaSet, ControllerRevision or KServe endpoint),
+            # else from the model's side.
             revision = str(raw.get("modelRevision") or "")
             subject = f"candidate revision {revision}" if revision else "the canary"
             owner = _revision_owner(snapshot, revision)
@@ -329,16 +331,11 @@ def _alerts(snapshot: Snapshot, graph: ResourceGraph) -> list[_Alert]:
 
 
 def _revision_owner(snapshot: Snapshot, revision: str) -> ObjectKey | None:
-    """The Deployment whose ReplicaSet carries `revision` as its pod-template-hash."""
-    if not revision:
-        return None
-    for rs in snapshot.of_kind("ReplicaSet"):
-        if (dig(rs, "metadata", "labels") or {}).get("pod-template-hash") != revision:
-            continue
-        for ref in dig(rs, "metadata", "ownerReferences") or ():
-            if isinstance(ref, Mapping) and ref.get("kind") == "Deployment":
-                return ("Deployment", str(ref.get("name")))
-    return None
+    """The workload serving `revision`, through the one resolution the reactions use
+    (`react.revisions.owner_of`): a Deployment's or Rollout's ReplicaSet, a StatefulSet's
+    ControllerRevision (controller-revision-hash), an InferenceService's default or canary."""
+    lists = {kind: snapshot.of_kind(kind) for kind in revisions.HISTORY_KINDS}
+    return revisions.owner_of(revision, lists, model=snapshot.model)
 
 
 def _lineage_text(graph: ResourceGraph, key: ObjectKey, alert: _Alert) -> str:

@@ -11,8 +11,12 @@ diagnosis relies on"):
                         write). Consecutive revisions' pod templates are compared: images, env,
                         mounted ConfigMaps/Secrets, args, resources. Pods of its ReplicaSets
                         give crash loops and restarts.
+    Argo Rollout        the same from its ReplicaSets (`rollout.argoproj.io/revision`).
     StatefulSet,        the same from their ControllerRevisions (`revision`, `data.spec.template`)
     DaemonSet           and the Pods they own.
+    InferenceService    no revision history here (KServe's are Knative revisions, not in the
+                        snapshot); its endpoints' revisions resolve through
+                        `react.revisions` (the diagnosis starts a CanaryRegression there).
     CronJob             its Jobs: failed runs, runs still going long after they usually finish,
                         routine successful runs, first-ever and manual runs, image or template
                         changes between consecutive runs; `spec.schedule` against
@@ -112,6 +116,7 @@ STRONG_KINDS: Final[frozenset[str]] = frozenset(
 
 REVISION_ANNOTATION: Final = "deployment.kubernetes.io/revision"
 REVISION_HISTORY_ANNOTATION: Final = "deployment.kubernetes.io/revision-history"
+ROLLOUT_REVISION: Final = "rollout.argoproj.io/revision"  # an Argo Rollout's ReplicaSets
 RESTARTED_AT_ANNOTATION: Final = "kubectl.kubernetes.io/restartedAt"
 SCHEDULED_ANNOTATION: Final = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 MANUAL_ANNOTATION: Final = "cronjob.kubernetes.io/instantiate"
@@ -466,10 +471,15 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _deployment_revisions(snapshot: Snapshot, obj: Mapping[str, Any]) -> list[_Revision]:
+def _deployment_revisions(
+    snapshot: Snapshot, obj: Mapping[str, Any], kind: str = "Deployment"
+) -> list[_Revision]:
+    """A Deployment's revisions from its ReplicaSets; an Argo Rollout's (kind "Rollout") from
+    its own, numbered in `rollout.argoproj.io/revision`."""
     out: list[_Revision] = []
-    for rs in snapshot.owned("ReplicaSet", owner=obj, owner_kind="Deployment"):
-        number = _int(dig(rs, "metadata", "annotations", REVISION_ANNOTATION))
+    annotation = ROLLOUT_REVISION if kind == "Rollout" else REVISION_ANNOTATION
+    for rs in snapshot.owned("ReplicaSet", owner=obj, owner_kind=kind):
+        number = _int(dig(rs, "metadata", "annotations", annotation))
         at = parse_time(dig(rs, "metadata", "creationTimestamp"))
         if dig(rs, "metadata", "annotations", REVISION_HISTORY_ANNOTATION):
             # A rollback reuses an old ReplicaSet: its creation is not when it came back.
@@ -590,9 +600,11 @@ def _pod_changes(key: ObjectKey, pods: list[Mapping[str, Any]], now: datetime) -
     return out
 
 
-def _deployment_pods(snapshot: Snapshot, obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def _deployment_pods(
+    snapshot: Snapshot, obj: Mapping[str, Any], kind: str = "Deployment"
+) -> list[Mapping[str, Any]]:
     pods: list[Mapping[str, Any]] = []
-    for rs in snapshot.owned("ReplicaSet", owner=obj, owner_kind="Deployment"):
+    for rs in snapshot.owned("ReplicaSet", owner=obj, owner_kind=kind):
         pods += snapshot.owned("Pod", owner=rs, owner_kind="ReplicaSet")
     return pods
 
@@ -861,9 +873,9 @@ def node_changes(snapshot: Snapshot, key: ObjectKey, obj: Mapping[str, Any]) -> 
     """Every change of one object, oldest first."""
     kind = key[0]
     changes: list[Change] = []
-    if kind == "Deployment":
-        changes += _revision_changes(key, _deployment_revisions(snapshot, obj))
-        changes += _pod_changes(key, _deployment_pods(snapshot, obj), snapshot.now)
+    if kind in ("Deployment", "Rollout"):
+        changes += _revision_changes(key, _deployment_revisions(snapshot, obj, kind))
+        changes += _pod_changes(key, _deployment_pods(snapshot, obj, kind), snapshot.now)
     elif kind in ("StatefulSet", "DaemonSet"):
         changes += _revision_changes(key, _controller_revisions(snapshot, obj, kind))
         changes += _pod_changes(

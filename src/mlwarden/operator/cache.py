@@ -14,9 +14,13 @@ A kind the cluster does not serve (Gateway API's HTTPRoute, Istio's VirtualServi
 their CRDs) is not watched and reads as empty: kopf resolves the kinds through discovery and
 leaves out those it does not find (cluster-wide it also notices a CRD installed later).
 
-Secrets are not cached: a watch would bring their contents into the operator, which must
-never read a Secret (the chart grants only `create` on them). The diagnosis goes without
-their edit times.
+Secrets are not cached: a watch would bring every Secret's contents into the operator, and
+the chart grants no `list`, `watch` or `get` on them (only `create`). The diagnosis goes
+without their edit times. The one Secret the operator reads is a webhook URL a reaction
+names (`reactions[].webhookSecret`): one GET by `notify.secret_url` when a message is sent,
+never cached, and only where the Secret's owner granted `get` on that Secret by name
+(docs/operator.md, Incidents); without that grant the read is refused (403) and the
+delivery says what to grant.
 
 Slimming keeps what the diagnosis and the reactions read and drops the bulk they never do:
 ConfigMaps' `data` and `binaryData` (their edit time is what counts), Pods' `spec` (their

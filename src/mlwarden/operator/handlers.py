@@ -406,21 +406,6 @@ def _promotable(status: dict[str, Any]) -> tuple[str, ...]:
     return tuple(named.get(str(e["revision"]), f"revision {e['revision']}") for e in found)
 
 
-def revision_display(
-    model: ObservedModel, status: Mapping[str, Any], replicasets: Sequence[Mapping[str, Any]]
-) -> list[dict[str, Any]]:
-    """`status.revisions` from the detector's revisions and the cached ReplicaSets."""
-    deployments = [model.spec.target.name]
-    deployments += [r.canary for r in model.spec.reactions if r.canary]
-    deployments += [r.stable for r in model.spec.reactions if r.stable]
-    return revisions.display(
-        (status.get("detector") or {}).get("revisions"),
-        replicasets,
-        deployments=list(dict.fromkeys(deployments)),
-        container=model.spec.target.container,
-    )
-
-
 def _bypass_of(status: dict[str, Any]) -> tuple[str, str] | None:
     for c in status.get("conditions") or ():
         if c.get("type") == "Bypassed" and c.get("status") == "True":
@@ -1093,13 +1078,12 @@ def _revision_names(raw: dict[str, Any], alerts: Any, indexes: Mapping[str, Any]
         for key in ("modelRevision", "baselineRevision")
         if a.get(key)
     }
-    deployments = [
-        model.spec.target.name,
-        *(r.canary for r in model.spec.reactions if r.canary),
-    ]
     return {
         revision: revisions.resolve(
-            revision, replicasets, deployments=deployments, container=model.spec.target.container
+            revision,
+            replicasets,
+            deployments=revisions.owners(model),
+            container=model.spec.target.container,
         ).label
         for revision in wanted
     }
@@ -1140,7 +1124,9 @@ async def revisions_changed(
     except SpecError:
         return
     status = dict(raw.get("status") or {})
-    shown = revision_display(model, status, revisions.history(cache.lists(kwargs, model.namespace)))
+    detector_revisions = (status.get("detector") or {}).get("revisions")
+    lists = cache.lists(kwargs, model.namespace)
+    shown = revisions.status_revisions(model, detector_revisions, lists)
     if status.get("revisions") != shown:
         patch.status["revisions"] = shown
     for kind, reason, message in revisions.events(old, new, shown):

@@ -20,7 +20,8 @@
   the model's namespace that holds the URL. The operator is granted no read of Secrets by the
   chart; whoever creates such a Secret grants `get` on that one Secret by name (a Role with
   `resourceNames`, bound to the operator's ServiceAccount: docs/operator.md). `secret_url`
-  reads it when a message is sent, never caches it, and says what to grant when the API
+  reads it with one GET when a message is sent, never caches it (it is the one Secret the
+  operator reads: operator/cache.py caches none), and says what to grant when the API
   answers 403.
 
 Nothing here raises for a webhook that failed: the caller records what `deliver` returns.

@@ -7,7 +7,8 @@ at a time per ObservedModel, on the object as the API has it now:
 1. Collect: every object of the kinds the diagnosis and the reactions read, in the model's
    namespace, from the watch-backed cache (`cache.py`: kopf indexes, handed to the handlers
    and passed in here as `lists`); no API request. A kind the cluster does not serve (Gateway
-   API or Istio not installed) reads as empty; Secrets are never read.
+   API or Istio not installed) reads as empty; Secrets are not collected (the one Secret
+   read is a `webhookSecret`'s URL, by `notify.secret_url`, when a message is sent).
 2. Diagnose (pure) and write `status.diagnosis` and `status.topSuspect` when they changed
    (`diagnosis.updated` is when the diagnosis last changed, not when a pass last ran), and an
    Event `Diagnosed` with the summary when the top suspect changed while alerts are active.
@@ -45,6 +46,15 @@ at a time per ObservedModel, on the object as the API has it now:
    (`IncidentStep.notify`); each record is listed on its incident; at the end of the pass,
    resolved messages and the push to Alertmanager.
 
+`status.revisions` is not written here: its one builder is `react.revisions.status_revisions`
+and its one writer the handler on `status.detector.revisions` (handlers.py), which runs on
+every report of the detector's revisions (their counters move with traffic), so a rollback's
+raised revision number shows at the next report.
+
+A record's patch is keyed by `Kind/name`, or `Kind/name/status` for a patch to the status
+subresource (an Argo Rollout's abort); `react.targets.split_target` reads it for the API path,
+the re-read after a conflict and the objects a pass has touched.
+
 Nothing here raises because an action failed: the record says Failed and why. An API error
 while writing status ends the pass; the next pass starts again from what is
 recorded, which is what the records are for.
@@ -74,13 +84,14 @@ from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.notify import EventPoster, post_webhooks
 from mlwarden.operator.status import Observation, phase, status_patch
 from mlwarden.patches import apply_merge_patch
-from mlwarden.react import revisions, verify
+from mlwarden.react import verify
 from mlwarden.react.actions import OPEN, ActionRecord, fingerprint, records_from_status
 from mlwarden.react.actuators.alert import summary as alert_summary
 from mlwarden.react.actuators.alert import webhook_payload
 from mlwarden.react.actuators.retrain import RETRAIN
 from mlwarden.react.guardrails import APPROVE_ANNOTATION
 from mlwarden.react.policy import alerts_for, plan_reactions, replan, webhooks_for
+from mlwarden.react.targets import object_key, split_target
 from mlwarden.spec import (
     MAX_STATUS_ALERTS,
     MAX_STATUS_EVIDENCE,
@@ -274,7 +285,7 @@ async def apply_patches(
     conflicts = replans = 0
 
     async def reread(obj: str) -> Mapping[str, Any] | None:
-        kind, _, name = obj.partition("/")
+        kind, name = split_target(obj).key  # the object itself, whatever subresource
         found = await api.get(path(kind, model.namespace, name))
         if found is None:
             fresh.pop((kind, name), None)
@@ -289,11 +300,13 @@ async def apply_patches(
         replanning = False
         while pending:
             obj, patch = pending[0]
-            kind, _, name = obj.partition("/")
             before = f" (applied before it: {', '.join(applied)})" if applied else ""
             try:
+                target = split_target(obj)
+                kind, name = target.key
                 written = await api.merge_patch(
-                    path(kind, model.namespace, name), copy.deepcopy(patch)
+                    path(kind, model.namespace, name, subresource=target.subresource),
+                    copy.deepcopy(patch),
                 )
             except Conflict as exc:
                 if conflicts >= MAX_REPLANS:
@@ -447,11 +460,11 @@ async def respond(
         now=now,
         incident_of=step.incident_of,
     )
-    touched: set[str] = set()
+    touched: set[tuple[str, str]] = set()  # the objects this pass patched, by (kind, name)
     for record in records:
         if record.result == "Running" and step.incident(record) and not step.due(record):
             continue  # an incident's notification waits for what arrives with it
-        if record.result == "Running" and touched & set(record.patch):
+        if record.result == "Running" and touched & {object_key(o) for o in record.patch}:
             log.info("%s waits for the next pass: %s changed in this one", record.id, touched)
             continue
         if not has_room(entries, record):
@@ -501,7 +514,7 @@ async def respond(
             )
         else:
             settled = await apply_patches(api, model, record, snapshot.objects)
-            touched |= set(record.patch)
+            touched |= {object_key(o) for o in record.patch}
             failures = await _tell_webhooks(model, settled, alerts, top_dict, event)
             if failures:
                 settled = replace(settled, message=f"{settled.message}; {'; '.join(failures)}")
@@ -521,16 +534,6 @@ async def respond(
         log.info("%s: %s", settled.id, describe(settled))
 
     entries = await _verify(api, status, model, entries, alerts, top_dict, snapshot, now, event)
-    shown = revisions.display(
-        (status.current.get("detector") or {}).get("revisions"),
-        lists.get("ReplicaSet") or (),
-        deployments=_deployments(model),
-        container=model.spec.target.container,
-    )
-    if shown and status.current.get("revisions") != shown:
-        # A rollback raises the restored ReplicaSet's revision number: shown as it is now.
-        await status.write({"revisions": shown})
-
     await step.finish()
     latest = _latest(entries)
     if latest is not None and status.current.get("lastAction") != describe(latest):
@@ -586,14 +589,6 @@ async def _retrain(
         _report(model, after, event)
         log.info("%s: %s", after.id, describe(after))
     return entries
-
-
-def _deployments(model: ObservedModel) -> list[str]:
-    """The Deployments whose ReplicaSets name the model's revisions, the target's first."""
-    names = [model.spec.target.deployment]
-    names += [r.canary for r in model.spec.reactions if r.canary]
-    names += [r.stable for r in model.spec.reactions if r.stable]
-    return list(dict.fromkeys(names))
 
 
 def _in_place(entries: list[dict[str, Any]], record: ActionRecord) -> list[dict[str, Any]]:

@@ -97,8 +97,8 @@ def detect_protocol(path: str, request: bytes, spec: ObservedModelSpec | None) -
     """The protocol an exchange most likely speaks, or None; never decodes the body.
 
     An explicit `spec.capture.json` wins: the user said how to read the body.
-    Then by path (`.../infer` is v2, `.../chat/completions` and `.../completions`
-    are openai, `...:predict` is v1), then by the request's keys
+    Then by path (`.../infer` is v2, `.../chat/completions`, `.../completions` and
+    `.../embeddings` are openai, `...:predict` is v1), then by the request's keys
     (`"inputs"` with `"datatype"` is v2, `"instances"` or `"inputs"` without
     `"datatype"` is v1, `"messages"` or `"prompt"` is openai), and last `json`
     when the spec declares features.
@@ -110,7 +110,7 @@ def detect_protocol(path: str, request: bytes, spec: ObservedModelSpec | None) -
         return "v2-grpc"
     if route.endswith("/infer"):
         return "v2"
-    if route.endswith("/completions"):
+    if route.endswith(("/completions", "/embeddings")):
         return "openai"
     if route.endswith(":predict"):
         return "v1"

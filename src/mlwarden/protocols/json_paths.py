@@ -22,6 +22,8 @@ supported.
 A declared feature whose path is missing from a row, or leads to a list or an
 object, is None: that is a data-quality signal for the detector, not a protocol
 error. A response row without the prediction path gives no output for that row.
+A feature of type `embedding` is the exception: its path leads to a list of
+numbers, the row's vector (`Record.vectors`); anything else there gives no vector.
 
 This module also holds what every adapter shares: decoding a request body
 (strict: the request is what the model was given, so a body that is not JSON is
@@ -122,8 +124,11 @@ def parse(request: bytes, response: bytes, spec: ObservedModelSpec | None) -> li
     capture = spec.capture.json if spec is not None else None
     rows = _request_rows(load_request(request), capture)
     paths = _feature_paths(spec, capture)
+    embeddings = {f.name for f in spec.features if f.type == "embedding"} if spec else set()
     features: list[dict[str, Value]] = []
+    vectors: list[dict[str, list[float]]] = []
     for row in rows:
+        vectors.append({})
         if paths is None:
             features.append(
                 {str(k): v for k, v in row.items() if is_scalar(v)} if isinstance(row, dict) else {}
@@ -132,13 +137,21 @@ def parse(request: bytes, response: bytes, spec: ObservedModelSpec | None) -> li
         cells: dict[str, Value] = {}
         for name, path in paths.items():
             value = lookup(row, path)
+            if name in embeddings:
+                if isinstance(value, list) and value and all(map(_is_number, value)):
+                    vectors[-1][name] = [float(v) for v in value]
+                continue
             cells[name] = value if is_scalar(value) else None
         features.append(cells)
     outputs = _outputs(response, len(rows), spec, capture)
     return [
-        Record(features=f, outputs=outputs[i] if outputs else {}, row=i)
+        Record(features=f, outputs=outputs[i] if outputs else {}, row=i, vectors=vectors[i])
         for i, f in enumerate(features)
     ]
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _request_rows(body: Any, capture: JsonCapture | None) -> list[Any]:

@@ -1,4 +1,4 @@
-"""OpenAI-compatible chat completions and completions, plain or streamed, as Records.
+"""OpenAI-compatible chat completions, completions and embeddings, as Records.
 
 A request with `messages` is a chat completion (`POST /v1/chat/completions`);
 one with `prompt` is a completion (`POST /v1/completions`). A chat request is
@@ -24,12 +24,34 @@ A streamed response (server-sent events, `data: {chunk}` lines, ending with
 (`stream_options.include_usage`). A truncated stream yields what was seen; a
 choice that never finished has `finish_reason` None.
 
+Refusals: the output `refusal` is true when the first choice refused, as OpenAI's API
+says it: the message (or, streamed, a delta) carries a non-null `refusal` (structured
+outputs), or `finish_reason` is `content_filter` (the provider's filter withheld or cut
+the completion); false otherwise. Only that boolean is kept, never the refusal's text.
+
+A request with `input` and neither `messages` nor `prompt` is an embeddings request
+(`POST /v1/embeddings`): one record per input (`input` a string, strings, token ids or
+lists of token ids), with features `model` and `input_chars` (left out for token ids),
+and as output vector the input's embedding, `data[i].embedding` of the entry whose
+`index` is i (a list of floats, or with `encoding_format: base64` the base64 of
+little-endian float32s, decoded). The vector is named by the spec's embedding feature
+when it declares exactly one (`features[].type: embedding`), else `embedding`. `usage`
+(`prompt_tokens`, `total_tokens`) as for completions: only when there is one input.
+
+Privacy: no text leaves this adapter: not a prompt, message, completion, refusal or
+embeddings input, only the counts and settings above (docs/privacy.md). An embedding does
+leave it (it is what embedding drift is measured on); `spec.capture.redact` with
+`action: drop` on its name keeps it in the pod.
+
 `Record.request_id` is the response's `id` (`chatcmpl-...`, `cmpl-...`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -41,10 +63,15 @@ from mlwarden.spec import ObservedModelSpec
 _USAGE: Final = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
+_EMBEDDING_USAGE: Final = ("prompt_tokens", "total_tokens")
+REFUSAL_FINISH: Final = "content_filter"
+
+
 @dataclass(slots=True)
 class _Choice:
     parts: list[str] = field(default_factory=list)
     finish_reason: str | None = None
+    refused: bool = False
 
 
 @dataclass(slots=True)
@@ -65,6 +92,8 @@ def parse(request: bytes, response: bytes, spec: ObservedModelSpec | None) -> li
     if isinstance(body.get("model"), str):
         common["model"] = body["model"]
     prompts: list[dict[str, Value]]
+    if "input" in body and "messages" not in body and "prompt" not in body:
+        return _embeddings(body, response, spec, common)
     if "messages" in body:
         messages = body["messages"]
         if not isinstance(messages, list):
@@ -101,6 +130,7 @@ def parse(request: bytes, response: bytes, spec: ObservedModelSpec | None) -> li
         if choice is not None:
             outputs["completion_chars"] = sum(len(s) for s in choice.parts)
             outputs["finish_reason"] = choice.finish_reason
+            outputs["refusal"] = choice.refused or choice.finish_reason == REFUSAL_FINISH
         if len(prompts) == 1:
             outputs.update(completion.usage)
         records.append(
@@ -221,6 +251,8 @@ def _apply(completion: _Completion, chunk: object) -> None:
         text = _choice_text(raw)
         if text:
             choice.parts.append(text)
+        if _refused(raw):
+            choice.refused = True
         if isinstance(raw.get("finish_reason"), str):
             choice.finish_reason = raw["finish_reason"]
 
@@ -234,3 +266,113 @@ def _choice_text(choice: dict[str, Any]) -> str | None:
             return content if isinstance(content, str) else None
     text = choice.get("text")
     return text if isinstance(text, str) else None
+
+
+def _refused(choice: dict[str, Any]) -> bool:
+    """The message (or delta) carries a refusal: a non-null, non-empty `refusal`."""
+    for key in ("message", "delta"):
+        inner = choice.get(key)
+        if isinstance(inner, dict):
+            refusal = inner.get("refusal")
+            return isinstance(refusal, str) and refusal != ""
+    return False
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+def _embeddings(
+    body: dict[str, Any],
+    response: bytes,
+    spec: ObservedModelSpec | None,
+    common: dict[str, Value],
+) -> list[Record]:
+    """One record per input of an embeddings request, with its vector from the response."""
+    inputs = _inputs(body["input"])
+    name = _vector_name(spec)
+    vectors: dict[int, list[float]] = {}
+    usage: dict[str, Value] = {}
+    reply: Any = None
+    if response.lstrip()[:1] == b"{":
+        try:
+            reply = json.loads(response.decode("utf-8-sig"))
+        except (ValueError, RecursionError):
+            reply = None  # an error body, or cut by the capture size limit: no vectors
+    request_id: str | None = None
+    if isinstance(reply, dict):
+        if isinstance(reply.get("id"), str):
+            request_id = reply["id"]
+        raw_usage = reply.get("usage")
+        if isinstance(raw_usage, dict):
+            usage = {
+                k: raw_usage[k]
+                for k in _EMBEDDING_USAGE
+                if k in raw_usage and is_scalar(raw_usage[k])
+            }
+        data = reply.get("data")
+        if isinstance(data, list):
+            for position, item in enumerate(data):
+                if not isinstance(item, dict):
+                    continue
+                index = item.get("index")
+                if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                    index = position
+                vector = decode_embedding(item.get("embedding"))
+                if vector is not None:
+                    vectors[index] = vector
+    records = []
+    for i, extra in enumerate(inputs):
+        outputs: dict[str, Value] = dict(usage) if len(inputs) == 1 else {}
+        vector = vectors.get(i)
+        records.append(
+            Record(
+                features=common | extra,
+                outputs=outputs,
+                row=i,
+                request_id=request_id,
+                output_vectors={name: vector} if vector is not None else {},
+            )
+        )
+    return records
+
+
+def _inputs(raw: object) -> list[dict[str, Value]]:
+    """Per-input features: `input` is a string, strings, token ids, or lists of token ids."""
+    if isinstance(raw, str):
+        return [{"input_chars": len(raw)}]
+    if isinstance(raw, list) and raw:
+        if all(isinstance(p, str) for p in raw):
+            return [{"input_chars": len(p)} for p in raw]
+        if all(isinstance(p, int) and not isinstance(p, bool) for p in raw):
+            return [{}]  # one input given as token ids
+        if all(isinstance(p, list) for p in raw):
+            return [{} for _ in raw]
+    raise ProtocolError(
+        f"input: must be a string, a list of strings, or token ids, got {kind_of(raw)}"
+    )
+
+
+def _vector_name(spec: ObservedModelSpec | None) -> str:
+    declared = [f.name for f in spec.features if f.type == "embedding"] if spec else []
+    return declared[0] if len(declared) == 1 else "embedding"
+
+
+def decode_embedding(raw: object) -> list[float] | None:
+    """A vector from `data[].embedding`: a list of numbers, or base64 of float32s (LE).
+
+    None when it is neither (an entry the response left malformed). Non-finite values are
+    kept (the detector counts such a vector as a type error).
+    """
+    if isinstance(raw, list):
+        if raw and all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
+            return [float(v) for v in raw]
+        return None
+    if isinstance(raw, str):
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        if not data or len(data) % 4:
+            return None
+        return list(struct.unpack(f"<{len(data) // 4}f", data))
+    return None

@@ -20,6 +20,11 @@ Rows and columns:
   spec names a prediction that is not an output tensor, and exactly one output
   tensor has one value per row, that tensor's column takes the prediction's name.
 - BYTES elements arrive in JSON as strings and are kept as strings.
+- A tensor (input or output) named by a feature of type `embedding` in the spec is
+  one vector per row (its F values, or A*B flattened) in `Record.vectors` (inputs)
+  or `Record.output_vectors` (outputs), not F columns; a row holding anything but
+  numbers has no vector. Such features take no part in the mapping of a wide
+  tensor's columns to feature names above.
 
 Cells are JSON scalars; a cell holding an object (or a list left over by a ragged
 nesting) is dropped.
@@ -146,14 +151,46 @@ def records(
             raise ProtocolError(
                 f"inputs[{i}].shape: batch size {t.rows} does not match inputs[0] ({n})"
             )
+    embeddings = _embedding_names(spec)
+    vectors = _vectors([t for t in inputs if t.name in embeddings], n)
+    output_vectors = _vectors([t for t in outputs or () if t.name in embeddings], n)
+    inputs = [t for t in inputs if t.name not in embeddings]
+    outputs = [t for t in outputs if t.name not in embeddings] if outputs else outputs
     features: list[dict[str, Value]] = [{} for _ in range(n)]
     for tensor, names in zip(inputs, _input_columns(inputs, spec), strict=True):
         _fill(features, tensor, names)
     rows = _output_rows(outputs, n, spec) if outputs else None
     return [
-        Record(features=f, outputs=rows[i] if rows else {}, row=i, request_id=request_id)
+        Record(
+            features=f,
+            outputs=rows[i] if rows else {},
+            row=i,
+            request_id=request_id,
+            vectors=vectors[i],
+            output_vectors=output_vectors[i],
+        )
         for i, f in enumerate(features)
     ]
+
+
+def _embedding_names(spec: ObservedModelSpec | None) -> frozenset[str]:
+    if spec is None:
+        return frozenset()
+    return frozenset(f.name for f in spec.features if f.type == "embedding")
+
+
+def _vectors(tensors: list[Tensor], n: int) -> list[dict[str, list[float]]]:
+    """Each row's vector of each tensor (of batch size n; others are left out)."""
+    out: list[dict[str, list[float]]] = [{} for _ in range(n)]
+    for tensor in tensors:
+        if tensor.rows != n:
+            continue
+        width = tensor.width
+        for r, row in enumerate(out):
+            cells = tensor.values[r * width : (r + 1) * width]
+            if all(c.__class__ is float or c.__class__ is int for c in cells):
+                row[tensor.name] = [float(c) for c in cells]
+    return out
 
 
 def make_tensor(name: str, shape: list[int], values: list[Any], where: str) -> Tensor:
@@ -373,7 +410,9 @@ def _indexed(tensor: Tensor) -> list[str]:
 
 def _input_columns(tensors: list[Tensor], spec: ObservedModelSpec | None) -> list[list[str]]:
     wide = [t for t in tensors if t.width > 1]
-    declared = spec.feature_names if spec is not None else ()
+    declared = (
+        tuple(f.name for f in spec.features if f.type != "embedding") if spec is not None else ()
+    )
     columns: list[list[str]] = []
     for t in tensors:
         if declared and len(wide) == 1 and t is wide[0] and len(t.shape) == 2:

@@ -39,12 +39,19 @@ from typing import Any, Final
 
 from mlwarden.patches import holds
 from mlwarden.react.actions import ATTEMPTED, SETTLED, ActionRecord, changed_since
+from mlwarden.react.targets import object_key
 from mlwarden.spec import Guardrails
 from mlwarden.timestamps import format_time, parse_time
 
 APPROVE_ANNOTATION: Final = "mlwarden.io/approve"
 WORKLOAD_ACTIONS: Final = frozenset({"rollback", "scale", "shiftTraffic", "pause", "retrain"})
 ONCE_PER_INCIDENT: Final = frozenset({"rollback", "pause", "retrain"})
+
+
+def _keys(objects: Iterable[str]) -> set[tuple[str, str]]:
+    """The objects of patch targets: `Rollout/x/status` and `Rollout/x` are one object."""
+    return {object_key(o) for o in objects}
+
 
 # The objects as last read, by (kind, name): what the planners look at (not diagnose.Snapshot).
 LiveObjects = Mapping[tuple[str, str], Mapping[str, Any]]
@@ -95,13 +102,13 @@ def once_per_incident(
 ) -> str | None:
     if action not in ONCE_PER_INCIDENT:
         return None
-    mine = set(objects)
+    mine = _keys(objects)
     for record in reversed(history):
         if (
             record.action == action
             and record.dry_run == dry_run
             and record.result in ATTEMPTED
-            and mine & set(record.objects)
+            and mine & _keys(record.objects)
             and _since(record, onset)
         ):
             return (
@@ -162,11 +169,6 @@ def blames_elsewhere(
     )
 
 
-def _key(obj: str) -> tuple[str, str]:
-    kind, _, name = obj.partition("/")
-    return kind, name
-
-
 def person_changed(
     *,
     objects: Iterable[str],
@@ -178,14 +180,14 @@ def person_changed(
 
     The snapshot must hold every object that action patched; a missing one counts as changed.
     """
-    mine = set(objects)
+    mine = _keys(objects)
     ours = [
         r
         for r in history
         if not r.dry_run
         and r.result == "Succeeded"
         and (r.patch or r.held)
-        and mine & set(r.objects)
+        and mine & _keys(r.objects)
         and _since(r, onset)
     ]
     if not ours:
@@ -194,9 +196,9 @@ def person_changed(
     last = max(enumerate(ours), key=lambda p: (_time_or_min(p[1].at), p[0]))[1]
     # A settled record keeps digests of what it set (`held`); an older one its whole patch.
     found_in = (
-        ((obj, changed_since(snapshot.get(_key(obj)), held)) for obj, held in last.held.items())
+        ((o, changed_since(snapshot.get(object_key(o)), held)) for o, held in last.held.items())
         if last.held
-        else ((obj, holds(snapshot.get(_key(obj)), patch)) for obj, patch in last.patch.items())
+        else ((o, holds(snapshot.get(object_key(o)), patch)) for o, patch in last.patch.items())
     )
     for obj, found in found_in:
         if found is not None:
@@ -229,10 +231,10 @@ def cooldown(
 ) -> str | None:
     if cooldown_seconds <= 0:
         return None
-    mine = set(objects)
+    mine = _keys(objects)
     latest: tuple[ActionRecord, float] | None = None
     for record, at in _attempts(history, dry_run=dry_run):
-        if not mine & set(record.objects):
+        if not mine & _keys(record.objects):
             continue
         age = 0.0 if at is None else (now - at).total_seconds()
         if latest is None or age < latest[1]:

@@ -80,14 +80,24 @@ def alert_key(alert: Mapping[str, Any]) -> str:
     return f"{alert.get('type', '?')}/{feature}" if feature else str(alert.get("type", "?"))
 
 
+def by_onset(alert: Mapping[str, Any]) -> tuple[datetime, str]:
+    """Sort key: the earliest onset first (alerts without one last), then `alert_key`. The
+    alert an action answers is the first of those that called for it in this order."""
+    onset = parse_time(alert.get("since"))
+    return (onset.replace(tzinfo=None) if onset else datetime.max, alert_key(alert))
+
+
+def matches(reaction: Reaction, alert: Mapping[str, Any]) -> bool:
+    """Whether `alert` is one `reaction` answers: its type, and its feature when it names one."""
+    return alert.get("type") == reaction.alert and (
+        reaction.feature is None or alert.get("feature") == reaction.feature
+    )
+
+
 def severity_of(alert: Mapping[str, Any], reactions: Sequence[Reaction]) -> str:
     """The first matching reaction's `severity`, else the alert type's default."""
     for reaction in reactions:
-        if (
-            reaction.severity is not None
-            and reaction.alert == alert.get("type")
-            and (reaction.feature is None or reaction.feature == alert.get("feature"))
-        ):
+        if reaction.severity is not None and matches(reaction, alert):
             return reaction.severity
     return DEFAULT_SEVERITY.get(str(alert.get("type")), "warning")
 

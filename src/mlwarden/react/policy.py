@@ -60,15 +60,17 @@ from mlwarden.react import guardrails, revisions
 from mlwarden.react.actions import ActionRecord, Result, action_id, held_by
 from mlwarden.react.actuators import retrain, workloads
 from mlwarden.react.actuators.pause import PauseError, plan_pause
-from mlwarden.react.actuators.rollback import RollbackError, plan_rollback, revision_of
+from mlwarden.react.actuators.rollback import RollbackError, plan_rollback
 from mlwarden.react.actuators.scale import HPA_KIND, ScaleError, plan_scale
 from mlwarden.react.guardrails import WORKLOAD_ACTIONS, LiveObjects
+from mlwarden.react.incidents import alert_key, by_onset, matches
+from mlwarden.react.revisions import revision_of
+from mlwarden.react.targets import object_key
 from mlwarden.react.traffic.registry import ROUTERS
 from mlwarden.react.traffic.router import TrafficError, next_step
 from mlwarden.spec import ObservedModel, Reaction
 from mlwarden.timestamps import format_time, parse_time
 
-_FAR_FUTURE: Final = datetime.max  # alerts without an onset sort last
 IncidentOf = Callable[[Mapping[str, Any]], str | None]
 # The alert whose `modelRevision` names the candidate that shiftTraffic and pause aim at.
 CANARY_ALERT: Final = "CanaryRegression"
@@ -125,28 +127,13 @@ class _Draft:
         )
 
 
-def _alert_key(alert: Mapping[str, Any]) -> str:
-    feature = alert.get("feature")
-    return f"{alert.get('type', '?')}/{feature}" if feature else str(alert.get("type", "?"))
-
-
-def _onset(alert: Mapping[str, Any]) -> datetime | None:
-    return parse_time(alert.get("since"))
-
-
-def _by_onset(alert: Mapping[str, Any]) -> tuple[datetime, str]:
-    onset = _onset(alert)
-    return (onset.replace(tzinfo=None) if onset else _FAR_FUTURE, _alert_key(alert))
-
-
-def _matches(reaction: Reaction, alert: Mapping[str, Any]) -> bool:
-    return alert.get("type") == reaction.alert and (
-        reaction.feature is None or alert.get("feature") == reaction.feature
-    )
-
-
 def _kind_of(snapshot: LiveObjects, kind: str) -> list[Mapping[str, Any]]:
     return [obj for (k, _), obj in snapshot.items() if k == kind]
+
+
+def _history(snapshot: LiveObjects) -> list[Mapping[str, Any]]:
+    """Every owner's revisions in the snapshot, as `revisions.resolve` reads them."""
+    return revisions.history({k: _kind_of(snapshot, k) for k in revisions.HISTORY_KINDS})
 
 
 def _missing(model: ObservedModel, kind: str, name: str | None) -> _Proposal:
@@ -173,11 +160,7 @@ def _candidate_of(
     if alert is None or alert.get("type") != CANARY_ALERT or not alert.get("modelRevision"):
         return None
     revision = str(alert["modelRevision"])
-    found = revisions.resolve(
-        revision,
-        _kind_of(snapshot, "ReplicaSet"),
-        deployments=[model.spec.target.deployment],
-    )
+    found = revisions.resolve(revision, _history(snapshot), deployments=revisions.owners(model))
     return revision, found.deployment
 
 
@@ -428,13 +411,13 @@ def _candidates(
     notified: dict[str, _Candidate] = {}
     workload: dict[tuple[str, str], _Candidate] = {}
     for reaction in model.spec.reactions:
-        matched = sorted((a for a in alerts if _matches(reaction, a)), key=_by_onset)
+        matched = sorted((a for a in alerts if matches(reaction, a)), key=by_onset)
         if not matched:
             continue
         if reaction.action == "alert":
             for alert in matched:
                 # One notification per incident (react/incidents.py) when the shell groups them.
-                key = (incident_of(alert) if incident_of else None) or _alert_key(alert)
+                key = (incident_of(alert) if incident_of else None) or alert_key(alert)
                 if key in notified:
                     if alert not in notified[key].alerts:
                         notified[key].alerts.append(alert)
@@ -449,9 +432,9 @@ def _candidates(
         proposal = _propose(reaction, model, snapshot, matched[0])
         same = workload.get((reaction.action, proposal.target))
         if same is not None:
-            known = {_alert_key(a) for a in same.alerts}
-            same.alerts.extend(a for a in matched if _alert_key(a) not in known)
-            same.alerts.sort(key=_by_onset)
+            known = {alert_key(a) for a in same.alerts}
+            same.alerts.extend(a for a in matched if alert_key(a) not in known)
+            same.alerts.sort(key=by_onset)
             continue
         candidate = _Candidate(reaction.action, reaction, list(matched), proposal)
         workload[(reaction.action, proposal.target)] = candidate
@@ -461,7 +444,7 @@ def _candidates(
 
 def _has_webhook(model: ObservedModel, alert: Mapping[str, Any]) -> bool:
     return any(
-        r.action == "alert" and r.webhook and _matches(r, alert) for r in model.spec.reactions
+        r.action == "alert" and r.webhook and matches(r, alert) for r in model.spec.reactions
     )
 
 
@@ -470,7 +453,7 @@ def _planned_by(model: ObservedModel, record: ActionRecord) -> list[Reaction]:
     if record.action == "alert":
         kind, _, feature = record.from_state.partition("/")
         alert = {"type": kind, "feature": feature or None}
-        return [r for r in model.spec.reactions if r.action == "alert" and _matches(r, alert)]
+        return [r for r in model.spec.reactions if r.action == "alert" and matches(r, alert)]
     return [r for r in model.spec.reactions if r.action == record.action]
 
 
@@ -490,9 +473,9 @@ def alerts_for(
 ) -> list[Mapping[str, Any]]:
     """The active alerts a record is about (for its Event and webhook payload)."""
     if record.action == "alert":
-        return [a for a in alerts if _alert_key(a) == record.from_state]
+        return [a for a in alerts if alert_key(a) == record.from_state]
     reactions = _planned_by(model, record)
-    return [a for a in alerts if any(_matches(r, a) for r in reactions)]
+    return [a for a in alerts if any(matches(r, a) for r in reactions)]
 
 
 # --------------------------------------------------------------------------- words
@@ -519,7 +502,7 @@ def _trigger(
     snapshot: LiveObjects | None = None,
     deployments: Sequence[str] = (),
 ) -> str:
-    replicasets = _kind_of(snapshot or {}, "ReplicaSet")
+    replicasets = _history(snapshot or {})
     names = {
         str(a["modelRevision"]): revisions.resolve(
             str(a["modelRevision"]), replicasets, deployments=deployments
@@ -534,11 +517,6 @@ def _trigger(
 
 
 # --------------------------------------------------------------------------- in flight
-
-
-def _key(obj: str) -> tuple[str, str]:
-    kind, _, name = obj.partition("/")
-    return kind, name
 
 
 def _version(obj: Mapping[str, Any] | None) -> Any:
@@ -567,7 +545,7 @@ def _resume(record: ActionRecord, snapshot: LiveObjects) -> ActionRecord:
     resumed: dict[str, dict[str, Any]] = {}
     done = True
     for obj, patch in record.patch.items():
-        live = snapshot.get(_key(obj))
+        live = snapshot.get(object_key(obj))
         held = holds(live, patch)
         planned_at = (patch.get("metadata") or {}).get("resourceVersion")
         if held is None:
@@ -590,7 +568,7 @@ def _resume(record: ActionRecord, snapshot: LiveObjects) -> ActionRecord:
         )
     if done:
         settled = record.settle("Succeeded", "completed before an operator restart")
-        return replace(settled, held=held_by(record, lambda obj: snapshot.get(_key(obj))))
+        return replace(settled, held=held_by(record, lambda obj: snapshot.get(object_key(obj))))
     return replace(
         record,
         patch=resumed,
@@ -710,12 +688,12 @@ def plan_reactions(
     for candidate in _candidates(model, alerts, snapshot, incident_of):
         proposal = candidate.proposal
         primary = candidate.alerts[0]
-        onset = _onset(primary)
+        onset = parse_time(primary.get("since"))
         workload = candidate.action in WORKLOAD_ACTIONS
         dry = workload and dry_message is not None
         rid = action_id(
             model_uid=uid,
-            alert_key=_alert_key(primary),
+            alert_key=alert_key(primary),
             onset=str(primary.get("since") or ""),
             action=candidate.action,
             target=proposal.target,
@@ -732,9 +710,7 @@ def plan_reactions(
         ):
             continue
         working = list(latest.values())
-        trigger = _trigger(
-            candidate.alerts, diagnosis_top, snapshot, [model.spec.target.deployment]
-        )
+        trigger = _trigger(candidate.alerts, diagnosis_top, snapshot, revisions.owners(model))
         draft = _Draft(
             id=rid,
             action=candidate.action,
@@ -761,8 +737,8 @@ def plan_reactions(
                 stop = stop or retrain.blames_a_change(top=diagnosis_top)
             if candidate.action == "rollback":
                 named = _text(primary.get("modelRevision"))
-                replicasets = _kind_of(snapshot, "ReplicaSet")
-                deployment = [model.spec.target.deployment]
+                replicasets = _history(snapshot)
+                deployment = [model.spec.target.name]
                 stop = stop or guardrails.revision_moved(
                     alert_revision=revisions.deployment_revision(
                         named, replicasets, deployments=deployment

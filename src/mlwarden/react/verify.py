@@ -13,9 +13,13 @@ respond pass judges it (`judge`) from what the detector writes (CONTRACT17 of is
 The trigger's signal is `type/feature/test` (feature left out when none), the key the
 detector's alert state machine uses. What counts is the traffic served *after* the action
 by the revision that serves now (`serving`): for a rollback the restored revision (found
-through the ReplicaSet of the revision rolled back to), for a shift or a pause of a canary
-the baseline the alert named (`baselineRevision`), for a scale the alert's revision. With
-no revision known, all traffic counts.
+through the owner's history, `react.revisions`: the ReplicaSet of a Deployment or a Rollout,
+the ControllerRevision of a StatefulSet, numbered as the revision rolled back to); for an
+Argo Rollout's abort its stable ReplicaSet (the record's `to`); for any action on a KServe
+InferenceService (canaryTrafficPercent pinned to 0) its `default` endpoint (or the alert's
+`baselineRevision`); for a shift or a pause of a canary the baseline the alert named
+(`baselineRevision`), for a scale the alert's revision. With no revision known, all traffic
+counts.
 
     Fixed         the signal was evaluated after the action (its `at` is later than the
                   action's end), passes, and its alert is gone, with at least
@@ -43,8 +47,20 @@ comes in as `now`.
 
 `plan_undo` is the inverse of an action (guardrails.undoIfNotFixed): a rollback rolled
 forward to the revision it left, replicas or minReplicas back, a rollout resumed, the
-traffic split put back. Its record names the action it undoes (`undoes`) and is never
-verified itself.
+traffic split put back. For the other target kinds, through the owner's own mechanism:
+
+    StatefulSet       the template of the ControllerRevision it left, as `kubectl rollout
+                      undo statefulset --to-revision` (its updateStrategy and partition
+                      untouched: the controller rolls it out under them)
+    Argo Rollout      an abort lifted as `kubectl argo rollouts retry rollout` does (the
+                      merge patch `{"status": {"abort": false}}` on the status subresource;
+                      refused when the Rollout is no longer aborted); a template rollback
+                      rolled forward as `kubectl argo rollouts undo --to-revision`; a pause
+                      resumed (`spec.paused: false`)
+    InferenceService  `spec.predictor.canaryTrafficPercent` back to what it was, the canary
+                      (still the latest ready revision) taking its share again
+
+Its record names the action it undoes (`undoes`) and is never verified itself.
 """
 
 from __future__ import annotations
@@ -56,10 +72,13 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from mlwarden.react.actions import ActionRecord, action_id
+from mlwarden.react.actuators import workloads
 from mlwarden.react.actuators.pause import PAUSED_FROM_ANNOTATION
 from mlwarden.react.actuators.rollback import RollbackError, plan_rollback
 from mlwarden.react.guardrails import WORKLOAD_ACTIONS, LiveObjects
-from mlwarden.react.revisions import long_label
+from mlwarden.react.incidents import by_onset
+from mlwarden.react.revisions import HISTORY_KINDS, history, long_label, numbered
+from mlwarden.react.targets import PatchTarget, object_key, split_target
 from mlwarden.react.traffic.registry import ROUTERS
 from mlwarden.react.traffic.router import TrafficError, Weights
 from mlwarden.spec import Guardrails, ObservedModel
@@ -88,14 +107,9 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _by_onset(alert: Mapping[str, Any]) -> tuple[str, str]:
-    when = parse_time(alert.get("since"))
-    return (when.isoformat() if when else "~", signal_key(alert))
-
-
 def trigger(alerts: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The alert an action answered: the earliest of those that called for it (as planned)."""
-    found = sorted((a for a in alerts if isinstance(a, Mapping)), key=_by_onset)
+    found = sorted((a for a in alerts if isinstance(a, Mapping)), key=by_onset)
     return found[0] if found else None
 
 
@@ -133,26 +147,34 @@ def records_since(
 # --------------------------------------------------------------------------- start
 
 
+def _lists(snapshot: LiveObjects) -> dict[str, list[Mapping[str, Any]]]:
+    """The owners' histories in the snapshot, by kind (what `revisions.history` reads)."""
+    return {k: [o for (kk, _), o in snapshot.items() if kk == k] for k in HISTORY_KINDS}
+
+
+def aborted(record: ActionRecord) -> bool:
+    """Whether a Rollout rollback was an abort (its patch went to the status subresource)."""
+    for obj in record.objects:
+        try:
+            if split_target(obj).subresource == "status":
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 def serving_revision(
     record: ActionRecord, alert: Mapping[str, Any], snapshot: LiveObjects
 ) -> str | None:
     """The revision whose records tell whether the action worked (module docstring)."""
+    kind, name = object_key(record.target.split("+")[0])
+    if kind == "InferenceService":
+        # Pinned to the last rolled-out revision: KServe's `default` endpoint serves it all.
+        return str(alert.get("baselineRevision") or "default")
     if record.action == "rollback":
-        deployment = record.target.partition("/")[2]
-        for (kind, _), rs in snapshot.items():
-            if kind != "ReplicaSet":
-                continue
-            owners = (rs.get("metadata") or {}).get("ownerReferences") or ()
-            revision = ((rs.get("metadata") or {}).get("annotations") or {}).get(
-                "deployment.kubernetes.io/revision"
-            )
-            if str(revision) == record.to_state and any(
-                o.get("kind") == "Deployment" and o.get("name") == deployment for o in owners
-            ):
-                labels = (rs.get("metadata") or {}).get("labels") or {}
-                found = labels.get("pod-template-hash")
-                return str(found) if found else None
-        return None
+        if aborted(record):
+            return record.to_state  # an Argo abort: the stable ReplicaSet's hash serves
+        return numbered(record.to_state, (kind, name), _lists(snapshot))
     if record.action in ("shiftTraffic", "pause") and alert.get("baselineRevision"):
         return str(alert["baselineRevision"])
     if record.action == "scale" and alert.get("modelRevision"):
@@ -172,7 +194,7 @@ def start(
     """The Pending verification of a workload action that just succeeded."""
     revisions = (detector or {}).get("revisions")
     serving = serving_revision(record, alert, snapshot)
-    replicasets = [obj for (kind, _), obj in snapshot.items() if kind == "ReplicaSet"]
+    replicasets = history(_lists(snapshot))
     out: dict[str, Any] = {
         "signal": signal_key(alert),
         "before": _number(alert.get("statistic")),
@@ -328,21 +350,50 @@ def _with_version(obj: Mapping[str, Any], patch: dict[str, Any]) -> dict[str, An
     return patch
 
 
-_UNDO_NOT_BUILT: Final = frozenset({"StatefulSet", "Rollout", "InferenceService"})
+def _owner_undo(
+    record: ActionRecord, kind: str, name: str, snapshot: LiveObjects
+) -> dict[str, dict[str, Any]]:
+    """The undo of an action on a StatefulSet, Rollout or InferenceService, each through the
+    owner's own mechanism (as react/actuators/workloads.py took it)."""
+    target = f"{kind}/{name}"
+    obj = snapshot.get((kind, name))
+    if obj is None:
+        raise UndoError(f"{target} is gone")
+    if kind == "InferenceService":
+        # The pin undone: canaryTrafficPercent back, the canary serving its share again.
+        if not record.from_state.isdigit():
+            raise UndoError(f"the canaryTrafficPercent it left, {record.from_state!r}, is not "
+                            "a number")  # fmt: skip
+        patch = {"spec": {"predictor": {"canaryTrafficPercent": int(record.from_state)}}}
+        return {target: _with_version(obj, patch)}
+    if kind == "Rollout" and record.action == "pause" and record.from_state == "rolling":
+        return {target: _with_version(obj, {"spec": {"paused": False}})}  # argo rollouts resume
+    if record.action != "rollback":
+        raise UndoError(f"{record.action} on a {kind} cannot be undone")
+    if kind == "Rollout" and aborted(record):
+        # `kubectl argo rollouts retry rollout`: the abort lifted, the update goes on.
+        if not (obj.get("status") or {}).get("abort"):
+            raise UndoError(f"{target} is no longer aborted (a person retried or moved it on)")
+        retry = _with_version(obj, {"status": {"abort": False}})
+        return {str(PatchTarget(kind, name, "status")): retry}
+    if not record.from_state.isdigit():
+        raise UndoError(f"the revision it left, {record.from_state!r}, is not a number")
+    # Rolled forward to the revision it left, through the owner's history (a StatefulSet's
+    # ControllerRevisions under its partition, a Rollout's ReplicaSets: `undo --to-revision`).
+    plan = workloads.propose("rollback", kind=kind, name=name, objects=snapshot,
+                             to_revision=int(record.from_state))  # fmt: skip
+    if plan.problem is not None or plan.idle is not None:
+        raise UndoError(str(plan.problem or plan.idle))
+    return dict(plan.patch)
 
 
 def _undo_patch(
     record: ActionRecord, model: ObservedModel, snapshot: LiveObjects
 ) -> dict[str, dict[str, Any]]:
     first = record.target.split("+")[0]
-    kind, _, name = first.partition("/")
-    if kind in _UNDO_NOT_BUILT:
-        # Their actions go through the owner's own fields (react/actuators/workloads.py);
-        # undoing them as a Deployment's would fail, or patch a field the CRD prunes.
-        raise UndoError(
-            f"undo is not built for a {kind} yet: the record says what {record.action} changed "
-            "(from → to); undo it by hand"
-        )
+    kind, name = object_key(first)
+    if kind in workloads.OWNER_KINDS:
+        return _owner_undo(record, kind, name, snapshot)
     if record.action == "rollback":
         deployment = snapshot.get(("Deployment", name))
         if deployment is None:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import orjson
 
 from mlwarden.protocols import UnrecognizedProtocol, is_inference, parse_exchange
-from mlwarden.records import ProtocolError
+from mlwarden.records import ProtocolError, with_vectors
 from mlwarden.sidecar.metrics import SidecarMetrics
 from mlwarden.sidecar.redact import Redactor
 from mlwarden.spec import ObservedModelSpec
@@ -189,8 +189,8 @@ def describe_exchange(
                         "id": request_id,
                         "row": r.row,
                         "ts": ts,
-                        "features": r.features,
-                        "outputs": r.outputs,
+                        "features": with_vectors(r.features, r.vectors),
+                        "outputs": with_vectors(r.outputs, r.output_vectors),
                     }
                     for r in rows
                 ]

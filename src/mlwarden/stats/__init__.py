@@ -13,6 +13,7 @@
     sequential.py     drift decided as records arrive, false alarms bounded per record
     drift.py          per feature: pick the test, correct, apply the effect floor
     performance.py    model performance from labels, or estimated without them (CBPE)
+    embedding.py      vectors: bounded samples, projection, sequential MMD test, topic mix
 
 Each test module exposes one `score(reference, current) -> TestResult` over two
 sketches; correction and effect floors live only in `drift.py`.

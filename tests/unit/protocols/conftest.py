@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -17,14 +17,16 @@ def _make_spec(
     prediction: str | None = None,
     json: Mapping[str, Any] | None = None,
     protocol: str = "auto",
+    embeddings: Sequence[str] = (),
 ) -> ObservedModelSpec:
-    """A spec from a small manifest; features are numeric unless their name ends in `_category`."""
+    """A spec from a small manifest; features are numeric unless their name ends in `_category`;
+    `embeddings` are features of type embedding, after them."""
     spec: dict[str, Any] = {"target": {"deployment": "fraud-model"}, "protocol": protocol}
-    if features:
+    if features or embeddings:
         spec["features"] = [
             {"name": f, "type": "categorical" if f.endswith("category") else "numeric"}
-            for f in features
-        ]
+            for f in features or ()
+        ] + [{"name": f, "type": "embedding"} for f in embeddings]
     if prediction is not None:
         spec["prediction"] = {"name": prediction}
     if json is not None:

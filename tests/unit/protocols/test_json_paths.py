@@ -181,3 +181,15 @@ def test_lookup(path: str, expected: Any) -> None:
         assert found is MISSING
     else:
         assert found == expected
+
+
+def test_an_embedding_feature_is_the_rows_vector(body: Body, make_spec: MakeSpec) -> None:
+    spec = make_spec(["amount"], embeddings=["query"])
+    rows = [
+        {"amount": 1.0, "query": [0.5, -1, 2]},
+        {"amount": 2.0, "query": [0.5, "x"]},  # not all numbers: no vector
+        {"amount": 3.0},
+    ]
+    records = json_paths.parse(body(rows), b"", spec)
+    assert [r.features for r in records] == [{"amount": 1.0}, {"amount": 2.0}, {"amount": 3.0}]
+    assert [r.vectors for r in records] == [{"query": [0.5, -1.0, 2.0]}, {}, {}]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
 from mlwarden.protocols import openai
@@ -93,6 +95,7 @@ def test_chat_completion(body: Body) -> None:
             outputs={
                 "completion_chars": len(HELLO),
                 "finish_reason": "stop",
+                "refusal": False,
                 "prompt_tokens": 9,
                 "completion_tokens": 12,
                 "total_tokens": 21,
@@ -149,6 +152,7 @@ def test_streamed_chat_completion_with_usage(body: Body) -> None:
     assert record.outputs == {
         "completion_chars": len("Hello there!"),
         "finish_reason": "stop",
+        "refusal": False,
         "prompt_tokens": 9,
         "completion_tokens": 3,
         "total_tokens": 12,
@@ -169,7 +173,11 @@ def test_truncated_stream_yields_what_was_seen(body: Body) -> None:
 
     (record,) = openai.parse(body(CHAT_REQUEST), cut, None)
 
-    assert record.outputs == {"completion_chars": len("Hello there"), "finish_reason": None}
+    assert record.outputs == {
+        "completion_chars": len("Hello there"),
+        "finish_reason": None,
+        "refusal": False,
+    }
 
 
 def test_completion(body: Body) -> None:
@@ -207,6 +215,7 @@ def test_completion(body: Body) -> None:
     assert record.outputs == {
         "completion_chars": len("\n\nThis is indeed a test"),
         "finish_reason": "length",
+        "refusal": False,
         "prompt_tokens": 5,
         "completion_tokens": 7,
         "total_tokens": 12,
@@ -232,7 +241,11 @@ def test_streamed_completion(body: Body) -> None:
 
     (record,) = openai.parse(body(request), stream, None)
 
-    assert record.outputs == {"completion_chars": len("This is a test"), "finish_reason": "stop"}
+    assert record.outputs == {
+        "completion_chars": len("This is a test"),
+        "finish_reason": "stop",
+        "refusal": False,
+    }
     assert record.request_id == "cmpl-7iA7iJjj8V2zOkCGvWF2hAkDWBQZe"
 
 
@@ -256,8 +269,8 @@ def test_prompt_list_gives_one_record_per_prompt_matched_by_index(body: Body) ->
     assert [(r.row, r.features["prompt_chars"]) for r in records] == [(0, 9), (1, 15)]
     # Usage counts the whole request: it is not attributed to each prompt.
     assert [r.outputs for r in records] == [
-        {"completion_chars": len(" a time"), "finish_reason": "stop"},
-        {"completion_chars": len("far away"), "finish_reason": "stop"},
+        {"completion_chars": len(" a time"), "finish_reason": "stop", "refusal": False},
+        {"completion_chars": len("far away"), "finish_reason": "stop", "refusal": False},
     ]
 
 
@@ -300,3 +313,126 @@ def test_error_response_gives_no_outputs(body: Body) -> None:
 def test_request_errors_name_the_field(request_body: bytes, reason: str) -> None:
     with pytest.raises(ProtocolError, match=reason):
         openai.parse(request_body, b"", None)
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_refusal_field_of_the_message_is_a_refusal(body: Body) -> None:
+    """Structured outputs: the model refuses with `message.refusal` (content null)."""
+    response = json.loads(json.dumps(CHAT_RESPONSE))
+    response["choices"][0]["message"] = {
+        "role": "assistant",
+        "content": None,
+        "refusal": "I'm sorry, I cannot assist with that request.",
+    }
+    (record,) = openai.parse(body(CHAT_REQUEST), body(response), None)
+    assert record.outputs["refusal"] is True
+    assert record.outputs["completion_chars"] == 0
+    # Only the boolean: the refusal's text is nowhere in the record.
+    assert "sorry" not in repr(record)
+
+
+def test_content_filter_finish_is_a_refusal(body: Body) -> None:
+    response = json.loads(json.dumps(CHAT_RESPONSE))
+    response["choices"][0]["finish_reason"] = "content_filter"
+    (record,) = openai.parse(body(CHAT_REQUEST), body(response), None)
+    assert record.outputs["refusal"] is True
+    assert record.outputs["finish_reason"] == "content_filter"
+
+
+def test_streamed_refusal_delta_is_a_refusal(body: Body) -> None:
+    stream = [
+        _chunk([_delta({"role": "assistant", "content": None, "refusal": ""})]),
+        _chunk([_delta({"refusal": "I can't"})]),
+        _chunk([_delta({}, "stop")]),
+    ]
+    (record,) = openai.parse(body(dict(CHAT_REQUEST, stream=True)), _sse(stream), None)
+    assert record.outputs["refusal"] is True
+    assert record.outputs["finish_reason"] == "stop"
+
+
+def test_an_empty_or_null_refusal_is_not_one(body: Body) -> None:
+    response = json.loads(json.dumps(CHAT_RESPONSE))
+    response["choices"][0]["message"]["refusal"] = None
+    (record,) = openai.parse(body(CHAT_REQUEST), body(response), None)
+    assert record.outputs["refusal"] is False
+
+
+# --------------------------------------------------------------------------- embeddings
+
+EMBEDDING_REQUEST = {
+    "model": "text-embedding-3-small",
+    "input": "The food was delicious and the waiter...",
+    "encoding_format": "float",
+}
+EMBEDDING_RESPONSE = {
+    "object": "list",
+    "data": [
+        {"object": "embedding", "embedding": [0.0023064255, -0.009327292, 0.015797347], "index": 0}
+    ],
+    "model": "text-embedding-3-small",
+    "usage": {"prompt_tokens": 8, "total_tokens": 8},
+}
+
+
+def test_embeddings_request_gives_the_vector_and_no_text(body: Body) -> None:
+    (record,) = openai.parse(body(EMBEDDING_REQUEST), body(EMBEDDING_RESPONSE), None)
+    assert record.features == {
+        "model": "text-embedding-3-small",
+        "input_chars": len(EMBEDDING_REQUEST["input"]),
+    }
+    assert record.outputs == {"prompt_tokens": 8, "total_tokens": 8}
+    assert record.output_vectors == {"embedding": [0.0023064255, -0.009327292, 0.015797347]}
+    assert "delicious" not in repr(record)
+
+
+def test_embeddings_in_base64_are_decoded_as_float32(body: Body) -> None:
+    values = np.array([[0.25, -1.5, 3.0], [1.0, 2.0, -0.125]], dtype="<f4")
+    response = {
+        "object": "list",
+        "data": [
+            # out of order: matched to inputs by index
+            {
+                "object": "embedding",
+                "index": 1,
+                "embedding": base64.b64encode(values[1].tobytes()).decode(),
+            },
+            {
+                "object": "embedding",
+                "index": 0,
+                "embedding": base64.b64encode(values[0].tobytes()).decode(),
+            },
+        ],
+        "usage": {"prompt_tokens": 4, "total_tokens": 4},
+    }
+    request = {"model": "m", "input": ["first", "second one"], "encoding_format": "base64"}
+    records = openai.parse(body(request), body(response), None)
+    assert [r.features["input_chars"] for r in records] == [5, 10]
+    assert [r.output_vectors["embedding"] for r in records] == values.tolist()
+    assert [r.outputs for r in records] == [{}, {}]  # usage counts both inputs: left out
+
+
+def test_embeddings_vector_takes_the_spec_embedding_name(
+    body: Body, make_spec: Callable[..., Any]
+) -> None:
+    spec = make_spec(embeddings=["prompt_embedding"])
+    (record,) = openai.parse(body(EMBEDDING_REQUEST), body(EMBEDDING_RESPONSE), spec)
+    assert list(record.output_vectors) == ["prompt_embedding"]
+
+
+def test_embeddings_error_or_malformed_entries_give_no_vector(body: Body) -> None:
+    (record,) = openai.parse(body(EMBEDDING_REQUEST), b'{"error": {"message": "x"}}', None)
+    assert record.output_vectors == {}
+    bad = {"data": [{"index": 0, "embedding": "not base64!"}]}
+    (record,) = openai.parse(body(EMBEDDING_REQUEST), body(bad), None)
+    assert record.output_vectors == {}
+    assert openai.decode_embedding(["a", 1.0]) is None
+    assert openai.decode_embedding(base64.b64encode(b"abc").decode()) is None  # not 4-byte floats
+
+
+def test_embeddings_token_inputs_and_errors(body: Body) -> None:
+    records = openai.parse(body({"input": [[1, 2], [3]]}), b"", None)
+    assert [r.features for r in records] == [{}, {}]
+    with pytest.raises(ProtocolError, match="input: must be a string"):
+        openai.parse(body({"input": {"text": "x"}}), b"", None)

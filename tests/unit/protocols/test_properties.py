@@ -293,7 +293,11 @@ def test_openai_stream_folds_like_the_plain_response(pieces: list[str]) -> None:
     from_stream = openai_adapter.parse(request, (stream + "data: [DONE]\n\n").encode(), None)
 
     assert from_plain == from_stream
-    assert from_plain[0].outputs == {"completion_chars": len(text), "finish_reason": "stop"}
+    assert from_plain[0].outputs == {
+        "completion_chars": len(text),
+        "finish_reason": "stop",
+        "refusal": False,
+    }
 
 
 def test_nan_survives_every_json_adapter() -> None:

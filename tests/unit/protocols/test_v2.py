@@ -338,3 +338,37 @@ def test_empty_inputs_give_no_records(body: Body) -> None:
 def test_request_errors_name_the_field(request_body: bytes, reason: str) -> None:
     with pytest.raises(ProtocolError, match=reason):
         v2.parse(request_body, b"", None)
+
+
+def test_a_tensor_named_by_an_embedding_feature_is_one_vector_per_row(
+    body: Body, make_spec: MakeSpec
+) -> None:
+    """Inputs and outputs: the declared embedding's tensor is a vector, not F columns; the
+    other wide tensor still takes the remaining feature names."""
+    spec = make_spec(["a", "b"], embeddings=["query", "doc"])
+    request = {
+        "inputs": [
+            {"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]},
+            {"name": "query", "shape": [2, 4], "datatype": "FP32", "data": list(range(8))},
+        ]
+    }
+    response = {
+        "outputs": [
+            {
+                "name": "doc",
+                "shape": [2, 3],
+                "datatype": "FP32",
+                "data": [[0.5, 1, 2], [3, "x", 4]],
+            },
+            {"name": "score", "shape": [2], "datatype": "FP32", "data": [0.1, 0.2]},
+        ]
+    }
+    records = v2.parse(body(request), body(response), spec)
+    assert [r.features for r in records] == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
+    assert [r.vectors for r in records] == [
+        {"query": [0.0, 1.0, 2.0, 3.0]},
+        {"query": [4.0, 5.0, 6.0, 7.0]},
+    ]
+    # A row holding a non-number has no vector.
+    assert [r.output_vectors for r in records] == [{"doc": [0.5, 1.0, 2.0]}, {}]
+    assert [r.outputs for r in records] == [{"score": 0.1}, {"score": 0.2}]

@@ -241,11 +241,12 @@ def test_a_rollback_is_undone_by_rolling_forward_to_the_revision_it_left(build: 
     failed = verify.plan_undo(record, model=model, snapshot={}, now=build.NOW)
     assert failed.result == "Failed" and "gone" in failed.message
     # A StatefulSet's, a Rollout's or an InferenceService's action is not undone as a
-    # Deployment's would be: Failed, saying so (and nothing patched).
+    # Deployment's would be (test_verify_kinds.py: through the owner's own fields); with
+    # the owner gone, Failed, saying so, and nothing patched.
     for kind in ("StatefulSet", "Rollout", "InferenceService"):
         other = dataclasses.replace(record, target=f"{kind}/fraud-model")
         failed = verify.plan_undo(other, model=model, snapshot=snap, now=build.NOW)
-        assert failed.result == "Failed" and f"not built for a {kind}" in failed.message
+        assert failed.result == "Failed" and f"{kind}/fraud-model is gone" in failed.message
         assert not failed.patch
 
 

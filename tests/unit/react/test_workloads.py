@@ -74,7 +74,10 @@ def rollout(**status: Any) -> dict[str, Any]:
 def test_rollout_canary_in_progress_is_aborted_as_the_plugin_does() -> None:
     live = rollout(currentPodHash="bbb", stableRS="aaa")
     plan = workloads.propose("rollback", kind="Rollout", name="r", objects={("Rollout", "r"): live})
-    assert plan.patch == {"Rollout/r/status": {"status": {"abort": True}}}
+    # To the status subresource, with the Rollout's version as its precondition (a restarted
+    # operator re-applies it only when nothing moved since).
+    assert plan.patch == {"Rollout/r/status": {"status": {"abort": True},
+                                               "metadata": {"resourceVersion": "9"}}}  # fmt: skip
     assert (plan.from_state, plan.to_state) == ("bbb", "aaa")
     done = rollout(currentPodHash="bbb", stableRS="aaa", abort=True)
     again = workloads.propose("rollback", kind="Rollout", name="r",

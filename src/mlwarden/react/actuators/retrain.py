@@ -59,7 +59,7 @@ from typing import Any, Final, Literal
 import yaml
 
 from mlwarden.react.actions import ActionRecord
-from mlwarden.react.incidents import incident_id
+from mlwarden.react.incidents import alert_key, by_onset, incident_id, matches
 from mlwarden.spec import (
     API_VERSION,
     KIND,
@@ -264,23 +264,7 @@ def _opened_by(model: ObservedModel, primary: Mapping[str, Any]) -> str:
     if not primary:
         return ""
     uid = model.uid or f"{model.namespace}/{model.name}"
-    return incident_id(model_uid=uid, key=_alert_key(primary), since=str(primary.get("since")))
-
-
-def _alert_key(alert: Mapping[str, Any]) -> str:
-    feature = alert.get("feature")
-    return f"{alert.get('type', '?')}/{feature}" if feature else str(alert.get("type", "?"))
-
-
-def _by_onset(alert: Mapping[str, Any]) -> tuple[str, str]:
-    onset = parse_time(alert.get("since"))
-    return (format_time(onset) if onset is not None else "~", _alert_key(alert))
-
-
-def _matches(reaction: Reaction, alert: Mapping[str, Any]) -> bool:
-    return alert.get("type") == reaction.alert and (
-        reaction.feature is None or alert.get("feature") == reaction.feature
-    )
+    return incident_id(model_uid=uid, key=alert_key(primary), since=str(primary.get("since")))
 
 
 def reactions_for(model: ObservedModel, record: ActionRecord) -> list[Reaction]:
@@ -313,7 +297,7 @@ def incident_for(
     fields are empty and the record's `reason` still says what called for it.
     """
     reactions = reactions_for(model, record)
-    matched = sorted((a for a in alerts if any(_matches(r, a) for r in reactions)), key=_by_onset)
+    matched = sorted((a for a in alerts if any(matches(r, a) for r in reactions)), key=by_onset)
     primary = matched[0] if matched else {}
     onset_at = parse_time(primary.get("since"))
     onset = format_time(onset_at) if onset_at is not None else ""
@@ -332,8 +316,8 @@ def incident_for(
     return Incident(
         model=model.name,
         namespace=model.namespace,
-        incident=_incident_id(incidents, _alert_key(primary)) or _opened_by(model, primary),
-        alerts=tuple(dict.fromkeys(_alert_key(a) for a in matched)),
+        incident=_incident_id(incidents, alert_key(primary)) or _opened_by(model, primary),
+        alerts=tuple(dict.fromkeys(alert_key(a) for a in matched)),
         onset=onset,
         features=tuple(drifted),
         reference=reference,

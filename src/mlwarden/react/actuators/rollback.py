@@ -28,8 +28,8 @@ from typing import Any, Final, NamedTuple
 
 from mlwarden.names import MODEL_PORT_RENAMED, SIDECAR_CONTAINER
 from mlwarden.patches import merge_patch_diff
+from mlwarden.react.revisions import revision_of
 
-REVISION_ANNOTATION: Final = "deployment.kubernetes.io/revision"
 POD_TEMPLATE_HASH: Final = "pod-template-hash"
 
 _PROBES: Final = ("livenessProbe", "readinessProbe", "startupProbe")
@@ -54,15 +54,6 @@ class RollbackPlan(NamedTuple):
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return obj.get("metadata") or {}
-
-
-def revision_of(obj: Mapping[str, Any]) -> int | None:
-    """The `deployment.kubernetes.io/revision` of a Deployment or ReplicaSet, if it has one."""
-    value = (_meta(obj).get("annotations") or {}).get(REVISION_ANNOTATION)
-    try:
-        return None if value is None else int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def owned_replicasets(

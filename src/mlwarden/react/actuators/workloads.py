@@ -10,7 +10,9 @@
   `rollout.argoproj.io/revision`). A rollback while a canary or a blue-green preview is in
   progress (status.currentPodHash differs from status.stableRS) aborts it, as
   `kubectl argo rollouts abort` does: the merge patch `{"status": {"abort": true}}` on the
-  status subresource; Argo then sends all traffic back to the stable ReplicaSet. Once a
+  status subresource (patch key `Rollout/NAME/status`, `react.targets`), with the Rollout's
+  resourceVersion as its precondition; Argo then sends all traffic back to the stable
+  ReplicaSet. Once a
   revision is fully promoted, a rollback puts the previous revision's template back into
   `spec.template`, as `kubectl argo rollouts undo` does. Pause: `spec.paused: true`, as
   `kubectl argo rollouts pause`. For a canary, prefer failing its analysis: an
@@ -30,11 +32,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from mlwarden.names import ROLLOUTS_POD_TEMPLATE_HASH
-from mlwarden.react.actuators.rollback import REVISION_ANNOTATION, RollbackError, plan_rollback
+from mlwarden.react.actuators.rollback import RollbackError, plan_rollback
+from mlwarden.react.revisions import REVISION_ANNOTATION, ROLLOUT_REVISION
+from mlwarden.react.targets import PatchTarget
 
-ROLLOUT_REVISION: Final = "rollout.argoproj.io/revision"
-STATUS: Final = "/status"  # a target's suffix: the patch goes to its status subresource
 ACTIONS: Final = ("rollback", "pause", "shiftTraffic")
+# The target kinds whose actions go through here (a Deployment's through the other actuators).
+OWNER_KINDS: Final = ("StatefulSet", "Rollout", "InferenceService")
 
 
 class Plan(NamedTuple):
@@ -146,11 +150,15 @@ def rollout_rollback(
                 idle=f"{target}: the update to {status.get('currentPodHash')} is aborted already;"
                 f" {status.get('stableRS')} serves",
             )
+        abort: dict[str, Any] = {"status": {"abort": True}}
+        version = _meta(rollout).get("resourceVersion")
+        if version is not None:  # a precondition: a restarted operator re-applies it or not
+            abort["metadata"] = {"resourceVersion": version}
         return Plan(
             target=target,
             from_state=str(status.get("currentPodHash")),
             to_state=str(status.get("stableRS")),
-            patch={target + STATUS: {"status": {"abort": True}}},
+            patch={str(PatchTarget("Rollout", name, "status")): abort},
         )
     history: list[tuple[int, Any]] = []
     for rs in _owned(replicasets, rollout, "Rollout"):

@@ -1,0 +1,292 @@
+"""Embedding features in the detector: vectors sampled, projected, and tested as a whole.
+
+A feature of type `embedding` (`spec.features[].type`) is a vector per record: a v2
+tensor of that name, an OpenAI embeddings response (`protocols/openai.py`), or any
+producer's list of numbers under that name in a record's `features` or `outputs`
+(docs/records-api.md). It has no sketch and no column per dimension. Per feature:
+
+- The reference is a uniform sample (`stats.embedding.Reservoir`, at most `capacity`
+  vectors) of the first `spec.reference.size` vectors seen, whatever the tabular
+  reference's source (a data file holds no vectors); the current window is the latest
+  `capacity` vectors after it (`Recent`).
+- Vectors are projected to `PROJECTED_DIMS` dimensions at ingest (a fixed random
+  projection seeded by the feature's name), so memory is 2 x capacity x 32 floats per
+  feature (0.5 MB at the default 1,000) whatever the embedding's width.
+- Each evaluation runs MMD's permutation test between the two samples, and a chi-square
+  test of the topic mix: the reference clustered into `TOPICS` centroids (k-means, once,
+  when the reference is complete), every vector after it assigned to its nearest one.
+  The topic mix is a monitored column of its own, `NAME.topic` (topics `0`..`7`).
+- Both are `FeatureDrift` evidence naming the feature (`test: mmd`, and `test:
+  chisquare` for `NAME.topic`), corrected together with `detectors.drift.correction` at
+  `detectors.drift.pValue` over the embedding tests of the evaluation (the tabular
+  features are corrected among themselves, as before: each family is held at pValue).
+  A verdict needs the adjusted p-value at most pValue AND an effect at the floor:
+  MMD^2 >= `MMD2_FLOOR` (0.005, why in `stats/embedding.py`), TVD >= 0.05 for the topics
+  (chi-square's floor). `detectors.drift.minEffect` (on the tabular tests' scales) does
+  not apply to them.
+- A vector of the wrong length (`dimensions`, else the first vector's), with a
+  non-number or a non-finite element, or that is not a list, is a type error: counted
+  in status (`embeddings.NAME.typeErrors`), not sampled.
+
+Not kept across a detector restart: the samples are rebuilt from the traffic after it
+(the tabular reference is stored; these are not yet).
+
+Pure: no clock, no I/O; randomness from generators seeded by the feature's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from mlwarden.detector.alerts import Evidence
+from mlwarden.detector.ingest import Batch
+from mlwarden.spec import DriftCheck, ObservedModelSpec
+from mlwarden.stats import DEFAULT_MIN_EFFECT, CategoricalSketch, TestResult, adjusted, chisquare
+from mlwarden.stats.embedding import (
+    MMD2_FLOOR,
+    EmbeddingTest,
+    Recent,
+    Reservoir,
+    kmeans,
+    mmd_permutation_test,
+    nearest,
+    permutations_for,
+    projection_for,
+)
+
+# Vectors per sample (reference, current). An evaluation's kernel matrix is (2 x CAPACITY)^2
+# float64s, transient: 31 MB at 1,000 (122 MB at 2,000); benchmarks/embedding_check.py.
+CAPACITY: Final = 1000
+MIN_VECTORS: Final = 50  # fewer current vectors: not evaluated (not a pass)
+TOPICS: Final = 8
+TOPIC_SUFFIX: Final = ".topic"
+ALERT_TYPE: Final = "FeatureDrift"
+
+
+def _seed(*parts: object) -> int:
+    text = "\x1f".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+@dataclass
+class EmbeddingColumn:
+    """One embedding feature's samples, projection and topics."""
+
+    name: str
+    reference_size: int
+    capacity: int
+    dimensions: int | None = None
+    projection: np.ndarray | None = None
+    reference: Reservoir | None = None
+    current: Recent | None = None
+    centroids: np.ndarray | None = None
+    reference_topics: np.ndarray | None = None
+    type_errors: int = 0
+    missing: int = 0
+    tests: int = 0
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+    @property
+    def ready(self) -> bool:
+        return self.centroids is not None
+
+    def vectors(self, values: Sequence[Any]) -> np.ndarray | None:
+        """The well-formed vectors of one batch (rows), counting the others."""
+        rows: list[Any] = []
+        for v in values:
+            if v is None:
+                self.missing += 1
+            elif (
+                isinstance(v, list) and v and (self.dimensions is None or len(v) == self.dimensions)
+            ):
+                if self.dimensions is None:
+                    self.dimensions = len(v)
+                rows.append(v)
+            else:
+                self.type_errors += 1
+        if not rows:
+            return None
+        try:
+            array = np.asarray(rows, dtype=np.float64)
+        except (TypeError, ValueError):  # a string (or a list) inside a vector
+            ok = [r for r in rows if all(_is_number(x) for x in r)]
+            self.type_errors += len(rows) - len(ok)
+            if not ok:
+                return None
+            array = np.asarray(ok, dtype=np.float64)
+        finite = np.isfinite(array).all(axis=1)  # a null element arrives as NaN
+        if not finite.all():
+            self.type_errors += int(np.count_nonzero(~finite))
+            array = array[finite]
+        return array if len(array) else None
+
+    def add(self, values: Sequence[Any]) -> None:
+        array = self.vectors(values)
+        if array is None:
+            return
+        if self.projection is None:
+            dim = array.shape[1]
+            self.projection = projection_for(self.name, dim)
+            width = self.projection.shape[1]
+            self.reference = Reservoir(self.capacity, width)
+            self.current = Recent(self.capacity, width)
+        assert self.reference is not None and self.current is not None
+        projected = array @ self.projection
+        take = max(0, self.reference_size - self.reference.seen)
+        if take:
+            self.reference.add(projected[:take], self.rng)
+            projected = projected[take:]
+            if self.reference.seen >= self.reference_size:
+                sample = self.reference.sample()
+                self.centroids = kmeans(sample, TOPICS, self.rng)
+                self.reference_topics = np.bincount(
+                    nearest(sample, self.centroids), minlength=len(self.centroids)
+                )
+        if len(projected) and self.centroids is not None:
+            self.current.add(projected, nearest(projected, self.centroids))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "dimensions": self.dimensions,
+            "referenceVectors": 0 if self.reference is None else self.reference.seen,
+            "referenceSize": self.reference_size,
+            "currentVectors": 0 if self.current is None else len(self.current.sample()),
+            "typeErrors": self.type_errors,
+            "missing": self.missing,
+            "topics": 0 if self.centroids is None else len(self.centroids),
+        }
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+class EmbeddingMonitor:
+    """Every embedding feature of one ObservedModel."""
+
+    def __init__(self, columns: dict[str, EmbeddingColumn]) -> None:
+        self.columns = columns
+        self.names = frozenset(columns)
+        self.last_tests: dict[str, EmbeddingTest] = {}
+
+    @classmethod
+    def from_spec(
+        cls, spec: ObservedModelSpec, *, capacity: int = CAPACITY
+    ) -> EmbeddingMonitor | None:
+        """The monitor of the spec's embedding features; None when it declares none."""
+        columns = {
+            f.name: EmbeddingColumn(
+                f.name,
+                reference_size=spec.reference.size,
+                capacity=capacity,
+                dimensions=f.dimensions,
+                rng=np.random.default_rng(_seed("reservoir", f.name)),
+            )
+            for f in spec.features
+            if f.type == "embedding"
+        }
+        return cls(columns) if columns else None
+
+    def ingest(self, batch: Batch) -> None:
+        """Sample each embedding feature's vectors (from features, else outputs)."""
+        for name, column in self.columns.items():
+            values = batch.feature(name)
+            if values is None:
+                values = batch.output(name)
+            if values is not None:
+                column.add(values)
+
+    def evidence(self, check: DriftCheck) -> list[Evidence]:
+        """One evaluation: MMD and topic-mix evidence per evaluable feature."""
+        if not check.enabled:
+            return []
+        ready = [
+            c
+            for c in self.columns.values()
+            if c.ready and c.current is not None and c.current.seen >= MIN_VECTORS
+        ]
+        m = 2 * len(ready)
+        if not m:
+            return []
+        # The smallest level a p-value is compared with: alpha / m under Bonferroni (and
+        # Benjamini-Hochberg's first step); a sequential stop above it changes no decision.
+        level = check.p_value / m if check.correction != "none" else check.p_value
+        tests: list[tuple[str, EmbeddingTest]] = []
+        topics: list[tuple[str, TestResult]] = []
+        for column in ready:
+            assert column.reference is not None and column.current is not None
+            column.tests += 1
+            rng = np.random.default_rng(_seed("test", column.name, column.tests))
+            result = mmd_permutation_test(
+                column.reference.sample(),
+                column.current.sample(),
+                rng,
+                level=level,
+                max_permutations=permutations_for(level),
+            )
+            self.last_tests[column.name] = result
+            tests.append((column.name, result))
+            assert column.reference_topics is not None
+            ref = {str(i): int(c) for i, c in enumerate(column.reference_topics)}
+            cur_counts = np.bincount(column.current.tag_values(), minlength=len(ref))
+            cur = {str(i): int(c) for i, c in enumerate(cur_counts)}
+            topics.append(
+                (
+                    column.name + TOPIC_SUFFIX,
+                    chisquare.score(
+                        CategoricalSketch.from_counts(ref), CategoricalSketch.from_counts(cur)
+                    ),
+                )
+            )
+        # (feature, test, statistic, p-value, effect, floor, what it was) per test, in order.
+        floor = DEFAULT_MIN_EFFECT["chisquare"]
+        found = [
+            (
+                name,
+                "mmd",
+                t.statistic,
+                t.p_value,
+                t.statistic,
+                MMD2_FLOOR,
+                f"MMD^2={t.statistic:.3g} (floor {MMD2_FLOOR}; {t.permutations} permutations, "
+                f"{t.n_reference} reference and {t.n_current} current vectors)",
+            )
+            for name, t in tests
+        ] + [
+            (
+                name,
+                "chisquare",
+                r.statistic,
+                r.p_value,
+                r.effect,
+                floor,
+                f"topic mix TVD={r.effect:.3g} (floor {floor})",
+            )
+            for name, r in topics
+        ]
+        adj = adjusted([f[3] for f in found], check.correction)
+        over = f"{check.correction} over {m} embedding tests"
+        out: list[Evidence] = []
+        for (name, test, statistic, _, effect, at_least, what), a in zip(found, adj, strict=True):
+            assert a is not None
+            out.append(
+                Evidence(
+                    type=ALERT_TYPE,
+                    feature=name,
+                    test=test,
+                    statistic=statistic,
+                    p_value=a,
+                    threshold=check.p_value,
+                    failing=a <= check.p_value and effect >= at_least,
+                    message=f"{what}, adjusted p={a:.3g} vs {check.p_value:.3g} ({over})",
+                )
+            )
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {name: c.status() for name, c in self.columns.items()}
