@@ -154,6 +154,9 @@ def test_a_hung_worker_is_killed_and_replaced(
 ) -> None:
     sidecar = start(start_sidecar, upstream, collector)
     post(sidecar, 10)
+    # Reported at least once: a worker is judged hung by HANG_SECONDS once it runs
+    # (before its first report it has STARTUP_SECONDS).
+    wait_until(lambda: accounted(sidecar) == 10, what="the first 10 exchanges reported")
     hung = worker_pid(sidecar)
     assert hung is not None
     os.kill(hung, signal.SIGSTOP)
@@ -172,6 +175,31 @@ def test_a_hung_worker_is_killed_and_replaced(
     post(sidecar, 10)
     wait_until(lambda: accounted(sidecar) == 50, what="all 50 exchanges accounted for")
     assert sidecar.metric("mlwarden_sidecar_exchanges_dropped_total", reason="worker_lost") > 0
+
+
+def test_a_worker_slow_to_start_is_given_time(
+    upstream: Upstream, collector: Collector, start_sidecar: Callable[..., SidecarProcess]
+) -> None:
+    """A new worker stopped before its first report (as its imports crawl on a throttled
+    CPU) for longer than the hang timeout is not judged hung: it gets STARTUP_SECONDS."""
+    sidecar = start(start_sidecar, upstream, collector)
+    first = worker_pid(sidecar)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    # Its replacement, stopped as soon as it exists (its imports take about a second).
+    deadline = time.monotonic() + 10
+    second = None
+    while second is None and time.monotonic() < deadline:
+        second = next((p for p in children(sidecar.proc.pid) if p != first), None)
+        time.sleep(0.005)
+    assert second is not None, "the worker replaced"
+    os.kill(second, signal.SIGSTOP)
+    time.sleep(7)  # longer than HANG_SECONDS (5 s)
+    os.kill(second, signal.SIGCONT)
+    post(sidecar, 10)
+    wait_until(lambda: accounted(sidecar) == 10, what="the 10 exchanges processed")
+    assert sidecar.metric("mlwarden_sidecar_capture_worker_restarts_total", reason="hung") == 0
+    assert worker_pid(sidecar) == second
 
 
 def test_a_worker_falling_behind_costs_drops_not_latency(

@@ -60,7 +60,7 @@ from mlwarden.detector.checks import Column
 from mlwarden.detector.cloudevents import CloudEventError, CloudEventJoiner
 from mlwarden.detector.core import Detector, build_reference
 from mlwarden.detector.datafile import DataFileError, read_reference
-from mlwarden.detector.ingest import BatchError, decode, parse_batch, parse_labels
+from mlwarden.detector.ingest import BatchError, BatchKeys, decode, parse_batch, parse_labels
 from mlwarden.detector.labels import StoredLabelsError, pack
 from mlwarden.detector.persist import (
     StoredReference,
@@ -108,6 +108,11 @@ class DetectorMetrics:
             "mlwarden_detector_batches_rejected",
             "Posts refused, by reason (unauthorized: 401; the others: 400).",
             ["reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "mlwarden_detector_batches_duplicate",
+            "Batches not ingested again: their Idempotency-Key was ingested lately.",
             registry=r,
         )
         self.labels = Counter(
@@ -194,6 +199,7 @@ class DetectorService:
         self.metrics = DetectorMetrics()
         self.metrics.info.labels(__version__, f"{model.namespace}/{model.name}").set(1)
         self.joiner = CloudEventJoiner()
+        self.batch_keys = BatchKeys()
         self.writer = writer
         if writer is not None:
             writer.on_result = lambda outcome: self.metrics.status_writes.labels(outcome).inc()
@@ -695,11 +701,19 @@ class DetectorService:
                 "send record batches to /v1/records",
             )
         now = time.time()
+        key = request.headers.get("Idempotency-Key")
         try:
+            if key is not None:
+                BatchKeys.check(key)
+                if self.batch_keys.seen(key):  # a re-send of a batch ingested already
+                    self.metrics.duplicates.inc()
+                    return web.json_response({"accepted": 0, "requests": 0, "duplicate": True})
             batch = parse_batch(decode(body), now=now)
         except BatchError as exc:
             return self._reject("malformed", str(exc))
         self.detector.ingest(batch, now=now)
+        if key is not None:  # remembered once ingested: a rejected batch may come back fixed
+            self.batch_keys.add(key)
         self._after_ingest()
         self.metrics.records.inc(batch.n_records)
         self.metrics.requests.inc(len(batch.statuses))

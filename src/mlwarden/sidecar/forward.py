@@ -119,7 +119,7 @@ def names_only_hop_by_hop(connection: bytes | None) -> bool:
     """Whether the Connection header names no field beyond the hop-by-hop ones (the usual
     `keep-alive`): then the lines kept as the head was parsed are the answer. (`close`
     could name a field called Close: that rare case takes `filter_headers`.)"""
-    if not connection:
+    if not connection or connection == b"keep-alive":  # the usual answers, at once
         return True
     for token in connection.split(b","):
         t = token.strip().lower()
@@ -149,6 +149,17 @@ def filter_headers(
             continue
         out.append(b"%s: %s\r\n" % (name, value))
     return out
+
+
+def drop_named(
+    lines: list[bytes], connection: bytes | None, *, drop: frozenset[bytes] = frozenset()
+) -> list[bytes]:
+    """`lines` (`name: value\\r\\n`, hop-by-hop fields already left out) without the fields
+    the Connection header names and those in `drop`, compared case-insensitively."""
+    named = set(drop)
+    if connection:
+        named.update(t.strip().lower() for t in connection.split(b","))
+    return [line for line in lines if line[: line.index(b":")].lower() not in named]
 
 
 def plain_response(status: int, reason: bytes, message: str, *, close: bool) -> bytes:
@@ -237,7 +248,19 @@ class Forwarder:
         self.in_flight: set[ClientConnection] = set()
         # Set for the drain: every response from then on ends its connection.
         self.closing = False
+        # Wall clock = perf_counter + offset, re-read at most once a second (see wall_time).
+        self._wall_offset = time.time() - _now()
+        self._wall_read_at = _now()
         self._quiet: asyncio.Event | None = None  # set when the last request in flight ends
+
+    def wall_time(self, t: float) -> float:
+        """The wall-clock time (epoch seconds) of `t`, a `perf_counter` reading: one clock
+        read per exchange instead of two. The offset is re-read once a second, as NTP may
+        slew the wall clock."""
+        if t - self._wall_read_at > 1.0:
+            self._wall_read_at = t
+            self._wall_offset = time.time() - _now()
+        return t + self._wall_offset
 
     def protocol(self) -> ClientConnection:
         return ClientConnection(self)
@@ -277,9 +300,10 @@ class UpstreamPool:
         self.idle: list[UpstreamConnection] = []
         self.closed = False
 
-    def take(self) -> UpstreamConnection | None:
-        """An idle connection known alive, or None."""
-        now = _now()
+    def take(self, now: float | None = None) -> UpstreamConnection | None:
+        """An idle connection known alive, or None (`now`: the caller's clock reading)."""
+        if now is None:
+            now = _now()
         while self.idle:
             conn = self.idle.pop()
             if conn.alive and now - conn.idle_since < POOL_IDLE_SECONDS:
@@ -296,11 +320,11 @@ class UpstreamPool:
             )
         return conn
 
-    def put(self, conn: UpstreamConnection) -> None:
+    def put(self, conn: UpstreamConnection, now: float | None = None) -> None:
         if self.closed or not conn.alive or len(self.idle) >= POOL_MAX_IDLE:
             conn.close()
             return
-        conn.idle_since = _now()
+        conn.idle_since = _now() if now is None else now
         self.idle.append(conn)
 
     def discard(self, conn: UpstreamConnection) -> None:
@@ -327,10 +351,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.last_read = 0.0
         self.write_paused = False
+        self.reading_paused = False  # by its request's client, whose socket is backed up
         # Per answer:
         self.status = 0
         self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
         self._answer_head()
         self.head_done = False
         self.trailers: list[tuple[bytes, bytes]] | None = None
@@ -370,7 +394,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser = httptools.HttpResponseParser(self)
             self.replace_parser = False
         if self.done and self.request is request:
-            request.upstream_complete()
+            request.upstream_complete(self.last_read)
 
     def eof_received(self) -> bool | None:
         self.alive = False
@@ -386,7 +410,7 @@ class UpstreamConnection(asyncio.Protocol):
                 if self.head_done and request.resp_until_close:
                     with contextlib.suppress(httptools.HttpParserError):
                         self.parser.feed_data(b"")
-                    request.upstream_complete()
+                    request.upstream_complete(_now())
                 else:
                     request.upstream_lost(exc)
         else:
@@ -411,7 +435,6 @@ class UpstreamConnection(asyncio.Protocol):
             if self.trailers is not None:
                 self.trailers.append((name, value))
             return
-        self.headers.append((name, value))
         kind = _ANSWER_FIELDS.get(name.lower())
         if kind is None:
             self.lines.append(b"%s: %s\r\n" % (name, value))
@@ -433,7 +456,6 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status < 200 and status != 101:  # interim: not passed on
-            self.headers = []
             self._answer_head()
             self.reason = b""
             return
@@ -456,22 +478,39 @@ class UpstreamConnection(asyncio.Protocol):
         if self.head_done:
             self.done = True
 
+    # flow control: reading from the model pauses while the client's socket is backed up
+    def pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
+
     # the pool's side
     def attach(self, request: _Request) -> None:
         self.request = request
+        if request.client.write_paused:  # a client still backed up from its last answer
+            self.pause_reading()
         self.status = 0
         self.reason = b""
-        self.headers = []
         self._answer_head()
         self.head_done = False
         self.trailers = None
         self.done = False
 
-    def release(self, reusable: bool) -> None:
+    def release(self, reusable: bool, now: float | None = None) -> None:
         self.request = None
+        # The answer's last piece may have filled the client's socket and paused reading
+        # (pause_writing): pooled like that, the next request's answer would never be read.
+        self.resume_reading()
         if reusable and self.alive and self.keep_alive:
             self.reused = True
-            self.pool.put(self)
+            self.pool.put(self, now)
         else:
             self.close()
 
@@ -514,7 +553,6 @@ class _Request:
         "failed",
         "first_read",
         "head_out",
-        "headers",
         "hosts",
         "keep_alive",
         "lines",
@@ -548,8 +586,8 @@ class _Request:
         self.first_read = first_read
         self.target = b""
         self.method = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        # The header lines to pass on, kept as the head is parsed (see build_head).
+        # The header lines to pass on, kept as the head is parsed (the only copy of the
+        # head's fields: see build_head).
         self.lines: list[bytes] = []
         self.trailers: list[tuple[bytes, bytes]] = []
         self.connection: bytes | None = None
@@ -634,7 +672,7 @@ class _Request:
         if self.sent and self.body_mode == _STREAMED:
             if self.chunked_in:
                 self._write_upstream_end()
-            self.client.arm_read_timer()
+            self.client.arm_read_timer(self.client.read_at)
 
     def _write_upstream_body(self, chunk: bytes) -> None:
         up = self.upstream
@@ -664,33 +702,33 @@ class _Request:
         target = self.target
         if target != b"*":
             target = fwd.target.prefix + target
-        expect_kept = self.expect is not None and not self.expect_continue
-        if expect_kept or not names_only_hop_by_hop(self.connection):
-            # Rare: a field the Connection header names, or an Expect passed on.
-            lines = filter_headers(
-                self.headers, self.connection, drop=_EXPECT if self.expect_continue else frozenset()
+        lines = self.lines
+        if self.expect_continue or not names_only_hop_by_hop(self.connection):
+            # Less usual: a field the Connection header names, or the Expect answered here.
+            lines = drop_named(
+                lines, self.connection, drop=_EXPECT if self.expect_continue else frozenset()
             )
-        else:
-            lines = self.lines
         if not self.hosts:
             lines.insert(0, b"Host: %s\r\n" % fwd.target.host_header)
         if self.chunked_in:
             lines.append(b"Transfer-Encoding: chunked\r\n")
         return b"%s %s HTTP/1.1\r\n%s\r\n" % (self.method, target, b"".join(lines))
 
-    def start(self) -> None:
+    def start(self, now: float) -> None:
         """Made the connection's active request: send it upstream (once it is ready)."""
         self.started = True
         if self.expect_continue and not self.version_10 and not self.complete:
             self.client.write(_CONTINUE)
         self.head_out = self.build_head()
         if self.ready():
-            self.dispatch()
+            self.dispatch(now)
 
-    def dispatch(self) -> None:
+    def dispatch(self, now: float) -> None:
+        """Send the request on a pooled connection, or on a new one (`now`: the clock read
+        by the event that made it ready, for the pool's idle check)."""
         self.dispatched = True
         fwd = self.client.fwd
-        conn = fwd.pool.take()
+        conn = fwd.pool.take(now)
         if conn is None:
             asyncio.get_running_loop().create_task(self._connect_then_send())
         else:
@@ -729,14 +767,15 @@ class _Request:
             self.body_parts = []
         else:
             transport.write(self.head_out)
+        now = _now()
         if self.up_first_write == 0.0:
-            self.up_first_write = _now()
+            self.up_first_write = now
         self.sent = True
         if self.complete:
             if self.body_mode == _STREAMED and self.chunked_in:
                 self._write_upstream_end()
             # The model's time runs once it has the whole request (as aiohttp's sock_read).
-            self.client.arm_read_timer()
+            self.client.arm_read_timer(now)
         self.client.update_reading()
 
     # ------------------------------------------------------------------ the answer side
@@ -755,10 +794,9 @@ class _Request:
         self.resp_close = (
             not self.keep_alive or client.fwd.closing or not self.complete or client.ends_after()
         )
-        if names_only_hop_by_hop(up.connection):
-            lines = up.lines
-        else:  # rare: the Connection header names more fields to drop
-            lines = filter_headers(up.headers, up.connection)
+        lines = up.lines
+        if not names_only_hop_by_hop(up.connection):  # rare: it names more fields to drop
+            lines = drop_named(lines, up.connection)
         bodyless = self.method == b"HEAD" or status in (204, 304)
         if bodyless:
             self.resp_mode = _R_EMPTY
@@ -804,23 +842,24 @@ class _Request:
         else:
             self.client.write(chunk)
 
-    def upstream_complete(self) -> None:
+    def upstream_complete(self, now: float) -> None:
+        """The model's answer is complete (`now`: when its last piece was read)."""
         up = self.upstream
         assert up is not None
         self.up_done = up.last_read
         client = self.client
         if self.resp_mode == _R_BUFFERED:
             client.writelines(self.resp_body)
-            self.client_first_write = _now()
+            now = self.client_first_write = _now()
         elif self.resp_chunked_out:
             if up.trailers:
                 client.writelines((b"0\r\n", *filter_headers(up.trailers, None), _CRLF))
             else:
                 client.write(_LAST_CHUNK)
         self.upstream = None
-        up.release(reusable=self.complete and not self.resp_until_close)
-        self._record(up.status)
-        client.finished(self, close=self.resp_close)
+        up.release(self.complete and not self.resp_until_close, now)
+        self._record(up.status, now)
+        client.finished(self, close=self.resp_close, now=now)
 
     def upstream_lost(self, exc: Exception | None) -> None:
         up = self.upstream
@@ -866,27 +905,26 @@ class _Request:
         now = _now()
         close = not self.keep_alive or fwd.closing or not self.complete or self.client.ends_after()
         self.client.write(plain_response(status, _REASONS[status], message, close=close))
-        elapsed = now - self.first_read
         fwd.offer(
             Exchange(
                 method=self.method.decode("latin-1"),
                 path=self.path(),
                 status=status,
-                started_at=time.time() - elapsed,
-                total_seconds=elapsed,
+                started_at=fwd.wall_time(self.first_read),
+                total_seconds=now - self.first_read,
                 upstream_seconds=now - self.up_first_write if self.up_first_write else 0.0,
                 overhead_seconds=0.0,
                 request_id=self.request_id,
             )
         )
-        self.client.finished(self, close=close)
+        self.client.finished(self, close=close, now=now)
 
     def path(self) -> str:
         return self.target.decode("latin-1")
 
-    def _record(self, status: int) -> None:
+    def _record(self, status: int, end: float) -> None:
+        """The exchange for capture (`end`: when the answer's last byte was written)."""
         fwd = self.client.fwd
-        now = _now()
         inbound = self.up_first_write - self.first_read
         outbound = (self.client_first_write - self.up_first_read) if self.up_first_read else 0.0
         request_body: bytes | None
@@ -909,14 +947,13 @@ class _Request:
             if request_body is None or response_body is None:
                 skip = "body_too_large"
                 request_body = response_body = None
-        total = now - self.first_read
         fwd.offer(
             Exchange(
                 method=self.method.decode("latin-1"),
                 path=self.path(),
                 status=status,
-                started_at=time.time() - total,
-                total_seconds=total,
+                started_at=fwd.wall_time(self.first_read),
+                total_seconds=end - self.first_read,
                 upstream_seconds=max(0.0, self.up_done - self.up_first_write),
                 overhead_seconds=max(0.0, inbound) + max(0.0, outbound),
                 request_id=self.request_id,
@@ -1030,15 +1067,14 @@ class ClientConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.write_paused = True
         active = self.active
-        if active is not None and active.upstream is not None and active.upstream.transport:
-            active.upstream.transport.pause_reading()
+        if active is not None and active.upstream is not None:
+            active.upstream.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         active = self.active
-        if active is not None and active.upstream is not None and active.upstream.transport:
-            with contextlib.suppress(RuntimeError):
-                active.upstream.transport.resume_reading()
+        if active is not None and active.upstream is not None:
+            active.upstream.resume_reading()
 
     # ------------------------------------------------------------------ httptools callbacks
 
@@ -1063,7 +1099,6 @@ class ClientConnection(asyncio.Protocol):
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > MAX_HEAD_BYTES:
             raise _Refusal(431, "request head larger than 64 KiB")
-        request.headers.append((name, value))
         kind = _REQUEST_FIELDS.get(name.lower())
         if kind is None:
             request.lines.append(b"%s: %s\r\n" % (name, value))
@@ -1082,6 +1117,7 @@ class ClientConnection(asyncio.Protocol):
         elif kind == _Q_EXPECT:
             request.expect = value
             request.expect_continue = value.lower() == b"100-continue"
+            request.lines.append(b"%s: %s\r\n" % (name, value))  # dropped if answered here
         elif kind == _Q_ID:
             request.request_id = value.decode("latin-1")
             request.lines.append(b"%s: %s\r\n" % (name, value))
@@ -1094,7 +1130,7 @@ class ClientConnection(asyncio.Protocol):
         assert request is not None
         request.head_complete(self.parser)
         if self.active is None:
-            self._activate(request)
+            self._activate(request, self.read_at)
         else:
             self.pending.append(request)
             self.update_reading()
@@ -1114,14 +1150,14 @@ class ClientConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ serving
 
-    def _activate(self, request: _Request) -> None:
+    def _activate(self, request: _Request, now: float) -> None:
         self.active = request
         self.fwd.in_flight.add(self)
         self.header_deadline = 0.0
         if not request.complete and request.body_mode != _NO_BODY:
-            self.body_deadline = _now() + self.fwd.limits.body_timeout
+            self.body_deadline = now + self.fwd.limits.body_timeout
             self._arm(self.body_deadline)
-        request.start()
+        request.start(now)
 
     def _pump(self) -> None:
         """After a read: send the active request once its buffered body is complete."""
@@ -1133,10 +1169,10 @@ class ClientConnection(asyncio.Protocol):
             and not active.failed
             and active.ready()
         ):
-            active.dispatch()
+            active.dispatch(self.read_at)
 
-    def finished(self, request: _Request, *, close: bool) -> None:
-        """The answer to `request` is written: close, or go on with the next request."""
+    def finished(self, request: _Request, *, close: bool, now: float) -> None:
+        """The answer to `request` is written (at `now`): close, or go on with the next."""
         if self.active is not request:
             return
         self.active = None
@@ -1147,7 +1183,7 @@ class ClientConnection(asyncio.Protocol):
             self.close(linger=True)
             return
         if self.pending:
-            self._activate(self.pending.popleft())
+            self._activate(self.pending.popleft(), now)
         elif self.refusal is not None:
             self.write(self.refusal)
             self.close(linger=True)
@@ -1156,7 +1192,7 @@ class ClientConnection(asyncio.Protocol):
             self.close(linger=True)
             return
         else:
-            self.header_deadline = _now() + self.fwd.limits.header_timeout
+            self.header_deadline = now + self.fwd.limits.header_timeout
             self._arm(self.header_deadline)
         self.update_reading()
 
@@ -1189,8 +1225,8 @@ class ClientConnection(asyncio.Protocol):
         """Whether the connection ends right after the active request's answer."""
         return self.close_after and not self.pending and self.refusal is None
 
-    def arm_read_timer(self) -> None:
-        self.read_deadline = _now() + self.fwd.limits.read_timeout
+    def arm_read_timer(self, now: float) -> None:
+        self.read_deadline = now + self.fwd.limits.read_timeout
         self._arm(self.read_deadline)
 
     def update_reading(self) -> None:

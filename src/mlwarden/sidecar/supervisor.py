@@ -18,8 +18,10 @@ its metrics' deltas, applied to this process's metrics (`mlwarden.sidecar.relay`
 many exchanges it consumed, its shipper's buffered records and last error.
 
 Supervision. A worker that exits, or sends no report for `hang_seconds` (it is then
-killed), is restarted after a backoff (0.1 s doubling to 10 s; back to 0.1 s once a
-worker has lived 30 s), counted in `capture_worker_restarts_total{reason}`. What it held
+killed; a new worker has `STARTUP_SECONDS` for its first report: its imports alone take
+seconds on a throttled CPU at its lower priority), is restarted after a backoff (0.1 s
+doubling to 10 s; back to 0.1 s once a worker has lived 30 s), counted in
+`capture_worker_restarts_total{reason}`. What it held
 is counted as lost: the exchanges written to it and not yet reported consumed, in
 `exchanges_dropped_total{reason="worker_lost"}`, and the records its shipper last
 reported buffered, in `records_dropped_total{reason="worker_lost"}`. Forwarding never
@@ -73,6 +75,10 @@ FLUSH_BYTES = 256 << 10
 FLUSH_DELAY_SECONDS = 0.01
 FLUSH_ITEMS = 256
 HANG_SECONDS = 5.0
+# A new worker's budget for its first report: importing the worker takes about a second on
+# an idle core, and several times that at nice +10 on a busy or CPU-limited one. Judged by
+# HANG_SECONDS from the start, such a worker was killed before it began, again and again.
+STARTUP_SECONDS = 30.0
 BACKOFF_BASE_SECONDS = 0.1
 BACKOFF_CAP_SECONDS = 10.0
 HEALTHY_AFTER_SECONDS = 30.0
@@ -145,6 +151,7 @@ class CaptureProcess:
         self._stopping = False
         self._closed = False  # end-of-file written: nothing more goes to the worker
         self._last_report = 0.0
+        self._reported = False  # the current worker has sent a report (it is running)
         self.sent = 0  # exchanges written to the current worker
         self.consumed = 0  # of those, how many it last reported processed
         self.buffered = 0  # records its shipper last reported holding
@@ -249,11 +256,13 @@ class CaptureProcess:
         self._link = link
         self.sent = self.consumed = self.buffered = 0
         self._last_report = loop.time()
+        self._reported = False
         self.metrics.capture_worker_up.set(1)
         self._schedule_flush()
 
     def _on_report(self, report: dict[str, Any]) -> None:
         self._last_report = asyncio.get_running_loop().time()
+        self._reported = True
         self.consumed = int(report["consumed"])
         self.buffered = int(report["buffered"])
         self.last_error = report["lastError"]
@@ -296,7 +305,8 @@ class CaptureProcess:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(proc.wait()), check)
                 return "exited"
-            if loop.time() - self._last_report > self.hang_seconds:
+            budget = self.hang_seconds if self._reported else STARTUP_SECONDS
+            if loop.time() - self._last_report > max(budget, self.hang_seconds):
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
