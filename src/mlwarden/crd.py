@@ -784,6 +784,39 @@ def _status() -> Schema:
                     "updated": _string("When it last changed.", fmt=when),
                 },
             ),
+            "target": _object(
+                "What spec.target resolved to (operator/targets.py), written on every "
+                "reconcile; the Target column shows ref.",
+                {
+                    "kind": _string("The workload's kind."),
+                    "name": _string("The workload's name."),
+                    "ref": _string("Kind/name."),
+                    "selector": _string(
+                        "The label selector of the pods that serve, as kubectl get -l takes it.",
+                        nullable=True,
+                    ),
+                    "revisionLabel": _string(
+                        "The pod label each record's revision comes from (sidecar kinds).",
+                        nullable=True,
+                    ),
+                    "service": _string(
+                        "The Service whose traffic passes the sidecar.", nullable=True
+                    ),
+                    "template": _string(
+                        "Kind/name of the object whose pod template the sidecar goes into, "
+                        "when not the workload's own (an Argo Rollout's spec.workloadRef).",
+                        nullable=True,
+                    ),
+                    "components": {
+                        **_array(
+                            "An InferenceService's components (predictor, transformer, explainer).",
+                            _string("A component."),
+                            max_items=3,
+                        ),
+                        "nullable": True,
+                    },
+                },
+            ),
             "ingestToken": _object(
                 "The ingest-token Secret the operator created for this ObservedModel (it may "
                 "not read Secrets: this record is how it knows the Secret is its own).",
@@ -917,7 +950,7 @@ def custom_resource_definition() -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
-                        {"name": "Target", "type": "string", "jsonPath": ".spec.target.deployment"},
+                        {"name": "Target", "type": "string", "jsonPath": ".status.target.ref"},
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {
                             "name": "Incidents",

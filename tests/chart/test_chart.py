@@ -1123,7 +1123,7 @@ def webhook_of(objects: Objects) -> dict[str, Any]:
     return dict(webhook)
 
 
-def test_webhook_mode_reviews_only_labelled_deployments_fails_open_and_times_out_fast() -> None:
+def test_webhook_mode_reviews_only_labelled_workloads_fails_open_and_times_out_fast() -> None:
     objects, notes = render({**WEBHOOK, "watchNamespaces": ["a", "b"]})
     assert f"kubectl label deployment my-model {INJECT_LABEL}=my-model" in notes
     webhook = webhook_of(objects)
@@ -1131,10 +1131,17 @@ def test_webhook_mode_reviews_only_labelled_deployments_fails_open_and_times_out
         {
             "apiGroups": ["apps"],
             "apiVersions": ["v1"],
-            "resources": ["deployments"],
+            "resources": ["deployments", "statefulsets"],
             "operations": ["CREATE", "UPDATE"],
             "scope": "Namespaced",
-        }
+        },
+        {
+            "apiGroups": ["argoproj.io"],
+            "apiVersions": ["v1alpha1"],
+            "resources": ["rollouts"],
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "Namespaced",
+        },
     ]
     assert webhook["objectSelector"] == {
         "matchExpressions": [{"key": INJECT_LABEL, "operator": "Exists"}]

@@ -75,7 +75,7 @@ async def test_kubectl_get_shows_the_printer_columns(tmp_path: Path) -> None:
             "metadata": {"name": "iris", "namespace": "demo"},
             "spec": {"target": {"deployment": "m"}},
             "status": {"phase": "Degraded", "openIncidents": 1, "alertCount": 2,
-                       "topSuspect": "CronJob/etl"},
+                       "topSuspect": "CronJob/etl", "target": {"ref": "Deployment/m"}},
         })  # fmt: skip
         assert api.read(OM, "demo", "iris") is not None
         env = {
@@ -95,7 +95,7 @@ async def test_kubectl_get_shows_the_printer_columns(tmp_path: Path) -> None:
 
         header, row = (await kubectl("get", "om")).splitlines()
         assert header.split()[:6] == ["NAME", "TARGET", "PHASE", "INCIDENTS", "ALERTS", "TOP"]
-        assert row.split()[:6] == ["iris", "m", "Degraded", "1", "2", "CronJob/etl"]
+        assert row.split()[:6] == ["iris", "Deployment/m", "Degraded", "1", "2", "CronJob/etl"]
         deploy = (await kubectl("get", "deploy", "m")).splitlines()[1].split()
         assert deploy[:4] == ["m", "2/2", "1", "m:1"]
         assert "iris" in await kubectl("describe", "om", "iris")

@@ -19,6 +19,17 @@ on, after every API write to a StatefulSet or a Rollout:
   `promote_rollout` (as `kubectl argo rollouts promote --full`); without steps it is promoted
   at once. `status.abort: true` (`kubectl argo rollouts abort`) makes it `Degraded` with
   `RolloutAborted`, the stable ReplicaSet serving; `spec.paused` makes it `Paused`.
+  A Rollout with `spec.workloadRef` (a Deployment, no `spec.template`) takes the
+  Deployment's `spec.template` as its own, as Argo's "Migrating to Rollouts" documents it,
+  and rolls it out the same way, again after every write to that Deployment; it records
+  the Deployment's generation it read in the annotation `rollout.argoproj.io/
+  workload-generation` and `status.workloadObservedGeneration`. `workloadRef.scaleDown`:
+  `never` (the default) leaves the Deployment alone; `onsuccess` scales it to 0 (its
+  `spec.replicas`, a new generation, which Argo observes as well) once the Rollout is
+  healthy; `progressively` is imitated as `onsuccess` (its end state: the tests here look at
+  a finished rollout, not at the steps of the scale-down). The scaled Deployment's status
+  says 0 replicas at once (its ReplicaSets are not scaled here); a missing Deployment
+  leaves the Rollout as it was (Argo reports InvalidSpec; not imitated).
 
 KServe's controller is not imitated by `emulate_owners()` alone (the InferenceService is
 stored as written: the operator only writes its spec, which those tests read back).
@@ -33,8 +44,10 @@ Rollout Strategy" docs), after every write of an InferenceService:
   split, no new revision); without it (or at 100) the latest ready revision is promoted:
   `latestRolledoutRevision` becomes it and `previousRolledoutRevision` the one before.
 
-The controllers' writes go to the store directly and reach the operator's watches as watch
-events (ADDED / MODIFIED with a new resourceVersion), as a controller's writes do.
+The controllers run after every API write to a StatefulSet, a Rollout or a Deployment (a
+referenced Deployment's template change starts a rollout of the Rollout). Their writes go to
+the store directly and reach the operator's watches as watch events (ADDED / MODIFIED with a
+new resourceVersion), as a controller's writes do.
 """
 
 from __future__ import annotations
@@ -52,10 +65,14 @@ INFERENCESERVICES = "serving.kserve.io/v1beta1/inferenceservices"
 STATEFULSETS = "apps/v1/statefulsets"
 CONTROLLERREVISIONS = "apps/v1/controllerrevisions"
 REPLICASETS = "apps/v1/replicasets"
+DEPLOYMENTS = "apps/v1/deployments"
 ROLLOUT_REVISION = "rollout.argoproj.io/revision"
+WORKLOAD_GENERATION = "rollout.argoproj.io/workload-generation"
 ROLLOUT_HASH = "rollouts-pod-template-hash"
 CR_HASH = "controller-revision-hash"
-_WATCHED = (STATEFULSETS, CONTROLLERREVISIONS, REPLICASETS, ROLLOUTS, INFERENCESERVICES)
+_WATCHED = (
+    STATEFULSETS, CONTROLLERREVISIONS, REPLICASETS, ROLLOUTS, DEPLOYMENTS, INFERENCESERVICES
+)  # fmt: skip
 
 
 class OwnerControllers:
@@ -120,8 +137,8 @@ class OwnerControllers:
                 await self._buses[key[0]].put(event)  # type: ignore[attr-defined]
 
     def _controlled(self) -> tuple[str, ...]:
-        return ("statefulsets", "rollouts") + (("inferenceservices",) if self.kserve_controller
-                                                else ())  # fmt: skip
+        kserve = ("inferenceservices",) if self.kserve_controller else ()
+        return ("statefulsets", "rollouts", "deployments", *kserve)
 
     def run_owner_controllers(self) -> None:
         for _, sts in self._all(STATEFULSETS):
@@ -184,7 +201,23 @@ class OwnerControllers:
         meta, spec = ro["metadata"], ro.get("spec") or {}
         name, ns, uid = meta["name"], meta["namespace"], meta["uid"]
         status = dict(ro.get("status") or {})
-        template = copy.deepcopy(spec.get("template") or {})
+        ref = spec.get("workloadRef") if not spec.get("template") else None
+        annotations: dict[str, str] = {}
+        referenced = None
+        if ref:
+            try:
+                referenced = self.objects[DEPLOYMENTS, ns, ref["name"]]
+            except KeyError:
+                return  # Argo: InvalidSpec, the Deployment not found (not imitated)
+            if referenced.deleted:
+                return
+            raw = copy.deepcopy(referenced.raw)
+            template = (raw.get("spec") or {}).get("template") or {}
+            generation = str((raw.get("metadata") or {}).get("generation", 1))
+            annotations[WORKLOAD_GENERATION] = generation
+            status["workloadObservedGeneration"] = generation
+        else:
+            template = copy.deepcopy(spec.get("template") or {})
         (template.get("metadata") or {}).get("labels", {}).pop(ROLLOUT_HASH, None)
         digest = template_hash(template)
         rs_name = f"{name}-{digest}"
@@ -232,9 +265,29 @@ class OwnerControllers:
             "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas,
             "availableReplicas": replicas, "observedGeneration": str(meta.get("generation", 1)),
         })  # fmt: skip
+        if referenced is not None and phase == "Healthy":
+            self._scale_down(referenced, ref.get("scaleDown") or "never", status, annotations)
+        annotations[ROLLOUT_REVISION] = str(revision)
         self.objects[ROLLOUTS, ns, name].patch(
-            {"metadata": {"annotations": {ROLLOUT_REVISION: str(revision)}}, "status": status}
+            {"metadata": {"annotations": annotations}, "status": status}
         )
+
+    @staticmethod
+    def _scale_down(
+        deployment: Any, scale_down: str, status: dict[str, Any], annotations: dict[str, str]
+    ) -> None:
+        """workloadRef.scaleDown once the Rollout is healthy: the Deployment to 0 replicas."""
+        raw = deployment.raw
+        if scale_down not in ("onsuccess", "progressively") or raw["spec"].get("replicas") == 0:
+            return
+        generation = int(raw["metadata"].get("generation", 1)) + 1
+        deployment.patch({
+            "metadata": {"generation": generation}, "spec": {"replicas": 0},
+            "status": {"observedGeneration": generation, "replicas": 0, "updatedReplicas": 0,
+                       "readyReplicas": 0, "availableReplicas": 0},
+        })  # fmt: skip
+        annotations[WORKLOAD_GENERATION] = str(generation)
+        status["workloadObservedGeneration"] = str(generation)
 
     async def promote_rollout(self, namespace: str, name: str) -> None:
         """`kubectl argo rollouts promote --full`: the canary becomes stable."""

@@ -81,14 +81,15 @@ def put(api: Cluster, resource: str, o: dict[str, Any]) -> None:
 
 
 async def start(
-    api: Cluster, start_operator: Start, *objs: tuple[str, dict[str, Any]], model: dict[str, Any]
-) -> Any:
+    api: Cluster, start_operator: Start, *objs: tuple[str, dict[str, Any]], model: dict[str, Any],
+    **env: str,
+) -> Any:  # fmt: skip
     api.emulate_owners()
     for resource, o in objs:
         put(api, resource, o)
     put(api, OM, model)
     api.run_owner_controllers()  # as the controllers had before the operator came
-    return await start_operator(env=FAST)
+    return await start_operator(env={**FAST, **env})
 
 
 def template_of(api: Cluster, resource: str) -> dict[str, Any]:
@@ -154,6 +155,12 @@ async def test_statefulset_injected_rolled_back_and_undone(
     assert st["spec"]["updateStrategy"] == original["updateStrategy"]
     assert "finalizers" not in st["metadata"]
     assert len([k for k in api.objects if str(k[0].plural) == "controllerrevisions"]) == 2
+    # status.target: what the Target column of kubectl get om shows, and what was resolved.
+    assert status(api)["target"] == {
+        "kind": "StatefulSet", "name": "fraud-model", "ref": "StatefulSet/fraud-model",
+        "selector": "app=fraud-model", "revisionLabel": "controller-revision-hash",
+        "service": "fraud-model",
+    }  # fmt: skip
     # The detector's revision (the pods' controller-revision-hash) shown as people know it:
     # the ControllerRevision's number and image.
     hash_ = st["status"]["updateRevision"]
@@ -267,18 +274,83 @@ async def test_rollout_injected_canary_aborted_paused_and_undone(
     assert await op.stop() == 0, op.log()[-3000:]
 
 
-async def test_rollout_with_workload_ref_is_refused(
+async def test_rollout_with_workload_ref_injected_into_its_deployment_and_undone(
+    cluster: tuple[Cluster, str], start_operator: Start
+) -> None:
+    """The template of a Rollout with spec.workloadRef is the Deployment's: the sidecar goes
+    there, Argo (imitated) rolls it out as the Rollout's pods and scales the Deployment down
+    (scaleDown: onsuccess); the operator never writes the Rollout nor the replicas."""
+    api, server = cluster
+    base = model_deployment()  # its pods' labels (app: fraud-model) are the Service's
+    base["metadata"]["name"] = "fraud-base"
+    original = copy.deepcopy(base["spec"]["template"])
+    ro = workload("Rollout")
+    del ro["spec"]["template"]
+    ro["spec"]["workloadRef"] = {"apiVersion": "apps/v1", "kind": "Deployment",
+                                 "name": "fraud-base", "scaleDown": "onsuccess"}  # fmt: skip
+    model = om({"kind": "Rollout", "name": "fraud-model", "container": "model"})
+    calls = len(OPERATOR_CALLS)
+    op = await start(api, start_operator, (DEPLOYMENTS, base), (ROLLOUTS, ro),
+                     (SERVICES, model_service()), model=model,
+                     MLWARDEN_INJECTION_CHECK_SECONDS="0.5")  # fmt: skip
+    await observing(api, server)
+    dep = obj(api, DEPLOYMENTS, "fraud-base")
+    template = dep["spec"]["template"]
+    assert [c["name"] for c in template["spec"]["containers"]] == ["model", "mlwarden-sidecar"]
+    # The pods are the Rollout's: the revision is their rollouts-pod-template-hash.
+    assert env_of(template)["MLWARDEN_MODEL_REVISION"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.labels['rollouts-pod-template-hash']"}
+    }
+    assert "mlwarden.io/injected" in dep["metadata"]["annotations"]
+    live = obj(api, ROLLOUTS, "fraud-model")
+    assert "template" not in live["spec"] and live["spec"]["workloadRef"] == ro["spec"][
+        "workloadRef"]  # fmt: skip
+    assert live["status"]["workloadObservedGeneration"] == str(dep["metadata"]["generation"])
+    # Argo's ReplicaSet of the current hash runs the template with the sidecar.
+    rs = obj(api, "apps/v1/replicasets", f"fraud-model-{live['status']['currentPodHash']}")
+    assert [c["name"] for c in rs["spec"]["template"]["spec"]["containers"]] == [
+        "model", "mlwarden-sidecar"]  # fmt: skip
+    assert dep["spec"]["replicas"] == 0  # Argo's scaleDown, not fought over
+    mine = OPERATOR_CALLS[calls:]
+    assert not [c for c in mine if c.resource.startswith("rollouts") and c.verb == "patch"]
+    assert status(api)["target"] == {
+        "kind": "Rollout", "name": "fraud-model", "ref": "Rollout/fraud-model",
+        "selector": "app=fraud-model", "revisionLabel": "rollouts-pod-template-hash",
+        "service": "fraud-model", "template": "Deployment/fraud-base",
+    }  # fmt: skip
+    # The injection check (every 0.5 s here) reads the sidecar where it is, the Deployment's
+    # template, from the watches (no GET while all is well): no bypass, nothing re-injected.
+    before = len(OPERATOR_CALLS)
+    await asyncio.sleep(3)
+    assert not [c for c in OPERATOR_CALLS[before:] if c.verb == "get" and c.name == "fraud-base"]
+    assert condition(status(api), "Bypassed")["status"] == "False"
+    assert not {"Bypassed", "SidecarReinjected"} & set(reasons_of(api))
+    assert obj(api, DEPLOYMENTS, "fraud-base")["metadata"]["generation"] == dep["metadata"][
+        "generation"]  # fmt: skip
+
+    await delete_om(api, server)
+    after = obj(api, DEPLOYMENTS, "fraud-base")
+    assert after["spec"]["template"] == original
+    assert "mlwarden.io/injected" not in (after["metadata"].get("annotations") or {})
+    assert after["spec"]["replicas"] == 0
+    assert "template" not in obj(api, ROLLOUTS, "fraud-model")["spec"]
+    assert await op.stop() == 0, op.log()[-3000:]
+
+
+async def test_rollout_with_a_workload_ref_to_another_kind_is_refused(
     cluster: tuple[Cluster, str], start_operator: Start
 ) -> None:
     api, _ = cluster
     ro = workload("Rollout")
     del ro["spec"]["template"]
-    ro["spec"]["workloadRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "base"}
+    ro["spec"]["workloadRef"] = {"apiVersion": "v1", "kind": "PodTemplate", "name": "base"}
     model = om({"kind": "Rollout", "name": "fraud-model", "container": "model"})
     op = await start(api, start_operator, (ROLLOUTS, ro), (SERVICES, model_service()), model=model)
     await eventually(lambda: status(api).get("phase") == "Failed", what="Failed", timeout=30)
     assert condition(status(api), "Ready")["reason"] == "WorkloadRefNotSupported"
+    assert "PodTemplate" in condition(status(api), "Ready")["message"]
     await eventually(lambda: "WorkloadRefNotSupported" in reasons_of(api), what="the Event")
+    assert status(api)["target"]["ref"] == "Rollout/fraud-model"
     assert await op.stop() == 0, op.log()[-3000:]
 
 
@@ -324,6 +396,10 @@ async def test_inference_service_logger_configured_rolled_back_and_undone(
         == (before["predictor"]["logger"])
     )
     await eventually(lambda: "LoggerConfigured" in reasons_of(api), what="the Event")
+    assert status(api)["target"] == {
+        "kind": "InferenceService", "name": "fraud", "ref": "InferenceService/fraud",
+        "selector": "serving.kserve.io/inferenceservice=fraud", "components": ["predictor"],
+    }  # fmt: skip
     # KServe's logger sends no token: this detector runs without one.
     detector = obj(api, DEPLOYMENTS, "fraud-detector")
     assert "--ingest-token-file" not in detector["spec"]["template"]["spec"]["containers"][0][

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
 import ssl
 import subprocess
@@ -24,6 +25,7 @@ import pytest
 import yaml
 from cluster import (
     DEPLOYMENTS,
+    FAST,
     NS,
     OM,
     OPERATOR_CALLS,
@@ -41,8 +43,11 @@ from cluster import (
     status,
 )
 from emulate_admission import MUTATING_WEBHOOKS, apply_json_patch, declare_admission
+from emulate_kinds import ROLLOUTS, STATEFULSETS
 from kubernetes_validate import validate
+from test_kinds import workload
 
+from mlwarden.names import revision_field
 from mlwarden.operator import injection
 from mlwarden.operator.handlers import FINALIZER
 from mlwarden.operator.settings import OperatorSettings
@@ -348,3 +353,88 @@ async def test_admission_through_the_api_server_with_the_charts_configuration_an
     )
     assert containers(api, "late-model") == ["model"]
     assert api.admission_calls[-1].outcome.endswith("(ignored)"), api.admission_calls[-1]
+
+
+@pytest.mark.parametrize("kind", ["StatefulSet", "Rollout", "Rollout with workloadRef"])
+async def test_statefulsets_and_rollouts_are_injected_at_admission_and_undone(
+    kind: str, cluster: tuple[Cluster, str], start_operator: Callable[..., Any],
+    seed: Callable[..., None], tmp_path: Path,
+) -> None:  # fmt: skip
+    """The chart's webhook configuration in the emulated API server, the StatefulSet and Argo
+    controllers imitated (emulate_kinds.py): a labelled StatefulSet or Rollout (or, for a
+    Rollout with spec.workloadRef, the Deployment it reads) is stored with the sidecar, whose
+    revision reads the kind's own pod label; deleting the ObservedModel takes it out through
+    the webhook, which lets that update pass unchanged."""
+    api, server = cluster
+    api.emulate_owners()
+    objects = chart_objects({"injection": "webhook", "watchNamespaces": [NS]})
+    (secret,) = [o for o in objects if o["kind"] == "Secret"]
+    (configuration,) = [o for o in objects if o["kind"] == "MutatingWebhookConfiguration"]
+    for key in ("tls.crt", "tls.key"):
+        (tmp_path / key).write_bytes(base64.b64decode(secret["data"][key]))
+    declare_admission(api)
+    api.objects[MUTATING_WEBHOOKS, None, configuration["metadata"]["name"]] = configuration
+    port = free_port()
+    route = configuration["webhooks"][0]["clientConfig"]["service"]
+    api.service_routes = {(route["namespace"], route["name"]): f"127.0.0.1:{port}"}
+    owner = "Rollout" if kind.startswith("Rollout") else kind
+    om = observed_model()
+    om["spec"]["target"] = {"kind": owner, "name": "fraud-model", "container": "model"}
+    seed(api, om, model_service())
+    calls = len(OPERATOR_CALLS)  # the session's: this test's start here
+    op = await start_operator(env={
+        **FAST, "MLWARDEN_INJECTION": "webhook", "MLWARDEN_WEBHOOK_PORT": str(port),
+        "MLWARDEN_WEBHOOK_CERT": str(tmp_path / "tls.crt"),
+        "MLWARDEN_WEBHOOK_KEY": str(tmp_path / "tls.key"),
+    })  # fmt: skip
+    await eventually(lambda: reconciled(api, "fraud"), what="ObservedModel handled")
+
+    labelled_workload = labelled(workload(owner), "fraud")
+    resource = {"StatefulSet": STATEFULSETS, "Rollout": ROLLOUTS}[owner]
+    plural = resource.rsplit("/", 1)[1]
+    group = "/apis/apps/v1" if owner == "StatefulSet" else "/apis/argoproj.io/v1alpha1"
+    holder, holder_name = resource, "fraud-model"
+    if kind == "Rollout with workloadRef":
+        ro = workload("Rollout")
+        original = ro["spec"].pop("template")
+        ro["spec"]["workloadRef"] = {"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "name": "fraud-base"}  # fmt: skip
+        await api_call(server, "POST", f"{group}/namespaces/{NS}/{plural}", ro)
+        base = labelled(model_deployment(), "fraud")
+        base["metadata"]["name"] = "fraud-base"
+        base.pop("status")
+        await api_call(server, "POST", f"/apis/apps/v1/namespaces/{NS}/deployments", base)
+        holder, holder_name = DEPLOYMENTS, "fraud-base"
+        # Labelled for the same ObservedModel, but not the Deployment the Rollout reads.
+        stray = labelled(model_deployment("stray"), "fraud")
+        await api_call(server, "POST", f"/apis/apps/v1/namespaces/{NS}/deployments", stray)
+        assert containers(api, "stray") == ["model"]
+        assert [(c.name, c.outcome) for c in api.admission_calls][-1] == ("stray", "unchanged")
+    else:
+        original = copy.deepcopy(labelled_workload["spec"]["template"])
+        await api_call(server, "POST", f"{group}/namespaces/{NS}/{plural}", labelled_workload)
+    template = obj(api, holder, holder_name)["spec"]["template"]
+    assert [c["name"] for c in template["spec"]["containers"]] == [
+        "model", "mlwarden-sidecar"], op.log()[-3000:]  # fmt: skip
+    sidecar = template["spec"]["containers"][1]
+    assert {
+        "name": "MLWARDEN_MODEL_REVISION",
+        "valueFrom": {"fieldRef": {"fieldPath": revision_field(owner)}},
+    } in sidecar["env"]
+    assert (holder_name, "patched") in [(c.name, c.outcome) for c in api.admission_calls]
+    # The operator has nothing to patch: the webhook did it; it waits for the rollout.
+    await eventually(lambda: status(api).get("phase") == "WarmingUp", timeout=30,
+                     what="injected (WarmingUp)")  # fmt: skip
+    assert status(api)["target"]["ref"] == f"{owner}/fraud-model"
+    assert not [c for c in OPERATOR_CALLS[calls:] if c.verb == "patch"
+                and c.name == holder_name and c.resource in (plural, "deployments")]  # fmt: skip
+
+    await api_call(
+        server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
+    )
+    await eventually(lambda: not exists(api, OM, "fraud"), what="ObservedModel gone")
+    after = obj(api, holder, holder_name)["spec"]["template"]
+    assert after == original, op.log()[-3000:]
+    updates = [c for c in api.admission_calls if (c.operation, c.name) == ("UPDATE", holder_name)]
+    assert updates and all(c.outcome == "unchanged" for c in updates), updates
+    assert await op.stop() == 0, op.log()[-3000:]

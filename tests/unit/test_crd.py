@@ -130,7 +130,7 @@ def test_names_scope_and_version_are_the_public_contract() -> None:
     assert version["subresources"] == {"status": {}}
     columns = [(c["name"], c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]]
     assert columns == [
-        ("Target", "string", ".spec.target.deployment"),
+        ("Target", "string", ".status.target.ref"),
         ("Phase", "string", ".status.phase"),
         ("Incidents", "integer", ".status.openIncidents"),
         ("Alerts", "integer", ".status.alertCount"),

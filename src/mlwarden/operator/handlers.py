@@ -37,8 +37,10 @@
   owner.
 
 The target is a Deployment, a StatefulSet or an Argo Rollout (the sidecar in its pod
-template, the same planner), or a KServe InferenceService (no sidecar: its own payload logger
-pointed at the detector, `kserve.py`); docs/operator.md, "Targets by kind".
+template, the same planner; a Rollout with spec.workloadRef: in the referenced Deployment's
+template, `_template_holder`), or a KServe InferenceService (no sidecar: its own payload
+logger pointed at the detector, `kserve.py`); docs/operator.md, "Targets by kind". What the
+target resolved to is written to status.target on every reconcile (`targets.py`).
 
 An object of one of the detector's names that the ObservedModel does not own is never
 written: the ObservedModel goes Failed (NameConflict) and nothing is injected.
@@ -72,7 +74,16 @@ from mlwarden.names import (
     UPGRADE_SIDECAR_ANNOTATION,
     detector_name,
 )
-from mlwarden.operator import cache, incidents, injection, kserve, objects, respond, traffic
+from mlwarden.operator import (
+    cache,
+    incidents,
+    injection,
+    kserve,
+    objects,
+    respond,
+    targets,
+    traffic,
+)
 from mlwarden.operator.metrics import METRICS
 from mlwarden.operator.settings import OperatorSettings
 from mlwarden.operator.status import Observation, alert_events, status_patch
@@ -467,6 +478,7 @@ async def _reconcile(
             _event(raw, "Warning", "InvalidSpec", new["message"])
         return  # nothing to retry: the next spec change re-runs this handler
 
+    base["target"] = targets.resolved(model, None)  # _inject resolves it further
     injection_status = (raw.get("status") or {}).get("injection") or {}
     gave_up = injection_status.get("state") == "bypassed"
     new_chance = reason == "update" and bool(injection_status.get("repairs"))
@@ -586,10 +598,19 @@ async def _inject(
         )
     if target.kind == "InferenceService":
         return await _inject_logger(raw, model, base)
-    deployment = await api.get(path(target.kind, ns, target.name))
+    workload = await api.get(path(target.kind, ns, target.name))
+    try:
+        kind, name, deployment, rollout = await _template_holder(target.kind, ns, workload)
+    except injection.InjectionError as exc:
+        base = {**base, "target": targets.resolved(model, workload)}
+        return _refused(raw, exc, base, previous), False, None
+    base = {**base, "target": targets.resolved(model, workload, template=rollout and deployment)}
     service = await api.get(path("Service", ns, target.service))
     missing = [
-        f"{target.kind} {ns}/{target.name}" if deployment is None else None,
+        f"{target.kind} {ns}/{target.name}" if workload is None else None,
+        f"Deployment {ns}/{name} (spec.workloadRef of {target.kind} {ns}/{target.name})"
+        if workload is not None and deployment is None
+        else None,
         f"Service {ns}/{target.service}" if service is None else None,
     ]
     if any(missing):
@@ -605,21 +626,8 @@ async def _inject(
     requested = patching and injection.upgrade_requested(deployment, upgrade)
     held_by = _upgrade_turn(key, requested)
     approvals = approved_ids(annotations)
-    if STATE.settings.injection == "webhook" and target.kind != "Deployment":
-        message = (
-            f"{target.kind} {ns}/{target.name}: the admission webhook injects Deployments' pods "
-            f"only; a {target.kind} is injected with the operator's injection: patch (not built "
-            "for the webhook)"
-        )
-        error = Observation(
-            injection_state="error",
-            injection_message=message,
-            injection_reason="KindNotSupported",
-            **base,
-        )
-        return error, False, None
     if STATE.settings.injection == "webhook":
-        # The Deployment's mlwarden.io/inject label is its owner's consent to a Recreate.
+        # The workload's mlwarden.io/inject label is its owner's consent to a Recreate.
         approvals |= {injection.approval_id(deployment)}
     try:
         plan = injection.plan_injection(
@@ -631,6 +639,7 @@ async def _inject(
             upgrade=upgrade,
             upgrade_now=patching and held_by is None,
             approvals=approvals,
+            rollout=rollout,
         )
         if plan.state in ("injecting", "switching-service"):
             # Before any change that points the Service's traffic at the sidecar.
@@ -644,15 +653,7 @@ async def _inject(
             )
     except injection.InjectionError as exc:
         _end_upgrade_turn(key)
-        if previous.get("message") != str(exc):
-            _event(raw, "Warning", exc.reason, str(exc))
-        error = Observation(
-            injection_state="error",
-            injection_message=str(exc),
-            injection_reason=exc.reason,
-            **base,
-        )
-        return error, False, None
+        return _refused(raw, exc, base, previous), False, None
     queued = None
     if requested and held_by is not None:
         queued = (
@@ -702,12 +703,12 @@ async def _inject(
         labels = (deployment.get("metadata") or {}).get("labels") or {}
         how = (
             "" if labels.get(INJECT_LABEL) == model.name
-            else f": label it {INJECT_LABEL}={model.name} (the webhook only sees Deployments "
+            else f": label it {INJECT_LABEL}={model.name} (the webhook only sees workloads "
             "with that label; an annotation is not enough)"
         )  # fmt: skip
         waiting = Observation(
             injection_state="injecting",
-            injection_message=(f"waiting for the admission webhook to inject {target.name}{how}"),
+            injection_message=f"waiting for the admission webhook to inject {kind} {name}{how}",
             **base,
         )
         return waiting, False, queued
@@ -718,7 +719,7 @@ async def _inject(
         await api.merge_patch(path("Service", ns, target.service), plan.service_patch)
         _event(raw, "Normal", "ServiceRepointed", plan.message)
     if plan.deployment_patch is not None:
-        await api.merge_patch(path(target.kind, ns, target.name), plan.deployment_patch)
+        await api.merge_patch(path(kind, ns, name), plan.deployment_patch)
         _event(raw, "Normal", "SidecarInjecting", plan.message)
     patched = plan.deployment_patch is not None
     if patched or plan.service_patch is not None:
@@ -741,6 +742,33 @@ async def _inject(
     return done, False, queued
 
 
+async def _template_holder(
+    kind: str, ns: str, workload: dict[str, Any] | None
+) -> tuple[str, str, dict[str, Any] | None, dict[str, Any] | None]:
+    """Where the target's pod template lives: (kind, name, the object as read, the Rollout
+    that reads it through spec.workloadRef or None). The workload itself, but for an Argo
+    Rollout with spec.workloadRef: the Deployment it names (`injection.workload_ref`)."""
+    name = str(((workload or {}).get("metadata") or {}).get("name") or "")
+    ref = injection.workload_ref(workload) if workload is not None else None
+    if ref is None:
+        return kind, name, workload, None
+    return "Deployment", ref, await kube().get(path("Deployment", ns, ref)), workload
+
+
+def _refused(
+    raw: dict[str, Any],
+    exc: injection.InjectionError,
+    base: dict[str, Any],
+    previous: Mapping[str, Any],
+) -> Observation:
+    """The target refused (the Ready reason says why), with a Warning Event when new."""
+    if previous.get("message") != str(exc):
+        _event(raw, "Warning", exc.reason, str(exc))
+    return Observation(
+        injection_state="error", injection_message=str(exc), injection_reason=exc.reason, **base
+    )
+
+
 async def _inject_logger(
     raw: dict[str, Any], model: ObservedModel, base: dict[str, Any]
 ) -> tuple[Observation, bool, str | None]:
@@ -748,6 +776,7 @@ async def _inject_logger(
     api = kube()
     ns, name = model.namespace, model.spec.target.name
     isvc = await api.get(path("InferenceService", ns, name))
+    base = {**base, "target": targets.resolved(model, isvc)}
     if isvc is None:
         missing = f"InferenceService {ns}/{name} not found; retrying"
         return Observation(target_missing=missing, **base), False, None
@@ -755,15 +784,7 @@ async def _inject_logger(
     try:
         plan = kserve.plan_logger(isvc, model, STATE.settings.detector_port)
     except injection.InjectionError as exc:
-        if previous.get("message") != str(exc):
-            _event(raw, "Warning", exc.reason, str(exc))
-        error = Observation(
-            injection_state="error",
-            injection_message=str(exc),
-            injection_reason=exc.reason,
-            **base,
-        )
-        return error, False, None
+        return _refused(raw, exc, base, previous), False, None
     if plan.patch is not None:
         await api.merge_patch(path("InferenceService", ns, name), plan.patch)
         _event(raw, "Normal", "LoggerConfigured", plan.message)
@@ -883,6 +904,9 @@ async def check_injection(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> 
     if state == "injected" and base["bypass"] is None:
         cached = cache.lists(kwargs, ns)
         seen = cache.named(cached.get(target.kind) or [], target.name)
+        ref = _workload_ref_or_none(seen)
+        if ref is not None:  # an Argo Rollout's spec.workloadRef: the Deployment's template
+            seen = cache.named(cached["Deployment"], ref)
         routed = cache.named(cached["Service"], target.service)
         if (
             seen is not None
@@ -897,7 +921,10 @@ async def check_injection(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> 
     stored = list(injection_status.get("repairs") or [])
     async with _injection_lock(namespace, name):
         try:
-            deployment = await api.get(path(target.kind, ns, target.name))
+            workload = await api.get(path(target.kind, ns, target.name))
+            if _workload_ref_or_none(workload) == "":
+                return  # a workloadRef the reconcile handler refuses
+            _kind, _name, deployment, _rollout = await _template_holder(target.kind, ns, workload)
             service = await api.get(path("Service", ns, target.service))
             if deployment is None or service is None:
                 return  # the reconcile handler reports missing targets
@@ -940,6 +967,17 @@ async def check_injection(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> 
         log.info("ObservedModel %s/%s injection check: %s", namespace, name, new["message"])
     if obs.injection_state not in ("injected", "bypassed", "error"):
         raise _Waiting(new["message"], delay=RETRY_SECONDS)
+
+
+def _workload_ref_or_none(workload: Mapping[str, Any] | None) -> str | None:
+    """The Deployment a Rollout's spec.workloadRef names, None without one, "" for one that
+    the reconcile handler refuses (`injection.workload_ref`)."""
+    if workload is None:
+        return None
+    try:
+        return injection.workload_ref(workload)
+    except injection.InjectionError:
+        return ""
 
 
 def _given_up(bypass: traffic.Bypass | None, repairs: int) -> str:
@@ -986,6 +1024,12 @@ async def _undo(
     steps: list[str] = []
     if kind == "InferenceService":
         return await _undo_logger(raw, ns, dep_name)
+    # An Argo Rollout's spec.workloadRef: the sidecar is in the referenced Deployment's template.
+    ref = None
+    if kind == "Rollout":
+        ref = _workload_ref_or_none(_going_away(await api.get(path(kind, ns, dep_name))))
+    if ref:
+        kind, dep_name = "Deployment", ref
     for _step in range(6):
         deployment = _going_away(await api.get(path(kind, ns, dep_name)))
         service = _going_away(await api.get(path("Service", ns, svc_name))) if svc_name else None

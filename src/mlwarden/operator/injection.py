@@ -3,7 +3,10 @@
 The same for a StatefulSet or an Argo Rollout (`WORKLOAD_KINDS`): each has its pod template in
 `spec.template`; what differs by kind is when a rollout is complete (`rollout_complete`), what
 may hold it (`rollout_hold`: a StatefulSet's partition, a Rollout's canary steps; never
-changed here) and the label the revision variable reads (`names.revision_field`).
+changed here) and the label the revision variable reads (`names.revision_field`). A Rollout
+with `spec.workloadRef` reads its template from a Deployment (`workload_ref`): the change goes
+into that Deployment's template, planned with `rollout=` the Rollout, whose pods'
+`rollouts-pod-template-hash` the revision variable reads.
 
 Patching the pod template starts a rolling update, and for a while old pods (no sidecar) and
 new pods (sidecar) serve side by side behind one Service. No request may go to a port nobody
@@ -241,16 +244,41 @@ def _workload(obj: Mapping[str, Any]) -> str:
     return _where(obj, str(obj.get("kind") or "Deployment"))
 
 
+def workload_ref(workload: Mapping[str, Any]) -> str | None:
+    """The Deployment whose pod template an Argo Rollout reads (`spec.workloadRef`), or None.
+
+    A Rollout with `spec.workloadRef` and no `spec.template` takes its pods' template from
+    the Deployment it names (Argo Rollouts, "Migrating to Rollouts": the template is updated
+    in the Deployment, never in the Rollout), so the sidecar goes into that Deployment's
+    template and the Rollout's own strategy rolls it out. Argo only ever writes the
+    Deployment's `spec.replicas`, by `workloadRef.scaleDown`: `never` (the default, its pods
+    keep running beside the Rollout's), `onsuccess` (scaled to 0 once the Rollout is
+    healthy), `progressively` (scaled down as the Rollout scales up); it records the
+    generation it read in the Rollout's `status.workloadObservedGeneration`. Argo follows
+    only a Deployment there; another kind is refused (WorkloadRefNotSupported).
+    """
+    spec = workload.get("spec") or {}
+    ref = spec.get("workloadRef")
+    if workload.get("kind") != "Rollout" or not ref or spec.get("template"):
+        return None
+    if ref.get("kind") != "Deployment" or not ref.get("name"):
+        raise InjectionError(
+            f"{_workload(workload)}: spec.workloadRef points at {ref.get('kind')} "
+            f"{ref.get('name')!r}; mlwarden follows a workloadRef to a Deployment (apps/v1), "
+            "as Argo Rollouts documents it, and nothing else",
+            reason="WorkloadRefNotSupported",
+        )
+    return str(ref["name"])
+
+
 def _check_workload(workload: Mapping[str, Any], where: str) -> None:
     """What the pod-template injection cannot take, by kind, refused before any change."""
-    spec = workload.get("spec") or {}
-    if workload.get("kind") == "Rollout" and spec.get("workloadRef") and not spec.get("template"):
-        ref = spec["workloadRef"]
+    name = workload_ref(workload)
+    if name is not None:
+        # The caller plans on the referenced Deployment (`rollout=` names the Rollout).
         raise InjectionError(
-            f"{where}: spec.workloadRef points at {ref.get('kind')} {ref.get('name')!r}, whose "
-            "pod template the Rollout reads and Argo Rollouts owns; mlwarden injects only into "
-            "a Rollout's own spec.template (not built for workloadRef). Move the template into "
-            "the Rollout, or observe it by hand (the sidecar in the referenced template)",
+            f"{where}: spec.workloadRef: the pod template is Deployment {name!r}'s; plan the "
+            "injection on that Deployment",
             reason="WorkloadRefNotSupported",
         )
 
@@ -343,6 +371,24 @@ def rollout_complete(deployment: Mapping[str, Any]) -> bool:
     if kind == "Rollout" and (not pod_hash or pod_hash != status.get("stableRS")):
         return False
     return updated == replicas == available and updated >= wanted
+
+
+def workload_ref_observed(rollout: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
+    """Argo has read the referenced Deployment's template as it is now: the Rollout's
+    status.workloadObservedGeneration is the Deployment's generation (Argo writes a string)."""
+    seen = str((rollout.get("status") or {}).get("workloadObservedGeneration") or "")
+    return seen == str((deployment.get("metadata") or {}).get("generation") or "")
+
+
+def _workload_ref_hold(rollout: Mapping[str, Any], deployment: Mapping[str, Any]) -> str:
+    if not workload_ref_observed(rollout, deployment):
+        seen = (rollout.get("status") or {}).get("workloadObservedGeneration")
+        generation = (deployment.get("metadata") or {}).get("generation")
+        return (
+            f" (Argo Rollouts has not read generation {generation} of the Deployment yet: "
+            f"the Rollout's status.workloadObservedGeneration is {seen})"
+        )
+    return rollout_hold(rollout)
 
 
 def rollout_hold(workload: Mapping[str, Any]) -> str:
@@ -495,9 +541,10 @@ def _check_selects(service: Mapping[str, Any], deployment: Mapping[str, Any], wh
 def _check_not_controlled(deployment: Mapping[str, Any], where: str) -> None:
     """A Deployment with a controller owner is rewritten by that owner: refuse it.
 
-    KServe (raw deployment mode), Seldon Core, Flagger's `-primary` and an Argo Rollout
-    that takes over a Deployment (`workloadRef`) own the Deployment as its controller: they
-    would undo the template change, or copy it where it does not belong.
+    KServe (raw deployment mode), Seldon Core and Flagger's `-primary` own the Deployment as
+    its controller: they would undo the template change, or copy it where it does not
+    belong. (An Argo Rollout's `workloadRef` reads a Deployment's template without owning
+    it: `workload_ref`.)
     """
     owners = (deployment.get("metadata") or {}).get("ownerReferences") or []
     controller = next((o for o in owners if o.get("controller")), None)
@@ -1178,6 +1225,7 @@ def plan_injection(
     upgrade: str | None = None,
     upgrade_now: bool = True,
     approvals: frozenset[str] = frozenset(),
+    rollout: Mapping[str, Any] | None = None,
 ) -> InjectionPlan:
     """The next step towards the sidecar in the model's pods and the Service through it.
 
@@ -1187,8 +1235,15 @@ def plan_injection(
     sidecar's inputs (`sidecar_inputs`) changed. With `upgrade_now` False the caller holds a
     requested upgrade back (one upgrade rollout at a time). `namespace_labels` tell whether
     Istio injects the namespace; `approvals` are the ids the ObservedModel approves.
+
+    `rollout`: the Argo Rollout whose spec.workloadRef names `deployment` (`workload_ref`).
+    The template change goes into the Deployment; the rollout is complete when Argo has read
+    it (`workload_ref_observed`) and rolled it out, and the Deployment's own pods (if
+    scaleDown left any) have it too.
     """
     where = _workload(deployment)
+    if rollout is not None:
+        where += f" (the pod template of {_workload(rollout)}, spec.workloadRef)"
     _check_workload(deployment, where)
     record = read_record(deployment)
     if record is not None and record.model != model.name:
@@ -1333,6 +1388,14 @@ def plan_injection(
             state="injecting",
             message=f"{where}: {how} (case {case}), in one template change{note}",
             deployment_patch=patch,
+        )
+    if rollout is not None and not (
+        workload_ref_observed(rollout, deployment) and rollout_complete(rollout)
+    ):
+        return InjectionPlan(
+            state="waiting-for-rollout",
+            message=f"{where}: waiting for the pods with the sidecar to roll out"
+            + _workload_ref_hold(rollout, deployment),
         )
     if not rollout_complete(deployment):
         stalled = rollout_stalled(deployment)

@@ -55,6 +55,8 @@ class Observation:
     # Candidates whose canary verdict is Pass, in words ("revision 8 (fraud:1.5)"): reported
     # as promotable, never promoted.
     promotable: tuple[str, ...] = ()
+    # status.target, what spec.target resolved to (operator/targets.py); None: not written.
+    target: Mapping[str, Any] | None = None
 
 
 def phase(obs: Observation) -> tuple[str, str]:
@@ -217,6 +219,8 @@ def status_patch(obs: Observation, previous: dict[str, Any] | None, *, now: str)
     }
     if obs.generation is not None:
         patch["observedGeneration"] = obs.generation
+    if obs.target is not None:
+        patch["target"] = dict(obs.target)
     return patch
 
 

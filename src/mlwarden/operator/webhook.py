@@ -1,14 +1,21 @@
 """Injection by a mutating admission webhook, for teams that do not want the operator editing
-their Deployments (`MLWARDEN_INJECTION=webhook`).
+their workloads (`MLWARDEN_INJECTION=webhook`).
 
-A Deployment opts in with the LABEL `mlwarden.io/inject: <ObservedModel name>` (same
-namespace). It is a label, not an annotation, because the webhook configuration's
-`objectSelector` can only select on labels: the API server calls the operator for opted-in
-Deployments only, never for every Deployment in the cluster. On CREATE and UPDATE of such a
-Deployment the webhook adds the sidecar to the pod template as it is admitted, with the same
-plan the patch mode uses (`injection.plan_injection`), so both modes produce the same pods.
-The operator still creates the detector and, for a Service that targets a port number,
-repoints it once the rollout is complete.
+A Deployment, StatefulSet or Argo Rollout opts in with the LABEL `mlwarden.io/inject:
+<ObservedModel name>` (same namespace). It is a label, not an annotation, because the webhook
+configuration's `objectSelector` can only select on labels: the API server calls the operator
+for opted-in workloads only, never for every one in the cluster. On CREATE and UPDATE of such
+a workload the webhook adds the sidecar to its pod template as it is admitted, with the same
+plan the patch mode uses (`injection.plan_injection`), so both modes produce the same pods:
+the revision variable reads the label the kind's controller puts on its pods
+(`pod-template-hash`, a StatefulSet's `controller-revision-hash`, a Rollout's
+`rollouts-pod-template-hash`). The workload is mutated, not its pods: a Pod webhook would
+inject pods the controller did not template, which a rollout, a revision and an undo would
+not know of. For an Argo Rollout with `spec.workloadRef` the template is the referenced
+Deployment's, so that Deployment carries the label and is mutated (the Rollout is read, one
+GET, to confirm it references this Deployment). The operator still creates the detector
+and, for a Service that targets a port number, repoints it once the rollout is complete.
+The three kinds share one handler id, and so one URL path; the chart's rules list them.
 
 Who owns what:
 
@@ -27,8 +34,8 @@ Who owns what:
   self-signed fallback needs extra packages and would give each replica its own certificate,
   matching no caBundle. kopf re-reads the files when they change (cert-manager's renewal).
 
-The handler admits unchanged (never refuses) a Deployment whose ObservedModel is missing,
-invalid, targets another Deployment, or is being deleted (the operator's deletion handler takes
+The handler admits unchanged (never refuses) a workload whose ObservedModel is missing,
+invalid, targets another workload, or is being deleted (the operator's deletion handler takes
 the sidecar out with an update that passes through this webhook, which must not put it back),
 and one it cannot review (an API error, reads over 3 s): a handler error would make kopf answer
 `allowed: false`, which the API server enforces whatever the failurePolicy.
@@ -141,8 +148,9 @@ def admission_patch(
     model: ObservedModel,
     settings: OperatorSettings,
     upgrade: str | None = None,
+    rollout: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """The part of the Deployment the webhook changes at admission, or None to admit it as is.
+    """The part of the workload the webhook changes at admission, or None to admit it as is.
 
     Only the pod-template step of the injection plan is taken here; a Service switch (a
     numeric targetPort, after the rollout) stays with the operator. A sidecar once injected
@@ -157,6 +165,7 @@ def admission_patch(
         settings=settings,
         upgrade=upgrade,
         approvals=frozenset({injection.approval_id(deployment)}),
+        rollout=rollout,
     )
     if plan.deployment_patch is None:
         return None
@@ -171,12 +180,24 @@ def admission_patch(
     return patch
 
 
+def _where(workload: Mapping[str, Any]) -> str:
+    meta = workload.get("metadata") or {}
+    return f"{workload.get('kind') or 'Deployment'} {meta.get('namespace')}/{meta.get('name')}"
+
+
 def model_for(
-    deployment: Mapping[str, Any], observed_model: Mapping[str, Any] | None
+    deployment: Mapping[str, Any],
+    observed_model: Mapping[str, Any] | None,
+    *,
+    rollout: Mapping[str, Any] | None = None,
 ) -> ObservedModel | Admission:
-    """The ObservedModel to inject for, or the Admission that leaves the Deployment alone."""
+    """The ObservedModel to inject for, or the Admission that leaves the workload alone.
+
+    The ObservedModel's target is this workload (its kind and name), or, for a Deployment,
+    the Argo Rollout `rollout` (read by the caller) whose spec.workloadRef names it.
+    """
     meta = deployment.get("metadata") or {}
-    where = f"Deployment {meta.get('namespace')}/{meta.get('name')}"
+    where = _where(deployment)
     name = (meta.get("labels") or {}).get(INJECT_LABEL, "")
     if observed_model is None:
         return Admission(None, f"{where}: no ObservedModel {name!r} ({INJECT_LABEL}); unchanged")
@@ -187,13 +208,25 @@ def model_for(
     except SpecError:
         # The operator reports the invalid spec on the ObservedModel itself.
         return Admission(None, f"{where}: ObservedModel {name!r} is invalid; unchanged")
-    if model.spec.target.deployment != meta.get("name"):
-        return Admission(
-            None,
-            f"{where}: ObservedModel {name!r} targets Deployment "
-            f"{model.spec.target.deployment!r}, not this one; unchanged",
-        )
-    return model
+    target = model.spec.target
+    kind = str(deployment.get("kind") or "Deployment")
+    if (target.kind, target.name) == (kind, meta.get("name")):
+        return model
+    if kind == "Deployment" and rollout is not None and _reads_template_of(rollout, meta):
+        return model
+    return Admission(
+        None,
+        f"{where}: ObservedModel {name!r} targets {target.kind} {target.name!r}, not this "
+        "one; unchanged",
+    )
+
+
+def _reads_template_of(rollout: Mapping[str, Any], deployment_meta: Mapping[str, Any]) -> bool:
+    """The Rollout takes its pod template from this Deployment (spec.workloadRef)."""
+    try:
+        return injection.workload_ref(rollout) == deployment_meta.get("name")
+    except injection.InjectionError:
+        return False  # a workloadRef the operator refuses (it says so on the ObservedModel)
 
 
 def admit(
@@ -203,16 +236,22 @@ def admit(
     service: Mapping[str, Any] | None,
     settings: OperatorSettings,
     upgrade: str | None = None,
+    rollout: Mapping[str, Any] | None = None,
 ) -> Admission:
-    """The Admission of a Deployment whose ObservedModel is current (see `model_for`);
-    `upgrade` is the ObservedModel's UPGRADE_SIDECAR_ANNOTATION, if any."""
-    meta = deployment.get("metadata") or {}
-    where = f"Deployment {meta.get('namespace')}/{meta.get('name')}"
+    """The Admission of a workload whose ObservedModel is current (see `model_for`);
+    `upgrade` is the ObservedModel's UPGRADE_SIDECAR_ANNOTATION, if any; `rollout` the Argo
+    Rollout that reads this Deployment's template (spec.workloadRef), if any."""
+    where = _where(deployment)
     if service is None:
         return Admission(None, f"{where}: Service {model.spec.target.service!r} not found")
     try:
         change = admission_patch(
-            deployment=deployment, service=service, model=model, settings=settings, upgrade=upgrade
+            deployment=deployment,
+            service=service,
+            model=model,
+            settings=settings,
+            upgrade=upgrade,
+            rollout=rollout,
         )
     except injection.InjectionError as exc:
         return Admission(None, f"{where}: not injecting: {exc}")
@@ -221,22 +260,28 @@ def admit(
     return Admission(change, f"{where}: sidecar injected for ObservedModel {model.name!r}")
 
 
-@kopf.on.mutate(
-    "apps",
-    "v1",
-    "deployments",
-    id=WEBHOOK_ID,
-    operations=["CREATE", "UPDATE"],
-    labels={INJECT_LABEL: kopf.PRESENT},
-    ignore_failures=True,
-    side_effects=False,
-)
+def _on_admission(group: str, version: str, plural: str) -> kopf.on.WebhookDecorator:
+    """One resource's reviews, all under WEBHOOK_ID (one URL path for the chart's rules)."""
+    return kopf.on.mutate(
+        group,
+        version,
+        plural,
+        id=WEBHOOK_ID,
+        operations=["CREATE", "UPDATE"],
+        labels={INJECT_LABEL: kopf.PRESENT},
+        ignore_failures=True,
+        side_effects=False,
+    )
+
+
+@_on_admission("apps", "v1", "deployments")
+@_on_admission("apps", "v1", "statefulsets")
+@_on_admission("argoproj.io", "v1alpha1", "rollouts")
 async def inject_at_admission(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     # kopf passes each index as a keyword argument named after its function.
     models: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["mlwarden_observed_models"]
     deployment = dict(body)
-    meta = deployment.get("metadata") or {}
-    where = f"Deployment {meta.get('namespace')}/{meta.get('name')}"
+    where = _where(deployment)
     # A handler that raises makes kopf answer `allowed: false`, and the API server then
     # REFUSES the Deployment (failurePolicy only covers a webhook that does not answer). The
     # promise is fail-open: whatever goes wrong here, admit the Deployment unchanged.
@@ -260,7 +305,12 @@ async def _admission(
     api = kube()
     seen = list(models.get((namespace, name), []))
     om = seen[-1] if seen else await api.get(path("ObservedModel", namespace, name))
-    found = model_for(deployment, om)
+    target = ((om or {}).get("spec") or {}).get("target") or {}
+    rollout = None
+    if deployment.get("kind", "Deployment") == "Deployment" and target.get("kind") == "Rollout":
+        # Is this the Deployment whose template the target Rollout reads (spec.workloadRef)?
+        rollout = await api.get(path("Rollout", namespace, str(target.get("name") or "")))
+    found = model_for(deployment, om, rollout=rollout)
     if isinstance(found, Admission):
         return found
     service = await api.get(path("Service", namespace, found.spec.target.service))
@@ -271,4 +321,5 @@ async def _admission(
         service=service,
         settings=STATE.settings,
         upgrade=upgrade.get(UPGRADE_SIDECAR_ANNOTATION),
+        rollout=rollout,
     )

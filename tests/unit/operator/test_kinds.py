@@ -21,6 +21,7 @@ from mlwarden.operator.injection import (
     plan_injection,
     plan_removal,
     rollout_complete,
+    workload_ref,
 )
 from mlwarden.operator.settings import OperatorSettings
 from mlwarden.spec import ObservedModel, parse_observed_model
@@ -126,19 +127,58 @@ def test_rollout_complete_only_once_promoted() -> None:
     assert not rollout_complete(ro)
 
 
-def test_rollout_with_workload_ref_is_refused(
-    make_body: MakeBody, settings: OperatorSettings
+def test_rollout_with_workload_ref_is_injected_through_its_deployment(
+    make_body: MakeBody, settings: OperatorSettings, merge_patch: Patch
 ) -> None:
     ro = workload("Rollout")
     del ro["spec"]["template"]
     ro["spec"]["workloadRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "base"}
+    base = target_deployment()
+    base["metadata"]["name"] = "base"
+    assert workload_ref(ro) == "base"
+    assert workload_ref(base) is None and workload_ref(workload("Rollout")) is None
+    model, service = model_of(make_body, "Rollout"), target_service(by_name=True)
+    # Planned on the Rollout itself, the template is not there: refused, never patched.
     with pytest.raises(InjectionError, match="workloadRef") as info:
-        plan_injection(
-            deployment=ro,
-            service=target_service(by_name=True),
-            model=model_of(make_body, "Rollout"),
-            settings=settings,
-        )
+        plan_injection(deployment=ro, service=service, model=model, settings=settings)
+    assert info.value.reason == "WorkloadRefNotSupported"
+
+    plan = plan_injection(deployment=base, service=service, model=model, settings=settings,
+                          rollout=ro)  # fmt: skip
+    assert plan.state == "injecting" and plan.deployment_patch is not None
+    assert "(the pod template of Rollout ml/fraud-model, spec.workloadRef)" in plan.message
+    injected = merge_patch(copy.deepcopy(base), plan.deployment_patch)
+    sidecar = injected["spec"]["template"]["spec"]["containers"][-1]
+    env = {e["name"]: e for e in sidecar["env"]}
+    assert env["MLWARDEN_MODEL_REVISION"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['rollouts-pod-template-hash']"  # the pods are the Rollout's
+    )
+    assert "replicas" not in plan.deployment_patch["spec"]  # Argo's scaleDown owns them
+    injected["metadata"]["generation"] = 5
+    injected["status"]["observedGeneration"] = 5
+    # Argo has not read generation 5 yet: waiting, and saying so.
+    ro["status"]["workloadObservedGeneration"] = "4"
+    waiting = plan_injection(deployment=injected, service=service, model=model,
+                             settings=settings, rollout=ro)  # fmt: skip
+    assert waiting.state == "waiting-for-rollout"
+    assert "status.workloadObservedGeneration is 4" in waiting.message
+    ro["status"].update(workloadObservedGeneration="5", currentPodHash="7d1e", phase="Paused",
+                        message="CanaryPauseStep")  # fmt: skip
+    waiting = plan_injection(deployment=injected, service=service, model=model,
+                             settings=settings, rollout=ro)  # fmt: skip
+    assert waiting.state == "waiting-for-rollout" and "Rollout is Paused" in waiting.message
+    ro["status"].update(stableRS="7d1e", phase="Healthy")
+    done = plan_injection(deployment=injected, service=service, model=model, settings=settings,
+                          rollout=ro)  # fmt: skip
+    assert done.state == "injected", done.message
+
+
+def test_a_workload_ref_to_another_kind_is_refused() -> None:
+    ro = workload("Rollout")
+    del ro["spec"]["template"]
+    ro["spec"]["workloadRef"] = {"apiVersion": "v1", "kind": "PodTemplate", "name": "base"}
+    with pytest.raises(InjectionError, match="PodTemplate") as info:
+        workload_ref(ro)
     assert info.value.reason == "WorkloadRefNotSupported"
 
 

@@ -103,6 +103,21 @@ def test_rollout_promoted_is_undone_to_the_previous_replicaset() -> None:
     assert pause.patch == {"Rollout/r": {"spec": {"paused": True}}}
 
 
+def test_a_promoted_rollout_with_a_workload_ref_is_not_rolled_back_by_its_template() -> None:
+    live = rollout(currentPodHash="bbb", stableRS="bbb")
+    live["spec"].pop("template", None)
+    live["spec"]["workloadRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "m"}
+    plan = workloads.propose("rollback", kind="Rollout", name="r", objects={("Rollout", "r"): live})
+    assert not plan.patch
+    assert plan.problem and "Deployment/m (spec.workloadRef)" in plan.problem
+    # An update in progress is still aborted: the abort does not touch the template.
+    moving = rollout(currentPodHash="ccc", stableRS="bbb")
+    moving["spec"]["workloadRef"] = {"kind": "Deployment", "name": "m"}
+    abort = workloads.propose("rollback", kind="Rollout", name="r",
+                              objects={("Rollout", "r"): moving})  # fmt: skip
+    assert "Rollout/r/status" in abort.patch
+
+
 def test_inference_service_pinned_to_the_rolled_out_revision() -> None:
     isvc = {
         "kind": "InferenceService",

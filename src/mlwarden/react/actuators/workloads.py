@@ -160,6 +160,17 @@ def rollout_rollback(
             to_state=str(status.get("stableRS")),
             patch={str(PatchTarget("Rollout", name, "status")): abort},
         )
+    ref = (rollout.get("spec") or {}).get("workloadRef")
+    if ref:
+        # Argo refuses spec.template next to spec.workloadRef; the template is the referenced
+        # Deployment's, which its owner (a GitOps tool, a pipeline) writes, not us.
+        return Plan(
+            target=target,
+            problem=f"{target} takes its pod template from {ref.get('kind', 'Deployment')}/"
+            f"{ref.get('name', '?')} (spec.workloadRef): a promoted revision is rolled back by "
+            "restoring that template where it is declared, not by mlwarden; an update in "
+            "progress would be aborted",
+        )
     history: list[tuple[int, Any]] = []
     for rs in _owned(replicasets, rollout, "Rollout"):
         value = (_meta(rs).get("annotations") or {}).get(ROLLOUT_REVISION)
