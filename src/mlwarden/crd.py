@@ -35,6 +35,7 @@ subresource.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import json
@@ -45,6 +46,7 @@ from typing import Any, Final
 import yaml
 
 from mlwarden import spec
+from mlwarden.detector import labels as label_ledger
 from mlwarden.react import verify
 from mlwarden.react.actions import RESULTS
 from mlwarden.spec import GROUP, KIND, PLURAL, VERSION
@@ -348,6 +350,98 @@ def _segment(what: str) -> Schema:
         "additionalProperties": _string("The value of the segment column."),
         "maxProperties": 1,
     }
+
+
+def _label_coverage() -> Schema:
+    """status.detector.labels: label coverage in the join window (detector/labels.py)."""
+    # Shared nodes are copied at each use: the generated YAML has no anchors for them.
+    count = {"type": "integer", "minimum": 0, "nullable": True}
+    coverage = {
+        "predicted": _integer("Predictions made.", minimum=0),
+        "labelled": _integer("Of them, labelled so far.", minimum=0),
+        "coverage": _number("labelled / predicted (null: none predicted).", nullable=True),
+        "value": _number(
+            "The performance metric of the labelled ones (null: none labelled).", nullable=True
+        ),
+    }
+    lag = _object(
+        "Seconds from prediction to label, of the labels joined in the join window.",
+        {
+            "samples": _integer(
+                f"Labels sampled (the newest {label_ledger.MAX_LAGS:,}).", minimum=0
+            ),
+            **{
+                f"p{q}": _number(f"The {q}th percentile (null: none).", nullable=True)
+                for q in (50, 90, 99)
+            },
+        },
+    )
+    return _object(
+        "Labels joined to predictions, credited to the prediction's time and revision.",
+        {
+            "joined": _integer("Labels joined since the ledger began.", minimum=0),
+            "unmatched": _integer(
+                "Labels whose prediction was unknown, already labelled, dropped or older "
+                "than the join window.",
+                minimum=0,
+            ),
+            "joinWindowSeconds": _number("performance.labelJoinWindow.", minimum=0),
+            "bucketSeconds": _number("performance.labelBucket.", minimum=0),
+            "metric": _string("The metric of `value`."),
+            **copy.deepcopy(coverage),
+            "waiting": _integer("Predictions waiting for a label.", minimum=0),
+            "capacity": _integer("At most this many wait.", minimum=0),
+            "dropped": _integer("Waiting predictions dropped at capacity.", minimum=0),
+            "expired": _integer("Predictions that left the join window unlabelled.", minimum=0),
+            "talliesDropped": _integer(
+                f"Bucket tallies dropped (at most {label_ledger.MAX_TALLIES} are kept).", minimum=0
+            ),
+            "notStored": _integer(
+                "Waiting predictions left out of the latest stored form (over its size); "
+                "after a restart they count in dropped.",
+                minimum=0,
+            ),
+            "lagSeconds": copy.deepcopy(lag),
+            "revisions": _array(
+                f"Coverage per model revision (at most {label_ledger.MAX_STATUS_REVISIONS}).",
+                _object(
+                    "One revision's predictions in the join window.",
+                    {
+                        "revision": _string("The revision.", nullable=True),
+                        **copy.deepcopy(coverage),
+                        "lagSeconds": copy.deepcopy(lag),
+                    },
+                ),
+                max_items=label_ledger.MAX_STATUS_REVISIONS,
+            ),
+            "buckets": _array(
+                f"The newest prediction-time buckets (at most {label_ledger.MAX_STATUS_BUCKETS}).",
+                _object(
+                    "Predictions made in one bucket, and their labels so far.",
+                    {
+                        "start": _string("When the bucket began.", fmt="date-time"),
+                        **copy.deepcopy(coverage),
+                    },
+                ),
+                max_items=label_ledger.MAX_STATUS_BUCKETS,
+            ),
+            "judgedBucket": _string(
+                "The bucket the labelled performance check judged last.",
+                fmt="date-time",
+                nullable=True,
+            ),
+            "store": _object(
+                "The ledger as stored next to the reference.",
+                {
+                    "restored": count | {"description": "Waiting predictions restored at start."},
+                    "storedIn": _string("Where it is stored.", nullable=True),
+                    "bytes": count | {"description": "Its stored size."},
+                    "savedAt": _string("When it was last stored.", fmt="date-time", nullable=True),
+                    "error": _string("Why reading or storing it failed.", nullable=True),
+                },
+            ),
+        },
+    )
 
 
 def _status() -> Schema:
@@ -655,6 +749,7 @@ def _status() -> Schema:
                         signal,
                         max_items=spec.MAX_STATUS_SIGNALS,
                     ),
+                    "labels": _label_coverage(),
                 },
             ),
             "diagnosis": _object(
@@ -1015,7 +1110,7 @@ def _bounds(node: Schema) -> str:
     if "maximum" in node:
         parts.append(f"{'<' if node.get('exclusiveMaximum') else '<='} {node['maximum']}")
     if "anyOf" in node:
-        parts.append("a duration (30s, 5m, 1h30m, 250ms) or whole seconds")
+        parts.append("a duration (30s, 5m, 1h30m, 250ms, 7d) or whole seconds")
     elif "pattern" in node:
         parts.append(f"pattern `{node['pattern']}`")
     if "minLength" in node:

@@ -131,10 +131,10 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 # Patterns are matched whole (fullmatch): `$` alone would accept a trailing newline.
 # [0-9], not \d: \d also matches other scripts' digits, which Kubernetes does not.
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # DNS-1123 label
-_DURATION = re.compile(r"(?:([0-9]+(?:\.[0-9]+)?)(ms|s|m|h))+")
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION = re.compile(r"(?:([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d))+")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 FeatureType = Literal["numeric", "categorical", "embedding"]
 PredictionType = Literal["numeric", "categorical"]
@@ -745,6 +745,21 @@ class PerformanceCheck:
         low=0.0,
         high=1.0,
         low_open=True,
+    )
+    label_join_window_seconds: float = _f(
+        "labelJoinWindow",
+        "How long a prediction waits for its label (POST /v1/labels), e.g. 7d; a label "
+        "joined later is unmatched. At most 200,000 predictions wait, whatever the duration "
+        "(the oldest dropped and counted beyond).",
+        "duration",
+        default=7 * 86400.0,
+    )
+    label_bucket_seconds: float = _f(
+        "labelBucket",
+        "Width of the prediction-time buckets labels are credited to: labelled performance "
+        "is judged per bucket of prediction time, however late its labels came.",
+        "duration",
+        default=3600.0,
     )
 
 
@@ -1680,7 +1695,7 @@ class _Obj:
         return value
 
     def duration(self, key: str, default: float, *, minimum: float = 0.0) -> float:
-        """A duration such as `30s`, `5m`, `1h30m`, `250ms`; returns seconds."""
+        """A duration such as `30s`, `5m`, `1h30m`, `250ms`, `7d`; returns seconds."""
         value = self._get(key, default)
         if value is _MISSING:
             return default
@@ -1773,7 +1788,7 @@ def _interval(low: float | None, high: float | None, low_open: bool, high_open: 
 
 
 def parse_duration(value: str | int | float) -> float:
-    """Seconds in a duration: a bare number is seconds; else `250ms`, `30s`, `5m`, `1h30m`."""
+    """Seconds in a duration: a bare number is seconds; else `250ms`, `30s`, `5m`, `1h30m`, `7d`."""
     if isinstance(value, int | float):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"must be a non-negative duration, got {value}")

@@ -388,6 +388,21 @@ def manifest(tmp: Path, spec: str, name: str = "m") -> Path:
     return path
 
 
+def v2_body(rows: Any) -> dict[str, Any]:
+    """An Open Inference Protocol v2 request for the iris model: `rows` (an N x 4 array) as
+    one FP64 input tensor."""
+    return {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(rows.shape),
+                "datatype": "FP64",
+                "data": rows.ravel().tolist(),
+            }
+        ]
+    }
+
+
 def iris_spec(*, size: int) -> str:
     """The spec of an ObservedModel for the MLServer iris model: warm-up and window of `size`
     rows, evaluated every 200 ms, alerts after 2 failing evaluations."""

@@ -909,7 +909,7 @@ BAD = [
     _case("window.size a string", {"spec.window.size": "1000"}),
     _case("window.duration in words", {"spec.window": {"duration": "5 minutes"}}),
     _case("window.duration without a unit", {"spec.window": {"duration": "5"}}),
-    _case("window.duration unknown unit", {"spec.window": {"duration": "5d"}}),
+    _case("window.duration unknown unit", {"spec.window": {"duration": "5w"}}),
     _case("window.duration negative", {"spec.window": {"duration": "-5m"}}),
     _case("window.duration 0s", {"spec.window": {"duration": "0s"}}),
     _case("window.duration 0m0.0s", {"spec.window": {"duration": "0m0.0s"}}),

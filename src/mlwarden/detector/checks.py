@@ -353,10 +353,7 @@ def check_performance(
     metric = check.metric
     level = reference.performance.get(metric, math.nan)
     if len(view.labelled) >= MIN_LABELS:
-        if len(reference_labelled) >= MIN_LABELS:
-            ref_true = np.asarray([t for t, _ in reference_labelled])
-            ref_pred = np.asarray([p for _, p in reference_labelled])
-            level = safe_metric(lambda: perf.labelled_metric(metric, ref_true, ref_pred))
+        level = labelled_level(reference, metric, reference_labelled)
         y_true = np.asarray([t for t, _ in view.labelled])
         y_pred = np.asarray([p for _, p in view.labelled])
         current = safe_metric(lambda: perf.labelled_metric(metric, y_true, y_pred))
@@ -370,18 +367,47 @@ def check_performance(
         estimated, n = True, len(view.probabilities)
     else:
         return []
+    return performance_drop(check, level=level, current=current, estimated=estimated, rows=n)
+
+
+def labelled_level(
+    reference: ReferenceSummary, metric: str, reference_labelled: Sequence[tuple[Value, Value]]
+) -> float:
+    """The reference level a labelled figure is judged against: from the labels of warm-up
+    predictions when at least MIN_LABELS joined (like with like), else the reference's."""
+    if len(reference_labelled) < MIN_LABELS:
+        return reference.performance.get(metric, math.nan)
+    ref_true = np.asarray([t for t, _ in reference_labelled])
+    ref_pred = np.asarray([p for _, p in reference_labelled])
+    return safe_metric(lambda: perf.labelled_metric(metric, ref_true, ref_pred))
+
+
+def performance_drop(
+    check: PerformanceCheck,
+    *,
+    level: float,
+    current: float,
+    estimated: bool,
+    rows: int,
+    over: str = "",
+) -> list[Evidence]:
+    """The PerformanceDrop evidence of `current` against the reference `level` (none when
+    either is undefined); `over` says which rows, after their count."""
     if math.isnan(level) or math.isnan(current):
         return []
-    drop = level - current
+    metric = check.metric
     how = "estimated (CBPE)" if estimated else "labelled"
+    # A drop equal to maxDrop passes (performance.compare absorbs float noise such as
+    # 0.90 - 0.85 = 0.05000000000000004).
+    _, failing = perf.compare(metric, level, current, check.max_drop, estimated, rows)
     return [
         Evidence(
             type="PerformanceDrop",
             test=f"{metric}_{'cbpe' if estimated else 'labelled'}",
             statistic=current,
             threshold=level - check.max_drop,
-            failing=drop > check.max_drop,
-            message=f"{metric} {current:.3f} {how} over {n} rows vs {level:.3f} in the "
+            failing=failing,
+            message=f"{metric} {current:.3f} {how} over {rows} rows{over} vs {level:.3f} in the "
             f"reference (allowed drop {check.max_drop:g})",
         )
     ]

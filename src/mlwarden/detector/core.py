@@ -9,6 +9,10 @@
 - `Detector`: ingests batches, runs every check the spec enables on its window
   (the pure functions of `detector/checks.py`, which `mlwarden check` runs too),
   and feeds their `Evidence` to the alert state machine.
+- `labels.LabelLedger` (`detector/labels.py`): predictions waiting days for their labels,
+  each label credited to its prediction's time bucket and revision; the labelled
+  performance check judges the newest bucket with enough labels, and a canary compares
+  revisions' labelled rows predicted over the same span.
 - `Revision`: a model revision the batches name (`source.modelRevision`), with windows of
   its own next to the all-traffic ones (at most MAX_REVISIONS live, idle ones forgotten),
   a role (baseline or candidate) and, for a candidate, the canary comparison with the
@@ -25,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -42,17 +46,17 @@ from mlwarden.detector.checks import (
     ReferenceSummary,
     WindowView,
     check_drift,
-    check_performance,
     check_quality,
     check_slo,
     safe_metric,
 )
 from mlwarden.detector.embedding import EmbeddingMonitor
 from mlwarden.detector.ingest import Batch
+from mlwarden.detector.labels import LabelLedger, labelled_performance
 from mlwarden.detector.segments import Segments
 from mlwarden.detector.sequential import build_scan, covered, findings_to_evidence
 from mlwarden.records import Value, finite_or_none
-from mlwarden.spec import ObservedModel
+from mlwarden.spec import ObservedModel, PerformanceCheck
 from mlwarden.stats import CategoricalSketch, NumericSketch, numeric_edges
 from mlwarden.stats import performance as perf
 from mlwarden.stats.sequential import SequentialScan
@@ -60,7 +64,6 @@ from mlwarden.stats.sketch import Sketch
 from mlwarden.timestamps import iso
 
 CHUNKS_PER_WINDOW = 10
-MAX_PENDING_PREDICTIONS = 200_000
 MAX_UNEXPECTED_FIELDS = 100
 # Columns inferred from the traffic when the spec declares none: beyond this many, new
 # names are not kept (each would hold a raw warm-up column, then a sketch, drift tests
@@ -131,7 +134,6 @@ def _merge_chunks(a: Chunk, b: Chunk) -> Chunk:
         # Raw rows are kept only as far as anything reads them (the canary's CBPE reads the
         # latest MAX_CBPE_ROWS): a baseline held back for a small canary stays bounded.
         probabilities=_latest_rows([*a.probabilities, *b.probabilities], canary.MAX_CBPE_ROWS),
-        labelled=[*a.labelled, *b.labelled][-canary.MAX_CBPE_ROWS :],
         revisions=a.revisions + b.revisions,
         last=max(a.last, b.last),
     )
@@ -235,7 +237,6 @@ class Chunk:
         default_factory=lambda: np.zeros(len(LATENCY_EDGES) + 1, dtype=np.int64)
     )
     probabilities: list[np.ndarray] = field(default_factory=list)
-    labelled: list[tuple[Value, Value]] = field(default_factory=list)
     # Records (or requests, in a window of requests) per model revision: the shares.
     revisions: Counter[str] = field(default_factory=Counter)
     last: float = 0.0  # when it last received something
@@ -362,7 +363,6 @@ class Window:
             n_errors=sum(c.n_errors for c in chunks),
             latency_counts=np.sum([c.latency_counts for c in chunks], axis=0),
             probabilities=np.concatenate(probabilities) if probabilities else None,
-            labelled=[pair for c in chunks for pair in c.labelled],
         )
 
 
@@ -454,14 +454,14 @@ class Detector:
         self.last_evidence: list[Evidence] = []
         self.records_ingested = 0
         self.requests_ingested = 0
-        # (request id, row) -> (prediction, made while warming up?, revision), awaiting a label.
-        self.pending_predictions: OrderedDict[tuple[str, int], tuple[Value, bool, str | None]] = (
-            OrderedDict()
+        # Predictions awaiting their labels, and the joined labels by prediction time.
+        label_spec = spec.detectors.performance or PerformanceCheck()
+        self.labels = LabelLedger(
+            join_window=label_spec.label_join_window_seconds,
+            bucket=label_spec.label_bucket_seconds,
         )
         # Labelled predictions from the warm-up: the reference level of labelled performance.
         self.reference_labelled: list[tuple[Value, Value]] = []
-        self.labels_joined = 0
-        self.labels_unmatched = 0
         # Field names seen while inferring columns but refused by MAX_INFERRED_COLUMNS,
         # counted once per batch they appear in.
         self.columns_over_limit = 0
@@ -602,7 +602,7 @@ class Detector:
         self._ingest_requests(batch, now, rev)
         if batch.n_records == 0:
             return
-        self._remember_predictions(batch, rev)
+        self._remember_predictions(batch, rev, now)
         if self.embeddings is not None:
             self.embeddings.ingest(batch)
         if self.reference is None:
@@ -768,45 +768,31 @@ class Detector:
                 self.reference_revision = self.warmup_revisions.most_common(1)[0][0]
             self.set_reference(reference, now=now, raw=self.warmup, probabilities=probs)
 
-    def _remember_predictions(self, batch: Batch, rev: Revision | None) -> None:
+    def _remember_predictions(self, batch: Batch, rev: Revision | None, now: float) -> None:
         prediction = self._prediction_column()
         if prediction is None or prediction not in batch.output_names:
             return
-        pending = self.pending_predictions
-        warmup = self.reference is None
-        name = rev.name if rev is not None else None
-        for key, value in zip(batch.keys, batch.output(prediction) or [], strict=True):
-            if key[0]:
-                pending[key] = (value, warmup, name)
-        while len(pending) > MAX_PENDING_PREDICTIONS:
-            pending.popitem(last=False)
+        self.labels.record(
+            batch.keys,
+            batch.output(prediction) or [],
+            revision=rev.name if rev is not None else None,
+            warmup=self.reference is None,
+            now=now,
+        )
 
-    def add_labels(self, labels: list[tuple[str, int, Value]]) -> tuple[int, int]:
-        """Join labels to the predictions they belong to: (joined, unmatched)."""
-        joined = unmatched = 0
-        for rid, row, label in labels:
-            pending = self.pending_predictions.pop((rid, row), None)
-            if pending is None:
-                unmatched += 1
-                continue
-            joined += 1
-            prediction, warmup, revision = pending
-            if warmup:
-                self.reference_labelled.append((label, prediction))
-            elif self.window is not None:
-                self.window.open.labelled.append((label, prediction))
-                rev = self.revisions.get(revision) if revision is not None else None
-                if rev is not None and rev.window is not None:
-                    rev.window.open.labelled.append((label, prediction))
-        self.labels_joined += joined
-        self.labels_unmatched += unmatched
-        return joined, unmatched
+    def add_labels(self, labels: list[tuple[str, int, Value]], *, now: float) -> tuple[int, int]:
+        """Join labels to the predictions they belong to, credited to the time and revision
+        of the prediction (`detector/labels.py`): (joined, unmatched)."""
+        result = self.labels.join(labels, now=now)
+        self.reference_labelled += [(label, p.value) for p, label in result.joined if p.warmup]
+        return len(result.joined), result.unmatched
 
     # ---------------------------------------------------------------- evaluate
 
     def evaluate(self, *, now: float, now_iso: str) -> list[Transition]:
         self.evaluations += 1
         d = self.model.spec.detectors
+        self.labels.expire(now)
         self._expire_revisions(now)
         self._choose_baseline()
         self._hold_baseline()
@@ -817,8 +803,8 @@ class Detector:
             view = self.window.view()
             evidence += check_drift(self.reference, view, d.drift, d.prediction_drift)
             evidence += check_quality(self.reference, view, d.quality)
-            evidence += check_performance(
-                self.reference, view, d.performance, reference_labelled=self.reference_labelled
+            evidence += labelled_performance(
+                self.labels, self.reference, view, d.performance, self.reference_labelled
             )
             multivariate = self.rows.evaluate(d.multivariate, now=now) if self.rows else None
             evidence += [multivariate] if multivariate is not None else []
@@ -936,6 +922,8 @@ class Detector:
             if rev.window is not None
             else WindowView(sketches={})
         )
+        # Labelled rows by prediction time: the revision's predictions made since `since`.
+        view.labelled = self.labels.pairs(rev.name, _start(rev) if since is None else since)
         requests = rev.slo.view(since)
         view.n_requests = requests.n_requests
         view.n_errors = requests.n_errors
@@ -1174,6 +1162,11 @@ class Detector:
 
     # ---------------------------------------------------------------- status
 
+    def status_labels(self) -> dict[str, Any]:
+        """`labels` of /v1/status and status.detector: label coverage (`detector/labels.py`)."""
+        check = self.model.spec.detectors.performance or PerformanceCheck()
+        return self.labels.status(check.metric, iso)
+
     def status(self) -> dict[str, Any]:
         spec = self.model.spec
         window: dict[str, Any] = {"records": 0, "requests": 0}
@@ -1201,7 +1194,7 @@ class Detector:
             "recordsIngested": self.records_ingested,
             "columnsOverLimit": self.columns_over_limit,
             "requestsIngested": self.requests_ingested,
-            "labels": {"joined": self.labels_joined, "unmatched": self.labels_unmatched},
+            "labels": self.status_labels(),
             "embeddings": self.embeddings.status() if self.embeddings is not None else {},
             "evaluations": self.evaluations,
             "sequential": None

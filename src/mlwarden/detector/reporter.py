@@ -59,13 +59,15 @@ def status_patch(
     *,
     revisions: list[dict[str, Any]] | None = None,
     signals: list[dict[str, Any]] | None = None,
+    labels: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The merge patch one write sends (pure).
 
     At most MAX_STATUS_ALERTS alerts (the CRD's maxItems: a longer list would be refused and
     the write lost); the rest stay in the detector's metrics and log. `revisions` and
     `signals` (status.detector, each list replaced whole) likewise within their bounds;
-    None leaves them out of the patch.
+    `labels` (label coverage, detector/labels.py: bounded lists) as given. None leaves them
+    out of the patch.
     """
     updated = format_time(datetime.fromtimestamp(now, UTC))
     shown = alerts[:MAX_STATUS_ALERTS]
@@ -74,6 +76,8 @@ def status_patch(
         detector["revisions"] = revisions[:MAX_STATUS_REVISIONS]
     if signals is not None:
         detector["signals"] = signals[:MAX_STATUS_SIGNALS]
+    if labels is not None:
+        detector["labels"] = labels
     return {"status": {"alerts": shown, "detector": detector}}
 
 
@@ -147,6 +151,7 @@ class StatusWriter:
         reference: dict[str, Any],
         revisions: list[dict[str, Any]] | None = None,
         signals: list[dict[str, Any]] | None = None,
+        labels: dict[str, Any] | None = None,
     ) -> str:
         """Record the desired status; it is written now or at the next allowed moment."""
         self._desired = {
@@ -154,6 +159,7 @@ class StatusWriter:
             "reference": reference,
             "revisions": revisions,
             "signals": signals,
+            "labels": labels,
         }
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush(), name="mlwarden-status-writer")
@@ -177,6 +183,7 @@ class StatusWriter:
                 time.time(),
                 revisions=desired["revisions"],
                 signals=desired["signals"],
+                labels=desired["labels"],
             )
             try:
                 await self._patch(patch)

@@ -12,7 +12,11 @@ Both shells move the bytes of `persist.encode_reference` and nothing else.
 - `FileStore`: `DIR/NAMESPACE.NAME-reference.json.gz`, for `--reference-store DIR` local runs.
 
 Next to the reference, each keeps the alert state (`persist.encode_alert_state`, JSON):
-`data[alerts.json]` of the same ConfigMap, or `DIR/NAMESPACE.NAME-alerts.json`.
+`data[alerts.json]` of the same ConfigMap, or `DIR/NAMESPACE.NAME-alerts.json`; and the
+label ledger (`labels.LabelLedger.encode`, gzip'd JSON): `binaryData[labels.json.gz]`, or
+`DIR/NAMESPACE.NAME-labels.json.gz`. `labels_budget` says how many bytes the ledger may
+take: in the ConfigMap, what the reference and the alert state leave of its 1 MiB;
+`drop_labels` removes it to make room for a larger reference.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ from mlwarden.spec import API_VERSION, KIND
 
 KEY: Final = "reference.json.gz"
 ALERTS_KEY: Final = "alerts.json"
+LABELS_KEY: Final = "labels.json.gz"
+# A ConfigMap object is at most 1 MiB; binaryData is base64 (4/3 larger). Kept free for the
+# alert state, the data[] summary and metadata: CONFIGMAP_RESERVE.
+CONFIGMAP_LIMIT: Final = 1024 * 1024
+CONFIGMAP_RESERVE: Final = 96 * 1024
+FILE_LABELS_BUDGET: Final = 64 * 1024 * 1024
 
 
 class ReferenceStore(Protocol):
@@ -45,6 +55,14 @@ class ReferenceStore(Protocol):
 
     async def save_alerts(self, data: bytes) -> None: ...
 
+    async def load_labels(self) -> bytes | None: ...
+
+    async def save_labels(self, data: bytes) -> None: ...
+
+    def labels_budget(self, reference_bytes: int) -> int: ...
+
+    async def drop_labels(self) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -52,6 +70,7 @@ class FileStore:
     def __init__(self, directory: str, *, namespace: str, name: str) -> None:
         self.path = Path(directory) / f"{namespace}.{reference_store_name(name)}.json.gz"
         self.alerts_path = Path(directory) / f"{namespace}.{name}-alerts.json"
+        self.labels_path = Path(directory) / f"{namespace}.{name}-labels.json.gz"
         self.where = f"file {self.path}"
 
     async def load(self) -> bytes | None:
@@ -66,6 +85,19 @@ class FileStore:
 
     async def save_alerts(self, data: bytes) -> None:
         self._write(self.alerts_path, data)
+
+    async def load_labels(self) -> bytes | None:
+        return self._read(self.labels_path)
+
+    async def save_labels(self, data: bytes) -> None:
+        self._write(self.labels_path, data)
+
+    def labels_budget(self, reference_bytes: int) -> int:
+        del reference_bytes  # a file of its own
+        return FILE_LABELS_BUDGET
+
+    async def drop_labels(self) -> None:
+        return None  # a file of its own: never in the reference's way
 
     def _read(self, path: Path) -> bytes | None:
         try:
@@ -128,6 +160,26 @@ class ConfigMapStore:
 
     async def save_alerts(self, data: bytes) -> None:
         await self._patch_or_create({"data": {ALERTS_KEY: data.decode()}})
+
+    async def load_labels(self) -> bytes | None:
+        cm = await self._call("GET", self.kube.get(self.path))
+        if not isinstance(cm, dict):
+            return None
+        text = (cm.get("binaryData") or {}).get(LABELS_KEY)
+        return (
+            from_text(str(text), where=f"{self.where} binaryData[{LABELS_KEY}]") if text else None
+        )
+
+    async def save_labels(self, data: bytes) -> None:
+        await self._patch_or_create({"binaryData": {LABELS_KEY: to_text(data)}})
+
+    def labels_budget(self, reference_bytes: int) -> int:
+        left = CONFIGMAP_LIMIT - CONFIGMAP_RESERVE - (reference_bytes + 2) // 3 * 4
+        return max(0, left // 4 * 3)
+
+    async def drop_labels(self) -> None:
+        """Remove the stored ledger (a merge patch of null): room for a larger reference."""
+        await self._patch_or_create({"binaryData": {LABELS_KEY: None}})
 
     async def _patch_or_create(self, patch: dict[str, Any]) -> None:
         if await self._call("PATCH", self.kube.merge_patch(self.path, patch)) is not None:

@@ -156,6 +156,8 @@ def labelled_metric(
     y_true: np.ndarray,
     y_pred: np.ndarray,
     scores: np.ndarray | None = None,
+    *,
+    weights: np.ndarray | None = None,
 ) -> float:
     """Accuracy, F1 or ROC AUC of predictions against ground-truth labels.
 
@@ -171,7 +173,9 @@ def labelled_metric(
 
     Labels may be ints, floats, booleans or strings; a number compared with strings
     is read as text. Rows with a missing label (None or NaN), prediction or score
-    are dropped; nothing left gives NaN.
+    are dropped; nothing left gives NaN. `weights` (accuracy and F1): a count per row,
+    as scikit-learn's `sample_weight` (a confusion table's distinct cells and their
+    counts give the metric of all its rows).
     """
     _check_metric(metric)
     true, true_present, true_numeric = _read_labels(y_true, "y_true")
@@ -182,25 +186,27 @@ def labelled_metric(
         return _labelled_roc_auc(true, true_present, scores)
     keep = true_present & pred_present
     true, pred = true[keep], pred[keep]
-    if true.size == 0:
+    weight = np.ones(true.size) if weights is None else np.asarray(weights, np.float64)[keep]
+    if true.size == 0 or not weight.sum():
         return math.nan
     if not (true_numeric and pred_numeric):
         true = np.array([_as_text(v) for v in true], dtype=object)
         pred = np.array([_as_text(v) for v in pred], dtype=object)
     true_index, pred_index, labels = _classes(true, pred)
     if metric == "accuracy":
-        return float(np.mean(true_index == pred_index))
+        return float(np.average(true_index == pred_index, weights=weight))
     if true_numeric and pred_numeric and set(labels.tolist()) <= {0.0, 1.0}:
         positive_true, positive_pred = true == 1.0, pred == 1.0
         return _f1(
-            tp=float(np.sum(positive_true & positive_pred)),
-            fp=float(np.sum(~positive_true & positive_pred)),
-            fn=float(np.sum(positive_true & ~positive_pred)),
+            tp=float(np.sum(weight[positive_true & positive_pred])),
+            fp=float(np.sum(weight[~positive_true & positive_pred])),
+            fn=float(np.sum(weight[positive_true & ~positive_pred])),
         )
     k = labels.size
-    tp = np.bincount(true_index[true_index == pred_index], minlength=k).astype(np.float64)
-    predicted = np.bincount(pred_index, minlength=k).astype(np.float64)
-    actual = np.bincount(true_index, minlength=k).astype(np.float64)
+    right = true_index == pred_index
+    tp = np.bincount(true_index[right], weights=weight[right], minlength=k)
+    predicted = np.bincount(pred_index, weights=weight, minlength=k)
+    actual = np.bincount(true_index, weights=weight, minlength=k)
     # Every class in `labels` occurs in y_true or y_pred, so no denominator is 0.
     return float(np.mean(2.0 * tp / (predicted + actual)))
 

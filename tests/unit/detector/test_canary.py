@@ -301,14 +301,12 @@ def test_labels_joined_to_a_revisions_predictions_judge_its_labelled_performance
     d, rng = warmed(detectors={"performance": {"metric": "accuracy", "maxDrop": 0.05}})
     run(d, rng, 20, share=0.5)
     labels = [
-        (rid, row, "setosa" if revision == "cand" else value)
-        for (rid, row), (value, _, revision) in list(d.pending_predictions.items())
+        (rid, row, "setosa" if p.revision == "cand" else p.value)
+        for (rid, row), p in list(d.labels.waiting.items())
     ]
-    joined, _ = d.add_labels(labels)
+    joined, _ = d.add_labels(labels, now=25.0)
     assert joined == len(labels)
-    cand, base = d.revisions["cand"].window, d.revisions["base"].window
-    assert cand is not None and base is not None
-    assert len(cand.view().labelled) >= 50 and len(base.view().labelled) >= 50
+    assert len(d.labels.pairs("cand", 0.0)) >= 50 and len(d.labels.pairs("base", 0.0)) >= 50
     d.evaluate(now=30.0, now_iso="t30")
     result = d.canary_results["cand"]
     (perf,) = [s for s in result.signals if s.signal == "performance"]
