@@ -62,9 +62,8 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from mlwarden.protocols.json_paths import is_scalar, load_request, load_response
 from mlwarden.records import ProtocolError, Record, Value
@@ -102,8 +101,9 @@ _INT: Final[frozenset[type]] = frozenset({int})
 _UNREADABLE: Final[Any] = object()
 
 
-@dataclass(frozen=True, slots=True)
-class Tensor:
+class Tensor(NamedTuple):
+    # A named tuple, not a frozen dataclass: built twice or more per exchange, and a
+    # frozen dataclass's __init__ costs three times as much.
     name: str
     shape: list[int]
     values: list[Any]  # flat, row-major
@@ -230,7 +230,7 @@ def make_tensor(name: str, shape: list[int], values: list[Any], where: str) -> T
         # Rows without values would be records without features; a shape such as
         # [10**12, 0] must not become that many records.
         raise ProtocolError(f"{where}.shape: {_show(shape)} holds no values for its {rows} rows")
-    return Tensor(name=name, shape=shape, values=values, rows=rows, width=width)
+    return Tensor(name, shape, values, rows, width)
 
 
 def decode_raw(datatype: str, raw: bytes, where: str) -> list[Any]:
