@@ -473,7 +473,9 @@ def _rows(tensors: list[Tensor], columns: list[Sequence[str]], n: int) -> list[d
     """n rows holding the tensors' scalar cells under their column names (a later tensor's
     cell replaces an earlier one's of the same name; an object cell is left out)."""
     rows: list[dict[str, Value]] | None = None
-    for tensor, names in zip(tensors, columns, strict=True):
+    # zip without strict=: the lengths agree by construction (one name per value of a
+    # row), and the keyword costs a measurable share of a one-row exchange.
+    for tensor, names in zip(tensors, columns):  # noqa: B905
         values = tensor.values
         width = tensor.width
         fresh: list[dict[str, Value]]
@@ -482,9 +484,11 @@ def _rows(tensors: list[Tensor], columns: list[Sequence[str]], n: int) -> list[d
             if width == 1:
                 name = names[0]
                 fresh = [{name: value} for value in values]
+            elif n == 1:
+                fresh = [dict(zip(names, values))]  # noqa: B905
             else:
                 fresh = [
-                    dict(zip(names, values[base : base + width], strict=True))
+                    dict(zip(names, values[base : base + width]))  # noqa: B905
                     for base in range(0, n * width, width)
                 ]
         else:
@@ -534,6 +538,10 @@ def _output_rows(
     tensors = [t for t in outputs if t.rows == n]
     if not tensors:
         return None
+    if len(tensors) == 1 and tensors[0].width == 1:
+        # The common answer, one value per row (a class, a score): the rule below, short.
+        name = tensors[0].name
+        return _rows(tensors, [[prediction if prediction else name]], n)
     columns: list[Sequence[str]] = [_indexed(t) for t in tensors]
     if prediction and all(t.name != prediction for t in tensors):
         narrow = [i for i, t in enumerate(tensors) if t.width == 1]
