@@ -1,0 +1,123 @@
+"""CPU per exchange of the v2 adapter, as the capture worker calls it, before and after a change.
+
+The capture worker turns each exchange into records with
+`mlwarden.protocols.parse_exchange("v2", ...)`. This times that call alone, over the
+benchmark's own iris-like exchange (`sidecar_latency.v2_request`: 4 FP64 features
+nested by row, and what MLServer's sklearn runtime answers, `upstream_nginx.v2_response`:
+one INT64 class per row), with a spec naming the four features and the prediction, at
+1 and 32 rows per request. Two source trees (`--before-ref`, extracted with `git
+archive`, and this tree) each run in their own interpreter, alternately, `--repeats`
+times; each run reports the least CPU time (`time.process_time`) per exchange of 5
+rounds of `--exchanges` calls. Medians over the repeats are printed. CPU time, not wall
+time, so that other work on the machine weighs less; it still weighs some, and the
+load average is printed.
+
+    PYTHONPATH=$PWD/src .venv/bin/python benchmarks/v2_parse.py --before-ref 30ee470
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from procs import HERE, loadavg
+from sidecar_latency import v2_request
+from upstream_nginx import v2_response
+
+REPO = HERE.parent
+ROWS = (1, 32)
+
+
+def child(exchanges: int) -> None:
+    """In the tree on sys.path: print {rows: least CPU us per exchange}."""
+    from mlwarden.protocols import parse_exchange
+    from mlwarden.spec import parse_observed_model
+
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    manifest = {
+        "apiVersion": "mlwarden.io/v1alpha1",
+        "kind": "ObservedModel",
+        "metadata": {"name": "iris"},
+        "spec": {
+            "target": {"deployment": "iris"},
+            "protocol": "v2",
+            "features": [{"name": n, "type": "numeric"} for n in names],
+            "prediction": {"name": "species"},
+        },
+    }
+    spec = parse_observed_model(manifest).spec
+    out: dict[int, float] = {}
+    for rows in ROWS:
+        request = json.dumps(v2_request(rows)).encode()
+        response = json.dumps(v2_response(rows)).encode()
+        count = max(exchanges // rows, 100)
+        best = float("inf")
+        for _ in range(5):
+            start = time.process_time()
+            for _ in range(count):
+                parse_exchange("v2", "/v2/models/iris/infer", request, response, spec)
+            best = min(best, (time.process_time() - start) / count * 1e6)
+        out[rows] = best
+    print(json.dumps(out))
+
+
+def run(tree: Path, exchanges: int) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{HERE}"}
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", "--exchanges", str(exchanges)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--before-ref", help="git ref of the 'before' tree")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--exchanges", type=int, default=50_000)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.exchanges)
+        return 0
+    print(f"load average at start: {loadavg()}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="mlwarden-v2-parse-") as tmp_name:
+        trees = {"after": REPO / "src"}
+        if args.before_ref:
+            before = Path(tmp_name) / "before"
+            before.mkdir()
+            archive = subprocess.run(
+                ["git", "-C", str(REPO), "archive", args.before_ref, "src"],
+                capture_output=True,
+                check=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+            trees = {"before": before / "src", **trees}
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+        for _ in range(args.repeats):
+            for name, tree in trees.items():  # alternately: before, after, before, ...
+                runs[name].append(run(tree, args.exchanges))
+    print(f"load average at end: {loadavg()}", file=sys.stderr)
+    print("| tree | rows | CPU us/exchange (median) | runs |")
+    print("|---|---:|---:|---|")
+    for name, results in runs.items():
+        for rows in ROWS:
+            each = [r[str(rows)] for r in results]
+            shown = ", ".join(f"{x:.1f}" for x in each)
+            print(f"| {name} | {rows} | {statistics.median(each):.1f} | {shown} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
