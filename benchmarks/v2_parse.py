@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from procs import HERE, loadavg
+from procs import HERE, loadavg, source_tree
 from sidecar_latency import v2_request
 from upstream_nginx import v2_response
 
@@ -97,13 +97,7 @@ def main() -> int:
         if args.before_ref:
             before = Path(tmp_name) / "before"
             before.mkdir()
-            archive = subprocess.run(
-                ["git", "-C", str(REPO), "archive", args.before_ref, "src"],
-                capture_output=True,
-                check=True,
-            ).stdout
-            subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
-            trees = {"before": before / "src", **trees}
+            trees = {"before": source_tree(args.before_ref, before), **trees}
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
         for _ in range(args.repeats):
             for name, tree in trees.items():  # alternately: before, after, before, ...
