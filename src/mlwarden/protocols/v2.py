@@ -188,21 +188,24 @@ def records(
 # embedding features' names, the other features' names in order, the prediction's name.
 _Facts = tuple[frozenset[str], tuple[str, ...], str | None]
 _NO_FACTS: Final[_Facts] = (frozenset(), (), None)
-_last_facts: list[tuple[ObservedModelSpec, _Facts]] = []
+_last_facts: list[tuple[ObservedModelSpec | None, _Facts]] = [(None, _NO_FACTS)]
 
 
 def _facts(spec: ObservedModelSpec | None) -> _Facts:
     if spec is None:
         return _NO_FACTS
-    if _last_facts and _last_facts[0][0] is spec:
-        return _last_facts[0][1]
+    # The entry is read once and replaced whole: a thread that replaces it between two
+    # reads cannot pair one spec with another's facts.
+    cached, facts = _last_facts[0]
+    if cached is spec:
+        return facts
     facts = (
         frozenset(f.name for f in spec.features if f.type == "embedding"),
         tuple(f.name for f in spec.features if f.type != "embedding"),
         spec.prediction.name if spec.prediction else None,
     )
     # One entry, holding the spec itself: identity cannot be confused with a new object's.
-    _last_facts[:] = [(spec, facts)]
+    _last_facts[0] = (spec, facts)
     return facts
 
 
