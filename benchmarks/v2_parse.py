@@ -5,7 +5,9 @@ The capture worker turns each exchange into records with
 benchmark's own iris-like exchange (`sidecar_latency.v2_request`: 4 FP64 features
 nested by row, and what MLServer's sklearn runtime answers, `upstream_nginx.v2_response`:
 one INT64 class per row), with a spec naming the four features and the prediction, at
-1 and 32 rows per request. Two source trees (`--before-ref`, extracted with `git
+1 and 32 rows per request; and `mlwarden.sidecar.capture.describe_exchange`, which
+adds the request entry and the records' ingest form (what the worker does per exchange
+before its metrics and the shipper). Two source trees (`--before-ref`, extracted with `git
 archive`, and this tree) each run in their own interpreter, alternately, `--repeats`
 times; each run reports the least CPU time (`time.process_time`) per exchange of 5
 rounds of `--exchanges` calls. Medians over the repeats are printed. CPU time, not wall
@@ -25,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from procs import HERE, loadavg, source_tree
@@ -36,8 +40,9 @@ ROWS = (1, 32)
 
 
 def child(exchanges: int) -> None:
-    """In the tree on sys.path: print {rows: least CPU us per exchange}."""
+    """In the tree on sys.path: print {"call rows": least CPU us per exchange}."""
     from mlwarden.protocols import parse_exchange
+    from mlwarden.sidecar.capture import Exchange, RequestIds, describe_exchange
     from mlwarden.spec import parse_observed_model
 
     names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -53,18 +58,41 @@ def child(exchanges: int) -> None:
         },
     }
     spec = parse_observed_model(manifest).spec
-    out: dict[int, float] = {}
+    ids = RequestIds()
+    out: dict[str, float] = {}
     for rows in ROWS:
         request = json.dumps(v2_request(rows)).encode()
         response = json.dumps(v2_response(rows)).encode()
+        exchange = Exchange(
+            method="POST",
+            path="/v2/models/iris/infer",
+            status=200,
+            started_at=0.0,
+            total_seconds=0.001,
+            upstream_seconds=0.001,
+            request_body=request,
+            response_body=response,
+        )
+        calls: dict[str, Callable[[], object]] = {
+            "parse_exchange": partial(parse_exchange, "v2", exchange.path, request, response, spec),
+            "describe_exchange": partial(
+                describe_exchange,
+                exchange,
+                protocol="v2",
+                spec=spec,
+                max_body_bytes=1 << 20,
+                ids=ids,
+            ),
+        }
         count = max(exchanges // rows, 100)
-        best = float("inf")
-        for _ in range(5):
-            start = time.process_time()
-            for _ in range(count):
-                parse_exchange("v2", "/v2/models/iris/infer", request, response, spec)
-            best = min(best, (time.process_time() - start) / count * 1e6)
-        out[rows] = best
+        for what, call in calls.items():
+            best = float("inf")
+            for _ in range(5):
+                start = time.process_time()
+                for _ in range(count):
+                    call()
+                best = min(best, (time.process_time() - start) / count * 1e6)
+            out[f"{what} {rows}"] = best
     print(json.dumps(out))
 
 
@@ -103,13 +131,14 @@ def main() -> int:
             for name, tree in trees.items():  # alternately: before, after, before, ...
                 runs[name].append(run(tree, args.exchanges))
     print(f"load average at end: {loadavg()}", file=sys.stderr)
-    print("| tree | rows | CPU us/exchange (median) | runs |")
-    print("|---|---:|---:|---|")
-    for name, results in runs.items():
-        for rows in ROWS:
-            each = [r[str(rows)] for r in results]
+    print("| call | rows | tree | CPU us/exchange (median) | runs |")
+    print("|---|---:|---|---:|---|")
+    for key in runs["after"][0]:
+        what, rows = key.split()
+        for name, results in runs.items():
+            each = [r[key] for r in results]
             shown = ", ".join(f"{x:.1f}" for x in each)
-            print(f"| {name} | {rows} | {statistics.median(each):.1f} | {shown} |")
+            print(f"| `{what}` | {rows} | {name} | {statistics.median(each):.1f} | {shown} |")
     return 0
 
 
