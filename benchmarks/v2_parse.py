@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from procs import HERE, loadavg, source_tree
 from sidecar_latency import v2_request
@@ -37,6 +38,16 @@ from upstream_nginx import v2_response
 
 REPO = HERE.parent
 ROWS = (1, 32)
+PATH = "/v2/models/iris/infer"
+# The exchange as the proxy would hand it to the worker, but for its bodies.
+HEAD: dict[str, Any] = {
+    "method": "POST",
+    "path": PATH,
+    "status": 200,
+    "started_at": 0.0,
+    "total_seconds": 0.001,
+    "upstream_seconds": 0.001,
+}
 
 
 def child(exchanges: int) -> None:
@@ -63,18 +74,9 @@ def child(exchanges: int) -> None:
     for rows in ROWS:
         request = json.dumps(v2_request(rows)).encode()
         response = json.dumps(v2_response(rows)).encode()
-        exchange = Exchange(
-            method="POST",
-            path="/v2/models/iris/infer",
-            status=200,
-            started_at=0.0,
-            total_seconds=0.001,
-            upstream_seconds=0.001,
-            request_body=request,
-            response_body=response,
-        )
+        exchange = Exchange(**HEAD, request_body=request, response_body=response)
         calls: dict[str, Callable[[], object]] = {
-            "parse_exchange": partial(parse_exchange, "v2", exchange.path, request, response, spec),
+            "parse_exchange": partial(parse_exchange, "v2", PATH, request, response, spec),
             "describe_exchange": partial(
                 describe_exchange,
                 exchange,
