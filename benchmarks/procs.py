@@ -304,6 +304,16 @@ def peak_rss_mib(pgid: int) -> float:
     return total_kib / 1024 if total_kib else float("nan")
 
 
+def source_tree(ref: str, into: Path) -> Path:
+    """mlwarden's `src` at git `ref`, extracted under `into` (a directory that exists):
+    the `before` tree of a before-and-after benchmark."""
+    archive = subprocess.run(
+        ["git", "-C", str(HERE.parent), "archive", ref, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages, for the results (other work shows as noise)."""
     try:

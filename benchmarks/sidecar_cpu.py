@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from procs import (
     group_usage,
     http_get,
     loadavg,
+    source_tree,
     start_detector,
     wait_until,
 )
@@ -99,13 +99,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         before = tmp / "before"
         before.mkdir()
-        archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", args.before_ref, "src"],
-            capture_output=True,
-            check=True,
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
-        trees = {"before": before / "src", "after": REPO / "src"}
+        trees = {"before": source_tree(args.before_ref, before), "after": REPO / "src"}
         up_port = free_port()
         up = start_nginx("upstream", fixed_upstream_conf(tmp / "up", up_port), tmp / "up", up_port)
         stop.callback(up.stop)

@@ -61,8 +61,9 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Sequence
+from itertools import chain
+from typing import Any, Final, NamedTuple
 
 from mlwarden.protocols.json_paths import is_scalar, load_request, load_response
 from mlwarden.records import ProtocolError, Record, Value
@@ -91,12 +92,18 @@ _FIXED: Final[dict[str, str]] = {
 }
 DATATYPES: Final = (*_FIXED, "BF16", "BYTES")
 
+# The types of a JSON scalar, exactly (what `is_scalar` accepts, without subclasses), and
+# of a shape's dimensions.
+_SCALAR: Final[frozenset[type]] = frozenset({str, int, float, bool, type(None)})
+_INT: Final[frozenset[type]] = frozenset({int})
+
 # A BYTES element that is not UTF-8: left out of the record, like an object cell.
 _UNREADABLE: Final[Any] = object()
 
 
-@dataclass(frozen=True, slots=True)
-class Tensor:
+class Tensor(NamedTuple):
+    # A named tuple, not a frozen dataclass: built twice or more per exchange, and a
+    # frozen dataclass's __init__ costs three times as much.
     name: str
     shape: list[int]
     values: list[Any]  # flat, row-major
@@ -151,32 +158,55 @@ def records(
             raise ProtocolError(
                 f"inputs[{i}].shape: batch size {t.rows} does not match inputs[0] ({n})"
             )
-    embeddings = _embedding_names(spec)
-    vectors = _vectors([t for t in inputs if t.name in embeddings], n)
-    output_vectors = _vectors([t for t in outputs or () if t.name in embeddings], n)
-    inputs = [t for t in inputs if t.name not in embeddings]
-    outputs = [t for t in outputs if t.name not in embeddings] if outputs else outputs
-    features: list[dict[str, Value]] = [{} for _ in range(n)]
-    for tensor, names in zip(inputs, _input_columns(inputs, spec), strict=True):
-        _fill(features, tensor, names)
-    rows = _output_rows(outputs, n, spec) if outputs else None
+    if not n:
+        return []
+    embeddings, declared, prediction = _facts(spec)
+    vectors: list[dict[str, list[float]]] | None = None
+    output_vectors: list[dict[str, list[float]]] | None = None
+    if embeddings:
+        vectors = _vectors([t for t in inputs if t.name in embeddings], n)
+        output_vectors = _vectors([t for t in outputs or () if t.name in embeddings], n)
+        inputs = [t for t in inputs if t.name not in embeddings]
+        outputs = [t for t in outputs if t.name not in embeddings] if outputs else outputs
+    features = _rows(inputs, _input_columns(inputs, declared), n)
+    rows = _output_rows(outputs, n, prediction) if outputs else None
     return [
         Record(
             features=f,
             outputs=rows[i] if rows else {},
             row=i,
             request_id=request_id,
-            vectors=vectors[i],
-            output_vectors=output_vectors[i],
+            vectors=vectors[i] if vectors else {},
+            output_vectors=output_vectors[i] if output_vectors else {},
         )
         for i, f in enumerate(features)
     ]
 
 
-def _embedding_names(spec: ObservedModelSpec | None) -> frozenset[str]:
+# What `records` needs from a spec, worked out once per spec object (the capture worker
+# passes the same one for every exchange until the ObservedModel changes): the
+# embedding features' names, the other features' names in order, the prediction's name.
+_Facts = tuple[frozenset[str], tuple[str, ...], str | None]
+_NO_FACTS: Final[_Facts] = (frozenset(), (), None)
+_last_facts: list[tuple[ObservedModelSpec | None, _Facts]] = [(None, _NO_FACTS)]
+
+
+def _facts(spec: ObservedModelSpec | None) -> _Facts:
     if spec is None:
-        return frozenset()
-    return frozenset(f.name for f in spec.features if f.type == "embedding")
+        return _NO_FACTS
+    # The entry is read once and replaced whole: a thread that replaces it between two
+    # reads cannot pair one spec with another's facts.
+    cached, facts = _last_facts[0]
+    if cached is spec:
+        return facts
+    facts = (
+        frozenset(f.name for f in spec.features if f.type == "embedding"),
+        tuple(f.name for f in spec.features if f.type != "embedding"),
+        spec.prediction.name if spec.prediction else None,
+    )
+    # One entry, holding the spec itself: identity cannot be confused with a new object's.
+    _last_facts[0] = (spec, facts)
+    return facts
 
 
 def _vectors(tensors: list[Tensor], n: int) -> list[dict[str, list[float]]]:
@@ -203,7 +233,7 @@ def make_tensor(name: str, shape: list[int], values: list[Any], where: str) -> T
         # Rows without values would be records without features; a shape such as
         # [10**12, 0] must not become that many records.
         raise ProtocolError(f"{where}.shape: {_show(shape)} holds no values for its {rows} rows")
-    return Tensor(name=name, shape=shape, values=values, rows=rows, width=width)
+    return Tensor(name, shape, values, rows, width)
 
 
 def decode_raw(datatype: str, raw: bytes, where: str) -> list[Any]:
@@ -329,10 +359,11 @@ def _read_tensor(raw: object, where: str, binary: _Binary | None) -> Tensor:
     shape = raw.get("shape")
     if shape is None:
         raise ProtocolError(f"{where}.shape: required field is missing")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise ProtocolError(
-            f"{where}.shape: must be a list of non-negative integers, got {_show(shape)}"
-        )
+    if type(shape) is not list:
+        raise _bad_shape(where, shape)
+    for d in shape:  # a loop, not all(...): this runs for every tensor of every exchange
+        if type(d) is not int or d < 0:
+            raise _bad_shape(where, shape)
     parameters = raw.get("parameters")
     if isinstance(parameters, dict) and (
         _BINARY_SIZE in parameters or "shared_memory_region" in parameters
@@ -344,6 +375,12 @@ def _read_tensor(raw: object, where: str, binary: _Binary | None) -> Tensor:
     if not isinstance(data, list):
         raise ProtocolError(f"{where}.data: must be a list, got {kind_of(data)}")
     return make_tensor(name, shape, _flatten(data), where)
+
+
+def _bad_shape(where: str, shape: object) -> ProtocolError:
+    return ProtocolError(
+        f"{where}.shape: must be a list of non-negative integers, got {_show(shape)}"
+    )
 
 
 def _binary_values(
@@ -386,8 +423,14 @@ def _fills(shape: list[int], count: int) -> bool:
 
 
 def _flatten(data: list[Any]) -> list[Any]:
-    if not any(type(x) is list for x in data):
+    kinds = set(map(type, data))
+    if list not in kinds:
         return data
+    if len(kinds) == 1:
+        # The common nesting, a list of rows of scalars, in one pass at C speed.
+        flat = list(chain.from_iterable(data))
+        if list not in set(map(type, flat)):
+            return flat
     out: list[Any] = []
     # Iterative, not recursive: nesting depth is chosen by the client.
     stack = [iter(data)]
@@ -408,12 +451,16 @@ def _indexed(tensor: Tensor) -> list[str]:
     return [f"{tensor.name}_{i}" for i in range(tensor.width)]
 
 
-def _input_columns(tensors: list[Tensor], spec: ObservedModelSpec | None) -> list[list[str]]:
+def _input_columns(tensors: list[Tensor], declared: tuple[str, ...]) -> list[Sequence[str]]:
+    if len(tensors) == 1:
+        # One input tensor (the common case): the declared features name its columns
+        # when they are exactly as many as its values per row.
+        t = tensors[0]
+        if declared and t.width > 1 and len(t.shape) == 2 and len(declared) == t.width:
+            return [declared]
+        return [_indexed(t)]
     wide = [t for t in tensors if t.width > 1]
-    declared = (
-        tuple(f.name for f in spec.features if f.type != "embedding") if spec is not None else ()
-    )
-    columns: list[list[str]] = []
+    columns: list[Sequence[str]] = []
     for t in tensors:
         if declared and len(wide) == 1 and t is wide[0] and len(t.shape) == 2:
             others = {u.name for u in tensors if u is not t}
@@ -425,21 +472,42 @@ def _input_columns(tensors: list[Tensor], spec: ObservedModelSpec | None) -> lis
     return columns
 
 
-def _fill(rows: list[dict[str, Value]], tensor: Tensor, names: list[str]) -> None:
-    values = tensor.values
-    if tensor.width == 1:
-        name = names[0]
-        for row, value in zip(rows, values, strict=True):
-            if is_scalar(value):
-                row[name] = value
-        return
-    width = tensor.width
-    for r, row in enumerate(rows):
-        base = r * width
-        for j, name in enumerate(names):
-            value = values[base + j]
-            if is_scalar(value):
-                row[name] = value
+def _rows(tensors: list[Tensor], columns: list[Sequence[str]], n: int) -> list[dict[str, Value]]:
+    """n rows holding the tensors' scalar cells under their column names (a later tensor's
+    cell replaces an earlier one's of the same name; an object cell is left out)."""
+    rows: list[dict[str, Value]] | None = None
+    # zip without strict=: the lengths agree by construction (one name per value of a
+    # row), and the keyword costs a measurable share of a one-row exchange.
+    for tensor, names in zip(tensors, columns):  # noqa: B905
+        values = tensor.values
+        width = tensor.width
+        fresh: list[dict[str, Value]]
+        if set(map(type, values)) <= _SCALAR:
+            # Every cell is kept: each row is built in one call.
+            if width == 1:
+                name = names[0]
+                fresh = [{name: value} for value in values]
+            elif n == 1:
+                fresh = [dict(zip(names, values))]  # noqa: B905
+            else:
+                fresh = [
+                    dict(zip(names, values[base : base + width]))  # noqa: B905
+                    for base in range(0, n * width, width)
+                ]
+        else:
+            fresh = [{} for _ in range(n)]
+            for r, row in enumerate(fresh):
+                base = r * width
+                for j, name in enumerate(names):
+                    value = values[base + j]
+                    if is_scalar(value):
+                        row[name] = value
+        if rows is None:
+            rows = fresh
+        else:
+            for row, more in zip(rows, fresh, strict=True):
+                row.update(more)
+    return rows if rows is not None else [{} for _ in range(n)]
 
 
 def _read_outputs(reply: dict[str, Any], binary: _Binary | None) -> list[Tensor] | None:
@@ -468,19 +536,19 @@ def _is_binary(raw: object) -> bool:
 
 
 def _output_rows(
-    outputs: list[Tensor], n: int, spec: ObservedModelSpec | None
+    outputs: list[Tensor], n: int, prediction: str | None
 ) -> list[dict[str, Value]] | None:
     tensors = [t for t in outputs if t.rows == n]
     if not tensors:
         return None
-    columns = [_indexed(t) for t in tensors]
-    prediction = spec.prediction.name if spec is not None and spec.prediction else None
+    if len(tensors) == 1 and tensors[0].width == 1:
+        # The common answer, one value per row (a class, a score): the rule below, short.
+        name = tensors[0].name
+        return _rows(tensors, [[prediction if prediction else name]], n)
+    columns: list[Sequence[str]] = [_indexed(t) for t in tensors]
     if prediction and all(t.name != prediction for t in tensors):
         narrow = [i for i, t in enumerate(tensors) if t.width == 1]
         taken = {name for names in columns for name in names}
         if len(narrow) == 1 and prediction not in taken:
             columns[narrow[0]] = [prediction]
-    rows: list[dict[str, Value]] = [{} for _ in range(n)]
-    for tensor, names in zip(tensors, columns, strict=True):
-        _fill(rows, tensor, names)
-    return rows
+    return _rows(tensors, columns, n)
