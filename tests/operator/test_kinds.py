@@ -106,10 +106,18 @@ def reasons_of(api: Cluster) -> list[str]:
 
 
 async def delete_om(api: Cluster, server: str) -> None:
-    # Let the passes a reaction started finish first (as test_reactions.py's `settle`): a
-    # status write racing kopf's finalizer removal leaves the emulator's JSON-patch test on
-    # a resourceVersion that no watch event refreshes.
-    await asyncio.sleep(2.0)
+    # Let the passes a reaction started finish first: a status write racing kopf's finalizer
+    # removal leaves the emulator's JSON-patch test on a resourceVersion that no watch event
+    # refreshes. Quiet means no write from the operator for 2 s (its timers read all the
+    # while); at most 30 s of waiting: on a loaded machine a fixed 2 s was not enough.
+    def writes() -> int:
+        return sum(c.verb in ("patch", "create", "delete") for c in OPERATOR_CALLS)
+
+    deadline = asyncio.get_running_loop().time() + 30
+    seen = -1
+    while writes() != seen and asyncio.get_running_loop().time() < deadline:
+        seen = writes()
+        await asyncio.sleep(2.0)
     await api_call(
         server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
     )
