@@ -13,7 +13,6 @@ Every flag can also be given as an environment variable: `--sample-rate` is
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import random
@@ -628,6 +627,8 @@ def _run_loop(coro: Any) -> None:
 
         runner: Callable[..., Any] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is absent on some platforms
+        import asyncio  # reason: `mlwarden check` and `crd` start without the event loop's imports
+
         runner = asyncio.run
     runner(coro)
 
