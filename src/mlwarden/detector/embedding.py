@@ -173,6 +173,8 @@ class EmbeddingMonitor:
         self.columns = columns
         self.names = frozenset(columns)
         self.last_tests: dict[str, EmbeddingTest] = {}
+        # Evidence computed off the event loop for the next evaluation (`prepare`).
+        self.prepared: list[Evidence] | None = None
 
     @classmethod
     def from_spec(
@@ -202,91 +204,142 @@ class EmbeddingMonitor:
                 column.add(values)
 
     def evidence(self, check: DriftCheck) -> list[Evidence]:
-        """One evaluation: MMD and topic-mix evidence per evaluable feature."""
+        """One evaluation: MMD and topic-mix evidence per evaluable feature.
+
+        The detector service computes it off the event loop instead (`snapshot` on the loop,
+        `compute` in a thread, `accept`), then `take_prepared` hands it to the evaluation;
+        called directly (tests, `mlwarden check`'s callers), it does the three in a row."""
+        prepared, self.prepared = self.prepared, None
+        if prepared is not None:
+            return prepared
+        snap = self.snapshot(check)
+        return [] if snap is None else self.accept(compute(snap))
+
+    def snapshot(self, check: DriftCheck) -> EmbeddingSnapshot | None:
+        """Copies of what one evaluation reads (cheap: at most 2 x CAPACITY x 32 floats a
+        feature), so that `compute` can run in a thread while ingest goes on."""
         if not check.enabled:
-            return []
+            return None
         ready = [
             c
             for c in self.columns.values()
             if c.ready and c.current is not None and c.current.seen >= MIN_VECTORS
         ]
-        m = 2 * len(ready)
-        if not m:
-            return []
-        # The smallest level a p-value is compared with: alpha / m under Bonferroni (and
-        # Benjamini-Hochberg's first step); a sequential stop above it changes no decision.
-        level = check.p_value / m if check.correction != "none" else check.p_value
-        tests: list[tuple[str, EmbeddingTest]] = []
-        topics: list[tuple[str, TestResult]] = []
+        if not ready:
+            return None
+        columns = []
         for column in ready:
             assert column.reference is not None and column.current is not None
-            column.tests += 1
-            rng = np.random.default_rng(_seed("test", column.name, column.tests))
-            result = mmd_permutation_test(
-                column.reference.sample(),
-                column.current.sample(),
-                rng,
-                level=level,
-                max_permutations=permutations_for(level),
-            )
-            self.last_tests[column.name] = result
-            tests.append((column.name, result))
             assert column.reference_topics is not None
-            ref = {str(i): int(c) for i, c in enumerate(column.reference_topics)}
-            cur_counts = np.bincount(column.current.tag_values(), minlength=len(ref))
-            cur = {str(i): int(c) for i, c in enumerate(cur_counts)}
-            topics.append(
+            column.tests += 1
+            cur_counts = np.bincount(
+                column.current.tag_values(), minlength=len(column.reference_topics)
+            )
+            columns.append(
                 (
-                    column.name + TOPIC_SUFFIX,
-                    chisquare.score(
-                        CategoricalSketch.from_counts(ref), CategoricalSketch.from_counts(cur)
-                    ),
+                    column.name,
+                    column.reference.sample().copy(),
+                    column.current.sample().copy(),
+                    _seed("test", column.name, column.tests),
+                    column.reference_topics.copy(),
+                    cur_counts,
                 )
             )
-        # (feature, test, statistic, p-value, effect, floor, what it was) per test, in order.
-        floor = DEFAULT_MIN_EFFECT["chisquare"]
-        found = [
-            (
-                name,
-                "mmd",
-                t.statistic,
-                t.p_value,
-                t.statistic,
-                MMD2_FLOOR,
-                f"MMD^2={t.statistic:.3g} (floor {MMD2_FLOOR}; {t.permutations} permutations, "
-                f"{t.n_reference} reference and {t.n_current} current vectors)",
-            )
-            for name, t in tests
-        ] + [
-            (
-                name,
-                "chisquare",
-                r.statistic,
-                r.p_value,
-                r.effect,
-                floor,
-                f"topic mix TVD={r.effect:.3g} (floor {floor})",
-            )
-            for name, r in topics
-        ]
-        adj = adjusted([f[3] for f in found], check.correction)
-        over = f"{check.correction} over {m} embedding tests"
-        out: list[Evidence] = []
-        for (name, test, statistic, _, effect, at_least, what), a in zip(found, adj, strict=True):
-            assert a is not None
-            out.append(
-                Evidence(
-                    type=ALERT_TYPE,
-                    feature=name,
-                    test=test,
-                    statistic=statistic,
-                    p_value=a,
-                    threshold=check.p_value,
-                    failing=a <= check.p_value and effect >= at_least,
-                    message=f"{what}, adjusted p={a:.3g} vs {check.p_value:.3g} ({over})",
-                )
-            )
-        return out
+        return EmbeddingSnapshot(check, columns)
+
+    def accept(self, computed: tuple[list[Evidence], dict[str, EmbeddingTest]]) -> list[Evidence]:
+        """Record what `compute` found (the last MMD test per feature, for status)."""
+        evidence, tests = computed
+        self.last_tests.update(tests)
+        return evidence
+
+    def prepare(self, computed: tuple[list[Evidence], dict[str, EmbeddingTest]]) -> None:
+        """Hold a result computed off the loop for the next `evidence` call."""
+        self.prepared = self.accept(computed)
 
     def status(self) -> dict[str, Any]:
         return {name: c.status() for name, c in self.columns.items()}
+
+
+@dataclass(frozen=True)
+class EmbeddingSnapshot:
+    """What one evaluation reads, copied: (feature, reference sample, current sample, the
+    test's seed, reference topic counts, current topic counts) per ready feature."""
+
+    check: DriftCheck
+    columns: list[tuple[str, np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]]
+
+
+def compute(snap: EmbeddingSnapshot) -> tuple[list[Evidence], dict[str, EmbeddingTest]]:
+    """The evaluation's numbers (no state touched: safe in a thread): evidence, and the MMD
+    test per feature."""
+    check = snap.check
+    m = 2 * len(snap.columns)
+    # The smallest level a p-value is compared with: alpha / m under Bonferroni (and
+    # Benjamini-Hochberg's first step); a sequential stop above it changes no decision.
+    level = check.p_value / m if check.correction != "none" else check.p_value
+    tests: list[tuple[str, EmbeddingTest]] = []
+    topics: list[tuple[str, TestResult]] = []
+    for name, reference, current, seed, reference_topics, cur_counts in snap.columns:
+        result = mmd_permutation_test(
+            reference,
+            current,
+            np.random.default_rng(seed),
+            level=level,
+            max_permutations=permutations_for(level),
+        )
+        tests.append((name, result))
+        ref = {str(i): int(c) for i, c in enumerate(reference_topics)}
+        cur = {str(i): int(c) for i, c in enumerate(cur_counts)}
+        topics.append(
+            (
+                name + TOPIC_SUFFIX,
+                chisquare.score(
+                    CategoricalSketch.from_counts(ref), CategoricalSketch.from_counts(cur)
+                ),
+            )
+        )
+    # (feature, test, statistic, p-value, effect, floor, what it was) per test, in order.
+    floor = DEFAULT_MIN_EFFECT["chisquare"]
+    found = [
+        (
+            name,
+            "mmd",
+            t.statistic,
+            t.p_value,
+            t.statistic,
+            MMD2_FLOOR,
+            f"MMD^2={t.statistic:.3g} (floor {MMD2_FLOOR}; {t.permutations} permutations, "
+            f"{t.n_reference} reference and {t.n_current} current vectors)",
+        )
+        for name, t in tests
+    ] + [
+        (
+            name,
+            "chisquare",
+            r.statistic,
+            r.p_value,
+            r.effect,
+            floor,
+            f"topic mix TVD={r.effect:.3g} (floor {floor})",
+        )
+        for name, r in topics
+    ]
+    adj = adjusted([f[3] for f in found], check.correction)
+    over = f"{check.correction} over {m} embedding tests"
+    out: list[Evidence] = []
+    for (name, test, statistic, _, effect, at_least, what), a in zip(found, adj, strict=True):
+        assert a is not None
+        out.append(
+            Evidence(
+                type=ALERT_TYPE,
+                feature=name,
+                test=test,
+                statistic=statistic,
+                p_value=a,
+                threshold=check.p_value,
+                failing=a <= check.p_value and effect >= at_least,
+                message=f"{what}, adjusted p={a:.3g} vs {check.p_value:.3g} ({over})",
+            )
+        )
+    return out, dict(tests)

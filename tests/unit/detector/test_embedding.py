@@ -146,3 +146,36 @@ def test_memory_is_bounded_by_the_capacity() -> None:
     assert column.reference is not None and column.current is not None
     assert len(column.current.sample()) == CAPACITY
     assert column.current.rows.shape == (CAPACITY, 32)  # projected from 48 dimensions
+
+
+def test_computed_off_the_loop_the_evidence_is_the_same_and_ingest_may_go_on_meanwhile() -> None:
+    """The service's path (snapshot on the loop, compute in a thread, prepare) gives what the
+    direct call gives, and vectors ingested between snapshot and prepare do not reach it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlwarden.detector.embedding import compute
+
+    direct, threaded = Detector(model(), now=0.0), Detector(model(), now=0.0)
+    for d in (direct, threaded):
+        rng = np.random.default_rng(3)
+        d.ingest(batch(topics(rng, 300, EVEN), 0), now=0.0)
+        d.ingest(batch(topics(rng, 300, [0.7, 0.1, 0.1, 0.1]), 1), now=1.0)
+    direct.evaluate(now=2.0, now_iso="t")
+    assert threaded.embeddings is not None
+    snap = threaded.embeddings.snapshot(threaded.model.spec.detectors.drift)
+    assert snap is not None
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(compute, snap)
+        # Ingest goes on while the thread computes: the snapshot's copies do not move.
+        threaded.ingest(batch(topics(np.random.default_rng(4), 300, EVEN), 2), now=1.5)
+        threaded.embeddings.prepare(future.result())
+    threaded.evaluate(now=2.0, now_iso="t")
+    pick = [("FeatureDrift", "emb", "mmd"), ("FeatureDrift", "emb.topic", "chisquare")]
+
+    def emb(d: Detector) -> list[tuple[Any, ...]]:
+        return [(e.feature, e.test, e.statistic, e.p_value, e.failing) for e in d.last_evidence
+                if (e.type, e.feature, e.test) in pick]  # fmt: skip
+
+    assert emb(direct) == emb(threaded) and len(emb(direct)) == 2
+    assert all(f for *_, f in emb(direct))  # the mix changed: both flag it
+    assert threaded.embeddings.prepared is None  # taken by the evaluation, used once
