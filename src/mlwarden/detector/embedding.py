@@ -37,6 +37,7 @@ Pure: no clock, no I/O; randomness from generators seeded by the feature's name.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -105,6 +106,11 @@ class EmbeddingColumn:
                 isinstance(v, list) and v and (self.dimensions is None or len(v) == self.dimensions)
             ):
                 if self.dimensions is None:
+                    # The width comes from the first well-formed vector, never from a malformed
+                    # one (which would otherwise turn every later vector into a type error).
+                    if not all(_is_number(x) and math.isfinite(x) for x in v):
+                        self.type_errors += 1
+                        continue
                     self.dimensions = len(v)
                 rows.append(v)
             else:

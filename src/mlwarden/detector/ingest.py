@@ -268,5 +268,9 @@ def parse_labels(payload: Any) -> list[tuple[str, int, Value]]:
             raise BatchError(f"labels[{i}].row: must be an integer, got {json_kind(row)}")
         if isinstance(label, dict | list) or label is None:
             raise BatchError(f"labels[{i}].label: must be a number, string or boolean")
+        if isinstance(label, float) and not math.isfinite(label):
+            # NaN or Infinity (Python's JSON reader takes them): no metric can use one, and the
+            # label store, which is standard JSON, could not be saved with it.
+            raise BatchError(f"labels[{i}].label: must be a finite number, got {label}")
         out.append((rid, row, label))
     return out

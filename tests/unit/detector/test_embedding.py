@@ -179,3 +179,17 @@ def test_computed_off_the_loop_the_evidence_is_the_same_and_ingest_may_go_on_mea
     assert emb(direct) == emb(threaded) and len(emb(direct)) == 2
     assert all(f for *_, f in emb(direct))  # the mix changed: both flag it
     assert threaded.embeddings.prepared is None  # taken by the evaluation, used once
+
+
+def test_a_malformed_first_vector_does_not_set_the_width() -> None:
+    """Regression: without `dimensions`, the width came from the first vector even when it
+    was malformed, and every later well-formed vector then counted as a type error."""
+    from mlwarden.detector.embedding import EmbeddingColumn
+
+    column = EmbeddingColumn("e", reference_size=100, capacity=100)
+    column.add([["oops", "x", "y"], [1.0, float("nan"), 2.0]])
+    rng = np.random.default_rng(0)
+    column.add([list(rng.normal(size=16)) for _ in range(150)])
+    status = column.status()
+    assert status["dimensions"] == 16 and status["typeErrors"] == 2, status
+    assert status["referenceVectors"] == 100

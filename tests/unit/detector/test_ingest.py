@@ -119,3 +119,7 @@ def test_labels() -> None:
         parse_labels({"labels": [{"label": 1}]})
     with pytest.raises(BatchError, match=r"labels\[0\].label"):
         parse_labels({"labels": [{"id": "x", "label": None}]})
+    # A NaN label (Python's JSON reader takes `NaN`) is refused with the field: joined, it
+    # made the label store unsavable and stopped every status write after it.
+    with pytest.raises(BatchError, match=r"labels\[1\].label: must be a finite number"):
+        parse_labels(decode(b'{"labels": [{"id": "x", "label": 1}, {"id": "y", "label": NaN}]}'))
