@@ -347,6 +347,35 @@ async def test_rollout_with_workload_ref_injected_into_its_deployment_and_undone
     assert await op.stop() == 0, op.log()[-3000:]
 
 
+async def test_a_workload_ref_rollout_deleted_first_still_has_its_deployment_restored(
+    cluster: tuple[Cluster, str], start_operator: Start
+) -> None:
+    """Moving back to a plain Deployment (Argo's docs) or a GitOps prune deletes the Rollout
+    before the ObservedModel: the undo finds the template where status.target last saw it,
+    in the Deployment that carries this model's injection record, and restores it."""
+    api, server = cluster
+    base = model_deployment()
+    base["metadata"]["name"] = "fraud-base"
+    original = copy.deepcopy(base["spec"]["template"])
+    ro = workload("Rollout")
+    del ro["spec"]["template"]
+    ro["spec"]["workloadRef"] = {"apiVersion": "apps/v1", "kind": "Deployment",
+                                 "name": "fraud-base", "scaleDown": "onsuccess"}  # fmt: skip
+    model = om({"kind": "Rollout", "name": "fraud-model", "container": "model"})
+    op = await start(api, start_operator, (DEPLOYMENTS, base), (ROLLOUTS, ro),
+                     (SERVICES, model_service()), model=model)  # fmt: skip
+    await observing(api, server)
+    await eventually(lambda: "target" in status(api), what="status.target")
+    containers = obj(api, DEPLOYMENTS, "fraud-base")["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["model", "mlwarden-sidecar"]
+    await api_call(server, "DELETE", RO_PATH)
+    await delete_om(api, server)
+    after = obj(api, DEPLOYMENTS, "fraud-base")
+    assert after["spec"]["template"] == original
+    assert "mlwarden.io/injected" not in (after["metadata"].get("annotations") or {})
+    assert await op.stop() == 0, op.log()[-3000:]
+
+
 async def test_rollout_with_a_workload_ref_to_another_kind_is_refused(
     cluster: tuple[Cluster, str], start_operator: Start
 ) -> None:

@@ -1028,6 +1028,8 @@ async def _undo(
     ref = None
     if kind == "Rollout":
         ref = _workload_ref_or_none(_going_away(await api.get(path(kind, ns, dep_name))))
+        if ref is None:  # the Rollout gone first (deleted, pruned): where we last saw the template
+            ref = await _recorded_template(raw, ns)
     if ref:
         kind, dep_name = "Deployment", ref
     for _step in range(6):
@@ -1049,6 +1051,25 @@ async def _undo(
             raise
         _event(raw, "Normal", "SidecarRemoved", plan.message)
     return ", then ".join(steps) or "nothing was undone yet", False
+
+
+async def _recorded_template(raw: dict[str, Any], ns: str) -> str | None:
+    """The Deployment that held a workloadRef Rollout's template when the operator last looked
+    (`status.target.template`), when it still carries this ObservedModel's injection record:
+    a Rollout deleted before its ObservedModel (a GitOps prune deletes both at once) no longer
+    names it, and the sidecar must not stay in that template (with `scaleDown: onsuccess` the
+    Deployment scales back up once the Rollout is gone)."""
+    held = str(((raw.get("status") or {}).get("target") or {}).get("template") or "")
+    kind, _, name = held.partition("/")
+    if kind != "Deployment" or not name:
+        return None
+    deployment = _going_away(await kube().get(path("Deployment", ns, name)))
+    try:
+        record = injection.read_record(deployment) if deployment is not None else None
+    except injection.InjectionError:
+        record = None
+    model = str((raw.get("metadata") or {}).get("name"))
+    return name if record is not None and record.model == model else None
 
 
 def _going_away(obj: dict[str, Any] | None) -> dict[str, Any] | None:
