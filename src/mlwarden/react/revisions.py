@@ -371,6 +371,25 @@ def numbered(
     return None
 
 
+def newest(owner: tuple[str, str], lists: Mapping[str, Sequence[Mapping[str, Any]]]) -> str | None:
+    """The revision (as records carry it) of `owner`'s highest number: after a rollback, the
+    StatefulSet controller and Argo Rollouts renumber the restored revision to the next number
+    (Kubernetes' getStatefulSetRevisions; Argo's ReplicaSet revision annotation), so once the
+    controller has acted, a rollback's `to` number is gone and the restored one is the newest."""
+    best: tuple[int, str] | None = None
+    for rs in history(lists):
+        number = revision_of(rs)
+        found = (_meta(rs).get("labels") or {}).get(POD_TEMPLATE_HASH)
+        if (
+            _owner(rs) == owner
+            and number is not None
+            and found
+            and (best is None or number > best[0])
+        ):
+            best = (number, str(found))
+    return None if best is None else best[1]
+
+
 def status_revisions(
     model: ObservedModel,
     detector_revisions: Sequence[Any] | None,

@@ -77,7 +77,7 @@ from mlwarden.react.actuators.pause import PAUSED_FROM_ANNOTATION
 from mlwarden.react.actuators.rollback import RollbackError, plan_rollback
 from mlwarden.react.guardrails import WORKLOAD_ACTIONS, LiveObjects
 from mlwarden.react.incidents import by_onset
-from mlwarden.react.revisions import HISTORY_KINDS, history, long_label, numbered
+from mlwarden.react.revisions import HISTORY_KINDS, history, long_label, newest, numbered
 from mlwarden.react.targets import PatchTarget, object_key, split_target
 from mlwarden.react.traffic.registry import ROUTERS
 from mlwarden.react.traffic.router import TrafficError, Weights
@@ -174,7 +174,11 @@ def serving_revision(
     if record.action == "rollback":
         if aborted(record):
             return record.to_state  # an Argo abort: the stable ReplicaSet's hash serves
-        return numbered(record.to_state, (kind, name), _lists(snapshot))
+        lists = _lists(snapshot)
+        # Read before the controller acted, the number is the restored revision's; read later
+        # (a verification resumed after an operator restart), the controller has renumbered
+        # it to the newest.
+        return numbered(record.to_state, (kind, name), lists) or newest((kind, name), lists)
     if record.action in ("shiftTraffic", "pause") and alert.get("baselineRevision"):
         return str(alert["baselineRevision"])
     if record.action == "scale" and alert.get("modelRevision"):

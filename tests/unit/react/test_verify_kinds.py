@@ -73,6 +73,10 @@ def test_a_statefulset_rollback_is_verified_on_the_restored_revision_and_undone(
     done = record("StatefulSet/m", "rollback", "3", "4", held={"StatefulSet/m": {}})
     alert = {"type": "PredictionDrift", "test": "psi", "since": "2026-12-01T11:40:00Z"}
     assert verify.serving_revision(done, alert, snap) == "m-b"
+    # As the actuator records it ("3" -> "2", the number it restored), read after the
+    # controller renumbered it (a verification resumed after an operator restart): the newest.
+    recorded = record("StatefulSet/m", "rollback", "3", "2", held={"StatefulSet/m": {}})
+    assert verify.serving_revision(recorded, alert, snap) == "m-b"
     started = verify.start(
         done,
         alert=alert,
