@@ -85,7 +85,6 @@ Pure: no clock (times come in as arguments), no I/O.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -94,7 +93,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from mlwarden.stats.distributions import kolmogorov_sf
+from mlwarden.stats.distributions import chi2_sf_int, kolmogorov_sf
 from mlwarden.stats.sketch import CategoricalSketch, NumericSketch, Sketch
 
 MIN_WINDOW: Final = 32  # a test needs 30 values (as the periodic checks)
@@ -549,30 +548,3 @@ def _chisquare(
     df = (both > 0).sum(axis=-1) - 1
     p = np.where(df >= 1, chi2_sf_int(np.maximum(df, 1), chi2), 1.0)
     return chi2, np.clip(p, 0.0, 1.0), np.minimum(tvd, 1.0)
-
-
-def chi2_sf_int(df: npt.ArrayLike, x: npt.ArrayLike) -> Any:
-    """P(chi-square with integer `df` >= 1 degrees of freedom > x), elementwise, exact.
-
-    The closed forms for integer degrees of freedom, terms summed in log space (numpy has no
-    incomplete gamma; `distributions.chi2_sf` is one Python call per element): even df = 2m:
-    exp(-x/2) sum_{k<m} (x/2)^k / k!; odd df = 2m + 1: erfc(sqrt(x/2)) + exp(-x/2)
-    sum_{k<m} (x/2)^(k+1/2) / Gamma(k + 3/2). Checked against scipy in the tests.
-    """
-    dfs, xs = np.broadcast_arrays(np.asarray(df, dtype=np.int64), np.asarray(x, np.float64))
-    half = np.maximum(xs, 0.0) / 2.0
-    odd = dfs % 2 == 1
-    m = np.where(odd, (dfs - 1) // 2, dfs // 2)
-    with np.errstate(divide="ignore"):
-        log_half = np.log(half)
-    total = np.where(odd, _erfc(np.sqrt(half)), 0.0)
-    for k in range(int(m.max(initial=0))):
-        shift = np.where(odd, k + 0.5, float(k))
-        lg = np.where(odd, math.lgamma(k + 1.5), math.lgamma(k + 1.0))
-        with np.errstate(invalid="ignore"):
-            term = np.exp(-half + np.where(shift > 0, shift * log_half, 0.0) - lg)
-        total = total + np.where(k < m, term, 0.0)
-    return np.minimum(total, 1.0)
-
-
-_erfc = np.vectorize(math.erfc, otypes=[np.float64])

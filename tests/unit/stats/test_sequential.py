@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from mlwarden.stats.distributions import chi2_sf_int
 from mlwarden.stats.sequential import (
     MAX_LEVELS,
     SCAN_CELLS,
@@ -23,7 +24,6 @@ from mlwarden.stats.sequential import (
     ScanColumn,
     SequentialScan,
     bins_for,
-    chi2_sf_int,
     coarse_cells,
     ladder,
 )
