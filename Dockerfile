@@ -7,11 +7,20 @@
 #
 # `docker build -t mlwarden/mlwarden:VERSION .` (the last stage, the default): every part of
 # mlwarden, `mlwarden operator`, `mlwarden detector`, `mlwarden check`, and the sidecar too.
+#
+# The sidecar's forwarding path is compiled with mypyc in its build stage
+# (tools/build_native.py; a C compiler and mypy there, neither in the image): `mlwarden_sidecar_info`
+# says `forwarder="native"`. The build fails rather than ship it interpreted by accident.
 FROM python:3.11-slim AS build-sidecar
 WORKDIR /src
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 COPY requirements-sidecar.txt pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir --prefix=/install -r requirements-sidecar.txt \
+COPY tools/build_native.py ./tools/
+RUN pip install --no-cache-dir -r requirements-sidecar.txt mypy \
+ && python tools/build_native.py --require \
+ && pip install --no-cache-dir --prefix=/install -r requirements-sidecar.txt \
  && pip install --no-cache-dir --prefix=/install --no-deps .
 
 FROM python:3.11-slim AS sidecar

@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The sidecar's forwarding path compiled with mypyc (tools/build_native.py), rebuilt when
+# forward.py changes; without a C compiler the build says so and the sidecar runs it interpreted.
+NATIVE := src/mlwarden/sidecar/_native/forward.digest
 PYTEST_ARGS ?=
 # pytest-xdist workers for the suite; PYTEST_WORKERS=0 runs it in one process. Twice the 2
 # cores of the machines it is sized for: the integration and operator tests spend most of their
@@ -14,14 +17,20 @@ PYTEST_ARGS ?=
 # RBAC audit, which waits for every other operator test (tests/operator/conftest.py), idles one.
 PYTEST_WORKERS ?= 4
 XDIST := -n $(PYTEST_WORKERS) --maxschedchunk 1
-PY_DIRS := $(wildcard src tests benchmarks charts)
+PY_DIRS := $(wildcard src tests benchmarks charts tools)
 
-.PHONY: install test test-unit test-integration demo lint format bench bench-peers-env soak e2e clean help
+.PHONY: install native test test-unit test-integration demo lint format bench bench-peers-env soak e2e clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
-install: $(STAMP)  ## create .venv and install mlwarden (editable) with its test, lint and demo extras
+install: $(STAMP) $(NATIVE)  ## create .venv and install mlwarden (editable) with its test, lint and demo extras
+
+native: $(STAMP)  ## compile the sidecar's forwarding path with mypyc (make install does it when forward.py changed)
+	$(BIN)/python tools/build_native.py
+
+$(NATIVE): src/mlwarden/sidecar/forward.py tools/build_native.py | $(STAMP)
+	$(BIN)/python tools/build_native.py
 
 # Re-installs only when the project's dependency declaration changed.
 $(STAMP): pyproject.toml
@@ -72,4 +81,4 @@ e2e: install  ## end-to-end on a kind cluster (needs a Docker engine, kind and k
 	$(BIN)/python -m pytest tests/e2e -v -rs -p no:cacheprovider
 
 clean:  ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist src/*.egg-info src/mlwarden/sidecar/_native

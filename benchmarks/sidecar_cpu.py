@@ -13,6 +13,10 @@ CPU is not counted. The load average is printed: other work on the machine shows
 noise in every figure, though less in CPU per request than in latency.
 
     .venv/bin/python benchmarks/sidecar_cpu.py --before-ref 77ac850 --duration 5 --repeats 3
+
+`--python-vs-native` compares this tree with itself instead: its forwarding path
+interpreted (`MLWARDEN_SIDECAR_NATIVE=0`, "before") and compiled with mypyc (`make native`,
+"after"; `mlwarden.sidecar.native`).
 """
 
 from __future__ import annotations
@@ -47,7 +51,13 @@ REPO = HERE.parent
 
 
 def _sidecar(
-    name: str, src: Path, tmp: Path, upstream: str, collector: str | None, stop: Any
+    name: str,
+    src: Path,
+    tmp: Path,
+    upstream: str,
+    collector: str | None,
+    stop: Any,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[Proc, str]:
     port, admin = free_port(), free_port()
     argv = [sys.executable, "-m", "mlwarden.cli", "sidecar", "--listen", f"{HOST}:{port}",
@@ -57,6 +67,7 @@ def _sidecar(
         argv += ["--collector", collector]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLWARDEN_")}
     env["PYTHONPATH"] = str(src)
+    env |= extra_env or {}
     proc = Proc(name, argv, tmp / f"{name}.log", env=env)
     stop.callback(proc.stop)
     proc.wait_port(port)
@@ -86,7 +97,13 @@ def measure(proc: Proc, run: Any) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--before-ref", required=True, help="git ref of the 'before' tree")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--before-ref", help="git ref of the 'before' tree")
+    which.add_argument(
+        "--python-vs-native",
+        action="store_true",
+        help="this tree interpreted (before) against this tree compiled (after)",
+    )
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -97,9 +114,19 @@ def main() -> int:
         contextlib.ExitStack() as stop,
     ):
         tmp = Path(tmp_name)
-        before = tmp / "before"
-        before.mkdir()
-        trees = {"before": source_tree(args.before_ref, before), "after": REPO / "src"}
+        trees: dict[str, tuple[Path, dict[str, str]]]
+        if args.python_vs_native:
+            trees = {
+                "before": (REPO / "src", {"MLWARDEN_SIDECAR_NATIVE": "0"}),
+                "after": (REPO / "src", {"MLWARDEN_SIDECAR_NATIVE": "1"}),
+            }
+        else:
+            before = tmp / "before"
+            before.mkdir()
+            trees = {
+                "before": (source_tree(args.before_ref, before), {}),
+                "after": (REPO / "src", {}),
+            }
         up_port = free_port()
         up = start_nginx("upstream", fixed_upstream_conf(tmp / "up", up_port), tmp / "up", up_port)
         stop.callback(up.stop)
@@ -111,7 +138,7 @@ def main() -> int:
         script = tmp / "post.lua"
         wrk_script(script, body)
         servers: dict[tuple[str, str], tuple[Proc, str]] = {}
-        for tree, src in trees.items():
+        for tree, (src, extra_env) in trees.items():
             for capture in ("off", "on"):
                 collector = None
                 if capture == "on":
@@ -121,7 +148,7 @@ def main() -> int:
                     start_detector(manifest, dport, tmp / f"det-{tree}.log", stop=stop)
                     collector = f"http://{HOST}:{dport}"
                 servers[(tree, capture)] = _sidecar(
-                    f"{tree}-{capture}", src, tmp, upstream, collector, stop
+                    f"{tree}-{capture}", src, tmp, upstream, collector, stop, extra_env
                 )
         results: dict[tuple[str, str, str], list[dict[str, float]]] = {}
         path = infer_path(MODEL_1_ROW)

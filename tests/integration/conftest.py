@@ -89,7 +89,9 @@ def mlserver_grpc(mlserver: str, iris_model_dir: Path) -> str:
 def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., SidecarProcess]]:
     started: list[SidecarProcess] = []
 
-    def start(upstream: str, *extra: str, collector: str | None = None) -> SidecarProcess:
+    def start(
+        upstream: str, *extra: str, collector: str | None = None, env: dict[str, str] | None = None
+    ) -> SidecarProcess:
         port, admin = free_port(), free_port()
         args = [
             sys.executable, "-m", "mlwarden.cli", "sidecar",
@@ -105,6 +107,7 @@ def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., SidecarProcess]]:
         # No drain on SIGTERM unless a test asks for one (MLWARDEN_DRAIN_SECONDS): a
         # test's sidecar has no load balancer to leave, and each would stop 5 s later.
         drain = {"MLWARDEN_DRAIN_SECONDS": os.environ.get("MLWARDEN_DRAIN_SECONDS", "0")}
+        drain |= env or {}
         proc = start_process(
             [*args, *extra], log_path, f"{admin_url}/readyz", "the sidecar", env=drain
         )

@@ -30,6 +30,7 @@ each for something that legitimately differs:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -301,7 +302,25 @@ def test_the_sidecar_answers_as_nginx_does(
     assert by_sidecar.closed == by_nginx.closed, raws
 
 
-@pytest.fixture
-def sidecar_port(model: RecordingUpstream, start_sidecar: Callable[..., SidecarProcess]) -> int:
-    sidecar = start_sidecar(model.url)
+@pytest.fixture(params=["native", "python"])
+def sidecar_port(
+    request: pytest.FixtureRequest,
+    model: RecordingUpstream,
+    start_sidecar: Callable[..., SidecarProcess],
+) -> int:
+    """The sidecar with its forwarding path compiled (`make native`), and interpreted: the
+    same source, each compared with nginx."""
+    kind = request.param
+    if kind == "native" and not native_built():
+        pytest.skip("no compiled forwarder in this tree: `make native` builds it (needs gcc)")
+    env = {"MLWARDEN_SIDECAR_NATIVE": "1" if kind == "native" else "0"}
+    sidecar = start_sidecar(model.url, env=env)
+    info = [k for k in sidecar.metrics() if k.startswith("mlwarden_sidecar_info{")]
+    assert len(info) == 1 and f'forwarder="{kind}"' in info[0], info
     return int(sidecar.url.rsplit(":", 1)[1])
+
+
+def native_built() -> bool:
+    from mlwarden.sidecar.native import NATIVE_MODULE
+
+    return importlib.util.find_spec(NATIVE_MODULE) is not None

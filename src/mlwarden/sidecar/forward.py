@@ -171,6 +171,11 @@ def plain_response(status: int, reason: bytes, message: str, *, close: bool) -> 
     )
 
 
+def as_protocol(conn: UpstreamConnection | ClientConnection) -> asyncio.BaseProtocol:
+    """A connection as the event loop's protocol: it has every method asyncio calls."""
+    return cast(asyncio.BaseProtocol, conn)
+
+
 class ExchangeQueue(Protocol):
     """Where each exchange goes for capture: `offer` never blocks; False = dropped."""
 
@@ -262,8 +267,9 @@ class Forwarder:
             self._wall_offset = time.time() - _now()
         return t + self._wall_offset
 
-    def protocol(self) -> ClientConnection:
-        return ClientConnection(self)
+    def protocol(self) -> asyncio.BaseProtocol:
+        """A new client connection (the server's protocol factory)."""
+        return as_protocol(ClientConnection(self))
 
     def offer(self, exchange: Exchange) -> None:
         if not self.queue.offer(exchange):
@@ -315,10 +321,10 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         t = self.target
         async with asyncio.timeout(self.connect_timeout):
-            _, conn = await loop.create_connection(
-                lambda: UpstreamConnection(self), t.host, t.port, ssl=t.ssl
+            _, protocol = await loop.create_connection(
+                lambda: as_protocol(UpstreamConnection(self)), t.host, t.port, ssl=t.ssl
             )
-        return conn
+        return cast(UpstreamConnection, protocol)
 
     def put(self, conn: UpstreamConnection, now: float | None = None) -> None:
         if self.closed or not conn.alive or len(self.idle) >= POOL_MAX_IDLE:
@@ -338,8 +344,12 @@ class UpstreamPool:
         self.idle.clear()
 
 
-class UpstreamConnection(asyncio.Protocol):
-    """One connection to the model; parses answers and hands each event to its request."""
+class UpstreamConnection:
+    """One connection to the model; parses answers and hands each event to its request.
+
+    An asyncio protocol by its methods (asyncio and uvloop call them by name), not by
+    subclassing `asyncio.Protocol`: a plain class is what mypyc compiles into a native one
+    (`mlwarden.sidecar.native`)."""
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
@@ -980,8 +990,10 @@ _REASONS = {
 _TOO_MANY = plain_response(503, _REASONS[503], "too many open connections", close=True)
 
 
-class ClientConnection(asyncio.Protocol):
-    """One client connection: parses requests, serves them in order, enforces the limits."""
+class ClientConnection:
+    """One client connection: parses requests, serves them in order, enforces the limits.
+
+    An asyncio protocol by its methods, like `UpstreamConnection`."""
 
     def __init__(self, fwd: Forwarder) -> None:
         self.fwd = fwd

@@ -82,8 +82,9 @@ class SidecarMetrics:
         r = self.registry
         self.info = Gauge(
             "mlwarden_sidecar_info",
-            "Sidecar build and settings.",
-            ["version", "protocol"],
+            "Sidecar build and settings (forwarder: native, the forwarding path compiled with "
+            "mypyc, or python).",
+            ["version", "protocol", "forwarder"],
             registry=r,
         )
         self.requests = Counter(
@@ -216,5 +217,5 @@ class SidecarMetrics:
         for reason in WORKER_RESTART_REASONS:
             self.capture_worker_restarts.labels(reason)
 
-    def set_info(self, protocol: str) -> None:
-        self.info.labels(__version__, protocol).set(1)
+    def set_info(self, protocol: str, forwarder: str = "python") -> None:
+        self.info.labels(__version__, protocol, forwarder).set(1)

@@ -45,6 +45,7 @@ from mlwarden.sidecar.config import SidecarConfig
 from mlwarden.sidecar.forward import Forwarder
 from mlwarden.sidecar.grpc_proxy import GrpcProxy
 from mlwarden.sidecar.metrics import SidecarMetrics
+from mlwarden.sidecar.native import forward_module
 from mlwarden.sidecar.supervisor import CaptureProcess, InlineCapture
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,9 @@ class Sidecar:
     def __init__(self, config: SidecarConfig) -> None:
         self.config = config
         self.metrics = SidecarMetrics()
-        self.metrics.set_info(config.protocol)
+        # The forwarding path: compiled with mypyc when built from this source (native.py).
+        self._forward, self.forwarder_kind = forward_module()
+        self.metrics.set_info(config.protocol, self.forwarder_kind.split(" ", 1)[0])
         # Capture, in a worker process of its own (sidecar/supervisor.py); created in start().
         self.capture: CaptureProcess | InlineCapture | None = None
         self.capturing = False
@@ -149,7 +152,7 @@ class Sidecar:
                 self.proxy_port = self.grpc_port
                 await self._start_admin()
                 return
-        forwarder = Forwarder(
+        forwarder: Forwarder = self._forward.Forwarder(
             c,
             queue=self.capture,
             metrics=self.metrics,
@@ -173,7 +176,7 @@ class Sidecar:
         self.admin_port = _bound_port(admin_runner)
         self.ready = True
         log.info(
-            "mlwarden sidecar: %s on %s:%s -> %s%s, admin on %s:%s, collector %s",
+            "mlwarden sidecar: %s on %s:%s -> %s%s, admin on %s:%s, collector %s; forwarder %s",
             "gRPC proxy" if c.protocol == "v2-grpc" else "proxy",
             c.listen[0],
             self.proxy_port,
@@ -184,6 +187,7 @@ class Sidecar:
             c.admin_listen[0],
             self.admin_port,
             c.records_url or "(none)",
+            self.forwarder_kind,
         )
 
     async def drain(self, interrupted: asyncio.Event | None = None) -> None:
