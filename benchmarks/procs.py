@@ -214,6 +214,7 @@ def start_sidecar(
     stop: contextlib.ExitStack,
     collector: str | None = None,
     extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Sidecar:
     """`mlwarden sidecar --protocol v2` in front of `upstream`, ready when this returns.
 
@@ -225,7 +226,7 @@ def start_sidecar(
     if collector is not None:
         argv += ["--collector", collector]
     argv += ["--protocol", "v2", *extra]
-    proc = Proc(name, argv, log, env=clean_env())
+    proc = Proc(name, argv, log, env=clean_env() | (env or {}))
     stop.callback(proc.stop)
     proc.wait_port(port)
     admin = f"http://{HOST}:{admin_port}"

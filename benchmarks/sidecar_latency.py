@@ -1,6 +1,6 @@
 """What `mlwarden sidecar` adds to a model request, next to nginx and a bare aiohttp forwarder.
 
-Five paths to the same fixed-response upstream (nginx `return 200`, see
+Six paths to the same fixed-response upstream (nginx `return 200`, see
 `upstream_nginx.py`), all running at once on this machine and measured in one run:
 
 - `direct`       the load generator straight to the upstream (the baseline);
@@ -8,7 +8,12 @@ Five paths to the same fixed-response upstream (nginx `return 200`, see
 - `bare`         the bare aiohttp forwarder, no capture (`bare_forwarder.py`);
 - `sidecar`      `mlwarden sidecar --protocol v2` with capture on, shipping to a
                  real `mlwarden detector` behind it;
-- `sidecar-off`  `mlwarden sidecar` without `--collector`: capture off.
+- `sidecar-off`  `mlwarden sidecar` without `--collector`: capture off;
+- `sidecar-off-py` the same with its forwarding path interpreted
+                 (`MLWARDEN_SIDECAR_NATIVE=0`): what the mypyc build buys.
+
+The sidecars run the forwarding path compiled with mypyc when `make native` built it
+(`mlwarden.sidecar.native`); which one ran is read from `mlwarden_sidecar_info` and reported.
 
 For each path:
 
@@ -82,8 +87,11 @@ PATHS: dict[str, str] = {
     "bare": "bare aiohttp forwarder",
     "sidecar": "sidecar, capture on",
     "sidecar-off": "sidecar, capture off",
+    "sidecar-off-py": "sidecar, capture off, interpreted",
 }
-SIDECARS = ("sidecar", "sidecar-off")
+SIDECARS = ("sidecar", "sidecar-off", "sidecar-off-py")
+# Environment per sidecar path: the interpreted one is told not to use the compiled module.
+SIDECAR_ENV = {"sidecar-off-py": {"MLWARDEN_SIDECAR_NATIVE": "0"}}
 
 # hey reports response times in seconds with four decimals: 0.1 ms is the resolution.
 RESOLUTION_MS = 0.1
@@ -241,13 +249,26 @@ def start_servers(
     for path in sidecars:
         collector = st.collector if path == "sidecar" else None
         sc = start_sidecar(
-            path, st.tmp / f"{path}.log", upstream=upstream, stop=stop, collector=collector
+            path,
+            st.tmp / f"{path}.log",
+            upstream=upstream,
+            stop=stop,
+            collector=collector,
+            env=SIDECAR_ENV.get(path),
         )
         st.procs.append(sc.proc)
         st.proc_of[path] = sc.proc
         st.urls[path] = sc.url
         st.admin[path] = sc.admin
         st.commands[path] = display(sc.argv)
+
+
+def forwarder_of(admin: str) -> str:
+    """Which forwarding path a running sidecar uses (native or python), from its /metrics."""
+    for key in scrape(admin):
+        if key.startswith("mlwarden_sidecar_info{"):
+            return key.split('forwarder="', 1)[1].split('"', 1)[0]
+    return "unknown"
 
 
 def check_paths(st: Stack) -> None:
@@ -484,6 +505,7 @@ def run(
         log(f"{NAME}: starting servers in {tmp}")
         st = start_stack(tmp, stop)
         check_paths(st)
+        forwarders = {path: forwarder_of(st.admin[path]) for path in SIDECARS}
         bodies = {}
         for rows in (1, 32):
             bodies[rows] = tmp / f"v2-{rows}rows.json"
@@ -545,6 +567,7 @@ def run(
         stderr_lines = {path: _log_lines(tmp / f"{path}.log") for path in SIDECARS}
 
         results = summarize(raw, snaps, runs_of, duration=duration, repeats=repeats)
+        results["forwarders"] = forwarders
         results["settings"] = {
             "duration_s": duration,
             "repeats": repeats,
@@ -607,6 +630,7 @@ def commands(st: Stack, bodies: dict[int, Path], script: Path, duration: float) 
         "collector": st.commands["collector"],
         "sidecar": st.commands["sidecar"],
         "sidecar-off": st.commands["sidecar-off"],
+        "sidecar-off-py": "MLWARDEN_SIDECAR_NATIVE=0 " + st.commands["sidecar-off-py"],
     }
     load: dict[str, dict[str, str]] = {}
     for sc in SCENARIOS:
@@ -799,8 +823,24 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, str]]:
         ok = ok and k1[f"added_{q}_ms"] <= limit
         parts.append(f"{q} {k1[f'added_{q}_ms']:.2f} ms vs 2 x nginx = {limit:.2f} ms")
     add("within 2x of nginx's added latency at 1,000 req/s (p50 and p99)", ok, "; ".join(parts))
+    py = s["1k-1row"]["sidecar-off-py"]
+    off1k = s["1k-1row"]["sidecar-off"]
+    out.append(
+        {
+            "target": "compiled forwarding path against the same interpreted (capture off)",
+            "status": "INFO",
+            "figure": (
+                f"forwarder {res.get('forwarders', {}).get('sidecar-off', '?')} vs "
+                f"{res.get('forwarders', {}).get('sidecar-off-py', '?')}: 1k-1row added p50 "
+                f"{off1k['added_p50_ms']:.2f} vs {py['added_p50_ms']:.2f} ms, p99 "
+                f"{off1k['added_p99_ms']:.2f} vs {py['added_p99_ms']:.2f} ms; saturation "
+                f"{s['saturation']['sidecar-off']['rps']:,.0f} vs "
+                f"{s['saturation']['sidecar-off-py']['rps']:,.0f} req/s"
+            ),
+        }
+    )
     cpu = []
-    for path in ("sidecar", "sidecar-off", "nginx"):
+    for path in ("sidecar", "sidecar-off", "sidecar-off-py", "nginx"):
         for key in ("1k-1row", "saturation"):
             fig = s[key][path]
             if fig.get("rps"):
@@ -966,12 +1006,15 @@ def render_markdown(res: dict[str, Any]) -> str:
     s = res["summary"]
     out = ["## Sidecar latency and throughput (`benchmarks/sidecar_latency.py`)", ""]
     out.append(
-        "Five paths to one fixed-response upstream (nginx `return 200` with a v2 JSON answer), "
+        "Six paths to one fixed-response upstream (nginx `return 200` with a v2 JSON answer), "
         "all running at once and measured in one run, interleaved, after a warm-up of each path. "
         "The capture-on sidecar ships to the real `mlwarden detector` (on the same two cores), "
         "whose `recordsIngested` is the delivered count. Latencies are hey's, which reports "
         "in steps of "
-        f"{RESOLUTION_MS} ms; p50/p90/p99 are nearest-rank over every request of a run."
+        f"{RESOLUTION_MS} ms; p50/p90/p99 are nearest-rank over every request of a run. "
+        "Forwarding path of each sidecar (`mlwarden_sidecar_info`): "
+        + ", ".join(f"{p} {k}" for p, k in res.get("forwarders", {}).items())
+        + "."
     )
     out.append("")
     out.append(
