@@ -348,7 +348,7 @@ class EmbeddingMonitor:
             elif states is None:
                 why = "the store was written before embedding references were stored"
             else:
-                why = left_out or "the reference was stored before this feature was declared"
+                why = left_out or "absent from the stored reference"
             if why is not None:
                 column.unavailable = (
                     f"not judged: reference not stored ({why}); rebaseline to rebuild it"

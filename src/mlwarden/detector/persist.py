@@ -389,6 +389,7 @@ def encode_stored(
     segments: Sequence[SegmentReference] = (),
     embeddings: Mapping[str, EmbeddingReference] | None = None,
     warming: Collection[str] = (),
+    missing: Sequence[str] = (),
 ) -> EncodedReference:
     """The stored form (gzip'd JSON), its digest, and what was left out to fit.
 
@@ -396,7 +397,8 @@ def encode_stored(
     least frequent in the reference first (fewest reference records); then embedding
     features' references, the last declared first; then the multivariate sample. The
     tabular sketches are never left out: a reference still too large is refused
-    (StoredReferenceError naming its largest columns).
+    (StoredReferenceError naming its largest columns). `missing`: what a restored reference
+    stored again already lacked (its `left_out`), still listed.
     """
     embeddings = dict(embeddings or {})
     order = sorted(
@@ -412,7 +414,7 @@ def encode_stored(
     def attempt(n_segments: int, n_embeddings: int, multivariate: bool) -> EncodedReference:
         dropped = by_size[:n_segments]
         gone = names[len(names) - n_embeddings :] if n_embeddings else []
-        left_out = [f"segment {segment_label(c, v)}" for c, v in dropped]
+        left_out = [*missing, *(f"segment {segment_label(c, v)}" for c, v in dropped)]
         left_out += [f"embedding {name}" for name in gone]
         ref = reference
         if not multivariate and reference.multivariate is not None:

@@ -344,6 +344,8 @@ class DetectorService:
                 segments=segments.references() if segments is not None else (),
                 embeddings=embeddings.reference_states() if embeddings is not None else None,
                 warming=embeddings.warming() if embeddings is not None else (),
+                # stored again (an embedding reference completed): what it lacked, it lacks
+                missing=self._stored_without if self._stored and self._stored[0] == ref.id else (),
             )
         except StoredReferenceError as exc:
             self._refused = (ref.id, parts)
