@@ -47,6 +47,18 @@ def write_manifest(tmp: Path, rebaseline: str | None = None) -> Path:
     return path
 
 
+def with_model(api: kmock.KubernetesEmulator) -> None:
+    """ObservedModel test/m (its uid owns the ConfigMap) and room for ConfigMaps."""
+    api.resources[RESOURCE] = {}
+    api.resources[CONFIGMAPS] = {}
+    api.objects[RESOURCE, "test", "m"] = {
+        "apiVersion": "mlwarden.io/v1alpha1",
+        "kind": "ObservedModel",
+        "metadata": {"name": "m", "namespace": "test", "uid": UID},
+        "spec": {"target": {"deployment": "m"}},
+    }
+
+
 def records(rng: np.random.Generator, n: int, shift: float) -> dict[str, Any]:
     return {
         "records": [
@@ -59,14 +71,7 @@ def records(rng: np.random.Generator, n: int, shift: float) -> dict[str, Any]:
 async def test_restart_reloads_the_reference_and_a_rebaseline_replaces_it(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
-        api.resources[RESOURCE] = {}
-        api.resources[CONFIGMAPS] = {}
-        api.objects[RESOURCE, "test", "m"] = {
-            "apiVersion": "mlwarden.io/v1alpha1",
-            "kind": "ObservedModel",
-            "metadata": {"name": "m", "namespace": "test", "uid": UID},
-            "spec": {"target": {"deployment": "m"}},
-        }
+        with_model(api)
         report = ("--report-to", str(server.url))
 
         def reference() -> dict[str, Any]:
@@ -203,20 +208,8 @@ async def test_segments_and_embedding_references_survive_a_restart_in_the_config
         f"metadata: {{name: m, namespace: test}}\nspec:\n{PARTS_SPEC}"
     )
     async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
-        api.resources[RESOURCE] = {}
-        api.resources[CONFIGMAPS] = {}
-        api.objects[RESOURCE, "test", "m"] = {
-            "apiVersion": "mlwarden.io/v1alpha1",
-            "kind": "ObservedModel",
-            "metadata": {"name": "m", "namespace": "test", "uid": UID},
-            "spec": {"target": {"deployment": "m"}},
-        }
+        with_model(api)
         report = ("--report-to", str(server.url))
-
-        async def status(url: str) -> dict[str, Any]:
-            async with aiohttp.ClientSession() as http, http.get(f"{url}/v1/status") as resp:
-                result: dict[str, Any] = await resp.json()
-                return result
 
         async with detector_process(manifest, *report) as (url, _):
             await post_records(url, parts_records(rng, 600, 0.0))
@@ -229,7 +222,7 @@ async def test_segments_and_embedding_references_survive_a_restart_in_the_config
                 ),
                 "the reference stored",
             )
-            before = await status(url)
+            before = await get_status(url)
         cm = api.objects[CONFIGMAPS, "test", "m-reference"]
         summary = json.loads(gzip.decompress(__import__("base64").b64decode(cm["binaryData"][KEY])))
         assert [s["column"] for s in summary["segments"]] == ["country"]
@@ -237,7 +230,7 @@ async def test_segments_and_embedding_references_survive_a_restart_in_the_config
         assert set(summary["embeddings"]) == {"emb"} and summary["leftOut"] == []
 
         async with detector_process(manifest, *report) as (url, _):
-            after = await status(url)
+            after = await get_status(url)
             assert after["reference"]["origin"] == "restored"
             assert "unavailable" not in after["segments"]
             assert after["segments"]["columns"][0]["segments"] == [
@@ -260,7 +253,7 @@ async def test_segments_and_embedding_references_survive_a_restart_in_the_config
                 lambda: {("a", "other"), ("emb", "")} <= alerts(),
                 "a segment alert and an embedding alert after the restart",
             )
-            again = (await status(url))["embeddings"]["emb"]
+            again = (await get_status(url))["embeddings"]["emb"]
         assert again["referenceVectors"] == 600  # not rebuilt from the traffic after it
 
 

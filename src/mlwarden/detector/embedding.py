@@ -387,17 +387,7 @@ class EmbeddingMonitor:
             column = self.columns.get(name)
             if column is None or column.unavailable is None:
                 continue
-            out.append(
-                Evidence(
-                    type=alert.type,
-                    test=alert.test,
-                    statistic=0.0,
-                    threshold=alert.threshold,
-                    failing=False,
-                    feature=alert.feature,
-                    message=f"{alert.feature} {column.unavailable}",
-                )
-            )
+            out.append(alert.not_judged(f"{alert.feature} {column.unavailable}"))
         return out
 
     def snapshot(self, check: DriftCheck) -> EmbeddingSnapshot | None:

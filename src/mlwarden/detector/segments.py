@@ -527,9 +527,7 @@ class Segments:
             missing = [segment_label(ref.column, s) for s in ref.segments if s not in ref.summaries]
             if missing:
                 notes.append(f"{', '.join(missing)}: {left_out or 'not in the stored reference'}")
-        self.unavailable = (
-            f"not judged: {'; '.join(notes)}; judged again after a rebaseline" if notes else None
-        )
+        self.unavailable = f"{'; '.join(notes)}; judged again after a rebaseline" if notes else None
 
     def ingest(
         self,
@@ -591,18 +589,8 @@ class Segments:
         why = self.unavailable or "the segment is no longer one of the segments"
         for alert in active:
             if alert.segment is not None and alert.segment not in views:
-                out.append(
-                    Evidence(
-                        type=alert.type,
-                        test=alert.test,
-                        statistic=0.0,
-                        threshold=alert.threshold,
-                        failing=False,
-                        feature=alert.feature,
-                        message=f"segment {segment_label(*alert.segment)} not judged: {why}",
-                        segment=alert.segment,
-                    )
-                )
+                label = segment_label(*alert.segment)
+                out.append(alert.not_judged(f"segment {label} not judged: {why}"))
         return out
 
     def promoted(self) -> None:
