@@ -286,3 +286,59 @@ async def test_an_embedding_reference_completed_later_is_stored_again(tmp_path: 
     async with detector_process(manifest, "--reference-store", str(store)) as (url, _):
         emb = (await get_status(url))["embeddings"]["emb"]
     assert emb["referenceVectors"] == 600 and "unavailable" not in emb
+
+
+async def test_with_a_file_reference_the_embedding_reference_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A data file holds no vectors: the embedding's reference is sampled from the traffic,
+    so it is stored (--reference-store DIR) and reloaded with the file's reference, not
+    rebuilt from the (here drifted) traffic after a restart."""
+    rng = np.random.default_rng(5)
+    store = tmp_path / "store"
+    reference = tmp_path / "ref.csv"
+    reference.write_text("a\n" + "".join(f"{v}\n" for v in rng.normal(size=400)))
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "apiVersion: mlwarden.io/v1alpha1\nkind: ObservedModel\n"
+        "metadata: {name: m, namespace: test}\nspec:\n  target: {deployment: m}\n"
+        "  features:\n    - {name: a, type: numeric}\n"
+        "    - {name: emb, type: embedding, dimensions: 8}\n"
+        f"  reference: {{source: file, path: '{reference}', size: 300}}\n"
+        "  window: {size: 300}\n"
+        "  alerting: {evaluationInterval: 200ms, fireAfter: 2, resolveAfter: 2}\n"
+    )
+    path = store / "test.m-reference.json.gz"
+
+    def stored() -> dict[str, Any]:
+        return dict(json.loads(gzip.decompress(path.read_bytes()))) if path.exists() else {}
+
+    def vectors(n: int, shift: float) -> dict[str, Any]:
+        return {
+            "records": [
+                {
+                    "features": {
+                        "a": float(rng.normal()),
+                        "emb": (rng.normal(size=8) + shift).tolist(),
+                    }
+                }
+                for _ in range(n)
+            ]
+        }
+
+    async with detector_process(manifest, "--reference-store", str(store)) as (url, _):
+        await post_records(url, vectors(300, 0.0))
+        first = await until(lambda: stored().get("embeddings"), "the embedding reference stored")
+        assert set(first) == {"emb"} and stored()["source"].startswith("file:")
+    async with detector_process(manifest, "--reference-store", str(store)) as (url, _):
+        emb = (await get_status(url))["embeddings"]["emb"]
+        assert emb["referenceVectors"] == 300 and emb["topics"] == 8
+        assert "unavailable" not in emb
+        await post_records(url, vectors(300, 1.0))
+
+        async def mmd_alert() -> bool:
+            alerts = (await get_status(url))["alerts"]
+            return any(a["feature"] == "emb" and a["test"] == "mmd" for a in alerts)
+
+        await until(mmd_alert, "an MMD alert on the drifted vectors after the restart")
+        assert (await get_status(url))["embeddings"]["emb"]["referenceVectors"] == 300

@@ -19,8 +19,11 @@ of the revisions serving are written to the ObservedModel's status, with a bound
 
 With a reference store (a ConfigMap in the cluster, `--reference-store DIR` outside), a
 completed warm-up reference is stored and a restarted detector reloads it instead of warming
-up on whatever traffic comes next (`persist.reuse_decision`); status.detector.reference says
-which reference is in force, since when, and where it is stored.
+up on whatever traffic comes next (`persist.reuse_decision`), with its segments' and
+embedding features' references (`Detector.restore_parts`); status.detector.reference says
+which reference is in force, since when, where it is stored, and what it was stored without.
+A file, URL or ConfigMap reference is read again at every start, and stored only for its
+embedding features' references (sampled from the traffic: `restore_embeddings`).
 
 The alert state (each failing check's onset and streaks, the active alerts) is stored in the
 same place (`persist.encode_alert_state`) and restored on start (`persist.alerts_to_restore`),
@@ -280,6 +283,33 @@ class DetectorService:
         reference = build_reference(raw, columns, source=f"{ref.source}:{location}", since=now)
         self.detector.set_reference(reference, now=now, raw=raw)
         log.info("reference %s: %d rows, %d columns", reference.id, reference.n, len(columns))
+        await self.restore_embeddings(reference.id)
+
+    async def restore_embeddings(self, reference: str) -> None:
+        """With a file, URL or ConfigMap reference, the embedding features' references (a data
+        file holds no vectors: they are sampled from the traffic) come back from the store
+        when stored for this same reference, spec and rebaseline token; else they warm up."""
+        if self.store is None or self.detector.embeddings is None:
+            return
+        try:
+            data = await self.store.load()
+            stored = decode_reference(data, where=self.store.where) if data else None
+        except StoredReferenceError as exc:
+            self.store_error = f"embedding references not reloaded: {exc}"
+            log.error("reference store: %s", exc)
+            return
+        if stored is None or stored.reference.id != reference:
+            return  # never stored for this reference: a first start, which warms up
+        if not reuse_decision(stored, basis=self.basis, rebaseline=self.model.rebaseline).reuse:
+            return
+        p = stored.parts
+        self.detector.embeddings.restore(
+            p.embeddings, warming=p.warming, left_out=p.left_out_reason
+        )
+        self._stored = (stored.reference.id, stored.digest)
+        self._stored_parts, self._stored_without = self._parts(), p.left_out
+        self._reference_bytes = len(data) if data else 0
+        log.info("embedding references reloaded with %s (%s)", reference, self.store.where)
 
     async def restore_reference(self, *, attempts: int = 4) -> None:
         """Reload the stored warm-up reference unless the user asked for a new one."""
@@ -325,9 +355,13 @@ class DetectorService:
             log.warning("reference: %s", decision.reason)
 
     async def persist_reference(self) -> None:
-        """Store a completed warm-up reference once (retried at the next evaluation on error)."""
+        """Store a completed warm-up reference once (retried at the next evaluation on error),
+        and again when its parts change (an embedding reference completed). A file, URL or
+        ConfigMap reference is stored for its embedding features' references only."""
         ref = self.detector.reference
-        if self.store is None or ref is None or ref.source != "warmup":
+        if self.store is None or ref is None:
+            return
+        if ref.source != "warmup" and self.detector.embeddings is None:
             return
         parts = self._parts()
         if self._stored and self._stored[0] == ref.id and self._stored_parts == parts:
