@@ -468,7 +468,8 @@ class Segments:
         """Build each column's segments from the reference's raw rows. `convert`: column
         type -> the detector's conversion of a list of values (numeric: floats, categorical:
         categories). Without raw rows (a reference reloaded from the store keeps sketches
-        only) no segment is judged, and status says why."""
+        only) no segment is judged, and status says why, until `restore` takes back the
+        segments' references stored with it."""
         self.reference = reference
         self.columns = []
         self.predictions_moved = False
