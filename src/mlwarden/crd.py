@@ -722,6 +722,11 @@ def _status() -> Schema:
                                 f"The {spec.REBASELINE_ANNOTATION} token in force."
                             ),
                             "storeError": _string("Why storing or reloading it failed."),
+                            "storedWithout": _string(
+                                "What was left out of the stored reference to fit its "
+                                "ConfigMap (segments, embedding references, the multivariate "
+                                "sample): not judged after a restart."
+                            ),
                             "alertState": _string(
                                 "What a restarted detector took back of the alert state "
                                 "stored with the reference (its alerts' onsets)."

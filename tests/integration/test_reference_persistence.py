@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import kmock
 import numpy as np
-from harness import detector_process, post_records, until
+from harness import detector_process, get_status, post_records, until
 
 from mlwarden.detector.store import KEY
 from mlwarden.spec import REBASELINE_ANNOTATION
@@ -47,6 +47,18 @@ def write_manifest(tmp: Path, rebaseline: str | None = None) -> Path:
     return path
 
 
+def with_model(api: kmock.KubernetesEmulator) -> None:
+    """ObservedModel test/m (its uid owns the ConfigMap) and room for ConfigMaps."""
+    api.resources[RESOURCE] = {}
+    api.resources[CONFIGMAPS] = {}
+    api.objects[RESOURCE, "test", "m"] = {
+        "apiVersion": "mlwarden.io/v1alpha1",
+        "kind": "ObservedModel",
+        "metadata": {"name": "m", "namespace": "test", "uid": UID},
+        "spec": {"target": {"deployment": "m"}},
+    }
+
+
 def records(rng: np.random.Generator, n: int, shift: float) -> dict[str, Any]:
     return {
         "records": [
@@ -59,14 +71,7 @@ def records(rng: np.random.Generator, n: int, shift: float) -> dict[str, Any]:
 async def test_restart_reloads_the_reference_and_a_rebaseline_replaces_it(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
-        api.resources[RESOURCE] = {}
-        api.resources[CONFIGMAPS] = {}
-        api.objects[RESOURCE, "test", "m"] = {
-            "apiVersion": "mlwarden.io/v1alpha1",
-            "kind": "ObservedModel",
-            "metadata": {"name": "m", "namespace": "test", "uid": UID},
-            "spec": {"target": {"deployment": "m"}},
-        }
+        with_model(api)
         report = ("--report-to", str(server.url))
 
         def reference() -> dict[str, Any]:
@@ -164,3 +169,176 @@ async def test_reference_store_directory_for_local_runs(tmp_path: Path) -> None:
         again = (await status(url))["reference"]
         assert again["origin"] == "restored" and again["id"] == first["id"]
         assert (await status(url))["phase"] == "Observing"
+
+
+PARTS_SPEC = """\
+  target: {deployment: m}
+  features:
+    - {name: a, type: numeric}
+    - {name: country, type: categorical}
+    - {name: emb, type: embedding, dimensions: 8}
+  segments: [{column: country, maxLevels: 2}]
+  reference: {source: warmup, size: 600}
+  window: {size: 600}
+  alerting: {evaluationInterval: 200ms, fireAfter: 2, resolveAfter: 2}
+"""
+
+
+def parts_records(rng: np.random.Generator, n: int, shift: float) -> dict[str, Any]:
+    """Countries A (60%), B (30%), C (10%); C's `a` moves by 3 x `shift`, every vector by
+    `shift`."""
+    out = []
+    for _ in range(n):
+        country = str(rng.choice(["A", "B", "C"], p=[0.6, 0.3, 0.1]))
+        a = float(rng.normal(3 * shift if country == "C" else 0.0))
+        vector = (rng.normal(size=8) + shift).tolist()
+        out.append({"features": {"a": a, "country": country, "emb": vector}})
+    return {"records": out}
+
+
+async def test_segments_and_embedding_references_survive_a_restart_in_the_configmap(
+    tmp_path: Path,
+) -> None:
+    """Without their stored references, the restarted detector would judge no segment, and
+    would rebuild the embedding's reference from the drifted traffic after the restart."""
+    rng = np.random.default_rng(3)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "apiVersion: mlwarden.io/v1alpha1\nkind: ObservedModel\n"
+        f"metadata: {{name: m, namespace: test}}\nspec:\n{PARTS_SPEC}"
+    )
+    async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
+        with_model(api)
+        report = ("--report-to", str(server.url))
+
+        async with detector_process(manifest, *report) as (url, _):
+            await post_records(url, parts_records(rng, 600, 0.0))
+            await until(
+                lambda: (
+                    (api.objects[RESOURCE, "test", "m"].get("status") or {})
+                    .get("detector", {})
+                    .get("reference", {})
+                    .get("storedIn")
+                ),
+                "the reference stored",
+            )
+            before = await get_status(url)
+        cm = api.objects[CONFIGMAPS, "test", "m-reference"]
+        summary = json.loads(gzip.decompress(__import__("base64").b64decode(cm["binaryData"][KEY])))
+        assert [s["column"] for s in summary["segments"]] == ["country"]
+        assert set(summary["segments"][0]["segments"]) == {"A", "B", "other"}
+        assert set(summary["embeddings"]) == {"emb"} and summary["leftOut"] == []
+
+        async with detector_process(manifest, *report) as (url, _):
+            after = await get_status(url)
+            assert after["reference"]["origin"] == "restored"
+            assert "unavailable" not in after["segments"]
+            assert after["segments"]["columns"][0]["segments"] == [
+                {**s, "windowRecords": 0, "share": 0.0}
+                for s in before["segments"]["columns"][0]["segments"]
+            ]
+            emb = after["embeddings"]["emb"]
+            assert emb["referenceVectors"] == 600 and emb["topics"] == 8
+            assert "unavailable" not in emb
+            # drifted traffic right after the restart: judged against the stored references
+            await post_records(url, parts_records(rng, 600, 1.0))
+
+            def alerts() -> set[tuple[str, str]]:
+                found = (api.objects[RESOURCE, "test", "m"].get("status") or {}).get("alerts")
+                return {
+                    (a["feature"], (a.get("segment") or {}).get("country", "")) for a in found or []
+                }
+
+            await until(
+                lambda: {("a", "other"), ("emb", "")} <= alerts(),
+                "a segment alert and an embedding alert after the restart",
+            )
+            again = (await get_status(url))["embeddings"]["emb"]
+        assert again["referenceVectors"] == 600  # not rebuilt from the traffic after it
+
+
+async def test_an_embedding_reference_completed_later_is_stored_again(tmp_path: Path) -> None:
+    """--reference-store DIR: the tabular reference is stored when complete, its embedding
+    still warming up (records without vectors); when the embedding's reference completes the
+    reference is stored again with it, and a restart restores it."""
+    rng = np.random.default_rng(4)
+    store = tmp_path / "store"
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "apiVersion: mlwarden.io/v1alpha1\nkind: ObservedModel\n"
+        f"metadata: {{name: m, namespace: test}}\nspec:\n{PARTS_SPEC}"
+    )
+    path = store / "test.m-reference.json.gz"
+
+    def stored() -> dict[str, Any]:
+        return dict(json.loads(gzip.decompress(path.read_bytes()))) if path.exists() else {}
+
+    async with detector_process(manifest, "--reference-store", str(store)) as (url, _):
+        plain = parts_records(rng, 600, 0.0)
+        for r in plain["records"]:
+            del r["features"]["emb"]
+        await post_records(url, plain)
+        first = await until(stored, "the reference stored")
+        assert first["embeddings"] == {} and first["embeddingsWarming"] == ["emb"]
+        await post_records(url, parts_records(rng, 600, 0.0))
+        second = await until(lambda: stored().get("embeddings"), "stored again with emb")
+        assert set(second) == {"emb"} and stored()["id"] == first["id"]
+    async with detector_process(manifest, "--reference-store", str(store)) as (url, _):
+        emb = (await get_status(url))["embeddings"]["emb"]
+    assert emb["referenceVectors"] == 600 and "unavailable" not in emb
+
+
+async def test_with_a_file_reference_the_embedding_reference_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A data file holds no vectors: the embedding's reference is sampled from the traffic,
+    so it is stored (--reference-store DIR) and reloaded with the file's reference, not
+    rebuilt from the (here drifted) traffic after a restart."""
+    rng = np.random.default_rng(5)
+    store = tmp_path / "store"
+    reference = tmp_path / "ref.csv"
+    reference.write_text("a\n" + "".join(f"{v}\n" for v in rng.normal(size=400)))
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "apiVersion: mlwarden.io/v1alpha1\nkind: ObservedModel\n"
+        "metadata: {name: m, namespace: test}\nspec:\n  target: {deployment: m}\n"
+        "  features:\n    - {name: a, type: numeric}\n"
+        "    - {name: emb, type: embedding, dimensions: 8}\n"
+        f"  reference: {{source: file, path: '{reference}', size: 300}}\n"
+        "  window: {size: 300}\n"
+        "  alerting: {evaluationInterval: 200ms, fireAfter: 2, resolveAfter: 2}\n"
+    )
+    path = store / "test.m-reference.json.gz"
+
+    def stored() -> dict[str, Any]:
+        return dict(json.loads(gzip.decompress(path.read_bytes()))) if path.exists() else {}
+
+    def vectors(n: int, shift: float) -> dict[str, Any]:
+        return {
+            "records": [
+                {
+                    "features": {
+                        "a": float(rng.normal()),
+                        "emb": (rng.normal(size=8) + shift).tolist(),
+                    }
+                }
+                for _ in range(n)
+            ]
+        }
+
+    async with detector_process(manifest, "--reference-store", str(store)) as (url, _):
+        await post_records(url, vectors(300, 0.0))
+        first = await until(lambda: stored().get("embeddings"), "the embedding reference stored")
+        assert set(first) == {"emb"} and stored()["source"].startswith("file:")
+    async with detector_process(manifest, "--reference-store", str(store)) as (url, _):
+        emb = (await get_status(url))["embeddings"]["emb"]
+        assert emb["referenceVectors"] == 300 and emb["topics"] == 8
+        assert "unavailable" not in emb
+        await post_records(url, vectors(300, 1.0))
+
+        async def mmd_alert() -> bool:
+            alerts = (await get_status(url))["alerts"]
+            return any(a["feature"] == "emb" and a["test"] == "mmd" for a in alerts)
+
+        await until(mmd_alert, "an MMD alert on the drifted vectors after the restart")
+        assert (await get_status(url))["embeddings"]["emb"]["referenceVectors"] == 300

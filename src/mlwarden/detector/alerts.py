@@ -123,6 +123,21 @@ class Alert:
             segment=_segment_from(d.get("segment")),
         )
 
+    def not_judged(self, message: str) -> Evidence:
+        """A passing finding for this alert's check, which nothing judges any more (its
+        reference was not restored after a restart): it resolves after `resolveAfter`
+        evaluations instead of staying active with nothing to judge it."""
+        return Evidence(
+            type=self.type,
+            test=self.test,
+            statistic=0.0,
+            threshold=self.threshold,
+            failing=False,
+            feature=self.feature,
+            message=message,
+            segment=self.segment,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The public shape (camelCase, optional fields only when known)."""
         out: dict[str, Any] = {"type": self.type}

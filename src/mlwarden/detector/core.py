@@ -30,7 +30,7 @@ import dataclasses
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -50,10 +50,10 @@ from mlwarden.detector.checks import (
     check_slo,
     safe_metric,
 )
-from mlwarden.detector.embedding import EmbeddingMonitor
+from mlwarden.detector.embedding import EmbeddingMonitor, EmbeddingReference
 from mlwarden.detector.ingest import Batch
 from mlwarden.detector.labels import LabelLedger, labelled_performance
-from mlwarden.detector.segments import Segments
+from mlwarden.detector.segments import SegmentReference, Segments
 from mlwarden.detector.sequential import build_scan, covered, findings_to_evidence
 from mlwarden.records import Value, finite_or_none
 from mlwarden.spec import ObservedModel, PerformanceCheck
@@ -527,6 +527,23 @@ class Detector:
         for rev in self.revisions.values():
             rev.window = self._revision_window(now)
 
+    def restore_parts(
+        self,
+        *,
+        segments: Sequence[SegmentReference] | None,
+        embeddings: Mapping[str, EmbeddingReference] | None,
+        warming: Collection[str] = (),
+        left_out: str | None = None,
+    ) -> None:
+        """After `set_reference` with a reference reloaded from the store: take back the
+        segments' and the embedding features' references stored with it (None: a store
+        written before they were stored). `Segments.restore`, `EmbeddingMonitor.restore`."""
+        if self.segments is not None and self.window is not None:
+            self.segments.restore(segments, left_out=left_out)
+            self.segments.follow(self.window)
+        if self.embeddings is not None:
+            self.embeddings.restore(embeddings, warming=warming, left_out=left_out)
+
     def _revision_window(self, now: float) -> Window | None:
         if self.reference is None:
             return None
@@ -812,7 +829,7 @@ class Detector:
                 self.segments.follow(self.window)
                 evidence += self.segments.evaluate(d, self.alerts.active)
         if self.embeddings is not None:
-            evidence += self.embeddings.evidence(d.drift)
+            evidence += self.embeddings.evidence(d.drift, self.alerts.active)
         evidence += self._canary_evidence(now)
         self.last_evidence = evidence
         reference = self.reference.id if self.reference is not None else "warmup (pending)"

@@ -28,8 +28,15 @@ producer's list of numbers under that name in a record's `features` or `outputs`
   non-number or a non-finite element, or that is not a list, is a type error: counted
   in status (`embeddings.NAME.typeErrors`), not sampled.
 
-Not kept across a detector restart: the samples are rebuilt from the traffic after it
-(the tabular reference is stored; these are not yet).
+Kept across a detector restart: once complete, a feature's reference (`EmbeddingReference`:
+its sample, the projection's identity, the topic centroids and the reference topic mix) is
+stored with the tabular reference (`detector/persist.py`) and restored by `restore`. The
+sample is kept as it is stored: each projected vector is standardised by the reference
+sample's per-dimension mean and spread and rounded to float16 (`quantize`), the reference
+and every current vector alike, so a restored feature judges the traffic exactly as before.
+A feature whose reference was not stored (an older store, or left out for size) is not
+judged after a restart (`unavailable`, until a rebaseline): rebuilding it from the traffic
+after the restart could take drifted traffic as the reference.
 
 Pure: no clock, no I/O; randomness from generators seeded by the feature's name.
 """
@@ -38,13 +45,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
 
-from mlwarden.detector.alerts import Evidence
+from mlwarden.detector.alerts import Alert, Evidence
 from mlwarden.detector.ingest import Batch
 from mlwarden.spec import DriftCheck, ObservedModelSpec
 from mlwarden.stats import DEFAULT_MIN_EFFECT, CategoricalSketch, TestResult, adjusted, chisquare
@@ -74,6 +81,43 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
+# The largest finite float16: a standardised coordinate beyond it (65,504 spreads from the
+# reference's mean) is clipped to it rather than made infinite.
+_F16_MAX: Final = 65504.0
+
+
+def quantize(rows: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Projected vectors as they are kept and stored: standardised, rounded to float16."""
+    z: np.ndarray = np.clip((rows - center) / scale, -_F16_MAX, _F16_MAX)
+    return z.astype(np.float16)
+
+
+def dequantize(codes: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The float64 vectors the tests read, from `quantize`'s codes (exactly reproducible)."""
+    rows: np.ndarray = codes.astype(np.float64) * scale + center
+    return rows
+
+
+def projection_id(projection: np.ndarray) -> str:
+    """Names a projection matrix: a stored reference is only restored onto the same one."""
+    return hashlib.sha256(np.ascontiguousarray(projection, dtype="<f8").tobytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class EmbeddingReference:
+    """One embedding feature's complete reference: what a restarted detector needs to judge
+    the traffic as before (`EmbeddingColumn.reference_state` / `restore`)."""
+
+    dimensions: int  # the embedding's width
+    projection: str  # projection_id of the projection the sample was made with
+    seen: int  # reference vectors offered to the reservoir
+    center: np.ndarray  # float64, per projected dimension
+    scale: np.ndarray  # float64, per projected dimension (> 0)
+    codes: np.ndarray  # the sample: quantize's float16 codes, rows x projected dimensions
+    centroids: np.ndarray  # float64, topics x projected dimensions
+    topics: np.ndarray  # int64: the reference sample's vectors per topic
+
+
 @dataclass
 class EmbeddingColumn:
     """One embedding feature's samples, projection and topics."""
@@ -87,10 +131,16 @@ class EmbeddingColumn:
     current: Recent | None = None
     centroids: np.ndarray | None = None
     reference_topics: np.ndarray | None = None
+    center: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    codes: np.ndarray | None = None
     type_errors: int = 0
     missing: int = 0
     tests: int = 0
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    # Why the feature is not judged (None: it is, or it warms up): its reference was not
+    # restored after a restart, and is never rebuilt from the traffic after one.
+    unavailable: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -133,7 +183,7 @@ class EmbeddingColumn:
 
     def add(self, values: Sequence[Any]) -> None:
         array = self.vectors(values)
-        if array is None:
+        if array is None or self.unavailable is not None:
             return
         if self.projection is None:
             dim = array.shape[1]
@@ -148,16 +198,76 @@ class EmbeddingColumn:
             self.reference.add(projected[:take], self.rng)
             projected = projected[take:]
             if self.reference.seen >= self.reference_size:
-                sample = self.reference.sample()
-                self.centroids = kmeans(sample, TOPICS, self.rng)
-                self.reference_topics = np.bincount(
-                    nearest(sample, self.centroids), minlength=len(self.centroids)
-                )
+                self._complete()
         if len(projected) and self.centroids is not None:
+            assert self.center is not None and self.scale is not None
+            projected = dequantize(quantize(projected, self.center, self.scale), *self._norm())
             self.current.add(projected, nearest(projected, self.centroids))
 
+    def _norm(self) -> tuple[np.ndarray, np.ndarray]:
+        assert self.center is not None and self.scale is not None
+        return self.center, self.scale
+
+    def _complete(self) -> None:
+        """The reference is complete: keep its sample in the stored form, find its topics."""
+        assert self.reference is not None
+        raw = self.reference.sample()
+        self.center = raw.mean(axis=0)
+        spread = raw.std(axis=0)
+        self.scale = np.where(spread > 0, spread, 1.0)
+        self.codes = quantize(raw, self.center, self.scale)
+        sample = dequantize(self.codes, self.center, self.scale)
+        raw[:] = sample
+        self.centroids = kmeans(sample, TOPICS, self.rng)
+        self.reference_topics = np.bincount(
+            nearest(sample, self.centroids), minlength=len(self.centroids)
+        )
+
+    def reference_state(self) -> EmbeddingReference | None:
+        """The complete reference, to store (None while it warms up)."""
+        if self.centroids is None or self.reference_topics is None or self.codes is None:
+            return None
+        assert self.projection is not None and self.dimensions is not None
+        assert self.reference is not None
+        center, scale = self._norm()
+        return EmbeddingReference(
+            dimensions=self.dimensions,
+            projection=projection_id(self.projection),
+            seen=self.reference.seen,
+            center=center,
+            scale=scale,
+            codes=self.codes,
+            centroids=self.centroids,
+            topics=self.reference_topics,
+        )
+
+    def restore(self, state: EmbeddingReference) -> str | None:
+        """Take back a stored reference; None, or why it cannot be (the feature is then not
+        judged: `unavailable`)."""
+        if self.dimensions is not None and self.dimensions != state.dimensions:
+            return f"stored for {state.dimensions} dimensions, the spec declares {self.dimensions}"
+        projection = projection_for(self.name, state.dimensions)
+        width = projection.shape[1]
+        if projection_id(projection) != state.projection:
+            return "stored with another projection (written by another mlwarden version)"
+        shapes = (state.codes.shape[1:], state.center.shape, state.scale.shape)
+        if shapes != ((width,), (width,), (width,)) or state.centroids.shape[1:] != (width,):
+            return f"its arrays are not {width} projected dimensions wide"
+        if len(state.topics) != len(state.centroids):
+            return f"{len(state.topics)} topic counts for {len(state.centroids)} centroids"
+        self.dimensions = state.dimensions
+        self.projection = projection
+        self.reference = Reservoir(max(self.capacity, len(state.codes)), width)
+        self.reference.seen = state.seen
+        self.center, self.scale, self.codes = state.center, state.scale, state.codes
+        self.reference.rows[: len(state.codes)] = dequantize(state.codes, *self._norm())
+        self.current = Recent(self.capacity, width)
+        self.centroids, self.reference_topics = state.centroids, state.topics
+        self.unavailable = None
+        return None
+
     def status(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "dimensions": self.dimensions,
             "referenceVectors": 0 if self.reference is None else self.reference.seen,
             "referenceSize": self.reference_size,
@@ -166,6 +276,9 @@ class EmbeddingColumn:
             "missing": self.missing,
             "topics": 0 if self.centroids is None else len(self.centroids),
         }
+        if self.unavailable is not None:
+            out["unavailable"] = self.unavailable
+        return out
 
 
 def _is_number(x: object) -> bool:
@@ -200,6 +313,47 @@ class EmbeddingMonitor:
         }
         return cls(columns) if columns else None
 
+    def reference_states(self) -> dict[str, EmbeddingReference]:
+        """The complete references, to store with the tabular one."""
+        states = {name: c.reference_state() for name, c in self.columns.items()}
+        return {name: state for name, state in states.items() if state is not None}
+
+    def warming(self) -> list[str]:
+        """The features whose reference is still warming up (neither complete nor refused)."""
+        return [
+            name
+            for name, c in self.columns.items()
+            if c.centroids is None and c.unavailable is None
+        ]
+
+    def restore(
+        self,
+        states: Mapping[str, EmbeddingReference] | None,
+        *,
+        warming: Collection[str] = (),
+        left_out: str | None = None,
+    ) -> None:
+        """Take back the references stored with a reloaded tabular reference. `states`: None
+        for a store written before embedding references were stored; `warming`: features
+        whose reference was still warming up when it was stored (they warm up again, as a
+        restart during the warm-up does); `left_out`: why features absent from `states` are
+        absent (left out for size). Every other feature is not judged until a rebaseline:
+        never rebuilt from the traffic after a restart, which may already be drifted."""
+        for name, column in self.columns.items():
+            state = (states or {}).get(name)
+            if state is not None:
+                why = column.restore(state)
+            elif name in warming:
+                continue
+            elif states is None:
+                why = "the store was written before embedding references were stored"
+            else:
+                why = left_out or "absent from the stored reference"
+            if why is not None:
+                column.unavailable = (
+                    f"not judged: reference not stored ({why}); rebaseline to rebuild it"
+                )
+
     def ingest(self, batch: Batch) -> None:
         """Sample each embedding feature's vectors (from features, else outputs)."""
         for name, column in self.columns.items():
@@ -209,17 +363,32 @@ class EmbeddingMonitor:
             if values is not None:
                 column.add(values)
 
-    def evidence(self, check: DriftCheck) -> list[Evidence]:
-        """One evaluation: MMD and topic-mix evidence per evaluable feature.
+    def evidence(self, check: DriftCheck, active: Sequence[Alert] = ()) -> list[Evidence]:
+        """One evaluation: MMD and topic-mix evidence per evaluable feature; and a passing
+        "not judged" finding for each `active` alert on a feature that is `unavailable`, so
+        that it resolves after `resolveAfter` evaluations instead of staying active with
+        nothing to judge it.
 
         The detector service computes it off the event loop instead (`snapshot` on the loop,
         `compute` in a thread, `accept`), then `take_prepared` hands it to the evaluation;
         called directly (tests, `mlwarden check`'s callers), it does the three in a row."""
         prepared, self.prepared = self.prepared, None
-        if prepared is not None:
-            return prepared
-        snap = self.snapshot(check)
-        return [] if snap is None else self.accept(compute(snap))
+        if prepared is None:
+            snap = self.snapshot(check)
+            prepared = [] if snap is None else self.accept(compute(snap))
+        return prepared + self._not_judged(active)
+
+    def _not_judged(self, active: Sequence[Alert]) -> list[Evidence]:
+        out: list[Evidence] = []
+        for alert in active:
+            if alert.type != ALERT_TYPE or alert.segment is not None or alert.feature is None:
+                continue
+            name = alert.feature.removesuffix(TOPIC_SUFFIX)
+            column = self.columns.get(name)
+            if column is None or column.unavailable is None:
+                continue
+            out.append(alert.not_judged(f"{alert.feature} {column.unavailable}"))
+        return out
 
     def snapshot(self, check: DriftCheck) -> EmbeddingSnapshot | None:
         """Copies of what one evaluation reads (cheap: at most 2 x CAPACITY x 32 floats a

@@ -7,12 +7,27 @@ column (histogram edges, counts, sums, moments; category counts), the reference 
 and its identity — is stored and reloaded; raw rows never are. The one exception is the
 multivariate check's sample (`detector/multivariate.py`): at most 5,000 rows of the features,
 already encoded (standardised, one-hot) and rounded to float16, stored as it is kept, so a
-reloaded reference judges rows exactly as the original did. A summary too large with it is
-stored without it (the multivariate check does not run after such a restart).
+reloaded reference judges rows exactly as the original did.
 
-- `encode_reference` / `decode_reference`: the reference to bytes and back, exactly (a float
-  is written as its shortest round-trip repr, non-finite ones as strings), gzip-compressed.
-  Evaluating a window against the original or the reloaded reference gives identical evidence.
+Stored with it (`StoredParts`), so that a restart does not lose them:
+
+- each segment's reference (`detector/segments.py`): per segment of each segment column,
+  its sketches (counts and sums per cell, without the edges it shares with the all-traffic
+  sketch), record count and performance level, keyed by the segment's value;
+- each embedding feature's complete reference (`detector/embedding.py`): its projected
+  sample as float16 codes (standardised, as it is kept), their per-dimension centre and
+  spread, the projection's id, the topic centroids and the reference topic mix; and the
+  features still warming up when it was stored.
+
+- `encode_stored` / `decode_reference`: the reference and its parts to bytes and back,
+  exactly (a float is written as its shortest round-trip repr, non-finite ones as strings,
+  arrays as little-endian bytes in base64), gzip-compressed. Evaluating a window against the
+  original or the reloaded reference gives identical evidence. `encode_reference`: the
+  tabular reference alone. A reference stored before the parts existed reads back with
+  `StoredParts()` (None for both: a restart judges neither until a rebaseline).
+- Over `MAX_STORED_BYTES`, parts are left out, least valuable first (`encode_stored`: the
+  least frequent segments, then embedding references, then the multivariate sample), and
+  the stored form lists them (`leftOut`) so that a restarted detector says which.
 - `StoredReference.basis`: what the reference was built for — a digest of the spec fields
   that shape it (`reference_basis`: spec.reference, spec.features, spec.prediction) and the
   rebaseline token (the ObservedModel's `REBASELINE_ANNOTATION`) in force when it was built.
@@ -43,7 +58,7 @@ import gzip
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -51,9 +66,12 @@ import numpy as np
 
 from mlwarden.detector.checks import Column, ReferenceSummary
 from mlwarden.detector.core import SLO_ALERT_TYPES
+from mlwarden.detector.embedding import EmbeddingReference
+from mlwarden.detector.segments import SegmentReference
 from mlwarden.spec import REBASELINE_ANNOTATION, ObservedModelSpec
 from mlwarden.stats import CategoricalSketch, NumericSketch
 from mlwarden.stats.multivariate import Encoding, FeatureEncoding, MultivariateReference
+from mlwarden.stats.segments import OTHER, segment_label
 
 FORMAT: Final = "mlwarden.io/reference/v1"
 ALERTS_FORMAT: Final = "mlwarden.io/alerts/v1"
@@ -67,11 +85,44 @@ class StoredReferenceError(ValueError):
 
 
 @dataclass(frozen=True)
+class StoredParts:
+    """What is stored with the tabular reference: the segments' and the embedding features'
+    references. None: a store written before they were stored (a restart then judges
+    neither until a rebaseline)."""
+
+    segments: tuple[SegmentReference, ...] | None = None
+    embeddings: dict[str, EmbeddingReference] | None = None
+    # Embedding features whose reference was still warming up when this was stored.
+    warming: frozenset[str] = frozenset()
+    # What was left out to stay within MAX_STORED_BYTES (`segment country=BR`, `embedding
+    # doc`, `multivariate sample`), least valuable first.
+    left_out: tuple[str, ...] = ()
+
+    @property
+    def left_out_reason(self) -> str | None:
+        """Why a part is missing, for status; None when nothing was left out."""
+        if not self.left_out:
+            return None
+        return (
+            f"left out of the stored reference for size (with it the reference is over the "
+            f"{MAX_STORED_BYTES >> 10} KiB a ConfigMap can hold)"
+        )
+
+
+@dataclass(frozen=True)
 class StoredReference:
     reference: ReferenceSummary
     basis: str  # reference_basis() of the spec it was built for
     rebaseline: str | None  # the rebaseline token in force when it was built
     digest: str  # sha256 of the canonical JSON: names this exact summary
+    parts: StoredParts = StoredParts()
+
+
+@dataclass(frozen=True)
+class EncodedReference:
+    data: bytes  # the stored form: gzip'd canonical JSON
+    digest: str
+    left_out: tuple[str, ...]  # StoredParts.left_out: what did not fit
 
 
 def reference_basis(spec: ObservedModelSpec) -> str:
@@ -206,30 +257,211 @@ def _canonical(d: Mapping[str, Any]) -> bytes:
     return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _array(a: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype=dtype).tobytes()).decode()
+
+
+def _unarray(text: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    raw = np.frombuffer(base64.b64decode(text, validate=True), dtype=dtype)
+    out: np.ndarray = raw.astype(np.dtype(dtype).newbyteorder("=")).reshape(shape)
+    return out
+
+
+# --------------------------------------------------------------------------- segments
+
+# A segment's sketches are over the all-traffic reference's edges and category bound:
+# stored without them (taken from the reference's sketch when read back).
+_TEMPLATE_KEYS: Final = ("kind", "edges", "maxCategories")
+
+
+def _segment_to_dict(summary: ReferenceSummary) -> dict[str, Any]:
+    return {
+        "records": summary.n,
+        "performance": {k: _f(v) for k, v in summary.performance.items()},
+        "sketches": {
+            name: {k: v for k, v in _sketch_to_dict(s).items() if k not in _TEMPLATE_KEYS}
+            for name, s in summary.sketches.items()
+        },
+    }
+
+
+def _segments_to_dict(
+    references: Sequence[SegmentReference], dropped: Collection[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "column": r.column,
+            "levels": list(r.levels),
+            "segments": {
+                level: _segment_to_dict(r.summaries[level])
+                for level in r.judged
+                if (r.column, level) not in dropped
+            },
+        }
+        for r in references
+    ]
+
+
+def _segments_from_dict(
+    items: Any, reference: ReferenceSummary, where: str
+) -> tuple[SegmentReference, ...]:
+    templates = {n: _sketch_to_dict(s.empty_like()) for n, s in reference.sketches.items()}
+    out: list[SegmentReference] = []
+    for item in items:
+        column = str(item["column"])
+        levels = tuple(str(v) for v in item["levels"])
+        summaries: dict[str, ReferenceSummary] = {}
+        for level, d in item["segments"].items():
+            if level not in (*levels, OTHER):
+                raise ValueError(f"segment {column}={level} is not one of its levels")
+            at = f"{where}: segments.{segment_label(column, level)}"
+            if set(d["sketches"]) != set(templates):
+                raise ValueError(f"{at}: its sketches name other columns than the reference's")
+            sketches = {
+                n: _sketch_from_dict(
+                    {**s, **{k: templates[n][k] for k in _TEMPLATE_KEYS if k in templates[n]}},
+                    f"{at}.{n}",
+                )
+                for n, s in d["sketches"].items()
+            }
+            summaries[str(level)] = ReferenceSummary(
+                f"{reference.id}/{segment_label(column, level)}",
+                reference.source,
+                reference.since,
+                int(d["records"]),
+                dict(reference.columns),
+                sketches,
+                {str(k): _unf(v) for k, v in d["performance"].items()},
+                True,
+            )
+        out.append(SegmentReference(column, levels, summaries))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+def _embedding_to_dict(e: EmbeddingReference) -> dict[str, Any]:
+    return {
+        "dimensions": e.dimensions,
+        "projection": e.projection,
+        "seen": e.seen,
+        "shape": list(e.codes.shape),
+        "center": _array(e.center, "<f8"),
+        "scale": _array(e.scale, "<f8"),
+        "codes": _array(e.codes, "<f2"),
+        "centroids": _array(e.centroids, "<f8"),
+        "topics": [int(c) for c in e.topics],
+    }
+
+
+def _embedding_from_dict(d: Mapping[str, Any]) -> EmbeddingReference:
+    n, width = (int(x) for x in d["shape"])
+    topics = np.array([int(c) for c in d["topics"]], dtype=np.int64)
+    return EmbeddingReference(
+        dimensions=int(d["dimensions"]),
+        projection=str(d["projection"]),
+        seen=int(d["seen"]),
+        center=_unarray(d["center"], "<f8", (width,)),
+        scale=_unarray(d["scale"], "<f8", (width,)),
+        codes=_unarray(d["codes"], "<f2", (n, width)),
+        centroids=_unarray(d["centroids"], "<f8", (len(topics), width)),
+        topics=topics,
+    )
+
+
+# --------------------------------------------------------------------------- encode
+
+
 def encode_reference(
     reference: ReferenceSummary, *, basis: str, rebaseline: str | None
 ) -> tuple[bytes, str]:
-    """The stored form (gzip'd JSON) and its digest. Raises StoredReferenceError when too big."""
-    d = reference_to_dict(reference, basis=basis, rebaseline=rebaseline)
-    text = _canonical(d)
-    digest = hashlib.sha256(text).hexdigest()
-    data = gzip.compress(text, mtime=0)
-    if len(data) > MAX_STORED_BYTES and reference.multivariate is not None:
-        # The sketches first: without its multivariate sample the reference still judges
-        # every column after a restart (the multivariate check then does not run).
-        lean = dataclasses.replace(reference, multivariate=None)
-        return encode_reference(lean, basis=basis, rebaseline=rebaseline)
-    if len(data) > MAX_STORED_BYTES:
-        sizes = sorted(
-            ((len(_canonical(s)), name) for name, s in d["sketches"].items()), reverse=True
+    """The tabular reference alone: `encode_stored` without segments or embeddings."""
+    encoded = encode_stored(reference, basis=basis, rebaseline=rebaseline)
+    return encoded.data, encoded.digest
+
+
+def encode_stored(
+    reference: ReferenceSummary,
+    *,
+    basis: str,
+    rebaseline: str | None,
+    segments: Sequence[SegmentReference] = (),
+    embeddings: Mapping[str, EmbeddingReference] | None = None,
+    warming: Collection[str] = (),
+    missing: Sequence[str] = (),
+) -> EncodedReference:
+    """The stored form (gzip'd JSON), its digest, and what was left out to fit.
+
+    Over MAX_STORED_BYTES, parts are left out, the least valuable first: segments, the
+    least frequent in the reference first (fewest reference records); then embedding
+    features' references, the last declared first; then the multivariate sample. The
+    tabular sketches are never left out: a reference still too large is refused
+    (StoredReferenceError naming its largest columns). `missing`: what a restored reference
+    stored again already lacked (its `left_out`), still listed.
+    """
+    embeddings = dict(embeddings or {})
+    order = sorted(
+        (
+            (r.summaries[level].n, i, j, r.column, level)
+            for i, r in enumerate(segments)
+            for j, level in enumerate(r.judged)
+        ),
+    )
+    by_size = [(column, level) for *_, column, level in order]
+    names = list(embeddings)
+
+    def attempt(n_segments: int, n_embeddings: int, multivariate: bool) -> EncodedReference:
+        dropped = by_size[:n_segments]
+        gone = names[len(names) - n_embeddings :] if n_embeddings else []
+        left_out = [*missing, *(f"segment {segment_label(c, v)}" for c, v in dropped)]
+        left_out += [f"embedding {name}" for name in gone]
+        ref = reference
+        if not multivariate and reference.multivariate is not None:
+            ref = dataclasses.replace(reference, multivariate=None)
+            left_out.append("multivariate sample")
+        d = reference_to_dict(ref, basis=basis, rebaseline=rebaseline)
+        d["segments"] = _segments_to_dict(segments, set(dropped))
+        d["embeddings"] = {n: _embedding_to_dict(e) for n, e in embeddings.items() if n not in gone}
+        d["embeddingsWarming"] = sorted(warming)
+        d["leftOut"] = left_out
+        text = _canonical(d)
+        return EncodedReference(
+            gzip.compress(text, mtime=0), hashlib.sha256(text).hexdigest(), tuple(left_out)
         )
-        biggest = ", ".join(f"{name} ({size >> 10} KiB)" for size, name in sizes[:3])
-        raise StoredReferenceError(
-            f"the reference summary is {len(data) >> 10} KiB compressed, over the "
-            f"{MAX_STORED_BYTES >> 10} KiB a ConfigMap can hold; largest columns: {biggest}. "
-            "Fewer categories per column (high-cardinality ids are not features) keep it small"
-        )
-    return data, digest
+
+    def fits(e: EncodedReference) -> bool:
+        return len(e.data) <= MAX_STORED_BYTES
+
+    full = attempt(0, 0, True)
+    if fits(full):
+        return full
+    if by_size and fits(no_segments := attempt(len(by_size), 0, True)):
+        # The fewest segments to leave out (the size falls as more are left out).
+        low, high, best = 1, len(by_size), no_segments
+        while low < high:
+            mid = (low + high) // 2
+            e = attempt(mid, 0, True)
+            if fits(e):
+                high, best = mid, e
+            else:
+                low = mid + 1
+        return best  # attempt(low, 0, True)
+    for k in range(1, len(names) + 1):
+        if fits(e := attempt(len(by_size), k, True)):
+            return e
+    if reference.multivariate is not None and fits(e := attempt(len(by_size), len(names), False)):
+        return e
+    sizes = sorted(
+        ((len(_canonical(_sketch_to_dict(s))), name) for name, s in reference.sketches.items()),
+        reverse=True,
+    )
+    biggest = ", ".join(f"{name} ({size >> 10} KiB)" for size, name in sizes[:3])
+    raise StoredReferenceError(
+        f"the reference summary is {len(full.data) >> 10} KiB compressed, over the "
+        f"{MAX_STORED_BYTES >> 10} KiB a ConfigMap can hold; largest columns: {biggest}. "
+        "Fewer categories per column (high-cardinality ids are not features) keep it small"
+    )
 
 
 def decode_reference(data: bytes, *, where: str) -> StoredReference:
@@ -264,11 +496,23 @@ def decode_reference(data: bytes, *, where: str) -> StoredReference:
             multivariate=_sample_from_dict(d.get("multivariate"), where),
         )
         rebaseline = d["rebaseline"]
+        # Absent from a reference stored before segment and embedding references were.
+        segments = d.get("segments")
+        embeddings = d.get("embeddings")
+        parts = StoredParts(
+            segments=None if segments is None else _segments_from_dict(segments, reference, where),
+            embeddings=None
+            if embeddings is None
+            else {str(n): _embedding_from_dict(e) for n, e in embeddings.items()},
+            warming=frozenset(str(n) for n in d.get("embeddingsWarming") or ()),
+            left_out=tuple(str(x) for x in d.get("leftOut") or ()),
+        )
         return StoredReference(
             reference=reference,
             basis=str(d["basis"]),
             rebaseline=None if rebaseline is None else str(rebaseline),
             digest=hashlib.sha256(text).hexdigest(),
+            parts=parts,
         )
     except StoredReferenceError:
         raise

@@ -23,6 +23,12 @@ names the segment (`Evidence.segment`, `segment: {country: BR}` on the alert) an
 through the alert state machine with `fireAfter` / `resolveAfter` like any periodic check.
 A segment with fewer than `MIN_VALUES` reference records, or window values, is not judged.
 
+Kept across a detector restart: each segment's reference (its sketches, record count and
+performance level) is stored with the tabular reference (`detector/persist.py`) and taken
+back by `Segments.restore`; a segment left out of the store for size, or a column not stored,
+is not judged until a rebaseline (`Segments.unavailable` says which): a reloaded reference
+keeps no rows to split again.
+
 Memory: per segment column, (levels + 1) × columns sketches per chunk, at most as many
 chunks as the all-traffic window holds (about 11), plus the counter's `capacity` entries,
 whatever the number of distinct values. `mlwarden check --segment` runs the same functions
@@ -133,11 +139,18 @@ class SegmentReference:
 
     column: str
     levels: tuple[str, ...]  # the top levels; OTHER is the segment after them
-    summaries: dict[str, ReferenceSummary]  # level (and OTHER) -> its reference
+    # level (and OTHER) -> its reference. A restored reference may lack some (left out of
+    # the store for size): their records are still told apart, but they are not judged.
+    summaries: dict[str, ReferenceSummary]
 
     @property
     def segments(self) -> tuple[str, ...]:
         return (*self.levels, OTHER)
+
+    @property
+    def judged(self) -> tuple[str, ...]:
+        """The segments that have a reference."""
+        return tuple(s for s in self.segments if s in self.summaries)
 
 
 def build_segment_reference(
@@ -235,7 +248,7 @@ class SegmentColumn:
         self.spec = spec
         self.reference = reference
         self.position = {level: i for i, level in enumerate(reference.levels)}
-        self.templates = reference.summaries[OTHER].sketches
+        self.templates = next(iter(reference.summaries.values())).sketches
         # The column's most frequent values in the live traffic (status only: the segments
         # are the reference's, since each needs a reference of its own).
         self.live = SpaceSaving.empty(capacity_for(spec.max_levels))
@@ -346,7 +359,12 @@ class SegmentColumn:
             "segments": [
                 {
                     "level": level,
-                    "referenceRecords": self.reference.summaries[level].n,
+                    # None: left out of the stored reference (not judged)
+                    "referenceRecords": (
+                        self.reference.summaries[level].n
+                        if level in self.reference.summaries
+                        else None
+                    ),
                     "windowRecords": n_window[i],
                     "share": round(n_window[i] / total, 4) if total else 0.0,
                 }
@@ -371,8 +389,8 @@ def evaluate_segments(
     reference records left out. `reference` (all traffic) gives quality its ranges and
     categories.
     """
-    summaries = {(r.column, level): r.summaries[level] for r in references for level in r.segments}
-    judged = {k: v for k, v in views.items() if summaries[k].n >= MIN_VALUES}
+    summaries = {(r.column, level): r.summaries[level] for r in references for level in r.judged}
+    judged = {k: v for k, v in views.items() if k in summaries and summaries[k].n >= MIN_VALUES}
     out: list[Evidence] = []
     for kind, check, alert_type in (
         ("feature", detectors.drift, "FeatureDrift"),
@@ -450,7 +468,8 @@ class Segments:
         """Build each column's segments from the reference's raw rows. `convert`: column
         type -> the detector's conversion of a list of values (numeric: floats, categorical:
         categories). Without raw rows (a reference reloaded from the store keeps sketches
-        only) no segment is judged, and status says why."""
+        only) no segment is judged, and status says why, until `restore` takes back the
+        segments' references stored with it."""
         self.reference = reference
         self.columns = []
         self.predictions_moved = False
@@ -476,6 +495,40 @@ class Segments:
             self.columns.append(SegmentColumn(spec, seg_ref))
         self.warmup = {s.column: [] for s in self.specs}
         self.unavailable = None
+
+    def references(self) -> list[SegmentReference]:
+        """The segment columns' references, to store with the tabular reference."""
+        return [c.reference for c in self.columns]
+
+    def restore(
+        self, references: Sequence[SegmentReference] | None, *, left_out: str | None = None
+    ) -> None:
+        """Take back the references stored with a reloaded reference (after `set_reference`
+        without rows). `references`: None for a store written before segment references were
+        stored; `left_out`: why segments missing from them are missing (left out for size).
+        What is not taken back is not judged until a rebaseline, and `unavailable` says so."""
+        if references is None:
+            self.unavailable = (
+                "the reference was reloaded from a store written before segment references "
+                "were stored, which keeps no rows to split by segment: segments are judged "
+                "again after a rebaseline"
+            )
+            return
+        stored = {r.column: r for r in references}
+        self.columns, notes = [], []
+        for spec in self.specs:
+            ref = stored.get(spec.column)
+            if ref is None or not ref.summaries:
+                notes.append(
+                    f"column {spec.column}: "
+                    + (left_out if ref is not None and left_out else "not in the stored reference")
+                )
+                continue
+            self.columns.append(SegmentColumn(spec, ref))
+            missing = [segment_label(ref.column, s) for s in ref.segments if s not in ref.summaries]
+            if missing:
+                notes.append(f"{', '.join(missing)}: {left_out or 'not in the stored reference'}")
+        self.unavailable = f"{'; '.join(notes)}; judged again after a rebaseline" if notes else None
 
     def ingest(
         self,
@@ -515,13 +568,14 @@ class Segments:
 
     def evaluate(self, detectors: Detectors, active: Sequence[Alert] = ()) -> list[Evidence]:
         """Every segment's checks; and a passing finding for each `active` alert on a segment
-        that is not judged any more (the segments' references were not rebuilt after a
-        restart, or the segment is gone), so it resolves after `resolveAfter` evaluations
+        that is not judged any more (its reference was not restored after a restart, or the
+        segment is gone), so it resolves after `resolveAfter` evaluations
         instead of staying active with nothing to judge it."""
         views = {
             (c.spec.column, level): c.view(i)
             for c in self.columns
             for i, level in enumerate(c.reference.segments)
+            if level in c.reference.summaries
         }
         out: list[Evidence] = []
         if self.reference is not None and self.columns:
@@ -536,18 +590,8 @@ class Segments:
         why = self.unavailable or "the segment is no longer one of the segments"
         for alert in active:
             if alert.segment is not None and alert.segment not in views:
-                out.append(
-                    Evidence(
-                        type=alert.type,
-                        test=alert.test,
-                        statistic=0.0,
-                        threshold=alert.threshold,
-                        failing=False,
-                        feature=alert.feature,
-                        message=f"segment {segment_label(*alert.segment)} not judged: {why}",
-                        segment=alert.segment,
-                    )
-                )
+                label = segment_label(*alert.segment)
+                out.append(alert.not_judged(f"segment {label} not judged: {why}"))
         return out
 
     def promoted(self) -> None:

@@ -19,8 +19,11 @@ of the revisions serving are written to the ObservedModel's status, with a bound
 
 With a reference store (a ConfigMap in the cluster, `--reference-store DIR` outside), a
 completed warm-up reference is stored and a restarted detector reloads it instead of warming
-up on whatever traffic comes next (`persist.reuse_decision`); status.detector.reference says
-which reference is in force, since when, and where it is stored.
+up on whatever traffic comes next (`persist.reuse_decision`), with its segments' and
+embedding features' references (`Detector.restore_parts`); status.detector.reference says
+which reference is in force, since when, where it is stored, and what it was stored without.
+A file, URL or ConfigMap reference is read again at every start, and stored only for its
+embedding features' references (sampled from the traffic: `restore_embeddings`).
 
 The alert state (each failing check's onset and streaks, the active alerts) is stored in the
 same place (`persist.encode_alert_state`) and restored on start (`persist.alerts_to_restore`),
@@ -64,13 +67,14 @@ from mlwarden.detector.embedding import compute as compute_embeddings
 from mlwarden.detector.ingest import BatchError, BatchKeys, decode, parse_batch, parse_labels
 from mlwarden.detector.labels import StoredLabelsError, pack
 from mlwarden.detector.persist import (
+    MAX_STORED_BYTES,
     StoredReference,
     StoredReferenceError,
     alerts_to_restore,
     decode_alert_state,
     decode_reference,
     encode_alert_state,
-    encode_reference,
+    encode_stored,
     reference_basis,
     reuse_decision,
 )
@@ -211,12 +215,16 @@ class DetectorService:
         self.reference_reason = "no reference store configured" if store is None else ""
         self.store_error: str | None = None
         self._stored: tuple[str, str] | None = None  # (reference id, digest) in the store
+        # The segments and embedding references stored with it (`_parts`), and what the store
+        # lacks of them (left out for size): status.detector.reference.storedWithout.
+        self._stored_parts: tuple[Any, ...] = ()
+        self._stored_without: tuple[str, ...] = ()
         self._reference_bytes = 0  # its stored size: the label ledger gets what it leaves
         # The label ledger's store state (status.detector.labels.store) and its last save.
         self.labels_store: dict[str, Any] = {}
         self._labels_saved: tuple[int, float] = (-1, -math.inf)  # (ledger changes, monotonic)
         self._written_labels: dict[str, Any] | None = None
-        self._refused: str | None = None  # a reference id too large to store
+        self._refused: tuple[str, tuple[Any, ...]] | None = None  # (id, parts) too large
         self.ingest_token = ingest_token
         self.metrics.ingest_authenticated.set(1 if ingest_token else 0)
         # The alert state as last stored (its onsets), and when: what a restart takes back.
@@ -275,6 +283,33 @@ class DetectorService:
         reference = build_reference(raw, columns, source=f"{ref.source}:{location}", since=now)
         self.detector.set_reference(reference, now=now, raw=raw)
         log.info("reference %s: %d rows, %d columns", reference.id, reference.n, len(columns))
+        await self.restore_embeddings(reference.id)
+
+    async def restore_embeddings(self, reference: str) -> None:
+        """With a file, URL or ConfigMap reference, the embedding features' references (a data
+        file holds no vectors: they are sampled from the traffic) come back from the store
+        when stored for this same reference, spec and rebaseline token; else they warm up."""
+        if self.store is None or self.detector.embeddings is None:
+            return
+        try:
+            data = await self.store.load()
+            stored = decode_reference(data, where=self.store.where) if data else None
+        except StoredReferenceError as exc:
+            self.store_error = f"embedding references not reloaded: {exc}"
+            log.error("reference store: %s", exc)
+            return
+        if stored is None or stored.reference.id != reference:
+            return  # never stored for this reference: a first start, which warms up
+        if not reuse_decision(stored, basis=self.basis, rebaseline=self.model.rebaseline).reuse:
+            return
+        p = stored.parts
+        self.detector.embeddings.restore(
+            p.embeddings, warming=p.warming, left_out=p.left_out_reason
+        )
+        self._stored = (stored.reference.id, stored.digest)
+        self._stored_parts, self._stored_without = self._parts(), p.left_out
+        self._reference_bytes = len(data) if data else 0
+        log.info("embedding references reloaded with %s (%s)", reference, self.store.where)
 
     async def restore_reference(self, *, attempts: int = 4) -> None:
         """Reload the stored warm-up reference unless the user asked for a new one."""
@@ -303,7 +338,15 @@ class DetectorService:
         self.reference_reason = decision.reason
         if decision.reuse and stored is not None:
             self.detector.set_reference(stored.reference, now=time.time())
+            parts = stored.parts
+            self.detector.restore_parts(
+                segments=parts.segments,
+                embeddings=parts.embeddings,
+                warming=parts.warming,
+                left_out=parts.left_out_reason,
+            )
             self._stored = (stored.reference.id, stored.digest)
+            self._stored_parts, self._stored_without = self._parts(), parts.left_out
             self.reference_origin = "restored"
             self.metrics.reference_stored.set(1)
             log.info("%s (%s)", decision.reason, self.store.where)
@@ -312,19 +355,38 @@ class DetectorService:
             log.warning("reference: %s", decision.reason)
 
     async def persist_reference(self) -> None:
-        """Store a completed warm-up reference once (retried at the next evaluation on error)."""
+        """Store a completed warm-up reference once (retried at the next evaluation on error),
+        and again when its parts change (an embedding reference completed). A file, URL or
+        ConfigMap reference is stored for its embedding features' references only."""
         ref = self.detector.reference
-        if self.store is None or ref is None or ref.source != "warmup":
+        if self.store is None or ref is None:
             return
-        if (self._stored and self._stored[0] == ref.id) or self._refused == ref.id:
+        if ref.source != "warmup" and self.detector.embeddings is None:
             return
+        parts = self._parts()
+        if self._stored and self._stored[0] == ref.id and self._stored_parts == parts:
+            return
+        if self._refused == (ref.id, parts):
+            return
+        segments = self.detector.segments
+        embeddings = self.detector.embeddings
         try:
-            data, digest = encode_reference(ref, basis=self.basis, rebaseline=self.model.rebaseline)
+            encoded = encode_stored(
+                ref,
+                basis=self.basis,
+                rebaseline=self.model.rebaseline,
+                segments=segments.references() if segments is not None else (),
+                embeddings=embeddings.reference_states() if embeddings is not None else None,
+                warming=embeddings.warming() if embeddings is not None else (),
+                # stored again (an embedding reference completed): what it lacked, it lacks
+                missing=self._stored_without if self._stored and self._stored[0] == ref.id else (),
+            )
         except StoredReferenceError as exc:
-            self._refused = ref.id
+            self._refused = (ref.id, parts)
             self.store_error = f"not stored: {exc}"
             log.error("reference %s %s", ref.id, self.store_error)
             return
+        data, digest = encoded.data, encoded.digest
         info = {"id": ref.id, "digest": digest, "records": str(ref.n), "since": iso(ref.since)}
         if self.model.rebaseline is not None:
             info["rebaseline"] = self.model.rebaseline
@@ -341,10 +403,27 @@ class DetectorService:
             log.error("reference %s not stored (retrying): %s", ref.id, exc)
             return
         self._stored = (ref.id, digest)
+        self._stored_parts, self._stored_without = parts, encoded.left_out
+        if encoded.left_out:
+            log.warning(
+                "reference %s stored without %s: over %d KiB with them",
+                ref.id,
+                ", ".join(encoded.left_out),
+                MAX_STORED_BYTES >> 10,
+            )
         self._reference_bytes = len(data)
         self.store_error = None
         self.metrics.reference_stored.set(1)
         log.info("reference %s stored in %s (%d bytes)", ref.id, self.store.where, len(data))
+
+    def _parts(self) -> tuple[Any, ...]:
+        """What of the segments' and embedding references would be stored now: a change
+        (an embedding reference completing after the tabular one) stores the reference again."""
+        segments, embeddings = self.detector.segments, self.detector.embeddings
+        return (
+            tuple((r.column, r.judged) for r in segments.references()) if segments else (),
+            tuple(sorted(embeddings.reference_states())) if embeddings else (),
+        )
 
     async def restore_alerts(self) -> None:
         """Take back the stored alert state that still applies (after the reference is set)."""
@@ -644,6 +723,11 @@ class DetectorService:
             out["rebaseline"] = self.model.rebaseline
         if self.store_error is not None:
             out["storeError"] = self.store_error
+        if self._stored_without and ref is not None and out.get("hash") is not None:
+            out["storedWithout"] = (
+                f"{', '.join(self._stored_without)}: left out for size (over "
+                f"{MAX_STORED_BYTES >> 10} KiB with them); not judged after a restart"
+            )
         if ref is not None and self.detector.reference_revision is not None:
             out["revision"] = self.detector.reference_revision
         if self._promotion is not None and ref is not None and ref.id == self._promotion["id"]:

@@ -10,6 +10,8 @@ reference's sample survives the store and gives the same evidence.
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import json
 from typing import Any
 
 import numpy as np
@@ -199,9 +201,16 @@ def test_a_reference_too_large_with_its_sample_is_stored_without_it(
     lean = dataclasses.replace(detector.reference, multivariate=None)
     bare, _ = persist.encode_reference(lean, basis="b", rebaseline=None)
     monkeypatch.setattr(persist, "MAX_STORED_BYTES", (len(full) + len(bare)) // 2)
-    data, _ = persist.encode_reference(detector.reference, basis="b", rebaseline=None)
-    assert data == bare
-    assert persist.decode_reference(data, where="t").reference.multivariate is None
+    encoded = persist.encode_stored(detector.reference, basis="b", rebaseline=None)
+    assert encoded.left_out == ("multivariate sample",)
+    stored = persist.decode_reference(encoded.data, where="t")
+    assert stored.reference.multivariate is None
+    assert stored.parts.left_out == ("multivariate sample",)
+    # the rest is the lean reference's, byte for byte once the note is set aside
+    doc = json.loads(gzip.decompress(encoded.data))
+    assert doc.pop("leftOut") == ["multivariate sample"]
+    lean_doc = json.loads(gzip.decompress(bare))
+    assert lean_doc.pop("leftOut") == [] and doc == lean_doc
 
 
 def test_stationary_categorical_rows_do_not_alarm() -> None:
