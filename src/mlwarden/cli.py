@@ -78,6 +78,12 @@ def _sidecar_parser(sub: Any) -> None:
             "shipped in batches to --collector (the detector). /metrics, /healthz and /readyz "
             "are served on --admin-listen."
         ),
+        epilog=(
+            "The HTTP forwarding path runs compiled (mypyc) when this installation has the "
+            "build made from its own source (`make native`, the slim image); "
+            'mlwarden_sidecar_info{forwarder="native"|"python"} and the start-up line say '
+            "which. MLWARDEN_SIDECAR_NATIVE=0 runs it interpreted."
+        ),
     )
     _add(p, "--listen", help="HOST:PORT the model's clients connect to", required=True)
     _add(p, "--upstream", help="URL of the model server, e.g. http://127.0.0.1:8080", required=True)
