@@ -26,6 +26,7 @@ from cluster import (
     REFERENCE,
     SERVICES,
     Cluster,
+    Fault,
     ago,
     alert,
     api_call,
@@ -445,6 +446,32 @@ async def test_inference_service_logger_configured_rolled_back_and_undone(
     after = obj(api, INFERENCESERVICES, "fraud")
     assert after["spec"]["predictor"]["logger"] == before["predictor"]["logger"]
     assert "mlwarden.io/logger" not in (after["metadata"].get("annotations") or {})
+    assert await op.stop() == 0, op.log()[-3000:]
+
+
+async def test_a_timer_pass_in_flight_when_the_model_is_deleted_does_not_hold_it(
+    cluster: tuple[Cluster, str], start_operator: Start
+) -> None:
+    """kopf keeps the finalizer until the ObservedModel's timers have exited. A pass still
+    waiting on the API when the deletion comes (here the injection check's read of the
+    InferenceService, answered 3 s late) exits once its read returns; kopf looks again after
+    `background.cancellation_polling`: 60 s by default, with no event to wake it if the pass
+    writes nothing. The operator looks again after MLWARDEN_RETRY_SECONDS."""
+    api, server = cluster
+    isvc = inference_service({"mode": "request", "url": "http://fraud-detector.test.svc:8080/"})
+    model = om({"kind": "InferenceService", "name": "fraud"})
+    op = await start(api, start_operator, (INFERENCESERVICES, isvc), model=model,
+                     MLWARDEN_INJECTION_CHECK_SECONDS="0.5")  # fmt: skip
+    await eventually(lambda: status(api).get("phase") == "WarmingUp", what="WarmingUp", timeout=30)
+    slow = Fault("get", "inferenceservices", status=0, delay=3.0, name="fraud")
+    api.faults = [slow]
+    await eventually(lambda: slow.hits, what="the injection check reading the InferenceService")
+    await api_call(
+        server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
+    )
+    await eventually(lambda: not exists(api, OM, "fraud"), timeout=10,
+                     what="released once the pass is over")  # fmt: skip
+    assert obj(api, INFERENCESERVICES, "fraud")["spec"]["predictor"]["logger"]["mode"] == "request"
     assert await op.stop() == 0, op.log()[-3000:]
 
 
