@@ -100,3 +100,39 @@ async def test_kubectl_get_shows_the_printer_columns(tmp_path: Path) -> None:
         assert deploy[:4] == ["m", "2/2", "1", "m:1"]
         assert "iris" in await kubectl("describe", "om", "iris")
         assert "No resources found" in await kubectl("get", "events")
+
+
+async def test_a_json_patch_whose_test_fails_is_refused_with_422_and_stores_nothing() -> None:
+    """kopf removes its finalizer with a JSON patch that first tests the resourceVersion it
+    read; when another writer came first the API server answers 422 (kopf then waits for the
+    next event), not 500 (which kopf retries unchanged for about a minute)."""
+    async with DemoCluster() as api, kmock.Server(api) as server:
+        api.declare("demo")
+        api.seed({
+            "apiVersion": "mlwarden.io/v1alpha1", "kind": "ObservedModel",
+            "metadata": {"name": "iris", "namespace": "demo", "finalizers": ["mlwarden.io/f"]},
+            "spec": {"target": {"deployment": "m"}},
+        })  # fmt: skip
+        base = str(server.url).rstrip("/")
+        url = f"{base}/apis/mlwarden.io/v1alpha1/namespaces/demo/observedmodels/iris"
+        read = api.read(OM, "demo", "iris")
+        assert read is not None
+        version = read["metadata"]["resourceVersion"]
+
+        async def json_patch(tested: str) -> tuple[int, Any]:
+            ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": tested},
+                   {"op": "remove", "path": "/metadata/finalizers"}]  # fmt: skip
+            async with aiohttp.ClientSession() as http, http.patch(
+                url, data=json.dumps(ops), headers={"Content-Type": "application/json-patch+json"}
+            ) as resp:  # fmt: skip
+                return resp.status, await resp.json()
+
+        status, body = await json_patch("stale")
+        assert (status, body["code"], body["reason"]) == (422, 422, "Invalid")
+        now = api.read(OM, "demo", "iris")
+        assert now is not None and now["metadata"]["finalizers"] == ["mlwarden.io/f"]
+        assert now["metadata"]["resourceVersion"] == version
+        status, body = await json_patch(version)
+        assert status == 200, body
+        now = api.read(OM, "demo", "iris")
+        assert now is not None and "finalizers" not in now["metadata"]

@@ -7,7 +7,8 @@ it), what the API server and its controllers would do:
 - the API server's bookkeeping, shared with the demo's cluster
   (`mlwarden.demo.cluster.ApiServerEmulator`): metadata.uid, resourceVersion,
   creationTimestamp, generation, a name for generateName, 409 Conflict on a stale
-  `metadata.resourceVersion`, and /api/v1/namespaces read as the resource it is;
+  `metadata.resourceVersion`, 422 for a JSON patch whose `test` fails (kopf's finalizer
+  patches), and /api/v1/namespaces read as the resource it is;
 - a Deployment controller: on create or spec change the Deployment's status
   says the rollout completed (or, with `instant_rollouts = False`, that it is
   in progress until `finish_rollouts()`);

@@ -11,15 +11,16 @@ then meets 409 Conflict. kmock's emulator has no controllers, so no 409 ever hap
 one object: every `every` seconds it writes the object's status (a condition whose
 `lastUpdateTime` moves, as both controllers write) through the emulator's own write path,
 so the object gets a new resourceVersion and watchers see MODIFIED. Opt-in per test; it
-changes nothing else. `conflicts` lists the writes the emulator refused with 409 (resource
-plural, name), for a test to check that the storm really happened.
+changes nothing else. `conflicts` lists the writes the emulator refused as stale (resource
+plural, name): 409 Conflict, or 422 for a JSON patch whose `test` of the resourceVersion
+failed (kopf's finalizer patches), for a test to check that the storm really happened.
 
 A periodic writer meets a patch only by chance: a patch planned on a watch-fed cache and sent
 milliseconds later often lands between two writes. `racing_patches(resource, namespace, name,
 times=N)` makes the race certain for the next N patches of that object: the controller's
 status write lands just before each of them is applied (between the operator's read and its
 write, as it does on a busy cluster), so a patch carrying the resourceVersion it read meets
-409 Conflict.
+409 Conflict, and a JSON patch testing it 422.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from kmock._internal.k8s import KubernetesObjectConflictError
+from kmock._internal.k8s import KubernetesError
 
 from mlwarden.demo.cluster import ApiServerEmulator
 
@@ -72,8 +73,9 @@ class ConcurrentWriters(ApiServerEmulator):
                     await self._write_status(resource, namespace, name)
         try:
             return await super()._handle(request)
-        except KubernetesObjectConflictError:
-            if request.resource is not None and request.name is not None:
+        except KubernetesError as exc:
+            stale = exc.status == 409 or (exc.status == 422 and isinstance(request.data, list))
+            if stale and request.resource is not None and request.name is not None:
                 self.conflicts.append((str(request.resource.plural), str(request.name)))
             raise
 

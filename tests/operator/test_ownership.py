@@ -205,6 +205,23 @@ async def test_deleting_the_observed_model_collects_its_detector_objects(
     assert [c["name"] for c in containers] == ["model"]
 
 
+async def test_a_status_write_racing_the_finalizer_removal_does_not_hold_the_model(
+    cluster: tuple[Cluster, str], warming_up: Callable[..., Any]
+) -> None:
+    api, server = cluster
+    await warming_up(env={"MLWARDEN_RETRY_SECONDS": "0.5"})
+    # The detector (or any writer) writes the status between kopf's read of the deleted
+    # ObservedModel and its JSON patch removing the finalizer, twice: the patch's resourceVersion
+    # test fails (422), and kopf applies it again on the watch event that write brought.
+    api.racing_patches(OM, NS, "fraud", times=2)
+    await api_call(
+        server, "DELETE", f"/apis/mlwarden.io/v1alpha1/namespaces/{NS}/observedmodels/fraud"
+    )
+    await eventually(lambda: not exists(api, OM, "fraud"), timeout=10,
+                     what="the ObservedModel released promptly")  # fmt: skip
+    assert api.conflicts.count(("observedmodels", "fraud")) >= 1  # the race did happen
+
+
 async def test_targets_being_deleted_are_not_written_and_do_not_hold_the_finalizer(
     cluster: tuple[Cluster, str], warming_up: Callable[..., Any]
 ) -> None:

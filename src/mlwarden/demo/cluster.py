@@ -8,7 +8,14 @@ operator and the detector talk to it over HTTP exactly as to a real API server):
   resourceVersion on every write and a new generation when the spec changes; a name for
   objects created with generateName (kopf's Events);
 - optimistic concurrency: a patch carrying a `metadata.resourceVersion` that is not the
-  object's current one is refused with 409 Conflict;
+  object's current one is refused with 409 Conflict; a JSON patch whose operation fails
+  (kopf adds and removes its finalizer with one that first tests the resourceVersion it
+  read) is refused with 422 Unprocessable Entity and nothing is stored, as the API server
+  does: kmock answered 500, which kopf retries unchanged for about a minute (a status write
+  landing just before the finalizer's removal then held a deleted ObservedModel that long);
+  a JSON patch that applies keeps the object's resourceVersion (a gap: kmock's watch sends
+  every object again as ADDED when it starts, and kopf's second finalizer patch, made on that
+  stale copy, then still applies);
 - a Deployment controller: every new pod template gets a ReplicaSet with the next
   `deployment.kubernetes.io/revision` (an old template coming back, as after
   `kubectl rollout undo`, gets its ReplicaSet's revision raised, as Kubernetes does), and
@@ -32,10 +39,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import jsonpatch
+import jsonpointer
 import kmock
 from kmock import ResourceInfo
 from kmock._internal import enums, parsing
-from kmock._internal.k8s import KubernetesObjectConflictError
+from kmock._internal.k8s import KubernetesError, KubernetesObjectConflictError
 
 from mlwarden.crd import custom_resource_definition
 from mlwarden.spec import API_VERSION, PLURAL
@@ -134,8 +143,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     uid, resourceVersion, creationTimestamp and generation on create (and a name for
     generateName); a new resourceVersion on every write, a new generation when the spec
     changes; 409 Conflict for a write whose `metadata.resourceVersion` is not the current
-    one. Controllers are the subclasses' business (the demo's here, the operator tests'
-    in tests/operator/cluster.py).
+    one, 422 for a JSON patch whose operation fails (a `test` that does not hold).
+    Controllers are the subclasses' business (the demo's here, the operator tests' in
+    tests/operator/cluster.py).
     """
 
     _versions = itertools.count(1000)
@@ -146,7 +156,17 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 self._on_create(request)
             elif request.action == enums.action.UPDATE and request.name is not None:
                 self._on_update(request)
-        return await super()._handle(request)
+        try:
+            return await super()._handle(request)
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            # kmock applies a JSON patch as it comes, all or nothing, and lets its failure
+            # through (a 500). The API server answers 422, which kopf reads as "the object
+            # changed since I read it": it keeps the patch for the next watch event.
+            raise KubernetesError(
+                status=422,
+                reason="Invalid",
+                message=f"the server rejected our request due to an error in our request: {exc}",
+            ) from exc
 
     def _on_create(self, request: Any) -> None:
         data = request.data

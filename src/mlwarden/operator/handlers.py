@@ -235,6 +235,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         quiet.addFilter(_QuietTimer())
     settings.watching.server_timeout = 300
     settings.watching.chunk_size = LIST_CHUNK_SIZE
+    # kopf keeps the finalizer of a deleted ObservedModel until its timers have exited. A pass
+    # still waiting on the API then (the injection check's read, a reaction pass) exits when
+    # that call returns, but kopf looks again only after `cancellation_polling`, 60 s by
+    # default, unless a watch event wakes it, and a pass that writes nothing sends none.
+    settings.background.cancellation_polling = RETRY_SECONDS
     if NAMESPACED:
         # The chart's namespaced install grants no cluster-scoped rights (a Role per
         # namespace): do not list/watch Namespaces and CRDs cluster-wide, where kopf would
