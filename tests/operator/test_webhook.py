@@ -174,7 +174,7 @@ async def test_a_labelled_deployment_is_injected_over_https_as_patch_mode_would(
     annotated["metadata"]["annotations"] = {INJECT_LABEL: "other"}
     seed(api, om, service, observed_model("other", target="other-model"), annotated,
          model_service("other-model"))  # fmt: skip
-    _, webhook = await start_webhook(tmp_path, start_operator)
+    op, webhook = await start_webhook(tmp_path, start_operator)
     await eventually(lambda: reconciled(api, "fraud") and reconciled(api, "other"))
 
     gets_before = (om_gets("fraud"), om_gets("missing"))
@@ -210,9 +210,22 @@ async def test_a_labelled_deployment_is_injected_over_https_as_patch_mode_would(
         assert "patch" not in await webhook.review(labelled(model_deployment(), model)), model
     # The API fails while the webhook reads it: the Deployment is admitted unchanged, never
     # refused (a handler error would answer `allowed: false`, which the API server enforces).
-    api.faults = [Fault(verb="get", resource="services", status=500)]
-    review = await webhook.review(labelled(model_deployment(), "fraud"))
-    assert api.faults[0].hits and "patch" not in review, review
+    # The operator's handlers read Services too, with the same client and token (the
+    # reconciles of "fraud" and "other" may still be running: only their finalizers were
+    # awaited), so a one-shot fault could be theirs. The fault names the webhook's Service
+    # and lasts as long as this one review; the webhook's log says the 500 was its own read.
+    failing = Fault(verb="get", resource="services", status=500, times=sys.maxsize,
+                    name="fraud-model")  # fmt: skip
+    api.faults = [failing]
+    try:
+        review = await webhook.review(labelled(model_deployment(), "fraud"))
+    finally:
+        api.faults = []
+    assert failing.hits and "patch" not in review, review
+    failed = [line for line in op.log().splitlines() if "the webhook failed" in line]
+    assert len(failed) == 1, failed
+    assert "Deployment test/fraud-model: admitted unchanged" in failed[0], failed
+    assert "GET" in failed[0] and "/services/fraud-model: HTTP 500" in failed[0], failed
 
     # The ObservedModel says what is missing.
     wanted = f"label it {INJECT_LABEL}=other"
