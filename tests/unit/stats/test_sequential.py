@@ -23,6 +23,7 @@ from mlwarden.stats.sequential import (
     Finding,
     ScanColumn,
     SequentialScan,
+    _rank_sum,
     bins_for,
     coarse_cells,
     ladder,
@@ -63,7 +64,7 @@ def test_window_statistics_are_scipys_on_the_last_records() -> None:
         ],
         clear_alpha=0.0,  # every look of the largest window reports (clear or alarm)
     )
-    xs = rng.integers(0, 44, 3000).astype(float)
+    xs = rng.integers(0, 40, 3000).astype(float)  # within the reference's values: no new ties
     cs = rng.choice(list("abcdefgz"), 3000)
     got: list[Finding] = []
     for start in range(0, 3000, 250):
@@ -77,15 +78,17 @@ def test_window_statistics_are_scipys_on_the_last_records() -> None:
             window = xs[seen - f.window : seen]
             s = stats.ks_2samp(ref, window, method="asymp")
             assert f.statistic == pytest.approx(s.statistic, abs=1e-12)
-            en = 1000 * f.window / (1000 + f.window)
-            p_ks = stats.kstwobign.sf(s.statistic * np.sqrt(en))
+            # The rank-sum test, values of a cell tied (here a cell is one value: scipy's
+            # midranks exactly), normal approximation without continuity correction.
+            p_rank = stats.mannwhitneyu(window, ref, method="asymptotic",
+                                        use_continuity=False).pvalue  # fmt: skip
             # The 8-bin chi-square: bin j starts at the least value with j/8 of the reference
             # below it.
-            starts = [min(u for u in range(45) if np.sum(ref < u) >= j * 1000 / 8)
+            starts = [min(u for u in range(41) if np.sum(ref < u) >= j * 1000 / 8)
                       for j in range(1, 8)]  # fmt: skip
             bins = [np.searchsorted(starts, a, side="right") for a in (ref, window)]
             p_bins = pooled_chisquare(bins[0], bins[1], list(range(8)))[1]
-            assert f.p_value == pytest.approx(min(1.0, 2 * min(p_ks, p_bins)), rel=1e-9)
+            assert f.p_value == pytest.approx(min(1.0, 2 * min(p_rank, p_bins)), rel=1e-9)
         else:
             window = cs[seen - f.window : seen]
             chi, p, tvd = pooled_chisquare(cats, window, list("abcdefgz"))
@@ -127,6 +130,7 @@ STREAMS: dict[str, tuple[str, Gen]] = {
     "normal": ("numeric", lambda r, n: r.normal(size=n)),
     "heavy-tailed t(2)": ("numeric", lambda r, n: r.standard_t(2, size=n)),
     "discrete with ties (Poisson 3)": ("numeric", lambda r, n: r.poisson(3, n).astype(float)),
+    "binary, p = 0.3": ("categorical", lambda r, n: np.where(r.random(n) < 0.3, "yes", "no")),
     "categorical, rare levels": (
         "categorical",
         lambda r, n: r.choice(
@@ -198,6 +202,8 @@ def test_drifted_streams_are_caught_and_delays_reported() -> None:
             return x * np.where(after, 2.0, 1.0)  # scale x2
         if name == "discrete with ties (Poisson 3)":
             return x + 1.0 * after  # +1 (0.58 sd)
+        if name == "binary, p = 0.3":
+            return np.where(after & (np.arange(n) % 4 == 0), "yes", x)  # p 0.3 -> 0.475
         moved = x.copy()
         moved[after & (np.arange(n) % 4 == 0)] = "l1"  # a quarter of the values to one level
         return moved
@@ -277,3 +283,19 @@ def test_coarse_cells_are_contiguous_and_few() -> None:
 def test_bins_leave_enough_expected_values() -> None:
     assert [bins_for(w, 1000) for w in (32, 64, 128, 160, 1000)] == [1, 3, 6, 8, 8]
     assert bins_for(100_000, 50) == 2  # the smaller sample decides
+
+
+def test_rank_sum_is_scipys_with_ties() -> None:
+    # Ten values, many ties: a lossless sketch, one cell per value, so the cells' ties are
+    # the values' ties and scipy's tie-corrected normal approximation is the same test.
+    rng = np.random.default_rng(8)
+    ref = rng.integers(0, 10, 1000).astype(float)
+    scan = scan_of([ScanColumn("x", NumericSketch.from_array(ref), 0.05)])
+    m = scan._num
+    for shift, size in ((0, 40), (1, 200), (2, 500)):
+        window = np.clip(rng.integers(0, 10, size) + shift, 0, 9).astype(float)
+        cells = scan.cells({"x": window}, size).columns[0] - scan._offsets["x"]
+        counts = np.bincount(cells, minlength=m["width"]).astype(float)[None, None, :]
+        got = _rank_sum(m["ref"], m["n_ref"], m["mid"], counts, counts.sum(axis=2))
+        want = stats.mannwhitneyu(window, ref, method="asymptotic", use_continuity=False)
+        assert float(got.ravel()[0]) == pytest.approx(want.pvalue, rel=1e-9, abs=1e-300)
