@@ -557,10 +557,10 @@ def _rank_sum(
     approximation with the tie-corrected variance)."""
     nr = np.broadcast_to(n_ref, n.shape)
     total = nr + n
-    ties = np.broadcast_to(ref, counts.shape) + counts
+    ties = ref + counts  # the values in a cell, both samples
     with np.errstate(invalid="ignore", divide="ignore"):
-        u = (counts * mid).sum(axis=-1) * nr - n * nr / 2  # U less its mean
-        tie = (ties**3 - ties).sum(axis=-1) / (total * (total - 1))
+        u = np.einsum("...ck,ck->...c", counts, mid) * nr - n * nr / 2  # U less its mean
+        tie = (np.einsum("...k,...k,...k->...", ties, ties, ties) - total) / (total * (total - 1))
         var = n * nr / 12 * (total + 1 - tie)
         z2 = np.where(var > 0, u * u / var, 0.0)
     return np.where(n > 0, chi2_sf_int(np.ones(z2.shape, dtype=np.int64), z2), 1.0)
