@@ -8,18 +8,31 @@ column's two tests). This counts, on stationary streams, the looks that would al
 falseAlarmsPer = 1e2 .. 1e6 (one run gives every rate: a look alarms at rate 1 / per when the
 least over its due rungs of p x rungs / r is at most 1 / per, r the records since that rung's
 last look), for each test separately against its share of the bound (half a numeric column's
-alpha each) and for the column (either test), effect floors applied. Before any alert logic:
+alpha each: `location`, the rank-sum or, on windows with a heavy cell, KS; `bins`, the binned
+chi-square) and for the column (either test), effect floors applied. Before any alert logic:
 an alert fires once while its column keeps alarming, so alerts are rarer still.
 
 Each stream kind is one scan of `COLUMNS` independent columns (each with a reference of its
 own, `REF` records), the reference's own kind of values arriving `LENGTH` records at a time in
 batches of 50, `SEEDS` times.
 
-    PYTHONPATH=src nice -n 19 .venv/bin/python benchmarks/scan_sim.py [kind ...]
+    PYTHONPATH=src nice -n 19 .venv/bin/python benchmarks/scan_sim.py [null [kind ...]]
 
-Kinds: normal, t2 (Student's t, 2 degrees of freedom), poisson (Poisson 3: ties), binary
-(p = 0.3), levels5 (shares .4/.25/.15/.12/.08). Not part of `make bench`: a measurement of
-the bound's slack, quoted in docs/detector.md and the scan's module docstring.
+Kinds: normal, t2 (Student's t, 2 degrees of freedom), poisson (Poisson 3: ties), zeros80
+(numeric, 80% zeros, the rest exponential), ones10 (numeric 0/1, 10% ones), binary
+(p = 0.3, categorical), levels5 (categorical, shares .4/.25/.15/.12/.08).
+
+`delays [replicates [lookEvery]]`: the delay after the abrupt changes of
+benchmarks/stream_delay.py (reference 1,000, window 1,000, batches of 10 records), each
+change `replicates` times (300 by default: the benchmark's medians over 2 replicates are too
+coarse to choose between variants), at falseAlarmsPer 1,000,000 and 10,000: per change the
+median and the mean delay in records (a stream without an alarm counts as its length after
+the change, 6,003), and the alarming looks before the change. The replicates are the
+columns of one scan, at falseAlarmsPer / replicates so that each column's rate is the
+stated one.
+
+Not part of `make bench`: measurements quoted in docs/detector.md and the scan's module
+docstring; the detector's own figures are the stream benchmark's.
 """
 
 from __future__ import annotations
@@ -37,7 +50,7 @@ from mlwarden.stats.sketch import CategoricalSketch, NumericSketch
 
 COLUMNS, LENGTH, SEEDS, REF, WINDOW, EVERY = 200, 50_000, 4, 1_000, 1_000, 50
 RATES = (1e2, 1e3, 1e4, 1e5, 1e6)
-NUMERIC = ("normal", "t2", "poisson")
+NUMERIC = ("normal", "t2", "poisson", "zeros80", "ones10")
 LEVELS = np.array([0.40, 0.25, 0.15, 0.12, 0.08])
 
 
@@ -46,7 +59,7 @@ class _Counting(sq.SequentialScan):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.q: dict[str, list[np.ndarray]] = {"rank": [], "bins": [], "column": []}
+        self.q: dict[str, list[np.ndarray]] = {"location": [], "bins": [], "column": []}
 
     def _test(self, kind: str, m: dict[str, Any], windows: Any, due: Any, alphas: Any,
               watch: Collection[str] | None) -> list[sq.Finding]:  # fmt: skip
@@ -55,7 +68,7 @@ class _Counting(sq.SequentialScan):
         r = np.array([new for _, new in due], dtype=np.float64)[:, None]
         tests = {"column": p}
         if kind == "ks":
-            tests.update(rank=np.minimum(1.0, 2 * p_rank), bins=np.minimum(1.0, 2 * p_bins))
+            tests.update(location=np.minimum(1.0, 2 * p_rank), bins=np.minimum(1.0, 2 * p_bins))
         for name, pv in tests.items():
             q = (np.where(big, pv, np.inf) * len(self.sizes) / r).min(axis=0)
             self.q[name].append(q[q <= 1 / RATES[0]])
@@ -69,6 +82,10 @@ def values(kind: str, rng: np.random.Generator, n: int) -> Any:
         return rng.standard_t(2, size=n)
     if kind == "poisson":
         return rng.poisson(3, n).astype(np.float64)
+    if kind == "zeros80":
+        return np.where(rng.random(n) < 0.8, 0.0, rng.exponential(size=n))
+    if kind == "ones10":
+        return (rng.random(n) < 0.1).astype(np.float64)
     if kind == "binary":
         return list(np.where(rng.random(n) < 0.3, "yes", "no"))
     levels = (rng.random(n)[:, None] > np.cumsum(LEVELS)).sum(axis=1)
@@ -105,13 +122,13 @@ def main(kinds: list[str]) -> None:
         print(f"{kind}: {records:,} records (reference {REF:,}, rungs {sizes}, lookEvery "
               f"{EVERY}; {time.process_time() - t0:.0f} s CPU)")  # fmt: skip
         for name, q in found.items():
-            share = 0.5 if name in ("rank", "bins") else 1.0
+            share = 0.5 if name in ("location", "bins") else 1.0
             parts = []
             for per in RATES:
                 count, bound = int((q <= 1 / per).sum()), share * records / per
                 parts.append(f"1e{np.log10(per):.0f}: {count:,} / {bound:,.0f} = "
                              f"{count / bound:.2f}")  # fmt: skip
-            print(f"  {name:6s} alarming looks / share of the bound: " + "; ".join(parts))
+            print(f"  {name:8s} alarming looks / share of the bound: " + "; ".join(parts))
 
 
 # --------------------------------------------------------------------------- delays
@@ -191,8 +208,5 @@ if __name__ == "__main__":
     if args[:1] == ["delays"]:
         main_delays(int(args[1]) if len(args) > 1 else 300, int(args[2]) if len(args) > 2 else 50)
     else:
-        main(
-            args[1:]
-            if args[:1] == ["null"]
-            else args or ["normal", "t2", "poisson", "binary", "levels5"]
-        )
+        kinds = args[1:] if args[:1] == ["null"] else args
+        main(kinds or ["normal", "t2", "poisson", "zeros80", "ones10", "binary", "levels5"])
