@@ -20,7 +20,8 @@ batches of 50, `SEEDS` times.
 
 Kinds: normal, t2 (Student's t, 2 degrees of freedom), poisson (Poisson 3: ties), zeros80
 (numeric, 80% zeros, the rest exponential), ones10 (numeric 0/1, 10% ones), binary
-(p = 0.3, categorical), levels5 (categorical, shares .4/.25/.15/.12/.08).
+(p = 0.3, categorical), binary10 (p = 0.1, categorical), levels5 (categorical, shares
+.4/.25/.15/.12/.08).
 
 `delays [replicates [lookEvery]]`: the delay after the abrupt changes of
 benchmarks/stream_delay.py (reference 1,000, window 1,000, batches of 10 records), each
@@ -88,6 +89,8 @@ def values(kind: str, rng: np.random.Generator, n: int) -> Any:
         return (rng.random(n) < 0.1).astype(np.float64)
     if kind == "binary":
         return list(np.where(rng.random(n) < 0.3, "yes", "no"))
+    if kind == "binary10":
+        return list(np.where(rng.random(n) < 0.1, "yes", "no"))
     levels = (rng.random(n)[:, None] > np.cumsum(LEVELS)).sum(axis=1)
     return [f"l{i}" for i in levels]
 
@@ -209,4 +212,7 @@ if __name__ == "__main__":
         main_delays(int(args[1]) if len(args) > 1 else 300, int(args[2]) if len(args) > 2 else 50)
     else:
         kinds = args[1:] if args[:1] == ["null"] else args
-        main(kinds or ["normal", "t2", "poisson", "zeros80", "ones10", "binary", "levels5"])
+        main(
+            kinds
+            or ["normal", "t2", "poisson", "zeros80", "ones10", "binary", "binary10", "levels5"]
+        )
