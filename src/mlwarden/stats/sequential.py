@@ -19,8 +19,9 @@ levels): small windows catch large changes within tens of records, large ones ca
 changes. Level w is looked at when max(`look_every`, w / 4) records have arrived since its
 last look, or when `look_seconds` have passed and records have (whichever comes first);
 snapshots for level w are taken every max(`look_every`, w / 4) records, so its window holds
-between w and 1.25 w records. Cost per record: O(columns x cells x levels / look_every),
-independent of the detector's window size.
+between w and w + max(`look_every`, w / 4) records (1.25 w for the large levels; at
+`look_every` 50 the levels 32, 64 and 128 test windows of 50, 100 and 150 records). Cost per
+record: O(columns x cells x levels / look_every), independent of the detector's window size.
 
 At a look, the windows of every due level are tested together (one array per kind of column:
 levels x columns x cells). A numeric column gets two tests, each at half its alpha (its p-value
@@ -42,7 +43,7 @@ KS's 0.637, both relative to the t-test). Measured (`benchmarks/scan_sim.py dela
 streams per change) at one false alarm per 1,000,000 records, median / mean delay: +0.25 sd
 983 / 1,209 -> 563 / 720 records, +0.5 sd 183 / 190 -> 133 / 147, +1 sd 83 / 78 -> 83 / 68,
 scale x1.5 283 / 283 both; KS as a third test beside the two (each at a third of the alpha)
-was 2-6% slower in mean than the pair. Categorical columns get the chi-square test
+was 1-7% slower in mean than the pair. Categorical columns get the chi-square test
 of homogeneity over
 the cells (the total variation distance as its effect, as `chisquare.score`), pooling the
 cells whose expected count in the smaller row (from the two rows' total count) is below
