@@ -18,13 +18,18 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
 COPY requirements-sidecar.txt pyproject.toml README.md ./
 COPY src ./src
 COPY tools/build_native.py ./tools/
-RUN pip install --no-cache-dir -r requirements-sidecar.txt mypy \
- && python tools/build_native.py --require \
+# mypy pinned: the version the project's lint runs, so a new release cannot fail the image.
+RUN pip install --no-cache-dir -r requirements-sidecar.txt mypy==2.4.1 \
+ && python tools/build_native.py --force --require \
  && pip install --no-cache-dir --prefix=/install -r requirements-sidecar.txt \
- && pip install --no-cache-dir --prefix=/install --no-deps .
+ && pip install --no-cache-dir --prefix=/install --no-deps . \
+ && cp -r src/mlwarden/sidecar/_native /install/lib/python3.11/site-packages/mlwarden/sidecar/
 
 FROM python:3.11-slim AS sidecar
 COPY --from=build-sidecar /install /usr/local
+# The compiled forwarding path is there and is the one the sidecar will run.
+RUN python -c "from mlwarden.sidecar.native import forward_module as f; \
+kind = f()[1]; assert kind.startswith('native'), kind"
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin mlwarden
 USER 10001
 ENV PYTHONUNBUFFERED=1

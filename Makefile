@@ -6,7 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The sidecar's forwarding path compiled with mypyc (tools/build_native.py), rebuilt when
-# forward.py changes; without a C compiler the build says so and the sidecar runs it interpreted.
+# forward.py changes; when it cannot be built (no C compiler or headers, a compile error) it
+# says why, make goes on, and the sidecar runs forward.py interpreted.
 NATIVE := src/mlwarden/sidecar/_native/forward.digest
 PYTEST_ARGS ?=
 # pytest-xdist workers for the suite; PYTEST_WORKERS=0 runs it in one process. Twice the 2
@@ -51,10 +52,11 @@ test-integration: install  ## tests that start real processes on loopback
 demo: install  ## run the demo on this machine, no cluster needed
 	$(BIN)/mlwarden demo
 
-lint: install  ## ruff, mypy on src/, the import contracts, the CRD and chart checks (helm lint, schemas, promtool)
+lint: install  ## ruff, mypy on src/ and tools/, the import contracts, the CRD and chart checks (helm lint, schemas, promtool)
 	$(BIN)/ruff check $(PY_DIRS)
 	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/mypy src
+	$(BIN)/mypy --strict tools
 	$(BIN)/lint-imports
 	$(BIN)/python -m mlwarden.crd | cmp -s - crds/observedmodels.mlwarden.io.yaml || \
 		{ echo "crds/ is stale: run $(BIN)/python -m mlwarden.crd > crds/observedmodels.mlwarden.io.yaml"; exit 1; }

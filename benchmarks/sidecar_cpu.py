@@ -44,7 +44,7 @@ from procs import (
     start_detector,
     wait_until,
 )
-from sidecar_latency import SCENARIOS, run_hey, run_wrk, v2_request, wrk_script
+from sidecar_latency import SCENARIOS, forwarder_of, run_hey, run_wrk, v2_request, wrk_script
 from upstream_nginx import MODEL_1_ROW, fixed_upstream_conf, infer_path, start_nginx
 
 REPO = HERE.parent
@@ -58,7 +58,8 @@ def _sidecar(
     collector: str | None,
     stop: Any,
     extra_env: dict[str, str] | None = None,
-) -> tuple[Proc, str]:
+) -> tuple[Proc, str, str]:
+    """A sidecar from `src`: (process, proxy URL, admin URL)."""
     port, admin = free_port(), free_port()
     argv = [sys.executable, "-m", "mlwarden.cli", "sidecar", "--listen", f"{HOST}:{port}",
             "--upstream", upstream, "--admin-listen", f"{HOST}:{admin}",
@@ -73,7 +74,8 @@ def _sidecar(
     proc.wait_port(port)
     ready = f"http://{HOST}:{admin}/readyz"
     wait_until(lambda: http_get(ready)[0] == 200, timeout=30, what=f"{name} ready")
-    return proc, f"http://{HOST}:{port}"
+    print(f"{name}: forwarder {forwarder_of(f'http://{HOST}:{admin}')}", file=sys.stderr)
+    return proc, f"http://{HOST}:{port}", f"http://{HOST}:{admin}"
 
 
 def measure(proc: Proc, run: Any) -> dict[str, float]:
@@ -137,7 +139,7 @@ def main() -> int:
         body.write_text(json.dumps(v2_request(1)))
         script = tmp / "post.lua"
         wrk_script(script, body)
-        servers: dict[tuple[str, str], tuple[Proc, str]] = {}
+        servers: dict[tuple[str, str], tuple[Proc, str, str]] = {}
         for tree, (src, extra_env) in trees.items():
             for capture in ("off", "on"):
                 collector = None
@@ -150,13 +152,21 @@ def main() -> int:
                 servers[(tree, capture)] = _sidecar(
                     f"{tree}-{capture}", src, tmp, upstream, collector, stop, extra_env
                 )
+                if args.python_vs_native:
+                    admin = servers[(tree, capture)][2]
+                    want = "python" if tree == "before" else "native"
+                    if forwarder_of(admin) != want:
+                        raise SystemExit(
+                            f"{tree}-{capture} runs the {forwarder_of(admin)} forwarder, not "
+                            f"{want}: `make native` builds the compiled one"
+                        )
         results: dict[tuple[str, str, str], list[dict[str, float]]] = {}
         path = infer_path(MODEL_1_ROW)
-        for _, url in servers.values():  # warm-up
+        for _, url, _ in servers.values():  # warm-up
             run_hey(url + path, k1, body, 1.0)
         for rep in range(args.repeats):
             for load in ("1k", "saturation"):
-                for (tree, capture), (proc, url) in servers.items():
+                for (tree, capture), (proc, url, _) in servers.items():
                     target = url + path
                     if load == "1k":
                         fig = measure(proc, lambda t=target: run_hey(t, k1, body, args.duration))

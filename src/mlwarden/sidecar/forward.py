@@ -71,7 +71,8 @@ from mlwarden.sidecar.capture import Exchange
 from mlwarden.sidecar.config import SidecarConfig
 from mlwarden.sidecar.metrics import SidecarMetrics
 
-log = logging.getLogger(__name__)
+# Named, not __name__: the compiled copy (mlwarden.sidecar._native.forward) logs as this one.
+log = logging.getLogger("mlwarden.sidecar.forward")
 
 # RFC 9110 §7.6.1: connection-specific fields a proxy must not forward (and whatever the
 # Connection header itself names). `expect` is answered here, not forwarded.

@@ -1,10 +1,12 @@
 """The forwarding path compiled with mypyc, when it was built from this very source.
 
 `mlwarden.sidecar.forward` is plain, strictly typed Python. `make install` (through
-`native/build.py`) also compiles it with mypyc into `mlwarden.sidecar._native.forward`, a C
+`tools/build_native.py`) also compiles it with mypyc into `mlwarden.sidecar._native.forward`, a C
 extension of the same code whose classes are native ones: attribute access and calls within
 the module cost C, not the interpreter. Per request that is about a quarter less of the
-sidecar's CPU (`benchmarks/RESULTS.md`), with the same behaviour: it is the same source.
+forwarding process's CPU (`benchmarks/RESULTS.md`, "compiled forwarding path"), with the
+same behaviour: it is the same source. (What differs: a native class refuses attributes it
+does not declare and values of another type than declared, which this module never does.)
 
 `forward_module()` is what the proxy uses. It returns the compiled module only when its
 `SOURCE_DIGEST` (the SHA-256 of the `forward.py` it was compiled from, written into it by
