@@ -40,6 +40,7 @@ knows both distributions gives the floor under every detector's delay at one fal
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -547,7 +548,7 @@ def _verdicts(res: dict[str, Any]) -> list[tuple[str, bool, str]]:
                                                 for n, a, b in rows)))  # fmt: skip
     out.append(("false alarms per 10k stationary records no higher than Alibi's (same streams)",
                 ours["fa_per_10k"] <= theirs["fa_per_10k"],
-                f"mlwarden defaults {ours['fa_per_10k']:.2f}, falseAlarmsPer 10,000 "
+                f"mlwarden defaults {ours['fa_per_10k']:.2f}, falseAlarmsPer {ALIBI_ERT:,} "
                 f"{res['results'][MATCHED]['fa_per_10k']:.2f} vs Alibi "
                 f"{theirs['fa_per_10k']:.2f}"))  # fmt: skip
     return out
@@ -606,7 +607,7 @@ def render_markdown(res: dict[str, Any]) -> str:
             f"{a.get('us_per_record', {}).get('binary', float('nan')):.0f} µs per record, so an "
             "ERT of 1,000,000 (mlwarden's default rate) cannot be configured in a bounded run. "
             "mlwarden is therefore run twice: with its default (one false alarm per 1,000,000 "
-            "records) and with `falseAlarmsPer: 10000`, the rate Alibi is configured "
+            f"records) and with `falseAlarmsPer: {ALIBI_ERT}`, the rate Alibi is configured "
             "for.")]  # fmt: skip
     elif res["alibi_error"]:
         out += ["", f"Alibi Detect: no figures ({res['alibi_error']})."]
@@ -658,5 +659,26 @@ def render_markdown(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """By hand: the same run at another ERT for Alibi (and the same falseAlarmsPer for
+    mlwarden's matched column), printed, not written to RESULTS.md."""
+    global ALIBI_ERT, ALIBI_BOOTSTRAPS, MATCHED, ALIBI_TIMEOUT
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument(
+        "--alibi-ert",
+        type=int,
+        default=ALIBI_ERT,
+        help=f"Alibi's ERT and mlwarden's matched falseAlarmsPer (default {ALIBI_ERT:,}); "
+        "Alibi simulates 1.2 x ERT bootstrap streams",
+    )
+    args = parser.parse_args()
+    if args.alibi_ert != ALIBI_ERT:
+        ALIBI_TIMEOUT *= args.alibi_ert / ALIBI_ERT
+        ALIBI_ERT = args.alibi_ert
+        ALIBI_BOOTSTRAPS = ALIBI_ERT * 6 // 5
+        MATCHED = f"mlwarden, falseAlarmsPer {ALIBI_ERT:,} (Alibi's ERT)"
     print(run()["text"])
+
+
+if __name__ == "__main__":
+    main()

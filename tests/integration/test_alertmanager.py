@@ -210,11 +210,19 @@ async def test_five_models_sharing_a_suspect_are_one_fleet_notification(
         await push(manager, model, incidents(drift(["amount", "age"]), model=model))
     other = incidents(drift(["zip"]), model="geo", top="ConfigMap/zips")
     await push(manager, "geo", other)
-    notes = await receiver.wait(2)
+    await receiver.wait(2)
     await asyncio.sleep(2.0)
-    assert len(receiver.received) == 2, receiver.received
-    fleet = next(n for n in notes if n["groupLabels"]["suspect"] == JOB)
+    # One group per suspect. On a loaded machine the six pushes can straddle group_wait (1 s
+    # here): Alertmanager then sends the group's first alerts, and the rest group_interval
+    # later as an update of the same group (as it would in a cluster): the group's last
+    # notification holds all five models.
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for note in receiver.received:
+        groups.setdefault(note["groupKey"], []).append(note)
+    assert len(groups) == 2, receiver.received
+    (fleet_notes,) = [g for g in groups.values() if g[0]["groupLabels"]["suspect"] == JOB]
+    (alone_notes,) = [g for g in groups.values() if g is not fleet_notes]
+    fleet = fleet_notes[-1]
     assert sorted(a["labels"]["observedmodel"] for a in fleet["alerts"]) == models
     assert fleet["commonLabels"]["suspect"] == JOB
-    (alone,) = [n for n in notes if n is not fleet]
-    assert [a["labels"]["observedmodel"] for a in alone["alerts"]] == ["geo"]
+    assert [[a["labels"]["observedmodel"] for a in n["alerts"]] for n in alone_notes] == [["geo"]]

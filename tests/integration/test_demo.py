@@ -34,7 +34,9 @@ def test_the_demo_detects_diagnoses_and_reacts(tmp_path: Path) -> None:
     exited_at = time.monotonic()
     timer.cancel()
     output = "".join(lines)
-    assert returncode == 0, output[-8000:]
+    # The demo says why it failed before it prints the processes' logs: keep that line.
+    why = "".join(line for line in lines if "demo failed" in line or "DemoError" in line)
+    assert returncode == 0, why + output[-8000:]
     # Stopping the processes before the API emulator: otherwise its server waits out a
     # 60 s shutdown timeout for the operator's open watches after the story has ended.
     assert finished_at is not None and exited_at - finished_at < 30, output[-2000:]
