@@ -16,7 +16,6 @@ import gzip
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,17 +30,12 @@ import aiohttp
 import orjson
 import requests
 from aiohttp import web
+from ports import free_port  # the one free_port of the tests
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlwarden.detector.ingest import parse_batch
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:

@@ -44,7 +44,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import uuid
 from collections.abc import Callable, Mapping
@@ -64,6 +63,7 @@ from emulate_tokens import TokenRotation
 from emulate_workloads import WorkloadsEmulation
 from emulate_writers import ConcurrentWriters
 from kmock import ResourceInfo
+from ports import free_port
 
 from mlwarden.demo.cluster import ApiServerEmulator
 
@@ -359,12 +359,6 @@ class OperatorProcess:
                 self.proc.kill()
                 await self.proc.wait()
         return int(self.proc.returncode or 0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # Passes every 0.5 s, retries of the reconciliation every 0.5 s (defaults: 30 s and 5 s).
