@@ -75,7 +75,11 @@ def test_the_demo_detects_diagnoses_and_reacts(tmp_path: Path) -> None:
 
     # 4. The world changes (no change in the cluster): no plausible cause, so a retraining
     #    Job starts from CronJob iris-train and is followed to Succeeded.
-    assert world["alerts"] == ["FeatureDrift"] and world["features"] == ["sepal_width"]
+    # The multivariate check (on by default) may see the same change within the incident: its
+    # rows judged whole, sepal_width the most changed. It is the same drift, not another cause.
+    assert "FeatureDrift" in world["alerts"], world
+    assert set(world["alerts"]) <= {"FeatureDrift", "MultivariateDrift"}, world
+    assert world["features"] == ["sepal_width"], world
     assert world["top_suspect"] == "none"
     assert "retrain Succeeded" in world["actions"]
 
