@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import kmock
 import orjson
 import requests
 from aiohttp import web
@@ -564,3 +565,19 @@ class GrpcEcho:
         asyncio.run_coroutine_threadsafe(self._server.stop(0), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+
+OBSERVED_MODELS = "mlwarden.io/v1alpha1/observedmodels"
+
+
+def emulate_observed_model(api: kmock.KubernetesEmulator, uid: str) -> None:
+    """ObservedModel test/m in kmock's API emulator, with `uid` (the owner the detector writes
+    on its ConfigMap), and the ConfigMaps resource the detector's reference store uses."""
+    api.resources[OBSERVED_MODELS] = {}
+    api.resources["v1/configmaps"] = {}
+    api.objects[OBSERVED_MODELS, "test", "m"] = {
+        "apiVersion": "mlwarden.io/v1alpha1",
+        "kind": "ObservedModel",
+        "metadata": {"name": "m", "namespace": "test", "uid": uid},
+        "spec": {"target": {"deployment": "m"}},
+    }

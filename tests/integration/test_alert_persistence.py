@@ -17,7 +17,7 @@ from typing import Any
 
 import kmock
 import numpy as np
-from harness import detector_process, get_status, post_records, until
+from harness import detector_process, emulate_observed_model, get_status, post_records, until
 
 from mlwarden.react import guardrails
 from mlwarden.react.actions import ActionRecord, action_id
@@ -56,14 +56,7 @@ async def test_a_killed_detector_reports_the_same_alert_after_a_restart(tmp_path
     manifest = tmp_path / "m.yaml"
     manifest.write_text(MANIFEST)
     async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
-        api.resources[RESOURCE] = {}
-        api.resources[CONFIGMAPS] = {}
-        api.objects[RESOURCE, "test", "m"] = {
-            "apiVersion": "mlwarden.io/v1alpha1",
-            "kind": "ObservedModel",
-            "metadata": {"name": "m", "namespace": "test", "uid": UID},
-            "spec": {"target": {"deployment": "m"}},
-        }
+        emulate_observed_model(api, UID)
 
         def om_status() -> dict[str, Any]:
             return dict(api.objects[RESOURCE, "test", "m"].get("status") or {})

@@ -14,7 +14,7 @@ from typing import Any
 import kmock
 import numpy as np
 from emulate_tokens import TokenRotation, project_token
-from harness import detector_process, post_records, until
+from harness import detector_process, emulate_observed_model, post_records, until
 from test_reference_persistence import CONFIGMAPS, RESOURCE, UID, records, write_manifest
 
 
@@ -28,14 +28,7 @@ async def test_status_writes_and_the_reference_store_survive_a_token_rotation(
     rng = np.random.default_rng(0)
     token = project_token(tmp_path / "serviceaccount", "detector-1")
     async with Api() as api, kmock.Server(api) as server:
-        api.resources[RESOURCE] = {}
-        api.resources[CONFIGMAPS] = {}
-        api.objects[RESOURCE, "test", "m"] = {
-            "apiVersion": "mlwarden.io/v1alpha1",
-            "kind": "ObservedModel",
-            "metadata": {"name": "m", "namespace": "test", "uid": UID},
-            "spec": {"target": {"deployment": "m"}},
-        }
+        emulate_observed_model(api, UID)
 
         def status() -> dict[str, Any]:
             return dict(api.objects[RESOURCE, "test", "m"].get("status") or {})

@@ -34,6 +34,7 @@ from harness import (
     DetectorProcess,
     SidecarProcess,
     detector_process,
+    emulate_observed_model,
     iris_spec,
     manifest,
     post_records,
@@ -192,14 +193,7 @@ async def test_in_a_cluster_the_ledger_is_kept_in_the_reference_configmap_and_st
     rng = np.random.default_rng(3)
     om = manifest(tmp_path, CM_SPEC)
     async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
-        api.resources[RESOURCE] = {}
-        api.resources[CONFIGMAPS] = {}
-        api.objects[RESOURCE, "test", "m"] = {
-            "apiVersion": "mlwarden.io/v1alpha1",
-            "kind": "ObservedModel",
-            "metadata": {"name": "m", "namespace": "test", "uid": "5e1f0a4c-0000-4000-8000-0002"},
-            "spec": {"target": {"deployment": "m"}},
-        }
+        emulate_observed_model(api, "5e1f0a4c-0000-4000-8000-0002")
         report = ("--report-to", str(server.url))
         warm, current = batch("w", 100, rng), batch("c", 200, rng)
         async with detector_process(om, *report) as (url, _):

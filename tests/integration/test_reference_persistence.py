@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import kmock
 import numpy as np
-from harness import detector_process, get_status, post_records, until
+from harness import detector_process, emulate_observed_model, get_status, post_records, until
 
 from mlwarden.detector.store import KEY
 from mlwarden.spec import REBASELINE_ANNOTATION
@@ -47,18 +47,6 @@ def write_manifest(tmp: Path, rebaseline: str | None = None) -> Path:
     return path
 
 
-def with_model(api: kmock.KubernetesEmulator) -> None:
-    """ObservedModel test/m (its uid owns the ConfigMap) and room for ConfigMaps."""
-    api.resources[RESOURCE] = {}
-    api.resources[CONFIGMAPS] = {}
-    api.objects[RESOURCE, "test", "m"] = {
-        "apiVersion": "mlwarden.io/v1alpha1",
-        "kind": "ObservedModel",
-        "metadata": {"name": "m", "namespace": "test", "uid": UID},
-        "spec": {"target": {"deployment": "m"}},
-    }
-
-
 def records(rng: np.random.Generator, n: int, shift: float) -> dict[str, Any]:
     return {
         "records": [
@@ -71,7 +59,7 @@ def records(rng: np.random.Generator, n: int, shift: float) -> dict[str, Any]:
 async def test_restart_reloads_the_reference_and_a_rebaseline_replaces_it(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
-        with_model(api)
+        emulate_observed_model(api, UID)
         report = ("--report-to", str(server.url))
 
         def reference() -> dict[str, Any]:
@@ -208,7 +196,7 @@ async def test_segments_and_embedding_references_survive_a_restart_in_the_config
         f"metadata: {{name: m, namespace: test}}\nspec:\n{PARTS_SPEC}"
     )
     async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
-        with_model(api)
+        emulate_observed_model(api, UID)
         report = ("--report-to", str(server.url))
 
         async with detector_process(manifest, *report) as (url, _):
