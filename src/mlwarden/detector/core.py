@@ -327,15 +327,22 @@ class Window:
         return self.hold_since is not None and chunk.last >= self.hold_since
 
     def view(
-        self, since: float | None = None, *, max_probabilities: int | None = None
+        self,
+        since: float | None = None,
+        *,
+        until: float | None = None,
+        max_probabilities: int | None = None,
     ) -> WindowView:
         """The merged window; with `since`, only the chunks that received something then or
-        later (the same time span as another revision's window); with `max_probabilities`,
-        only the latest that many rows of class probabilities (what a bounded estimate
-        reads: the rest would be a copy proportional to the window)."""
+        later, and with `until`, only those that received nothing after it (the same time
+        span as another revision's window); with `max_probabilities`, only the latest that
+        many rows of class probabilities (what a bounded estimate reads: the rest would be a
+        copy proportional to the window)."""
         chunks = [*self.sealed, self.open]
         if since is not None:
             chunks = [c for c in self.sealed if c.last >= since] + [self.open]
+        if until is not None:
+            chunks = [c for c in chunks if c.last <= until] or [self._new_chunk(until)]
         sketches: dict[str, Sketch] = {}
         for name in self.templates:
             merged = chunks[0].sketches[name].copy()
@@ -368,6 +375,12 @@ class Window:
 
 # --------------------------------------------------------------------------- detector
 
+
+# How far one revision's latest batch may run ahead of another's before the canary
+# comparison leaves the newer records out: a sidecar ships a batch a second by default
+# (`--batch-interval`), so a second or two is ordinary jitter and more is a sidecar behind
+# (stalled, or restarting).
+SHIPPING_SLACK_SECONDS: Final = 2.0
 
 # The alert types judged on requests alone (no reference): their state outlives a rebaseline.
 # A canary is judged against its baseline revision, not the reference: the same.
@@ -931,17 +944,20 @@ class Detector:
             if rev.window is not None:
                 rev.window.hold_since = hold
 
-    def _revision_view(self, rev: Revision, since: float | None) -> WindowView:
-        """A revision's records and requests as one view (from `since` on, when given)."""
+    def _revision_view(
+        self, rev: Revision, since: float | None, until: float | None = None
+    ) -> WindowView:
+        """A revision's records and requests as one view (from `since` on, and of the chunks
+        begun by `until`, when given)."""
         limit = canary.MAX_CBPE_ROWS if self.model.spec.detectors.performance is not None else 0
         view = (
-            rev.window.view(since, max_probabilities=limit)
+            rev.window.view(since, until=until, max_probabilities=limit)
             if rev.window is not None
             else WindowView(sketches={})
         )
         # Labelled rows by prediction time: the revision's predictions made since `since`.
         view.labelled = self.labels.pairs(rev.name, _start(rev) if since is None else since)
-        requests = rev.slo.view(since)
+        requests = rev.slo.view(since, until=until)
         view.n_requests = requests.n_requests
         view.n_errors = requests.n_errors
         view.latency_counts = requests.latency_counts
@@ -959,13 +975,21 @@ class Detector:
         if spec.canary.enabled and base is not None:
             columns = self.reference.columns if self.reference is not None else {}
             for rev in self.candidates():
-                # The same time span: from the later of the two windows' beginnings.
+                # The same time span: from the later of the two windows' beginnings on, and,
+                # when one revision's latest batch is more than a few batches older than the
+                # other's, only up to it. The sidecars ship apart, and a change in the inputs
+                # of both reaches the one shipping first before the other: the chunks of the
+                # one ahead that received anything later wait until the other has caught up
+                # (a stalled sidecar delays the verdict, it does not decide it).
                 since = max(_start(rev), _start(base))
+                behind = min(rev.last_seen, base.last_seen)
+                ahead = max(rev.last_seen, base.last_seen)
+                until = behind if ahead - behind > SHIPPING_SLACK_SECONDS else None
                 result = canary.compare(
                     rev.name,
                     base.name,
-                    self._revision_view(rev, since),
-                    self._revision_view(base, since),
+                    self._revision_view(rev, since, until),
+                    self._revision_view(base, since, until),
                     columns=columns,
                     spec=spec.canary,
                     performance=spec.detectors.performance,

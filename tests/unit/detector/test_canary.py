@@ -29,13 +29,16 @@ def run(
     t0: float = 1.0,
     per_step: int = 100,
     x_shift: float = 0.0,
+    base_behaviour: Behaviour = GOOD,
 ) -> list[Any]:
     """Feed `steps` evaluations of traffic split baseline/candidate; the transitions."""
     out = []
     n_c = round(per_step * share)
     for step in range(steps):
         t = t0 + step
-        base = batch(rng, per_step - n_c, GOOD, revision="base", now=t, x_shift=x_shift, prefix="b")
+        base = batch(
+            rng, per_step - n_c, base_behaviour, revision="base", now=t, x_shift=x_shift, prefix="b"
+        )
         d.ingest(base, now=t)
         if n_c:
             d.ingest(
@@ -197,6 +200,28 @@ def test_a_canary_alert_resolves_when_the_candidate_stops_serving() -> None:
     transitions = run(d, rng, 20, share=0.0, t0=41.0)  # rolled back: only the baseline
     resolved = [t for t in transitions if t.kind == "resolved"]
     assert resolved and resolved[0].alert.type == "CanaryRegression"
+
+
+def test_a_change_shared_by_both_while_the_baselines_shipping_stalls_is_no_regression() -> None:
+    """Both revisions' answers change together (an upstream change) while the baseline's
+    sidecar ships nothing for 30 evaluations, then delivers its backlog: the candidate's
+    changed records are compared with the baseline's only up to the baseline's latest."""
+    d, rng = warmed()
+    changed = Behaviour(classes=(0.7, 0.15, 0.15))
+    transitions = run(d, rng, 30, share=0.5)
+    assert d.verdicts["cand"] == "Pass"
+    backlog = []
+    for step in range(30):  # the baseline's sidecar stalls; the candidate's ships
+        t = 31.0 + step
+        backlog.append(batch(rng, 50, changed, revision="base", now=t, prefix="b"))
+        d.ingest(batch(rng, 50, changed, revision="cand", now=t, prefix="c"), now=t)
+        transitions += d.take_transitions() + d.evaluate(now=t, now_iso=f"t{t}")
+    for late in backlog:  # the backlog arrives at once
+        d.ingest(late, now=61.0)
+    transitions += d.take_transitions() + d.evaluate(now=61.0, now_iso="t61")
+    transitions += run(d, rng, 30, cand=changed, share=0.5, t0=62.0, base_behaviour=changed)
+    assert not fired(transitions)
+    assert d.verdicts["cand"] != "Fail"
 
 
 # --------------------------------------------------------------------------- statistics
