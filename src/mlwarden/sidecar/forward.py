@@ -292,6 +292,10 @@ class Forwarder:
             conn.abort()
         self.pool.close()
 
+    def busy(self) -> bool:
+        """Whether a request is in progress (capture waits for a quiet moment to flush)."""
+        return bool(self.in_flight)
+
     def request_done(self, conn: ClientConnection) -> None:
         self.in_flight.discard(conn)
         if not self.in_flight and self._quiet is not None:
