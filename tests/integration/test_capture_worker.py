@@ -89,6 +89,19 @@ def start(start_sidecar: Callable[..., SidecarProcess], upstream: Upstream, coll
     return start_sidecar(upstream.url, "--protocol", "v1", *extra, collector=collector.url)
 
 
+def test_the_worker_runs_at_idle_priority_below_forwarding(
+    upstream: Upstream, collector: Collector, start_sidecar: Callable[..., SidecarProcess]
+) -> None:
+    """SCHED_IDLE (allowed unprivileged): a forwarding process that wakes up preempts it."""
+    sidecar = start(start_sidecar, upstream, collector)
+    post(sidecar, 5)
+    wait_until(lambda: len(collector.records()) == 5, what="5 records shipped")
+    pid = worker_pid(sidecar)
+    assert pid is not None
+    assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+    assert os.sched_getscheduler(sidecar.proc.pid) == os.SCHED_OTHER
+
+
 def test_a_killed_worker_is_restarted_and_forwarding_never_notices(
     upstream: Upstream, collector: Collector, start_sidecar: Callable[..., SidecarProcess]
 ) -> None:
