@@ -437,10 +437,11 @@ class InlineCapture:
     """Capture off (no collector, or no manifest): no worker process, nothing parsed.
 
     Every exchange only feeds the request metrics (and the `no_manifest` / `sampled_out`
-    counts), about 10 microseconds in this process: a worker process would cost its memory
-    for no record at all. Those microseconds are spent in batches, timed as the capture
-    worker's writes are (`FlushTimer`): after a burst of requests rather than between
-    them. A scrape (`update_gauges`) and the stop count what is still waiting first.
+    counts), a few microseconds in this process: a worker process would cost its memory
+    for no record at all. They are counted in batches (`CaptureProcessor.process_all`: one
+    increment per counter and histogram bucket per batch), timed as the capture worker's
+    writes are (`FlushTimer`): after a burst of requests rather than between them. A scrape
+    (`update_gauges`) and the stop count what is still waiting first.
     """
 
     def __init__(self, metrics: SidecarMetrics, *, protocol: str, max_body_bytes: int) -> None:
@@ -466,9 +467,8 @@ class InlineCapture:
 
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, []
-        process = self.processor.process
-        for exchange in waiting:
-            process(exchange)
+        if waiting:
+            self.processor.process_all(waiting)
 
     def __len__(self) -> int:
         return len(self._waiting)
