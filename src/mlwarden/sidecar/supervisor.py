@@ -87,8 +87,7 @@ QUIET_RECHECK_SECONDS = 0.001
 FLUSH_MAX_DELAY_SECONDS = 0.05
 HANG_SECONDS = 5.0
 # A new worker's budget for its first report: importing the worker takes about a second on
-# an idle core, and several times that at its idle priority (worker.lower_priority) on a
-# busy or CPU-limited one. Judged by
+# an idle core, and several times that at nice +10 on a busy or CPU-limited one. Judged by
 # HANG_SECONDS from the start, such a worker was killed before it began, again and again.
 STARTUP_SECONDS = 30.0
 BACKOFF_BASE_SECONDS = 0.1

@@ -17,12 +17,13 @@ The worker reads (at most `READ_BYTES` at a time, plus the rest of a larger fram
 when it has processed what it read before, so when it falls behind the socket fills and
 the proxy drops (and counts) what does not fit its queue.
 
-It runs under SCHED_IDLE (`lower_priority`): the kernel runs it only on a CPU nothing
-else wants, and a forwarding process that wakes up preempts it at once, so capture never
-delays a request; when the pod's CPU is contended capture falls behind (counted drops)
-rather than the model's clients. At nice +10, as before, the worker kept about a tenth of
-a contended CPU and a waking forwarder did not always preempt it. Where SCHED_IDLE is
-refused (a seccomp profile, an old kernel) it falls back to nice +10.
+It runs at nice +10: when the pod's CPU is contended the scheduler gives forwarding the
+larger share, and capture falls behind (counted drops) rather than the model's clients.
+SCHED_IDLE (allowed unprivileged; a forwarder waking up always preempts it) was tried and
+is not used: its weight of 3 against 1024 holds against every process in the same cgroup,
+so on a machine kept busy by other work (outside a container of its own: the tests, a VM)
+the worker hardly ran at all and a healthy collector did not get its records within 20 s
+(`benchmarks/RESULTS.md`, the by-hand section on capture's batched work).
 
 It ignores SIGINT and SIGTERM: the proxy process decides when it stops (a Ctrl-C reaches
 the whole process group; Kubernetes signals the container's first process only). When the
@@ -63,7 +64,7 @@ log = logging.getLogger("mlwarden.sidecar.worker")
 
 # Process exchanges for at most this long before letting the shipper and the reports run.
 SLICE_SECONDS = 0.005
-# The worker's niceness where SCHED_IDLE is refused (a weight of about a tenth of the proxy's).
+# The worker's scheduling priority below the proxy's (a weight of about a tenth of it).
 NICE = 10
 # Read at most this much at a time (then processed before the next read).
 READ_BYTES = 256 << 10
@@ -207,21 +208,6 @@ async def _main(fd: int) -> None:
     await Worker(settings, reader, writer).run()
 
 
-def lower_priority() -> str:
-    """Put this process below the forwarding process: SCHED_IDLE (allowed without
-    privileges), else nice +10; which one it got ("idle", "nice" or "none")."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        return "idle"
-    except (OSError, AttributeError):  # refused, or not Linux
-        pass
-    try:
-        os.nice(NICE)
-        return "nice"
-    except OSError:
-        return "none"
-
-
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
         print(
@@ -231,8 +217,9 @@ def main(argv: list[str]) -> int:
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # Forwarding first: capture only runs on CPU that forwarding does not want.
-    lower_priority()
+    # Forwarding first: when the pod's CPU is contended, the scheduler prefers the proxy.
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runner: Any = asyncio.run
     with contextlib.suppress(ImportError):  # reason: uvloop is absent on some platforms

@@ -1,14 +1,10 @@
-"""When capture's batched work runs (`supervisor.FlushTimer`, `InlineCapture`), and the
-capture worker's priority (`worker.lower_priority`), on a real event loop and clock."""
+"""When capture's batched work runs (`supervisor.FlushTimer`, `InlineCapture`), on a real
+event loop and clock."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 
-import pytest
-
-from mlwarden.sidecar import worker
 from mlwarden.sidecar.capture import Exchange
 from mlwarden.sidecar.metrics import SidecarMetrics
 from mlwarden.sidecar.supervisor import (
@@ -107,17 +103,3 @@ async def test_capture_off_counts_exchanges_in_batches_and_on_a_scrape() -> None
     inline.offer(exchange())
     await inline.stop(1.0)
     assert served("2xx") == 4 + FLUSH_ITEMS
-
-
-def test_the_worker_falls_back_to_nice_where_sched_idle_is_refused(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    niced: list[int] = []
-
-    def refuse(*_: object) -> None:
-        raise PermissionError("operation not permitted")
-
-    monkeypatch.setattr(os, "sched_setscheduler", refuse)
-    monkeypatch.setattr(os, "nice", lambda n: niced.append(n) or n)
-    assert worker.lower_priority() == "nice"
-    assert niced == [worker.NICE]
