@@ -14,6 +14,11 @@ noise in every figure, though less in CPU per request than in latency.
 
     .venv/bin/python benchmarks/sidecar_cpu.py --before-ref 77ac850 --duration 5 --repeats 3
 
+The `before` tree's forwarding path is compiled as this tree's is (its own
+`tools/build_native.py`, when it has one): a compiled `after` against an interpreted
+`before` would credit the change with the compiler's gain. Each sidecar's forwarder
+(native or python) is printed as it starts.
+
 `--python-vs-native` compares this tree with itself instead: its forwarding path
 interpreted (`MLWARDEN_SIDECAR_NATIVE=0`, "before") and compiled with mypyc (`make native`,
 "after"; `mlwarden.sidecar.native`).
@@ -25,6 +30,7 @@ import argparse
 import contextlib
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -78,6 +84,30 @@ def _sidecar(
     return proc, f"http://{HOST}:{port}", f"http://{HOST}:{admin}"
 
 
+def compiled_tree(ref: str, into: Path) -> Path:
+    """`source_tree(ref)`, its forwarding path compiled with its own build script if it has
+    one (its `src` returned either way; the forwarder each sidecar runs is printed)."""
+    src = source_tree(ref, into)
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-tree", "--name-only", ref, "tools/build_native.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if listed:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", ref, "tools"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+        subprocess.run(
+            [sys.executable, "tools/build_native.py", "--force"],
+            cwd=into,
+            env={**os.environ, "PYTHONPATH": str(src)},
+            check=True,
+        )
+    return src
+
+
 def measure(proc: Proc, run: Any) -> dict[str, float]:
     cpu0, _ = group_usage(proc.popen.pid)
     started = time.monotonic()
@@ -126,7 +156,7 @@ def main() -> int:
             before = tmp / "before"
             before.mkdir()
             trees = {
-                "before": (source_tree(args.before_ref, before), {}),
+                "before": (compiled_tree(args.before_ref, before), {}),
                 "after": (REPO / "src", {}),
             }
         up_port = free_port()

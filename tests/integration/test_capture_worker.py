@@ -97,6 +97,9 @@ def test_a_killed_worker_is_restarted_and_forwarding_never_notices(
     wait_until(lambda: len(collector.records()) == 40, what="40 records shipped")
     first = worker_pid(sidecar)
     assert first is not None and children(sidecar.proc.pid) == [first]
+    # Below forwarding: nice +10 from the sidecar's own niceness (19 at most).
+    niceness = min(19, os.getpriority(os.PRIO_PROCESS, sidecar.proc.pid) + 10)
+    assert os.getpriority(os.PRIO_PROCESS, first) == niceness
     baseline_fds = fds(sidecar.proc.pid)
 
     # Requests keep flowing while the worker is killed, twice (the second time during the
@@ -147,6 +150,7 @@ def test_a_killed_worker_is_restarted_and_forwarding_never_notices(
     post(sidecar, 20)
     wait_until(lambda: len(collector.records()) == before + 20, what="20 more records shipped")
     assert sidecar.metric("mlwarden_sidecar_capture_worker_up") == 1
+    assert third is not None and os.getpriority(os.PRIO_PROCESS, third) == niceness  # restarted too
 
 
 def test_a_hung_worker_is_killed_and_replaced(

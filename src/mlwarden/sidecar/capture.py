@@ -29,7 +29,7 @@ import orjson
 
 from mlwarden.protocols import UnrecognizedProtocol, is_inference, parse_exchange
 from mlwarden.records import ProtocolError, with_vectors
-from mlwarden.sidecar.metrics import SidecarMetrics
+from mlwarden.sidecar.metrics import SidecarMetrics, observe_all
 from mlwarden.sidecar.redact import Redactor
 from mlwarden.spec import ObservedModelSpec
 
@@ -215,6 +215,13 @@ def _status_class(status: int) -> str:
     return f"{min(max(status // 100, 1), 5)}xx"
 
 
+def _overhead(exchange: Exchange) -> float:
+    overhead = exchange.overhead_seconds
+    if overhead is None:  # the exchange did not measure it (the gRPC listener)
+        overhead = max(0.0, exchange.total_seconds - exchange.upstream_seconds)
+    return overhead
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """Everything the capture worker needs, sent by the proxy process as its first frame
@@ -293,17 +300,55 @@ class CaptureProcessor:
         self._requests(exchange.status).inc()
         m.request_duration.observe(exchange.total_seconds)
         m.upstream_duration.observe(exchange.upstream_seconds)
-        overhead = exchange.overhead_seconds
-        if overhead is None:  # the exchange did not measure it (the gRPC listener)
-            overhead = max(0.0, exchange.total_seconds - exchange.upstream_seconds)
-        m.overhead.observe(overhead)
-        if not is_inference(exchange.protocol or self.protocol, exchange.method, exchange.path):
-            # Health, readiness, metadata: passed through, neither a drop nor shipped.
-            m.exchanges_not_inference.inc()
-            return
-        if exchange.skip == "sampled_out":
-            m.exchanges_sampled_out.inc()
-            return
+        m.overhead.observe(_overhead(exchange))
+        self._route(exchange)
+
+    def process_all(self, exchanges: list[Exchange]) -> None:
+        """`process` for each, in order, their request metrics added up first: one increment
+        per counter and histogram bucket for the batch (what capture off spends per
+        exchange is mostly these metrics)."""
+        m = self.metrics
+        by_class: dict[str, int] = {}
+        for exchange in exchanges:
+            cls = _status_class(exchange.status)
+            by_class[cls] = by_class.get(cls, 0) + 1
+        for cls, n in by_class.items():
+            child = self._by_class.get(cls)
+            if child is None:
+                child = self._by_class[cls] = m.requests.labels(cls)
+            child.inc(n)
+        observe_all(m.request_duration, [e.total_seconds for e in exchanges])
+        observe_all(m.upstream_duration, [e.upstream_seconds for e in exchanges])
+        observe_all(m.overhead, [_overhead(e) for e in exchanges])
+        not_inference = sampled_out = 0
+        for exchange in exchanges:
+            if not self._inference(exchange):
+                not_inference += 1
+            elif exchange.skip == "sampled_out":
+                sampled_out += 1
+            else:
+                self._capture(exchange)
+        if not_inference:
+            m.exchanges_not_inference.inc(not_inference)
+        if sampled_out:
+            m.exchanges_sampled_out.inc(sampled_out)
+
+    def _inference(self, exchange: Exchange) -> bool:
+        # Health, readiness, metadata are not: passed through, neither a drop nor shipped.
+        return is_inference(exchange.protocol or self.protocol, exchange.method, exchange.path)
+
+    def _route(self, exchange: Exchange) -> None:
+        """What follows the request metrics: counted as not an inference or sampled out,
+        or described into records for the sink (`_capture`)."""
+        if not self._inference(exchange):
+            self.metrics.exchanges_not_inference.inc()
+        elif exchange.skip == "sampled_out":
+            self.metrics.exchanges_sampled_out.inc()
+        else:
+            self._capture(exchange)
+
+    def _capture(self, exchange: Exchange) -> None:
+        m = self.metrics
         if exchange.request_body is None and exchange.skip is None:
             # The model never answered (502/504): a request entry, no rows.
             if self.sink is not None:

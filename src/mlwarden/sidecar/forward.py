@@ -110,6 +110,28 @@ _ANSWER_FIELDS = {name: _A_DROP for name in HOP_BY_HOP} | {
     b"content-encoding": _A_ENCODING,
 }
 
+# The same two tables by the names as clients and models usually spell them (and the
+# usual end-to-end fields, as _PASS): a field found here needs no lowercased copy of its
+# name; any other spelling is looked up lowercased.
+_PASS = 99
+_USUAL = (
+    b"accept", b"accept-encoding", b"authorization", b"cache-control", b"content-type",
+    b"date", b"server", b"user-agent", b"traceparent", b"vary", b"x-request-id",
+)  # fmt: skip
+
+
+def _as_sent(fields: dict[bytes, int]) -> dict[bytes, int]:
+    out: dict[bytes, int] = {}
+    for name in (*fields, *_USUAL):
+        kind = fields.get(name, _PASS)
+        out[name] = kind
+        out[b"-".join(part.capitalize() for part in name.split(b"-"))] = kind
+    return out
+
+
+_REQUEST_AS_SENT = _as_sent(_REQUEST_FIELDS)
+_ANSWER_AS_SENT = _as_sent(_ANSWER_FIELDS)
+
 _CRLF = b"\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
@@ -292,6 +314,10 @@ class Forwarder:
             conn.abort()
         self.pool.close()
 
+    def busy(self) -> bool:
+        """Whether a request is in progress (capture waits for a quiet moment to flush)."""
+        return bool(self.in_flight)
+
     def request_done(self, conn: ClientConnection) -> None:
         self.in_flight.discard(conn)
         if not self.in_flight and self._quiet is not None:
@@ -446,8 +472,10 @@ class UpstreamConnection:
             if self.trailers is not None:
                 self.trailers.append((name, value))
             return
-        kind = _ANSWER_FIELDS.get(name.lower())
-        if kind is None:
+        kind = _ANSWER_AS_SENT.get(name, -1)
+        if kind < 0:
+            kind = _ANSWER_FIELDS.get(name.lower(), _PASS)
+        if kind == _PASS:
             self.lines.append(b"%s: %s\r\n" % (name, value))
         elif kind == _A_LENGTH:
             with contextlib.suppress(ValueError):
@@ -1112,8 +1140,10 @@ class ClientConnection:
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > MAX_HEAD_BYTES:
             raise _Refusal(431, "request head larger than 64 KiB")
-        kind = _REQUEST_FIELDS.get(name.lower())
-        if kind is None:
+        kind = _REQUEST_AS_SENT.get(name, -1)
+        if kind < 0:
+            kind = _REQUEST_FIELDS.get(name.lower(), _PASS)
+        if kind == _PASS:
             request.lines.append(b"%s: %s\r\n" % (name, value))
         elif kind == _Q_LENGTH:
             request.content_length = int(value)

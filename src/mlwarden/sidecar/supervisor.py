@@ -5,10 +5,16 @@
 write buffer count too); False when it does not fit, and the caller counts the drop
 (`queue_full`). The queued exchanges are written to the worker (`mlwarden.sidecar.worker`)
 through a Unix socket pair as frames of raw bytes (no parsing, no encoding of a body in
-this process), gathered: `FLUSH_DELAY_SECONDS` after the first one queued, or at once when
+this process), gathered (`FlushTimer`): `FLUSH_DELAY_SECONDS` after the first one queued
+and once no request is being served (the forwarder's `busy`), or at once when
 `FLUSH_ITEMS` or `FLUSH_BYTES` are waiting. One write and one wake-up of the worker then
 carries many exchanges, where one per exchange cost both processes a system call and the
 worker a wake-up per request (on two cores, that CPU came out of forwarding's latency).
+Waiting for a quiet moment keeps that write, and the worker's wake-up, out of a burst of
+requests: a timer started by a burst's first exchange fires, at a steady rate, as the next
+burst arrives, and would have made its requests wait; it is put off by
+`QUIET_RECHECK_SECONDS` at a time while a request is in progress, for at most
+`FLUSH_MAX_DELAY_SECONDS` (under continuous load there is no quiet moment).
 The write never blocks: the socket is non-blocking, the transport buffers what the kernel
 does not take, and above `WRITE_BUFFER_HIGH` bytes writing pauses until the worker has
 read (the exchanges wait in the queue meanwhile, bounded as above).
@@ -42,6 +48,7 @@ import os
 import pickle
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +81,10 @@ FLUSH_BYTES = 256 << 10
 # anyway, and this costs no client any time.
 FLUSH_DELAY_SECONDS = 0.01
 FLUSH_ITEMS = 256
+# While a request is in progress the flush is put off by this much at a time, for at most
+# FLUSH_MAX_DELAY_SECONDS after the first exchange queued.
+QUIET_RECHECK_SECONDS = 0.001
+FLUSH_MAX_DELAY_SECONDS = 0.05
 HANG_SECONDS = 5.0
 # A new worker's budget for its first report: importing the worker takes about a second on
 # an idle core, and several times that at nice +10 on a busy or CPU-limited one. Judged by
@@ -82,6 +93,61 @@ STARTUP_SECONDS = 30.0
 BACKOFF_BASE_SECONDS = 0.1
 BACKOFF_CAP_SECONDS = 10.0
 HEALTHY_AFTER_SECONDS = 30.0
+
+
+def never_busy() -> bool:
+    return False
+
+
+class FlushTimer:
+    """When queued exchanges are handed on: `later` (the usual: `FLUSH_DELAY_SECONDS`
+    after the first one, then as soon as `busy()` is False, at most
+    `FLUSH_MAX_DELAY_SECONDS` after it) or `soon` (the next turn of the loop)."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+        # Whether the forwarder is serving a request (set by the proxy once it has one).
+        self.busy: Callable[[], bool] = never_busy
+        self._handle: asyncio.Handle | None = None
+        self._soon = False
+        self._since = 0.0
+
+    @property
+    def soon_due(self) -> bool:
+        return self._soon
+
+    def later(self) -> None:
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            self._since = loop.time()
+            self._handle = loop.call_later(FLUSH_DELAY_SECONDS, self._on_delay)
+
+    def soon(self) -> None:
+        if self._soon:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._soon = True
+        self._handle = asyncio.get_running_loop().call_soon(self._on_soon)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._soon = False
+
+    def _on_delay(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.busy() and loop.time() - self._since < FLUSH_MAX_DELAY_SECONDS:
+            self._handle = loop.call_later(QUIET_RECHECK_SECONDS, self._on_delay)
+            return
+        self._handle = None
+        self._flush()
+
+    def _on_soon(self) -> None:
+        self._handle = None
+        self._soon = False
+        self._flush()
 
 
 class _Link(asyncio.Protocol):
@@ -145,8 +211,7 @@ class CaptureProcess:
         self._lost_records = metrics.records_dropped.labels("worker_lost")
         self._proc: asyncio.subprocess.Process | None = None
         self._link: _Link | None = None
-        self._flush_handle: asyncio.Handle | None = None
-        self._flush_soon = False  # the handle is a call_soon, not the delayed write
+        self.timer = FlushTimer(self._flush)
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._closed = False  # end-of-file written: nothing more goes to the worker
@@ -166,13 +231,11 @@ class CaptureProcess:
         queue = self.queue
         if self._closed or not queue.offer(exchange, in_flight=in_flight):
             return False
-        if link is not None and not link.paused and not self._flush_soon:
+        if link is not None and not link.paused and not self.timer.soon_due:
             if len(queue) >= FLUSH_ITEMS or queue.bytes >= FLUSH_BYTES:
-                self._schedule_flush()
-            elif self._flush_handle is None:
-                self._flush_handle = asyncio.get_running_loop().call_later(
-                    FLUSH_DELAY_SECONDS, self._flush
-                )
+                self.timer.soon()
+            else:
+                self.timer.later()
         return True
 
     def __len__(self) -> int:
@@ -197,16 +260,10 @@ class CaptureProcess:
 
     def _schedule_flush(self) -> None:
         """Write what is queued on the next turn of the loop (not at the end of a delay)."""
-        if self._flush_soon or not self.queue:
-            return
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-        self._flush_soon = True
-        self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        if self.queue:
+            self.timer.soon()
 
     def _flush(self) -> None:
-        self._flush_handle = None
-        self._flush_soon = False
         link = self._link
         if self._closed or link is None or link.transport is None or link.transport.is_closing():
             return
@@ -358,10 +415,7 @@ class CaptureProcess:
             log.warning("shutdown: %d exchanges not handed to the capture worker", len(self.queue))
         flush = max(0.0, deadline - loop.time() - 0.25)
         self._closed = True
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-            self._flush_soon = False
+        self.timer.cancel()
         transport.write(frame(KIND_DRAIN, orjson.dumps({"flushSeconds": flush})))
         if transport.can_write_eof():
             transport.write_eof()
@@ -383,7 +437,10 @@ class InlineCapture:
 
     Every exchange only feeds the request metrics (and the `no_manifest` / `sampled_out`
     counts), a few microseconds in this process: a worker process would cost its memory
-    for no record at all.
+    for no record at all. They are counted in batches (`CaptureProcessor.process_all`: one
+    increment per counter and histogram bucket per batch), timed as the capture worker's
+    writes are (`FlushTimer`): after a burst of requests rather than between them. A scrape
+    (`update_gauges`) and the stop count what is still waiting first.
     """
 
     def __init__(self, metrics: SidecarMetrics, *, protocol: str, max_body_bytes: int) -> None:
@@ -394,16 +451,30 @@ class InlineCapture:
         self.buffered = 0
         self.last_error: str | None = None
         self.pid: int | None = None
+        self.timer = FlushTimer(self._flush)
+        self._waiting: list[Exchange] = []
 
     def offer(self, exchange: Exchange) -> bool:
         # The proxy keeps no body when nothing is captured: nothing here is parsed.
-        self.processor.process(exchange)
+        waiting = self._waiting
+        waiting.append(exchange)
+        if len(waiting) >= FLUSH_ITEMS:
+            self.timer.soon()
+        else:
+            self.timer.later()
         return True
 
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        if waiting:
+            self.processor.process_all(waiting)
+
     def __len__(self) -> int:
-        return 0
+        return len(self._waiting)
 
     def update_gauges(self) -> None:
+        self.timer.cancel()
+        self._flush()
         self.metrics.queue_depth.set(0)
         self.metrics.queue_bytes.set(0)
 
@@ -411,7 +482,8 @@ class InlineCapture:
         self.metrics.capture_worker_up.set(0)
 
     async def stop(self, budget: float) -> None:
-        return None
+        self.timer.cancel()
+        self._flush()
 
 
 def _worker_env() -> dict[str, str]:

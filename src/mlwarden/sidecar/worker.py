@@ -19,6 +19,11 @@ the proxy drops (and counts) what does not fit its queue.
 
 It runs at nice +10: when the pod's CPU is contended the scheduler gives forwarding the
 larger share, and capture falls behind (counted drops) rather than the model's clients.
+SCHED_IDLE (allowed unprivileged; a forwarder waking up always preempts it) was tried and
+is not used: its weight of 3 against 1024 holds against every process in the same cgroup,
+so on a machine kept busy by other work (outside a container of its own: the tests, a VM)
+the worker hardly ran at all and a healthy collector did not get its records within 20 s
+(`benchmarks/RESULTS.md`, the by-hand section on capture's batched work).
 
 It ignores SIGINT and SIGTERM: the proxy process decides when it stops (a Ctrl-C reaches
 the whole process group; Kubernetes signals the container's first process only). When the

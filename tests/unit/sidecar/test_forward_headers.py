@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
+from mlwarden.sidecar import forward
 from mlwarden.sidecar.forward import filter_headers, plain_response
 from mlwarden.sidecar.proxy import end_to_end_headers
 
@@ -160,3 +161,15 @@ def test_forwarded_heads_match_the_rule(
     kept = b"".join(line + b"\r\n" for line in lines[1:] if line != b"Connection: close")
     assert kept == _rule([*answer_fields, ("Content-Length", "2")])
     assert body == b"ok"
+
+
+def test_the_tables_by_usual_spelling_agree_with_the_lowercased_ones() -> None:
+    """A field looked up as sent is what its lowercased name says (the fast path of
+    on_header must never pass on what the lowercase lookup would drop, or the reverse)."""
+    for as_sent, by_lower in (
+        (forward._REQUEST_AS_SENT, forward._REQUEST_FIELDS),
+        (forward._ANSWER_AS_SENT, forward._ANSWER_FIELDS),
+    ):
+        assert set(by_lower) <= set(as_sent)
+        for name, kind in as_sent.items():
+            assert kind == by_lower.get(name.lower(), forward._PASS), name

@@ -1,0 +1,105 @@
+"""When capture's batched work runs (`supervisor.FlushTimer`, `InlineCapture`), on a real
+event loop and clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mlwarden.sidecar.capture import Exchange
+from mlwarden.sidecar.metrics import SidecarMetrics
+from mlwarden.sidecar.supervisor import (
+    FLUSH_DELAY_SECONDS,
+    FLUSH_ITEMS,
+    FLUSH_MAX_DELAY_SECONDS,
+    FlushTimer,
+    InlineCapture,
+)
+
+
+def exchange(status: int = 200) -> Exchange:
+    return Exchange(
+        method="POST",
+        path="/v2/models/m/infer",
+        status=status,
+        started_at=0.0,
+        total_seconds=0.001,
+        upstream_seconds=0.0005,
+        overhead_seconds=0.0001,
+    )
+
+
+async def flushed_after(busy_checks: int) -> tuple[float, int]:
+    """(seconds from `later()` to the flush, times `busy` was asked), the forwarder busy
+    for its first `busy_checks` answers."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    timer = FlushTimer(lambda: done.set_result(loop.time()))
+    asked = 0
+
+    def busy() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked <= busy_checks
+
+    timer.busy = busy
+    start = loop.time()
+    timer.later()
+    timer.later()  # a second exchange before the flush: still one flush
+    return float(await asyncio.wait_for(done, 2.0)) - start, asked
+
+
+async def test_a_quiet_forwarder_is_flushed_after_the_delay() -> None:
+    took, asked = await flushed_after(0)
+    assert took >= FLUSH_DELAY_SECONDS and asked == 1
+
+
+async def test_the_flush_waits_for_the_requests_in_progress() -> None:
+    took, asked = await flushed_after(3)
+    assert took >= FLUSH_DELAY_SECONDS and asked == 4  # put off three times, then quiet
+
+
+async def test_a_forwarder_never_quiet_is_flushed_at_the_latest_after_the_max_delay() -> None:
+    took, asked = await flushed_after(1 << 30)
+    assert took >= FLUSH_MAX_DELAY_SECONDS and asked > 1
+
+
+async def test_soon_flushes_on_the_next_turn_even_when_busy() -> None:
+    flushes: list[int] = []
+    timer = FlushTimer(lambda: flushes.append(1))
+    timer.busy = lambda: True
+    timer.later()
+    timer.soon()
+    assert timer.soon_due
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert flushes == [1] and not timer.soon_due
+    await asyncio.sleep(FLUSH_DELAY_SECONDS * 2)
+    assert flushes == [1]  # the delayed flush was replaced, not added
+
+
+async def test_capture_off_counts_exchanges_in_batches_and_on_a_scrape() -> None:
+    metrics = SidecarMetrics()
+    inline = InlineCapture(metrics, protocol="v2", max_body_bytes=1 << 20)
+
+    def served(code_class: str) -> float:
+        value = metrics.registry.get_sample_value(
+            "mlwarden_sidecar_requests_total", {"code_class": code_class}
+        )
+        return value or 0.0
+
+    for _ in range(3):
+        assert inline.offer(exchange())
+    assert served("2xx") == 0 and len(inline) == 3  # not between the requests
+    await asyncio.sleep(FLUSH_DELAY_SECONDS * 3)
+    assert served("2xx") == 3 and len(inline) == 0
+    inline.offer(exchange(502))
+    inline.update_gauges()  # a scrape sees every exchange served so far
+    assert served("5xx") == 1
+    for _ in range(FLUSH_ITEMS):
+        inline.offer(exchange())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert served("2xx") == 3 + FLUSH_ITEMS  # a full batch goes at once
+    inline.offer(exchange())
+    await inline.stop(1.0)
+    assert served("2xx") == 4 + FLUSH_ITEMS
