@@ -513,6 +513,10 @@ def _run_detector(args: argparse.Namespace) -> int:
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    # One BLAS thread (unless the user chose): check's matrices are small (the multivariate
+    # check's SVD of 2,500 x ~60), where OpenBLAS's threads cost ten times the work, and
+    # check runs its columns on threads of its own. Set before numpy loads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from mlwarden.check import CheckError, render, run_check  # reason: pyarrow, matplotlib
 
     manifest = load_observed_model(args.observed_model) if args.observed_model else None

@@ -25,10 +25,20 @@ from served_path import through_the_detector
 
 import mlwarden.report
 from mlwarden import cli
-from mlwarden.check import CheckError, CheckReport, check_columns, render, run_check
+from mlwarden.check import (
+    CheckError,
+    CheckReport,
+    Encoded,
+    check_columns,
+    read_columns,
+    render,
+    run_check,
+)
+from mlwarden.check.columns import numeric_values
 from mlwarden.detector.alerts import Evidence
 from mlwarden.detector.checks import Column
-from mlwarden.detector.core import Detector
+from mlwarden.detector.core import Detector, to_numeric
+from mlwarden.detector.datafile import read_reference
 from mlwarden.report import TimelineEvent, render_html
 from mlwarden.spec import ObservedModel, parse_observed_model
 
@@ -341,6 +351,32 @@ def test_csv_cells_follow_the_detectors_reading_rules(tmp_path: Path) -> None:
     (code,) = [f for f in report.features if f.name == "code"]
     assert set(code.reference.counts) == {"5", "x"}  # type: ignore[union-attr]
     assert report.drifted == []
+
+
+def test_a_csv_of_many_blocks_reads_as_the_detector_reads_it(tmp_path: Path) -> None:
+    # Over 2 MB: several of arrow's 1 MB blocks, each read on its own. A level first seen in
+    # a late block, missing cells, and an id column with more distinct cells in a block than
+    # the reader keeps as a dictionary (read as plain text instead): the columns must equal
+    # the detector's row-by-row reading, the distinct text values in first-seen order.
+    n = 90_000
+    path = write_csv(tmp_path / "big.csv", {
+        "count": [None if i % 13 == 0 else i % 50 for i in range(n)],
+        "score": [None if i % 17 == 0 else i / 7 for i in range(n)],
+        "level": [None if i % 11 == 0 else ("a", "b", f"L{i // 9000}")[i % 3] for i in range(n)],
+        "id": [f"id{i}" if i % 5 else None for i in range(n)],
+    })  # fmt: skip
+    assert path.stat().st_size > 2 << 20
+    read = read_columns(str(path))
+    expected = read_reference(str(path), limit=n)
+    for name in ("count", "score"):
+        x, errors = numeric_values(read[name])
+        assert errors == 0
+        np.testing.assert_array_equal(x, to_numeric(expected[name])[0])
+    for name in ("level", "id"):
+        text = read[name]
+        assert isinstance(text, Encoded)
+        assert [text.uniques[c] if c >= 0 else None for c in text.codes] == expected[name]
+        assert text.uniques == list(dict.fromkeys(v for v in expected[name] if v is not None))
 
 
 def test_ingest_format_jsonl_and_mixed_types(tmp_path: Path) -> None:
