@@ -517,7 +517,8 @@ def _run_check(args: argparse.Namespace) -> int:
     # check's SVD of 2,500 x ~60), where OpenBLAS's threads cost ten times the work, and
     # check runs its columns on threads of its own. Set before numpy loads.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from mlwarden.check import CheckError, render, run_check  # reason: pyarrow, matplotlib
+    # reason: pyarrow; the checks' code loads in run_check, while the files are read
+    from mlwarden.check import CheckError, run_check
 
     manifest = load_observed_model(args.observed_model) if args.observed_model else None
     with _check_progress() as progress:
@@ -538,6 +539,8 @@ def _run_check(args: argparse.Namespace) -> int:
     if args.format != "text":  # text carries them itself; JSON and HTML too, stderr for people
         for warning in report.warnings:
             print(f"mlwarden check: warning: {warning}", file=sys.stderr)
+    from mlwarden.check import render  # reason: after run_check has started reading
+
     text = render(report, args.format)
     if args.output:
         try:

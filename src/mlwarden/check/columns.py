@@ -20,8 +20,11 @@ from typing import Any, TypeAlias
 import numpy as np
 import pyarrow as pa
 
-from mlwarden.detector.core import infer_type, to_categorical, to_numeric
 from mlwarden.records import Value
+
+# detector.core (and the detector's modules it loads) is imported in the functions that use
+# it: `check/read.py` imports this module, and `mlwarden check` starts reading the files
+# before the checks' code loads (`check/files.py`).
 
 
 class CheckError(ValueError):
@@ -118,6 +121,8 @@ def _is_number_type(t: pa.DataType) -> bool:
 
 def inferred_type(column: DataColumn) -> str:
     """`detector.core.infer_type`, read from the column's form instead of every value."""
+    from mlwarden.detector.core import infer_type  # reason: see the imports
+
     if isinstance(column, pa.Array):
         numeric = _is_number_type(column.type) and column.null_count < len(column)
         return "numeric" if numeric else "categorical"
@@ -136,6 +141,8 @@ def present(column: DataColumn) -> int:
 
 def numeric_values(column: DataColumn) -> tuple[np.ndarray, int]:
     """`detector.core.to_numeric` of a whole column: floats (NaN missing), type errors."""
+    from mlwarden.detector.core import to_numeric  # reason: see the imports
+
     if isinstance(column, list):
         return to_numeric(column)
     if isinstance(column, Encoded):
@@ -162,6 +169,8 @@ def numeric_values(column: DataColumn) -> tuple[np.ndarray, int]:
 
 def category_counts(column: DataColumn) -> tuple[dict[str, int], int]:
     """`to_categorical` of a whole column, tallied: counts in first-appearance order, missing."""
+    from mlwarden.detector.core import to_categorical  # reason: see the imports
+
     if isinstance(column, list):
         tally = Counter(to_categorical(column))
         missing = tally.pop(None, 0)

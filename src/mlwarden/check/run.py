@@ -24,11 +24,10 @@ import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 from mlwarden.check.columns import (
     CheckError,
@@ -41,8 +40,8 @@ from mlwarden.check.columns import (
     numeric_values,
     present,
 )
+from mlwarden.check.files import Progress
 from mlwarden.check.multivariate import check_multivariate
-from mlwarden.check.read import DEFAULT_LIMIT, read_columns
 from mlwarden.check.result import CheckReport, FeatureCheck
 from mlwarden.check.segments import check_segments, segments_to_check
 from mlwarden.detector.alerts import Evidence
@@ -62,9 +61,6 @@ from mlwarden.detector.checks import (
 from mlwarden.spec import Detectors, DriftCheck, ObservedModel
 from mlwarden.stats import DEFAULT_MIN_EFFECT, CategoricalSketch, NumericSketch
 from mlwarden.stats.sketch import DEFAULT_MAX_BINS, DEFAULT_MAX_CATEGORIES, DISTANCE_BINS, Sketch
-
-# (step, done, total): "reading ref.csv" 0 of 1 ... 1 of 1; "checking columns" i of n.
-Progress: TypeAlias = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -351,39 +347,3 @@ def settings_of(d: Detectors, manifest: ObservedModel | None) -> dict[str, Any]:
         "distanceBins": DISTANCE_BINS,
         "maxCategories": DEFAULT_MAX_CATEGORIES,
     }
-
-
-def run_check(
-    reference: str,
-    current: str,
-    *,
-    manifest: ObservedModel | None = None,
-    progress: Progress | None = None,
-    limit: int = DEFAULT_LIMIT,
-    multivariate: bool = True,
-    segments: Sequence[str] = (),
-) -> CheckReport:
-    """Read both files and judge them with `check_columns` (raises CheckError)."""
-    started = time.perf_counter()
-
-    def read(path: str) -> dict[str, DataColumn]:
-        step = f"reading {Path(path).name}"
-        if progress:
-            progress(step, 0, 1)
-        columns = read_columns(path, limit=limit)
-        if progress:
-            progress(step, 1, 1)
-        return columns
-
-    # Both files at once: pyarrow's readers release the GIL, and a file's conversion to
-    # columns overlaps the other's parsing.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        sides = list(pool.map(read, (reference, current)))
-    read_seconds = time.perf_counter() - started
-    report = check_columns(
-        sides[0], sides[1], manifest=manifest, progress=progress,
-        reference_name=reference, current_name=current, multivariate=multivariate,
-        segments=segments,
-    )  # fmt: skip
-    report.timings["readSeconds"] = read_seconds
-    return report
