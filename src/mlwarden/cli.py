@@ -515,8 +515,10 @@ def _run_detector(args: argparse.Namespace) -> int:
 def _run_check(args: argparse.Namespace) -> int:
     # One BLAS thread (unless the user chose): check's matrices are small (the multivariate
     # check's SVD of 2,500 x ~60), where OpenBLAS's threads cost ten times the work, and
-    # check runs its columns on threads of its own. Set before numpy loads.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # check runs its columns on threads of its own. It acts only before numpy loads (a
+    # process that already has numpy, a test calling main, keeps its setting).
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # reason: pyarrow; the checks' code loads in run_check, while the files are read
     from mlwarden.check import CheckError, run_check
 

@@ -379,6 +379,40 @@ def test_a_csv_of_many_blocks_reads_as_the_detector_reads_it(tmp_path: Path) -> 
         assert text.uniques == list(dict.fromkeys(v for v in expected[name] if v is not None))
 
 
+@pytest.mark.parametrize(
+    ("reference", "current"),
+    [
+        ([1, 2, 3, 4] * 30, [1, 2, 2.5, 4] * 30),  # a float in an integer column
+        ([1.5, 2, 3, 4] * 30, [1, 2, 3, 4] * 30),  # integers in a float column
+        ([1.5, 2, 3, 4] * 30, [1.5, "x", 3, None] * 30),  # text in a number column
+        (["a", "b", "c", "a"] * 30, [1, 2, 3, " 04"] * 30),  # numbers in a text column
+        (["a", "b", "c", "a"] * 30, [None] * 120),  # an empty column
+        ([None] * 120, [1, 2, 3, 4] * 30),  # empty in the reference
+        ([1, 2, 3, 4] * 30, ["2024-01-01", "2024-01-02", None, "x"] * 30),  # dates
+    ],
+)
+def test_the_current_file_read_with_the_references_types_gives_the_same_report(
+    tmp_path: Path, reference: list[Any], current: list[Any]
+) -> None:
+    # run_check reads the current CSV with the reference's column types (falling back to
+    # inference where a cell does not fit): the report must be the one inference gives.
+    r = write_csv(tmp_path / "r.csv", {"v": reference, "w": list(range(120))})
+    c = write_csv(tmp_path / "c.csv", {"v": current, "w": list(range(120))})
+    ref = read_columns(str(r))
+
+    def report(cur: dict[str, Any]) -> dict[str, Any]:
+        names = {"reference_name": str(r), "current_name": str(c)}
+        doc = json.loads(render(check_columns(ref, cur, **names), "json"))
+        doc.pop("timings")
+        return doc
+
+    inferred = report(read_columns(str(c)))
+    assert report(read_columns(str(c), like=ref)) == inferred
+    piped = json.loads(render(run_check(str(r), str(c)), "json"))
+    piped.pop("timings")
+    assert piped == inferred
+
+
 def test_ingest_format_jsonl_and_mixed_types(tmp_path: Path) -> None:
     rng = np.random.default_rng(8)
     r = tmp_path / "r.jsonl"

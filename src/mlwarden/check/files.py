@@ -1,10 +1,13 @@
-"""`run_check`: `mlwarden check` on two data files, read while the checks' code loads.
+"""`run_check`: `mlwarden check` on two data files, the work overlapped.
 
-Both files are read at once on two threads (pyarrow's readers release the GIL, and one
-file's conversion to columns overlaps the other's parsing). Meanwhile this thread imports
-`check/run.py` and with it the detector's checks and the statistics (a sixth of a second
-of a process's start, mostly Python holding the GIL, which the readers do not need);
-then `check_columns` judges the columns. This module imports only what reading needs.
+    reading the reference   |  the checks' code loads (this thread)
+    reading the current     |  the reference's columns are sketched (two threads)
+    the current's columns are sketched against them, the tests run (`check_columns`)
+
+pyarrow's readers release the GIL; the imports (the detector's checks, the statistics:
+a sixth of a second of a process's start) are Python holding it; numpy's sorts release
+it. The current file is read with the reference's column types (`read_columns(like=)`),
+which spares the reader its type inference. This module imports only what reading needs.
 """
 
 from __future__ import annotations
@@ -39,25 +42,29 @@ def run_check(
     """Read both files and judge them with `check_columns` (raises CheckError)."""
     started = time.perf_counter()
 
-    def read(path: str) -> dict[str, DataColumn]:
+    def read(path: str, like: dict[str, DataColumn] | None) -> dict[str, DataColumn]:
         step = f"reading {Path(path).name}"
         if progress:
             progress(step, 0, 1)
-        columns = read_columns(path, limit=limit)
+        columns = read_columns(path, limit=limit, like=like)
         if progress:
             progress(step, 1, 1)
         return columns
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        reading = [pool.submit(read, path) for path in (reference, current)]
-        from mlwarden.check.run import check_columns  # reason: loads while the files are read
+    # One thread reads (pyarrow parses on its own threads), two sketch.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        reading = pool.submit(read, reference, None)
+        from mlwarden.check import run  # reason: loads while the reference is read
 
-        sides = [future.result() for future in reading]
-    read_seconds = time.perf_counter() - started
-    report = check_columns(
-        sides[0], sides[1], manifest=manifest, progress=progress,
-        reference_name=reference, current_name=current, multivariate=multivariate,
-        segments=segments,
-    )  # fmt: skip
+        ref = reading.result()
+        reading = pool.submit(read, current, ref)
+        prepared = run.prepare_reference(ref, manifest, pool)
+        cur = reading.result()
+        read_seconds = time.perf_counter() - started
+        report = run.check_columns(
+            ref, cur, manifest=manifest, progress=progress, reference_name=reference,
+            current_name=current, multivariate=multivariate, segments=segments,
+            prepared=prepared,
+        )  # fmt: skip
     report.timings["readSeconds"] = read_seconds
     return report

@@ -10,6 +10,7 @@ it, so the mixed values become type errors.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,16 @@ from mlwarden.detector.datafile import (
 DEFAULT_LIMIT = 50_000_000
 
 
-def read_columns(path: str, *, limit: int = DEFAULT_LIMIT) -> dict[str, DataColumn]:
-    """A data file's columns (CSV, Parquet or JSON Lines, by extension); CheckError if unusable."""
+def read_columns(
+    path: str, *, limit: int = DEFAULT_LIMIT, like: Mapping[str, DataColumn] | None = None
+) -> dict[str, DataColumn]:
+    """A data file's columns (CSV, Parquet or JSON Lines, by extension); CheckError if unusable.
+
+    `like`: another file's columns (the reference's). A CSV file's columns of the same
+    names are first read as the types those have (integers, floats, text), which spares
+    the reader its type inference; where a cell does not fit, the file is read again with
+    inferred types. Either way the columns are the same (`_csv_hints`).
+    """
     try:
         fmt = format_of(path)
     except DataFileError as exc:
@@ -56,7 +65,7 @@ def read_columns(path: str, *, limit: int = DEFAULT_LIMIT) -> dict[str, DataColu
             raise CheckError(f"{path}: the file is empty (no columns, no rows)")
     try:
         if fmt == "csv":
-            columns = _read_csv(source, path)
+            columns = _read_csv(source, path, _csv_hints(like) if like else {})
         elif fmt == "parquet":
             columns = _read_parquet(source, path)
         else:
@@ -114,7 +123,26 @@ _PLAIN = (pa.types.is_integer, pa.types.is_floating, _is_text, pa.types.is_null)
 _DICTIONARY_CELLS = 4096
 
 
-def _read_csv(source: Any, path: str) -> dict[str, DataColumn]:
+def _csv_hints(like: Mapping[str, DataColumn]) -> dict[str, pa.DataType]:
+    """The arrow types to read a CSV file's columns as, from another file's columns.
+
+    Only types whose reading equals inference's wherever it succeeds: int64 (a column of
+    integers infers as int64); float64 (integers read as floats are the same numbers, and
+    the same categories: `_category` writes 3.0 as "3"); text (a cell is read by
+    `parse_cell`, the rule inferred numbers follow). A column that is empty in `like`
+    (the null type) is left to inference.
+    """
+    out: dict[str, pa.DataType] = {}
+    for name, column in like.items():
+        if isinstance(column, Encoded):
+            small = len(column.uniques) <= _DICTIONARY_CELLS
+            out[name] = _TEXT if small else pa.string()
+        elif isinstance(column, pa.Array) and column.type in (pa.int64(), pa.float64()):
+            out[name] = column.type
+    return out
+
+
+def _read_csv(source: Any, path: str, hints: Mapping[str, pa.DataType]) -> dict[str, DataColumn]:
     import pyarrow.csv as pcsv  # reason: load only the reader of this format
 
     # The detector's CSV rules: only an empty cell is missing, no booleans, no dates.
@@ -122,20 +150,31 @@ def _read_csv(source: Any, path: str) -> dict[str, DataColumn]:
         null_values=[""], strings_can_be_null=True, true_values=[], false_values=[],
         timestamp_parsers=[], auto_dict_encode=True, auto_dict_max_cardinality=_DICTIONARY_CELLS,
     )  # fmt: skip
-    if isinstance(source, pa.BufferReader):
-        source.seek(0)
-    table = pcsv.read_csv(source, convert_options=convert)
+    table = None
+    if hints:
+        convert.column_types = dict(hints)
+        try:
+            table = _csv_table(pcsv, source, convert)
+        except pa.ArrowInvalid:  # a cell that does not fit its hinted type: infer them all
+            convert.column_types = {}
+    if table is None:
+        table = _csv_table(pcsv, source, convert)
     odd = [f.name for f in table.schema if not any(t(f.type) for t in _PLAIN)]
     if odd:  # dates and the like: read those columns again as text
-        convert.column_types = dict.fromkeys(odd, _TEXT)
-        if isinstance(source, pa.BufferReader):
-            source.seek(0)
-        table = pcsv.read_csv(source, convert_options=convert)
+        convert.column_types = {**convert.column_types, **dict.fromkeys(odd, _TEXT)}
+        table = _csv_table(pcsv, source, convert)
     _unique_names(table.column_names, path)
     out: dict[str, DataColumn] = {}
     for name, chunked in zip(table.column_names, table.columns, strict=True):
         out[name] = _csv_text(chunked) if _is_text(chunked.type) else combine(chunked)
     return out
+
+
+def _csv_table(pcsv: Any, source: Any, convert: Any) -> pa.Table:
+    if isinstance(source, pa.BufferReader):
+        source.seek(0)
+    table: pa.Table = pcsv.read_csv(source, convert_options=convert)
+    return table
 
 
 def _csv_text(chunked: pa.ChunkedArray) -> Encoded:
