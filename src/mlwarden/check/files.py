@@ -1,20 +1,21 @@
 """`run_check`: `mlwarden check` on two data files, the work overlapped.
 
     reading the reference   |  the checks' code loads (this thread)
-    reading the current     |  the reference's columns are sketched (two threads)
+    reading the current     |  the reference's columns are converted, then sketched
     the current's columns are sketched against them, the tests run (`check_columns`)
 
 pyarrow's readers release the GIL; the imports (the detector's checks, the statistics:
 a sixth of a second of a process's start) are Python holding it; numpy's sorts release
-it. The current file is read with the reference's column types (`read_columns(like=)`),
-which spares the reader its type inference. This module imports only what reading needs.
+it. The current file is read, as soon as the reference is parsed, with the reference's
+column types (`read_columns(types=)`), which spares the reader its type inference. This
+module imports only what reading needs.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -22,6 +23,8 @@ from mlwarden.check.columns import DataColumn
 from mlwarden.check.read import DEFAULT_LIMIT, read_columns
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from mlwarden.check.result import CheckReport
     from mlwarden.spec import ObservedModel
 
@@ -42,24 +45,34 @@ def run_check(
     """Read both files and judge them with `check_columns` (raises CheckError)."""
     started = time.perf_counter()
 
-    def read(path: str, like: dict[str, DataColumn] | None) -> dict[str, DataColumn]:
+    def read(
+        path: str,
+        types: dict[str, pa.DataType] | None = None,
+        on_types: Callable[[dict[str, pa.DataType]], None] | None = None,
+    ) -> dict[str, DataColumn]:
         step = f"reading {Path(path).name}"
         if progress:
             progress(step, 0, 1)
-        columns = read_columns(path, limit=limit, like=like)
+        columns = read_columns(path, limit=limit, types=types, on_types=on_types)
         if progress:
             progress(step, 1, 1)
         return columns
 
-    # One thread reads (pyarrow parses on its own threads), two sketch.
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        reading = pool.submit(read, reference, None)
+    # One thread reads each file (pyarrow parses on its own threads), two sketch.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        current_read: list[Future[dict[str, DataColumn]]] = []
+
+        def start_current(types: dict[str, pa.DataType]) -> None:  # once the reference is parsed
+            current_read.append(pool.submit(read, current, types))
+
+        reading = pool.submit(read, reference, None, start_current)
         from mlwarden.check import run  # reason: loads while the reference is read
 
         ref = reading.result()
-        reading = pool.submit(read, current, ref)
+        if not current_read:  # not a CSV reference: no types to give
+            start_current({})
         prepared = run.prepare_reference(ref, manifest, pool)
-        cur = reading.result()
+        cur = current_read[0].result()
         read_seconds = time.perf_counter() - started
         report = run.check_columns(
             ref, cur, manifest=manifest, progress=progress, reference_name=reference,

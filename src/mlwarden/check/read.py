@@ -10,7 +10,7 @@ it, so the mixed values become type errors.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +37,19 @@ DEFAULT_LIMIT = 50_000_000
 
 
 def read_columns(
-    path: str, *, limit: int = DEFAULT_LIMIT, like: Mapping[str, DataColumn] | None = None
+    path: str,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    types: Mapping[str, pa.DataType] | None = None,
+    on_types: Callable[[dict[str, pa.DataType]], None] | None = None,
 ) -> dict[str, DataColumn]:
     """A data file's columns (CSV, Parquet or JSON Lines, by extension); CheckError if unusable.
 
-    `like`: another file's columns (the reference's). A CSV file's columns of the same
-    names are first read as the types those have (integers, floats, text), which spares
-    the reader its type inference; where a cell does not fit, the file is read again with
-    inferred types. Either way the columns are the same (`_csv_hints`).
+    `on_types`: called with a CSV file's column types (arrow's) as soon as they are known,
+    before its columns are converted. `types`: those of another file (the reference's): a
+    CSV file's columns of the same names are first read as those types (`_csv_hints`),
+    which spares the reader its type inference; where a cell does not fit, the file is
+    read again with inferred types. Either way the columns are the same.
     """
     try:
         fmt = format_of(path)
@@ -65,7 +70,7 @@ def read_columns(
             raise CheckError(f"{path}: the file is empty (no columns, no rows)")
     try:
         if fmt == "csv":
-            columns = _read_csv(source, path, _csv_hints(like) if like else {})
+            columns = _read_csv(source, path, _csv_hints(types or {}), on_types)
         elif fmt == "parquet":
             columns = _read_parquet(source, path)
         else:
@@ -121,28 +126,27 @@ _PLAIN = (pa.types.is_integer, pa.types.is_floating, _is_text, pa.types.is_null)
 # A text column is read dictionary-encoded (distinct cells and a code per row) while a block
 # of the file holds at most this many distinct cells; beyond, arrow reads it as plain text.
 _DICTIONARY_CELLS = 4096
+_HINTED = (pa.int64(), pa.float64(), _TEXT, pa.string())
 
 
-def _csv_hints(like: Mapping[str, DataColumn]) -> dict[str, pa.DataType]:
-    """The arrow types to read a CSV file's columns as, from another file's columns.
+def _csv_hints(types: Mapping[str, pa.DataType]) -> dict[str, pa.DataType]:
+    """The arrow types to read a CSV file's columns as, from another file's (`on_types`).
 
     Only types whose reading equals inference's wherever it succeeds: int64 (a column of
     integers infers as int64); float64 (integers read as floats are the same numbers, and
     the same categories: `_category` writes 3.0 as "3"); text (a cell is read by
-    `parse_cell`, the rule inferred numbers follow). A column that is empty in `like`
-    (the null type) is left to inference.
+    `parse_cell`, the rule inferred numbers follow). A column that is empty in the other
+    file (the null type) is left to inference.
     """
-    out: dict[str, pa.DataType] = {}
-    for name, column in like.items():
-        if isinstance(column, Encoded):
-            small = len(column.uniques) <= _DICTIONARY_CELLS
-            out[name] = _TEXT if small else pa.string()
-        elif isinstance(column, pa.Array) and column.type in (pa.int64(), pa.float64()):
-            out[name] = column.type
-    return out
+    return {n: t for n, t in types.items() if t in _HINTED}
 
 
-def _read_csv(source: Any, path: str, hints: Mapping[str, pa.DataType]) -> dict[str, DataColumn]:
+def _read_csv(
+    source: Any,
+    path: str,
+    hints: Mapping[str, pa.DataType],
+    on_types: Callable[[dict[str, pa.DataType]], None] | None,
+) -> dict[str, DataColumn]:
     import pyarrow.csv as pcsv  # reason: load only the reader of this format
 
     # The detector's CSV rules: only an empty cell is missing, no booleans, no dates.
@@ -163,6 +167,8 @@ def _read_csv(source: Any, path: str, hints: Mapping[str, pa.DataType]) -> dict[
     if odd:  # dates and the like: read those columns again as text
         convert.column_types = {**convert.column_types, **dict.fromkeys(odd, _TEXT)}
         table = _csv_table(pcsv, source, convert)
+    if on_types is not None:
+        on_types({f.name: f.type for f in table.schema})
     _unique_names(table.column_names, path)
     out: dict[str, DataColumn] = {}
     for name, chunked in zip(table.column_names, table.columns, strict=True):
