@@ -58,7 +58,8 @@ def run_check(
             progress(step, 1, 1)
         return columns
 
-    # One thread reads each file (pyarrow parses on its own threads), two sketch.
+    # A thread per file reads it (pyarrow parses on threads of its own); the others, and
+    # the reference's reader once done, sketch the reference's columns.
     with ThreadPoolExecutor(max_workers=4) as pool:
         current_read: list[Future[dict[str, DataColumn]]] = []
 
