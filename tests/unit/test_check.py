@@ -11,7 +11,10 @@ import ast
 import csv
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -557,6 +560,31 @@ def test_exit_codes_and_formats(
     page = tmp_path / "report.html"
     assert cli.main([*base, "--format", "html", "-o", str(page)]) == 0
     assert page.read_text().startswith("<!doctype html>")
+
+
+def test_the_command_loads_no_module_its_csv_path_does_not_need(tmp_path: Path) -> None:
+    # What the command's speed rests on (benchmarks/check_e2e.py): pandas (pyarrow's to_numpy
+    # and pa.array import it when installed), pyarrow.compute, PyYAML without a manifest,
+    # urllib.request for local files, scipy at 20,000 rows a side (KS's limiting law from an
+    # effective size of 10,000 on); one BLAS thread.
+    rng = np.random.default_rng(3)
+    n = 20_000
+    columns = {"x": rng.normal(size=n).tolist(), "k": rng.integers(0, 9, n).tolist(),
+               "c": [("a", "b", None)[i % 3] for i in range(n)]}  # fmt: skip
+    ref = write_csv(tmp_path / "ref.csv", columns)
+    cur = write_csv(tmp_path / "cur.csv", columns)
+    code = (
+        "import json, os, sys; from mlwarden.cli import main; "
+        f"rc = main(['check', '--reference', {str(ref)!r}, '--current', {str(cur)!r}, "
+        "'--format', 'json', '-o', os.devnull]); "
+        "print(json.dumps([rc, os.environ.get('OPENBLAS_NUM_THREADS'), sorted(m for m in "
+        "('pandas', 'pyarrow.compute', 'yaml', 'urllib.request', 'scipy') if m in sys.modules)]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == [0, "1", []]
 
 
 def test_progress_is_quiet_when_stderr_is_not_a_terminal(
