@@ -134,9 +134,9 @@ def _csv_hints(types: Mapping[str, pa.DataType]) -> dict[str, pa.DataType]:
 
     Only types whose reading equals inference's wherever it succeeds: int64 (a column of
     integers infers as int64); float64 (integers read as floats are the same numbers, and
-    the same categories: `_category` writes 3.0 as "3"); text (a cell is read by
-    `parse_cell`, the rule inferred numbers follow). A column that is empty in the other
-    file (the null type) is left to inference.
+    the same categories below 2**53, where floats hold every integer: `_category` writes
+    3.0 as "3"); text (a cell is read by `parse_cell`, the rule inferred numbers follow).
+    A column that is empty in the other file (the null type) is left to inference.
     """
     return {n: t for n, t in types.items() if t in _HINTED}
 
