@@ -513,7 +513,14 @@ def _run_detector(args: argparse.Namespace) -> int:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from mlwarden.check import CheckError, render, run_check  # reason: pyarrow, matplotlib
+    # One BLAS thread (unless the user chose): check's matrices are small (the multivariate
+    # check's SVD of 2,500 x ~60), where OpenBLAS's threads cost ten times the work, and
+    # check runs its columns on threads of its own. It acts only before numpy loads (a
+    # process that already has numpy, a test calling main, keeps its setting).
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # reason: pyarrow; the checks' code loads in run_check, while the files are read
+    from mlwarden.check import CheckError, run_check
 
     manifest = load_observed_model(args.observed_model) if args.observed_model else None
     with _check_progress() as progress:
@@ -534,6 +541,8 @@ def _run_check(args: argparse.Namespace) -> int:
     if args.format != "text":  # text carries them itself; JSON and HTML too, stderr for people
         for warning in report.warnings:
             print(f"mlwarden check: warning: {warning}", file=sys.stderr)
+    from mlwarden.check import render  # reason: after run_check has started reading
+
     text = render(report, args.format)
     if args.output:
         try:

@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal
 
-import yaml
-
 from mlwarden.records import json_kind as _kind_of
 
 # The ObservedModel's API: the one place its group, version, kind and plural are spelled.
@@ -2125,6 +2123,8 @@ def load_observed_model(path: str | Path) -> ObservedModel:
 
 def loads_observed_model(text: str, *, source: str | None = None) -> ObservedModel:
     """Parse YAML text holding one ObservedModel (other documents in the stream are skipped)."""
+    import yaml  # reason: `mlwarden check` without a manifest starts without PyYAML's import
+
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:

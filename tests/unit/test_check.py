@@ -11,7 +11,10 @@ import ast
 import csv
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +28,20 @@ from served_path import through_the_detector
 
 import mlwarden.report
 from mlwarden import cli
-from mlwarden.check import CheckError, CheckReport, check_columns, render, run_check
+from mlwarden.check import (
+    CheckError,
+    CheckReport,
+    Encoded,
+    check_columns,
+    read_columns,
+    render,
+    run_check,
+)
+from mlwarden.check.columns import numeric_values
 from mlwarden.detector.alerts import Evidence
 from mlwarden.detector.checks import Column
-from mlwarden.detector.core import Detector
+from mlwarden.detector.core import Detector, to_numeric
+from mlwarden.detector.datafile import read_reference
 from mlwarden.report import TimelineEvent, render_html
 from mlwarden.spec import ObservedModel, parse_observed_model
 
@@ -343,6 +356,67 @@ def test_csv_cells_follow_the_detectors_reading_rules(tmp_path: Path) -> None:
     assert report.drifted == []
 
 
+def test_a_csv_of_many_blocks_reads_as_the_detector_reads_it(tmp_path: Path) -> None:
+    # Over 2 MB: several of arrow's 1 MB blocks, each read on its own. A level first seen in
+    # a late block, missing cells, and an id column with more distinct cells in a block than
+    # the reader keeps as a dictionary (read as plain text instead): the columns must equal
+    # the detector's row-by-row reading, the distinct text values in first-seen order.
+    n = 90_000
+    path = write_csv(tmp_path / "big.csv", {
+        "count": [None if i % 13 == 0 else i % 50 for i in range(n)],
+        "score": [None if i % 17 == 0 else i / 7 for i in range(n)],
+        "level": [None if i % 11 == 0 else ("a", "b", f"L{i // 9000}")[i % 3] for i in range(n)],
+        "id": [f"id{i}" if i % 5 else None for i in range(n)],
+    })  # fmt: skip
+    assert path.stat().st_size > 2 << 20
+    read = read_columns(str(path))
+    expected = read_reference(str(path), limit=n)
+    for name in ("count", "score"):
+        x, errors = numeric_values(read[name])
+        assert errors == 0
+        np.testing.assert_array_equal(x, to_numeric(expected[name])[0])
+    for name in ("level", "id"):
+        text = read[name]
+        assert isinstance(text, Encoded)
+        assert [text.uniques[c] if c >= 0 else None for c in text.codes] == expected[name]
+        assert text.uniques == list(dict.fromkeys(v for v in expected[name] if v is not None))
+
+
+@pytest.mark.parametrize(
+    ("reference", "current"),
+    [
+        ([1, 2, 3, 4] * 30, [1, 2, 2.5, 4] * 30),  # a float in an integer column
+        ([1.5, 2, 3, 4] * 30, [1, 2, 3, 4] * 30),  # integers in a float column
+        ([1.5, 2, 3, 4] * 30, [1.5, "x", 3, None] * 30),  # text in a number column
+        (["a", "b", "c", "a"] * 30, [1, 2, 3, " 04"] * 30),  # numbers in a text column
+        (["a", "b", "c", "a"] * 30, [None] * 120),  # an empty column
+        ([None] * 120, [1, 2, 3, 4] * 30),  # empty in the reference
+        ([1, 2, 3, 4] * 30, ["2024-01-01", "2024-01-02", None, "x"] * 30),  # dates
+    ],
+)
+def test_the_current_file_read_with_the_references_types_gives_the_same_report(
+    tmp_path: Path, reference: list[Any], current: list[Any]
+) -> None:
+    # run_check reads the current CSV with the reference's column types (falling back to
+    # inference where a cell does not fit): the report must be the one inference gives.
+    r = write_csv(tmp_path / "r.csv", {"v": reference, "w": list(range(120))})
+    c = write_csv(tmp_path / "c.csv", {"v": current, "w": list(range(120))})
+    types: dict[str, pa.DataType] = {}
+    ref = read_columns(str(r), on_types=types.update)
+
+    def report(cur: dict[str, Any]) -> dict[str, Any]:
+        names = {"reference_name": str(r), "current_name": str(c)}
+        doc = json.loads(render(check_columns(ref, cur, **names), "json"))
+        doc.pop("timings")
+        return doc
+
+    inferred = report(read_columns(str(c)))
+    assert report(read_columns(str(c), types=types)) == inferred
+    piped = json.loads(render(run_check(str(r), str(c)), "json"))
+    piped.pop("timings")
+    assert piped == inferred
+
+
 def test_ingest_format_jsonl_and_mixed_types(tmp_path: Path) -> None:
     rng = np.random.default_rng(8)
     r = tmp_path / "r.jsonl"
@@ -486,6 +560,31 @@ def test_exit_codes_and_formats(
     page = tmp_path / "report.html"
     assert cli.main([*base, "--format", "html", "-o", str(page)]) == 0
     assert page.read_text().startswith("<!doctype html>")
+
+
+def test_the_command_loads_no_module_its_csv_path_does_not_need(tmp_path: Path) -> None:
+    # What the command's speed rests on (benchmarks/check_e2e.py): pandas (pyarrow's to_numpy
+    # and pa.array import it when installed), pyarrow.compute, PyYAML without a manifest,
+    # urllib.request for local files, scipy at 20,000 rows a side (KS's limiting law from an
+    # effective size of 10,000 on); one BLAS thread.
+    rng = np.random.default_rng(3)
+    n = 20_000
+    columns = {"x": rng.normal(size=n).tolist(), "k": rng.integers(0, 9, n).tolist(),
+               "c": [("a", "b", None)[i % 3] for i in range(n)]}  # fmt: skip
+    ref = write_csv(tmp_path / "ref.csv", columns)
+    cur = write_csv(tmp_path / "cur.csv", columns)
+    code = (
+        "import json, os, sys; from mlwarden.cli import main; "
+        f"rc = main(['check', '--reference', {str(ref)!r}, '--current', {str(cur)!r}, "
+        "'--format', 'json', '-o', os.devnull]); "
+        "print(json.dumps([rc, os.environ.get('OPENBLAS_NUM_THREADS'), sorted(m for m in "
+        "('pandas', 'pyarrow.compute', 'yaml', 'urllib.request', 'scipy') if m in sys.modules)]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == [0, "1", []]
 
 
 def test_progress_is_quiet_when_stderr_is_not_a_terminal(

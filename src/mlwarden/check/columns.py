@@ -19,10 +19,12 @@ from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from mlwarden.detector.core import infer_type, to_categorical, to_numeric
 from mlwarden.records import Value
+
+# detector.core (and the detector's modules it loads) is imported in the functions that use
+# it: `check/read.py` imports this module, and `mlwarden check` starts reading the files
+# before the checks' code loads (`check/files.py`).
 
 
 class CheckError(ValueError):
@@ -78,12 +80,49 @@ def combine(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return array
 
 
+# numpy's form of arrow's fixed-width numbers: their values are read as views of the
+# arrays' buffers. (`Array.to_numpy` would import pandas when it is installed, and
+# `Array.cast` pyarrow.compute: a fifth of a second of `mlwarden check`'s start.)
+_NUMPY_OF: dict[pa.DataType, type[np.number[Any]]] = {
+    pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
+    pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32,
+    pa.uint64(): np.uint64, pa.float16(): np.float16, pa.float32(): np.float32,
+    pa.float64(): np.float64,
+}  # fmt: skip
+
+
+def number_view(array: pa.Array) -> np.ndarray:
+    """The values of a fixed-width number array (`_NUMPY_OF`), without a copy; what a
+    missing slot holds is undefined (see `valid_mask`)."""
+    dtype = np.dtype(_NUMPY_OF[array.type])
+    data = array.buffers()[1]
+    if data is None:
+        return np.zeros(len(array), dtype=dtype)
+    return np.frombuffer(data, dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
+
+
+def valid_mask(array: pa.Array) -> np.ndarray | None:
+    """Per row, whether a value is present; None when none is missing."""
+    if not array.null_count:
+        return None
+    bitmap = array.buffers()[0]
+    if bitmap is None:  # the null type: nothing is present
+        return np.zeros(len(array), dtype=bool)
+    bits = np.unpackbits(
+        np.frombuffer(bitmap, dtype=np.uint8), count=array.offset + len(array), bitorder="little"
+    )
+    out: np.ndarray = bits[array.offset :].astype(bool)
+    return out
+
+
 def _is_number_type(t: pa.DataType) -> bool:
     return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t))
 
 
 def inferred_type(column: DataColumn) -> str:
     """`detector.core.infer_type`, read from the column's form instead of every value."""
+    from mlwarden.detector.core import infer_type  # reason: see the imports
+
     if isinstance(column, pa.Array):
         numeric = _is_number_type(column.type) and column.null_count < len(column)
         return "numeric" if numeric else "categorical"
@@ -102,6 +141,8 @@ def present(column: DataColumn) -> int:
 
 def numeric_values(column: DataColumn) -> tuple[np.ndarray, int]:
     """`detector.core.to_numeric` of a whole column: floats (NaN missing), type errors."""
+    from mlwarden.detector.core import to_numeric  # reason: see the imports
+
     if isinstance(column, list):
         return to_numeric(column)
     if isinstance(column, Encoded):
@@ -115,6 +156,10 @@ def numeric_values(column: DataColumn) -> tuple[np.ndarray, int]:
             n_errors = int(counts[wrong].sum())
         return x, n_errors
     t = column.type
+    if t in _NUMPY_OF:
+        x = number_view(column).astype(np.float64, copy=False)
+        valid = valid_mask(column)
+        return (x if valid is None else np.where(valid, x, np.nan)), 0
     if _is_number_type(t) or pa.types.is_boolean(t) or pa.types.is_null(t):
         floats = column.cast(pa.float64())
         return floats.to_numpy(zero_copy_only=False).astype(np.float64, copy=False), 0
@@ -124,6 +169,8 @@ def numeric_values(column: DataColumn) -> tuple[np.ndarray, int]:
 
 def category_counts(column: DataColumn) -> tuple[dict[str, int], int]:
     """`to_categorical` of a whole column, tallied: counts in first-appearance order, missing."""
+    from mlwarden.detector.core import to_categorical  # reason: see the imports
+
     if isinstance(column, list):
         tally = Counter(to_categorical(column))
         missing = tally.pop(None, 0)
@@ -134,6 +181,8 @@ def category_counts(column: DataColumn) -> tuple[dict[str, int], int]:
         tallies = counts.tolist()
         missing = int(np.count_nonzero(column.codes < 0))
     else:
+        import pyarrow.compute as pc  # reason: only numbers checked as categories need it
+
         vc = pc.value_counts(column)
         values = vc.field("values")
         tallies = vc.field("counts").to_pylist()

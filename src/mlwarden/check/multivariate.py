@@ -27,7 +27,10 @@ from mlwarden.stats import multivariate as mv
 
 def _take(column: DataColumn, index: np.ndarray) -> DataColumn:
     if isinstance(column, pa.Array):
-        return column.take(pa.array(index))
+        # The indices as an arrow array from their buffer: `pa.array(index)` would import
+        # pandas when it is installed.
+        at = np.ascontiguousarray(index, dtype=np.int64)
+        return column.take(pa.Array.from_buffers(pa.int64(), len(at), [None, pa.py_buffer(at)]))
     if isinstance(column, Encoded):
         return Encoded(column.uniques, column.codes[index])
     return [column[i] for i in index]
@@ -48,11 +51,10 @@ def _typed(
     for name, column in columns.items():
         if column.kind != "feature":
             continue
-        taken = _take(side[name], index)
-        if column.type == "numeric":
-            out[name] = ("numeric", numeric_values(taken)[0])
+        if column.type == "numeric":  # the rows of the whole column's values: no arrow take
+            out[name] = ("numeric", numeric_values(side[name])[0][index])
         else:
-            out[name] = ("categorical", _categories(taken))
+            out[name] = ("categorical", _categories(_take(side[name], index)))
     return out
 
 

@@ -25,9 +25,8 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeAlias
 
 from mlwarden.check.columns import (
@@ -41,8 +40,8 @@ from mlwarden.check.columns import (
     numeric_values,
     present,
 )
+from mlwarden.check.files import Progress
 from mlwarden.check.multivariate import check_multivariate
-from mlwarden.check.read import DEFAULT_LIMIT, read_columns
 from mlwarden.check.result import CheckReport, FeatureCheck
 from mlwarden.check.segments import check_segments, segments_to_check
 from mlwarden.detector.alerts import Evidence
@@ -63,9 +62,6 @@ from mlwarden.spec import Detectors, DriftCheck, ObservedModel
 from mlwarden.stats import DEFAULT_MIN_EFFECT, CategoricalSketch, NumericSketch
 from mlwarden.stats.sketch import DEFAULT_MAX_BINS, DEFAULT_MAX_CATEGORIES, DISTANCE_BINS, Sketch
 
-# (step, done, total): "reading ref.csv" 0 of 1 ... 1 of 1; "checking columns" i of n.
-Progress: TypeAlias = Callable[[str, int, int], None]
-
 
 @dataclass
 class _Sketched:
@@ -76,10 +72,25 @@ class _Sketched:
     out_of_range: int
 
 
-def _sketch_column(name: str, column: Column, ref: DataColumn, cur: DataColumn) -> _Sketched:
-    if column.type == "numeric":
-        x_ref, _ = numeric_values(ref)
-        reference = NumericSketch.from_array(x_ref)
+# A reference column's sketch made ahead (by name and type), or None: see prepare_reference.
+Prepared: TypeAlias = Callable[[str, str], Sketch | None]
+
+
+def reference_sketch(column_type: str, values: DataColumn) -> Sketch:
+    """A reference column's sketch, as a column of that type."""
+    if column_type == "numeric":
+        return NumericSketch.from_array(numeric_values(values)[0])
+    counts, missing = category_counts(values)
+    return CategoricalSketch.from_counts(counts, missing=missing)
+
+
+def _sketch_column(
+    name: str, column: Column, ref: DataColumn, cur: DataColumn, prepared: Prepared | None
+) -> _Sketched:
+    reference = prepared(name, column.type) if prepared else None
+    if reference is None:
+        reference = reference_sketch(column.type, ref)
+    if isinstance(reference, NumericSketch):
         x_cur, errors = numeric_values(cur)
         current = NumericSketch.from_array(x_cur, reference.edges)
         # Values outside [reference min, reference max]: the min and max are edges, so
@@ -88,15 +99,32 @@ def _sketch_column(name: str, column: Column, ref: DataColumn, cur: DataColumn) 
             int(current.counts[0] + current.counts[-1]) + current.infinite if reference.total else 0
         )
         return _Sketched(name, reference, current, errors, outside)
-    ref_counts, ref_missing = category_counts(ref)
     cur_counts, cur_missing = category_counts(cur)
-    return _Sketched(
-        name,
-        CategoricalSketch.from_counts(ref_counts, missing=ref_missing),
-        CategoricalSketch.from_counts(cur_counts, missing=cur_missing),
-        0,
-        0,
-    )
+    current_counts = CategoricalSketch.from_counts(cur_counts, missing=cur_missing)
+    return _Sketched(name, reference, current_counts, 0, 0)
+
+
+def prepare_reference(
+    reference: Mapping[str, DataColumn], manifest: ObservedModel | None, pool: Executor
+) -> Prepared:
+    """Start sketching the reference's columns on `pool`, before the current data is there
+    (`run_check` does while it reads the current file). The columns and their types are
+    the ones `check_columns` will plan: they depend on the manifest and the reference
+    only; a sketch is a function of the column's values and type, so one made ahead is
+    the one `check_columns` would make."""
+    try:
+        planned = _plan_columns(dict(reference), dict(reference), manifest, ("", ""))
+    except CheckError:  # check_columns will say what is missing
+        planned = {}
+    futures = {
+        (n, c.type): pool.submit(reference_sketch, c.type, reference[n]) for n, c in planned.items()
+    }
+
+    def prepared(name: str, column_type: str) -> Sketch | None:
+        future = futures.get((name, column_type))
+        return None if future is None else future.result()
+
+    return prepared
 
 
 def _plan_columns(
@@ -152,6 +180,7 @@ def check_columns(
     threads: int | None = None,
     multivariate: bool = True,
     segments: Sequence[str] = (),
+    prepared: Prepared | None = None,
 ) -> CheckReport:
     """Judge `current` against `reference`, column by column, as the detector would.
 
@@ -161,7 +190,8 @@ def check_columns(
     empty data, columns of unequal length, or columns missing from one side.
     `multivariate`: also run the multivariate check (`check/multivariate.py`) unless the
     spec turns it off. `segments`: columns to slice by (`check.segments`; none given: the
-    manifest's `spec.segments`).
+    manifest's `spec.segments`). `prepared`: reference sketches made ahead
+    (`prepare_reference`).
     """
     started = time.perf_counter()
     names = (reference_name, current_name)
@@ -186,7 +216,9 @@ def check_columns(
     if progress:
         progress(step, 0, len(order))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(_sketch_column, n, columns[n], ref[n], cur[n]) for n in order]
+        futures = [
+            pool.submit(_sketch_column, n, columns[n], ref[n], cur[n], prepared) for n in order
+        ]
         for done, future in enumerate(futures, start=1):
             result = future.result()
             sketched[result.name] = result
@@ -351,39 +383,3 @@ def settings_of(d: Detectors, manifest: ObservedModel | None) -> dict[str, Any]:
         "distanceBins": DISTANCE_BINS,
         "maxCategories": DEFAULT_MAX_CATEGORIES,
     }
-
-
-def run_check(
-    reference: str,
-    current: str,
-    *,
-    manifest: ObservedModel | None = None,
-    progress: Progress | None = None,
-    limit: int = DEFAULT_LIMIT,
-    multivariate: bool = True,
-    segments: Sequence[str] = (),
-) -> CheckReport:
-    """Read both files and judge them with `check_columns` (raises CheckError)."""
-    started = time.perf_counter()
-
-    def read(path: str) -> dict[str, DataColumn]:
-        step = f"reading {Path(path).name}"
-        if progress:
-            progress(step, 0, 1)
-        columns = read_columns(path, limit=limit)
-        if progress:
-            progress(step, 1, 1)
-        return columns
-
-    # Both files at once: pyarrow's readers release the GIL, and a file's conversion to
-    # columns overlaps the other's parsing.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        sides = list(pool.map(read, (reference, current)))
-    read_seconds = time.perf_counter() - started
-    report = check_columns(
-        sides[0], sides[1], manifest=manifest, progress=progress,
-        reference_name=reference, current_name=current, multivariate=multivariate,
-        segments=segments,
-    )  # fmt: skip
-    report.timings["readSeconds"] = read_seconds
-    return report

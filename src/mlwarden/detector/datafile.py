@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +142,8 @@ def read_reference(location: str, *, limit: int) -> dict[str, list[Value]]:
     """Read a reference from a path or an http(s) URL (blocking: call it off the event loop)."""
     fmt = format_of(location)
     if location.startswith(("http://", "https://")):
+        import urllib.request  # reason: ssl and http load only for a reference given by URL
+
         try:
             with urllib.request.urlopen(location, timeout=60) as resp:
                 data = resp.read(MAX_REFERENCE_BYTES + 1)
