@@ -26,8 +26,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlwarden.check.columns import CheckError, ColumnValues, DataColumn, Encoded
-    from mlwarden.check.files import Progress, run_check
+    from mlwarden.check.columns import CheckError, ColumnValues, DataColumn, Encoded, Progress
+    from mlwarden.check.files import run_check
     from mlwarden.check.read import DEFAULT_LIMIT, read_columns
     from mlwarden.check.render import render, render_text
     from mlwarden.check.result import FAIL_ON, SCHEMA_ID, CheckReport, FeatureCheck
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 _MODULE_OF = {
     "CheckError": "columns", "ColumnValues": "columns", "DataColumn": "columns",
-    "Encoded": "columns", "Progress": "files", "run_check": "files",
+    "Encoded": "columns", "Progress": "columns", "run_check": "files",
     "DEFAULT_LIMIT": "read", "read_columns": "read", "render": "render",
     "render_text": "render", "FAIL_ON": "result", "SCHEMA_ID": "result",
     "CheckReport": "result", "FeatureCheck": "result", "check_columns": "run",

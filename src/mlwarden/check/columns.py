@@ -13,7 +13,7 @@ Not to be confused with `detector.checks.Column`, which describes an observed co
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -21,6 +21,9 @@ import numpy as np
 import pyarrow as pa
 
 from mlwarden.records import Value
+
+# (step, done, total): "reading ref.csv" 0 of 1 ... 1 of 1; "checking columns" i of n.
+Progress: TypeAlias = Callable[[str, int, int], None]
 
 # detector.core (and the detector's modules it loads) is imported in the functions that use
 # it: `check/read.py` imports this module, and `mlwarden check` starts reading the files

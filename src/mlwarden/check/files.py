@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING
 
-from mlwarden.check.columns import DataColumn
+from mlwarden.check.columns import DataColumn, Progress
 from mlwarden.check.read import DEFAULT_LIMIT, read_columns
 
 if TYPE_CHECKING:
@@ -27,9 +27,6 @@ if TYPE_CHECKING:
 
     from mlwarden.check.result import CheckReport
     from mlwarden.spec import ObservedModel
-
-# (step, done, total): "reading ref.csv" 0 of 1 ... 1 of 1; "checking columns" i of n.
-Progress: TypeAlias = Callable[[str, int, int], None]
 
 
 def run_check(

@@ -33,6 +33,7 @@ from mlwarden.check.columns import (
     CheckError,
     ColumnValues,
     DataColumn,
+    Progress,
     category_counts,
     inferred_type,
     kind_name,
@@ -40,7 +41,6 @@ from mlwarden.check.columns import (
     numeric_values,
     present,
 )
-from mlwarden.check.files import Progress
 from mlwarden.check.multivariate import check_multivariate
 from mlwarden.check.result import CheckReport, FeatureCheck
 from mlwarden.check.segments import check_segments, segments_to_check
