@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from harness import Collector, SidecarProcess, Upstream, wait_until
+from harness import Collector, SidecarProcess, Upstream, manifest, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = {"scipy", "pyarrow", "matplotlib", "kopf", "kubernetes", "numpy"}
@@ -90,9 +90,14 @@ def test_a_running_sidecar_loads_only_the_slim_set(
     collector: Collector,
     start_sidecar: Callable[..., SidecarProcess],
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
-    sidecar = start_sidecar(upstream.url, "--protocol", "v1", collector=collector.url)
+    # As the operator injects it: the ObservedModel's manifest mounted and read (PyYAML).
+    om = manifest(tmp_path, "  target: {deployment: m}\n  protocol: v1\n")
+    sidecar = start_sidecar(
+        upstream.url, "--protocol", "v1", "--observed-model", str(om), collector=collector.url
+    )
     body = json.dumps({"instances": [[1.0, 2.0]]}).encode()
     for _ in range(5):
         assert requests.post(sidecar.url + "/v1/models/m:predict", data=body).status_code == 200
