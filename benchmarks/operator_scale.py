@@ -52,6 +52,9 @@ import aiohttp
 from procs import Proc, free_port, loadavg, log_stderr
 
 HERE = Path(__file__).resolve().parent
+# The operator tests' cluster, and the port allocator it shares with the integration tests
+# (pytest puts both on the path through pyproject.toml's pythonpath).
+sys.path.insert(0, str(HERE.parent / "tests" / "integration"))
 sys.path.insert(0, str(HERE.parent / "tests" / "operator"))
 
 import kmock  # noqa: E402
