@@ -219,6 +219,10 @@ class DetectorService:
         # lacks of them (left out for size): status.detector.reference.storedWithout.
         self._stored_parts: tuple[Any, ...] = ()
         self._stored_without: tuple[str, ...] = ()
+        # What this process lacks of the reference in force: the parts the store lacked when
+        # it was restored (a store again lists them; a part only left out of an earlier store
+        # is still held here, and is stored if it now fits).
+        self._restored_without: tuple[str, ...] = ()
         self._reference_bytes = 0  # its stored size: the label ledger gets what it leaves
         # The label ledger's store state (status.detector.labels.store) and its last save.
         self.labels_store: dict[str, Any] = {}
@@ -308,6 +312,7 @@ class DetectorService:
         )
         self._stored = (stored.reference.id, stored.digest)
         self._stored_parts, self._stored_without = self._parts(), p.left_out
+        self._restored_without = p.left_out
         self._reference_bytes = len(data) if data else 0
         log.info("embedding references reloaded with %s (%s)", reference, self.store.where)
 
@@ -347,6 +352,7 @@ class DetectorService:
             )
             self._stored = (stored.reference.id, stored.digest)
             self._stored_parts, self._stored_without = self._parts(), parts.left_out
+            self._restored_without = parts.left_out
             self.reference_origin = "restored"
             self.metrics.reference_stored.set(1)
             log.info("%s (%s)", decision.reason, self.store.where)
@@ -378,8 +384,11 @@ class DetectorService:
                 segments=segments.references() if segments is not None else (),
                 embeddings=embeddings.reference_states() if embeddings is not None else None,
                 warming=embeddings.warming() if embeddings is not None else (),
-                # stored again (an embedding reference completed): what it lacked, it lacks
-                missing=self._stored_without if self._stored and self._stored[0] == ref.id else (),
+                # stored again (an embedding reference completed): what a restore lacked, it
+                # lacks (what an earlier store of this process left out, it still holds)
+                missing=self._restored_without
+                if self._stored and self._stored[0] == ref.id
+                else (),
             )
         except StoredReferenceError as exc:
             self._refused = (ref.id, parts)

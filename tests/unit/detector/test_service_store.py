@@ -41,3 +41,28 @@ async def test_status_says_what_the_stored_reference_was_stored_without(
     left = without.split(":")[0].split(", ")[0].removeprefix("segment ")
     unavailable = again.detector.status()["segments"]["unavailable"]
     assert left in unavailable and "left out of the stored reference for size" in unavailable
+
+
+async def test_a_part_left_out_of_one_store_is_stored_when_it_fits_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an earlier store of this process left out for size, it still holds: stored again
+    (as when an embedding reference completes) with room, it is stored and no longer listed."""
+    model = seg.model()
+    svc = DetectorService(model, store=FileStore(str(tmp_path), namespace="ns", name="m"))
+    await svc.restore_reference()
+    rng = np.random.default_rng(32)
+    for _ in range(40):
+        svc.detector.ingest(seg.batch(rng, 100), now=0.0)
+    full = len(store(svc.detector).data)
+    monkeypatch.setattr(persist, "MAX_STORED_BYTES", full - 20_000)
+    await svc.persist_reference()
+    assert svc._reference_status()["storedWithout"].startswith("segment ")
+    monkeypatch.setattr(persist, "MAX_STORED_BYTES", full * 2)
+    svc._stored_parts = ()  # its parts changed (an embedding reference completed, say)
+    await svc.persist_reference()
+    assert "storedWithout" not in svc._reference_status()
+    stored = persist.decode_reference(
+        (tmp_path / "ns.m-reference.json.gz").read_bytes(), where="test"
+    )
+    assert stored is not None and stored.parts.left_out == ()
