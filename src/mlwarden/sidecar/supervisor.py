@@ -109,12 +109,9 @@ class FlushTimer:
         # Whether the forwarder is serving a request (set by the proxy once it has one).
         self.busy: Callable[[], bool] = never_busy
         self._handle: asyncio.Handle | None = None
-        self._soon = False
+        # A write is due on the next turn of the loop (read on every exchange offered).
+        self.soon_due = False
         self._since = 0.0
-
-    @property
-    def soon_due(self) -> bool:
-        return self._soon
 
     def later(self) -> None:
         if self._handle is None:
@@ -123,18 +120,18 @@ class FlushTimer:
             self._handle = loop.call_later(FLUSH_DELAY_SECONDS, self._on_delay)
 
     def soon(self) -> None:
-        if self._soon:
+        if self.soon_due:
             return
         if self._handle is not None:
             self._handle.cancel()
-        self._soon = True
+        self.soon_due = True
         self._handle = asyncio.get_running_loop().call_soon(self._on_soon)
 
     def cancel(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        self._soon = False
+        self.soon_due = False
 
     def _on_delay(self) -> None:
         loop = asyncio.get_running_loop()
@@ -146,7 +143,7 @@ class FlushTimer:
 
     def _on_soon(self) -> None:
         self._handle = None
-        self._soon = False
+        self.soon_due = False
         self._flush()
 
 

@@ -59,7 +59,15 @@ def test_without_the_source_to_compare_the_build_is_trusted() -> None:
     assert choose(native, None, disabled=False)[0] is native
 
 
-def test_the_digest_is_the_sha256_of_the_source() -> None:
+def test_the_build_stamps_the_digest_the_sidecar_compares() -> None:
+    """tools/build_native.py's stamp and SOURCE_DIGEST are the digest native.py computes of
+    the installed forward.py: else a fresh build would be judged stale (or a stale one not)."""
+    spec = importlib.util.spec_from_file_location("build_native", ROOT / "tools/build_native.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    assert Path(forward.__file__).resolve() == build.SOURCE
+    assert build.digest() == source_digest(Path(forward.__file__).read_bytes())
     assert source_digest(b"") == (
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     )
