@@ -13,7 +13,8 @@ one object: every `every` seconds it writes the object's status (a condition who
 so the object gets a new resourceVersion and watchers see MODIFIED. Opt-in per test; it
 changes nothing else. `conflicts` lists the writes the emulator refused as stale (resource
 plural, name): 409 Conflict, or 422 for a JSON patch whose `test` of the resourceVersion
-failed (kopf's finalizer patches), for a test to check that the storm really happened.
+failed (kopf's finalizer patches), for a test to check that the storm really happened;
+`failed_tests` the 422s alone.
 
 A periodic writer meets a patch only by chance: a patch planned on a watch-fed cache and sent
 milliseconds later often lands between two writes. `racing_patches(resource, namespace, name,
@@ -48,6 +49,11 @@ class ConcurrentWriters(ApiServerEmulator):
         return self.__dict__.setdefault("_conflicts", [])
 
     @property
+    def failed_tests(self) -> list[tuple[str, str]]:
+        """Of `conflicts`, the JSON patches refused with 422 (their `test` did not hold)."""
+        return self.__dict__.setdefault("_failed_tests", [])
+
+    @property
     def _races(self) -> dict[tuple[str, str, str], int]:
         return self.__dict__.setdefault("_races_left", {})
 
@@ -76,7 +82,10 @@ class ConcurrentWriters(ApiServerEmulator):
         except KubernetesError as exc:
             stale = exc.status == 409 or (exc.status == 422 and isinstance(request.data, list))
             if stale and request.resource is not None and request.name is not None:
-                self.conflicts.append((str(request.resource.plural), str(request.name)))
+                key = (str(request.resource.plural), str(request.name))
+                self.conflicts.append(key)
+                if exc.status == 422:
+                    self.failed_tests.append(key)
             raise
 
     @contextlib.asynccontextmanager
