@@ -289,18 +289,16 @@ class DetectorService:
         log.info("reference %s: %d rows, %d columns", reference.id, reference.n, len(columns))
         await self.restore_embeddings(reference.id)
 
-    async def restore_embeddings(self, reference: str) -> None:
+    async def restore_embeddings(self, reference: str, *, attempts: int = 4) -> None:
         """With a file, URL or ConfigMap reference, the embedding features' references (a data
         file holds no vectors: they are sampled from the traffic) come back from the store
         when stored for this same reference, spec and rebaseline token; else they warm up."""
         if self.store is None or self.detector.embeddings is None:
             return
-        try:
-            data = await self.store.load()
-            stored = decode_reference(data, where=self.store.where) if data else None
-        except StoredReferenceError as exc:
-            self.store_error = f"embedding references not reloaded: {exc}"
-            log.error("reference store: %s", exc)
+        stored, data = await self._load_stored(attempts)
+        if self.store_error is not None:
+            # As with a warm-up reference, after the retries: they warm up (and status says so).
+            self.store_error = f"embedding references not reloaded: {self.store_error}"
             return
         if stored is None or stored.reference.id != reference:
             return  # never stored for this reference: a first start, which warms up
@@ -313,28 +311,34 @@ class DetectorService:
         self._stored = (stored.reference.id, stored.digest)
         self._stored_parts, self._stored_without = self._parts(), p.left_out
         self._restored_without = p.left_out
-        self._reference_bytes = len(data) if data else 0
+        self._reference_bytes = len(data)
         log.info("embedding references reloaded with %s (%s)", reference, self.store.where)
+
+    async def _load_stored(self, attempts: int) -> tuple[StoredReference | None, bytes]:
+        """The stored reference (None when absent) and its bytes, tried `attempts` times:
+        unreachable is not "absent" (warming up now could take drifted traffic as the
+        baseline). After the last failure `store_error` says why and it answers (None, b"")."""
+        assert self.store is not None
+        for attempt in range(attempts):
+            try:
+                data = await self.store.load()
+                stored = decode_reference(data, where=self.store.where) if data else None
+                self.store_error = None
+                return stored, data or b""
+            except StoredReferenceError as exc:
+                self.store_error = str(exc)
+                log.error("reference store: %s", exc)
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(2**attempt)
+        return None, b""
 
     async def restore_reference(self, *, attempts: int = 4) -> None:
         """Reload the stored warm-up reference unless the user asked for a new one."""
         if self.store is None:
             return
-        stored: StoredReference | None = None
-        for attempt in range(attempts):
-            try:
-                data = await self.store.load()
-                stored = decode_reference(data, where=self.store.where) if data else None
-                self._reference_bytes = len(data) if data else 0
-                self.store_error = None
-                break
-            except StoredReferenceError as exc:
-                # Unreachable is not "absent": warming up now could take drifted traffic as
-                # the baseline, so try again before giving up (and say so in status).
-                self.store_error = str(exc)
-                log.error("reference store: %s", exc)
-                if attempt + 1 < attempts:
-                    await asyncio.sleep(2**attempt)
+        stored, data = await self._load_stored(attempts)
+        if self.store_error is None:
+            self._reference_bytes = len(data)
         decision = reuse_decision(stored, basis=self.basis, rebaseline=self.model.rebaseline)
         if self.store_error is not None and stored is None:
             decision = replace(
