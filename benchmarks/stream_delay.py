@@ -671,15 +671,20 @@ def main() -> None:
         help=f"Alibi's ERT and mlwarden's matched falseAlarmsPer (default {ALIBI_ERT:,}); "
         "Alibi simulates 1.2 x ERT bootstrap streams: CVM once, FET once per binary stream "
         "(its thresholds depend on the reference's rate). At 1,000,000 that is about 1 h of CPU "
-        "for CVM and about 28 min for each of the 9 binary streams on this machine (~5 h)",
+        "for CVM on this machine; FET's per-stream configuration takes seconds with "
+        "peers/run_alibi_online.py's DistinctHypergeom (about 28 min each without it)",
     )
+    parser.add_argument("--json", type=Path, help="also write the whole result here as JSON")
     args = parser.parse_args()
     if args.alibi_ert != ALIBI_ERT:
         ALIBI_TIMEOUT *= args.alibi_ert / ALIBI_ERT
         ALIBI_ERT = args.alibi_ert
         ALIBI_BOOTSTRAPS = ALIBI_ERT * 6 // 5
         MATCHED = f"mlwarden, falseAlarmsPer {ALIBI_ERT:,} (Alibi's ERT)"
-    print(run()["text"])
+    res = run()
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1, default=str))
+    print(res["text"])
 
 
 if __name__ == "__main__":
