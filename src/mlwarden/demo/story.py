@@ -44,6 +44,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -129,9 +130,34 @@ class DemoError(RuntimeError):
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
+    """A free port for a server the demo starts in another process (its sidecars).
+
+    Chosen below the kernel's ephemeral range and checked free by binding it: a port from
+    `bind(0)` is an ephemeral one, which any outgoing connection on the machine may take as
+    its source port before the sidecar binds it ("address already in use"). The demo's own
+    servers bind port 0 themselves (`_serve`), which has no such gap."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(100 if low > 12_000 else 0):
+        port = rng.randrange(10_000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    with socket.socket() as s:  # an unusual ephemeral range: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def _serve(runner: web.AppRunner) -> int:
+    """Start `runner` on 127.0.0.1 at a port the kernel picks at bind time; returns it."""
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return int(runner.addresses[-1][1])
 
 
 def _wait_http(url: str, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> None:
@@ -407,8 +433,7 @@ async def start_routers(mlserver_url: str) -> tuple[list[Any], dict[str, int], d
             app.on_cleanup.append(close)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        port = _free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        port = await _serve(runner)
         runners.append(runner)
         ports[version] = port
     return runners, ports, served
@@ -540,8 +565,7 @@ class Notifications:
         app.router.add_post("/hook", hook)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        port = _free_port()
-        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        port = await _serve(self.runner)
         self.url = f"http://127.0.0.1:{port}/hook"
 
     async def stop(self) -> None:
