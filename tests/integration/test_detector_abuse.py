@@ -164,8 +164,12 @@ def test_a_million_distinct_categories_and_endless_field_names_stay_bounded(
     # Each batch is ~4 MB of JSON parsed at once (a one-off peak the allocator keeps); what
     # stays is bounded sketches: the second half of the million adds next to nothing. The
     # detector starts at ~65 MB since it imports no scipy (it was ~130 MB with scipy.stats);
-    # the peak it reaches is the same ~200 MB, so it is bounded from the start too.
-    assert after < 240 * 1024 and after - before < 160 * 1024, (before, after)
+    # the peak it reaches is the same ~200 MB, so it is bounded from the start too. The
+    # growth is 135-140 MB alone and was 161 MB once under a full suite's load (what is live
+    # when an evaluation overlaps a batch varies; malloc_trim after each batch changes
+    # nothing, so it is Python's own arenas): the bounds leave room for that, and the flat
+    # second half below is what shows it bounded.
+    assert after < 240 * 1024 and after - before < 180 * 1024, (before, after)
     assert max(rss[5:]) - max(rss[:5]) < 24 * 1024, rss
     checks = {(c["type"], c["feature"]) for c in d.status()["checks"] if c["failing"]}
     assert any(f == "c" for _, f in checks), checks  # the new categories are a finding
