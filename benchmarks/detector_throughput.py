@@ -263,4 +263,7 @@ def render_markdown(res: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    from procs import by_hand
+
+    by_hand(__doc__, "detector_throughput")
     print(run(duration=2.0, repeats=1)["text"])

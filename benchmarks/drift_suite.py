@@ -345,4 +345,7 @@ def render_markdown(res: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    from procs import by_hand
+
+    by_hand(__doc__, "drift_suite")
     print(run(repeats=1)["text"])

@@ -172,4 +172,7 @@ def render_markdown(res: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    from procs import by_hand
+
+    by_hand(__doc__, "embedding_check")
     print(render_markdown(run()))

@@ -261,5 +261,8 @@ def render_markdown(res: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    from procs import by_hand
+
+    by_hand(__doc__, "multivariate")
     result = run()
     print(result["text"])

@@ -12,6 +12,7 @@ and `start_sidecar` (the command line, a clean environment, waiting until each a
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shlex
@@ -31,6 +32,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 HOST = "127.0.0.1"
 HERE = Path(__file__).resolve().parent
+
+
+def by_hand(doc: str | None, name: str) -> None:
+    """The command line of a benchmark that takes no options: `--help` prints its docstring
+    (what it measures and how) instead of starting a run of several minutes."""
+    parser = argparse.ArgumentParser(
+        prog=f"benchmarks/{name}.py",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Run by hand, it prints its figures; `.venv/bin/python benchmarks/run.py "
+        f"--only {name}` also writes them to benchmarks/RESULTS.md.",
+    )
+    parser.parse_args()
 
 
 def free_port() -> int:

@@ -55,6 +55,7 @@ from procs import (
     HERE,
     HOST,
     Proc,
+    by_hand,
     detector_manifest,
     display,
     free_port,
@@ -1130,5 +1131,6 @@ def render_markdown(res: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    by_hand(__doc__, "sidecar_latency")
     figures = run()
     print(figures["text"])
