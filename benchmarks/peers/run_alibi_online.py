@@ -60,6 +60,36 @@ class DistinctHypergeom:
         return hypergeom.cdf(*args)[inverse].reshape(values.shape)
 
 
+class CachedCVMDriftOnline(CVMDriftOnline):
+    """`CVMDriftOnline` whose simulated thresholds are kept in `cache_dir` (`--cache`) and
+    read back by a later run with the same reference size, ERT, windows and bootstraps: they
+    depend on nothing else (rank statistics simulated from standard normals), so a cached
+    array is one earlier draw of the same simulation, 45 minutes of CPU at an ERT of
+    1,000,000. `loaded_from` names the file when they were read rather than simulated."""
+
+    cache_dir: Path | None = None
+    loaded_from: str | None = None
+
+    def _configure_thresholds(self) -> None:
+        import alibi_detect
+
+        if self.cache_dir is None:
+            super()._configure_thresholds()
+            return
+        windows = "-".join(str(int(w)) for w in self.window_sizes)
+        path = self.cache_dir / (
+            f"cvm-thresholds-alibi{alibi_detect.__version__}-n{self.n}-ert{self.ert:g}"
+            f"-w{windows}-b{self.n_bootstraps}-f{self.n_features}.npy"
+        )
+        if path.exists():
+            self.thresholds = np.load(path)
+            CachedCVMDriftOnline.loaded_from = str(path)
+            return
+        super()._configure_thresholds()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        np.save(path, self.thresholds)
+
+
 def check_distinct_hypergeom(x_ref: np.ndarray, windows: list[int]) -> float:
     """Build a small `FETDriftOnline` with scipy's `hypergeom` and with
     `DistinctHypergeom` from the same random state; raise unless both configure the same
@@ -91,6 +121,12 @@ def main() -> None:
     parser.add_argument("--windows", required=True)
     parser.add_argument("--bootstraps", type=int, required=True)
     parser.add_argument("--onset", type=int, required=True)
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="keep CVM's simulated thresholds in this directory and reuse them when the "
+        "reference size, ERT, windows and bootstraps match (see CachedCVMDriftOnline)",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     windows = [int(w) for w in args.windows.split(",")]
@@ -125,7 +161,8 @@ def main() -> None:
             )
         else:
             if cvm is None:
-                cvm = CVMDriftOnline(
+                CachedCVMDriftOnline.cache_dir = args.cache
+                cvm = CachedCVMDriftOnline(
                     x_ref,
                     ert=args.ert,
                     window_sizes=windows,
@@ -158,6 +195,7 @@ def main() -> None:
                 "us_per_record": {k: 1e6 * scoring[k] / max(1, scored[k]) for k in scoring},
                 "seconds": time.perf_counter() - started,
                 "distinct_hypergeom_check_seconds": checked,
+                "cvm_thresholds_from": CachedCVMDriftOnline.loaded_from or "simulated",
             }
         )
     )
