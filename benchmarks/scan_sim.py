@@ -23,7 +23,7 @@ Kinds: normal, t2 (Student's t, 2 degrees of freedom), poisson (Poisson 3: ties)
 (p = 0.3, categorical), binary10 (p = 0.1, categorical), levels5 (categorical, shares
 .4/.25/.15/.12/.08).
 
-`delays [replicates [lookEvery]]`: the delay after the abrupt changes of
+`delays [replicates [lookEvery [out.json]]]`: the delay after the abrupt changes of
 benchmarks/stream_delay.py (reference 1,000, window 1,000, batches of 10 records), each
 change `replicates` times (300 by default: the benchmark's medians over 2 replicates are too
 coarse to choose between variants), at falseAlarmsPer 1,000,000 and 10,000: per change the
@@ -38,10 +38,12 @@ docstring; the detector's own figures are the stream benchmark's.
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -193,23 +195,32 @@ def delays(kind: str, magnitude: float, per: float, replicates: int, every: int
     return [float(first.get(f"c{c}", POST)) for c in range(replicates)], before
 
 
-def main_delays(replicates: int, every: int) -> None:
+def main_delays(replicates: int, every: int, out: str | None = None) -> None:
+    found: dict[str, dict[str, list[float]]] = {}
     for per in (1e6, 1e4):
         print(f"falseAlarmsPer {per:,.0f}, {replicates} replicates, lookEvery {every}: "
               "median / mean delay in records")  # fmt: skip
         before = 0
+        found[f"{per:.0f}"] = {}
         for name, kind, magnitude in CHANGES:
             d, b = delays(kind, magnitude, per, replicates, every)
             before += b
+            found[f"{per:.0f}"][name] = d
             print(f"  {name}: {statistics.median(d):,.0f} / {statistics.fmean(d):,.0f}")
         print(f"  alarming looks before the changes: {before} in "
               f"{replicates * PRE * len(CHANGES):,} records")  # fmt: skip
+        pooled = [x for name, d in found[f"{per:.0f}"].items() for x in d if "levels" not in name]
+        print(f"  pooled over the numeric and binary changes: median "
+              f"{statistics.median(pooled):,.0f}")  # fmt: skip
+    if out:
+        Path(out).write_text(json.dumps(found))
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args[:1] == ["delays"]:
-        main_delays(int(args[1]) if len(args) > 1 else 300, int(args[2]) if len(args) > 2 else 50)
+        main_delays(int(args[1]) if len(args) > 1 else 300, int(args[2]) if len(args) > 2 else 50,
+                    args[3] if len(args) > 3 else None)  # fmt: skip
     else:
         kinds = args[1:] if args[:1] == ["null"] else args
         main(
