@@ -78,20 +78,22 @@ ALIBI_BOOTSTRAPS = 12_000
 ALIBI_CACHE: Path | None = None  # --alibi-cache: where CVM's simulated thresholds are kept
 ALIBI_TIMEOUT = 3600.0  # its configuration and per-record loop, on a shared machine
 
-# (name, kind, drift(t) over monitored records -> parameter, replicates)
+# (name, kind, drift(t) over monitored records -> parameter, replicates). Six of each abrupt
+# change: with two, the pooled median over the abrupt streams moved by tens of records
+# between draws (benchmarks/RESULTS.md, the by-hand run at 1,000,000).
 SCENARIOS: list[tuple[str, str, str, float, int]] = [
     ("stationary", "numeric", "none", 0.0, 3),
-    ("mean +0.25 sd, abrupt", "numeric", "mean", 0.25, 2),
-    ("mean +0.5 sd, abrupt", "numeric", "mean", 0.5, 2),
-    ("mean +1 sd, abrupt", "numeric", "mean", 1.0, 2),
-    ("scale x1.5, abrupt", "numeric", "scale", 1.5, 2),
+    ("mean +0.25 sd, abrupt", "numeric", "mean", 0.25, 6),
+    ("mean +0.5 sd, abrupt", "numeric", "mean", 0.5, 6),
+    ("mean +1 sd, abrupt", "numeric", "mean", 1.0, 6),
+    ("scale x1.5, abrupt", "numeric", "scale", 1.5, 6),
     ("mean +0.5 sd, gradual over 10k", "numeric", "mean-ramp", 0.5, 2),
     ("stationary", "binary", "none", 0.0, 3),
-    ("p 0.3 -> 0.36, abrupt", "binary", "p", 0.36, 2),
-    ("p 0.3 -> 0.45, abrupt", "binary", "p", 0.45, 2),
+    ("p 0.3 -> 0.36, abrupt", "binary", "p", 0.36, 6),
+    ("p 0.3 -> 0.45, abrupt", "binary", "p", 0.45, 6),
     ("p 0.3 -> 0.45, gradual over 10k", "binary", "p-ramp", 0.45, 2),
     ("stationary", "categorical", "none", 0.0, 3),
-    ("5 levels, TVD 0.1, abrupt", "categorical", "levels", 0.1, 2),
+    ("5 levels, TVD 0.1, abrupt", "categorical", "levels", 0.1, 6),
     ("5 levels, TVD 0.1, gradual over 10k", "categorical", "levels-ramp", 0.1, 2),
 ]
 
