@@ -25,7 +25,6 @@ not shared with scan_sim.py: the two are compared as distributions.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from alibi_detect.cd import fet_online
-from run_alibi_online import CachedCVMDriftOnline, DistinctHypergeom, check_distinct_hypergeom
+from run_alibi_online import CachedCVMDriftOnline, use_distinct_hypergeom, with_reference
 
 PRE, POST, REF = 1_517, 6_003, 1_000  # as scan_sim.py
 CHANGES = [("mean +0.25 sd", "mean", 0.25), ("mean +0.5 sd", "mean", 0.5),
@@ -82,8 +81,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     bootstraps = int(args.ert * 6 // 5)
     after = np.arange(PRE + POST) >= PRE
-    check_distinct_hypergeom((rng.random((REF, 1)) < 0.3).astype(np.float32), [100])
-    fet_online.hypergeom = DistinctHypergeom
+    use_distinct_hypergeom((rng.random((REF, 1)) < 0.3).astype(np.float32), [100])
     CachedCVMDriftOnline.cache_dir = args.cache
     cvm = None
     out: dict[str, dict[str, object]] = {}
@@ -105,9 +103,7 @@ def main() -> None:
                 if cvm is None:
                     cvm = CachedCVMDriftOnline(x_ref, ert=args.ert, window_sizes=[100],
                                                n_bootstraps=bootstraps, verbose=False)  # fmt: skip
-                detector = copy.deepcopy(cvm)
-                detector.x_ref = x_ref
-                detector._configure_ref()
+                detector = with_reference(cvm, x_ref)
             for _ in range(args.per_ref):
                 d, b = run_stream(detector, draw(kind, magnitude, rng, after))
                 delays.append(d)

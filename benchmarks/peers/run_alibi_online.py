@@ -20,7 +20,7 @@ about 28 min of CPU per binary stream), although the cells take at most
 `max(window_sizes) + 1` distinct values. `DistinctHypergeom` stands in for `hypergeom` in
 Alibi's module: it evaluates `cdf` once per distinct argument and gathers. It changes no
 number: scipy's `cdf` is elementwise, it draws no random numbers, and before any stream
-`check_distinct_hypergeom` builds a small `FETDriftOnline` both ways from the same random
+`use_distinct_hypergeom` builds a small `FETDriftOnline` both ways from the same random
 state and stops the run unless the thresholds and permit probabilities are bit-identical.
 """
 
@@ -90,10 +90,22 @@ class CachedCVMDriftOnline(CVMDriftOnline):
         np.save(path, self.thresholds)
 
 
-def check_distinct_hypergeom(x_ref: np.ndarray, windows: list[int]) -> float:
-    """Build a small `FETDriftOnline` with scipy's `hypergeom` and with
-    `DistinctHypergeom` from the same random state; raise unless both configure the same
-    thresholds and permit probabilities, bit for bit. Returns the seconds taken."""
+def with_reference(cvm: CVMDriftOnline, x_ref: np.ndarray) -> CVMDriftOnline:
+    """A copy of the configured `cvm` watching `x_ref`: its thresholds depend on the
+    reference's size only, so this is the same detector as building it anew on `x_ref`
+    (`x_ref`, then `_configure_ref()`, as its constructor does), without the simulation."""
+    detector = copy.deepcopy(cvm)
+    detector.x_ref = x_ref
+    detector._configure_ref()
+    detector.reset_state()
+    return detector
+
+
+def use_distinct_hypergeom(x_ref: np.ndarray, windows: list[int]) -> float:
+    """Put `DistinctHypergeom` in place of scipy's `hypergeom` in Alibi's FET module, once
+    it is shown to change nothing: a small `FETDriftOnline` built with each from the same
+    random state must configure the same thresholds and permit probabilities, bit for bit,
+    or the run stops. Returns the seconds the check took."""
     started = time.perf_counter()
     built = []
     for stand_in in (hypergeom, DistinctHypergeom):
@@ -111,6 +123,7 @@ def check_distinct_hypergeom(x_ref: np.ndarray, windows: list[int]) -> float:
             "DistinctHypergeom changes FETDriftOnline's thresholds (or was not called); "
             "this Alibi Detect version configures them differently: run without it"
         )
+    fet_online.hypergeom = DistinctHypergeom
     return time.perf_counter() - started
 
 
@@ -136,8 +149,7 @@ def main() -> None:
     checked = 0.0
     if binary is not None:
         x_check = np.load(args.data / binary["ref"]).astype(np.float32).reshape(-1, 1)
-        checked = check_distinct_hypergeom(x_check, windows)
-        fet_online.hypergeom = DistinctHypergeom
+        checked = use_distinct_hypergeom(x_check, windows)
     cvm = None
     configure: dict[str, list[float]] = {"numeric": [], "binary": []}
     alarms: list[list[int] | None] = []
@@ -169,10 +181,7 @@ def main() -> None:
                     n_bootstraps=args.bootstraps,
                     verbose=False,
                 )
-            detector = copy.deepcopy(cvm)
-            detector.x_ref = x_ref
-            detector._configure_ref()
-            detector.reset_state()
+            detector = with_reference(cvm, x_ref)
         configure[kind].append(time.perf_counter() - t0)
         found: list[int] = []
         t0 = time.perf_counter()
