@@ -90,6 +90,15 @@ def version(peer: str, dist: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        usage = f"usage: envs.py [PEER ...]  (peers: {', '.join(PEERS)}; all by default)"
+        print(__doc__.split("\n\n    ")[0] + "\n\n" + usage)
+        return 0
+    unknown = [p for p in argv if p not in PEERS]
+    if unknown:
+        print(f"envs.py: unknown peer {', '.join(unknown)}: one of {', '.join(PEERS)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     failed = 0
     for peer in argv or PEERS:
         path, why = ensure(peer, quiet=False)
