@@ -18,7 +18,9 @@ batches of 50, `SEEDS` times.
 
     PYTHONPATH=src nice -n 19 .venv/bin/python benchmarks/scan_sim.py [null [kind ...]]
 
-Kinds: normal, t2 (Student's t, 2 degrees of freedom), poisson (Poisson 3: ties), zeros80
+Kinds: normal, t2 (Student's t, 2 degrees of freedom), poisson (Poisson 3: ties; no cell
+under 10%, so KS for location and no scale test), poisson20 (Poisson 20: ties in cells of 9%
+at most, so the rank tests), zeros80
 (numeric, 80% zeros, the rest exponential), ones10 (numeric 0/1, 10% ones), binary
 (p = 0.3, categorical), binary10 (p = 0.1, categorical), levels5 (categorical, shares
 .4/.25/.15/.12/.08).
@@ -53,7 +55,7 @@ from mlwarden.stats.sketch import CategoricalSketch, NumericSketch
 
 COLUMNS, LENGTH, SEEDS, REF, WINDOW, EVERY = 200, 50_000, 4, 1_000, 1_000, 50
 RATES = (1e2, 1e3, 1e4, 1e5, 1e6)
-NUMERIC = ("normal", "t2", "poisson", "zeros80", "ones10")
+NUMERIC = ("normal", "t2", "poisson", "poisson20", "zeros80", "ones10")
 LEVELS = np.array([0.40, 0.25, 0.15, 0.12, 0.08])
 
 
@@ -62,16 +64,20 @@ class _Counting(sq.SequentialScan):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.q: dict[str, list[np.ndarray]] = {"location": [], "bins": [], "column": []}
+        self.q: dict[str, list[np.ndarray]] = {"location": [], "scale": [], "bins": [],
+                                               "column": []}  # fmt: skip
 
     def _test(self, kind: str, m: dict[str, Any], windows: Any, due: Any, alphas: Any,
               watch: Collection[str] | None) -> list[sq.Finding]:  # fmt: skip
-        _, p, effect, _, valid, p_rank, p_bins = self._p_values(kind, m, windows, due)
+        _, p, effect, _, valid, (p_rank, p_scale, p_bins, _, _) = self._p_values(
+            kind, m, windows, due
+        )
         big = valid & (effect >= m["floors"])
         r = np.array([new for _, new in due], dtype=np.float64)[:, None]
         tests = {"column": p}
         if kind == "ks":
-            tests.update(location=np.minimum(1.0, 2 * p_rank), bins=np.minimum(1.0, 2 * p_bins))
+            tests.update(location=np.minimum(1.0, 3 * p_rank), scale=np.minimum(1.0, 3 * p_scale),
+                         bins=np.minimum(1.0, 3 * p_bins))  # fmt: skip
         for name, pv in tests.items():
             q = (np.where(big, pv, np.inf) * len(self.sizes) / r).min(axis=0)
             self.q[name].append(q[q <= 1 / RATES[0]])
@@ -85,6 +91,8 @@ def values(kind: str, rng: np.random.Generator, n: int) -> Any:
         return rng.standard_t(2, size=n)
     if kind == "poisson":
         return rng.poisson(3, n).astype(np.float64)
+    if kind == "poisson20":
+        return rng.poisson(20, n).astype(np.float64)
     if kind == "zeros80":
         return np.where(rng.random(n) < 0.8, 0.0, rng.exponential(size=n))
     if kind == "ones10":
@@ -127,7 +135,7 @@ def main(kinds: list[str]) -> None:
         print(f"{kind}: {records:,} records (reference {REF:,}, rungs {sizes}, lookEvery "
               f"{EVERY}; {time.process_time() - t0:.0f} s CPU)")  # fmt: skip
         for name, q in found.items():
-            share = 0.5 if name in ("location", "bins") else 1.0
+            share = 1 / 3 if name in ("location", "scale", "bins") else 1.0
             parts = []
             for per in RATES:
                 count, bound = int((q <= 1 / per).sum()), share * records / per

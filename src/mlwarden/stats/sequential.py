@@ -24,26 +24,35 @@ between w and w + max(`look_every`, w / 4) records (1.25 w for the large levels;
 record: O(columns x cells x levels / look_every), independent of the detector's window size.
 
 At a look, the windows of every due level are tested together (one array per kind of column:
-levels x columns x cells). A numeric column gets two tests, each at half its alpha (its p-value
-is twice the smaller): the Wilcoxon-Mann-Whitney rank-sum test (`_rank_sum`: the values of a
-cell counted as ties, normal approximation with the tie-corrected variance), quick on shifts
-of location, and the chi-square test of homogeneity over reference-quantile bins fixed before
-any window is seen (`bins_for`: up to `BINS`, each expecting `POOL_BELOW` values in the
-smaller sample), quick on changes of spread and shape. Where one cell holds more than
+levels x columns x cells). A numeric column gets three tests, each at a third of its alpha
+(its p-value is three times the least): the Wilcoxon-Mann-Whitney rank-sum test (`_rank_sum`:
+the values of a cell counted as ties, normal approximation with the tie-corrected variance),
+quick on shifts of location; the Ansari-Bradley test (`_ansari_bradley`: each value scored by
+its distance from the middle of the two samples ranked together, at its cell's mid-rank;
+permutation mean and variance, normal approximation), quick on changes of scale; and the
+chi-square test of homogeneity over reference-quantile bins fixed before any window is seen
+(`bins_for`: up to `BINS`, each expecting `POOL_BELOW` values in the smaller sample), for
+changes of shape. Where one cell holds more than
 `TIE_SHARE` (10%) of the two samples together (a 0/1 or zero-inflated column, a small count,
 a window beyond the reference's range), the rank-sum's normal tail is too light far out (a
 numeric 0/1 column at 10% alarmed 3.7 times the rank-sum's share at one per 1,000,000 records,
 80% zeros 1.75 times), so that window's location test is KS instead (Kolmogorov's limiting
-p-value, conservative with ties); the choice depends on the pooled counts only, which the
-permutation law fixes, so either test stays valid. Its effect is KS's D over the cells,
-held against the KS floor as in every other drift verdict. Until issue 19's second round the
-first test was KS (Kolmogorov's limiting p-value); on a normal location shift the rank-sum
-test needs about two thirds of KS's records (asymptotic relative efficiency 0.955 against
-KS's 0.637, both relative to the t-test). Measured (`benchmarks/scan_sim.py delays`, 300
-streams per change) at one false alarm per 1,000,000 records, median / mean delay: +0.25 sd
-983 / 1,209 -> 563 / 720 records, +0.5 sd 183 / 190 -> 133 / 147, +1 sd 83 / 78 -> 83 / 68,
-scale x1.5 283 / 283 both; KS as a third test beside the two (each at a third of the alpha)
-was 1-7% slower in mean than the pair. Categorical columns get the chi-square test
+p-value, conservative with ties), and it has no scale test (its p-value is 1: the binned
+chi-square sees a change of spread among few values); the choice depends on the pooled counts
+only, which the permutation law fixes, so every test stays valid. Its effect is KS's D over
+the cells, held against the KS floor as in every other drift verdict. Until issue 19's second
+round the first test was KS (Kolmogorov's limiting p-value); on a normal location shift the
+rank-sum test needs about two thirds of KS's records (asymptotic relative efficiency 0.955
+against KS's 0.637, both relative to the t-test). Until its third round there was no scale
+test, and the binned chi-square caught a scale change alone; the Ansari-Bradley test's
+relative efficiency on a normal scale change is 0.61 (Mood's squared-distance scores reach
+0.76, but their sum is skewed, so its normal tail is too light on the side that matters).
+Measured (`benchmarks/scan_sim.py delays`, 300 streams per change) at one false alarm per
+1,000,000 records, median / mean delay in records, KS and binned chi-square -> rank-sum and
+binned chi-square -> the three tests: +0.25 sd 983 / 1,209 -> 563 / 720 -> 563 / 777,
++0.5 sd 183 / 190 -> 133 / 147 -> 133 / 152, +1 sd 83 / 78 -> 83 / 68 -> 83 / 71, scale x1.5
+283 / 283 -> 283 / 283 -> 183 / 181; KS as a third test beside the first two (each at a third
+of the alpha) was 1-7% slower in mean than the pair. Categorical columns get the chi-square test
 of homogeneity over
 the cells (the total variation distance as its effect, as `chisquare.score`), pooling the
 cells whose expected count in the smaller row (from the two rows' total count) is below
@@ -61,7 +70,7 @@ The guarantee
 -------------
 A look at level w spends alpha in proportion to the records that arrived since that level's
 last look: alpha_look = r x alpha_record / (columns x levels), with alpha_record =
-1 / false_alarms_per (a numeric column's two tests share it). Under no drift each test's
+1 / false_alarms_per (a numeric column's three tests share it). Under no drift each test's
 p-value is valid (P(p <= a) <= a), so by linearity of expectation (which needs no
 independence between overlapping windows or successive looks):
 
@@ -70,25 +79,28 @@ independence between overlapping windows or successive looks):
 
 That bounds the expected number of false alarms, for every column together, per stream of
 records, whatever the cadence of looks, the batch sizes or the traffic rate. It is a union
-bound over looks, rungs and the two tests of a numeric column, and not far from tight where
+bound over looks, rungs and the three tests of a numeric column, and not far from tight where
 the default lives (`benchmarks/scan_sim.py null`: stationary streams, a reference of 1,000,
 windows up to 1,000, 40,000,000 records per kind; alarming looks, counted before any alert
 logic, over the bound at one false alarm per 1e2, 1e3, 1e4, 1e5 and 1e6 records): numeric
-N(0, 1) 0.44, 0.61, 0.69, 0.72, 0.70 (28 looks against 40); t(2) 0.44 .. 0.71, 0.47;
-Poisson 3 0.24 .. 0.37, 0.35; 80% zeros 0.17 .. 0.41, 0.33; 0/1 at 10% 0.08 .. 0.39, 0.33
-(these three with KS for location); binary at 30% 0.31, 0.57, 0.75, 0.73, 0.90; binary at
-10% 0.01 .. 0.42, 0.72; 5 levels 0.52, 0.76, 0.84, 0.89, 1.05 (42 against 40). The ratio rises
-towards 1 as the rate gets stricter (each test alone: the rank-sum's 0.61 .. 0.80, the
-binned chi-square's 0.49 .. 0.71 from 1e2 to 1e5): the slack is largest where it is worth
-least, and not stable enough to extrapolate a calibration factor to 1e-6, so there is none.
+N(0, 1) 0.47, 0.66, 0.76, 0.81, 0.95 (38 looks against 40); t(2) 0.47 .. 0.73, 0.55;
+Poisson 20 (ties, the rank tests) 0.42 .. 0.90, 1.38 (55 against 40); Poisson 3 0.25 .. 0.37,
+0.35; 80% zeros 0.17 .. 0.41, 0.33; 0/1 at 10% 0.08 .. 0.39, 0.33 (these three with KS for
+location and no scale test); binary at 30% 0.31, 0.57, 0.75, 0.73, 0.90; binary at 10%
+0.01 .. 0.42, 0.72; 5 levels 0.52, 0.76, 0.84, 0.89, 1.05 (42 against 40). At 1e-6 forty
+expected looks are too few: on ten times the records, normal 0.47 .. 0.77, 0.81 and Poisson 20
+0.41 .. 0.70, 0.69 (each test at most 0.89 of its share). The ratio rises towards 1 as the
+rate gets stricter: the slack is largest where it is worth least, and not stable enough to
+extrapolate a calibration factor to 1e-6, so there is none.
 Alerts are rarer than alarming looks (an alert fires once while its column keeps alarming).
 
 What it assumes: records are independent draws from the reference's distribution while
 nothing drifts (a stream with autocorrelation or daily cycles that the reference does not
 cover will alarm more: that is drift to this test); the p-values are valid, which holds
-approximately for the rank-sum's normal approximation (with the scores spread over many
-cells its tails are lighter than the normal's; with one heavy cell they are not, hence KS
-there: Kolmogorov's limit is never below the finite-sample law, and cells and ties only
+approximately for the rank tests' normal approximations (the rank-sum's and the
+Ansari-Bradley's: with the scores spread over many cells their tails are lighter than the
+normal's, the scores being near uniform; with one heavy cell they are not, hence KS and no
+scale test there: Kolmogorov's limit is never below the finite-sample law, and cells and ties only
 lower D) and for the chi-square test with expected counts >= POOL_BELOW (the reason rare categories
 are pooled and numeric bins fixed in advance); both measured above. The bound
 is marginal over reference draws: a reference that is itself an unlucky sample will alarm
@@ -130,7 +142,7 @@ MIN_VALUES: Final = 30  # fewer values in a window: that level says nothing for 
 POOL_BELOW: Final = 20.0  # expected count under which a category is pooled (chi-square)
 LEVEL_STRIDE: Final = 4  # a level of w records is looked at every w / LEVEL_STRIDE records
 BINS: Final = 8  # reference-quantile bins of a numeric column's chi-square, at most
-TIE_SHARE = 0.1  # a numeric window with a cell heavier than this: KS, not the rank-sum
+TIE_SHARE = 0.1  # a numeric window with a cell heavier than this: KS, not the rank tests
 SCAN_CELLS: Final = 128  # a numeric column's sketch cells, merged into at most this many
 
 IntArray = npt.NDArray[np.int64]
@@ -459,8 +471,9 @@ class SequentialScan:
         self, kind: str, m: dict[str, Any], windows: IntArray, due: list[tuple[_Level, int]]
     ) -> tuple[Any, ...]:
         """Per due rung and column: statistic, p-value, effect, values in the window, whether
-        the window says anything, and (numeric columns) the rank-sum's and the binned
-        chi-square's own p-values."""
+        the window says anything, and (numeric columns) the parts: the location test's
+        (rank-sum, or KS where `heavy`), the Ansari-Bradley's (1 where `heavy`) and the binned
+        chi-square's (1 where not `has_bins`) own p-values."""
         # Padding gathers index -1: the always-zero cell. Axes: rung, column, cell.
         counts = windows[:, m["gather"]].astype(np.float64)
         n = counts.sum(axis=2)
@@ -468,6 +481,8 @@ class SequentialScan:
         valid = (n >= MIN_VALUES) & (n_ref > 0)
         p_bins = np.ones_like(n)
         p_rank = p_bins
+        heavy = np.zeros(n.shape, dtype=bool)
+        has_bins = heavy
         if kind == "ks":
             with np.errstate(invalid="ignore", divide="ignore"):
                 cum = np.cumsum(counts, axis=2)
@@ -478,28 +493,38 @@ class SequentialScan:
             by_bins: dict[int, list[int]] = {}
             for lv, (level, _) in enumerate(due):
                 by_bins.setdefault(m["bins_for"][level.size], []).append(lv)
+            has_bins = np.ones(n.shape, dtype=bool)
             for b, rows in by_bins.items():
                 if b < 2:  # too short a window for two bins of 2 x POOL_BELOW expected values
+                    has_bins[rows] = False
                     continue
                 cuts = np.broadcast_to(m["cuts"][b], (len(rows), *m["cuts"][b].shape))
                 bins = np.diff(np.take_along_axis(cum[rows], cuts, axis=2), axis=2)
                 p_bins[rows] = _chisquare(m["ref_bins"][b], n_ref, bins, n[rows], pool=False)[1]
-            # Two tests on one column, each at half the column's alpha (Bonferroni): the
-            # rank-sum test for shifts of location, the binned chi-square for the rest.
+            # Three tests on one column, each at a third of the column's alpha (Bonferroni):
+            # the rank-sum test for shifts of location, the Ansari-Bradley test for changes
+            # of scale, the binned chi-square for the rest.
             p_rank = _rank_sum(m["ref"], n_ref, m["mid"], counts, n)
+            p_scale = _ansari_bradley(m["ref"], n_ref, counts, n)
             # Where one cell holds more than TIE_SHARE of the two samples (a 0/1 or
-            # zero-inflated column), the rank-sum's normal tail is too light far out: KS
-            # there (Kolmogorov's limit, conservative with ties).
+            # zero-inflated column), the rank tests' normal tails are too light far out: KS
+            # for location there (Kolmogorov's limit, conservative with ties), and no scale
+            # test (the binned chi-square sees a change of spread among few values).
             heavy = (m["ref"] + counts).max(axis=2) > TIE_SHARE * (n_ref + n)
             if heavy.any():
                 with np.errstate(invalid="ignore", divide="ignore"):
                     p_ks = kolmogorov_sf(d * np.sqrt(n_ref * n / (n_ref + n)))
                 p_rank = np.where(heavy & (n > 0), p_ks, p_rank)
+                p_scale = np.where(heavy, 1.0, p_scale)
             stat, effect = d, d
-            p = np.minimum(1.0, 2.0 * np.minimum(p_rank, p_bins))
+            # Which tests run depends on the window's size and the two samples' pooled
+            # counts only, which the permutation law fixes: Bonferroni over those that run.
+            tests = 1 + has_bins + ~heavy
+            p = np.minimum(1.0, tests * np.minimum(np.minimum(p_rank, p_scale), p_bins))
         else:
             stat, p, effect = _chisquare(m["ref"], n_ref, counts, n)
-        return stat, p, effect, n, valid, p_rank, p_bins
+            p_scale = p_rank
+        return stat, p, effect, n, valid, (p_rank, p_scale, p_bins, heavy, has_bins)
 
     def _test(
         self,
@@ -511,7 +536,8 @@ class SequentialScan:
         watch: Collection[str] | None,
     ) -> list[Finding]:
         """Alarms of every due rung; clear or hold at the largest, for the watched columns."""
-        stat, p, effect, n, valid, p_rank, p_bins = self._p_values(kind, m, windows, due)
+        stat, p, effect, n, valid, parts = self._p_values(kind, m, windows, due)
+        p_rank, p_scale, p_bins, heavy, has_bins = parts
         big = valid & (effect >= m["floors"])
         alarm = big & (p <= alphas[:, None])
         # Only the largest rung says clear (or "hold": still drifted at the ordinary level,
@@ -532,23 +558,26 @@ class SequentialScan:
             out.append(self._finding(kind, m["names"][c], state, float(stat[lv, c]),
                                      float(p[lv, c]), float(alphas[lv]), float(effect[lv, c]),
                                      float(m["floors"][c]), int(n[lv, c]), level.size,
-                                     level.snapshots[0].time, float(p_rank[lv, c]),
-                                     float(p_bins[lv, c])))  # fmt: skip
+                                     level.snapshots[0].time,
+                                     _tests_run(p_rank[lv, c], p_scale[lv, c], p_bins[lv, c],
+                                                heavy[lv, c], has_bins[lv, c])
+                                     if kind == "ks" else []))  # fmt: skip
         return out
 
     def _finding(
         self, kind: str, name: str, state: str, stat: float, p: float, alpha: float,
-        effect: float, floor: float, n: int, size: int, started: float, p_rank: float,
-        p_bins: float,
+        effect: float, floor: float, n: int, size: int, started: float,
+        parts: list[tuple[str, float]],
     ) -> Finding:  # fmt: skip
         label, effect_name = ("KS", "D") if kind == "ks" else ("chi-square", "TVD")
         rate = f"1 false alarm per {self.false_alarms_per:,.0f} records"
-        how = (
-            f" (twice the smaller of the rank-sum's, {_fmt(p_rank)}, and the binned "
-            f"chi-square's, {_fmt(p_bins)})"
-            if kind == "ks" and p < 1.0
-            else ""
-        )
+        named = [f"the {name}'s, {_fmt(q)}" for name, q in parts]
+        how = ""
+        if kind == "ks" and p < 1.0 and len(named) == 1:
+            how = f" ({named[0]})"
+        elif kind == "ks" and p < 1.0:
+            times = "twice the smaller" if len(named) == 2 else "three times the least"
+            how = f" ({times} of {', '.join(named[:-1])} and {named[-1]})"
         alarm = state == "alarm"
         if alarm:
             message = (
@@ -564,6 +593,18 @@ class SequentialScan:
             )
         return Finding(name, kind, alarm, state == "clear", stat, p, alpha, effect, floor, n,
                        size, started, message)  # fmt: skip
+
+
+def _tests_run(
+    p_rank: float, p_scale: float, p_bins: float, heavy: bool, has_bins: bool
+) -> list[tuple[str, float]]:
+    """The tests run on a numeric window and their own p-values, for its finding's message."""
+    parts = [("KS" if heavy else "rank-sum", float(p_rank))]
+    if not heavy:
+        parts.append(("Ansari-Bradley", float(p_scale)))
+    if has_bins:
+        parts.append(("binned chi-square", float(p_bins)))
+    return parts
 
 
 def _rank_sum(
@@ -584,6 +625,33 @@ def _rank_sum(
         tie = (np.einsum("...k,...k,...k->...", ties, ties, ties) - total) / (total * (total - 1))
         var = n * nr / 12 * (total + 1 - tie)
         z2 = np.where(var > 0, u * u / var, 0.0)
+    return np.where(n > 0, chi2_sf_int(np.ones(z2.shape, dtype=np.int64), z2), 1.0)
+
+
+def _ansari_bradley(
+    ref: npt.NDArray[np.float64],
+    n_ref: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.float64],
+    n: npt.NDArray[np.float64],
+) -> Any:
+    """Two-sided p-value of the Ansari-Bradley test of each window (rung, column) against
+    its column's reference: a value's score is its distance from the middle of the two
+    samples ranked together, |r - (N + 1) / 2| at its cell's mid-rank r (scipy's
+    `ansari` scores min(r, N + 1 - r), the same test), so a window spread wider or narrower
+    than the reference sums high or low; the permutation mean and variance of that sum for
+    these tied scores, normal approximation. The scores are spread evenly (uniform on
+    [0, N / 2] without ties), so the sum's tails are lighter than the normal's."""
+    nr = np.broadcast_to(n_ref, n.shape)
+    total = nr + n
+    ties = ref + counts
+    below = np.cumsum(ties, axis=-1) - ties  # values of both samples in the cells before
+    score = np.abs(below + ties / 2 - total[..., None] / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s1 = np.einsum("...k,...k->...", ties, score)
+        s2 = np.einsum("...k,...k,...k->...", ties, score, score)
+        t = np.einsum("...k,...k->...", counts, score) - n * s1 / total
+        var = n * nr / (total * (total - 1)) * (s2 - s1 * s1 / total)
+        z2 = np.where(var > 0, t * t / var, 0.0)
     return np.where(n > 0, chi2_sf_int(np.ones(z2.shape, dtype=np.int64), z2), 1.0)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from mlwarden.stats import sequential
 from mlwarden.stats.distributions import chi2_sf_int
 from mlwarden.stats.sequential import (
     MAX_LEVELS,
@@ -23,6 +24,7 @@ from mlwarden.stats.sequential import (
     Finding,
     ScanColumn,
     SequentialScan,
+    _ansari_bradley,
     _rank_sum,
     bins_for,
     coarse_cells,
@@ -88,13 +90,71 @@ def test_window_statistics_are_scipys_on_the_last_records() -> None:
                       for j in range(1, 8)]  # fmt: skip
             bins = [np.searchsorted(starts, a, side="right") for a in (ref, window)]
             p_bins = pooled_chisquare(bins[0], bins[1], list(range(8)))[1]
-            assert f.p_value == pytest.approx(min(1.0, 2 * min(p_rank, p_bins)), rel=1e-9)
+            p_scale = ansari_bradley(window, ref)
+            assert f.p_value == pytest.approx(min(1.0, 3 * min(p_rank, p_scale, p_bins)),
+                                              rel=1e-9)  # fmt: skip
         else:
             window = cs[seen - f.window : seen]
             chi, p, tvd = pooled_chisquare(cats, window, list("abcdefgz"))
             assert f.statistic == pytest.approx(chi, rel=1e-9)
             assert f.p_value == pytest.approx(p, rel=1e-9, abs=1e-300)
             assert f.effect == pytest.approx(tvd)
+
+
+def ansari_bradley(x: np.ndarray, y: np.ndarray) -> float:
+    """The Ansari-Bradley test's two-sided p-value with ties, as the scan computes it: the
+    scores |r - (N + 1) / 2| at scipy's mid-ranks r (scipy's `ansari` scores
+    min(r, N + 1 - r), the same up to sign and shift), their exact permutation mean and
+    variance, normal approximation. scipy's own takes the mean of untied scores, which
+    differs where a tie straddles the middle; without ties the two are one (next test)."""
+    both = np.concatenate([x, y])
+    score = np.abs(stats.rankdata(both) - (both.size + 1) / 2)
+    m, n, total = x.size, y.size, both.size
+    t = score[:m].sum() - m * score.mean()
+    var = m * n / (total * (total - 1)) * ((score - score.mean()) ** 2).sum()
+    return float(stats.chi2.sf(t * t / var, 1))
+
+
+def test_ansari_bradley_is_scipys_without_ties() -> None:
+    rng = np.random.default_rng(5)
+    ref = rng.normal(size=1000)
+    for spread in (1.0, 1.2, 0.8):
+        window = rng.normal(size=300) * spread
+        edges = np.sort(np.concatenate([ref, window]))
+        cells = [np.isin(edges, a).astype(np.float64)[None, None, :] for a in (ref, window)]
+        p = _ansari_bradley(cells[0], np.array([1000.0]), cells[1], np.array([[300.0]]))
+        assert float(p[0, 0]) == pytest.approx(stats.ansari(window, ref).pvalue, rel=1e-9)
+        assert float(p[0, 0]) == pytest.approx(ansari_bradley(window, ref), rel=1e-9)
+
+
+def spread_delays(streams: int = 30) -> list[int]:
+    """Records from the onset to the first alarm of `streams` normal columns whose sd grows
+    1.5 times (KS D 0.13, above the floor), each a column of one scan at one false alarm per
+    1,000,000 records per column, in batches of 10 (as benchmarks/scan_sim.py delays)."""
+    rng = np.random.default_rng(11)
+    pre, post = 1_517, 1_000
+    scan = scan_of([ScanColumn(f"c{i}", NumericSketch.from_array(rng.normal(size=1000)), 0.05)
+                    for i in range(streams)], per=1e6 / streams, clear_alpha=0.0)  # fmt: skip
+    after = np.arange(pre + post) >= pre
+    data = rng.normal(size=(streams, pre + post)) * np.where(after, 1.5, 1.0)
+    first: dict[str, int] = {}
+    for start in range(0, pre + post, 10):
+        batch = {f"c{i}": data[i, start : start + 10] for i in range(streams)}
+        for f in scan.add(scan.cells(batch, 10), now=float(start), watch=()):
+            assert not (f.alarm and start < pre), f.message
+            if f.alarm:
+                first.setdefault(f.column, start + 10 - pre)
+    return [first.get(f"c{i}", post) for i in range(streams)]
+
+
+def test_a_change_of_spread_is_caught_by_the_scale_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Ansari-Bradley test catches it in a median of 183 records over 300 streams
+    # (benchmarks/scan_sim.py delays); the binned chi-square alone took 283, and the
+    # rank-sum never sees it.
+    with_scale = statistics.median(spread_delays())
+    monkeypatch.setattr(sequential, "_ansari_bradley", lambda *a: np.ones_like(a[-1]))
+    without = statistics.median(spread_delays())
+    assert with_scale <= 233 < without, (with_scale, without)
 
 
 def pooled_chisquare(ref: np.ndarray, window: np.ndarray, levels: list) -> tuple[float, ...]:
