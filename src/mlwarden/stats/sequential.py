@@ -354,6 +354,7 @@ class SequentialScan:
             "width": width,
             "ref_cdf": np.cumsum(ref, axis=1) / np.maximum(n_ref, 1)[:, None],
             "mid": (np.cumsum(ref, axis=1) - ref / 2) / np.maximum(n_ref, 1)[:, None],
+            "ref_cum": np.cumsum(ref, axis=1),
             "cuts": cuts,
             "ref_bins": ref_bins,
             "bins_for": {w: bins_for(w, float(n_ref.min())) for w in self.sizes},
@@ -485,7 +486,7 @@ class SequentialScan:
         has_bins = heavy
         if kind == "ks":
             with np.errstate(invalid="ignore", divide="ignore"):
-                cum = np.cumsum(counts, axis=2)
+                cum = counts_cum = np.cumsum(counts, axis=2)
                 d = np.nan_to_num(np.max(np.abs(cum / n[:, :, None] - m["ref_cdf"]), axis=2))
             # The same counts over BINS reference-quantile bins: a chi-square that sees changes
             # of spread and shape that KS is slow to (a scale x1.5 in a fifth of the records).
@@ -505,12 +506,16 @@ class SequentialScan:
             # the rank-sum test for shifts of location, the Ansari-Bradley test for changes
             # of scale, the binned chi-square for the rest.
             p_rank = _rank_sum(m["ref"], n_ref, m["mid"], counts, n)
-            p_scale = _ansari_bradley(m["ref"], n_ref, counts, n)
+            # The values of both samples in a cell and in the cells before it (the counts'
+            # running sum is KS's, before the zero column was put in front of it).
+            ties = m["ref"] + counts
+            below = m["ref_cum"] + counts_cum - ties
+            p_scale = _ansari_bradley(m["ref"], n_ref, counts, n, ties=ties, below=below)
             # Where one cell holds more than TIE_SHARE of the two samples (a 0/1 or
             # zero-inflated column), the rank tests' normal tails are too light far out: KS
             # for location there (Kolmogorov's limit, conservative with ties), and no scale
             # test (the binned chi-square sees a change of spread among few values).
-            heavy = (m["ref"] + counts).max(axis=2) > TIE_SHARE * (n_ref + n)
+            heavy = ties.max(axis=2) > TIE_SHARE * (n_ref + n)
             if heavy.any():
                 with np.errstate(invalid="ignore", divide="ignore"):
                     p_ks = kolmogorov_sf(d * np.sqrt(n_ref * n / (n_ref + n)))
@@ -633,6 +638,9 @@ def _ansari_bradley(
     n_ref: npt.NDArray[np.float64],
     counts: npt.NDArray[np.float64],
     n: npt.NDArray[np.float64],
+    *,
+    ties: npt.NDArray[np.float64] | None = None,
+    below: npt.NDArray[np.float64] | None = None,
 ) -> Any:
     """Two-sided p-value of the Ansari-Bradley test of each window (rung, column) against
     its column's reference: a value's score is its distance from the middle of the two
@@ -640,15 +648,20 @@ def _ansari_bradley(
     `ansari` scores min(r, N + 1 - r), the same test), so a window spread wider or narrower
     than the reference sums high or low; the permutation mean and variance of that sum for
     these tied scores, normal approximation. The scores are spread evenly (uniform on
-    [0, N / 2] without ties), so the sum's tails are lighter than the normal's."""
+    [0, N / 2] without ties), so the sum's tails are lighter than the normal's. `ties` (the
+    two samples' counts per cell) and `below` (theirs in the cells before) may come
+    precomputed."""
     nr = np.broadcast_to(n_ref, n.shape)
     total = nr + n
-    ties = ref + counts
-    below = np.cumsum(ties, axis=-1) - ties  # values of both samples in the cells before
-    score = np.abs(below + ties / 2 - total[..., None] / 2)
+    if ties is None:
+        ties = ref + counts
+    if below is None:
+        below = np.cumsum(ties, axis=-1) - ties
+    score = np.abs(below + (ties - total[..., None]) / 2)
+    weighted = ties * score
     with np.errstate(invalid="ignore", divide="ignore"):
-        s1 = np.einsum("...k,...k->...", ties, score)
-        s2 = np.einsum("...k,...k,...k->...", ties, score, score)
+        s1 = weighted.sum(axis=-1)
+        s2 = np.einsum("...k,...k->...", weighted, score)
         t = np.einsum("...k,...k->...", counts, score) - n * s1 / total
         var = n * nr / (total * (total - 1)) * (s2 - s1 * s1 / total)
         z2 = np.where(var > 0, t * t / var, 0.0)
