@@ -6,7 +6,13 @@ By hand, in the peers' environment (`make bench-peers-env`), for example at mlwa
 default rate:
 
     benchmarks/.peers-venv/alibi/bin/python benchmarks/peers/alibi_delays.py \\
-        --ert 1000000 --cache benchmarks/out/alibi-thresholds --json alibi_delays.json
+        --ert 1000000 --cache benchmarks/out/alibi-thresholds --json alibi_delays.json \\
+        --against scan_delays.json
+
+where scan_delays.json is mlwarden's side (`PYTHONPATH=src .venv/bin/python
+benchmarks/scan_sim.py delays 300 50 scan_delays.json`): both are printed per change and
+pooled, with a bootstrap 95% interval of the difference of the pooled medians (again later,
+without running Alibi: `--from-json alibi_delays.json --against scan_delays.json`).
 
 Each change (`CHANGES`, as in scan_sim.py: numeric N(0, 1) shifted by 0.25, 0.5 or 1 sd or
 scaled by 1.5; binary "yes" at 0.3 -> 0.36 or 0.45) is run on `--refs` references of 1,000
@@ -63,6 +69,36 @@ def run_stream(detector: object, xs: np.ndarray) -> tuple[int, int]:
     return POST, before
 
 
+def compare(alibi: dict, scan: dict, resamples: int = 2_000, seed: int = 7) -> list[str]:
+    """Alibi's delays (this script's --json) beside mlwarden's scan's (`scan_sim.py delays`'s
+    JSON, at the same rate) per change and pooled, with a bootstrap 95% interval of the
+    difference of the pooled medians (streams resampled within each change, both sides)."""
+    key = f"{float(alibi['ert']):.0f}"
+    if key not in scan:
+        raise SystemExit(f"the scan's JSON has no delays at falseAlarmsPer {key}: {list(scan)}")
+    mine = scan[key]
+    names = [n for n, _, _ in CHANGES if n in alibi["changes"] and n in mine]
+    theirs = {n: np.asarray(alibi["changes"][n]["delays"], dtype=float) for n in names}
+    ours = {n: np.asarray(mine[n], dtype=float) for n in names}
+    lines = [f"{'change':16s} {'mlwarden median / mean':>24s} {'Alibi median / mean':>22s}"]
+    for n in names:
+        lines.append(f"{n:16s} {np.median(ours[n]):>12,.0f} / {ours[n].mean():<9,.0f} "
+                     f"{np.median(theirs[n]):>10,.0f} / {theirs[n].mean():,.0f}")  # fmt: skip
+    a, b = np.concatenate(list(ours.values())), np.concatenate(list(theirs.values()))
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(resamples)
+    for r in range(resamples):
+        diffs[r] = np.median(np.concatenate([rng.choice(ours[n], ours[n].size) for n in names]))
+        diffs[r] -= np.median(np.concatenate([rng.choice(theirs[n], theirs[n].size)
+                                              for n in names]))  # fmt: skip
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    lines.append(f"pooled: mlwarden median {np.median(a):,.0f} / mean {a.mean():,.0f} "
+                 f"({a.size} streams), Alibi {np.median(b):,.0f} / {b.mean():,.0f} ({b.size}); "
+                 f"mlwarden - Alibi, median: {np.median(a) - np.median(b):+,.0f}, bootstrap "
+                 f"95% interval {low:+,.0f} .. {high:+,.0f} ({resamples:,} resamples)")  # fmt: skip
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -76,7 +112,27 @@ def main() -> None:
     parser.add_argument(
         "--kinds", default="numeric,binary", help="numeric, binary or both (the default)"
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="SCAN_JSON",
+        help="mlwarden's delays (PYTHONPATH=src .venv/bin/python benchmarks/scan_sim.py delays "
+        "300 50 SCAN_JSON): print both side by side with a bootstrap interval of the "
+        "difference of the pooled medians",
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="ALIBI_JSON",
+        help="with --against: Alibi's delays from an earlier run's --json, instead of running",
+    )
     args = parser.parse_args()
+    if args.from_json:
+        if not args.against:
+            parser.error("--from-json needs --against")
+        alibi = json.loads(args.from_json.read_text())
+        print("\n".join(compare(alibi, json.loads(args.against.read_text()))))
+        return
     warnings.filterwarnings("ignore")
     rng = np.random.default_rng(args.seed)
     bootstraps = int(args.ert * 6 // 5)
@@ -121,6 +177,8 @@ def main() -> None:
         args.json.write_text(json.dumps(result))
     pooled = [d for v in out.values() for d in v["delays"]]  # type: ignore[attr-defined]
     print(f"pooled over the changes: median {statistics.median(pooled):,.0f}")
+    if args.against:
+        print("\n".join(compare(result, json.loads(args.against.read_text()))))
 
 
 if __name__ == "__main__":
