@@ -25,7 +25,9 @@ record: O(columns x cells x levels / look_every), independent of the detector's 
 
 At a look, the windows of every due level are tested together (one array per kind of column:
 levels x columns x cells). A numeric column gets three tests, each at a third of its alpha
-(its p-value is three times the least): the Wilcoxon-Mann-Whitney rank-sum test (`_rank_sum`:
+(its p-value is three times the least; two tests, twice the smaller, on a window too short
+for bins or with a heavy cell, below; KS alone on a short window with a heavy cell): the
+Wilcoxon-Mann-Whitney rank-sum test (`_rank_sum`:
 the values of a cell counted as ties, normal approximation with the tie-corrected variance),
 quick on shifts of location; the Ansari-Bradley test (`_ansari_bradley`: each value scored by
 its distance from the middle of the two samples ranked together, at its cell's mid-rank;
@@ -89,7 +91,7 @@ Poisson 20 (ties, the rank tests) 0.42 .. 0.90, 1.38 (55 against 40); Poisson 3 
 location and no scale test); binary at 30% 0.31, 0.57, 0.75, 0.73, 0.90; binary at 10%
 0.01 .. 0.42, 0.72; 5 levels 0.52, 0.76, 0.84, 0.89, 1.05 (42 against 40). At 1e-6 forty
 expected looks are too few: on ten times the records, normal 0.47 .. 0.77, 0.81 and Poisson 20
-0.41 .. 0.70, 0.69 (each test at most 0.89 of its share). The ratio rises towards 1 as the
+0.41 .. 0.70, 0.69. The ratio rises towards 1 as the
 rate gets stricter: the slack is largest where it is worth least, and not stable enough to
 extrapolate a calibration factor to 1e-6, so there is none.
 Alerts are rarer than alarming looks (an alert fires once while its column keeps alarming).
@@ -576,13 +578,13 @@ class SequentialScan:
     ) -> Finding:  # fmt: skip
         label, effect_name = ("KS", "D") if kind == "ks" else ("chi-square", "TVD")
         rate = f"1 false alarm per {self.false_alarms_per:,.0f} records"
-        named = [f"the {name}'s, {_fmt(q)}" for name, q in parts]
+        named = [f"{name} p={_fmt(q)}" for name, q in parts]
         how = ""
-        if kind == "ks" and p < 1.0 and len(named) == 1:
+        if kind == "ks" and _fmt(p) != "1" and len(named) == 1:
             how = f" ({named[0]})"
-        elif kind == "ks" and p < 1.0:
+        elif kind == "ks" and _fmt(p) != "1":
             times = "twice the smaller" if len(named) == 2 else "three times the least"
-            how = f" ({times} of {', '.join(named[:-1])} and {named[-1]})"
+            how = f" ({times} of {', '.join(named)})"
         alarm = state == "alarm"
         if alarm:
             message = (

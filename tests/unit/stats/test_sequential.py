@@ -157,6 +157,47 @@ def test_a_change_of_spread_is_caught_by_the_scale_test(monkeypatch: pytest.Monk
     assert with_scale <= 233 < without, (with_scale, without)
 
 
+def test_the_bonferroni_factor_is_the_number_of_tests_run() -> None:
+    # A continuous column and a 0/1 column at 10% (one cell heavier than TIE_SHARE), on the
+    # shortest rung (too short for bins) and the longest: 2, 1, 3 and 2 tests.
+    rng = np.random.default_rng(7)
+    ref_x, ref_z = rng.normal(size=1000), (rng.random(1000) < 0.1).astype(float)
+    scan = scan_of([ScanColumn("x", NumericSketch.from_array(ref_x), 0.05),
+                    ScanColumn("z", NumericSketch.from_array(ref_z), 0.05)])  # fmt: skip
+    x, z = rng.normal(size=1200), (rng.random(1200) < 0.1).astype(float)
+    scan.add(scan.cells({"x": x, "z": z}, 1200), now=0.0)
+    due = [(lv, lv.size) for lv in scan.levels if lv.size in (32, 1000)]
+    windows = scan.totals[None, :] - np.stack([lv.snapshots[0].totals for lv, _ in due])
+    _, p, _, _, _, parts = scan._p_values("ks", scan._num, windows, due)
+    p_loc, p_scale, p_bins, heavy, has_bins = parts
+    assert heavy.tolist() == [[False, True], [False, True]]
+    assert has_bins.tolist() == [[False, False], [True, True]]
+    assert (p_scale[:, 1] == 1.0).all() and (p_bins[0] == 1.0).all()
+    expected = [[2 * min(p_loc[0, 0], p_scale[0, 0]), p_loc[0, 1]],
+                [3 * min(p_loc[1, 0], p_scale[1, 0], p_bins[1, 0]),
+                 2 * min(p_loc[1, 1], p_bins[1, 1])]]  # fmt: skip
+    assert p == pytest.approx(np.minimum(1.0, expected), rel=1e-12)
+    # The heavy column's location test is KS (Kolmogorov's limit), not the rank-sum.
+    window = z[-int(windows[1, scan._num["gather"][1]].sum()) :]
+    d = stats.ks_2samp(ref_z, window).statistic
+    size = np.sqrt(1000 * window.size / (1000 + window.size))
+    assert p_loc[1, 1] == pytest.approx(stats.kstwobign.sf(d * size), rel=1e-6)
+    # An alarm's message names the tests that ran, each with its p-value.
+    parts_z = sequential._tests_run(1e-9, 1.0, 0.25, True, True)
+    assert parts_z == [("KS", 1e-9), ("binned chi-square", 0.25)]
+    f = scan._finding("ks", "z", "alarm", 0.2, 2e-9, 1e-8, 0.2, 0.05, 1000, 1000, 0.0, parts_z)
+    assert "p=2e-09 (twice the smaller of KS p=1e-09, binned chi-square p=0.25) ≤ 1e-08" in (
+        f.message
+    )
+    three = sequential._tests_run(0.5, 1e-7, 0.01, False, True)
+    f = scan._finding("ks", "x", "alarm", 0.1, 3e-7, 1e-6, 0.1, 0.05, 900, 1000, 0.0, three)
+    assert ("(three times the least of rank-sum p=0.5, Ansari-Bradley p=1e-07, binned "
+            "chi-square p=0.01)") in f.message  # fmt: skip
+    quiet = scan._finding("ks", "x", "clear", 0.01, 0.999999, 1e-6, 0.01, 0.05, 900, 1000, 0.0,
+                          three)  # fmt: skip
+    assert "p=1 (clear above" in quiet.message and "times the least" not in quiet.message
+
+
 def pooled_chisquare(ref: np.ndarray, window: np.ndarray, levels: list) -> tuple[float, ...]:
     """scipy's chi-square of homogeneity, pooled as the scan pools (the levels whose expected
     count in the smaller row is below 20 in one cell, with the least other level if that cell
