@@ -4,13 +4,15 @@
 
 The scan (`mlwarden.stats.sequential`) bounds the expected number of alarming looks in N
 stationary records by N / falseAlarmsPer (a union bound over looks, rungs and a numeric
-column's two tests). This counts, on stationary streams, the looks that would alarm at
+column's tests). This counts, on stationary streams, the looks that would alarm at
 falseAlarmsPer = 1e2 .. 1e6 (one run gives every rate: a look alarms at rate 1 / per when the
 least over its due rungs of p x rungs / r is at most 1 / per, r the records since that rung's
-last look), for each test separately against its share of the bound (half a numeric column's
-alpha each: `location`, the rank-sum or, on windows with a heavy cell, KS; `bins`, the binned
-chi-square) and for the column (either test), effect floors applied. Before any alert logic:
-an alert fires once while its column keeps alarming, so alerts are rarer still.
+last look), for the column (any test), effect floors applied, and for each test separately
+(`location`, the rank-sum or, on windows with a heavy cell, KS; `scale`, the Ansari-Bradley;
+`bins`, the binned chi-square), its p-value times the tests run on the window, against a
+third of the bound: where fewer than three run (a short or heavy window) a test's share is
+larger than that, so its ratio reads high. Before any alert logic: an alert fires once while
+its column keeps alarming, so alerts are rarer still.
 
 Each stream kind is one scan of `COLUMNS` independent columns (each with a reference of its
 own, `REF` records), the reference's own kind of values arriving `LENGTH` records at a time in
@@ -69,16 +71,18 @@ class _Counting(sq.SequentialScan):
 
     def _test(self, kind: str, m: dict[str, Any], windows: Any, due: Any, alphas: Any,
               watch: Collection[str] | None) -> list[sq.Finding]:  # fmt: skip
-        _, p, effect, _, valid, (p_rank, p_scale, p_bins, _, _) = self._p_values(
+        _, p, effect, _, valid, (p_rank, p_scale, p_bins, heavy, has_bins) = self._p_values(
             kind, m, windows, due
         )
+        tests = 1 + has_bins + ~heavy  # the column's Bonferroni factor on each window
         big = valid & (effect >= m["floors"])
         r = np.array([new for _, new in due], dtype=np.float64)[:, None]
-        tests = {"column": p}
+        found = {"column": p}
         if kind == "ks":
-            tests.update(location=np.minimum(1.0, 3 * p_rank), scale=np.minimum(1.0, 3 * p_scale),
-                         bins=np.minimum(1.0, 3 * p_bins))  # fmt: skip
-        for name, pv in tests.items():
+            found.update(location=np.minimum(1.0, tests * p_rank),
+                         scale=np.minimum(1.0, tests * p_scale),
+                         bins=np.minimum(1.0, tests * p_bins))  # fmt: skip
+        for name, pv in found.items():
             q = (np.where(big, pv, np.inf) * len(self.sizes) / r).min(axis=0)
             self.q[name].append(q[q <= 1 / RATES[0]])
         return []

@@ -72,12 +72,17 @@ def run_stream(detector: object, xs: np.ndarray) -> tuple[int, int]:
 def compare(alibi: dict, scan: dict, resamples: int = 2_000, seed: int = 7) -> list[str]:
     """Alibi's delays (this script's --json) beside mlwarden's scan's (`scan_sim.py delays`'s
     JSON, at the same rate) per change and pooled, with a bootstrap 95% interval of the
-    difference of the pooled medians (streams resampled within each change, both sides)."""
+    difference of the pooled medians, resampling within each change what is independent:
+    mlwarden's streams (each has a reference of its own) and Alibi's references (each with
+    `per_ref` streams that share its thresholds and its luck), with their streams."""
     key = f"{float(alibi['ert']):.0f}"
     if key not in scan:
         raise SystemExit(f"the scan's JSON has no delays at falseAlarmsPer {key}: {list(scan)}")
     mine = scan[key]
     names = [n for n, _, _ in CHANGES if n in alibi["changes"] and n in mine]
+    if not names:
+        raise SystemExit("no change is in both files: nothing to compare")
+    per_ref = int(alibi.get("per_ref", 20))
     theirs = {n: np.asarray(alibi["changes"][n]["delays"], dtype=float) for n in names}
     ours = {n: np.asarray(mine[n], dtype=float) for n in names}
     lines = [f"{'change':16s} {'mlwarden median / mean':>24s} {'Alibi median / mean':>22s}"]
@@ -87,15 +92,18 @@ def compare(alibi: dict, scan: dict, resamples: int = 2_000, seed: int = 7) -> l
     a, b = np.concatenate(list(ours.values())), np.concatenate(list(theirs.values()))
     rng = np.random.default_rng(seed)
     diffs = np.empty(resamples)
+    blocks = {n: theirs[n].reshape(-1, per_ref) for n in names}  # references x streams
     for r in range(resamples):
         diffs[r] = np.median(np.concatenate([rng.choice(ours[n], ours[n].size) for n in names]))
-        diffs[r] -= np.median(np.concatenate([rng.choice(theirs[n], theirs[n].size)
-                                              for n in names]))  # fmt: skip
+        diffs[r] -= np.median(np.concatenate([
+            blocks[n][rng.integers(0, len(blocks[n]), len(blocks[n]))].ravel() for n in names
+        ]))  # fmt: skip
     low, high = np.percentile(diffs, [2.5, 97.5])
     lines.append(f"pooled: mlwarden median {np.median(a):,.0f} / mean {a.mean():,.0f} "
                  f"({a.size} streams), Alibi {np.median(b):,.0f} / {b.mean():,.0f} ({b.size}); "
                  f"mlwarden - Alibi, median: {np.median(a) - np.median(b):+,.0f}, bootstrap "
-                 f"95% interval {low:+,.0f} .. {high:+,.0f} ({resamples:,} resamples)")  # fmt: skip
+                 f"95% interval {low:+,.0f} .. {high:+,.0f} ({resamples:,} resamples; Alibi's "
+                 f"references resampled, {per_ref} streams each)")  # fmt: skip
     return lines
 
 
@@ -170,7 +178,7 @@ def main() -> None:
               f"{statistics.fmean(delays):,.0f} records over {len(delays)} streams; "
               f"{false_alarms} false alarms in {PRE * len(delays):,} records before the change "
               f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
-    result = {"ert": args.ert, "window": 100, "bootstraps": bootstraps,
+    result = {"ert": args.ert, "window": 100, "bootstraps": bootstraps, "per_ref": args.per_ref,
               "cvm_thresholds_from": CachedCVMDriftOnline.loaded_from or "simulated",
               "changes": out}  # fmt: skip
     if args.json:
