@@ -507,12 +507,12 @@ class SequentialScan:
             # Three tests on one column, each at a third of the column's alpha (Bonferroni):
             # the rank-sum test for shifts of location, the Ansari-Bradley test for changes
             # of scale, the binned chi-square for the rest.
-            p_rank = _rank_sum(m["ref"], n_ref, m["mid"], counts, n)
             # The values of both samples in a cell and in the cells before it (the counts'
             # running sum is KS's, before the zero column was put in front of it).
             ties = m["ref"] + counts
             below = m["ref_cum"] + counts_cum - ties
-            p_scale = _ansari_bradley(m["ref"], n_ref, counts, n, ties=ties, below=below)
+            p_rank = _rank_sum(ties, n_ref, m["mid"], counts, n)
+            p_scale = _ansari_bradley(ties, n_ref, counts, n, below=below)
             # Where one cell holds more than TIE_SHARE of the two samples (a 0/1 or
             # zero-inflated column), the rank tests' normal tails are too light far out: KS
             # for location there (Kolmogorov's limit, conservative with ties), and no scale
@@ -615,18 +615,17 @@ def _tests_run(
 
 
 def _rank_sum(
-    ref: npt.NDArray[np.float64],
+    ties: npt.NDArray[np.float64],
     n_ref: npt.NDArray[np.float64],
     mid: npt.NDArray[np.float64],
     counts: npt.NDArray[np.float64],
     n: npt.NDArray[np.float64],
 ) -> Any:
     """Two-sided p-value of the Wilcoxon-Mann-Whitney rank-sum test of each window (rung,
-    column) against its column's reference, the values of a cell counted as ties (normal
-    approximation with the tie-corrected variance)."""
+    column) against its column's reference, the values of a cell counted as ties (`ties`:
+    the two samples' counts per cell; normal approximation with the tie-corrected variance)."""
     nr = np.broadcast_to(n_ref, n.shape)
     total = nr + n
-    ties = ref + counts  # the values in a cell, both samples
     with np.errstate(invalid="ignore", divide="ignore"):
         u = np.einsum("...ck,ck->...c", counts, mid) * nr - n * nr / 2  # U less its mean
         tie = (np.einsum("...k,...k,...k->...", ties, ties, ties) - total) / (total * (total - 1))
@@ -636,12 +635,11 @@ def _rank_sum(
 
 
 def _ansari_bradley(
-    ref: npt.NDArray[np.float64],
+    ties: npt.NDArray[np.float64],
     n_ref: npt.NDArray[np.float64],
     counts: npt.NDArray[np.float64],
     n: npt.NDArray[np.float64],
     *,
-    ties: npt.NDArray[np.float64] | None = None,
     below: npt.NDArray[np.float64] | None = None,
 ) -> Any:
     """Two-sided p-value of the Ansari-Bradley test of each window (rung, column) against
@@ -650,13 +648,10 @@ def _ansari_bradley(
     `ansari` scores min(r, N + 1 - r), the same test), so a window spread wider or narrower
     than the reference sums high or low; the permutation mean and variance of that sum for
     these tied scores, normal approximation. The scores are spread evenly (uniform on
-    [0, N / 2] without ties), so the sum's tails are lighter than the normal's. `ties` (the
-    two samples' counts per cell) and `below` (theirs in the cells before) may come
-    precomputed."""
+    [0, N / 2] without ties), so the sum's tails are lighter than the normal's. `ties`: the
+    two samples' counts per cell; `below`, theirs in the cells before, may come precomputed."""
     nr = np.broadcast_to(n_ref, n.shape)
     total = nr + n
-    if ties is None:
-        ties = ref + counts
     if below is None:
         below = np.cumsum(ties, axis=-1) - ties
     score = np.abs(below + (ties - total[..., None]) / 2)
