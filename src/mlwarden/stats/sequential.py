@@ -33,7 +33,8 @@ quick on shifts of location; the Ansari-Bradley test (`_ansari_bradley`: each va
 its distance from the middle of the two samples ranked together, at its cell's mid-rank;
 permutation mean and variance, normal approximation), quick on changes of scale; and the
 chi-square test of homogeneity over reference-quantile bins fixed before any window is seen
-(`bins_for`: up to `BINS`, each expecting `POOL_BELOW` values in the smaller sample), for
+(`bins_for`: up to `BINS`, each expecting `POOL_BELOW` values in the smaller sample, per
+column: a column whose reference is short gets fewer bins, the others keep theirs), for
 changes of shape. Where one cell holds more than
 `TIE_SHARE` (10%) of the two samples together (a 0/1 or zero-inflated column, a small count,
 a window beyond the reference's range), the rank-sum's normal tail is too light far out (a
@@ -359,7 +360,12 @@ class SequentialScan:
             "ref_cum": np.cumsum(ref, axis=1),
             "cuts": cuts,
             "ref_bins": ref_bins,
-            "bins_for": {w: bins_for(w, float(n_ref.min())) for w in self.sizes},
+            # Per rung and column: a column with a short reference (a feature mostly null
+            # there) gets fewer bins, or none, and takes none from the others.
+            "bins_for": {
+                w: np.array([bins_for(w, float(k)) for k in n_ref], dtype=np.intp)
+                for w in self.sizes
+            },
         }
 
     # ------------------------------------------------------------------ cells
@@ -493,17 +499,17 @@ class SequentialScan:
             # The same counts over BINS reference-quantile bins: a chi-square that sees changes
             # of spread and shape that KS is slow to (a scale x1.5 in a fifth of the records).
             cum = np.concatenate([np.zeros((*cum.shape[:2], 1)), cum], axis=2)
-            by_bins: dict[int, list[int]] = {}
-            for lv, (level, _) in enumerate(due):
-                by_bins.setdefault(m["bins_for"][level.size], []).append(lv)
-            has_bins = np.ones(n.shape, dtype=bool)
-            for b, rows in by_bins.items():
-                if b < 2:  # too short a window for two bins of 2 x POOL_BELOW expected values
-                    has_bins[rows] = False
-                    continue
+            # Bins per rung and column; fewer than 2 (a window or a reference too short for
+            # two bins of POOL_BELOW expected values): no binned test there.
+            b_of = np.stack([m["bins_for"][level.size] for level, _ in due])
+            has_bins = b_of >= 2
+            for b in np.unique(b_of[has_bins]).tolist():
+                rows = np.flatnonzero((b_of == b).any(axis=1))
                 cuts = np.broadcast_to(m["cuts"][b], (len(rows), *m["cuts"][b].shape))
                 bins = np.diff(np.take_along_axis(cum[rows], cuts, axis=2), axis=2)
-                p_bins[rows] = _chisquare(m["ref_bins"][b], n_ref, bins, n[rows], pool=False)[1]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    got = _chisquare(m["ref_bins"][b], n_ref, bins, n[rows], pool=False)[1]
+                p_bins[rows] = np.where(b_of[rows] == b, got, p_bins[rows])
             # Three tests on one column, each at a third of the column's alpha (Bonferroni):
             # the rank-sum test for shifts of location, the Ansari-Bradley test for changes
             # of scale, the binned chi-square for the rest.

@@ -440,3 +440,32 @@ def test_heavily_tied_columns_stay_within_the_bound_far_out() -> None:
     share = cols / 3 * length / 1e5
     print(f"\ntied columns, 1 per 100,000 records: alarms {alarms}, share {share:.0f} each")
     assert all(a <= share for a in alarms.values()), alarms
+
+
+def test_a_short_reference_takes_the_bins_of_its_own_column_only() -> None:
+    # Column "rare" has 30 reference values (mostly null there): too few for two bins of
+    # POOL_BELOW expected values. Column "x", with 1,000, keeps its binned chi-square (3 tests).
+    rng = np.random.default_rng(11)
+    ref_x, ref_rare = rng.normal(size=1000), rng.normal(size=30)
+    scan = scan_of([ScanColumn("x", NumericSketch.from_array(ref_x), 0.05),
+                    ScanColumn("rare", NumericSketch.from_array(ref_rare), 0.05)])  # fmt: skip
+    x, rare = rng.normal(size=1200), rng.normal(size=1200)
+    scan.add(scan.cells({"x": x, "rare": rare}, 1200), now=0.0)
+    due = [(lv, lv.size) for lv in scan.levels if lv.size == 1000]
+    windows = scan.totals[None, :] - np.stack([lv.snapshots[0].totals for lv, _ in due])
+    _, p, _, _, _, parts = scan._p_values("ks", scan._num, windows, due)
+    p_loc, p_scale, p_bins, heavy, has_bins = parts
+    assert not heavy.any()
+    assert has_bins.tolist() == [[True, False]]
+    assert p_bins[0, 1] == 1.0 and p_bins[0, 0] < 1.0
+    assert p[0, 0] == pytest.approx(min(1.0, 3 * min(p_loc[0, 0], p_scale[0, 0], p_bins[0, 0])))
+    # x's bins are its own reference's quantiles: the scan's p equals scipy's chi-square over
+    # the same bins (the counts of the window in each reference bin).
+    b = sequential.bins_for(1000, 1000.0)
+    cut = scan._num["cuts"][b][0]
+    window = windows[0, scan._num["gather"][0]].astype(float)
+    cells = np.r_[0, np.cumsum(window)][cut]
+    ref_cells = np.r_[0, np.cumsum(scan._num["ref"][0])][cut]
+    table = np.array([np.diff(ref_cells), np.diff(cells)])
+    want = stats.chi2_contingency(table, correction=False).pvalue
+    assert p_bins[0, 0] == pytest.approx(want, rel=1e-9)
