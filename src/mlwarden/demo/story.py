@@ -684,6 +684,29 @@ def run_demo(
     return 0 if result.ok() else 1
 
 
+# Started in front of every server of the demo: on Linux, the child asks the kernel for
+# SIGTERM when the demo goes (PR_SET_PDEATHSIG, kept across exec), then becomes the server.
+# A demo killed with SIGKILL runs no cleanup of its own; without this its MLServer, operator,
+# detector and sidecars were left running, holding their ports. The signal is tied to the
+# thread that started the child: every `_spawn` runs on the demo's main thread. Elsewhere
+# (no prctl) the server is started the same way, without the guard.
+_ORPHAN_GUARD = """\
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(0)  # the demo went before the guard was set
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def orphan_guarded(argv: list[str]) -> list[str]:
+    """`argv`, run so that the child is sent SIGTERM when this process dies (Linux)."""
+    return [sys.executable, "-c", _ORPHAN_GUARD, str(os.getpid()), *argv]
+
+
 def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
     """SIGTERM every process still running, then SIGKILL what is left after `grace` s."""
     for proc in procs:
@@ -773,7 +796,10 @@ class Demo:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Any:
         with open(self.root / f"{name}.log", "wb") as log:
             proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=env or os.environ.copy()
+                orphan_guarded(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env or os.environ.copy(),
             )
         self.procs.append(proc)
         return proc
