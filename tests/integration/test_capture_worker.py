@@ -244,7 +244,9 @@ def test_sigterm_drains_the_worker_within_the_shutdown_timeout(
     assert collector.records() == []
     started = time.monotonic()
     assert sidecar.stop() == 0
-    assert time.monotonic() - started < 4.5
+    # The drain ships at once (not after the 60 s batch interval), within the 4 s budget
+    # plus the process's own exit: 1 s on an idle machine, 4.96 s once on a loaded one.
+    assert time.monotonic() - started < 6.0
     assert len(collector.records()) == 30
     assert gone_or_reaped(worker)
 

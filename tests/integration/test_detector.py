@@ -134,7 +134,7 @@ def test_labels_posted_later_are_joined_and_a_drop_alerts(
             + labels(current, False)
             + [{"id": "never-seen", "label": 1}]
         },
-        timeout=5,
+        timeout=30,  # a correctness test, not a latency one: a loaded CI machine took over 5 s
     )
     assert resp.json() == {"joined": 1000, "unmatched": 1}
     wait_until(lambda: ("PerformanceDrop", None) in detector.alerts(), what="performance alert")
