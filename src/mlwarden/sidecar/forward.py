@@ -61,7 +61,7 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol, cast
 from urllib.parse import urlsplit
 
@@ -280,6 +280,8 @@ class Forwarder:
         self._wall_offset = time.time() - _now()
         self._wall_read_at = _now()
         self._quiet: asyncio.Event | None = None  # set when the last request in flight ends
+        # Called when the last request in flight ends (capture's FlushTimer.quiet).
+        self.on_quiet: Callable[[], None] | None = None
 
     def wall_time(self, t: float) -> float:
         """The wall-clock time (epoch seconds) of `t`, a `perf_counter` reading: one clock
@@ -320,8 +322,11 @@ class Forwarder:
 
     def request_done(self, conn: ClientConnection) -> None:
         self.in_flight.discard(conn)
-        if not self.in_flight and self._quiet is not None:
-            self._quiet.set()
+        if not self.in_flight:
+            if self._quiet is not None:
+                self._quiet.set()
+            if self.on_quiet is not None:
+                self.on_quiet()
 
 
 class UpstreamPool:

@@ -162,6 +162,7 @@ class Sidecar:
         self._forwarder = forwarder
         # Capture's batched work waits for a moment with no request in progress.
         self.capture.timer.busy = forwarder.busy
+        forwarder.on_quiet = self.capture.timer.quiet
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             forwarder.protocol, c.listen[0], c.listen[1], backlog=1024

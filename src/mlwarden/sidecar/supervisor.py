@@ -12,8 +12,9 @@ carries many exchanges, where one per exchange cost both processes a system call
 worker a wake-up per request (on two cores, that CPU came out of forwarding's latency).
 Waiting for a quiet moment keeps that write, and the worker's wake-up, out of a burst of
 requests: a timer started by a burst's first exchange fires, at a steady rate, as the next
-burst arrives, and would have made its requests wait; it is put off by
-`QUIET_RECHECK_SECONDS` at a time while a request is in progress, for at most
+burst arrives, and would have made its requests wait; while a request is in progress it
+waits for the forwarder to say the last one ended (`FlushTimer.quiet`, no polling: a timer
+rechecking every millisecond woke the loop inside the bursts it waited for), for at most
 `FLUSH_MAX_DELAY_SECONDS` (under continuous load there is no quiet moment).
 The write never blocks: the socket is non-blocking, the transport buffers what the kernel
 does not take, and above `WRITE_BUFFER_HIGH` bytes writing pauses until the worker has
@@ -81,9 +82,8 @@ FLUSH_BYTES = 256 << 10
 # anyway, and this costs no client any time.
 FLUSH_DELAY_SECONDS = 0.01
 FLUSH_ITEMS = 256
-# While a request is in progress the flush is put off by this much at a time, for at most
-# FLUSH_MAX_DELAY_SECONDS after the first exchange queued.
-QUIET_RECHECK_SECONDS = 0.001
+# While a request is in progress the flush waits for a quiet moment, for at most this long
+# after the first exchange queued.
 FLUSH_MAX_DELAY_SECONDS = 0.05
 HANG_SECONDS = 5.0
 # A new worker's budget for its first report: importing the worker takes about a second on
@@ -102,7 +102,11 @@ def never_busy() -> bool:
 class FlushTimer:
     """When queued exchanges are handed on: `later` (the usual: `FLUSH_DELAY_SECONDS`
     after the first one, then as soon as `busy()` is False, at most
-    `FLUSH_MAX_DELAY_SECONDS` after it) or `soon` (the next turn of the loop)."""
+    `FLUSH_MAX_DELAY_SECONDS` after it) or `soon` (the next turn of the loop).
+
+    While `busy()`, it waits for `quiet()`, which the forwarder calls when its last request
+    in progress ends; the flush then runs on the next turn of the loop, after the requests
+    read in the same turn, if they left it quiet (else it waits for the next quiet moment)."""
 
     def __init__(self, flush: Callable[[], None]) -> None:
         self._flush = flush
@@ -111,6 +115,8 @@ class FlushTimer:
         self._handle: asyncio.Handle | None = None
         # A write is due on the next turn of the loop (read on every exchange offered).
         self.soon_due = False
+        # The delay is over and the flush waits for `quiet()` (or the max delay).
+        self._waiting_quiet = False
         self._since = 0.0
 
     def later(self) -> None:
@@ -124,6 +130,7 @@ class FlushTimer:
             return
         if self._handle is not None:
             self._handle.cancel()
+        self._waiting_quiet = False
         self.soon_due = True
         self._handle = asyncio.get_running_loop().call_soon(self._on_soon)
 
@@ -132,12 +139,28 @@ class FlushTimer:
             self._handle.cancel()
             self._handle = None
         self.soon_due = False
+        self._waiting_quiet = False
+
+    def quiet(self) -> None:
+        """The forwarder's last request in progress ended (called by the forwarder)."""
+        if self._waiting_quiet:
+            self._waiting_quiet = False
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle = asyncio.get_running_loop().call_soon(self._on_delay)
 
     def _on_delay(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.busy() and loop.time() - self._since < FLUSH_MAX_DELAY_SECONDS:
-            self._handle = loop.call_later(QUIET_RECHECK_SECONDS, self._on_delay)
+        left = FLUSH_MAX_DELAY_SECONDS - (loop.time() - self._since)
+        if self.busy() and left > 0:
+            self._waiting_quiet = True
+            self._handle = loop.call_later(left, self._on_max_delay)
             return
+        self._handle = None
+        self._flush()
+
+    def _on_max_delay(self) -> None:
+        self._waiting_quiet = False
         self._handle = None
         self._flush()
 

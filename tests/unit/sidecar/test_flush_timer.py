@@ -28,39 +28,78 @@ def exchange(status: int = 200) -> Exchange:
     )
 
 
-async def flushed_after(busy_checks: int) -> tuple[float, int]:
-    """(seconds from `later()` to the flush, times `busy` was asked), the forwarder busy
-    for its first `busy_checks` answers."""
+class Forwarder:
+    """A stand-in for the forwarder's side: `busy`, counted, and `quiet` when told."""
+
+    def __init__(self, timer: FlushTimer, busy: bool) -> None:
+        self.timer, self.is_busy, self.asked = timer, busy, 0
+        timer.busy = self.busy
+
+    def busy(self) -> bool:
+        self.asked += 1
+        return self.is_busy
+
+    def last_request_ended(self) -> None:
+        self.is_busy = False
+        self.timer.quiet()
+
+
+def timed_flush() -> tuple[FlushTimer, asyncio.Future[float]]:
     loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    timer = FlushTimer(lambda: done.set_result(loop.time()))
-    asked = 0
-
-    def busy() -> bool:
-        nonlocal asked
-        asked += 1
-        return asked <= busy_checks
-
-    timer.busy = busy
-    start = loop.time()
-    timer.later()
-    timer.later()  # a second exchange before the flush: still one flush
-    return float(await asyncio.wait_for(done, 2.0)) - start, asked
+    done: asyncio.Future[float] = loop.create_future()
+    return FlushTimer(lambda: done.set_result(loop.time())), done
 
 
 async def test_a_quiet_forwarder_is_flushed_after_the_delay() -> None:
-    took, asked = await flushed_after(0)
-    assert took >= FLUSH_DELAY_SECONDS and asked == 1
+    timer, done = timed_flush()
+    fwd = Forwarder(timer, busy=False)
+    start = asyncio.get_running_loop().time()
+    timer.later()
+    timer.later()  # a second exchange before the flush: still one flush
+    took = await asyncio.wait_for(done, 2.0) - start
+    assert took >= FLUSH_DELAY_SECONDS and fwd.asked == 1
 
 
-async def test_the_flush_waits_for_the_requests_in_progress() -> None:
-    took, asked = await flushed_after(3)
-    assert took >= FLUSH_DELAY_SECONDS and asked == 4  # put off three times, then quiet
+async def test_the_flush_waits_for_the_last_request_in_progress_without_polling() -> None:
+    timer, done = timed_flush()
+    fwd = Forwarder(timer, busy=True)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    timer.later()
+    await asyncio.sleep(FLUSH_DELAY_SECONDS * 3)
+    # Past the delay, a request still in progress: no flush, and `busy` asked once (a timer
+    # rechecking every millisecond asked about 20 times here, waking the loop each time).
+    assert not done.done() and fwd.asked == 1
+    fwd.last_request_ended()
+    took = await asyncio.wait_for(done, 2.0) - start
+    assert FLUSH_DELAY_SECONDS * 3 <= took < FLUSH_MAX_DELAY_SECONDS
+
+
+async def test_a_request_read_in_the_same_turn_as_the_quiet_moment_puts_the_flush_off() -> None:
+    timer, done = timed_flush()
+    fwd = Forwarder(timer, busy=True)
+    timer.later()
+    await asyncio.sleep(FLUSH_DELAY_SECONDS * 2)
+    timer.quiet()  # the last request ended, but another was read in the same turn
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not done.done() and fwd.asked == 2
+    fwd.last_request_ended()
+    await asyncio.wait_for(done, 2.0)
+    assert fwd.asked == 3
 
 
 async def test_a_forwarder_never_quiet_is_flushed_at_the_latest_after_the_max_delay() -> None:
-    took, asked = await flushed_after(1 << 30)
-    assert took >= FLUSH_MAX_DELAY_SECONDS and asked > 1
+    timer, done = timed_flush()
+    fwd = Forwarder(timer, busy=True)
+    start = asyncio.get_running_loop().time()
+    timer.later()
+    took = await asyncio.wait_for(done, 2.0) - start
+    assert took >= FLUSH_MAX_DELAY_SECONDS and fwd.asked == 1
+    timer.quiet()  # after the flush, a quiet moment asks for nothing
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert fwd.asked == 1
 
 
 async def test_soon_flushes_on_the_next_turn_even_when_busy() -> None:

@@ -134,3 +134,42 @@ def test_a_model_connection_given_to_a_backed_up_client_starts_paused() -> None:
         assert model.reading
 
     asyncio.run(run())
+
+
+def test_the_forwarder_says_when_its_last_request_in_progress_ends() -> None:
+    """`on_quiet` (capture's FlushTimer.quiet) is called once no request is in progress: not
+    while another client's request is, and again after each of two pipelined ones."""
+
+    async def run() -> None:
+        fwd, up, _ = _forwarder()
+        up2 = UpstreamConnection(fwd.pool)
+        model2 = _connect(up2)
+        fwd.pool.put(up2)
+        quiet: list[int] = []
+        fwd.on_quiet = lambda: quiet.append(len(fwd.in_flight))
+        first, second = fwd.protocol(), fwd.protocol()
+        to_first, to_second = _connect(first), _connect(second)
+        first.data_received(b"GET /a HTTP/1.1\r\nHost: m\r\n\r\n")
+        second.data_received(b"GET /b HTTP/1.1\r\nHost: m\r\n\r\n")
+        (of_a, of_b) = (up2, up) if model2.data.startswith(b"GET /a ") else (up, up2)
+        assert fwd.busy()
+        of_a.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+        assert bytes(to_first.data).endswith(b"\r\n\r\na") and quiet == []  # b in progress
+        of_b.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
+        assert bytes(to_second.data).endswith(b"\r\n\r\nb")
+        assert quiet == [0] and not fwd.busy()
+        # Two pipelined requests: quiet as each answer ends (the second starts right after
+        # the first's answer, so the flush timer finds the forwarder busy again).
+        first.data_received(b"GET /c HTTP/1.1\r\nHost: m\r\n\r\nGET /d HTTP/1.1\r\nHost: m\r\n\r\n")
+
+        def answer(body: bytes) -> None:
+            (busy_conn,) = [c for c in (up, up2) if c.request is not None]
+            busy_conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n" + body)
+
+        answer(b"c")
+        assert quiet == [0, 0] and fwd.busy()
+        answer(b"d")
+        assert quiet == [0, 0, 0] and not fwd.busy()
+        assert bytes(to_first.data).endswith(b"\r\n\r\nd")
+
+    asyncio.run(run())
