@@ -301,9 +301,11 @@ def group_usage(pgid: int) -> tuple[float, float]:
     return cpu, rss_pages * page / 2**20
 
 
-def peak_rss_mib(pgid: int) -> float:
-    """VmHWM (each process's peak resident set) summed over process group `pgid`, in MiB."""
-    total_kib = 0
+def group_status_total(pgid: int, key: str, *, threads: bool = False) -> int:
+    """The number after `key` (for example "VmHWM:") in /proc/PID/status, summed over the
+    processes of process group `pgid`, or over all their threads with `threads` (per-task
+    counts such as "nonvoluntary_ctxt_switches:")."""
+    total = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -311,11 +313,19 @@ def peak_rss_mib(pgid: int) -> float:
             stat = Path(entry.path, "stat").read_text()
             if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
                 continue
-            for line in Path(entry.path, "status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total_kib += int(line.split()[1])
+            tasks = list(Path(entry.path, "task").iterdir()) if threads else [Path(entry.path)]
+            for task in tasks:
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith(key):
+                        total += int(line.split()[1])
         except OSError:
             continue
+    return total
+
+
+def peak_rss_mib(pgid: int) -> float:
+    """VmHWM (each process's peak resident set) summed over process group `pgid`, in MiB."""
+    total_kib = group_status_total(pgid, "VmHWM:")
     return total_kib / 1024 if total_kib else float("nan")
 
 

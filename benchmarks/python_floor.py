@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -38,11 +37,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from procs import HOST, Proc, free_port, group_usage, loadavg, start_sidecar
+from procs import (
+    HOST,
+    Proc,
+    free_port,
+    group_status_total,
+    group_usage,
+    loadavg,
+    start_sidecar,
+)
 from sidecar_latency import SCENARIOS, _model, run_hey, v2_request
 from upstream_nginx import fixed_upstream_conf, infer_path, reverse_proxy_conf, start_nginx
 
 PATHS = ("direct", "nginx", "relay", "relay-h", "sidecar-off")
+# 1,000 req/s, 1 row, `hey -c 10 -q 100`: bursts of ten (issue 18's method).
+BURSTS = next(sc for sc in SCENARIOS if sc.key == "1k-1row")
 
 
 # --------------------------------------------------------------------------- the relays
@@ -122,40 +131,23 @@ def serve(kind: str, port: int, upstream_port: int) -> None:
 # --------------------------------------------------------------------------- measuring
 
 
-def switches(pgid: int) -> int:
-    """Non-voluntary context switches so far of every thread of every process in process
-    group `pgid` (a server started in its own session: nginx's master and worker)."""
-    total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            for task in Path(entry.path, "task").iterdir():
-                for line in (task / "status").read_text().splitlines():
-                    if line.startswith("nonvoluntary_ctxt_switches:"):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
+def preemptions(pgid: int) -> int:
+    """Non-voluntary context switches so far of every thread of a server's process group."""
+    return group_status_total(pgid, "nonvoluntary_ctxt_switches:", threads=True)
 
 
 def measure(url: str, pid: int, body: Path, duration: float) -> dict[str, Any]:
-    cpu0, n0 = group_usage(pid)[0], switches(pid)
-    res = run_hey(url, SCENARIOS_BY_KEY["1k-1row"], body, duration)
-    cpu1, n1 = group_usage(pid)[0], switches(pid)
+    cpu0, n0 = group_usage(pid)[0], preemptions(pid)
+    res = run_hey(url, BURSTS, body, duration)
+    cpu1, n1 = group_usage(pid)[0], preemptions(pid)
     done = max(1, res["requests"])
     res["cpu_us"] = 1e6 * (cpu1 - cpu0) / done
     res["preempted"] = (n1 - n0) / done
     return res
 
 
-SCENARIOS_BY_KEY = {sc.key: sc for sc in SCENARIOS}
-
-
 def run(repeats: int, duration: float) -> dict[str, Any]:
-    sc = SCENARIOS_BY_KEY["1k-1row"]
+    sc = BURSTS
     load_start = loadavg()
     with contextlib.ExitStack() as stop:
         tmp = Path(stop.enter_context(tempfile.TemporaryDirectory(prefix="mlwarden-floor-")))
@@ -255,5 +247,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main())

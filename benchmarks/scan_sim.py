@@ -20,8 +20,8 @@ batches of 50, `SEEDS` times.
 
     PYTHONPATH=src nice -n 19 .venv/bin/python benchmarks/scan_sim.py [null [kind ...]]
 
-Kinds: normal, t2 (Student's t, 2 degrees of freedom), poisson (Poisson 3: ties; no cell
-under 10%, so KS for location and no scale test), poisson20 (Poisson 20: ties in cells of 9%
+Kinds: normal, t2 (Student's t, 2 degrees of freedom), poisson (Poisson 3: ties; cells
+over 10%, so KS for location and no scale test), poisson20 (Poisson 20: ties in cells of 9%
 at most, so the rank tests), zeros80
 (numeric, 80% zeros, the rest exponential), ones10 (numeric 0/1, 10% ones), binary
 (p = 0.3, categorical), binary10 (p = 0.1, categorical), levels5 (categorical, shares

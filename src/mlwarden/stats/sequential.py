@@ -586,11 +586,9 @@ class SequentialScan:
         rate = f"1 false alarm per {self.false_alarms_per:,.0f} records"
         named = [f"{name} p={_fmt(q)}" for name, q in parts]
         how = ""
-        if kind == "ks" and _fmt(p) != "1" and len(named) == 1:
-            how = f" ({named[0]})"
-        elif kind == "ks" and _fmt(p) != "1":
-            times = "twice the smaller" if len(named) == 2 else "three times the least"
-            how = f" ({times} of {', '.join(named)})"
+        if kind == "ks" and _fmt(p) != "1":
+            times = {1: "", 2: "twice the smaller of ", 3: "three times the least of "}
+            how = f" ({times[len(named)]}{', '.join(named)})"
         alarm = state == "alarm"
         if alarm:
             message = (
@@ -646,7 +644,7 @@ def _ansari_bradley(
     counts: npt.NDArray[np.float64],
     n: npt.NDArray[np.float64],
     *,
-    below: npt.NDArray[np.float64] | None = None,
+    below: npt.NDArray[np.float64],
 ) -> Any:
     """Two-sided p-value of the Ansari-Bradley test of each window (rung, column) against
     its column's reference: a value's score is its distance from the middle of the two
@@ -655,11 +653,10 @@ def _ansari_bradley(
     than the reference sums high or low; the permutation mean and variance of that sum for
     these tied scores, normal approximation. The scores are spread evenly (uniform on
     [0, N / 2] without ties), so the sum's tails are lighter than the normal's. `ties`: the
-    two samples' counts per cell; `below`, theirs in the cells before, may come precomputed."""
+    two samples' counts per cell; `below`, theirs in all the cells before (the scan has
+    them from KS's running sum)."""
     nr = np.broadcast_to(n_ref, n.shape)
     total = nr + n
-    if below is None:
-        below = np.cumsum(ties, axis=-1) - ties
     score = np.abs(below + (ties - total[..., None]) / 2)
     weighted = ties * score
     with np.errstate(invalid="ignore", divide="ignore"):

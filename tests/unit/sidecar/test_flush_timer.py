@@ -28,7 +28,7 @@ def exchange(status: int = 200) -> Exchange:
     )
 
 
-class Forwarder:
+class StandInForwarder:
     """A stand-in for the forwarder's side: `busy`, counted, and `quiet` when told."""
 
     def __init__(self, timer: FlushTimer, busy: bool) -> None:
@@ -52,7 +52,7 @@ def timed_flush() -> tuple[FlushTimer, asyncio.Future[float]]:
 
 async def test_a_quiet_forwarder_is_flushed_after_the_delay() -> None:
     timer, done = timed_flush()
-    fwd = Forwarder(timer, busy=False)
+    fwd = StandInForwarder(timer, busy=False)
     start = asyncio.get_running_loop().time()
     timer.later()
     timer.later()  # a second exchange before the flush: still one flush
@@ -62,7 +62,7 @@ async def test_a_quiet_forwarder_is_flushed_after_the_delay() -> None:
 
 async def test_the_flush_waits_for_the_last_request_in_progress_without_polling() -> None:
     timer, done = timed_flush()
-    fwd = Forwarder(timer, busy=True)
+    fwd = StandInForwarder(timer, busy=True)
     loop = asyncio.get_running_loop()
     start = loop.time()
     timer.later()
@@ -77,7 +77,7 @@ async def test_the_flush_waits_for_the_last_request_in_progress_without_polling(
 
 async def test_a_request_read_in_the_same_turn_as_the_quiet_moment_puts_the_flush_off() -> None:
     timer, done = timed_flush()
-    fwd = Forwarder(timer, busy=True)
+    fwd = StandInForwarder(timer, busy=True)
     timer.later()
     await asyncio.sleep(FLUSH_DELAY_SECONDS * 2)
     timer.quiet()  # the last request ended, but another was read in the same turn
@@ -91,7 +91,7 @@ async def test_a_request_read_in_the_same_turn_as_the_quiet_moment_puts_the_flus
 
 async def test_a_forwarder_never_quiet_is_flushed_at_the_latest_after_the_max_delay() -> None:
     timer, done = timed_flush()
-    fwd = Forwarder(timer, busy=True)
+    fwd = StandInForwarder(timer, busy=True)
     start = asyncio.get_running_loop().time()
     timer.later()
     took = await asyncio.wait_for(done, 2.0) - start

@@ -122,7 +122,9 @@ def test_ansari_bradley_is_scipys_without_ties() -> None:
         window = rng.normal(size=300) * spread
         edges = np.sort(np.concatenate([ref, window]))
         cells = [np.isin(edges, a).astype(np.float64)[None, None, :] for a in (ref, window)]
-        p = _ansari_bradley(cells[0] + cells[1], np.array([1000.0]), cells[1], np.array([[300.0]]))
+        ties = cells[0] + cells[1]
+        below = np.cumsum(ties, axis=-1) - ties
+        p = _ansari_bradley(ties, np.array([1000.0]), cells[1], np.array([[300.0]]), below=below)
         assert float(p[0, 0]) == pytest.approx(stats.ansari(window, ref).pvalue, rel=1e-9)
         assert float(p[0, 0]) == pytest.approx(ansari_bradley(window, ref), rel=1e-9)
 
