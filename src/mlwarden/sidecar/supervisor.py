@@ -85,6 +85,12 @@ FLUSH_ITEMS = 256
 # While a request is in progress the flush waits for a quiet moment, for at most this long
 # after the first exchange queued.
 FLUSH_MAX_DELAY_SECONDS = 0.05
+# Capture off (`InlineCapture`): the request metrics are counted at a quiet moment about
+# this long after the first exchange waiting (at most METRICS_MAX_DELAY_SECONDS after it), or
+# at once when METRICS_ITEMS wait (about 2 ms of counting, a bound on what waits).
+METRICS_DELAY_SECONDS = 1.0
+METRICS_MAX_DELAY_SECONDS = 2.0
+METRICS_ITEMS = 1024
 HANG_SECONDS = 5.0
 # A new worker's budget for its first report: importing the worker takes about a second on
 # an idle core, and several times that at nice +10 on a busy or CPU-limited one. Judged by
@@ -106,10 +112,19 @@ class FlushTimer:
 
     While `busy()`, it waits for `quiet()`, which the forwarder calls when its last request
     in progress ends; the flush then runs on the next turn of the loop, after the requests
-    read in the same turn, if they left it quiet (else it waits for the next quiet moment)."""
+    read in the same turn, if they left it quiet (else it waits for the next quiet moment).
+    `delay` and `max_delay` replace the two delays (`InlineCapture`'s are longer)."""
 
-    def __init__(self, flush: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        flush: Callable[[], None],
+        *,
+        delay: float = FLUSH_DELAY_SECONDS,
+        max_delay: float = FLUSH_MAX_DELAY_SECONDS,
+    ) -> None:
         self._flush = flush
+        self.delay = delay
+        self.max_delay = max_delay
         # Whether the forwarder is serving a request (set by the proxy once it has one).
         self.busy: Callable[[], bool] = never_busy
         self._handle: asyncio.Handle | None = None
@@ -123,7 +138,7 @@ class FlushTimer:
         if self._handle is None:
             loop = asyncio.get_running_loop()
             self._since = loop.time()
-            self._handle = loop.call_later(FLUSH_DELAY_SECONDS, self._on_delay)
+            self._handle = loop.call_later(self.delay, self._on_delay)
 
     def soon(self) -> None:
         if self.soon_due:
@@ -151,7 +166,7 @@ class FlushTimer:
 
     def _on_delay(self) -> None:
         loop = asyncio.get_running_loop()
-        left = FLUSH_MAX_DELAY_SECONDS - (loop.time() - self._since)
+        left = self.max_delay - (loop.time() - self._since)
         if self.busy() and left > 0:
             self._waiting_quiet = True
             self._handle = loop.call_later(left, self._on_max_delay)
@@ -458,9 +473,13 @@ class InlineCapture:
     Every exchange only feeds the request metrics (and the `no_manifest` / `sampled_out`
     counts), a few microseconds in this process: a worker process would cost its memory
     for no record at all. They are counted in batches (`CaptureProcessor.process_all`: one
-    increment per counter and histogram bucket per batch), timed as the capture worker's
-    writes are (`FlushTimer`): after a burst of requests rather than between them. A scrape
-    (`update_gauges`) and the stop count what is still waiting first.
+    increment per counter and histogram bucket per batch), at a quiet moment as the capture
+    worker's writes are (`FlushTimer`), but about once a second (`METRICS_DELAY_SECONDS`, or
+    at once when `METRICS_ITEMS` wait), not 10 ms after each burst: nobody reads these
+    counts in between, since a scrape (`update_gauges`) and the stop count what is still
+    waiting first, and a flush after every burst cost each request about a sixth of the
+    process's CPU (its code and data pushed the forwarding path's out of the CPU caches
+    before the next burst; `benchmarks/RESULTS.md`, "capture-off metrics once a second").
     """
 
     def __init__(self, metrics: SidecarMetrics, *, protocol: str, max_body_bytes: int) -> None:
@@ -471,14 +490,16 @@ class InlineCapture:
         self.buffered = 0
         self.last_error: str | None = None
         self.pid: int | None = None
-        self.timer = FlushTimer(self._flush)
+        self.timer = FlushTimer(
+            self._flush, delay=METRICS_DELAY_SECONDS, max_delay=METRICS_MAX_DELAY_SECONDS
+        )
         self._waiting: list[Exchange] = []
 
     def offer(self, exchange: Exchange) -> bool:
         # The proxy keeps no body when nothing is captured: nothing here is parsed.
         waiting = self._waiting
         waiting.append(exchange)
-        if len(waiting) >= FLUSH_ITEMS:
+        if len(waiting) >= METRICS_ITEMS:
             self.timer.soon()
         else:
             self.timer.later()

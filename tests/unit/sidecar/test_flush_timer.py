@@ -9,8 +9,9 @@ from mlwarden.sidecar.capture import Exchange
 from mlwarden.sidecar.metrics import SidecarMetrics
 from mlwarden.sidecar.supervisor import (
     FLUSH_DELAY_SECONDS,
-    FLUSH_ITEMS,
     FLUSH_MAX_DELAY_SECONDS,
+    METRICS_DELAY_SECONDS,
+    METRICS_ITEMS,
     FlushTimer,
     InlineCapture,
 )
@@ -116,7 +117,7 @@ async def test_soon_flushes_on_the_next_turn_even_when_busy() -> None:
     assert flushes == [1]  # the delayed flush was replaced, not added
 
 
-async def test_capture_off_counts_exchanges_in_batches_and_on_a_scrape() -> None:
+async def test_capture_off_counts_exchanges_about_once_a_second_and_on_a_scrape() -> None:
     metrics = SidecarMetrics()
     inline = InlineCapture(metrics, protocol="v2", max_body_bytes=1 << 20)
 
@@ -130,15 +131,28 @@ async def test_capture_off_counts_exchanges_in_batches_and_on_a_scrape() -> None
         assert inline.offer(exchange())
     assert served("2xx") == 0 and len(inline) == 3  # not between the requests
     await asyncio.sleep(FLUSH_DELAY_SECONDS * 3)
+    assert served("2xx") == 0 and len(inline) == 3  # nor after each burst
+    await asyncio.sleep(METRICS_DELAY_SECONDS)
     assert served("2xx") == 3 and len(inline) == 0
     inline.offer(exchange(502))
     inline.update_gauges()  # a scrape sees every exchange served so far
     assert served("5xx") == 1
-    for _ in range(FLUSH_ITEMS):
+    for _ in range(METRICS_ITEMS):
         inline.offer(exchange())
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert served("2xx") == 3 + FLUSH_ITEMS  # a full batch goes at once
+    assert served("2xx") == 3 + METRICS_ITEMS  # a full batch goes at once
     inline.offer(exchange())
     await inline.stop(1.0)
-    assert served("2xx") == 4 + FLUSH_ITEMS
+    assert served("2xx") == 4 + METRICS_ITEMS
+
+
+async def test_the_delays_are_the_timers_own() -> None:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[float] = loop.create_future()
+    timer = FlushTimer(lambda: done.set_result(loop.time()), delay=0.05, max_delay=0.1)
+    timer.busy = lambda: True
+    start = loop.time()
+    timer.later()
+    took = await asyncio.wait_for(done, 1.0) - start
+    assert 0.1 <= took < 0.5  # busy throughout: the max delay, not FLUSH_MAX_DELAY_SECONDS
