@@ -43,6 +43,10 @@ head must be complete within `client_header_timeout` of the connection opening o
 previous response. Pipelined requests are answered in order, one at a time (reading is
 paused while one waits).
 
+An answered request's exchange is offered to capture once no request is in progress (at
+the end of a burst; `RECORD_BATCH` at most wait): building it does not delay the answers to
+the requests that came with it.
+
 Timing, per exchange, for the metrics (`docs/architecture.md`):
 
 - `overhead`: first request byte read -> first upstream byte written, plus first
@@ -87,6 +91,9 @@ IDEMPOTENT = frozenset((b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"
 POOL_IDLE_SECONDS = 2.0
 POOL_MAX_IDLE = 256
 LINGER_SECONDS = 2.0
+# Answered requests whose exchanges wait for a moment with no request in progress: at most
+# this many (under continuous load there is no such moment).
+RECORD_BATCH = 64
 
 # What each field of a request head is to the forwarding path (by its lowercased name;
 # a name absent here is passed on as it is, with nothing else to note).
@@ -282,6 +289,8 @@ class Forwarder:
         self._quiet: asyncio.Event | None = None  # set when the last request in flight ends
         # Called when the last request in flight ends (capture's FlushTimer.quiet).
         self.on_quiet: Callable[[], None] | None = None
+        # Requests answered whose exchange is not yet offered to capture (record_later).
+        self.answered: list[_Request] = []
 
     def wall_time(self, t: float) -> float:
         """The wall-clock time (epoch seconds) of `t`, a `perf_counter` reading: one clock
@@ -315,14 +324,33 @@ class Forwarder:
         for conn in list(self.connections):
             conn.abort()
         self.pool.close()
+        self.record_answered()
 
     def busy(self) -> bool:
         """Whether a request is in progress (capture waits for a quiet moment to flush)."""
         return bool(self.in_flight)
 
+    def record_later(self, request: _Request, status: int, end: float) -> None:
+        """Offer `request`'s exchange once no request is in progress (or once
+        `RECORD_BATCH` wait): building and offering it does not delay the answers of the
+        requests that arrived with it."""
+        request.answered_status = status
+        request.answered_at = end
+        answered = self.answered
+        answered.append(request)
+        if len(answered) >= RECORD_BATCH:
+            self.record_answered()
+
+    def record_answered(self) -> None:
+        answered, self.answered = self.answered, []
+        for request in answered:
+            request.record(request.answered_status, request.answered_at)
+
     def request_done(self, conn: ClientConnection) -> None:
         self.in_flight.discard(conn)
         if not self.in_flight:
+            if self.answered:
+                self.record_answered()
             if self._quiet is not None:
                 self._quiet.set()
             if self.on_quiet is not None:
@@ -580,6 +608,8 @@ class _Request:
     """One request from being parsed to its answer written; one exchange for capture."""
 
     __slots__ = (
+        "answered_at",
+        "answered_status",
         "body_mode",
         "body_parts",
         "body_size",
@@ -671,6 +701,8 @@ class _Request:
         self.resp_event_stream = False
         self.resp_encoding: str | None = None
         self.resp_tee: bytearray | None = None
+        self.answered_status = 0
+        self.answered_at = 0.0
 
     # ------------------------------------------------------------------ the request side
 
@@ -902,7 +934,7 @@ class _Request:
                 client.write(_LAST_CHUNK)
         self.upstream = None
         up.release(self.complete and not self.resp_until_close, now)
-        self._record(up.status, now)
+        client.fwd.record_later(self, up.status, now)
         client.finished(self, close=self.resp_close, now=now)
 
     def upstream_lost(self, exc: Exception | None) -> None:
@@ -949,6 +981,7 @@ class _Request:
         now = _now()
         close = not self.keep_alive or fwd.closing or not self.complete or self.client.ends_after()
         self.client.write(plain_response(status, _REASONS[status], message, close=close))
+        fwd.record_answered()  # the exchanges answered before this one go first
         fwd.offer(
             Exchange(
                 method=self.method.decode("latin-1"),
@@ -966,7 +999,7 @@ class _Request:
     def path(self) -> str:
         return self.target.decode("latin-1")
 
-    def _record(self, status: int, end: float) -> None:
+    def record(self, status: int, end: float) -> None:
         """The exchange for capture (`end`: when the answer's last byte was written)."""
         fwd = self.client.fwd
         inbound = self.up_first_write - self.first_read

@@ -5,16 +5,17 @@
 write buffer count too); False when it does not fit, and the caller counts the drop
 (`queue_full`). The queued exchanges are written to the worker (`mlwarden.sidecar.worker`)
 through a Unix socket pair as frames of raw bytes (no parsing, no encoding of a body in
-this process), gathered (`FlushTimer`): `FLUSH_DELAY_SECONDS` after the first one queued
-and once no request is being served (the forwarder's `busy`), or at once when
-`FLUSH_ITEMS` or `FLUSH_BYTES` are waiting. One write and one wake-up of the worker then
+this process), gathered (`FlushTimer`): at the first moment at least `FLUSH_DELAY_SECONDS`
+after the first one queued when the forwarder's last request in progress ends, or at once
+when `FLUSH_ITEMS` or `FLUSH_BYTES` are waiting. One write and one wake-up of the worker then
 carries many exchanges, where one per exchange cost both processes a system call and the
 worker a wake-up per request (on two cores, that CPU came out of forwarding's latency).
 Waiting for a quiet moment keeps that write, and the worker's wake-up, out of a burst of
 requests: a timer started by a burst's first exchange fires, at a steady rate, as the next
-burst arrives, and would have made its requests wait; while a request is in progress it
-waits for the forwarder to say the last one ended (`FlushTimer.quiet`, no polling: a timer
-rechecking every millisecond woke the loop inside the bursts it waited for), for at most
+burst arrives, and would have made its requests wait (or, ending just before it, made it
+share the CPU with the flush and the worker), so the flush waits for the forwarder to say
+its last request in progress ended (`FlushTimer.quiet`, no polling: a timer rechecking
+every millisecond woke the loop inside the bursts it waited for), for at most
 `FLUSH_MAX_DELAY_SECONDS` (under continuous load there is no quiet moment).
 The write never blocks: the socket is non-blocking, the transport buffers what the kernel
 does not take, and above `WRITE_BUFFER_HIGH` bytes writing pauses until the worker has
@@ -106,14 +107,19 @@ def never_busy() -> bool:
 
 
 class FlushTimer:
-    """When queued exchanges are handed on: `later` (the usual: `FLUSH_DELAY_SECONDS`
-    after the first one, then as soon as `busy()` is False, at most
-    `FLUSH_MAX_DELAY_SECONDS` after it) or `soon` (the next turn of the loop).
+    """When queued exchanges are handed on: `later` (the usual: at the first quiet moment
+    at least `FLUSH_DELAY_SECONDS` after the first one, at most `FLUSH_MAX_DELAY_SECONDS`
+    after it) or `soon` (the next turn of the loop).
 
-    While `busy()`, it waits for `quiet()`, which the forwarder calls when its last request
-    in progress ends; the flush then runs on the next turn of the loop, after the requests
-    read in the same turn, if they left it quiet (else it waits for the next quiet moment).
-    `delay` and `max_delay` replace the two delays (`InlineCapture`'s are longer)."""
+    A quiet moment is `quiet()`, which the forwarder calls when its last request in progress
+    ends: the end of a burst of requests, when the next one is furthest away. The flush then
+    runs on the next turn of the loop, after the requests read in the same turn, if they
+    left it quiet (`busy()`; else it waits for the next quiet moment). The delay's end is
+    not one: a timer started by a burst's first exchange ends about when the next burst
+    arrives (at 100 bursts a second, 10 ms later), and flushing then made that burst wait
+    for the flush and share the CPU with the worker it woke. With no request at all after
+    the delay, the flush comes at the max delay. `delay` and `max_delay` replace the two
+    delays (`InlineCapture`'s are longer)."""
 
     def __init__(
         self,
@@ -162,14 +168,25 @@ class FlushTimer:
             self._waiting_quiet = False
             if self._handle is not None:
                 self._handle.cancel()
-            self._handle = asyncio.get_running_loop().call_soon(self._on_delay)
+            self._handle = asyncio.get_running_loop().call_soon(self._on_quiet)
 
     def _on_delay(self) -> None:
+        self._wait_quiet()
+
+    def _wait_quiet(self) -> None:
+        """Flush at the next quiet moment, or at the max delay if that comes first."""
         loop = asyncio.get_running_loop()
         left = self.max_delay - (loop.time() - self._since)
-        if self.busy() and left > 0:
-            self._waiting_quiet = True
-            self._handle = loop.call_later(left, self._on_max_delay)
+        if left <= 0:
+            self._handle = None
+            self._flush()
+            return
+        self._waiting_quiet = True
+        self._handle = loop.call_later(left, self._on_max_delay)
+
+    def _on_quiet(self) -> None:
+        if self.busy():  # a request read in the same turn as the quiet moment
+            self._wait_quiet()
             return
         self._handle = None
         self._flush()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from mlwarden.sidecar.capture import Exchange
 from mlwarden.sidecar.metrics import SidecarMetrics
 from mlwarden.sidecar.supervisor import (
@@ -51,29 +53,22 @@ def timed_flush() -> tuple[FlushTimer, asyncio.Future[float]]:
     return FlushTimer(lambda: done.set_result(loop.time())), done
 
 
-async def test_a_quiet_forwarder_is_flushed_after_the_delay() -> None:
-    timer, done = timed_flush()
-    fwd = StandInForwarder(timer, busy=False)
-    start = asyncio.get_running_loop().time()
-    timer.later()
-    timer.later()  # a second exchange before the flush: still one flush
-    took = await asyncio.wait_for(done, 2.0) - start
-    assert took >= FLUSH_DELAY_SECONDS and fwd.asked == 1
-
-
-async def test_the_flush_waits_for_the_last_request_in_progress_without_polling() -> None:
+async def test_the_first_quiet_moment_after_the_delay_flushes() -> None:
     timer, done = timed_flush()
     fwd = StandInForwarder(timer, busy=True)
     loop = asyncio.get_running_loop()
     start = loop.time()
     timer.later()
+    timer.later()  # a second exchange before the flush: still one flush
+    fwd.last_request_ended()  # before the delay: not yet
+    fwd.is_busy = True
     await asyncio.sleep(FLUSH_DELAY_SECONDS * 3)
-    # Past the delay, a request still in progress: no flush, and `busy` asked once (a timer
+    # Past the delay, a request still in progress: no flush, and `busy` not asked (a timer
     # rechecking every millisecond asked about 20 times here, waking the loop each time).
-    assert not done.done() and fwd.asked == 1
+    assert not done.done() and fwd.asked == 0
     fwd.last_request_ended()
     took = await asyncio.wait_for(done, 2.0) - start
-    assert FLUSH_DELAY_SECONDS * 3 <= took < FLUSH_MAX_DELAY_SECONDS
+    assert FLUSH_DELAY_SECONDS * 3 <= took < FLUSH_MAX_DELAY_SECONDS and fwd.asked == 1
 
 
 async def test_a_request_read_in_the_same_turn_as_the_quiet_moment_puts_the_flush_off() -> None:
@@ -84,23 +79,26 @@ async def test_a_request_read_in_the_same_turn_as_the_quiet_moment_puts_the_flus
     timer.quiet()  # the last request ended, but another was read in the same turn
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert not done.done() and fwd.asked == 2
+    assert not done.done() and fwd.asked == 1
     fwd.last_request_ended()
     await asyncio.wait_for(done, 2.0)
-    assert fwd.asked == 3
+    assert fwd.asked == 2
 
 
-async def test_a_forwarder_never_quiet_is_flushed_at_the_latest_after_the_max_delay() -> None:
+@pytest.mark.parametrize("busy", [True, False], ids=["busy", "idle"])
+async def test_with_no_quiet_moment_the_flush_comes_at_the_max_delay(busy: bool) -> None:
+    # Busy throughout, or idle when the delay ends (the end of the delay is not a quiet
+    # moment: the next burst may be arriving) and nothing served after it.
     timer, done = timed_flush()
-    fwd = StandInForwarder(timer, busy=True)
+    fwd = StandInForwarder(timer, busy=busy)
     start = asyncio.get_running_loop().time()
     timer.later()
     took = await asyncio.wait_for(done, 2.0) - start
-    assert took >= FLUSH_MAX_DELAY_SECONDS and fwd.asked == 1
+    assert took >= FLUSH_MAX_DELAY_SECONDS and fwd.asked == 0
     timer.quiet()  # after the flush, a quiet moment asks for nothing
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert fwd.asked == 1
+    assert fwd.asked == 0
 
 
 async def test_soon_flushes_on_the_next_turn_even_when_busy() -> None:
@@ -130,9 +128,13 @@ async def test_capture_off_counts_exchanges_about_once_a_second_and_on_a_scrape(
     for _ in range(3):
         assert inline.offer(exchange())
     assert served("2xx") == 0 and len(inline) == 3  # not between the requests
+    inline.timer.quiet()  # the end of a burst
     await asyncio.sleep(FLUSH_DELAY_SECONDS * 3)
-    assert served("2xx") == 0 and len(inline) == 3  # nor after each burst
+    assert served("2xx") == 0 and len(inline) == 3  # not after each burst
     await asyncio.sleep(METRICS_DELAY_SECONDS)
+    inline.timer.quiet()  # the first burst to end after the delay
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
     assert served("2xx") == 3 and len(inline) == 0
     inline.offer(exchange(502))
     inline.update_gauges()  # a scrape sees every exchange served so far
@@ -151,8 +153,7 @@ async def test_the_delays_are_the_timers_own() -> None:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[float] = loop.create_future()
     timer = FlushTimer(lambda: done.set_result(loop.time()), delay=0.05, max_delay=0.1)
-    timer.busy = lambda: True
     start = loop.time()
     timer.later()
     took = await asyncio.wait_for(done, 1.0) - start
-    assert 0.1 <= took < 0.5  # busy throughout: the max delay, not FLUSH_MAX_DELAY_SECONDS
+    assert 0.1 <= took < 0.5  # no quiet moment: the max delay, not FLUSH_MAX_DELAY_SECONDS

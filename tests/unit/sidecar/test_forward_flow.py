@@ -14,8 +14,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from mlwarden.sidecar.capture import Exchange
 from mlwarden.sidecar.config import SidecarConfig
-from mlwarden.sidecar.forward import ClientConnection, Forwarder, UpstreamConnection
+from mlwarden.sidecar.forward import (
+    RECORD_BATCH,
+    ClientConnection,
+    Forwarder,
+    UpstreamConnection,
+)
 from mlwarden.sidecar.metrics import SidecarMetrics
 
 
@@ -171,5 +177,56 @@ def test_the_forwarder_says_when_its_last_request_in_progress_ends() -> None:
         answer(b"d")
         assert quiet == [0, 0, 0] and not fwd.busy()
         assert bytes(to_first.data).endswith(b"\r\n\r\nd")
+
+    asyncio.run(run())
+
+
+class _Offered:
+    """A capture queue that keeps the path of each exchange offered, in order."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def offer(self, exchange: Exchange) -> bool:
+        self.paths.append(exchange.path)
+        return True
+
+
+def test_answered_exchanges_are_offered_once_no_request_is_in_progress() -> None:
+    """Building and offering an exchange waits for the end of the burst (no request in
+    progress), so it does not delay the answers to the requests that came with it; under
+    continuous load at most RECORD_BATCH wait."""
+
+    async def run() -> None:
+        fwd, up, _ = _forwarder()
+        offered = _Offered()
+        fwd.queue = offered
+        up2 = UpstreamConnection(fwd.pool)
+        model2 = _connect(up2)
+        fwd.pool.put(up2)
+        first, second = fwd.protocol(), fwd.protocol()
+        to_first, _ = _connect(first), _connect(second)
+        first.data_received(b"GET /a HTTP/1.1\r\nHost: m\r\n\r\n")
+        second.data_received(b"GET /b HTTP/1.1\r\nHost: m\r\n\r\n")
+        (of_a, of_b) = (up2, up) if model2.data.startswith(b"GET /a ") else (up, up2)
+        of_a.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+        assert bytes(to_first.data).endswith(b"\r\n\r\na")
+        assert offered.paths == []  # /b is in progress: /a's exchange waits
+        of_b.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
+        assert offered.paths == ["/a", "/b"]
+
+        # Never quiet: a request stays in progress on one connection while another client
+        # is answered again and again on the other.
+        stuck = fwd.protocol()
+        _connect(stuck)
+        stuck.data_received(b"GET /stuck HTTP/1.1\r\nHost: m\r\n\r\n")
+        other = fwd.protocol()
+        _connect(other)
+        for i in range(RECORD_BATCH + 1):
+            other.data_received(b"GET /%d HTTP/1.1\r\nHost: m\r\n\r\n" % i)
+            (conn,) = [c for c in (up, up2) if c.request is not None and c.request.client is other]
+            conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
+        assert offered.paths[2:] == [f"/{i}" for i in range(RECORD_BATCH)]
+        assert fwd.busy() and len(fwd.answered) == 1
 
     asyncio.run(run())
