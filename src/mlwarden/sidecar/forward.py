@@ -44,7 +44,8 @@ previous response. Pipelined requests are answered in order, one at a time (read
 paused while one waits).
 
 An answered request's exchange is offered to capture once no request is in progress (at
-the end of a burst; `RECORD_BATCH` at most wait): building it does not delay the answers to
+the end of a burst; at most `RECORD_BATCH` exchanges or `RECORD_BYTES` of captured bodies
+wait, for at most `RECORD_MAX_DELAY_SECONDS`): building it does not delay the answers to
 the requests that came with it.
 
 Timing, per exchange, for the metrics (`docs/architecture.md`):
@@ -94,6 +95,8 @@ LINGER_SECONDS = 2.0
 # Answered requests whose exchanges wait for a moment with no request in progress: at most
 # this many (under continuous load there is no such moment).
 RECORD_BATCH = 64
+RECORD_BYTES = 256 << 10
+RECORD_MAX_DELAY_SECONDS = 0.05
 
 # What each field of a request head is to the forwarding path (by its lowercased name;
 # a name absent here is passed on as it is, with nothing else to note).
@@ -291,6 +294,8 @@ class Forwarder:
         self.on_quiet: Callable[[], None] | None = None
         # Requests answered whose exchange is not yet offered to capture (record_later).
         self.answered: list[_Request] = []
+        self.answered_bytes = 0  # the bodies they hold for capture
+        self.answered_timer: asyncio.TimerHandle | None = None
 
     def wall_time(self, t: float) -> float:
         """The wall-clock time (epoch seconds) of `t`, a `perf_counter` reading: one clock
@@ -331,20 +336,39 @@ class Forwarder:
         return bool(self.in_flight)
 
     def record_later(self, request: _Request, status: int, end: float) -> None:
-        """Offer `request`'s exchange once no request is in progress (or once
-        `RECORD_BATCH` wait): building and offering it does not delay the answers of the
-        requests that arrived with it."""
+        """Offer `request`'s exchange once no request is in progress, or once `RECORD_BATCH`
+        or `RECORD_BYTES` of bodies wait, at the latest `RECORD_MAX_DELAY_SECONDS` after the
+        first waiting: building and offering it does not delay the answers of the requests
+        that arrived with it, and a request in progress for long (an event stream) does not
+        hold the others' back."""
         request.answered_status = status
         request.answered_at = end
+        if request.capture:
+            self.answered_bytes += request.body_size + (request.resp_length or 0)
+        else:  # its bodies are never read: not held while it waits
+            request.body_parts = []
+            request.resp_body = []
         answered = self.answered
         answered.append(request)
-        if len(answered) >= RECORD_BATCH:
+        if len(answered) >= RECORD_BATCH or self.answered_bytes >= RECORD_BYTES:
             self.record_answered()
+        elif self.answered_timer is None:
+            self.answered_timer = asyncio.get_running_loop().call_later(
+                RECORD_MAX_DELAY_SECONDS, self.record_answered
+            )
 
     def record_answered(self) -> None:
+        """Offer every waiting exchange (also before a scrape of the metrics and at the stop)."""
+        if self.answered_timer is not None:
+            self.answered_timer.cancel()
+            self.answered_timer = None
         answered, self.answered = self.answered, []
+        self.answered_bytes = 0
         for request in answered:
-            request.record(request.answered_status, request.answered_at)
+            try:
+                request.record(request.answered_status, request.answered_at)
+            except Exception:  # a bug of ours: this exchange is lost, not the others
+                log.exception("building an exchange for capture failed")
 
     def request_done(self, conn: ClientConnection) -> None:
         self.in_flight.discard(conn)

@@ -265,6 +265,8 @@ class Sidecar:
         app = web.Application()
 
         async def metrics(_: web.Request) -> web.Response:
+            if self._forwarder is not None:
+                self._forwarder.record_answered()  # the exchanges answered and not yet offered
             if self.capture is not None:
                 self.capture.update_gauges()
             body = generate_latest(self.metrics.registry)

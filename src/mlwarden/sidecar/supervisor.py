@@ -83,8 +83,9 @@ FLUSH_BYTES = 256 << 10
 # anyway, and this costs no client any time.
 FLUSH_DELAY_SECONDS = 0.01
 FLUSH_ITEMS = 256
-# While a request is in progress the flush waits for a quiet moment, for at most this long
-# after the first exchange queued.
+# The flush waits for a quiet moment (the forwarder's last request in progress ends), for at
+# most this long after the first exchange queued. (The gRPC listener says nothing of its
+# requests: with --protocol v2-grpc alone, its exchanges are flushed at this max delay.)
 FLUSH_MAX_DELAY_SECONDS = 0.05
 # Capture off (`InlineCapture`): the request metrics are counted at a quiet moment about
 # this long after the first exchange waiting (at most METRICS_MAX_DELAY_SECONDS after it), or

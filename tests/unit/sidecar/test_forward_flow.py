@@ -18,6 +18,7 @@ from mlwarden.sidecar.capture import Exchange
 from mlwarden.sidecar.config import SidecarConfig
 from mlwarden.sidecar.forward import (
     RECORD_BATCH,
+    RECORD_MAX_DELAY_SECONDS,
     ClientConnection,
     Forwarder,
     UpstreamConnection,
@@ -195,7 +196,7 @@ class _Offered:
 def test_answered_exchanges_are_offered_once_no_request_is_in_progress() -> None:
     """Building and offering an exchange waits for the end of the burst (no request in
     progress), so it does not delay the answers to the requests that came with it; under
-    continuous load at most RECORD_BATCH wait."""
+    continuous load at most RECORD_BATCH wait, for at most RECORD_MAX_DELAY_SECONDS."""
 
     async def run() -> None:
         fwd, up, _ = _forwarder()
@@ -228,5 +229,8 @@ def test_answered_exchanges_are_offered_once_no_request_is_in_progress() -> None
             conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
         assert offered.paths[2:] == [f"/{i}" for i in range(RECORD_BATCH)]
         assert fwd.busy() and len(fwd.answered) == 1
+        # /stuck goes on (an event stream, say): the one waiting is offered at the max delay.
+        await asyncio.sleep(RECORD_MAX_DELAY_SECONDS * 3)
+        assert offered.paths[-1] == f"/{RECORD_BATCH}" and fwd.answered == [] and fwd.busy()
 
     asyncio.run(run())
