@@ -93,7 +93,9 @@ POOL_IDLE_SECONDS = 2.0
 POOL_MAX_IDLE = 256
 LINGER_SECONDS = 2.0
 # Answered requests whose exchanges wait for a moment with no request in progress: at most
-# this many (under continuous load there is no such moment).
+# this many (under continuous load there is no such moment), holding at most this many
+# bytes of bodies for capture, for at most this long (a request in progress for long, an
+# event stream, holds nothing back).
 RECORD_BATCH = 64
 RECORD_BYTES = 256 << 10
 RECORD_MAX_DELAY_SECONDS = 0.05
@@ -344,7 +346,7 @@ class Forwarder:
         request.answered_status = status
         request.answered_at = end
         if request.capture:
-            self.answered_bytes += request.body_size + (request.resp_length or 0)
+            self.answered_bytes += request.held_bytes()
         else:  # its bodies are never read: not held while it waits
             request.body_parts = []
             request.resp_body = []
@@ -352,7 +354,8 @@ class Forwarder:
         answered.append(request)
         if len(answered) >= RECORD_BATCH or self.answered_bytes >= RECORD_BYTES:
             self.record_answered()
-        elif self.answered_timer is None:
+        elif self.answered_timer is None and len(self.in_flight) > 1:
+            # (With this request the only one in progress, its end offers it right away.)
             self.answered_timer = asyncio.get_running_loop().call_later(
                 RECORD_MAX_DELAY_SECONDS, self.record_answered
             )
@@ -1022,6 +1025,19 @@ class _Request:
 
     def path(self) -> str:
         return self.target.decode("latin-1")
+
+    def held_bytes(self) -> int:
+        """The bytes of its bodies kept for capture."""
+        held = 0
+        if self.tee is not None:
+            held += len(self.tee)
+        elif self.body_mode == _BUFFERED:
+            held += self.body_size
+        if self.resp_tee is not None:
+            held += len(self.resp_tee)
+        elif self.resp_mode == _R_BUFFERED:
+            held += self.resp_length or 0
+        return held
 
     def record(self, status: int, end: float) -> None:
         """The exchange for capture (`end`: when the answer's last byte was written)."""

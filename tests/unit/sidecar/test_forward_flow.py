@@ -18,6 +18,7 @@ from mlwarden.sidecar.capture import Exchange
 from mlwarden.sidecar.config import SidecarConfig
 from mlwarden.sidecar.forward import (
     RECORD_BATCH,
+    RECORD_BYTES,
     RECORD_MAX_DELAY_SECONDS,
     ClientConnection,
     Forwarder,
@@ -232,5 +233,42 @@ def test_answered_exchanges_are_offered_once_no_request_is_in_progress() -> None
         # /stuck goes on (an event stream, say): the one waiting is offered at the max delay.
         await asyncio.sleep(RECORD_MAX_DELAY_SECONDS * 3)
         assert offered.paths[-1] == f"/{RECORD_BATCH}" and fwd.answered == [] and fwd.busy()
+
+    asyncio.run(run())
+
+
+def test_waiting_exchanges_are_bounded_by_the_bodies_they_hold_for_capture() -> None:
+    """Captured bodies count against RECORD_BYTES while they wait; bodies not captured are
+    let go at once."""
+
+    async def run() -> None:
+        config = SidecarConfig(
+            listen=("127.0.0.1", 1), upstream="http://127.0.0.1:2", admin_listen=("127.0.0.1", 3),
+            collector="http://127.0.0.1:4", max_body_bytes=RECORD_BYTES,
+        )  # fmt: skip
+        offered = _Offered()
+        fwd = Forwarder(config, queue=offered, metrics=SidecarMetrics(), capturing=True)
+        ups = [UpstreamConnection(fwd.pool) for _ in range(2)]
+        for up in ups:
+            _connect(up)
+            fwd.pool.put(up)
+        stuck, other = fwd.protocol(), fwd.protocol()
+        _connect(stuck)
+        _connect(other)
+        stuck.data_received(b"GET /stuck HTTP/1.1\r\nHost: m\r\n\r\n")
+        body = b"x" * (RECORD_BYTES // 3 + 1)
+        for i in range(3):
+            other.data_received(b"GET /%d HTTP/1.1\r\nHost: m\r\n\r\n" % i)
+            (conn,) = [c for c in ups if c.request is not None and c.request.client is other]
+            conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            assert offered.paths == ([] if i < 2 else ["/0", "/1", "/2"])
+        assert fwd.answered == [] and fwd.answered_bytes == 0
+
+        fwd.limits.sample_rate = 0.0  # sampled out from here: nothing kept for capture
+        other.data_received(b"GET /3 HTTP/1.1\r\nHost: m\r\n\r\n")
+        (conn,) = [c for c in ups if c.request is not None and c.request.client is other]
+        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        (waiting,) = fwd.answered
+        assert waiting.resp_body == [] and fwd.answered_bytes == 0
 
     asyncio.run(run())
