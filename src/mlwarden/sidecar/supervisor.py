@@ -145,7 +145,7 @@ class FlushTimer:
         if self._handle is None:
             loop = asyncio.get_running_loop()
             self._since = loop.time()
-            self._handle = loop.call_later(self.delay, self._on_delay)
+            self._handle = loop.call_later(self.delay, self._wait_quiet)
 
     def soon(self) -> None:
         if self.soon_due:
@@ -170,9 +170,6 @@ class FlushTimer:
             if self._handle is not None:
                 self._handle.cancel()
             self._handle = asyncio.get_running_loop().call_soon(self._on_quiet)
-
-    def _on_delay(self) -> None:
-        self._wait_quiet()
 
     def _wait_quiet(self) -> None:
         """Flush at the next quiet moment, or at the max delay if that comes first."""
