@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shlex
 import signal
@@ -337,6 +338,25 @@ def source_tree(ref: str, into: Path) -> Path:
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into / "src"
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(all, steal): the machine's CPU time so far, and how much of it the hypervisor gave to
+    other guests (`steal`, /proc/stat's 8th field), in clock ticks; (0, 0) without /proc."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return 0, 0
+    # guest and guest_nice (9th, 10th) are already counted in user and nice.
+    ticks = [int(x) for x in fields[:8]]
+    return sum(ticks), ticks[7] if len(ticks) > 7 else 0
+
+
+def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the machine's CPU time stolen between two `cpu_jiffies()`, in %: on a VM,
+    other guests running on its cores. A few % already shows as milliseconds at p99."""
+    total = after[0] - before[0]
+    return 100.0 * (after[1] - before[1]) / total if total > 0 else math.nan
 
 
 def loadavg() -> str:
