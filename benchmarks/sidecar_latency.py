@@ -116,8 +116,8 @@ class Scenario:
     spread: bool = False
     # Each repeat runs `length` times the run's duration. The p99 of 4,000 requests is set by
     # their 40 slowest, and on this VM one scheduling hiccup moves those by milliseconds:
-    # nginx's own added p99 in 4 s runs ranged from -1.7 to +1.2 ms across six repeats of
-    # one by-hand run (RESULTS.md). The scenario the p99 target is judged on runs 3x longer.
+    # nginx's own added p99 in 4 s runs ranged from +0.10 to +9.00 ms across the repeats of
+    # two by-hand runs (RESULTS.md). The scenario the p99 target is judged on runs 3x longer.
     length: int = 1
 
     @property
