@@ -128,6 +128,10 @@ class Scenario:
     def per_worker(self) -> int:
         return self.rate // self.workers
 
+    def seconds(self, duration: float) -> float:
+        """How long one repeat of this scenario runs, given the benchmark's --duration."""
+        return duration * self.length
+
 
 SCENARIOS = (
     Scenario("100-1row", "100 req/s, 1 row x 4 FP64", rows=1, rate=100, workers=10),
@@ -559,7 +563,7 @@ def run(
                                 url(path, sc.rows),
                                 sc,
                                 bodies[sc.rows],
-                                duration * sc.length,
+                                sc.seconds(duration),
                             ),
                         )
                         shown = (
@@ -617,13 +621,14 @@ def steal_line(res: dict[str, Any]) -> str:
     """How much of the machine's CPU the hypervisor gave to other guests during the benchmark
     (/proc/stat's steal), and the run that lost the most: the load average does not show it,
     and a few % of it already moves a p99 by milliseconds."""
-    worst = (math.nan, "", "", 0)
-    for key, by_path in res["raw"].items():
-        for path, runs in by_path.items():
-            for i, run in enumerate(runs):
-                pct = run.get("steal_pct", math.nan)
-                if not math.isnan(pct) and not pct <= worst[0]:
-                    worst = (pct, key, path, i + 1)
+    measured = [
+        (run["steal_pct"], key, path, i + 1)
+        for key, by_path in res["raw"].items()
+        for path, runs in by_path.items()
+        for i, run in enumerate(runs)
+        if not math.isnan(run.get("steal_pct", math.nan))
+    ]
+    worst = max(measured, default=(math.nan, "", "", 0))
     line = (
         f"CPU steal (this VM's cores running other guests) during this benchmark: "
         f"{_f(res.get('steal_pct', math.nan), '.1f')}% of the machine's CPU time"
@@ -679,7 +684,7 @@ def commands(st: Stack, bodies: dict[int, Path], script: Path, duration: float) 
             argv = (
                 wrk_argv(target, script, duration)
                 if sc.saturation
-                else hey_argv(target, sc, bodies[sc.rows], duration * sc.length)
+                else hey_argv(target, sc, bodies[sc.rows], sc.seconds(duration))
             )
             load[sc.key][path] = shlex.join(argv)
             if sc.spread:
@@ -938,7 +943,7 @@ def table_rows(res: dict[str, Any]) -> Iterator[tuple[str, list[str], list[list[
             else f"hey -c {sc.workers} -q {sc.per_worker}"
         )
         title = (
-            f"{sc.title} ({hey}, {d * sc.length:g} s x {n}, medians; "
+            f"{sc.title} ({hey}, {sc.seconds(d):g} s x {n}, medians; "
             "added = path - direct, same repeat)"
         )
         yield title, header, rows
