@@ -157,12 +157,11 @@ def _sketch_to_dict(sketch: NumericSketch | CategoricalSketch) -> dict[str, Any]
             "kind": "numeric",
             "edges": [_f(e) for e in sketch.edges.tolist()],
             "counts": sketch.counts.tolist(),
-            "sums": [_f(s) for s in sketch.sums.tolist()],
+            "means": [_f(m) for m in sketch.means.tolist()],
             "missing": sketch.missing,
             "infinite": sketch.infinite,
             "n": sketch.n,
-            "sum": _f(sketch.sum),
-            "sumsq": _f(sketch.sumsq),
+            "rmsAboutOrigin": _f(sketch.rms),
             "min": _f(sketch.min),
             "max": _f(sketch.max),
         }
@@ -180,16 +179,21 @@ def _sketch_from_dict(d: Mapping[str, Any], where: str) -> NumericSketch | Categ
         if d["kind"] == "numeric":
             sketch = NumericSketch(np.array([_unf(e) for e in d["edges"]], dtype=np.float64))
             counts = np.array(d["counts"], dtype=np.int64)
-            sums = np.array([_unf(s) for s in d["sums"]], dtype=np.float64)
-            if counts.shape != sketch.counts.shape or sums.shape != sketch.sums.shape:
+            n = int(d["n"])
+            if "means" in d:
+                means = np.array([_unf(m) for m in d["means"]], dtype=np.float64)
+                rms = _unf(d["rmsAboutOrigin"])
+            else:  # saved before sketches kept means (the cells' sums and the sum of the
+                # squares about the origin): the same moments, divided
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    sums = np.array([_unf(s) for s in d["sums"]], dtype=np.float64)
+                    means = np.where(counts > 0, sums / counts, 0.0)
+                rms = math.sqrt(_unf(d["sumsq"]) / n) if n else 0.0
+            if counts.shape != sketch.counts.shape or means.shape != sketch.means.shape:
                 raise ValueError(f"{len(d['edges'])} edges need {sketch.counts.size} cells")
-            sketch.counts, sketch.sums = counts, sums
-            sketch.missing, sketch.infinite, sketch.n = (
-                int(d["missing"]),
-                int(d["infinite"]),
-                int(d["n"]),
-            )
-            sketch.sum, sketch.sumsq = _unf(d["sum"]), _unf(d["sumsq"])
+            sketch.counts, sketch.means = counts, means
+            sketch.missing, sketch.infinite, sketch.n = int(d["missing"]), int(d["infinite"]), n
+            sketch.rms = rms
             sketch.min, sketch.max = _unf(d["min"]), _unf(d["max"])
             return sketch
         if d["kind"] == "categorical":

@@ -2,7 +2,7 @@
 
 W = integral of |F_ref(x) - F_cur(x)| dx. Both CDFs are known at every edge;
 edge cells are single points and add no area. Inside each open cell (a gap
-between two edges, or a tail) the sketch knows each sample's count and the sum
+between two edges, or a tail) the sketch knows each sample's count and the mean
 of its values there, and models that mass as a point mass at its centroid.
 That model keeps the integral of F_ref - F_cur over the cell exact, so the cell
 contributes exactly whenever the difference keeps its sign inside it, or each
@@ -55,7 +55,7 @@ def _distance(reference: NumericSketch, current: NumericSketch) -> float:
     k = edges.size
     n1, n2 = reference.total, current.total
     if k == 0:  # one unbounded cell: the centroid model is the difference of the means
-        return abs(reference.sum / n1 - current.sum / n2)
+        return abs(reference.mean - current.mean)
     open_cells = np.arange(0, 2 * k + 1, 2)
     cnt1, cnt2 = reference.counts[open_cells], current.counts[open_cells]
     # D = F_ref - F_cur just inside the left end of each open cell.
@@ -63,9 +63,9 @@ def _distance(reference: NumericSketch, current: NumericSketch) -> float:
     below2 = np.cumsum(current.counts)[open_cells] - cnt2
     d_left = below1 / n1 - below2 / n2
     # Each sample's mass in the cell, as a point mass at the centroid of its values.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        at1 = reference.sums[open_cells] / cnt1
-        at2 = current.sums[open_cells] / cnt2
+    # (NaN where a sample has none: the bounds below skip it.)
+    at1 = np.where(cnt1 > 0, reference.means[open_cells], np.nan)
+    at2 = np.where(cnt2 > 0, current.means[open_cells], np.nan)
     lo = np.concatenate(([np.fmin(np.fmin(at1[0], at2[0]), edges[0])], edges))
     hi = np.concatenate((edges, [np.fmax(np.fmax(at1[-1], at2[-1]), edges[-1])]))
     at1 = np.clip(np.where(cnt1 > 0, at1, lo), lo, hi)
@@ -74,9 +74,11 @@ def _distance(reference: NumericSketch, current: NumericSketch) -> float:
     first, second = np.minimum(at1, at2), np.maximum(at1, at2)
     d_middle = d_left + np.where(at1 <= at2, jump1, jump2)
     d_right = d_left + jump1 + jump2
+    # Over half-widths, doubled at the end (both exact): a width from -1.8e308 to
+    # +1.8e308 (a sentinel value below a positive feature's edges) does not overflow.
     area = (
-        np.abs(d_left) * (first - lo)
-        + np.abs(d_middle) * (second - first)
-        + np.abs(d_right) * (hi - second)
+        np.abs(d_left) * (first * 0.5 - lo * 0.5)
+        + np.abs(d_middle) * (second * 0.5 - first * 0.5)
+        + np.abs(d_right) * (hi * 0.5 - second * 0.5)
     )
-    return float(area.sum())
+    return 2.0 * float(area.sum())

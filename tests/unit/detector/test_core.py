@@ -164,3 +164,40 @@ def test_inferred_columns_are_capped_and_the_rest_counted() -> None:
     assert d.status()["columnsOverLimit"] == 500 - MAX_INFERRED_COLUMNS
     # The first names seen are the ones kept.
     assert {"f0_0", "f1_99"} <= d.columns.keys() and "f2_0" not in d.columns
+
+
+LARGEST = float(np.finfo(np.float64).max)
+
+
+def wasserstein_model() -> Any:
+    return model(
+        features=[{"name": "x", "type": "numeric"}], detectors={"drift": {"test": "wasserstein"}}
+    )
+
+
+def test_a_sentinel_near_the_largest_float_is_wasserstein_drift_and_not_a_nan() -> None:
+    # An upstream starts writing 1.8e308 ("missing") into a tenth of x. Its sums overflowed
+    # the sketch's: the Wasserstein distance came out NaN, which no threshold fails.
+    d = warmed(wasserstein_model())
+    for i in range(200):
+        x = LARGEST if i % 10 == 0 else float(np.random.default_rng(i).normal())
+        d.ingest(
+            parse_batch({"records": [{"id": f"s{i}", "features": {"x": x}}]}, now=1.0), now=1.0
+        )
+    d.evaluate(now=1.0, now_iso="t")
+    (drift,) = [e for e in d.last_evidence if e.feature == "x" and e.test == "wasserstein"]
+    assert drift.failing and math.isfinite(drift.statistic) and drift.statistic > 1e306
+
+
+def test_a_reference_holding_such_a_sentinel_does_not_fail_every_window() -> None:
+    # Its sum of squares overflowed: the reference's std was NaN and every window's
+    # Wasserstein effect +inf, so x drifted on every evaluation, whatever came.
+    d = Detector(wasserstein_model(), now=0.0)
+    reference = rows(200)
+    reference["records"][7]["features"]["x"] = LARGEST
+    d.ingest(parse_batch(reference, now=0.0), now=0.0)
+    assert not d.warming_up
+    d.ingest(parse_batch(rows(200, seed=1), now=1.0), now=1.0)
+    d.evaluate(now=1.0, now_iso="t")
+    (drift,) = [e for e in d.last_evidence if e.feature == "x" and e.test == "wasserstein"]
+    assert not drift.failing and math.isfinite(drift.statistic)

@@ -25,6 +25,7 @@ from mlwarden.detector.persist import (
     to_text,
 )
 from mlwarden.spec import REBASELINE_ANNOTATION, parse_observed_model
+from mlwarden.stats.sketch import NumericSketch
 
 
 def model(rebaseline: str | None = None, **spec: Any) -> Any:
@@ -127,6 +128,33 @@ def test_the_stored_form_is_a_summary_not_rows() -> None:
     assert doc["sketches"]["z"]["infinite"] == 6
     assert len(doc["sketches"]["x"]["counts"]) < 500  # cells, not values
     assert from_text(to_text(data), where="t") == data
+
+
+def test_a_reference_stored_with_sums_before_sketches_kept_means_still_loads() -> None:
+    # Stored before this version: each numeric sketch held its cells' sums, the sum of its
+    # values and the sum of their squares about the origin, where it now holds means.
+    ref = warmed(model()).reference
+    assert ref is not None
+    data, _ = encode_reference(ref, basis="b", rebaseline=None)
+    doc = json.loads(gzip.decompress(data))
+    for name, s in doc["sketches"].items():
+        if s["kind"] != "numeric":
+            continue
+        sketch = ref.sketches[name]
+        s["sums"] = (sketch.means * sketch.counts).tolist()
+        s["sum"] = sketch.mean * sketch.n
+        s["sumsq"] = sketch.rms**2 * sketch.n
+        s["min"], s["max"] = sketch.min, sketch.max
+        del s["means"], s["rmsAboutOrigin"]
+    old = decode_reference(gzip.compress(json.dumps(doc).encode()), where="t").reference
+    numeric = [n for n, s in ref.sketches.items() if isinstance(s, NumericSketch)]
+    assert sorted(numeric) == ["p", "x", "z"]
+    for name in numeric:
+        a, b = ref.sketches[name], old.sketches[name]
+        assert b.counts.tolist() == a.counts.tolist() and b.n == a.n
+        np.testing.assert_allclose(b.means, a.means, rtol=1e-12, atol=0)
+        assert b.mean == pytest.approx(a.mean, rel=1e-12)
+        assert b.std == pytest.approx(a.std, rel=1e-9)
 
 
 def test_too_large_a_summary_is_refused_naming_the_columns() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -82,8 +85,8 @@ def test_cells_by_hand() -> None:
     sketch = NumericSketch(np.array([1.0, 2.0, 3.0]))
     sketch.add(np.array([0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0]))
     assert sketch.counts.tolist() == [1, 1, 1, 1, 1, 1, 2]
-    assert sketch.sums.tolist() == [0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 9.0]
-    assert (sketch.n, sketch.min, sketch.max, sketch.sum) == (8, 0.0, 5.0, 19.0)
+    assert sketch.means.tolist() == [0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.5]
+    assert (sketch.n, sketch.min, sketch.max, sketch.mean) == (8, 0.0, 5.0, 19.0 / 8)
 
 
 def test_add_matches_per_value_lookup() -> None:
@@ -94,7 +97,8 @@ def test_add_matches_per_value_lookup() -> None:
     cells = np.searchsorted(edges, x, "left") + np.searchsorted(edges, x, "right")
     assert sketch.counts.tolist() == np.bincount(cells, minlength=2 * edges.size + 1).tolist()
     expected_sums = np.bincount(cells, weights=x, minlength=2 * edges.size + 1)
-    np.testing.assert_allclose(sketch.sums, expected_sums, rtol=0, atol=1e-9)
+    counts = np.maximum(sketch.counts, 1)
+    np.testing.assert_allclose(sketch.means, expected_sums / counts, rtol=0, atol=1e-12)
 
 
 def test_missing_and_infinite_are_counted_apart() -> None:
@@ -160,7 +164,7 @@ def test_sliding_window_is_sum_of_chunks() -> None:
     window.merge(sketches[4])
     direct = NumericSketch.from_values(np.concatenate(chunks[1:5]), edges)
     assert window.counts.tolist() == direct.counts.tolist()
-    np.testing.assert_allclose(window.sums, direct.sums, atol=1e-9)
+    np.testing.assert_allclose(window.means, direct.means, atol=1e-12)
     assert window.mean == pytest.approx(direct.mean, abs=1e-12)
     assert window.std == pytest.approx(direct.std, rel=1e-9)
 
@@ -188,8 +192,9 @@ def test_numeric_merge_subtract_round_trip(
     ab.subtract(b)
     assert ab.counts.tolist() == a.counts.tolist()
     assert (ab.n, ab.missing, ab.infinite) == (a.n, a.missing, a.infinite)
-    np.testing.assert_allclose(ab.sums, a.sums, rtol=1e-9, atol=1e-3)
-    assert ab.sum == pytest.approx(a.sum, rel=1e-9, abs=1e-3)
+    np.testing.assert_allclose(ab.means, a.means, rtol=1e-9, atol=1e-3)
+    if a.n:
+        assert ab.mean == pytest.approx(a.mean, rel=1e-9, abs=1e-3)
 
 
 # ---------------------------------------------------------------------- categorical
@@ -285,3 +290,74 @@ def test_quantile_groups_split_continuous_reference_evenly() -> None:
     r, _ = paired_histograms(ref, ref.copy(), bins=10)
     assert r.size == 10
     assert np.all(np.abs(r / x.size - 0.1) < 1 / 127)  # one 1/127 quantile cell
+
+
+# ----------------------------------------------- values near the largest float (sentinels)
+
+LARGEST = float(np.finfo(np.float64).max)
+
+
+@pytest.mark.parametrize("big", [LARGEST, -LARGEST, 1e200])
+def test_values_near_the_largest_float_keep_the_moments_finite_and_right(big: float) -> None:
+    # 1.8e308 is a common "missing" sentinel. Its sums (and 1e200's squares) overflow a
+    # float; kept as means, the moments stay finite, checked against exact arithmetic
+    # (statistics.mean and pstdev work in fractions).
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=1000)
+    x[::10] = big
+    sketch = NumericSketch(numeric_edges(rng.normal(size=2000)))
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # none, even hidden
+        for chunk in np.array_split(x, 3):
+            sketch.add(chunk)
+    assert sketch.mean == pytest.approx(statistics.mean(x.tolist()), rel=1e-12)
+    assert sketch.std == pytest.approx(statistics.pstdev(x.tolist()), rel=1e-12)
+    tail = 0 if big < 0 else -1
+    in_tail = x[x < sketch.edges[0]] if big < 0 else x[x > sketch.edges[-1]]
+    assert sketch.means[tail] == pytest.approx(statistics.mean(in_tail.tolist()), rel=1e-12)
+    assert np.isfinite(sketch.means).all()
+
+
+def test_a_sentinel_leaving_a_sliding_window_leaves_it_as_if_never_there() -> None:
+    rng = np.random.default_rng(6)
+    edges = numeric_edges(rng.normal(size=2000))
+    chunks = [rng.normal(size=300) for _ in range(4)]
+    chunks[0][::3] = LARGEST
+    window = NumericSketch(edges)
+    parts = [NumericSketch.from_values(c, edges) for c in chunks]
+    for part in parts:
+        window.merge(part)
+    assert math.isfinite(window.mean) and math.isfinite(window.std) and window.std > 1e307
+    window.subtract(parts[0])
+    direct = NumericSketch.from_values(np.concatenate(chunks[1:]), edges)
+    assert window.counts.tolist() == direct.counts.tolist()
+    # The sentinel's cell empties, so its mean is exactly 0 again; the other cells and
+    # the mean never held it. The std's square cancels what remains (the sentinel's
+    # square is 1e616 times the rest), so only a bound is kept: within the cell range.
+    np.testing.assert_allclose(window.means, direct.means, rtol=1e-12, atol=1e-12)
+    assert window.mean == pytest.approx(direct.mean, rel=1e-9, abs=1e-12)
+    assert 0.0 <= window.std < 1e307
+
+
+any_finite = arrays(
+    np.float64,
+    st.integers(1, 60),
+    elements=st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([LARGEST, -LARGEST, 0.0, 1.0]),
+)
+
+
+@given(any_finite, any_finite)
+def test_moments_of_any_finite_values_are_finite_and_right_to_the_largest_value(
+    reference: np.ndarray, values: np.ndarray
+) -> None:
+    # Exact arithmetic (fractions) as the oracle. Moments are kept about the origin (a
+    # middle edge of the reference): the mean is right to the rounding of the largest of
+    # the values and the origin, the std to about the square root of that (rms^2 - mean^2).
+    sketch = NumericSketch(numeric_edges(reference, max_bins=8))
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        for chunk in np.array_split(values, 3):
+            sketch.add(chunk)
+    top = max(float(np.max(np.abs(values))), abs(sketch.origin))
+    assert abs(sketch.mean - statistics.mean(values.tolist())) <= 1e-12 * top
+    assert abs(sketch.std - statistics.pstdev(values.tolist())) <= 1e-7 * top
+    assert np.isfinite(sketch.means).all()

@@ -142,3 +142,38 @@ def test_between_mean_shift_and_a_crossing_bound(
     spread = max(current.max(), reference.max()) - min(current.min(), reference.min())
     assert r.statistic <= spread + 1e-9 * (1 + spread)
     assert r.effect >= 0
+
+
+LARGEST = float(np.finfo(np.float64).max)
+
+
+@pytest.mark.parametrize("sentinel", [LARGEST, -LARGEST])
+def test_a_sentinel_near_the_largest_float_in_the_current_window_is_a_finite_huge_distance(
+    sentinel: float,
+) -> None:
+    # A feature of 0..12 whose upstream starts writing 1.8e308 ("missing") into a tenth of
+    # the records: the cell sums of 1.8e308 overflowed to inf and W came out NaN, which
+    # no floor catches. Below a positive feature, the tail's width itself passes 1.8e308.
+    rng = np.random.default_rng(9)
+    reference = rng.poisson(6, 2000).astype(float)
+    current = rng.choice(np.unique(reference), 1000)
+    current[::10] = sentinel
+    with np.errstate(over="raise", invalid="raise"):
+        r = wasserstein.score(*sketches(reference, current))
+    assert r.statistic == pytest.approx(stats.wasserstein_distance(reference, current), rel=1e-12)
+    assert r.statistic > 1e306 and math.isfinite(r.effect) and r.effect > 1e306
+
+
+def test_a_sentinel_in_the_reference_gives_it_a_huge_std_not_a_nan_one() -> None:
+    # The sum of squares of a reference holding 1.8e308 overflowed: its std was NaN and
+    # every window's effect +inf (an alarm on every look). Its std is now the true one,
+    # M sqrt(p (1 - p)) for a share p at M; a window without the sentinel is W = p M
+    # away, an effect of sqrt(p / (1 - p)) = 0.032 here: under the 0.1 floor.
+    rng = np.random.default_rng(10)
+    reference = rng.normal(size=5000)
+    reference[:5] = LARGEST
+    ref, cur = sketches(reference, rng.normal(size=1000))
+    assert ref.std == pytest.approx(float(np.std(reference / 2**1023)) * 2**1023, rel=1e-9)
+    r = wasserstein.score(ref, cur)
+    assert r.statistic == pytest.approx(0.001 * LARGEST, rel=1e-3)
+    assert r.effect == pytest.approx(math.sqrt(0.001 / 0.999), rel=1e-3) and r.effect < 0.1
