@@ -184,6 +184,19 @@ class Encoding:
         return np.hstack([f.encode(columns.get(f.name), n) for f in self.features])
 
 
+def _mean_std(x: np.ndarray) -> tuple[float, float]:
+    """The mean and std (ddof=0) of finite values, finite even near the largest float (a
+    1.8e308 "missing" sentinel, whose sum and square overflow): over the values scaled
+    by a power of two that takes the largest below 1 (exact), then scaled back."""
+    top = float(np.max(np.abs(x)))
+    if top < 1e100:
+        return float(x.mean()), float(x.std())
+    e = math.frexp(top)[1]
+    with np.errstate(under="ignore"):  # values far below the largest: they add nothing
+        scaled = np.ldexp(x, -e)
+        return math.ldexp(float(scaled.mean()), e), math.ldexp(float(scaled.std()), e)
+
+
 def fit_encoding(
     columns: Mapping[str, tuple[str, Any]], *, max_levels: int = MAX_LEVELS
 ) -> Encoding:
@@ -198,8 +211,7 @@ def fit_encoding(
             x = x[np.isfinite(x)]
             if x.size == 0:
                 continue
-            mean = float(x.mean())
-            std = float(x.std())
+            mean, std = _mean_std(x)
             features.append(FeatureEncoding(name, "numeric", (mean,), std if std > 0 else 1.0))
             continue
         total = len(values)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -53,6 +54,19 @@ def test_numeric_features_are_standardised_by_the_reference() -> None:
     assert got[:, 0] == pytest.approx([0.0, 0.0, 0.0, (7.0 - finite.mean()) / finite.std()])
     assert got[:, 1] == pytest.approx([0.0] * 4)  # absent: missing, imputed with the mean
     assert enc.features[1].scale == 1.0  # a constant reference column is not divided by 0
+
+
+def test_a_reference_holding_the_largest_float_is_standardised_by_finite_moments() -> None:
+    # A 1.8e308 "missing" sentinel: numpy's mean overflowed to inf and its std to NaN, and
+    # every encoded value of the column came out -inf (clipped to one constant).
+    x = np.random.default_rng(2).normal(size=1000)
+    x[::100] = np.finfo(np.float64).max
+    enc = mv.fit_encoding({"x": ("numeric", x)})
+    (feature,) = enc.features
+    assert feature.center == (pytest.approx(statistics.mean(x.tolist()), rel=1e-12),)
+    assert feature.scale == pytest.approx(statistics.pstdev(x.tolist()), rel=1e-12)
+    got = enc.encode({"x": np.array([0.0, np.finfo(np.float64).max])}, 2)[:, 0]
+    assert np.isfinite(got).all() and got[0] < 0 < got[1]
 
 
 def test_categories_are_one_hot_of_the_top_levels_plus_other_with_unit_block_variance() -> None:
