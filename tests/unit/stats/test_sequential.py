@@ -168,8 +168,9 @@ def test_the_bonferroni_factor_is_the_number_of_tests_run() -> None:
                     ScanColumn("z", NumericSketch.from_array(ref_z), 0.05)])  # fmt: skip
     x, z = rng.normal(size=1200), (rng.random(1200) < 0.1).astype(float)
     scan.add(scan.cells({"x": x, "z": z}, 1200), now=0.0)
-    due = [(lv, lv.size) for lv in scan.levels if lv.size in (32, 1000)]
-    windows = scan.totals[None, :] - np.stack([lv.snapshots[0].totals for lv, _ in due])
+    levels = [lv for lv in scan.levels if lv.size in (32, 1000)]
+    windows = scan.totals[None, :] - np.stack([lv.snapshots[0].totals for lv in levels])
+    due = [sequential._Due(lv.size, lv.size, lv.snapshots[0].time) for lv in levels]
     _, p, _, _, _, parts = scan._p_values("ks", scan._num, windows, due)
     p_loc, p_scale, p_bins, heavy, has_bins = parts
     assert heavy.tolist() == [[False, True], [False, True]]
@@ -453,8 +454,9 @@ def test_a_short_reference_takes_the_bins_of_its_own_column_only() -> None:
                     ScanColumn("rare", NumericSketch.from_array(ref_rare), 0.05)])  # fmt: skip
     x, rare = rng.normal(size=1200), rng.normal(size=1200)
     scan.add(scan.cells({"x": x, "rare": rare}, 1200), now=0.0)
-    due = [(lv, lv.size) for lv in scan.levels if lv.size == 1000]
-    windows = scan.totals[None, :] - np.stack([lv.snapshots[0].totals for lv, _ in due])
+    levels = [lv for lv in scan.levels if lv.size == 1000]
+    windows = scan.totals[None, :] - np.stack([lv.snapshots[0].totals for lv in levels])
+    due = [sequential._Due(lv.size, lv.size, lv.snapshots[0].time) for lv in levels]
     _, p, _, _, _, parts = scan._p_values("ks", scan._num, windows, due)
     p_loc, p_scale, p_bins, heavy, has_bins = parts
     assert heavy.tolist() == [[False, True]]  # 30 reference values: a cell holds over 10%
@@ -471,3 +473,45 @@ def test_a_short_reference_takes_the_bins_of_its_own_column_only() -> None:
     table = np.array([np.diff(ref_cells), np.diff(cells)])
     want = stats.chi2_contingency(table, correction=False).pvalue
     assert p_bins[0, 0] == pytest.approx(want, rel=1e-9)
+
+
+def test_a_batchs_looks_tested_together_decide_as_one_look_at_a_time() -> None:
+    # A batch of 500 records holds 10 looks: they are tested in one vectorised pass. Fed
+    # `look_every` (50) records at a time, every add makes at most one look, at the same
+    # records. The decisions, messages and windows are the same; the p-values to rounding
+    # (reductions over arrays of other shapes).
+    rng = np.random.default_rng(12)
+
+    def scan() -> SequentialScan:
+        return scan_of(
+            [
+                ScanColumn("x", NumericSketch.from_array(np.arange(2000.0) % 97), 0.05),
+                ScanColumn("y", NumericSketch.from_array((np.arange(2000) % 3).astype(float)),
+                           0.05),
+                ScanColumn("c", CategoricalSketch.from_values(list("aabbbcd" * 100)), 0.05),
+            ],
+            per=200.0,  # alarms often enough to compare many
+            clear_alpha=0.5,
+        )  # fmt: skip
+
+    n = 6000
+    x = np.where(np.arange(n) < 3000, rng.integers(0, 97, n), rng.integers(20, 120, n))
+    values = {"x": x.astype(float), "y": rng.integers(0, 4, n).astype(float),
+              "c": list(rng.choice(list("abcde"), n))}  # fmt: skip
+    batched, single = scan(), scan()
+    got: list[Finding] = []
+    for start in range(0, n, 500):
+        part = {k: v[start : start + 500] for k, v in values.items()}
+        got += batched.add(batched.cells(part, 500), now=1.0, watch={"x"})
+    want: list[Finding] = []
+    for start in range(0, n, 50):
+        part = {k: v[start : start + 50] for k, v in values.items()}
+        want += single.add(single.cells(part, 50), now=1.0, watch={"x"})
+    assert batched.looks == single.looks > 100
+    assert sum(f.alarm for f in want) > 10 and sum(f.clear for f in want) > 10
+    assert [(f.column, f.test, f.alarm, f.clear, f.window, f.level, f.message) for f in got] == [
+        (f.column, f.test, f.alarm, f.clear, f.window, f.level, f.message) for f in want
+    ]
+    for a, b in zip(got, want, strict=True):
+        assert a.p_value == pytest.approx(b.p_value, rel=1e-9, abs=1e-300)
+        assert a.statistic == pytest.approx(b.statistic, rel=1e-9)
