@@ -287,13 +287,20 @@ class NumericSketch:
     def merge(self, other: NumericSketch) -> None:
         """Add `other` into this sketch (same edges required)."""
         self.require_same_edges(other)
-        counts = self.counts + other.counts
-        weight = np.divide(other.counts, counts, out=np.zeros(counts.size), where=counts > 0)
-        self.means = self.means + (other.means - self.means) * weight
-        self.counts = counts
         self.missing += other.missing
         self.infinite += other.infinite
-        if other.n:
+        if other.n == 0:
+            pass
+        elif self.n == 0:  # a window's view and a copy start empty: take other's as they are
+            self.counts = other.counts.copy()
+            self.means = other.means.copy()
+            self.rms, self.n = other.rms, other.n
+        else:
+            counts = self.counts + other.counts
+            # A cell both leave empty has other.counts 0: weight 0 / 1.
+            weight = other.counts / np.maximum(counts, 1)
+            self.means = self.means + (other.means - self.means) * weight
+            self.counts = counts
             self._combine(other.n, other.rms)
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
@@ -314,7 +321,7 @@ class NumericSketch:
             raise ValueError("cannot subtract a sketch that was not merged into this one")
         # What stays: mean m + c2 (m - m2) / (c - c2) per cell, kept inside the cell
         # (rounding drifts under add-then-subtract); an empty cell's mean is exactly 0.
-        grow = np.divide(other.counts, counts, out=np.zeros(counts.size), where=counts > 0)
+        grow = other.counts / np.maximum(counts, 1)  # emptied cells are zeroed below
         means = self.means + (self.means - other.means) * grow
         np.clip(means, *self._cell_ranges(), out=means)
         means[counts == 0] = 0.0
