@@ -61,9 +61,16 @@ def detect(inputs: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
         preloaded = {"reference": inputs["ref"], "current": inputs["cur"]}
         check.read_reference = lambda path, limit=0: preloaded[path]  # type: ignore[assignment]
         report = check.run_check("reference", "current")
-    flagged = sorted({e.feature or "" for e in report.drift if e.failing})
+    # Columns only, as the peers and the detector's runner flag them: the multivariate
+    # finding (no feature: PCA over all columns) is no column's, and is reported apart.
+    flagged = sorted({e.feature for e in report.drift if e.failing and e.feature is not None})
     findings = {
-        e.feature: {"test": e.test, "statistic": e.statistic, "p": e.p_value, "failing": e.failing}
+        e.feature or "multivariate": {
+            "test": e.test,
+            "statistic": e.statistic,
+            "p": e.p_value,
+            "failing": e.failing,
+        }
         for e in report.drift
     }
     return flagged, {"api": inputs["api"], "findings": findings}
